@@ -1,0 +1,33 @@
+/* limits.h: every cap on what a stranger (or a peer) can send, in one place.
+ *
+ * Defaults here; daemons may lower or raise some through flags, always within
+ * these types. A value a module enforces must be named here, not hard-coded
+ * next to the check. */
+#ifndef FY_LIMITS_H
+#define FY_LIMITS_H
+
+/* HTTP/1.1 (common/http). */
+#define FY_HTTP_MAX_HEADER_BYTES           (16 * 1024) /* request line + headers; over it: 431 */
+#define FY_HTTP_MAX_HEADERS                100         /* header fields per message; over it: 431 */
+#define FY_HTTP_MAX_URL_BYTES              (8 * 1024)  /* request target; over it: 414 */
+#define FY_HTTP_DEFAULT_MAX_BODY           (1024 * 1024) /* buffered-body cap unless configured; 413 */
+#define FY_HTTP_HEADER_TIMEOUT_MS          10000 /* whole header block must arrive in this; 408 */
+#define FY_HTTP_IDLE_TIMEOUT_MS            60000 /* idle keep-alive connection is closed */
+#define FY_HTTP_BODY_TIMEOUT_MS            60000 /* no body byte for this long: close */
+#define FY_HTTP_MAX_CONNECTIONS            10000 /* per listener */
+#define FY_HTTP_CLIENT_MAX_RESPONSE_HEADER (64 * 1024)
+
+/* TLS (common/tls). */
+#define FY_TLS_HANDSHAKE_TIMEOUT_MS 10000
+#define FY_TLS_MAX_WRITE_QUEUE      (1024 * 1024) /* encrypted bytes queued before writes fail */
+#define FY_TLS_PEM_MAX_BYTES        (1024 * 1024) /* certificate/key files read at most */
+
+/* Streams: a writer should pause its source above the high watermark and
+ * resume below the low one (see fy_stream_write_queue_size). */
+#define FY_STREAM_HIGH_WATERMARK (256 * 1024)
+#define FY_STREAM_LOW_WATERMARK  (64 * 1024)
+
+/* Config files. */
+#define FY_CONFIG_MAX_BYTES (1024 * 1024)
+
+#endif

@@ -1,0 +1,444 @@
+/* tcp.c: fy_stream over a libuv TCP handle, plus connect-with-timeout and
+ * address helpers. */
+#include "err.h"
+#include "stream.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TCP_READ_BUF (64 * 1024)
+
+typedef struct {
+    fy_stream base;
+    uv_tcp_t *tcp;
+    fy_stream_close_cb close_cb;
+    int shut;
+    char rbuf[TCP_READ_BUF];
+} tcp_stream;
+
+typedef struct {
+    uv_write_t req;
+    tcp_stream *ts;
+    fy_stream_write_cb cb;
+    void *arg;
+} tcp_write_req;
+
+static void tcp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    tcp_stream *ts = h->data;
+    (void)suggested;
+    buf->base = ts->rbuf;
+    buf->len = sizeof ts->rbuf;
+}
+
+static void tcp_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+{
+    tcp_stream *ts = h->data;
+    if (nread == 0 || ts->base.closing) {
+        return;
+    }
+    if (nread < 0) {
+        uv_read_stop(h);
+        if (ts->base.on_read) {
+            ts->base.on_read(&ts->base, fy_err_from_uv((int)nread), NULL);
+        }
+        return;
+    }
+    fy_slice s = {buf->base, (size_t)nread};
+    if (ts->base.on_read) {
+        ts->base.on_read(&ts->base, nread, &s);
+    }
+}
+
+static int tcp_read_start(fy_stream *s)
+{
+    tcp_stream *ts = (tcp_stream *)s;
+    if (s->closing) {
+        return FY_ECLOSED;
+    }
+    int rc = uv_read_start((uv_stream_t *)ts->tcp, tcp_alloc_cb, tcp_read_cb);
+    return rc == UV_EALREADY ? 0 : fy_err_from_uv(rc);
+}
+
+static int tcp_read_stop(fy_stream *s)
+{
+    tcp_stream *ts = (tcp_stream *)s;
+    if (s->closing) {
+        return 0;
+    }
+    return fy_err_from_uv(uv_read_stop((uv_stream_t *)ts->tcp));
+}
+
+static void tcp_write_done(uv_write_t *req, int status)
+{
+    tcp_write_req *wr = (tcp_write_req *)req;
+    if (wr->cb) {
+        wr->cb(&wr->ts->base, fy_err_from_uv(status), wr->arg);
+    }
+    free(wr);
+}
+
+static int tcp_write(fy_stream *s, const fy_slice *bufs, size_t nbufs, fy_stream_write_cb cb,
+                     void *arg)
+{
+    tcp_stream *ts = (tcp_stream *)s;
+    if (s->closing || ts->shut) {
+        return FY_ECLOSED;
+    }
+    tcp_write_req *wr = malloc(sizeof *wr);
+    if (!wr) {
+        return FY_ENOMEM;
+    }
+    wr->ts = ts;
+    wr->cb = cb;
+    wr->arg = arg;
+    /* fy_slice and uv_buf_t have different member order; uv copies the array. */
+    uv_buf_t stackbufs[16] = {{0}};
+    uv_buf_t *ub = nbufs <= 16 ? stackbufs : malloc(nbufs * sizeof *ub);
+    if (!ub) {
+        free(wr);
+        return FY_ENOMEM;
+    }
+    for (size_t i = 0; i < nbufs; i++) {
+        ub[i] = uv_buf_init(bufs[i].base, (unsigned)bufs[i].len);
+    }
+    int rc = uv_write(&wr->req, (uv_stream_t *)ts->tcp, ub, (unsigned)nbufs, tcp_write_done);
+    if (ub != stackbufs) {
+        free(ub);
+    }
+    if (rc) {
+        free(wr);
+        return fy_err_from_uv(rc);
+    }
+    return 0;
+}
+
+static void tcp_shutdown_done(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+static int tcp_shutdown(fy_stream *s)
+{
+    tcp_stream *ts = (tcp_stream *)s;
+    if (s->closing) {
+        return FY_ECLOSED;
+    }
+    if (ts->shut) {
+        return 0;
+    }
+    uv_shutdown_t *req = malloc(sizeof *req);
+    if (!req) {
+        return FY_ENOMEM;
+    }
+    int rc = uv_shutdown(req, (uv_stream_t *)ts->tcp, tcp_shutdown_done);
+    if (rc) {
+        free(req);
+        return fy_err_from_uv(rc);
+    }
+    ts->shut = 1;
+    return 0;
+}
+
+static void tcp_closed(uv_handle_t *h)
+{
+    tcp_stream *ts = h->data;
+    free(ts->tcp);
+    if (ts->close_cb) {
+        ts->close_cb(&ts->base);
+    }
+    free(ts);
+}
+
+static void tcp_close(fy_stream *s, fy_stream_close_cb cb)
+{
+    tcp_stream *ts = (tcp_stream *)s;
+    if (s->closing) {
+        return;
+    }
+    s->closing = 1;
+    ts->close_cb = cb;
+    uv_close((uv_handle_t *)ts->tcp, tcp_closed);
+}
+
+static size_t tcp_write_queue_size(const fy_stream *s)
+{
+    const tcp_stream *ts = (const tcp_stream *)s;
+    return ts->tcp->write_queue_size;
+}
+
+static void tcp_peer_name(const fy_stream *s, char *out, size_t outlen)
+{
+    const tcp_stream *ts = (const tcp_stream *)s;
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (outlen == 0) {
+        return;
+    }
+    out[0] = '\0';
+    if (uv_tcp_getpeername(ts->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        fy_addr_format((struct sockaddr *)&ss, out, outlen);
+    }
+}
+
+static const fy_stream_vtable tcp_vtable = {
+    .name = "tcp",
+    .read_start = tcp_read_start,
+    .read_stop = tcp_read_stop,
+    .write = tcp_write,
+    .shutdown = tcp_shutdown,
+    .close = tcp_close,
+    .write_queue_size = tcp_write_queue_size,
+    .peer_name = tcp_peer_name,
+};
+
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+fy_stream *fy_tcp_stream_wrap(uv_tcp_t *tcp)
+{
+    tcp_stream *ts = calloc(1, sizeof *ts);
+    if (!ts) {
+        uv_close((uv_handle_t *)tcp, free_handle);
+        return NULL;
+    }
+    ts->base.vt = &tcp_vtable;
+    ts->base.loop = tcp->loop;
+    ts->tcp = tcp;
+    tcp->data = ts;
+    uv_tcp_nodelay(tcp, 1);
+    return &ts->base;
+}
+
+/* --- connect with timeout ------------------------------------------------ */
+
+typedef struct {
+    uv_loop_t *loop;
+    uv_timer_t timer;
+    uv_getaddrinfo_t gai;
+    uv_connect_t creq;
+    uv_tcp_t *tcp;
+    struct addrinfo *res, *next;
+    fy_tcp_connect_cb cb;
+    void *arg;
+    int pending; /* outstanding libuv requests/handles that reference ctx */
+    int done;    /* the user callback has run */
+    int last_err;
+} connect_ctx;
+
+static void connect_release(connect_ctx *c)
+{
+    if (--c->pending == 0) {
+        if (c->res) {
+            uv_freeaddrinfo(c->res);
+        }
+        free(c);
+    }
+}
+
+static void connect_timer_closed(uv_handle_t *h)
+{
+    connect_release(h->data);
+}
+
+static void connect_finish(connect_ctx *c, fy_stream *s, int status)
+{
+    if (c->done) {
+        return;
+    }
+    c->done = 1;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, connect_timer_closed);
+    c->cb(s, status, c->arg);
+}
+
+static void connect_next(connect_ctx *c);
+
+static void connect_tcp_closed(uv_handle_t *h)
+{
+    connect_ctx *c = h->data;
+    free(h);
+    if (!c->done) {
+        connect_next(c);
+    }
+    connect_release(c);
+}
+
+static void connect_done(uv_connect_t *req, int status)
+{
+    connect_ctx *c = req->data;
+    uv_tcp_t *tcp = c->tcp;
+    c->tcp = NULL;
+    if (!tcp) {
+        /* The timeout already closed this socket. */
+        connect_release(c);
+        return;
+    }
+    if (status == 0 && !c->done) {
+        fy_stream *s = fy_tcp_stream_wrap(tcp);
+        connect_finish(c, s, s ? 0 : FY_ENOMEM);
+        connect_release(c);
+        return;
+    }
+    if (status) {
+        c->last_err = fy_err_from_uv(status);
+    }
+    /* Failed or timed out: close this socket; its close callback tries the
+     * next address (unless the user was already told). */
+    tcp->data = c;
+    c->pending++;
+    uv_close((uv_handle_t *)tcp, connect_tcp_closed);
+    connect_release(c);
+}
+
+static void connect_next(connect_ctx *c)
+{
+    while (c->next) {
+        struct addrinfo *ai = c->next;
+        c->next = ai->ai_next;
+        uv_tcp_t *tcp = malloc(sizeof *tcp);
+        if (!tcp) {
+            connect_finish(c, NULL, FY_ENOMEM);
+            return;
+        }
+        uv_tcp_init(c->loop, tcp);
+        c->creq.data = c;
+        int rc = uv_tcp_connect(&c->creq, tcp, ai->ai_addr, connect_done);
+        if (rc == 0) {
+            c->tcp = tcp;
+            c->pending++;
+            return;
+        }
+        c->last_err = fy_err_from_uv(rc);
+        uv_close((uv_handle_t *)tcp, free_handle);
+    }
+    connect_finish(c, NULL, c->last_err ? c->last_err : FY_EUNREACH);
+}
+
+static void connect_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    connect_ctx *c = req->data;
+    c->res = res;
+    c->next = res;
+    if (!c->done) {
+        if (status < 0) {
+            connect_finish(c, NULL, status == UV_ECANCELED ? FY_ETIMEDOUT : FY_EUNREACH);
+        } else {
+            connect_next(c);
+        }
+    }
+    connect_release(c);
+}
+
+static void connect_timeout(uv_timer_t *t)
+{
+    connect_ctx *c = t->data;
+    if (c->tcp) {
+        /* Closing the socket makes connect_done run with UV_ECANCELED. */
+        uv_tcp_t *tcp = c->tcp;
+        c->tcp = NULL;
+        tcp->data = c;
+        c->pending++;
+        uv_close((uv_handle_t *)tcp, connect_tcp_closed);
+    } else if (!c->res) {
+        uv_cancel((uv_req_t *)&c->gai);
+    }
+    connect_finish(c, NULL, FY_ETIMEDOUT);
+}
+
+int fy_tcp_connect(uv_loop_t *loop, const char *host, int port, unsigned timeout_ms,
+                   fy_tcp_connect_cb cb, void *arg)
+{
+    if (!host || port <= 0 || port > 65535 || !cb) {
+        return FY_EINVAL;
+    }
+    connect_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        return FY_ENOMEM;
+    }
+    c->loop = loop;
+    c->cb = cb;
+    c->arg = arg;
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    c->pending = 1; /* the timer */
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    c->gai.data = c;
+    int rc = uv_getaddrinfo(loop, &c->gai, connect_resolved, host, portstr, &hints);
+    if (rc) {
+        c->done = 1;
+        uv_close((uv_handle_t *)&c->timer, connect_timer_closed);
+        return fy_err_from_uv(rc);
+    }
+    c->pending++;
+    uv_timer_start(&c->timer, connect_timeout, timeout_ms, 0);
+    return 0;
+}
+
+int fy_addr_parse(const char *text, struct sockaddr_storage *out)
+{
+    char host[64];
+    const char *colon;
+    if (!text) {
+        return FY_EINVAL;
+    }
+    memset(out, 0, sizeof *out);
+    if (text[0] == '[') {
+        const char *end = strchr(text, ']');
+        if (!end || end[1] != ':' || (size_t)(end - text - 1) >= sizeof host) {
+            return FY_EINVAL;
+        }
+        memcpy(host, text + 1, (size_t)(end - text - 1));
+        host[end - text - 1] = '\0';
+        colon = end + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (!colon || (size_t)(colon - text) >= sizeof host) {
+            return FY_EINVAL;
+        }
+        memcpy(host, text, (size_t)(colon - text));
+        host[colon - text] = '\0';
+        if (host[0] == '\0') {
+            strcpy(host, "0.0.0.0");
+        }
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535) {
+        return FY_EINVAL;
+    }
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)out) == 0) {
+        return 0;
+    }
+    if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)out) == 0) {
+        return 0;
+    }
+    return FY_EINVAL;
+}
+
+void fy_addr_format(const struct sockaddr *sa, char *out, size_t outlen)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (outlen == 0) {
+        return;
+    }
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        uv_ip4_name(in, ip, sizeof ip);
+        snprintf(out, outlen, "%s:%d", ip, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        uv_ip6_name(in6, ip, sizeof ip);
+        snprintf(out, outlen, "[%s]:%d", ip, ntohs(in6->sin6_port));
+    } else {
+        out[0] = '\0';
+    }
+}

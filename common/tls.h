@@ -1,0 +1,86 @@
+/* tls.h: TLS 1.2 over any fy_stream, on mbedTLS, non-blocking.
+ *
+ * A TLS stream sits on top of a lower fy_stream (usually TCP): mbedTLS is
+ * driven through custom BIO callbacks fed by the lower stream's reads and
+ * writes, and the TLS stream is itself an fy_stream, so HTTP and the tunnel
+ * run over it unchanged.
+ *
+ * Policy is fixed, not configurable: TLS 1.2 only; ECDHE key exchange with
+ * AES-GCM or ChaCha20-Poly1305 only; certificates always verified when a CA is
+ * configured; a client always verifies the server (there is no "insecure"
+ * switch). */
+#ifndef FY_TLS_H
+#define FY_TLS_H
+
+#include "stream.h"
+
+#include <stdint.h>
+
+typedef struct fy_tls_config fy_tls_config;
+
+typedef struct {
+    int is_server;
+    /* Own certificate chain and private key, PEM, as files or in memory (the
+     * *_pem fields win when set). Required for servers; optional for clients
+     * (needed for mTLS). */
+    const char *cert_file, *key_file;
+    const char *cert_pem, *key_pem;
+    /* Trusted CA certificates, PEM, file or memory. Client: required, the
+     * server's chain must verify against it. Server: the CA that client
+     * certificates must chain to (needed when require_client_cert is set). */
+    const char *ca_file;
+    const char *ca_pem;
+    int require_client_cert; /* server: demand a verified client certificate (mTLS) */
+    /* Client: name sent as SNI and checked against the server certificate
+     * (may be overridden per connection in fy_tls_stream_new). */
+    const char *server_name;
+    /* ALPN protocols in preference order, NULL-terminated, or NULL for none. */
+    const char **alpn;
+    unsigned handshake_timeout_ms; /* 0: FY_TLS_HANDSHAKE_TIMEOUT_MS */
+    size_t max_write_queue;        /* 0: FY_TLS_MAX_WRITE_QUEUE */
+} fy_tls_options;
+
+/* Builds a shared, immutable configuration (certificates parsed, RNG seeded).
+ * Returns 0, or an FY_E* code with a message naming the file and problem in
+ * ERR. One config serves any number of streams on one loop thread. */
+int fy_tls_config_new(const fy_tls_options *opts, fy_tls_config **out, char *err, size_t errlen);
+
+/* Frees a config; every stream made from it must be closed first. NULL is ok. */
+void fy_tls_config_free(fy_tls_config *cfg);
+
+/* Called once when the handshake finishes (status 0) or fails (FY_ETLS,
+ * FY_ECERT for a rejected peer certificate, FY_ETIMEDOUT, or the lower
+ * stream's error). After a failure the caller closes the stream. */
+typedef void (*fy_tls_handshake_cb)(fy_stream *tls, int status, void *arg);
+
+/* Wraps LOWER (ownership passes to the TLS stream: closing the TLS stream
+ * closes LOWER) and starts the handshake at once. SERVER_NAME overrides the
+ * config's for a client (NULL: use the config's). Returns NULL on ENOMEM
+ * (LOWER is then closed). Reads and writes may be issued before the handshake
+ * completes: writes are queued, reads start being delivered after it. */
+fy_stream *fy_tls_stream_new(fy_tls_config *cfg, fy_stream *lower, const char *server_name,
+                             fy_tls_handshake_cb cb, void *arg);
+
+/* The verified peer certificate, after a successful handshake. */
+typedef struct {
+    int present;             /* 0 when the peer sent no certificate */
+    char subject[256];       /* full subject DN, "CN=runner-1, O=ferry" */
+    char cn[128];            /* subject common name, "" when absent */
+    char serial[64];         /* hex serial number */
+    uint8_t fingerprint[32]; /* SHA-256 of the DER certificate */
+} fy_tls_peer;
+
+/* Fills PEER for a TLS stream. Returns 0, or FY_EINVAL when S is not a TLS
+ * stream or the handshake has not completed. */
+int fy_tls_peer_get(const fy_stream *s, fy_tls_peer *peer);
+
+/* Negotiated ALPN protocol, the SNI name a client asked for (server side),
+ * and the cipher suite name; NULL when none or not a TLS stream. */
+const char *fy_tls_alpn(const fy_stream *s);
+const char *fy_tls_sni(const fy_stream *s);
+const char *fy_tls_ciphersuite(const fy_stream *s);
+
+/* 1 when S is a TLS stream. */
+int fy_tls_is_tls(const fy_stream *s);
+
+#endif

@@ -1,0 +1,52 @@
+/* ferry-gateway: the public side of ferry. */
+#include "common/args.h"
+#include "common/cli.h"
+#include "common/err.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f, const fy_opt *opts)
+{
+    fprintf(f, "Usage: ferry-gateway [OPTIONS] COMMAND\n\n"
+               "The gateway is ferry's public side: it terminates HTTPS, authenticates\n"
+               "callers and proxies their requests down runners' outbound tunnels.\n\n"
+               "This build implements no commands yet beyond --help and --version:\n"
+               "'init' and 'run' land with the tunnel milestone (issue 3).\n\n"
+               "Options:\n");
+    fy_args_usage(f, opts);
+}
+
+int main(int argc, char **argv)
+{
+    int help = 0, version = 0;
+    fy_cli_log_opts log = {0};
+    const fy_opt opts[] = {
+        {"help", FY_OPT_FLAG, &help, NULL, "show this help and exit"},
+        {"version", FY_OPT_FLAG, &version, NULL, "show version and library versions and exit"},
+        FY_CLI_LOG_OPTS(&log),
+        {0},
+    };
+    char err[256];
+    char *pos[argc > 0 ? argc : 1];
+    int npos = 0;
+    if (fy_args_parse(opts, argc - 1, argv + 1, pos, &npos, err, sizeof err) ||
+        fy_cli_log_apply(&log, err, sizeof err)) {
+        fprintf(stderr, "ferry-gateway: %s\n", err);
+        return 2;
+    }
+    if (help) {
+        usage(stdout, opts);
+        return 0;
+    }
+    if (version) {
+        fy_cli_print_version(stdout, "ferry-gateway");
+        return 0;
+    }
+    if (npos == 0) {
+        usage(stderr, opts);
+        return 2;
+    }
+    fprintf(stderr, "ferry-gateway: unknown command '%s' (see --help)\n", pos[0]);
+    return 2;
+}
