@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# test_cli.sh VERSION: checks --help, --version and option errors of every binary.
+set -euo pipefail
+version=$1
+bin=${FERRY_BIN:?}
+rev=$(git -C "${FERRY_SRC:?}" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+for b in ferry-gateway ferry-runner ferry; do
+    out=$("$bin/$b" --version)
+    first=$(head -n1 <<<"$out")
+    [[ $first == "$b $version (git "* ]] || fail "$b --version first line: '$first'"
+    # The commit baked in at configure time is this tree's commit (modulo -dirty).
+    baked=$(sed -n 's/.*(git \([^,]*\),.*/\1/p' <<<"$first")
+    [[ ${baked%-dirty} == "${rev%-dirty}" || $baked == unknown ]] || fail "$b built from '$baked', tree is '$rev'"
+    grep -q "libuv 1\.44" <<<"$out" || fail "$b --version lacks the libuv version"
+    grep -q "mbedTLS 2\.28" <<<"$out" || fail "$b --version lacks the mbedTLS version"
+    grep -q "llhttp 8\.1" <<<"$out" || fail "$b --version lacks the llhttp version"
+
+    help=$("$bin/$b" --help)
+    grep -q "^Usage: $b " <<<"$help" || fail "$b --help has no usage line"
+    for opt in --help --version --log-level --log-format; do
+        grep -q -- "$opt" <<<"$help" || fail "$b --help does not list $opt"
+    done
+
+    set +e
+    err=$("$bin/$b" --no-such-option 2>&1 >/dev/null); rc=$?
+    set -e
+    [[ $rc == 2 ]] || fail "$b with an unknown option exited $rc, want 2"
+    grep -q "unknown option '--no-such-option'" <<<"$err" || fail "$b unknown-option message: $err"
+    set +e
+    err=$("$bin/$b" --log-level loud --version 2>&1 >/dev/null); rc=$?
+    set -e
+    [[ $rc == 2 ]] || fail "$b with a bad log level exited $rc"
+    grep -q "is not debug, info, warn, error or off" <<<"$err" || fail "$b log-level message: $err"
+done
+
+# The runner reports its compute backends.
+"$bin/ferry-runner" --version | grep -q "backend cpu: .*cores" || fail "runner does not list the CPU backend"
+"$bin/ferry-runner" --version | grep -q "backend cuda: " || fail "runner does not list the CUDA backend"
+echo "cli: ok"
