@@ -220,29 +220,57 @@ static int key__gen_p256(mbedtls_pk_context *pk, fy_rng *rng, char *err, size_t 
     return 0;
 }
 
-/* Wraps DER in PEM armour; *OUT is malloc'd. The caller wipes DER when it is
- * secret; a failed attempt wipes its own buffer. */
+/* Wraps DER in PEM armour (64-character lines); *OUT is malloc'd. Written
+ * here rather than with mbedtls_pem_write_buffer because that one leaves its
+ * base64 scratch copy in freed memory unwiped, and private keys pass through
+ * here: every intermediate buffer is wiped. */
 static int pem__wrap(const unsigned char *der, size_t len, const char *begin, const char *end,
                      char **out)
 {
-    size_t need = 0;
-    int rc = mbedtls_pem_write_buffer(begin, end, der, len, NULL, 0, &need);
-    if (rc != MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL || need == 0) {
-        return FY_ECRYPTO;
+    unsigned char *b64 = NULL;
+    char *buf = NULL;
+    size_t b64cap = 0, b64len = 0;
+    int rc = FY_ECRYPTO;
+    if (mbedtls_base64_encode(NULL, 0, &b64cap, der, len) != MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL ||
+        b64cap == 0 || b64cap > 2 * FY_TLS_PEM_MAX_BYTES) {
+        goto out;
     }
-    unsigned char *buf = malloc(need);
+    b64 = malloc(b64cap);
+    if (!b64) {
+        rc = FY_ENOMEM;
+        goto out;
+    }
+    if (mbedtls_base64_encode(b64, b64cap, &b64len, der, len) != 0) {
+        goto out;
+    }
+    size_t blen = strlen(begin), elen = strlen(end);
+    size_t need = blen + b64len + (b64len + 63) / 64 + elen + 1;
+    buf = malloc(need);
     if (!buf) {
-        return FY_ENOMEM;
+        rc = FY_ENOMEM;
+        goto out;
     }
-    size_t olen = 0;
-    rc = mbedtls_pem_write_buffer(begin, end, der, len, buf, need, &olen);
-    if (rc != 0) {
-        mbedtls_platform_zeroize(buf, need);
-        free(buf);
-        return FY_ECRYPTO;
+    char *p = buf;
+    memcpy(p, begin, blen);
+    p += blen;
+    for (size_t off = 0; off < b64len; off += 64) {
+        size_t k = b64len - off < 64 ? b64len - off : 64;
+        memcpy(p, b64 + off, k);
+        p += k;
+        *p++ = '\n';
     }
-    *out = (char *)buf;
-    return 0;
+    memcpy(p, end, elen);
+    p[elen] = '\0';
+    *out = buf;
+    buf = NULL;
+    rc = 0;
+out:
+    if (b64) {
+        mbedtls_platform_zeroize(b64, b64cap);
+        free(b64);
+    }
+    free(buf); /* only on failure, before anything was written to it */
+    return rc;
 }
 
 static int key__to_pem(mbedtls_pk_context *pk, char **out, char *err, size_t errlen)
