@@ -1,0 +1,161 @@
+#include "fsutil.h"
+
+#include "err.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int from_errno(int e)
+{
+    switch (e) {
+    case ENOENT:
+        return FY_ENOENT;
+    case EEXIST:
+        return FY_EEXIST;
+    case EACCES:
+    case EPERM:
+        return FY_EPERM;
+    case ENOMEM:
+        return FY_ENOMEM;
+    case ENAMETOOLONG:
+        return FY_ETOOBIG;
+    }
+    return FY_EIO;
+}
+
+int fy_path_join(char *out, size_t outlen, const char *dir, const char *name)
+{
+    int n = snprintf(out, outlen, "%s/%s", dir, name);
+    return n < 0 || (size_t)n >= outlen ? FY_ETOOBIG : 0;
+}
+
+int fy_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int fy_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+    char tmp[4096];
+    int fd = -1, rc = 0;
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+        return FY_ETOOBIG;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        return from_errno(errno);
+    }
+    /* open() applies the umask; secrets must end up exactly at MODE. */
+    if (fchmod(fd, mode) != 0) {
+        rc = from_errno(errno);
+        goto out;
+    }
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            rc = from_errno(errno);
+            goto out;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        rc = from_errno(errno);
+        goto out;
+    }
+    close(fd);
+    fd = -1;
+    if (rename(tmp, path) != 0) {
+        rc = from_errno(errno);
+        goto out;
+    }
+    /* Make the rename itself durable. */
+    char dirbuf[4096];
+    snprintf(dirbuf, sizeof dirbuf, "%s", path);
+    int dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    unlink(tmp);
+    return rc;
+}
+
+int fy_file_read(const char *path, size_t max, char **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return from_errno(errno);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int rc = from_errno(errno);
+        close(fd);
+        return rc;
+    }
+    if ((size_t)st.st_size > max) {
+        close(fd);
+        return FY_ETOOBIG;
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        close(fd);
+        return FY_ENOMEM;
+    }
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[got] = '\0';
+    *out = buf;
+    if (len) {
+        *len = got;
+    }
+    return 0;
+}
+
+int fy_mkdir_p(const char *dir, mode_t mode)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
+        return FY_ETOOBIG;
+    }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, mode) != 0 && errno != EEXIST) {
+                return from_errno(errno);
+            }
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, mode) != 0 && errno != EEXIST) {
+        return from_errno(errno);
+    }
+    return 0;
+}

@@ -1,0 +1,29 @@
+/* fsutil.h: small, careful file helpers for data dirs (certificates, keys,
+ * tokens, state files). */
+#ifndef FY_FSUTIL_H
+#define FY_FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Writes DATA to PATH atomically and durably: a temporary file in the same
+ * directory is written with MODE, fsynced, renamed over PATH, and the
+ * directory is fsynced. Readers see the old or the new file, never a torn
+ * one. Returns 0 or an FY_E* code. */
+int fy_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
+
+/* Reads PATH whole into a new NUL-terminated buffer (caller frees; *LEN gets
+ * the byte count without the NUL). Files over MAX bytes give FY_ETOOBIG;
+ * missing ones FY_ENOENT. */
+int fy_file_read(const char *path, size_t max, char **out, size_t *len);
+
+/* Creates DIR and its parents with MODE when missing. Returns 0 or FY_E*. */
+int fy_mkdir_p(const char *dir, mode_t mode);
+
+/* Writes DIR/NAME into OUT. Returns 0 or FY_ETOOBIG. */
+int fy_path_join(char *out, size_t outlen, const char *dir, const char *name);
+
+/* 1 when PATH exists. */
+int fy_file_exists(const char *path);
+
+#endif
