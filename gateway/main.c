@@ -2,17 +2,20 @@
 #include "common/args.h"
 #include "common/cli.h"
 #include "common/err.h"
+#include "gateway/datadir.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void usage(FILE *f, const fy_opt *opts)
 {
     fprintf(f, "Usage: ferry-gateway [OPTIONS] COMMAND\n\n"
                "The gateway is ferry's public side: it terminates HTTPS, authenticates\n"
                "callers and proxies their requests down runners' outbound tunnels.\n\n"
-               "This build implements no commands yet beyond --help and --version:\n"
-               "'init' and 'run' land with the tunnel milestone (issue 3).\n\n"
+               "Commands:\n"
+               "  init   create a data directory (CAs, server certificate, admin token, store)\n\n"
+               "Run 'ferry-gateway COMMAND --help' for a command's options.\n\n"
                "Options:\n");
     fy_args_usage(f, opts);
 }
@@ -20,6 +23,16 @@ static void usage(FILE *f, const fy_opt *opts)
 int main(int argc, char **argv)
 {
     int help = 0, version = 0;
+    /* Everything the gateway writes (store, state, keys) is for its user only. */
+    umask(077);
+    /* Options before the command are global; the command parses the rest. */
+    int cmd = 1;
+    while (cmd < argc && strncmp(argv[cmd], "-", 1) == 0) {
+        cmd++;
+    }
+    if (cmd < argc && strcmp(argv[cmd], "init") == 0) {
+        return fy_gw_init_main(argc - cmd, argv + cmd);
+    }
     fy_cli_log_opts log = {0};
     const fy_opt opts[] = {
         {"help", FY_OPT_FLAG, &help, NULL, "show this help and exit"},
