@@ -102,7 +102,8 @@ int fy_gw_init_main(int argc, char **argv)
 
     if (!tls_cert) {
         /* Names the server certificate covers. mbedTLS clients (runners) match
-         * only DNS SANs, so IP addresses are listed as DNS names as well. */
+         * only DNS SANs, so IPv4 addresses are listed as DNS names as well
+         * (an IPv6 literal is not a valid DNS name; runners dial v4 or names). */
         const char *dns[FY_STRLIST_MAX + 4] = {0}, *ips[FY_STRLIST_MAX + 4] = {0};
         size_t nd = 0, ni = 0;
         if (hostnames.n == 0) {
@@ -113,7 +114,11 @@ int fy_gw_init_main(int argc, char **argv)
         for (size_t i = 0; i < hostnames.n; i++) {
             unsigned char tmp[16];
             const char *h = hostnames.v[i];
-            if (inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1) {
+            if (inet_pton(AF_INET6, h, tmp) == 1) {
+                ips[ni++] = h; /* not a valid DNS name: IP SAN only */
+                continue;
+            }
+            if (inet_pton(AF_INET, h, tmp) == 1) {
                 ips[ni++] = h;
             }
             dns[nd++] = h;
