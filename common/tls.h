@@ -42,22 +42,55 @@ typedef struct {
 
 /* Builds a shared, immutable configuration (certificates parsed, RNG seeded).
  * Returns 0, or an FY_E* code with a message naming the file and problem in
- * ERR. One config serves any number of streams on one loop thread. */
+ * ERR: FY_EINVAL (missing or contradictory options, key does not match the
+ * certificate), FY_ENOENT / FY_EPERM / FY_EIO (a file cannot be read),
+ * FY_ETOOBIG (a PEM file or string over FY_TLS_PEM_MAX_BYTES), FY_EPARSE (not
+ * a valid certificate or key; encrypted keys are not supported), FY_ECRYPTO
+ * (the RNG could not be seeded), FY_ENOMEM. Nothing in OPTS is referenced after
+ * the call. One config serves any number of streams on one loop thread (its
+ * record buffer pool is not locked: use one config per loop thread). */
 int fy_tls_config_new(const fy_tls_options *opts, fy_tls_config **out, char *err, size_t errlen);
 
 /* Frees a config; every stream made from it must be closed first. NULL is ok. */
 void fy_tls_config_free(fy_tls_config *cfg);
 
 /* Called once when the handshake finishes (status 0) or fails (FY_ETLS,
- * FY_ECERT for a rejected peer certificate, FY_ETIMEDOUT, or the lower
- * stream's error). After a failure the caller closes the stream. */
+ * FY_ECERT for a rejected peer certificate -- ours failed verification, a
+ * required client certificate is missing, or the peer answered ours with a
+ * certificate alert --, FY_ETIMEDOUT, FY_EINVAL for a client without a server
+ * name, FY_ECONNRESET when the peer hung up mid-handshake, or the lower
+ * stream's error). Never called from inside fy_tls_stream_new. After a
+ * failure the caller closes the stream; if it does not do so inside CB, the
+ * failure is also delivered to on_read (when reading) and to queued writes.
+ * CB may be NULL: then on_read and the write callbacks are the only signal. */
 typedef void (*fy_tls_handshake_cb)(fy_stream *tls, int status, void *arg);
 
 /* Wraps LOWER (ownership passes to the TLS stream: closing the TLS stream
- * closes LOWER) and starts the handshake at once. SERVER_NAME overrides the
- * config's for a client (NULL: use the config's). Returns NULL on ENOMEM
- * (LOWER is then closed). Reads and writes may be issued before the handshake
- * completes: writes are queued, reads start being delivered after it. */
+ * closes LOWER; the TLS stream owns LOWER's on_read and data fields) and
+ * starts the handshake at once. SERVER_NAME overrides the config's for a
+ * client (NULL: use the config's); a DNS name is sent as SNI and matched
+ * against the certificate's DNS names, an IPv4/IPv6 literal is matched against
+ * its IP address entries (and no SNI is sent). Returns NULL on ENOMEM (LOWER
+ * is then closed). Reads and writes may be issued before the handshake
+ * completes: writes are queued, reads start being delivered after it.
+ *
+ * Stream behaviour beyond stream.h:
+ * - Each fy_stream_write becomes TLS records (slices are gathered, at most
+ *   16 KiB of plaintext per record) written to LOWER in one lower write; the
+ *   callback runs when that lower write completes.
+ * - The write queue is bounded by max_write_queue (counted as
+ *   fy_stream_write_queue_size: ciphertext queued in LOWER plus plaintext
+ *   queued before the handshake). A write of more than max_write_queue bytes
+ *   fails with FY_ETOOBIG; a write that would take the queue past it fails
+ *   with FY_EAGAIN (nothing is queued, CB never runs): wait for earlier write
+ *   callbacks and retry. Writes after fy_stream_shutdown fail with
+ *   FY_ECLOSED; after a fatal TLS error, with that error.
+ * - read_stop also stops LOWER's reads, so backpressure reaches TCP.
+ * - on_read gets FY_EEOF after the peer's close_notify, FY_ECONNRESET when
+ *   LOWER ends without one (a truncated stream), FY_ETLS for a corrupt record.
+ *   The TLS layer never answers close_notify by itself: call
+ *   fy_stream_shutdown (close_notify, then LOWER's shutdown) or close.
+ * - Renegotiation is refused (TLS 1.2 no_renegotiation warning). */
 fy_stream *fy_tls_stream_new(fy_tls_config *cfg, fy_stream *lower, const char *server_name,
                              fy_tls_handshake_cb cb, void *arg);
 
@@ -71,7 +104,8 @@ typedef struct {
 } fy_tls_peer;
 
 /* Fills PEER for a TLS stream. Returns 0, or FY_EINVAL when S is not a TLS
- * stream or the handshake has not completed. */
+ * stream or the handshake has not completed. SERIAL is upper-case hex without
+ * separators or leading zero bytes, as `openssl x509 -serial` prints it. */
 int fy_tls_peer_get(const fy_stream *s, fy_tls_peer *peer);
 
 /* Negotiated ALPN protocol, the SNI name a client asked for (server side),
