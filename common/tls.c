@@ -727,7 +727,11 @@ static void tls_process(tls_stream *ts)
 {
     if (ts->state == TLS_HANDSHAKE) {
         int rc = mbedtls_ssl_handshake(&ts->ssl);
-        tls_flush(ts, NULL, NULL);
+        int frc = tls_flush(ts, NULL, NULL);
+        if (frc && (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)) {
+            tls_fail(ts, frc); /* LOWER cannot take our flight */
+            return;
+        }
         if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
             if (ts->lower_status) {
                 tls_fail(ts, ts->lower_status == FY_EEOF ? FY_ECONNRESET : ts->lower_status);
