@@ -907,11 +907,11 @@ static int tls_write(fy_stream *s, const fy_slice *bufs, size_t nbufs, fy_stream
     for (size_t i = 0; i < nbufs; i++) {
         total += bufs[i].len;
     }
-    size_t max = ts->cfg->max_write_queue;
-    if (total > max) {
-        return FY_ETOOBIG;
-    }
-    if (tls_queue_size(s) + total > max && total > 0) {
+    /* Refusing a write for its own size would break callers that send a
+     * whole response at once (its memory is theirs already); what must not
+     * grow without bound is a queue that a producer keeps adding to while
+     * the peer does not read. */
+    if (total > 0 && tls_queue_size(s) >= ts->cfg->max_write_queue) {
         return FY_EAGAIN;
     }
     if (ts->state == TLS_HANDSHAKE) {
@@ -1136,13 +1136,18 @@ int fy_tls_peer_get(const fy_stream *s, fy_tls_peer *peer)
     }
     for (const mbedtls_x509_name *n = &crt->subject; n; n = n->next) {
         if (n->oid.p && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &n->oid) == 0) {
+            /* The CN ends up in logs and lookups: bytes outside printable
+             * ASCII become '?', as in common/x509 and mbedTLS's DN text. */
             size_t len = n->val.len < sizeof peer->cn - 1 ? n->val.len : sizeof peer->cn - 1;
-            memcpy(peer->cn, n->val.p, len);
+            for (size_t i = 0; i < len; i++) {
+                unsigned char ch = n->val.p[i];
+                peer->cn[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+            }
             peer->cn[len] = '\0';
             break;
         }
     }
-    /* Serial as openssl prints it: upper-case hex, no leading zero bytes. */
+    /* Serial as common/x509 prints it: lower-case hex, no leading zero bytes. */
     const unsigned char *sp = crt->serial.p;
     size_t sn = crt->serial.len;
     while (sn > 1 && sp[0] == 0) {
@@ -1151,7 +1156,7 @@ int fy_tls_peer_get(const fy_stream *s, fy_tls_peer *peer)
     }
     size_t o = 0;
     for (size_t i = 0; i < sn && o + 3 <= sizeof peer->serial; i++) {
-        o += (size_t)snprintf(peer->serial + o, sizeof peer->serial - o, "%02X", sp[i]);
+        o += (size_t)snprintf(peer->serial + o, sizeof peer->serial - o, "%02x", sp[i]);
     }
     mbedtls_sha256_ret(crt->raw.p, crt->raw.len, peer->fingerprint, 0);
     return 0;

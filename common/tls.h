@@ -78,13 +78,17 @@ typedef void (*fy_tls_handshake_cb)(fy_stream *tls, int status, void *arg);
  * - Each fy_stream_write becomes TLS records (slices are gathered, at most
  *   16 KiB of plaintext per record) written to LOWER in one lower write; the
  *   callback runs when that lower write completes.
- * - The write queue is bounded by max_write_queue (counted as
- *   fy_stream_write_queue_size: ciphertext queued in LOWER plus plaintext
- *   queued before the handshake). A write of more than max_write_queue bytes
- *   fails with FY_ETOOBIG; a write that would take the queue past it fails
- *   with FY_EAGAIN (nothing is queued, CB never runs): wait for earlier write
- *   callbacks and retry. Writes after fy_stream_shutdown fail with
- *   FY_ECLOSED; after a fatal TLS error, with that error.
+ * - The write queue is bounded by max_write_queue, counted as
+ *   fy_stream_write_queue_size (ciphertext queued in LOWER plus plaintext
+ *   queued before the handshake). A non-empty write made while the queue
+ *   already holds max_write_queue bytes or more fails with FY_EAGAIN (nothing
+ *   is queued, CB never runs): wait for earlier write callbacks and retry.
+ *   A write is never refused for its own size, so a whole response can go
+ *   in one write; the queue stays under max_write_queue plus one write. The
+ *   limit is a safety net for producers that ignore the watermarks of
+ *   stream.h, which well-behaved producers never reach. Writes after
+ *   fy_stream_shutdown fail with FY_ECLOSED; after a fatal TLS error, with
+ *   that error.
  * - read_stop also stops LOWER's reads, so backpressure reaches TCP.
  * - on_read gets FY_EEOF after the peer's close_notify, FY_ECONNRESET when
  *   LOWER ends without one (a truncated stream), FY_ETLS for a corrupt record.
@@ -104,8 +108,9 @@ typedef struct {
 } fy_tls_peer;
 
 /* Fills PEER for a TLS stream. Returns 0, or FY_EINVAL when S is not a TLS
- * stream or the handshake has not completed. SERIAL is upper-case hex without
- * separators or leading zero bytes, as `openssl x509 -serial` prints it. */
+ * stream or the handshake has not completed. SERIAL is lower-case hex without
+ * separators or leading zero bytes, and CN has bytes outside printable ASCII
+ * replaced by '?', both as in common/x509's fy_x509_info. */
 int fy_tls_peer_get(const fy_stream *s, fy_tls_peer *peer);
 
 /* Negotiated ALPN protocol, the SNI name a client asked for (server side),

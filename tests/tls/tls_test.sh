@@ -125,9 +125,10 @@ ossl ca -batch -config "$W/pki.cnf" -cert "$W/ca1.crt" -keyfile "$W/ca1.key" \
     -in "$W/cli_exp.csr" -out "$W/cli_exp.crt" -startdate 20200101000000Z \
     -enddate 20200201000000Z -extensions cli -extfile "$W/pki.cnf" -notext
 
-# "AB:CD:..." from openssl, as the tool prints it ("ABCD...").
+# As the tool prints them: fingerprint "ABCD..." (openssl: "AB:CD:..."),
+# serial in lower case (fy_tls_peer's format).
 fingerprint() { openssl x509 -in "$1" -noout -fingerprint -sha256 | sed 's/.*=//; s/://g'; }
-serial() { openssl x509 -in "$1" -noout -serial | sed 's/.*=//'; }
+serial() { openssl x509 -in "$1" -noout -serial | sed 's/.*=//' | tr 'A-F' 'a-f'; }
 
 # --- processes ---------------------------------------------------------------
 

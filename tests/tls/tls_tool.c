@@ -25,8 +25,9 @@
  *   tls_tool backpressure (same certificate options as bulk)
  *       The receiver pauses reading; checks that the sender's write queue
  *       grows past the high watermark and stays bounded, that the sender
- *       stops, that nothing is delivered while paused, and that everything
- *       arrives intact after the receiver resumes.
+ *       stops, that nothing is delivered while paused, that a write over
+ *       the queue limit fails with FY_EAGAIN, and that everything arrives
+ *       intact after the receiver resumes.
  *
  * Exit status: 0 on success, nonzero with a message otherwise. */
 #include "common/args.h"
@@ -736,26 +737,42 @@ static void pair_tick(uv_timer_t *t)
     if (P.max_queue < FY_STREAM_HIGH_WATERMARK || q == 0) {
         fail("sender stalled with %zu bytes queued (at most %zu)", q, P.max_queue);
     }
-    if (P.max_queue > FY_TLS_MAX_WRITE_QUEUE) {
-        fail("write queue reached %zu, over the %d limit", P.max_queue, FY_TLS_MAX_WRITE_QUEUE);
+    if (P.max_queue > FY_STREAM_HIGH_WATERMARK + 128 * 1024) {
+        fail("write queue reached %zu: the sender ignored the watermark", P.max_queue);
     }
     if (P.reads_while_paused) {
         fail("%llu reads delivered while paused", (unsigned long long)P.reads_while_paused);
     }
-    /* The queue limit: too big at once, and past the limit. */
-    static char big[FY_TLS_MAX_WRITE_QUEUE + 1];
-    fy_slice sl = {big, sizeof big};
-    int rc = fy_stream_write(P.cli, &sl, 1, NULL, NULL);
-    if (rc != FY_ETOOBIG) {
-        fail("oversized write returned %s, not TOOBIG", fy_err_name(rc));
+    /* The queue limit: a producer that ignores the watermark can still add
+     * one write of any size while the queue is under the limit, and gets
+     * FY_EAGAIN once it is over. */
+    size_t n = FY_TLS_MAX_WRITE_QUEUE;
+    char *b = malloc(n);
+    if (!b) {
+        fail("out of memory");
     }
-    sl.len = FY_TLS_MAX_WRITE_QUEUE - q + 1;
+    for (size_t i = 0; i < n; i++) {
+        b[i] = (char)gen_byte(&P.sgen);
+    }
+    fy_slice sl = {b, n};
+    int rc = fy_stream_write(P.cli, &sl, 1, sender_written, b);
+    if (rc) {
+        fail("a write under the queue limit returned %s", fy_err_name(rc));
+    }
+    P.inflight++;
+    P.sent += n;
+    size_t q2 = fy_stream_write_queue_size(P.cli);
+    if (q2 < FY_TLS_MAX_WRITE_QUEUE) {
+        fail("queue is %zu after a %zu byte write into a paused receiver", q2, n);
+    }
+    static char one[1];
+    sl = (fy_slice){one, 1};
     rc = fy_stream_write(P.cli, &sl, 1, NULL, NULL);
     if (rc != FY_EAGAIN) {
-        fail("write past the queue limit returned %s, not AGAIN", fy_err_name(rc));
+        fail("a write over the queue limit returned %s, not AGAIN", fy_err_name(rc));
     }
-    out("STALLED sent=%llu received=%llu queue=%zu", (unsigned long long)P.sent,
-        (unsigned long long)P.received, q);
+    out("STALLED sent=%llu received=%llu queue=%zu then=%zu", (unsigned long long)P.sent,
+        (unsigned long long)P.received, q, q2);
     P.resumed = 1;
     P.srv_bp_pause = 0;
     P.target = P.sent + (1 << 20);
