@@ -61,6 +61,9 @@ static void test_axpy(void **state)
         assert_float_equal(y[1], (float)(N - 1), 0.0);
         print_message("cuda: %s\n", msg);
     }
+#else
+    fy_cpu_axpy(N, 2.0f, x, y);
+    assert_memory_equal(y, ref, sizeof y);
 #endif
 }
 
