@@ -109,6 +109,9 @@ struct tls_wreq {
 struct fy_tls_config {
     int is_server;
     int require_client_cert;
+    int optional_client_cert;
+    int pinned; /* client: pin[] replaces a CA chain */
+    uint8_t pin[32];
     unsigned handshake_timeout_ms;
     size_t max_write_queue;
     char *server_name;
@@ -364,6 +367,17 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 static int tls_verify_cb(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
     tls_stream *ts = p;
+    if (ts->cfg->pinned && (*flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED)) {
+        /* No CA chain is configured, so the top of the peer's chain is
+         * "not trusted" -- unless it is the pinned CA. Only that certificate's
+         * own flag is cleared: a bad signature below it is flagged on the
+         * child, and validity and host name flags stay. */
+        uint8_t fp[32];
+        if (crt->raw.p && mbedtls_sha256_ret(crt->raw.p, crt->raw.len, fp, 0) == 0 &&
+            crt->ca_istrue && memcmp(fp, ts->cfg->pin, 32) == 0) {
+            *flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_NOT_TRUSTED;
+        }
+    }
     if (depth != 0 || ts->ip_len == 0) {
         return 0;
     }
@@ -747,6 +761,17 @@ static void tls_process(tls_stream *ts)
         }
         if (rc != 0) {
             tls_fail(ts, tls_map_err(ts, rc, "handshake"));
+            return;
+        }
+        if ((ts->cfg->optional_client_cert && mbedtls_ssl_get_peer_cert(&ts->ssl) &&
+             mbedtls_ssl_get_verify_result(&ts->ssl) != 0) ||
+            (ts->cfg->pinned && mbedtls_ssl_get_verify_result(&ts->ssl) != 0)) {
+            /* VERIFY_OPTIONAL lets a bad certificate through; a client that
+             * sends one is refused like under REQUIRED. */
+            mbedtls_ssl_send_alert_message(&ts->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+                                           MBEDTLS_SSL_ALERT_MSG_BAD_CERT);
+            tls_flush(ts, NULL, NULL);
+            tls_fail(ts, tls_map_err(ts, MBEDTLS_ERR_X509_CERT_VERIFY_FAILED, "handshake"));
             return;
         }
         tls_handshake_done(ts);
@@ -1403,7 +1428,17 @@ int fy_tls_config_new(const fy_tls_options *o, fy_tls_config **out, char *err, s
         snprintf(err, errlen, "a certificate needs its private key and vice versa");
         return FY_EINVAL;
     }
-    if (!o->is_server && !has_ca) {
+    if (o->pin_ca_sha256 && (o->is_server || has_ca)) {
+        snprintf(err, errlen, "pin_ca_sha256 is for a client without a CA file");
+        return FY_EINVAL;
+    }
+    if (o->optional_client_cert && (!o->is_server || !has_ca || o->require_client_cert)) {
+        snprintf(err, errlen,
+                 "optional_client_cert needs a server config with a CA, "
+                 "and excludes require_client_cert");
+        return FY_EINVAL;
+    }
+    if (!o->is_server && !has_ca && !o->pin_ca_sha256) {
         snprintf(err, errlen, "a TLS client needs a CA to verify the server against");
         return FY_EINVAL;
     }
@@ -1421,6 +1456,11 @@ int fy_tls_config_new(const fy_tls_options *o, fy_tls_config **out, char *err, s
     }
     cfg->is_server = o->is_server;
     cfg->require_client_cert = o->require_client_cert;
+    cfg->optional_client_cert = o->optional_client_cert;
+    if (o->pin_ca_sha256) {
+        cfg->pinned = 1;
+        memcpy(cfg->pin, o->pin_ca_sha256, 32);
+    }
     cfg->handshake_timeout_ms =
         o->handshake_timeout_ms ? o->handshake_timeout_ms : FY_TLS_HANDSHAKE_TIMEOUT_MS;
     cfg->max_write_queue = o->max_write_queue ? o->max_write_queue : FY_TLS_MAX_WRITE_QUEUE;
@@ -1482,11 +1522,16 @@ int fy_tls_config_new(const fy_tls_options *o, fy_tls_config **out, char *err, s
     mbedtls_ssl_conf_legacy_renegotiation(c, MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION);
     mbedtls_ssl_conf_rng(c, mbedtls_ctr_drbg_random, &cfg->drbg);
     if (o->is_server) {
-        mbedtls_ssl_conf_authmode(c, o->require_client_cert ? MBEDTLS_SSL_VERIFY_REQUIRED
-                                                            : MBEDTLS_SSL_VERIFY_NONE);
+        mbedtls_ssl_conf_authmode(c, o->require_client_cert    ? MBEDTLS_SSL_VERIFY_REQUIRED
+                                     : o->optional_client_cert ? MBEDTLS_SSL_VERIFY_OPTIONAL
+                                                               : MBEDTLS_SSL_VERIFY_NONE);
         mbedtls_ssl_conf_sni(c, tls_sni_cb, cfg);
     } else {
-        mbedtls_ssl_conf_authmode(c, MBEDTLS_SSL_VERIFY_REQUIRED);
+        /* mbedTLS refuses VERIFY_REQUIRED without a CA chain, so a pinned
+         * client verifies with OPTIONAL and enforces the result itself after
+         * the handshake (tls_process): the outcome is the same. */
+        mbedtls_ssl_conf_authmode(c, cfg->pinned ? MBEDTLS_SSL_VERIFY_OPTIONAL
+                                                 : MBEDTLS_SSL_VERIFY_REQUIRED);
     }
     if (has_ca) {
         mbedtls_ssl_conf_ca_chain(c, &cfg->ca_chain, NULL);

@@ -31,6 +31,17 @@ typedef struct {
     const char *ca_file;
     const char *ca_pem;
     int require_client_cert; /* server: demand a verified client certificate (mTLS) */
+    /* Server: ask for a client certificate and verify it when one is sent
+     * (an invalid one fails the handshake with FY_ECERT), but accept clients
+     * that send none; fy_tls_peer_get tells which. For a listener that serves
+     * both enrolled runners (mTLS) and runners still enrolling. Needs a CA. */
+    int optional_client_cert;
+    /* Client: trust the server when its certificate chain contains a CA
+     * certificate whose SHA-256 fingerprint (of the DER) is these 32 bytes,
+     * and the chain verifies up to it (signatures, validity, host name).
+     * For first contact ("enroll with --ca-fingerprint") when the CA file is
+     * not yet on the machine. Used instead of ca_file/ca_pem. */
+    const uint8_t *pin_ca_sha256;
     /* Client: name sent as SNI and checked against the server certificate
      * (may be overridden per connection in fy_tls_stream_new). */
     const char *server_name;

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/stream.h"
 #include "common/tls.h"
+#include "common/x509.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,20 +39,28 @@ static int pki_setup(void **state)
         return -1;
     }
     char cmd[4096];
-    snprintf(cmd, sizeof cmd,
-             "set -e; cd %s; exec >pki.log 2>&1\n"
-             "printf '[req]\\ndistinguished_name=dn\\n[dn]\\n[ca]\\nbasicConstraints=critical,"
-             "CA:TRUE\\nkeyUsage=critical,keyCertSign\\n[srv]\\nextendedKeyUsage=serverAuth\\n"
-             "subjectAltName=DNS:localhost\\n[cli]\\nextendedKeyUsage=clientAuth\\n' > x.cnf\n"
-             "openssl req -x509 -config x.cnf -extensions ca -newkey ec -pkeyopt "
-             "ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt -subj /CN=unit-ca -days 2\n"
-             "for n in srv cli; do\n"
-             "  openssl req -new -config x.cnf -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-             "-keyout $n.key -out $n.csr -subj /CN=unit-$n\n"
-             "  openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt "
-             "-days 2 -extfile x.cnf -extensions $n\n"
-             "done\n",
-             pki);
+    snprintf(
+        cmd, sizeof cmd,
+        "set -e; cd %s; exec >pki.log 2>&1\n"
+        "printf '[req]\\ndistinguished_name=dn\\n[dn]\\n[ca]\\nbasicConstraints=critical,"
+        "CA:TRUE\\nkeyUsage=critical,keyCertSign\\n[srv]\\nextendedKeyUsage=serverAuth\\n"
+        "subjectAltName=DNS:localhost\\n[cli]\\nextendedKeyUsage=clientAuth\\n' > x.cnf\n"
+        "openssl req -x509 -config x.cnf -extensions ca -newkey ec -pkeyopt "
+        "ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt -subj /CN=unit-ca -days 2\n"
+        "for n in srv cli; do\n"
+        "  openssl req -new -config x.cnf -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+        "-keyout $n.key -out $n.csr -subj /CN=unit-$n\n"
+        "  openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt "
+        "-days 2 -extfile x.cnf -extensions $n\n"
+        "done\n"
+        "cat srv.crt ca.crt > srvchain.crt\n"
+        "openssl req -x509 -config x.cnf -extensions ca -newkey ec -pkeyopt "
+        "ec_paramgen_curve:P-256 -nodes -keyout ca2.key -out ca2.crt -subj /CN=unit-ca -days 2\n"
+        "openssl req -new -config x.cnf -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+        "-keyout cli2.key -out cli2.csr -subj /CN=unit-cli\n"
+        "openssl x509 -req -in cli2.csr -CA ca2.crt -CAkey ca2.key -CAcreateserial -out "
+        "cli2.crt -days 2 -extfile x.cnf -extensions cli\n",
+        pki);
     return system(cmd) == 0 ? 0 : -1;
 }
 
@@ -704,6 +713,114 @@ static void test_client_without_name(void **state)
     fx_done();
 }
 
+static fy_tls_config *must_config(const fy_tls_options *o)
+{
+    fy_tls_config *cfg = NULL;
+    char err[256];
+    if (fy_tls_config_new(o, &cfg, err, sizeof err)) {
+        fail_msg("config: %s", err);
+    }
+    return cfg;
+}
+
+/* Enrollment's first contact: the client has no CA file, only the SHA-256
+ * of the CA certificate, which the server sends in its chain. */
+static void test_pinned_ca(void **state)
+{
+    (void)state;
+    fy_x509_info ca;
+    char err[256];
+    char *pem = slurp(path("ca.crt"));
+    assert_int_equal(fy_x509_info_get(pem, strlen(pem), &ca, err, sizeof err), 0);
+    free(pem);
+    static char chain[256], key[256];
+    snprintf(chain, sizeof chain, "%s", path("srvchain.crt"));
+    snprintf(key, sizeof key, "%s", path("srv.key"));
+    fy_tls_options so = {.is_server = 1, .cert_file = chain, .key_file = key};
+    uint8_t wrong[32];
+    memcpy(wrong, ca.fingerprint, 32);
+    wrong[0] ^= 1;
+    const struct {
+        const uint8_t *pin;
+        const char *name;
+        int want;
+    } cases[] = {
+        {ca.fingerprint, "localhost", 0},
+        {wrong, "localhost", FY_ECERT},
+        {ca.fingerprint, "other.example", FY_ECERT}, /* the pin does not waive the name */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fy_tls_options co = {.pin_ca_sha256 = cases[i].pin, .server_name = cases[i].name};
+        fy_tls_config *scfg = must_config(&so);
+        fx_init(scfg, must_config(&co));
+        fx_connect();
+        run_until(&X.cli_hs, -1);
+        assert_int_equal(X.cli_hs, cases[i].want);
+        fx_done();
+    }
+    /* A server that does not send the CA cannot satisfy a pin. */
+    fy_tls_options co = {.pin_ca_sha256 = ca.fingerprint, .server_name = "localhost"};
+    fx_init(server_config(0, 0), must_config(&co));
+    fx_connect();
+    run_until(&X.cli_hs, -1);
+    assert_int_equal(X.cli_hs, FY_ECERT);
+    fx_done();
+    /* Pins are for clients without a CA. */
+    fy_tls_options bad = {.pin_ca_sha256 = ca.fingerprint, .ca_file = path("ca.crt")};
+    fy_tls_config *cfg = NULL;
+    assert_int_equal(fy_tls_config_new(&bad, &cfg, err, sizeof err), FY_EINVAL);
+}
+
+/* One listener for enrolled runners (client certificate) and enrolling ones
+ * (none): a certificate is optional, but one that is sent must verify. */
+static void test_optional_client_cert(void **state)
+{
+    (void)state;
+    static char cert[256], key[256], cafile[256];
+    snprintf(cert, sizeof cert, "%s", path("srv.crt"));
+    snprintf(key, sizeof key, "%s", path("srv.key"));
+    snprintf(cafile, sizeof cafile, "%s", path("ca.crt"));
+    fy_tls_options so = {.is_server = 1,
+                         .cert_file = cert,
+                         .key_file = key,
+                         .ca_file = cafile,
+                         .optional_client_cert = 1};
+    static const struct {
+        const char *cert, *key;
+        int want, present;
+    } cases[] = {
+        {NULL, NULL, 0, 0},
+        {"cli.crt", "cli.key", 0, 1},
+        {"cli2.crt", "cli2.key", FY_ECERT, 0}, /* another CA, same subject */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        /* path() rotates a few static buffers: build each config at once. */
+        fy_tls_config *scfg = must_config(&so);
+        fy_tls_options co = {.ca_file = path("ca.crt"),
+                             .server_name = "localhost",
+                             .cert_file = cases[i].cert ? path(cases[i].cert) : NULL,
+                             .key_file = cases[i].key ? path(cases[i].key) : NULL};
+        fx_init(scfg, must_config(&co));
+        fx_connect();
+        run_until(&X.srv_hs, -1);
+        assert_int_equal(X.srv_hs, cases[i].want);
+        if (cases[i].want == 0) {
+            fy_tls_peer peer;
+            assert_int_equal(fy_tls_peer_get(X.srv, &peer), 0);
+            assert_int_equal(peer.present, cases[i].present);
+            if (peer.present) {
+                assert_string_equal(peer.cn, "unit-cli");
+            }
+        }
+        fx_done();
+    }
+    fy_tls_options bad = so;
+    bad.require_client_cert = 1;
+    fy_tls_config *cfg = NULL;
+    char err[256];
+    assert_int_equal(fy_tls_config_new(&bad, &cfg, err, sizeof err), FY_EINVAL);
+}
+
 int main(void)
 {
     fy_log_setup(getenv("FY_TEST_DEBUG") ? FY_LOG_DEBUG : FY_LOG_OFF, FY_LOG_TEXT);
@@ -718,6 +835,8 @@ int main(void)
         cmocka_unit_test(test_close_notify_and_truncation),
         cmocka_unit_test(test_handshake_failures),
         cmocka_unit_test(test_client_without_name),
+        cmocka_unit_test(test_pinned_ca),
+        cmocka_unit_test(test_optional_client_cert),
     };
     return cmocka_run_group_tests(tests, pki_setup, pki_teardown);
 }
