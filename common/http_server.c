@@ -610,9 +610,8 @@ static void req_abort(srv_conn *c, int status)
     r->aborted = 1;
     c->srv->st.aborted++;
     c->refs++;
-    if (!r->msg_done) {
-        req_body_end(c, status ? status : FY_ECONNRESET);
-    }
+    r->body_end_pending = 0;
+    req_body_end(c, status ? status : FY_ECONNRESET); /* if the body was not yet ended */
     fy_http_abort_cb cb = r->on_abort;
     if (cb && r->active) {
         r->on_abort = NULL;
@@ -952,14 +951,18 @@ static int on_headers_complete(llhttp_t *p)
     const char *qm = memchr(r->target, '?', r->url_len);
     size_t plen = qm ? (size_t)(qm - r->target) : r->url_len;
     size_t poff = r->hp.arena.len;
-    if (fy_buf_append(&r->hp.arena, r->target, plen) || fy_buf_append(&r->hp.arena, "", 1)) {
+    /* Reserve first: the copy's source is the arena itself, which may move. */
+    if (fy_buf_reserve(&r->hp.arena, plen + 1)) {
         return parse_fail(c, 431, "request_header_fields_too_large",
                           "the request header block is too large");
     }
+    memcpy(r->hp.arena.data + poff, r->hp.arena.data, plen);
+    r->hp.arena.data[poff + plen] = '\0';
+    r->hp.arena.len += plen + 1;
     fy__http_hdr_fixup(&r->hp); /* the arena may have moved */
     r->target = r->hp.arena.data;
     r->path = r->hp.arena.data + poff;
-    r->query = qm ? r->target + (qm - r->hp.arena.data) + 1 : "";
+    r->query = qm ? r->target + plen + 1 : "";
     if (p->flags & F_TRANSFER_ENCODING) {
         int rc = check_te(c);
         if (rc) {
