@@ -885,6 +885,9 @@ int fyp_decoder_next(fyp_decoder *d, const uint8_t **pp, size_t *pn, fyp_frame *
     if (d->failed) {
         return FY_EPROTO;
     }
+    if (*pn == 0) {
+        return 0; /* a frame only completes as bytes arrive */
+    }
     const uint8_t *p = *pp;
     size_t n = *pn;
     int rc = 0;

@@ -38,9 +38,11 @@
 #define FYP_HELLO_TIMEOUT_MS  10000 /* handshake must finish within this */
 #define FYP_PINGS_OUTSTANDING 4     /* PINGs remembered for RTT matching */
 
-/* Defaults announced in HELLO / HELLO_ACK (see fyp_settings_default). */
+/* Defaults announced in HELLO / HELLO_ACK (see fyp_settings_default). The
+ * header block matches FY_HTTP_CLIENT_MAX_RESPONSE_HEADER, so a response head
+ * the runner's HTTP client accepts from an upstream also fits the tunnel. */
 #define FYP_DEFAULT_MAX_FRAME_SIZE    65536
-#define FYP_DEFAULT_MAX_HEADER_BLOCK  32768
+#define FYP_DEFAULT_MAX_HEADER_BLOCK  65536
 #define FYP_DEFAULT_STREAM_WINDOW     (256 * 1024)
 #define FYP_DEFAULT_CONNECTION_WINDOW (16 * 1024 * 1024)
 #define FYP_DEFAULT_MAX_STREAMS       4096
