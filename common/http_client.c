@@ -88,6 +88,7 @@ struct fy_http_call {
     unsigned paused : 1;
     unsigned want_drain : 1;
     unsigned responded : 1;
+    unsigned linked : 1; /* in cl->calls */
 };
 
 struct fy_http_client {
@@ -270,9 +271,13 @@ static void conn_timer_cb(uv_timer_t *t)
 
 /* --- calls ------------------------------------------------------------------ */
 
-static void call_free(fy_http_call *call)
+static void call_unlink(fy_http_call *call)
 {
     fy_http_client *cl = call->cl;
+    if (!call->linked) {
+        return;
+    }
+    call->linked = 0;
     if (call->prev) {
         call->prev->next = call->next;
     } else {
@@ -281,6 +286,11 @@ static void call_free(fy_http_call *call)
     if (call->next) {
         call->next->prev = call->prev;
     }
+}
+
+static void call_free(fy_http_call *call)
+{
+    call_unlink(call);
     cwbuf_unref(call->head);
     fy_buf_free(&call->pre);
     free(call);
@@ -291,6 +301,8 @@ static void call_done(fy_http_call *call, int status)
     void (*cb)(fy_http_call *, int, void *) = call->cbs.on_done;
     void *arg = call->arg;
     call->conn = NULL;
+    /* Unlinked first, so on_done may close the client. */
+    call_unlink(call);
     if (cb) {
         cb(call, status, arg);
     }
@@ -1027,6 +1039,7 @@ int fy_http_call_start(fy_http_client *cl, const fy_http_call_options *o, fy_htt
         cl->calls->prev = call;
     }
     cl->calls = call;
+    call->linked = 1;
     cl_conn *k = call->origin->idle;
     if (k) {
         pool_remove(k);
