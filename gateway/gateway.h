@@ -1,0 +1,207 @@
+/* gateway.h: the `ferry-gateway run` daemon's shared state.
+ *
+ * One libuv loop runs everything: three listeners (public, tunnel, admin),
+ * the runner registry (runner name -> live tunnel connections, each a TLS
+ * stream plus an fyp_session), the enrollment HTTP server on the tunnel
+ * listener, and the proxied public requests.
+ *
+ *   run.c     options, listeners, signals, drain, state file
+ *   tunnel.c  tunnel connections, sessions, the registry, revocation
+ *   proxy.c   public /r/<runner>/... requests -> tunnel streams
+ *   enroll.c  POST /v1/enroll (CSR + one-time token -> runner certificate)
+ *   admin.c   the admin API (status, tokens, runners, revoke)
+ *   route.c   pure helpers (paths, hop-by-hop headers), unit-tested
+ *
+ * Ownership: fy_gw owns the listeners, servers, TLS configs, store and every
+ * tunnel connection; a tunnel connection owns its stream and session; a
+ * proxied request (gw_px) is referenced by its public request and by its
+ * tunnel stream and is freed when both are gone. Everything is single
+ * threaded. */
+#ifndef FY_GATEWAY_GATEWAY_H
+#define FY_GATEWAY_GATEWAY_H
+
+#include "common/http.h"
+#include "common/tls.h"
+#include "gateway/store.h"
+#include "proto/session.h"
+
+#include <stdint.h>
+#include <uv.h>
+
+#define FY_GW_DEFAULT_PUBLIC    "0.0.0.0:8443"
+#define FY_GW_DEFAULT_TUNNEL    "0.0.0.0:7443"
+#define FY_GW_DEFAULT_ADMIN     "127.0.0.1:9443"
+#define FY_GW_DEFAULT_HEARTBEAT 5000  /* ms */
+#define FY_GW_DEFAULT_DRAIN     30000 /* ms */
+/* Public request bodies are streamed down the tunnel under flow control, never
+ * buffered, so the cap bounds a transfer's size, not the gateway's memory. */
+#define FY_GW_DEFAULT_MAX_BODY    (1024ULL * 1024 * 1024)
+#define FY_GW_ENROLL_MAX_BODY     (16 * 1024) /* POST /v1/enroll */
+#define FY_GW_ADMIN_MAX_BODY      (64 * 1024)
+#define FY_GW_ENROLL_MAX_CONNS    256 /* runners enrolling at once */
+#define FY_GW_TOKEN_DEFAULT_TTL_S 3600
+#define FY_GW_TOKEN_MAX_TTL_S     (30LL * 86400)
+#define FY_GW_RUNNER_CERT_DAYS    365
+#define FY_GW_CLOSE_LINGER_MS     1000 /* wait this long for a runner's FIN after ours */
+#define FY_GW_ALPN_TUNNEL         "ferry/1"
+
+typedef struct fy_gw fy_gw;
+typedef struct gw_runner gw_runner;
+typedef struct gw_conn gw_conn;
+typedef struct gw_px gw_px;
+
+enum { GW_L_PUBLIC = 0, GW_L_TUNNEL, GW_L_ADMIN, GW_L_COUNT };
+
+typedef struct {
+    uv_tcp_t tcp;
+    fy_gw *gw;
+    int kind;
+    int open;
+} gw_listener;
+
+/* A runner with at least one registered (post-HELLO) tunnel connection. */
+struct gw_runner {
+    gw_runner *next;
+    gw_conn *conns; /* linked through gw_conn.rnext */
+    size_t n_conns;
+    char name[FY_STORE_NAME_MAX];
+};
+
+/* One tunnel connection from a runner. */
+struct gw_conn {
+    fy_gw *gw;
+    gw_conn *next, *prev; /* every tunnel connection of the gateway */
+    gw_conn *rnext;       /* the runner's connections, once registered */
+    gw_conn *dnext;       /* the gateway's connections with output to flush */
+    gw_runner *runner;    /* set once HELLO was accepted */
+    fy_stream *s;         /* TLS stream; NULL once handed to the enrollment server */
+    fyp_session *sess;    /* NULL until the TLS handshake chose ferry/1 */
+    uv_timer_t timer;     /* heartbeat tick, then the close linger */
+    uint64_t id;
+    int64_t since; /* unix seconds */
+    uint64_t rtt_us;
+    size_t n_px; /* proxied requests on this connection */
+    char peer[64];
+    char cn[128];            /* client certificate CN (the runner name) */
+    char fingerprint[72];    /* "sha256:<hex>" of the client certificate */
+    unsigned timer_init : 1; /* timer initialised (must be closed) */
+    unsigned draining : 1;   /* GOAWAY sent or received: route nothing new here */
+    unsigned closing : 1;    /* graceful close begun (shutdown sent) */
+    unsigned hard : 1;       /* handles are being closed */
+    unsigned dirty : 1;      /* in the gateway's flush list */
+    int refs;                /* open handles (stream, timer) */
+};
+
+struct fy_gw {
+    uv_loop_t *loop;
+    /* Options (strings point into argv or a config root). */
+    const char *data_dir;
+    const char *public_listen, *tunnel_listen, *admin_listen;
+    const char *tls_cert, *tls_key;
+    int public_plain;
+    uint64_t heartbeat_ms, drain_timeout_ms, max_body;
+    long long max_connections;
+
+    fy_store *store;
+    fy_tls_config *tls_server; /* public and admin listeners */
+    fy_tls_config *tls_tunnel; /* tunnel listener: optional client cert, ALPN */
+    fy_http_server *public_srv, *admin_srv, *enroll_srv;
+    gw_listener listeners[GW_L_COUNT];
+    char addr[GW_L_COUNT][64]; /* bound addresses, "127.0.0.1:PORT" */
+    uint8_t admin_hash[32];    /* SHA-256 of the admin token */
+    char *runner_ca_pem, *runner_ca_key_pem;
+    char *trust_ca_pem; /* what an enrolled runner must trust for the tunnel */
+
+    gw_runner *runners;
+    gw_conn *conns;
+    gw_conn *dirty;         /* connections to flush at the end of this loop turn */
+    uv_check_t flush_check; /* runs the flushes, so a turn's frames go out in one write */
+    uint64_t next_conn_id;
+    size_t n_px;        /* public requests being proxied */
+    uint64_t n_proxied; /* total, for status */
+
+    uv_signal_t sig_term, sig_int;
+    uv_timer_t drain_timer;
+    int draining; /* SIGTERM seen: no new public work, runners told to drain */
+    int stopped;  /* everything is being closed */
+};
+
+/* run.c ------------------------------------------------------------------ */
+
+/* `ferry-gateway run ARGS...` (ARGV[0] is "run"). Returns the exit status. */
+int fy_gw_run_main(int argc, char **argv);
+
+/* Called when a proxied request ends; finishes a drain when it was the last. */
+void fy_gw__px_done(fy_gw *gw);
+
+/* tunnel.c --------------------------------------------------------------- */
+
+/* Initialises the flush machinery (before any connection is accepted). */
+int fy_gw_tunnel_init(fy_gw *gw);
+
+/* Takes an accepted TCP stream on the tunnel listener: TLS, then ALPN decides
+ * between a tunnel session and the enrollment server. */
+void fy_gw_tunnel_accept(fy_gw *gw, fy_stream *tcp);
+
+/* The registry entry for NAME, or NULL when it has no live connection. */
+gw_runner *fy_gw_runner_find(fy_gw *gw, const char *name);
+
+/* The connection to open a new stream on: ready, not draining, fewest
+ * proxied requests; skipping EXCLUDE. NULL when none. */
+gw_conn *fy_gw_conn_pick(gw_runner *r, const gw_conn *exclude);
+
+/* Schedules writing the session's pending output to the stream (at the end
+ * of this loop turn, so everything a turn queued goes out in one TLS write)
+ * and closing the connection when the session wants it. Call after every
+ * session call that may queue output. Safe from inside session callbacks. */
+void fy_gw_conn_kick(gw_conn *c);
+
+/* Drops every connection of runner NAME now (GOAWAY CODE with REASON): their
+ * streams end at once. Returns how many were dropped. */
+int fy_gw_tunnel_drop_runner(fy_gw *gw, const char *name, uint32_t code, const char *reason);
+
+/* Graceful drain: GOAWAY NO_ERROR to every runner. */
+void fy_gw_tunnel_goaway_all(fy_gw *gw);
+
+/* Closes every tunnel connection now, and the flush machinery. */
+void fy_gw_tunnel_close_all(fy_gw *gw);
+
+size_t fy_gw_tunnel_connected(const fy_gw *gw);
+
+/* proxy.c ---------------------------------------------------------------- */
+
+/* The public listener's request handler (data: fy_gw *). */
+void fy_gw_public_request(fy_http_req *req, void *data);
+
+/* A stream event of connection C for proxied request ev->stream_data. */
+void fy_gw_px_event(gw_conn *c, const fyp_event *ev);
+
+/* enroll.c / admin.c ------------------------------------------------------ */
+
+void fy_gw_enroll_request(fy_http_req *req, void *data);
+void fy_gw_admin_request(fy_http_req *req, void *data);
+
+/* route.c: pure helpers ---------------------------------------------------- */
+
+/* Splits a public request target "/r/NAME/rest?q" into NAME (copied, at most
+ * FY_STORE_NAME_MAX - 1 chars) and the runner-side target "/rest?q" (a
+ * pointer into TARGET, or "/" -- then *REST_SLASH is 1 and the caller prefixes
+ * "/" to *REST). Returns 1 for a /r/ target with a valid runner name, 0 for
+ * another path, -1 for a /r/ target whose name is not a valid runner name. */
+int fy_gw_route_split(const char *target, char name[FY_STORE_NAME_MAX], const char **rest,
+                      int *rest_slash);
+
+/* 1 when NAME (of length LEN) is a hop-by-hop header that a proxy removes:
+ * Connection, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade,
+ * or one CONNECTION (the request's Connection value, may be NULL) lists. */
+int fy_gw_hop_by_hop(const char *name, size_t len, const char *connection);
+
+/* Host part of a peer address "1.2.3.4:5", "[::1]:5" into OUT ("1.2.3.4",
+ * "::1"). */
+void fy_gw_peer_host(const char *peer, char *out, size_t outlen);
+
+/* Parses a token TTL ("1h", "90s", "30d"): 1 s .. 30 d. Returns seconds, or
+ * -1 when invalid or out of range. */
+long long fy_gw_parse_ttl(const char *text);
+
+#endif

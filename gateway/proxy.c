@@ -1,0 +1,663 @@
+/* proxy.c: public requests to /r/<runner>/<path> proxied down a tunnel.
+ *
+ * Each public request becomes one tunnel stream (a gw_px ties the two). The
+ * request body is streamed to fyp_session_send_data; bytes the windows do
+ * not take are kept (the only buffer, and only while it waits) and the public
+ * body is paused until FYP_EV_WRITABLE. Response DATA is written to the
+ * public socket at once, and its flow-control credit is returned only for
+ * bytes the socket accepted: above the public stream's high watermark the
+ * credit waits for its drain callback, so a slow client holds at most its
+ * stream window at the gateway and never stalls other streams.
+ *
+ * Lifetime: a gw_px is referenced by its public request (until finished) and
+ * by its tunnel stream (until detached); callbacks take a temporary reference
+ * because the HTTP server may finish a request (abort) from inside a call. */
+#include "gateway/gateway.h"
+
+#include "common/crypto.h"
+#include "common/err.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PX_LOG        "proxy"
+#define PX_MAX_TRIES  3  /* tunnel connections tried for one request (refused streams) */
+#define PX_MAX_CHOICE 16 /* connections of one runner considered per attempt */
+
+struct gw_px {
+    fy_gw *gw;
+    fy_http_req *req; /* NULL once finished */
+    gw_conn *conn;    /* NULL when not attached to a tunnel stream */
+    uint32_t id;
+    int refs;
+    int status;
+    uint8_t tries;
+    unsigned has_body : 1;     /* the public request has a body */
+    unsigned body_reading : 1; /* fy_http_req_read_body was called */
+    unsigned body_done : 1;    /* the public body ended (all bytes received) */
+    unsigned end_sent : 1;     /* END_STREAM sent to the runner */
+    unsigned paused : 1;       /* public body paused for the tunnel window */
+    unsigned resp_started : 1; /* the public response head was written */
+    unsigned drain_armed : 1;  /* waiting for the public socket to drain */
+    uint64_t unconsumed;       /* response bytes written but not yet credited */
+    char *pend;                /* request body bytes the window did not take */
+    size_t pend_len, pend_off;
+    uint64_t t0, bytes_in, bytes_out;
+    char runner[FY_STORE_NAME_MAX];
+    char reqid[20];
+};
+
+static void px_ref(gw_px *px)
+{
+    px->refs++;
+}
+
+static void px_unref(gw_px *px)
+{
+    if (--px->refs > 0) {
+        return;
+    }
+    free(px->pend);
+    free(px);
+}
+
+/* Leaves the tunnel stream (resetting it unless the session already ended
+ * it), so no further events arrive for PX. */
+static void px_detach(gw_px *px, int reset)
+{
+    gw_conn *c = px->conn;
+    if (!c) {
+        return;
+    }
+    if (c->sess && px->id) {
+        if (reset) {
+            fyp_session_reset(c->sess, px->id, FYP_ERR_CANCEL);
+        }
+        fyp_session_set_stream_data(c->sess, px->id, NULL);
+        fy_gw_conn_kick(c);
+    }
+    c->n_px--;
+    px->conn = NULL;
+    px->id = 0;
+    px_unref(px);
+}
+
+enum { FIN_END, FIN_ABORT, FIN_ERROR };
+
+/* Finishes the public request: access log, detach, then end / abort / error. */
+static void px_finish(gw_px *px, int how, int status, const char *code, const char *msg)
+{
+    fy_http_req *req = px->req;
+    if (!req) {
+        return;
+    }
+    fy_gw *gw = px->gw;
+    int shown = how == FIN_ERROR                        ? status
+                : how == FIN_ABORT && !px->resp_started ? 499
+                                                        : px->status;
+    if (fy_log_enabled(FY_LOG_INFO)) {
+        double ms = (double)(uv_hrtime() - px->t0) / 1e6;
+        json_t *f =
+            json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:f,s:s}", "request_id", px->reqid, "method",
+                      fy_http_req_method(req), "path", fy_http_req_path(req), "runner", px->runner,
+                      "status", shown, "bytes_in", (json_int_t)px->bytes_in, "bytes_out",
+                      (json_int_t)px->bytes_out, "ms", ms, "peer", fy_http_req_peer(req));
+        if (how == FIN_ABORT) {
+            json_object_set_new(f, "aborted", json_true());
+        }
+        fy_log_event(FY_LOG_INFO, PX_LOG, "request", f);
+    }
+    px->req = NULL;
+    px_detach(px, 1);
+    if (how == FIN_END) {
+        fy_http_res_end(req);
+    } else if (how == FIN_ABORT) {
+        fy_http_res_abort(req);
+    } else {
+        char body[512];
+        size_t n = fy_http_error_json(body, sizeof body, status, code, msg);
+        fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
+                              {"Retry-After", "1", 0, 0}};
+        fy_http_respond(req, status, h, status == 503 ? 2 : 1, body, n);
+    }
+    gw->n_px--;
+    fy_gw__px_done(gw);
+    px_unref(px);
+}
+
+/* Public-side error before the response head, or abort after it. */
+static void px_fail(gw_px *px, int status, const char *code, const char *msg)
+{
+    if (px->resp_started) {
+        px_finish(px, FIN_ABORT, 0, NULL, NULL);
+    } else {
+        px_finish(px, FIN_ERROR, status, code, msg);
+    }
+}
+
+/* --- opening the stream ----------------------------------------------------- */
+
+static int px_open(gw_px *px, const gw_conn *exclude);
+
+static void px_body_data(fy_http_req *req, const char *data, size_t len, void *arg);
+static void px_body_end(fy_http_req *req, int status, void *arg);
+
+typedef struct {
+    fyp_field f[FY_HTTP_MAX_HEADERS + 4];
+    size_t n;
+} field_list;
+
+static void fl_add(field_list *fl, const char *name, size_t nl, const char *value, size_t vl)
+{
+    if (fl->n < sizeof fl->f / sizeof fl->f[0]) {
+        fl->f[fl->n].name = FY_SLICE(name, nl);
+        fl->f[fl->n].value = FY_SLICE(value, vl);
+        fl->n++;
+    }
+}
+
+/* Builds the REQUEST and opens it on the least busy usable connection. */
+static int px_open(gw_px *px, const gw_conn *exclude)
+{
+    fy_gw *gw = px->gw;
+    fy_http_req *req = px->req;
+    char name[FY_STORE_NAME_MAX], target[FY_HTTP_MAX_URL_BYTES + 2];
+    const char *rest;
+    int slash;
+    if (fy_gw_route_split(fy_http_req_target(req), name, &rest, &slash) != 1) {
+        return FY_EINVAL;
+    }
+    snprintf(target, sizeof target, "%s%s", slash ? "/" : "", rest);
+
+    field_list *fl = malloc(sizeof *fl);
+    fy_buf xff;
+    fy_buf_init(&xff, 2 * FY_HTTP_MAX_HEADER_BYTES);
+    if (!fl) {
+        return FY_ENOMEM;
+    }
+    fl->n = 0;
+    size_t nh;
+    const fy_http_header *h = fy_http_req_headers(req, &nh);
+    const char *connection = fy_http_req_header(req, "connection");
+    const char *host = fy_http_req_header(req, "host");
+    for (size_t i = 0; i < nh; i++) {
+        const char *hn = h[i].name;
+        size_t nl = h[i].name_len;
+        if (fy_gw_hop_by_hop(hn, nl, connection)) {
+            continue;
+        }
+        if (nl == 15 && strncasecmp(hn, "x-forwarded-for", nl) == 0) {
+            fy_buf_append(&xff, h[i].value, h[i].value_len);
+            fy_buf_append(&xff, ", ", 2);
+            continue;
+        }
+        if ((nl == 17 && strncasecmp(hn, "x-forwarded-proto", nl) == 0) ||
+            (nl == 16 && strncasecmp(hn, "x-forwarded-host", nl) == 0)) {
+            continue; /* ours replace whatever the client claimed */
+        }
+        fl_add(fl, hn, nl, h[i].value, h[i].value_len);
+    }
+    char peer[64];
+    fy_gw_peer_host(fy_http_req_peer(req), peer, sizeof peer);
+    fy_buf_append_str(&xff, peer);
+    fl_add(fl, "x-forwarded-for", 15, xff.data ? xff.data : "", xff.len);
+    const char *proto = gw->public_plain ? "http" : "https";
+    fl_add(fl, "x-forwarded-proto", 17, proto, strlen(proto));
+    if (host && host[0]) {
+        fl_add(fl, "x-forwarded-host", 16, host, strlen(host));
+    }
+    fyp_field meta[] = {{FY_SLICE_STR("request-id"), FY_SLICE(px->reqid, strlen(px->reqid))}};
+    const char *method = fy_http_req_method(req);
+    fyp_request rq = {
+        .method = FY_SLICE(method, strlen(method)),
+        .target = FY_SLICE(target, strlen(target)),
+        .meta = {meta, 1},
+        .headers = {fl->f, fl->n},
+    };
+
+    /* Candidates by fewest streams; a full or closing one is skipped. */
+    gw_runner *r = fy_gw_runner_find(gw, name);
+    gw_conn *cand[PX_MAX_CHOICE];
+    size_t nc = 0;
+    for (gw_conn *c = r ? r->conns : NULL; c && nc < PX_MAX_CHOICE; c = c->rnext) {
+        if (c != exclude && !c->draining && !c->closing && fyp_session_ready(c->sess)) {
+            size_t k = nc++;
+            while (k > 0 && cand[k - 1]->n_px > c->n_px) {
+                cand[k] = cand[k - 1];
+                k--;
+            }
+            cand[k] = c;
+        }
+    }
+    int rc = nc ? FY_ECLOSED : FY_ENOENT;
+    for (size_t i = 0; i < nc; i++) {
+        gw_conn *c = cand[i];
+        uint32_t id;
+        rc = fyp_session_request(c->sess, &rq, !px->has_body, px, &id);
+        if (rc == 0) {
+            px->conn = c;
+            px->id = id;
+            c->n_px++;
+            px_ref(px);
+            if (!px->has_body) {
+                px->end_sent = 1;
+            }
+            fy_gw_conn_kick(c);
+            break;
+        }
+        if (rc != FY_ELIMIT && rc != FY_ECLOSED && rc != FY_EAGAIN) {
+            break; /* the request itself is at fault (too big, invalid) */
+        }
+    }
+    fy_buf_free(&xff);
+    free(fl);
+    return rc;
+}
+
+static void px_open_fail(gw_px *px, int rc)
+{
+    char msg[160];
+    switch (rc) {
+    case FY_ETOOBIG:
+        px_finish(px, FIN_ERROR, 431, "header_too_large",
+                  "request headers exceed the runner's header block limit");
+        break;
+    case FY_EINVAL:
+        px_finish(px, FIN_ERROR, 400, "invalid_request", "request cannot be forwarded");
+        break;
+    case FY_ELIMIT:
+        snprintf(msg, sizeof msg, "runner %s is at its concurrent stream limit", px->runner);
+        px_finish(px, FIN_ERROR, 503, "runner_busy", msg);
+        break;
+    default:
+        snprintf(msg, sizeof msg, "runner %s has no usable tunnel connection", px->runner);
+        px_finish(px, FIN_ERROR, 503, "runner_unavailable", msg);
+        break;
+    }
+}
+
+/* --- request body (public -> tunnel) --------------------------------------- */
+
+/* Sends what is pending; 1 when all of it went. */
+static int px_send_pending(gw_px *px)
+{
+    gw_conn *c = px->conn;
+    while (px->pend && px->pend_off < px->pend_len) {
+        ssize_t n = fyp_session_send_data(c->sess, px->id, px->pend + px->pend_off,
+                                          px->pend_len - px->pend_off, 0);
+        if (n <= 0) {
+            return n == 0 ? 0 : -1;
+        }
+        px->pend_off += (size_t)n;
+    }
+    free(px->pend);
+    px->pend = NULL;
+    px->pend_len = px->pend_off = 0;
+    return 1;
+}
+
+static void px_send_end(gw_px *px)
+{
+    if (px->end_sent || !px->conn) {
+        return;
+    }
+    if (fyp_session_send_data(px->conn->sess, px->id, NULL, 0, 1) >= 0) {
+        px->end_sent = 1;
+    }
+    fy_gw_conn_kick(px->conn);
+}
+
+static void px_body_data(fy_http_req *req, const char *data, size_t len, void *arg)
+{
+    gw_px *px = arg;
+    if (px->req != req || !px->conn || px->end_sent) {
+        return; /* the stream is gone: the rest of the body is dropped */
+    }
+    px->bytes_in += len;
+    gw_conn *c = px->conn;
+    ssize_t n = fyp_session_send_data(c->sess, px->id, data, len, 0);
+    fy_gw_conn_kick(c);
+    if (n < 0) {
+        return; /* reset or dead: its event finishes the request */
+    }
+    if ((size_t)n < len) {
+        size_t left = len - (size_t)n;
+        px->pend = malloc(left);
+        if (!px->pend) {
+            px_fail(px, 500, "internal_error", "out of memory");
+            return;
+        }
+        memcpy(px->pend, data + n, left);
+        px->pend_len = left;
+        px->pend_off = 0;
+        px->paused = 1;
+        fy_http_req_pause(req);
+    }
+}
+
+static void px_body_end(fy_http_req *req, int status, void *arg)
+{
+    gw_px *px = arg;
+    if (px->req != req) {
+        return;
+    }
+    if (status) {
+        /* The client is gone or broke the body (the server answered 413/408
+         * itself where it could): the runner's stream is cancelled. */
+        px_finish(px, FIN_ABORT, 0, NULL, NULL);
+        return;
+    }
+    px->body_done = 1;
+    if (!px->pend) {
+        px_send_end(px);
+    }
+}
+
+static void px_on_writable(gw_px *px)
+{
+    if (!px->pend) {
+        return;
+    }
+    int rc = px_send_pending(px);
+    fy_gw_conn_kick(px->conn);
+    if (rc != 1) {
+        return;
+    }
+    if (px->body_done) {
+        px_send_end(px);
+    } else if (px->paused && px->req) {
+        px->paused = 0;
+        fy_http_req_resume(px->req);
+    }
+}
+
+/* --- response (tunnel -> public) -------------------------------------------- */
+
+static void px_on_drain(fy_http_req *req, void *arg)
+{
+    gw_px *px = arg;
+    px->drain_armed = 0;
+    if (px->req != req || !px->conn || !px->unconsumed) {
+        return;
+    }
+    fyp_session_consume(px->conn->sess, px->id, (size_t)px->unconsumed);
+    px->unconsumed = 0;
+    fy_gw_conn_kick(px->conn);
+}
+
+static int slice_ieq(fy_slice s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && strncasecmp(s.base, lit, n) == 0;
+}
+
+static void px_on_response(gw_px *px, const fyp_event *ev)
+{
+    const fyp_response *rs = ev->u.response;
+    static fy_http_header hs[FYP_MAX_HEADER_FIELDS + 2]; /* the loop is single-threaded */
+    char connection[512] = "";
+    size_t n = 0;
+    int64_t clen = -1;
+    int sse = 0;
+    for (size_t i = 0; i < rs->headers.n; i++) {
+        const fyp_field *f = &rs->headers.v[i];
+        if (slice_ieq(f->name, "connection") && f->value.len < sizeof connection) {
+            memcpy(connection, f->value.base, f->value.len);
+            connection[f->value.len] = '\0';
+        }
+    }
+    for (size_t i = 0; i < rs->headers.n; i++) {
+        const fyp_field *f = &rs->headers.v[i];
+        if (slice_ieq(f->name, "content-length")) {
+            int64_t v = 0;
+            size_t k;
+            for (k = 0; k < f->value.len && f->value.base[k] >= '0' && f->value.base[k] <= '9' &&
+                        v < (INT64_MAX - 9) / 10;
+                 k++) {
+                v = v * 10 + (f->value.base[k] - '0');
+            }
+            if (k == f->value.len && k > 0) {
+                clen = v;
+            }
+            continue;
+        }
+        if (fy_gw_hop_by_hop(f->name.base, f->name.len, connection[0] ? connection : NULL) ||
+            slice_ieq(f->name, "date")) {
+            continue;
+        }
+        if (slice_ieq(f->name, "content-type") && f->value.len >= 17 &&
+            strncasecmp(f->value.base, "text/event-stream", 17) == 0) {
+            sse = 1;
+        }
+        hs[n].name = f->name.base;
+        hs[n].name_len = f->name.len;
+        hs[n].value = f->value.len ? f->value.base : "";
+        hs[n].value_len = f->value.len;
+        n++;
+    }
+    if (sse) {
+        /* Event streams must not be buffered or cached by anything in front. */
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            fy_slice nm = FY_SLICE(hs[i].name, hs[i].name_len);
+            if (!slice_ieq(nm, "cache-control") && !slice_ieq(nm, "x-accel-buffering")) {
+                hs[k++] = hs[i];
+            }
+        }
+        n = k;
+        hs[n++] = (fy_http_header){"Cache-Control", "no-cache", 13, 8};
+        hs[n++] = (fy_http_header){"X-Accel-Buffering", "no", 17, 2};
+    }
+    if (ev->end_stream && clen < 0) {
+        clen = 0;
+    }
+    px->status = rs->status;
+    int rc = fy_http_res_start(px->req, rs->status, hs, n, clen);
+    if (!px->req) {
+        return; /* aborted from inside */
+    }
+    if (rc) {
+        px_finish(px, rc == FY_EINVAL ? FIN_ERROR : FIN_ABORT, 502, "bad_response",
+                  "the runner sent a response that cannot be relayed");
+        return;
+    }
+    px->resp_started = 1;
+    if (ev->end_stream) {
+        px_finish(px, FIN_END, 0, NULL, NULL);
+    }
+}
+
+static void px_on_data(gw_px *px, const fyp_event *ev)
+{
+    fy_slice d = ev->u.data;
+    if (d.len) {
+        px->bytes_out += d.len;
+        int rc = fy_http_res_write(px->req, d.base, d.len);
+        if (!px->req) {
+            return;
+        }
+        if (rc < 0) {
+            px_finish(px, FIN_ABORT, 0, NULL, NULL);
+            return;
+        }
+        if (rc == 0 && !px->drain_armed) {
+            fyp_session_consume(px->conn->sess, px->id, d.len);
+        } else {
+            px->unconsumed += d.len;
+            if (!px->drain_armed) {
+                px->drain_armed = 1;
+                fy_http_res_on_drain(px->req, px_on_drain, px);
+            }
+        }
+    }
+    if (ev->end_stream) {
+        /* What the socket still holds is the server's to flush now. */
+        if (px->unconsumed) {
+            fyp_session_consume(px->conn->sess, px->id, (size_t)px->unconsumed);
+            px->unconsumed = 0;
+        }
+        px_finish(px, FIN_END, 0, NULL, NULL);
+    }
+}
+
+static void px_on_reset(gw_px *px, gw_conn *c, const fyp_event *ev)
+{
+    /* The session forgot the stream: leave it without a reset of our own. */
+    fyp_session_set_stream_data(c->sess, px->id, NULL);
+    px_detach(px, 0);
+    if (!px->req) {
+        return;
+    }
+    if (ev->error_code == FYP_ERR_REFUSED_STREAM && !px->resp_started && px->bytes_in == 0 &&
+        !px->pend && ++px->tries < PX_MAX_TRIES) {
+        /* Never processed by the runner (drain, or its stream limit): try
+         * another connection. Only bodies not yet sent can be replayed. */
+        px->end_sent = 0;
+        int rc = px_open(px, c);
+        if (rc == 0) {
+            if (px->body_done) {
+                px_send_end(px);
+            }
+            return;
+        }
+        px_open_fail(px, rc);
+        return;
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg, "runner %s: tunnel stream ended (%s)", px->runner,
+             fyp_errcode_name(ev->error_code));
+    px_fail(px, 502, "runner_disconnected", msg);
+}
+
+void fy_gw_px_event(gw_conn *c, const fyp_event *ev)
+{
+    gw_px *px = ev->stream_data;
+    if (px->conn != c || px->id != ev->stream_id) {
+        return;
+    }
+    px_ref(px);
+    if (!px->req && ev->type != FYP_EV_STREAM_RESET) {
+        px_detach(px, 1);
+    } else {
+        switch (ev->type) {
+        case FYP_EV_RESPONSE:
+            px_on_response(px, ev);
+            break;
+        case FYP_EV_DATA:
+            if (!px->resp_started) {
+                px_fail(px, 502, "bad_response", "runner sent data before a response");
+            } else {
+                px_on_data(px, ev);
+            }
+            break;
+        case FYP_EV_TRAILERS:
+            if (px->resp_started) {
+                if (px->unconsumed) {
+                    fyp_session_consume(c->sess, px->id, (size_t)px->unconsumed);
+                    px->unconsumed = 0;
+                }
+                px_finish(px, FIN_END, 0, NULL, NULL);
+            } else {
+                px_fail(px, 502, "bad_response", "runner ended the stream without a response");
+            }
+            break;
+        case FYP_EV_WRITABLE:
+            px_on_writable(px);
+            break;
+        case FYP_EV_STREAM_RESET:
+            px_on_reset(px, c, ev);
+            break;
+        default:
+            break;
+        }
+    }
+    px_unref(px);
+}
+
+/* --- public entry ------------------------------------------------------------------ */
+
+static void px_on_abort(fy_http_req *req, int status, void *arg)
+{
+    gw_px *px = arg;
+    (void)status;
+    if (px->req != req) {
+        return;
+    }
+    px_ref(px);
+    px_finish(px, FIN_ABORT, 0, NULL, NULL);
+    px_unref(px);
+}
+
+static void respond_error(fy_http_req *req, int status, const char *code, const char *msg)
+{
+    char body[512];
+    size_t n = fy_http_error_json(body, sizeof body, status, code, msg);
+    fy_http_header h[] = {{"Content-Type", "application/json", 0, 0}, {"Retry-After", "1", 0, 0}};
+    fy_http_respond(req, status, h, status == 503 ? 2 : 1, body, n);
+}
+
+void fy_gw_public_request(fy_http_req *req, void *data)
+{
+    fy_gw *gw = data;
+    char name[FY_STORE_NAME_MAX], msg[160];
+    const char *rest;
+    int slash;
+    int route = fy_gw_route_split(fy_http_req_target(req), name, &rest, &slash);
+    if (route == 0) {
+        respond_error(req, 404, "not_found", "no such route (runners are under /r/<runner>/)");
+        return;
+    }
+    if (route < 0) {
+        respond_error(req, 404, "runner_not_found", "no runner by that name");
+        return;
+    }
+    if (gw->draining) {
+        respond_error(req, 503, "gateway_draining", "the gateway is shutting down");
+        return;
+    }
+    if (!fy_gw_conn_pick(fy_gw_runner_find(gw, name), NULL)) {
+        fy_store_runner sr;
+        int rc = fy_store_runner_get(gw->store, name, &sr);
+        if (rc == FY_ENOENT || (rc == 0 && sr.revoked_at)) {
+            snprintf(msg, sizeof msg, "runner %s %s", name,
+                     rc == 0 ? "is revoked" : "is not enrolled");
+            respond_error(req, 404, "runner_not_found", msg);
+        } else {
+            snprintf(msg, sizeof msg, "runner %s is not connected", name);
+            respond_error(req, 503, "runner_unavailable", msg);
+        }
+        return;
+    }
+    gw_px *px = calloc(1, sizeof *px);
+    if (!px) {
+        respond_error(req, 500, "internal_error", "out of memory");
+        return;
+    }
+    px->gw = gw;
+    px->req = req;
+    px->refs = 1;
+    px->t0 = uv_hrtime();
+    snprintf(px->runner, sizeof px->runner, "%s", name);
+    uint8_t rnd[8];
+    fy_random_bytes(rnd, sizeof rnd);
+    fy_hex_encode(rnd, sizeof rnd, px->reqid, sizeof px->reqid);
+    px->has_body = fy_http_req_content_length(req) != 0;
+    gw->n_px++;
+    gw->n_proxied++;
+    fy_http_req_on_abort(req, px_on_abort, px);
+    int rc = px_open(px, NULL);
+    if (rc) {
+        px_open_fail(px, rc);
+        return;
+    }
+    if (px->has_body) {
+        px->body_reading = 1;
+        rc = fy_http_req_read_body(req, px_body_data, px_body_end, px);
+        if (rc) {
+            px_finish(px, FIN_ABORT, 0, NULL, NULL);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+/* route.c: pure helpers of the public proxy (no I/O; unit-tested). */
+#include "gateway/gateway.h"
+
+#include "common/args.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+int fy_gw_route_split(const char *target, char name[FY_STORE_NAME_MAX], const char **rest,
+                      int *rest_slash)
+{
+    name[0] = '\0';
+    *rest = NULL;
+    *rest_slash = 0;
+    if (strncmp(target, "/r/", 3) != 0) {
+        return 0;
+    }
+    const char *p = target + 3;
+    size_t n = strcspn(p, "/?");
+    if (n == 0 || n >= FY_STORE_NAME_MAX) {
+        return -1;
+    }
+    memcpy(name, p, n);
+    name[n] = '\0';
+    if (!fy_store_valid_name(name)) {
+        name[0] = '\0';
+        return -1;
+    }
+    p += n;
+    *rest = p;
+    *rest_slash = *p != '/';
+    return 1;
+}
+
+int fy_gw_hop_by_hop(const char *name, size_t len, const char *connection)
+{
+    static const char *const fixed[] = {"connection", "keep-alive",        "te",      "trailer",
+                                        "trailers",   "transfer-encoding", "upgrade", NULL};
+    for (size_t i = 0; fixed[i]; i++) {
+        if (strlen(fixed[i]) == len && strncasecmp(name, fixed[i], len) == 0) {
+            return 1;
+        }
+    }
+    if (len >= 6 && strncasecmp(name, "proxy-", 6) == 0) {
+        return 1;
+    }
+    if (connection && len > 0 && len < 128) {
+        char tmp[128];
+        memcpy(tmp, name, len);
+        tmp[len] = '\0';
+        return fy_http_has_token(connection, tmp);
+    }
+    return 0;
+}
+
+void fy_gw_peer_host(const char *peer, char *out, size_t outlen)
+{
+    if (!outlen) {
+        return;
+    }
+    out[0] = '\0';
+    if (!peer) {
+        return;
+    }
+    const char *start = peer, *end;
+    if (*peer == '[') {
+        start = peer + 1;
+        end = strchr(start, ']');
+    } else {
+        end = strrchr(peer, ':');
+    }
+    size_t n = end ? (size_t)(end - start) : strlen(start);
+    if (n >= outlen) {
+        n = outlen - 1;
+    }
+    memcpy(out, start, n);
+    out[n] = '\0';
+}
+
+long long fy_gw_parse_ttl(const char *text)
+{
+    uint64_t ms;
+    if (!text || fy_parse_duration_ms(text, &ms) != 0) {
+        return -1;
+    }
+    long long s = (long long)(ms / 1000);
+    if (ms % 1000 != 0 || s < 1 || s > FY_GW_TOKEN_MAX_TTL_S) {
+        return -1;
+    }
+    return s;
+}
