@@ -1,21 +1,45 @@
 /* ferry-runner: the private side of ferry. */
 #include "common/args.h"
 #include "common/cli.h"
-#include "kernels/backend.h"
 #include "common/err.h"
+#include "kernels/backend.h"
+#include "runner/runner.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void usage(FILE *f, const fy_opt *opts)
 {
-    fprintf(f, "Usage: ferry-runner [OPTIONS] COMMAND\n\n"
+    fprintf(f, "Usage: ferry-runner [OPTIONS] COMMAND [COMMAND OPTIONS]\n\n"
                "The runner is ferry's private side: it dials out to a gateway over\n"
-               "mutual TLS and serves the requests that arrive down that tunnel.\n\n"
-               "This build implements no commands yet beyond --help and --version:\n"
-               "'enroll' and 'run' land with the tunnel milestone (issue 3).\n\n"
+               "mutual TLS and serves the requests that arrive down that tunnel. It never\n"
+               "opens an inbound port.\n\n"
+               "Commands:\n"
+               "  enroll   make this runner's key pair and get its certificate from a gateway\n"
+               "           with a one-time token (from 'ferry tokens create')\n"
+               "  run      keep tunnel connections to the gateway(s) and forward requests to\n"
+               "           a local upstream HTTP server\n\n"
+               "Run 'ferry-runner COMMAND --help' for a command's options.\n\n"
                "Options:\n");
     fy_args_usage(f, opts);
+}
+
+/* Index of the command word in ARGV (skipping global options and their
+ * values), or ARGC when there is none. */
+static int find_command(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if ((strcmp(a, "--log-level") == 0 || strcmp(a, "--log-format") == 0) && i + 1 < argc) {
+            i++;
+            continue;
+        }
+        if (a[0] != '-') {
+            return i;
+        }
+    }
+    return argc;
 }
 
 int main(int argc, char **argv)
@@ -28,10 +52,13 @@ int main(int argc, char **argv)
         FY_CLI_LOG_OPTS(&log),
         {0},
     };
+    /* Keys and certificates the runner writes are for its user only. */
+    umask(077);
+    int cmd = find_command(argc, argv);
     char err[256];
     char *pos[argc > 0 ? argc : 1];
     int npos = 0;
-    if (fy_args_parse(opts, argc - 1, argv + 1, pos, &npos, err, sizeof err) ||
+    if (fy_args_parse(opts, cmd - 1, argv + 1, pos, &npos, err, sizeof err) ||
         fy_cli_log_apply(&log, err, sizeof err)) {
         fprintf(stderr, "ferry-runner: %s\n", err);
         return 2;
@@ -49,10 +76,16 @@ int main(int argc, char **argv)
         }
         return 0;
     }
-    if (npos == 0) {
+    if (cmd >= argc) {
         usage(stderr, opts);
         return 2;
     }
-    fprintf(stderr, "ferry-runner: unknown command '%s' (see --help)\n", pos[0]);
+    if (strcmp(argv[cmd], "enroll") == 0) {
+        return fy_rn_enroll_main(argc - cmd, argv + cmd);
+    }
+    if (strcmp(argv[cmd], "run") == 0) {
+        return fy_rn_run_main(argc - cmd, argv + cmd);
+    }
+    fprintf(stderr, "ferry-runner: unknown command '%s' (see --help)\n", argv[cmd]);
     return 2;
 }

@@ -1,0 +1,271 @@
+/* api.c: reaching a gateway's admin API (see ctl.h). */
+#include "gateway/cli/ctl.h"
+
+#include "common/buf.h"
+#include "common/crypto.h"
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "common/http_client.h"
+#include "common/limits.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CTL_TIMEOUT_MS     30000
+#define CTL_MAX_RESPONSE   (16 * 1024 * 1024)
+#define CTL_SYSTEM_CA      "/etc/ssl/certs/ca-certificates.crt"
+#define CTL_TOKEN_FILE_MAX 4096
+
+struct fy_ctl {
+    char base[300]; /* https://HOST:PORT */
+    char auth[160]; /* "Bearer <admin token>" */
+    char ca[4096];
+    json_t *state;
+    fy_tls_config *tls;
+};
+
+static int read_token(const char *path, char *auth, size_t authlen, char *err, size_t errlen)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = fy_file_read(path, CTL_TOKEN_FILE_MAX, &text, &len);
+    if (rc) {
+        snprintf(err, errlen, "cannot read the admin token %s: %s", path, fy_strerror(rc));
+        return rc;
+    }
+    while (len > 0 && isspace((unsigned char)text[len - 1])) {
+        len--;
+    }
+    size_t start = 0;
+    while (start < len && isspace((unsigned char)text[start])) {
+        start++;
+    }
+    rc = 0;
+    if (len == start ||
+        snprintf(auth, authlen, "Bearer %.*s", (int)(len - start), text + start) >= (int)authlen) {
+        snprintf(err, errlen, "%s does not hold an admin token", path);
+        rc = FY_EINVAL;
+    }
+    fy_secure_zero(text, len);
+    free(text);
+    return rc;
+}
+
+/* "0.0.0.0:9443" -> "127.0.0.1:9443", "[::]:9443" -> "[::1]:9443": a
+ * wildcard listener is reached on loopback. */
+static void loopback_for_wildcard(const char *addr, char *out, size_t outlen)
+{
+    if (strncmp(addr, "0.0.0.0:", 8) == 0) {
+        snprintf(out, outlen, "127.0.0.1:%s", addr + 8);
+    } else if (strncmp(addr, "[::]:", 5) == 0) {
+        snprintf(out, outlen, "[::1]:%s", addr + 5);
+    } else {
+        snprintf(out, outlen, "%s", addr);
+    }
+}
+
+int fy_ctl_open(const fy_ctl_options *o, fy_ctl **out, char *err, size_t errlen)
+{
+    int rc;
+    *out = NULL;
+    if (!o->data_dir == !o->admin_url) {
+        snprintf(err, errlen,
+                 "give either --data-dir DIR (a gateway on this machine) or --admin "
+                 "URL --admin-token-file FILE");
+        return FY_EINVAL;
+    }
+    if (o->admin_url && !o->token_file) {
+        snprintf(err, errlen, "--admin needs --admin-token-file FILE");
+        return FY_EINVAL;
+    }
+    fy_ctl *c = calloc(1, sizeof *c);
+    if (!c) {
+        return FY_ENOMEM;
+    }
+    char path[4096];
+    if (o->data_dir) {
+        fy_path_join(path, sizeof path, o->data_dir, "state.json");
+        json_error_t je;
+        c->state = json_load_file(path, 0, &je);
+        const char *admin = json_string_value(json_object_get(c->state, "admin"));
+        if (!c->state || !admin) {
+            snprintf(err, errlen,
+                     "no gateway is running on %s (%s is missing or unreadable); start it with "
+                     "'ferry-gateway run --data-dir %s'",
+                     o->data_dir, path, o->data_dir);
+            rc = FY_ENOENT;
+            goto fail;
+        }
+        char addr[256];
+        loopback_for_wildcard(admin, addr, sizeof addr);
+        snprintf(c->base, sizeof c->base, "https://%s", addr);
+        fy_path_join(path, sizeof path, o->data_dir, "admin.token");
+        if ((rc = read_token(o->token_file ? o->token_file : path, c->auth, sizeof c->auth, err,
+                             errlen))) {
+            goto fail;
+        }
+        if (o->ca_file) {
+            snprintf(c->ca, sizeof c->ca, "%s", o->ca_file);
+        } else {
+            fy_path_join(c->ca, sizeof c->ca, o->data_dir, "ca.crt");
+            if (!fy_file_exists(c->ca)) {
+                snprintf(c->ca, sizeof c->ca, "%s", CTL_SYSTEM_CA); /* --tls-cert gateways */
+            }
+        }
+    } else {
+        fy_http_url u;
+        if (fy_http_url_parse(o->admin_url, &u) || !u.tls || strcmp(u.target, "/") != 0) {
+            snprintf(err, errlen, "--admin must be https://HOST:PORT");
+            rc = FY_EINVAL;
+            goto fail;
+        }
+        size_t n = strlen(o->admin_url);
+        snprintf(c->base, sizeof c->base, "%.*s", (int)(o->admin_url[n - 1] == '/' ? n - 1 : n),
+                 o->admin_url);
+        if ((rc = read_token(o->token_file, c->auth, sizeof c->auth, err, errlen))) {
+            goto fail;
+        }
+        snprintf(c->ca, sizeof c->ca, "%s", o->ca_file ? o->ca_file : CTL_SYSTEM_CA);
+    }
+    fy_tls_options to = {.ca_file = c->ca};
+    if ((rc = fy_tls_config_new(&to, &c->tls, err, errlen))) {
+        goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    fy_ctl_close(c);
+    return rc;
+}
+
+void fy_ctl_close(fy_ctl *c)
+{
+    if (!c) {
+        return;
+    }
+    fy_secure_zero(c->auth, sizeof c->auth);
+    json_decref(c->state);
+    fy_tls_config_free(c->tls);
+    free(c);
+}
+
+json_t *fy_ctl_state(fy_ctl *c)
+{
+    return c->state;
+}
+
+const char *fy_ctl_ca_file(fy_ctl *c)
+{
+    return c->ca;
+}
+
+typedef struct {
+    int done, status, http_status;
+    fy_buf body;
+} ctl_call;
+
+static void on_response(fy_http_call *call, const fy_http_response *res, void *arg)
+{
+    (void)call;
+    ((ctl_call *)arg)->http_status = res->status;
+}
+
+static void on_data(fy_http_call *call, const char *data, size_t len, void *arg)
+{
+    ctl_call *cc = arg;
+    if (fy_buf_append(&cc->body, data, len)) {
+        fy_http_call_cancel(call);
+        cc->status = FY_ETOOBIG;
+        cc->done = 1;
+    }
+}
+
+static void on_done(fy_http_call *call, int status, void *arg)
+{
+    (void)call;
+    ctl_call *cc = arg;
+    cc->status = status;
+    cc->done = 1;
+}
+
+int fy_ctl_call(fy_ctl *c, const char *method, const char *path, json_t *body, fy_ctl_result *res,
+                char *err, size_t errlen)
+{
+    uv_loop_t loop;
+    fy_http_client *client = NULL;
+    char *text = NULL;
+    ctl_call cc = {0};
+    int rc;
+    res->status = 0;
+    res->json = NULL;
+    fy_buf_init(&cc.body, CTL_MAX_RESPONSE);
+    if (uv_loop_init(&loop)) {
+        snprintf(err, errlen, "cannot create an event loop");
+        return FY_EUV;
+    }
+    fy_http_client_options co = {
+        .tls = c->tls,
+        .connect_timeout_ms = CTL_TIMEOUT_MS,
+        .read_timeout_ms = CTL_TIMEOUT_MS,
+    };
+    if ((rc = fy_http_client_new(&loop, &co, &client))) {
+        snprintf(err, errlen, "cannot create the HTTP client: %s", fy_strerror(rc));
+        goto out;
+    }
+    if (body) {
+        text = json_dumps(body, JSON_COMPACT);
+        if (!text) {
+            rc = FY_ENOMEM;
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+    }
+    char url[1024];
+    snprintf(url, sizeof url, "%s%s", c->base, path);
+    fy_http_header hdrs[] = {
+        {"Authorization", c->auth, 0, 0},
+        {"Accept", "application/json", 0, 0},
+        {"Content-Type", "application/json", 0, 0},
+    };
+    fy_http_call_options o = {
+        .method = method,
+        .url = url,
+        .headers = hdrs,
+        .nheaders = body ? 3 : 2,
+        .body = text,
+        .body_len = text ? strlen(text) : 0,
+        .cbs = {.on_response = on_response, .on_data = on_data, .on_done = on_done},
+        .arg = &cc,
+    };
+    if ((rc = fy_http_call_start(client, &o, NULL)) == 0) {
+        while (!cc.done && uv_run(&loop, UV_RUN_ONCE)) {
+        }
+        rc = cc.done ? cc.status : FY_EIO;
+    }
+    if (rc) {
+        const char *why = rc == FY_ECERT
+                              ? "the admin listener's certificate does not chain to the CA file, "
+                                "or is not valid for that host"
+                          : rc == FY_ECONNREFUSED ? "connection refused (is the gateway running?)"
+                                                  : fy_strerror(rc);
+        snprintf(err, errlen, "cannot reach the admin API at %s: %s", c->base, why);
+        goto out;
+    }
+    res->status = cc.http_status;
+    json_error_t je;
+    res->json = cc.body.len ? json_loadb(cc.body.data, cc.body.len, 0, &je) : NULL;
+out:
+    fy_http_client_close(client);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    if (text) {
+        fy_secure_zero(text, strlen(text));
+    }
+    free(text);
+    if (cc.body.data) {
+        fy_buf_wipe(&cc.body); /* may hold a new secret */
+    }
+    return rc;
+}

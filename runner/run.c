@@ -1,0 +1,311 @@
+/* run.c: `ferry-runner run`: options and config file, start-up checks,
+ * signals, and the graceful drain on SIGTERM/SIGINT. */
+#include "runner/runner.h"
+
+#include "common/args.h"
+#include "common/cli.h"
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "common/log.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define RUN_MAX_CONNECTIONS 64
+
+typedef struct {
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    fy_rn_tunnel *tunnel;
+    fy_rn_upstream *upstream;
+    uint64_t drain_ms;
+    int signals;
+    int drained;
+} run_ctx;
+
+static void usage(FILE *f, const fy_opt *opts)
+{
+    fprintf(f, "Usage: ferry-runner run --data-dir DIR --upstream http://127.0.0.1:PORT\n"
+               "                        [--gateway HOST:PORT]... [OPTIONS]\n\n"
+               "Publishes the local upstream HTTP server through the gateway(s): keeps\n"
+               "--connections outbound mutual-TLS tunnel connections (spread over the gateways,\n"
+               "which default to the one this runner enrolled with), reconnects with\n"
+               "full-jitter exponential backoff (0.5 s doubling to 30 s), and forwards each\n"
+               "request that arrives down a tunnel to the upstream. SIGTERM or SIGINT drains:\n"
+               "the gateways stop sending new requests, requests in flight finish (for at most\n"
+               "--drain-timeout), then the runner exits 0. A second signal stops at once.\n"
+               "Every option may also come from a JSON --config file whose keys are the option\n"
+               "names; the command line wins.\n\n"
+               "Options:\n");
+    fy_args_usage(f, opts);
+}
+
+static void on_closed_handle(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_drained(fy_rn_tunnel *t, void *arg)
+{
+    (void)t;
+    run_ctx *r = arg;
+    r->drained = 1;
+    fy_rn_upstream_stats st;
+    fy_rn_upstream_stats_get(r->upstream, &st);
+    fy_log_event(FY_LOG_INFO, "runner", "stopped",
+                 json_pack("{s:I, s:I, s:I, s:I}", "requests", (json_int_t)st.started, "completed",
+                           (json_int_t)st.completed, "failed", (json_int_t)st.failed, "canceled",
+                           (json_int_t)st.canceled));
+    uv_close((uv_handle_t *)&r->sigterm, on_closed_handle);
+    uv_close((uv_handle_t *)&r->sigint, on_closed_handle);
+    fy_rn_upstream_free(r->upstream);
+    r->upstream = NULL;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    run_ctx *r = h->data;
+    r->signals++;
+    if (r->signals == 1) {
+        fy_log_event(FY_LOG_INFO, "runner", "shutting down: draining",
+                     json_pack("{s:s, s:I}", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT",
+                               "drain_timeout_ms", (json_int_t)r->drain_ms));
+        fy_rn_tunnel_drain(r->tunnel, r->drain_ms, on_drained, r);
+    } else {
+        fy_log_event(FY_LOG_WARN, "runner", "second signal: stopping now", NULL);
+        fy_rn_tunnel_drain(r->tunnel, 0, on_drained, r);
+    }
+}
+
+int fy_rn_run_main(int argc, char **argv)
+{
+    const char *data_dir = NULL, *upstream = NULL, *config = NULL;
+    fy_strlist gateways = {0};
+    long long connections = 2, max_streams = 4096;
+    uint64_t hb_timeout = 30000, drain = 30000, up_timeout = 300000;
+    int help = 0, check = 0;
+    fy_cli_log_opts log = {0};
+    const fy_opt opts[] = {
+        {"data-dir", FY_OPT_STR, &data_dir, "DIR", "the enrolled runner directory (required)"},
+        {"upstream", FY_OPT_STR, &upstream, "URL",
+         "the local HTTP server to publish, http://127.0.0.1:PORT[/base] (required)"},
+        {"gateway", FY_OPT_STRLIST, &gateways, "HOST:PORT",
+         "a gateway's tunnel listener; repeat for several (default: the enrolled one)"},
+        {"connections", FY_OPT_INT, &connections, "N",
+         "tunnel connections to keep, spread over the gateways (default 2)"},
+        {"heartbeat-timeout", FY_OPT_DURATION, &hb_timeout, "DURATION",
+         "declare a silent gateway dead after this (default 30s, at least 3s)"},
+        {"drain-timeout", FY_OPT_DURATION, &drain, "DURATION",
+         "on SIGTERM, wait at most this for requests in flight (default 30s)"},
+        {"upstream-timeout", FY_OPT_DURATION, &up_timeout, "DURATION",
+         "answer 504 when the upstream sends nothing for this long (default 5m)"},
+        {"max-streams", FY_OPT_INT, &max_streams, "N",
+         "concurrent requests accepted per connection (default 4096)"},
+        {"config", FY_OPT_STR, &config, "FILE", "read options from this JSON file first"},
+        {"check-config", FY_OPT_FLAG, &check, NULL,
+         "check the options and the config file, print them and exit"},
+        FY_CLI_LOG_OPTS(&log),
+        {"help", FY_OPT_FLAG, &help, NULL, "show this help"},
+        {0},
+    };
+    char err[512];
+    char *pos[argc > 0 ? argc : 1];
+    int npos = 0, status = 1;
+    json_t *cfg_root = NULL;
+    fy_tls_config *tls = NULL;
+    run_ctx r;
+    memset(&r, 0, sizeof r);
+    int loop_ok = 0;
+
+    const char *cfg_path = fy_args_find(argc - 1, argv + 1, "config");
+    if (cfg_path) {
+        cfg_root = fy_config_load(cfg_path, opts, err, sizeof err);
+        if (!cfg_root) {
+            fprintf(stderr, "ferry-runner run: %s\n", err);
+            return 2;
+        }
+    }
+    /* Gateways on the command line replace the config file's list. */
+    fy_strlist from_cfg = gateways;
+    memset(&gateways, 0, sizeof gateways);
+    if (fy_args_parse(opts, argc - 1, argv + 1, pos, &npos, err, sizeof err) ||
+        fy_cli_log_apply(&log, err, sizeof err)) {
+        fprintf(stderr, "ferry-runner run: %s\n", err);
+        status = 2;
+        goto out;
+    }
+    if (gateways.n == 0) {
+        gateways = from_cfg;
+    }
+    if (help) {
+        usage(stdout, opts);
+        status = 0;
+        goto out;
+    }
+    const char *problem = NULL;
+    char host[256];
+    int port;
+    if (npos) {
+        problem = "unexpected argument (see --help)";
+    } else if (!data_dir || !upstream) {
+        problem = "--data-dir and --upstream are required (see --help)";
+    } else if (connections < 1 || connections > RUN_MAX_CONNECTIONS) {
+        problem = "--connections must be 1 to 64";
+    } else if (hb_timeout < 3000 || hb_timeout > 1800000) {
+        problem = "--heartbeat-timeout must be 3s to 30m";
+    } else if (drain > 3600000) {
+        problem = "--drain-timeout must be at most 1h";
+    } else if (up_timeout < 1000 || up_timeout > 86400000) {
+        problem = "--upstream-timeout must be 1s to 24h";
+    } else if (max_streams < 1 || max_streams > 100000) {
+        problem = "--max-streams must be 1 to 100000";
+    }
+    for (size_t i = 0; !problem && i < gateways.n; i++) {
+        if (fy_rn_hostport_parse(gateways.v[i], host, sizeof host, &port)) {
+            snprintf(err, sizeof err, "--gateway '%s' is not HOST:PORT", gateways.v[i]);
+            problem = err;
+        }
+    }
+    if (problem) {
+        fprintf(stderr, "ferry-runner run: %s\n", problem);
+        status = 2;
+        goto out;
+    }
+    if (uv_loop_init(&r.loop)) {
+        fprintf(stderr, "ferry-runner run: cannot create an event loop\n");
+        goto out;
+    }
+    loop_ok = 1;
+    fy_rn_upstream_options uo = {.url = upstream, .timeout_ms = (unsigned)up_timeout};
+    int rc = fy_rn_upstream_new(&r.loop, &uo, &r.upstream, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "ferry-runner run: %s\n", err);
+        status = rc == FY_ENOMEM ? 1 : 2;
+        goto out;
+    }
+    if (check) {
+        printf("config ok\n  data-dir           %s\n  upstream           %s\n", data_dir, upstream);
+        for (size_t i = 0; i < gateways.n; i++) {
+            printf("  gateway            %s\n", gateways.v[i]);
+        }
+        if (gateways.n == 0) {
+            printf("  gateway            (the enrolled one, from %s/%s)\n", data_dir, FY_RN_CONFIG);
+        }
+        printf("  connections        %lld\n  heartbeat-timeout  %llu ms\n"
+               "  drain-timeout      %llu ms\n  upstream-timeout   %llu ms\n"
+               "  max-streams        %lld\n",
+               connections, (unsigned long long)hb_timeout, (unsigned long long)drain,
+               (unsigned long long)up_timeout, max_streams);
+        status = 0;
+        goto out;
+    }
+
+    fy_rn_enrollment e;
+    if ((rc = fy_rn_enrollment_load(data_dir, &e, err, sizeof err))) {
+        if (rc == FY_ENOENT) {
+            fprintf(stderr,
+                    "ferry-runner run: %s is not an enrolled runner directory (no %s); run "
+                    "'ferry-runner enroll' first\n",
+                    data_dir, FY_RN_CONFIG);
+        } else {
+            fprintf(stderr, "ferry-runner run: %s\n", err);
+        }
+        goto out;
+    }
+    const char *gw_list[FY_STRLIST_MAX];
+    size_t ngw = 0;
+    for (size_t i = 0; i < gateways.n; i++) {
+        gw_list[ngw++] = gateways.v[i];
+    }
+    for (size_t i = 0; ngw == 0 && i < e.ngateways; i++) {
+        gw_list[i] = e.gateways[i];
+        if (i + 1 == e.ngateways) {
+            ngw = e.ngateways;
+        }
+    }
+    if (ngw == 0) {
+        fprintf(stderr, "ferry-runner run: no gateway: give --gateway HOST:PORT\n");
+        status = 2;
+        goto out;
+    }
+    char key[4096], cert[4096], ca[4096];
+    fy_path_join(key, sizeof key, data_dir, FY_RN_KEY);
+    fy_path_join(cert, sizeof cert, data_dir, FY_RN_CERT);
+    fy_path_join(ca, sizeof ca, data_dir, FY_RN_CA);
+    struct stat sb;
+    if (stat(key, &sb) == 0 && (sb.st_mode & 077)) {
+        fy_log_event(FY_LOG_WARN, "runner", "the private key is readable by other users",
+                     json_pack("{s:s, s:s}", "file", key, "fix", "chmod 600"));
+    }
+    static const char *const alpn[] = {"ferry/1", NULL};
+    fy_tls_options to = {
+        .cert_file = cert,
+        .key_file = key,
+        .ca_file = ca,
+        .alpn = (const char **)alpn,
+    };
+    if (fy_tls_config_new(&to, &tls, err, sizeof err)) {
+        fprintf(stderr, "ferry-runner run: %s\n", err);
+        goto out;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    uv_signal_init(&r.loop, &r.sigterm);
+    uv_signal_init(&r.loop, &r.sigint);
+    r.sigterm.data = r.sigint.data = &r;
+    uv_signal_start(&r.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&r.sigint, on_signal, SIGINT);
+    r.drain_ms = drain;
+
+    fy_rn_tunnel_options tno = {
+        .name = e.name,
+        .gateways = gw_list,
+        .ngateways = ngw,
+        .connections = (unsigned)connections,
+        .tls = tls,
+        .heartbeat_timeout_ms = hb_timeout,
+        .max_streams = (uint32_t)max_streams,
+        .upstream = r.upstream,
+    };
+    /* For tests: a faster reconnect policy. */
+    const char *tb = getenv("FERRY_TEST_BACKOFF_MS");
+    if (tb) {
+        tno.backoff_base_ms = strtoull(tb, NULL, 10);
+        tno.backoff_max_ms = tno.backoff_base_ms * 8;
+        tno.stable_ms = tno.backoff_base_ms * 4;
+    }
+    if ((rc = fy_rn_tunnel_new(&r.loop, &tno, &r.tunnel))) {
+        fprintf(stderr, "ferry-runner run: cannot start the tunnel: %s\n", fy_strerror(rc));
+        uv_close((uv_handle_t *)&r.sigterm, NULL);
+        uv_close((uv_handle_t *)&r.sigint, NULL);
+        goto out;
+    }
+    json_t *gwj = json_array();
+    for (size_t i = 0; i < ngw; i++) {
+        json_array_append_new(gwj, json_string(gw_list[i]));
+    }
+    fy_log_event(FY_LOG_INFO, "runner", "started",
+                 json_pack("{s:s, s:o, s:I, s:s, s:I}", "runner", e.name, "gateways", gwj,
+                           "connections", (json_int_t)connections, "upstream", upstream,
+                           "heartbeat_timeout_ms", (json_int_t)hb_timeout));
+    uv_run(&r.loop, UV_RUN_DEFAULT);
+    status = r.drained ? 0 : 1;
+out:
+    if (r.upstream) {
+        fy_rn_upstream_free(r.upstream);
+        r.upstream = NULL;
+    }
+    if (loop_ok) {
+        uv_run(&r.loop, UV_RUN_DEFAULT);
+        if (uv_loop_close(&r.loop)) {
+            fy_log_event(FY_LOG_WARN, "runner", "event loop closed with handles open", NULL);
+        }
+    }
+    fy_rn_tunnel_free(r.tunnel);
+    fy_tls_config_free(tls);
+    json_decref(cfg_root);
+    return status;
+}

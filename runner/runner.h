@@ -1,0 +1,164 @@
+/* runner.h: ferry-runner's modules and how they fit together.
+ *
+ *   enroll.c    `ferry-runner enroll`: key pair + CSR made here, POST /v1/enroll
+ *               to the gateway's tunnel listener, runner dir written
+ *   run.c       `ferry-runner run`: options, config file, signals, drain, exit
+ *   tunnel.c    N outbound mTLS connections spread over the gateways, each a
+ *               proto session (HELLO, heartbeats, GOAWAY), reconnected with
+ *               full-jitter exponential backoff
+ *   upstream.c  one tunnel stream <-> one HTTP call to the local upstream,
+ *               bodies streamed both ways under the tunnel's flow control
+ *   rdir.c      the runner data directory (files, runner.json)
+ *
+ * Everything runs on one libuv loop; nothing here is thread-safe. */
+#ifndef FY_RUNNER_H
+#define FY_RUNNER_H
+
+#include "common/http_client.h"
+#include "common/tls.h"
+#include "proto/session.h"
+
+#include <stdint.h>
+#include <uv.h>
+
+/* --- Runner data directory (rdir.c) -------------------------------------- */
+
+#define FY_RN_KEY    "runner.key"  /* private key, 0600, never leaves the machine */
+#define FY_RN_CERT   "runner.crt"  /* client certificate, CN = runner name */
+#define FY_RN_CA     "ca.crt"      /* CA the gateway's tunnel listener is verified against */
+#define FY_RN_CONFIG "runner.json" /* {"name", "gateways": [...], "ca_fingerprint"} */
+
+#define FY_RN_MAX_GATEWAYS 16
+#define FY_RN_NAME_MAX     128
+
+typedef struct {
+    char name[FY_RN_NAME_MAX];
+    char gateways[FY_RN_MAX_GATEWAYS][300];
+    size_t ngateways;
+    char ca_fingerprint[80];
+} fy_rn_enrollment;
+
+/* Reads DIR/runner.json. Returns 0, FY_ENOENT (not enrolled), FY_EPARSE
+ * (damaged: ERR says what) or another FY_E* code. */
+int fy_rn_enrollment_load(const char *dir, fy_rn_enrollment *e, char *err, size_t errlen);
+
+/* Writes DIR/runner.json atomically. */
+int fy_rn_enrollment_save(const char *dir, const fy_rn_enrollment *e);
+
+/* Splits "HOST:PORT" or "[V6]:PORT" into HOST (no brackets) and PORT. Returns 0
+ * or FY_EINVAL. */
+int fy_rn_hostport_parse(const char *text, char *host, size_t hostlen, int *port);
+
+/* Parses a CA fingerprint given as "sha256:HEX", "HEX" or colon-separated hex
+ * ("AB:CD:..." as openssl prints it) into 32 bytes. Returns 0 or FY_EINVAL. */
+int fy_rn_fingerprint_parse(const char *text, uint8_t out[32]);
+
+/* --- Upstream (upstream.c) ------------------------------------------------ */
+
+typedef struct fy_rn_upstream fy_rn_upstream;
+
+/* An intrusive doubly-linked list node. */
+typedef struct fy_rn_link {
+    struct fy_rn_link *prev, *next;
+} fy_rn_link;
+typedef struct fy_rn_stream fy_rn_stream;
+typedef struct fy_rn_conn fy_rn_conn;
+
+typedef struct {
+    const char *url;          /* http://127.0.0.1:PORT[/base] */
+    unsigned timeout_ms;      /* no response byte for this long: 504; 0 = default */
+    unsigned connect_timeout; /* ms; 0 = default */
+} fy_rn_upstream_options;
+
+/* Creates the upstream side: parses the URL (http:// only) and makes the HTTP
+ * client. Returns 0, or FY_EINVAL / FY_ENOTSUP with a message in ERR, or
+ * FY_ENOMEM. */
+int fy_rn_upstream_new(uv_loop_t *loop, const fy_rn_upstream_options *o, fy_rn_upstream **out,
+                       char *err, size_t errlen);
+
+/* Closes the HTTP client (every call still running is cancelled). Streams
+ * must be gone first (the tunnel is closed before the upstream). NULL ok. */
+void fy_rn_upstream_free(fy_rn_upstream *up);
+
+typedef struct {
+    uint64_t started;   /* streams opened by the gateway */
+    uint64_t completed; /* responses ended normally */
+    uint64_t failed;    /* upstream errors answered with 502/504 or a reset */
+    uint64_t canceled;  /* reset by the gateway or lost with a connection */
+    uint64_t active;    /* streams alive now */
+} fy_rn_upstream_stats;
+
+void fy_rn_upstream_stats_get(const fy_rn_upstream *up, fy_rn_upstream_stats *out);
+
+/* The tunnel hands each session event about a stream to these. */
+
+/* A REQUEST arrived on stream ID of CONN: starts the upstream call, or
+ * answers an error at once. The stream is stored as the session's stream data
+ * and linked into CONN's list (when out of memory it is reset instead). */
+void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
+                       int end_stream);
+/* Request body bytes (valid during the call) and/or its end. */
+void fy_rn_stream_on_data(fy_rn_stream *st, const char *data, size_t len, int end);
+/* The stream's send window opened again. */
+void fy_rn_stream_on_writable(fy_rn_stream *st);
+/* The stream is gone from the session (reset by the gateway, or the
+ * connection died): cancels the upstream call at once and frees ST. */
+void fy_rn_stream_on_reset(fy_rn_stream *st, uint32_t code, int remote);
+
+/* --- Tunnel (tunnel.c) ---------------------------------------------------- */
+
+typedef struct fy_rn_tunnel fy_rn_tunnel;
+
+typedef struct {
+    const char *name;            /* enrolled runner name, sent in HELLO */
+    const char *const *gateways; /* "HOST:PORT" each */
+    size_t ngateways;
+    unsigned connections;          /* total connections, spread round-robin over gateways */
+    fy_tls_config *tls;            /* client cert + key, CA, ALPN ferry/1; outlives the tunnel */
+    uint64_t heartbeat_timeout_ms; /* a silent gateway is declared dead after this */
+    uint32_t max_streams;          /* MAX_CONCURRENT_STREAMS announced */
+    /* Reconnect policy: wait = random(0, min(max, base * 2^n)); n resets once
+     * a connection stayed up for stable_ms. */
+    uint64_t backoff_base_ms, backoff_max_ms, stable_ms;
+    fy_rn_upstream *upstream;
+} fy_rn_tunnel_options;
+
+/* Starts connecting every slot at once. Returns 0, FY_EINVAL (bad gateway
+ * address, no gateway, no name) or FY_ENOMEM. */
+int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunnel **out);
+
+/* Graceful stop: no more reconnects; GOAWAY on every ready connection, which
+ * close once their streams finished; connections not yet ready close now.
+ * After TIMEOUT_MS whatever remains is terminated (streams reset, upstream
+ * calls cancelled). CB runs once every connection is closed; then free the
+ * tunnel with fy_rn_tunnel_free. */
+typedef void (*fy_rn_tunnel_done_cb)(fy_rn_tunnel *t, void *arg);
+void fy_rn_tunnel_drain(fy_rn_tunnel *t, uint64_t timeout_ms, fy_rn_tunnel_done_cb cb, void *arg);
+
+/* Frees a tunnel after its drain callback ran. NULL ok. */
+void fy_rn_tunnel_free(fy_rn_tunnel *t);
+
+/* Connections whose handshake completed and that take new streams. */
+unsigned fy_rn_tunnel_ready_count(const fy_rn_tunnel *t);
+
+/* The full-jitter wait before attempt N (0-based) for a random value R in
+ * [0, 1): R * min(max, base * 2^n). Exposed for tests. */
+uint64_t fy_rn_backoff_ms(uint64_t base, uint64_t max, unsigned n, double r);
+
+/* For upstream.c: the session of CONN, and a request to write its pending
+ * output soon (coalesced once per loop iteration). */
+fyp_session *fy_rn__conn_session(fy_rn_conn *c);
+void fy_rn__conn_kick(fy_rn_conn *c);
+/* CONN's list of live streams (a sentinel): each fy_rn_stream starts with an
+ * fy_rn_link and links itself in while alive, so a connection that goes away
+ * can release every stream still on it. */
+fy_rn_link *fy_rn__conn_streams(fy_rn_conn *c);
+/* "gw HOST:PORT #N", for logs. */
+const char *fy_rn__conn_label(const fy_rn_conn *c);
+
+/* --- Commands --------------------------------------------------------------- */
+
+int fy_rn_enroll_main(int argc, char **argv);
+int fy_rn_run_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,820 @@
+/* tunnel.c: the runner's outbound connections to its gateways.
+ *
+ * The tunnel keeps `connections` slots, assigned round-robin to the gateways
+ * (slot i dials gateway i % n), so every gateway has a way down to this
+ * runner. A slot's connection goes TCP connect -> TLS (client certificate,
+ * ALPN ferry/1) -> proto session (HELLO, heartbeats) -> ready. When it ends,
+ * the slot dials again after a full-jitter exponential backoff:
+ * wait = random(0, min(max, base * 2^n)), n counting failed attempts and
+ * reset once a connection stayed up for stable_ms, so a fleet of runners
+ * never reconnects in lockstep after a gateway restart.
+ *
+ * A graceful GOAWAY from the gateway detaches the connection from its slot:
+ * it keeps serving its streams until they finish while the slot dials a
+ * replacement at once. A connection is a small state machine whose memory is
+ * freed only after its stream and libuv handles have closed (refs). Session
+ * output is written from a uv_idle callback, so many streams' DATA made in
+ * one loop iteration leave in one write. */
+#include "runner/runner.h"
+
+#include "common/crypto.h"
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TN_CONNECT_TIMEOUT_MS 10000
+#define TN_CLOSE_GRACE_MS     1000 /* a closing connection's last writes get this long */
+#define TN_WRITE_CHUNK        (256 * 1024)
+
+typedef enum { C_CONNECTING = 0, C_TLS, C_HELLO, C_READY, C_CLOSING } conn_state;
+
+typedef struct {
+    char host[256];
+    int port;
+    char text[300];
+} gw_addr;
+
+typedef struct slot slot;
+
+struct fy_rn_conn {
+    fy_rn_tunnel *t;
+    slot *slot; /* NULL once detached (gateway drain) */
+    fy_rn_conn *prev, *next;
+    const gw_addr *gw;
+    unsigned seq;
+    char label[340];
+    conn_state state;
+    fy_stream *s;
+    fyp_session *sess;
+    uv_timer_t timer; /* session ticks, then the close grace */
+    uv_idle_t idle;   /* deferred flush */
+    fy_rn_link streams;
+    int refs;
+    unsigned writes;   /* stream writes in flight */
+    uint64_t ready_at; /* ms, uv_now */
+    uint64_t rtt_us;
+    unsigned tick_ms;
+    unsigned kicked : 1;
+    unsigned closing : 1;
+    unsigned dead : 1; /* the fy_stream is closed (or never was) */
+};
+
+struct slot {
+    fy_rn_tunnel *t;
+    unsigned idx;
+    const gw_addr *gw;
+    fy_rn_conn *conn;
+    uv_timer_t backoff;
+    unsigned attempts;
+};
+
+struct fy_rn_tunnel {
+    uv_loop_t *loop;
+    fy_rn_tunnel_options o;
+    char name[FY_RN_NAME_MAX];
+    gw_addr *gws;
+    size_t ngws;
+    slot *slots;
+    unsigned nslots;
+    fy_rn_conn *conns; /* every live connection, attached or not */
+    unsigned nconns;   /* allocated connections (freed when their refs end) */
+    unsigned seq;
+    uv_timer_t drain_timer;
+    int handles; /* tunnel-owned handles not yet closed */
+    unsigned draining : 1;
+    unsigned done : 1;
+    fy_rn_tunnel_done_cb done_cb;
+    void *done_arg;
+};
+
+static void conn_close(fy_rn_conn *c, int level, const char *why);
+static void slot_connect(slot *sl);
+static void tunnel_check_done(fy_rn_tunnel *t);
+
+uint64_t fy_rn_backoff_ms(uint64_t base, uint64_t max, unsigned n, double r)
+{
+    uint64_t cap = base;
+    for (unsigned i = 0; i < n && cap < max; i++) {
+        cap *= 2;
+    }
+    if (cap > max) {
+        cap = max;
+    }
+    if (r < 0) {
+        r = 0;
+    }
+    if (r >= 1) {
+        r = 0.999999;
+    }
+    return (uint64_t)(r * (double)cap);
+}
+
+static double random_unit(void)
+{
+    uint32_t x = 0;
+    if (fy_random_bytes(&x, sizeof x)) {
+        x = (uint32_t)uv_hrtime();
+    }
+    return (double)x / 4294967296.0;
+}
+
+/* --- connection memory ---------------------------------------------------------- */
+
+fyp_session *fy_rn__conn_session(fy_rn_conn *c)
+{
+    return c->sess;
+}
+
+fy_rn_link *fy_rn__conn_streams(fy_rn_conn *c)
+{
+    return &c->streams;
+}
+
+const char *fy_rn__conn_label(const fy_rn_conn *c)
+{
+    return c->label;
+}
+
+static void conn_unref(fy_rn_conn *c)
+{
+    if (--c->refs > 0) {
+        return;
+    }
+    fy_rn_tunnel *t = c->t;
+    fyp_session_free(c->sess);
+    free(c);
+    t->nconns--;
+    tunnel_check_done(t);
+}
+
+static void conn_handle_closed(uv_handle_t *h)
+{
+    conn_unref(h->data);
+}
+
+static void conn_stream_closed(fy_stream *s)
+{
+    fy_rn_conn *c = s->data;
+    conn_unref(c);
+}
+
+/* Closes the stream and handles; memory goes with the last of them. */
+static void conn_release(fy_rn_conn *c)
+{
+    if (c->dead) {
+        return;
+    }
+    c->dead = 1;
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->idle, conn_handle_closed);
+    if (c->s) {
+        fy_stream_close(c->s, conn_stream_closed);
+    }
+}
+
+static void json_add_common(json_t *f, fy_rn_conn *c)
+{
+    json_object_set_new(f, "gateway", json_string(c->gw->text));
+    json_object_set_new(f, "conn", json_integer(c->seq));
+}
+
+/* --- writing --------------------------------------------------------------------- */
+
+static void conn_flush(fy_rn_conn *c);
+
+static void on_write(fy_stream *s, int status, void *arg)
+{
+    fy_rn_conn *c = s->data;
+    free(arg);
+    c->writes--;
+    if (c->closing) {
+        if (c->writes == 0) {
+            conn_release(c);
+        }
+        return;
+    }
+    if (status) {
+        char why[128];
+        snprintf(why, sizeof why, "write to the gateway failed: %s", fy_strerror(status));
+        conn_close(c, FY_LOG_WARN, why);
+        return;
+    }
+    conn_flush(c);
+}
+
+/* Writes pending session output while the stream's queue is below its high
+ * watermark (the rest stays in the session, whose size the windows bound).
+ * Returns 0 or the write error. */
+static int conn_write_output(fy_rn_conn *c)
+{
+    while (fy_stream_write_queue_size(c->s) < FY_STREAM_HIGH_WATERMARK) {
+        fy_slice out;
+        size_t n = fyp_session_output(c->sess, &out);
+        if (n == 0) {
+            break;
+        }
+        if (n > TN_WRITE_CHUNK) {
+            n = TN_WRITE_CHUNK;
+        }
+        char *copy = malloc(n);
+        if (!copy) {
+            return FY_ENOMEM;
+        }
+        memcpy(copy, out.base, n);
+        fy_slice sl = {copy, n};
+        int rc = fy_stream_write(c->s, &sl, 1, on_write, copy);
+        if (rc) {
+            free(copy);
+            return rc;
+        }
+        c->writes++;
+        fyp_session_output_consume(c->sess, n);
+    }
+    return 0;
+}
+
+/* Writes what it can, then closes the connection if the session is done
+ * with it (drained, or dead with its GOAWAY written). */
+static void conn_flush(fy_rn_conn *c)
+{
+    if (!c->s || !c->sess || c->dead || c->closing) {
+        return;
+    }
+    int rc = conn_write_output(c);
+    if (rc) {
+        char why[128];
+        snprintf(why, sizeof why, "write to the gateway failed: %s", fy_strerror(rc));
+        conn_close(c, FY_LOG_WARN, why);
+        return;
+    }
+    if (fyp_session_want_close(c->sess) && fyp_session_output_size(c->sess) == 0) {
+        if (fyp_session_dead(c->sess)) {
+            char why[256];
+            snprintf(why, sizeof why, "session ended: %s", fyp_session_error_msg(c->sess));
+            conn_close(c, FY_LOG_WARN, why);
+        } else {
+            conn_close(c, FY_LOG_INFO, "drained");
+        }
+    }
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    fy_rn_conn *c = h->data;
+    uv_idle_stop(h);
+    c->kicked = 0;
+    conn_flush(c);
+}
+
+void fy_rn__conn_kick(fy_rn_conn *c)
+{
+    if (c->kicked || c->closing || c->dead) {
+        return;
+    }
+    c->kicked = 1;
+    uv_idle_start(&c->idle, on_idle);
+}
+
+/* --- closing ---------------------------------------------------------------------- */
+
+static void on_close_grace(uv_timer_t *tm)
+{
+    conn_release(tm->data);
+}
+
+static void slot_schedule(slot *sl, int was_stable);
+
+/* Ends C: its streams are reset (upstream calls cancelled), the last output
+ * (a GOAWAY) gets a short grace to leave, then everything is released. The
+ * slot, if C still had one, dials again after its backoff. */
+static void conn_close(fy_rn_conn *c, int level, const char *why)
+{
+    if (c->closing) {
+        return;
+    }
+    fy_rn_tunnel *t = c->t;
+    int was_ready = c->state == C_READY;
+    uint64_t up_ms = was_ready ? uv_now(t->loop) - c->ready_at : 0;
+    c->closing = 1;
+    c->state = C_CLOSING;
+    json_t *f = json_object();
+    json_add_common(f, c);
+    json_object_set_new(f, "reason", json_string(why));
+    if (was_ready) {
+        json_object_set_new(f, "up_ms", json_integer((json_int_t)up_ms));
+    }
+    fy_log_event((fy_log_level)level, "tunnel", was_ready ? "disconnected" : "connection failed",
+                 f);
+    if (c->sess) {
+        if (!fyp_session_dead(c->sess)) {
+            fyp_session_terminate(c->sess, FYP_ERR_INTERNAL, why);
+        }
+    }
+    /* Streams the session no longer reported (finished on the wire but still
+     * held here) are released too. */
+    while (c->streams.next != &c->streams) {
+        fy_rn_stream_on_reset((fy_rn_stream *)c->streams.next, FYP_ERR_INTERNAL, 0);
+    }
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        t->conns = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    c->prev = c->next = NULL;
+    uv_idle_stop(&c->idle);
+    c->kicked = 0;
+    slot *sl = c->slot;
+    if (sl) {
+        sl->conn = NULL;
+        c->slot = NULL;
+    }
+    /* Try to get the last output (a GOAWAY) out; release when it is written
+     * or after the grace. */
+    if (c->s && c->sess) {
+        conn_write_output(c);
+    }
+    if (c->writes == 0) {
+        conn_release(c);
+    } else {
+        uv_timer_stop(&c->timer);
+        uv_timer_start(&c->timer, on_close_grace, TN_CLOSE_GRACE_MS, 0);
+    }
+    if (sl) {
+        slot_schedule(sl, was_ready && up_ms >= t->o.stable_ms);
+    }
+    tunnel_check_done(t);
+}
+
+/* --- the session ----------------------------------------------------------------- */
+
+static void on_tick(uv_timer_t *tm)
+{
+    fy_rn_conn *c = tm->data;
+    if (c->closing || !c->sess) {
+        return;
+    }
+    int rc = fyp_session_tick(c->sess);
+    if (rc == FY_ETIMEDOUT) {
+        char why[256];
+        snprintf(why, sizeof why, "heartbeat timeout: %s", fyp_session_error_msg(c->sess));
+        conn_close(c, FY_LOG_WARN, why);
+        return;
+    }
+    conn_flush(c);
+}
+
+static void set_tick(fy_rn_conn *c, unsigned hb_ms)
+{
+    unsigned every = hb_ms / 4;
+    if (every < 50) {
+        every = 50;
+    }
+    c->tick_ms = every;
+    uv_timer_stop(&c->timer);
+    uv_timer_start(&c->timer, on_tick, every, every);
+}
+
+static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
+{
+    fy_rn_conn *c = data;
+    fy_rn_tunnel *t = c->t;
+    fy_rn_stream *st = ev->stream_data;
+    switch (ev->type) {
+    case FYP_EV_HELLO: {
+        c->state = C_READY;
+        c->ready_at = uv_now(t->loop);
+        set_tick(c, fyp_session_heartbeat_ms(s));
+        json_t *f = json_object();
+        json_add_common(f, c);
+        json_object_set_new(f, "runner", json_string(t->name));
+        json_object_set_new(f, "version", json_integer(ev->version));
+        json_object_set_new(f, "heartbeat_ms", json_integer(fyp_session_heartbeat_ms(s)));
+        fy_log_event(FY_LOG_INFO, "tunnel", "connected", f);
+        break;
+    }
+    case FYP_EV_REQUEST:
+        fy_rn_stream_open(t->o.upstream, c, ev->stream_id, ev->u.request, ev->end_stream);
+        break;
+    case FYP_EV_DATA:
+        if (st) {
+            fy_rn_stream_on_data(st, ev->u.data.base, ev->u.data.len, ev->end_stream);
+        } else if (ev->u.data.len) {
+            fyp_session_consume(s, ev->stream_id, ev->u.data.len);
+        }
+        break;
+    case FYP_EV_TRAILERS:
+        /* Request trailers end the body; their fields are not forwarded. */
+        if (st) {
+            fy_rn_stream_on_data(st, NULL, 0, 1);
+        }
+        break;
+    case FYP_EV_WRITABLE:
+        if (st) {
+            fy_rn_stream_on_writable(st);
+        }
+        break;
+    case FYP_EV_STREAM_RESET:
+        if (st) {
+            fy_rn_stream_on_reset(st, ev->error_code, ev->remote);
+        }
+        break;
+    case FYP_EV_GOAWAY: {
+        const fyp_goaway *g = ev->u.goaway;
+        char dbg[200];
+        snprintf(dbg, sizeof dbg, "%.*s", (int)(g->debug.len < 190 ? g->debug.len : 190),
+                 g->debug.base ? g->debug.base : "");
+        json_t *f = json_object();
+        json_add_common(f, c);
+        json_object_set_new(f, "code", json_string(fyp_errcode_name(g->error_code)));
+        json_object_set_new(f, "message", json_string(dbg));
+        if (g->error_code == FYP_ERR_NONE) {
+            /* The gateway drains: finish here, take new work elsewhere. */
+            fy_log_event(FY_LOG_INFO, "tunnel", "gateway draining this connection", f);
+            slot *sl = c->slot;
+            if (sl && !t->draining) {
+                /* Through the backoff: a gateway that keeps sending GOAWAY
+                 * right after the handshake must not make us spin. */
+                uint64_t up_ms = uv_now(t->loop) - c->ready_at;
+                sl->conn = NULL;
+                c->slot = NULL;
+                slot_schedule(sl, up_ms >= t->o.stable_ms);
+            }
+        } else if (g->error_code == FYP_ERR_REJECTED) {
+            fy_log_event(FY_LOG_ERROR, "tunnel",
+                         "the gateway rejected this runner (revoked, or enrolled again "
+                         "elsewhere?); retrying with backoff",
+                         f);
+        } else {
+            fy_log_event(FY_LOG_WARN, "tunnel", "the gateway ended the connection", f);
+        }
+        break;
+    }
+    case FYP_EV_PING_RTT:
+        c->rtt_us = ev->rtt_us;
+        break;
+    default:
+        break;
+    }
+}
+
+static void conn_on_read(fy_stream *s, ssize_t n, const fy_slice *buf)
+{
+    fy_rn_conn *c = s->data;
+    if (c->closing) {
+        return;
+    }
+    if (n < 0) {
+        char why[160];
+        if (n == FY_EEOF || n == FY_ECONNRESET) {
+            snprintf(why, sizeof why, "the gateway closed the connection%s",
+                     n == FY_ECONNRESET ? " (reset)" : "");
+        } else {
+            snprintf(why, sizeof why, "read failed: %s", fy_strerror((int)n));
+        }
+        fyp_session_recv_eof(c->sess);
+        conn_close(c, FY_LOG_WARN, why);
+        return;
+    }
+    int rc = fyp_session_recv(c->sess, buf->base, buf->len);
+    if (rc < 0 && rc != FY_ECLOSED) {
+        /* GOAWAY with the error is queued: flush, then close. */
+        json_t *f = json_object();
+        json_add_common(f, c);
+        json_object_set_new(f, "error", json_string(fyp_session_error_msg(c->sess)));
+        fy_log_event(FY_LOG_WARN, "tunnel", "protocol error from the gateway", f);
+    }
+    conn_flush(c);
+}
+
+/* --- dialing ---------------------------------------------------------------------- */
+
+static void on_handshake(fy_stream *s, int status, void *arg)
+{
+    fy_rn_conn *c = arg;
+    fy_rn_tunnel *t = c->t;
+    if (c->closing) {
+        return;
+    }
+    if (status) {
+        char why[600];
+        if (status == FY_ECERT) {
+            snprintf(why, sizeof why,
+                     "TLS handshake failed: certificate rejected (this runner's certificate was "
+                     "refused by the gateway, or the gateway's does not chain to the enrolled "
+                     "CA or is not valid for %s)",
+                     c->gw->host);
+        } else {
+            snprintf(why, sizeof why, "TLS handshake failed: %s", fy_strerror(status));
+        }
+        conn_close(c, FY_LOG_WARN, why);
+        return;
+    }
+    const char *alpn = fy_tls_alpn(s);
+    if (!alpn || strcmp(alpn, "ferry/1") != 0) {
+        conn_close(c, FY_LOG_ERROR,
+                   "the gateway did not agree to the ferry/1 protocol (ALPN): is this its "
+                   "tunnel listener?");
+        return;
+    }
+    static const char *const caps[] = {"upstream"};
+    fyp_session_config sc;
+    memset(&sc, 0, sizeof sc);
+    sc.role = FYP_ROLE_RUNNER;
+    fyp_settings_default(&sc.settings);
+    uint64_t hb = t->o.heartbeat_timeout_ms / FYP_HEARTBEAT_MISSES;
+    if (hb < FYP_MIN_HEARTBEAT_MS) {
+        hb = FYP_MIN_HEARTBEAT_MS;
+    }
+    if (hb > FYP_MAX_HEARTBEAT_MS) {
+        hb = FYP_MAX_HEARTBEAT_MS;
+    }
+    sc.settings.heartbeat_ms = (uint32_t)hb;
+    if (t->o.max_streams) {
+        sc.settings.max_concurrent_streams = t->o.max_streams;
+    }
+    sc.name = t->name;
+    sc.caps = caps;
+    sc.n_caps = 1;
+    sc.on_event = on_session_event;
+    sc.data = c;
+    int rc = fyp_session_new(&sc, &c->sess);
+    if (rc) {
+        conn_close(c, FY_LOG_ERROR, "cannot create the tunnel session");
+        return;
+    }
+    c->state = C_HELLO;
+    s->on_read = conn_on_read;
+    if (fy_stream_read_start(s)) {
+        conn_close(c, FY_LOG_WARN, "cannot read from the gateway");
+        return;
+    }
+    set_tick(c, (unsigned)hb);
+    conn_flush(c); /* HELLO */
+}
+
+static void on_tcp(fy_stream *s, int status, void *arg)
+{
+    fy_rn_conn *c = arg;
+    fy_rn_tunnel *t = c->t;
+    if (c->closing) {
+        if (s) {
+            fy_stream_close(s, NULL);
+        }
+        conn_unref(c); /* the connect's reference */
+        return;
+    }
+    if (status) {
+        char why[160];
+        snprintf(why, sizeof why, "cannot connect: %s", fy_strerror(status));
+        conn_close(c, FY_LOG_WARN, why);
+        conn_unref(c);
+        return;
+    }
+    c->state = C_TLS;
+    /* The connect's reference passes to the stream. */
+    c->s = fy_tls_stream_new(t->o.tls, s, c->gw->host, on_handshake, c);
+    if (!c->s) {
+        conn_close(c, FY_LOG_ERROR, "out of memory");
+        conn_unref(c);
+        return;
+    }
+    c->s->data = c;
+}
+
+static void slot_connect(slot *sl)
+{
+    fy_rn_tunnel *t = sl->t;
+    fy_rn_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        slot_schedule(sl, 0);
+        return;
+    }
+    c->t = t;
+    c->slot = sl;
+    c->gw = sl->gw;
+    c->seq = ++t->seq;
+    snprintf(c->label, sizeof c->label, "%s#%u", c->gw->text, c->seq);
+    c->streams.next = c->streams.prev = &c->streams;
+    uv_timer_init(t->loop, &c->timer);
+    uv_idle_init(t->loop, &c->idle);
+    c->timer.data = c->idle.data = c;
+    c->refs = 2; /* timer, idle */
+    t->nconns++;
+    c->next = t->conns;
+    if (t->conns) {
+        t->conns->prev = c;
+    }
+    t->conns = c;
+    sl->conn = c;
+    c->refs++; /* the connect in flight, then the stream */
+    int rc = fy_tcp_connect(t->loop, c->gw->host, c->gw->port, TN_CONNECT_TIMEOUT_MS, on_tcp, c);
+    if (rc) {
+        char why[160];
+        snprintf(why, sizeof why, "cannot connect: %s", fy_strerror(rc));
+        conn_close(c, FY_LOG_WARN, why);
+        conn_unref(c);
+    }
+}
+
+static void on_backoff(uv_timer_t *tm)
+{
+    slot *sl = tm->data;
+    if (!sl->t->draining && !sl->conn) {
+        slot_connect(sl);
+    }
+}
+
+static void slot_schedule(slot *sl, int was_stable)
+{
+    fy_rn_tunnel *t = sl->t;
+    if (t->draining) {
+        return;
+    }
+    if (was_stable) {
+        sl->attempts = 0;
+    }
+    uint64_t wait =
+        fy_rn_backoff_ms(t->o.backoff_base_ms, t->o.backoff_max_ms, sl->attempts, random_unit());
+    if (sl->attempts < 64) {
+        sl->attempts++;
+    }
+    json_t *f = json_object();
+    json_object_set_new(f, "gateway", json_string(sl->gw->text));
+    json_object_set_new(f, "slot", json_integer(sl->idx));
+    json_object_set_new(f, "attempt", json_integer(sl->attempts));
+    json_object_set_new(f, "wait_ms", json_integer((json_int_t)wait));
+    fy_log_event(FY_LOG_INFO, "tunnel", "reconnecting", f);
+    uv_timer_start(&sl->backoff, on_backoff, wait, 0);
+}
+
+/* --- the tunnel ------------------------------------------------------------------ */
+
+int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunnel **out)
+{
+    *out = NULL;
+    if (!o->name || !*o->name || strlen(o->name) >= FY_RN_NAME_MAX || o->ngateways == 0 ||
+        !o->tls || !o->upstream) {
+        return FY_EINVAL;
+    }
+    fy_rn_tunnel *t = calloc(1, sizeof *t);
+    if (!t) {
+        return FY_ENOMEM;
+    }
+    t->loop = loop;
+    t->o = *o;
+    snprintf(t->name, sizeof t->name, "%s", o->name);
+    if (!t->o.backoff_base_ms) {
+        t->o.backoff_base_ms = 500;
+    }
+    if (!t->o.backoff_max_ms) {
+        t->o.backoff_max_ms = 30000;
+    }
+    if (!t->o.stable_ms) {
+        t->o.stable_ms = 10000;
+    }
+    if (!t->o.heartbeat_timeout_ms) {
+        t->o.heartbeat_timeout_ms = 30000;
+    }
+    t->nslots = o->connections ? o->connections : 2;
+    if (t->nslots < o->ngateways) {
+        t->nslots = (unsigned)o->ngateways; /* at least one per gateway */
+    }
+    t->gws = calloc(o->ngateways, sizeof *t->gws);
+    t->slots = calloc(t->nslots, sizeof *t->slots);
+    if (!t->gws || !t->slots) {
+        free(t->gws);
+        free(t->slots);
+        free(t);
+        return FY_ENOMEM;
+    }
+    t->ngws = o->ngateways;
+    for (size_t i = 0; i < o->ngateways; i++) {
+        gw_addr *g = &t->gws[i];
+        if (fy_rn_hostport_parse(o->gateways[i], g->host, sizeof g->host, &g->port)) {
+            free(t->gws);
+            free(t->slots);
+            free(t);
+            return FY_EINVAL;
+        }
+        snprintf(g->text, sizeof g->text, "%s", o->gateways[i]);
+    }
+    uv_timer_init(loop, &t->drain_timer);
+    t->drain_timer.data = t;
+    t->handles = 1;
+    for (unsigned i = 0; i < t->nslots; i++) {
+        slot *sl = &t->slots[i];
+        sl->t = t;
+        sl->idx = i;
+        sl->gw = &t->gws[i % t->ngws];
+        uv_timer_init(loop, &sl->backoff);
+        sl->backoff.data = sl;
+        t->handles++;
+    }
+    for (unsigned i = 0; i < t->nslots; i++) {
+        slot_connect(&t->slots[i]);
+    }
+    *out = t;
+    return 0;
+}
+
+unsigned fy_rn_tunnel_ready_count(const fy_rn_tunnel *t)
+{
+    unsigned n = 0;
+    for (const fy_rn_conn *c = t->conns; c; c = c->next) {
+        n += c->state == C_READY && c->slot && c->sess && fyp_session_ready(c->sess);
+    }
+    return n;
+}
+
+static void tunnel_handle_closed(fy_rn_tunnel *t)
+{
+    t->handles--;
+    tunnel_check_done(t);
+}
+
+static void drain_timer_closed(uv_handle_t *h)
+{
+    tunnel_handle_closed(h->data);
+}
+
+static void backoff_timer_closed(uv_handle_t *h)
+{
+    tunnel_handle_closed(((slot *)h->data)->t);
+}
+
+static void tunnel_check_done(fy_rn_tunnel *t)
+{
+    if (!t->draining || t->done) {
+        return;
+    }
+    if (t->conns == NULL && t->handles > 0 && !uv_is_closing((uv_handle_t *)&t->drain_timer)) {
+        uv_close((uv_handle_t *)&t->drain_timer, drain_timer_closed);
+        for (unsigned i = 0; i < t->nslots; i++) {
+            uv_close((uv_handle_t *)&t->slots[i].backoff, backoff_timer_closed);
+        }
+        return;
+    }
+    if (t->conns == NULL && t->nconns == 0 && t->handles == 0) {
+        t->done = 1;
+        if (t->done_cb) {
+            t->done_cb(t, t->done_arg);
+        }
+    }
+}
+
+static void on_drain_timeout(uv_timer_t *tm)
+{
+    fy_rn_tunnel *t = tm->data;
+    fy_log_event(FY_LOG_WARN, "tunnel", "drain timeout: cancelling the streams still running",
+                 NULL);
+    while (t->conns) {
+        conn_close(t->conns, FY_LOG_INFO, "drain timeout");
+    }
+}
+
+void fy_rn_tunnel_drain(fy_rn_tunnel *t, uint64_t timeout_ms, fy_rn_tunnel_done_cb cb, void *arg)
+{
+    if (t->draining) {
+        /* Asked again (a second signal): cut the wait short. */
+        if (!t->done && !uv_is_closing((uv_handle_t *)&t->drain_timer)) {
+            uv_timer_stop(&t->drain_timer);
+            uv_timer_start(&t->drain_timer, on_drain_timeout, timeout_ms, 0);
+        }
+        return;
+    }
+    t->draining = 1;
+    t->done_cb = cb;
+    t->done_arg = arg;
+    for (unsigned i = 0; i < t->nslots; i++) {
+        uv_timer_stop(&t->slots[i].backoff);
+    }
+    fy_rn_conn *next;
+    for (fy_rn_conn *c = t->conns; c; c = next) {
+        next = c->next;
+        if (c->state == C_READY && !fyp_session_dead(c->sess)) {
+            fyp_session_goaway(c->sess, FYP_ERR_NONE, "runner shutting down");
+            fy_rn__conn_kick(c);
+        } else {
+            conn_close(c, FY_LOG_INFO, "shutting down");
+        }
+    }
+    uv_timer_start(&t->drain_timer, on_drain_timeout, timeout_ms, 0);
+    tunnel_check_done(t);
+}
+
+void fy_rn_tunnel_free(fy_rn_tunnel *t)
+{
+    if (!t) {
+        return;
+    }
+    free(t->gws);
+    free(t->slots);
+    free(t);
+}
