@@ -99,12 +99,12 @@ static void px_finish(gw_px *px, int how, int status, const char *code, const ch
                 : how == FIN_ABORT && !px->resp_started ? 499
                                                         : px->status;
     if (fy_log_enabled(FY_LOG_INFO)) {
-        double ms = (double)(uv_hrtime() - px->t0) / 1e6;
+        json_int_t us = (json_int_t)((uv_hrtime() - px->t0) / 1000);
         json_t *f =
-            json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:f,s:s}", "request_id", px->reqid, "method",
+            json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s}", "request_id", px->reqid, "method",
                       fy_http_req_method(req), "path", fy_http_req_path(req), "runner", px->runner,
                       "status", shown, "bytes_in", (json_int_t)px->bytes_in, "bytes_out",
-                      (json_int_t)px->bytes_out, "ms", ms, "peer", fy_http_req_peer(req));
+                      (json_int_t)px->bytes_out, "us", us, "peer", fy_http_req_peer(req));
         if (how == FIN_ABORT) {
             json_object_set_new(f, "aborted", json_true());
         }
@@ -197,6 +197,9 @@ static int px_open(gw_px *px, const gw_conn *exclude)
         if ((nl == 17 && strncasecmp(hn, "x-forwarded-proto", nl) == 0) ||
             (nl == 16 && strncasecmp(hn, "x-forwarded-host", nl) == 0)) {
             continue; /* ours replace whatever the client claimed */
+        }
+        if (nl == 6 && strncasecmp(hn, "expect", nl) == 0) {
+            continue; /* answered here: the public server sends 100 Continue */
         }
         fl_add(fl, hn, nl, h[i].value, h[i].value_len);
     }

@@ -46,7 +46,7 @@ static int read_token(const char *path, char *auth, size_t authlen, char *err, s
     if (len == start ||
         snprintf(auth, authlen, "Bearer %.*s", (int)(len - start), text + start) >= (int)authlen) {
         snprintf(err, errlen, "%s does not hold an admin token", path);
-        rc = FY_EINVAL;
+        rc = FY_EPARSE; /* a bad file, not a usage error */
     }
     fy_secure_zero(text, len);
     free(text);

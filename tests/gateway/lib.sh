@@ -1,0 +1,148 @@
+# lib.sh: shared helpers for the gateway integration tests (sourced, not run).
+# Every process a test starts is recorded and stopped on exit; every wait is
+# bounded, so a broken gateway fails a test instead of hanging it.
+set -euo pipefail
+BIN=${FERRY_BIN:?FERRY_BIN must point at the build bin directory}
+TBIN=${FERRY_BUILD:?FERRY_BUILD must point at the build directory}/tests
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    if [[ ${KEEP_TMP:-} == 1 ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*" >&2
+    if [[ -f $TMP/gw.log ]]; then
+        echo "--- gateway log (last 40 lines)" >&2
+        tail -n 40 "$TMP/gw.log" >&2
+    fi
+    exit 1
+}
+pass() { echo "ok: $*"; }
+
+# wait_for SECONDS CMD...: retries CMD every 0.05 s until it succeeds.
+wait_for() {
+    local t=$1 i
+    shift
+    for ((i = 0; i < t * 20; i++)); do
+        if "$@" 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+GW=$TMP/gw
+# gw_init: a fresh gateway data dir in $GW.
+gw_init() {
+    "$BIN/ferry-gateway" init --data-dir "$GW" >/dev/null || fail "init failed"
+    ADMIN_TOKEN=$(cat "$GW/admin.token")
+    CA=$GW/ca.crt
+}
+
+json_get() { # json_get FILE KEY
+    sed -n "s/.*\"$2\": *\"\{0,1\}\([^\",}]*\)\"\{0,1\}.*/\1/p" "$1" | head -n1
+}
+
+# gw_start ARGS...: runs the gateway on loopback ports 0; sets GW_PID, PUB,
+# TUN, ADM from state.json.
+gw_start() {
+    rm -f "$GW/state.json"
+    "$BIN/ferry-gateway" run --data-dir "$GW" --public-listen 127.0.0.1:0 \
+        --tunnel-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@" >>"$TMP/gw.log" 2>&1 &
+    GW_PID=$!
+    PIDS+=("$GW_PID")
+    wait_for 10 grep -q "\"pid\": $GW_PID" "$GW/state.json" || fail "gateway did not write state.json"
+    PUB=$(json_get "$GW/state.json" public)
+    TUN=$(json_get "$GW/state.json" tunnel)
+    ADM=$(json_get "$GW/state.json" admin)
+    SCHEME=$(json_get "$GW/state.json" public_scheme)
+}
+
+# gw_stop: SIGTERM; the gateway must exit 0 (under the sanitizers: no leak,
+# no error) and remove state.json.
+gw_stop() {
+    kill -TERM "$GW_PID"
+    local rc=0
+    wait "$GW_PID" || rc=$?
+    [[ $rc == 0 ]] || fail "gateway exited with status $rc"
+    [[ ! -e $GW/state.json ]] || fail "state.json left behind"
+}
+
+# admin METHOD PATH [JSON]: calls the admin API; body to stdout, status in $TMP/code.
+admin() {
+    local args=(-sS --max-time 10 --cacert "$CA" -o "$TMP/admin.out" -w '%{http_code}'
+        -X "$1" -H "Authorization: Bearer $ADMIN_TOKEN")
+    [[ $# -ge 3 ]] && args+=(-H 'Content-Type: application/json' --data "$3")
+    curl "${args[@]}" "https://$ADM$2" >"$TMP/code"
+    cat "$TMP/admin.out"
+}
+code() { cat "$TMP/code"; }
+
+# token NAME [TTL]: a new enrollment token for runner NAME.
+token() {
+    local ttl=${2:-1h}
+    admin POST /admin/v1/tokens "{\"runner\":\"$1\",\"ttl\":\"$ttl\"}" >"$TMP/tok.json"
+    [[ $(code) == 201 ]] || fail "token create: $(code) $(cat "$TMP/tok.json")"
+    json_get "$TMP/tok.json" token
+}
+
+# upstream_start ARGS...: an http_test_server; sets UP (port) and UP_PID.
+NUP=0
+upstream_start() {
+    NUP=$((NUP + 1))
+    local out=$TMP/up.$NUP
+    "$BIN/http_test_server" "$@" >"$out" 2>"$TMP/up.$NUP.err" &
+    UP_PID=$!
+    PIDS+=("$UP_PID")
+    wait_for 10 test -s "$out" || fail "http_test_server did not start"
+    UP=$(head -n1 "$out")
+}
+up_stat() {
+    curl -sS --max-time 5 "http://127.0.0.1:$UP/stats" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"
+}
+
+# enroll NAME DIR: token + test-runner enrollment into DIR.
+enroll() {
+    local t
+    t=$(token "$1")
+    "$TBIN/gw_test_runner" enroll --gateway "$TUN" --token "$t" --ca "$CA" --dir "$2" \
+        >"$TMP/enroll.out" 2>&1 || fail "enroll $1: $(cat "$TMP/enroll.out")"
+}
+
+# runner_start DIR ARGS...: a test runner; sets RN_PID, RN_OUT. Waits for
+# its first tunnel connection unless NOWAIT=1.
+NRN=0
+runner_start() {
+    local dir=$1
+    shift
+    NRN=$((NRN + 1))
+    RN_OUT=$TMP/runner.$NRN.out
+    "$TBIN/gw_test_runner" run --gateway "$TUN" --dir "$dir" --upstream "http://127.0.0.1:$UP" \
+        "$@" >"$RN_OUT" 2>&1 &
+    RN_PID=$!
+    PIDS+=("$RN_PID")
+    if [[ ${NOWAIT:-0} != 1 ]]; then
+        wait_for 10 grep -q '^connected' "$RN_OUT" || fail "runner did not connect: $(cat "$RN_OUT")"
+    fi
+}
+
+# pub ARGS...: curl against the public listener (URL path last, e.g. /r/x/y).
+pub_url() { echo "$SCHEME://$PUB$1"; }
+pub() {
+    local path=${!#}
+    curl -sS --max-time 30 --cacert "$CA" "${@:1:$#-1}" "$(pub_url "$path")"
+}
+
+# kill9 PID: SIGKILL without the shell's "Killed" notice.
+kill9() {
+    kill -9 "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# vmhwm PID: peak resident set in KiB.
+vmhwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
