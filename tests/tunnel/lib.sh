@@ -1,0 +1,153 @@
+# lib.sh: helpers for the end-to-end tunnel tests (sourced, not run): a real
+# ferry-gateway, real ferry-runner processes, the ferry CLI and curl, all on
+# 127.0.0.1 with ports the OS picks. Every process is recorded and killed on
+# exit; every wait is bounded, so a hang fails the test instead.
+set -euo pipefail
+BIN=${FERRY_BIN:?FERRY_BIN must point at the build bin directory}
+TBIN=${FERRY_BUILD:?FERRY_BUILD must point at the build directory}/tests
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    if [[ ${KEEP_TMP:-} == 1 ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*" >&2
+    local f
+    for f in "$TMP"/gw.log "$TMP"/rn.*.log; do
+        [[ -f $f ]] || continue
+        echo "--- $(basename "$f") (last 25 lines)" >&2
+        tail -n 25 "$f" >&2
+    done
+    exit 1
+}
+pass() { echo "ok: $*"; }
+
+# wait_for SECONDS CMD...: retries CMD every 0.05 s until it succeeds.
+wait_for() {
+    local t=$1 i
+    shift
+    for ((i = 0; i < t * 20; i++)); do
+        if "$@" 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# jget FILE PYEXPR: a value out of a JSON file (j is the parsed document).
+jget() {
+    python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"
+}
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+GW=$TMP/gw
+CA=$GW/ca.crt
+gw_init() {
+    "$BIN/ferry-gateway" init --data-dir "$GW" >/dev/null || fail "gateway init failed"
+    # As openssl prints it ("AB:CD:...") and as ferry does ("sha256:abcd...").
+    FP_OPENSSL=$(openssl x509 -in "$CA" -noout -fingerprint -sha256 | cut -d= -f2)
+    FP=sha256:$(tr -d : <<<"$FP_OPENSSL" | tr A-F a-f)
+}
+
+# gw_start [ARGS...]: runs the gateway (on the previous ports when
+# GW_SAME_PORTS=1, else on ports 0); sets GW_PID, PUB, TUN, ADM.
+gw_start() {
+    local pub=127.0.0.1:0 tun=127.0.0.1:0 adm=127.0.0.1:0
+    if [[ ${GW_SAME_PORTS:-0} == 1 ]]; then pub=$PUB tun=$TUN adm=$ADM; fi
+    rm -f "$GW/state.json"
+    "$BIN/ferry-gateway" run --data-dir "$GW" --public-listen "$pub" --tunnel-listen "$tun" \
+        --admin-listen "$adm" "$@" >>"$TMP/gw.log" 2>&1 &
+    GW_PID=$!
+    PIDS+=("$GW_PID")
+    wait_for 10 grep -q "\"pid\": $GW_PID" "$GW/state.json" || fail "gateway did not start"
+    PUB=$(jget "$GW/state.json" "j['public']")
+    TUN=$(jget "$GW/state.json" "j['tunnel']")
+    ADM=$(jget "$GW/state.json" "j['admin']")
+}
+
+# gw_stop: SIGTERM; the gateway must exit 0.
+gw_stop() {
+    kill -TERM "$GW_PID"
+    local rc=0
+    wait "$GW_PID" || rc=$?
+    [[ $rc == 0 ]] || fail "gateway exited with status $rc"
+}
+
+ferry() { "$BIN/ferry" --data-dir "$GW" "$@"; }
+
+# token NAME [TTL]: a new enrollment token (the CLI's last line).
+token() {
+    local out
+    out=$(ferry tokens create --name "$1" ${2:+--ttl "$2"}) || fail "tokens create $1"
+    tail -n1 <<<"$out"
+}
+
+# enroll NAME DIR: a token for NAME, then ferry-runner enroll into DIR.
+enroll() {
+    local t
+    t=$(token "$1")
+    "$BIN/ferry-runner" enroll --gateway "$TUN" --token "$t" --ca-fingerprint "$FP" \
+        --data-dir "$2" >"$TMP/enroll.out" 2>&1 || fail "enroll $1: $(cat "$TMP/enroll.out")"
+}
+
+# up_start [ARGS...]: an http_test_server upstream; sets UP (port), UP_PID.
+NUP=0
+up_start() {
+    NUP=$((NUP + 1))
+    local out=$TMP/up.$NUP
+    "$BIN/http_test_server" "$@" >"$out" 2>"$TMP/up.$NUP.err" &
+    UP_PID=$!
+    PIDS+=("$UP_PID")
+    wait_for 10 test -s "$out" || fail "http_test_server did not start"
+    UP=$(head -n1 "$out")
+}
+up_stat() {
+    curl -sS --max-time 5 "http://127.0.0.1:$UP/stats" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"
+}
+
+# rn_start DIR [ARGS...]: ferry-runner run on DIR with upstream $UP; sets
+# RN_PID and RN_LOG. Reconnects fast (FERRY_TEST_BACKOFF_MS, default 100).
+NRN=0
+rn_start() {
+    local dir=$1
+    shift
+    NRN=$((NRN + 1))
+    RN_LOG=$TMP/rn.$NRN.log
+    FERRY_TEST_BACKOFF_MS=${BACKOFF_MS:-100} "$BIN/ferry-runner" run --data-dir "$dir" \
+        --upstream "http://127.0.0.1:$UP" "$@" >"$RN_LOG" 2>&1 &
+    RN_PID=$!
+    PIDS+=("$RN_PID")
+}
+
+# rn_stop [PID]: SIGTERM; the runner must drain and exit 0 (under the
+# sanitizers: no leak, no error report).
+rn_stop() {
+    local pid=${1:-$RN_PID} rc=0
+    kill -TERM "$pid"
+    wait "$pid" || rc=$?
+    [[ $rc == 0 ]] || fail "runner $pid exited with status $rc"
+}
+
+# connections NAME: live tunnel connections the gateway lists for NAME.
+connections() {
+    ferry --json runners list >"$TMP/runners.json" || return 1
+    jget "$TMP/runners.json" "sum(len(r['connections']) for r in j['runners'] if r['name']=='$1')"
+}
+# wait_conns NAME N [SECONDS]: until NAME has exactly N connections.
+has_conns() { [[ $(connections "$1") == "$2" ]]; }
+wait_conns() {
+    wait_for "${3:-10}" has_conns "$1" "$2" ||
+        fail "runner $1 has $(connections "$1") connections, want $2"
+}
+
+# pub [CURL ARGS...] PATH: curl against the public listener.
+pub() {
+    local path=${!#}
+    curl -sS --max-time 30 --cacert "$CA" "${@:1:$#-1}" "https://$PUB$path"
+}
