@@ -657,6 +657,9 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     if (stopped(k)) {
         return HPE_USER;
     }
+    if (len == 0) {
+        return 0; /* llhttp re-opens a span on resume: not data */
+    }
     if (call->cbs.on_data) {
         call->cbs.on_data(call, at, len, call->arg);
     }
@@ -728,8 +731,20 @@ static void conn_pump(cl_conn *k)
     }
     if (llhttp_get_errno(&k->parser) == HPE_PAUSED) {
         llhttp_resume(&k->parser);
-    }
-    if (k->pending.len) {
+        /* Paused right after the last body byte, the parser still owes
+         * on_message_complete, which needs no input: an empty execute runs
+         * it (and is a no-op otherwise). */
+        static const char none[1];
+        const char *data = k->pending.len ? k->pending.data : none;
+        ssize_t used = conn_parse(k, data, k->pending.len);
+        if (used < 0) {
+            return;
+        }
+        fy_buf_consume(&k->pending, (size_t)used);
+        if (call->paused) {
+            return;
+        }
+    } else if (k->pending.len) {
         ssize_t used = conn_parse(k, k->pending.data, k->pending.len);
         if (used < 0) {
             return;

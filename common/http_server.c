@@ -1009,6 +1009,9 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     if (c->closing || c->lingering) {
         return parse_stop(c);
     }
+    if (len == 0) {
+        return 0; /* llhttp re-opens a span on resume: not data */
+    }
     r->body_received += len;
     if (r->bmode == BODY_DISCARD) {
         r->discarded += len;
@@ -1130,10 +1133,13 @@ static size_t conn_parse(srv_conn *c, const char *data, size_t len)
 static void conn_pump(srv_conn *c)
 {
     while (!c->closing && !conn_blocked(c)) {
-        if (llhttp_get_errno(&c->parser) == HPE_PAUSED) {
-            llhttp_resume(&c->parser);
-        }
         if (c->pending.len == 0) {
+            /* A parser paused right after the last body byte still owes
+             * on_message_complete, which needs no input: run it. */
+            if (llhttp_get_errno(&c->parser) == HPE_PAUSED) {
+                static const char none[1];
+                conn_parse(c, none, 0);
+            }
             break;
         }
         size_t used = conn_parse(c, c->pending.data, c->pending.len);

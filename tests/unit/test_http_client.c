@@ -12,9 +12,13 @@
 #include "common/http.h"
 #include "common/http_client.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 typedef struct {
@@ -39,6 +43,7 @@ typedef struct {
     char ctype[64];
     uint64_t bytes;
     uint64_t sum;
+    char text[128];
     int paused_calls; /* on_data while paused: must stay 0 */
     int paused;
     int drains;
@@ -117,6 +122,52 @@ static void big_pump(fy_http_req *req, void *arg)
     fy_http_res_end(req);
 }
 
+/* A handler that reads its body slowly: it pauses after every piece and
+ * resumes 2 ms later. No piece may arrive while it is paused. */
+typedef struct {
+    fy_http_req *req;
+    uv_timer_t t;
+    uint64_t n;
+    int paused, while_paused, pauses;
+} slow_reader;
+
+static void slow_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void slow_resume(uv_timer_t *t)
+{
+    slow_reader *s = t->data;
+    s->paused = 0;
+    fy_http_req_resume(s->req);
+}
+
+static void slow_data(fy_http_req *req, const char *data, size_t len, void *arg)
+{
+    slow_reader *s = arg;
+    (void)data;
+    if (s->paused) {
+        s->while_paused++;
+    }
+    s->n += len;
+    s->paused = 1;
+    s->pauses++;
+    fy_http_req_pause(req);
+    uv_timer_start(&s->t, slow_resume, 2, 0);
+}
+
+static void slow_end(fy_http_req *req, int status, void *arg)
+{
+    slow_reader *s = arg;
+    char out[96];
+    int n = snprintf(out, sizeof out, "%d %llu %d %d", status, (unsigned long long)s->n,
+                     s->while_paused, s->pauses);
+    uv_timer_stop(&s->t);
+    uv_close((uv_handle_t *)&s->t, slow_closed);
+    fy_http_respond(req, 200, NULL, 0, out, (size_t)n);
+}
+
 static void handler(fy_http_req *req, void *data)
 {
     env *e = data;
@@ -136,6 +187,12 @@ static void handler(fy_http_req *req, void *data)
         fy_http_res_start(req, 200, NULL, 0, -1);
         fy_http_req_on_abort(req, big_abort, b);
         big_pump(req, b);
+    } else if (strcmp(path, "/slowread") == 0) {
+        slow_reader *s = calloc(1, sizeof *s);
+        s->req = req;
+        uv_timer_init(&e->loop, &s->t);
+        s->t.data = s;
+        assert_int_equal(fy_http_req_read_body(req, slow_data, slow_end, s), 0);
     } else if (strcmp(path, "/hold") == 0) {
         fy_http_req_on_abort(req, hold_abort, e);
     } else if (strcmp(path, "/flaky") == 0) {
@@ -201,7 +258,8 @@ static env *env_new(const fy_http_server_options *so, const fy_http_client_optio
 {
     env *e = calloc(1, sizeof *e);
     assert_int_equal(uv_loop_init(&e->loop), 0);
-    fy_http_server_options o = {.listen = "127.0.0.1:0", .on_request = handler, .data = e};
+    fy_http_server_options o = {
+        .listen = "127.0.0.1:0", .on_request = handler, .data = e, .max_body = 8 << 20};
     if (so) {
         o.idle_timeout_ms = so->idle_timeout_ms;
     }
@@ -247,6 +305,9 @@ static void r_data(fy_http_call *call, const char *data, size_t len, void *arg)
     (void)call;
     if (r->paused) {
         r->paused_calls++;
+    }
+    if (r->bytes + len < sizeof r->text) {
+        memcpy(r->text + r->bytes, data, len);
     }
     r->bytes += len;
     for (size_t i = 0; i < len; i++) {
@@ -598,6 +659,75 @@ static void test_retry_stale(void **state)
     env_free(e);
 }
 
+/* The server pauses the request body: TCP backpressure reaches the client,
+ * whose writes are paced by on_drain, and nothing arrives while paused. */
+static void test_request_body_backpressure(void **state)
+{
+    (void)state;
+    env *e = env_new(NULL, NULL);
+    upload u = {.total = 3000000};
+    char url[256];
+    snprintf(url, sizeof url, "%s/slowread", e->base);
+    fy_http_call_options o = {.method = "POST",
+                              .url = url,
+                              .stream_body = 1,
+                              .content_length = (int64_t)u.total,
+                              .cbs = result_cbs,
+                              .arg = &u};
+    o.cbs.on_drain = upload_pump;
+    u.r.e = e;
+    assert_int_equal(fy_http_call_start(e->cl, &o, &u.r.call), 0);
+    upload_pump(u.r.call, &u);
+    run_until(e, &u.r.done, 20000);
+    assert_int_equal(u.r.status, 0);
+    int st, while_paused, pauses;
+    unsigned long long n;
+    if (sscanf(u.r.text, "%d %llu %d %d", &st, &n, &while_paused, &pauses) != 4) {
+        fail_msg("response %d: '%s'", u.r.http_status, u.r.text);
+    }
+    assert_int_equal(st, 0);
+    assert_int_equal(n, 3000000);
+    assert_int_equal(while_paused, 0);
+    assert_true(pauses > 10);
+    assert_true(u.r.drains >= 2);
+    env_free(e);
+}
+
+/* A listener that never accepts, with its backlog full: the SYN goes
+ * unanswered and the connect timeout fires. */
+static void test_connect_timeout(void **state)
+{
+    (void)state;
+    fy_http_client_options co = {.connect_timeout_ms = 200};
+    env *e = env_new(NULL, &co);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(lfd, (struct sockaddr *)&sa, &sl);
+    int fillers[4];
+    for (int i = 0; i < 4; i++) {
+        fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fillers[i], (struct sockaddr *)&sa, sizeof sa);
+    }
+    sleep_loop(e, 100);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", ntohs(sa.sin_port));
+    result r = {0};
+    fy_http_call_options o = {.method = "GET", .url = url, .cbs = result_cbs, .arg = &r};
+    uint64_t t0 = uv_now(&e->loop);
+    assert_int_equal(fy_http_call_start(e->cl, &o, &r.call), 0);
+    run_until(e, &r.done, 5000);
+    assert_int_equal(r.status, FY_ETIMEDOUT);
+    assert_true(uv_now(&e->loop) - t0 < 1000);
+    for (int i = 0; i < 4; i++) {
+        close(fillers[i]);
+    }
+    close(lfd);
+    env_free(e);
+}
+
 static void test_stale_pool_detected(void **state)
 {
     (void)state;
@@ -634,6 +764,8 @@ int main(void)
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_retry_stale),
         cmocka_unit_test(test_stale_pool_detected),
+        cmocka_unit_test(test_request_body_backpressure),
+        cmocka_unit_test(test_connect_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
