@@ -904,7 +904,7 @@ static int check_te(srv_conn *c)
             while (*q && *q != ',') {
                 q++; /* parameters */
             }
-            if (q > s && !(q - s >= 7 && strncasecmp(s, "chunked", 7) == 0)) {
+            if (q > s && !(q - s == 7 && strncasecmp(s, "chunked", 7) == 0)) {
                 other = 1;
             }
         }

@@ -398,6 +398,38 @@ static void test_pool_reuse(void **state)
     env_free(e);
 }
 
+/* The pool keeps at most max_idle connections per origin. */
+static void test_pool_bound(void **state)
+{
+    (void)state;
+    fy_http_client_options co = {.max_idle = 2};
+    env *e = env_new(NULL, &co);
+    result r[4] = {{0}};
+    for (int i = 0; i < 4; i++) {
+        start_get(e, &r[i], "/fixed");
+    }
+    for (int i = 0; i < 4; i++) {
+        run_until(e, &r[i].done, 3000);
+        assert_int_equal(r[i].status, 0);
+    }
+    fy_http_client_stats cs;
+    fy_http_client_stats_get(e->cl, &cs);
+    assert_int_equal(cs.connects, 4);
+    assert_int_equal(cs.idle, 2);
+    /* The next two reuse the pool; the server saw 4 connections in all. */
+    start_get(e, &r[0], "/fixed");
+    start_get(e, &r[1], "/fixed");
+    run_until(e, &r[0].done, 3000);
+    run_until(e, &r[1].done, 3000);
+    fy_http_client_stats_get(e->cl, &cs);
+    assert_int_equal(cs.connects, 4);
+    assert_int_equal(cs.reused, 2);
+    fy_http_server_stats ss;
+    fy_http_server_stats_get(e->srv, &ss);
+    assert_int_equal(ss.accepted, 4);
+    env_free(e);
+}
+
 static void test_whole_body(void **state)
 {
     (void)state;
@@ -756,6 +788,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_reuse),
+        cmocka_unit_test(test_pool_bound),
         cmocka_unit_test(test_whole_body),
         cmocka_unit_test(test_streamed_upload),
         cmocka_unit_test(test_streamed_response_pause),
