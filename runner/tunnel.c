@@ -61,6 +61,7 @@ struct fy_rn_conn {
     unsigned kicked : 1;
     unsigned closing : 1;
     unsigned dead : 1; /* the fy_stream is closed (or never was) */
+    unsigned lost : 1; /* the transport ended: stream resets are local */
 };
 
 struct slot {
@@ -309,6 +310,7 @@ static void conn_close(fy_rn_conn *c, int level, const char *why)
     }
     fy_log_event((fy_log_level)level, "tunnel", was_ready ? "disconnected" : "connection failed",
                  f);
+    c->lost = 1;
     if (c->sess) {
         if (!fyp_session_dead(c->sess)) {
             fyp_session_terminate(c->sess, FYP_ERR_INTERNAL, why);
@@ -422,7 +424,7 @@ static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
         break;
     case FYP_EV_STREAM_RESET:
         if (st) {
-            fy_rn_stream_on_reset(st, ev->error_code, ev->remote);
+            fy_rn_stream_on_reset(st, ev->error_code, ev->remote && !c->lost);
         }
         break;
     case FYP_EV_GOAWAY: {
@@ -478,6 +480,7 @@ static void conn_on_read(fy_stream *s, ssize_t n, const fy_slice *buf)
         } else {
             snprintf(why, sizeof why, "read failed: %s", fy_strerror((int)n));
         }
+        c->lost = 1;
         fyp_session_recv_eof(c->sess);
         conn_close(c, FY_LOG_WARN, why);
         return;

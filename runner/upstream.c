@@ -213,7 +213,7 @@ static int st_pump(fy_rn_stream *st)
         }
     }
     if (st->end_pending && !st->call && !st->resp_ended) {
-        ssize_t n = fyp_session_send_data(s, st->id, NULL, 0, 1);
+        ssize_t n = fyp_session_send_data(s, st->id, "", 0, 1);
         if (n < 0) {
             st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
             return 1;

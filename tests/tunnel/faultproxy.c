@@ -6,7 +6,9 @@
  * forwards every connection to TARGET, and obeys commands read line by line
  * from stdin:
  *   stall   stop forwarding in both directions (connections stay open, bytes
- *           are held), so heartbeats stop arriving: a "dead but open" peer
+ *           are held, and a side that closes meanwhile is not told to the
+ *           other until resume), so heartbeats stop arriving: a "dead but
+ *           open" peer
  *   resume  forward again (held bytes are delivered)
  *   cut     reset every open connection (SO_LINGER 0 then close)
  *   refuse  close new connections at once; "accept" undoes it
@@ -29,6 +31,7 @@ struct conn {
     fy_buf held_ab, held_ba;
     int connecting; /* the target connect is in flight: c must outlive it */
     int closing;
+    int ended; /* one side ended while stalled: closed on resume */
 };
 
 static uv_loop_t *loop;
@@ -81,6 +84,12 @@ static void on_side_read(fy_stream *s, ssize_t n, const fy_slice *buf)
     int from_a = s == c->a;
     fy_stream *to = from_a ? c->b : c->a;
     if (n < 0) {
+        /* A stalled link delivers nothing, not even the end: the other side
+         * must keep seeing an open, silent connection. */
+        if (stalled && !c->ended) {
+            c->ended = 1;
+            return;
+        }
         conn_close(c);
         return;
     }
@@ -219,8 +228,13 @@ static void command(const char *cmd)
         stalled = 1;
     } else if (strcmp(cmd, "resume") == 0) {
         stalled = 0;
-        for (conn *c = conns; c; c = c->next) {
+        conn *next;
+        for (conn *c = conns; c; c = next) {
+            next = c->next;
             flush_held(c);
+            if (c->ended) {
+                conn_close(c);
+            }
         }
     } else if (strcmp(cmd, "cut") == 0) {
         while (conns) {

@@ -151,3 +151,12 @@ pub() {
     local path=${!#}
     curl -sS --max-time 30 --cacert "$CA" "${@:1:$#-1}" "https://$PUB$path"
 }
+
+# Predicates for wait_for (re-evaluated on every try).
+in_flight() {
+    ferry --json runners list >"$TMP/runners.json" || return 1
+    jget "$TMP/runners.json" "sum(r['in_flight'] for r in j['runners'] if r['name']=='$1')"
+}
+in_flight_is() { [[ $(in_flight "$1") == "$2" ]]; }
+up_stat_gt() { (($(up_stat "$1") > $2)); }
+count_ge() { (($(grep -c -- "$2" "$1" || true) >= $3)); } # count_ge FILE PATTERN N

@@ -96,7 +96,7 @@ pass "SSE: 6 events, each delivered within $((worst / 1000)) ms of being written
 before=$(up_stat holds_aborted)
 curl -sS --max-time 1 --cacert "$CA" "https://$PUB/r/r1/hold" >/dev/null 2>&1 || true
 t0=$(now_ms)
-wait_for 3 test "$(up_stat holds_aborted)" -gt "$before" || fail "the upstream call was not cancelled"
+wait_for 3 up_stat_gt holds_aborted "$before" || fail "the upstream call was not cancelled"
 t1=$(now_ms)
 echo "  cancel: upstream saw the close $((t1 - t0)) ms after the client hung up"
 ((t1 - t0 < 1000)) || fail "cancellation took $((t1 - t0)) ms"
