@@ -9,29 +9,47 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TCP_READ_BUF (64 * 1024)
+#define TCP_READ_BUF  (64 * 1024)
+#define TCP_FREE_REQS 4 /* write requests kept per stream for reuse */
+
+/* One read buffer per thread, not per connection: on_read consumes the bytes
+ * before returning (stream.h), and a loop delivers one read at a time, so a
+ * gateway holding 10,000 idle connections does not hold 10,000 buffers. */
+static _Thread_local char tcp_rbuf[TCP_READ_BUF];
+
+typedef struct tcp_wreq tcp_wreq;
 
 typedef struct {
     fy_stream base;
     uv_tcp_t *tcp;
+    uv_idle_t idle; /* runs completions of writes that finished at once */
     fy_stream_close_cb close_cb;
     int shut;
-    char rbuf[TCP_READ_BUF];
+    int closes_pending;
+    /* Every write, in order; callbacks are delivered from the head only, so
+     * writes that completed inside uv_try_write and writes that went through
+     * uv_write report in the order they were made. */
+    tcp_wreq *head, *tail;
+    tcp_wreq *free_reqs;
+    int nfree;
 } tcp_stream;
 
-typedef struct {
+struct tcp_wreq {
     uv_write_t req;
+    tcp_wreq *next;
     tcp_stream *ts;
     fy_stream_write_cb cb;
     void *arg;
-} tcp_write_req;
+    int done;
+    int status;
+};
 
 static void tcp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    tcp_stream *ts = h->data;
+    (void)h;
     (void)suggested;
-    buf->base = ts->rbuf;
-    buf->len = sizeof ts->rbuf;
+    buf->base = tcp_rbuf;
+    buf->len = sizeof tcp_rbuf;
 }
 
 static void tcp_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
@@ -72,13 +90,66 @@ static int tcp_read_stop(fy_stream *s)
     return fy_err_from_uv(uv_read_stop((uv_stream_t *)ts->tcp));
 }
 
+static tcp_wreq *wreq_get(tcp_stream *ts)
+{
+    tcp_wreq *w = ts->free_reqs;
+    if (w) {
+        ts->free_reqs = w->next;
+        ts->nfree--;
+    } else if (!(w = malloc(sizeof *w))) {
+        return NULL;
+    }
+    memset(w, 0, sizeof *w);
+    w->ts = ts;
+    return w;
+}
+
+static void wreq_put(tcp_stream *ts, tcp_wreq *w)
+{
+    if (ts->nfree < TCP_FREE_REQS) {
+        w->next = ts->free_reqs;
+        ts->free_reqs = w;
+        ts->nfree++;
+    } else {
+        free(w);
+    }
+}
+
+/* Runs the callbacks of the finished writes at the head of the queue. A
+ * callback may write again or close the stream. */
+static void tcp_drain(tcp_stream *ts)
+{
+    while (ts->head && ts->head->done) {
+        tcp_wreq *w = ts->head;
+        ts->head = w->next;
+        if (!ts->head) {
+            ts->tail = NULL;
+        }
+        fy_stream_write_cb cb = w->cb;
+        void *arg = w->arg;
+        int status = w->status;
+        wreq_put(ts, w);
+        if (cb) {
+            cb(&ts->base, status, arg);
+        }
+    }
+}
+
+static void tcp_idle_cb(uv_idle_t *h)
+{
+    tcp_stream *ts = h->data;
+    uv_idle_stop(h);
+    tcp_drain(ts);
+}
+
 static void tcp_write_done(uv_write_t *req, int status)
 {
-    tcp_write_req *wr = (tcp_write_req *)req;
-    if (wr->cb) {
-        wr->cb(&wr->ts->base, fy_err_from_uv(status), wr->arg);
+    tcp_wreq *w = (tcp_wreq *)req;
+    w->done = 1;
+    w->status = fy_err_from_uv(status);
+    if (!w->ts->base.closing) {
+        tcp_drain(w->ts);
     }
-    free(wr);
 }
 
 static int tcp_write(fy_stream *s, const fy_slice *bufs, size_t nbufs, fy_stream_write_cb cb,
@@ -88,32 +159,73 @@ static int tcp_write(fy_stream *s, const fy_slice *bufs, size_t nbufs, fy_stream
     if (s->closing || ts->shut) {
         return FY_ECLOSED;
     }
-    tcp_write_req *wr = malloc(sizeof *wr);
-    if (!wr) {
+    tcp_wreq *w = wreq_get(ts);
+    if (!w) {
         return FY_ENOMEM;
     }
-    wr->ts = ts;
-    wr->cb = cb;
-    wr->arg = arg;
+    w->cb = cb;
+    w->arg = arg;
     /* fy_slice and uv_buf_t have different member order; uv copies the array. */
     uv_buf_t stackbufs[16] = {{0}};
     uv_buf_t *ub = nbufs <= 16 ? stackbufs : malloc(nbufs * sizeof *ub);
     if (!ub) {
-        free(wr);
+        wreq_put(ts, w);
         return FY_ENOMEM;
     }
+    size_t total = 0;
     for (size_t i = 0; i < nbufs; i++) {
         ub[i] = uv_buf_init(bufs[i].base, (unsigned)bufs[i].len);
+        total += bufs[i].len;
     }
-    int rc = uv_write(&wr->req, (uv_stream_t *)ts->tcp, ub, (unsigned)nbufs, tcp_write_done);
+    int rc = 0;
+    uv_buf_t *rest = ub;
+    size_t nrest = nbufs;
+    /* With nothing queued, write straight to the socket: a small response
+     * then costs one write(2) and no poll-for-writable round trip. The
+     * callback still runs later, from the idle handle. */
+    if (!ts->head && ts->tcp->write_queue_size == 0 && total > 0) {
+        int n = uv_try_write((uv_stream_t *)ts->tcp, ub, (unsigned)nbufs);
+        if (n == (int)total) {
+            w->done = 1;
+            uv_idle_start(&ts->idle, tcp_idle_cb);
+            goto queue;
+        }
+        if (n > 0) {
+            size_t skip = (size_t)n;
+            while (skip >= rest->len) {
+                skip -= rest->len;
+                rest++;
+                nrest--;
+            }
+            rest->base += skip;
+            rest->len -= skip;
+        } else if (n != UV_EAGAIN) {
+            rc = fy_err_from_uv(n);
+            goto fail;
+        }
+    }
+    rc = uv_write(&w->req, (uv_stream_t *)ts->tcp, rest, (unsigned)nrest, tcp_write_done);
+    if (rc) {
+        rc = fy_err_from_uv(rc);
+        goto fail;
+    }
+queue:
+    if (ts->tail) {
+        ts->tail->next = w;
+    } else {
+        ts->head = w;
+    }
+    ts->tail = w;
     if (ub != stackbufs) {
         free(ub);
     }
-    if (rc) {
-        free(wr);
-        return fy_err_from_uv(rc);
-    }
     return 0;
+fail:
+    if (ub != stackbufs) {
+        free(ub);
+    }
+    wreq_put(ts, w);
+    return rc;
 }
 
 static void tcp_shutdown_done(uv_shutdown_t *req, int status)
@@ -147,6 +259,24 @@ static int tcp_shutdown(fy_stream *s)
 static void tcp_closed(uv_handle_t *h)
 {
     tcp_stream *ts = h->data;
+    if (--ts->closes_pending > 0) {
+        return;
+    }
+    /* uv_close has run every uv_write callback (ECANCELED for unsent ones);
+     * writes still in the queue report now, in order: those that reached the
+     * socket with their status, the rest as canceled. */
+    while (ts->head) {
+        if (!ts->head->done) {
+            ts->head->done = 1;
+            ts->head->status = FY_ECANCELED;
+        }
+        tcp_drain(ts);
+    }
+    while (ts->free_reqs) {
+        tcp_wreq *w = ts->free_reqs;
+        ts->free_reqs = w->next;
+        free(w);
+    }
     free(ts->tcp);
     if (ts->close_cb) {
         ts->close_cb(&ts->base);
@@ -162,6 +292,8 @@ static void tcp_close(fy_stream *s, fy_stream_close_cb cb)
     }
     s->closing = 1;
     ts->close_cb = cb;
+    ts->closes_pending = 2;
+    uv_close((uv_handle_t *)&ts->idle, tcp_closed);
     uv_close((uv_handle_t *)ts->tcp, tcp_closed);
 }
 
@@ -212,6 +344,8 @@ fy_stream *fy_tcp_stream_wrap(uv_tcp_t *tcp)
     ts->base.loop = tcp->loop;
     ts->tcp = tcp;
     tcp->data = ts;
+    uv_idle_init(tcp->loop, &ts->idle);
+    ts->idle.data = ts;
     uv_tcp_nodelay(tcp, 1);
     return &ts->base;
 }
