@@ -3,14 +3,27 @@
 #include "common/err.h"
 #include "common/log.h"
 
+#include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* One pending usage cell: a key's usage in one hour, not yet flushed. */
+typedef struct {
+    char key_id[FY_STORE_KEY_ID_MAX]; /* "" = free slot */
+    int64_t hour;
+    int64_t last_used;
+    fy_store_usage u;
+} usage_cell;
+
 struct fy_store {
     sqlite3 *db;
     int version;
+    /* Pending usage: open addressing on (key_id, hour), linear probing,
+     * capacity a power of two kept at most half full. Emptied by a flush. */
+    usage_cell *cells;
+    size_t ncells, capcells;
 };
 
 /* Each entry moves the schema from version i to i+1. Append only: a shipped
@@ -32,6 +45,37 @@ static const char *const migrations[] = {
     "  expires_at INTEGER NOT NULL,"
     "  used_at INTEGER NOT NULL DEFAULT 0"
     ");",
+    /* 2: API keys (hashed; scopes as JSON arrays of names) and usage per key
+     * per hour. No foreign key from usage to api_keys: usage rows outlive
+     * nothing we delete, and a flush must never fail on one odd row. */
+    "CREATE TABLE api_keys ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT NOT NULL,"
+    "  owner TEXT NOT NULL DEFAULT '',"
+    "  prefix TEXT NOT NULL,"
+    "  hash BLOB NOT NULL UNIQUE,"
+    "  rpm INTEGER NOT NULL DEFAULT 0,"
+    "  tpm INTEGER NOT NULL DEFAULT 0,"
+    "  concurrency INTEGER NOT NULL DEFAULT 0,"
+    "  models TEXT NOT NULL DEFAULT '[]',"
+    "  runners TEXT NOT NULL DEFAULT '[]',"
+    "  hooks TEXT NOT NULL DEFAULT '[]',"
+    "  created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL DEFAULT 0,"
+    "  revoked_at INTEGER NOT NULL DEFAULT 0,"
+    "  last_used_at INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE usage ("
+    "  key_id TEXT NOT NULL,"
+    "  hour INTEGER NOT NULL,"
+    "  requests INTEGER NOT NULL DEFAULT 0,"
+    "  prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  completion_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  bytes_in INTEGER NOT NULL DEFAULT 0,"
+    "  bytes_out INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (key_id, hour)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX usage_by_hour ON usage(hour);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -117,6 +161,10 @@ void fy_store_close(fy_store *st)
     if (!st) {
         return;
     }
+    if (st->ncells && fy_store_usage_flush(st)) {
+        FY_WARN("store", "closing with %zu usage cells unflushed", st->ncells);
+    }
+    free(st->cells);
     sqlite3_close_v2(st->db);
     free(st);
 }
@@ -339,6 +387,521 @@ int fy_store_runner_list(fy_store *st, void (*cb)(const fy_store_runner *r, void
         cb(&r, arg);
     }
     rc = step == SQLITE_DONE ? 0 : db_err(st, "runner list");
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* --- API keys --------------------------------------------------------------- */
+
+static int valid_key_id(const char *id)
+{
+    size_t n = id ? strnlen(id, FY_STORE_KEY_ID_MAX) : 0;
+    if (n == 0 || n >= FY_STORE_KEY_ID_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Free text (names, owners): MIN..MAX-1 bytes, no ASCII control characters;
+ * UTF-8 passes through untouched. */
+static int valid_text(const char *s, size_t min, size_t max)
+{
+    size_t n = strnlen(s, max);
+    if (n < min || n >= max) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int fy_store_scope_valid(const char *s)
+{
+    if (!s) {
+        return 0;
+    }
+    size_t n = strnlen(s, FY_STORE_SCOPE_MAX);
+    if (n >= FY_STORE_SCOPE_MAX) {
+        return 0;
+    }
+    size_t item = 0;
+    for (size_t i = 0; i <= n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == ',' || c == 0) {
+            /* An empty item is only allowed as the whole (empty) list. */
+            if (item == 0 && n > 0) {
+                return 0;
+            }
+            item = 0;
+            continue;
+        }
+        if (c <= 0x20 || c >= 0x7f || ++item > FY_STORE_SCOPE_ITEM_MAX) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+#define LIMIT_MAX ((int64_t)1 << 40) /* far above any real limit; keeps rate math in range */
+
+static int valid_key(const fy_store_key *k)
+{
+    return valid_key_id(k->id) && valid_text(k->name, 1, sizeof k->name) &&
+           valid_text(k->owner, 0, sizeof k->owner) && valid_text(k->prefix, 1, sizeof k->prefix) &&
+           k->rpm >= 0 && k->rpm <= LIMIT_MAX && k->tpm >= 0 && k->tpm <= LIMIT_MAX &&
+           k->concurrency >= 0 && k->concurrency <= LIMIT_MAX && k->expires_at >= 0 &&
+           fy_store_scope_valid(k->models) && fy_store_scope_valid(k->runners) &&
+           fy_store_scope_valid(k->hooks);
+}
+
+/* "a,b" -> "[\"a\",\"b\"]" (malloc'd), "" -> "[]". NULL when out of memory. */
+static char *scope_to_json(const char *list)
+{
+    json_t *arr = json_array();
+    char *out = NULL;
+    if (!arr) {
+        return NULL;
+    }
+    const char *p = list;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (json_array_append_new(arr, json_stringn(p, n))) {
+            goto out;
+        }
+        p += n + (e ? 1 : 0);
+    }
+    out = json_dumps(arr, JSON_COMPACT);
+out:
+    json_decref(arr);
+    return out;
+}
+
+/* The reverse; fails (FY_EIO) on anything that is not an array of valid
+ * names, so a damaged row never widens a key's scopes. */
+static int scope_from_json(const char *text, char out[FY_STORE_SCOPE_MAX])
+{
+    json_error_t jerr;
+    json_t *arr = text ? json_loads(text, 0, &jerr) : NULL;
+    size_t len = 0, i;
+    json_t *v;
+    int rc = FY_EIO;
+    out[0] = 0;
+    if (!json_is_array(arr)) {
+        goto out;
+    }
+    json_array_foreach(arr, i, v)
+    {
+        const char *s = json_string_value(v);
+        size_t n = s ? strlen(s) : 0;
+        if (n == 0 || len + n + 2 > FY_STORE_SCOPE_MAX) {
+            goto out;
+        }
+        if (len) {
+            out[len++] = ',';
+        }
+        memcpy(out + len, s, n);
+        len += n;
+        out[len] = 0;
+    }
+    rc = fy_store_scope_valid(out) ? 0 : FY_EIO;
+out:
+    if (rc) {
+        out[0] = 0;
+    }
+    json_decref(arr);
+    return rc;
+}
+
+#define KEY_COLUMNS                                                                  \
+    "id, name, owner, prefix, hash, rpm, tpm, concurrency, models, runners, hooks, " \
+    "created_at, expires_at, revoked_at, last_used_at"
+
+static int read_key(sqlite3_stmt *q, fy_store_key *k)
+{
+    memset(k, 0, sizeof *k);
+    copy_text(k->id, sizeof k->id, q, 0);
+    copy_text(k->name, sizeof k->name, q, 1);
+    copy_text(k->owner, sizeof k->owner, q, 2);
+    copy_text(k->prefix, sizeof k->prefix, q, 3);
+    if (sqlite3_column_bytes(q, 4) != 32) {
+        return FY_EIO;
+    }
+    memcpy(k->hash, sqlite3_column_blob(q, 4), 32);
+    k->rpm = sqlite3_column_int64(q, 5);
+    k->tpm = sqlite3_column_int64(q, 6);
+    k->concurrency = sqlite3_column_int64(q, 7);
+    if (scope_from_json((const char *)sqlite3_column_text(q, 8), k->models) ||
+        scope_from_json((const char *)sqlite3_column_text(q, 9), k->runners) ||
+        scope_from_json((const char *)sqlite3_column_text(q, 10), k->hooks)) {
+        return FY_EIO;
+    }
+    k->created_at = sqlite3_column_int64(q, 11);
+    k->expires_at = sqlite3_column_int64(q, 12);
+    k->revoked_at = sqlite3_column_int64(q, 13);
+    k->last_used_at = sqlite3_column_int64(q, 14);
+    return 0;
+}
+
+/* Binds the three scope lists as JSON to parameters FIRST..FIRST+2. */
+static int bind_scopes(sqlite3_stmt *q, int first, const fy_store_key *k)
+{
+    const char *lists[3] = {k->models, k->runners, k->hooks};
+    for (int i = 0; i < 3; i++) {
+        char *j = scope_to_json(lists[i]);
+        if (!j) {
+            return FY_ENOMEM;
+        }
+        sqlite3_bind_text(q, first + i, j, -1, free);
+    }
+    return 0;
+}
+
+int fy_store_key_create(fy_store *st, const fy_store_key *k)
+{
+    if (!k || !valid_key(k)) {
+        return FY_EINVAL;
+    }
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(st,
+                     "INSERT INTO api_keys(id, name, owner, prefix, hash, rpm, tpm, concurrency, "
+                     "models, runners, hooks, created_at, expires_at) "
+                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, k->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, k->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, k->owner, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, k->prefix, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 5, k->hash, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 6, k->rpm);
+    sqlite3_bind_int64(q, 7, k->tpm);
+    sqlite3_bind_int64(q, 8, k->concurrency);
+    sqlite3_bind_int64(q, 12, k->created_at);
+    sqlite3_bind_int64(q, 13, k->expires_at);
+    if ((rc = bind_scopes(q, 9, k)) == 0) {
+        int step = sqlite3_step(q);
+        if (step == SQLITE_DONE) {
+            rc = 0;
+        } else if (step == SQLITE_CONSTRAINT) {
+            rc = FY_EEXIST; /* same id or same key hash */
+        } else {
+            rc = db_err(st, "key create");
+        }
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int key_get(fy_store *st, const char *sql, const char *id, const uint8_t *hash,
+                   fy_store_key *out)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(st, sql, &q);
+    if (rc) {
+        return rc;
+    }
+    if (id) {
+        sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_blob(q, 1, hash, 32, SQLITE_STATIC);
+    }
+    int step = sqlite3_step(q);
+    if (step == SQLITE_ROW) {
+        rc = read_key(q, out);
+    } else {
+        rc = step == SQLITE_DONE ? FY_ENOENT : db_err(st, "key get");
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int fy_store_key_get(fy_store *st, const char *id, fy_store_key *out)
+{
+    if (!valid_key_id(id)) {
+        return FY_ENOENT;
+    }
+    return key_get(st, "SELECT " KEY_COLUMNS " FROM api_keys WHERE id = ?", id, NULL, out);
+}
+
+int fy_store_key_get_by_hash(fy_store *st, const uint8_t hash[32], fy_store_key *out)
+{
+    return key_get(st, "SELECT " KEY_COLUMNS " FROM api_keys WHERE hash = ?", NULL, hash, out);
+}
+
+int fy_store_key_update(fy_store *st, const fy_store_key *k)
+{
+    if (!k || !valid_key(k)) {
+        return k && !valid_key_id(k->id) ? FY_ENOENT : FY_EINVAL;
+    }
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(st,
+                     "UPDATE api_keys SET name = ?2, owner = ?3, rpm = ?4, tpm = ?5, "
+                     "concurrency = ?6, models = ?7, runners = ?8, hooks = ?9, expires_at = ?10 "
+                     "WHERE id = ?1",
+                     &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, k->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, k->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, k->owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 4, k->rpm);
+    sqlite3_bind_int64(q, 5, k->tpm);
+    sqlite3_bind_int64(q, 6, k->concurrency);
+    sqlite3_bind_int64(q, 10, k->expires_at);
+    if ((rc = bind_scopes(q, 7, k)) == 0) {
+        if (sqlite3_step(q) != SQLITE_DONE) {
+            rc = db_err(st, "key update");
+        } else {
+            rc = sqlite3_changes(st->db) == 1 ? 0 : FY_ENOENT;
+        }
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int fy_store_key_revoke(fy_store *st, const char *id, int64_t now)
+{
+    if (!valid_key_id(id)) {
+        return FY_ENOENT;
+    }
+    sqlite3_stmt *q = NULL;
+    /* CASE keeps the first revocation time; the row still counts as changed,
+     * so sqlite3_changes tells "exists" from "unknown". */
+    int rc = prepare(st,
+                     "UPDATE api_keys SET revoked_at = CASE WHEN revoked_at = 0 THEN ?2 "
+                     "ELSE revoked_at END WHERE id = ?1",
+                     &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, now);
+    if (sqlite3_step(q) != SQLITE_DONE) {
+        rc = db_err(st, "key revoke");
+    } else {
+        rc = sqlite3_changes(st->db) == 1 ? 0 : FY_ENOENT;
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int fy_store_key_list(fy_store *st, void (*cb)(const fy_store_key *k, void *arg), void *arg)
+{
+    sqlite3_stmt *q = NULL;
+    fy_store_key *k = malloc(sizeof *k); /* 3.5 KiB: not on a callback-heavy stack */
+    int rc = k ? prepare(st, "SELECT " KEY_COLUMNS " FROM api_keys ORDER BY created_at, id", &q)
+               : FY_ENOMEM;
+    if (rc) {
+        free(k);
+        return rc;
+    }
+    int step;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        if ((rc = read_key(q, k)) != 0) {
+            FY_ERROR("store", "key list: damaged row for key %s", k->id);
+            break;
+        }
+        cb(k, arg);
+    }
+    if (!rc) {
+        rc = step == SQLITE_DONE ? 0 : db_err(st, "key list");
+    }
+    sqlite3_finalize(q);
+    free(k);
+    return rc;
+}
+
+/* --- usage -------------------------------------------------------------------- */
+
+static uint64_t cell_hash(const char *key_id, int64_t hour)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = key_id; *p; p++) {
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    }
+    return (h ^ (uint64_t)hour) * 1099511628211ull;
+}
+
+static usage_cell *cell_find(usage_cell *cells, size_t cap, const char *key_id, int64_t hour)
+{
+    size_t i = cell_hash(key_id, hour) & (cap - 1);
+    while (cells[i].key_id[0] && !(cells[i].hour == hour && strcmp(cells[i].key_id, key_id) == 0)) {
+        i = (i + 1) & (cap - 1);
+    }
+    return &cells[i];
+}
+
+static int cells_grow(fy_store *st)
+{
+    size_t cap = st->capcells ? st->capcells * 2 : 64;
+    usage_cell *cells = calloc(cap, sizeof *cells);
+    if (!cells) {
+        return FY_ENOMEM;
+    }
+    for (size_t i = 0; i < st->capcells; i++) {
+        if (st->cells[i].key_id[0]) {
+            *cell_find(cells, cap, st->cells[i].key_id, st->cells[i].hour) = st->cells[i];
+        }
+    }
+    free(st->cells);
+    st->cells = cells;
+    st->capcells = cap;
+    return 0;
+}
+
+int fy_store_usage_add(fy_store *st, const char *key_id, int64_t now, const fy_store_usage *delta)
+{
+    if (!valid_key_id(key_id) || !delta) {
+        return FY_EINVAL;
+    }
+    int64_t hour = now - ((now % 3600) + 3600) % 3600;
+    if (st->ncells >= FY_STORE_USAGE_MAX_PENDING) {
+        /* A flood of distinct keys: pay one transaction now rather than
+         * grow without bound. On failure the cells stay and we keep going
+         * while memory allows. */
+        fy_store_usage_flush(st);
+    }
+    if ((st->ncells + 1) * 2 > st->capcells && cells_grow(st)) {
+        return FY_ENOMEM;
+    }
+    usage_cell *c = cell_find(st->cells, st->capcells, key_id, hour);
+    if (!c->key_id[0]) {
+        snprintf(c->key_id, sizeof c->key_id, "%s", key_id);
+        c->hour = hour;
+        st->ncells++;
+    }
+    c->u.requests += delta->requests;
+    c->u.prompt_tokens += delta->prompt_tokens;
+    c->u.completion_tokens += delta->completion_tokens;
+    c->u.bytes_in += delta->bytes_in;
+    c->u.bytes_out += delta->bytes_out;
+    if (now > c->last_used) {
+        c->last_used = now;
+    }
+    return 0;
+}
+
+size_t fy_store_usage_pending(const fy_store *st)
+{
+    return st->ncells;
+}
+
+int fy_store_usage_flush(fy_store *st)
+{
+    if (st->ncells == 0) {
+        return 0;
+    }
+    sqlite3_stmt *add = NULL, *used = NULL;
+    int rc = prepare(st,
+                     "INSERT INTO usage(key_id, hour, requests, prompt_tokens, completion_tokens, "
+                     "bytes_in, bytes_out) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+                     "ON CONFLICT(key_id, hour) DO UPDATE SET "
+                     "requests = requests + excluded.requests, "
+                     "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+                     "completion_tokens = completion_tokens + excluded.completion_tokens, "
+                     "bytes_in = bytes_in + excluded.bytes_in, "
+                     "bytes_out = bytes_out + excluded.bytes_out",
+                     &add);
+    if (!rc) {
+        rc = prepare(st, "UPDATE api_keys SET last_used_at = MAX(last_used_at, ?2) WHERE id = ?1",
+                     &used);
+    }
+    if (!rc) {
+        rc = exec(st, "BEGIN IMMEDIATE;");
+    }
+    if (rc) {
+        goto out;
+    }
+    for (size_t i = 0; i < st->capcells && !rc; i++) {
+        const usage_cell *c = &st->cells[i];
+        if (!c->key_id[0]) {
+            continue;
+        }
+        sqlite3_bind_text(add, 1, c->key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(add, 2, c->hour);
+        sqlite3_bind_int64(add, 3, (int64_t)c->u.requests);
+        sqlite3_bind_int64(add, 4, (int64_t)c->u.prompt_tokens);
+        sqlite3_bind_int64(add, 5, (int64_t)c->u.completion_tokens);
+        sqlite3_bind_int64(add, 6, (int64_t)c->u.bytes_in);
+        sqlite3_bind_int64(add, 7, (int64_t)c->u.bytes_out);
+        sqlite3_bind_text(used, 1, c->key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(used, 2, c->last_used);
+        if (sqlite3_step(add) != SQLITE_DONE || sqlite3_step(used) != SQLITE_DONE) {
+            rc = db_err(st, "usage flush");
+        }
+        sqlite3_reset(add);
+        sqlite3_reset(used);
+    }
+    /* One fsync for the whole batch; on any failure nothing is committed and
+     * every cell stays pending for the next flush. */
+    if (rc || exec(st, "COMMIT;")) {
+        exec(st, "ROLLBACK;");
+        rc = FY_EIO;
+        goto out;
+    }
+    memset(st->cells, 0, st->capcells * sizeof *st->cells);
+    st->ncells = 0;
+out:
+    sqlite3_finalize(add);
+    sqlite3_finalize(used);
+    return rc;
+}
+
+int fy_store_usage_list(fy_store *st, const char *key_id, int64_t from, int64_t to, int per_hour,
+                        void (*cb)(const fy_store_usage_row *row, void *arg), void *arg)
+{
+    int rc = fy_store_usage_flush(st);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_stmt *q = NULL;
+    rc = prepare(st,
+                 per_hour ? "SELECT key_id, hour, requests, prompt_tokens, completion_tokens, "
+                            "bytes_in, bytes_out FROM usage WHERE (?1 IS NULL OR key_id = ?1) "
+                            "AND hour >= ?2 AND hour < ?3 ORDER BY key_id, hour"
+                          : "SELECT key_id, 0, SUM(requests), SUM(prompt_tokens), "
+                            "SUM(completion_tokens), SUM(bytes_in), SUM(bytes_out) FROM usage "
+                            "WHERE (?1 IS NULL OR key_id = ?1) AND hour >= ?2 AND hour < ?3 "
+                            "GROUP BY key_id ORDER BY key_id",
+                 &q);
+    if (rc) {
+        return rc;
+    }
+    if (key_id) {
+        sqlite3_bind_text(q, 1, key_id, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(q, 1);
+    }
+    sqlite3_bind_int64(q, 2, from);
+    sqlite3_bind_int64(q, 3, to);
+    int step;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        fy_store_usage_row r;
+        copy_text(r.key_id, sizeof r.key_id, q, 0);
+        r.hour = sqlite3_column_int64(q, 1);
+        r.u.requests = (uint64_t)sqlite3_column_int64(q, 2);
+        r.u.prompt_tokens = (uint64_t)sqlite3_column_int64(q, 3);
+        r.u.completion_tokens = (uint64_t)sqlite3_column_int64(q, 4);
+        r.u.bytes_in = (uint64_t)sqlite3_column_int64(q, 5);
+        r.u.bytes_out = (uint64_t)sqlite3_column_int64(q, 6);
+        cb(&r, arg);
+    }
+    rc = step == SQLITE_DONE ? 0 : db_err(st, "usage list");
     sqlite3_finalize(q);
     return rc;
 }

@@ -1,5 +1,5 @@
-/* store.h: the gateway's durable state (runners, enrollment tokens; keys and
- * usage join in the keys milestone).
+/* store.h: the gateway's durable state: runners, enrollment tokens, API keys
+ * and usage.
  *
  * The default backend is one SQLite file in the data dir, in WAL mode with
  * synchronous=FULL: when a write call returns 0 the change is on disk and
@@ -8,9 +8,29 @@
  * functions, so another backend (Redis, for several gateway replicas) can be
  * added behind the same interface.
  *
- * Secrets never reach the store in clear: enrollment tokens are stored as
- * their SHA-256. All functions run on the caller's thread; a store is used
- * from one thread at a time. */
+ * Secrets never reach the store in clear: enrollment tokens and API keys are
+ * stored as their SHA-256. All functions run on the caller's thread; a store
+ * is used from one thread at a time.
+ *
+ * Durability, per kind of write:
+ *   - runners, tokens, key create/update/revoke: durable before the call
+ *     returns 0 (one fsync each; these are admin operations);
+ *   - usage (fy_store_usage_add): accumulated in memory and written by
+ *     fy_store_usage_flush in one transaction (one fsync per flush). The
+ *     request path never waits for a disk. A kill -9 loses at most what was
+ *     added since the last successful flush: with the intended 1 s flush
+ *     timer, at most the last second of usage.
+ *
+ * Integration (gateway/run.c, admin.c):
+ *   open:      fy_store_open (already done by run.c and init.c);
+ *   timer:     uv_timer every FY_STORE_USAGE_FLUSH_MS calling
+ *              fy_store_usage_flush; call it once more before fy_store_close
+ *              on a graceful stop (close also flushes, as a last resort);
+ *   keys:      through gateway/keys.h (which keeps its in-memory index in
+ *              step with the store), never fy_store_key_* directly from the
+ *              request path;
+ *   admin:     fy_store_key_list / fy_store_key_get for listings,
+ *              fy_store_usage_list for `ferry keys list` and usage reports. */
 #ifndef FY_GATEWAY_STORE_H
 #define FY_GATEWAY_STORE_H
 
@@ -79,5 +99,109 @@ int fy_store_runner_revoke(fy_store *st, const char *name, int64_t now);
 
 /* Calls CB for every runner, by name. */
 int fy_store_runner_list(fy_store *st, void (*cb)(const fy_store_runner *r, void *arg), void *arg);
+
+/* --- API keys ------------------------------------------------------------------
+ *
+ * A key record. The key text itself is never stored: HASH is its SHA-256 and
+ * PREFIX its first FY_STORE_KEY_PREFIX_LEN characters, shown in listings so
+ * people can tell keys apart. Scope lists are comma-separated names ("" = any):
+ * each name is 1..FY_STORE_SCOPE_ITEM_MAX bytes of printable ASCII without
+ * ',' or spaces (model names like "meta-llama/Llama-3-8B:q4" fit). */
+
+#define FY_STORE_KEY_ID_MAX     24   /* "key_" + 16 base64url chars + NUL */
+#define FY_STORE_KEY_PREFIX_LEN 8    /* "fy_" + 5 chars of the key */
+#define FY_STORE_KEY_NAME_MAX   128  /* name and owner: 0..127 bytes, no control chars */
+#define FY_STORE_SCOPE_MAX      1024 /* bytes of one comma-separated scope list, with NUL */
+#define FY_STORE_SCOPE_ITEM_MAX 128  /* bytes of one name in a scope list */
+
+typedef struct {
+    char id[FY_STORE_KEY_ID_MAX];
+    char name[FY_STORE_KEY_NAME_MAX];
+    char owner[FY_STORE_KEY_NAME_MAX]; /* free text, "" when unset */
+    char prefix[FY_STORE_KEY_PREFIX_LEN + 1];
+    uint8_t hash[32];
+    int64_t rpm;         /* requests per minute, 0 = unlimited */
+    int64_t tpm;         /* tokens per minute, 0 = unlimited */
+    int64_t concurrency; /* requests in flight, 0 = unlimited */
+    char models[FY_STORE_SCOPE_MAX];
+    char runners[FY_STORE_SCOPE_MAX];
+    char hooks[FY_STORE_SCOPE_MAX];
+    int64_t created_at;   /* unix seconds */
+    int64_t expires_at;   /* unix seconds, 0 = never */
+    int64_t revoked_at;   /* unix seconds, 0 = active */
+    int64_t last_used_at; /* unix seconds, 0 = never; updated by usage flushes */
+} fy_store_key;
+
+/* 1 when the scope list S is valid (see above); "" is valid (any). */
+int fy_store_scope_valid(const char *s);
+
+/* Records key K (all fields but revoked_at and last_used_at, stored as 0).
+ * Returns 0 (durable), FY_EINVAL (bad id, name, limits or scopes), FY_EEXIST
+ * (same id or same hash) or FY_EIO. */
+int fy_store_key_create(fy_store *st, const fy_store_key *k);
+
+/* Fetches the key with ID or with HASH. Revoked keys are returned too (with
+ * revoked_at set). Returns 0 or FY_ENOENT (or FY_EIO). */
+int fy_store_key_get(fy_store *st, const char *id, fy_store_key *out);
+int fy_store_key_get_by_hash(fy_store *st, const uint8_t hash[32], fy_store_key *out);
+
+/* Rewrites the mutable fields of key K->id: name, owner, rpm, tpm,
+ * concurrency, models, runners, hooks, expires_at (the id, hash, prefix and
+ * timestamps are kept). Returns 0 (durable), FY_EINVAL, FY_ENOENT or
+ * FY_EIO. A revoked key can be updated but stays revoked. */
+int fy_store_key_update(fy_store *st, const fy_store_key *k);
+
+/* Marks key ID revoked at NOW. Revoking a revoked key keeps its first
+ * revocation time and returns 0. Returns 0 (durable), FY_ENOENT or FY_EIO. */
+int fy_store_key_revoke(fy_store *st, const char *id, int64_t now);
+
+/* Calls CB for every key (revoked ones too), oldest first. The record is
+ * valid only during the call. */
+int fy_store_key_list(fy_store *st, void (*cb)(const fy_store_key *k, void *arg), void *arg);
+
+/* --- usage ---------------------------------------------------------------------
+ *
+ * Usage is aggregated per key per hour (hour = start of the UTC hour, unix
+ * seconds): enough resolution for "last 24 hours" reports and bills, with one
+ * row per active key per hour whatever the traffic. */
+
+#define FY_STORE_USAGE_FLUSH_MS    1000  /* intended flush period */
+#define FY_STORE_USAGE_MAX_PENDING 65536 /* pending (key, hour) cells before add flushes inline */
+
+typedef struct {
+    uint64_t requests;
+    uint64_t prompt_tokens;
+    uint64_t completion_tokens;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+} fy_store_usage;
+
+/* Adds DELTA to key KEY_ID's usage in the hour of NOW (unix seconds) and
+ * notes NOW as the key's last use. Memory only: nothing is written until the
+ * next fy_store_usage_flush (or until FY_STORE_USAGE_MAX_PENDING cells are
+ * pending, when this call flushes inline). Returns 0, FY_EINVAL (bad key id)
+ * or FY_ENOMEM (DELTA is then dropped). Never blocks on a disk otherwise. */
+int fy_store_usage_add(fy_store *st, const char *key_id, int64_t now, const fy_store_usage *delta);
+
+/* Writes every pending usage cell and last-use time in one transaction.
+ * Returns 0 (durable; nothing pending) or FY_EIO (everything stays pending
+ * and the next flush tries again). */
+int fy_store_usage_flush(fy_store *st);
+
+/* Number of (key, hour) cells waiting for a flush. */
+size_t fy_store_usage_pending(const fy_store *st);
+
+typedef struct {
+    char key_id[FY_STORE_KEY_ID_MAX];
+    int64_t hour; /* start of the hour; 0 in totals */
+    fy_store_usage u;
+} fy_store_usage_row;
+
+/* Flushes, then calls CB for the usage of KEY_ID (NULL: every key) in hours
+ * [FROM, TO) (unix seconds; 0, INT64_MAX for all time): one row per key per
+ * hour when PER_HOUR, else one total per key (hour 0). Rows come by key id,
+ * then hour. Returns 0 or FY_EIO. */
+int fy_store_usage_list(fy_store *st, const char *key_id, int64_t from, int64_t to, int per_hour,
+                        void (*cb)(const fy_store_usage_row *row, void *arg), void *arg);
 
 #endif
