@@ -116,6 +116,7 @@ struct fy_gw {
     gw_conn *conns;
     gw_conn *dirty;         /* connections to flush at the end of this loop turn */
     uv_check_t flush_check; /* runs the flushes, so a turn's frames go out in one write */
+    uv_idle_t flush_idle;   /* active while dirty: the loop must not block before the check */
     uint64_t next_conn_id;
     size_t n_px;        /* public requests being proxied */
     uint64_t n_proxied; /* total, for status */

@@ -235,6 +235,12 @@ static void on_flush_check(uv_check_t *h)
         conn_unref(c);
     }
     uv_check_stop(h);
+    uv_idle_stop(&gw->flush_idle);
+}
+
+static void on_flush_idle(uv_idle_t *h)
+{
+    (void)h; /* only there to make the poll phase return at once */
 }
 
 void fy_gw_conn_kick(gw_conn *c)
@@ -248,6 +254,9 @@ void fy_gw_conn_kick(gw_conn *c)
     c->dnext = gw->dirty;
     gw->dirty = c;
     uv_check_start(&gw->flush_check, on_flush_check);
+    /* A kick from a timer, idle or pending callback comes before the poll
+     * phase: an active idle handle keeps poll from blocking until then. */
+    uv_idle_start(&gw->flush_idle, on_flush_idle);
 }
 
 /* --- closing ------------------------------------------------------------------------ */
@@ -522,6 +531,12 @@ void fy_gw_tunnel_accept(fy_gw *gw, fy_stream *tcp)
 int fy_gw_tunnel_init(fy_gw *gw)
 {
     int rc = uv_check_init(gw->loop, &gw->flush_check);
+    if (!rc) {
+        rc = uv_idle_init(gw->loop, &gw->flush_idle);
+        if (rc) {
+            uv_close((uv_handle_t *)&gw->flush_check, NULL);
+        }
+    }
     gw->flush_check.data = gw;
     return fy_err_from_uv(rc);
 }
@@ -564,5 +579,6 @@ void fy_gw_tunnel_close_all(fy_gw *gw)
          * now so they can be freed. */
         on_flush_check(&gw->flush_check);
         uv_close((uv_handle_t *)&gw->flush_check, NULL);
+        uv_close((uv_handle_t *)&gw->flush_idle, NULL);
     }
 }

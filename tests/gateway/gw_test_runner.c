@@ -653,8 +653,8 @@ static int cmd_enroll(const char *token, const char *ca, const char *csr_text)
 
 int main(int argc, char **argv)
 {
-    const char *gateway = NULL, *dir = NULL, *token = NULL, *ca = NULL, *cert = NULL,
-               *key = NULL, *csr_text = NULL;
+    const char *gateway = NULL, *dir = NULL, *token = NULL, *ca = NULL, *cert = NULL, *key = NULL,
+               *csr_text = NULL;
     int no_cert = 0;
     const fy_opt opts[] = {
         {"gateway", FY_OPT_STR, &gateway, "HOST:PORT", "tunnel listener"},
@@ -707,8 +707,12 @@ int main(int argc, char **argv)
     runner_name = name;
     static const char *alpn[] = {"ferry/1", NULL};
     fy_tls_options to = {
-        .cert_file = no_cert ? NULL : cert ? cert : p_cert,
-        .key_file = no_cert ? NULL : key ? key : p_key,
+        .cert_file = no_cert ? NULL
+                     : cert  ? cert
+                             : p_cert,
+        .key_file = no_cert ? NULL
+                    : key   ? key
+                            : p_key,
         .ca_file = ca ? ca : p_ca,
         .alpn = alpn,
     };
