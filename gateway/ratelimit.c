@@ -1,0 +1,349 @@
+#include "gateway/ratelimit.h"
+
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define NS_PER_S  1000000000LL
+#define NS_PER_MS 1000000LL
+
+int64_t fy_rl_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
+}
+
+/* The critical sections are a handful of instructions, so spinning beats a
+ * mutex (and keeps the limiter at 64 bytes); yielding after a few spins
+ * keeps a preempted holder from being starved when threads outnumber CPUs. */
+static void rl_lock(fy_rl *rl)
+{
+    int spins = 0;
+    while (atomic_flag_test_and_set_explicit(&rl->lock, memory_order_acquire)) {
+        if (++spins >= 64) {
+            sched_yield();
+            spins = 0;
+        }
+    }
+}
+
+static void rl_unlock(fy_rl *rl)
+{
+    atomic_flag_clear_explicit(&rl->lock, memory_order_release);
+}
+
+static int64_t max64(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
+
+/* A + B, saturating at INT64_MAX (both non-negative). */
+static int64_t add_sat(int64_t a, int64_t b)
+{
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+static void apply_limits(fy_rl *rl, const fy_rl_limits *lim)
+{
+    fy_rl_limits none = {0};
+    if (!lim) {
+        lim = &none;
+    }
+    rl->rpm = lim->rpm > 0 ? lim->rpm : 0;
+    rl->tpm = lim->tpm > 0 ? lim->tpm : 0;
+    rl->concurrency = lim->concurrency <= 0          ? 0
+                      : lim->concurrency > INT32_MAX ? INT32_MAX
+                                                     : lim->concurrency;
+    if (rl->rpm) {
+        /* Rounded up: the admitted rate never exceeds rpm. */
+        int64_t t = (FY_RL_WINDOW_NS + rl->rpm - 1) / rl->rpm;
+        int64_t b =
+            lim->burst > 0 ? lim->burst : (rl->rpm + FY_RL_BURST_DIVISOR - 1) / FY_RL_BURST_DIVISOR;
+        if (b > rl->rpm) {
+            b = rl->rpm;
+        }
+        rl->interval_ns = t;
+        rl->tolerance_ns = b > INT64_MAX / t ? INT64_MAX : b * t;
+    } else {
+        rl->interval_ns = rl->tolerance_ns = 0;
+    }
+}
+
+/* (END - NOW) * NUM / DEN, added back to NOW: the same amount of use
+ * expressed in the new limit's time. */
+static int64_t rescale(int64_t end, int64_t now, int64_t num, int64_t den)
+{
+    if (end <= now || den <= 0) {
+        return end;
+    }
+    unsigned __int128 d = (unsigned __int128)(uint64_t)(end - now) * (uint64_t)num / (uint64_t)den;
+    return add_sat(now, d > (unsigned __int128)(INT64_MAX / 4) ? INT64_MAX / 4 : (int64_t)d);
+}
+
+void fy_rl_init(fy_rl *rl, const fy_rl_limits *lim)
+{
+    memset(rl, 0, sizeof *rl);
+    atomic_flag_clear(&rl->lock);
+    apply_limits(rl, lim);
+}
+
+void fy_rl_set_limits(fy_rl *rl, const fy_rl_limits *lim, int64_t now)
+{
+    rl_lock(rl);
+    int64_t old_t = rl->interval_ns, old_tpm = rl->tpm;
+    apply_limits(rl, lim);
+    /* Keep the recent use as a count: requests admitted (and tokens owed)
+     * lately count against the new limits as the same number of requests
+     * (tokens), so raising a limit gives room at once and cutting it does
+     * not forgive anything. A limit that was off starts fresh. */
+    if (rl->rpm) {
+        rl->tat = old_t ? rescale(rl->tat, now, rl->interval_ns, old_t) : 0;
+    }
+    if (rl->tpm) {
+        rl->tokens_full = old_tpm ? rescale(rl->tokens_full, now, old_tpm, rl->tpm) : 0;
+    }
+    rl_unlock(rl);
+}
+
+/* Time the token bucket needs to refill TOKENS: tokens * 60 s / tpm, rounded
+ * up, saturating (a huge report must not wrap the clock). */
+static int64_t token_time(const fy_rl *rl, int64_t tokens)
+{
+    unsigned __int128 t = (unsigned __int128)tokens * FY_RL_WINDOW_NS;
+    t = (t + (unsigned __int128)rl->tpm - 1) / (unsigned __int128)rl->tpm;
+    return t > (unsigned __int128)(INT64_MAX / 4) ? INT64_MAX / 4 : (int64_t)t;
+}
+
+/* Fills RES from the state at NOW; when ADMIT, also performs the admission
+ * if every limit allows it. Called with the lock held. Returns RES->allowed. */
+static int evaluate(fy_rl *rl, int64_t now, int admit, fy_rl_result *res)
+{
+    memset(res, 0, sizeof *res);
+    int64_t wait_req = 0, wait_tok = 0, wait_conc = 0;
+    int deny_req = 0, deny_tok = 0, deny_conc = 0;
+    int64_t tat = max64(rl->tat, now);
+
+    if (rl->rpm) {
+        int64_t next = add_sat(tat, rl->interval_ns) - now;
+        if (next > rl->tolerance_ns) {
+            deny_req = 1;
+            wait_req = next - rl->tolerance_ns;
+        }
+    }
+    int64_t full = max64(rl->tokens_full, now);
+    if (rl->tpm) {
+        int64_t debt = full - now - FY_RL_WINDOW_NS; /* > 0: the bucket is negative */
+        if (debt > 0) {
+            deny_tok = 1;
+            wait_tok = debt;
+        }
+    }
+    if (rl->concurrency && rl->in_flight >= rl->concurrency) {
+        deny_conc = 1;
+        wait_conc = NS_PER_S;
+    }
+
+    res->allowed = !(deny_req || deny_tok || deny_conc);
+    if (res->allowed && admit) {
+        if (rl->rpm) {
+            tat = add_sat(tat, rl->interval_ns);
+            rl->tat = tat;
+        }
+        rl->in_flight++;
+    }
+    if (!res->allowed) {
+        /* The longest wait, ties broken in the order requests, tokens,
+         * concurrency. */
+        if (deny_req) {
+            res->denied_by = FY_RL_REQUESTS;
+            res->retry_after_ns = wait_req;
+        }
+        if (deny_tok && (!res->denied_by || wait_tok > res->retry_after_ns)) {
+            res->denied_by = FY_RL_TOKENS;
+            res->retry_after_ns = wait_tok;
+        }
+        if (deny_conc && (!res->denied_by || wait_conc > res->retry_after_ns)) {
+            res->denied_by = FY_RL_CONCURRENCY;
+            res->retry_after_ns = wait_conc;
+        }
+    }
+    if (rl->rpm) {
+        int64_t used = tat - now; /* 0..tolerance (more only after a limit cut) */
+        int64_t left = rl->tolerance_ns - used;
+        res->limit_requests = rl->rpm;
+        res->remaining_requests = left > 0 ? left / rl->interval_ns : 0;
+        res->reset_requests_ns = used;
+    }
+    if (rl->tpm) {
+        int64_t owed = full - now; /* time to full: 0 = full, > window = debt */
+        res->limit_tokens = rl->tpm;
+        if (owed >= FY_RL_WINDOW_NS) {
+            res->remaining_tokens = 0;
+        } else {
+            /* floor(tpm * (window - owed) / window) */
+            unsigned __int128 r = (unsigned __int128)rl->tpm * (uint64_t)(FY_RL_WINDOW_NS - owed);
+            res->remaining_tokens = (int64_t)(r / FY_RL_WINDOW_NS);
+        }
+        res->reset_tokens_ns = owed;
+    }
+    res->limit_concurrency = rl->concurrency;
+    res->in_flight = rl->in_flight;
+    return res->allowed;
+}
+
+int fy_rl_acquire(fy_rl *rl, int64_t now, fy_rl_result *res)
+{
+    fy_rl_result tmp;
+    rl_lock(rl);
+    int ok = evaluate(rl, now, 1, res ? res : &tmp);
+    rl_unlock(rl);
+    return ok;
+}
+
+void fy_rl_peek(fy_rl *rl, int64_t now, fy_rl_result *res)
+{
+    rl_lock(rl);
+    evaluate(rl, now, 0, res);
+    rl_unlock(rl);
+}
+
+void fy_rl_release(fy_rl *rl)
+{
+    rl_lock(rl);
+    if (rl->in_flight > 0) {
+        rl->in_flight--;
+    }
+    rl_unlock(rl);
+}
+
+void fy_rl_charge(fy_rl *rl, int64_t now, int64_t tokens)
+{
+    if (tokens <= 0) {
+        return;
+    }
+    rl_lock(rl);
+    if (rl->tpm) {
+        int64_t full = max64(rl->tokens_full, now);
+        /* Debt is capped a long way out (a year at most matters in practice)
+         * only so the clock arithmetic can never overflow. */
+        rl->tokens_full = add_sat(full, token_time(rl, tokens));
+        if (rl->tokens_full > INT64_MAX / 2) {
+            rl->tokens_full = INT64_MAX / 2;
+        }
+    }
+    rl_unlock(rl);
+}
+
+/* --- formatting ------------------------------------------------------------------ */
+
+size_t fy_rl_format_duration(int64_t ns, char *out, size_t outlen)
+{
+    int n;
+    if (ns <= 0) {
+        n = snprintf(out, outlen, "0s");
+        return n < 0 ? 0 : (size_t)n;
+    }
+    int64_t ms = ns / NS_PER_MS + (ns % NS_PER_MS ? 1 : 0);
+    if (ms < 1000) {
+        n = snprintf(out, outlen, "%lldms", (long long)ms);
+        return n < 0 ? 0 : (size_t)n;
+    }
+    int64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, frac = ms % 1000;
+    char hm[48] = "";
+    if (h) {
+        snprintf(hm, sizeof hm, "%lldh%lldm", (long long)h, (long long)m);
+    } else if (m) {
+        snprintf(hm, sizeof hm, "%lldm", (long long)m);
+    }
+    if (frac) {
+        char f[8];
+        snprintf(f, sizeof f, "%03lld", (long long)frac);
+        for (int i = 2; i > 0 && f[i] == '0'; i--) {
+            f[i] = 0; /* "1.500" -> "1.5", as Go prints it */
+        }
+        n = snprintf(out, outlen, "%s%lld.%ss", hm, (long long)s, f);
+    } else {
+        n = snprintf(out, outlen, "%s%llds", hm, (long long)s);
+    }
+    return n < 0 ? 0 : (size_t)n;
+}
+
+int64_t fy_rl_retry_after_s(int64_t ns)
+{
+    int64_t s = ns / NS_PER_S + (ns % NS_PER_S > 0 ? 1 : 0);
+    return s < 1 ? 1 : s;
+}
+
+static void put(fy_rl_header_buf *buf, size_t *n, const char *name, const char *fmt, int64_t v)
+{
+    snprintf(buf->text[*n], FY_RL_VALUE_MAX, fmt, (long long)v);
+    buf->h[*n] = (fy_http_header){name, buf->text[*n], strlen(name), strlen(buf->text[*n])};
+    (*n)++;
+}
+
+static void put_duration(fy_rl_header_buf *buf, size_t *n, const char *name, int64_t ns)
+{
+    fy_rl_format_duration(ns, buf->text[*n], FY_RL_VALUE_MAX);
+    buf->h[*n] = (fy_http_header){name, buf->text[*n], strlen(name), strlen(buf->text[*n])};
+    (*n)++;
+}
+
+size_t fy_rl_headers(const fy_rl_result *res, fy_rl_header_buf *buf)
+{
+    size_t n = 0;
+    if (res->limit_requests > 0) {
+        put(buf, &n, "x-ratelimit-limit-requests", "%lld", res->limit_requests);
+        put(buf, &n, "x-ratelimit-remaining-requests", "%lld", res->remaining_requests);
+        put_duration(buf, &n, "x-ratelimit-reset-requests", res->reset_requests_ns);
+    }
+    if (res->limit_tokens > 0) {
+        put(buf, &n, "x-ratelimit-limit-tokens", "%lld", res->limit_tokens);
+        put(buf, &n, "x-ratelimit-remaining-tokens", "%lld", res->remaining_tokens);
+        put_duration(buf, &n, "x-ratelimit-reset-tokens", res->reset_tokens_ns);
+    }
+    if (!res->allowed) {
+        put(buf, &n, "retry-after", "%lld", fy_rl_retry_after_s(res->retry_after_ns));
+        int64_t ms = res->retry_after_ns / NS_PER_MS + (res->retry_after_ns % NS_PER_MS ? 1 : 0);
+        put(buf, &n, "retry-after-ms", "%lld", ms < 1 ? 1 : ms);
+    }
+    return n;
+}
+
+const char *fy_rl_kind_code(fy_rl_kind kind)
+{
+    (void)kind;
+    return "rate_limit_exceeded";
+}
+
+const char *fy_rl_kind_message(fy_rl_kind kind)
+{
+    switch (kind) {
+    case FY_RL_REQUESTS:
+        return "Rate limit reached for requests per minute on this API key; retry after the "
+               "time in the Retry-After header.";
+    case FY_RL_TOKENS:
+        return "Rate limit reached for tokens per minute on this API key; retry after the "
+               "time in the Retry-After header.";
+    case FY_RL_CONCURRENCY:
+        return "Too many concurrent requests on this API key; retry when one of them has "
+               "finished.";
+    default:
+        return "Rate limit reached.";
+    }
+}
+
+const char *fy_rl_kind_name(fy_rl_kind kind)
+{
+    switch (kind) {
+    case FY_RL_REQUESTS:
+        return "requests";
+    case FY_RL_TOKENS:
+        return "tokens";
+    case FY_RL_CONCURRENCY:
+        return "concurrency";
+    default:
+        return "none";
+    }
+}
