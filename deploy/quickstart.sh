@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# ferry's main job on one machine. Today (foundation milestone): installs the
-# Debian packages, builds, and shows the binaries and compute backends. The
-# tunnel milestone extends this script to start a gateway and a runner, issue a
-# key and answer a real request through the tunnel.
+# ferry's main job on one machine: installs the Debian packages, builds, then
+# runs deploy/demo.sh: a gateway on loopback ports, a runner enrolled with a
+# one-time token, a small local HTTP server published through the tunnel, and
+# a real request answered through it (with the URL and curl command to try).
+#
+#   deploy/quickstart.sh [--keep]    (--keep leaves the demo running)
+#
+# Idempotent: packages and the build are reused, the demo's directory
+# (./.quickstart) is reused, and nothing is left running without --keep.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 ./deploy/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
-for b in ferry-gateway ferry-runner ferry; do
-    build/bin/$b --version
-done
-echo "Built into build/bin/. The gateway/runner commands arrive with the tunnel milestone (issue 3)."
+exec ./deploy/demo.sh --build build --dir .quickstart "$@"

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# demo.sh: ferry's main job on one machine, with binaries already built.
+#
+#   deploy/demo.sh [--build DIR] [--dir DIR] [--keep | --stop]
+#
+# In DIR (default ./.quickstart): initialises a gateway (once) and starts it on
+# loopback ports, creates a one-time enrollment token with `ferry`, enrolls a
+# runner with the gateway CA's fingerprint, starts a small local HTTP server
+# (python3 -m http.server on 127.0.0.1) as the runner's upstream, starts the
+# runner, and sends a real request through the tunnel with curl. Then it stops
+# everything it started, unless --keep is given (then it prints how to stop
+# them: `deploy/demo.sh --stop`). Running it again reuses the gateway's data
+# dir and enrolls the runner afresh. quickstart.sh runs it after building.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+BUILD=build
+DIR=.quickstart
+KEEP=0
+STOP=0
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --build) BUILD=$2; shift 2 ;;
+    --dir) DIR=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --stop) STOP=1; shift ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+BIN=$(readlink -f "$BUILD")/bin
+mkdir -p "$DIR"
+DIR=$(readlink -f "$DIR")
+PIDFILE=$DIR/pids
+LOGS=$DIR/logs
+if [[ -t 1 ]]; then
+    say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+else
+    say() { printf '==> %s\n' "$*"; }
+fi
+
+# 1 while PID runs (a zombie waiting to be reaped by init does not count).
+alive() { [[ -r /proc/$1/stat && $(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) != Z ]]; }
+
+# Stops the processes a previous --keep run left (only if they are still ours).
+stop_previous() {
+    [[ -f $PIDFILE ]] || return 0
+    local pid
+    while read -r pid; do
+        if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$DIR"; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+    done < <(tac "$PIDFILE") # the runner first, the gateway last
+    rm -f "$PIDFILE"
+}
+stop_previous
+if [[ $STOP == 1 ]]; then
+    echo "demo.sh: stopped the demo in $DIR"
+    exit 0
+fi
+for b in ferry-gateway ferry-runner ferry; do
+    [[ -x $BIN/$b ]] || { echo "demo.sh: $BIN/$b is missing: build first (deploy/quickstart.sh)" >&2; exit 1; }
+done
+
+STARTED=()
+cleanup() {
+    local rc=$?
+    if [[ $KEEP == 1 && $rc == 0 ]]; then return; fi
+    local i pid
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+        pid=${STARTED[$i]}
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -f "$PIDFILE"
+    if [[ $rc != 0 ]]; then
+        echo "demo.sh: failed; logs are in $LOGS" >&2
+    fi
+}
+trap cleanup EXIT
+started() {
+    STARTED+=("$1")
+    echo "$1" >>"$PIDFILE"
+}
+wait_for() { # wait_for SECONDS CMD...
+    local t=$1 i
+    shift
+    for ((i = 0; i < t * 10; i++)); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+mkdir -p "$LOGS"
+
+GW=$DIR/gateway
+say "gateway: $GW"
+"$BIN/ferry-gateway" init --data-dir "$GW" | sed 's/^/    /'
+rm -f "$GW/state.json"
+"$BIN/ferry-gateway" run --data-dir "$GW" --public-listen 127.0.0.1:0 --tunnel-listen 127.0.0.1:0 \
+    --admin-listen 127.0.0.1:0 >>"$LOGS/gateway.log" 2>&1 &
+started $!
+wait_for 10 test -s "$GW/state.json" || { echo "demo.sh: the gateway did not start" >&2; exit 1; }
+state() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$GW/state.json" "$1"; }
+PUB=$(state public)
+TUN=$(state tunnel)
+echo "    listening: public https://$PUB, tunnel $TUN, admin https://$(state admin)"
+
+say "ferry tokens create --name demo"
+"$BIN/ferry" --data-dir "$GW" tokens create --name demo --ttl 10m >"$DIR/token.out"
+sed '$d' "$DIR/token.out" | sed 's/^/    /'
+TOKEN=$(tail -n1 "$DIR/token.out")
+FPR=$(sed -n 's/.*--ca-fingerprint \(sha256:[0-9a-f]*\).*/\1/p' "$DIR/token.out")
+rm -f "$DIR/token.out"
+echo "    (token: ${TOKEN:0:8}..., shown once)"
+
+RN=$DIR/runner
+say "ferry-runner enroll --gateway $TUN --ca-fingerprint ${FPR:0:20}... --data-dir $RN"
+rm -rf "$RN"
+"$BIN/ferry-runner" enroll --gateway "$TUN" --token "$TOKEN" --ca-fingerprint "$FPR" \
+    --data-dir "$RN" | sed 's/^/    /'
+
+say "upstream: python3 -m http.server on 127.0.0.1 (a private server with no public port)"
+mkdir -p "$DIR/www"
+cat >"$DIR/www/index.html" <<EOF
+<!doctype html>
+<title>ferry demo</title>
+<p>Hello from a private HTTP server on $(hostname), published through ferry.</p>
+EOF
+python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$DIR/www" >"$LOGS/upstream.log" 2>&1 &
+started $!
+wait_for 10 grep -q 'port [0-9]' "$LOGS/upstream.log" || { echo "demo.sh: the upstream did not start" >&2; exit 1; }
+UP=$(sed -n 's/.* port \([0-9]*\).*/\1/p' "$LOGS/upstream.log" | head -n1)
+echo "    http://127.0.0.1:$UP/"
+
+say "ferry-runner run --data-dir $RN --upstream http://127.0.0.1:$UP"
+"$BIN/ferry-runner" run --data-dir "$RN" --upstream "http://127.0.0.1:$UP" >>"$LOGS/runner.log" 2>&1 &
+started $!
+URL=https://$PUB/r/demo/
+CURL="curl --cacert $GW/ca.crt $URL"
+wait_for 15 curl -sSf --max-time 2 --cacert "$GW/ca.crt" "$URL" || {
+    echo "demo.sh: no answer through the tunnel; see $LOGS" >&2
+    exit 1
+}
+
+say "a request through the tunnel: $CURL"
+$CURL -sS -i | tr -d '\r' | sed 's/^/    /'
+echo
+"$BIN/ferry" --data-dir "$GW" runners list | sed 's/^/    /'
+echo
+echo "URL:  $URL"
+echo "try:  $CURL"
+if [[ $KEEP == 1 ]]; then
+    echo "The gateway, the runner and the upstream keep running (logs in $LOGS)."
+    echo "stop: $0 --dir $DIR --stop"
+else
+    echo "Stopping the demo (run with --keep to leave it running)."
+fi
