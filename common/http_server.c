@@ -1474,6 +1474,10 @@ void fy_http_server_close(fy_http_server *srv, fy_http_server_close_cb cb, void 
     for (srv_conn *c = srv->conns; c; c = c->next) {
         conn_close(c, FY_ECANCELED);
     }
+    /* Deferred connections hold a reference that the idle callback drops; it
+     * never runs once the handle is closed, so drop them now (every
+     * connection is closing: the callback only releases them). */
+    srv_idle_cb(&srv->idle);
     uv_close((uv_handle_t *)&srv->idle, srv_handle_closed);
 }
 
