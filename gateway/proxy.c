@@ -307,7 +307,8 @@ static void px_send_end(gw_px *px)
     if (px->end_sent || !px->conn) {
         return;
     }
-    if (fyp_session_send_data(px->conn->sess, px->id, NULL, 0, 1) >= 0) {
+    /* Not NULL: the session computes data + 0, which is undefined for NULL. */
+    if (fyp_session_send_data(px->conn->sess, px->id, "", 0, 1) >= 0) {
         px->end_sent = 1;
     }
     fy_gw_conn_kick(px->conn);

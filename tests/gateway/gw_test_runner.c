@@ -197,7 +197,7 @@ static void call_done(fy_http_call *call, int status, void *arg)
         if (st->pend) {
             st->end_pending = 1;
         } else {
-            fyp_session_send_data(st->c->sess, st->id, NULL, 0, 1);
+            fyp_session_send_data(st->c->sess, st->id, "", 0, 1);
             st->done = 1;
         }
     } else if (status == FY_ETIMEDOUT) {
@@ -304,7 +304,7 @@ static void st_writable(tstream *st)
     free(st->pend);
     st->pend = NULL;
     if (st->end_pending) {
-        fyp_session_send_data(st->c->sess, st->id, NULL, 0, 1);
+        fyp_session_send_data(st->c->sess, st->id, "", 0, 1);
         st->done = 1;
         st_maybe_free(st);
     } else if (st->call) {

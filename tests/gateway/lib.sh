@@ -6,6 +6,14 @@ BIN=${FERRY_BIN:?FERRY_BIN must point at the build bin directory}
 TBIN=${FERRY_BUILD:?FERRY_BUILD must point at the build directory}/tests
 TMP=$(mktemp -d)
 PIDS=()
+# Sanitizer builds: freed memory waits in ASan's quarantine (256 MiB by
+# default), which would swamp the memory bounds; keep it small. TLS handshakes
+# are much slower there too.
+SANITIZED=0
+if grep -q '^FERRY_SANITIZE:STRING=..*' "$FERRY_BUILD/CMakeCache.txt" 2>/dev/null; then
+    SANITIZED=1
+    export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}quarantine_size_mb=16"
+fi
 cleanup() {
     local p
     for p in "${PIDS[@]}"; do
@@ -48,12 +56,14 @@ json_get() { # json_get FILE KEY
     sed -n "s/.*\"$2\": *\"\{0,1\}\([^\",}]*\)\"\{0,1\}.*/\1/p" "$1" | head -n1
 }
 
-# gw_start ARGS...: runs the gateway on loopback ports 0; sets GW_PID, PUB,
-# TUN, ADM from state.json.
+# gw_start ARGS...: runs the gateway on loopback ports 0 (the previous ports
+# when GW_SAME_PORTS=1); sets GW_PID, PUB, TUN, ADM from state.json.
 gw_start() {
+    local pub=127.0.0.1:0 tun=127.0.0.1:0 adm=127.0.0.1:0
+    if [[ ${GW_SAME_PORTS:-0} == 1 ]]; then pub=$PUB tun=$TUN adm=$ADM; fi
     rm -f "$GW/state.json"
-    "$BIN/ferry-gateway" run --data-dir "$GW" --public-listen 127.0.0.1:0 \
-        --tunnel-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@" >>"$TMP/gw.log" 2>&1 &
+    "$BIN/ferry-gateway" run --data-dir "$GW" --public-listen "$pub" --tunnel-listen "$tun" \
+        --admin-listen "$adm" "$@" >>"$TMP/gw.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
     wait_for 10 grep -q "\"pid\": $GW_PID" "$GW/state.json" || fail "gateway did not write state.json"
@@ -106,18 +116,60 @@ up_stat() {
     curl -sS --max-time 5 "http://127.0.0.1:$UP/stats" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"
 }
 
-# enroll NAME DIR: token + test-runner enrollment into DIR.
+# conns NAME: live tunnel connections the admin API lists for runner NAME.
+conns() {
+    curl -sS --max-time 5 --cacert "$CA" -H "Authorization: Bearer $ADMIN_TOKEN" \
+        "https://$ADM/admin/v1/runners" |
+        python3 -c "import json,sys; j=json.load(sys.stdin); print(sum(len(r['connections']) for r in j['runners'] if r['name']=='$1'))"
+}
+conns_are() { [[ $(conns "$1") == "$2" ]]; }
+# in_flight NAME: requests the gateway is proxying to runner NAME.
+in_flight() {
+    curl -sS --max-time 5 --cacert "$CA" -H "Authorization: Bearer $ADMIN_TOKEN" \
+        "https://$ADM/admin/v1/runners" |
+        python3 -c "import json,sys; j=json.load(sys.stdin); print(sum(r['in_flight'] for r in j['runners'] if r['name']=='$1'))"
+}
+in_flight_ge() { (($(in_flight "$1") >= $2)); }
+
+# The real runner (ferry-runner) for end-to-end traffic.
+# enroll NAME DIR: token + ferry-runner enroll into DIR.
 enroll() {
+    local t
+    t=$(token "$1")
+    "$BIN/ferry-runner" enroll --gateway "$TUN" --token "$t" --ca "$CA" --data-dir "$2" \
+        >"$TMP/enroll.out" 2>&1 || fail "enroll $1: $(cat "$TMP/enroll.out")"
+}
+# runner_start NAME DIR ARGS...: ferry-runner run on DIR with upstream $UP;
+# sets RN_PID, RN_OUT; waits until NAME has $CONNS (default 1) connections
+# more than before, unless NOWAIT=1.
+NRN=0
+runner_start() {
+    local name=$1 dir=$2 before
+    shift 2
+    before=$(conns "$name")
+    NRN=$((NRN + 1))
+    RN_OUT=$TMP/runner.$NRN.out
+    FERRY_TEST_BACKOFF_MS=100 "$BIN/ferry-runner" run --data-dir "$dir" \
+        --upstream "http://127.0.0.1:$UP" --connections "${CONNS:-1}" "$@" >"$RN_OUT" 2>&1 &
+    RN_PID=$!
+    PIDS+=("$RN_PID")
+    if [[ ${NOWAIT:-0} != 1 ]]; then
+        wait_for 10 conns_are "$name" $((before + ${CONNS:-1})) ||
+            fail "runner $name did not connect: $(tail -n 5 "$RN_OUT")"
+    fi
+}
+
+# The test runner (gw_test_runner): for what the real runner never does.
+# tenroll NAME DIR: token + test-runner enrollment into DIR.
+tenroll() {
     local t
     t=$(token "$1")
     "$TBIN/gw_test_runner" enroll --gateway "$TUN" --token "$t" --ca "$CA" --dir "$2" \
         >"$TMP/enroll.out" 2>&1 || fail "enroll $1: $(cat "$TMP/enroll.out")"
 }
-
-# runner_start DIR ARGS...: a test runner; sets RN_PID, RN_OUT. Waits for
+# trunner_start DIR ARGS...: a test runner; sets RN_PID, RN_OUT. Waits for
 # its first tunnel connection unless NOWAIT=1.
-NRN=0
-runner_start() {
+trunner_start() {
     local dir=$1
     shift
     NRN=$((NRN + 1))

@@ -5,10 +5,12 @@ source "$(dirname "$0")/lib.sh"
 N=1000
 ulimit -n 8192 2>/dev/null || true
 gw_init
-gw_start --log-level warn
+# The public side is HTTPS, except under the sanitizers, where 1,000 mbedTLS
+# handshakes at once outlast the handshake timeout; the tunnel is TLS always.
+gw_start --log-level warn $( ((SANITIZED)) && echo --public-plain)
 upstream_start
 enroll alpha "$TMP/ra"
-runner_start "$TMP/ra" --connections 1
+runner_start alpha "$TMP/ra"
 
 # curl runs at most 300 transfers in parallel per process: use several.
 P=4

@@ -60,15 +60,15 @@ expect_refusal 401 token_expired "{\"token\":\"$short\",\"csr\":\"$csr\"}"
 pass "expired token refused"
 
 # The test runner enrolls (key made locally) and serves.
-enroll alpha "$TMP/ra"
-enroll beta "$TMP/rb"
-runner_start "$TMP/ra"
+tenroll alpha "$TMP/ra"
+tenroll beta "$TMP/rb"
+trunner_start "$TMP/ra"
 ALPHA_OUT=$RN_OUT
 [[ $(pub /r/alpha/fixed) == "Hello from ferry" ]] || fail "alpha does not serve"
 pass "enrolled runner connects and serves"
 
 # A runner's certificate cannot claim another runner's name.
-NOWAIT=1 runner_start "$TMP/ra" --hello-name beta --reconnect-ms 0
+NOWAIT=1 trunner_start "$TMP/ra" --hello-name beta --reconnect-ms 0
 wait_for 5 grep -q 'goaway REJECTED' "$RN_OUT" || fail "name claim not rejected: $(cat "$RN_OUT")"
 grep -q '^connected' "$RN_OUT" && fail "name claim got HELLO_ACK"
 c=$(pub -o /dev/null -w '%{http_code}' /r/beta/fixed)
@@ -85,11 +85,11 @@ openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "
     -keyout "$TMP/evil.key" -out "$TMP/evil.csr" 2>/dev/null
 openssl x509 -req -in "$TMP/evil.csr" -CA "$TMP/eca.crt" -CAkey "$TMP/eca.key" -CAcreateserial \
     -days 1 -out "$TMP/evil.crt" 2>/dev/null
-NOWAIT=1 runner_start "$TMP/ra" --cert "$TMP/evil.crt" --key "$TMP/evil.key" --reconnect-ms 0
+NOWAIT=1 trunner_start "$TMP/ra" --cert "$TMP/evil.crt" --key "$TMP/evil.key" --reconnect-ms 0
 wait_for 5 grep -q '^refused\|^closed' "$RN_OUT" || fail "foreign certificate: $(cat "$RN_OUT")"
 grep -q '^connected' "$RN_OUT" && fail "foreign certificate got a tunnel"
 wait_for 2 grep -q 'tunnel TLS handshake failed' "$TMP/gw.log" || fail "no TLS refusal logged"
-NOWAIT=1 runner_start "$TMP/ra" --no-cert --reconnect-ms 0
+NOWAIT=1 trunner_start "$TMP/ra" --no-cert --reconnect-ms 0
 wait_for 5 grep -q '^closed' "$RN_OUT" || fail "no certificate: $(cat "$RN_OUT")"
 grep -q '^connected' "$RN_OUT" && fail "runner without a certificate got a tunnel"
 wait_for 2 grep -q 'no client certificate' "$TMP/gw.log" || fail "no-certificate refusal not logged"
@@ -118,10 +118,10 @@ grep -q '"name":"alpha"[^]]*"revoked_at":[0-9]' "$TMP/r.json" || fail "revoked_a
 pass "revoke: in-flight 502, connection dropped, reconnects refused, 404 after"
 
 # Enrolling again clears the revocation; the old certificate stays refused.
-enroll alpha "$TMP/ra2"
-runner_start "$TMP/ra2"
+tenroll alpha "$TMP/ra2"
+trunner_start "$TMP/ra2"
 [[ $(pub /r/alpha/fixed) == "Hello from ferry" ]] || fail "re-enrolled alpha does not serve"
-NOWAIT=1 runner_start "$TMP/ra" --reconnect-ms 0
+NOWAIT=1 trunner_start "$TMP/ra" --reconnect-ms 0
 wait_for 5 grep -q 'goaway REJECTED' "$RN_OUT" || fail "superseded certificate: $(cat "$RN_OUT")"
 pass "re-enrollment: new certificate serves, the superseded one is refused"
 gw_stop

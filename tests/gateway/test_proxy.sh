@@ -8,7 +8,7 @@ gw_init
 gw_start
 upstream_start --max-body 64MiB
 enroll alpha "$TMP/ra"
-runner_start "$TMP/ra"
+runner_start alpha "$TMP/ra"
 
 body=$(pub /r/alpha/fixed)
 [[ $body == "Hello from ferry" ]] || fail "GET /fixed: '$body'"
@@ -114,7 +114,7 @@ tr -d '\r' <"$TMP/h" | grep -qi '^retry-after: 1$' || fail "503 without Retry-Af
 pass "runner not connected: 503 runner_unavailable, Retry-After"
 
 # Upstream down: the runner answers 502 upstream_unavailable through the tunnel.
-UP=1 runner_start "$TMP/ra"
+UP=1 runner_start alpha "$TMP/ra"
 c=$(pub -o "$TMP/o" -w '%{http_code}' /r/alpha/fixed)
 [[ $c == 502 ]] && grep -q '"code":"upstream_unavailable"' "$TMP/o" || fail "upstream down: $c $(cat "$TMP/o")"
 pass "upstream down: 502 upstream_unavailable"

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The gateway's side of faults and drains: heartbeats find a dead-but-open
+# runner connection (its streams get 502), least-outstanding routing, a
+# runner's GOAWAY (no new work there, in-flight finishes), and the gateway's
+# own SIGTERM drain (in-flight finishes, new connections refused, exit 0,
+# state.json removed), bounded by --drain-timeout.
+source "$(dirname "$0")/lib.sh"
+gw_init
+gw_start --heartbeat 1s
+upstream_start
+enroll alpha "$TMP/ra"
+
+# --- heartbeats: a stalled connection is dropped after 3 silent intervals ---------
+mkfifo "$TMP/fp.in"
+"$TBIN/faultproxy" 127.0.0.1 "${TUN##*:}" <"$TMP/fp.in" >"$TMP/fp.out" 2>&1 &
+PIDS+=("$!")
+exec 7>"$TMP/fp.in"
+wait_for 5 grep -q '^port ' "$TMP/fp.out" || fail "faultproxy did not start"
+PROXY=127.0.0.1:$(sed -n 's/^port //p' "$TMP/fp.out")
+runner_start alpha "$TMP/ra" --gateway "$PROXY" --heartbeat-timeout 60s
+pub -o "$TMP/held" -w '%{http_code}' /r/alpha/hold >"$TMP/held.code" 2>/dev/null &
+cpid=$!
+wait_for 5 in_flight_ge alpha 1 || fail "held request not in flight"
+echo stall >&7
+wait_for 5 grep -q '^ok stall' "$TMP/fp.out" || fail "faultproxy did not stall"
+t0=${EPOCHREALTIME/./}
+wait $cpid || true
+t1=${EPOCHREALTIME/./}
+[[ $(cat "$TMP/held.code") == 502 ]] && grep -q '"code":"runner_disconnected"' "$TMP/held" ||
+    fail "request on a stalled connection: $(cat "$TMP/held.code") $(cat "$TMP/held")"
+grep -q 'runner heartbeat timeout' "$TMP/gw.log" || fail "no heartbeat timeout logged"
+ms=$(((t1 - t0) / 1000))
+((ms >= 2000 && ms <= 5000)) || fail "stall detected after $ms ms (3 x 1 s heartbeats)"
+conns_are alpha 0 || fail "stalled connection still registered"
+pass "stalled runner connection dropped by heartbeats after $ms ms; its request got 502"
+kill9 "$RN_PID"
+echo resume >&7
+
+# --- least-outstanding routing over two connections ----------------------------------
+CONNS=2 runner_start alpha "$TMP/ra"
+for i in 1 2; do
+    pub -o "$TMP/s.$i" "/r/alpha/slow?ms=1500" &
+    S[$i]=$!
+done
+wait_for 5 in_flight_ge alpha 2 || fail "two requests not in flight"
+curl -sS --cacert "$CA" -H "Authorization: Bearer $ADMIN_TOKEN" "https://$ADM/admin/v1/runners" >"$TMP/r.json"
+streams=$(python3 -c "import json; j=json.load(open('$TMP/r.json')); print(sorted(c['streams'] for r in j['runners'] for c in r['connections']))")
+[[ $streams == "[1, 1]" ]] || fail "two requests on two connections spread as $streams"
+wait "${S[1]}" "${S[2]}"
+[[ $(cat "$TMP/s.1") == slow && $(cat "$TMP/s.2") == slow ]] || fail "slow requests"
+pass "least outstanding: two requests, one on each connection"
+FIRST=$RN_PID
+
+# --- a runner's GOAWAY: nothing new goes there, in-flight finishes --------------------
+runner_start alpha "$TMP/ra" # a second process: 3 connections in all
+pub -o "$TMP/s.3" "/r/alpha/slow?ms=1500" &
+S3=$!
+pub -o "$TMP/s.4" "/r/alpha/slow?ms=1500" &
+S4=$!
+wait_for 5 in_flight_ge alpha 2 || fail "requests not in flight"
+kill -TERM "$FIRST"
+wait_for 5 grep -q 'runner sent GOAWAY' "$TMP/gw.log" || fail "GOAWAY not seen"
+for i in $(seq 10); do
+    [[ $(pub /r/alpha/fixed) == "Hello from ferry" ]] || fail "request $i during the runner's drain"
+done
+wait $S3 $S4
+[[ $(cat "$TMP/s.3") == slow && $(cat "$TMP/s.4") == slow ]] || fail "in-flight requests during the runner's drain"
+rc=0
+wait "$FIRST" || rc=$?
+[[ $rc == 0 ]] || fail "draining runner exited $rc"
+wait_for 3 conns_are alpha 1 || fail "drained connections not gone: $(conns alpha)"
+pass "runner GOAWAY: new requests went elsewhere, in-flight ones finished, its connections closed"
+
+# --- the gateway's SIGTERM drain ----------------------------------------------------------
+pub -o "$TMP/s.5" -w '%{http_code}' "/r/alpha/slow?ms=1500" >"$TMP/s.5.code" &
+S5=$!
+wait_for 5 in_flight_ge alpha 1 || fail "request not in flight"
+t0=${EPOCHREALTIME/./}
+kill -TERM "$GW_PID"
+wait_for 3 grep -q 'draining' "$TMP/gw.log" || fail "no drain logged"
+rc=0
+curl -sS --max-time 2 --cacert "$CA" -o /dev/null "$(pub_url /r/alpha/fixed)" 2>/dev/null || rc=$?
+[[ $rc == 7 ]] || fail "a new public connection during the drain: curl exit $rc, want 7 (refused)"
+[[ -e $GW/state.json ]] || fail "state.json removed before the drain finished"
+wait $S5 || true
+[[ $(cat "$TMP/s.5.code") == 200 && $(cat "$TMP/s.5") == slow ]] ||
+    fail "request in flight across SIGTERM: $(cat "$TMP/s.5.code")"
+rc=0
+wait "$GW_PID" || rc=$?
+t1=${EPOCHREALTIME/./}
+[[ $rc == 0 ]] || fail "gateway exited $rc after draining"
+[[ ! -e $GW/state.json ]] || fail "state.json left behind"
+wait_for 3 grep -q 'gateway draining this connection\|goaway' "$RN_OUT" || fail "runner was not told to drain"
+pass "gateway SIGTERM: in-flight request finished (200), new connections refused, exit 0 after $(((t1 - t0) / 1000)) ms"
+
+# --- the drain timeout bounds a request that never ends; a second signal stops at once ----
+GW_SAME_PORTS=1 gw_start --drain-timeout 1s
+wait_for 10 conns_are alpha 1 || fail "runner did not come back"
+pub -o /dev/null /r/alpha/hold 2>/dev/null &
+H=$!
+wait_for 5 in_flight_ge alpha 1 || fail "hold not in flight"
+t0=${EPOCHREALTIME/./}
+gw_stop
+t1=${EPOCHREALTIME/./}
+ms=$(((t1 - t0) / 1000))
+((ms >= 900 && ms < 3000)) || fail "drain with a stuck request took $ms ms (timeout 1 s)"
+wait $H || true
+wait_for 2 bash -c "[[ \$(curl -sS http://127.0.0.1:$UP/stats | sed -n 's/.*\"holds_aborted\":\([0-9]*\).*/\1/p') -ge 1 ]]" ||
+    fail "the stuck upstream call was not cancelled"
+GW_SAME_PORTS=1 gw_start
+wait_for 10 conns_are alpha 1 || fail "runner did not come back"
+pub -o /dev/null /r/alpha/hold 2>/dev/null &
+wait_for 5 in_flight_ge alpha 1 || fail "hold not in flight"
+t0=${EPOCHREALTIME/./}
+kill -TERM "$GW_PID"
+sleep 0.2
+kill -INT "$GW_PID"
+rc=0
+wait "$GW_PID" || rc=$?
+t1=${EPOCHREALTIME/./}
+[[ $rc == 0 ]] || fail "gateway exited $rc after a second signal"
+(((t1 - t0) / 1000 < 1500)) || fail "second signal: stopped after $(((t1 - t0) / 1000)) ms"
+pass "drain timeout ends a stuck request after $ms ms; a second signal stops at once"
