@@ -15,6 +15,8 @@
 #define ID_RANDOM_BYTES 12 /* "key_" + 16 base64url chars */
 #define N_SCOPES        3
 
+/* The fields a check reads first (reference count, revocation, expiry,
+ * digest) come first, so they usually share a cache line. */
 struct fy_key {
     atomic_int refs;    /* the index holds one */
     atomic_int revoked; /* set by fy_keys_revoke; read without the lock */
@@ -169,7 +171,7 @@ fy_auth_outcome fy_keys_parse(const fy_http_header *h, size_t n, const char **ke
         const char *name = h[i].name;
         size_t nl = hlen(name, h[i].name_len);
         const char *v = h[i].value ? h[i].value : "";
-        size_t vl = hlen(h[i].value, h[i].value_len);
+        size_t vl = h[i].value ? hlen(h[i].value, h[i].value_len) : 0;
         if (!name) {
             continue;
         }

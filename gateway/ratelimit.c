@@ -238,36 +238,77 @@ void fy_rl_charge(fy_rl *rl, int64_t now, int64_t tokens)
 
 /* --- formatting ------------------------------------------------------------------ */
 
+/* Decimal text of V (>= 0) into OUT; returns the length. The headers go on
+ * every response, so this avoids snprintf's cost. */
+static size_t put_int(char *out, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? 0 : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = tmp[n - 1 - i];
+    }
+    out[n] = 0;
+    return n;
+}
+
+/* Appends S (LEN bytes) at *O in OUT (OUTLEN bytes), truncating like
+ * snprintf; *O counts what would have been written. */
+static void emit(char *out, size_t outlen, size_t *o, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++, (*o)++) {
+        if (*o + 1 < outlen) {
+            out[*o] = s[i];
+        }
+    }
+}
+
+static void emit_int(char *out, size_t outlen, size_t *o, int64_t v)
+{
+    char t[24];
+    emit(out, outlen, o, t, put_int(t, v));
+}
+
 size_t fy_rl_format_duration(int64_t ns, char *out, size_t outlen)
 {
-    int n;
+    size_t o = 0;
     if (ns <= 0) {
-        n = snprintf(out, outlen, "0s");
-        return n < 0 ? 0 : (size_t)n;
-    }
-    int64_t ms = ns / NS_PER_MS + (ns % NS_PER_MS ? 1 : 0);
-    if (ms < 1000) {
-        n = snprintf(out, outlen, "%lldms", (long long)ms);
-        return n < 0 ? 0 : (size_t)n;
-    }
-    int64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, frac = ms % 1000;
-    char hm[48] = "";
-    if (h) {
-        snprintf(hm, sizeof hm, "%lldh%lldm", (long long)h, (long long)m);
-    } else if (m) {
-        snprintf(hm, sizeof hm, "%lldm", (long long)m);
-    }
-    if (frac) {
-        char f[8];
-        snprintf(f, sizeof f, "%03lld", (long long)frac);
-        for (int i = 2; i > 0 && f[i] == '0'; i--) {
-            f[i] = 0; /* "1.500" -> "1.5", as Go prints it */
-        }
-        n = snprintf(out, outlen, "%s%lld.%ss", hm, (long long)s, f);
+        emit(out, outlen, &o, "0s", 2);
     } else {
-        n = snprintf(out, outlen, "%s%llds", hm, (long long)s);
+        int64_t ms = ns / NS_PER_MS + (ns % NS_PER_MS ? 1 : 0);
+        if (ms < 1000) {
+            emit_int(out, outlen, &o, ms);
+            emit(out, outlen, &o, "ms", 2);
+        } else {
+            int64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, frac = ms % 1000;
+            if (h) {
+                emit_int(out, outlen, &o, h);
+                emit(out, outlen, &o, "h", 1);
+            }
+            if (h || m) {
+                emit_int(out, outlen, &o, m);
+                emit(out, outlen, &o, "m", 1);
+            }
+            emit_int(out, outlen, &o, s);
+            if (frac) {
+                /* "1.500" -> "1.5", as Go prints it */
+                char f[4] = {(char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+                             (char)('0' + frac % 10), 0};
+                size_t fl = f[2] != '0' ? 3 : f[1] != '0' ? 2 : 1;
+                emit(out, outlen, &o, ".", 1);
+                emit(out, outlen, &o, f, fl);
+            }
+            emit(out, outlen, &o, "s", 1);
+        }
     }
-    return n < 0 ? 0 : (size_t)n;
+    if (outlen) {
+        out[o < outlen ? o : outlen - 1] = 0;
+    }
+    return o;
 }
 
 int64_t fy_rl_retry_after_s(int64_t ns)
@@ -276,37 +317,40 @@ int64_t fy_rl_retry_after_s(int64_t ns)
     return s < 1 ? 1 : s;
 }
 
-static void put(fy_rl_header_buf *buf, size_t *n, const char *name, const char *fmt, int64_t v)
+static void put(fy_rl_header_buf *buf, size_t *n, const char *name, size_t name_len, int64_t v)
 {
-    snprintf(buf->text[*n], FY_RL_VALUE_MAX, fmt, (long long)v);
-    buf->h[*n] = (fy_http_header){name, buf->text[*n], strlen(name), strlen(buf->text[*n])};
+    size_t len = put_int(buf->text[*n], v);
+    buf->h[*n] = (fy_http_header){name, buf->text[*n], name_len, len};
     (*n)++;
 }
 
-static void put_duration(fy_rl_header_buf *buf, size_t *n, const char *name, int64_t ns)
+static void put_duration(fy_rl_header_buf *buf, size_t *n, const char *name, size_t name_len,
+                         int64_t ns)
 {
-    fy_rl_format_duration(ns, buf->text[*n], FY_RL_VALUE_MAX);
-    buf->h[*n] = (fy_http_header){name, buf->text[*n], strlen(name), strlen(buf->text[*n])};
+    size_t len = fy_rl_format_duration(ns, buf->text[*n], FY_RL_VALUE_MAX);
+    buf->h[*n] = (fy_http_header){name, buf->text[*n], name_len, len};
     (*n)++;
 }
+
+#define NAME(s) s, sizeof(s) - 1
 
 size_t fy_rl_headers(const fy_rl_result *res, fy_rl_header_buf *buf)
 {
     size_t n = 0;
     if (res->limit_requests > 0) {
-        put(buf, &n, "x-ratelimit-limit-requests", "%lld", res->limit_requests);
-        put(buf, &n, "x-ratelimit-remaining-requests", "%lld", res->remaining_requests);
-        put_duration(buf, &n, "x-ratelimit-reset-requests", res->reset_requests_ns);
+        put(buf, &n, NAME("x-ratelimit-limit-requests"), res->limit_requests);
+        put(buf, &n, NAME("x-ratelimit-remaining-requests"), res->remaining_requests);
+        put_duration(buf, &n, NAME("x-ratelimit-reset-requests"), res->reset_requests_ns);
     }
     if (res->limit_tokens > 0) {
-        put(buf, &n, "x-ratelimit-limit-tokens", "%lld", res->limit_tokens);
-        put(buf, &n, "x-ratelimit-remaining-tokens", "%lld", res->remaining_tokens);
-        put_duration(buf, &n, "x-ratelimit-reset-tokens", res->reset_tokens_ns);
+        put(buf, &n, NAME("x-ratelimit-limit-tokens"), res->limit_tokens);
+        put(buf, &n, NAME("x-ratelimit-remaining-tokens"), res->remaining_tokens);
+        put_duration(buf, &n, NAME("x-ratelimit-reset-tokens"), res->reset_tokens_ns);
     }
     if (!res->allowed) {
-        put(buf, &n, "retry-after", "%lld", fy_rl_retry_after_s(res->retry_after_ns));
+        put(buf, &n, NAME("retry-after"), fy_rl_retry_after_s(res->retry_after_ns));
         int64_t ms = res->retry_after_ns / NS_PER_MS + (res->retry_after_ns % NS_PER_MS ? 1 : 0);
-        put(buf, &n, "retry-after-ms", "%lld", ms < 1 ? 1 : ms);
+        put(buf, &n, NAME("retry-after-ms"), ms < 1 ? 1 : ms);
     }
     return n;
 }
