@@ -9,7 +9,9 @@
  *            fy_rl_header_buf hb;
  *            size_t n = fy_rl_headers(&rr, &hb);
  *            ... 429 with hb.h[0..n), code fy_rl_kind_code(rr.denied_by),
- *            message fy_rl_kind_message(rr.denied_by) ...
+ *            message fy_rl_kind_message(rr.denied_by);
+ *            fy_metrics_gw_ratelimited(&gw->metrics,
+ *                                      fy_rl_kind_name(rr.denied_by)) ...
  *        }
  *   2. on the response head (fy_http_respond / fy_http_res_start, so the
  *      headers precede the first byte of a streamed body): append the
@@ -23,11 +25,12 @@
  *   Requests: GCRA with emission interval T = ceil(60 s / rpm) and a burst
  *   of B requests (B = ceil(rpm / 6) by default: ten seconds' worth, at
  *   least 1). A request is admitted when it fits (the "theoretical arrival
- *   time" stays within B*T of now); a denied request costs nothing. At a
- *   steady arrival faster than the limit exactly one request per T gets
- *   through, so exactly rpm per minute; over any interval of length W at
- *   most B + ceil(W / T) - 1 requests are admitted (the burst plus the
- *   rate). Rounding T up means the rate never exceeds rpm.
+ *   time" stays within B*T of now); a denied request costs nothing. Under
+ *   a steady arrival faster than the limit, admissions settle to one per T
+ *   (exactly T apart when arrivals fall on T's grid, and then every 60 s
+ *   window holds exactly rpm). Over any interval of length W at most
+ *   B + ceil(W / T) - 1 requests are admitted, whatever the arrivals: the
+ *   burst plus the rate. Rounding T up means the rate never exceeds rpm.
  *   Tokens: a bucket of tpm tokens refilled at tpm per minute. A request is
  *   admitted while the bucket is not negative (its cost is unknown until the
  *   runner reports usage); fy_rl_charge then takes the real count, which may
@@ -46,6 +49,11 @@
  * bucket at admission, before this request is charged. Denials add
  * Retry-After (whole seconds, rounded up, >= 1) and retry-after-ms (which
  * the OpenAI SDKs prefer).
+ *
+ * State lives in memory only: a gateway restart gives every key an empty
+ * history (a full burst, a full token bucket). Limits shared by several
+ * gateway replicas need the shared store (a later milestone); per-replica
+ * limiters would multiply the limit by the number of replicas.
  *
  * Time: every call takes NOW, a monotonic clock in nanoseconds
  * (fy_rl_now(), or any other source in tests). Calls on one limiter must
