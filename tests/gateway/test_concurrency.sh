@@ -5,9 +5,12 @@ source "$(dirname "$0")/lib.sh"
 N=1000
 ulimit -n 8192 2>/dev/null || true
 gw_init
-# The public side is HTTPS, except under the sanitizers, where 1,000 mbedTLS
-# handshakes at once outlast the handshake timeout; the tunnel is TLS always.
-gw_start --log-level warn $( ((SANITIZED)) && echo --public-plain)
+# The streams under test are the tunnel's (TLS, one connection); the public
+# side is plain HTTP here because 1,000 public TLS handshakes at once on a
+# loaded 2-core machine can outlast the handshake timeout, which would test
+# mbedTLS's ECDSA speed rather than the tunnel. Public HTTPS is covered by
+# every other test.
+gw_start --log-level warn --public-plain
 upstream_start
 enroll alpha "$TMP/ra"
 runner_start alpha "$TMP/ra"

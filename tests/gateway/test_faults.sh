@@ -30,7 +30,7 @@ t1=${EPOCHREALTIME/./}
     fail "request on a stalled connection: $(cat "$TMP/held.code") $(cat "$TMP/held")"
 grep -q 'runner heartbeat timeout' "$TMP/gw.log" || fail "no heartbeat timeout logged"
 ms=$(((t1 - t0) / 1000))
-((ms >= 2000 && ms <= 5000)) || fail "stall detected after $ms ms (3 x 1 s heartbeats)"
+((ms >= 2000 && ms <= 6000)) || fail "stall detected after $ms ms (3 x 1 s heartbeats)"
 conns_are alpha 0 || fail "stalled connection still registered"
 pass "stalled runner connection dropped by heartbeats after $ms ms; its request got 502"
 kill9 "$RN_PID"
@@ -103,7 +103,7 @@ t0=${EPOCHREALTIME/./}
 gw_stop
 t1=${EPOCHREALTIME/./}
 ms=$(((t1 - t0) / 1000))
-((ms >= 900 && ms < 3000)) || fail "drain with a stuck request took $ms ms (timeout 1 s)"
+((ms >= 900 && ms < 5000)) || fail "drain with a stuck request took $ms ms (timeout 1 s)"
 wait $H || true
 wait_for 2 bash -c "[[ \$(curl -sS http://127.0.0.1:$UP/stats | sed -n 's/.*\"holds_aborted\":\([0-9]*\).*/\1/p') -ge 1 ]]" ||
     fail "the stuck upstream call was not cancelled"
@@ -119,5 +119,5 @@ rc=0
 wait "$GW_PID" || rc=$?
 t1=${EPOCHREALTIME/./}
 [[ $rc == 0 ]] || fail "gateway exited $rc after a second signal"
-(((t1 - t0) / 1000 < 1500)) || fail "second signal: stopped after $(((t1 - t0) / 1000)) ms"
+(((t1 - t0) / 1000 < 3000)) || fail "second signal: stopped after $(((t1 - t0) / 1000)) ms"
 pass "drain timeout ends a stuck request after $ms ms; a second signal stops at once"
