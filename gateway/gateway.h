@@ -38,7 +38,8 @@
 #define FY_GW_DEFAULT_MAX_BODY    (1024ULL * 1024 * 1024)
 #define FY_GW_ENROLL_MAX_BODY     (16 * 1024) /* POST /v1/enroll */
 #define FY_GW_ADMIN_MAX_BODY      (64 * 1024)
-#define FY_GW_ENROLL_MAX_CONNS    256 /* runners enrolling at once */
+#define FY_GW_ENROLL_MAX_CONNS    256  /* runners enrolling at once */
+#define FY_GW_MAX_TUNNEL_CONNS    4096 /* tunnel listener connections, handshaking included */
 #define FY_GW_TOKEN_DEFAULT_TTL_S 3600
 #define FY_GW_TOKEN_MAX_TTL_S     (30LL * 86400)
 #define FY_GW_RUNNER_CERT_DAYS    365
@@ -118,6 +119,7 @@ struct fy_gw {
     uv_check_t flush_check; /* runs the flushes, so a turn's frames go out in one write */
     uv_idle_t flush_idle;   /* active while dirty: the loop must not block before the check */
     uint64_t next_conn_id;
+    size_t n_tunnel;    /* gw_conn objects alive (FY_GW_MAX_TUNNEL_CONNS) */
     size_t n_px;        /* public requests being proxied */
     uint64_t n_proxied; /* total, for status */
 

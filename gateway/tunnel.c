@@ -54,6 +54,7 @@ static void conn_unref(gw_conn *c)
         c->next->prev = c->prev;
     }
     fyp_session_free(c->sess);
+    gw->n_tunnel--;
     free(c);
 }
 
@@ -501,7 +502,9 @@ static void conn_on_handshake(fy_stream *tls, int status, void *arg)
 
 void fy_gw_tunnel_accept(fy_gw *gw, fy_stream *tcp)
 {
-    gw_conn *c = calloc(1, sizeof *c);
+    /* A stranger can open connections without finishing a handshake (each
+     * is bounded by the TLS handshake timeout); their number is bounded too. */
+    gw_conn *c = gw->n_tunnel < FY_GW_MAX_TUNNEL_CONNS ? calloc(1, sizeof *c) : NULL;
     if (!c) {
         fy_stream_close(tcp, NULL);
         return;
@@ -519,6 +522,7 @@ void fy_gw_tunnel_accept(fy_gw *gw, fy_stream *tcp)
     s->data = c;
     s->on_read = conn_on_read;
     c->refs = 1;
+    gw->n_tunnel++;
     c->next = gw->conns;
     if (gw->conns) {
         gw->conns->prev = c;

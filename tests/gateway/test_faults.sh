@@ -121,3 +121,20 @@ t1=${EPOCHREALTIME/./}
 [[ $rc == 0 ]] || fail "gateway exited $rc after a second signal"
 (((t1 - t0) / 1000 < 3000)) || fail "second signal: stopped after $(((t1 - t0) / 1000)) ms"
 pass "drain timeout ends a stuck request after $ms ms; a second signal stops at once"
+
+# --- a runner's stream limit: the next request gets 503 runner_busy, not a hang -----------
+GW_SAME_PORTS=1 gw_start
+kill9 "$RN_PID"
+wait_for 5 conns_are alpha 0 || fail "old runner still connected"
+runner_start alpha "$TMP/ra" --max-streams 1
+pub -o "$TMP/s.6" "/r/alpha/slow?ms=1000" &
+S6=$!
+wait_for 5 in_flight_ge alpha 1 || fail "request not in flight"
+c=$(pub -D "$TMP/h" -o "$TMP/o" -w '%{http_code}' /r/alpha/fixed)
+[[ $c == 503 ]] && grep -q '"code":"runner_busy"' "$TMP/o" || fail "over the stream limit: $c $(cat "$TMP/o")"
+tr -d '\r' <"$TMP/h" | grep -qi '^retry-after: 1$' || fail "runner_busy without Retry-After"
+wait $S6
+[[ $(cat "$TMP/s.6") == slow ]] || fail "the request within the limit"
+[[ $(pub /r/alpha/fixed) == "Hello from ferry" ]] || fail "request after the stream freed"
+pass "runner's MAX_CONCURRENT_STREAMS reached: 503 runner_busy with Retry-After; served once free"
+gw_stop
