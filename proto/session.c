@@ -1297,6 +1297,14 @@ ssize_t fyp_session_send_data(fyp_session *s, uint32_t id, const void *data, siz
     }
     size_t chunk_max =
         s->peer.max_frame_size < FYP_DATA_CHUNK ? s->peer.max_frame_size : FYP_DATA_CHUNK;
+    if (!data) {
+        /* Only an empty END_STREAM may come without bytes; "" keeps the
+         * pointer arithmetic below defined. */
+        if (len) {
+            return FY_EINVAL;
+        }
+        data = "";
+    }
     size_t before = s->out.len;
     size_t off = 0;
     do {

@@ -934,6 +934,9 @@ static void test_request_response_trailers(void **state)
     assert_int_equal(fyp_session_respond(rn.s, 1, &resp, 0), 0);
     assert_int_equal(fyp_session_respond(rn.s, 1, &resp, 0), FY_EINVAL);
     assert_int_equal(fyp_session_send_data(rn.s, 1, "data: hi\n\n", 10, 0), 10);
+    /* Bytes without a pointer are refused; NULL is fine for an empty piece. */
+    assert_int_equal(fyp_session_send_data(rn.s, 1, NULL, 5, 0), FY_EINVAL);
+    assert_int_equal(fyp_session_send_data(rn.s, 1, NULL, 0, 0), 0);
     static const fyp_field fin[] = {FYP_FIELD("x-finish-reason", "stop")};
     fyp_trailers tr = {1, 12, 34, {fin, 1}};
     assert_int_equal(fyp_session_send_trailers(rn.s, 1, &tr), 0);
