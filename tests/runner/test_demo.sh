@@ -5,6 +5,15 @@
 source "$(dirname "$0")/../tunnel/lib.sh"
 SRC=${FERRY_SRC:?}
 QS=$TMP/qs
+# On failure, show the demo's own logs too.
+eval "lib_$(declare -f fail)"
+fail() {
+    local f
+    for f in "$QS"/logs/*.log; do
+        [[ -f $f ]] && { echo "--- $(basename "$f")" >&2; tail -n 15 "$f" >&2; }
+    done
+    lib_fail "$@"
+}
 running() { pgrep -f -- "$QS" >/dev/null; }
 stopped() { ! running; }
 

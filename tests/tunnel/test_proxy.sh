@@ -25,8 +25,9 @@ gw_init
 gw_start --log-level warn
 up_start --max-body 2GiB
 enroll r1 "$TMP/r1"
-rn_start "$TMP/r1" --log-level warn
-wait_conns r1 2
+# One connection, so every stream below shares one tunnel.
+rn_start "$TMP/r1" --connections 1 --log-level warn
+wait_conns r1 1
 
 [[ $(pub /r/r1/fixed) == "Hello from ferry" ]] || fail "GET /fixed"
 pub -H 'X-Custom: yes' -H 'Connection: keep-alive, X-Drop' -H 'X-Drop: 1' "/r/r1/echo?q=1&b=%20" \
@@ -78,6 +79,31 @@ if [[ $SANITIZED == 0 ]]; then
     [[ $gw_kb -lt $limit && $rn_kb -lt $limit ]] || fail "peak RSS too high: gateway $gw_kb, runner $rn_kb KiB"
 fi
 pass "$BIG_MIB MiB streamed up and down, checksummed, memory bounded"
+
+# A slow public client stalls only its own stream: the runner pauses that
+# upstream call (its memory stays flat) while another stream on the same
+# tunnel connection runs at full speed.
+curl -sS --max-time 6 --limit-rate 100K --cacert "$CA" -o /dev/null \
+    "https://$PUB/r/r1/big?bytes=$((64 * 1048576))" 2>/dev/null &
+slow=$!
+PIDS+=("$slow")
+sleep 1
+rss0=$(awk '/VmRSS/ {print $2}' "/proc/$RN_PID/status")
+t0=$(now_ms)
+got=$(pub "/r/r1/big?bytes=$((8 * 1048576))" | sha256sum | cut -d' ' -f1)
+t1=$(now_ms)
+[[ $got == "$(big_sha $((8 * 1048576)))" ]] || fail "the fast download differs"
+((t1 - t0 < 3000)) || fail "8 MiB beside a slow client took $((t1 - t0)) ms"
+sleep 1
+rss1=$(awk '/VmRSS/ {print $2}' "/proc/$RN_PID/status")
+kill -0 "$slow" 2>/dev/null || fail "the slow client finished: no backpressure to test"
+kill "$slow" 2>/dev/null || true
+wait "$slow" 2>/dev/null || true
+echo "  beside a 100 KB/s client: 8 MiB in $((t1 - t0)) ms; runner RSS ${rss0} -> ${rss1} KiB"
+if [[ $SANITIZED == 0 ]]; then
+    ((rss1 - rss0 < 8192)) || fail "runner memory grew by $((rss1 - rss0)) KiB behind a slow client"
+fi
+pass "a slow client is held back by flow control; another stream runs at full speed"
 
 # SSE: each event reaches the client within a few ms of the upstream writing it.
 curl -sS -N --max-time 20 --cacert "$CA" -D "$TMP/sse.h" "https://$PUB/r/r1/sse?n=6&delay_ms=200" |
