@@ -253,6 +253,9 @@ int fy_rn_enroll_main(int argc, char **argv)
     }
     while (!ec.done && uv_run(&loop, UV_RUN_ONCE)) {
     }
+    if (!ec.done) {
+        ec.status = FY_EIO; /* the loop ran dry without an answer */
+    }
     if (ec.status) {
         fprintf(stderr, "ferry-runner enroll: cannot enroll with %s: %s\n", gateway,
                 transport_hint(ec.status));

@@ -135,6 +135,19 @@ static fyp_session *st_sess(fy_rn_stream *st)
     return fy_rn__conn_session(st->conn);
 }
 
+/* Returns the credit held back for request bytes the call had not drained:
+ * once the call is gone nothing holds them, and the rest of the body must
+ * still be able to arrive (to be dropped). */
+static void st_release_credit(fy_rn_stream *st)
+{
+    st->blocked = 0;
+    if (st->unconsumed) {
+        fyp_session_consume(st_sess(st), st->id, st->unconsumed);
+        st->unconsumed = 0;
+        fy_rn__conn_kick(st->conn);
+    }
+}
+
 static void st_free(fy_rn_stream *st)
 {
     fy_rn_upstream *up = st->up;
@@ -354,6 +367,7 @@ static void call_on_response(fy_http_call *call, const fy_http_response *res, vo
     if (status < 200 || status > 599) {
         fy_http_call_cancel(call);
         st->call = NULL;
+        st_release_credit(st);
         st_respond_error(st, 502, "upstream_bad_response",
                          "the upstream answered an invalid status");
         return;
@@ -363,6 +377,7 @@ static void call_on_response(fy_http_call *call, const fy_http_response *res, vo
     if (rc == FY_ETOOBIG) {
         fy_http_call_cancel(call);
         st->call = NULL;
+        st_release_credit(st);
         st_respond_error(st, 502, "upstream_bad_response",
                          "the upstream's response headers are too large for the tunnel");
         return;
@@ -412,6 +427,7 @@ static void call_on_done(fy_http_call *call, int status, void *arg)
     (void)call;
     fy_rn_stream *st = arg;
     st->call = NULL; /* freed when this returns */
+    st_release_credit(st);
     if (st->end_pending) {
         st_pump(st); /* an error answer is on its way */
         return;
@@ -427,13 +443,7 @@ static void call_on_done(fy_http_call *call, int status, void *arg)
 static void call_on_drain(fy_http_call *call, void *arg)
 {
     (void)call;
-    fy_rn_stream *st = arg;
-    st->blocked = 0;
-    if (st->unconsumed) {
-        fyp_session_consume(st_sess(st), st->id, st->unconsumed);
-        st->unconsumed = 0;
-        fy_rn__conn_kick(st->conn);
-    }
+    st_release_credit(arg);
 }
 
 /* --- the tunnel's entry points -------------------------------------------------- */
@@ -598,6 +608,7 @@ void fy_rn_stream_on_data(fy_rn_stream *st, const char *data, size_t len, int en
                 /* The body did not match its Content-Length. */
                 fy_http_call_cancel(st->call);
                 st->call = NULL;
+                st_release_credit(st);
                 if (!st->responded) {
                     st_respond_error(st, 400, "invalid_request",
                                      "the request body does not match its Content-Length");
@@ -620,6 +631,12 @@ void fy_rn_stream_on_reset(fy_rn_stream *st, uint32_t code, int remote)
 {
     /* The session already dropped the stream's unconsumed data. */
     st->unconsumed = 0;
+    if (st->resp_ended) {
+        /* The whole response went out; the gateway only gave up sending the
+         * rest of a request body nobody reads. */
+        st_free(st);
+        return;
+    }
     st->canceled = 1;
     st->outcome = code == FYP_ERR_CANCEL ? "canceled"
                   : remote               ? "reset_by_gateway"

@@ -54,6 +54,11 @@ pub -X POST --data-binary @"$TMP/1m" /r/r1/echo >"$TMP/echo.json"
     fail "GET 1 MiB body differs"
 code=$(pub -o /dev/null -w '%{http_code}' '/r/r1/status?code=404')
 [[ $code == 404 ]] || fail "upstream status 404 came back as $code"
+# An upstream that answers before reading a large body: the answer arrives,
+# nothing waits for the unread rest, and the tunnel keeps serving.
+code=$({ head -c $((8 * 1048576)) /dev/zero || true; } |
+    pub --max-time 10 -X POST -T - -o /dev/null -w '%{http_code}' '/r/r1/status?code=413')
+[[ $code == 413 ]] || fail "an early 413 came back as $code"
 pass "POST 0 B and 1 MiB, GET 1 MiB, upstream statuses, checksummed"
 
 # A large upload (streamed, chunked: curl -T -) and download, checksummed.
