@@ -7,10 +7,11 @@
 # loopback ports, creates a one-time enrollment token with `ferry`, enrolls a
 # runner with the gateway CA's fingerprint, starts a small local HTTP server
 # (python3 -m http.server on 127.0.0.1) as the runner's upstream, starts the
-# runner, and sends a real request through the tunnel with curl. Then it stops
-# everything it started, unless --keep is given (then it prints how to stop
-# them: `deploy/demo.sh --stop`). Running it again reuses the gateway's data
-# dir and enrolls the runner afresh. quickstart.sh runs it after building.
+# runner, creates an API key with `ferry keys create` and sends a real request
+# with it through the tunnel with curl. Then it stops everything it started,
+# unless --keep is given (then it prints how to stop them: `deploy/demo.sh
+# --stop`). Running it again reuses the gateway's data dir, enrolls the runner
+# afresh and replaces the key. quickstart.sh runs it after building.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 BUILD=build
@@ -23,7 +24,7 @@ while [[ $# -gt 0 ]]; do
     --dir) DIR=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --stop) STOP=1; shift ;;
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -137,9 +138,22 @@ echo "    http://127.0.0.1:$UP/"
 say "ferry-runner run --data-dir $RN --upstream http://127.0.0.1:$UP"
 "$BIN/ferry-runner" run --data-dir "$RN" --upstream "http://127.0.0.1:$UP" >>"$LOGS/runner.log" 2>&1 &
 started $!
+
+say "ferry keys create --name demo --rpm 600"
+# A fresh key per run; the previous run's key is revoked (it was shown once).
+if [[ -s $DIR/key.id ]]; then
+    "$BIN/ferry" --data-dir "$GW" keys revoke "$(cat "$DIR/key.id")" >/dev/null 2>&1 || true
+fi
+"$BIN/ferry" --data-dir "$GW" keys create --name demo --rpm 600 >"$DIR/key.out"
+sed '$d' "$DIR/key.out" | sed 's/^/    /'
+KEY=$(tail -n1 "$DIR/key.out")
+sed -n 's/^API key \(key_[^ ]*\) .*/\1/p' "$DIR/key.out" >"$DIR/key.id"
+rm -f "$DIR/key.out"
+echo "    (key: ${KEY:0:8}..., shown once)"
+
 URL=https://$PUB/r/demo/
-CURL="curl --cacert $GW/ca.crt $URL"
-wait_for 15 curl -sSf --max-time 2 --cacert "$GW/ca.crt" "$URL" || {
+CURL="curl --cacert $GW/ca.crt $URL -H x-api-key:$KEY"
+wait_for 15 curl -sSf --max-time 2 --cacert "$GW/ca.crt" -H "x-api-key: $KEY" "$URL" || {
     echo "demo.sh: no answer through the tunnel; see $LOGS" >&2
     exit 1
 }

@@ -1,9 +1,20 @@
 /* admin.c: the admin API on the admin listener (HTTPS, loopback by default).
  *
  * Every call needs "Authorization: Bearer <admin token>", checked in constant
- * time against the SHA-256 of DIR/admin.token. Answers are JSON; errors use
- * the OpenAI error shape. Secrets are returned once (a new enrollment token)
- * and never logged or listed. */
+ * time against the SHA-256 of DIR/admin.token -- GET /metrics too (Prometheus
+ * sends it with `authorization: {credentials_file: .../admin.token}`).
+ * Answers are JSON (the metrics page is Prometheus text); errors use the
+ * OpenAI error shape. Secrets are returned once (a new enrollment token or
+ * API key) and never logged or listed.
+ *
+ *   GET  /admin/v1/status
+ *   GET  /admin/v1/tokens              POST /admin/v1/tokens
+ *   GET  /admin/v1/runners             POST /admin/v1/runners/NAME/revoke
+ *   GET  /admin/v1/keys                POST /admin/v1/keys
+ *   GET  /admin/v1/keys/ID             PATCH /admin/v1/keys/ID
+ *   POST /admin/v1/keys/ID/revoke
+ *   GET  /admin/v1/usage[?key=ID&by=hour|total]
+ *   GET  /metrics */
 #include "gateway/gateway.h"
 
 #include "common/crypto.h"
@@ -12,8 +23,11 @@
 #include "common/secret.h"
 #include "fy_version.h"
 #include "gateway/datadir.h"
+#include "gateway/keys.h"
+#include "gateway/metrics.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +35,8 @@
 #include <time.h>
 
 #define ADM_LOG "admin"
+/* The store's ceiling for a limit: far above any real one, keeps rate math in range. */
+#define ADM_LIMIT_MAX ((json_int_t)1 << 40)
 
 static void respond_json(fy_http_req *req, int status, json_t *o)
 {
@@ -210,6 +226,464 @@ static void runner_revoke(fy_gw *gw, fy_http_req *req, const char *name)
                            "connections_dropped", dropped));
 }
 
+/* --- API keys ------------------------------------------------------------------------ */
+
+/* "a,b" -> ["a","b"]; "" -> []. */
+static json_t *scope_array(const char *list)
+{
+    json_t *a = json_array();
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        json_array_append_new(a, json_stringn(p, n));
+        p += n + (p[n] == ',');
+    }
+    return a;
+}
+
+static json_t *usage_json(const fy_store_usage *u)
+{
+    return json_pack("{s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)u->requests, "prompt_tokens",
+                     (json_int_t)u->prompt_tokens, "completion_tokens",
+                     (json_int_t)u->completion_tokens, "bytes_in", (json_int_t)u->bytes_in,
+                     "bytes_out", (json_int_t)u->bytes_out);
+}
+
+/* A key as the API shows it: never the key itself nor its hash. */
+static json_t *key_json(const fy_store_key *k)
+{
+    return json_pack(
+        "{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:o,s:o,s:o,s:I,s:o,s:o,s:o}", "id", k->id, "name", k->name,
+        "owner", k->owner, "prefix", k->prefix, "rpm", (json_int_t)k->rpm, "tpm",
+        (json_int_t)k->tpm, "concurrency", (json_int_t)k->concurrency, "models",
+        scope_array(k->models), "runners", scope_array(k->runners), "hooks", scope_array(k->hooks),
+        "created_at", (json_int_t)k->created_at, "expires_at", time_or_null(k->expires_at),
+        "revoked_at", time_or_null(k->revoked_at), "last_used_at", time_or_null(k->last_used_at));
+}
+
+/* A scope list from JSON: an array of names or one comma-separated string
+ * (null: any). Names of runners must be runner names. */
+static const char *scope_from_json(json_t *v, char out[FY_STORE_SCOPE_MAX], int runners)
+{
+    fy_buf b;
+    const char *bad = NULL;
+    fy_buf_init(&b, FY_STORE_SCOPE_MAX - 1);
+    if (json_is_string(v)) {
+        if (fy_buf_append_str(&b, json_string_value(v))) {
+            bad = "is too long";
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x)
+        {
+            if (!json_is_string(x)) {
+                bad = "must hold only strings";
+                break;
+            }
+            if ((i && fy_buf_append(&b, ",", 1)) || fy_buf_append_str(&b, json_string_value(x))) {
+                bad = "is too long";
+                break;
+            }
+        }
+    } else if (!json_is_null(v)) {
+        bad = "must be an array of names or a comma-separated string";
+    }
+    if (!bad) {
+        snprintf(out, FY_STORE_SCOPE_MAX, "%.*s", (int)b.len, b.data ? b.data : "");
+        if (!fy_store_scope_valid(out)) {
+            bad = "must be names of 1..128 printable characters without spaces or commas";
+        }
+    }
+    for (const char *p = out; !bad && runners && *p;) {
+        size_t n = strcspn(p, ",");
+        char nm[FY_STORE_NAME_MAX];
+        if (n >= sizeof nm) {
+            bad = "must be runner names (1..63 of [a-z0-9-])";
+            break;
+        }
+        memcpy(nm, p, n);
+        nm[n] = 0;
+        if (!fy_store_valid_name(nm)) {
+            bad = "must be runner names (1..63 of [a-z0-9-])";
+        }
+        p += n + (p[n] == ',');
+    }
+    fy_buf_free(&b);
+    return bad;
+}
+
+/* Applies the fields of ROOT (a create or update body) to K at NOW. Returns
+ * 0, or 400 with the message in MSG. */
+static int key_from_json(json_t *root, fy_store_key *k, int create, int64_t now, char *msg,
+                         size_t msglen)
+{
+    static const char *const fields[] = {"name",   "owner",   "rpm",   "tpm",     "concurrency",
+                                         "models", "runners", "hooks", "expires", NULL};
+    const char *key;
+    json_t *v;
+    if (!json_is_object(root)) {
+        snprintf(msg, msglen, "the body must be a JSON object");
+        return 400;
+    }
+    json_object_foreach(root, key, v)
+    {
+        size_t i = 0;
+        while (fields[i] && strcmp(fields[i], key) != 0) {
+            i++;
+        }
+        if (!fields[i]) {
+            snprintf(msg, msglen,
+                     "unknown field \"%.64s\" (fields: name, owner, rpm, tpm, "
+                     "concurrency, models, runners, hooks, expires)",
+                     key);
+            return 400;
+        }
+    }
+    if (create && !json_is_string(json_object_get(root, "name"))) {
+        snprintf(msg, msglen, "\"name\" is required");
+        return 400;
+    }
+    if ((v = json_object_get(root, "name"))) {
+        const char *n = json_string_value(v);
+        size_t len = n ? strlen(n) : 0;
+        int ok = n && len >= 1 && len < sizeof k->name;
+        for (size_t i = 0; ok && i < len; i++) {
+            ok = (unsigned char)n[i] >= 0x20 && n[i] != 0x7f;
+        }
+        if (!ok) {
+            snprintf(msg, msglen, "\"name\" must be 1..127 bytes of text");
+            return 400;
+        }
+        snprintf(k->name, sizeof k->name, "%s", n);
+    }
+    if ((v = json_object_get(root, "owner"))) {
+        const char *n = json_is_null(v) ? "" : json_string_value(v);
+        size_t len = n ? strlen(n) : 0;
+        int ok = n && len < sizeof k->owner;
+        for (size_t i = 0; ok && i < len; i++) {
+            ok = (unsigned char)n[i] >= 0x20 && n[i] != 0x7f;
+        }
+        if (!ok) {
+            snprintf(msg, msglen, "\"owner\" must be 0..127 bytes of text");
+            return 400;
+        }
+        snprintf(k->owner, sizeof k->owner, "%s", n);
+    }
+    struct {
+        const char *name;
+        int64_t *dst;
+    } limits[] = {{"rpm", &k->rpm}, {"tpm", &k->tpm}, {"concurrency", &k->concurrency}};
+    for (size_t i = 0; i < 3; i++) {
+        if (!(v = json_object_get(root, limits[i].name))) {
+            continue;
+        }
+        json_int_t x = json_is_null(v) ? 0 : json_is_integer(v) ? json_integer_value(v) : -1;
+        if (x < 0 || x > ADM_LIMIT_MAX) {
+            snprintf(msg, msglen, "\"%s\" must be a whole number from 0 (no limit) to %lld",
+                     limits[i].name, (long long)ADM_LIMIT_MAX);
+            return 400;
+        }
+        *limits[i].dst = x;
+    }
+    struct {
+        const char *name;
+        char *dst;
+    } scopes[] = {{"models", k->models}, {"runners", k->runners}, {"hooks", k->hooks}};
+    for (size_t i = 0; i < 3; i++) {
+        if (!(v = json_object_get(root, scopes[i].name))) {
+            continue;
+        }
+        char tmp[FY_STORE_SCOPE_MAX] = "";
+        const char *bad = scope_from_json(v, tmp, i == 1);
+        if (bad) {
+            snprintf(msg, msglen, "\"%s\" %s", scopes[i].name, bad);
+            return 400;
+        }
+        memcpy(scopes[i].dst, tmp, sizeof tmp);
+    }
+    if ((v = json_object_get(root, "expires"))) {
+        const char *t = json_string_value(v);
+        long long ttl = json_is_integer(v)             ? (long long)json_integer_value(v)
+                        : t && strcmp(t, "never") == 0 ? 0
+                        : t                            ? fy_gw_parse_key_ttl(t)
+                        : json_is_null(v)              ? 0
+                                                       : -1;
+        if (ttl < 0 || ttl > FY_GW_KEY_MAX_TTL_S || (json_is_integer(v) && ttl == 0)) {
+            snprintf(msg, msglen,
+                     "\"expires\" must be a lifetime from now (\"30d\", \"12h\", "
+                     "\"90s\"; at most 100 years) or \"never\"");
+            return 400;
+        }
+        k->expires_at = ttl ? now + ttl : 0;
+    }
+    return 0;
+}
+
+static void keys_create(fy_gw *gw, fy_http_req *req)
+{
+    fy_slice body = fy_http_req_body(req);
+    json_error_t jerr;
+    json_t *root = body.len ? json_loadb(body.base, body.len, 0, &jerr) : NULL;
+    fy_store_key *t = calloc(1, sizeof *t);
+    char secret[FY_SECRET_MAX] = "", msg[256];
+    int64_t now = (int64_t)time(NULL);
+    if (!t) {
+        fy_http_respond_error(req, 500, "internal_error", "out of memory");
+        goto out;
+    }
+    if (key_from_json(root, t, 1, now, msg, sizeof msg)) {
+        fy_http_respond_error(req, 400, "invalid_request", msg);
+        goto out;
+    }
+    int rc = fy_keys_create(gw->keys, t, now, secret, t);
+    if (rc) {
+        fy_http_respond_error(req, rc == FY_EINVAL ? 400 : 500,
+                              rc == FY_EINVAL ? "invalid_request" : "store_error", fy_strerror(rc));
+        goto out;
+    }
+    fy_log_event(FY_LOG_INFO, ADM_LOG, "API key created",
+                 json_pack("{s:s,s:s,s:s}", "id", t->id, "name", t->name, "prefix", t->prefix));
+    json_t *o = key_json(t);
+    json_object_set_new(o, "key", json_string(secret));
+    respond_json(req, 201, o); /* wipes its text */
+out:
+    fy_secure_zero(secret, sizeof secret);
+    free(t);
+    json_decref(root);
+}
+
+typedef struct {
+    json_t *usage; /* key id -> usage totals */
+    json_t *a;
+} key_list_ctx;
+
+static void usage_total_row(const fy_store_usage_row *row, void *arg)
+{
+    json_object_set_new(arg, row->key_id, usage_json(&row->u));
+}
+
+static void key_row(const fy_store_key *k, void *arg)
+{
+    key_list_ctx *x = arg;
+    json_t *o = key_json(k);
+    json_t *u = json_object_get(x->usage, k->id);
+    static const fy_store_usage zero;
+    json_object_set_new(o, "usage", u ? json_incref(u) : usage_json(&zero));
+    json_array_append_new(x->a, o);
+}
+
+static void keys_list(fy_gw *gw, fy_http_req *req)
+{
+    key_list_ctx x = {json_object(), json_array()};
+    /* Usage first: it flushes, so last_used_at is current too. */
+    int rc = fy_store_usage_list(gw->store, NULL, 0, INT64_MAX, 0, usage_total_row, x.usage);
+    if (!rc) {
+        rc = fy_store_key_list(gw->store, key_row, &x);
+    }
+    json_decref(x.usage);
+    if (rc) {
+        json_decref(x.a);
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+        return;
+    }
+    respond_json(req, 200, json_pack("{s:o}", "keys", x.a));
+}
+
+static int valid_key_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n < 5 || n >= FY_STORE_KEY_ID_MAX || strncmp(id, "key_", 4) != 0) {
+        return 0;
+    }
+    for (size_t i = 4; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void key_not_found(fy_http_req *req, const char *id)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "no API key with id '%.40s'", id);
+    fy_http_respond_error(req, 404, "key_not_found", msg);
+}
+
+static void key_get(fy_gw *gw, fy_http_req *req, const char *id)
+{
+    fy_store_key *k = calloc(1, sizeof *k);
+    int rc = !k ? FY_ENOMEM : valid_key_id(id) ? fy_store_key_get(gw->store, id, k) : FY_ENOENT;
+    if (rc == FY_ENOENT) {
+        key_not_found(req, id);
+    } else if (rc) {
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+    } else {
+        respond_json(req, 200, key_json(k));
+    }
+    free(k);
+}
+
+static void key_update(fy_gw *gw, fy_http_req *req, const char *id)
+{
+    fy_slice body = fy_http_req_body(req);
+    json_error_t jerr;
+    json_t *root = body.len ? json_loadb(body.base, body.len, 0, &jerr) : NULL;
+    fy_store_key *k = calloc(1, sizeof *k);
+    char msg[256];
+    int rc = !k ? FY_ENOMEM : valid_key_id(id) ? fy_store_key_get(gw->store, id, k) : FY_ENOENT;
+    if (rc == FY_ENOENT) {
+        key_not_found(req, id);
+        goto out;
+    }
+    if (rc) {
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+        goto out;
+    }
+    if (key_from_json(root, k, 0, (int64_t)time(NULL), msg, sizeof msg)) {
+        fy_http_respond_error(req, 400, "invalid_request", msg);
+        goto out;
+    }
+    rc = fy_keys_update(gw->keys, k);
+    if (rc == FY_ENOENT) {
+        key_not_found(req, id);
+        goto out;
+    }
+    if (rc) {
+        fy_http_respond_error(req, rc == FY_EINVAL ? 400 : 500,
+                              rc == FY_EINVAL ? "invalid_request" : "store_error", fy_strerror(rc));
+        goto out;
+    }
+    fy_log_event(FY_LOG_INFO, ADM_LOG, "API key updated", json_pack("{s:s}", "id", k->id));
+    respond_json(req, 200, key_json(k));
+out:
+    free(k);
+    json_decref(root);
+}
+
+static void key_revoke(fy_gw *gw, fy_http_req *req, const char *id)
+{
+    int64_t now = (int64_t)time(NULL);
+    int rc = valid_key_id(id) ? fy_keys_revoke(gw->keys, id, now) : FY_ENOENT;
+    if (rc == FY_ENOENT) {
+        key_not_found(req, id);
+        return;
+    }
+    fy_store_key *k = rc ? NULL : calloc(1, sizeof *k);
+    if (!rc) {
+        rc = k ? fy_store_key_get(gw->store, id, k) : FY_ENOMEM;
+    }
+    if (rc) {
+        free(k);
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+        return;
+    }
+    fy_log_event(FY_LOG_WARN, ADM_LOG, "API key revoked", json_pack("{s:s}", "id", id));
+    respond_json(req, 200,
+                 json_pack("{s:s,s:s,s:I}", "id", k->id, "name", k->name, "revoked_at",
+                           (json_int_t)k->revoked_at));
+    free(k);
+}
+
+/* --- usage ---------------------------------------------------------------------------- */
+
+/* Value of NAME in a query "a=1&b=2" into OUT ("" when absent). Values here
+ * are ids and words: no percent-decoding. Returns 0 when absent. */
+static int query_get(const char *q, const char *name, char *out, size_t outlen)
+{
+    size_t nl = strlen(name);
+    out[0] = '\0';
+    for (const char *p = q; p && *p;) {
+        size_t n = strcspn(p, "&");
+        if (n > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            snprintf(out, outlen, "%.*s", (int)(n - nl - 1), p + nl + 1);
+            return 1;
+        }
+        p += n + (p[n] == '&');
+    }
+    return 0;
+}
+
+typedef struct {
+    json_t *names; /* key id -> name */
+    json_t *a;
+    int per_hour;
+} usage_ctx;
+
+static void usage_name_row(const fy_store_key *k, void *arg)
+{
+    json_object_set_new(arg, k->id, json_string(k->name));
+}
+
+static void usage_row(const fy_store_usage_row *row, void *arg)
+{
+    usage_ctx *x = arg;
+    json_t *o = usage_json(&row->u);
+    json_t *name = json_object_get(x->names, row->key_id);
+    json_object_set_new(o, "key_id", json_string(row->key_id));
+    json_object_set_new(o, "name", name ? json_incref(name) : json_null());
+    if (x->per_hour) {
+        json_object_set_new(o, "hour", json_integer((json_int_t)row->hour));
+    }
+    json_array_append_new(x->a, o);
+}
+
+static void usage_list(fy_gw *gw, fy_http_req *req)
+{
+    char key[64], by[16];
+    const char *q = fy_http_req_query(req);
+    int has_key = query_get(q, "key", key, sizeof key);
+    query_get(q, "by", by, sizeof by);
+    if (by[0] && strcmp(by, "hour") != 0 && strcmp(by, "total") != 0) {
+        fy_http_respond_error(req, 400, "invalid_request", "by must be hour or total");
+        return;
+    }
+    if (has_key && !valid_key_id(key)) {
+        key_not_found(req, key);
+        return;
+    }
+    usage_ctx x = {json_object(), json_array(), strcmp(by, "hour") == 0};
+    int rc = fy_store_key_list(gw->store, usage_name_row, x.names);
+    if (!rc && has_key && !json_object_get(x.names, key)) {
+        json_decref(x.names);
+        json_decref(x.a);
+        key_not_found(req, key);
+        return;
+    }
+    if (!rc) {
+        rc = fy_store_usage_list(gw->store, has_key ? key : NULL, 0, INT64_MAX, x.per_hour,
+                                 usage_row, &x);
+    }
+    json_decref(x.names);
+    if (rc) {
+        json_decref(x.a);
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+        return;
+    }
+    respond_json(req, 200,
+                 json_pack("{s:s,s:o}", "by", x.per_hour ? "hour" : "total", "usage", x.a));
+}
+
+/* --- metrics ----------------------------------------------------------------------------- */
+
+static void metrics_page(fy_gw *gw, fy_http_req *req)
+{
+    fy_buf b;
+    fy_buf_init(&b, FY_METRICS_MAX_TEXT);
+    int rc = fy_metrics_render(gw->metrics.reg, &b);
+    if (rc) {
+        fy_buf_free(&b);
+        fy_http_respond_error(req, 500, "internal_error", fy_strerror(rc));
+        return;
+    }
+    fy_http_header h[] = {{"Content-Type", FY_METRICS_CONTENT_TYPE, 0, 0},
+                          {"Cache-Control", "no-store", 0, 0}};
+    fy_http_respond(req, 200, h, 2, b.data ? b.data : "", b.len);
+    fy_buf_free(&b);
+}
+
 /* --- dispatch --------------------------------------------------------------------- */
 
 void fy_gw_admin_request(fy_http_req *req, void *data)
@@ -226,8 +700,52 @@ void fy_gw_admin_request(fy_http_req *req, void *data)
     }
     const char *path = fy_http_req_path(req), *method = fy_http_req_method(req);
     int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    int patch = strcmp(method, "PATCH") == 0;
     static const char runners_prefix[] = "/admin/v1/runners/";
-    if (strcmp(path, "/admin/v1/status") == 0) {
+    static const char keys_prefix[] = "/admin/v1/keys/";
+    if (strcmp(path, "/metrics") == 0) {
+        if (get) {
+            metrics_page(gw, req);
+            return;
+        }
+    } else if (strcmp(path, "/admin/v1/keys") == 0) {
+        if (get) {
+            keys_list(gw, req);
+            return;
+        }
+        if (post) {
+            keys_create(gw, req);
+            return;
+        }
+    } else if (strncmp(path, keys_prefix, sizeof keys_prefix - 1) == 0) {
+        const char *id = path + sizeof keys_prefix - 1;
+        const char *slash = strchr(id, '/');
+        size_t n = slash ? (size_t)(slash - id) : strlen(id);
+        char kid[FY_STORE_KEY_ID_MAX];
+        if (n == 0 || n >= sizeof kid || (slash && strcmp(slash, "/revoke") != 0)) {
+            fy_http_respond_error(req, 404, "not_found", "no such admin route");
+            return;
+        }
+        memcpy(kid, id, n);
+        kid[n] = '\0';
+        if (slash && post) {
+            key_revoke(gw, req, kid);
+            return;
+        }
+        if (!slash && get) {
+            key_get(gw, req, kid);
+            return;
+        }
+        if (!slash && patch) {
+            key_update(gw, req, kid);
+            return;
+        }
+    } else if (strcmp(path, "/admin/v1/usage") == 0) {
+        if (get) {
+            usage_list(gw, req);
+            return;
+        }
+    } else if (strcmp(path, "/admin/v1/status") == 0) {
         if (get) {
             admin_status(gw, req);
             return;

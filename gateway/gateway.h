@@ -9,19 +9,26 @@
  *   tunnel.c  tunnel connections, sessions, the registry, revocation
  *   proxy.c   public /r/<runner>/... requests -> tunnel streams
  *   enroll.c  POST /v1/enroll (CSR + one-time token -> runner certificate)
- *   admin.c   the admin API (status, tokens, runners, revoke)
+ *   admin.c   the admin API (status, tokens, runners, keys, usage, /metrics)
  *   route.c   pure helpers (paths, hop-by-hop headers), unit-tested
+ *   keys.c, ratelimit.c, store.c, metrics.c, accesslog.c: the modules the
+ *             request path and the admin API use (each header has its contract)
  *
- * Ownership: fy_gw owns the listeners, servers, TLS configs, store and every
- * tunnel connection; a tunnel connection owns its stream and session; a
- * proxied request (gw_px) is referenced by its public request and by its
- * tunnel stream and is freed when both are gone. Everything is single
- * threaded. */
+ * Ownership: fy_gw owns the listeners, servers, TLS configs, store, keyring,
+ * metrics, access log and every tunnel connection; a tunnel connection owns
+ * its stream and session; a public request (gw_px) is referenced by its
+ * public request and by its tunnel stream and is freed when both are gone; it
+ * holds a reference to its API key and, once admitted, one of the key's
+ * concurrency slots, both given back when the public request ends. Everything
+ * is single threaded. */
 #ifndef FY_GATEWAY_GATEWAY_H
 #define FY_GATEWAY_GATEWAY_H
 
 #include "common/http.h"
 #include "common/tls.h"
+#include "gateway/accesslog.h"
+#include "gateway/keys.h"
+#include "gateway/metrics.h"
 #include "gateway/store.h"
 #include "proto/session.h"
 
@@ -45,6 +52,7 @@
 #define FY_GW_RUNNER_CERT_DAYS    365
 #define FY_GW_CLOSE_LINGER_MS     1000 /* wait this long for a runner's FIN after ours */
 #define FY_GW_ALPN_TUNNEL         "ferry/1"
+#define FY_GW_KEY_MAX_TTL_S       (100LL * 365 * 86400) /* --expires of an API key */
 
 typedef struct fy_gw fy_gw;
 typedef struct gw_runner gw_runner;
@@ -99,11 +107,16 @@ struct fy_gw {
     const char *data_dir;
     const char *public_listen, *tunnel_listen, *admin_listen;
     const char *tls_cert, *tls_key;
+    const char *access_log; /* FILE, or "-" for the daemon's log on stderr */
     int public_plain;
     uint64_t heartbeat_ms, drain_timeout_ms, max_body;
     long long max_connections;
 
     fy_store *store;
+    fy_keys *keys;             /* API keys: the index the request path checks */
+    fy_metrics_gw metrics;     /* GET /metrics on the admin listener */
+    fy_accesslog *access;      /* one line per public request */
+    int access_stderr;         /* the access log goes through fy_log_event */
     fy_tls_config *tls_server; /* public and admin listeners */
     fy_tls_config *tls_tunnel; /* tunnel listener: optional client cert, ALPN */
     fy_http_server *public_srv, *admin_srv, *enroll_srv;
@@ -123,10 +136,11 @@ struct fy_gw {
     size_t n_px;        /* public requests being proxied */
     uint64_t n_proxied; /* total, for status */
 
-    uv_signal_t sig_term, sig_int;
+    uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
-    int draining; /* SIGTERM seen: no new public work, runners told to drain */
-    int stopped;  /* everything is being closed */
+    uv_timer_t usage_timer; /* fy_store_usage_flush every FY_STORE_USAGE_FLUSH_MS */
+    int draining;           /* SIGTERM seen: no new public work, runners told to drain */
+    int stopped;            /* everything is being closed */
 };
 
 /* run.c ------------------------------------------------------------------ */
@@ -206,5 +220,9 @@ void fy_gw_peer_host(const char *peer, char *out, size_t outlen);
 /* Parses a token TTL ("1h", "90s", "30d"): 1 s .. 30 d. Returns seconds, or
  * -1 when invalid or out of range. */
 long long fy_gw_parse_ttl(const char *text);
+
+/* Parses an API key lifetime ("30d", "2s", "12h"): whole seconds, 1 s ..
+ * FY_GW_KEY_MAX_TTL_S. Returns seconds, or -1 when invalid or out of range. */
+long long fy_gw_parse_key_ttl(const char *text);
 
 #endif

@@ -1,13 +1,31 @@
 /* proxy.c: public requests to /r/<runner>/<path> proxied down a tunnel.
  *
- * Each public request becomes one tunnel stream (a gw_px ties the two). The
- * request body is streamed to fyp_session_send_data; bytes the windows do
+ * Admission, in order: the route (/r/<runner>/...), the API key
+ * (gateway/keys.h: 401 when missing, malformed, unknown, revoked or expired;
+ * 403 when the runner is outside the key's scopes), the key's limits
+ * (gateway/ratelimit.h: 429 with Retry-After), then the runner (404 when not
+ * enrolled, 503 when not connected). The key is checked before anything about
+ * runners is said, so a stranger learns nothing about which runners exist.
+ * Every response of an admitted request carries the key's x-ratelimit-*
+ * headers in its head, before any body byte.
+ *
+ * Each admitted request becomes one tunnel stream (a gw_px ties the two).
+ * The request body is streamed to fyp_session_send_data; bytes the windows do
  * not take are kept (the only buffer, and only while it waits) and the public
  * body is paused until FYP_EV_WRITABLE. Response DATA is written to the
  * public socket at once, and its flow-control credit is returned only for
  * bytes the socket accepted: above the public stream's high watermark the
  * credit waits for its drain callback, so a slow client holds at most its
- * stream window at the gateway and never stalls other streams.
+ * stream window at the gateway and never stalls other streams. A usage
+ * trailer from the runner is charged to the key's token limit.
+ *
+ * The end of a public request (px_finish, reached exactly once whether it
+ * succeeded, failed, was refused, aborted by the client or cut by the
+ * runner's death) writes the access-log line, the metrics and the key's
+ * usage, and gives back the concurrency slot and the key reference.
+ *
+ * Secrets: the key is read where the header lies and never copied, logged
+ * or forwarded: Authorization and x-api-key are not sent to the runner.
  *
  * Lifetime: a gw_px is referenced by its public request (until finished) and
  * by its tunnel stream (until detached); callbacks take a temporary reference
@@ -22,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define PX_LOG        "proxy"
 #define PX_MAX_TRIES  3  /* tunnel connections tried for one request (refused streams) */
@@ -42,10 +61,17 @@ struct gw_px {
     unsigned paused : 1;       /* public body paused for the tunnel window */
     unsigned resp_started : 1; /* the public response head was written */
     unsigned drain_armed : 1;  /* waiting for the public socket to drain */
+    unsigned routed : 1;       /* a /r/ target: counted as route "/r" */
+    unsigned counted : 1;      /* in gw->n_px (being proxied) */
+    unsigned has_rr : 1;       /* RR holds the limiter's answer (headers to send) */
+    unsigned admitted : 1;     /* holds one of the key's concurrency slots */
     uint64_t unconsumed;       /* response bytes written but not yet credited */
     char *pend;                /* request body bytes the window did not take */
     size_t pend_len, pend_off;
-    uint64_t t0, bytes_in, bytes_out;
+    uint64_t t0, t_head, bytes_in, bytes_out; /* t_head: hrtime of the response head */
+    int64_t prompt_tokens, completion_tokens; /* from the usage trailer; -1 = none */
+    fy_key *key;                              /* a reference; NULL before authentication */
+    fy_rl_result rr;                          /* the key's limits at admission */
     char runner[FY_STORE_NAME_MAX];
     char reqid[20];
 };
@@ -82,12 +108,85 @@ static void px_detach(gw_px *px, int reset)
     c->n_px--;
     px->conn = NULL;
     px->id = 0;
+    fy_metric_add(px->gw->metrics.active_streams, NULL, -1);
     px_unref(px);
 }
 
 enum { FIN_END, FIN_ABORT, FIN_ERROR };
 
-/* Finishes the public request: access log, detach, then end / abort / error. */
+/* The access-log line, metrics and usage of a request that ends now with
+ * STATUS, then the key's slot and reference given back. ERR_BYTES: the body
+ * of an error answered here (else 0). */
+static void px_account(gw_px *px, int status, int answered_here, size_t err_bytes)
+{
+    fy_gw *gw = px->gw;
+    fy_http_req *req = px->req;
+    uint64_t now = uv_hrtime();
+    if (answered_here && !px->t_head) {
+        px->t_head = now;
+    }
+    uint64_t out = px->bytes_out + err_bytes;
+    double secs = (double)(now - px->t0) / 1e9;
+    double ttfb = px->t_head ? (double)(px->t_head - px->t0) / 1e9 : -1;
+    const char *route = px->routed ? "/r" : "other";
+    fy_metrics_gw_request(&gw->metrics, route, status, secs, ttfb, px->bytes_in, out);
+    const char *key_id = px->key ? fy_key_id(px->key) : NULL;
+    if (px->admitted) {
+        fy_store_usage u = {
+            .requests = 1,
+            .prompt_tokens = px->prompt_tokens > 0 ? (uint64_t)px->prompt_tokens : 0,
+            .completion_tokens = px->completion_tokens > 0 ? (uint64_t)px->completion_tokens : 0,
+            .bytes_in = px->bytes_in,
+            .bytes_out = out,
+        };
+        int rc = fy_store_usage_add(gw->store, key_id, (int64_t)time(NULL), &u);
+        if (rc) {
+            FY_WARN(PX_LOG, "usage of %s not recorded: %s", key_id, fy_strerror(rc));
+        }
+    }
+    if (!gw->access_stderr || fy_log_enabled(FY_LOG_INFO)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        fy_accesslog_entry e = {
+            .time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+            .request_id = px->reqid,
+            .key_id = key_id,
+            .runner = px->runner[0] ? px->runner : NULL,
+            .method = fy_http_req_method(req),
+            .path = fy_http_req_path(req),
+            .status = status,
+            .bytes_in = px->bytes_in,
+            .bytes_out = out,
+            .latency_ms = secs * 1000,
+            .ttfb_ms = ttfb >= 0 ? ttfb * 1000 : -1,
+            .prompt_tokens = px->prompt_tokens,
+            .completion_tokens = px->completion_tokens,
+        };
+        fy_accesslog_write(gw->access, &e);
+    }
+    if (px->admitted) {
+        px->admitted = 0;
+        fy_rl_release(fy_key_rl(px->key));
+    }
+    fy_key_release(px->key);
+    px->key = NULL;
+}
+
+/* Appends the key's x-ratelimit-* headers (and, on a denial, Retry-After) to
+ * H[*N..), from BUF's storage. */
+static void px_rl_headers(gw_px *px, fy_rl_header_buf *buf, fy_http_header *h, size_t *n)
+{
+    if (!px->has_rr) {
+        return;
+    }
+    size_t k = fy_rl_headers(&px->rr, buf);
+    for (size_t i = 0; i < k; i++) {
+        h[(*n)++] = buf->h[i];
+    }
+}
+
+/* Finishes the public request: accounting, detach, then end / abort / error.
+ * Reached exactly once per request (later calls do nothing). */
 static void px_finish(gw_px *px, int how, int status, const char *code, const char *msg)
 {
     fy_http_req *req = px->req;
@@ -98,18 +197,9 @@ static void px_finish(gw_px *px, int how, int status, const char *code, const ch
     int shown = how == FIN_ERROR                        ? status
                 : how == FIN_ABORT && !px->resp_started ? 499
                                                         : px->status;
-    if (fy_log_enabled(FY_LOG_INFO)) {
-        json_int_t us = (json_int_t)((uv_hrtime() - px->t0) / 1000);
-        json_t *f =
-            json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s}", "request_id", px->reqid, "method",
-                      fy_http_req_method(req), "path", fy_http_req_path(req), "runner", px->runner,
-                      "status", shown, "bytes_in", (json_int_t)px->bytes_in, "bytes_out",
-                      (json_int_t)px->bytes_out, "us", us, "peer", fy_http_req_peer(req));
-        if (how == FIN_ABORT) {
-            json_object_set_new(f, "aborted", json_true());
-        }
-        fy_log_event(FY_LOG_INFO, PX_LOG, "request", f);
-    }
+    char body[512];
+    size_t blen = how == FIN_ERROR ? fy_http_error_json(body, sizeof body, status, code, msg) : 0;
+    px_account(px, shown, how == FIN_ERROR, blen);
     px->req = NULL;
     px_detach(px, 1);
     if (how == FIN_END) {
@@ -117,14 +207,22 @@ static void px_finish(gw_px *px, int how, int status, const char *code, const ch
     } else if (how == FIN_ABORT) {
         fy_http_res_abort(req);
     } else {
-        char body[512];
-        size_t n = fy_http_error_json(body, sizeof body, status, code, msg);
-        fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
-                              {"Retry-After", "1", 0, 0}};
-        fy_http_respond(req, status, h, status == 503 ? 2 : 1, body, n);
+        fy_rl_header_buf hb;
+        fy_http_header h[3 + FY_RL_MAX_HEADERS] = {{"Content-Type", "application/json", 0, 0}};
+        size_t n = 1;
+        if (status == 503) {
+            h[n++] = (fy_http_header){"Retry-After", "1", 0, 0};
+        } else if (status == 401) {
+            h[n++] = (fy_http_header){"WWW-Authenticate", "Bearer", 0, 0};
+        }
+        px_rl_headers(px, &hb, h, &n);
+        fy_http_respond(req, status, h, n, body, blen);
     }
-    gw->n_px--;
-    fy_gw__px_done(gw);
+    if (px->counted) {
+        px->counted = 0;
+        gw->n_px--;
+        fy_gw__px_done(gw);
+    }
     px_unref(px);
 }
 
@@ -201,6 +299,10 @@ static int px_open(gw_px *px, const gw_conn *exclude)
         if (nl == 6 && strncasecmp(hn, "expect", nl) == 0) {
             continue; /* answered here: the public server sends 100 Continue */
         }
+        if ((nl == 13 && strncasecmp(hn, "authorization", nl) == 0) ||
+            (nl == 9 && strncasecmp(hn, "x-api-key", nl) == 0)) {
+            continue; /* the API key is the gateway's: never shown to a runner */
+        }
         fl_add(fl, hn, nl, h[i].value, h[i].value_len);
     }
     char peer[64];
@@ -245,6 +347,7 @@ static int px_open(gw_px *px, const gw_conn *exclude)
             px->id = id;
             c->n_px++;
             px_ref(px);
+            fy_metric_add(gw->metrics.active_streams, NULL, 1);
             if (!px->has_body) {
                 px->end_sent = 1;
             }
@@ -401,7 +504,9 @@ static int slice_ieq(fy_slice s, const char *lit)
 static void px_on_response(gw_px *px, const fyp_event *ev)
 {
     const fyp_response *rs = ev->u.response;
-    static fy_http_header hs[FYP_MAX_HEADER_FIELDS + 2]; /* the loop is single-threaded */
+    /* The loop is single-threaded. */
+    static fy_http_header hs[FYP_MAX_HEADER_FIELDS + 2 + FY_RL_MAX_HEADERS];
+    fy_rl_header_buf hb;
     char connection[512] = "";
     size_t n = 0;
     int64_t clen = -1;
@@ -432,6 +537,9 @@ static void px_on_response(gw_px *px, const fyp_event *ev)
             slice_ieq(f->name, "date")) {
             continue;
         }
+        if (px->has_rr && f->name.len > 12 && strncasecmp(f->name.base, "x-ratelimit-", 12) == 0) {
+            continue; /* the gateway's limits are the ones this client is under */
+        }
         if (slice_ieq(f->name, "content-type") && f->value.len >= 17 &&
             strncasecmp(f->value.base, "text/event-stream", 17) == 0) {
             sse = 1;
@@ -455,10 +563,12 @@ static void px_on_response(gw_px *px, const fyp_event *ev)
         hs[n++] = (fy_http_header){"Cache-Control", "no-cache", 13, 8};
         hs[n++] = (fy_http_header){"X-Accel-Buffering", "no", 17, 2};
     }
+    px_rl_headers(px, &hb, hs, &n);
     if (ev->end_stream && clen < 0) {
         clen = 0;
     }
     px->status = rs->status;
+    px->t_head = uv_hrtime();
     int rc = fy_http_res_start(px->req, rs->status, hs, n, clen);
     if (!px->req) {
         return; /* aborted from inside */
@@ -536,6 +646,21 @@ static void px_on_reset(gw_px *px, gw_conn *c, const fyp_event *ev)
     px_fail(px, 502, "runner_disconnected", msg);
 }
 
+/* The runner's usage trailer: charged to the key's token limit. */
+static void px_on_usage(gw_px *px, const fyp_trailers *t)
+{
+    if (!t || !t->has_usage) {
+        return;
+    }
+    px->prompt_tokens = t->prompt_tokens;
+    px->completion_tokens = t->completion_tokens;
+    if (px->key) {
+        fy_rl_charge(fy_key_rl(px->key), fy_rl_now(),
+                     (int64_t)t->prompt_tokens + (int64_t)t->completion_tokens);
+    }
+    fy_metrics_gw_tokens(&px->gw->metrics, t->prompt_tokens, t->completion_tokens);
+}
+
 void fy_gw_px_event(gw_conn *c, const fyp_event *ev)
 {
     gw_px *px = ev->stream_data;
@@ -558,6 +683,7 @@ void fy_gw_px_event(gw_conn *c, const fyp_event *ev)
             }
             break;
         case FYP_EV_TRAILERS:
+            px_on_usage(px, ev->u.trailers);
             if (px->resp_started) {
                 if (px->unconsumed) {
                     fyp_session_consume(c->sess, px->id, (size_t)px->unconsumed);
@@ -595,60 +721,87 @@ static void px_on_abort(fy_http_req *req, int status, void *arg)
     px_unref(px);
 }
 
-static void respond_error(fy_http_req *req, int status, const char *code, const char *msg)
+/* Authentication, scopes and limits; on refusal finishes PX and returns 0. */
+static int px_admit(gw_px *px, int route)
 {
-    char body[512];
-    size_t n = fy_http_error_json(body, sizeof body, status, code, msg);
-    fy_http_header h[] = {{"Content-Type", "application/json", 0, 0}, {"Retry-After", "1", 0, 0}};
-    fy_http_respond(req, status, h, status == 503 ? 2 : 1, body, n);
+    fy_gw *gw = px->gw;
+    size_t nh;
+    const fy_http_header *h = fy_http_req_headers(px->req, &nh);
+    fy_auth_outcome o = fy_keys_authenticate(gw->keys, h, nh, (int64_t)time(NULL), &px->key);
+    if (o == FY_AUTH_OK && route == 1) {
+        o = fy_keys_authorize(gw->keys, px->key, FY_SCOPE_RUNNER, px->runner);
+    }
+    if (o != FY_AUTH_OK) {
+        const char *code, *msg;
+        int status = fy_auth_error(o, &code, &msg);
+        fy_metrics_gw_auth_failure(&gw->metrics, fy_auth_reason(o));
+        px_finish(px, FIN_ERROR, status, code, msg);
+        return 0;
+    }
+    if (route < 0) {
+        px_finish(px, FIN_ERROR, 404, "runner_not_found", "no runner by that name");
+        return 0;
+    }
+    if (gw->draining) {
+        px_finish(px, FIN_ERROR, 503, "gateway_draining", "the gateway is shutting down");
+        return 0;
+    }
+    px->has_rr = 1;
+    if (!fy_rl_acquire(fy_key_rl(px->key), fy_rl_now(), &px->rr)) {
+        fy_metrics_gw_ratelimited(&gw->metrics, fy_rl_kind_name(px->rr.denied_by));
+        px_finish(px, FIN_ERROR, 429, fy_rl_kind_code(px->rr.denied_by),
+                  fy_rl_kind_message(px->rr.denied_by));
+        return 0;
+    }
+    px->admitted = 1;
+    return 1;
 }
 
 void fy_gw_public_request(fy_http_req *req, void *data)
 {
     fy_gw *gw = data;
-    char name[FY_STORE_NAME_MAX], msg[160];
+    char msg[160];
     const char *rest;
     int slash;
-    int route = fy_gw_route_split(fy_http_req_target(req), name, &rest, &slash);
-    if (route == 0) {
-        respond_error(req, 404, "not_found", "no such route (runners are under /r/<runner>/)");
-        return;
-    }
-    if (route < 0) {
-        respond_error(req, 404, "runner_not_found", "no runner by that name");
-        return;
-    }
-    if (gw->draining) {
-        respond_error(req, 503, "gateway_draining", "the gateway is shutting down");
-        return;
-    }
-    if (!fy_gw_conn_pick(fy_gw_runner_find(gw, name), NULL)) {
-        fy_store_runner sr;
-        int rc = fy_store_runner_get(gw->store, name, &sr);
-        if (rc == FY_ENOENT || (rc == 0 && sr.revoked_at)) {
-            snprintf(msg, sizeof msg, "runner %s %s", name,
-                     rc == 0 ? "is revoked" : "is not enrolled");
-            respond_error(req, 404, "runner_not_found", msg);
-        } else {
-            snprintf(msg, sizeof msg, "runner %s is not connected", name);
-            respond_error(req, 503, "runner_unavailable", msg);
-        }
-        return;
-    }
     gw_px *px = calloc(1, sizeof *px);
     if (!px) {
-        respond_error(req, 500, "internal_error", "out of memory");
+        fy_http_respond_error(req, 500, "internal_error", "out of memory");
         return;
     }
     px->gw = gw;
     px->req = req;
     px->refs = 1;
     px->t0 = uv_hrtime();
-    snprintf(px->runner, sizeof px->runner, "%s", name);
+    px->prompt_tokens = px->completion_tokens = -1;
     uint8_t rnd[8];
     fy_random_bytes(rnd, sizeof rnd);
     fy_hex_encode(rnd, sizeof rnd, px->reqid, sizeof px->reqid);
+    int route = fy_gw_route_split(fy_http_req_target(req), px->runner, &rest, &slash);
+    if (route == 0) {
+        px_finish(px, FIN_ERROR, 404, "not_found",
+                  "no such route (runners are under /r/<runner>/)");
+        return;
+    }
+    px->routed = 1;
+    if (!px_admit(px, route)) {
+        return;
+    }
+    const char *name = px->runner;
+    if (!fy_gw_conn_pick(fy_gw_runner_find(gw, name), NULL)) {
+        fy_store_runner sr;
+        int rc = fy_store_runner_get(gw->store, name, &sr);
+        if (rc == FY_ENOENT || (rc == 0 && sr.revoked_at)) {
+            snprintf(msg, sizeof msg, "runner %s %s", name,
+                     rc == 0 ? "is revoked" : "is not enrolled");
+            px_finish(px, FIN_ERROR, 404, "runner_not_found", msg);
+        } else {
+            snprintf(msg, sizeof msg, "runner %s is not connected", name);
+            px_finish(px, FIN_ERROR, 503, "runner_unavailable", msg);
+        }
+        return;
+    }
     px->has_body = fy_http_req_content_length(req) != 0;
+    px->counted = 1;
     gw->n_px++;
     gw->n_proxied++;
     fy_http_req_on_abort(req, px_on_abort, px);

@@ -90,3 +90,13 @@ long long fy_gw_parse_ttl(const char *text)
     }
     return s;
 }
+
+long long fy_gw_parse_key_ttl(const char *text)
+{
+    uint64_t ms;
+    if (!text || fy_parse_duration_ms(text, &ms) != 0 || ms % 1000 != 0) {
+        return -1;
+    }
+    uint64_t s = ms / 1000;
+    return s >= 1 && s <= (uint64_t)FY_GW_KEY_MAX_TTL_S ? (long long)s : -1;
+}

@@ -26,18 +26,20 @@ static const char *const listener_names[GW_L_COUNT] = {"public", "tunnel", "admi
 
 static void usage(FILE *f, const fy_opt *opts)
 {
-    fprintf(f,
-            "Usage: ferry-gateway run --data-dir DIR [--config FILE] [OPTIONS]\n\n"
-            "Runs the gateway on a data directory made by 'ferry-gateway init'. Three\n"
-            "listeners: public (HTTPS, or plain HTTP with --public-plain; /r/<runner>/<path>\n"
-            "is proxied to that runner's upstream), tunnel (runners dial in over mutual TLS;\n"
-            "also serves POST /v1/enroll) and admin (HTTPS; every call needs the admin token).\n"
-            "Options come from DIR/gateway.json, then --config FILE (JSON, keys are option\n"
-            "names), then the command line. Listening on port 0 picks a free port; the\n"
-            "addresses actually bound are written to DIR/state.json (removed on exit).\n"
-            "SIGTERM or SIGINT drains: runners get GOAWAY, new public requests are refused,\n"
-            "requests in flight finish within --drain-timeout; a second signal stops at once.\n\n"
-            "Options:\n");
+    fprintf(f, "Usage: ferry-gateway run --data-dir DIR [--config FILE] [OPTIONS]\n\n"
+               "Runs the gateway on a data directory made by 'ferry-gateway init'. Three\n"
+               "listeners: public (HTTPS, or plain HTTP with --public-plain; /r/<runner>/<path>\n"
+               "is proxied to that runner's upstream), tunnel (runners dial in over mutual TLS;\n"
+               "also serves POST /v1/enroll) and admin (HTTPS; every call needs the admin token).\n"
+               "Options come from DIR/gateway.json, then --config FILE (JSON, keys are option\n"
+               "names), then the command line. Listening on port 0 picks a free port; the\n"
+               "addresses actually bound are written to DIR/state.json (removed on exit).\n"
+               "SIGTERM or SIGINT drains: runners get GOAWAY, new public requests are refused,\n"
+               "requests in flight finish within --drain-timeout; a second signal stops at once.\n"
+               "Every public request needs an API key ('ferry keys create'); one JSON access-log\n"
+               "line per request goes to --access-log (default: the daemon's log on stderr);\n"
+               "SIGHUP reopens that file after a rotation.\n\n"
+               "Options:\n");
     fy_args_usage(f, opts);
 }
 
@@ -178,7 +180,9 @@ static void gw_stop(fy_gw *gw)
     gw->public_srv = gw->admin_srv = gw->enroll_srv = NULL;
     uv_close((uv_handle_t *)&gw->sig_term, NULL);
     uv_close((uv_handle_t *)&gw->sig_int, NULL);
+    uv_close((uv_handle_t *)&gw->sig_hup, NULL);
     uv_close((uv_handle_t *)&gw->drain_timer, NULL);
+    uv_close((uv_handle_t *)&gw->usage_timer, NULL);
     char path[4096];
     if (gw->addr[GW_L_PUBLIC][0] && state_path(gw, path, sizeof path) == 0) {
         unlink(path);
@@ -220,6 +224,34 @@ static void on_signal(uv_signal_t *h, int signum)
     listener_close(&gw->listeners[GW_L_TUNNEL]);
     fy_gw_tunnel_goaway_all(gw);
     uv_timer_start(&gw->drain_timer, on_drain_timer, gw->n_px ? gw->drain_timeout_ms : 0, 0);
+}
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    fy_gw *gw = h->data;
+    (void)signum;
+    int rc = fy_accesslog_reopen(gw->access);
+    if (rc) {
+        fy_log_event(FY_LOG_ERROR, RUN_LOG, "cannot reopen the access log",
+                     json_pack("{s:s,s:s}", "path", gw->access_log, "error", fy_strerror(rc)));
+    } else if (!gw->access_stderr) {
+        fy_log_event(FY_LOG_INFO, RUN_LOG, "access log reopened",
+                     json_pack("{s:s}", "path", gw->access_log));
+    }
+}
+
+/* Usage is added in memory on the request path; this writes it, one
+ * transaction a second, so a kill -9 loses at most the last second. */
+static void on_usage_timer(uv_timer_t *t)
+{
+    fy_gw *gw = t->data;
+    if (fy_store_usage_pending(gw->store) == 0) {
+        return;
+    }
+    int rc = fy_store_usage_flush(gw->store);
+    if (rc) {
+        FY_WARN(RUN_LOG, "usage flush failed (kept for the next one): %s", fy_strerror(rc));
+    }
 }
 
 /* --- start-up --------------------------------------------------------------------- */
@@ -322,6 +354,19 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
     if ((rc = fy_store_open(path, &gw->store, err, errlen))) {
         return rc;
     }
+    if ((rc = fy_keys_new(gw->store, &gw->keys))) {
+        snprintf(err, errlen, "cannot load the API keys: %s", fy_strerror(rc));
+        return rc;
+    }
+    if ((rc = fy_metrics_gw_init(&gw->metrics))) {
+        snprintf(err, errlen, "metrics: %s", fy_strerror(rc));
+        return rc;
+    }
+    gw->access_stderr = strcmp(gw->access_log, "-") == 0;
+    if ((rc = fy_accesslog_open(gw->access_log, &gw->access))) {
+        snprintf(err, errlen, "--access-log %.600s: %s", gw->access_log, fy_strerror(rc));
+        return rc;
+    }
     static const char *alpn_https[] = {"http/1.1", NULL};
     static const char *alpn_tunnel[] = {FY_GW_ALPN_TUNNEL, "http/1.1", NULL};
     fy_tls_options to = {.is_server = 1, .cert_file = cert, .key_file = key, .alpn = alpn_https};
@@ -369,6 +414,8 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
         (rc = listener_open(gw, GW_L_ADMIN, gw->admin_listen, err, errlen))) {
         return rc;
     }
+    uv_timer_start(&gw->usage_timer, on_usage_timer, FY_STORE_USAGE_FLUSH_MS,
+                   FY_STORE_USAGE_FLUSH_MS);
     if ((rc = state_write(gw))) {
         snprintf(err, errlen, "cannot write %s/%s: %s", gw->data_dir, FY_GW_STATE, fy_strerror(rc));
         return rc;
@@ -408,6 +455,7 @@ int fy_gw_run_main(int argc, char **argv)
     gw->drain_timeout_ms = FY_GW_DEFAULT_DRAIN;
     gw->max_body = FY_GW_DEFAULT_MAX_BODY;
     gw->max_connections = FY_HTTP_MAX_CONNECTIONS;
+    gw->access_log = "-";
     const fy_opt opts[] = {
         {"data-dir", FY_OPT_STR, &gw->data_dir, "DIR", "data directory made by init (required)"},
         {"config", FY_OPT_STR, &config, "FILE", "JSON config file (keys are option names)"},
@@ -430,6 +478,8 @@ int fy_gw_run_main(int argc, char **argv)
          "largest public request body, streamed (default 1GiB)"},
         {"max-connections", FY_OPT_INT, &gw->max_connections, "N",
          "public connections at once (default 10000)"},
+        {"access-log", FY_OPT_STR, &gw->access_log, "FILE",
+         "JSON access log, one line per public request (default '-': the log on stderr)"},
         FY_CLI_LOG_OPTS(&log),
         {"help", FY_OPT_FLAG, &help, NULL, "show this help"},
         {0},
@@ -485,8 +535,11 @@ int fy_gw_run_main(int argc, char **argv)
     gw->loop = &loop;
     uv_signal_init(&loop, &gw->sig_term);
     uv_signal_init(&loop, &gw->sig_int);
+    uv_signal_init(&loop, &gw->sig_hup);
     uv_timer_init(&loop, &gw->drain_timer);
-    gw->sig_term.data = gw->sig_int.data = gw->drain_timer.data = gw;
+    uv_timer_init(&loop, &gw->usage_timer);
+    gw->sig_term.data = gw->sig_int.data = gw->sig_hup.data = gw;
+    gw->drain_timer.data = gw->usage_timer.data = gw;
     int rc = setup(gw, err, sizeof err);
     if (rc) {
         fprintf(stderr, "ferry-gateway run: %s\n", err);
@@ -496,6 +549,7 @@ int fy_gw_run_main(int argc, char **argv)
     }
     uv_signal_start(&gw->sig_term, on_signal, SIGTERM);
     uv_signal_start(&gw->sig_int, on_signal, SIGINT);
+    uv_signal_start(&gw->sig_hup, on_sighup, SIGHUP);
     fy_log_event(FY_LOG_INFO, RUN_LOG, "gateway listening",
                  json_pack("{s:s,s:s,s:s,s:s,s:i}", "public", gw->addr[GW_L_PUBLIC],
                            "public_scheme", gw->public_plain ? "http" : "https", "tunnel",
@@ -510,6 +564,13 @@ out:
     }
     fy_tls_config_free(gw->tls_server);
     fy_tls_config_free(gw->tls_tunnel);
+    /* Every request has ended (the loop ran dry), so no key is held. */
+    fy_keys_free(gw->keys);
+    fy_accesslog_close(gw->access);
+    fy_metrics_gw_close(&gw->metrics);
+    if (gw->store && fy_store_usage_flush(gw->store)) {
+        fprintf(stderr, "ferry-gateway run: the last usage could not be written\n");
+    }
     fy_store_close(gw->store);
     free(gw->runner_ca_pem);
     fy_x509_key_pem_free(gw->runner_ca_key_pem);

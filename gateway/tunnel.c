@@ -92,11 +92,13 @@ static int registry_add(gw_conn *c)
         snprintf(r->name, sizeof r->name, "%s", c->cn);
         r->next = gw->runners;
         gw->runners = r;
+        fy_metric_add(gw->metrics.connected_runners, NULL, 1);
     }
     c->rnext = r->conns;
     r->conns = c;
     r->n_conns++;
     c->runner = r;
+    fy_metric_add(gw->metrics.tunnel_connections, NULL, 1);
     return 0;
 }
 
@@ -114,10 +116,12 @@ static void registry_remove(gw_conn *c)
         }
     }
     c->rnext = NULL;
+    fy_gw *gw = c->gw;
+    fy_metric_add(gw->metrics.tunnel_connections, NULL, -1);
     if (--r->n_conns > 0) {
         return;
     }
-    fy_gw *gw = c->gw;
+    fy_metric_add(gw->metrics.connected_runners, NULL, -1);
     for (gw_runner **pp = &gw->runners; *pp; pp = &(*pp)->next) {
         if (*pp == r) {
             *pp = r->next;

@@ -31,7 +31,22 @@ static void usage(FILE *f, const fy_opt *opts)
                "  runners list                    enrolled runners, their connections and\n"
                "                                  requests in flight\n"
                "  runners revoke NAME             revoke a runner: its connections drop at once\n"
-               "                                  and it cannot reconnect\n\n"
+               "                                  and it cannot reconnect\n"
+               "  keys create --name NAME [--owner TEXT] [--rpm N] [--tpm N] [--concurrency N]\n"
+               "              [--models a,b] [--runners r1,r2] [--hooks h1] [--expires 30d]\n"
+               "                                  a new API key (printed once, alone on the last\n"
+               "                                  line); limits of 0 or omitted mean none, empty\n"
+               "                                  scopes mean any\n"
+               "  keys list                       API keys: id, name, prefix, limits, scopes,\n"
+               "                                  created, last used, usage (never the key)\n"
+               "  keys update ID [--name NAME] [--owner TEXT] [--rpm N] [--tpm N]\n"
+               "              [--concurrency N] [--models a,b] [--runners r1,r2] [--hooks h1]\n"
+               "              [--expires 30d|never]\n"
+               "                                  change a key; the next request sees the change\n"
+               "                                  ('' clears a scope list: any)\n"
+               "  keys revoke ID                  revoke a key: its next request is refused\n"
+               "  usage [--key ID] [--by total|hour]\n"
+               "                                  requests, tokens and bytes per key\n\n"
                "Exit status: 0 ok, 1 API or network error, 2 usage error.\n\n"
                "Options:\n");
     fy_args_usage(f, opts);
@@ -53,6 +68,34 @@ static const char *jstr(json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
     return s ? s : "-";
+}
+
+/* An integer field, or "-" when it is 0 or absent (a limit that is off). */
+static const char *jlimit(json_t *o, const char *key, char *buf, size_t n)
+{
+    json_int_t v = json_integer_value(json_object_get(o, key));
+    if (v <= 0) {
+        return "-";
+    }
+    snprintf(buf, n, "%lld", (long long)v);
+    return buf;
+}
+
+/* "a,b" from a JSON array of strings; "any" when empty. */
+static const char *jlist(json_t *o, const char *key, char *buf, size_t n)
+{
+    json_t *a = json_object_get(o, key), *x;
+    size_t i, len = 0;
+    buf[0] = '\0';
+    json_array_foreach(a, i, x)
+    {
+        int w = snprintf(buf + len, n - len, "%s%s", i ? "," : "", json_string_value(x));
+        if (w < 0 || (size_t)w >= n - len) {
+            break;
+        }
+        len += (size_t)w;
+    }
+    return buf[0] ? buf : "any";
 }
 
 /* Prints the API's error and returns 1. */
@@ -285,13 +328,268 @@ static int cmd_runners_revoke(fy_ctl *c, int as_json, const char *name)
     return rc;
 }
 
+/* --- API keys ---------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name, *owner, *models, *runners, *hooks, *expires;
+    long long rpm, tpm, concurrency; /* -1: not given */
+} key_opts;
+
+static json_t *key_body(const key_opts *o)
+{
+    json_t *b = json_object();
+    const char *strs[][2] = {{"name", o->name},       {"owner", o->owner}, {"models", o->models},
+                             {"runners", o->runners}, {"hooks", o->hooks}, {"expires", o->expires}};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        if (strs[i][1]) {
+            json_object_set_new(b, strs[i][0], json_string(strs[i][1]));
+        }
+    }
+    const struct {
+        const char *k;
+        long long v;
+    } ints[] = {{"rpm", o->rpm}, {"tpm", o->tpm}, {"concurrency", o->concurrency}};
+    for (size_t i = 0; i < 3; i++) {
+        if (ints[i].v >= 0) {
+            json_object_set_new(b, ints[i].k, json_integer(ints[i].v));
+        }
+    }
+    return b;
+}
+
+static void print_key(json_t *k)
+{
+    char a[32], b[32], c[32], t1[32], t2[32], l[1100];
+    printf("API key %s \"%s\"%s%s\n", jstr(k, "id"), jstr(k, "name"),
+           json_is_string(json_object_get(k, "owner")) && jstr(k, "owner")[0] ? ", owner " : "",
+           json_is_string(json_object_get(k, "owner")) && jstr(k, "owner")[0] ? jstr(k, "owner")
+                                                                              : "");
+    printf("  prefix       %s...\n", jstr(k, "prefix"));
+    printf("  limits       rpm %s, tpm %s, concurrency %s\n", jlimit(k, "rpm", a, sizeof a),
+           jlimit(k, "tpm", b, sizeof b), jlimit(k, "concurrency", c, sizeof c));
+    printf("  models       %s\n", jlist(k, "models", l, sizeof l));
+    printf("  runners      %s\n", jlist(k, "runners", l, sizeof l));
+    printf("  hooks        %s\n", jlist(k, "hooks", l, sizeof l));
+    fmt_time(json_object_get(k, "created_at"), t1, sizeof t1);
+    fmt_time(json_object_get(k, "expires_at"), t2, sizeof t2);
+    printf("  created      %s\n", t1);
+    printf("  expires      %s\n", json_is_integer(json_object_get(k, "expires_at")) ? t2 : "never");
+    if (json_is_integer(json_object_get(k, "revoked_at"))) {
+        fmt_time(json_object_get(k, "revoked_at"), t1, sizeof t1);
+        printf("  revoked      %s\n", t1);
+    }
+}
+
+static int cmd_keys_create(fy_ctl *c, int as_json, const key_opts *ko)
+{
+    fy_ctl_result r;
+    char err[512];
+    json_t *body = key_body(ko);
+    int rc = fy_ctl_call(c, "POST", "/admin/v1/keys", body, &r, err, sizeof err);
+    json_decref(body);
+    if (rc) {
+        fprintf(stderr, "ferry: %s\n", err);
+        return 1;
+    }
+    rc = 0;
+    const char *key = json_string_value(json_object_get(r.json, "key"));
+    if (r.status != 201 && r.status != 200) {
+        rc = api_error(&r);
+    } else if (!key) {
+        fprintf(stderr, "ferry: the gateway's answer has no key\n");
+        rc = 1;
+    } else if (as_json) {
+        print_json(r.json);
+    } else {
+        print_key(r.json);
+        json_t *state = fy_ctl_state(c);
+        const char *pub = json_string_value(json_object_get(state, "public"));
+        const char *scheme = json_string_value(json_object_get(state, "public_scheme"));
+        printf("send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'");
+        if (pub) {
+            printf(" to %s://%s/r/<runner>/", scheme ? scheme : "https", pub);
+        }
+        printf("\nThe key is shown only this once (KEY is the last line below); the gateway "
+               "keeps only its hash.\n%s\n",
+               key);
+    }
+    json_decref(r.json);
+    return rc;
+}
+
+static int cmd_keys_update(fy_ctl *c, int as_json, const char *id, const key_opts *ko)
+{
+    fy_ctl_result r;
+    char err[512], path[160];
+    snprintf(path, sizeof path, "/admin/v1/keys/%s", id);
+    json_t *body = key_body(ko);
+    int rc = fy_ctl_call(c, "PATCH", path, body, &r, err, sizeof err);
+    json_decref(body);
+    if (rc) {
+        fprintf(stderr, "ferry: %s\n", err);
+        return 1;
+    }
+    rc = 0;
+    if (r.status != 200) {
+        rc = api_error(&r);
+    } else if (as_json) {
+        print_json(r.json);
+    } else {
+        printf("updated; the next request with this key sees the change\n");
+        print_key(r.json);
+    }
+    json_decref(r.json);
+    return rc;
+}
+
+static int cmd_keys_revoke(fy_ctl *c, int as_json, const char *id)
+{
+    fy_ctl_result r;
+    char err[512], path[160];
+    snprintf(path, sizeof path, "/admin/v1/keys/%s/revoke", id);
+    if (fy_ctl_call(c, "POST", path, NULL, &r, err, sizeof err)) {
+        fprintf(stderr, "ferry: %s\n", err);
+        return 1;
+    }
+    int rc = 0;
+    if (r.status != 200) {
+        rc = api_error(&r);
+    } else if (as_json) {
+        print_json(r.json);
+    } else {
+        char when[32];
+        fmt_time(json_object_get(r.json, "revoked_at"), when, sizeof when);
+        printf("API key %s (\"%s\") revoked at %s; its next request is refused\n", id,
+               jstr(r.json, "name"), when);
+    }
+    json_decref(r.json);
+    return rc;
+}
+
+static int cmd_keys_list(fy_ctl *c, int as_json)
+{
+    fy_ctl_result r;
+    char err[512];
+    if (fy_ctl_call(c, "GET", "/admin/v1/keys", NULL, &r, err, sizeof err)) {
+        fprintf(stderr, "ferry: %s\n", err);
+        return 1;
+    }
+    int rc = 0;
+    if (r.status != 200) {
+        rc = api_error(&r);
+    } else if (as_json) {
+        print_json(r.json);
+    } else {
+        json_t *a = json_object_get(r.json, "keys"), *k;
+        size_t i;
+        time_t now = time(NULL);
+        printf("%-20s %-16s %-9s %-8s %-9s %-5s %-24s %-20s %-20s %9s %10s %s\n", "ID", "NAME",
+               "PREFIX", "RPM", "TPM", "CONC", "SCOPES", "CREATED", "LAST USED", "REQUESTS",
+               "TOKENS", "STATE");
+        json_array_foreach(a, i, k)
+        {
+            char l1[32], l2[32], l3[32], created[32], used[32], scopes[1200], m[1100], rn[1100],
+                h[1100];
+            fmt_time(json_object_get(k, "created_at"), created, sizeof created);
+            fmt_time(json_object_get(k, "last_used_at"), used, sizeof used);
+            jlist(k, "models", m, sizeof m);
+            jlist(k, "runners", rn, sizeof rn);
+            jlist(k, "hooks", h, sizeof h);
+            size_t n = 0;
+            scopes[0] = '\0';
+            const char *sc[][2] = {{"models", m}, {"runners", rn}, {"hooks", h}};
+            for (size_t j = 0; j < 3; j++) {
+                if (sc[j][1][0] && n < sizeof scopes) {
+                    n += (size_t)snprintf(scopes + n, sizeof scopes - n, "%s%s=%s", n ? " " : "",
+                                          sc[j][0], sc[j][1]);
+                }
+            }
+            json_t *u = json_object_get(k, "usage");
+            json_t *exp = json_object_get(k, "expires_at");
+            const char *state = json_is_integer(json_object_get(k, "revoked_at")) ? "revoked"
+                                : json_is_integer(exp) && json_integer_value(exp) <= (json_int_t)now
+                                    ? "expired"
+                                    : "active";
+            printf("%-20s %-16s %-9s %-8s %-9s %-5s %-24s %-20s %-20s %9lld %10lld %s\n",
+                   jstr(k, "id"), jstr(k, "name"), jstr(k, "prefix"), jlimit(k, "rpm", l1, 32),
+                   jlimit(k, "tpm", l2, 32), jlimit(k, "concurrency", l3, 32),
+                   scopes[0] ? scopes : "any", created, used,
+                   (long long)json_integer_value(json_object_get(u, "requests")),
+                   (long long)(json_integer_value(json_object_get(u, "prompt_tokens")) +
+                               json_integer_value(json_object_get(u, "completion_tokens"))),
+                   state);
+        }
+    }
+    json_decref(r.json);
+    return rc;
+}
+
+static int cmd_usage(fy_ctl *c, int as_json, const char *key, const char *by)
+{
+    fy_ctl_result r;
+    char err[512], path[200];
+    snprintf(path, sizeof path, "/admin/v1/usage?by=%s%s%s", by ? by : "total", key ? "&key=" : "",
+             key ? key : "");
+    if (fy_ctl_call(c, "GET", path, NULL, &r, err, sizeof err)) {
+        fprintf(stderr, "ferry: %s\n", err);
+        return 1;
+    }
+    int rc = 0;
+    if (r.status != 200) {
+        rc = api_error(&r);
+    } else if (as_json) {
+        print_json(r.json);
+    } else {
+        int hourly = by && strcmp(by, "hour") == 0;
+        json_t *a = json_object_get(r.json, "usage"), *x;
+        size_t i;
+        printf("%-20s %-16s %s%10s %12s %12s %12s %12s\n", "KEY", "NAME",
+               hourly ? "HOUR                 " : "", "REQUESTS", "PROMPT", "COMPLETION",
+               "BYTES IN", "BYTES OUT");
+        json_array_foreach(a, i, x)
+        {
+            char hour[32] = "";
+            if (hourly) {
+                fmt_time(json_object_get(x, "hour"), hour, sizeof hour);
+                strcat(hour, " ");
+            }
+            printf("%-20s %-16s %s%10lld %12lld %12lld %12lld %12lld\n", jstr(x, "key_id"),
+                   jstr(x, "name"), hour,
+                   (long long)json_integer_value(json_object_get(x, "requests")),
+                   (long long)json_integer_value(json_object_get(x, "prompt_tokens")),
+                   (long long)json_integer_value(json_object_get(x, "completion_tokens")),
+                   (long long)json_integer_value(json_object_get(x, "bytes_in")),
+                   (long long)json_integer_value(json_object_get(x, "bytes_out")));
+        }
+    }
+    json_decref(r.json);
+    return rc;
+}
+
+static int valid_key_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 5 || n > 40 || strncmp(s, "key_", 4) != 0) {
+        return 0;
+    }
+    for (size_t i = 4; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* --- main ------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
 {
     int help = 0, version = 0, as_json = 0;
     const char *data_dir = NULL, *admin = NULL, *token_file = NULL, *ca = NULL;
-    const char *name = NULL, *ttl = NULL;
+    const char *name = NULL, *ttl = NULL, *key = NULL, *by = NULL;
+    key_opts ko = {.rpm = -1, .tpm = -1, .concurrency = -1};
     fy_cli_log_opts log = {0};
     const fy_opt opts[] = {
         {"data-dir", FY_OPT_STR, &data_dir, "DIR", "a gateway's data directory on this machine"},
@@ -301,8 +599,24 @@ int main(int argc, char **argv)
         {"ca", FY_OPT_STR, &ca, "FILE",
          "CA of the admin listener's certificate (default DIR/ca.crt, else the system CAs)"},
         {"json", FY_OPT_FLAG, &as_json, NULL, "print the API's JSON instead of tables"},
-        {"name", FY_OPT_STR, &name, "RUNNER", "tokens create: the runner name to bind"},
+        {"name", FY_OPT_STR, &name, "NAME",
+         "tokens create: the runner to bind; keys create/update: the key's name"},
         {"ttl", FY_OPT_STR, &ttl, "DURATION", "tokens create: lifetime (default 1h, at most 30d)"},
+        {"owner", FY_OPT_STR, &ko.owner, "TEXT", "keys create/update: who the key is for"},
+        {"rpm", FY_OPT_INT, &ko.rpm, "N", "keys create/update: requests per minute (0: no limit)"},
+        {"tpm", FY_OPT_INT, &ko.tpm, "N", "keys create/update: tokens per minute (0: no limit)"},
+        {"concurrency", FY_OPT_INT, &ko.concurrency, "N",
+         "keys create/update: requests in flight at once (0: no limit)"},
+        {"models", FY_OPT_STR, &ko.models, "a,b",
+         "keys create/update: models allowed (default any)"},
+        {"runners", FY_OPT_STR, &ko.runners, "r1,r2",
+         "keys create/update: runners allowed (default any)"},
+        {"hooks", FY_OPT_STR, &ko.hooks, "h1,h2",
+         "keys create/update: hooks allowed (default any)"},
+        {"expires", FY_OPT_STR, &ko.expires, "DURATION",
+         "keys create/update: lifetime from now (30d, 12h; update: or never)"},
+        {"key", FY_OPT_STR, &key, "ID", "usage: only this key"},
+        {"by", FY_OPT_STR, &by, "total|hour", "usage: totals (default) or per hour"},
         {"help", FY_OPT_FLAG, &help, NULL, "show this help and exit"},
         {"version", FY_OPT_FLAG, &version, NULL, "show version and library versions and exit"},
         FY_CLI_LOG_OPTS(&log),
@@ -329,7 +643,19 @@ int main(int argc, char **argv)
         return 2;
     }
     /* Which command, and are its arguments right? */
-    enum { C_NONE, C_STATUS, C_TCREATE, C_TLIST, C_RLIST, C_RREVOKE } cmd = C_NONE;
+    enum {
+        C_NONE,
+        C_STATUS,
+        C_TCREATE,
+        C_TLIST,
+        C_RLIST,
+        C_RREVOKE,
+        C_KCREATE,
+        C_KLIST,
+        C_KUPDATE,
+        C_KREVOKE,
+        C_USAGE
+    } cmd = C_NONE;
     const char *cmdname = pos[0];
     int want = 1;
     if (strcmp(pos[0], "status") == 0) {
@@ -344,11 +670,23 @@ int main(int argc, char **argv)
               : strcmp(pos[1], "revoke") == 0 ? C_RREVOKE
                                               : C_NONE;
         want = cmd == C_RREVOKE ? 3 : 2;
+    } else if (strcmp(pos[0], "keys") == 0 && npos >= 2) {
+        cmd = strcmp(pos[1], "create") == 0   ? C_KCREATE
+              : strcmp(pos[1], "list") == 0   ? C_KLIST
+              : strcmp(pos[1], "update") == 0 ? C_KUPDATE
+              : strcmp(pos[1], "revoke") == 0 ? C_KREVOKE
+                                              : C_NONE;
+        want = cmd == C_KUPDATE || cmd == C_KREVOKE ? 3 : 2;
+    } else if (strcmp(pos[0], "usage") == 0) {
+        cmd = C_USAGE;
     }
     if (cmd == C_NONE) {
-        if (strcmp(cmdname, "tokens") == 0 || strcmp(cmdname, "runners") == 0) {
+        if (strcmp(cmdname, "tokens") == 0 || strcmp(cmdname, "runners") == 0 ||
+            strcmp(cmdname, "keys") == 0) {
             fprintf(stderr, "ferry: '%s' needs a subcommand: %s (see --help)\n", cmdname,
-                    cmdname[0] == 't' ? "create or list" : "list or revoke NAME");
+                    cmdname[0] == 't'   ? "create or list"
+                    : cmdname[0] == 'k' ? "create, list, update ID or revoke ID"
+                                        : "list or revoke NAME");
         } else {
             fprintf(stderr, "ferry: unknown command '%s' (see --help)\n", cmdname);
         }
@@ -356,12 +694,70 @@ int main(int argc, char **argv)
     }
     if (npos != want) {
         fprintf(stderr, "ferry: %s\n",
-                cmd == C_RREVOKE && npos < want ? "runners revoke needs the runner NAME"
-                                                : "unexpected argument (see --help)");
+                cmd == C_RREVOKE && npos < want   ? "runners revoke needs the runner NAME"
+                : cmd == C_KREVOKE && npos < want ? "keys revoke needs the key ID"
+                : cmd == C_KUPDATE && npos < want ? "keys update needs the key ID"
+                                                  : "unexpected argument (see --help)");
         return 2;
     }
-    if ((name || ttl) && cmd != C_TCREATE) {
-        fprintf(stderr, "ferry: --name and --ttl go with 'tokens create'\n");
+    int key_cmd = cmd == C_KCREATE || cmd == C_KUPDATE;
+    int key_fields = ko.owner || ko.models || ko.runners || ko.hooks || ko.expires ||
+                     ko.rpm != -1 || ko.tpm != -1 || ko.concurrency != -1;
+    if (name && cmd != C_TCREATE && !key_cmd) {
+        fprintf(stderr, "ferry: --name goes with 'tokens create', 'keys create' and 'keys "
+                        "update'\n");
+        return 2;
+    }
+    if (ttl && cmd != C_TCREATE) {
+        fprintf(stderr, "ferry: --ttl goes with 'tokens create'\n");
+        return 2;
+    }
+    if (key_fields && !key_cmd) {
+        fprintf(stderr, "ferry: --owner, --rpm, --tpm, --concurrency, --models, --runners, "
+                        "--hooks and --expires go with 'keys create' and 'keys update'\n");
+        return 2;
+    }
+    if ((key || by) && cmd != C_USAGE) {
+        fprintf(stderr, "ferry: --key and --by go with 'usage'\n");
+        return 2;
+    }
+    if (cmd == C_KCREATE && !name) {
+        fprintf(stderr, "ferry: keys create needs --name NAME\n");
+        return 2;
+    }
+    if (cmd == C_KUPDATE && !name && !key_fields) {
+        fprintf(stderr, "ferry: keys update needs something to change (see --help)\n");
+        return 2;
+    }
+    if (key_cmd && name && (!name[0] || strlen(name) > 127)) {
+        fprintf(stderr, "ferry: --name must be 1 to 127 characters\n");
+        return 2;
+    }
+    if ((ko.rpm < -1 || ko.tpm < -1 || ko.concurrency < -1) ||
+        (ko.rpm == -1 && fy_args_find(argc - 1, argv + 1, "rpm")) ||
+        (ko.tpm == -1 && fy_args_find(argc - 1, argv + 1, "tpm")) ||
+        (ko.concurrency == -1 && fy_args_find(argc - 1, argv + 1, "concurrency"))) {
+        fprintf(stderr, "ferry: --rpm, --tpm and --concurrency take a number >= 0 (0: no "
+                        "limit)\n");
+        return 2;
+    }
+    uint64_t exp_ms;
+    if (ko.expires && !(cmd == C_KUPDATE && strcmp(ko.expires, "never") == 0) &&
+        (fy_parse_duration_ms(ko.expires, &exp_ms) || exp_ms < 1000 || exp_ms % 1000)) {
+        fprintf(stderr, "ferry: --expires must be a duration like 2s, 12h or 30d%s\n",
+                cmd == C_KUPDATE ? " (or never)" : "");
+        return 2;
+    }
+    if ((cmd == C_KUPDATE || cmd == C_KREVOKE) && !valid_key_id(pos[2])) {
+        fprintf(stderr, "ferry: '%s' is not a key id (key_...; see 'ferry keys list')\n", pos[2]);
+        return 2;
+    }
+    if (key && !valid_key_id(key)) {
+        fprintf(stderr, "ferry: '%s' is not a key id (key_...; see 'ferry keys list')\n", key);
+        return 2;
+    }
+    if (by && strcmp(by, "total") != 0 && strcmp(by, "hour") != 0) {
+        fprintf(stderr, "ferry: --by must be total or hour\n");
         return 2;
     }
     if (cmd == C_TCREATE && !name) {
@@ -406,6 +802,23 @@ int main(int argc, char **argv)
         break;
     case C_RREVOKE:
         status = cmd_runners_revoke(c, as_json, pos[2]);
+        break;
+    case C_KCREATE:
+        ko.name = name;
+        status = cmd_keys_create(c, as_json, &ko);
+        break;
+    case C_KLIST:
+        status = cmd_keys_list(c, as_json);
+        break;
+    case C_KUPDATE:
+        ko.name = name;
+        status = cmd_keys_update(c, as_json, pos[2], &ko);
+        break;
+    case C_KREVOKE:
+        status = cmd_keys_revoke(c, as_json, pos[2]);
+        break;
+    case C_USAGE:
+        status = cmd_usage(c, as_json, key, by);
         break;
     default:
         status = 2;

@@ -16,6 +16,10 @@
  *       "closed REASON", "refused ERROR". --hello-name claims another name in
  *       HELLO; --no-cert dials without a client certificate. SIGTERM sends
  *       GOAWAY, lets streams finish, exits 0.
+ *       A request with "x-test-usage: PROMPT,COMPLETION" ends its response
+ *       with a TRAILERS frame carrying that usage (as an engine would), so
+ *       the gateway's token limits can be tested; the header is not sent on
+ *       to the upstream.
  */
 #include "common/args.h"
 #include "common/err.h"
@@ -45,6 +49,8 @@ struct tstream {
     size_t pend_len, pend_off;
     uint64_t unconsumed; /* request bytes written to the upstream, not yet credited */
     int responded, done, end_pending, drain_wait;
+    int has_usage; /* end with a usage trailer (x-test-usage) */
+    uint32_t prompt_tokens, completion_tokens;
 };
 
 struct tconn {
@@ -188,6 +194,19 @@ static void call_data(fy_http_call *call, const char *data, size_t len, void *ar
     flush(st->c);
 }
 
+/* Ends the response: a usage trailer when the request asked for one. */
+static void st_end(tstream *st)
+{
+    if (st->has_usage) {
+        fyp_trailers t = {.has_usage = 1,
+                          .prompt_tokens = st->prompt_tokens,
+                          .completion_tokens = st->completion_tokens};
+        fyp_session_send_trailers(st->c->sess, st->id, &t);
+    } else {
+        fyp_session_send_data(st->c->sess, st->id, "", 0, 1);
+    }
+}
+
 static void call_done(fy_http_call *call, int status, void *arg)
 {
     tstream *st = arg;
@@ -197,7 +216,7 @@ static void call_done(fy_http_call *call, int status, void *arg)
         if (st->pend) {
             st->end_pending = 1;
         } else {
-            fyp_session_send_data(st->c->sess, st->id, "", 0, 1);
+            st_end(st);
             st->done = 1;
         }
     } else if (status == FY_ETIMEDOUT) {
@@ -245,6 +264,15 @@ static void st_open(tconn *c, uint32_t id, const fyp_request *rq, int end)
         const fyp_field *f = &rq->headers.v[i];
         snprintf(hbuf[n][0], 512, "%.*s", (int)f->name.len, f->name.base);
         snprintf(hbuf[n][1], 512, "%.*s", (int)f->value.len, f->value.base);
+        unsigned up, uc;
+        if (!strcasecmp(hbuf[n][0], "x-test-usage")) {
+            if (sscanf(hbuf[n][1], "%u,%u", &up, &uc) == 2) {
+                st->has_usage = 1;
+                st->prompt_tokens = up;
+                st->completion_tokens = uc;
+            }
+            continue;
+        }
         if (!strcasecmp(hbuf[n][0], "content-length")) {
             clen = atoll(hbuf[n][1]);
         }
@@ -304,7 +332,7 @@ static void st_writable(tstream *st)
     free(st->pend);
     st->pend = NULL;
     if (st->end_pending) {
-        fyp_session_send_data(st->c->sess, st->id, "", 0, 1);
+        st_end(st);
         st->done = 1;
         st_maybe_free(st);
     } else if (st->call) {

@@ -50,6 +50,23 @@ gw_init() {
     "$BIN/ferry-gateway" init --data-dir "$GW" >/dev/null || fail "init failed"
     ADMIN_TOKEN=$(cat "$GW/admin.token")
     CA=$GW/ca.crt
+    rm -f "$TMP/api.key"
+    API_KEY=
+}
+
+# new_key NAME [ferry keys create ARGS...]: a new API key (the CLI's last line).
+new_key() {
+    local name=$1 out
+    shift
+    out=$("$BIN/ferry" --data-dir "$GW" keys create --name "$name" "$@") || fail "keys create $name"
+    tail -n1 <<<"$out"
+}
+# api_key: the tests' key without limits (made once per data dir, by gw_start).
+api_key() {
+    if [[ ! -s $TMP/api.key ]]; then
+        new_key tests >"$TMP/api.key.new" && mv "$TMP/api.key.new" "$TMP/api.key"
+    fi
+    cat "$TMP/api.key"
 }
 
 json_get() { # json_get FILE KEY
@@ -71,6 +88,8 @@ gw_start() {
     TUN=$(json_get "$GW/state.json" tunnel)
     ADM=$(json_get "$GW/state.json" admin)
     SCHEME=$(json_get "$GW/state.json" public_scheme)
+    API_KEY=$(api_key)
+    AUTH="Authorization: Bearer $API_KEY" # for curl -H
 }
 
 # gw_stop: SIGTERM; the gateway must exit 0 (under the sanitizers: no leak,
@@ -183,9 +202,14 @@ trunner_start() {
     fi
 }
 
-# pub ARGS...: curl against the public listener (URL path last, e.g. /r/x/y).
+# pub ARGS...: curl against the public listener with the tests' API key (URL
+# path last, e.g. /r/x/y); pub_nokey sends no key.
 pub_url() { echo "$SCHEME://$PUB$1"; }
 pub() {
+    local path=${!#}
+    curl -sS --max-time 30 --cacert "$CA" -H "$AUTH" "${@:1:$#-1}" "$(pub_url "$path")"
+}
+pub_nokey() {
     local path=${!#}
     curl -sS --max-time 30 --cacert "$CA" "${@:1:$#-1}" "$(pub_url "$path")"
 }

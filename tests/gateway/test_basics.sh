@@ -89,7 +89,7 @@ cat >"$TMP/extra.json" <<JSON
 JSON
 gw_start --config "$TMP/extra.json"
 [[ $SCHEME == http ]] || fail "--config public-plain not applied"
-c=$(curl -sS -o /dev/null -w '%{http_code}' "http://$PUB/r/nosuch/")
+c=$(curl -sS -o /dev/null -w '%{http_code}' -H "$AUTH" "http://$PUB/r/nosuch/")
 [[ $c == 404 ]] || fail "plain public listener: $c"
 tail -n1 "$TMP/gw.log" | grep -q '^{.*"msg"' || tail -n1 "$TMP/gw.log" | grep -q '^{' ||
     fail "--log-format json from --config not applied: $(tail -n1 "$TMP/gw.log")"

@@ -37,7 +37,7 @@ hwm=$(vmhwm "$GW_PID")
 pass "256 MiB upload checksummed; gateway VmHWM $hwm KiB, runner $(vmhwm "$RN_PID") KiB"
 
 # A slow reader: 256 MiB at 256 KiB/s. Others on the same tunnel go on.
-curl -sS --cacert "$CA" --limit-rate 256k --max-time 60 -o /dev/null "$(pub_url "/r/alpha/big?bytes=$SIZE")" &
+curl -sS --cacert "$CA" -H "$AUTH" --limit-rate 256k --max-time 60 -o /dev/null "$(pub_url "/r/alpha/big?bytes=$SIZE")" &
 slow=$!
 PIDS+=("$slow")
 sleep 1

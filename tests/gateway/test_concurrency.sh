@@ -38,7 +38,7 @@ cfg_add() {
 # and its own body checksum.
 base=$(pub_url /r/alpha)
 for ((i = 0; i < N; i++)); do
-    cfg_add "$TMP/echo.cfg" $i "url = \"$base/echo?i=$i\"\noutput = \"$TMP/out.$i\"\ndata = \"body-$i\"\ncacert = \"$CA\"\nmax-time = 60\n"
+    cfg_add "$TMP/echo.cfg" $i "url = \"$base/echo?i=$i\"\noutput = \"$TMP/out.$i\"\ndata = \"body-$i\"\ncacert = \"$CA\"\nheader = \"$AUTH\"\nmax-time = 60\n"
 done
 t0=$SECONDS
 par_curl "$TMP/echo.cfg" || fail "curl --parallel failed: $(cat "$TMP"/echo.cfg.*.err | head -5)"
@@ -64,7 +64,7 @@ pass "$N parallel POSTs, every answer its own ($((SECONDS-t0)) s)"
 # Concurrency proof: requests the upstream holds for 3 s; the admin API must
 # see (nearly) all of them in flight on the tunnel at once.
 for ((i = 0; i < N; i++)); do
-    cfg_add "$TMP/slow.cfg" $i "url = \"$base/slow?ms=3000&i=$i\"\noutput = \"$TMP/slow.$i\"\ncacert = \"$CA\"\nmax-time = 60\n"
+    cfg_add "$TMP/slow.cfg" $i "url = \"$base/slow?ms=3000&i=$i\"\noutput = \"$TMP/slow.$i\"\ncacert = \"$CA\"\nheader = \"$AUTH\"\nmax-time = 60\n"
 done
 par_curl "$TMP/slow.cfg" &
 cpid=$!

@@ -79,7 +79,7 @@ t0=${EPOCHREALTIME/./}
 kill -TERM "$GW_PID"
 wait_for 3 grep -q 'draining' "$TMP/gw.log" || fail "no drain logged"
 rc=0
-curl -sS --max-time 2 --cacert "$CA" -o /dev/null "$(pub_url /r/alpha/fixed)" 2>/dev/null || rc=$?
+curl -sS --max-time 2 --cacert "$CA" -H "$AUTH" -o /dev/null "$(pub_url /r/alpha/fixed)" 2>/dev/null || rc=$?
 [[ $rc == 7 ]] || fail "a new public connection during the drain: curl exit $rc, want 7 (refused)"
 [[ -e $GW/state.json ]] || fail "state.json removed before the drain finished"
 wait $S5 || true
@@ -127,7 +127,7 @@ GW_SAME_PORTS=1 gw_start
 kill9 "$RN_PID"
 wait_for 5 conns_are alpha 0 || fail "old runner still connected"
 runner_start alpha "$TMP/ra" --max-streams 1
-pub -o "$TMP/s.6" "/r/alpha/slow?ms=1000" &
+pub -o "$TMP/s.6" "/r/alpha/slow?ms=3000" & # long enough for a loaded machine
 S6=$!
 wait_for 5 in_flight_ge alpha 1 || fail "request not in flight"
 c=$(pub -D "$TMP/h" -o "$TMP/o" -w '%{http_code}' /r/alpha/fixed)

@@ -41,6 +41,12 @@ for h in X-Hop Keep-Alive Proxy-Authorization '"TE"' Upgrade; do
     grep -qi "$h" "$TMP/e" && fail "hop-by-hop header $h passed through: $(cat "$TMP/e")"
 done
 pass "hop-by-hop headers removed, X-Forwarded-For/Proto/Host set"
+# The API key is the gateway's: the runner and its upstream never see it.
+pub /r/alpha/echo >"$TMP/e"
+pub_nokey -H "x-api-key: $API_KEY" /r/alpha/echo >>"$TMP/e"
+grep -qi 'authorization\|x-api-key\|fy_' "$TMP/e" && fail "the API key reached the upstream: $(cat "$TMP/e")"
+[[ $(grep -o '"target":"/echo"' "$TMP/e" | wc -l) == 2 ]] || fail "echo with x-api-key: $(cat "$TMP/e")"
+pass "Authorization and x-api-key are not forwarded"
 
 # Bodies of 0 bytes and 1 MiB, both directions, checksummed.
 pub -X POST -H 'Content-Length: 0' /r/alpha/echo >"$TMP/e"
@@ -78,7 +84,7 @@ pass "SSE: $n events, each delivered before the next was written"
 # Cancellation: the public client hangs up, the upstream sees its request
 # aborted within a second.
 before=$(up_stat holds_aborted)
-curl -sS --cacert "$CA" --max-time 30 "$(pub_url /r/alpha/hold)" >/dev/null 2>&1 &
+curl -sS --cacert "$CA" -H "$AUTH" --max-time 30 "$(pub_url /r/alpha/hold)" >/dev/null 2>&1 &
 cpid=$!
 wait_for 5 bash -c "[[ \$(curl -sS --max-time 2 http://127.0.0.1:$UP/stats | sed -n 's/.*\"requests\":\([0-9]*\).*/\1/p') -gt 0 ]]" ||
     fail "held request never reached the upstream"
@@ -91,7 +97,7 @@ wait_for 1 bash -c "[[ \$(curl -sS --max-time 1 http://127.0.0.1:$UP/stats | sed
 t1=${EPOCHREALTIME/./}
 pass "cancellation reached the upstream in $(((t1 - t0) / 1000)) ms"
 before=$(up_stat sse_aborted)
-curl -sS -N --cacert "$CA" --max-time 1 "$(pub_url "/r/alpha/sse?n=100&delay_ms=50")" >/dev/null 2>&1 || true
+curl -sS -N --cacert "$CA" -H "$AUTH" --max-time 1 "$(pub_url "/r/alpha/sse?n=100&delay_ms=50")" >/dev/null 2>&1 || true
 wait_for 1 bash -c "[[ \$(curl -sS --max-time 1 http://127.0.0.1:$UP/stats | sed -n 's/.*\"sse_aborted\":\([0-9]*\).*/\1/p') -gt $before ]]" ||
     fail "SSE cancellation did not reach the upstream"
 pass "SSE cancellation reached the upstream"

@@ -53,6 +53,7 @@ gw_init() {
     # As openssl prints it ("AB:CD:...") and as ferry does ("sha256:abcd...").
     FP_OPENSSL=$(openssl x509 -in "$CA" -noout -fingerprint -sha256 | cut -d= -f2)
     FP=sha256:$(tr -d : <<<"$FP_OPENSSL" | tr A-F a-f)
+    rm -f "$TMP/api.key"
 }
 
 # gw_start [ARGS...]: runs the gateway (on the previous ports when
@@ -69,6 +70,7 @@ gw_start() {
     PUB=$(jget "$GW/state.json" "j['public']")
     TUN=$(jget "$GW/state.json" "j['tunnel']")
     ADM=$(jget "$GW/state.json" "j['admin']")
+    AUTH="Authorization: Bearer $(api_key)" # for curl -H
 }
 
 # gw_stop: SIGTERM; the gateway must exit 0.
@@ -80,6 +82,17 @@ gw_stop() {
 }
 
 ferry() { "$BIN/ferry" --data-dir "$GW" "$@"; }
+
+# api_key: an API key without limits for the public calls (`ferry keys
+# create`'s last line), made once per data dir, on first use.
+api_key() {
+    if [[ ! -s $TMP/api.key ]]; then
+        local out
+        out=$(ferry keys create --name tests) || fail "keys create"
+        tail -n1 <<<"$out" >"$TMP/api.key"
+    fi
+    cat "$TMP/api.key"
+}
 
 # token NAME [TTL]: a new enrollment token (the CLI's last line).
 token() {
@@ -146,10 +159,11 @@ wait_conns() {
         fail "runner $1 has $(connections "$1") connections, want $2"
 }
 
-# pub [CURL ARGS...] PATH: curl against the public listener.
+# pub [CURL ARGS...] PATH: curl against the public listener, with the API key.
 pub() {
     local path=${!#}
-    curl -sS --max-time 30 --cacert "$CA" "${@:1:$#-1}" "https://$PUB$path"
+    curl -sS --max-time 30 --cacert "$CA" -H "Authorization: Bearer $(api_key)" "${@:1:$#-1}" \
+        "https://$PUB$path"
 }
 
 # Predicates for wait_for (re-evaluated on every try).

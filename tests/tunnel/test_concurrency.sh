@@ -31,7 +31,7 @@ par_curl() { # par_curl PREFIX: the transfers of PREFIX.0 .. PREFIX.(P-1) at onc
 }
 
 for ((i = 0; i < N; i++)); do
-    cfg_add "$TMP/echo.cfg" $i "url = \"$base/echo?i=$i\"\noutput = \"$TMP/out.$i\"\ndata = \"body-$i\"\nmax-time = 60\n"
+    cfg_add "$TMP/echo.cfg" $i "url = \"$base/echo?i=$i\"\noutput = \"$TMP/out.$i\"\ndata = \"body-$i\"\nheader = \"$AUTH\"\nmax-time = 60\n"
 done
 t0=$(now_ms)
 par_curl "$TMP/echo.cfg" || fail "curl: $(cat "$TMP"/echo.cfg.*.err | head -5)"
@@ -57,7 +57,7 @@ pass "$N parallel POSTs over one tunnel connection, every answer its own ($((t1 
 
 # Held by the upstream for 2 s: all of them must be in flight at once.
 for ((i = 0; i < N; i++)); do
-    cfg_add "$TMP/slow.cfg" $i "url = \"$base/slow?ms=2000&i=$i\"\noutput = \"$TMP/slow.$i\"\nmax-time = 60\n"
+    cfg_add "$TMP/slow.cfg" $i "url = \"$base/slow?ms=2000&i=$i\"\noutput = \"$TMP/slow.$i\"\nheader = \"$AUTH\"\nmax-time = 60\n"
 done
 par_curl "$TMP/slow.cfg" &
 cpid=$!

@@ -28,7 +28,7 @@ fp() {
 rn_start "$TMP/r1" --gateway "$PROXY" --gateway "$TUN" --connections 2 --heartbeat-timeout 3s
 wait_conns r1 2
 for i in 1 2; do
-    curl -sS --max-time 10 --cacert "$CA" -o "$TMP/slow.$i" -w '%{http_code}' \
+    curl -sS --max-time 10 --cacert "$CA" -H "$AUTH" -o "$TMP/slow.$i" -w '%{http_code}' \
         "https://$PUB/r/r1/slow?ms=1500" >"$TMP/slow.$i.code" &
     PIDS+=("$!")
     SLOW[$i]=$!
@@ -65,11 +65,11 @@ pass "stall: heartbeat timeout after $((t1 - t0)) ms; the other connection serve
 # the next request succeeds ---------------------------------------------------------------
 rn_start "$TMP/r1" --connections 2
 wait_conns r1 2
-curl -sS --max-time 10 --cacert "$CA" -o "$TMP/slow.3" -w '%{http_code}' \
+curl -sS --max-time 10 --cacert "$CA" -H "$AUTH" -o "$TMP/slow.3" -w '%{http_code}' \
     "https://$PUB/r/r1/slow?ms=3000" >"$TMP/slow.3.code" &
 S3=$!
 PIDS+=("$S3")
-curl -sS -N --max-time 10 --cacert "$CA" -o "$TMP/sse.out" "https://$PUB/r/r1/sse?n=100&delay_ms=50" &
+curl -sS -N --max-time 10 --cacert "$CA" -H "$AUTH" -o "$TMP/sse.out" "https://$PUB/r/r1/sse?n=100&delay_ms=50" &
 S4=$!
 PIDS+=("$S4")
 wait_for 5 grep -q '"i":2' "$TMP/sse.out" || fail "SSE did not start"
@@ -103,7 +103,7 @@ kill -0 "$RN_PID" || fail "the runner died"
 pass "gateway killed and restarted, then drained and restarted: the runner reconnected each time"
 
 # --- SIGTERM drains: a request in flight completes, then the runner exits 0 ---------------
-curl -sS --max-time 10 --cacert "$CA" -o "$TMP/slow.5" -w '%{http_code}' \
+curl -sS --max-time 10 --cacert "$CA" -H "$AUTH" -o "$TMP/slow.5" -w '%{http_code}' \
     "https://$PUB/r/r1/slow?ms=1500" >"$TMP/slow.5.code" &
 S5=$!
 PIDS+=("$S5")
@@ -126,7 +126,7 @@ pass "SIGTERM: the slow request in flight completed (200), new ones got 503, exi
 # The drain timeout bounds a request that never ends.
 rn_start "$TMP/r1" --connections 1 --drain-timeout 1s
 wait_conns r1 1
-curl -sS --max-time 10 --cacert "$CA" -o /dev/null "https://$PUB/r/r1/hold" 2>/dev/null &
+curl -sS --max-time 10 --cacert "$CA" -H "$AUTH" -o /dev/null "https://$PUB/r/r1/hold" 2>/dev/null &
 PIDS+=("$!")
 wait_for 5 in_flight_is r1 1 || fail "hold not in flight"
 t0=$(now_ms)

@@ -88,7 +88,7 @@ pass "$BIG_MIB MiB streamed up and down, checksummed, memory bounded"
 # A slow public client stalls only its own stream: the runner pauses that
 # upstream call (its memory stays flat) while another stream on the same
 # tunnel connection runs at full speed.
-curl -sS --max-time 6 --limit-rate 100K --cacert "$CA" -o /dev/null \
+curl -sS --max-time 6 --limit-rate 100K --cacert "$CA" -H "$AUTH" -o /dev/null \
     "https://$PUB/r/r1/big?bytes=$((64 * 1048576))" 2>/dev/null &
 slow=$!
 PIDS+=("$slow")
@@ -111,7 +111,7 @@ fi
 pass "a slow client is held back by flow control; another stream runs at full speed"
 
 # SSE: each event reaches the client within a few ms of the upstream writing it.
-curl -sS -N --max-time 20 --cacert "$CA" -D "$TMP/sse.h" "https://$PUB/r/r1/sse?n=6&delay_ms=200" |
+curl -sS -N --max-time 20 --cacert "$CA" -H "$AUTH" -D "$TMP/sse.h" "https://$PUB/r/r1/sse?n=6&delay_ms=200" |
     while IFS= read -r line; do
         if [[ $line == data:* ]]; then echo "${EPOCHREALTIME/./} $line"; fi
     done >"$TMP/events"
@@ -130,7 +130,7 @@ pass "SSE: 6 events, each delivered within $((worst / 1000)) ms of being written
 
 # Cancellation: the client hangs up; the upstream sees its connection closed.
 before=$(up_stat holds_aborted)
-curl -sS --max-time 1 --cacert "$CA" "https://$PUB/r/r1/hold" >/dev/null 2>&1 || true
+curl -sS --max-time 1 --cacert "$CA" -H "$AUTH" "https://$PUB/r/r1/hold" >/dev/null 2>&1 || true
 t0=$(now_ms)
 wait_for 3 up_stat_gt holds_aborted "$before" || fail "the upstream call was not cancelled"
 t1=$(now_ms)
