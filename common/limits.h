@@ -16,14 +16,17 @@
 #define FY_HTTP_BODY_TIMEOUT_MS            60000 /* no body byte for this long: close */
 #define FY_HTTP_MAX_CONNECTIONS            10000 /* per listener */
 #define FY_HTTP_CLIENT_MAX_RESPONSE_HEADER (64 * 1024)
-#define FY_HTTP_MAX_DISCARD_BYTES          (64 * 1024) /* unread body the server drops to keep a connection */
-#define FY_HTTP_MAX_PENDING_BYTES          (256 * 1024) /* unparsed bytes held while parsing is paused */
-#define FY_HTTP_LINGER_TIMEOUT_MS          2000  /* after a final response: wait this long for the client's FIN */
-#define FY_HTTP_CLIENT_MAX_RESPONSE_HEADERS 100  /* header fields in a response */
-#define FY_HTTP_CLIENT_CONNECT_TIMEOUT_MS  10000
-#define FY_HTTP_CLIENT_READ_TIMEOUT_MS     60000 /* no response byte for this long: fail the call */
-#define FY_HTTP_CLIENT_POOL_IDLE_MS        30000 /* idle pooled connections are closed after this */
-#define FY_HTTP_CLIENT_POOL_MAX_IDLE       16    /* idle connections kept per origin */
+/* Unread body the server drops to keep a connection; unparsed bytes held
+ * while parsing is paused; after a final response, how long to wait for the
+ * client's FIN. */
+#define FY_HTTP_MAX_DISCARD_BYTES           (64 * 1024)
+#define FY_HTTP_MAX_PENDING_BYTES           (256 * 1024)
+#define FY_HTTP_LINGER_TIMEOUT_MS           2000
+#define FY_HTTP_CLIENT_MAX_RESPONSE_HEADERS 100 /* header fields in a response */
+#define FY_HTTP_CLIENT_CONNECT_TIMEOUT_MS   10000
+#define FY_HTTP_CLIENT_READ_TIMEOUT_MS      60000 /* no response byte for this long: fail the call */
+#define FY_HTTP_CLIENT_POOL_IDLE_MS         30000 /* idle pooled connections are closed after this */
+#define FY_HTTP_CLIENT_POOL_MAX_IDLE        16    /* idle connections kept per origin */
 
 /* TLS (common/tls). */
 #define FY_TLS_HANDSHAKE_TIMEOUT_MS 10000
