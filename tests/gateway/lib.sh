@@ -61,6 +61,26 @@ new_key() {
     out=$("$BIN/ferry" --data-dir "$GW" keys create --name "$name" "$@") || fail "keys create $name"
     tail -n1 <<<"$out"
 }
+# mkkey NAME [ferry keys create ARGS...]: a new API key in KEY, its id in KID.
+mkkey() {
+    "$BIN/ferry" --data-dir "$GW" keys create --name "$@" >"$TMP/mkkey.out" || fail "keys create $1"
+    KEY=$(tail -n1 "$TMP/mkkey.out")
+    KID=$(sed -n 's/^API key \(key_[^ ]*\) .*/\1/p' "$TMP/mkkey.out")
+    [[ $KEY == fy_* && $KID == key_* ]] || fail "keys create output: $(cat "$TMP/mkkey.out")"
+}
+# pubk KEY [CURL ARGS...] PATH: pub with that key instead of the tests' one.
+pubk() {
+    local k=$1
+    shift
+    pub_nokey -H "Authorization: Bearer $k" "$@"
+}
+# ferry ARGS...: the CLI on this gateway.
+ferry() { "$BIN/ferry" --data-dir "$GW" "$@"; }
+# metric TEXT-FILE SERIES: the value of one series in a /metrics page (0 when absent).
+metric() {
+    awk -v s="$2" '$1 == s {print $2; f=1} END {if (!f) print 0}' "$1"
+}
+
 # api_key: the tests' key without limits (made once per data dir, by gw_start).
 api_key() {
     if [[ ! -s $TMP/api.key ]]; then
