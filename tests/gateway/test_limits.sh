@@ -147,6 +147,13 @@ c=$(pubk "$KEY" -H 'x-test-usage: 80,70' -D "$TMP/h" -o /dev/null -w '%{http_cod
 [[ $c == 200 ]] || fail "first request of a full token bucket: $c"
 [[ $(hdr x-ratelimit-limit-tokens) == 100 && $(hdr x-ratelimit-remaining-tokens) == 100 ]] ||
     fail "token headers before the charge: $(cat "$TMP/h")"
+# The body can reach the client before the runner's trailer reaches the
+# gateway: wait until the charge is counted.
+prompt_counted() {
+    admin GET /metrics >"$TMP/metrics.txt"
+    [[ $(metric "$TMP/metrics.txt" 'ferry_tokens_total{kind="prompt"}') == 80 ]]
+}
+wait_for 10 prompt_counted || fail "the usage trailer was not counted"
 # 150 tokens charged: the bucket is 50 in debt, paid back at 100/min (30 s).
 c=$(pubk "$KEY" -D "$TMP/h" -o "$TMP/o" -w '%{http_code}' /r/alpha/fixed)
 [[ $c == 429 ]] && grep -q 'tokens per minute' "$TMP/o" || fail "request while in token debt: $c $(cat "$TMP/o")"
