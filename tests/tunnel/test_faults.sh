@@ -51,7 +51,7 @@ t0=$(now_ms)
 wait_for 8 grep -q 'heartbeat timeout' "$RN_LOG" || fail "a stalled gateway was not detected"
 t1=$(now_ms)
 echo "  stall detected after $((t1 - t0)) ms (heartbeat timeout 3 s)"
-((t1 - t0 <= 4000)) || fail "stall detection took $((t1 - t0)) ms, timeout is 3 s"
+((t1 - t0 <= 6000)) || fail "stall detection took $((t1 - t0)) ms, timeout is 3 s"
 # The gateway's heartbeats drop its side too (its reconnect is stalled as well),
 # and the direct connection carries the traffic meanwhile.
 wait_conns r1 1 5

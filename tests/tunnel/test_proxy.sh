@@ -117,15 +117,22 @@ curl -sS -N --max-time 20 --cacert "$CA" -H "$AUTH" -D "$TMP/sse.h" "https://$PU
     done >"$TMP/events"
 tr -d '\r' <"$TMP/sse.h" | grep -qi '^content-type: text/event-stream' || fail "SSE content type"
 [[ $(grep -c '"i":' "$TMP/events") == 6 ]] || fail "SSE events: $(cat "$TMP/events")"
+# The check is causal, not a timing threshold: each event must reach the
+# client before the upstream writes the next one (200 ms later), which no
+# buffering layer on the path could satisfy. The lag is printed as a figure.
 worst=0
+arrivals=() writes=()
 while read -r arrived _ payload; do
     written=$(sed -n 's/.*"t_us":\([0-9]*\).*/\1/p' <<<"$payload")
-    lag=$((arrived - written))
-    ((lag > worst)) && worst=$lag
-    ((lag >= 0)) || fail "event arrived before it was written (clock trouble)"
+    ((arrived - written >= 0)) || fail "event arrived before it was written (clock trouble)"
+    ((arrived - written > worst)) && worst=$((arrived - written))
+    arrivals+=("$arrived") writes+=("$written")
 done < <(grep '"i":' "$TMP/events")
 echo "  SSE: worst event latency ${worst} us"
-((worst < 50000)) || fail "an SSE event took ${worst} us to arrive (buffered?)"
+for ((i = 0; i + 1 < ${#arrivals[@]}; i++)); do
+    ((arrivals[i] < writes[i + 1])) ||
+        fail "SSE event $i arrived only after event $((i + 1)) was written (buffered)"
+done
 pass "SSE: 6 events, each delivered within $((worst / 1000)) ms of being written"
 
 # Cancellation: the client hangs up; the upstream sees its connection closed.
