@@ -122,17 +122,25 @@ rm -rf "$RN"
 "$BIN/ferry-runner" enroll --gateway "$TUN" --token "$TOKEN" --ca-fingerprint "$FPR" \
     --data-dir "$RN" | sed 's/^/    /'
 
-say "upstream: python3 -m http.server on 127.0.0.1 (a private server with no public port)"
+say "upstream: python3 http.server on 127.0.0.1 (a private server with no public port)"
 mkdir -p "$DIR/www"
 cat >"$DIR/www/index.html" <<EOF
 <!doctype html>
 <title>ferry demo</title>
 <p>Hello from a private HTTP server on $(hostname), published through ferry.</p>
 EOF
-python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$DIR/www" >"$LOGS/upstream.log" 2>&1 &
+# http.server on a port the OS picks; the port is written to a file by rename
+# once the socket is bound, so it is never read half-written.
+rm -f "$DIR/upstream.port"
+python3 -u -c 'import functools, http.server, os, sys
+h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
+open(sys.argv[2] + ".tmp", "w").write(str(s.server_address[1]))
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+s.serve_forever()' "$DIR/www" "$DIR/upstream.port" >"$LOGS/upstream.log" 2>&1 &
 started $!
-wait_for 10 grep -q 'port [0-9]' "$LOGS/upstream.log" || { echo "demo.sh: the upstream did not start" >&2; exit 1; }
-UP=$(sed -n 's/.* port \([0-9]*\).*/\1/p' "$LOGS/upstream.log" | head -n1)
+wait_for 10 test -s "$DIR/upstream.port" || { echo "demo.sh: the upstream did not start" >&2; exit 1; }
+UP=$(cat "$DIR/upstream.port")
 echo "    http://127.0.0.1:$UP/"
 
 say "ferry-runner run --data-dir $RN --upstream http://127.0.0.1:$UP"
