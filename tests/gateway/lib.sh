@@ -1,48 +1,14 @@
 # lib.sh: shared helpers for the gateway integration tests (sourced, not run).
 # Every process a test starts is recorded and stopped on exit; every wait is
 # bounded, so a broken gateway fails a test instead of hanging it.
-set -euo pipefail
-BIN=${FERRY_BIN:?FERRY_BIN must point at the build bin directory}
-TBIN=${FERRY_BUILD:?FERRY_BUILD must point at the build directory}/tests
-TMP=$(mktemp -d)
-PIDS=()
+FAIL_LOGS=(gw.log)
+FAIL_LOG_LINES=40
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/proc.sh"
 # Sanitizer builds: freed memory waits in ASan's quarantine (256 MiB by
-# default), which would swamp the memory bounds; keep it small. TLS handshakes
-# are much slower there too.
-SANITIZED=0
-if grep -q '^FERRY_SANITIZE:STRING=..*' "$FERRY_BUILD/CMakeCache.txt" 2>/dev/null; then
-    SANITIZED=1
+# default), which would swamp the memory bounds; keep it small.
+if [[ $SANITIZED == 1 ]]; then
     export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}quarantine_size_mb=16"
 fi
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do
-        kill -9 "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    if [[ ${KEEP_TMP:-} == 1 ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    if [[ -f $TMP/gw.log ]]; then
-        echo "--- gateway log (last 40 lines)" >&2
-        tail -n 40 "$TMP/gw.log" >&2
-    fi
-    exit 1
-}
-pass() { echo "ok: $*"; }
-
-# wait_for SECONDS CMD...: retries CMD every 0.05 s until it succeeds.
-wait_for() {
-    local t=$1 i
-    shift
-    for ((i = 0; i < t * 20; i++)); do
-        if "$@" 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    return 1
-}
 
 GW=$TMP/gw
 # gw_init: a fresh gateway data dir in $GW.

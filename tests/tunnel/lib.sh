@@ -2,42 +2,9 @@
 # ferry-gateway, real ferry-runner processes, the ferry CLI and curl, all on
 # 127.0.0.1 with ports the OS picks. Every process is recorded and killed on
 # exit; every wait is bounded, so a hang fails the test instead.
-set -euo pipefail
-BIN=${FERRY_BIN:?FERRY_BIN must point at the build bin directory}
-TBIN=${FERRY_BUILD:?FERRY_BUILD must point at the build directory}/tests
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do
-        kill -9 "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    if [[ ${KEEP_TMP:-} == 1 ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    local f
-    for f in "$TMP"/gw.log "$TMP"/rn.*.log; do
-        [[ -f $f ]] || continue
-        echo "--- $(basename "$f") (last 25 lines)" >&2
-        tail -n 25 "$f" >&2
-    done
-    exit 1
-}
-pass() { echo "ok: $*"; }
-
-# wait_for SECONDS CMD...: retries CMD every 0.05 s until it succeeds.
-wait_for() {
-    local t=$1 i
-    shift
-    for ((i = 0; i < t * 20; i++)); do
-        if "$@" 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    return 1
-}
+FAIL_LOGS=(gw.log 'rn.*.log')
+FAIL_LOG_LINES=25
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/proc.sh"
 
 # jget FILE PYEXPR: a value out of a JSON file (j is the parsed document).
 jget() {

@@ -7,9 +7,7 @@
 #   call within 1 s; upstream down -> 502; runner gone -> 503.
 source "$(dirname "$0")/lib.sh"
 BIG_MIB=${FERRY_BIG_MIB:-256}
-SANITIZED=0
-if grep -q '^FERRY_SANITIZE:[A-Z]*=.\+' "$FERRY_BUILD/CMakeCache.txt" 2>/dev/null; then
-    SANITIZED=1
+if [[ $SANITIZED == 1 ]]; then
     BIG_MIB=${FERRY_BIG_MIB:-32} # the sanitizers make crypto several times slower
 fi
 # big_sha N: SHA-256 of the upstream's /big?bytes=N (16 KiB blocks of a..z).

@@ -1,0 +1,49 @@
+# proc.sh: what every integration test script shares (sourced by each area's
+# lib.sh, not run): strict mode, a temp dir, a record of the processes a test
+# starts (all killed on exit), fail/pass, and bounded waits.
+#
+# Before sourcing, an area may set FAIL_LOGS (globs relative to $TMP) and
+# FAIL_LOG_LINES: fail() prints the tail of each log that exists.
+set -euo pipefail
+BIN=${FERRY_BIN:?FERRY_BIN must point at the build bin directory}
+TBIN=${FERRY_BUILD:?FERRY_BUILD must point at the build directory}/tests
+TMP=$(mktemp -d)
+PIDS=()
+# Sanitizer builds run several times slower; tests relax their sizes there.
+SANITIZED=0
+if grep -q '^FERRY_SANITIZE:[A-Z]*=.\+' "$FERRY_BUILD/CMakeCache.txt" 2>/dev/null; then
+    SANITIZED=1
+fi
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    if [[ ${KEEP_TMP:-} == 1 ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*" >&2
+    local g f
+    for g in "${FAIL_LOGS[@]}"; do
+        for f in "$TMP"/$g; do
+            [[ -f $f ]] || continue
+            echo "--- $(basename "$f") (last ${FAIL_LOG_LINES:-25} lines)" >&2
+            tail -n "${FAIL_LOG_LINES:-25}" "$f" >&2
+        done
+    done
+    exit 1
+}
+pass() { echo "ok: $*"; }
+
+# wait_for SECONDS CMD...: retries CMD every 0.05 s until it succeeds.
+wait_for() {
+    local t=$1 i
+    shift
+    for ((i = 0; i < t * 20; i++)); do
+        if "$@" 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
