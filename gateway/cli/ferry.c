@@ -109,6 +109,26 @@ static int api_error(const fy_ctl_result *r)
     return 1;
 }
 
+/* Calls the admin API. Returns 0 when the gateway answered OK (a create
+ * passes 201 and also accepts 200), with R->json for the caller to release;
+ * otherwise prints why (the transport's error or the API's message) and
+ * returns 1 with nothing left to release. */
+static int api_call(fy_ctl *c, const char *method, const char *path, json_t *body, int ok,
+                    fy_ctl_result *r)
+{
+    char err[512];
+    if (fy_ctl_call(c, method, path, body, r, err, sizeof err)) {
+        fprintf(stderr, "ferry: %s\n", err);
+        return 1;
+    }
+    if (r->status != ok && !(ok == 201 && r->status == 200)) {
+        api_error(r);
+        json_decref(r->json);
+        return 1;
+    }
+    return 0;
+}
+
 static void print_json(json_t *j)
 {
     char *s = json_dumps(j, JSON_INDENT(2));
@@ -123,15 +143,11 @@ static void print_json(json_t *j)
 static int cmd_status(fy_ctl *c, int as_json)
 {
     fy_ctl_result r;
-    char err[512];
-    if (fy_ctl_call(c, "GET", "/admin/v1/status", NULL, &r, err, sizeof err)) {
-        fprintf(stderr, "ferry: %s\n", err);
+    if (api_call(c, "GET", "/admin/v1/status", NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
-    if (r.status != 200) {
-        rc = api_error(&r);
-    } else if (as_json) {
+    if (as_json) {
         print_json(r.json);
     } else {
         json_t *l = json_object_get(r.json, "listeners");
@@ -157,17 +173,13 @@ static int cmd_tokens_create(fy_ctl *c, int as_json, const char *name, const cha
     if (ttl) {
         json_object_set_new(body, "ttl", json_string(ttl));
     }
-    int rc = fy_ctl_call(c, "POST", "/admin/v1/tokens", body, &r, err, sizeof err);
+    int rc = api_call(c, "POST", "/admin/v1/tokens", body, 201, &r);
     json_decref(body);
     if (rc) {
-        fprintf(stderr, "ferry: %s\n", err);
         return 1;
     }
-    rc = 0;
     const char *token = json_string_value(json_object_get(r.json, "token"));
-    if (r.status != 201 && r.status != 200) {
-        rc = api_error(&r);
-    } else if (!token) {
+    if (!token) {
         fprintf(stderr, "ferry: the gateway's answer has no token\n");
         rc = 1;
     } else if (as_json) {
@@ -203,15 +215,11 @@ static int cmd_tokens_create(fy_ctl *c, int as_json, const char *name, const cha
 static int cmd_tokens_list(fy_ctl *c, int as_json)
 {
     fy_ctl_result r;
-    char err[512];
-    if (fy_ctl_call(c, "GET", "/admin/v1/tokens", NULL, &r, err, sizeof err)) {
-        fprintf(stderr, "ferry: %s\n", err);
+    if (api_call(c, "GET", "/admin/v1/tokens", NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
-    if (r.status != 200) {
-        rc = api_error(&r);
-    } else if (as_json) {
+    if (as_json) {
         print_json(r.json);
     } else {
         json_t *a = json_object_get(r.json, "tokens");
@@ -244,15 +252,11 @@ static int cmd_tokens_list(fy_ctl *c, int as_json)
 static int cmd_runners_list(fy_ctl *c, int as_json)
 {
     fy_ctl_result r;
-    char err[512];
-    if (fy_ctl_call(c, "GET", "/admin/v1/runners", NULL, &r, err, sizeof err)) {
-        fprintf(stderr, "ferry: %s\n", err);
+    if (api_call(c, "GET", "/admin/v1/runners", NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
-    if (r.status != 200) {
-        rc = api_error(&r);
-    } else if (as_json) {
+    if (as_json) {
         print_json(r.json);
     } else {
         json_t *a = json_object_get(r.json, "runners");
@@ -306,16 +310,13 @@ static int valid_name(const char *s)
 static int cmd_runners_revoke(fy_ctl *c, int as_json, const char *name)
 {
     fy_ctl_result r;
-    char err[512], path[160];
+    char path[160];
     snprintf(path, sizeof path, "/admin/v1/runners/%s/revoke", name);
-    if (fy_ctl_call(c, "POST", path, NULL, &r, err, sizeof err)) {
-        fprintf(stderr, "ferry: %s\n", err);
+    if (api_call(c, "POST", path, NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
-    if (r.status != 200) {
-        rc = api_error(&r);
-    } else if (as_json) {
+    if (as_json) {
         print_json(r.json);
     } else {
         char when[32];
@@ -383,19 +384,14 @@ static void print_key(json_t *k)
 static int cmd_keys_create(fy_ctl *c, int as_json, const key_opts *ko)
 {
     fy_ctl_result r;
-    char err[512];
     json_t *body = key_body(ko);
-    int rc = fy_ctl_call(c, "POST", "/admin/v1/keys", body, &r, err, sizeof err);
+    int rc = api_call(c, "POST", "/admin/v1/keys", body, 201, &r);
     json_decref(body);
     if (rc) {
-        fprintf(stderr, "ferry: %s\n", err);
         return 1;
     }
-    rc = 0;
     const char *key = json_string_value(json_object_get(r.json, "key"));
-    if (r.status != 201 && r.status != 200) {
-        rc = api_error(&r);
-    } else if (!key) {
+    if (!key) {
         fprintf(stderr, "ferry: the gateway's answer has no key\n");
         rc = 1;
     } else if (as_json) {
@@ -420,19 +416,15 @@ static int cmd_keys_create(fy_ctl *c, int as_json, const key_opts *ko)
 static int cmd_keys_update(fy_ctl *c, int as_json, const char *id, const key_opts *ko)
 {
     fy_ctl_result r;
-    char err[512], path[160];
+    char path[160];
     snprintf(path, sizeof path, "/admin/v1/keys/%s", id);
     json_t *body = key_body(ko);
-    int rc = fy_ctl_call(c, "PATCH", path, body, &r, err, sizeof err);
+    int rc = api_call(c, "PATCH", path, body, 200, &r);
     json_decref(body);
     if (rc) {
-        fprintf(stderr, "ferry: %s\n", err);
         return 1;
     }
-    rc = 0;
-    if (r.status != 200) {
-        rc = api_error(&r);
-    } else if (as_json) {
+    if (as_json) {
         print_json(r.json);
     } else {
         printf("updated; the next request with this key sees the change\n");
@@ -445,16 +437,13 @@ static int cmd_keys_update(fy_ctl *c, int as_json, const char *id, const key_opt
 static int cmd_keys_revoke(fy_ctl *c, int as_json, const char *id)
 {
     fy_ctl_result r;
-    char err[512], path[160];
+    char path[160];
     snprintf(path, sizeof path, "/admin/v1/keys/%s/revoke", id);
-    if (fy_ctl_call(c, "POST", path, NULL, &r, err, sizeof err)) {
-        fprintf(stderr, "ferry: %s\n", err);
+    if (api_call(c, "POST", path, NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
-    if (r.status != 200) {
-        rc = api_error(&r);
-    } else if (as_json) {
+    if (as_json) {
         print_json(r.json);
     } else {
         char when[32];
@@ -469,15 +458,11 @@ static int cmd_keys_revoke(fy_ctl *c, int as_json, const char *id)
 static int cmd_keys_list(fy_ctl *c, int as_json)
 {
     fy_ctl_result r;
-    char err[512];
-    if (fy_ctl_call(c, "GET", "/admin/v1/keys", NULL, &r, err, sizeof err)) {
-        fprintf(stderr, "ferry: %s\n", err);
+    if (api_call(c, "GET", "/admin/v1/keys", NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
-    if (r.status != 200) {
-        rc = api_error(&r);
-    } else if (as_json) {
+    if (as_json) {
         print_json(r.json);
     } else {
         json_t *a = json_object_get(r.json, "keys"), *k;
@@ -527,17 +512,14 @@ static int cmd_keys_list(fy_ctl *c, int as_json)
 static int cmd_usage(fy_ctl *c, int as_json, const char *key, const char *by)
 {
     fy_ctl_result r;
-    char err[512], path[200];
+    char path[200];
     snprintf(path, sizeof path, "/admin/v1/usage?by=%s%s%s", by ? by : "total", key ? "&key=" : "",
              key ? key : "");
-    if (fy_ctl_call(c, "GET", path, NULL, &r, err, sizeof err)) {
-        fprintf(stderr, "ferry: %s\n", err);
+    if (api_call(c, "GET", path, NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
-    if (r.status != 200) {
-        rc = api_error(&r);
-    } else if (as_json) {
+    if (as_json) {
         print_json(r.json);
     } else {
         int hourly = by && strcmp(by, "hour") == 0;
