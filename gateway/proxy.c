@@ -43,8 +43,9 @@
 #include <time.h>
 
 #define PX_LOG        "proxy"
-#define PX_MAX_TRIES  3  /* tunnel connections tried for one request (refused streams) */
-#define PX_MAX_CHOICE 16 /* connections of one runner considered per attempt */
+#define PX_MAX_TRIES  3    /* tunnel connections tried for one request (refused streams) */
+#define PX_MAX_CHOICE 16   /* connections of one runner considered per attempt */
+#define PX_LINGER_MS  5000 /* wait for the usage trailer after the client left */
 
 struct gw_px {
     fy_gw *gw;
@@ -65,6 +66,9 @@ struct gw_px {
     unsigned counted : 1;      /* in gw->n_px (being proxied) */
     unsigned has_rr : 1;       /* RR holds the limiter's answer (headers to send) */
     unsigned admitted : 1;     /* holds one of the key's concurrency slots */
+    unsigned client_gone : 1;  /* the client left with the whole body; awaiting the trailer */
+    int64_t resp_len;          /* the response's Content-Length, -1 when not known */
+    uv_timer_t *linger;        /* bounds the wait for the trailer once the client left */
     uint64_t unconsumed;       /* response bytes written but not yet credited */
     char *pend;                /* request body bytes the window did not take */
     size_t pend_len, pend_off;
@@ -197,10 +201,18 @@ static void px_finish(gw_px *px, int how, int status, const char *code, const ch
     int shown = how == FIN_ERROR                        ? status
                 : how == FIN_ABORT && !px->resp_started ? 499
                                                         : px->status;
+    if (px->client_gone && how == FIN_END) {
+        how = FIN_ABORT; /* the connection is gone: finishing only releases REQ */
+    }
     char body[512];
     size_t blen = how == FIN_ERROR ? fy_http_error_json(body, sizeof body, status, code, msg) : 0;
     px_account(px, shown, how == FIN_ERROR, blen);
     px->req = NULL;
+    if (px->linger) {
+        px->linger->data = NULL;
+        uv_close((uv_handle_t *)px->linger, (uv_close_cb)free);
+        px->linger = NULL;
+    }
     px_detach(px, 1);
     if (how == FIN_END) {
         fy_http_res_end(req);
@@ -568,6 +580,7 @@ static void px_on_response(gw_px *px, const fyp_event *ev)
         clen = 0;
     }
     px->status = rs->status;
+    px->resp_len = clen;
     px->t_head = uv_hrtime();
     int rc = fy_http_res_start(px->req, rs->status, hs, n, clen);
     if (!px->req) {
@@ -709,6 +722,20 @@ void fy_gw_px_event(gw_conn *c, const fyp_event *ev)
 
 /* --- public entry ------------------------------------------------------------------ */
 
+static void px_on_linger_end(uv_timer_t *t)
+{
+    gw_px *px = t->data;
+    if (px) {
+        px_ref(px);
+        px_finish(px, FIN_ABORT, 0, NULL, NULL);
+        px_unref(px);
+    }
+}
+
+/* A client that read the whole body may hang up before the runner's usage
+ * trailer arrives (it follows the last byte): the stream is kept, up to
+ * PX_LINGER_MS, so those tokens are still charged to the key. Anything else
+ * ends the stream at once, which tells the runner to stop. */
 static void px_on_abort(fy_http_req *req, int status, void *arg)
 {
     gw_px *px = arg;
@@ -717,7 +744,16 @@ static void px_on_abort(fy_http_req *req, int status, void *arg)
         return;
     }
     px_ref(px);
-    px_finish(px, FIN_ABORT, 0, NULL, NULL);
+    if (px->conn && px->resp_started && px->resp_len >= 0 &&
+        px->bytes_out >= (uint64_t)px->resp_len && !px->client_gone &&
+        (px->linger = malloc(sizeof *px->linger)) != NULL) {
+        px->client_gone = 1;
+        uv_timer_init(px->gw->loop, px->linger);
+        px->linger->data = px;
+        uv_timer_start(px->linger, px_on_linger_end, PX_LINGER_MS, 0);
+    } else {
+        px_finish(px, FIN_ABORT, 0, NULL, NULL);
+    }
     px_unref(px);
 }
 

@@ -19,7 +19,8 @@
  *       A request with "x-test-usage: PROMPT,COMPLETION" ends its response
  *       with a TRAILERS frame carrying that usage (as an engine would), so
  *       the gateway's token limits can be tested; the header is not sent on
- *       to the upstream.
+ *       to the upstream. "x-test-usage: P,C,MS" sends the trailer MS
+ *       milliseconds after the last body byte.
  */
 #include "common/args.h"
 #include "common/err.h"
@@ -51,6 +52,8 @@ struct tstream {
     int responded, done, end_pending, drain_wait;
     int has_usage; /* end with a usage trailer (x-test-usage) */
     uint32_t prompt_tokens, completion_tokens;
+    unsigned usage_delay_ms; /* the trailer waits this long after the body */
+    uv_timer_t *delay;       /* pending delayed trailer */
 };
 
 struct tconn {
@@ -124,6 +127,10 @@ static void flush(tconn *c)
 
 static void st_free(tstream *st)
 {
+    if (st->delay) {
+        st->delay->data = NULL;
+        uv_close((uv_handle_t *)st->delay, (uv_close_cb)free);
+    }
     st->prev->next = st->next;
     st->next->prev = st->prev;
     if (st->c->sess && st->id) {
@@ -135,7 +142,7 @@ static void st_free(tstream *st)
 
 static void st_maybe_free(tstream *st)
 {
-    if (st->done && !st->call && !st->pend) {
+    if (st->done && !st->call && !st->pend && !st->delay) {
         st_free(st);
     }
 }
@@ -194,10 +201,32 @@ static void call_data(fy_http_call *call, const char *data, size_t len, void *ar
     flush(st->c);
 }
 
+static void st_end(tstream *st);
+
+static void st_on_delay(uv_timer_t *t)
+{
+    tstream *st = t->data;
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+    if (!st) {
+        return;
+    }
+    st->delay = NULL;
+    st->usage_delay_ms = 0;
+    st_end(st);
+    tconn *c = st->c;
+    st_maybe_free(st);
+    flush(c);
+}
+
 /* Ends the response: a usage trailer when the request asked for one. */
 static void st_end(tstream *st)
 {
-    if (st->has_usage) {
+    if (st->has_usage && st->usage_delay_ms) {
+        st->delay = malloc(sizeof *st->delay);
+        uv_timer_init(loop, st->delay);
+        st->delay->data = st;
+        uv_timer_start(st->delay, st_on_delay, st->usage_delay_ms, 0);
+    } else if (st->has_usage) {
         fyp_trailers t = {.has_usage = 1,
                           .prompt_tokens = st->prompt_tokens,
                           .completion_tokens = st->completion_tokens};
@@ -264,9 +293,10 @@ static void st_open(tconn *c, uint32_t id, const fyp_request *rq, int end)
         const fyp_field *f = &rq->headers.v[i];
         snprintf(hbuf[n][0], 512, "%.*s", (int)f->name.len, f->name.base);
         snprintf(hbuf[n][1], 512, "%.*s", (int)f->value.len, f->value.base);
-        unsigned up, uc;
+        unsigned up, uc, ms = 0;
         if (!strcasecmp(hbuf[n][0], "x-test-usage")) {
-            if (sscanf(hbuf[n][1], "%u,%u", &up, &uc) == 2) {
+            if (sscanf(hbuf[n][1], "%u,%u,%u", &up, &uc, &ms) >= 2) {
+                st->usage_delay_ms = ms;
                 st->has_usage = 1;
                 st->prompt_tokens = up;
                 st->completion_tokens = uc;
