@@ -1,14 +1,28 @@
 /* backend.h: the compute backends ferry can run on, behind one interface.
  *
- * This milestone proves the toolchains: the CPU backend (always built, the
- * reference) reports the SIMD features it will use; the CUDA backend (built
- * when nvcc is found) is compiled with nvcc, links cudart, and can run a
- * trivial kernel when a device is present. The engine's ops are added here
- * by the engine and CUDA issues. */
+ * The engine's forward pass (runner/engine/forward.c) calls only the ops
+ * table below; the CPU backend (kernels/cpu/, always built, the reference)
+ * and the CUDA backend (kernels/cuda/, built when nvcc is found) implement
+ * it. Every pointer an op takes lives in the backend's memory (host memory
+ * for the CPU backend, device memory for CUDA), except where a comment says
+ * "host". Ops are asynchronous on CUDA (one stream per backend) and
+ * synchronous on the CPU; download() and sync() wait.
+ *
+ * Shapes: activations are row-major float32 [T x dim] for a batch of T
+ * tokens. A weight matrix W is [rows x cols] row-major in its own dtype
+ * (F32, F16 or BF16); matmul computes out = x . W^T (+ bias), i.e. out[t][r]
+ * = sum_c x[t][c] * W[r][c], as Hugging Face's nn.Linear stores it.
+ *
+ * KV cache layout (one K and one V array per layer, kv_dtype elements):
+ *   cache[block][kv_head][slot_in_block][head_dim]
+ * A token's "slot" is block * block_size + slot_in_block; block ids come
+ * from the engine's block manager (runner/engine/kvcache.h), which never
+ * touches the memory itself. */
 #ifndef FY_BACKEND_H
 #define FY_BACKEND_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct {
     const char *name; /* "cpu", "cuda" */
@@ -30,6 +44,132 @@ int fy_cuda_probe(fy_backend_info *info);
 /* Runs y += a*x on device 0 (copies in and out). Returns 0, or a negative
  * FY_E* code (FY_ENOTSUP with no device); MSG gets CUDA's error text. */
 int fy_cuda_axpy(size_t n, float a, const float *x, float *y, char *msg, size_t msglen);
+#endif
+
+/* --- Tensors ------------------------------------------------------------------ */
+
+typedef enum { FY_DT_F32 = 0, FY_DT_F16 = 1, FY_DT_BF16 = 2 } fy_dtype;
+
+/* Bytes per element of DT. */
+size_t fy_dtype_size(fy_dtype dt);
+/* "F32", "F16", "BF16". */
+const char *fy_dtype_name(fy_dtype dt);
+
+/* A 1-D or 2-D tensor in backend memory. 1-D tensors have rows == 1. */
+typedef struct {
+    const void *data; /* NULL: absent (e.g. no bias) */
+    fy_dtype dtype;
+    int64_t rows, cols;
+} fy_tensor;
+
+/* Scalar conversions, shared by every backend's reference path. */
+float fy_f16_to_f32(uint16_t h);
+uint16_t fy_f32_to_f16(float f);
+float fy_bf16_to_f32(uint16_t h);
+uint16_t fy_f32_to_bf16(float f); /* round to nearest even */
+
+/* --- The batch an attention op sees ------------------------------------------- */
+
+/* One engine step: T tokens from n_seqs sequences, in sequence order (all
+ * tokens of seqs[0], then seqs[1], ...). Decode sequences contribute one
+ * token, prefill (or chunked-prefill) sequences several. All arrays are in
+ * backend memory except where "host" is said. */
+typedef struct {
+    int n_tokens;                /* T */
+    int n_seqs;                  /* S */
+    const int32_t *positions;    /* [T] absolute position of each token */
+    const int32_t *slots;        /* [T] cache slot where its K/V is written */
+    const int32_t *seq_start;    /* [S+1] first token of each sequence; seq_start[S] == T */
+    const int32_t *ctx_len;      /* [S] tokens in the cache once this step's are written */
+    const int32_t *block_tables; /* [S x max_blocks] block ids, row per sequence */
+    int max_blocks;
+    int max_ctx_len;                  /* max over ctx_len (host value) */
+    int max_query_len;                /* max tokens of one sequence in this step (host value) */
+    const int32_t *host_seq_start;    /* host copy of seq_start */
+    const int32_t *host_ctx_len;      /* host copy of ctx_len */
+} fy_attn_batch;
+
+typedef struct {
+    int n_heads, n_kv_heads, head_dim; /* GQA: n_heads % n_kv_heads == 0 */
+    int block_size;                    /* tokens per KV block */
+    float scale;                       /* usually 1/sqrt(head_dim) */
+} fy_attn_shape;
+
+/* --- The ops table ---------------------------------------------------------------- */
+
+typedef struct fy_backend fy_backend;
+
+typedef struct fy_backend_ops {
+    const char *name;
+    fy_dtype kv_dtype; /* element type of the KV cache */
+    int host_memory;   /* 1: backend memory is host memory (weights used in place) */
+
+    void (*destroy)(fy_backend *be);
+    void *(*alloc)(fy_backend *be, size_t bytes); /* NULL when out of memory */
+    void (*free)(fy_backend *be, void *p);
+    int (*upload)(fy_backend *be, void *dst, const void *host_src, size_t bytes);
+    int (*download)(fy_backend *be, void *host_dst, const void *src, size_t bytes);
+    int (*sync)(fy_backend *be); /* waits for every queued op; returns 0 or an FY_E* code */
+    /* Bytes of device memory free now (CPU: 0 = not applicable). */
+    size_t (*mem_free)(fy_backend *be);
+
+    /* out[t] = table[ids[t]] (converted to f32). ids: [T] in backend memory. */
+    void (*embed)(fy_backend *be, float *out, const fy_tensor *table, const int32_t *ids, int T);
+    /* out[t] = x[t] / rms(x[t]) * w, rms over DIM with EPS. OUT may equal X. */
+    void (*rmsnorm)(fy_backend *be, float *out, const float *x, const fy_tensor *w, int T, int dim,
+                    float eps);
+    /* out[T x w->rows] = x[T x w->cols] . W^T + bias (bias may be NULL or have data NULL). */
+    void (*matmul)(fy_backend *be, float *out, const float *x, const fy_tensor *w,
+                   const fy_tensor *bias, int T);
+    /* Rotary embedding, HF rotate-half layout: for each head, pairs (i, i + head_dim/2),
+     * angle = pos * inv_freq[i]. Q: [T x n_heads*head_dim], K: [T x n_kv_heads*head_dim].
+     * inv_freq: [head_dim/2] in backend memory (scaling already applied). */
+    void (*rope)(fy_backend *be, float *q, float *k, const int32_t *pos, int T, int n_heads,
+                 int n_kv_heads, int head_dim, const float *inv_freq);
+    /* Reshape-and-cache: K and V rows [T x n_kv_heads*head_dim] written to their slots
+     * (a slot < 0 is padding and skipped). */
+    void (*cache_write)(fy_backend *be, void *k_cache, void *v_cache, const float *k,
+                        const float *v, const fy_attn_batch *b, const fy_attn_shape *sh);
+    /* Causal attention over the paged cache: token t of sequence s at position p attends
+     * to positions 0..p of s (all in the cache, this step's included). Q: [T x
+     * n_heads*head_dim]; OUT the same shape. Covers decode (one token per sequence) and
+     * (chunked) prefill; implementations may dispatch to different kernels. */
+    void (*attention)(fy_backend *be, float *out, const float *q, const void *k_cache,
+                      const void *v_cache, const fy_attn_batch *b, const fy_attn_shape *sh);
+    /* out[t][i] = silu(gate[t][i]) * up[t][i], for DIM columns. OUT may equal GATE. */
+    void (*silu_mul)(fy_backend *be, float *out, const float *gate, const float *up, int T,
+                     int dim);
+    /* out[i] = a[i] + b[i] for N elements. OUT may equal A. */
+    void (*add)(fy_backend *be, float *out, const float *a, const float *b, size_t n);
+    /* out[i] = in[rows[i]] for N rows of DIM floats (rows: backend memory). */
+    void (*gather_rows)(fy_backend *be, float *out, const float *in, const int32_t *rows, int n,
+                        int dim);
+    /* Copy-on-write: for each pair i, block dst[i] of the K and V caches of one layer
+     * becomes a copy of block src[i]. BLOCK_BYTES: bytes of one block in one cache. */
+    void (*block_copy)(fy_backend *be, void *k_cache, void *v_cache, const int32_t *src,
+                       const int32_t *dst, int n_pairs, size_t block_bytes);
+    /* out[r] = argmax over VOCAB of logits[r] (lowest index on ties), for N rows. */
+    void (*argmax)(fy_backend *be, int32_t *out, const float *logits, int n, int vocab);
+} fy_backend_ops;
+
+struct fy_backend {
+    const fy_backend_ops *ops;
+    void *impl;
+};
+
+/* Creates the backend named by DEVICE: "cpu" or "cuda[:N]". THREADS: CPU
+ * worker threads (0 = one per core). On failure returns an FY_E* code and
+ * writes why to ERR. */
+int fy_backend_create(const char *device, int threads, fy_backend **out, char *err,
+                      size_t errlen);
+void fy_backend_destroy(fy_backend *be);
+
+/* The CPU backend (kernels/cpu/). */
+int fy_cpu_backend_create(int threads, fy_backend **out, char *err, size_t errlen);
+
+#ifdef FY_HAVE_CUDA
+/* The CUDA backend (kernels/cuda/) on device DEVICE. */
+int fy_cuda_backend_create(int device, fy_backend **out, char *err, size_t errlen);
 #endif
 
 #endif
