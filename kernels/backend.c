@@ -1,5 +1,10 @@
 #include "backend.h"
 
+#include "common/err.h"
+
+#include <math.h>
+#include <stdlib.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -24,4 +29,128 @@ int fy_backend_list(fy_backend_info *out, int max)
     }
 #endif
     return n;
+}
+
+/* --- dtypes --------------------------------------------------------------------- */
+
+size_t fy_dtype_size(fy_dtype dt)
+{
+    return dt == FY_DT_F32 ? 4 : 2;
+}
+
+const char *fy_dtype_name(fy_dtype dt)
+{
+    switch (dt) {
+    case FY_DT_F32:
+        return "F32";
+    case FY_DT_F16:
+        return "F16";
+    case FY_DT_BF16:
+        return "BF16";
+    }
+    return "?";
+}
+
+static float bits_to_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static uint32_t f32_to_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+float fy_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0x1f) { /* inf / nan */
+        return bits_to_f32(sign | 0x7f800000u | (man << 13));
+    }
+    if (exp == 0) { /* zero / subnormal: man * 2^-24 */
+        float v = (float)man * 5.9604644775390625e-8f;
+        return sign ? -v : v;
+    }
+    return bits_to_f32(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+uint16_t fy_f32_to_f16(float f)
+{
+    uint32_t u = f32_to_bits(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) { /* inf / nan (keep a quiet nan) */
+        return sign | 0x7c00 | (a > 0x7f800000u ? 0x200 : 0);
+    }
+    if (a >= 0x477ff000u) { /* rounds to >= 65520: overflow to inf */
+        return sign | 0x7c00;
+    }
+    if (a < 0x38800000u) { /* below the smallest normal (2^-14): subnormal or zero */
+        float v = bits_to_f32(a) * 16777216.0f; /* in units of 2^-24; exact */
+        /* Round to nearest even via the FPU's default rounding of float->int. */
+        float r = nearbyintf(v);
+        return sign | (uint16_t)r;
+    }
+    /* Normal: rebias, round the 13 dropped bits to nearest even. */
+    uint32_t m = a - 0x38000000u; /* exponent rebased from 127 to 15 */
+    uint32_t r = (m + 0x0fffu + ((m >> 13) & 1)) >> 13;
+    return sign | (uint16_t)r;
+}
+
+float fy_bf16_to_f32(uint16_t h)
+{
+    return bits_to_f32((uint32_t)h << 16);
+}
+
+uint16_t fy_f32_to_bf16(float f)
+{
+    uint32_t u = f32_to_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) { /* nan stays a quiet nan */
+        return (uint16_t)((u >> 16) | 0x40);
+    }
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+/* --- Creating a backend by device name ------------------------------------------ */
+
+int fy_backend_create(const char *device, int threads, fy_backend **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!device || strcmp(device, "cpu") == 0) {
+        return fy_cpu_backend_create(threads, out, err, errlen);
+    }
+    if (strncmp(device, "cuda", 4) == 0 && (device[4] == 0 || device[4] == ':')) {
+        long dev = 0;
+        if (device[4] == ':') {
+            char *end = NULL;
+            dev = strtol(device + 5, &end, 10);
+            if (end == device + 5 || *end || dev < 0 || dev > 255) {
+                snprintf(err, errlen, "device '%s': expected cuda or cuda:N", device);
+                return FY_EINVAL;
+            }
+        }
+#ifdef FY_HAVE_CUDA
+        return fy_cuda_backend_create((int)dev, out, err, errlen);
+#else
+        snprintf(err, errlen,
+                 "device '%s': this build has no CUDA backend (configure with nvcc "
+                 "on PATH)",
+                 device);
+        return FY_ENOTSUP;
+#endif
+    }
+    snprintf(err, errlen, "device '%s' is unknown (cpu, cuda or cuda:N)", device);
+    return FY_EINVAL;
+}
+
+void fy_backend_destroy(fy_backend *be)
+{
+    if (be) {
+        be->ops->destroy(be);
+    }
 }

@@ -30,14 +30,30 @@ FY_HD float fy_rms_scale(float sumsq, int n, float eps)
 
 /* RoPE (HF rotate-half): the pair (x0, x1) = (x[i], x[i + head_dim/2]) at
  * angle POS * INV_FREQ is rotated in place. The angle is computed in double
- * so long positions keep their precision on both backends. */
-FY_HD void fy_rope_pair(float *x0, float *x1, int pos, float inv_freq)
+ * so long positions keep their precision on both backends. fy_rope_cos_sin
+ * gives the angle's cosine and sine. */
+FY_HD void fy_rope_cos_sin(int pos, float inv_freq, float *c, float *s)
 {
     double a = (double)pos * (double)inv_freq;
-    float c = (float)cos(a), s = (float)sin(a);
+    *c = (float)cos(a);
+    *s = (float)sin(a);
+}
+
+/* Rotates (x0, x1) by the angle whose cosine and sine are C and S (one
+ * fy_rope_cos_sin() serves every head of a token). */
+FY_HD void fy_rope_rotate(float *x0, float *x1, float c, float s)
+{
     float a0 = *x0, a1 = *x1;
     *x0 = a0 * c - a1 * s;
     *x1 = a1 * c + a0 * s;
+}
+
+/* Both steps for one pair. */
+FY_HD void fy_rope_pair(float *x0, float *x1, int pos, float inv_freq)
+{
+    float c, s;
+    fy_rope_cos_sin(pos, inv_freq, &c, &s);
+    fy_rope_rotate(x0, x1, c, s);
 }
 
 /* Online softmax state for one query row: running max M, running sum of

@@ -1,0 +1,797 @@
+/* ops_cpu.c: the CPU backend's ops table (kernels/backend.h), the numeric
+ * reference every other backend is tested against.
+ *
+ * Threads: one fy_pool sized to the cores. Matmuls split over blocks of
+ * output rows (every thread streams its own part of W, which is what bounds
+ * decode), attention over (token, KV head) pairs, row-wise ops over tokens.
+ *
+ * Weights in F16/BF16 are converted in the inner loop, never expanded at
+ * load: decode reads every weight once per token, so its speed is memory
+ * bandwidth / bytes per weight, and keeping 2 bytes per weight doubles it
+ * against an f32 copy (and halves the RAM). With a batch of tokens (T > 1)
+ * a block of rows is converted once into a small per-thread f32 buffer that
+ * stays in cache and is reused for every token, so the conversion cost is
+ * paid once per weight per step either way.
+ *
+ * KV cache in f32: the cache lives in host RAM, which is plentiful next to
+ * a GPU's, attention re-reads every cached element at each step (a
+ * conversion there would be paid again and again), and f32 keeps this
+ * backend the exact reference for the CUDA one.
+ *
+ * Vector code: an AVX2+FMA(+F16C) path selected at run time (function-level
+ * target attributes, so the rest builds for the baseline ISA), and a
+ * portable path written as plain loops the compiler can vectorize. */
+#include "kernels/backend.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/math.h"
+
+#include "common/err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sched.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CPU_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#define CPU_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define CPU_X86 0
+#endif
+
+#define MM_RB 16 /* output rows per matmul task */
+
+typedef struct {
+    fy_pool *pool;
+    int threads;
+    int avx2;     /* AVX2 + FMA + F16C usable */
+    float **wbuf; /* [threads] converted rows: MM_RB x wbuf_cols floats */
+    size_t *wbuf_cols;
+} cpu_be;
+
+static cpu_be *cpu_of(fy_backend *be)
+{
+    return be->impl;
+}
+
+/* --- Scalar conversions ------------------------------------------------------------ */
+
+static inline float ld_f32(const void *p, int64_t i)
+{
+    return ((const float *)p)[i];
+}
+
+static inline float ld_bf16(const void *p, int64_t i)
+{
+    uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline float ld_elem(const fy_tensor *t, int64_t i)
+{
+    switch (t->dtype) {
+    case FY_DT_F32:
+        return ld_f32(t->data, i);
+    case FY_DT_BF16:
+        return ld_bf16(t->data, i);
+    case FY_DT_F16:
+        return fy_f16_to_f32(((const uint16_t *)t->data)[i]);
+    }
+    return 0.0f;
+}
+
+/* dst[0..n) = row R of T as f32 (portable path). */
+static void convert_row(float *dst, const fy_tensor *t, int64_t r)
+{
+    int64_t n = t->cols, base = r * t->cols;
+    if (t->dtype == FY_DT_F32) {
+        memcpy(dst, (const float *)t->data + base, (size_t)n * sizeof *dst);
+    } else if (t->dtype == FY_DT_BF16) {
+        const uint16_t *s = (const uint16_t *)t->data + base;
+        uint32_t *d = (uint32_t *)(void *)dst;
+        for (int64_t i = 0; i < n; i++) {
+            d[i] = (uint32_t)s[i] << 16;
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            dst[i] = ld_elem(t, base + i);
+        }
+    }
+}
+
+/* Dot product with 8 independent partial sums, a shape the compiler turns
+ * into vector code without reassociation flags. */
+static inline float dot_f32(const float *a, const float *b, int64_t n)
+{
+    float s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int j = 0; j < 8; j++) {
+            s[j] += a[i + j] * b[i + j];
+        }
+    }
+    for (; i < n; i++) {
+        s[0] += a[i] * b[i];
+    }
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+/* --- AVX2 kernels -------------------------------------------------------------------- */
+
+#if CPU_X86
+CPU_AVX2 static inline float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+CPU_AVX2 static inline __m256 ld8(const void *p, fy_dtype dt, int64_t i)
+{
+    if (dt == FY_DT_BF16) {
+        __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + i));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    if (dt == FY_DT_F16) {
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+    }
+    return _mm256_loadu_ps((const float *)p + i);
+}
+
+/* out[r] = W[r] . x for rows r0..r0+3, weights in their own dtype (decode). */
+CPU_AVX2 static void mv4_avx2(float *out, const fy_tensor *w, int64_t r0, const float *x)
+{
+    int64_t n = w->cols;
+    size_t es = fy_dtype_size(w->dtype);
+    const char *base = (const char *)w->data + (size_t)(r0 * n) * es;
+    const void *w0 = base, *w1 = base + (size_t)n * es, *w2 = base + 2 * (size_t)n * es,
+               *w3 = base + 3 * (size_t)n * es;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(ld8(w0, w->dtype, i), xv, a0);
+        a1 = _mm256_fmadd_ps(ld8(w1, w->dtype, i), xv, a1);
+        a2 = _mm256_fmadd_ps(ld8(w2, w->dtype, i), xv, a2);
+        a3 = _mm256_fmadd_ps(ld8(w3, w->dtype, i), xv, a3);
+    }
+    float s[4] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3)};
+    for (; i < n; i++) {
+        for (int r = 0; r < 4; r++) {
+            s[r] += ld_elem(w, (r0 + r) * n + i) * x[i];
+        }
+    }
+    memcpy(out, s, sizeof s);
+}
+
+CPU_AVX2 static void convert_row_avx2(float *dst, const fy_tensor *t, int64_t r)
+{
+    int64_t n = t->cols, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(dst + i, ld8(t->data, t->dtype, r * n + i));
+    }
+    for (; i < n; i++) {
+        dst[i] = ld_elem(t, r * n + i);
+    }
+}
+
+/* out[t][r] for 4 rows (f32, stride N) x 2 tokens (stride N): 8 dot products
+ * sharing their loads. */
+CPU_AVX2 static void mm4x2_avx2(const float *w, const float *x0, const float *x1, int64_t n,
+                                float o0[4], float o1[4])
+{
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+    __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    const float *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v0 = _mm256_loadu_ps(w0 + i), v1 = _mm256_loadu_ps(w1 + i);
+        __m256 v2 = _mm256_loadu_ps(w2 + i), v3 = _mm256_loadu_ps(w3 + i);
+        __m256 x = _mm256_loadu_ps(x0 + i);
+        a00 = _mm256_fmadd_ps(v0, x, a00);
+        a01 = _mm256_fmadd_ps(v1, x, a01);
+        a02 = _mm256_fmadd_ps(v2, x, a02);
+        a03 = _mm256_fmadd_ps(v3, x, a03);
+        x = _mm256_loadu_ps(x1 + i);
+        a10 = _mm256_fmadd_ps(v0, x, a10);
+        a11 = _mm256_fmadd_ps(v1, x, a11);
+        a12 = _mm256_fmadd_ps(v2, x, a12);
+        a13 = _mm256_fmadd_ps(v3, x, a13);
+    }
+    o0[0] = hsum8(a00), o0[1] = hsum8(a01), o0[2] = hsum8(a02), o0[3] = hsum8(a03);
+    o1[0] = hsum8(a10), o1[1] = hsum8(a11), o1[2] = hsum8(a12), o1[3] = hsum8(a13);
+    for (; i < n; i++) {
+        for (int r = 0; r < 4; r++) {
+            o0[r] += w[r * n + i] * x0[i];
+            o1[r] += w[r * n + i] * x1[i];
+        }
+    }
+}
+
+CPU_AVX2 static float dot_avx2(const float *a, const float *b, int64_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    }
+    float s = hsum8(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) {
+        s += a[i] * b[i];
+    }
+    return s;
+}
+
+static int cpu_has_avx2(void)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+        return 0;
+    }
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) {
+        return 0;
+    }
+    return (c & bit_F16C) != 0;
+}
+#else
+static int cpu_has_avx2(void)
+{
+    return 0;
+}
+#endif
+
+/* --- Matmul ---------------------------------------------------------------------------- */
+
+typedef struct {
+    cpu_be *c;
+    float *out;
+    const float *x;
+    const fy_tensor *w, *bias;
+    int T;
+} mm_ctx;
+
+/* Rows [r0, r1) for one token, weights read in their dtype (decode). */
+static void mm_block_direct(mm_ctx *m, int64_t r0, int64_t r1)
+{
+    const fy_tensor *w = m->w;
+    int64_t r = r0;
+#if CPU_X86
+    if (m->c->avx2) {
+        for (; r + 4 <= r1; r += 4) {
+            mv4_avx2(m->out + r, w, r, m->x);
+        }
+    }
+#endif
+    for (; r < r1; r++) {
+        float s = 0.0f;
+        for (int64_t i = 0; i < w->cols; i++) {
+            s += ld_elem(w, r * w->cols + i) * m->x[i];
+        }
+        m->out[r] = s;
+    }
+}
+
+/* Rows [r0, r1) for every token: rows converted once into BUF, then every
+ * token's dot products against them. */
+static void mm_block_batched(mm_ctx *m, int64_t r0, int64_t r1, int tid)
+{
+    const fy_tensor *w = m->w;
+    int64_t n = w->cols, nr = r1 - r0, rows = w->rows;
+    const float *wf;
+    if (w->dtype == FY_DT_F32) {
+        wf = (const float *)w->data + r0 * n;
+    } else {
+        float *buf = m->c->wbuf[tid];
+        for (int64_t r = 0; r < nr; r++) {
+#if CPU_X86
+            if (m->c->avx2) {
+                convert_row_avx2(buf + r * n, w, r0 + r);
+                continue;
+            }
+#endif
+            convert_row(buf + r * n, w, r0 + r);
+        }
+        wf = buf;
+    }
+    int t = 0;
+#if CPU_X86
+    if (m->c->avx2) {
+        for (; t + 2 <= m->T; t += 2) {
+            const float *x0 = m->x + (int64_t)t * n, *x1 = x0 + n;
+            float *o0 = m->out + (int64_t)t * rows, *o1 = o0 + rows;
+            int64_t r = 0;
+            for (; r + 4 <= nr; r += 4) {
+                mm4x2_avx2(wf + r * n, x0, x1, n, o0 + r0 + r, o1 + r0 + r);
+            }
+            for (; r < nr; r++) {
+                o0[r0 + r] = dot_avx2(wf + r * n, x0, n);
+                o1[r0 + r] = dot_avx2(wf + r * n, x1, n);
+            }
+        }
+    }
+#endif
+    for (; t < m->T; t++) {
+        const float *x = m->x + (int64_t)t * n;
+        float *o = m->out + (int64_t)t * rows;
+        for (int64_t r = 0; r < nr; r++) {
+            o[r0 + r] = dot_f32(wf + r * n, x, n);
+        }
+    }
+}
+
+static void mm_task(void *ctx, size_t b, size_t e, int tid)
+{
+    mm_ctx *m = ctx;
+    for (size_t blk = b; blk < e; blk++) {
+        int64_t r0 = (int64_t)blk * MM_RB, r1 = r0 + MM_RB;
+        if (r1 > m->w->rows) {
+            r1 = m->w->rows;
+        }
+        if (m->T == 1) {
+            mm_block_direct(m, r0, r1);
+        } else {
+            mm_block_batched(m, r0, r1, tid);
+        }
+        if (m->bias && m->bias->data) {
+            for (int t = 0; t < m->T; t++) {
+                float *o = m->out + (int64_t)t * m->w->rows;
+                for (int64_t r = r0; r < r1; r++) {
+                    o[r] += ld_elem(m->bias, r);
+                }
+            }
+        }
+    }
+}
+
+/* Per-thread conversion buffers hold MM_RB rows of COLS floats. */
+static int cpu_wbuf_reserve(cpu_be *c, size_t cols)
+{
+    for (int i = 0; i < c->threads; i++) {
+        if (c->wbuf_cols[i] >= cols) {
+            continue;
+        }
+        float *p = aligned_alloc(64, (MM_RB * cols * sizeof(float) + 63) & ~(size_t)63);
+        if (!p) {
+            return FY_ENOMEM;
+        }
+        free(c->wbuf[i]);
+        c->wbuf[i] = p;
+        c->wbuf_cols[i] = cols;
+    }
+    return 0;
+}
+
+static void cpu_matmul(fy_backend *be, float *out, const float *x, const fy_tensor *w,
+                       const fy_tensor *bias, int T)
+{
+    cpu_be *c = cpu_of(be);
+    if (T <= 0 || w->rows <= 0) {
+        return;
+    }
+    mm_ctx m = {c, out, x, w, bias, T};
+    if (T > 1 && w->dtype != FY_DT_F32 && cpu_wbuf_reserve(c, (size_t)w->cols) < 0) {
+        /* No memory for the conversion buffers: convert in the inner loop, token by token. */
+        for (int t = 0; t < T; t++) {
+            mm_ctx one = {c, out + (int64_t)t * w->rows, x + (int64_t)t * w->cols, w, bias, 1};
+            fy_pool_for(c->pool, (size_t)((w->rows + MM_RB - 1) / MM_RB), 1, mm_task, &one);
+        }
+        return;
+    }
+    fy_pool_for(c->pool, (size_t)((w->rows + MM_RB - 1) / MM_RB), 1, mm_task, &m);
+}
+
+/* --- Row-wise ops -------------------------------------------------------------------- */
+
+static void cpu_embed(fy_backend *be, float *out, const fy_tensor *table, const int32_t *ids, int T)
+{
+    (void)be;
+    for (int t = 0; t < T; t++) {
+        convert_row(out + (int64_t)t * table->cols, table, ids[t]);
+    }
+}
+
+typedef struct {
+    float *out;
+    const float *x;
+    const fy_tensor *w;
+    int dim;
+    float eps;
+} rms_ctx;
+
+static void rms_task(void *ctx, size_t b, size_t e, int tid)
+{
+    rms_ctx *r = ctx;
+    (void)tid;
+    for (size_t t = b; t < e; t++) {
+        const float *x = r->x + t * (size_t)r->dim;
+        float *o = r->out + t * (size_t)r->dim;
+        float s = fy_rms_scale(dot_f32(x, x, r->dim), r->dim, r->eps);
+        for (int i = 0; i < r->dim; i++) {
+            o[i] = x[i] * s * ld_elem(r->w, i);
+        }
+    }
+}
+
+static void cpu_rmsnorm(fy_backend *be, float *out, const float *x, const fy_tensor *w, int T,
+                        int dim, float eps)
+{
+    rms_ctx r = {out, x, w, dim, eps};
+    fy_pool_for(cpu_of(be)->pool, (size_t)T, 16, rms_task, &r);
+}
+
+typedef struct {
+    float *q, *k;
+    const int32_t *pos;
+    int nh, nkv, hd;
+    const float *inv_freq;
+} rope_ctx;
+
+static void rope_task(void *ctx, size_t b, size_t e, int tid)
+{
+    rope_ctx *r = ctx;
+    int half = r->hd / 2;
+    (void)tid;
+    for (size_t t = b; t < e; t++) {
+        float *q = r->q + t * (size_t)r->nh * r->hd, *k = r->k + t * (size_t)r->nkv * r->hd;
+        for (int i = 0; i < half; i++) {
+            float c, s;
+            fy_rope_cos_sin(r->pos[t], r->inv_freq[i], &c, &s);
+            for (int h = 0; h < r->nh; h++) {
+                fy_rope_rotate(&q[h * r->hd + i], &q[h * r->hd + i + half], c, s);
+            }
+            for (int h = 0; h < r->nkv; h++) {
+                fy_rope_rotate(&k[h * r->hd + i], &k[h * r->hd + i + half], c, s);
+            }
+        }
+    }
+}
+
+static void cpu_rope(fy_backend *be, float *q, float *k, const int32_t *pos, int T, int n_heads,
+                     int n_kv_heads, int head_dim, const float *inv_freq)
+{
+    rope_ctx r = {q, k, pos, n_heads, n_kv_heads, head_dim, inv_freq};
+    fy_pool_for(cpu_of(be)->pool, (size_t)T, 8, rope_task, &r);
+}
+
+static void cpu_cache_write(fy_backend *be, void *k_cache, void *v_cache, const float *k,
+                            const float *v, const fy_attn_batch *b, const fy_attn_shape *sh)
+{
+    (void)be;
+    size_t hd = (size_t)sh->head_dim, bs = (size_t)sh->block_size, nkv = (size_t)sh->n_kv_heads;
+    float *kc = k_cache, *vc = v_cache;
+    for (int t = 0; t < b->n_tokens; t++) {
+        int32_t slot = b->slots[t];
+        if (slot < 0) {
+            continue;
+        }
+        size_t blk = (size_t)slot / bs, off = (size_t)slot % bs;
+        for (size_t h = 0; h < nkv; h++) {
+            size_t dst = ((blk * nkv + h) * bs + off) * hd, src = ((size_t)t * nkv + h) * hd;
+            memcpy(kc + dst, k + src, hd * sizeof(float));
+            memcpy(vc + dst, v + src, hd * sizeof(float));
+        }
+    }
+}
+
+/* --- Attention --------------------------------------------------------------------------- */
+
+typedef struct {
+    cpu_be *c;
+    float *out;
+    const float *q, *kc, *vc;
+    const fy_attn_batch *b;
+    const fy_attn_shape *sh;
+} att_ctx;
+
+static int seq_of_token(const fy_attn_batch *b, int t)
+{
+    int lo = 0, hi = b->n_seqs - 1;
+    while (lo < hi) { /* last s with seq_start[s] <= t */
+        int mid = (lo + hi + 1) / 2;
+        if (b->host_seq_start[mid] <= t) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    return lo;
+}
+
+static float att_dot(const cpu_be *c, const float *a, const float *b, int n)
+{
+#if CPU_X86
+    if (c->avx2) {
+        return dot_avx2(a, b, n);
+    }
+#endif
+    (void)c;
+    return dot_f32(a, b, n);
+}
+
+/* One query head of token T over its sequence's cached positions 0..pos. */
+static void att_head(att_ctx *a, int t, int s, int h, float *acc)
+{
+    const fy_attn_shape *sh = a->sh;
+    const fy_attn_batch *b = a->b;
+    int hd = sh->head_dim, bs = sh->block_size, g = h / (sh->n_heads / sh->n_kv_heads);
+    const float *q = a->q + ((size_t)t * sh->n_heads + h) * hd;
+    const int32_t *bt = b->block_tables + (size_t)s * b->max_blocks;
+    int n = b->positions[t] + 1;
+    if (n > b->host_ctx_len[s]) {
+        n = b->host_ctx_len[s];
+    }
+    fy_softmax_state st = fy_softmax_init();
+    memset(acc, 0, (size_t)hd * sizeof *acc);
+    for (int j = 0; j < n; j++) {
+        size_t off = (((size_t)bt[j / bs] * sh->n_kv_heads + g) * bs + (size_t)(j % bs)) * hd;
+        float w, f = fy_softmax_push(&st, att_dot(a->c, q, a->kc + off, hd) * sh->scale, &w);
+        const float *v = a->vc + off;
+        if (f != 1.0f) {
+            for (int i = 0; i < hd; i++) {
+                acc[i] = acc[i] * f + w * v[i];
+            }
+        } else {
+            for (int i = 0; i < hd; i++) {
+                acc[i] += w * v[i];
+            }
+        }
+    }
+    float *o = a->out + ((size_t)t * sh->n_heads + h) * hd;
+    float inv = st.l > 0.0f ? 1.0f / st.l : 0.0f;
+    for (int i = 0; i < hd; i++) {
+        o[i] = acc[i] * inv;
+    }
+}
+
+static void att_task(void *ctx, size_t b, size_t e, int tid)
+{
+    att_ctx *a = ctx;
+    int group = a->sh->n_heads / a->sh->n_kv_heads;
+    float acc[1024];
+    (void)tid;
+    for (size_t i = b; i < e; i++) {
+        int t = (int)(i / (size_t)a->sh->n_kv_heads), g = (int)(i % (size_t)a->sh->n_kv_heads);
+        int s = seq_of_token(a->b, t);
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            att_head(a, t, s, h, acc);
+        }
+    }
+}
+
+static void cpu_attention(fy_backend *be, float *out, const float *q, const void *k_cache,
+                          const void *v_cache, const fy_attn_batch *b, const fy_attn_shape *sh)
+{
+    if (sh->head_dim > 1024 || b->n_tokens <= 0) {
+        return;
+    }
+    att_ctx a = {cpu_of(be), out, q, k_cache, v_cache, b, sh};
+    fy_pool_for(cpu_of(be)->pool, (size_t)b->n_tokens * (size_t)sh->n_kv_heads, 1, att_task, &a);
+}
+
+/* --- Elementwise and small ops ---------------------------------------------------------- */
+
+typedef struct {
+    float *out;
+    const float *a, *b;
+} ew_ctx;
+
+static void silu_task(void *ctx, size_t b, size_t e, int tid)
+{
+    ew_ctx *c = ctx;
+    (void)tid;
+    for (size_t i = b; i < e; i++) {
+        c->out[i] = fy_silu(c->a[i]) * c->b[i];
+    }
+}
+
+static void add_task(void *ctx, size_t b, size_t e, int tid)
+{
+    ew_ctx *c = ctx;
+    (void)tid;
+    for (size_t i = b; i < e; i++) {
+        c->out[i] = c->a[i] + c->b[i];
+    }
+}
+
+static void cpu_silu_mul(fy_backend *be, float *out, const float *gate, const float *up, int T,
+                         int dim)
+{
+    ew_ctx c = {out, gate, up};
+    fy_pool_for(cpu_of(be)->pool, (size_t)T * (size_t)dim, 16384, silu_task, &c);
+}
+
+static void cpu_add(fy_backend *be, float *out, const float *a, const float *b, size_t n)
+{
+    ew_ctx c = {out, a, b};
+    fy_pool_for(cpu_of(be)->pool, n, 65536, add_task, &c);
+}
+
+static void cpu_gather_rows(fy_backend *be, float *out, const float *in, const int32_t *rows, int n,
+                            int dim)
+{
+    (void)be;
+    for (int i = 0; i < n; i++) {
+        memmove(out + (size_t)i * dim, in + (size_t)rows[i] * dim, (size_t)dim * sizeof *out);
+    }
+}
+
+static void cpu_block_copy(fy_backend *be, void *k_cache, void *v_cache, const int32_t *src,
+                           const int32_t *dst, int n_pairs, size_t block_bytes)
+{
+    (void)be;
+    for (int i = 0; i < n_pairs; i++) {
+        if (src[i] == dst[i]) {
+            continue;
+        }
+        memcpy((char *)k_cache + (size_t)dst[i] * block_bytes,
+               (char *)k_cache + (size_t)src[i] * block_bytes, block_bytes);
+        memcpy((char *)v_cache + (size_t)dst[i] * block_bytes,
+               (char *)v_cache + (size_t)src[i] * block_bytes, block_bytes);
+    }
+}
+
+static void cpu_argmax(fy_backend *be, int32_t *out, const float *logits, int n, int vocab)
+{
+    (void)be;
+    for (int r = 0; r < n; r++) {
+        const float *l = logits + (size_t)r * vocab;
+        int best = 0;
+        for (int i = 1; i < vocab; i++) {
+            if (l[i] > l[best]) {
+                best = i;
+            }
+        }
+        out[r] = best;
+    }
+}
+
+/* --- Memory and lifetime ---------------------------------------------------------------- */
+
+static void *cpu_alloc(fy_backend *be, size_t bytes)
+{
+    (void)be;
+    return aligned_alloc(64, ((bytes ? bytes : 1) + 63) & ~(size_t)63);
+}
+
+static void cpu_free(fy_backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+
+static int cpu_copy(fy_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes) {
+        memmove(dst, src, bytes);
+    }
+    return 0;
+}
+
+static int cpu_sync(fy_backend *be)
+{
+    (void)be;
+    return 0;
+}
+
+static size_t cpu_mem_free(fy_backend *be)
+{
+    (void)be;
+    return 0;
+}
+
+static void cpu_destroy(fy_backend *be)
+{
+    cpu_be *c = cpu_of(be);
+    if (c) {
+        fy_pool_free(c->pool);
+        for (int i = 0; c->wbuf && i < c->threads; i++) {
+            free(c->wbuf[i]);
+        }
+        free(c->wbuf);
+        free(c->wbuf_cols);
+        free(c);
+    }
+    free(be);
+}
+
+static const fy_backend_ops cpu_ops = {
+    .name = "cpu",
+    .kv_dtype = FY_DT_F32,
+    .host_memory = 1,
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .mem_free = cpu_mem_free,
+    .embed = cpu_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .matmul = cpu_matmul,
+    .rope = cpu_rope,
+    .cache_write = cpu_cache_write,
+    .attention = cpu_attention,
+    .silu_mul = cpu_silu_mul,
+    .add = cpu_add,
+    .gather_rows = cpu_gather_rows,
+    .block_copy = cpu_block_copy,
+    .argmax = cpu_argmax,
+};
+
+static int cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
+        return CPU_COUNT(&set);
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int fy_cpu_backend_create(int threads, fy_backend **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (threads < 0 || threads > 1024) {
+        snprintf(err, errlen, "cpu backend: %d threads is out of range [0, 1024]", threads);
+        return FY_EINVAL;
+    }
+    fy_backend *be = calloc(1, sizeof *be);
+    cpu_be *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        snprintf(err, errlen, "cpu backend: out of memory");
+        return FY_ENOMEM;
+    }
+    be->ops = &cpu_ops;
+    be->impl = c;
+    c->threads = threads ? threads : cpu_count();
+    c->avx2 = cpu_has_avx2();
+    c->wbuf = calloc((size_t)c->threads, sizeof *c->wbuf);
+    c->wbuf_cols = calloc((size_t)c->threads, sizeof *c->wbuf_cols);
+    c->pool = c->wbuf && c->wbuf_cols ? fy_pool_new(c->threads) : NULL;
+    if (!c->pool) {
+        int n = c->threads;
+        cpu_destroy(be);
+        snprintf(err, errlen, "cpu backend: cannot start %d threads", n);
+        return FY_ENOMEM;
+    }
+    *out = be;
+    return 0;
+}
+
+/* Number of threads and whether the AVX2 path is on (for logs and benches). */
+int fy__cpu_backend_threads(const fy_backend *be, int *avx2);
+/* Turns the AVX2 path off (tests run the portable path with it); 0 or FY_ENOTSUP. */
+int fy__cpu_backend_simd(fy_backend *be, int on);
+
+int fy__cpu_backend_simd(fy_backend *be, int on)
+{
+    cpu_be *c = be->impl;
+    if (on && !cpu_has_avx2()) {
+        return FY_ENOTSUP;
+    }
+    c->avx2 = on;
+    return 0;
+}
+
+int fy__cpu_backend_threads(const fy_backend *be, int *avx2)
+{
+    const cpu_be *c = be->impl;
+    if (avx2) {
+        *avx2 = c->avx2;
+    }
+    return c->threads;
+}
