@@ -1,0 +1,889 @@
+/* openai.c: OpenAI request validation and response building (openai.h).
+ *
+ * Validation follows OpenAI's documented ranges and vLLM's extensions
+ * (top_k, min_p, repetition_penalty, stop_token_ids, ignore_eos,
+ * add_generation_prompt): a parameter that is present with the wrong type or
+ * out of range is refused with a 400 naming it; null means "absent" as in
+ * the OpenAI SDKs; unknown members are ignored, as both servers do, so newer
+ * clients keep working. */
+#include "runner/api/openai.h"
+
+#include "common/crypto.h"
+#include "common/err.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int fy_oai_fail(fy_oai_error *e, int status, const char *param, const char *code, const char *fmt,
+                ...)
+{
+    e->status = status;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    snprintf(e->code, sizeof e->code, "%s", code ? code : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* A JSON string of S[0..N), with each byte of an invalid UTF-8 sequence
+ * replaced by U+FFFD (engine text is valid already; token pieces may not
+ * be). */
+static json_t *jstr(const char *s, size_t n)
+{
+    json_t *j = json_stringn(s, n);
+    if (j) {
+        return j;
+    }
+    char *o = malloc(n * 3 + 1);
+    if (!o) {
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        int ok = len > 0 && i + len <= n && c != 0;
+        for (size_t b = 1; ok && b < len; b++) {
+            ok = ((unsigned char)s[i + b] & 0xC0) == 0x80;
+        }
+        if (ok && len > 1) {
+            json_t *t = json_stringn(s + i, len); /* overlong or surrogate? */
+            ok = t != NULL;
+            json_decref(t);
+        }
+        if (ok) {
+            memcpy(o + k, s + i, len);
+            k += len;
+            i += len;
+        } else {
+            memcpy(o + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+            i++;
+        }
+    }
+    j = json_stringn(o, k);
+    free(o);
+    return j;
+}
+
+char *fy_oai_error_json(const fy_oai_error *e, size_t *len)
+{
+    const char *type = e->status == 404   ? "not_found_error"
+                       : e->status == 429 ? "rate_limit_error"
+                       : e->status >= 500 ? "server_error"
+                                          : "invalid_request_error";
+    json_t *err = json_object();
+    json_object_set_new(err, "message", jstr(e->message, strlen(e->message)));
+    json_object_set_new(err, "type", json_string(type));
+    json_object_set_new(err, "param", e->param[0] ? json_string(e->param) : json_null());
+    json_object_set_new(err, "code", e->code[0] ? json_string(e->code) : json_null());
+    json_t *root = json_pack("{s:o}", "error", err);
+    char *s = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    if (s && len) {
+        *len = strlen(s);
+    }
+    return s;
+}
+
+void fy_oai_sampling_defaults(fy_sampling *s)
+{
+    memset(s, 0, sizeof *s);
+    s->temperature = 1.0f;
+    s->top_p = 1.0f;
+    s->repetition_penalty = 1.0f;
+    s->max_tokens = 16;
+    s->logprobs = -1;
+}
+
+/* --- typed getters: 0 absent (or null), 1 present and valid, -1 error ------ */
+
+static const char *jtype(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
+}
+
+static int get_bool(const json_t *root, const char *key, int *out, fy_oai_error *e)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        return 0;
+    }
+    if (!json_is_boolean(v)) {
+        return fy_oai_fail(e, 400, key, "invalid_type", "'%s' must be a boolean, got %s", key,
+                           jtype(v));
+    }
+    *out = json_is_true(v);
+    return 1;
+}
+
+static int get_number(const json_t *root, const char *key, double lo, double hi, int lo_open,
+                      double *out, fy_oai_error *e)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        return 0;
+    }
+    if (!json_is_number(v)) {
+        return fy_oai_fail(e, 400, key, "invalid_type", "'%s' must be a number, got %s", key,
+                           jtype(v));
+    }
+    double x = json_number_value(v);
+    if (!isfinite(x) || x > hi || x < lo || (lo_open && x == lo)) {
+        return fy_oai_fail(e, 400, key, "invalid_value", "'%s' must be %s %g and <= %g, got %g",
+                           key, lo_open ? ">" : ">=", lo, hi, x);
+    }
+    *out = x;
+    return 1;
+}
+
+static int get_int(const json_t *root, const char *key, long long lo, long long hi, long long *out,
+                   fy_oai_error *e)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        return 0;
+    }
+    long long x;
+    if (json_is_integer(v)) {
+        x = json_integer_value(v);
+    } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+               fabs(json_real_value(v)) < 9e15) {
+        x = (long long)json_real_value(v);
+    } else {
+        return fy_oai_fail(e, 400, key, "invalid_type", "'%s' must be an integer, got %s", key,
+                           jtype(v));
+    }
+    if (x < lo || x > hi) {
+        return fy_oai_fail(e, 400, key, "invalid_value",
+                           "'%s' must be between %lld and %lld, got %lld", key, lo, hi, x);
+    }
+    *out = x;
+    return 1;
+}
+
+static int get_string(const json_t *root, const char *key, const char **out, fy_oai_error *e)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        return 0;
+    }
+    if (!json_is_string(v)) {
+        return fy_oai_fail(e, 400, key, "invalid_type", "'%s' must be a string, got %s", key,
+                           jtype(v));
+    }
+    *out = json_string_value(v);
+    return 1;
+}
+
+/* --- parameters ------------------------------------------------------------ */
+
+static int parse_stop(fy_oai_request *r, fy_oai_error *e)
+{
+    json_t *v = json_object_get(r->root, "stop");
+    if (!v || json_is_null(v)) {
+        return 0;
+    }
+    json_t *one[1] = {v};
+    json_t **items = one;
+    size_t n = 1;
+    if (json_is_array(v)) {
+        n = json_array_size(v);
+        if (n > FY_OAI_MAX_STOP) {
+            return fy_oai_fail(e, 400, "stop", "invalid_value",
+                               "'stop' may hold at most %d strings, got %zu", FY_OAI_MAX_STOP, n);
+        }
+        items = NULL;
+    } else if (!json_is_string(v)) {
+        return fy_oai_fail(e, 400, "stop", "invalid_type",
+                           "'stop' must be a string or a list of strings, got %s", jtype(v));
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = items ? items[i] : json_array_get(v, i);
+        if (!json_is_string(s)) {
+            return fy_oai_fail(e, 400, "stop", "invalid_type",
+                               "'stop' must be a string or a list of strings, item %zu is %s", i,
+                               jtype(s));
+        }
+        size_t len = json_string_length(s);
+        if (len == 0 || len > FY_OAI_MAX_STOP_LEN || strlen(json_string_value(s)) != len) {
+            return fy_oai_fail(e, 400, "stop", "invalid_value",
+                               "each stop string must be 1 to %d bytes (without NUL)",
+                               FY_OAI_MAX_STOP_LEN);
+        }
+        r->stop[r->n_stop++] = json_string_value(s);
+    }
+    return 0;
+}
+
+static int parse_stop_ids(fy_oai_request *r, fy_oai_error *e)
+{
+    json_t *v = json_object_get(r->root, "stop_token_ids");
+    if (!v || json_is_null(v)) {
+        return 0;
+    }
+    if (!json_is_array(v) || json_array_size(v) > FY_OAI_MAX_STOP_IDS) {
+        return fy_oai_fail(e, 400, "stop_token_ids", "invalid_value",
+                           "'stop_token_ids' must be a list of at most %d token ids",
+                           FY_OAI_MAX_STOP_IDS);
+    }
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x)
+    {
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > INT32_MAX) {
+            return fy_oai_fail(e, 400, "stop_token_ids", "invalid_value",
+                               "'stop_token_ids' item %zu is not a token id", i);
+        }
+        r->stop_ids[r->n_stop_ids++] = (int32_t)json_integer_value(x);
+    }
+    return 0;
+}
+
+/* The sampling parameters both endpoints share. */
+static int parse_sampling(fy_oai_request *r, fy_oai_error *e)
+{
+    fy_sampling *s = &r->sampling;
+    double d;
+    long long x;
+    int rc;
+    if ((rc = get_number(r->root, "temperature", 0, 2, 0, &d, e)) < 0) {
+        return -1;
+    } else if (rc) {
+        s->temperature = (float)d;
+    }
+    if ((rc = get_number(r->root, "top_p", 0, 1, 1, &d, e)) < 0) {
+        return -1;
+    } else if (rc) {
+        s->top_p = (float)d;
+    }
+    if ((rc = get_int(r->root, "top_k", -1, 1 << 20, &x, e)) < 0) {
+        return -1;
+    } else if (rc) {
+        s->top_k = x <= 0 ? 0 : (int)x; /* -1 and 0 both mean off (vLLM) */
+    }
+    if ((rc = get_number(r->root, "min_p", 0, 1, 0, &d, e)) < 0) {
+        return -1;
+    } else if (rc) {
+        s->min_p = (float)d;
+    }
+    if ((rc = get_number(r->root, "presence_penalty", -2, 2, 0, &d, e)) < 0) {
+        return -1;
+    } else if (rc) {
+        s->presence_penalty = (float)d;
+    }
+    if ((rc = get_number(r->root, "frequency_penalty", -2, 2, 0, &d, e)) < 0) {
+        return -1;
+    } else if (rc) {
+        s->frequency_penalty = (float)d;
+    }
+    if ((rc = get_number(r->root, "repetition_penalty", 0, 10, 1, &d, e)) < 0) {
+        return -1;
+    } else if (rc) {
+        s->repetition_penalty = (float)d;
+    }
+    if ((rc = get_int(r->root, "seed", INT64_MIN, INT64_MAX, &x, e)) < 0) {
+        return -1;
+    } else if (rc) {
+        s->has_seed = 1;
+        s->seed = (uint64_t)x;
+    }
+    if (get_bool(r->root, "ignore_eos", &s->ignore_eos, e) < 0) {
+        return -1;
+    }
+    if (parse_stop(r, e) || parse_stop_ids(r, e)) {
+        return -1;
+    }
+    s->stop = r->stop;
+    s->n_stop = r->n_stop;
+    s->stop_ids = r->stop_ids;
+    s->n_stop_ids = r->n_stop_ids;
+    return 0;
+}
+
+/* Parameters OpenAI defines that this server does not implement: refused
+ * rather than silently ignored, so a client never gets a different answer
+ * than it asked for. */
+static int refuse_unsupported(fy_oai_request *r, fy_oai_error *e)
+{
+    json_t *v;
+    v = json_object_get(r->root, "logit_bias");
+    if (v && !json_is_null(v) && !(json_is_object(v) && json_object_size(v) == 0)) {
+        return fy_oai_fail(e, 400, "logit_bias", "unsupported_parameter",
+                           "'logit_bias' is not supported");
+    }
+    v = json_object_get(r->root, "best_of");
+    if (v && !json_is_null(v) &&
+        !(json_is_integer(v) && json_integer_value(v) == (json_int_t)r->n)) {
+        return fy_oai_fail(e, 400, "best_of", "unsupported_parameter",
+                           "'best_of' is not supported (only best_of == n)");
+    }
+    v = json_object_get(r->root, "suffix");
+    if (v && !json_is_null(v)) {
+        return fy_oai_fail(e, 400, "suffix", "unsupported_parameter", "'suffix' is not supported");
+    }
+    v = json_object_get(r->root, "response_format");
+    if (v && !json_is_null(v)) {
+        json_t *t = json_is_object(v) ? json_object_get(v, "type") : NULL;
+        if (!json_is_string(t) || strcmp(json_string_value(t), "text") != 0) {
+            return fy_oai_fail(e, 400, "response_format", "unsupported_parameter",
+                               "only 'response_format' {\"type\": \"text\"} is supported");
+        }
+    }
+    return 0;
+}
+
+static int parse_prompt(fy_oai_request *r, fy_oai_error *e)
+{
+    json_t *p = json_object_get(r->root, "prompt");
+    if (!p || json_is_null(p)) {
+        return fy_oai_fail(e, 400, "prompt", "missing_required_parameter", "'prompt' is required");
+    }
+    /* A list holding one prompt is that prompt; several are a batch. */
+    if (json_is_array(p) && json_array_size(p) == 1 &&
+        (json_is_string(json_array_get(p, 0)) || json_is_array(json_array_get(p, 0)))) {
+        p = json_array_get(p, 0);
+    }
+    if (json_is_string(p)) {
+        r->prompt = json_string_value(p);
+        r->prompt_len = json_string_length(p);
+        return 0;
+    }
+    if (!json_is_array(p)) {
+        return fy_oai_fail(e, 400, "prompt", "invalid_type",
+                           "'prompt' must be a string or a list of token ids, got %s", jtype(p));
+    }
+    size_t n = json_array_size(p);
+    if (n == 0) {
+        return fy_oai_fail(e, 400, "prompt", "invalid_value", "'prompt' is empty");
+    }
+    if (json_is_string(json_array_get(p, 0)) || json_is_array(json_array_get(p, 0))) {
+        return fy_oai_fail(e, 400, "prompt", "unsupported_parameter",
+                           "a batch of prompts is not supported: send one prompt per request");
+    }
+    if (n > FY_OAI_MAX_PROMPT_IDS) {
+        return fy_oai_fail(e, 400, "prompt", "invalid_value", "'prompt' has too many tokens");
+    }
+    r->prompt_ids = malloc(n * sizeof *r->prompt_ids);
+    if (!r->prompt_ids) {
+        return fy_oai_fail(e, 500, NULL, "out_of_memory", "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(p, i);
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > INT32_MAX) {
+            return fy_oai_fail(e, 400, "prompt", "invalid_value",
+                               "'prompt' item %zu is not a token id", i);
+        }
+        r->prompt_ids[i] = (int32_t)json_integer_value(x);
+    }
+    r->n_prompt_ids = n;
+    return 0;
+}
+
+static int parse_content(const json_t *c, size_t i, int may_be_null, fy_oai_error *e)
+{
+    char param[96];
+    snprintf(param, sizeof param, "messages[%zu].content", i);
+    if (!c || json_is_null(c)) {
+        if (may_be_null) {
+            return 0;
+        }
+        return fy_oai_fail(e, 400, param, "missing_required_parameter",
+                           "'%s' is required for this role", param);
+    }
+    if (json_is_string(c)) {
+        return 0;
+    }
+    if (!json_is_array(c)) {
+        return fy_oai_fail(e, 400, param, "invalid_type",
+                           "'%s' must be a string or a list of content parts, got %s", param,
+                           jtype(c));
+    }
+    size_t j;
+    json_t *part;
+    json_array_foreach(c, j, part)
+    {
+        json_t *type = json_is_object(part) ? json_object_get(part, "type") : NULL;
+        snprintf(param, sizeof param, "messages[%zu].content[%zu].type", i, j);
+        if (!json_is_string(type)) {
+            return fy_oai_fail(e, 400, param, "invalid_type",
+                               "each content part must be an object with a 'type'");
+        }
+        if (strcmp(json_string_value(type), "text") != 0) {
+            return fy_oai_fail(e, 400, param, "unsupported_parameter",
+                               "content part type '%s' is not supported (only 'text')",
+                               json_string_value(type));
+        }
+        if (!json_is_string(json_object_get(part, "text"))) {
+            snprintf(param, sizeof param, "messages[%zu].content[%zu].text", i, j);
+            return fy_oai_fail(e, 400, param, "invalid_type", "'%s' must be a string", param);
+        }
+    }
+    return 0;
+}
+
+static int parse_messages(fy_oai_request *r, fy_oai_error *e)
+{
+    static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
+    json_t *m = json_object_get(r->root, "messages");
+    if (!m || json_is_null(m)) {
+        return fy_oai_fail(e, 400, "messages", "missing_required_parameter",
+                           "'messages' is required");
+    }
+    if (!json_is_array(m)) {
+        return fy_oai_fail(e, 400, "messages", "invalid_type",
+                           "'messages' must be a list of messages, got %s", jtype(m));
+    }
+    size_t n = json_array_size(m);
+    if (n == 0) {
+        return fy_oai_fail(e, 400, "messages", "invalid_value", "'messages' must not be empty");
+    }
+    if (n > FY_OAI_MAX_MESSAGES) {
+        return fy_oai_fail(e, 400, "messages", "invalid_value",
+                           "'messages' holds more than %d messages", FY_OAI_MAX_MESSAGES);
+    }
+    size_t i;
+    json_t *msg;
+    json_array_foreach(m, i, msg)
+    {
+        char param[96];
+        if (!json_is_object(msg)) {
+            snprintf(param, sizeof param, "messages[%zu]", i);
+            return fy_oai_fail(e, 400, param, "invalid_type", "'%s' must be an object, got %s",
+                               param, jtype(msg));
+        }
+        snprintf(param, sizeof param, "messages[%zu].role", i);
+        json_t *role = json_object_get(msg, "role");
+        if (!json_is_string(role)) {
+            return fy_oai_fail(e, 400, param, "invalid_type", "'%s' must be a string", param);
+        }
+        const char *rs = json_string_value(role);
+        int known = 0;
+        for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) {
+            known |= strcmp(rs, roles[k]) == 0;
+        }
+        if (!known) {
+            return fy_oai_fail(e, 400, param, "invalid_value",
+                               "unknown role '%.40s' (system, developer, user, assistant or tool)",
+                               rs);
+        }
+        int assistant = strcmp(rs, "assistant") == 0;
+        if (parse_content(json_object_get(msg, "content"), i, assistant, e)) {
+            return -1;
+        }
+    }
+    r->messages = m;
+    json_t *tools = json_object_get(r->root, "tools");
+    if (tools && !json_is_null(tools)) {
+        if (!json_is_array(tools)) {
+            return fy_oai_fail(e, 400, "tools", "invalid_type", "'tools' must be a list");
+        }
+        r->tools = tools;
+    }
+    if (get_bool(r->root, "add_generation_prompt", &r->add_generation_prompt, e) < 0 ||
+        get_bool(r->root, "continue_final_message", &r->continue_final_message, e) < 0) {
+        return -1;
+    }
+    if (r->add_generation_prompt && r->continue_final_message) {
+        return fy_oai_fail(e, 400, "continue_final_message", "invalid_value",
+                           "'continue_final_message' and 'add_generation_prompt' cannot both "
+                           "be true");
+    }
+    return 0;
+}
+
+static int parse_logprobs(fy_oai_request *r, fy_oai_error *e)
+{
+    long long x;
+    int rc;
+    if (r->kind == FY_OAI_COMPLETION) {
+        json_t *v = json_object_get(r->root, "logprobs");
+        if (json_is_boolean(v)) {
+            /* Some clients send the chat shape here; true means the token's own. */
+            r->logprobs = json_is_true(v) ? 0 : -1;
+            return 0;
+        }
+        if ((rc = get_int(r->root, "logprobs", 0, FY_MAX_LOGPROBS, &x, e)) < 0) {
+            return -1;
+        }
+        r->logprobs = rc ? (int)x : -1;
+        return 0;
+    }
+    int want = 0;
+    if (get_bool(r->root, "logprobs", &want, e) < 0) {
+        return -1;
+    }
+    if ((rc = get_int(r->root, "top_logprobs", 0, FY_MAX_LOGPROBS, &x, e)) < 0) {
+        return -1;
+    }
+    if (rc && !want) {
+        return fy_oai_fail(e, 400, "top_logprobs", "invalid_value",
+                           "'top_logprobs' needs 'logprobs': true");
+    }
+    r->logprobs = want ? (rc ? (int)x : 0) : -1;
+    return 0;
+}
+
+int fy_oai_parse(fy_oai_kind kind, const char *body, size_t len, fy_oai_request *r, fy_oai_error *e)
+{
+    memset(r, 0, sizeof *r);
+    memset(e, 0, sizeof *e);
+    r->kind = kind;
+    r->n = 1;
+    r->logprobs = -1;
+    r->add_generation_prompt = 1;
+    fy_oai_sampling_defaults(&r->sampling);
+    json_error_t je;
+    r->root = json_loadb(body, len, 0, &je);
+    if (!r->root) {
+        return fy_oai_fail(e, 400, NULL, "invalid_json",
+                           "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line,
+                           je.column);
+    }
+    if (!json_is_object(r->root)) {
+        return fy_oai_fail(e, 400, NULL, "invalid_type", "the body must be a JSON object");
+    }
+    long long x;
+    int rc;
+    if (get_string(r->root, "model", &r->model, e) < 0 ||
+        get_bool(r->root, "stream", &r->stream, e) < 0) {
+        return -1;
+    }
+    json_t *so = json_object_get(r->root, "stream_options");
+    if (so && !json_is_null(so)) {
+        if (!json_is_object(so)) {
+            return fy_oai_fail(e, 400, "stream_options", "invalid_type",
+                               "'stream_options' must be an object");
+        }
+        if (!r->stream) {
+            return fy_oai_fail(e, 400, "stream_options", "invalid_value",
+                               "'stream_options' is only allowed when 'stream' is true");
+        }
+        if (get_bool(so, "include_usage", &r->include_usage, e) < 0) {
+            snprintf(e->param, sizeof e->param, "stream_options.include_usage");
+            return -1;
+        }
+    }
+    if ((rc = get_int(r->root, "n", 1, FY_OAI_MAX_N, &x, e)) < 0) {
+        return -1;
+    } else if (rc) {
+        r->n = (int)x;
+    }
+    /* max_completion_tokens replaces max_tokens in chat; either is accepted. */
+    const char *mt_name = "max_completion_tokens";
+    if ((rc = get_int(r->root, mt_name, 1, INT32_MAX, &x, e)) < 0) {
+        return -1;
+    }
+    if (!rc) {
+        mt_name = "max_tokens";
+        if ((rc = get_int(r->root, mt_name, 1, INT32_MAX, &x, e)) < 0) {
+            return -1;
+        }
+    }
+    if (rc) {
+        r->has_max_tokens = 1;
+        r->max_tokens = (int)x;
+        r->sampling.max_tokens = (int)x;
+    }
+    if (get_string(r->root, "user", &r->user, e) < 0) {
+        return -1;
+    }
+    if (parse_sampling(r, e) || parse_logprobs(r, e) || refuse_unsupported(r, e)) {
+        return -1;
+    }
+    r->sampling.logprobs = r->logprobs;
+    if (kind == FY_OAI_COMPLETION) {
+        if (get_bool(r->root, "echo", &r->echo, e) < 0) {
+            return -1;
+        }
+        if (r->echo) {
+            return fy_oai_fail(e, 400, "echo", "unsupported_parameter", "'echo' is not supported");
+        }
+        return parse_prompt(r, e);
+    }
+    return parse_messages(r, e);
+}
+
+void fy_oai_request_free(fy_oai_request *r)
+{
+    if (!r) {
+        return;
+    }
+    json_decref(r->root);
+    free(r->prompt_ids);
+    memset(r, 0, sizeof *r);
+}
+
+/* --- responses ------------------------------------------------------------- */
+
+void fy_oai_make_id(fy_oai_kind kind, char *out, size_t outlen)
+{
+    uint8_t raw[12];
+    char hex[25];
+    if (fy_random_bytes(raw, sizeof raw)) {
+        memset(raw, 0, sizeof raw);
+    }
+    fy_hex_encode(raw, sizeof raw, hex, sizeof hex);
+    snprintf(out, outlen, "%s-%s", kind == FY_OAI_CHAT ? "chatcmpl" : "cmpl", hex);
+}
+
+const char *fy_oai_finish_reason(fy_finish f)
+{
+    switch (f) {
+    case FY_FINISH_STOP:
+        return "stop";
+    case FY_FINISH_LENGTH:
+        return "length";
+    case FY_FINISH_ABORT:
+        return "abort";
+    case FY_FINISH_ERROR:
+        return "error";
+    default:
+        return NULL;
+    }
+}
+
+static json_t *usage_json(const fy_oai_usage *u)
+{
+    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", u->prompt_tokens,
+                     "completion_tokens", u->completion_tokens, "total_tokens",
+                     u->prompt_tokens + u->completion_tokens, "prompt_tokens_details",
+                     "cached_tokens", u->cached_tokens);
+}
+
+static json_t *envelope(fy_oai_kind kind, int chunk, const char *id, int64_t created,
+                        const char *model)
+{
+    const char *object = kind == FY_OAI_CHAT ? (chunk ? "chat.completion.chunk" : "chat.completion")
+                                             : "text_completion";
+    return json_pack("{s:s, s:s, s:I, s:s}", "id", id, "object", object, "created",
+                     (json_int_t)created, "model", model);
+}
+
+static char *dump_free(json_t *root, const char *prefix, const char *suffix, size_t *len)
+{
+    if (!root) {
+        return NULL;
+    }
+    char *s = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (!s) {
+        return NULL;
+    }
+    size_t pl = strlen(prefix), sl = strlen(s), xl = strlen(suffix);
+    char *o = malloc(pl + sl + xl + 1);
+    if (o) {
+        memcpy(o, prefix, pl);
+        memcpy(o + pl, s, sl);
+        memcpy(o + pl + sl, suffix, xl + 1);
+        if (len) {
+            *len = pl + sl + xl;
+        }
+    }
+    free(s);
+    return o;
+}
+
+static json_t *jlogprobs(const json_t *lp)
+{
+    return lp ? json_deep_copy(lp) : json_null();
+}
+
+char *fy_oai_response_json(fy_oai_kind kind, const char *id, int64_t created, const char *model,
+                           const fy_oai_choice *choices, int n, const fy_oai_usage *u, size_t *len)
+{
+    json_t *root = envelope(kind, 0, id, created, model);
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) {
+        const fy_oai_choice *c = &choices[i];
+        json_t *ch = json_pack("{s:i}", "index", i);
+        json_t *text = jstr(c->text ? c->text : "", c->text ? c->text_len : 0);
+        if (kind == FY_OAI_CHAT) {
+            json_object_set_new(ch, "message",
+                                json_pack("{s:s, s:o}", "role", "assistant", "content", text));
+        } else {
+            json_object_set_new(ch, "text", text);
+        }
+        json_object_set_new(ch, "logprobs", jlogprobs(c->logprobs));
+        json_object_set_new(ch, "finish_reason",
+                            c->finish_reason ? json_string(c->finish_reason) : json_null());
+        json_array_append_new(arr, ch);
+    }
+    json_object_set_new(root, "choices", arr);
+    json_object_set_new(root, "usage", usage_json(u));
+    return dump_free(root, "", "", len);
+}
+
+char *fy_oai_chunk_sse(fy_oai_kind kind, const char *id, int64_t created, const char *model,
+                       int index, int role_first, const char *text, size_t text_len,
+                       const json_t *logprobs, const char *finish_reason, size_t *len)
+{
+    json_t *root = envelope(kind, 1, id, created, model);
+    json_t *ch = json_pack("{s:i}", "index", index);
+    json_t *t = jstr(text ? text : "", text ? text_len : 0);
+    if (kind == FY_OAI_CHAT) {
+        json_t *delta = json_object();
+        if (role_first) {
+            json_object_set_new(delta, "role", json_string("assistant"));
+        }
+        /* The last chunk of a choice carries an empty delta, as OpenAI's. */
+        if (text_len || role_first || !finish_reason) {
+            json_object_set_new(delta, "content", t);
+        } else {
+            json_decref(t);
+        }
+        json_object_set_new(ch, "delta", delta);
+    } else {
+        json_object_set_new(ch, "text", t);
+    }
+    json_object_set_new(ch, "logprobs", jlogprobs(logprobs));
+    json_object_set_new(ch, "finish_reason",
+                        finish_reason ? json_string(finish_reason) : json_null());
+    json_object_set_new(root, "choices", json_pack("[o]", ch));
+    return dump_free(root, "data: ", "\n\n", len);
+}
+
+char *fy_oai_usage_chunk_sse(fy_oai_kind kind, const char *id, int64_t created, const char *model,
+                             const fy_oai_usage *u, size_t *len)
+{
+    json_t *root = envelope(kind, 1, id, created, model);
+    json_object_set_new(root, "choices", json_array());
+    json_object_set_new(root, "usage", usage_json(u));
+    return dump_free(root, "data: ", "\n\n", len);
+}
+
+char *fy_oai_error_sse(const fy_oai_error *e, size_t *len)
+{
+    size_t n;
+    char *j = fy_oai_error_json(e, &n);
+    if (!j) {
+        return NULL;
+    }
+    char *o = malloc(n + 9);
+    if (o) {
+        memcpy(o, "data: ", 6);
+        memcpy(o + 6, j, n);
+        memcpy(o + 6 + n, "\n\n", 3);
+        if (len) {
+            *len = n + 8;
+        }
+    }
+    free(j);
+    return o;
+}
+
+/* --- logprobs -------------------------------------------------------------- */
+
+json_t *fy_oai_logprobs_new(fy_oai_kind kind)
+{
+    if (kind == FY_OAI_CHAT) {
+        return json_pack("{s:[]}", "content");
+    }
+    return json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs",
+                     "text_offset");
+}
+
+/* A token's entry: {"token", "logprob", "bytes"} (chat) with the text as
+ * given by the callback. */
+static json_t *chat_token(int32_t id, float logprob, fy_oai_tok_text text, void *arg, int *rc)
+{
+    char buf[512];
+    int n = text(arg, id, buf, sizeof buf);
+    if (n < 0) {
+        *rc = n;
+        return NULL;
+    }
+    json_t *bytes = json_array();
+    for (int i = 0; i < n; i++) {
+        json_array_append_new(bytes, json_integer((unsigned char)buf[i]));
+    }
+    return json_pack("{s:o, s:f, s:o}", "token", jstr(buf, (size_t)n), "logprob", (double)logprob,
+                     "bytes", bytes);
+}
+
+int fy_oai_logprobs_add(json_t *lp, fy_oai_kind kind, const fy_gen_token *tok, int top_n,
+                        size_t text_offset, fy_oai_tok_text text, void *arg)
+{
+    int rc = 0;
+    if (top_n > tok->n_top) {
+        top_n = tok->n_top;
+    }
+    if (kind == FY_OAI_CHAT) {
+        json_t *e = chat_token(tok->id, tok->logprob, text, arg, &rc);
+        if (!e) {
+            return rc ? rc : FY_ENOMEM;
+        }
+        json_t *tops = json_array();
+        for (int i = 0; i < top_n; i++) {
+            json_t *t = chat_token(tok->top[i].id, tok->top[i].logprob, text, arg, &rc);
+            if (!t) {
+                json_decref(tops);
+                json_decref(e);
+                return rc ? rc : FY_ENOMEM;
+            }
+            json_array_append_new(tops, t);
+        }
+        json_object_set_new(e, "top_logprobs", tops);
+        return json_array_append_new(json_object_get(lp, "content"), e) ? FY_ENOMEM : 0;
+    }
+    char buf[512];
+    int n = text(arg, tok->id, buf, sizeof buf);
+    if (n < 0) {
+        return n;
+    }
+    json_array_append_new(json_object_get(lp, "tokens"), jstr(buf, (size_t)n));
+    json_array_append_new(json_object_get(lp, "token_logprobs"), json_real(tok->logprob));
+    json_array_append_new(json_object_get(lp, "text_offset"),
+                          json_integer((json_int_t)text_offset));
+    json_t *tops = json_object();
+    for (int i = 0; i < top_n; i++) {
+        n = text(arg, tok->top[i].id, buf, sizeof buf);
+        if (n < 0) {
+            json_decref(tops);
+            return n;
+        }
+        json_t *k = jstr(buf, (size_t)n);
+        /* Two ids with the same text keep the likelier (listed first). */
+        if (k && !json_object_get(tops, json_string_value(k))) {
+            json_object_set_new(tops, json_string_value(k), json_real(tok->top[i].logprob));
+        }
+        json_decref(k);
+    }
+    json_array_append_new(json_object_get(lp, "top_logprobs"), top_n > 0 ? tops : json_null());
+    if (top_n <= 0) {
+        json_decref(tops);
+    }
+    return 0;
+}
+
+/* --- other endpoints -------------------------------------------------------- */
+
+char *fy_oai_models_json(const char *model, int64_t created, int max_model_len, size_t *len)
+{
+    json_t *m = json_pack("{s:s, s:s, s:I, s:s, s:s, s:i}", "id", model, "object", "model",
+                          "created", (json_int_t)created, "owned_by", "ferry", "root", model,
+                          "max_model_len", max_model_len);
+    json_t *root = json_pack("{s:s, s:[o]}", "object", "list", "data", m);
+    return dump_free(root, "", "", len);
+}
