@@ -13,6 +13,8 @@
  *   GET  /admin/v1/keys                POST /admin/v1/keys
  *   GET  /admin/v1/keys/ID             PATCH /admin/v1/keys/ID
  *   POST /admin/v1/keys/ID/revoke
+ *   GET  /admin/v1/hooks               POST /admin/v1/hooks
+ *   DELETE /admin/v1/hooks/ID          POST /admin/v1/hooks/ID/rotate-secret
  *   GET  /admin/v1/usage[?key=ID&by=hour|total]
  *   GET  /metrics */
 #include "gateway/gateway.h"
@@ -666,6 +668,316 @@ static void usage_list(fy_gw *gw, fy_http_req *req)
                  json_pack("{s:s,s:o}", "by", x.per_hour ? "hour" : "total", "usage", x.a));
 }
 
+/* --- webhooks ------------------------------------------------------------------------- */
+
+/* A hook as the API shows it: never its secrets. */
+static json_t *hook_json(const fy_store_hook *h, int64_t now)
+{
+    char url[FY_STORE_HOOK_ID_MAX + 8];
+    snprintf(url, sizeof url, "/hooks/%s", h->id);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:b}", "id",
+                          h->id, "name", h->name, "url", url, "runner", h->runner, "path", h->path,
+                          "verify", h->verify, "tolerance_s", (json_int_t)h->tolerance_s, "async",
+                          h->async, "rpm", (json_int_t)h->rpm, "max_body", (json_int_t)h->max_body,
+                          "created_at", (json_int_t)h->created_at, "delivered",
+                          (json_int_t)h->delivered, "queued", (json_int_t)h->queued, "dead",
+                          (json_int_t)h->dead, "previous_secret_active", h->prev_until > now);
+    if (o && strcmp(h->verify, "hmac-sha256") == 0) {
+        json_object_set_new(o, "header", json_string(h->header));
+        json_object_set_new(o, "encoding", json_string(h->encoding));
+        json_object_set_new(o, "timestamp_header",
+                            h->ts_header[0] ? json_string(h->ts_header) : json_null());
+    }
+    if (o && h->prev_until > now) {
+        json_object_set_new(o, "previous_secret_until", json_integer((json_int_t)h->prev_until));
+    }
+    return o;
+}
+
+/* The "secret" field into H (wiped by the caller). NULL or a message. */
+static const char *secret_from_json(json_t *v, uint8_t *out, size_t *len)
+{
+    const char *s = json_string_value(v);
+    size_t n = s ? json_string_length(v) : 0;
+    if (!s || n == 0 || n > FY_STORE_HOOK_SECRET_MAX) {
+        return "\"secret\" must be a string of 1..1024 bytes";
+    }
+    memcpy(out, s, n);
+    *len = n;
+    return NULL;
+}
+
+/* A duration field: seconds (integer) or text ("300s", "5m"). -1 when bad. */
+static long long secs_from_json(json_t *v, long long def)
+{
+    if (!v || json_is_null(v)) {
+        return def;
+    }
+    if (json_is_integer(v)) {
+        return json_integer_value(v);
+    }
+    return json_is_string(v) ? fy_gw_parse_key_ttl(json_string_value(v)) : -1;
+}
+
+static int hook_from_json(json_t *root, fy_store_hook *h, char *msg, size_t msglen)
+{
+    static const char *const fields[] = {"name",     "runner",           "path",  "verify",
+                                         "secret",   "tolerance",        "async", "header",
+                                         "encoding", "timestamp_header", "rpm",   "max_body",
+                                         NULL};
+    const char *key;
+    json_t *v;
+    if (!json_is_object(root)) {
+        snprintf(msg, msglen, "the body must be a JSON object");
+        return 400;
+    }
+    json_object_foreach(root, key, v)
+    {
+        size_t i = 0;
+        while (fields[i] && strcmp(fields[i], key) != 0) {
+            i++;
+        }
+        if (!fields[i]) {
+            snprintf(msg, msglen, "unknown field \"%.64s\"", key);
+            return 400;
+        }
+    }
+    struct {
+        const char *name;
+        char *dst;
+        size_t cap;
+        int required;
+    } texts[] = {
+        {"name", h->name, sizeof h->name, 1},
+        {"runner", h->runner, sizeof h->runner, 1},
+        {"path", h->path, sizeof h->path, 1},
+        {"verify", h->verify, sizeof h->verify, 1},
+        {"header", h->header, sizeof h->header, 0},
+        {"encoding", h->encoding, sizeof h->encoding, 0},
+        {"timestamp_header", h->ts_header, sizeof h->ts_header, 0},
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        v = json_object_get(root, texts[i].name);
+        const char *t = json_string_value(v);
+        if ((!v || json_is_null(v)) && !texts[i].required) {
+            continue;
+        }
+        if (!t || strlen(t) >= texts[i].cap) {
+            snprintf(msg, msglen, "\"%s\" must be a string of at most %zu bytes", texts[i].name,
+                     texts[i].cap - 1);
+            return 400;
+        }
+        snprintf(texts[i].dst, texts[i].cap, "%s", t);
+    }
+    if (!fy_store_valid_name(h->runner)) {
+        snprintf(msg, msglen, "\"runner\" must be a runner name (1..63 of [a-z0-9-])");
+        return 400;
+    }
+    if (h->path[0] != '/') {
+        snprintf(msg, msglen, "\"path\" must start with '/'");
+        return 400;
+    }
+    int generic = strcmp(h->verify, "hmac-sha256") == 0;
+    if (strcmp(h->verify, "github") && strcmp(h->verify, "stripe") && strcmp(h->verify, "slack") &&
+        !generic && strcmp(h->verify, "none")) {
+        snprintf(msg, msglen, "\"verify\" must be github, stripe, slack, hmac-sha256 or none");
+        return 400;
+    }
+    if (generic && !h->header[0]) {
+        snprintf(msg, msglen, "verify hmac-sha256 needs \"header\" (the signature header)");
+        return 400;
+    }
+    if (!generic && (h->header[0] || h->encoding[0] || h->ts_header[0])) {
+        snprintf(msg, msglen,
+                 "\"header\", \"encoding\" and \"timestamp_header\" go with "
+                 "verify hmac-sha256");
+        return 400;
+    }
+    if (!h->encoding[0]) {
+        snprintf(h->encoding, sizeof h->encoding, "hex");
+    }
+    v = json_object_get(root, "secret");
+    if (strcmp(h->verify, "none") != 0 || v) {
+        const char *bad = secret_from_json(v, h->secret, &h->secret_len);
+        if (bad) {
+            snprintf(msg, msglen, "%s", bad);
+            return 400;
+        }
+    }
+    long long tol = secs_from_json(json_object_get(root, "tolerance"), 300);
+    if (tol < 1 || tol > 7 * 86400) {
+        snprintf(msg, msglen, "\"tolerance\" must be a duration from 1s to 7d");
+        return 400;
+    }
+    h->tolerance_s = tol;
+    v = json_object_get(root, "async");
+    if (v && !json_is_boolean(v)) {
+        snprintf(msg, msglen, "\"async\" must be true or false");
+        return 400;
+    }
+    h->async = json_is_true(v);
+    v = json_object_get(root, "rpm");
+    json_int_t rpm = !v || json_is_null(v) ? 0 : json_is_integer(v) ? json_integer_value(v) : -1;
+    if (rpm < 0 || rpm > ADM_LIMIT_MAX) {
+        snprintf(msg, msglen, "\"rpm\" must be a whole number from 0 (no limit)");
+        return 400;
+    }
+    h->rpm = rpm;
+    v = json_object_get(root, "max_body");
+    json_int_t mb = !v || json_is_null(v) ? FY_GW_HOOK_DEFAULT_MAX_BODY
+                    : json_is_integer(v)  ? json_integer_value(v)
+                                          : -1;
+    if (mb < 1 || mb > FY_GW_HOOK_MAX_MAX_BODY) {
+        snprintf(msg, msglen, "\"max_body\" must be 1 byte to %d bytes", FY_GW_HOOK_MAX_MAX_BODY);
+        return 400;
+    }
+    h->max_body = mb;
+    return 0;
+}
+
+static void hooks_create(fy_gw *gw, fy_http_req *req)
+{
+    fy_slice body = fy_http_req_body(req);
+    json_error_t jerr;
+    json_t *root = body.len ? json_loadb(body.base, body.len, 0, &jerr) : NULL;
+    fy_store_hook *h = calloc(1, sizeof *h);
+    char msg[256];
+    int64_t now = (int64_t)time(NULL);
+    uint8_t rnd[16];
+    if (!h) {
+        fy_http_respond_error(req, 500, "internal_error", "out of memory");
+        goto out;
+    }
+    if (hook_from_json(root, h, msg, sizeof msg)) {
+        fy_http_respond_error(req, 400, "invalid_request", msg);
+        goto out;
+    }
+    if (fy_random_bytes(rnd, sizeof rnd)) {
+        fy_http_respond_error(req, 500, "internal_error", "random generator failed");
+        goto out;
+    }
+    memcpy(h->id, "hk_", 3);
+    fy_b64url_encode(rnd, sizeof rnd, h->id + 3, sizeof h->id - 3);
+    h->created_at = now;
+    int rc = fy_store_hook_create(gw->store, h);
+    if (rc) {
+        fy_http_respond_error(req, rc == FY_EINVAL ? 400 : 500,
+                              rc == FY_EINVAL ? "invalid_request" : "store_error",
+                              rc == FY_EINVAL ? "invalid hook (name: 1..127 bytes of text; path: "
+                                                "visible ASCII; header names: [A-Za-z0-9_-])"
+                                              : fy_strerror(rc));
+        goto out;
+    }
+    fy_log_event(FY_LOG_INFO, ADM_LOG, "hook created",
+                 json_pack("{s:s,s:s,s:s,s:s,s:b}", "id", h->id, "runner", h->runner, "path",
+                           h->path, "verify", h->verify, "async", h->async));
+    respond_json(req, 201, hook_json(h, now));
+out:
+    if (h) {
+        fy_secure_zero(h, sizeof *h);
+        free(h);
+    }
+    if (root) {
+        json_t *sv = json_object_get(root, "secret");
+        if (json_is_string(sv)) {
+            fy_secure_zero((char *)json_string_value(sv), json_string_length(sv));
+        }
+    }
+    json_decref(root);
+    fy_secure_zero((char *)body.base, body.len);
+}
+
+typedef struct {
+    json_t *a;
+    int64_t now;
+} hook_list_ctx;
+
+static void hook_row(const fy_store_hook *h, void *arg)
+{
+    hook_list_ctx *x = arg;
+    json_array_append_new(x->a, hook_json(h, x->now));
+}
+
+static void hooks_list(fy_gw *gw, fy_http_req *req)
+{
+    hook_list_ctx x = {json_array(), (int64_t)time(NULL)};
+    int rc = fy_store_hook_list(gw->store, hook_row, &x);
+    if (rc) {
+        json_decref(x.a);
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+        return;
+    }
+    respond_json(req, 200, json_pack("{s:o}", "hooks", x.a));
+}
+
+static void hook_not_found(fy_http_req *req, const char *id)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "no hook with id '%.40s'", id);
+    fy_http_respond_error(req, 404, "hook_not_found", msg);
+}
+
+static void hook_delete(fy_gw *gw, fy_http_req *req, const char *id)
+{
+    int rc = fy_store_hook_delete(gw->store, id);
+    if (rc == FY_ENOENT) {
+        hook_not_found(req, id);
+        return;
+    }
+    if (rc) {
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+        return;
+    }
+    fy_gw_hook_forget(gw, id);
+    fy_log_event(FY_LOG_WARN, ADM_LOG, "hook deleted", json_pack("{s:s}", "id", id));
+    respond_json(req, 200, json_pack("{s:s,s:b}", "id", id, "deleted", 1));
+}
+
+static void hook_rotate(fy_gw *gw, fy_http_req *req, const char *id)
+{
+    fy_slice body = fy_http_req_body(req);
+    json_error_t jerr;
+    json_t *root = body.len ? json_loadb(body.base, body.len, 0, &jerr) : NULL;
+    uint8_t secret[FY_STORE_HOOK_SECRET_MAX];
+    size_t len = 0;
+    int64_t now = (int64_t)time(NULL);
+    const char *bad = json_is_object(root)
+                          ? secret_from_json(json_object_get(root, "secret"), secret, &len)
+                          : "the body must be a JSON object";
+    long long grace = secs_from_json(json_object_get(root, "grace"), FY_GW_HOOK_DEFAULT_GRACE_S);
+    if (!bad && (grace < 1 || grace > 30 * 86400)) {
+        bad = "\"grace\" must be a duration from 1s to 30d";
+    }
+    if (bad) {
+        fy_http_respond_error(req, 400, "invalid_request", bad);
+        goto out;
+    }
+    int rc = fy_store_hook_rotate(gw->store, id, secret, len, now + grace);
+    if (rc == FY_ENOENT) {
+        hook_not_found(req, id);
+        goto out;
+    }
+    if (rc) {
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+        goto out;
+    }
+    fy_log_event(FY_LOG_WARN, ADM_LOG, "hook secret rotated",
+                 json_pack("{s:s,s:I}", "id", id, "grace_s", (json_int_t)grace));
+    respond_json(
+        req, 200,
+        json_pack("{s:s,s:I}", "id", id, "previous_secret_until", (json_int_t)(now + grace)));
+out:
+    fy_secure_zero(secret, sizeof secret);
+    if (root) {
+        json_t *sv = json_object_get(root, "secret");
+        if (json_is_string(sv)) {
+            fy_secure_zero((char *)json_string_value(sv), json_string_length(sv));
+        }
+    }
+    json_decref(root);
+    fy_secure_zero((char *)body.base, body.len);
+}
+
 /* --- metrics ----------------------------------------------------------------------------- */
 
 static void metrics_page(fy_gw *gw, fy_http_req *req)
@@ -703,6 +1015,8 @@ void fy_gw_admin_request(fy_http_req *req, void *data)
     int patch = strcmp(method, "PATCH") == 0;
     static const char runners_prefix[] = "/admin/v1/runners/";
     static const char keys_prefix[] = "/admin/v1/keys/";
+    static const char hooks_prefix[] = "/admin/v1/hooks/";
+    int del = strcmp(method, "DELETE") == 0;
     if (strcmp(path, "/metrics") == 0) {
         if (get) {
             metrics_page(gw, req);
@@ -738,6 +1052,34 @@ void fy_gw_admin_request(fy_http_req *req, void *data)
         }
         if (!slash && patch) {
             key_update(gw, req, kid);
+            return;
+        }
+    } else if (strcmp(path, "/admin/v1/hooks") == 0) {
+        if (get) {
+            hooks_list(gw, req);
+            return;
+        }
+        if (post) {
+            hooks_create(gw, req);
+            return;
+        }
+    } else if (strncmp(path, hooks_prefix, sizeof hooks_prefix - 1) == 0) {
+        const char *id = path + sizeof hooks_prefix - 1;
+        const char *slash = strchr(id, '/');
+        size_t n = slash ? (size_t)(slash - id) : strlen(id);
+        char hid[FY_STORE_HOOK_ID_MAX];
+        if (n == 0 || n >= sizeof hid || (slash && strcmp(slash, "/rotate-secret") != 0)) {
+            fy_http_respond_error(req, 404, "not_found", "no such admin route");
+            return;
+        }
+        memcpy(hid, id, n);
+        hid[n] = '\0';
+        if (slash && post) {
+            hook_rotate(gw, req, hid);
+            return;
+        }
+        if (!slash && del) {
+            hook_delete(gw, req, hid);
             return;
         }
     } else if (strcmp(path, "/admin/v1/usage") == 0) {

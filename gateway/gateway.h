@@ -9,7 +9,12 @@
  *   tunnel.c  tunnel connections, sessions, the registry, revocation
  *   proxy.c   public /r/<runner>/... requests -> tunnel streams
  *   enroll.c  POST /v1/enroll (CSR + one-time token -> runner certificate)
- *   admin.c   the admin API (status, tokens, runners, keys, usage, /metrics)
+ *   admin.c   the admin API (status, tokens, runners, keys, hooks, usage, /metrics)
+ *   hooks.c   public /hooks/<id> requests: body cap, signature check, replay
+ *             refusal, per-hook rate limit, then proxy.c (sync) or the queue
+ *   hookq.c   async hooks: the durable queue in the store, delivered in order
+ *             per hook down the tunnel, with retries and backoff
+ *   hookverify.c  the signature schemes, pure (unit-tested and fuzzed)
  *   route.c   pure helpers (paths, hop-by-hop headers), unit-tested
  *   keys.c, ratelimit.c, store.c, metrics.c, accesslog.c: the modules the
  *             request path and the admin API use (each header has its contract)
@@ -29,6 +34,7 @@
 #include "gateway/accesslog.h"
 #include "gateway/keys.h"
 #include "gateway/metrics.h"
+#include "gateway/ratelimit.h"
 #include "gateway/store.h"
 #include "proto/session.h"
 
@@ -58,6 +64,31 @@ typedef struct fy_gw fy_gw;
 typedef struct gw_runner gw_runner;
 typedef struct gw_conn gw_conn;
 typedef struct gw_px gw_px;
+typedef struct gw_hd gw_hd;
+typedef struct gw_hook_rt gw_hook_rt;
+
+/* The first member of every tunnel stream's owner (fyp_session stream data),
+ * so tunnel.c knows whose event it is. */
+enum { GW_SD_PX = 1, GW_SD_HOOKQ };
+
+/* Webhooks. */
+#define FY_GW_HOOK_DEFAULT_MAX_BODY (1024 * 1024)      /* --max-body of a hook */
+#define FY_GW_HOOK_MAX_MAX_BODY     (16 * 1024 * 1024) /* hook bodies are buffered to verify */
+#define FY_GW_HOOK_REPLAY_WINDOW_S  (72 * 3600)        /* GitHub delivery ids remembered */
+#define FY_GW_HOOK_DEFAULT_GRACE_S  (24 * 3600)        /* old secret kept after a rotation */
+#define FY_GW_HOOKQ_TICK_MS         1000  /* queue poll while events wait (runner offline) */
+#define FY_GW_HOOKQ_TIMEOUT_MS      60000 /* one delivery attempt's deadline */
+#define FY_GW_HOOKQ_MAX_BACKOFF_S   60
+#define FY_GW_HOOKQ_MAX_ATTEMPTS    20   /* failed attempts (runner errors) before giving up */
+#define FY_GW_HOOKQ_MAX_HEADS       1024 /* hooks with waiting events looked at per tick */
+
+/* In-memory state of a hook: its rate limiter (limits restart on restart). */
+struct gw_hook_rt {
+    gw_hook_rt *next;
+    int64_t rpm;
+    fy_rl rl;
+    char id[FY_STORE_HOOK_ID_MAX];
+};
 
 enum { GW_L_PUBLIC = 0, GW_L_TUNNEL, GW_L_ADMIN, GW_L_COUNT };
 
@@ -139,6 +170,9 @@ struct fy_gw {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
     uv_timer_t usage_timer; /* fy_store_usage_flush every FY_STORE_USAGE_FLUSH_MS */
+    gw_hook_rt *hooks;      /* per-hook limiters, created on first use */
+    gw_hd *deliveries;      /* async hook deliveries in flight (one per hook at most) */
+    uv_timer_t hookq_timer; /* drives the async queue */
     int draining;           /* SIGTERM seen: no new public work, runners told to drain */
     int stopped;            /* everything is being closed */
 };
@@ -192,6 +226,36 @@ void fy_gw_public_request(fy_http_req *req, void *data);
 
 /* A stream event of connection C for proxied request ev->stream_data. */
 void fy_gw_px_event(gw_conn *c, const fyp_event *ev);
+
+/* A verified webhook request handed to the proxy: forwarded to RUNNER at
+ * TARGET with BODY (malloc'd, owned by the callee from the call on; may be
+ * NULL when BODY_LEN is 0); REQ is finished with the runner's answer. */
+typedef struct {
+    const char *runner, *target, *hook_id;
+    char *body;
+    size_t body_len;
+    uint64_t t0; /* uv_hrtime() when the request arrived */
+} gw_forward;
+void fy_gw_px_forward(fy_gw *gw, fy_http_req *req, const gw_forward *f);
+
+/* hooks.c / hookq.c --------------------------------------------------------- */
+
+/* A public request whose path starts with /hooks/. */
+void fy_gw_hook_request(fy_gw *gw, fy_http_req *req);
+/* Forgets hook ID's in-memory state (after a delete). */
+void fy_gw_hook_forget(fy_gw *gw, const char *id);
+void fy_gw_hooks_free(fy_gw *gw);
+
+/* Starts the queue (run.c, after the store opened): events left from a
+ * previous run are delivered as their runners connect. */
+int fy_gw_hookq_init(fy_gw *gw);
+/* Looks at the queue on the next loop turn (an event was queued, a runner
+ * connected, a delivery ended). */
+void fy_gw_hookq_kick(fy_gw *gw);
+/* A stream event for a delivery (ev->stream_data is a gw_hd). */
+void fy_gw_hookq_event(gw_conn *c, const fyp_event *ev);
+/* Stops the queue: deliveries in flight are cut (they stay queued). */
+void fy_gw_hookq_close(fy_gw *gw);
 
 /* enroll.c / admin.c ------------------------------------------------------ */
 

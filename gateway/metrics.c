@@ -557,9 +557,19 @@ int fy_metrics_gw_init(fy_metrics_gw *g)
     g->auth_failures =
         fy_metrics_counter(m, "ferry_auth_failures_total",
                            "Requests refused by API key checks, by reason.", 1, reason);
+    static const char *const hook_outcome[] = {"hook", "outcome"};
+    static const char *const hook_result[] = {"hook", "result"};
+    g->hook_requests = fy_metrics_counter(
+        m, "ferry_hook_requests_total",
+        "Webhook requests by hook id and outcome (forwarded, queued, or why refused).", 2,
+        hook_outcome);
+    g->hook_deliveries = fy_metrics_counter(
+        m, "ferry_hook_deliveries_total",
+        "Async webhook delivery attempts by hook id and result (delivered, retry, dead).", 2,
+        hook_result);
     if (!g->requests || !g->duration || !g->ttfb || !g->bytes_received || !g->bytes_sent ||
         !g->tokens || !g->active_streams || !g->connected_runners || !g->tunnel_connections ||
-        !g->ratelimited || !g->auth_failures) {
+        !g->ratelimited || !g->auth_failures || !g->hook_requests || !g->hook_deliveries) {
         fy_metrics_gw_close(g);
         return FY_ENOMEM;
     }

@@ -106,6 +106,8 @@ typedef struct {
     fy_metric *tunnel_connections; /* ferry_tunnel_connections */
     fy_metric *ratelimited;        /* ferry_ratelimit_rejections_total{kind} */
     fy_metric *auth_failures;      /* ferry_auth_failures_total{reason} */
+    fy_metric *hook_requests;      /* ferry_hook_requests_total{hook,outcome} */
+    fy_metric *hook_deliveries;    /* ferry_hook_deliveries_total{hook,result} */
 } fy_metrics_gw;
 
 /* Latency buckets in seconds, shared by the duration and TTFB histograms:

@@ -48,6 +48,7 @@
 #define PX_LINGER_MS  5000 /* wait for the usage trailer after the client left */
 
 struct gw_px {
+    int sd_kind; /* GW_SD_PX: tells tunnel.c whose stream this is */
     fy_gw *gw;
     fy_http_req *req; /* NULL once finished */
     gw_conn *conn;    /* NULL when not attached to a tunnel stream */
@@ -78,6 +79,11 @@ struct gw_px {
     fy_rl_result rr;                          /* the key's limits at admission */
     char runner[FY_STORE_NAME_MAX];
     char reqid[20];
+    /* A verified webhook (fy_gw_px_forward): its runner-side target, its id
+     * for the REQUEST metadata; the body was read and checked before. */
+    char *target;
+    char hook_id[FY_STORE_HOOK_ID_MAX];
+    unsigned hook : 1;
 };
 
 static void px_ref(gw_px *px)
@@ -91,6 +97,7 @@ static void px_unref(gw_px *px)
         return;
     }
     free(px->pend);
+    free(px->target);
     free(px);
 }
 
@@ -132,7 +139,7 @@ static void px_account(gw_px *px, int status, int answered_here, size_t err_byte
     uint64_t out = px->bytes_out + err_bytes;
     double secs = (double)(now - px->t0) / 1e9;
     double ttfb = px->t_head ? (double)(px->t_head - px->t0) / 1e9 : -1;
-    const char *route = px->routed ? "/r" : "other";
+    const char *route = px->hook ? "/hooks" : px->routed ? "/r" : "other";
     fy_metrics_gw_request(&gw->metrics, route, status, secs, ttfb, px->bytes_in, out);
     const char *key_id = px->key ? fy_key_id(px->key) : NULL;
     if (px->admitted) {
@@ -277,10 +284,14 @@ static int px_open(gw_px *px, const gw_conn *exclude)
     char name[FY_STORE_NAME_MAX], target[FY_HTTP_MAX_URL_BYTES + 2];
     const char *rest;
     int slash;
-    if (fy_gw_route_split(fy_http_req_target(req), name, &rest, &slash) != 1) {
+    if (px->target) {
+        snprintf(name, sizeof name, "%s", px->runner);
+        snprintf(target, sizeof target, "%s", px->target);
+    } else if (fy_gw_route_split(fy_http_req_target(req), name, &rest, &slash) != 1) {
         return FY_EINVAL;
+    } else {
+        snprintf(target, sizeof target, "%s%s", slash ? "/" : "", rest);
     }
-    snprintf(target, sizeof target, "%s%s", slash ? "/" : "", rest);
 
     field_list *fl = malloc(sizeof *fl);
     fy_buf xff;
@@ -311,8 +322,8 @@ static int px_open(gw_px *px, const gw_conn *exclude)
         if (nl == 6 && strncasecmp(hn, "expect", nl) == 0) {
             continue; /* answered here: the public server sends 100 Continue */
         }
-        if ((nl == 13 && strncasecmp(hn, "authorization", nl) == 0) ||
-            (nl == 9 && strncasecmp(hn, "x-api-key", nl) == 0)) {
+        if (!px->hook && ((nl == 13 && strncasecmp(hn, "authorization", nl) == 0) ||
+                          (nl == 9 && strncasecmp(hn, "x-api-key", nl) == 0))) {
             continue; /* the API key is the gateway's: never shown to a runner */
         }
         fl_add(fl, hn, nl, h[i].value, h[i].value_len);
@@ -326,12 +337,13 @@ static int px_open(gw_px *px, const gw_conn *exclude)
     if (host && host[0]) {
         fl_add(fl, "x-forwarded-host", 16, host, strlen(host));
     }
-    fyp_field meta[] = {{FY_SLICE_STR("request-id"), FY_SLICE(px->reqid, strlen(px->reqid))}};
+    fyp_field meta[] = {{FY_SLICE_STR("request-id"), FY_SLICE(px->reqid, strlen(px->reqid))},
+                        {FY_SLICE_STR("hook-id"), FY_SLICE(px->hook_id, strlen(px->hook_id))}};
     const char *method = fy_http_req_method(req);
     fyp_request rq = {
         .method = FY_SLICE(method, strlen(method)),
         .target = FY_SLICE(target, strlen(target)),
-        .meta = {meta, 1},
+        .meta = {meta, px->hook ? 2 : 1},
         .headers = {fl->f, fl->n},
     };
 
@@ -793,25 +805,107 @@ static int px_admit(gw_px *px, int route)
     return 1;
 }
 
-void fy_gw_public_request(fy_http_req *req, void *data)
+static gw_px *px_new(fy_gw *gw, fy_http_req *req, uint64_t t0)
 {
-    fy_gw *gw = data;
-    char msg[160];
-    const char *rest;
-    int slash;
     gw_px *px = calloc(1, sizeof *px);
     if (!px) {
         fy_http_respond_error(req, 500, "internal_error", "out of memory");
-        return;
+        return NULL;
     }
+    px->sd_kind = GW_SD_PX;
     px->gw = gw;
     px->req = req;
     px->refs = 1;
-    px->t0 = uv_hrtime();
+    px->t0 = t0;
     px->prompt_tokens = px->completion_tokens = -1;
     uint8_t rnd[8];
     fy_random_bytes(rnd, sizeof rnd);
     fy_hex_encode(rnd, sizeof rnd, px->reqid, sizeof px->reqid);
+    return px;
+}
+
+/* 1 when PX's runner has a usable connection; otherwise finishes PX with
+ * 404 (not enrolled, revoked) or 503 (not connected) and returns 0. */
+static int px_runner_ready(gw_px *px)
+{
+    fy_gw *gw = px->gw;
+    const char *name = px->runner;
+    char msg[160];
+    if (fy_gw_conn_pick(fy_gw_runner_find(gw, name), NULL)) {
+        return 1;
+    }
+    fy_store_runner sr;
+    int rc = fy_store_runner_get(gw->store, name, &sr);
+    if (rc == FY_ENOENT || (rc == 0 && sr.revoked_at)) {
+        snprintf(msg, sizeof msg, "runner %s %s", name, rc == 0 ? "is revoked" : "is not enrolled");
+        px_finish(px, FIN_ERROR, 404, "runner_not_found", msg);
+    } else {
+        snprintf(msg, sizeof msg, "runner %s is not connected", name);
+        px_finish(px, FIN_ERROR, 503, "runner_unavailable", msg);
+    }
+    return 0;
+}
+
+void fy_gw_px_forward(fy_gw *gw, fy_http_req *req, const gw_forward *f)
+{
+    gw_px *px = px_new(gw, req, f->t0);
+    if (!px) {
+        free(f->body);
+        return;
+    }
+    px->hook = 1;
+    px->pend = f->body;
+    px->pend_len = f->body_len;
+    px->bytes_in = f->body_len;
+    px->body_done = 1;
+    px->has_body = f->body_len > 0;
+    if (!px->has_body) {
+        free(px->pend);
+        px->pend = NULL;
+    }
+    snprintf(px->runner, sizeof px->runner, "%s", f->runner);
+    snprintf(px->hook_id, sizeof px->hook_id, "%s", f->hook_id);
+    px->target = strdup(f->target);
+    if (!px->target) {
+        px_finish(px, FIN_ERROR, 500, "internal_error", "out of memory");
+        return;
+    }
+    if (gw->draining) {
+        px_finish(px, FIN_ERROR, 503, "gateway_draining", "the gateway is shutting down");
+        return;
+    }
+    if (!px_runner_ready(px)) {
+        return;
+    }
+    px->counted = 1;
+    gw->n_px++;
+    gw->n_proxied++;
+    fy_http_req_on_abort(req, px_on_abort, px);
+    int rc = px_open(px, NULL);
+    if (rc) {
+        px_open_fail(px, rc);
+        return;
+    }
+    if (px->pend) {
+        px_ref(px);
+        px_on_writable(px); /* sends what the windows take, then END_STREAM */
+        px_unref(px);
+    }
+}
+
+void fy_gw_public_request(fy_http_req *req, void *data)
+{
+    fy_gw *gw = data;
+    const char *rest;
+    int slash;
+    if (strncmp(fy_http_req_path(req), "/hooks/", 7) == 0) {
+        fy_gw_hook_request(gw, req);
+        return;
+    }
+    gw_px *px = px_new(gw, req, uv_hrtime());
+    if (!px) {
+        return;
+    }
     int route = fy_gw_route_split(fy_http_req_target(req), px->runner, &rest, &slash);
     if (route == 0) {
         px_finish(px, FIN_ERROR, 404, "not_found",
@@ -822,18 +916,7 @@ void fy_gw_public_request(fy_http_req *req, void *data)
     if (!px_admit(px, route)) {
         return;
     }
-    const char *name = px->runner;
-    if (!fy_gw_conn_pick(fy_gw_runner_find(gw, name), NULL)) {
-        fy_store_runner sr;
-        int rc = fy_store_runner_get(gw->store, name, &sr);
-        if (rc == FY_ENOENT || (rc == 0 && sr.revoked_at)) {
-            snprintf(msg, sizeof msg, "runner %s %s", name,
-                     rc == 0 ? "is revoked" : "is not enrolled");
-            px_finish(px, FIN_ERROR, 404, "runner_not_found", msg);
-        } else {
-            snprintf(msg, sizeof msg, "runner %s is not connected", name);
-            px_finish(px, FIN_ERROR, 503, "runner_unavailable", msg);
-        }
+    if (!px_runner_ready(px)) {
         return;
     }
     px->has_body = fy_http_req_content_length(req) != 0;

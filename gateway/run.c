@@ -29,7 +29,8 @@ static void usage(FILE *f, const fy_opt *opts)
     fprintf(f, "Usage: ferry-gateway run --data-dir DIR [--config FILE] [OPTIONS]\n\n"
                "Runs the gateway on a data directory made by 'ferry-gateway init'. Three\n"
                "listeners: public (HTTPS, or plain HTTP with --public-plain; /r/<runner>/<path>\n"
-               "is proxied to that runner's upstream), tunnel (runners dial in over mutual TLS;\n"
+               "is proxied to that runner's upstream; /hooks/<id> are verified webhooks), tunnel "
+               "(runners dial in over mutual TLS;\n"
                "also serves POST /v1/enroll) and admin (HTTPS; every call needs the admin token).\n"
                "Options come from DIR/gateway.json, then --config FILE (JSON, keys are option\n"
                "names), then the command line. Listening on port 0 picks a free port; the\n"
@@ -173,6 +174,7 @@ static void gw_stop(fy_gw *gw)
     for (int i = 0; i < GW_L_COUNT; i++) {
         listener_close(&gw->listeners[i]);
     }
+    fy_gw_hookq_close(gw); /* before the tunnels: its streams are reset on live sessions */
     fy_gw_tunnel_close_all(gw);
     fy_http_server_close(gw->public_srv, NULL, NULL);
     fy_http_server_close(gw->admin_srv, NULL, NULL);
@@ -380,7 +382,7 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
     if ((rc = fy_tls_config_new(&to, &gw->tls_tunnel, err, errlen))) {
         return rc;
     }
-    if ((rc = fy_gw_tunnel_init(gw))) {
+    if ((rc = fy_gw_tunnel_init(gw)) || (rc = fy_gw_hookq_init(gw))) {
         snprintf(err, errlen, "event loop: %s", fy_strerror(rc));
         return rc;
     }
@@ -566,6 +568,7 @@ out:
     fy_tls_config_free(gw->tls_tunnel);
     /* Every request has ended (the loop ran dry), so no key is held. */
     fy_keys_free(gw->keys);
+    fy_gw_hooks_free(gw);
     fy_accesslog_close(gw->access);
     fy_metrics_gw_close(&gw->metrics);
     if (gw->store && fy_store_usage_flush(gw->store)) {

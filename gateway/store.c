@@ -76,6 +76,48 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (key_id, hour)"
     ") WITHOUT ROWID;"
     "CREATE INDEX usage_by_hour ON usage(hour);",
+    /* 3: webhooks, their replay records (GitHub delivery ids) and the durable
+     * queue of async events. Secrets are kept as they are: HMAC needs them. */
+    "CREATE TABLE hooks ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT NOT NULL,"
+    "  runner TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"
+    "  verify TEXT NOT NULL,"
+    "  header TEXT NOT NULL DEFAULT '',"
+    "  encoding TEXT NOT NULL DEFAULT 'hex',"
+    "  ts_header TEXT NOT NULL DEFAULT '',"
+    "  tolerance INTEGER NOT NULL,"
+    "  async INTEGER NOT NULL DEFAULT 0,"
+    "  rpm INTEGER NOT NULL DEFAULT 0,"
+    "  max_body INTEGER NOT NULL,"
+    "  secret BLOB NOT NULL,"
+    "  prev_secret BLOB NOT NULL DEFAULT x'',"
+    "  prev_until INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL,"
+    "  delivered INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE hook_seen ("
+    "  hook_id TEXT NOT NULL,"
+    "  delivery TEXT NOT NULL,"
+    "  seen_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (hook_id, delivery)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX hook_seen_by_time ON hook_seen(seen_at);"
+    "CREATE TABLE hook_queue ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  hook_id TEXT NOT NULL,"
+    "  delivery_id TEXT NOT NULL,"
+    "  target TEXT NOT NULL,"
+    "  headers TEXT NOT NULL,"
+    "  body BLOB NOT NULL,"
+    "  accepted_at INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_at INTEGER NOT NULL DEFAULT 0,"
+    "  dead INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT NOT NULL DEFAULT ''"
+    ");"
+    "CREATE INDEX hook_queue_by_hook ON hook_queue(hook_id, dead, seq);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -902,6 +944,415 @@ int fy_store_usage_list(fy_store *st, const char *key_id, int64_t from, int64_t 
         cb(&r, arg);
     }
     rc = step == SQLITE_DONE ? 0 : db_err(st, "usage list");
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* --- webhooks ------------------------------------------------------------------- */
+
+static int valid_hook_id(const char *id)
+{
+    return id && strncmp(id, "hk_", 3) == 0 && valid_key_id(id);
+}
+
+static int valid_header_name(const char *s, int optional)
+{
+    size_t n = strnlen(s, FY_STORE_HOOK_HDR_MAX);
+    if (n == 0 || n >= FY_STORE_HOOK_HDR_MAX) {
+        return optional && n == 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int valid_hook(const fy_store_hook *h)
+{
+    static const char *const kinds[] = {"github", "stripe", "slack", "hmac-sha256", "none"};
+    int kind_ok = 0;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        kind_ok |= strcmp(h->verify, kinds[i]) == 0;
+    }
+    int generic = strcmp(h->verify, "hmac-sha256") == 0;
+    size_t pl = strnlen(h->path, sizeof h->path);
+    int path_ok = pl > 0 && pl < sizeof h->path && h->path[0] == '/';
+    for (size_t i = 0; path_ok && i < pl; i++) {
+        path_ok = h->path[i] > 0x20 && h->path[i] < 0x7f && h->path[i] != '#';
+    }
+    return valid_hook_id(h->id) && valid_text(h->name, 1, sizeof h->name) &&
+           fy_store_valid_name(h->runner) && path_ok && kind_ok &&
+           (!generic ||
+            (valid_header_name(h->header, 0) && valid_header_name(h->ts_header, 1) &&
+             (strcmp(h->encoding, "hex") == 0 || strcmp(h->encoding, "base64") == 0))) &&
+           h->tolerance_s >= 1 && h->tolerance_s <= 86400 * 7 && h->rpm >= 0 &&
+           h->rpm <= LIMIT_MAX && h->max_body >= 1 && h->max_body <= (int64_t)1 << 40 &&
+           h->secret_len <= FY_STORE_HOOK_SECRET_MAX &&
+           (h->secret_len > 0 || strcmp(h->verify, "none") == 0);
+}
+
+int fy_store_hook_create(fy_store *st, const fy_store_hook *h)
+{
+    if (!h || !valid_hook(h)) {
+        return FY_EINVAL;
+    }
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(st,
+                     "INSERT INTO hooks(id, name, runner, path, verify, header, encoding, "
+                     "ts_header, tolerance, async, rpm, max_body, secret, created_at) "
+                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, h->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, h->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, h->runner, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, h->path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 5, h->verify, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 6, h->header, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 7, h->encoding[0] ? h->encoding : "hex", -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 8, h->ts_header, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 9, h->tolerance_s);
+    sqlite3_bind_int(q, 10, h->async ? 1 : 0);
+    sqlite3_bind_int64(q, 11, h->rpm);
+    sqlite3_bind_int64(q, 12, h->max_body);
+    sqlite3_bind_blob(q, 13, h->secret, (int)h->secret_len, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 14, h->created_at);
+    int step = sqlite3_step(q);
+    rc = step == SQLITE_DONE         ? 0
+         : step == SQLITE_CONSTRAINT ? FY_EEXIST
+                                     : db_err(st, "hook create");
+    sqlite3_finalize(q);
+    return rc;
+}
+
+#define HOOK_COLUMNS                                                                   \
+    "h.id, h.name, h.runner, h.path, h.verify, h.header, h.encoding, h.ts_header, "    \
+    "h.tolerance, h.async, h.rpm, h.max_body, h.secret, h.prev_secret, h.prev_until, " \
+    "h.created_at, h.delivered"
+
+static void copy_blob(uint8_t *dst, size_t *len, sqlite3_stmt *q, int col)
+{
+    int n = sqlite3_column_bytes(q, col);
+    const void *p = sqlite3_column_blob(q, col);
+    *len = 0;
+    if (p && n > 0 && (size_t)n <= FY_STORE_HOOK_SECRET_MAX) {
+        memcpy(dst, p, (size_t)n);
+        *len = (size_t)n;
+    }
+}
+
+static void read_hook(sqlite3_stmt *q, fy_store_hook *h, int secrets)
+{
+    memset(h, 0, sizeof *h);
+    copy_text(h->id, sizeof h->id, q, 0);
+    copy_text(h->name, sizeof h->name, q, 1);
+    copy_text(h->runner, sizeof h->runner, q, 2);
+    copy_text(h->path, sizeof h->path, q, 3);
+    copy_text(h->verify, sizeof h->verify, q, 4);
+    copy_text(h->header, sizeof h->header, q, 5);
+    copy_text(h->encoding, sizeof h->encoding, q, 6);
+    copy_text(h->ts_header, sizeof h->ts_header, q, 7);
+    h->tolerance_s = sqlite3_column_int64(q, 8);
+    h->async = sqlite3_column_int(q, 9);
+    h->rpm = sqlite3_column_int64(q, 10);
+    h->max_body = sqlite3_column_int64(q, 11);
+    if (secrets) {
+        copy_blob(h->secret, &h->secret_len, q, 12);
+        copy_blob(h->prev_secret, &h->prev_len, q, 13);
+    }
+    h->prev_until = sqlite3_column_int64(q, 14);
+    h->created_at = sqlite3_column_int64(q, 15);
+    h->delivered = sqlite3_column_int64(q, 16);
+}
+
+int fy_store_hook_get(fy_store *st, const char *id, fy_store_hook *out)
+{
+    if (!valid_hook_id(id)) {
+        return FY_ENOENT;
+    }
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(st, "SELECT " HOOK_COLUMNS " FROM hooks h WHERE h.id = ?", &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(q);
+    if (step == SQLITE_ROW) {
+        read_hook(q, out, 1);
+        rc = 0;
+    } else {
+        rc = step == SQLITE_DONE ? FY_ENOENT : db_err(st, "hook get");
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int fy_store_hook_list(fy_store *st, void (*cb)(const fy_store_hook *h, void *arg), void *arg)
+{
+    sqlite3_stmt *q = NULL;
+    fy_store_hook *h = malloc(sizeof *h);
+    int rc = h ? prepare(st,
+                         "SELECT " HOOK_COLUMNS ", "
+                         "(SELECT COUNT(*) FROM hook_queue k WHERE k.hook_id = h.id AND "
+                         "k.dead = 0), "
+                         "(SELECT COUNT(*) FROM hook_queue k WHERE k.hook_id = h.id AND "
+                         "k.dead = 1) FROM hooks h ORDER BY h.created_at, h.id",
+                         &q)
+               : FY_ENOMEM;
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    int step;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        read_hook(q, h, 0);
+        h->queued = sqlite3_column_int64(q, 17);
+        h->dead = sqlite3_column_int64(q, 18);
+        cb(h, arg);
+    }
+    rc = step == SQLITE_DONE ? 0 : db_err(st, "hook list");
+    sqlite3_finalize(q);
+    free(h);
+    return rc;
+}
+
+/* Runs one statement binding ID as ?1; returns sqlite3_changes or FY_EIO. */
+static int exec_id(fy_store *st, const char *sql, const char *id)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(st, sql, &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(q) == SQLITE_DONE ? sqlite3_changes(st->db) : db_err(st, sql);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int fy_store_hook_delete(fy_store *st, const char *id)
+{
+    if (!valid_hook_id(id)) {
+        return FY_ENOENT;
+    }
+    int rc = exec(st, "BEGIN IMMEDIATE;");
+    if (rc) {
+        return rc;
+    }
+    int n = exec_id(st, "DELETE FROM hooks WHERE id = ?1", id);
+    if (n >= 0 && exec_id(st, "DELETE FROM hook_queue WHERE hook_id = ?1", id) >= 0 &&
+        exec_id(st, "DELETE FROM hook_seen WHERE hook_id = ?1", id) >= 0 &&
+        exec(st, "COMMIT;") == 0) {
+        return n == 1 ? 0 : FY_ENOENT;
+    }
+    exec(st, "ROLLBACK;");
+    return FY_EIO;
+}
+
+int fy_store_hook_rotate(fy_store *st, const char *id, const void *secret, size_t len,
+                         int64_t prev_until)
+{
+    if (!valid_hook_id(id)) {
+        return FY_ENOENT;
+    }
+    if (!secret || len == 0 || len > FY_STORE_HOOK_SECRET_MAX) {
+        return FY_EINVAL;
+    }
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(st,
+                     "UPDATE hooks SET prev_secret = secret, secret = ?2, prev_until = ?3 "
+                     "WHERE id = ?1",
+                     &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 2, secret, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, prev_until);
+    if (sqlite3_step(q) != SQLITE_DONE) {
+        rc = db_err(st, "hook rotate");
+    } else {
+        rc = sqlite3_changes(st->db) == 1 ? 0 : FY_ENOENT;
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int fy_store_hook_seen(fy_store *st, const char *hook_id, const char *delivery, int64_t now,
+                       int64_t window)
+{
+    sqlite3_stmt *prune = NULL, *q = NULL;
+    int rc = prepare(st, "DELETE FROM hook_seen WHERE seen_at < ?1", &prune);
+    if (!rc) {
+        rc =
+            prepare(st, "INSERT INTO hook_seen(hook_id, delivery, seen_at) VALUES(?1, ?2, ?3)", &q);
+    }
+    if (rc) {
+        sqlite3_finalize(prune);
+        return rc;
+    }
+    sqlite3_bind_int64(prune, 1, now - window);
+    if (sqlite3_step(prune) != SQLITE_DONE) {
+        rc = db_err(st, "hook seen prune");
+    } else {
+        sqlite3_bind_text(q, 1, hook_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 2, delivery, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 3, now);
+        int step = sqlite3_step(q);
+        rc = step == SQLITE_DONE         ? 0
+             : step == SQLITE_CONSTRAINT ? FY_EEXIST
+                                         : db_err(st, "hook seen");
+    }
+    sqlite3_finalize(prune);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int fy_store_hookq_add(fy_store *st, const fy_store_hookq_item *it, int64_t *seq)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(st,
+                     "INSERT INTO hook_queue(hook_id, delivery_id, target, headers, body, "
+                     "accepted_at, next_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                     &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, it->hook_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, it->delivery_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, it->target, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, it->headers ? it->headers : "[]", -1, SQLITE_STATIC);
+    sqlite3_bind_blob64(q, 5, it->body ? it->body : "", it->body_len, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 6, it->accepted_at);
+    if (sqlite3_step(q) != SQLITE_DONE) {
+        rc = db_err(st, "hook queue add");
+    } else if (seq) {
+        *seq = sqlite3_last_insert_rowid(st->db);
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int fy_store_hookq_heads(fy_store *st, void (*cb)(const char *hook_id, int64_t seq, void *arg),
+                         void *arg)
+{
+    sqlite3_stmt *q = NULL;
+    int rc =
+        prepare(st, "SELECT hook_id, MIN(seq) FROM hook_queue WHERE dead = 0 GROUP BY hook_id", &q);
+    if (rc) {
+        return rc;
+    }
+    int step;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        cb((const char *)sqlite3_column_text(q, 0), sqlite3_column_int64(q, 1), arg);
+    }
+    rc = step == SQLITE_DONE ? 0 : db_err(st, "hook queue heads");
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int fy_store_hookq_get(fy_store *st, int64_t seq, fy_store_hookq_item *out)
+{
+    sqlite3_stmt *q = NULL;
+    memset(out, 0, sizeof *out);
+    int rc = prepare(st,
+                     "SELECT seq, hook_id, delivery_id, target, headers, body, accepted_at, "
+                     "attempts, next_at FROM hook_queue WHERE seq = ? AND dead = 0",
+                     &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_int64(q, 1, seq);
+    int step = sqlite3_step(q);
+    if (step == SQLITE_ROW) {
+        out->seq = sqlite3_column_int64(q, 0);
+        copy_text(out->hook_id, sizeof out->hook_id, q, 1);
+        copy_text(out->delivery_id, sizeof out->delivery_id, q, 2);
+        copy_text(out->target, sizeof out->target, q, 3);
+        const unsigned char *hj = sqlite3_column_text(q, 4);
+        out->headers = strdup(hj ? (const char *)hj : "[]");
+        size_t n = (size_t)sqlite3_column_bytes(q, 5);
+        out->body = malloc(n ? n : 1);
+        if (out->body && n) {
+            memcpy(out->body, sqlite3_column_blob(q, 5), n);
+        }
+        out->body_len = n;
+        out->accepted_at = sqlite3_column_int64(q, 6);
+        out->attempts = sqlite3_column_int64(q, 7);
+        out->next_at = sqlite3_column_int64(q, 8);
+        rc = out->headers && out->body ? 0 : FY_ENOMEM;
+        if (rc) {
+            fy_store_hookq_item_free(out);
+        }
+    } else {
+        rc = step == SQLITE_DONE ? FY_ENOENT : db_err(st, "hook queue get");
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+void fy_store_hookq_item_free(fy_store_hookq_item *it)
+{
+    if (it) {
+        free(it->headers);
+        free(it->body);
+        it->headers = it->body = NULL;
+    }
+}
+
+int fy_store_hookq_done(fy_store *st, int64_t seq)
+{
+    sqlite3_stmt *q = NULL, *count = NULL;
+    int rc = exec(st, "BEGIN IMMEDIATE;");
+    if (rc) {
+        return rc;
+    }
+    rc = prepare(st,
+                 "UPDATE hooks SET delivered = delivered + 1 WHERE id = "
+                 "(SELECT hook_id FROM hook_queue WHERE seq = ?1)",
+                 &count);
+    if (!rc) {
+        rc = prepare(st, "DELETE FROM hook_queue WHERE seq = ?1", &q);
+    }
+    if (!rc) {
+        sqlite3_bind_int64(count, 1, seq);
+        sqlite3_bind_int64(q, 1, seq);
+        if (sqlite3_step(count) != SQLITE_DONE || sqlite3_step(q) != SQLITE_DONE) {
+            rc = db_err(st, "hook queue done");
+        }
+    }
+    sqlite3_finalize(count);
+    sqlite3_finalize(q);
+    if (rc || exec(st, "COMMIT;")) {
+        exec(st, "ROLLBACK;");
+        return FY_EIO;
+    }
+    return 0;
+}
+
+int fy_store_hookq_retry(fy_store *st, int64_t seq, int64_t attempts, int64_t next_at, int dead,
+                         const char *error)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(st,
+                     "UPDATE hook_queue SET attempts = ?2, next_at = ?3, dead = ?4, "
+                     "last_error = ?5 WHERE seq = ?1",
+                     &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_int64(q, 1, seq);
+    sqlite3_bind_int64(q, 2, attempts);
+    sqlite3_bind_int64(q, 3, next_at);
+    sqlite3_bind_int(q, 4, dead ? 1 : 0);
+    sqlite3_bind_text(q, 5, error ? error : "", -1, SQLITE_STATIC);
+    rc = sqlite3_step(q) == SQLITE_DONE ? 0 : db_err(st, "hook queue retry");
     sqlite3_finalize(q);
     return rc;
 }

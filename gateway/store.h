@@ -208,4 +208,104 @@ typedef struct {
 int fy_store_usage_list(fy_store *st, const char *key_id, int64_t from, int64_t to, int per_hour,
                         void (*cb)(const fy_store_usage_row *row, void *arg), void *arg);
 
+/* --- webhooks ------------------------------------------------------------------
+ *
+ * A hook is a public endpoint /hooks/<id> that verifies a SaaS tool's
+ * signature and forwards to a runner's path (gateway/hooks.h). Its signing
+ * secrets must be usable for HMAC, so unlike API keys they are stored as they
+ * are (the data dir, and the store file in it, is mode 0700/0600: protect it
+ * as you would the admin token). They are never logged, listed or returned by
+ * the admin API. During a rotation the previous secret is kept, and accepted,
+ * until PREV_UNTIL. */
+
+#define FY_STORE_HOOK_ID_MAX     32   /* "hk_" + 22 base64url chars + NUL */
+#define FY_STORE_HOOK_SECRET_MAX 1024 /* bytes of one signing secret */
+#define FY_STORE_HOOK_PATH_MAX   1024 /* runner-side path, with NUL */
+#define FY_STORE_HOOK_HDR_MAX    64   /* a header name, with NUL */
+
+typedef struct {
+    char id[FY_STORE_HOOK_ID_MAX];
+    char name[FY_STORE_KEY_NAME_MAX];
+    char runner[FY_STORE_NAME_MAX];
+    char path[FY_STORE_HOOK_PATH_MAX];
+    char verify[16];                       /* github, stripe, slack, hmac-sha256, none */
+    char header[FY_STORE_HOOK_HDR_MAX];    /* hmac-sha256: the signature header */
+    char encoding[8];                      /* hmac-sha256: hex or base64 */
+    char ts_header[FY_STORE_HOOK_HDR_MAX]; /* hmac-sha256: optional timestamp header */
+    int64_t tolerance_s;                   /* timestamp tolerance */
+    int async;                             /* answer 202 and deliver from the queue */
+    int64_t rpm;                           /* verified requests per minute, 0 = no limit */
+    int64_t max_body;                      /* bytes */
+    uint8_t secret[FY_STORE_HOOK_SECRET_MAX];
+    size_t secret_len;
+    uint8_t prev_secret[FY_STORE_HOOK_SECRET_MAX];
+    size_t prev_len;    /* 0 = none */
+    int64_t prev_until; /* unix seconds the previous secret stays valid */
+    int64_t created_at;
+    int64_t delivered; /* async events delivered */
+    int64_t queued;    /* async events waiting (listings only) */
+    int64_t dead;      /* async events given up on (listings only) */
+} fy_store_hook;
+
+/* Records hook H (validated: id, name, runner name, path starting with '/',
+ * verify kind). Returns 0 (durable), FY_EINVAL, FY_EEXIST or FY_EIO. */
+int fy_store_hook_create(fy_store *st, const fy_store_hook *h);
+
+/* Fetches hook ID, secrets included (wipe OUT after use). Returns 0 or
+ * FY_ENOENT (or FY_EIO). */
+int fy_store_hook_get(fy_store *st, const char *id, fy_store_hook *out);
+
+/* Calls CB for every hook, oldest first, with the secrets wiped and the
+ * queue counts filled in. */
+int fy_store_hook_list(fy_store *st, void (*cb)(const fy_store_hook *h, void *arg), void *arg);
+
+/* Deletes hook ID with its queued events and replay records. Returns 0,
+ * FY_ENOENT or FY_EIO. */
+int fy_store_hook_delete(fy_store *st, const char *id);
+
+/* Makes SECRET the hook's secret; the current one becomes the previous one,
+ * accepted until PREV_UNTIL. Returns 0 (durable), FY_EINVAL, FY_ENOENT or
+ * FY_EIO. */
+int fy_store_hook_rotate(fy_store *st, const char *id, const void *secret, size_t len,
+                         int64_t prev_until);
+
+/* Records delivery id DELIVERY of hook HOOK_ID seen at NOW, after pruning
+ * records older than NOW - WINDOW. Returns 0 (new, durable), FY_EEXIST (seen
+ * within the window: a replay) or FY_EIO. */
+int fy_store_hook_seen(fy_store *st, const char *hook_id, const char *delivery, int64_t now,
+                       int64_t window);
+
+/* --- the durable delivery queue of async hooks ---------------------------------- */
+
+typedef struct {
+    int64_t seq; /* global order of acceptance */
+    char hook_id[FY_STORE_HOOK_ID_MAX];
+    char delivery_id[40]; /* "dlv_..." sent to the runner as x-ferry-delivery */
+    char target[FY_STORE_HOOK_PATH_MAX + 1024];
+    char *headers; /* JSON [[name, value], ...] (malloc'd) */
+    char *body;    /* malloc'd */
+    size_t body_len;
+    int64_t accepted_at, attempts, next_at;
+} fy_store_hookq_item;
+
+/* Appends an event (durable when 0 is returned). HEADERS_JSON as above. */
+int fy_store_hookq_add(fy_store *st, const fy_store_hookq_item *it, int64_t *seq);
+
+/* Calls CB(hook_id, seq) for the oldest pending event of every hook. */
+int fy_store_hookq_heads(fy_store *st, void (*cb)(const char *hook_id, int64_t seq, void *arg),
+                         void *arg);
+
+/* Loads pending event SEQ into OUT (free with fy_store_hookq_item_free).
+ * Returns 0, FY_ENOENT or FY_EIO. */
+int fy_store_hookq_get(fy_store *st, int64_t seq, fy_store_hookq_item *out);
+void fy_store_hookq_item_free(fy_store_hookq_item *it);
+
+/* Delivered: removes SEQ and counts it on its hook. */
+int fy_store_hookq_done(fy_store *st, int64_t seq);
+
+/* Not delivered: records the attempt and when to try again; DEAD gives up
+ * on it (kept for inspection, no longer delivered). */
+int fy_store_hookq_retry(fy_store *st, int64_t seq, int64_t attempts, int64_t next_at, int dead,
+                         const char *error);
+
 #endif

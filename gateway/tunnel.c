@@ -351,6 +351,7 @@ static void conn_on_hello(gw_conn *c, const fyp_event *ev)
         fyp_session_terminate(c->sess, FYP_ERR_INTERNAL, "out of memory");
         return;
     }
+    fy_gw_hookq_kick(c->gw); /* events may be waiting for this runner */
     json_t *f = conn_fields(c);
     json_object_set_new(f, "models", json_integer((json_int_t)ev->u.hello->n_models));
     json_object_set_new(f, "version", json_integer(ev->version));
@@ -377,7 +378,9 @@ static void conn_on_event(fyp_session *s, const fyp_event *ev, void *data)
     case FYP_EV_REQUEST:
         break; /* runner-side event; the session never emits it here */
     default:
-        if (ev->stream_data) {
+        if (ev->stream_data && *(const int *)ev->stream_data == GW_SD_HOOKQ) {
+            fy_gw_hookq_event(c, ev);
+        } else if (ev->stream_data) {
             fy_gw_px_event(c, ev);
         } else if (ev->type == FYP_EV_DATA && ev->u.data.len) {
             /* A stream whose public side is gone: return the credit. */

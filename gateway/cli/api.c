@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CTL_TIMEOUT_MS     30000
 #define CTL_MAX_RESPONSE   (16 * 1024 * 1024)
@@ -268,4 +269,58 @@ out:
         fy_buf_wipe(&cc.body); /* may hold a new secret */
     }
     return rc;
+}
+
+/* --- helpers the commands share ----------------------------------------------------- */
+
+void fy_ctl_fmt_time(json_t *v, char *out, size_t n)
+{
+    if (!json_is_integer(v)) {
+        snprintf(out, n, "-");
+        return;
+    }
+    time_t t = (time_t)json_integer_value(v);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Prints the API's error and returns 1. */
+static int api_error(const fy_ctl_result *r)
+{
+    json_t *e = json_object_get(r->json, "error");
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    const char *code = json_string_value(json_object_get(e, "code"));
+    fprintf(stderr, "ferry: %s (HTTP %d%s%s)\n", msg ? msg : "the gateway refused the request",
+            r->status, code ? ", " : "", code ? code : "");
+    return 1;
+}
+
+/* Calls the admin API. Returns 0 when the gateway answered OK (a create
+ * passes 201 and also accepts 200), with R->json for the caller to release;
+ * otherwise prints why (the transport's error or the API's message) and
+ * returns 1 with nothing left to release. */
+int fy_ctl_api(fy_ctl *c, const char *method, const char *path, json_t *body, int ok,
+               fy_ctl_result *r)
+{
+    char err[512];
+    if (fy_ctl_call(c, method, path, body, r, err, sizeof err)) {
+        fprintf(stderr, "ferry: %s\n", err);
+        return 1;
+    }
+    if (r->status != ok && !(ok == 201 && r->status == 200)) {
+        api_error(r);
+        json_decref(r->json);
+        return 1;
+    }
+    return 0;
+}
+
+void fy_ctl_print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2));
+    if (s) {
+        printf("%s\n", s);
+        free(s);
+    }
 }

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct fy_ctl fy_ctl;
 
@@ -43,5 +44,32 @@ typedef struct {
  * ERR when the gateway could not be reached. */
 int fy_ctl_call(fy_ctl *c, const char *method, const char *path, json_t *body, fy_ctl_result *res,
                 char *err, size_t errlen);
+
+/* Calls the admin API. Returns 0 when the gateway answered OK (a create
+ * passes 201 and also accepts 200), with R->json for the caller to release;
+ * otherwise prints why (the transport's error or the API's message) and
+ * returns 1 with nothing left to release. */
+int fy_ctl_api(fy_ctl *c, const char *method, const char *path, json_t *body, int ok,
+               fy_ctl_result *r);
+
+/* Prints J indented on stdout. */
+void fy_ctl_print_json(json_t *j);
+
+/* A unix time (JSON integer) as "2024-01-02T03:04:05Z", "-" when not one. */
+void fy_ctl_fmt_time(json_t *v, char *out, size_t n);
+
+/* hooks.c: `ferry hooks ...` (see ferry --help). */
+typedef struct {
+    const char *name, *runner, *path, *verify, *secret_file, *tolerance, *header, *encoding,
+        *ts_header, *grace;
+    int async;
+    long long rpm;     /* -1: not given */
+    uint64_t max_body; /* 0: not given */
+} fy_ctl_hook_opts;
+
+int fy_ctl_hooks_create(fy_ctl *c, int as_json, const fy_ctl_hook_opts *o);
+int fy_ctl_hooks_list(fy_ctl *c, int as_json);
+int fy_ctl_hooks_delete(fy_ctl *c, int as_json, const char *id);
+int fy_ctl_hooks_rotate(fy_ctl *c, int as_json, const char *id, const fy_ctl_hook_opts *o);
 
 #endif

@@ -18,50 +18,52 @@
 
 static void usage(FILE *f, const fy_opt *opts)
 {
-    fprintf(f, "Usage: ferry [OPTIONS] COMMAND\n\n"
-               "ferry manages a gateway through its admin API. Reach a gateway on this machine\n"
-               "with --data-dir DIR (its state.json, admin.token and ca.crt are used), or a\n"
-               "remote one with --admin https://HOST:PORT --admin-token-file FILE --ca FILE.\n\n"
-               "Commands:\n"
-               "  status                          the gateway's listeners and counters\n"
-               "  tokens create --name RUNNER [--ttl 1h]\n"
-               "                                  a one-time enrollment token bound to RUNNER\n"
-               "                                  (printed alone on the last line)\n"
-               "  tokens list                     enrollment tokens (never their secrets)\n"
-               "  runners list                    enrolled runners, their connections and\n"
-               "                                  requests in flight\n"
-               "  runners revoke NAME             revoke a runner: its connections drop at once\n"
-               "                                  and it cannot reconnect\n"
-               "  keys create --name NAME [--owner TEXT] [--rpm N] [--tpm N] [--concurrency N]\n"
-               "              [--models a,b] [--runners r1,r2] [--hooks h1] [--expires 30d]\n"
-               "                                  a new API key (printed once, alone on the last\n"
-               "                                  line); limits of 0 or omitted mean none, empty\n"
-               "                                  scopes mean any\n"
-               "  keys list                       API keys: id, name, prefix, limits, scopes,\n"
-               "                                  created, last used, usage (never the key)\n"
-               "  keys update ID [--name NAME] [--owner TEXT] [--rpm N] [--tpm N]\n"
-               "              [--concurrency N] [--models a,b] [--runners r1,r2] [--hooks h1]\n"
-               "              [--expires 30d|never]\n"
-               "                                  change a key; the next request sees the change\n"
-               "                                  ('' clears a scope list: any)\n"
-               "  keys revoke ID                  revoke a key: its next request is refused\n"
-               "  usage [--key ID] [--by total|hour]\n"
-               "                                  requests, tokens and bytes per key\n\n"
-               "Exit status: 0 ok, 1 API or network error, 2 usage error.\n\n"
-               "Options:\n");
+    fprintf(f,
+            "Usage: ferry [OPTIONS] COMMAND\n\n"
+            "ferry manages a gateway through its admin API. Reach a gateway on this machine\n"
+            "with --data-dir DIR (its state.json, admin.token and ca.crt are used), or a\n"
+            "remote one with --admin https://HOST:PORT --admin-token-file FILE --ca FILE.\n\n"
+            "Commands:\n"
+            "  status                          the gateway's listeners and counters\n"
+            "  tokens create --name RUNNER [--ttl 1h]\n"
+            "                                  a one-time enrollment token bound to RUNNER\n"
+            "                                  (printed alone on the last line)\n"
+            "  tokens list                     enrollment tokens (never their secrets)\n"
+            "  runners list                    enrolled runners, their connections and\n"
+            "                                  requests in flight\n"
+            "  runners revoke NAME             revoke a runner: its connections drop at once\n"
+            "                                  and it cannot reconnect\n"
+            "  keys create --name NAME [--owner TEXT] [--rpm N] [--tpm N] [--concurrency N]\n"
+            "              [--models a,b] [--runners r1,r2] [--hooks h1] [--expires 30d]\n"
+            "                                  a new API key (printed once, alone on the last\n"
+            "                                  line); limits of 0 or omitted mean none, empty\n"
+            "                                  scopes mean any\n"
+            "  keys list                       API keys: id, name, prefix, limits, scopes,\n"
+            "                                  created, last used, usage (never the key)\n"
+            "  keys update ID [--name NAME] [--owner TEXT] [--rpm N] [--tpm N]\n"
+            "              [--concurrency N] [--models a,b] [--runners r1,r2] [--hooks h1]\n"
+            "              [--expires 30d|never]\n"
+            "                                  change a key; the next request sees the change\n"
+            "                                  ('' clears a scope list: any)\n"
+            "  keys revoke ID                  revoke a key: its next request is refused\n"
+            "  hooks create --name NAME --runner RUNNER --path /PATH\n"
+            "               --verify github|stripe|slack|hmac-sha256|none --secret-file FILE\n"
+            "               [--tolerance 300s] [--async] [--rpm N] [--max-body 1MiB]\n"
+            "               [--header NAME [--encoding hex|base64] [--timestamp-header NAME]]\n"
+            "                                  a webhook endpoint; prints its public URL\n"
+            "                                  /hooks/<id> alone on the last line. Requests are\n"
+            "                                  verified before anything reaches the runner\n"
+            "                                  (--header etc. configure hmac-sha256)\n"
+            "  hooks list                      hooks, their delivery counts (never secrets)\n"
+            "  hooks delete ID                 delete a hook and its queued events\n"
+            "  hooks rotate-secret ID --secret-file FILE [--grace 24h]\n"
+            "                                  new secret; the old one is still accepted for\n"
+            "                                  the grace period\n"
+            "  usage [--key ID] [--by total|hour]\n"
+            "                                  requests, tokens and bytes per key\n\n"
+            "Exit status: 0 ok, 1 API or network error, 2 usage error.\n\n"
+            "Options:\n");
     fy_args_usage(f, opts);
-}
-
-static void fmt_time(json_t *v, char *out, size_t n)
-{
-    if (!json_is_integer(v)) {
-        snprintf(out, n, "-");
-        return;
-    }
-    time_t t = (time_t)json_integer_value(v);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 static const char *jstr(json_t *o, const char *key)
@@ -98,57 +100,17 @@ static const char *jlist(json_t *o, const char *key, char *buf, size_t n)
     return buf[0] ? buf : "any";
 }
 
-/* Prints the API's error and returns 1. */
-static int api_error(const fy_ctl_result *r)
-{
-    json_t *e = json_object_get(r->json, "error");
-    const char *msg = json_string_value(json_object_get(e, "message"));
-    const char *code = json_string_value(json_object_get(e, "code"));
-    fprintf(stderr, "ferry: %s (HTTP %d%s%s)\n", msg ? msg : "the gateway refused the request",
-            r->status, code ? ", " : "", code ? code : "");
-    return 1;
-}
-
-/* Calls the admin API. Returns 0 when the gateway answered OK (a create
- * passes 201 and also accepts 200), with R->json for the caller to release;
- * otherwise prints why (the transport's error or the API's message) and
- * returns 1 with nothing left to release. */
-static int api_call(fy_ctl *c, const char *method, const char *path, json_t *body, int ok,
-                    fy_ctl_result *r)
-{
-    char err[512];
-    if (fy_ctl_call(c, method, path, body, r, err, sizeof err)) {
-        fprintf(stderr, "ferry: %s\n", err);
-        return 1;
-    }
-    if (r->status != ok && !(ok == 201 && r->status == 200)) {
-        api_error(r);
-        json_decref(r->json);
-        return 1;
-    }
-    return 0;
-}
-
-static void print_json(json_t *j)
-{
-    char *s = json_dumps(j, JSON_INDENT(2));
-    if (s) {
-        printf("%s\n", s);
-        free(s);
-    }
-}
-
 /* --- commands ---------------------------------------------------------------------- */
 
 static int cmd_status(fy_ctl *c, int as_json)
 {
     fy_ctl_result r;
-    if (api_call(c, "GET", "/admin/v1/status", NULL, 200, &r)) {
+    if (fy_ctl_api(c, "GET", "/admin/v1/status", NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
     if (as_json) {
-        print_json(r.json);
+        fy_ctl_print_json(r.json);
     } else {
         json_t *l = json_object_get(r.json, "listeners");
         printf("gateway %s%s\n", jstr(r.json, "version"),
@@ -173,7 +135,7 @@ static int cmd_tokens_create(fy_ctl *c, int as_json, const char *name, const cha
     if (ttl) {
         json_object_set_new(body, "ttl", json_string(ttl));
     }
-    int rc = api_call(c, "POST", "/admin/v1/tokens", body, 201, &r);
+    int rc = fy_ctl_api(c, "POST", "/admin/v1/tokens", body, 201, &r);
     json_decref(body);
     if (rc) {
         return 1;
@@ -183,10 +145,10 @@ static int cmd_tokens_create(fy_ctl *c, int as_json, const char *name, const cha
         fprintf(stderr, "ferry: the gateway's answer has no token\n");
         rc = 1;
     } else if (as_json) {
-        print_json(r.json);
+        fy_ctl_print_json(r.json);
     } else {
         char exp[32];
-        fmt_time(json_object_get(r.json, "expires_at"), exp, sizeof exp);
+        fy_ctl_fmt_time(json_object_get(r.json, "expires_at"), exp, sizeof exp);
         printf("enrollment token %s for runner \"%s\": one use, expires %s\n", jstr(r.json, "id"),
                jstr(r.json, "runner"), exp);
         /* How to use it, when this machine knows the gateway's addresses. */
@@ -215,12 +177,12 @@ static int cmd_tokens_create(fy_ctl *c, int as_json, const char *name, const cha
 static int cmd_tokens_list(fy_ctl *c, int as_json)
 {
     fy_ctl_result r;
-    if (api_call(c, "GET", "/admin/v1/tokens", NULL, 200, &r)) {
+    if (fy_ctl_api(c, "GET", "/admin/v1/tokens", NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
     if (as_json) {
-        print_json(r.json);
+        fy_ctl_print_json(r.json);
     } else {
         json_t *a = json_object_get(r.json, "tokens");
         printf("%-22s %-20s %-21s %-21s %s\n", "ID", "RUNNER", "CREATED", "EXPIRES", "STATE");
@@ -230,11 +192,11 @@ static int cmd_tokens_list(fy_ctl *c, int as_json)
         json_array_foreach(a, i, t)
         {
             char created[32], expires[32], used[32], state[48];
-            fmt_time(json_object_get(t, "created_at"), created, sizeof created);
-            fmt_time(json_object_get(t, "expires_at"), expires, sizeof expires);
+            fy_ctl_fmt_time(json_object_get(t, "created_at"), created, sizeof created);
+            fy_ctl_fmt_time(json_object_get(t, "expires_at"), expires, sizeof expires);
             json_t *u = json_object_get(t, "used_at");
             if (json_is_integer(u)) {
-                fmt_time(u, used, sizeof used);
+                fy_ctl_fmt_time(u, used, sizeof used);
                 snprintf(state, sizeof state, "used %s", used);
             } else if (json_integer_value(json_object_get(t, "expires_at")) <= (json_int_t)now) {
                 snprintf(state, sizeof state, "expired");
@@ -252,12 +214,12 @@ static int cmd_tokens_list(fy_ctl *c, int as_json)
 static int cmd_runners_list(fy_ctl *c, int as_json)
 {
     fy_ctl_result r;
-    if (api_call(c, "GET", "/admin/v1/runners", NULL, 200, &r)) {
+    if (fy_ctl_api(c, "GET", "/admin/v1/runners", NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
     if (as_json) {
-        print_json(r.json);
+        fy_ctl_print_json(r.json);
     } else {
         json_t *a = json_object_get(r.json, "runners");
         printf("%-20s %-10s %-6s %-10s %-21s %s\n", "NAME", "STATE", "CONNS", "IN-FLIGHT",
@@ -267,7 +229,7 @@ static int cmd_runners_list(fy_ctl *c, int as_json)
         json_array_foreach(a, i, x)
         {
             char enrolled[32];
-            fmt_time(json_object_get(x, "enrolled_at"), enrolled, sizeof enrolled);
+            fy_ctl_fmt_time(json_object_get(x, "enrolled_at"), enrolled, sizeof enrolled);
             json_t *conns = json_object_get(x, "connections");
             const char *state = json_is_integer(json_object_get(x, "revoked_at")) ? "revoked"
                                 : json_is_true(json_object_get(x, "connected"))   ? "connected"
@@ -279,7 +241,7 @@ static int cmd_runners_list(fy_ctl *c, int as_json)
             json_array_foreach(conns, j, conn)
             {
                 char since[32];
-                fmt_time(json_object_get(conn, "since"), since, sizeof since);
+                fy_ctl_fmt_time(json_object_get(conn, "since"), since, sizeof since);
                 printf("  conn %lld  peer %s  since %s  streams %lld  rtt %.2f ms\n",
                        (long long)json_integer_value(json_object_get(conn, "id")),
                        jstr(conn, "peer"), since,
@@ -312,15 +274,15 @@ static int cmd_runners_revoke(fy_ctl *c, int as_json, const char *name)
     fy_ctl_result r;
     char path[160];
     snprintf(path, sizeof path, "/admin/v1/runners/%s/revoke", name);
-    if (api_call(c, "POST", path, NULL, 200, &r)) {
+    if (fy_ctl_api(c, "POST", path, NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
     if (as_json) {
-        print_json(r.json);
+        fy_ctl_print_json(r.json);
     } else {
         char when[32];
-        fmt_time(json_object_get(r.json, "revoked_at"), when, sizeof when);
+        fy_ctl_fmt_time(json_object_get(r.json, "revoked_at"), when, sizeof when);
         printf("runner \"%s\" revoked at %s; %lld connection(s) dropped; it cannot reconnect\n",
                name, when,
                (long long)json_integer_value(json_object_get(r.json, "connections_dropped")));
@@ -371,12 +333,12 @@ static void print_key(json_t *k)
     printf("  models       %s\n", jlist(k, "models", l, sizeof l));
     printf("  runners      %s\n", jlist(k, "runners", l, sizeof l));
     printf("  hooks        %s\n", jlist(k, "hooks", l, sizeof l));
-    fmt_time(json_object_get(k, "created_at"), t1, sizeof t1);
-    fmt_time(json_object_get(k, "expires_at"), t2, sizeof t2);
+    fy_ctl_fmt_time(json_object_get(k, "created_at"), t1, sizeof t1);
+    fy_ctl_fmt_time(json_object_get(k, "expires_at"), t2, sizeof t2);
     printf("  created      %s\n", t1);
     printf("  expires      %s\n", json_is_integer(json_object_get(k, "expires_at")) ? t2 : "never");
     if (json_is_integer(json_object_get(k, "revoked_at"))) {
-        fmt_time(json_object_get(k, "revoked_at"), t1, sizeof t1);
+        fy_ctl_fmt_time(json_object_get(k, "revoked_at"), t1, sizeof t1);
         printf("  revoked      %s\n", t1);
     }
 }
@@ -385,7 +347,7 @@ static int cmd_keys_create(fy_ctl *c, int as_json, const key_opts *ko)
 {
     fy_ctl_result r;
     json_t *body = key_body(ko);
-    int rc = api_call(c, "POST", "/admin/v1/keys", body, 201, &r);
+    int rc = fy_ctl_api(c, "POST", "/admin/v1/keys", body, 201, &r);
     json_decref(body);
     if (rc) {
         return 1;
@@ -395,7 +357,7 @@ static int cmd_keys_create(fy_ctl *c, int as_json, const key_opts *ko)
         fprintf(stderr, "ferry: the gateway's answer has no key\n");
         rc = 1;
     } else if (as_json) {
-        print_json(r.json);
+        fy_ctl_print_json(r.json);
     } else {
         print_key(r.json);
         json_t *state = fy_ctl_state(c);
@@ -419,13 +381,13 @@ static int cmd_keys_update(fy_ctl *c, int as_json, const char *id, const key_opt
     char path[160];
     snprintf(path, sizeof path, "/admin/v1/keys/%s", id);
     json_t *body = key_body(ko);
-    int rc = api_call(c, "PATCH", path, body, 200, &r);
+    int rc = fy_ctl_api(c, "PATCH", path, body, 200, &r);
     json_decref(body);
     if (rc) {
         return 1;
     }
     if (as_json) {
-        print_json(r.json);
+        fy_ctl_print_json(r.json);
     } else {
         printf("updated; the next request with this key sees the change\n");
         print_key(r.json);
@@ -439,15 +401,15 @@ static int cmd_keys_revoke(fy_ctl *c, int as_json, const char *id)
     fy_ctl_result r;
     char path[160];
     snprintf(path, sizeof path, "/admin/v1/keys/%s/revoke", id);
-    if (api_call(c, "POST", path, NULL, 200, &r)) {
+    if (fy_ctl_api(c, "POST", path, NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
     if (as_json) {
-        print_json(r.json);
+        fy_ctl_print_json(r.json);
     } else {
         char when[32];
-        fmt_time(json_object_get(r.json, "revoked_at"), when, sizeof when);
+        fy_ctl_fmt_time(json_object_get(r.json, "revoked_at"), when, sizeof when);
         printf("API key %s (\"%s\") revoked at %s; its next request is refused\n", id,
                jstr(r.json, "name"), when);
     }
@@ -458,12 +420,12 @@ static int cmd_keys_revoke(fy_ctl *c, int as_json, const char *id)
 static int cmd_keys_list(fy_ctl *c, int as_json)
 {
     fy_ctl_result r;
-    if (api_call(c, "GET", "/admin/v1/keys", NULL, 200, &r)) {
+    if (fy_ctl_api(c, "GET", "/admin/v1/keys", NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
     if (as_json) {
-        print_json(r.json);
+        fy_ctl_print_json(r.json);
     } else {
         json_t *a = json_object_get(r.json, "keys"), *k;
         size_t i;
@@ -475,8 +437,8 @@ static int cmd_keys_list(fy_ctl *c, int as_json)
         {
             char l1[32], l2[32], l3[32], created[32], used[32], scopes[1200], m[1100], rn[1100],
                 h[1100];
-            fmt_time(json_object_get(k, "created_at"), created, sizeof created);
-            fmt_time(json_object_get(k, "last_used_at"), used, sizeof used);
+            fy_ctl_fmt_time(json_object_get(k, "created_at"), created, sizeof created);
+            fy_ctl_fmt_time(json_object_get(k, "last_used_at"), used, sizeof used);
             jlist(k, "models", m, sizeof m);
             jlist(k, "runners", rn, sizeof rn);
             jlist(k, "hooks", h, sizeof h);
@@ -515,12 +477,12 @@ static int cmd_usage(fy_ctl *c, int as_json, const char *key, const char *by)
     char path[200];
     snprintf(path, sizeof path, "/admin/v1/usage?by=%s%s%s", by ? by : "total", key ? "&key=" : "",
              key ? key : "");
-    if (api_call(c, "GET", path, NULL, 200, &r)) {
+    if (fy_ctl_api(c, "GET", path, NULL, 200, &r)) {
         return 1;
     }
     int rc = 0;
     if (as_json) {
-        print_json(r.json);
+        fy_ctl_print_json(r.json);
     } else {
         int hourly = by && strcmp(by, "hour") == 0;
         json_t *a = json_object_get(r.json, "usage"), *x;
@@ -532,7 +494,7 @@ static int cmd_usage(fy_ctl *c, int as_json, const char *key, const char *by)
         {
             char hour[32] = "";
             if (hourly) {
-                fmt_time(json_object_get(x, "hour"), hour, sizeof hour);
+                fy_ctl_fmt_time(json_object_get(x, "hour"), hour, sizeof hour);
                 strcat(hour, " ");
             }
             printf("%-20s %-16s %s%10lld %12lld %12lld %12lld %12lld\n", jstr(x, "key_id"),
@@ -572,6 +534,7 @@ int main(int argc, char **argv)
     const char *data_dir = NULL, *admin = NULL, *token_file = NULL, *ca = NULL;
     const char *name = NULL, *ttl = NULL, *key = NULL, *by = NULL;
     key_opts ko = {.rpm = -1, .tpm = -1, .concurrency = -1};
+    fy_ctl_hook_opts ho = {.rpm = -1};
     fy_cli_log_opts log = {0};
     const fy_opt opts[] = {
         {"data-dir", FY_OPT_STR, &data_dir, "DIR", "a gateway's data directory on this machine"},
@@ -597,6 +560,25 @@ int main(int argc, char **argv)
          "keys create/update: hooks allowed (default any)"},
         {"expires", FY_OPT_STR, &ko.expires, "DURATION",
          "keys create/update: lifetime from now (30d, 12h; update: or never)"},
+        {"runner", FY_OPT_STR, &ho.runner, "RUNNER", "hooks create: the runner to forward to"},
+        {"path", FY_OPT_STR, &ho.path, "/PATH", "hooks create: the path on the runner"},
+        {"verify", FY_OPT_STR, &ho.verify, "KIND",
+         "hooks create: github, stripe, slack, hmac-sha256 or none"},
+        {"secret-file", FY_OPT_STR, &ho.secret_file, "FILE",
+         "hooks create/rotate-secret: file holding the signing secret"},
+        {"tolerance", FY_OPT_STR, &ho.tolerance, "DURATION",
+         "hooks create: how far a signed timestamp may be from now (default 300s)"},
+        {"async", FY_OPT_FLAG, &ho.async, NULL,
+         "hooks create: answer 202 at once and deliver from the durable queue"},
+        {"header", FY_OPT_STR, &ho.header, "NAME", "hooks create (hmac-sha256): signature header"},
+        {"encoding", FY_OPT_STR, &ho.encoding, "hex|base64",
+         "hooks create (hmac-sha256): signature encoding (default hex)"},
+        {"timestamp-header", FY_OPT_STR, &ho.ts_header, "NAME",
+         "hooks create (hmac-sha256): signed timestamp header (signs \"<ts>.<body>\")"},
+        {"max-body", FY_OPT_SIZE, &ho.max_body, "SIZE",
+         "hooks create: largest body (default 1MiB, at most 16MiB)"},
+        {"grace", FY_OPT_STR, &ho.grace, "DURATION",
+         "hooks rotate-secret: how long the old secret stays valid (default 24h)"},
         {"key", FY_OPT_STR, &key, "ID", "usage: only this key"},
         {"by", FY_OPT_STR, &by, "total|hour", "usage: totals (default) or per hour"},
         {"help", FY_OPT_FLAG, &help, NULL, "show this help and exit"},
@@ -636,7 +618,11 @@ int main(int argc, char **argv)
         C_KLIST,
         C_KUPDATE,
         C_KREVOKE,
-        C_USAGE
+        C_USAGE,
+        C_HCREATE,
+        C_HLIST,
+        C_HDELETE,
+        C_HROTATE
     } cmd = C_NONE;
     const char *cmdname = pos[0];
     int want = 1;
@@ -661,10 +647,20 @@ int main(int argc, char **argv)
         want = cmd == C_KUPDATE || cmd == C_KREVOKE ? 3 : 2;
     } else if (strcmp(pos[0], "usage") == 0) {
         cmd = C_USAGE;
+    } else if (strcmp(pos[0], "hooks") == 0 && npos >= 2) {
+        cmd = strcmp(pos[1], "create") == 0          ? C_HCREATE
+              : strcmp(pos[1], "list") == 0          ? C_HLIST
+              : strcmp(pos[1], "delete") == 0        ? C_HDELETE
+              : strcmp(pos[1], "rotate-secret") == 0 ? C_HROTATE
+                                                     : C_NONE;
+        want = cmd == C_HDELETE || cmd == C_HROTATE ? 3 : 2;
     }
     if (cmd == C_NONE) {
-        if (strcmp(cmdname, "tokens") == 0 || strcmp(cmdname, "runners") == 0 ||
-            strcmp(cmdname, "keys") == 0) {
+        if (strcmp(cmdname, "hooks") == 0) {
+            fprintf(stderr, "ferry: 'hooks' needs a subcommand: create, list, delete ID or "
+                            "rotate-secret ID (see --help)\n");
+        } else if (strcmp(cmdname, "tokens") == 0 || strcmp(cmdname, "runners") == 0 ||
+                   strcmp(cmdname, "keys") == 0) {
             fprintf(stderr, "ferry: '%s' needs a subcommand: %s (see --help)\n", cmdname,
                     cmdname[0] == 't'   ? "create or list"
                     : cmdname[0] == 'k' ? "create, list, update ID or revoke ID"
@@ -679,15 +675,69 @@ int main(int argc, char **argv)
                 cmd == C_RREVOKE && npos < want   ? "runners revoke needs the runner NAME"
                 : cmd == C_KREVOKE && npos < want ? "keys revoke needs the key ID"
                 : cmd == C_KUPDATE && npos < want ? "keys update needs the key ID"
+                : cmd == C_HDELETE && npos < want ? "hooks delete needs the hook ID"
+                : cmd == C_HROTATE && npos < want ? "hooks rotate-secret needs the hook ID"
                                                   : "unexpected argument (see --help)");
+        return 2;
+    }
+    int hook_fields = ho.runner || ho.path || ho.verify || ho.tolerance || ho.async || ho.header ||
+                      ho.encoding || ho.ts_header || ho.max_body;
+    if (hook_fields && cmd != C_HCREATE) {
+        fprintf(stderr, "ferry: --runner, --path, --verify, --tolerance, --async, --header, "
+                        "--encoding, --timestamp-header and --max-body go with 'hooks create'\n");
+        return 2;
+    }
+    if (ho.secret_file && cmd != C_HCREATE && cmd != C_HROTATE) {
+        fprintf(stderr, "ferry: --secret-file goes with 'hooks create' and 'hooks "
+                        "rotate-secret'\n");
+        return 2;
+    }
+    if (ho.grace && cmd != C_HROTATE) {
+        fprintf(stderr, "ferry: --grace goes with 'hooks rotate-secret'\n");
+        return 2;
+    }
+    if (cmd == C_HCREATE) {
+        const char *bad =
+            !name || !name[0] || strlen(name) > 127 ? "hooks create needs --name (1..127 chars)"
+            : !ho.runner || !valid_name(ho.runner)  ? "hooks create needs --runner RUNNER (a "
+                                                      "runner name)"
+            : !ho.path || ho.path[0] != '/'         ? "hooks create needs --path /PATH"
+            : !ho.verify ? "hooks create needs --verify github|stripe|slack|hmac-sha256|none"
+            : !ho.secret_file && strcmp(ho.verify, "none") != 0
+                ? "hooks create needs --secret-file FILE (the tool's signing secret)"
+            : (ho.header || ho.encoding || ho.ts_header) && strcmp(ho.verify, "hmac-sha256") != 0
+                ? "--header, --encoding and --timestamp-header go with --verify hmac-sha256"
+            : strcmp(ho.verify, "hmac-sha256") == 0 && !ho.header
+                ? "--verify hmac-sha256 needs --header NAME (the signature header)"
+            : ho.encoding && strcmp(ho.encoding, "hex") != 0 && strcmp(ho.encoding, "base64") != 0
+                ? "--encoding must be hex or base64"
+                : NULL;
+        if (bad) {
+            fprintf(stderr, "ferry: %s\n", bad);
+            return 2;
+        }
+        ho.name = name;
+        ho.rpm = ko.rpm;
+        ko.rpm = -1; /* not a key field here */
+        if (ho.rpm == -1 && fy_args_find(argc - 1, argv + 1, "rpm")) {
+            ho.rpm = -2;
+        }
+    }
+    if (cmd == C_HROTATE && !ho.secret_file) {
+        fprintf(stderr, "ferry: hooks rotate-secret needs --secret-file FILE (the new secret)\n");
+        return 2;
+    }
+    if ((cmd == C_HDELETE || cmd == C_HROTATE) &&
+        (strncmp(pos[2], "hk_", 3) != 0 || strlen(pos[2]) > 40)) {
+        fprintf(stderr, "ferry: '%s' is not a hook id (hk_...; see 'ferry hooks list')\n", pos[2]);
         return 2;
     }
     int key_cmd = cmd == C_KCREATE || cmd == C_KUPDATE;
     int key_fields = ko.owner || ko.models || ko.runners || ko.hooks || ko.expires ||
                      ko.rpm != -1 || ko.tpm != -1 || ko.concurrency != -1;
-    if (name && cmd != C_TCREATE && !key_cmd) {
-        fprintf(stderr, "ferry: --name goes with 'tokens create', 'keys create' and 'keys "
-                        "update'\n");
+    if (name && cmd != C_TCREATE && !key_cmd && cmd != C_HCREATE) {
+        fprintf(stderr, "ferry: --name goes with 'tokens create', 'keys create', 'keys "
+                        "update' and 'hooks create'\n");
         return 2;
     }
     if (ttl && cmd != C_TCREATE) {
@@ -715,8 +765,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "ferry: --name must be 1 to 127 characters\n");
         return 2;
     }
+    if (ho.rpm < -1) {
+        fprintf(stderr, "ferry: --rpm takes a number >= 0 (0: no limit)\n");
+        return 2;
+    }
     if ((ko.rpm < -1 || ko.tpm < -1 || ko.concurrency < -1) ||
-        (ko.rpm == -1 && fy_args_find(argc - 1, argv + 1, "rpm")) ||
+        (ko.rpm == -1 && cmd != C_HCREATE && fy_args_find(argc - 1, argv + 1, "rpm")) ||
         (ko.tpm == -1 && fy_args_find(argc - 1, argv + 1, "tpm")) ||
         (ko.concurrency == -1 && fy_args_find(argc - 1, argv + 1, "concurrency"))) {
         fprintf(stderr, "ferry: --rpm, --tpm and --concurrency take a number >= 0 (0: no "
@@ -801,6 +855,18 @@ int main(int argc, char **argv)
         break;
     case C_USAGE:
         status = cmd_usage(c, as_json, key, by);
+        break;
+    case C_HCREATE:
+        status = fy_ctl_hooks_create(c, as_json, &ho);
+        break;
+    case C_HLIST:
+        status = fy_ctl_hooks_list(c, as_json);
+        break;
+    case C_HDELETE:
+        status = fy_ctl_hooks_delete(c, as_json, pos[2]);
+        break;
+    case C_HROTATE:
+        status = fy_ctl_hooks_rotate(c, as_json, pos[2], &ho);
         break;
     default:
         status = 2;

@@ -1,0 +1,408 @@
+/* hookq.c: delivery of async hooks' events from the durable queue.
+ *
+ * An accepted event is a row in the store's hook_queue (written, fsynced,
+ * before the 202). The queue is looked at on a kick (an event queued, a
+ * runner connected, a delivery ended) and every FY_GW_HOOKQ_TICK_MS while
+ * events wait. For each hook, the oldest waiting event is delivered, one at a
+ * time, so a hook's events reach its runner in the order they were accepted.
+ * An event whose runner is offline waits (no attempt is spent); one that the
+ * runner answers with a status below 500 is delivered and removed; a 5xx, a
+ * cut stream or no answer within FY_GW_HOOKQ_TIMEOUT_MS is retried after
+ * 1, 2, 4... up to FY_GW_HOOKQ_MAX_BACKOFF_S seconds, and given up on (kept,
+ * marked dead, shown by `ferry hooks list`) after FY_GW_HOOKQ_MAX_ATTEMPTS.
+ *
+ * Guarantee: at least once. The row is removed only after the runner's
+ * answer, so a gateway killed between the runner's answer and that removal
+ * delivers the event again after the restart; every delivery carries the
+ * same x-ferry-delivery id (and x-ferry-attempt) so the receiver can drop
+ * duplicates. */
+#include "gateway/gateway.h"
+
+#include "common/crypto.h"
+#include "common/err.h"
+#include "common/log.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HQ_LOG "hookq"
+
+struct gw_hd {
+    int sd_kind; /* GW_SD_HOOKQ */
+    fy_gw *gw;
+    gw_hd *next;
+    gw_conn *conn; /* NULL once the stream is gone */
+    uint32_t id;
+    int status; /* the runner's, 0 before its answer */
+    int ended;  /* the runner's half ended (the stream is finished) */
+    size_t sent;
+    int end_sent;
+    uint64_t started; /* uv_now */
+    char runner[FY_STORE_NAME_MAX];
+    fy_store_hookq_item it;
+};
+
+static void hq_tick(uv_timer_t *t);
+
+/* Runs the tick in MS unless it is due sooner already. */
+static void hq_arm(fy_gw *gw, uint64_t ms)
+{
+    if (gw->stopped || gw->draining) {
+        return;
+    }
+    if (uv_is_active((uv_handle_t *)&gw->hookq_timer) &&
+        uv_timer_get_due_in(&gw->hookq_timer) <= ms) {
+        return;
+    }
+    uv_timer_start(&gw->hookq_timer, hq_tick, ms, 0);
+}
+
+void fy_gw_hookq_kick(fy_gw *gw)
+{
+    hq_arm(gw, 0);
+}
+
+int fy_gw_hookq_init(fy_gw *gw)
+{
+    int rc = uv_timer_init(gw->loop, &gw->hookq_timer);
+    if (rc) {
+        return fy_err_from_uv(rc);
+    }
+    gw->hookq_timer.data = gw;
+    hq_arm(gw, 0);
+    return 0;
+}
+
+static void hd_free(gw_hd *d)
+{
+    fy_store_hookq_item_free(&d->it);
+    free(d);
+}
+
+static void hd_unlink(gw_hd *d)
+{
+    for (gw_hd **p = &d->gw->deliveries; *p; p = &(*p)->next) {
+        if (*p == d) {
+            *p = d->next;
+            return;
+        }
+    }
+}
+
+/* Leaves the stream (resetting it when RESET). */
+static void hd_detach(gw_hd *d, int reset)
+{
+    gw_conn *c = d->conn;
+    if (!c) {
+        return;
+    }
+    if (c->sess) {
+        if (reset) {
+            fyp_session_reset(c->sess, d->id, FYP_ERR_CANCEL);
+        }
+        fyp_session_set_stream_data(c->sess, d->id, NULL);
+        fy_gw_conn_kick(c);
+    }
+    c->n_px--;
+    d->conn = NULL;
+    fy_metric_add(d->gw->metrics.active_streams, NULL, -1);
+}
+
+static int64_t backoff_s(int64_t attempts)
+{
+    int64_t b = 1;
+    for (int64_t i = 1; i < attempts && b < FY_GW_HOOKQ_MAX_BACKOFF_S; i++) {
+        b *= 2;
+    }
+    return b < FY_GW_HOOKQ_MAX_BACKOFF_S ? b : FY_GW_HOOKQ_MAX_BACKOFF_S;
+}
+
+/* The attempt is over: delivered (a status below 500) or to be retried. */
+static void hd_finish(gw_hd *d, const char *why)
+{
+    fy_gw *gw = d->gw;
+    hd_detach(d, !d->ended);
+    hd_unlink(d);
+    int64_t now = (int64_t)time(NULL);
+    const char *labels[2] = {d->it.hook_id, NULL};
+    int rc;
+    if (d->status >= 200 && d->status < 500) {
+        labels[1] = "delivered";
+        rc = fy_store_hookq_done(gw->store, d->it.seq);
+        fy_log_event(FY_LOG_INFO, HQ_LOG, "hook event delivered",
+                     json_pack("{s:s,s:s,s:i,s:I}", "hook", d->it.hook_id, "delivery",
+                               d->it.delivery_id, "status", d->status, "attempts",
+                               (json_int_t)d->it.attempts + 1));
+    } else {
+        int64_t attempts = d->it.attempts + 1;
+        int dead = attempts >= FY_GW_HOOKQ_MAX_ATTEMPTS;
+        char err[96];
+        if (d->status) {
+            snprintf(err, sizeof err, "runner answered %d", d->status);
+        } else {
+            snprintf(err, sizeof err, "%s", why);
+        }
+        labels[1] = dead ? "dead" : "retry";
+        rc = fy_store_hookq_retry(gw->store, d->it.seq, attempts, now + backoff_s(attempts), dead,
+                                  err);
+        fy_log_event(dead ? FY_LOG_ERROR : FY_LOG_WARN, HQ_LOG,
+                     dead ? "hook event given up" : "hook event will be retried",
+                     json_pack("{s:s,s:s,s:s,s:I,s:I}", "hook", d->it.hook_id, "delivery",
+                               d->it.delivery_id, "error", err, "attempts", (json_int_t)attempts,
+                               "retry_in_s", (json_int_t)(dead ? 0 : backoff_s(attempts))));
+    }
+    if (rc) {
+        FY_ERROR(HQ_LOG, "hook event %s: the queue could not be updated: %s", d->it.delivery_id,
+                 fy_strerror(rc));
+    }
+    fy_metric_add(gw->metrics.hook_deliveries, labels, 1);
+    hd_free(d);
+    hq_arm(gw, 0);
+}
+
+/* Sends what the windows take of the body, then END_STREAM. */
+static void hd_send(gw_hd *d)
+{
+    gw_conn *c = d->conn;
+    while (c && d->sent < d->it.body_len) {
+        ssize_t n = fyp_session_send_data(c->sess, d->id, d->it.body + d->sent,
+                                          d->it.body_len - d->sent, 0);
+        if (n <= 0) {
+            fy_gw_conn_kick(c);
+            return; /* 0: wait for WRITABLE; < 0: its reset event ends the attempt */
+        }
+        d->sent += (size_t)n;
+    }
+    if (c && !d->end_sent && fyp_session_send_data(c->sess, d->id, "", 0, 1) >= 0) {
+        d->end_sent = 1;
+    }
+    if (c) {
+        fy_gw_conn_kick(c);
+    }
+}
+
+void fy_gw_hookq_event(gw_conn *c, const fyp_event *ev)
+{
+    gw_hd *d = ev->stream_data;
+    if (d->conn != c || d->id != ev->stream_id) {
+        return;
+    }
+    switch (ev->type) {
+    case FYP_EV_RESPONSE:
+        d->status = ev->u.response->status;
+        if (ev->end_stream) {
+            d->ended = 1;
+            hd_finish(d, "");
+        }
+        break;
+    case FYP_EV_DATA:
+        if (ev->u.data.len) {
+            fyp_session_consume(c->sess, d->id, ev->u.data.len); /* the answer's body is dropped */
+        }
+        if (ev->end_stream) {
+            d->ended = 1;
+            hd_finish(d, "");
+        }
+        break;
+    case FYP_EV_TRAILERS:
+        d->ended = 1;
+        hd_finish(d, "");
+        break;
+    case FYP_EV_WRITABLE:
+        hd_send(d);
+        break;
+    case FYP_EV_STREAM_RESET:
+        fyp_session_set_stream_data(c->sess, d->id, NULL);
+        d->ended = 1; /* the session forgot the stream: nothing to reset */
+        d->status = d->status >= 500 || d->status == 0 ? d->status : 0;
+        hd_finish(d, fyp_errcode_name(ev->error_code));
+        break;
+    default:
+        break;
+    }
+}
+
+/* Opens the stream for D on C. */
+static int hd_start(gw_hd *d, gw_conn *c)
+{
+    json_error_t jerr;
+    json_t *hj = json_loads(d->it.headers, 0, &jerr);
+    size_t nh = json_array_size(hj), n = 0;
+    if (!json_is_array(hj) || nh > FY_HTTP_MAX_HEADERS + 8) {
+        json_decref(hj);
+        return FY_EPARSE;
+    }
+    fyp_field *f = calloc(nh + 2, sizeof *f);
+    if (!f) {
+        json_decref(hj);
+        return FY_ENOMEM;
+    }
+    char attempt[24];
+    snprintf(attempt, sizeof attempt, "%lld", (long long)d->it.attempts + 1);
+    for (size_t i = 0; i < nh; i++) {
+        json_t *p = json_array_get(hj, i);
+        const char *name = json_string_value(json_array_get(p, 0));
+        const char *value = json_string_value(json_array_get(p, 1));
+        if (name && value) {
+            f[n].name = FY_SLICE(name, strlen(name));
+            f[n].value = FY_SLICE(value, strlen(value));
+            n++;
+        }
+    }
+    f[n].name = FY_SLICE_STR("x-ferry-delivery");
+    f[n].value = FY_SLICE(d->it.delivery_id, strlen(d->it.delivery_id));
+    n++;
+    f[n].name = FY_SLICE_STR("x-ferry-attempt");
+    f[n].value = FY_SLICE(attempt, strlen(attempt));
+    n++;
+    fyp_field meta[] = {
+        {FY_SLICE_STR("request-id"), FY_SLICE(d->it.delivery_id, strlen(d->it.delivery_id))},
+        {FY_SLICE_STR("hook-id"), FY_SLICE(d->it.hook_id, strlen(d->it.hook_id))},
+    };
+    fyp_request rq = {
+        .method = FY_SLICE_STR("POST"),
+        .target = FY_SLICE(d->it.target, strlen(d->it.target)),
+        .meta = {meta, 2},
+        .headers = {f, n},
+    };
+    uint32_t id = 0;
+    int rc = fyp_session_request(c->sess, &rq, d->it.body_len == 0, d, &id);
+    free(f);
+    json_decref(hj);
+    if (rc) {
+        return rc;
+    }
+    d->conn = c;
+    d->id = id;
+    d->end_sent = d->it.body_len == 0;
+    d->started = uv_now(d->gw->loop);
+    c->n_px++;
+    fy_metric_add(d->gw->metrics.active_streams, NULL, 1);
+    hd_send(d);
+    return 0;
+}
+
+typedef struct {
+    char hook_id[FY_STORE_HOOK_ID_MAX];
+    int64_t seq;
+} hq_head;
+
+typedef struct {
+    hq_head *v;
+    size_t n;
+} hq_heads;
+
+static void head_row(const char *hook_id, int64_t seq, void *arg)
+{
+    hq_heads *h = arg;
+    if (h->n < FY_GW_HOOKQ_MAX_HEADS && hook_id) {
+        snprintf(h->v[h->n].hook_id, sizeof h->v[h->n].hook_id, "%s", hook_id);
+        h->v[h->n].seq = seq;
+        h->n++;
+    }
+}
+
+static gw_hd *in_flight(fy_gw *gw, const char *hook_id)
+{
+    gw_hd *d = gw->deliveries;
+    while (d && strcmp(d->it.hook_id, hook_id) != 0) {
+        d = d->next;
+    }
+    return d;
+}
+
+/* Tries to start the head event SEQ of HOOK_ID. Returns 1 when it is still
+ * waiting (runner offline, backoff), else 0. */
+static int hq_try(fy_gw *gw, const hq_head *hd, int64_t now)
+{
+    gw_hd *d = calloc(1, sizeof *d);
+    fy_store_hook *h = malloc(sizeof *h);
+    int waiting = 0;
+    if (!d || !h || fy_store_hookq_get(gw->store, hd->seq, &d->it) != 0) {
+        waiting = 1;
+        goto out;
+    }
+    if (d->it.next_at > now) {
+        waiting = 1;
+        goto out;
+    }
+    if (fy_store_hook_get(gw->store, hd->hook_id, h) != 0) {
+        goto out; /* deleted meanwhile: its events went with it */
+    }
+    gw_conn *c = fy_gw_conn_pick(fy_gw_runner_find(gw, h->runner), NULL);
+    if (!c) {
+        waiting = 1; /* offline: no attempt spent; the runner's HELLO kicks us */
+        goto out;
+    }
+    d->sd_kind = GW_SD_HOOKQ;
+    d->gw = gw;
+    snprintf(d->runner, sizeof d->runner, "%s", h->runner);
+    d->next = gw->deliveries;
+    gw->deliveries = d;
+    int rc = hd_start(d, c);
+    if (rc) {
+        hd_finish(d, fy_strerror(rc)); /* counts an attempt, backs off */
+    }
+    d = NULL;
+    waiting = 1;
+out:
+    if (h) {
+        fy_secure_zero(h, sizeof *h);
+        free(h);
+    }
+    if (d) {
+        hd_free(d);
+    }
+    return waiting;
+}
+
+static void hq_tick(uv_timer_t *t)
+{
+    fy_gw *gw = t->data;
+    if (gw->stopped || gw->draining) {
+        return;
+    }
+    uint64_t now_ms = uv_now(gw->loop);
+    /* An attempt without an answer in time is cut and retried. */
+    for (gw_hd *d = gw->deliveries, *next; d; d = next) {
+        next = d->next;
+        if (now_ms - d->started >= FY_GW_HOOKQ_TIMEOUT_MS) {
+            hd_finish(d, "no answer in time");
+        }
+    }
+    hq_heads heads = {calloc(FY_GW_HOOKQ_MAX_HEADS, sizeof(hq_head)), 0};
+    if (!heads.v || fy_store_hookq_heads(gw->store, head_row, &heads) != 0) {
+        free(heads.v);
+        hq_arm(gw, FY_GW_HOOKQ_TICK_MS);
+        return;
+    }
+    int64_t now = (int64_t)time(NULL);
+    int waiting = gw->deliveries != NULL;
+    for (size_t i = 0; i < heads.n; i++) {
+        if (in_flight(gw, heads.v[i].hook_id)) {
+            waiting = 1;
+            continue;
+        }
+        waiting |= hq_try(gw, &heads.v[i], now);
+    }
+    free(heads.v);
+    if (waiting) {
+        hq_arm(gw, FY_GW_HOOKQ_TICK_MS);
+    }
+}
+
+void fy_gw_hookq_close(fy_gw *gw)
+{
+    while (gw->deliveries) {
+        gw_hd *d = gw->deliveries;
+        gw->deliveries = d->next;
+        hd_detach(d, 1);
+        hd_free(d); /* still queued: delivered after the restart */
+    }
+    if (gw->hookq_timer.data) {
+        uv_close((uv_handle_t *)&gw->hookq_timer, NULL);
+    }
+}
