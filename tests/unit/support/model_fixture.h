@@ -21,7 +21,7 @@ typedef struct {
     const char *bad_shape; /* a tensor written with one row too many */
 } fx_shape;
 
-static uint32_t fx_rand(uint32_t *s)
+static inline uint32_t fx_rand(uint32_t *s)
 {
     *s ^= *s << 13;
     *s ^= *s >> 17;
@@ -30,7 +30,7 @@ static uint32_t fx_rand(uint32_t *s)
 }
 
 /* Uniform in [-a, a). */
-static float fx_uniform(uint32_t *s, float a)
+static inline float fx_uniform(uint32_t *s, float a)
 {
     return ((float)(fx_rand(s) >> 8) / 16777216.0f * 2.0f - 1.0f) * a;
 }
@@ -41,7 +41,7 @@ typedef struct {
     int norm;           /* 1: values near 1 (norm weights) */
 } fx_tensor;
 
-static int fx_tensors(const fx_shape *s, fx_tensor *t)
+static inline int fx_tensors(const fx_shape *s, fx_tensor *t)
 {
     int n = 0, hd = s->head_dim ? s->head_dim : s->hidden / s->heads;
     int64_t Q = (int64_t)s->heads * hd, KV = (int64_t)s->kv_heads * hd;
@@ -82,7 +82,7 @@ static int fx_tensors(const fx_shape *s, fx_tensor *t)
     return n;
 }
 
-static void fx_put(void *dst, fy_dtype dt, size_t i, float v)
+static inline void fx_put(void *dst, fy_dtype dt, size_t i, float v)
 {
     if (dt == FY_DT_F32) {
         ((float *)dst)[i] = v;
@@ -93,7 +93,7 @@ static void fx_put(void *dst, fy_dtype dt, size_t i, float v)
     }
 }
 
-static int fx_write_config(const char *dir, const fx_shape *s, const char *extra)
+static inline int fx_write_config(const char *dir, const fx_shape *s, const char *extra)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -117,7 +117,7 @@ static int fx_write_config(const char *dir, const fx_shape *s, const char *extra
 }
 
 /* Writes DIR/config.json and DIR/model.safetensors; returns 0 or -1. */
-static int fx_write_model(const char *dir, const fx_shape *s, uint32_t seed)
+static inline int fx_write_model(const char *dir, const fx_shape *s, uint32_t seed)
 {
     fx_tensor *t = calloc(16 + 16 * (size_t)s->layers, sizeof *t);
     int n = fx_tensors(s, t), rc = -1;
@@ -175,7 +175,7 @@ static int fx_write_model(const char *dir, const fx_shape *s, uint32_t seed)
 }
 
 /* Writes a safetensors file with header HDR (verbatim) and DATA_LEN zero bytes. */
-static int fx_write_raw(const char *path, const char *hdr, size_t data_len)
+static inline int fx_write_raw(const char *path, const char *hdr, size_t data_len)
 {
     FILE *f = fopen(path, "wb");
     if (!f) {
