@@ -1,0 +1,456 @@
+/* The CPU backend's ops against naive reference loops (double accumulation),
+ * for every weight dtype, odd shapes, 1 and 3 threads, and both the AVX2 and
+ * the portable path; f16/bf16 conversions; the device-name dispatch. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/err.h"
+#include "kernels/backend.h"
+#include "kernels/math.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int fy__cpu_backend_simd(fy_backend *be, int on);
+
+static uint32_t rng = 12345;
+
+static float urand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    return (float)(rng >> 8) / 16777216.0f * 2.0f - 1.0f;
+}
+
+static void fill(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        x[i] = urand();
+    }
+}
+
+/* A weight tensor of DT with random values; VALS gets them as f32 (after rounding). */
+static fy_tensor make_w(fy_dtype dt, int64_t rows, int64_t cols, float *vals)
+{
+    size_t n = (size_t)(rows * cols), es = fy_dtype_size(dt);
+    void *d = malloc(n * es + 1);
+    for (size_t i = 0; i < n; i++) {
+        float v = urand();
+        if (dt == FY_DT_F32) {
+            ((float *)d)[i] = v;
+        } else if (dt == FY_DT_F16) {
+            ((uint16_t *)d)[i] = fy_f32_to_f16(v);
+            v = fy_f16_to_f32(((uint16_t *)d)[i]);
+        } else {
+            ((uint16_t *)d)[i] = fy_f32_to_bf16(v);
+            v = fy_bf16_to_f32(((uint16_t *)d)[i]);
+        }
+        vals[i] = v;
+    }
+    return (fy_tensor){d, dt, rows, cols};
+}
+
+static void expect_near(const float *got, const double *want, size_t n, double tol, const char *w)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!(fabs(got[i] - want[i]) <= tol * (1.0 + fabs(want[i])))) {
+            fail_msg("%s: [%zu] = %.9g, expected %.9g", w, i, got[i], want[i]);
+        }
+    }
+}
+
+/* Every backend configuration the tests run: threads x SIMD on/off. */
+typedef struct {
+    int threads, simd;
+} cfg;
+static const cfg cfgs[] = {{1, 1}, {3, 1}, {1, 0}, {3, 0}};
+
+static fy_backend *open_be(cfg c)
+{
+    fy_backend *be = NULL;
+    char err[256];
+    assert_int_equal(fy_backend_create("cpu", c.threads, &be, err, sizeof err), 0);
+    if (!c.simd) {
+        assert_int_equal(fy__cpu_backend_simd(be, 0), 0);
+    }
+    return be;
+}
+
+static void test_conversions(void **state)
+{
+    (void)state;
+    /* f16: every non-NaN value survives f16 -> f32 -> f16, and matches its bit pattern. */
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = fy_f16_to_f32((uint16_t)h);
+        if (isnan(f)) {
+            assert_true(((h >> 10) & 0x1f) == 0x1f && (h & 0x3ff));
+            assert_true(isnan(fy_f16_to_f32(fy_f32_to_f16(f))));
+            continue;
+        }
+        assert_int_equal(fy_f32_to_f16(f), h);
+        int e = (int)((h >> 10) & 0x1f), m = (int)(h & 0x3ff);
+        double want = e == 0 ? ldexp(m, -24) : e == 31 ? INFINITY : ldexp(1024 + m, e - 25);
+        assert_true((double)fabsf(f) == want);
+    }
+    /* Rounding: to nearest, ties to even, overflow to inf. */
+    assert_int_equal(fy_f32_to_f16(1.0f + ldexpf(1, -11)), 0x3c00);     /* tie -> even */
+    assert_int_equal(fy_f32_to_f16(1.0f + 3 * ldexpf(1, -11)), 0x3c02); /* tie -> even */
+    assert_int_equal(fy_f32_to_f16(1.0f + ldexpf(1, -11) + ldexpf(1, -20)), 0x3c01);
+    assert_int_equal(fy_f32_to_f16(65519.0f), 0x7bff);
+    assert_int_equal(fy_f32_to_f16(65520.0f), 0x7c00);
+    assert_int_equal(fy_f32_to_f16(-1e10f), 0xfc00);
+    assert_int_equal(fy_f32_to_f16(ldexpf(1, -25)), 0);    /* tie with 0 -> even */
+    assert_int_equal(fy_f32_to_f16(ldexpf(1.5f, -25)), 1); /* above the tie */
+    assert_int_equal(fy_f32_to_f16(ldexpf(3, -25)), 2);    /* 1.5 ulp -> 2 */
+    /* bf16: every value round-trips; rounding to nearest even. */
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = fy_bf16_to_f32((uint16_t)h);
+        if (!isnan(f)) {
+            assert_int_equal(fy_f32_to_bf16(f), h);
+        }
+    }
+    assert_int_equal(fy_f32_to_bf16(1.0f + ldexpf(1, -8)), 0x3f80);
+    assert_int_equal(fy_f32_to_bf16(1.0f + 3 * ldexpf(1, -8)), 0x3f82);
+    assert_true(isnan(fy_bf16_to_f32(fy_f32_to_bf16(NAN))));
+    assert_string_equal(fy_dtype_name(FY_DT_BF16), "BF16");
+    assert_int_equal(fy_dtype_size(FY_DT_F16), 2);
+    assert_int_equal(fy_dtype_size(FY_DT_F32), 4);
+}
+
+static void test_create(void **state)
+{
+    (void)state;
+    fy_backend *be = NULL;
+    char err[256] = "";
+    assert_int_equal(fy_backend_create("cpu", 0, &be, err, sizeof err), 0);
+    assert_string_equal(be->ops->name, "cpu");
+    assert_int_equal(be->ops->kv_dtype, FY_DT_F32);
+    fy_backend_destroy(be);
+    assert_int_equal(fy_backend_create("tpu", 0, &be, err, sizeof err), FY_EINVAL);
+    assert_non_null(strstr(err, "tpu"));
+    assert_int_equal(fy_backend_create("cuda:x", 0, &be, err, sizeof err), FY_EINVAL);
+#ifndef FY_HAVE_CUDA
+    assert_int_equal(fy_backend_create("cuda:0", 0, &be, err, sizeof err), FY_ENOTSUP);
+    assert_non_null(strstr(err, "no CUDA"));
+#endif
+    assert_int_equal(fy_backend_create("cpu", -1, &be, err, sizeof err), FY_EINVAL);
+    assert_null(be);
+}
+
+static void test_matmul(void **state)
+{
+    (void)state;
+    static const int rows_[] = {1, 5, 16, 37};
+    static const int cols_[] = {1, 7, 8, 33, 64};
+    static const int T_[] = {1, 2, 3, 5, 17};
+    for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
+        fy_backend *be = open_be(cfgs[ci]);
+        for (int dt = 0; dt < 3; dt++) {
+            for (size_t ri = 0; ri < 4; ri++) {
+                for (size_t co = 0; co < 5; co++) {
+                    int R = rows_[ri], C = cols_[co];
+                    float *wv = malloc((size_t)R * C * 4), *bv = malloc((size_t)R * 4);
+                    fy_tensor w = make_w((fy_dtype)dt, R, C, wv);
+                    fy_tensor b = make_w((fy_dtype)dt, 1, R, bv);
+                    for (size_t ti = 0; ti < 5; ti++) {
+                        int T = T_[ti];
+                        float *x = malloc((size_t)T * C * 4), *out = malloc((size_t)T * R * 4);
+                        double *ref = malloc((size_t)T * R * 8);
+                        fill(x, (size_t)T * C);
+                        for (int bias = 0; bias < 2; bias++) {
+                            for (int t = 0; t < T; t++) {
+                                for (int r = 0; r < R; r++) {
+                                    double s = bias ? bv[r] : 0;
+                                    for (int c = 0; c < C; c++) {
+                                        s += (double)wv[r * C + c] * x[t * C + c];
+                                    }
+                                    ref[t * R + r] = s;
+                                }
+                            }
+                            be->ops->matmul(be, out, x, &w, bias ? &b : NULL, T);
+                            char what[128];
+                            snprintf(what, sizeof what, "matmul cfg %zu %s %dx%d T=%d bias=%d", ci,
+                                     fy_dtype_name((fy_dtype)dt), R, C, T, bias);
+                            expect_near(out, ref, (size_t)T * R, 1e-5, what);
+                        }
+                        free(x);
+                        free(out);
+                        free(ref);
+                    }
+                    free((void *)w.data);
+                    free((void *)b.data);
+                    free(wv);
+                    free(bv);
+                }
+            }
+        }
+        fy_backend_destroy(be);
+    }
+}
+
+static void test_rowwise(void **state)
+{
+    (void)state;
+    enum { T = 7, D = 37 };
+    for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
+        fy_backend *be = open_be(cfgs[ci]);
+        for (int dt = 0; dt < 3; dt++) {
+            float x[T * D], out[T * D], wv[D], tv[11 * D];
+            double ref[T * D];
+            fill(x, T * D);
+            fy_tensor w = make_w((fy_dtype)dt, 1, D, wv);
+            /* RMSNorm, also in place. */
+            for (int t = 0; t < T; t++) {
+                double ss = 0;
+                for (int i = 0; i < D; i++) {
+                    ss += (double)x[t * D + i] * x[t * D + i];
+                }
+                for (int i = 0; i < D; i++) {
+                    ref[t * D + i] = x[t * D + i] / sqrt(ss / D + 1e-5) * wv[i];
+                }
+            }
+            be->ops->rmsnorm(be, out, x, &w, T, D, 1e-5f);
+            expect_near(out, ref, T * D, 1e-5, "rmsnorm");
+            memcpy(out, x, sizeof x);
+            be->ops->rmsnorm(be, out, out, &w, T, D, 1e-5f);
+            expect_near(out, ref, T * D, 1e-5, "rmsnorm in place");
+            /* Embedding. */
+            fy_tensor table = make_w((fy_dtype)dt, 11, D, tv);
+            int32_t ids[T] = {3, 0, 10, 3, 7, 1, 2};
+            be->ops->embed(be, out, &table, ids, T);
+            for (int t = 0; t < T; t++) {
+                for (int i = 0; i < D; i++) {
+                    ref[t * D + i] = tv[ids[t] * D + i];
+                }
+            }
+            expect_near(out, ref, T * D, 0, "embed");
+            free((void *)w.data);
+            free((void *)table.data);
+        }
+        /* SiLU-mul (in place on gate), add, gather. */
+        float g[T * D], u[T * D], o[T * D];
+        double ref[T * D];
+        fill(g, T * D);
+        fill(u, T * D);
+        for (int i = 0; i < T * D; i++) {
+            g[i] *= 8;
+            ref[i] = g[i] / (1 + exp(-(double)g[i])) * u[i];
+        }
+        be->ops->silu_mul(be, g, g, u, T, D);
+        expect_near(g, ref, T * D, 1e-6, "silu_mul");
+        fill(g, T * D);
+        for (int i = 0; i < T * D; i++) {
+            ref[i] = (double)g[i] + u[i];
+        }
+        be->ops->add(be, g, g, u, T * D);
+        expect_near(g, ref, T * D, 1e-7, "add");
+        int32_t rows[3] = {6, 0, 6};
+        be->ops->gather_rows(be, o, u, rows, 3, D);
+        for (int r = 0; r < 3; r++) {
+            for (int i = 0; i < D; i++) {
+                ref[r * D + i] = u[rows[r] * D + i];
+            }
+        }
+        expect_near(o, ref, 3 * D, 0, "gather_rows");
+        /* Argmax: lowest index on ties. */
+        float l[2 * 5] = {1, 3, 3, 2, -1, -5, -4, -4, -9, -4};
+        int32_t am[2];
+        be->ops->argmax(be, am, l, 2, 5);
+        assert_int_equal(am[0], 1);
+        assert_int_equal(am[1], 1);
+        fy_backend_destroy(be);
+    }
+}
+
+static void test_rope(void **state)
+{
+    (void)state;
+    enum { T = 5, NH = 4, NKV = 2, HD = 10 };
+    float q[T * NH * HD], k[T * NKV * HD], q0[T * NH * HD], k0[T * NKV * HD], inv[HD / 2];
+    int32_t pos[T] = {0, 1, 7, 100, 5000};
+    double rq[T * NH * HD], rk[T * NKV * HD];
+    fill(q0, sizeof q0 / 4);
+    fill(k0, sizeof k0 / 4);
+    for (int i = 0; i < HD / 2; i++) {
+        inv[i] = (float)pow(10000.0, -2.0 * i / HD);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        const float *src = pass ? k0 : q0;
+        double *dst = pass ? rk : rq;
+        int nh = pass ? NKV : NH;
+        for (int t = 0; t < T; t++) {
+            for (int h = 0; h < nh; h++) {
+                const float *x = src + (t * nh + h) * HD;
+                for (int i = 0; i < HD / 2; i++) {
+                    double a = (double)pos[t] * inv[i];
+                    dst[(t * nh + h) * HD + i] = x[i] * cos(a) - x[i + HD / 2] * sin(a);
+                    dst[(t * nh + h) * HD + i + HD / 2] = x[i + HD / 2] * cos(a) + x[i] * sin(a);
+                }
+            }
+        }
+    }
+    for (size_t ci = 0; ci < 2; ci++) {
+        fy_backend *be = open_be(cfgs[ci]);
+        memcpy(q, q0, sizeof q);
+        memcpy(k, k0, sizeof k);
+        be->ops->rope(be, q, k, pos, T, NH, NKV, HD, inv);
+        expect_near(q, rq, T * NH * HD, 1e-6, "rope q");
+        expect_near(k, rk, T * NKV * HD, 1e-6, "rope k");
+        fy_backend_destroy(be);
+    }
+}
+
+/* Attention over a paged cache: a batch mixing a prefill chunk (with earlier
+ * context already cached), a fresh prefill and decodes, GQA, scattered
+ * blocks; checked against a direct softmax over the unpaged K/V. */
+static void test_attention(void **state)
+{
+    (void)state;
+    enum { NH = 6, NKV = 2, HD = 12, BS = 4, NB = 64, S = 4, MAXCTX = 40 };
+    static const int start[S] = {9, 0, 30, 3}, ntok[S] = {6, 5, 1, 1};
+    int T = 0;
+    for (int s = 0; s < S; s++) {
+        T += ntok[s];
+    }
+    /* The whole K/V history of each sequence, [S][MAXCTX][NKV][HD]. */
+    static float K[S][MAXCTX][NKV][HD], V[S][MAXCTX][NKV][HD];
+    fill(&K[0][0][0][0], sizeof K / 4);
+    fill(&V[0][0][0][0], sizeof V / 4);
+    float *q = malloc((size_t)T * NH * HD * 4), *out = malloc((size_t)T * NH * HD * 4);
+    float *knew = malloc((size_t)T * NKV * HD * 4), *vnew = malloc((size_t)T * NKV * HD * 4);
+    double *ref = malloc((size_t)T * NH * HD * 8);
+    fill(q, (size_t)T * NH * HD);
+    int32_t pos[16], slots[16], seq_start[S + 1], ctx[S], bt[S * 10];
+    for (int i = 0; i < S * 10; i++) {
+        bt[i] = (i * 37 + 5) % NB; /* distinct, scattered */
+    }
+    int t = 0;
+    for (int s = 0; s < S; s++) {
+        seq_start[s] = t;
+        ctx[s] = start[s] + ntok[s];
+        for (int i = 0; i < ntok[s]; i++, t++) {
+            int p = start[s] + i;
+            pos[t] = p;
+            slots[t] = bt[s * 10 + p / BS] * BS + p % BS;
+            memcpy(knew + (size_t)t * NKV * HD, K[s][p], sizeof K[s][p]);
+            memcpy(vnew + (size_t)t * NKV * HD, V[s][p], sizeof V[s][p]);
+            for (int h = 0; h < NH; h++) {
+                int g = h / (NH / NKV);
+                double sc[MAXCTX], mx = -1e30, sum = 0;
+                for (int j = 0; j <= p; j++) {
+                    double d = 0;
+                    for (int e = 0; e < HD; e++) {
+                        d += (double)q[(t * NH + h) * HD + e] * K[s][j][g][e];
+                    }
+                    sc[j] = d / sqrt(HD);
+                    mx = fmax(mx, sc[j]);
+                }
+                for (int j = 0; j <= p; j++) {
+                    sum += exp(sc[j] - mx);
+                }
+                for (int e = 0; e < HD; e++) {
+                    double a = 0;
+                    for (int j = 0; j <= p; j++) {
+                        a += exp(sc[j] - mx) / sum * V[s][j][g][e];
+                    }
+                    ref[(t * NH + h) * HD + e] = a;
+                }
+            }
+        }
+    }
+    seq_start[S] = T;
+    fy_attn_batch b = {.n_tokens = T,
+                       .n_seqs = S,
+                       .positions = pos,
+                       .slots = slots,
+                       .seq_start = seq_start,
+                       .ctx_len = ctx,
+                       .block_tables = bt,
+                       .max_blocks = 10,
+                       .max_ctx_len = 31,
+                       .max_query_len = 6,
+                       .host_seq_start = seq_start,
+                       .host_ctx_len = ctx};
+    fy_attn_shape sh = {NH, NKV, HD, BS, 1.0f / sqrtf(HD)};
+    size_t cache_floats = (size_t)NB * NKV * BS * HD;
+    for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
+        fy_backend *be = open_be(cfgs[ci]);
+        float *kc = be->ops->alloc(be, cache_floats * 4),
+              *vc = be->ops->alloc(be, cache_floats * 4);
+        memset(kc, 0xff, cache_floats * 4); /* NaN: any stray read shows */
+        memset(vc, 0xff, cache_floats * 4);
+        /* Earlier context (positions before start) is already in the cache. */
+        for (int s = 0; s < S; s++) {
+            for (int p = 0; p < start[s]; p++) {
+                for (int g = 0; g < NKV; g++) {
+                    size_t off = (((size_t)bt[s * 10 + p / BS] * NKV + g) * BS + p % BS) * HD;
+                    memcpy(kc + off, K[s][p][g], HD * 4);
+                    memcpy(vc + off, V[s][p][g], HD * 4);
+                }
+            }
+        }
+        be->ops->cache_write(be, kc, vc, knew, vnew, &b, &sh);
+        be->ops->attention(be, out, q, kc, vc, &b, &sh);
+        expect_near(out, ref, (size_t)T * NH * HD, 1e-5, "attention");
+        /* Block copy: block 7 becomes a copy of bt[0]'s block. */
+        int32_t src = bt[0], dst = 7;
+        be->ops->block_copy(be, kc, vc, &src, &dst, 1, (size_t)NKV * BS * HD * 4);
+        assert_memory_equal(kc + (size_t)7 * NKV * BS * HD, kc + (size_t)src * NKV * BS * HD,
+                            (size_t)NKV * BS * HD * 4);
+        assert_memory_equal(vc + (size_t)7 * NKV * BS * HD, vc + (size_t)src * NKV * BS * HD,
+                            (size_t)NKV * BS * HD * 4);
+        be->ops->free(be, kc);
+        be->ops->free(be, vc);
+        fy_backend_destroy(be);
+    }
+    free(q);
+    free(out);
+    free(knew);
+    free(vnew);
+    free(ref);
+}
+
+static void test_softmax_math(void **state)
+{
+    (void)state;
+    /* Pushing scores one by one equals merging two partitions equals the direct sum. */
+    float sc[9] = {0.5f, -2, 3, 3, 10, -50, 0, 1, 2};
+    fy_softmax_state a = fy_softmax_init(), p1 = fy_softmax_init(), p2 = fy_softmax_init();
+    double acc = 0, a1 = 0, a2 = 0, mx = 10, l = 0;
+    for (int i = 0; i < 9; i++) {
+        float w, f = fy_softmax_push(&a, sc[i], &w);
+        acc = acc * f + w * i;
+        fy_softmax_state *p = i < 4 ? &p1 : &p2;
+        double *pa = i < 4 ? &a1 : &a2;
+        f = fy_softmax_push(p, sc[i], &w);
+        *pa = *pa * f + w * i;
+        l += exp(sc[i] - mx);
+    }
+    float fa, fb;
+    fy_softmax_merge(&p1, p2, &fa, &fb);
+    double merged = a1 * fa + a2 * fb;
+    double want = 0;
+    for (int i = 0; i < 9; i++) {
+        want += exp(sc[i] - mx) / l * i;
+    }
+    assert_float_equal(acc / a.l, want, 1e-5);
+    assert_float_equal(merged / p1.l, want, 1e-5);
+    assert_float_equal(a.m, 10, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conversions),  cmocka_unit_test(test_create),
+        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_rowwise),
+        cmocka_unit_test(test_rope),         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_softmax_math),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
