@@ -1,13 +1,10 @@
 // probe.cu: proves the CUDA toolchain path. Compiled by nvcc, linked into the
 // runner; queries devices and runs a trivial kernel when one is present.
-#include "kernels/backend.h"
+#include "kernels/cuda/backend_c.cuh"
 
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <string.h>
-
-#define FY_ENOTSUP (-22)
-#define FY_EIO     (-4)
 
 __global__ void axpy_kernel(size_t n, float a, const float *x, float *y)
 {
@@ -27,7 +24,8 @@ extern "C" int fy_cuda_probe(fy_backend_info *info)
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {
         snprintf(info->detail, sizeof info->detail, "runtime %d.%d, no usable device (%s)",
-                 rt / 1000, (rt % 1000) / 10, e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+                 rt / 1000, (rt % 1000) / 10,
+                 e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
         cudaGetLastError(); // clear the sticky error for later calls
         return FY_ENOTSUP;
     }
@@ -39,16 +37,16 @@ extern "C" int fy_cuda_probe(fy_backend_info *info)
     return 0;
 }
 
-#define CHECK(stmt)                                                                                \
-    do {                                                                                           \
-        cudaError_t e_ = (stmt);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            snprintf(msg, msglen, "%s:%d: %s: %s", __FILE__, __LINE__, #stmt,                      \
-                     cudaGetErrorString(e_));                                                      \
-            rc = (e_ == cudaErrorNoDevice || e_ == cudaErrorInsufficientDriver) ? FY_ENOTSUP      \
-                                                                                 : FY_EIO;        \
-            goto out;                                                                              \
-        }                                                                                          \
+#define CHECK(stmt)                                                                          \
+    do {                                                                                     \
+        cudaError_t e_ = (stmt);                                                             \
+        if (e_ != cudaSuccess) {                                                             \
+            snprintf(msg, msglen, "%s:%d: %s: %s", __FILE__, __LINE__, #stmt,                \
+                     cudaGetErrorString(e_));                                                \
+            rc = (e_ == cudaErrorNoDevice || e_ == cudaErrorInsufficientDriver) ? FY_ENOTSUP \
+                                                                                : FY_EIO;    \
+            goto out;                                                                        \
+        }                                                                                    \
     } while (0)
 
 extern "C" int fy_cuda_axpy(size_t n, float a, const float *x, float *y, char *msg, size_t msglen)
