@@ -952,7 +952,18 @@ int fy_store_usage_list(fy_store *st, const char *key_id, int64_t from, int64_t 
 
 static int valid_hook_id(const char *id)
 {
-    return id && strncmp(id, "hk_", 3) == 0 && valid_key_id(id);
+    size_t n = id ? strnlen(id, FY_STORE_HOOK_ID_MAX) : 0;
+    if (n < 4 || n >= FY_STORE_HOOK_ID_MAX || strncmp(id, "hk_", 3) != 0) {
+        return 0;
+    }
+    for (size_t i = 3; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_')) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static int valid_header_name(const char *s, int optional)
