@@ -6,7 +6,25 @@
  * are matched before the model; BOS/EOS come from the post-processor and
  * tokenizer_config.json beside tokenizer.json.
  *
- * A tokenizer is immutable once loaded and safe to share between threads. */
+ * A tokenizer is immutable once loaded and safe to share between threads.
+ *
+ * Fidelity: ids equal Hugging Face tokenizers' for the supported components
+ * (model BPE; normalizers Sequence, Prepend, Replace, NFC/NFD/NFKC/NFKD,
+ * Lowercase, Strip; pre-tokenizers Sequence, Split, Metaspace, ByteLevel,
+ * Digits; post-processors TemplateProcessing, ByteLevel, Roberta/Bert,
+ * Sequence; decoders Replace, ByteFallback, Fuse, Strip, ByteLevel, Metaspace).
+ * Anything else is refused at load with FY_ENOTSUP naming the field.
+ * Known, deliberate differences (see tok_encode.c / tok_decode.c):
+ *   - Metaspace prepends "▁" even to text that starts with a space, as
+ *     SentencePiece does (" Hello" -> "▁▁Hello"), so decode(encode(s)) == s;
+ *   - invalid UTF-8 from byte tokens decodes to one U+FFFD per maximal
+ *     ill-formed subsequence (HF's ByteFallback gives one per byte);
+ *   - truncation/padding and transformers' clean_up_tokenization_spaces are
+ *     not applied; added tokens are matched on the raw text (their
+ *     "normalized" flag is not honoured).
+ * Round trips: decode(encode(s), skip_special = 0) == s for all valid UTF-8
+ * s, except that a SentencePiece-style tokenizer turns a literal U+2581 ("▁")
+ * in s into a space, as HF does. */
 #ifndef FY_ENGINE_TOKENIZER_H
 #define FY_ENGINE_TOKENIZER_H
 
@@ -21,8 +39,8 @@ int fy_tokenizer_load(const char *path, fy_tokenizer **out, char *err, size_t er
 void fy_tokenizer_free(fy_tokenizer *t);
 
 int fy_tokenizer_vocab_size(const fy_tokenizer *t);
-int fy_tokenizer_bos(const fy_tokenizer *t);    /* -1 when none */
-int fy_tokenizer_eos(const fy_tokenizer *t);    /* -1 when none */
+int fy_tokenizer_bos(const fy_tokenizer *t); /* -1 when none */
+int fy_tokenizer_eos(const fy_tokenizer *t); /* -1 when none */
 int fy_tokenizer_is_special(const fy_tokenizer *t, int32_t id);
 int32_t fy_tokenizer_token_id(const fy_tokenizer *t, const char *piece); /* -1 when unknown */
 /* The token's vocabulary string (e.g. "▁the", "Ġthe", "<0x0A>"), NULL when out of range. */
@@ -33,13 +51,18 @@ typedef struct {
     int parse_special; /* special-token text in the input becomes that token */
 } fy_encode_options;
 
-/* Encodes TEXT[0..LEN) (UTF-8; invalid input is refused with FY_EINVAL).
- * *IDS is malloc'd; the caller frees it. */
+/* Encodes TEXT[0..LEN) (UTF-8; invalid input is refused with FY_EINVAL,
+ * more than 64 MiB with FY_ETOOBIG). *IDS is malloc'd (also when *N is 0);
+ * the caller frees it. O may be NULL (no specials added or parsed). Non-special
+ * added tokens are always matched, as HF does. */
 int fy_tokenizer_encode(const fy_tokenizer *t, const char *text, size_t len,
                         const fy_encode_options *o, int32_t **ids, size_t *n);
 
-/* Decodes IDS into a malloc'd NUL-terminated string (*OUT, length *LEN).
- * SKIP_SPECIAL drops special tokens. */
+/* Decodes IDS into a malloc'd NUL-terminated string (*OUT, length *LEN),
+ * always valid UTF-8. SKIP_SPECIAL drops special tokens. Ids with no token
+ * (negative, >= vocab size, or a gap) are skipped, as HF does. A decoder's
+ * Strip after Fuse (Llama 2) drops the one space at the start of the text
+ * that the encoder's "▁" prefix stands for. Returns 0, FY_EINVAL or FY_ENOMEM. */
 int fy_tokenizer_decode(const fy_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
                         char **out, size_t *len);
 

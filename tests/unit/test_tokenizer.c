@@ -1,0 +1,820 @@
+/* Unit tests for the tokenizer (runner/engine/tokenizer.h).
+ *
+ * Always run: small tokenizer.json files built here (a SentencePiece-style
+ * one with byte fallback, a Llama 3 style byte-level one), the loader's
+ * refusals of malformed files, UTF-8 handling and the streaming detokenizer.
+ * With FERRY_TESTDATA: the 46 reference vectors for Llama 2 and GPT-2, round
+ * trips of those strings and of seeded random UTF-8, streaming equal to full
+ * decoding, and stories260K's prompt and completion. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "runner/engine/tok_internal.h"
+#include "runner/engine/tokenizer.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static const char *testdata(const char *rel, char *buf, size_t len)
+{
+    const char *root = getenv("FERRY_TESTDATA");
+    if (!root || !*root) {
+        return NULL;
+    }
+    snprintf(buf, len, "%s/%s", root, rel);
+    return fy_file_exists(buf) ? buf : NULL;
+}
+
+#define NEED_TESTDATA(var, rel)                                                              \
+    char var##_buf[4096];                                                                    \
+    const char *var = testdata(rel, var##_buf, sizeof var##_buf);                            \
+    if (!var) {                                                                              \
+        print_message("skipped: %s not found (set FERRY_TESTDATA to run this test)\n", rel); \
+        skip();                                                                              \
+    }
+
+static fy_tokenizer *load_or_fail(const char *path)
+{
+    char err[512] = "";
+    fy_tokenizer *t = NULL;
+    int rc = fy_tokenizer_load(path, &t, err, sizeof err);
+    if (rc) {
+        fail_msg("load %s: %s (%s)", path, err, fy_strerror(rc));
+    }
+    return t;
+}
+
+static fy_tokenizer *load_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    assert_non_null(s);
+    fy_tokenizer *t = NULL;
+    char err[512] = "";
+    int rc = fy__tok_load_mem(s, strlen(s), NULL, &t, err, sizeof err);
+    free(s);
+    if (rc) {
+        fail_msg("load: %s", err);
+    }
+    return t;
+}
+
+static size_t encode(const fy_tokenizer *t, const char *s, size_t n, int add_special,
+                     int parse_special, int32_t **ids)
+{
+    fy_encode_options o = {add_special, parse_special};
+    size_t k = 0;
+    int rc = fy_tokenizer_encode(t, s, n, &o, ids, &k);
+    if (rc) {
+        fail_msg("encode \"%.*s\": %s", (int)n, s, fy_strerror(rc));
+    }
+    return k;
+}
+
+static void expect_ids(const fy_tokenizer *t, const char *s, const int32_t *want, size_t nwant)
+{
+    int32_t *ids = NULL;
+    size_t n = encode(t, s, strlen(s), 0, 0, &ids);
+    int ok = n == nwant && (n == 0 || memcmp(ids, want, n * sizeof *ids) == 0);
+    if (!ok) {
+        char got[512] = "";
+        for (size_t i = 0; i < n && strlen(got) < 480; i++) {
+            snprintf(got + strlen(got), sizeof got - strlen(got), " %d", ids[i]);
+        }
+        free(ids);
+        fail_msg("encode \"%s\": got%s", s, got);
+    }
+    free(ids);
+}
+
+/* decode(ids) must equal S[0..N), and so must the streamed chunks, each of
+ * them valid UTF-8. Returns 1 when all holds. */
+static int check_decode(const fy_tokenizer *t, const int32_t *ids, size_t nids, const char *s,
+                        size_t n, char *why, size_t whylen)
+{
+    char *out = NULL;
+    size_t len = 0;
+    int rc = fy_tokenizer_decode(t, ids, nids, 0, &out, &len);
+    if (rc || len != n || memcmp(out, s, n) != 0 || out[len] != 0) {
+        snprintf(why, whylen, "decode gave \"%.*s\" (rc %d)", (int)(out ? len : 0), out ? out : "",
+                 rc);
+        free(out);
+        return 0;
+    }
+    free(out);
+    fy_detok *d = fy_detok_new(t, 0);
+    char *acc = malloc(n * 3 + 16);
+    size_t alen = 0;
+    int ok = d && acc;
+    for (size_t i = 0; i <= nids && ok; i++) {
+        const char *chunk;
+        size_t cl;
+        rc = i < nids ? fy_detok_push(d, ids[i], &chunk, &cl) : fy_detok_finish(d, &chunk, &cl);
+        if (rc || !fy__tok_utf8_valid(chunk, cl) || alen + cl > n * 3 + 16) {
+            snprintf(why, whylen, "detok chunk %zu invalid (rc %d)", i, rc);
+            ok = 0;
+            break;
+        }
+        memcpy(acc + alen, chunk, cl);
+        alen += cl;
+    }
+    if (ok && (alen != n || memcmp(acc, s, n) != 0)) {
+        snprintf(why, whylen, "detok gave \"%.*s\"", (int)alen, acc);
+        ok = 0;
+    }
+    free(acc);
+    fy_detok_free(d);
+    return ok;
+}
+
+static void round_trip(const fy_tokenizer *t, const char *s, size_t n)
+{
+    int32_t *ids = NULL;
+    size_t k = encode(t, s, n, 0, 0, &ids);
+    char why[600];
+    int ok = check_decode(t, ids, k, s, n, why, sizeof why);
+    free(ids);
+    if (!ok) {
+        fail_msg("round trip of \"%.*s\" (%zu bytes): %s", (int)n, s, n, why);
+    }
+}
+
+/* Appends the UTF-8 encoding of CP. */
+static size_t put_cp(char *o, uint32_t cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xc0 | (cp >> 6));
+        o[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xe0 | (cp >> 12));
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        o[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    o[0] = (char)(0xf0 | (cp >> 18));
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    o[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* A random valid UTF-8 string of up to MAXCP characters, mixing ASCII words
+ * and white space, Latin, Cyrillic, CJK, combining marks and emoji. U+2581
+ * is left out: SentencePiece tokenizers decode it as a space (as HF does). */
+static size_t random_text(uint64_t *rng, char *o, size_t maxcp)
+{
+    static const uint32_t ranges[][2] = {
+        {0x20, 0x7e},       {'a', 'z'},       {0x09, 0x0d},        {0x20, 0x20},
+        {0xa0, 0x24f},      {0x400, 0x4ff},   {0x300, 0x36f},      {0x4e00, 0x9fff},
+        {0x1f300, 0x1faff}, {0x2000, 0x206f}, {0x10000, 0x10ffff}, {0xe000, 0xfffd},
+        {0x0, 0x1f},
+    };
+    size_t n = rng_next(rng) % (maxcp + 1), len = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t r = rng_next(rng) % (sizeof ranges / sizeof ranges[0]);
+        uint32_t cp = ranges[r][0] + (uint32_t)(rng_next(rng) % (ranges[r][1] - ranges[r][0] + 1));
+        if ((cp >= 0xd800 && cp <= 0xdfff) || cp == 0x2581) {
+            cp = 'x';
+        }
+        len += put_cp(o + len, cp);
+    }
+    return len;
+}
+
+/* ---- small tokenizers built here ------------------------------------------- */
+
+/* SentencePiece style (Llama 2 layout): <unk> <s> </s>, 256 byte tokens,
+ * a few pieces and merges, Prepend/Replace normalizer, Strip decoder. */
+static json_t *spm_json(int metaspace)
+{
+    json_t *vocab = json_object();
+    const char *specials[] = {"<unk>", "<s>", "</s>"};
+    int id = 0;
+    for (int i = 0; i < 3; i++) {
+        json_object_set_new(vocab, specials[i], json_integer(id++));
+    }
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        json_object_set_new(vocab, name, json_integer(id++));
+    }
+    /* 259.. */
+    const char *pieces[] = {"\xe2\x96\x81",
+                            "a",
+                            "b",
+                            "c",
+                            "\xe2\x96\x81"
+                            "a",
+                            "ab",
+                            "\xe2\x96\x81"
+                            "ab",
+                            "\xe2\x96\x81\xe2\x96\x81",
+                            "bc",
+                            "\xc3\xa9"};
+    for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+        json_object_set_new(vocab, pieces[i], json_integer(id++));
+    }
+    json_t *merges = json_pack("[s,[s,s],s,s,s]", "\xe2\x96\x81 a", "a", "b",
+                               "\xe2\x96\x81"
+                               "a b",
+                               "\xe2\x96\x81 \xe2\x96\x81", "b c");
+    json_t *added = json_array();
+    for (int i = 0; i < 3; i++) {
+        json_array_append_new(added, json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", i, "content",
+                                               specials[i], "single_word", 0, "lstrip", 0, "rstrip",
+                                               0, "normalized", 0, "special", 1));
+    }
+    json_t *norm =
+        metaspace ? json_null()
+                  : json_pack("{s:s,s:[{s:s,s:s},{s:s,s:{s:s},s:s}]}", "type", "Sequence",
+                              "normalizers", "type", "Prepend", "prepend", "\xe2\x96\x81", "type",
+                              "Replace", "pattern", "String", " ", "content", "\xe2\x96\x81");
+    json_t *pre = metaspace ? json_pack("{s:s,s:s,s:s,s:b}", "type", "Metaspace", "replacement",
+                                        "\xe2\x96\x81", "prepend_scheme", "first", "split", 0)
+                            : json_null();
+    json_t *dec = json_pack("{s:s,s:[{s:s,s:{s:s},s:s},{s:s},{s:s},{s:s,s:s,s:i,s:i}]}", "type",
+                            "Sequence", "decoders", "type", "Replace", "pattern", "String",
+                            "\xe2\x96\x81", "content", " ", "type", "ByteFallback", "type", "Fuse",
+                            "type", "Strip", "content", " ", "start", 1, "stop", 0);
+    json_t *post = json_pack("{s:s,s:[{s:{s:s,s:i}},{s:{s:s,s:i}}],s:{s:{s:s,s:[i],s:[s]}}}",
+                             "type", "TemplateProcessing", "single", "SpecialToken", "id", "<s>",
+                             "type_id", 0, "Sequence", "id", "A", "type_id", 0, "special_tokens",
+                             "<s>", "id", "<s>", "ids", 1, "tokens", "<s>");
+    json_t *model = json_pack("{s:s,s:o,s:o,s:b,s:b,s:s}", "type", "BPE", "vocab", vocab, "merges",
+                              merges, "byte_fallback", 1, "fuse_unk", 1, "unk_token", "<unk>");
+    return json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o}", "version", "1.0", "added_tokens", added,
+                     "normalizer", norm, "pre_tokenizer", pre, "post_processor", post, "decoder",
+                     dec, "model", model);
+}
+
+static void test_spm_small(void **state)
+{
+    (void)state;
+    for (int metaspace = 0; metaspace < 2; metaspace++) {
+        json_t *j = spm_json(metaspace);
+        fy_tokenizer *t = load_json(j);
+        json_decref(j);
+        assert_int_equal(fy_tokenizer_vocab_size(t), 269);
+        assert_int_equal(fy_tokenizer_bos(t), 1);
+        assert_int_equal(fy_tokenizer_eos(t), 2); /* the </s> convention: no config here */
+        assert_true(fy_tokenizer_is_special(t, 1));
+        assert_false(fy_tokenizer_is_special(t, 259));
+        assert_int_equal(fy_tokenizer_token_id(t, "ab"), 264);
+        assert_string_equal(fy_tokenizer_piece(t, 3), "<0x00>");
+        assert_null(fy_tokenizer_piece(t, 269));
+
+        /* "▁ab" merges through "▁a" + "b"; "c" stays; a leading space gives "▁▁". */
+        expect_ids(t, "ab", (int32_t[]){265}, 1);
+        expect_ids(t, "abc", (int32_t[]){265, 262}, 2);
+        expect_ids(t, " ab", (int32_t[]){259, 265}, 2);
+        expect_ids(t, "  a", (int32_t[]){266, 263}, 2);
+        expect_ids(t, "bc", (int32_t[]){259, 267}, 2);
+        /* é is a piece; ê falls back to its bytes C3 AA. */
+        expect_ids(t, "\xc3\xa9\xc3\xaa", (int32_t[]){259, 268, 3 + 0xc3, 3 + 0xaa}, 4);
+        expect_ids(t, "", NULL, 0);
+
+        int32_t *ids = NULL;
+        size_t n = encode(t, "ab", 2, 1, 0, &ids);
+        assert_int_equal(n, 2);
+        assert_int_equal(ids[0], 1);
+        free(ids);
+        /* Special text is text unless parse_special. */
+        n = encode(t, "a</s>", 5, 0, 1, &ids);
+        assert_int_equal(n, 2);
+        assert_int_equal(ids[0], 263);
+        assert_int_equal(ids[1], 2);
+        free(ids);
+        n = encode(t, "a</s>", 5, 0, 0, &ids);
+        assert_true(n > 3);
+        free(ids);
+
+        round_trip(t, "ab c", strlen("ab c"));
+        round_trip(t, " leading space", strlen(" leading space"));
+        round_trip(t, "emoji \xf0\x9f\xa6\x99 and \xc3\xa9",
+                   strlen("emoji \xf0\x9f\xa6\x99 and \xc3\xa9"));
+        uint64_t rng = 0x9e3779b97f4a7c15ull;
+        char buf[64 * 4 + 1];
+        for (int i = 0; i < 300; i++) {
+            size_t len = random_text(&rng, buf, 64);
+            round_trip(t, buf, len);
+        }
+        fy_tokenizer_free(t);
+    }
+}
+
+/* The emoji U+1F999 as four byte-fallback tokens, streamed: nothing until the
+ * fourth, then the whole character; the decoder's Strip drops the space the
+ * first "▁" stands for, in both paths. */
+static void test_detok_split_emoji(void **state)
+{
+    (void)state;
+    json_t *j = spm_json(0);
+    fy_tokenizer *t = load_json(j);
+    json_decref(j);
+    const int32_t ids[] = {259, 3 + 0xf0, 3 + 0x9f, 3 + 0xa6, 3 + 0x99, 260};
+    fy_detok *d = fy_detok_new(t, 0);
+    const char *chunk;
+    size_t len;
+    assert_int_equal(fy_detok_push(d, ids[0], &chunk, &len), 0);
+    assert_int_equal(len, 0); /* " " stripped at the start */
+    for (int i = 1; i < 4; i++) {
+        assert_int_equal(fy_detok_push(d, ids[i], &chunk, &len), 0);
+        assert_int_equal(len, 0);
+    }
+    assert_int_equal(fy_detok_push(d, ids[4], &chunk, &len), 0);
+    assert_int_equal(len, 4);
+    assert_memory_equal(chunk, "\xf0\x9f\xa6\x99", 4);
+    assert_int_equal(fy_detok_push(d, ids[5], &chunk, &len), 0);
+    assert_int_equal(len, 1);
+    assert_memory_equal(chunk, "a", 1);
+    assert_int_equal(fy_detok_finish(d, &chunk, &len), 0);
+    assert_int_equal(len, 0);
+    fy_detok_free(d);
+
+    /* A cut-off character at the end becomes U+FFFD, once, in both paths. */
+    char why[600];
+    const int32_t cut[] = {260, 3 + 0xf0, 3 + 0x9f};
+    assert_true(check_decode(t, cut, 3, "a\xef\xbf\xbd", 4, why, sizeof why));
+    /* A stray continuation byte and a bad lead each become U+FFFD. */
+    const int32_t bad[] = {3 + 0x80, 260, 3 + 0xff, 3 + 0xe2, 260};
+    assert_true(check_decode(t, bad, 5,
+                             "\xef\xbf\xbd"
+                             "a\xef\xbf\xbd\xef\xbf\xbd"
+                             "a",
+                             11, why, sizeof why));
+    /* skip_special drops <s>; out-of-range ids are ignored like HF does. */
+    const int32_t sp[] = {1, 259, 260, 99999, -5};
+    char *out;
+    assert_int_equal(fy_tokenizer_decode(t, sp, 5, 1, &out, &len), 0);
+    assert_string_equal(out, "a");
+    free(out);
+    assert_int_equal(fy_tokenizer_decode(t, sp, 5, 0, &out, &len), 0);
+    assert_string_equal(out, "<s> a");
+    free(out);
+    fy_tokenizer_free(t);
+}
+
+/* Llama 3 / Qwen2 style: Split(regex, Isolated) + ByteLevel(use_regex false),
+ * ByteLevel decoder, ignore_merges. */
+static void test_bytelevel_small(void **state)
+{
+    (void)state;
+    fy_tokenizer *tmp = NULL;
+    json_t *vocab = json_object();
+    /* The 256 byte characters, in GPT-2's order, get ids 0..255. */
+    json_t *j0 = spm_json(0);
+    tmp = load_json(j0);
+    json_decref(j0);
+    for (int b = 0; b < 256; b++) {
+        char s[4] = {0};
+        memcpy(s, tmp->bl_enc[b], tmp->bl_len[b]);
+        json_object_set_new(vocab, s, json_integer(b));
+    }
+    fy_tokenizer_free(tmp);
+    json_object_set_new(vocab, "he", json_integer(256));
+    json_object_set_new(vocab, "ll", json_integer(257));
+    json_object_set_new(vocab, "hell", json_integer(258));
+    json_object_set_new(vocab, "\xc4\xa0w", json_integer(259)); /* "Ġw" */
+    json_object_set_new(vocab, "world", json_integer(260));     /* reachable only whole */
+    json_t *merges = json_pack("[s,s,s,s]", "h e", "l l", "he ll", "\xc4\xa0 w");
+    const char *pat = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+                      "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    json_t *j = json_pack(
+        "{s:[{s:i,s:s,s:b}],s:n,s:{s:s,s:[{s:s,s:{s:s},s:s,s:b},{s:s,s:b,s:b,s:b}]},"
+        "s:{s:s},s:{s:s,s:o,s:o,s:b}}",
+        "added_tokens", "id", 261, "content", "<|eot|>", "special", 1, "normalizer",
+        "pre_tokenizer", "type", "Sequence", "pretokenizers", "type", "Split", "pattern", "Regex",
+        pat, "behavior", "Isolated", "invert", 0, "type", "ByteLevel", "add_prefix_space", 0,
+        "trim_offsets", 1, "use_regex", 0, "decoder", "type", "ByteLevel", "model", "type", "BPE",
+        "vocab", vocab, "merges", merges, "ignore_merges", 1);
+    assert_non_null(j);
+    fy_tokenizer *t = load_json(j);
+    json_decref(j);
+    assert_int_equal(fy_tokenizer_vocab_size(t), 262);
+    expect_ids(t, "hell", (int32_t[]){258}, 1);
+    expect_ids(t, "hello world", (int32_t[]){258, 'o', 259, 'o', 'r', 'l', 'd'}, 7);
+    expect_ids(t, "world", (int32_t[]){260}, 1); /* ignore_merges: whole word in vocab */
+    int32_t *ids = NULL;
+    size_t n = encode(t, "hi<|eot|>", 9, 0, 1, &ids);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[2], 261);
+    free(ids);
+    assert_int_equal(fy_tokenizer_eos(t), -1); /* no </s>-like special, no config */
+    round_trip(t, "Hello, WORLD! 123456 \n\n  x", strlen("Hello, WORLD! 123456 \n\n  x"));
+    uint64_t rng = 12345;
+    char buf[64 * 4 + 1];
+    for (int i = 0; i < 300; i++) {
+        size_t len = random_text(&rng, buf, 64);
+        round_trip(t, buf, len);
+    }
+    fy_tokenizer_free(t);
+}
+
+/* ---- refusals ------------------------------------------------------------ */
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *json, *want;
+    } cases[] = {
+        {"", "line"},
+        {"[]", "expected a JSON object"},
+        {"{}", "model"},
+        {"{\"model\":{\"type\":\"Unigram\",\"vocab\":[]}}", "model.type"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":[],\"merges\":[]}}", "model.vocab"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}", "model.vocab"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-1},\"merges\":[]}}", "model.vocab"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":99999999},\"merges\":[]}}", "model.vocab"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":\"0\"},\"merges\":[]}}", "model.vocab"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":0},\"merges\":[]}}", "given twice"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"a\":1},\"merges\":[]}}", "line"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]}}",
+         "model.merges[0]"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a c\"]}}",
+         "model.merges[0]"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"ab\"]}}",
+         "model.merges[0]"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[[\"a\"]]}}",
+         "model.merges[0]"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":{}}}", "model.merges"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[],\"unk_token\":\"z\"}}",
+         "model.unk_token"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[],\"byte_fallback\":1}}",
+         "model.byte_fallback"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"added_tokens\":{}}",
+         "added_tokens"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"added_tokens\":[{\"id\":-3,\"content\":\"x\"}]}",
+         "added_tokens[0].id"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"added_tokens\":[{\"id\":1,\"content\":\"x\"},{\"id\":1,\"content\":\"y\"}]}",
+         "added_tokens[1].id"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"added_tokens\":[{\"id\":1,\"content\":\"\"}]}",
+         "added_tokens[0].content"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"},"
+         "\"behavior\":\"Isolated\"}}",
+         "pre_tokenizer: bad regex"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"a\"},"
+         "\"behavior\":\"Sideways\"}}",
+         "pre_tokenizer.behavior"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"pre_tokenizer\":{\"type\":\"Whitespace\"}}",
+         "pre_tokenizer.type"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"ab\"}}",
+         "pre_tokenizer.replacement"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Precompiled\"}]}}",
+         "normalizer.normalizers[0].type"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"decoder\":{\"type\":\"WordPiece\"}}",
+         "decoder.type"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":"
+         "{\"id\":\"<s>\"}},{\"Sequence\":{\"id\":\"A\"}}],\"special_tokens\":{\"<s>\":"
+         "{\"ids\":[7]}}}}",
+         "post_processor.single[0]"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[]}}",
+         "post_processor.single"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Sequence\","
+         "\"normalizers\":[{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Sequence\","
+         "\"normalizers\":[{\"type\":\"Sequence\",\"normalizers\":[]}]}]}]}]}}",
+         "nested too deep"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512] = "";
+        fy_tokenizer *t = (fy_tokenizer *)1;
+        int rc = fy__tok_load_mem(cases[i].json, strlen(cases[i].json), NULL, &t, err, sizeof err);
+        if (rc == 0 || t != NULL || !strstr(err, cases[i].want)) {
+            fail_msg("case %zu: rc %d, err \"%s\", want \"%s\"", i, rc, err, cases[i].want);
+        }
+    }
+    /* A missing file names itself. */
+    char err[512] = "";
+    fy_tokenizer *t = NULL;
+    assert_int_equal(fy_tokenizer_load("/nonexistent/tok.json", &t, err, sizeof err), FY_ENOENT);
+    assert_non_null(strstr(err, "/nonexistent/tok.json"));
+}
+
+static void test_invalid_input(void **state)
+{
+    (void)state;
+    json_t *j = spm_json(0);
+    fy_tokenizer *t = load_json(j);
+    json_decref(j);
+    static const char *bad[] = {"\xff", "a\xc3", "\xed\xa0\x80", "\xc0\xaf", "\xf4\x90\x80\x80"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int32_t *ids = (int32_t *)1;
+        size_t n = 7;
+        assert_int_equal(fy_tokenizer_encode(t, bad[i], strlen(bad[i]), NULL, &ids, &n), FY_EINVAL);
+        assert_null(ids);
+        assert_int_equal(n, 0);
+    }
+    fy_tokenizer_free(t);
+}
+
+/* ---- the reference vectors ------------------------------------------------- */
+
+static char *read_all(const char *path, size_t *len)
+{
+    char *data = NULL;
+    int rc = fy_file_read(path, 64 << 20, &data, len);
+    if (rc) {
+        fail_msg("read %s: %s", path, fy_strerror(rc));
+    }
+    return data;
+}
+
+/* Runs NAME.inp / NAME.out against T; returns how many inputs matched. Every
+ * input is also round-tripped and streamed. */
+static int run_vectors(const fy_tokenizer *t, const char *dir, const char *name, int *total)
+{
+    char p[4096];
+    size_t ilen, olen;
+    snprintf(p, sizeof p, "%s/%s.inp", dir, name);
+    char *inp = read_all(p, &ilen);
+    snprintf(p, sizeof p, "%s/%s.out", dir, name);
+    char *outs = read_all(p, &olen);
+    static const char sep[] = "\n__ggml_vocab_test__\n";
+    int pass = 0;
+    *total = 0;
+    char *s = inp, *line = outs;
+    for (;;) {
+        char *end = strstr(s, sep);
+        if (!end) {
+            break; /* the file ends with a separator */
+        }
+        char *nl = strchr(line, '\n');
+        if (!nl) {
+            fail_msg("%s.out: fewer lines than inputs", name);
+        }
+        *nl = 0;
+        int32_t *ids = NULL;
+        size_t n = encode(t, s, (size_t)(end - s), 0, 0, &ids);
+        int32_t want[1024];
+        size_t nw = 0;
+        for (char *q = line; *q;) {
+            char *e2;
+            long v = strtol(q, &e2, 10);
+            if (e2 == q) {
+                break;
+            }
+            if (nw < 1024) {
+                want[nw++] = (int32_t)v;
+            }
+            q = e2;
+        }
+        int ok = n == nw && (n == 0 || memcmp(ids, want, n * sizeof *ids) == 0);
+        if (ok) {
+            pass++;
+        } else {
+            char got[256] = "";
+            for (size_t i = 0; i < n && strlen(got) < 200; i++) {
+                snprintf(got + strlen(got), sizeof got - strlen(got), " %d", ids[i]);
+            }
+            print_message("%s vector %d \"%.*s\": got%s, want %s\n", name, *total,
+                          (int)(end - s > 40 ? 40 : end - s), s, got, line);
+        }
+        char why[600];
+        if (!check_decode(t, ids, n, s, (size_t)(end - s), why, sizeof why)) {
+            fail_msg("%s vector %d round trip: %s", name, *total, why);
+        }
+        free(ids);
+        (*total)++;
+        s = end + sizeof sep - 1;
+        line = nl + 1;
+    }
+    free(inp);
+    free(outs);
+    return pass;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void vectors_for(const char *tok_rel, const char *name, uint64_t seed)
+{
+    NEED_TESTDATA(path, tok_rel);
+    NEED_TESTDATA(dir, "tokenizers/vectors");
+    double t0 = now_s();
+    fy_tokenizer *t = load_or_fail(path);
+    print_message("%s: loaded in %.3f s\n", tok_rel, now_s() - t0);
+    int total = 0;
+    int pass = run_vectors(t, dir, name, &total);
+    print_message("%s: %d/%d vectors match\n", name, pass, total);
+    assert_int_equal(total, 46);
+    assert_int_equal(pass, total);
+    char buf[96 * 4 + 1];
+    for (int i = 0; i < 400; i++) {
+        size_t len = random_text(&seed, buf, 96);
+        round_trip(t, buf, len);
+    }
+    fy_tokenizer_free(t);
+}
+
+static void test_llama2_vectors(void **state)
+{
+    (void)state;
+    vectors_for("tokenizers/llama2/tokenizer.json", "llama-spm", 0x1234567ull);
+}
+
+static void test_gpt2_vectors(void **state)
+{
+    (void)state;
+    vectors_for("tokenizers/gpt2/tokenizer.json", "gpt-2", 0x7654321ull);
+}
+
+/* A directory load picks up tokenizer_config.json; special text is parsed
+ * only when asked. */
+static void test_llama2_specials(void **state)
+{
+    (void)state;
+    NEED_TESTDATA(dir, "tokenizers/llama2");
+    fy_tokenizer *t = load_or_fail(dir);
+    assert_int_equal(fy_tokenizer_vocab_size(t), 32000);
+    assert_int_equal(fy_tokenizer_bos(t), 1);
+    assert_int_equal(fy_tokenizer_eos(t), 2);
+    assert_string_equal(fy_tokenizer_piece(t, 31353), ""); /* the copy's known defect */
+    int32_t *ids = NULL;
+    size_t n = encode(t, "<s>Hello</s>", 12, 1, 1, &ids);
+    /* BOS, <s>, "Hello" (no "▁": not at the start of the text), </s> */
+    assert_int_equal(n, 4);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(ids[1], 1);
+    assert_int_equal(ids[3], 2);
+    free(ids);
+    n = encode(t, "<s>", 3, 0, 0, &ids);
+    assert_true(n > 1);
+    free(ids);
+    /* The empty-text token decodes to nothing, without harm. */
+    const int32_t odd[] = {15043, 31353, 3186};
+    char *out;
+    size_t len;
+    assert_int_equal(fy_tokenizer_decode(t, odd, 3, 0, &out, &len), 0);
+    assert_string_equal(out, "Hello world");
+    free(out);
+    fy_tokenizer_free(t);
+}
+
+static void test_gpt2_specials(void **state)
+{
+    (void)state;
+    NEED_TESTDATA(dir, "tokenizers/gpt2");
+    fy_tokenizer *t = load_or_fail(dir);
+    assert_int_equal(fy_tokenizer_bos(t), 50256);
+    assert_int_equal(fy_tokenizer_eos(t), 50256);
+    int32_t *ids = NULL;
+    size_t n = encode(t, "Hi<|endoftext|>", 15, 1, 1, &ids);
+    assert_int_equal(n, 2);
+    assert_int_equal(ids[1], 50256);
+    free(ids);
+    fy_tokenizer_free(t);
+}
+
+/* stories260K: the prompt with BOS, and the reference completion's text. */
+static void test_stories260k(void **state)
+{
+    (void)state;
+    NEED_TESTDATA(path, "models/stories260K/tokenizer.json");
+    NEED_TESTDATA(exp, "models/stories260K/expected_greedy.json");
+    fy_tokenizer *t = load_or_fail(path);
+    json_error_t je;
+    json_t *j = json_load_file(exp, 0, &je);
+    assert_non_null(j);
+    const char *prompt = json_string_value(json_object_get(j, "prompt"));
+    json_t *want = json_object_get(j, "prompt_ids_with_bos");
+    json_t *comp = json_object_get(j, "completion_ids");
+    const char *text = json_string_value(json_object_get(j, "completion_text"));
+    assert_non_null(prompt);
+    assert_non_null(text);
+    assert_true(json_is_array(want) && json_is_array(comp));
+
+    int32_t *ids = NULL;
+    size_t n = encode(t, prompt, strlen(prompt), 1, 0, &ids);
+    assert_int_equal(n, json_array_size(want));
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ids[i], json_integer_value(json_array_get(want, i)));
+    }
+    free(ids);
+
+    size_t nc = json_array_size(comp);
+    int32_t *c = calloc(nc, sizeof *c);
+    for (size_t i = 0; i < nc; i++) {
+        c[i] = (int32_t)json_integer_value(json_array_get(comp, i));
+    }
+    char *out;
+    size_t len;
+    assert_int_equal(fy_tokenizer_decode(t, c, nc, 1, &out, &len), 0);
+    assert_string_equal(out, text);
+    free(out);
+    /* Streamed after the prompt, the pieces add up to the same text. */
+    fy_detok *d = fy_detok_new(t, 1);
+    fy_buf acc;
+    fy_buf_init(&acc, 1 << 20);
+    const char *chunk;
+    for (size_t i = 0; i < nc; i++) {
+        assert_int_equal(fy_detok_push(d, c[i], &chunk, &len), 0);
+        assert_true(fy__tok_utf8_valid(chunk, len));
+        assert_int_equal(fy_buf_append(&acc, chunk, len), 0);
+    }
+    assert_int_equal(fy_detok_finish(d, &chunk, &len), 0);
+    assert_int_equal(fy_buf_append(&acc, chunk, len), 0);
+    assert_int_equal(acc.len, strlen(text));
+    assert_memory_equal(acc.data, text, acc.len);
+    fy_buf_free(&acc);
+    fy_detok_free(d);
+    free(c);
+
+    uint64_t rng = 99;
+    char buf[64 * 4 + 1];
+    for (int i = 0; i < 200; i++) {
+        size_t l = random_text(&rng, buf, 64);
+        round_trip(t, buf, l);
+    }
+    json_decref(j);
+    fy_tokenizer_free(t);
+}
+
+/* One tokenizer, many threads' worth of state: encode of a large text (prints
+ * throughput, asserts only the round trip). */
+static void test_large_text(void **state)
+{
+    (void)state;
+    NEED_TESTDATA(dir, "tokenizers/vectors");
+    NEED_TESTDATA(l2, "tokenizers/llama2/tokenizer.json");
+    NEED_TESTDATA(g2, "tokenizers/gpt2/tokenizer.json");
+    size_t ilen;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/gpt-2.inp", dir);
+    char *inp = read_all(p, &ilen);
+    size_t want = 256 * 1024, n = 0;
+    char *big = malloc(want + ilen);
+    while (n < want) {
+        memcpy(big + n, inp, ilen);
+        n += ilen;
+    }
+    const char *paths[] = {l2, g2};
+    for (int k = 0; k < 2; k++) {
+        fy_tokenizer *t = load_or_fail(paths[k]);
+        int32_t *ids = NULL;
+        double t0 = now_s();
+        size_t nids = encode(t, big, n, 0, 0, &ids);
+        double dt = now_s() - t0;
+        print_message("%s: %zu bytes -> %zu ids in %.3f s (%.1f MB/s)\n", paths[k], n, nids, dt,
+                      n / 1e6 / (dt > 0 ? dt : 1e-9));
+        char why[600];
+        if (!check_decode(t, ids, nids, big, n, why, sizeof why)) {
+            fail_msg("large round trip: %.200s", why);
+        }
+        free(ids);
+        fy_tokenizer_free(t);
+    }
+    free(big);
+    free(inp);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spm_small),       cmocka_unit_test(test_detok_split_emoji),
+        cmocka_unit_test(test_bytelevel_small), cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_invalid_input),   cmocka_unit_test(test_llama2_vectors),
+        cmocka_unit_test(test_gpt2_vectors),    cmocka_unit_test(test_llama2_specials),
+        cmocka_unit_test(test_gpt2_specials),   cmocka_unit_test(test_stories260k),
+        cmocka_unit_test(test_large_text),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
