@@ -134,8 +134,8 @@ static char *hook_target(const fy_store_hook *h, fy_http_req *req)
 
 /* The headers an async delivery carries, as JSON [[name, value], ...]: the
  * request's end-to-end headers (what proxy.c forwards for a sync hook) and
- * the gateway's x-forwarded-*. */
-static char *hook_headers_json(fy_gw *gw, fy_http_req *req)
+ * the gateway's x-forwarded-* and the body's Content-Length. */
+static char *hook_headers_json(fy_gw *gw, fy_http_req *req, size_t body_len)
 {
     json_t *a = json_array();
     size_t nh;
@@ -167,6 +167,11 @@ static char *hook_headers_json(fy_gw *gw, fy_http_req *req)
     if (host && host[0]) {
         json_array_append_new(a, json_pack("[s,s]", "x-forwarded-host", host));
     }
+    /* The body is stored whole, so its length is known even when it came
+     * chunked (not every upstream reads a chunked request). */
+    char cl[24];
+    snprintf(cl, sizeof cl, "%zu", body_len);
+    json_array_append_new(a, json_pack("[s,s]", "content-length", cl));
     char *text = json_dumps(a, JSON_COMPACT);
     json_decref(a);
     return text;
@@ -182,7 +187,7 @@ static void hook_enqueue(gw_hr *hr)
     fy_hex_encode(rnd, sizeof rnd, it.delivery_id + 4, sizeof it.delivery_id - 4);
     snprintf(it.hook_id, sizeof it.hook_id, "%s", hr->h->id);
     char *target = hook_target(hr->h, hr->req);
-    it.headers = hook_headers_json(gw, hr->req);
+    it.headers = hook_headers_json(gw, hr->req, hr->body.len);
     it.body = hr->body.data;
     it.body_len = hr->body.len;
     it.accepted_at = (int64_t)time(NULL);
