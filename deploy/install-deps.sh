@@ -12,12 +12,11 @@ build_pkgs=(
 test_pkgs=(
   libcmocka-dev curl openssl ca-certificates clang libclang-rt-14-dev clang-format
   wrk nginx-light python3 procps
+  python3-torch python3-numpy
 )
 
+# python3-torch: tests/engine_ref checks the forward pass against PyTorch.
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")
-if [ "${FERRY_WITH_TORCH:-0}" = 1 ]; then
-  want+=(python3-torch)
-fi
 
 missing=()
 for p in "${want[@]}"; do
