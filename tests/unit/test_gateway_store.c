@@ -53,11 +53,11 @@ static void test_open_and_migrate(void **state)
     fy_store *st = NULL;
     char err[256];
     assert_int_equal(fy_store_open(path, &st, err, sizeof err), 0);
-    assert_int_equal(fy_store_schema_version(st), 2);
+    assert_int_equal(fy_store_schema_version(st), 3);
     fy_store_close(st);
     /* Reopening an up-to-date store is a no-op migration. */
     assert_int_equal(fy_store_open(path, &st, err, sizeof err), 0);
-    assert_int_equal(fy_store_schema_version(st), 2);
+    assert_int_equal(fy_store_schema_version(st), 3);
     fy_store_close(st);
     assert_int_equal(fy_store_open("/nonexistent-dir/x.db", &st, err, sizeof err), FY_EIO);
     assert_non_null(strstr(err, "/nonexistent-dir/x.db"));
@@ -246,7 +246,7 @@ static void test_migrate_v1_to_v2(void **state)
     fy_store *st = NULL;
     char err[256], name[FY_STORE_NAME_MAX];
     assert_int_equal(fy_store_open(path, &st, err, sizeof err), 0);
-    assert_int_equal(fy_store_schema_version(st), 2);
+    assert_int_equal(fy_store_schema_version(st), 3);
     /* The version-1 rows survive and behave as before. */
     fy_store_runner r;
     assert_int_equal(fy_store_runner_get(st, "old-runner", &r), 0);
