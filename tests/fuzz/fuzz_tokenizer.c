@@ -166,6 +166,7 @@ static int has_metaspace_char(const char *s, size_t n)
     return memmem(s, n, "\xe2\x96\x81", 3) != NULL;
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!toks[0]) {

@@ -39,6 +39,7 @@ static void exercise(const fy_tokenizer *t, const uint8_t *data, size_t size)
     (void)fy_tokenizer_eos(t);
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > 64 * 1024) {

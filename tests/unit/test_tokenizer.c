@@ -560,9 +560,13 @@ static int run_vectors(const fy_tokenizer *t, const char *dir, const char *name,
 {
     char p[4096];
     size_t ilen, olen;
-    snprintf(p, sizeof p, "%s/%s.inp", dir, name);
+    if (snprintf(p, sizeof p, "%s/%s.inp", dir, name) >= (int)sizeof p) {
+        fail_msg("path too long");
+    }
     char *inp = read_all(p, &ilen);
-    snprintf(p, sizeof p, "%s/%s.out", dir, name);
+    if (snprintf(p, sizeof p, "%s/%s.out", dir, name) >= (int)sizeof p) {
+        fail_msg("path too long");
+    }
     char *outs = read_all(p, &olen);
     static const char sep[] = "\n__ggml_vocab_test__\n";
     int pass = 0;
@@ -778,7 +782,9 @@ static void test_large_text(void **state)
     NEED_TESTDATA(g2, "tokenizers/gpt2/tokenizer.json");
     size_t ilen;
     char p[4096];
-    snprintf(p, sizeof p, "%s/gpt-2.inp", dir);
+    if (snprintf(p, sizeof p, "%s/gpt-2.inp", dir) >= (int)sizeof p) {
+        fail_msg("path too long");
+    }
     char *inp = read_all(p, &ilen);
     size_t want = 256 * 1024, n = 0;
     char *big = malloc(want + ilen);
