@@ -359,8 +359,8 @@ static void cu_attention(fy_backend *be, float *out, const float *q, const void 
     if (!c || !fy_attn_shape_ok(c, b, sh, "attention")) {
         return;
     }
-    if (!out || !q || !k_cache || !v_cache || !b->positions || !b->seq_start || !b->block_tables ||
-        b->max_ctx_len <= 0 || b->max_query_len <= 0 ||
+    if (!out || !q || !k_cache || !v_cache || !b->positions || !b->seq_start || !b->ctx_len ||
+        !b->block_tables || b->max_ctx_len <= 0 || b->max_query_len <= 0 ||
         b->max_ctx_len > b->max_blocks * sh->block_size) {
         FY_BAD(c, "cuda attention: bad batch (max_ctx_len=%d max_query_len=%d max_blocks=%d)",
                b->max_ctx_len, b->max_query_len, b->max_blocks);
@@ -375,6 +375,7 @@ static void cu_attention(fy_backend *be, float *out, const float *q, const void 
         p.v_cache = (const __half *)v_cache;
         p.positions = b->positions;
         p.seq_start = b->seq_start;
+        p.ctx_len = b->ctx_len;
         p.block_tables = b->block_tables;
         p.n_seqs = b->n_seqs;
         p.max_blocks = b->max_blocks;
@@ -401,6 +402,7 @@ static void cu_attention(fy_backend *be, float *out, const float *q, const void 
     p.v_cache = (const __half *)v_cache;
     p.positions = b->positions;
     p.seq_start = b->seq_start;
+    p.ctx_len = b->ctx_len;
     p.block_tables = b->block_tables;
     p.n_tokens = b->n_tokens;
     p.n_seqs = b->n_seqs;

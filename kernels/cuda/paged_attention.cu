@@ -31,6 +31,14 @@ __device__ __forceinline__ int fy_pa_seq_of(const int32_t *seq_start, int n_seqs
     return lo;
 }
 
+// Keys token T (of sequence SEQ) attends to: positions 0 .. positions[t],
+// never past the sequence's context or what its block table can hold.
+__device__ __forceinline__ int fy_pa_ctx(const fy_pa_params &p, int t, int seq)
+{
+    int ctx = min(p.positions[t] + 1, p.ctx_len[seq]);
+    return min(ctx, p.max_blocks * p.block_size);
+}
+
 // Threads per key row: head_dim/8 vectors, rounded up to a power of two so a
 // group is an aligned piece of a warp and xor-shuffles stay inside it.
 __host__ __device__ __forceinline__ int fy_pa_group(int head_dim)
@@ -76,14 +84,13 @@ __global__ void __launch_bounds__(FY_PA_THREADS) fy_paged_attention_kernel(fy_pa
     extern __shared__ float smem[];
     const int head = blockIdx.x, t = blockIdx.y, part = blockIdx.z;
     const int D = p.head_dim, nvec = D / FY_KV_VEC;
-    int ctx = p.positions[t] + 1;
-    ctx = min(ctx, p.max_blocks * p.block_size);
+    const int seq = fy_pa_seq_of(p.seq_start, p.n_seqs, t);
+    const int ctx = fy_pa_ctx(p, t, seq);
     const int start = part * p.partition_size;
     if (ctx <= 0 || start >= ctx) {
         return; // the reduce only reads partitions that hold keys
     }
     const int n = min(ctx - start, p.partition_size);
-    const int seq = fy_pa_seq_of(p.seq_start, p.n_seqs, t);
     const int kvh = head / (p.n_heads / p.n_kv_heads);
     const int tg = fy_pa_group(D);
     const int lane = threadIdx.x % tg, group = threadIdx.x / tg, ngroups = FY_PA_THREADS / tg;
@@ -192,8 +199,7 @@ __global__ void __launch_bounds__(FY_PA_THREADS) fy_paged_attention_kernel(fy_pa
 __global__ void __launch_bounds__(FY_PA_THREADS) fy_paged_attention_reduce_kernel(fy_pa_params p)
 {
     const int head = blockIdx.x, t = blockIdx.y, D = p.head_dim;
-    int ctx = p.positions[t] + 1;
-    ctx = min(ctx, p.max_blocks * p.block_size);
+    const int ctx = fy_pa_ctx(p, t, fy_pa_seq_of(p.seq_start, p.n_seqs, t));
     const size_t row = (size_t)t * p.n_heads + head;
     if (ctx <= 0) {
         for (int d = threadIdx.x; d < D; d += FY_PA_THREADS) {

@@ -27,6 +27,7 @@ typedef struct {
     const __half *v_cache;       // same layout
     const int32_t *positions;    // [T]; token t attends to positions 0..positions[t]
     const int32_t *seq_start;    // [S+1]
+    const int32_t *ctx_len;      // [S]; a row never reads past its sequence's context
     const int32_t *block_tables; // [S x max_blocks]
     int n_tokens, n_seqs, max_blocks;
     int n_heads, n_kv_heads, head_dim, block_size;

@@ -40,7 +40,9 @@ __global__ void __launch_bounds__(FY_PF_THREADS) fy_prefill_attention_kernel(fy_
     const int32_t *bt = p.block_tables + (size_t)seq * p.max_blocks;
     const size_t block_stride = (size_t)p.n_kv_heads * p.block_size * D;
     const size_t head_off = (size_t)kvh * p.block_size * D;
-    const int cap = p.max_blocks * p.block_size; // positions the block table can hold
+    // Last key position any row may see: the block table's reach and the
+    // sequence's context bound every row's causal limit.
+    const int cap = min(p.max_blocks * p.block_size, p.ctx_len[seq]);
 
     float *Qs = smem;
     float *Os = Qs + FY_PF_QT * D;
@@ -98,7 +100,7 @@ __global__ void __launch_bounds__(FY_PF_THREADS) fy_prefill_attention_kernel(fy_
         for (int e = threadIdx.x; e < FY_PF_QT * FY_PF_KT; e += FY_PF_THREADS) {
             const int r = e / FY_PF_KT, j = e % FY_PF_KT, tok = k0 + j;
             float s = -INFINITY;
-            if (r < rows && tok <= p.positions[q0 + r0 + r] && tok <= last) {
+            if (r < rows && tok <= min(p.positions[q0 + r0 + r], last)) {
                 float dot = 0.0f;
                 for (int d = 0; d < D; d++) {
                     dot = fmaf(Qs[r * D + d], Ks[j * KD + d], dot);

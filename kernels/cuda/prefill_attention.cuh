@@ -23,7 +23,7 @@ typedef struct {
     float *out;
     const float *q;
     const __half *k_cache, *v_cache;
-    const int32_t *positions, *seq_start, *block_tables;
+    const int32_t *positions, *seq_start, *ctx_len, *block_tables;
     int n_seqs, max_blocks;
     int n_heads, n_kv_heads, head_dim, block_size;
     float scale;
