@@ -18,8 +18,10 @@ static void usage(FILE *f, const fy_opt *opts)
                "Commands:\n"
                "  enroll   make this runner's key pair and get its certificate from a gateway\n"
                "           with a one-time token (from 'ferry tokens create')\n"
-               "  run      keep tunnel connections to the gateway(s) and forward requests to\n"
-               "           a local upstream HTTP server\n\n"
+               "  run      serve a model with the built-in engine (OpenAI API, locally and/or\n"
+               "           through the gateway), or keep tunnel connections to the gateway(s)\n"
+               "           and forward requests to a local upstream HTTP server\n"
+               "  demo-model  write a small demo model (random weights) to try 'run --model'\n\n"
                "Run 'ferry-runner COMMAND --help' for a command's options.\n\n"
                "Options:\n");
     fy_args_usage(f, opts);
@@ -85,6 +87,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[cmd], "run") == 0) {
         return fy_rn_run_main(argc - cmd, argv + cmd);
+    }
+    if (strcmp(argv[cmd], "demo-model") == 0) {
+        return fy_rn_demo_model_main(argc - cmd, argv + cmd);
     }
     fprintf(stderr, "ferry-runner: unknown command '%s' (see --help)\n", argv[cmd]);
     return 2;

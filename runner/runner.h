@@ -9,6 +9,7 @@
  *   upstream.c  one tunnel stream <-> one HTTP call to the local upstream,
  *               bodies streamed both ways under the tunnel's flow control
  *   rdir.c      the runner data directory (files, runner.json)
+ *   demo_model.c `ferry-runner demo-model`: writes the built-in demo model
  *
  * Everything runs on one libuv loop; nothing here is thread-safe. */
 #ifndef FY_RUNNER_H
@@ -160,5 +161,12 @@ const char *fy_rn__conn_label(const fy_rn_conn *c);
 
 int fy_rn_enroll_main(int argc, char **argv);
 int fy_rn_run_main(int argc, char **argv);
+int fy_rn_demo_model_main(int argc, char **argv);
+
+/* Writes the demo model (random weights from SEED) into DIR, created if
+ * needed: config.json, model.safetensors (BF16 when BF16, else F32),
+ * tokenizer.json, tokenizer_config.json (a ChatML chat template), README.
+ * Returns 0, or an FY_E* code with ERR saying what failed. */
+int fy_rn_demo_model_write(const char *dir, uint64_t seed, int bf16, char *err, size_t errlen);
 
 #endif
