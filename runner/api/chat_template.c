@@ -83,8 +83,8 @@ static int ct_build(const char *source, size_t len, const json_t *cfg, const cha
         fy_chat_template_free(t);
         return ct_fail(err, errlen, FY_ENOMEM, "out of memory");
     }
-    int rc = fy_jinja_compile(source, len, FY_JINJA_TRIM_BLOCKS | FY_JINJA_LSTRIP_BLOCKS,
-                              &t->tmpl, cerr, sizeof cerr);
+    int rc = fy_jinja_compile(source, len, FY_JINJA_TRIM_BLOCKS | FY_JINJA_LSTRIP_BLOCKS, &t->tmpl,
+                              cerr, sizeof cerr);
     if (rc) {
         fy_chat_template_free(t);
         return ct_fail(err, errlen, rc, "chat template %s: %s", origin, cerr);
@@ -94,8 +94,7 @@ static int ct_build(const char *source, size_t len, const json_t *cfg, const cha
 }
 
 int fy_chat_template_new(const char *source, size_t len, const char *bos_token,
-                         const char *eos_token, fy_chat_template **out, char *err,
-                         size_t errlen)
+                         const char *eos_token, fy_chat_template **out, char *err, size_t errlen)
 {
     *out = NULL;
     json_t *cfg = json_pack("{ssss}", "bos_token", bos_token ? bos_token : "", "eos_token",
@@ -136,13 +135,12 @@ static const char *config_template(const json_t *cfg, const char *path, int *rc,
                       "%s: chat_template is a list with no entry named \"default\"", path);
         return NULL;
     }
-    *rc = ct_fail(err, errlen, FY_EPARSE, "%s: chat_template is neither a string nor a list",
-                  path);
+    *rc = ct_fail(err, errlen, FY_EPARSE, "%s: chat_template is neither a string nor a list", path);
     return NULL;
 }
 
-int fy_chat_template_load(const char *model_dir, const char *override_file,
-                          fy_chat_template **out, char *err, size_t errlen)
+int fy_chat_template_load(const char *model_dir, const char *override_file, fy_chat_template **out,
+                          char *err, size_t errlen)
 {
     char cfg_path[4096] = "", jinja_path[4096] = "";
     char *text = NULL;
@@ -296,9 +294,9 @@ static json_t *normalize_message(const json_t *m, size_t i, char *err, size_t er
     return c;
 }
 
-int fy_chat_template_render(const fy_chat_template *t, const json_t *messages,
-                            const json_t *tools, int add_generation_prompt, char **out,
-                            size_t *len, char *err, size_t errlen)
+int fy_chat_template_render(const fy_chat_template *t, const json_t *messages, const json_t *tools,
+                            int add_generation_prompt, char **out, size_t *len, char *err,
+                            size_t errlen)
 {
     *out = NULL;
     if (len) {
@@ -325,10 +323,10 @@ int fy_chat_template_render(const fy_chat_template *t, const json_t *messages,
         }
     }
     if (!rc) {
-        vars = json_pack("{sOsssssssssbsO}", "messages", msgs, "bos_token", t->bos, "eos_token",
-                         t->eos, "unk_token", t->unk, "pad_token", t->pad,
-                         "add_generation_prompt", add_generation_prompt != 0, "tools",
-                         tools ? (json_t *)tools : json_null());
+        vars =
+            json_pack("{sOsssssssssbsO}", "messages", msgs, "bos_token", t->bos, "eos_token",
+                      t->eos, "unk_token", t->unk, "pad_token", t->pad, "add_generation_prompt",
+                      add_generation_prompt != 0, "tools", tools ? (json_t *)tools : json_null());
         if (!vars) {
             rc = FY_ENOMEM;
         }

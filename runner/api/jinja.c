@@ -161,10 +161,40 @@ struct fy_jinja {
  * evaluator's switch; a name missing here is refused at compile time. */
 
 enum {
-    F_ABS = 1, F_CAPITALIZE, F_COUNT, F_DEFAULT, F_ESCAPE, F_FIRST, F_FLOAT, F_INDENT, F_INT,
-    F_ITEMS, F_JOIN, F_LAST, F_LENGTH, F_LIST, F_LOWER, F_MAP, F_MAX, F_MIN, F_REJECT,
-    F_REJECTATTR, F_REPLACE, F_REVERSE, F_SAFE, F_SELECT, F_SELECTATTR, F_SORT, F_STRING,
-    F_SUM, F_TITLE, F_TOJSON, F_TRIM, F_UNIQUE, F_UPPER, F_WORDCOUNT,
+    F_ABS = 1,
+    F_CAPITALIZE,
+    F_COUNT,
+    F_DEFAULT,
+    F_ESCAPE,
+    F_FIRST,
+    F_FLOAT,
+    F_INDENT,
+    F_INT,
+    F_ITEMS,
+    F_JOIN,
+    F_LAST,
+    F_LENGTH,
+    F_LIST,
+    F_LOWER,
+    F_MAP,
+    F_MAX,
+    F_MIN,
+    F_REJECT,
+    F_REJECTATTR,
+    F_REPLACE,
+    F_REVERSE,
+    F_SAFE,
+    F_SELECT,
+    F_SELECTATTR,
+    F_SORT,
+    F_STRING,
+    F_SUM,
+    F_TITLE,
+    F_TOJSON,
+    F_TRIM,
+    F_UNIQUE,
+    F_UPPER,
+    F_WORDCOUNT,
 };
 
 typedef struct {
@@ -173,61 +203,160 @@ typedef struct {
 } name_id;
 
 static const name_id filter_names[] = {
-    {"abs", F_ABS},       {"capitalize", F_CAPITALIZE}, {"count", F_COUNT},
-    {"d", F_DEFAULT},     {"default", F_DEFAULT},       {"e", F_ESCAPE},
-    {"escape", F_ESCAPE}, {"first", F_FIRST},           {"float", F_FLOAT},
-    {"indent", F_INDENT}, {"int", F_INT},               {"items", F_ITEMS},
-    {"join", F_JOIN},     {"last", F_LAST},             {"length", F_LENGTH},
-    {"list", F_LIST},     {"lower", F_LOWER},           {"map", F_MAP},
-    {"max", F_MAX},       {"min", F_MIN},               {"reject", F_REJECT},
-    {"rejectattr", F_REJECTATTR}, {"replace", F_REPLACE}, {"reverse", F_REVERSE},
-    {"safe", F_SAFE},     {"select", F_SELECT},         {"selectattr", F_SELECTATTR},
-    {"sort", F_SORT},     {"string", F_STRING},         {"sum", F_SUM},
-    {"title", F_TITLE},   {"tojson", F_TOJSON},         {"trim", F_TRIM},
-    {"unique", F_UNIQUE}, {"upper", F_UPPER},           {"wordcount", F_WORDCOUNT},
+    {"abs", F_ABS},
+    {"capitalize", F_CAPITALIZE},
+    {"count", F_COUNT},
+    {"d", F_DEFAULT},
+    {"default", F_DEFAULT},
+    {"e", F_ESCAPE},
+    {"escape", F_ESCAPE},
+    {"first", F_FIRST},
+    {"float", F_FLOAT},
+    {"indent", F_INDENT},
+    {"int", F_INT},
+    {"items", F_ITEMS},
+    {"join", F_JOIN},
+    {"last", F_LAST},
+    {"length", F_LENGTH},
+    {"list", F_LIST},
+    {"lower", F_LOWER},
+    {"map", F_MAP},
+    {"max", F_MAX},
+    {"min", F_MIN},
+    {"reject", F_REJECT},
+    {"rejectattr", F_REJECTATTR},
+    {"replace", F_REPLACE},
+    {"reverse", F_REVERSE},
+    {"safe", F_SAFE},
+    {"select", F_SELECT},
+    {"selectattr", F_SELECTATTR},
+    {"sort", F_SORT},
+    {"string", F_STRING},
+    {"sum", F_SUM},
+    {"title", F_TITLE},
+    {"tojson", F_TOJSON},
+    {"trim", F_TRIM},
+    {"unique", F_UNIQUE},
+    {"upper", F_UPPER},
+    {"wordcount", F_WORDCOUNT},
 };
 
 enum {
-    TS_DEFINED = 1, TS_UNDEFINED, TS_NONE, TS_STRING, TS_NUMBER, TS_INTEGER, TS_FLOAT,
-    TS_BOOLEAN, TS_MAPPING, TS_SEQUENCE, TS_ITERABLE, TS_TRUE, TS_FALSE, TS_ODD, TS_EVEN,
-    TS_DIVISIBLEBY, TS_EQ, TS_NE, TS_LT, TS_LE, TS_GT, TS_GE, TS_IN, TS_LOWER, TS_UPPER,
-    TS_CALLABLE, TS_SAMEAS,
+    TS_DEFINED = 1,
+    TS_UNDEFINED,
+    TS_NONE,
+    TS_STRING,
+    TS_NUMBER,
+    TS_INTEGER,
+    TS_FLOAT,
+    TS_BOOLEAN,
+    TS_MAPPING,
+    TS_SEQUENCE,
+    TS_ITERABLE,
+    TS_TRUE,
+    TS_FALSE,
+    TS_ODD,
+    TS_EVEN,
+    TS_DIVISIBLEBY,
+    TS_EQ,
+    TS_NE,
+    TS_LT,
+    TS_LE,
+    TS_GT,
+    TS_GE,
+    TS_IN,
+    TS_LOWER,
+    TS_UPPER,
+    TS_CALLABLE,
+    TS_SAMEAS,
 };
 
 static const name_id test_names[] = {
-    {"defined", TS_DEFINED}, {"undefined", TS_UNDEFINED}, {"none", TS_NONE},
-    {"string", TS_STRING},   {"number", TS_NUMBER},       {"integer", TS_INTEGER},
-    {"float", TS_FLOAT},     {"boolean", TS_BOOLEAN},     {"mapping", TS_MAPPING},
-    {"sequence", TS_SEQUENCE}, {"iterable", TS_ITERABLE}, {"true", TS_TRUE},
-    {"false", TS_FALSE},     {"odd", TS_ODD},             {"even", TS_EVEN},
-    {"divisibleby", TS_DIVISIBLEBY}, {"equalto", TS_EQ},  {"eq", TS_EQ},
-    {"==", TS_EQ},           {"ne", TS_NE},               {"!=", TS_NE},
-    {"lt", TS_LT},           {"<", TS_LT},                {"lessthan", TS_LT},
-    {"le", TS_LE},           {"<=", TS_LE},               {"gt", TS_GT},
-    {">", TS_GT},            {"greaterthan", TS_GT},      {"ge", TS_GE},
-    {">=", TS_GE},           {"in", TS_IN},               {"lower", TS_LOWER},
-    {"upper", TS_UPPER},     {"callable", TS_CALLABLE},   {"sameas", TS_SAMEAS},
+    {"defined", TS_DEFINED},
+    {"undefined", TS_UNDEFINED},
+    {"none", TS_NONE},
+    {"string", TS_STRING},
+    {"number", TS_NUMBER},
+    {"integer", TS_INTEGER},
+    {"float", TS_FLOAT},
+    {"boolean", TS_BOOLEAN},
+    {"mapping", TS_MAPPING},
+    {"sequence", TS_SEQUENCE},
+    {"iterable", TS_ITERABLE},
+    {"true", TS_TRUE},
+    {"false", TS_FALSE},
+    {"odd", TS_ODD},
+    {"even", TS_EVEN},
+    {"divisibleby", TS_DIVISIBLEBY},
+    {"equalto", TS_EQ},
+    {"eq", TS_EQ},
+    {"==", TS_EQ},
+    {"ne", TS_NE},
+    {"!=", TS_NE},
+    {"lt", TS_LT},
+    {"<", TS_LT},
+    {"lessthan", TS_LT},
+    {"le", TS_LE},
+    {"<=", TS_LE},
+    {"gt", TS_GT},
+    {">", TS_GT},
+    {"greaterthan", TS_GT},
+    {"ge", TS_GE},
+    {">=", TS_GE},
+    {"in", TS_IN},
+    {"lower", TS_LOWER},
+    {"upper", TS_UPPER},
+    {"callable", TS_CALLABLE},
+    {"sameas", TS_SAMEAS},
 };
 
 enum { FN_RANGE = 1, FN_NAMESPACE, FN_DICT, FN_RAISE, FN_STRFTIME };
 
 static const name_id func_names[] = {
-    {"range", FN_RANGE},         {"namespace", FN_NAMESPACE},  {"dict", FN_DICT},
+    {"range", FN_RANGE},           {"namespace", FN_NAMESPACE},   {"dict", FN_DICT},
     {"raise_exception", FN_RAISE}, {"strftime_now", FN_STRFTIME},
 };
 
 enum {
-    M_STRIP = 1, M_LSTRIP, M_RSTRIP, M_UPPER, M_LOWER, M_TITLE, M_CAPITALIZE, M_STARTSWITH,
-    M_ENDSWITH, M_SPLIT, M_REPLACE, M_FIND, M_COUNT, M_JOIN, M_ITEMS, M_GET, M_KEYS, M_VALUES,
+    M_STRIP = 1,
+    M_LSTRIP,
+    M_RSTRIP,
+    M_UPPER,
+    M_LOWER,
+    M_TITLE,
+    M_CAPITALIZE,
+    M_STARTSWITH,
+    M_ENDSWITH,
+    M_SPLIT,
+    M_REPLACE,
+    M_FIND,
+    M_COUNT,
+    M_JOIN,
+    M_ITEMS,
+    M_GET,
+    M_KEYS,
+    M_VALUES,
 };
 
 static const name_id method_names[] = {
-    {"strip", M_STRIP},     {"lstrip", M_LSTRIP},         {"rstrip", M_RSTRIP},
-    {"upper", M_UPPER},     {"lower", M_LOWER},           {"title", M_TITLE},
-    {"capitalize", M_CAPITALIZE}, {"startswith", M_STARTSWITH}, {"endswith", M_ENDSWITH},
-    {"split", M_SPLIT},     {"replace", M_REPLACE},       {"find", M_FIND},
-    {"count", M_COUNT},     {"join", M_JOIN},             {"items", M_ITEMS},
-    {"get", M_GET},         {"keys", M_KEYS},             {"values", M_VALUES},
+    {"strip", M_STRIP},
+    {"lstrip", M_LSTRIP},
+    {"rstrip", M_RSTRIP},
+    {"upper", M_UPPER},
+    {"lower", M_LOWER},
+    {"title", M_TITLE},
+    {"capitalize", M_CAPITALIZE},
+    {"startswith", M_STARTSWITH},
+    {"endswith", M_ENDSWITH},
+    {"split", M_SPLIT},
+    {"replace", M_REPLACE},
+    {"find", M_FIND},
+    {"count", M_COUNT},
+    {"join", M_JOIN},
+    {"items", M_ITEMS},
+    {"get", M_GET},
+    {"keys", M_KEYS},
+    {"values", M_VALUES},
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -379,6 +508,22 @@ static int hexval(char ch)
 
 /* Lexes a string literal at S[*I] (the opening quote) with Python's escapes;
  * unknown escapes stay as written, as in Python. */
+/* Jinja writes every \r\n and \r of template text and string literals as
+ * \n. Returns the new length (S is rewritten in place). */
+static size_t normalize_newlines(char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\r') {
+            s[o++] = '\n';
+            i += i + 1 < n && s[i + 1] == '\n';
+        } else {
+            s[o++] = s[i];
+        }
+    }
+    return o;
+}
+
 static int lex_string(compiler *c, const char *s, size_t n, size_t *i, int *line)
 {
     char q = s[*i];
@@ -404,6 +549,11 @@ static int lex_string(compiler *c, const char *s, size_t n, size_t *i, int *line
         if (s[k] == '\n') {
             (*line)++;
         }
+        if (s[k] == '\r') {
+            out[o++] = '\n';
+            k += k + 1 < j && s[k + 1] == '\n';
+            continue;
+        }
         if (s[k] != '\\') {
             out[o++] = s[k];
             continue;
@@ -411,20 +561,48 @@ static int lex_string(compiler *c, const char *s, size_t n, size_t *i, int *line
         char e = s[++k];
         int digits = 0;
         switch (e) {
-        case 'n': out[o++] = '\n'; break;
-        case 't': out[o++] = '\t'; break;
-        case 'r': out[o++] = '\r'; break;
-        case '\\': out[o++] = '\\'; break;
-        case '\'': out[o++] = '\''; break;
-        case '"': out[o++] = '"'; break;
-        case 'a': out[o++] = '\a'; break;
-        case 'b': out[o++] = '\b'; break;
-        case 'f': out[o++] = '\f'; break;
-        case 'v': out[o++] = '\v'; break;
-        case '\n': (*line)++; break; /* line continuation */
-        case 'x': digits = 2; break;
-        case 'u': digits = 4; break;
-        case 'U': digits = 8; break;
+        case 'n':
+            out[o++] = '\n';
+            break;
+        case 't':
+            out[o++] = '\t';
+            break;
+        case 'r':
+            out[o++] = '\r';
+            break;
+        case '\\':
+            out[o++] = '\\';
+            break;
+        case '\'':
+            out[o++] = '\'';
+            break;
+        case '"':
+            out[o++] = '"';
+            break;
+        case 'a':
+            out[o++] = '\a';
+            break;
+        case 'b':
+            out[o++] = '\b';
+            break;
+        case 'f':
+            out[o++] = '\f';
+            break;
+        case 'v':
+            out[o++] = '\v';
+            break;
+        case '\n':
+            (*line)++;
+            break; /* line continuation */
+        case 'x':
+            digits = 2;
+            break;
+        case 'u':
+            digits = 4;
+            break;
+        case 'U':
+            digits = 8;
+            break;
         default:
             if (e >= '0' && e <= '7') {
                 long v = 0;
@@ -471,8 +649,8 @@ static int lex_number(compiler *c, const char *s, size_t n, size_t *i, int line)
     while (j < n && (isdigit((unsigned char)s[j]) || s[j] == '_')) {
         j++;
     }
-    int after_dot = c->ntoks && c->toks[c->ntoks - 1].type == T_OP &&
-                    c->toks[c->ntoks - 1].s[0] == '.';
+    int after_dot =
+        c->ntoks && c->toks[c->ntoks - 1].type == T_OP && c->toks[c->ntoks - 1].s[0] == '.';
     if (!after_dot && j + 1 < n && s[j] == '.' && isdigit((unsigned char)s[j + 1])) {
         is_float = 1;
         j++;
@@ -756,16 +934,33 @@ static int accept_name(compiler *c, const char *nm)
 static void tok_desc(const token *t, char *buf, size_t n)
 {
     switch (t->type) {
-    case T_EOF: snprintf(buf, n, "end of template"); break;
-    case T_TEXT: snprintf(buf, n, "text"); break;
-    case T_VAR_BEGIN: snprintf(buf, n, "'{{'"); break;
-    case T_VAR_END: snprintf(buf, n, "'}}'"); break;
-    case T_BLOCK_BEGIN: snprintf(buf, n, "'{%%'"); break;
-    case T_BLOCK_END: snprintf(buf, n, "'%%}'"); break;
-    case T_STRING: snprintf(buf, n, "string literal"); break;
+    case T_EOF:
+        snprintf(buf, n, "end of template");
+        break;
+    case T_TEXT:
+        snprintf(buf, n, "text");
+        break;
+    case T_VAR_BEGIN:
+        snprintf(buf, n, "'{{'");
+        break;
+    case T_VAR_END:
+        snprintf(buf, n, "'}}'");
+        break;
+    case T_BLOCK_BEGIN:
+        snprintf(buf, n, "'{%%'");
+        break;
+    case T_BLOCK_END:
+        snprintf(buf, n, "'%%}'");
+        break;
+    case T_STRING:
+        snprintf(buf, n, "string literal");
+        break;
     case T_INT:
-    case T_FLOAT: snprintf(buf, n, "number"); break;
-    default: snprintf(buf, n, "'%.*s'", (int)(t->n > 40 ? 40 : t->n), t->s);
+    case T_FLOAT:
+        snprintf(buf, n, "number");
+        break;
+    default:
+        snprintf(buf, n, "'%.*s'", (int)(t->n > 40 ? 40 : t->n), t->s);
     }
 }
 
@@ -1686,22 +1881,21 @@ static int parse_tag(compiler *c, int loops, node **out)
         static const char *const end[] = {"endgeneration", NULL};
         const char *which;
         node *n = new_node(c, S_BODY, line);
-        if (!n || end_tag(c) ||
-            parse_block(c, end, &which, loops, "generation", line, &n->body) || end_tag(c)) {
+        if (!n || end_tag(c) || parse_block(c, end, &which, loops, "generation", line, &n->body) ||
+            end_tag(c)) {
             return c->rc;
         }
         *out = n;
         return 0;
     }
-    static const char *const misplaced[] = {"elif", "else", "endif", "endfor", "endset",
-                                            "endgeneration"};
+    static const char *const misplaced[] = {"elif",   "else",   "endif",
+                                            "endfor", "endset", "endgeneration"};
     for (size_t i = 0; i < NELEM(misplaced); i++) {
         if (tok_is_name(t, misplaced[i])) {
             return cfail(c, FY_EPARSE, line, "unexpected '%s'", misplaced[i]);
         }
     }
-    return cfail(c, FY_ENOTSUP, line, "unsupported tag '%.*s'", (int)(t->n > 40 ? 40 : t->n),
-                 t->s);
+    return cfail(c, FY_ENOTSUP, line, "unsupported tag '%.*s'", (int)(t->n > 40 ? 40 : t->n), t->s);
 }
 
 /* Parses statements until a {% tag %} named in STOPS (NULL-terminated; NULL
@@ -1726,10 +1920,12 @@ static int parse_block(compiler *c, const char *const *stops, const char **which
         if (t->type == T_TEXT) {
             c->pos++;
             n = new_node(c, S_TEXT, t->line);
-            if (!n || !(n->str = cstrdup(c, t->s, t->n))) {
+            char *text = n ? cstrdup(c, t->s, t->n) : NULL;
+            if (!text) {
                 return c->rc;
             }
-            n->len = t->n;
+            n->str = text;
+            n->len = normalize_newlines(text, t->n);
         } else if (t->type == T_VAR_BEGIN) {
             c->pos++;
             n = new_node(c, S_OUT, t->line);
@@ -1808,8 +2004,8 @@ int fy_jinja_compile(const char *src, size_t len, unsigned flags, fy_jinja **out
 
 /* ------------------------------------------------------------------ evaluator state */
 
-#define MAX_SCOPES (FY_JINJA_MAX_DEPTH + 8)
-#define MAX_ARGS   8
+#define MAX_SCOPES  (FY_JINJA_MAX_DEPTH + 8)
+#define MAX_ARGS    8
 #define VALUE_DEPTH 200 /* nesting followed when printing or comparing values */
 
 typedef struct {
@@ -1902,8 +2098,7 @@ static json_t *mkstr(ctx *x, const char *s, size_t n, int line)
 static json_t *mkarray(ctx *x, size_t n, int line)
 {
     if (n > x->max_work / 16) {
-        return rfail(x, FY_ETOOBIG, line, "list of %zu items exceeds the working-memory limit",
-                     n);
+        return rfail(x, FY_ETOOBIG, line, "list of %zu items exceeds the working-memory limit", n);
     }
     if (charge(x, 64 + n * 16, line)) {
         return NULL;
@@ -1965,14 +2160,21 @@ static const char *type_name(const json_t *v)
         return "undefined";
     }
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "dict";
-    case JSON_ARRAY: return "list";
-    case JSON_STRING: return "str";
-    case JSON_INTEGER: return "int";
-    case JSON_REAL: return "float";
+    case JSON_OBJECT:
+        return "dict";
+    case JSON_ARRAY:
+        return "list";
+    case JSON_STRING:
+        return "str";
+    case JSON_INTEGER:
+        return "int";
+    case JSON_REAL:
+        return "float";
     case JSON_TRUE:
-    case JSON_FALSE: return "bool";
-    default: return "NoneType";
+    case JSON_FALSE:
+        return "bool";
+    default:
+        return "NoneType";
     }
 }
 
@@ -1982,13 +2184,20 @@ static int truthy(const json_t *v)
         return 0;
     }
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return json_object_size(v) > 0;
-    case JSON_ARRAY: return json_array_size(v) > 0;
-    case JSON_STRING: return SL(v) > 0;
-    case JSON_INTEGER: return json_integer_value(v) != 0;
-    case JSON_REAL: return json_real_value(v) != 0.0;
-    case JSON_TRUE: return 1;
-    default: return 0;
+    case JSON_OBJECT:
+        return json_object_size(v) > 0;
+    case JSON_ARRAY:
+        return json_array_size(v) > 0;
+    case JSON_STRING:
+        return SL(v) > 0;
+    case JSON_INTEGER:
+        return json_integer_value(v) != 0;
+    case JSON_REAL:
+        return json_real_value(v) != 0.0;
+    case JSON_TRUE:
+        return 1;
+    default:
+        return 0;
     }
 }
 
@@ -2036,7 +2245,8 @@ static size_t u8_off(const char *s, size_t n, size_t idx)
 static size_t u8_next(const char *s, size_t n, size_t i, int32_t *cp)
 {
     utf8proc_int32_t c;
-    utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &c);
+    utf8proc_ssize_t k =
+        utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &c);
     if (k <= 0) {
         *cp = -1;
         return 1;
@@ -2169,9 +2379,12 @@ static int put_value(ctx *x, fy_buf *b, const json_t *v, int repr, int depth)
     case JSON_REAL:
         fmt_float(json_real_value(v), tmp, sizeof tmp);
         return buf_put(x, b, tmp, strlen(tmp));
-    case JSON_TRUE: return buf_put(x, b, "True", 4);
-    case JSON_FALSE: return buf_put(x, b, "False", 5);
-    case JSON_NULL: return buf_put(x, b, "None", 4);
+    case JSON_TRUE:
+        return buf_put(x, b, "True", 4);
+    case JSON_FALSE:
+        return buf_put(x, b, "False", 5);
+    case JSON_NULL:
+        return buf_put(x, b, "None", 4);
     case JSON_ARRAY: {
         size_t i;
         json_t *e;
@@ -2254,13 +2467,27 @@ static int put_json(ctx *x, fy_buf *b, const json_t *v, int indent, int level, i
             unsigned char ch = (unsigned char)s[i];
             const char *e = NULL;
             switch (ch) {
-            case '"': e = "\\\""; break;
-            case '\\': e = "\\\\"; break;
-            case '\n': e = "\\n"; break;
-            case '\r': e = "\\r"; break;
-            case '\t': e = "\\t"; break;
-            case '\b': e = "\\b"; break;
-            case '\f': e = "\\f"; break;
+            case '"':
+                e = "\\\"";
+                break;
+            case '\\':
+                e = "\\\\";
+                break;
+            case '\n':
+                e = "\\n";
+                break;
+            case '\r':
+                e = "\\r";
+                break;
+            case '\t':
+                e = "\\t";
+                break;
+            case '\b':
+                e = "\\b";
+                break;
+            case '\f':
+                e = "\\f";
+                break;
             default:
                 if (ch < 0x20) {
                     snprintf(tmp, sizeof tmp, "\\u%04x", ch);
@@ -2287,9 +2514,12 @@ static int put_json(ctx *x, fy_buf *b, const json_t *v, int indent, int level, i
         fmt_float(d, tmp, sizeof tmp);
         return buf_put(x, b, tmp, strlen(tmp));
     }
-    case JSON_TRUE: return buf_put(x, b, "true", 4);
-    case JSON_FALSE: return buf_put(x, b, "false", 5);
-    case JSON_NULL: return buf_put(x, b, "null", 4);
+    case JSON_TRUE:
+        return buf_put(x, b, "true", 4);
+    case JSON_FALSE:
+        return buf_put(x, b, "false", 5);
+    case JSON_NULL:
+        return buf_put(x, b, "null", 4);
     case JSON_ARRAY:
     case JSON_OBJECT: {
         int arr = json_is_array(v);
@@ -2368,8 +2598,10 @@ static int values_eq(const json_t *a, const json_t *b, int depth)
         return 0;
     }
     switch (json_typeof(a)) {
-    case JSON_STRING: return SL(a) == SL(b) && memcmp(S(a), S(b), SL(a)) == 0;
-    case JSON_NULL: return 1;
+    case JSON_STRING:
+        return SL(a) == SL(b) && memcmp(S(a), S(b), SL(a)) == 0;
+    case JSON_NULL:
+        return 1;
     case JSON_ARRAY: {
         size_t n = json_array_size(a);
         if (n != json_array_size(b)) {
@@ -2397,7 +2629,8 @@ static int values_eq(const json_t *a, const json_t *b, int depth)
         }
         return 1;
     }
-    default: return 0;
+    default:
+        return 0;
     }
 }
 
@@ -2952,9 +3185,12 @@ static int compare(ctx *x, int op, const json_t *a, const json_t *b, int line)
 {
     int r;
     switch (op) {
-    case CMP_EQ: return values_eq(a, b, 0);
-    case CMP_NE: return !values_eq(a, b, 0);
-    case CMP_IN: return contains(x, a, b, line);
+    case CMP_EQ:
+        return values_eq(a, b, 0);
+    case CMP_NE:
+        return !values_eq(a, b, 0);
+    case CMP_IN:
+        return contains(x, a, b, line);
     case CMP_NOTIN: {
         int c = contains(x, a, b, line);
         return c < 0 ? -1 : !c;
@@ -2971,10 +3207,14 @@ static int compare(ctx *x, int op, const json_t *a, const json_t *b, int line)
         return -1;
     }
     switch (op) {
-    case CMP_LT: return r < 0;
-    case CMP_LE: return r <= 0;
-    case CMP_GT: return r > 0;
-    default: return r >= 0;
+    case CMP_LT:
+        return r < 0;
+    case CMP_LE:
+        return r <= 0;
+    case CMP_GT:
+        return r > 0;
+    default:
+        return r >= 0;
     }
 }
 
@@ -3056,16 +3296,20 @@ static json_t *str_case(ctx *x, const json_t *v, int mode, int line)
         }
         int32_t o = cp;
         switch (mode) {
-        case CASE_UPPER: o = utf8proc_toupper(cp); break;
-        case CASE_LOWER: o = utf8proc_tolower(cp); break;
+        case CASE_UPPER:
+            o = utf8proc_toupper(cp);
+            break;
+        case CASE_LOWER:
+            o = utf8proc_tolower(cp);
+            break;
         case CASE_PYTITLE:
             o = prev_cased ? utf8proc_tolower(cp) : utf8proc_totitle(cp);
             prev_cased = is_cased(cp);
             break;
         case CASE_JTITLE: {
             /* Jinja's title filter: words begin after whitespace - ( { [ <. */
-            int sep = is_space_cp(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' ||
-                      cp == '<';
+            int sep =
+                is_space_cp(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
             o = sep ? cp : word_start ? utf8proc_totitle(cp) : utf8proc_tolower(cp);
             word_start = sep;
             break;
@@ -3088,8 +3332,7 @@ fail:
     return NULL;
 }
 
-static json_t *str_split(ctx *x, const json_t *v, const json_t *sep, long long maxsplit,
-                         int line)
+static json_t *str_split(ctx *x, const json_t *v, const json_t *sep, long long maxsplit, int line)
 {
     const char *s = S(v);
     size_t n = SL(v), i = 0;
@@ -3141,8 +3384,7 @@ static json_t *str_split(ctx *x, const json_t *v, const json_t *sep, long long m
                     j += k;
                 }
             }
-            if (charge(x, 16, line) || append_owned(x, l, mkstr(x, s + i, j - i, line)) ||
-                x->rc) {
+            if (charge(x, 16, line) || append_owned(x, l, mkstr(x, s + i, j - i, line)) || x->rc) {
                 json_decref(l);
                 return NULL;
             }
@@ -3196,8 +3438,8 @@ static json_t *str_replace(ctx *x, const json_t *v, const json_t *old, const jso
         }
     } else {
         while (i <= n) {
-            const char *hit = count < 0 || done < count ? memmem(s + i, n - i, S(old), SL(old))
-                                                        : NULL;
+            const char *hit =
+                count < 0 || done < count ? memmem(s + i, n - i, S(old), SL(old)) : NULL;
             size_t j = hit ? (size_t)(hit - s) : n;
             if (buf_put(x, &b, s + i, j - i)) {
                 goto fail;
@@ -3311,8 +3553,10 @@ static json_t *call_method(ctx *x, const node *n, const json_t *obj, args_t *a)
     }
     if (json_is_object(obj)) {
         switch (n->op) {
-        case M_ITEMS: return dict_items(x, obj, line);
-        case M_KEYS: return to_list(x, obj, line);
+        case M_ITEMS:
+            return dict_items(x, obj, line);
+        case M_KEYS:
+            return to_list(x, obj, line);
         case M_VALUES: {
             json_t *l = mkarray(x, json_object_size(obj), line);
             const char *k;
@@ -3345,13 +3589,17 @@ static json_t *call_method(ctx *x, const node *n, const json_t *obj, args_t *a)
                 return NULL;
             }
             return str_strip(x, obj, s1, n->op == M_STRIP ? 3 : n->op == M_LSTRIP ? 1 : 2, line);
-        case M_UPPER: return str_case(x, obj, CASE_UPPER, line);
-        case M_LOWER: return str_case(x, obj, CASE_LOWER, line);
-        case M_TITLE: return str_case(x, obj, CASE_PYTITLE, line);
-        case M_CAPITALIZE: return str_case(x, obj, CASE_CAPITALIZE, line);
+        case M_UPPER:
+            return str_case(x, obj, CASE_UPPER, line);
+        case M_LOWER:
+            return str_case(x, obj, CASE_LOWER, line);
+        case M_TITLE:
+            return str_case(x, obj, CASE_PYTITLE, line);
+        case M_CAPITALIZE:
+            return str_case(x, obj, CASE_CAPITALIZE, line);
         case M_STARTSWITH:
-        case M_ENDSWITH: return str_affix(x, obj, arg(a, 0, NULL, &present), n->op == M_ENDSWITH,
-                                          line);
+        case M_ENDSWITH:
+            return str_affix(x, obj, arg(a, 0, NULL, &present), n->op == M_ENDSWITH, line);
         case M_SPLIT:
             if (arg_str(x, a, 0, "sep", &s1, "split", line) ||
                 arg_int(x, a, 1, "maxsplit", -1, &i1, "split", line)) {
@@ -3378,8 +3626,8 @@ static json_t *call_method(ctx *x, const node *n, const json_t *obj, args_t *a)
             }
             if (n->op == M_FIND) {
                 const char *hit = memmem(S(obj), SL(obj), S(s1), SL(s1));
-                return checked_int(x, 1, hit ? (long long)u8_len(S(obj), (size_t)(hit - S(obj))) : -1,
-                                   line);
+                return checked_int(
+                    x, 1, hit ? (long long)u8_len(S(obj), (size_t)(hit - S(obj))) : -1, line);
             }
             if (SL(s1) == 0) {
                 return checked_int(x, 1, (long long)u8_len(S(obj), SL(obj)) + 1, line);
@@ -3391,11 +3639,11 @@ static json_t *call_method(ctx *x, const node *n, const json_t *obj, args_t *a)
             }
             return checked_int(x, 1, cnt, line);
         }
-        case M_JOIN: return str_join(x, obj, arg(a, 0, NULL, &present), NULL, 1, line);
+        case M_JOIN:
+            return str_join(x, obj, arg(a, 0, NULL, &present), NULL, 1, line);
         }
     }
-    return rfail(x, FY_EINVAL, line, "'%s' object has no attribute '%s'", type_name(obj),
-                 n->name);
+    return rfail(x, FY_EINVAL, line, "'%s' object has no attribute '%s'", type_name(obj), n->name);
 }
 
 static json_t *call_function(ctx *x, const node *n, args_t *a)
@@ -3442,8 +3690,7 @@ static json_t *call_function(ctx *x, const node *n, args_t *a)
                     continue;
                 }
                 json_decref(o);
-                return rfail(x, FY_EINVAL, line, "%s() takes keyword arguments or a dict",
-                             n->name);
+                return rfail(x, FY_EINVAL, line, "%s() takes keyword arguments or a dict", n->name);
             }
             if (json_object_set(o, a->kw[i], a->v[i] ? a->v[i] : json_null())) {
                 json_decref(o);
@@ -3492,20 +3739,33 @@ static int apply_test(ctx *x, int id, const json_t *v, args_t *a, int line)
     int present;
     json_t *o = arg(a, 0, NULL, &present);
     switch (id) {
-    case TS_DEFINED: return v != NULL;
-    case TS_UNDEFINED: return v == NULL;
-    case TS_NONE: return v && json_is_null(v);
-    case TS_STRING: return is_str(v);
-    case TS_NUMBER: return is_num(v);
-    case TS_INTEGER: return v && json_is_integer(v);
-    case TS_FLOAT: return v && json_is_real(v);
-    case TS_BOOLEAN: return v && json_is_boolean(v);
-    case TS_MAPPING: return v && json_is_object(v);
+    case TS_DEFINED:
+        return v != NULL;
+    case TS_UNDEFINED:
+        return v == NULL;
+    case TS_NONE:
+        return v && json_is_null(v);
+    case TS_STRING:
+        return is_str(v);
+    case TS_NUMBER:
+        return is_num(v);
+    case TS_INTEGER:
+        return v && json_is_integer(v);
+    case TS_FLOAT:
+        return v && json_is_real(v);
+    case TS_BOOLEAN:
+        return v && json_is_boolean(v);
+    case TS_MAPPING:
+        return v && json_is_object(v);
     case TS_SEQUENCE:
-    case TS_ITERABLE: return v && (json_is_array(v) || json_is_string(v) || json_is_object(v));
-    case TS_TRUE: return v && json_is_true(v);
-    case TS_FALSE: return v && json_is_false(v);
-    case TS_CALLABLE: return 0;
+    case TS_ITERABLE:
+        return v && (json_is_array(v) || json_is_string(v) || json_is_object(v));
+    case TS_TRUE:
+        return v && json_is_true(v);
+    case TS_FALSE:
+        return v && json_is_false(v);
+    case TS_CALLABLE:
+        return 0;
     case TS_LOWER:
     case TS_UPPER: {
         if (!is_str(v)) {
@@ -3542,13 +3802,20 @@ static int apply_test(ctx *x, int id, const json_t *v, args_t *a, int line)
             return json_typeof(v) == json_typeof(o);
         }
         return v == o;
-    case TS_EQ: return compare(x, CMP_EQ, v, o, line);
-    case TS_NE: return compare(x, CMP_NE, v, o, line);
-    case TS_LT: return compare(x, CMP_LT, v, o, line);
-    case TS_LE: return compare(x, CMP_LE, v, o, line);
-    case TS_GT: return compare(x, CMP_GT, v, o, line);
-    case TS_GE: return compare(x, CMP_GE, v, o, line);
-    case TS_IN: return contains(x, v, o, line);
+    case TS_EQ:
+        return compare(x, CMP_EQ, v, o, line);
+    case TS_NE:
+        return compare(x, CMP_NE, v, o, line);
+    case TS_LT:
+        return compare(x, CMP_LT, v, o, line);
+    case TS_LE:
+        return compare(x, CMP_LE, v, o, line);
+    case TS_GT:
+        return compare(x, CMP_GT, v, o, line);
+    case TS_GE:
+        return compare(x, CMP_GE, v, o, line);
+    case TS_IN:
+        return contains(x, v, o, line);
     }
     rfail(x, FY_EINVAL, line, "unknown test");
     return -1;
@@ -3575,8 +3842,8 @@ static json_t *filter_each(ctx *x, int id, const json_t *v, args_t *a, int line)
             attr = S(at);
         } else {
             json_t *fname = arg(a, 0, NULL, &present);
-            if (!is_str(fname) || !(fid = lookup(filter_names, NELEM(filter_names), S(fname),
-                                                 SL(fname)))) {
+            if (!is_str(fname) ||
+                !(fid = lookup(filter_names, NELEM(filter_names), S(fname), SL(fname)))) {
                 rfail(x, FY_EINVAL, line, "map needs attribute= or a supported filter name");
                 goto out;
             }
@@ -3729,8 +3996,7 @@ static json_t *sort_list(ctx *x, const json_t *v, args_t *a, int line)
             }
             pos--;
         }
-        if (json_array_insert_new(keys, pos, k ? k : json_null()) ||
-            json_array_insert(r, pos, e)) {
+        if (json_array_insert_new(keys, pos, k ? k : json_null()) || json_array_insert(r, pos, e)) {
             nomem(x);
             goto fail;
         }
@@ -3745,8 +4011,7 @@ fail:
     return NULL;
 }
 
-static json_t *indent_str(ctx *x, const json_t *s, long long width, int first, int blank,
-                          int line)
+static json_t *indent_str(ctx *x, const json_t *s, long long width, int first, int blank, int line)
 {
     fy_buf b;
     fy_buf_init(&b, x->max_str);
@@ -3821,7 +4086,8 @@ static json_t *apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line
         return NULL;
     }
     switch (id) {
-    case F_SAFE: return json_incref((json_t *)v);
+    case F_SAFE:
+        return json_incref((json_t *)v);
     case F_DEFAULT: {
         json_t *d = arg(a, 0, "default_value", &present);
         if (!v || (arg_bool(a, 1, "boolean") && !truthy(v))) {
@@ -3829,7 +4095,8 @@ static json_t *apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line
         }
         return json_incref((json_t *)v);
     }
-    case F_STRING: return to_str(x, v, line);
+    case F_STRING:
+        return to_str(x, v, line);
     case F_LENGTH:
     case F_COUNT:
         if (!v) {
@@ -3839,10 +4106,9 @@ static json_t *apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line
             return checked_int(x, 1, (long long)u8_len(S(v), SL(v)), line);
         }
         if (json_is_array(v) || json_is_object(v)) {
-            return checked_int(x, 1,
-                               (long long)(json_is_array(v) ? json_array_size(v)
-                                                            : json_object_size(v)),
-                               line);
+            return checked_int(
+                x, 1, (long long)(json_is_array(v) ? json_array_size(v) : json_object_size(v)),
+                line);
         }
         return rfail(x, FY_EINVAL, line, "object of type '%s' has no len()", type_name(v));
     case F_TOJSON: {
@@ -3852,7 +4118,11 @@ static json_t *apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line
         }
         fy_buf b;
         fy_buf_init(&b, x->max_str);
-        r = put_json(x, &b, v, ind < 0 ? -1 : ind > 64 ? 64 : (int)ind, 0, 0)
+        r = put_json(x, &b, v,
+                     ind < 0    ? -1
+                     : ind > 64 ? 64
+                                : (int)ind,
+                     0, 0)
                 ? NULL
                 : mkstr(x, b.data, b.len, line);
         fy_buf_free(&b);
@@ -3878,7 +4148,8 @@ static json_t *apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line
         json_decref(tmp);
         return r;
     }
-    case F_LIST: return to_list(x, v, line);
+    case F_LIST:
+        return to_list(x, v, line);
     case F_JOIN: {
         json_t *at = arg(a, 1, "attribute", &present);
         if (arg_str(x, a, 0, "d", &s1, "join", line)) {
@@ -3919,7 +4190,8 @@ static json_t *apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line
     case F_REJECT:
     case F_SELECTATTR:
     case F_REJECTATTR:
-    case F_MAP: return filter_each(x, id, v, a, line);
+    case F_MAP:
+        return filter_each(x, id, v, a, line);
     case F_REVERSE: {
         if (is_str(v)) {
             fy_buf b;
@@ -3953,7 +4225,8 @@ static json_t *apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line
         json_decref(tmp);
         return r;
     }
-    case F_SORT: return sort_list(x, v, a, line);
+    case F_SORT:
+        return sort_list(x, v, a, line);
     case F_UNIQUE: {
         if (!(tmp = to_list(x, v, line))) {
             return NULL;
@@ -3995,7 +4268,8 @@ static json_t *apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line
         return r;
     }
     case F_MAX:
-    case F_MIN: return minmax(x, v, id == F_MAX, line);
+    case F_MIN:
+        return minmax(x, v, id == F_MAX, line);
     case F_WORDCOUNT: {
         if (!(tmp = to_str(x, v, line))) {
             return NULL;
@@ -4011,7 +4285,8 @@ static json_t *apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line
         json_decref(tmp);
         return checked_int(x, 1, words, line);
     }
-    default: break;
+    default:
+        break;
     }
     /* The rest work on str(value). */
     if (!(tmp = to_str(x, v, line))) {
@@ -4019,10 +4294,18 @@ static json_t *apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line
     }
     r = NULL;
     switch (id) {
-    case F_UPPER: r = str_case(x, tmp, CASE_UPPER, line); break;
-    case F_LOWER: r = str_case(x, tmp, CASE_LOWER, line); break;
-    case F_TITLE: r = str_case(x, tmp, CASE_JTITLE, line); break;
-    case F_CAPITALIZE: r = str_case(x, tmp, CASE_CAPITALIZE, line); break;
+    case F_UPPER:
+        r = str_case(x, tmp, CASE_UPPER, line);
+        break;
+    case F_LOWER:
+        r = str_case(x, tmp, CASE_LOWER, line);
+        break;
+    case F_TITLE:
+        r = str_case(x, tmp, CASE_JTITLE, line);
+        break;
+    case F_CAPITALIZE:
+        r = str_case(x, tmp, CASE_CAPITALIZE, line);
+        break;
     case F_TRIM:
         if (!arg_str(x, a, 0, "chars", &s1, "trim", line)) {
             r = str_strip(x, tmp, s1, 3, line);
@@ -4059,7 +4342,8 @@ static json_t *apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line
         }
         break;
     }
-    default: r = rfail(x, FY_EINVAL, line, "unknown filter");
+    default:
+        r = rfail(x, FY_EINVAL, line, "unknown filter");
     }
     json_decref(tmp);
     return r;
@@ -4072,7 +4356,8 @@ static json_t *eval_inner(ctx *x, const node *n)
     json_t *a = NULL, *b = NULL, *r = NULL;
     args_t args;
     switch (n->kind) {
-    case E_LIT: return json_incref(n->lit);
+    case E_LIT:
+        return json_incref(n->lit);
     case E_NAME: {
         json_t *v = lookup_var(x, n->name);
         if (!v) {
@@ -4148,7 +4433,8 @@ static json_t *eval_inner(ctx *x, const node *n)
         json_decref(a);
         json_decref(b);
         return r;
-    case E_SLICE: return eval_slice(x, n);
+    case E_SLICE:
+        return eval_slice(x, n);
     case E_CALL:
         if (eval_args(x, n, &args)) {
             return NULL;
@@ -4316,8 +4602,8 @@ static int bind_targets(ctx *x, const node *n, json_t *item)
     if (!n->name2) {
         return set_var(x, n->name, json_incref(item));
     }
-    json_t *l = item && (json_is_array(item) || json_is_string(item)) ? to_list(x, item, n->line)
-                                                                       : NULL;
+    json_t *l =
+        item && (json_is_array(item) || json_is_string(item)) ? to_list(x, item, n->line) : NULL;
     if (!l || json_array_size(l) != 2) {
         json_decref(l);
         if (!x->rc) {
@@ -4337,11 +4623,10 @@ static json_t *loop_object(ctx *x, json_t *items, size_t i, size_t len, int line
     if (charge(x, 512, line)) {
         return NULL;
     }
-    json_t *o = json_pack("{sIsIsIsIsbsbsIsIsI}", "index", (json_int_t)(i + 1), "index0",
-                          (json_int_t)i, "revindex", (json_int_t)(len - i), "revindex0",
-                          (json_int_t)(len - i - 1), "first", i == 0, "last", i + 1 == len,
-                          "length", (json_int_t)len, "depth", (json_int_t)1, "depth0",
-                          (json_int_t)0);
+    json_t *o = json_pack(
+        "{sIsIsIsIsbsbsIsIsI}", "index", (json_int_t)(i + 1), "index0", (json_int_t)i, "revindex",
+        (json_int_t)(len - i), "revindex0", (json_int_t)(len - i - 1), "first", i == 0, "last",
+        i + 1 == len, "length", (json_int_t)len, "depth", (json_int_t)1, "depth0", (json_int_t)0);
     if (!o) {
         return nomem(x);
     }
@@ -4399,9 +4684,11 @@ static int exec_for(ctx *x, const node *n)
             break;
         }
         json_t *loop = loop_object(x, items, i, len, n->line);
-        if (loop && !bind_targets(x, n, json_array_get(items, i)) && !set_var(x, "loop", loop)) {
-            exec_list(x, n->body);
-        } else if (!x->rc) {
+        if (loop && !bind_targets(x, n, json_array_get(items, i))) {
+            if (!set_var(x, "loop", loop)) { /* set_var took the reference */
+                exec_list(x, n->body);
+            }
+        } else {
             json_decref(loop);
         }
         pop_scope(x);
@@ -4458,7 +4745,8 @@ static int exec_one(ctx *x, const node *n)
         return -1;
     }
     switch (n->kind) {
-    case S_TEXT: return buf_put(x, x->out, n->str, n->len);
+    case S_TEXT:
+        return buf_put(x, x->out, n->str, n->len);
     case S_OUT: {
         json_t *v = eval(x, n->a);
         if (x->rc) {
@@ -4477,12 +4765,17 @@ static int exec_one(ctx *x, const node *n)
         json_decref(c);
         return exec_list(x, t ? n->body : n->orelse);
     }
-    case S_FOR: return exec_for(x, n);
+    case S_FOR:
+        return exec_for(x, n);
     case S_SET:
-    case S_SETBLOCK: return exec_set(x, n);
+    case S_SETBLOCK:
+        return exec_set(x, n);
     case S_BREAK:
-    case S_CONTINUE: x->brk = n->kind; return 0;
-    case S_BODY: return exec_list(x, n->body);
+    case S_CONTINUE:
+        x->brk = n->kind;
+        return 0;
+    case S_BODY:
+        return exec_list(x, n->body);
     }
     rfail(x, FY_EINVAL, n->line, "unknown statement");
     return -1;
@@ -4510,8 +4803,8 @@ int fy_jinja_render(const fy_jinja *t, const json_t *vars, const fy_jinja_limits
     x.max_output = limits && limits->max_output ? limits->max_output : FY_JINJA_MAX_OUTPUT;
     x.max_str = x.max_output;
     x.max_steps = limits && limits->max_steps ? limits->max_steps : FY_JINJA_MAX_STEPS;
-    x.max_work = limits && limits->max_work_bytes ? limits->max_work_bytes
-                                                  : FY_JINJA_MAX_WORK_BYTES;
+    x.max_work =
+        limits && limits->max_work_bytes ? limits->max_work_bytes : FY_JINJA_MAX_WORK_BYTES;
     if (vars && !json_is_object(vars)) {
         rfail(&x, FY_EINVAL, 0, "template variables must be an object");
         return x.rc;
