@@ -95,7 +95,7 @@ static inline void fx_put(void *dst, fy_dtype dt, size_t i, float v)
 
 static inline int fx_write_config(const char *dir, const fx_shape *s, const char *extra)
 {
-    char path[512];
+    char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     FILE *f = fopen(path, "w");
     if (!f) {
@@ -153,7 +153,7 @@ static inline int fx_write_model(const char *dir, const fx_shape *s, uint32_t se
         }
         pos += cnt * es;
     }
-    char path[512];
+    char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     FILE *f = fopen(path, "wb");
     if (f) {
