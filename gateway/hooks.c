@@ -58,6 +58,33 @@ static void count(fy_gw *gw, const char *hook, const char *outcome)
     fy_metric_add(gw->metrics.hook_requests, v, 1);
 }
 
+/* The metrics and access-log line of a request answered here (not proxied). */
+static void hr_account(fy_gw *gw, fy_http_req *req, uint64_t t0, const char *runner, int status,
+                       uint64_t in, uint64_t out)
+{
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    fy_metrics_gw_request(&gw->metrics, "/hooks", status, secs, secs, in, out);
+    if (gw->access_stderr && !fy_log_enabled(FY_LOG_INFO)) {
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    fy_accesslog_entry e = {
+        .time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+        .runner = runner,
+        .method = fy_http_req_method(req),
+        .path = fy_http_req_path(req),
+        .status = status,
+        .bytes_in = in,
+        .bytes_out = out,
+        .latency_ms = secs * 1000,
+        .ttfb_ms = secs * 1000,
+        .prompt_tokens = -1,
+        .completion_tokens = -1,
+    };
+    fy_accesslog_write(gw->access, &e);
+}
+
 /* Answers an error and records the request. */
 static void hr_error(fy_gw *gw, fy_http_req *req, uint64_t t0, const char *hook, int status,
                      const char *outcome, const char *code, const char *msg,
@@ -70,10 +97,9 @@ static void hr_error(fy_gw *gw, fy_http_req *req, uint64_t t0, const char *hook,
     for (size_t i = 0; i < nextra && nh < sizeof h / sizeof h[0]; i++) {
         h[nh++] = extra[i];
     }
+    hr_account(gw, req, t0, NULL, status, 0, n); /* before: REQ is gone once answered */
     fy_http_respond(req, status, h, nh, body, n);
     count(gw, hook, outcome);
-    double secs = (double)(uv_hrtime() - t0) / 1e9;
-    fy_metrics_gw_request(&gw->metrics, "/hooks", status, secs, secs, 0, n);
 }
 
 static gw_hook_rt *hook_rt(fy_gw *gw, const fy_store_hook *h)
@@ -212,10 +238,9 @@ static void hook_enqueue(gw_hr *hr)
                      it.delivery_id);
     fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
                           {"x-ferry-delivery", it.delivery_id, 0, 0}};
+    hr_account(gw, hr->req, hr->t0, hr->h->runner, 202, hr->body.len, (uint64_t)n);
     fy_http_respond(hr->req, 202, h, 2, body, (size_t)n);
     count(gw, hr->h->id, "queued");
-    double secs = (double)(uv_hrtime() - hr->t0) / 1e9;
-    fy_metrics_gw_request(&gw->metrics, "/hooks", 202, secs, secs, hr->body.len, (uint64_t)n);
     fy_gw_hookq_kick(gw);
 }
 
