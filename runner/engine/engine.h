@@ -42,8 +42,9 @@ typedef struct {
  * returns an FY_E* code and ERR says why (file, tensor, field). */
 int fy_engine_create(const fy_engine_options *o, fy_engine **out, char *err, size_t errlen);
 /* Stops the thread; requests still running get no further events. Call on
- * the loop thread; the loop must run afterwards to close the async handle
- * (fy_engine_destroy closes it and frees in its close callback). */
+ * the loop thread, not from inside an event callback; the loop must run
+ * afterwards to close the async handle (fy_engine_destroy closes it and
+ * frees in its close callback). */
 void fy_engine_destroy(fy_engine *e);
 
 const fy_model_config *fy_engine_config(const fy_engine *e);
@@ -112,7 +113,14 @@ typedef struct {
     int completion_tokens; /* this sample's, so far */
 } fy_engine_event;
 
-/* Runs on the loop thread. EV and what it points at are valid during the call. */
+/* Runs on the loop thread. EV and what it points at are valid during the call.
+ * It may call fy_engine_submit and fy_engine_abort (for any id).
+ *
+ * Tokens: every sampled token is reported, an EOS or stop token included
+ * (it counts in completion_tokens) but its text is not. Logprobs are of the
+ * raw model distribution (log-softmax of the logits before penalties and
+ * temperature), as vLLM returns them. A request whose sequence can't fit in
+ * the whole KV cache ends with FY_FINISH_LENGTH. */
 typedef void (*fy_engine_cb)(const fy_engine_event *ev, void *arg);
 
 typedef struct {

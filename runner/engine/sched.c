@@ -405,11 +405,17 @@ static int admit(fy_sched *s, fy_seq *q, int budget)
     }
     int want = q->n_tokens - hit;
     int take = want < budget ? want : budget;
-    if (fy_kv_blocks_needed(s->kv, &q->table, hit + take) > fy_kv_available(s->kv)) {
-        fy_kv_table_release(s->kv, &q->table);
-        return 0;
-    }
     q->n_computed = hit;
+    if (fy_kv_blocks_needed(s->kv, &q->table, hit + take) > fy_kv_available(s->kv)) {
+        /* Alone, a sequence starts with what fits (a pool smaller than one
+         * step's chunk); otherwise it waits for room for the whole chunk. */
+        take = s->running.n == 0 && s->batch.n == 0 ? fit_tokens(s, q, take) : 0;
+        if (take < 1) {
+            fy_kv_table_release(s->kv, &q->table);
+            q->n_computed = 0;
+            return 0;
+        }
+    }
     if (fy_kv_reserve(s->kv, &q->table, hit + take, &s->batch.cow) < 0) {
         fy_kv_table_release(s->kv, &q->table);
         q->n_computed = 0;

@@ -1,0 +1,646 @@
+/* runner/engine/engine: the whole engine on the real stories260K model
+ * (CPU backend), driven from a libuv loop the way the API layer drives it.
+ *   - greedy "Once upon a time" gives expected_greedy.json's 196 ids and text;
+ *   - batch invariance: the same greedy request gives the same ids alone, in
+ *     a batch of 32 mixed requests, after preemptions (a tiny KV pool), and
+ *     on a prefix-cache hit;
+ *   - n = 4 seeded samples are reproducible (whatever runs beside them) and
+ *     differ from each other;
+ *   - after requests finish or are aborted (some mid-way, some from inside
+ *     their own callback) the pool is back to all blocks free and no
+ *     callback runs for an aborted id;
+ *   - the bounded queue gives FY_ELIMIT; stop strings, stop ids and
+ *     max_tokens end requests with the right finish reason; event text is
+ *     always valid UTF-8.
+ * Skips with a message when $FERRY_TESTDATA/models/stories260K is absent. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/err.h"
+#include "runner/engine/engine.h"
+#include "runner/engine/stop.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MAXN    4
+#define MAXTOK  512
+#define MAXTEXT 8192
+#define MAXREQ  64
+
+typedef struct ctx ctx;
+
+typedef struct {
+    ctx *c;
+    uint64_t id;
+    int n;
+    int32_t ids[MAXN][MAXTOK];
+    int n_ids[MAXN];
+    char text[MAXN][MAXTEXT];
+    size_t text_len[MAXN];
+    fy_finish finish[MAXN];
+    int completion[MAXN];
+    int cached;
+    int prompt_tokens;
+    int events;
+    int finals;
+    int aborted;     /* fy_engine_abort was called */
+    int late;        /* events after the abort (must stay 0) */
+    int abort_after; /* abort from inside the callback after this many events (0: never) */
+} coll;
+
+struct ctx {
+    uv_loop_t loop;
+    fy_engine *e;
+    int pending; /* requests not finished nor aborted */
+    int bad_utf8;
+};
+
+static char g_dir[1024];
+static json_t *g_expected;
+static int32_t g_prompt[16];
+static int g_n_prompt;
+static int32_t g_ids[256];
+static int g_n_ids;
+static const char *g_text;
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *td = getenv("FERRY_TESTDATA");
+    if (!td) {
+        return 0;
+    }
+    snprintf(g_dir, sizeof g_dir, "%s/models/stories260K", td);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/expected_greedy.json", g_dir);
+    json_error_t je;
+    g_expected = json_load_file(path, 0, &je);
+    if (!g_expected) {
+        g_dir[0] = 0;
+        return 0;
+    }
+    json_t *p = json_object_get(g_expected, "prompt_ids_with_bos");
+    json_t *c = json_object_get(g_expected, "completion_ids");
+    assert_true(json_array_size(p) <= 16 && json_array_size(c) <= 256);
+    for (size_t i = 0; i < json_array_size(p); i++) {
+        g_prompt[g_n_prompt++] = (int32_t)json_integer_value(json_array_get(p, i));
+    }
+    for (size_t i = 0; i < json_array_size(c); i++) {
+        g_ids[g_n_ids++] = (int32_t)json_integer_value(json_array_get(c, i));
+    }
+    g_text = json_string_value(json_object_get(g_expected, "completion_text"));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    json_decref(g_expected);
+    return 0;
+}
+
+static void need_model(void)
+{
+    struct stat st;
+    if (!g_dir[0] || stat(g_dir, &st) != 0 || !g_text) {
+        print_message("skipped: $FERRY_TESTDATA/models/stories260K (with expected_greedy.json) "
+                      "is not available\n");
+        skip();
+    }
+}
+
+static void on_event(const fy_engine_event *ev, void *arg)
+{
+    coll *k = arg;
+    if (k->aborted) {
+        k->late++;
+        return;
+    }
+    assert_int_equal(ev->request_id, k->id);
+    assert_true(ev->index >= 0 && ev->index < k->n);
+    int i = ev->index;
+    k->events++;
+    for (int t = 0; t < ev->n_tokens && k->n_ids[i] < MAXTOK; t++) {
+        k->ids[i][k->n_ids[i]++] = ev->tokens[t].id;
+    }
+    if (ev->text_len && !fy_utf8_valid(ev->text, ev->text_len)) {
+        k->c->bad_utf8++;
+    }
+    if (k->text_len[i] + ev->text_len < MAXTEXT) {
+        memcpy(k->text[i] + k->text_len[i], ev->text, ev->text_len);
+        k->text_len[i] += ev->text_len;
+    }
+    k->completion[i] = ev->completion_tokens;
+    k->cached = ev->cached_tokens;
+    k->prompt_tokens = ev->prompt_tokens;
+    if (ev->finish != FY_FINISH_NONE) {
+        k->finish[i] = ev->finish;
+        if (++k->finals == k->n) {
+            k->c->pending--;
+        }
+        return;
+    }
+    if (k->abort_after && k->events >= k->abort_after) {
+        k->aborted = 1;
+        k->c->pending--;
+        fy_engine_abort(k->c->e, k->id);
+    }
+}
+
+static void ctx_open(ctx *c, size_t kv_bytes, int max_seqs, int max_waiting)
+{
+    memset(c, 0, sizeof *c);
+    assert_int_equal(uv_loop_init(&c->loop), 0);
+    fy_engine_options o = {.model_dir = g_dir,
+                           .threads = 1,
+                           .kv_bytes = kv_bytes,
+                           .max_seqs = max_seqs,
+                           .max_step_tokens = 256,
+                           .max_waiting = max_waiting,
+                           .loop = &c->loop};
+    char err[512] = "";
+    int rc = fy_engine_create(&o, &c->e, err, sizeof err);
+    if (rc != 0) {
+        fail_msg("fy_engine_create: %s", err);
+    }
+}
+
+static void ctx_close(ctx *c)
+{
+    fy_engine_destroy(c->e);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&c->loop), 0);
+}
+
+static void run(ctx *c)
+{
+    while (c->pending > 0) {
+        uv_run(&c->loop, UV_RUN_ONCE);
+    }
+}
+
+static fy_sampling greedy(int max_tokens)
+{
+    fy_sampling s;
+    fy_sampling_defaults(&s);
+    s.temperature = 0;
+    s.max_tokens = max_tokens;
+    return s;
+}
+
+static void submit(ctx *c, coll *k, const int32_t *prompt, int n_prompt, int n,
+                   const fy_sampling *s, const char *key)
+{
+    memset(k, 0, sizeof *k);
+    k->c = c;
+    k->n = n;
+    fy_engine_request r = {.prompt = prompt,
+                           .n_prompt = n_prompt,
+                           .n = n,
+                           .sampling = *s,
+                           .key_id = key,
+                           .cb = on_event,
+                           .arg = k};
+    char err[256] = "";
+    int rc = fy_engine_submit(c->e, &r, &k->id, err, sizeof err);
+    if (rc != 0) {
+        fail_msg("submit: %s (%s)", fy_strerror(rc), err);
+    }
+    c->pending++;
+}
+
+static fy_engine_stats stats(ctx *c)
+{
+    fy_engine_stats s;
+    fy_engine_get_stats(c->e, &s);
+    assert_int_equal(s.blocks_used + s.blocks_cached + s.blocks_free, s.blocks_total);
+    return s;
+}
+
+/* Runs the loop until the engine has nothing running or waiting (aborts
+ * are applied at the engine's next iteration). */
+static fy_engine_stats settle(ctx *c)
+{
+    uv_timer_t t;
+    uv_timer_init(&c->loop, &t);
+    fy_engine_stats s = stats(c);
+    for (int i = 0; i < 20000 && (s.running || s.waiting || s.blocks_used); i++) {
+        uv_timer_start(&t, NULL, 1, 0);
+        uv_run(&c->loop, UV_RUN_ONCE);
+        s = stats(c);
+    }
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+    return s;
+}
+
+/* A made-up prompt of N tokens from SEED: BOS then ids in 3..511. */
+static void mkprompt(int32_t *p, int n, uint32_t seed)
+{
+    p[0] = 1;
+    for (int i = 1; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        p[i] = 3 + (int32_t)((seed >> 8) % 509);
+    }
+}
+
+static void test_greedy_expected(void **state)
+{
+    (void)state;
+    need_model();
+    ctx c;
+    ctx_open(&c, 0, 8, 16);
+    assert_string_equal(fy_engine_model_name(c.e), "stories260K");
+    assert_true(fy_engine_max_context(c.e) >= 512);
+    static coll k;
+    fy_sampling s = greedy(g_n_ids);
+    submit(&c, &k, g_prompt, g_n_prompt, 1, &s, NULL);
+    run(&c);
+    assert_int_equal(k.n_ids[0], g_n_ids);
+    assert_memory_equal(k.ids[0], g_ids, (size_t)g_n_ids * sizeof *g_ids);
+    assert_int_equal(k.text_len[0], strlen(g_text));
+    assert_memory_equal(k.text[0], g_text, k.text_len[0]);
+    assert_int_equal(k.finish[0], FY_FINISH_LENGTH);
+    assert_int_equal(k.completion[0], g_n_ids);
+    assert_int_equal(k.prompt_tokens, g_n_prompt);
+    assert_int_equal(c.bad_utf8, 0);
+    fy_engine_stats st = settle(&c);
+    assert_int_equal(st.blocks_used, 0);
+    assert_int_equal(st.generated_tokens, (uint64_t)g_n_ids);
+    ctx_close(&c);
+}
+
+/* 32 mixed requests: request 0 is the greedy reference. */
+static void test_batch_of_32(void **state)
+{
+    (void)state;
+    need_model();
+    ctx c;
+    ctx_open(&c, 0, 32, 64);
+    static coll k[32];
+    static int32_t prompts[32][64];
+    fy_sampling s = greedy(g_n_ids);
+    submit(&c, &k[0], g_prompt, g_n_prompt, 1, &s, "ref");
+    for (int i = 1; i < 32; i++) {
+        int n = 1 + (i * 7) % 60;
+        mkprompt(prompts[i], n, (uint32_t)i);
+        fy_sampling o;
+        fy_sampling_defaults(&o);
+        o.max_tokens = 20 + (i * 13) % 150;
+        o.has_seed = 1;
+        o.seed = (uint64_t)i;
+        switch (i % 4) {
+        case 0:
+            o.temperature = 0;
+            break;
+        case 1:
+            o.temperature = 0.8f;
+            o.top_k = 40;
+            break;
+        case 2:
+            o.top_p = 0.9f;
+            o.presence_penalty = 0.5f;
+            break;
+        default:
+            o.min_p = 0.05f;
+            o.repetition_penalty = 1.2f;
+            o.logprobs = 3;
+            break;
+        }
+        submit(&c, &k[i], prompts[i], n, 1, &o, i % 2 ? "a" : "b");
+    }
+    run(&c);
+    assert_int_equal(k[0].n_ids[0], g_n_ids);
+    assert_memory_equal(k[0].ids[0], g_ids, (size_t)g_n_ids * sizeof *g_ids);
+    for (int i = 1; i < 32; i++) {
+        assert_true(k[i].finish[0] == FY_FINISH_LENGTH || k[i].finish[0] == FY_FINISH_STOP);
+        assert_int_equal(k[i].completion[0], k[i].n_ids[0]);
+    }
+    assert_int_equal(c.bad_utf8, 0);
+    assert_int_equal(settle(&c).blocks_used, 0);
+    ctx_close(&c);
+}
+
+/* Eight greedy requests alone, then all together in a pool too small for
+ * them: preemptions happen and every output is unchanged. */
+static void test_preemption_invariance(void **state)
+{
+    (void)state;
+    need_model();
+    enum { N = 8, LEN = 150 };
+    static int32_t prompts[N][64];
+    static coll solo[N], together[N];
+    int lens[N];
+    ctx c;
+    ctx_open(&c, 0, 8, 16);
+    size_t block_bytes = stats(&c).block_bytes;
+    for (int i = 0; i < N; i++) {
+        lens[i] = i == N - 1 ? g_n_prompt : 5 + i * 6;
+        if (i == N - 1) {
+            memcpy(prompts[i], g_prompt, (size_t)g_n_prompt * sizeof *g_prompt);
+        } else {
+            mkprompt(prompts[i], lens[i], 100u + (uint32_t)i);
+        }
+        fy_sampling s = greedy(LEN);
+        s.ignore_eos = 1;
+        submit(&c, &solo[i], prompts[i], lens[i], 1, &s, NULL);
+        run(&c);
+    }
+    ctx_close(&c);
+
+    /* Each needs up to 13 blocks of 16; 40 blocks hold three of them. */
+    ctx_open(&c, block_bytes * 40, 8, 16);
+    for (int i = 0; i < N; i++) {
+        fy_sampling s = greedy(LEN);
+        s.ignore_eos = 1;
+        submit(&c, &together[i], prompts[i], lens[i], 1, &s, NULL);
+    }
+    run(&c);
+    fy_engine_stats st = settle(&c);
+    assert_true(st.preemptions > 0);
+    assert_int_equal(st.blocks_used, 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(together[i].n_ids[0], LEN);
+        assert_int_equal(solo[i].n_ids[0], LEN);
+        assert_memory_equal(together[i].ids[0], solo[i].ids[0], LEN * sizeof(int32_t));
+        assert_int_equal(together[i].text_len[0], solo[i].text_len[0]);
+        assert_memory_equal(together[i].text[0], solo[i].text[0], solo[i].text_len[0]);
+    }
+    assert_memory_equal(together[N - 1].ids[0], g_ids, LEN * sizeof(int32_t));
+    ctx_close(&c);
+}
+
+/* The same 40-token prompt twice: the second finds 32 tokens in the prefix
+ * cache and decodes the same ids. */
+static void test_prefix_cache_hit(void **state)
+{
+    (void)state;
+    need_model();
+    int32_t prompt[40];
+    memcpy(prompt, g_prompt, (size_t)g_n_prompt * sizeof *g_prompt);
+    memcpy(prompt + g_n_prompt, g_ids, (size_t)(40 - g_n_prompt) * sizeof *g_ids);
+    ctx c;
+    ctx_open(&c, 0, 8, 16);
+    static coll a, b;
+    fy_sampling s = greedy(100);
+    submit(&c, &a, prompt, 40, 1, &s, NULL);
+    run(&c);
+    assert_int_equal(a.cached, 0);
+    fy_engine_stats st1 = settle(&c);
+    assert_int_equal(st1.prefix_hits, 0);
+    assert_true(st1.blocks_cached > 0);
+    submit(&c, &b, prompt, 40, 1, &s, NULL);
+    run(&c);
+    fy_engine_stats st2 = settle(&c);
+    assert_int_equal(b.cached, 32);
+    assert_int_equal(st2.prefix_hits, 2);
+    assert_true(st2.prefix_hit_rate > 0.49);
+    assert_int_equal(b.n_ids[0], a.n_ids[0]);
+    assert_memory_equal(b.ids[0], a.ids[0], (size_t)a.n_ids[0] * sizeof(int32_t));
+    /* The greedy continuation of the expected text is the expected text. */
+    assert_memory_equal(a.ids[0], g_ids + 40 - g_n_prompt, 100 * sizeof(int32_t));
+    assert_int_equal(st2.blocks_used, 0);
+    ctx_close(&c);
+}
+
+static void run_n4(coll *k, int with_others)
+{
+    ctx c;
+    ctx_open(&c, 0, 16, 16);
+    static coll other[4];
+    static int32_t op[4][32];
+    fy_sampling s;
+    fy_sampling_defaults(&s);
+    s.temperature = 1.0f;
+    s.top_p = 0.95f;
+    s.max_tokens = 60;
+    s.has_seed = 1;
+    s.seed = 1234;
+    if (with_others) {
+        for (int i = 0; i < 4; i++) {
+            mkprompt(op[i], 10 + i, 7u + (uint32_t)i);
+            fy_sampling o = s;
+            o.seed = 99 + (uint64_t)i;
+            submit(&c, &other[i], op[i], 10 + i, 1, &o, NULL);
+        }
+    }
+    submit(&c, k, g_prompt, g_n_prompt, 4, &s, NULL);
+    run(&c);
+    assert_int_equal(settle(&c).blocks_used, 0);
+    ctx_close(&c);
+}
+
+static void test_parallel_samples(void **state)
+{
+    (void)state;
+    need_model();
+    static coll a, b;
+    run_n4(&a, 0);
+    run_n4(&b, 1);
+    int differ = 0;
+    for (int i = 0; i < 4; i++) {
+        assert_true(a.n_ids[i] > 0);
+        assert_int_equal(a.n_ids[i], b.n_ids[i]);
+        assert_memory_equal(a.ids[i], b.ids[i], (size_t)a.n_ids[i] * sizeof(int32_t));
+        assert_int_equal(a.text_len[i], b.text_len[i]);
+        assert_memory_equal(a.text[i], b.text[i], a.text_len[i]);
+        assert_int_equal(a.finish[i], b.finish[i]);
+        for (int j = 0; j < i; j++) {
+            differ += a.n_ids[i] != a.n_ids[j] ||
+                      memcmp(a.ids[i], a.ids[j], (size_t)a.n_ids[i] * sizeof(int32_t)) != 0;
+        }
+    }
+    assert_true(differ >= 5); /* of the 6 pairs, at most one pair equal by chance */
+}
+
+/* Ten requests (two of them n = 2): one aborted at once, three aborted from
+ * their callback mid-way, the rest finish. No callback after an abort; the
+ * pool ends with no block used. */
+static void test_abort_and_pool(void **state)
+{
+    (void)state;
+    need_model();
+    ctx c;
+    ctx_open(&c, 0, 16, 32);
+    static coll k[10];
+    static int32_t p[10][40];
+    for (int i = 0; i < 10; i++) {
+        mkprompt(p[i], 20 + i, 500u + (uint32_t)i);
+        fy_sampling s;
+        fy_sampling_defaults(&s);
+        s.max_tokens = 200;
+        s.ignore_eos = 1;
+        s.has_seed = 1;
+        s.seed = (uint64_t)i;
+        submit(&c, &k[i], p[i], 20 + i, i % 5 == 1 ? 2 : 1, &s, NULL);
+        if (i == 3 || i == 5 || i == 6) {
+            k[i].abort_after = 2 + i;
+        }
+    }
+    k[9].aborted = 1;
+    c.pending--;
+    fy_engine_abort(c.e, k[9].id);
+    fy_engine_abort(c.e, k[9].id); /* twice is harmless */
+    fy_engine_abort(c.e, 123456);  /* unknown ids too */
+    run(&c);
+    fy_engine_stats st = settle(&c);
+    assert_int_equal(st.blocks_used, 0);
+    assert_int_equal(st.running, 0);
+    assert_int_equal(st.waiting, 0);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(k[i].late, 0);
+        if (!k[i].aborted) {
+            for (int j = 0; j < k[i].n; j++) {
+                assert_int_equal(k[i].finish[j], FY_FINISH_LENGTH);
+                assert_int_equal(k[i].n_ids[j], 200);
+            }
+        }
+    }
+    assert_true(k[3].aborted && k[5].aborted && k[6].aborted);
+    assert_int_equal(k[9].events, 0);
+    ctx_close(&c);
+}
+
+static void test_bounded_queue(void **state)
+{
+    (void)state;
+    need_model();
+    ctx c;
+    ctx_open(&c, 0, 1, 2);
+    static coll k[50];
+    fy_sampling s = greedy(400);
+    s.ignore_eos = 1;
+    int accepted = 0, limited = 0;
+    for (int i = 0; i < 50; i++) {
+        memset(&k[i], 0, sizeof k[i]);
+        k[i].c = &c;
+        k[i].n = 1;
+        fy_engine_request r = {.prompt = g_prompt,
+                               .n_prompt = g_n_prompt,
+                               .n = 1,
+                               .sampling = s,
+                               .cb = on_event,
+                               .arg = &k[i]};
+        char err[256] = "";
+        int rc = fy_engine_submit(c.e, &r, &k[i].id, err, sizeof err);
+        if (rc == 0) {
+            accepted++;
+            c.pending++;
+        } else {
+            assert_int_equal(rc, FY_ELIMIT);
+            assert_non_null(strstr(err, "waiting queue is full"));
+            limited++;
+        }
+    }
+    assert_true(limited > 0);
+    assert_true(accepted >= 2);
+    /* Bad requests are refused with the field named. */
+    fy_engine_request bad = {.prompt = g_prompt, .n_prompt = g_n_prompt, .n = 1, .cb = on_event};
+    fy_sampling_defaults(&bad.sampling);
+    bad.sampling.top_p = 2;
+    char err[256] = "";
+    uint64_t id;
+    assert_int_equal(fy_engine_submit(c.e, &bad, &id, err, sizeof err), FY_EINVAL);
+    assert_non_null(strstr(err, "top_p"));
+    fy_sampling_defaults(&bad.sampling);
+    int32_t oob = 100000;
+    bad.prompt = &oob;
+    bad.n_prompt = 1;
+    assert_int_equal(fy_engine_submit(c.e, &bad, &id, err, sizeof err), FY_EINVAL);
+    static int32_t longp[600];
+    mkprompt(longp, 600, 3);
+    bad.prompt = longp;
+    bad.n_prompt = 600;
+    assert_int_equal(fy_engine_submit(c.e, &bad, &id, err, sizeof err), FY_ETOOBIG);
+    run(&c);
+    ctx_close(&c);
+}
+
+static void test_stops_and_length(void **state)
+{
+    (void)state;
+    need_model();
+    ctx c;
+    ctx_open(&c, 0, 8, 16);
+    static coll a, b, d, f, g;
+    /* A stop string inside one token's text and one spanning tokens. */
+    const char *s1[] = {"Lily"};
+    fy_sampling s = greedy(196);
+    s.stop = s1;
+    s.n_stop = 1;
+    submit(&c, &a, g_prompt, g_n_prompt, 1, &s, NULL);
+    const char *s2[] = {"zzz", "little girl"};
+    s.stop = s2;
+    s.n_stop = 2;
+    submit(&c, &b, g_prompt, g_n_prompt, 1, &s, NULL);
+    /* A stop token id: the 4th generated token. */
+    fy_sampling t = greedy(196);
+    int32_t sid = g_ids[3];
+    t.stop_ids = &sid;
+    t.n_stop_ids = 1;
+    submit(&c, &d, g_prompt, g_n_prompt, 1, &t, NULL);
+    fy_sampling m = greedy(5);
+    submit(&c, &f, g_prompt, g_n_prompt, 1, &m, NULL);
+    /* A stop string that never matches: all the text, finish length. */
+    const char *s3[] = {"qqqq"};
+    fy_sampling u = greedy(60);
+    u.stop = s3;
+    u.n_stop = 1;
+    submit(&c, &g, g_prompt, g_n_prompt, 1, &u, NULL);
+    run(&c);
+
+    const char *at = strstr(g_text, "Lily");
+    assert_non_null(at);
+    assert_int_equal(a.finish[0], FY_FINISH_STOP);
+    assert_int_equal(a.text_len[0], (size_t)(at - g_text));
+    assert_memory_equal(a.text[0], g_text, a.text_len[0]);
+
+    at = strstr(g_text, "little girl");
+    assert_int_equal(b.finish[0], FY_FINISH_STOP);
+    assert_int_equal(b.text_len[0], (size_t)(at - g_text));
+    assert_memory_equal(b.text[0], g_text, b.text_len[0]);
+
+    int first = 0;
+    while (g_ids[first] != sid) {
+        first++;
+    }
+    assert_int_equal(d.finish[0], FY_FINISH_STOP);
+    assert_int_equal(d.n_ids[0], first + 1); /* the stop token is reported ... */
+    assert_int_equal(d.completion[0], first + 1);
+    fy_engine_stats st0 = stats(&c);
+    (void)st0;
+
+    assert_int_equal(f.finish[0], FY_FINISH_LENGTH);
+    assert_int_equal(f.n_ids[0], 5);
+    assert_int_equal(f.completion[0], 5);
+    assert_memory_equal(f.ids[0], g_ids, 5 * sizeof(int32_t));
+    /* ... but not its text: D's text is F's-style prefix of the expected text. */
+    assert_true(d.text_len[0] < strlen(g_text));
+    assert_memory_equal(d.text[0], g_text, d.text_len[0]);
+
+    assert_int_equal(g.finish[0], FY_FINISH_LENGTH);
+    assert_int_equal(g.n_ids[0], 60);
+    assert_true(g.text_len[0] > 100);
+    assert_memory_equal(g.text[0], g_text, g.text_len[0]);
+    assert_int_equal(c.bad_utf8, 0);
+    assert_int_equal(settle(&c).blocks_used, 0);
+    ctx_close(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_greedy_expected),       cmocka_unit_test(test_batch_of_32),
+        cmocka_unit_test(test_preemption_invariance), cmocka_unit_test(test_prefix_cache_hit),
+        cmocka_unit_test(test_parallel_samples),      cmocka_unit_test(test_abort_and_pool),
+        cmocka_unit_test(test_bounded_queue),         cmocka_unit_test(test_stops_and_length),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
