@@ -1,0 +1,1073 @@
+/* Unit tests for chat templates (runner/api/chat_template.c): the templates
+ * that Llama 2, Llama 3, Mistral v0.1 and v0.3, Qwen2 (ChatML), Qwen2.5
+ * (tools) and Zephyr ship on Hugging Face, written down verbatim, rendered
+ * against exact expected strings (computed by hand and cross-checked with
+ * Python's jinja2 3.1 under apply_chat_template's settings); the template of
+ * $FERRY_TESTDATA/tokenizers/llama2; the ways a model directory carries its
+ * template; message normalisation; and, when python3 has jinja2, a live
+ * cross-check of every case against it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "runner/api/chat_template.h"
+#include "runner/api/jinja.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ the templates */
+
+static const char tmpl_llama2[] =
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set syst"
+    "em_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set "
+    "system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['rol"
+    "e'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must al"
+    "ternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and syste"
+    "m_message != false %}{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n'"
+    " + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if "
+    "message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% "
+    "elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% en"
+    "dif %}{% endfor %}";
+
+static const char tmpl_llama3[] =
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|s"
+    "tart_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | tri"
+    "m + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% end"
+    "if %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assist"
+    "ant<|end_header_id|>\\n\\n' }}{% endif %}";
+
+static const char tmpl_mistral01[] =
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.in"
+    "dex0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/use"
+    "r/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['"
+    "content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] +"
+    " eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') "
+    "}}{% endif %}{% endfor %}";
+
+static const char tmpl_mistral03[] =
+    "{%- if messages[0][\"role\"] == \"system\" %}\n"
+    "    {%- set system_message = messages[0][\"content\"] %}\n"
+    "    {%- set loop_messages = messages[1:] %}\n"
+    "{%- else %}\n"
+    "    {%- set loop_messages = messages %}\n"
+    "{%- endif %}\n"
+    "{%- if not tools is defined %}\n"
+    "    {%- set tools = none %}\n"
+    "{%- endif %}\n"
+    "{%- set user_messages = loop_messages | selectattr(\"role\", \"equalto\", \"user\") | lis"
+    "t %}\n"
+    "\n"
+    "{#- This block checks for alternating user/assistant messages, skipping tool calling mess"
+    "ages #}\n"
+    "{%- set ns = namespace() %}\n"
+    "{%- set ns.index = 0 %}\n"
+    "{%- for message in loop_messages %}\n"
+    "    {%- if not (message.role == \"tool\" or message.role == \"tool_results\" or (message."
+    "tool_calls is defined and message.tool_calls is not none)) %}\n"
+    "        {%- if (message[\"role\"] == \"user\") != (ns.index % 2 == 0) %}\n"
+    "            {{- raise_exception(\"After the optional system message, conversation roles m"
+    "ust alternate user/assistant/user/assistant/...\") }}\n"
+    "        {%- endif %}\n"
+    "        {%- set ns.index = ns.index + 1 %}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "\n"
+    "{{- bos_token }}\n"
+    "{%- for message in loop_messages %}\n"
+    "    {%- if message[\"role\"] == \"user\" %}\n"
+    "        {%- if tools is not none and (message == user_messages[-1]) %}\n"
+    "            {{- \"[AVAILABLE_TOOLS] [\" }}\n"
+    "            {%- for tool in tools %}\n"
+    "                {%- set tool = tool.function %}\n"
+    "                {{- '{\"type\": \"function\", \"function\": {' }}\n"
+    "                {%- for key, val in tool.items() if key != \"return\" %}\n"
+    "                    {%- if val is string %}\n"
+    "                        {{- '\"' + key + '\": \"' + val + '\"' }}\n"
+    "                    {%- else %}\n"
+    "                        {{- '\"' + key + '\": ' + val|tojson }}\n"
+    "                    {%- endif %}\n"
+    "                    {%- if not loop.last %}\n"
+    "                        {{- \", \" }}\n"
+    "                    {%- endif %}\n"
+    "                {%- endfor %}\n"
+    "                {{- \"}}\" }}\n"
+    "                {%- if not loop.last %}\n"
+    "                    {{- \", \" }}\n"
+    "                {%- else %}\n"
+    "                    {{- \"]\" }}\n"
+    "                {%- endif %}\n"
+    "            {%- endfor %}\n"
+    "            {{- \"[/AVAILABLE_TOOLS]\" }}\n"
+    "            {%- endif %}\n"
+    "        {%- if loop.last and system_message is defined %}\n"
+    "            {{- \"[INST] \" + system_message + \"\\n\\n\" + message[\"content\"] + \"[/IN"
+    "ST]\" }}\n"
+    "        {%- else %}\n"
+    "            {{- \"[INST] \" + message[\"content\"] + \"[/INST]\" }}\n"
+    "        {%- endif %}\n"
+    "    {%- elif message.tool_calls is defined and message.tool_calls is not none %}\n"
+    "        {{- \"[TOOL_CALLS] [\" }}\n"
+    "        {%- for tool_call in message.tool_calls %}\n"
+    "            {%- set out = tool_call.function|tojson %}\n"
+    "            {{- out[:-1] }}\n"
+    "            {%- if not tool_call.id is defined or tool_call.id|length != 9 %}\n"
+    "                {{- raise_exception(\"Tool call IDs should be alphanumeric strings with l"
+    "ength 9!\") }}\n"
+    "            {%- endif %}\n"
+    "            {{- ', \"id\": \"' + tool_call.id + '\"}' }}\n"
+    "            {%- if not loop.last %}\n"
+    "                {{- \", \" }}\n"
+    "            {%- else %}\n"
+    "                {{- \"]\" + eos_token }}\n"
+    "            {%- endif %}\n"
+    "        {%- endfor %}\n"
+    "    {%- elif message[\"role\"] == \"assistant\" %}\n"
+    "        {{- \" \" + message[\"content\"]|trim + eos_token}}\n"
+    "    {%- elif message[\"role\"] == \"tool_results\" or message[\"role\"] == \"tool\" %}\n"
+    "        {%- if message.content is defined and message.content.content is defined %}\n"
+    "            {%- set content = message.content.content %}\n"
+    "        {%- else %}\n"
+    "            {%- set content = message.content %}\n"
+    "        {%- endif %}\n"
+    "        {{- '[TOOL_RESULTS] {\"content\": ' + content|string + \", \" }}\n"
+    "        {%- if not message.tool_call_id is defined or message.tool_call_id|length != 9 %}"
+    "\n"
+    "            {{- raise_exception(\"Tool call IDs should be alphanumeric strings with lengt"
+    "h 9!\") }}\n"
+    "        {%- endif %}\n"
+    "        {{- '\"call_id\": \"' + message.tool_call_id + '\"}[/TOOL_RESULTS]' }}\n"
+    "    {%- else %}\n"
+    "        {{- raise_exception(\"Only user and assistant roles are supported, with the excep"
+    "tion of an initial optional system message!\") }}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n";
+
+static const char tmpl_qwen2[] =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<"
+    "|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start"
+    "|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{%"
+    " if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+static const char tmpl_zephyr[] = "{% for message in messages %}\n"
+                                  "{% if message['role'] == 'user' %}\n"
+                                  "{{ '<|user|>\n"
+                                  "' + message['content'] + eos_token }}\n"
+                                  "{% elif message['role'] == 'system' %}\n"
+                                  "{{ '<|system|>\n"
+                                  "' + message['content'] + eos_token }}\n"
+                                  "{% elif message['role'] == 'assistant' %}\n"
+                                  "{{ '<|assistant|>\n"
+                                  "'  + message['content'] + eos_token }}\n"
+                                  "{% endif %}\n"
+                                  "{% if loop.last and add_generation_prompt %}\n"
+                                  "{{ '<|assistant|>' }}\n"
+                                  "{% endif %}\n"
+                                  "{% endfor %}";
+
+static const char tmpl_qwen25[] =
+    "{%- if tools %}\n"
+    "    {{- '<|im_start|>system\\n' }}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- messages[0]['content'] }}\n"
+    "    {%- else %}\n"
+    "        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}\n"
+    "    {%- endif %}\n"
+    "    {{- \"\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user q"
+    "uery.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<"
+    "tools>\" }}\n"
+    "    {%- for tool in tools %}\n"
+    "        {{- \"\\n\" }}\n"
+    "        {{- tool | tojson }}\n"
+    "    {%- endfor %}\n"
+    "    {{- \"\\n</tools>\\n\\nFor each function call, return a json object with function nam"
+    "e and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": <"
+    "function-name>, \\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}\n"
+    "{%- else %}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
+    "    {%- else %}\n"
+    "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpf"
+    "ul assistant.<|im_end|>\\n' }}\n"
+    "    {%- endif %}\n"
+    "{%- endif %}\n"
+    "{%- for message in messages %}\n"
+    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) "
+    "or (message.role == \"assistant\" and not message.tool_calls) %}\n"
+    "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n"
+    "' }}\n"
+    "    {%- elif message.role == \"assistant\" %}\n"
+    "        {{- '<|im_start|>' + message.role }}\n"
+    "        {%- if message.content %}\n"
+    "            {{- '\\n' + message.content }}\n"
+    "        {%- endif %}\n"
+    "        {%- for tool_call in message.tool_calls %}\n"
+    "            {%- if tool_call.function is defined %}\n"
+    "                {%- set tool_call = tool_call.function %}\n"
+    "            {%- endif %}\n"
+    "            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n"
+    "            {{- tool_call.name }}\n"
+    "            {{- '\", \"arguments\": ' }}\n"
+    "            {{- tool_call.arguments | tojson }}\n"
+    "            {{- '}\\n</tool_call>' }}\n"
+    "        {%- endfor %}\n"
+    "        {{- '<|im_end|>\\n' }}\n"
+    "    {%- elif message.role == \"tool\" %}\n"
+    "        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != \"tool\") %}\n"
+    "            {{- '<|im_start|>user' }}\n"
+    "        {%- endif %}\n"
+    "        {{- '\\n<tool_response>\\n' }}\n"
+    "        {{- message.content }}\n"
+    "        {{- '\\n</tool_response>' }}\n"
+    "        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n"
+    "            {{- '<|im_end|>\\n' }}\n"
+    "        {%- endif %}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "    {{- '<|im_start|>assistant\\n' }}\n"
+    "{%- endif %}\n";
+
+#define CONV_SINGLE "[{\"role\": \"user\", \"content\": \" Hi there! \"}]"
+#define CONV_MULTI                                                                                 \
+    "[{\"role\": \"user\", \"content\": \" Hi there! \"}, {\"role\": \"assistant\", \"content\": " \
+    "\"Hello. \"}, {\"role\": \"user\", \"content\": \"What is 2+2?\"}]"
+#define CONV_SYSTEM                                                                                \
+    "[{\"role\": \"system\", \"content\": \"You are terse.\"}, {\"role\": \"user\", \"content\": " \
+    "\" Hi there! \"}, {\"role\": \"assistant\", \"content\": \"Hello. \"}, {\"role\": \"user\", " \
+    "\"content\": \"What is 2+2?\"}]"
+#define CONV_BAD_ALTERNATION                                                                  \
+    "[{\"role\": \"user\", \"content\": \" Hi there! \"}, {\"role\": \"user\", \"content\": " \
+    "\"What is 2+2?\"}]"
+#define CONV_TOOLS                                                                             \
+    "[{\"role\": \"user\", \"content\": \"What is 2+2?\"}, {\"role\": \"assistant\", "         \
+    "\"content\": null, \"tool_calls\": [{\"id\": \"abcdefghi\", \"type\": \"function\", "     \
+    "\"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}}]}, "     \
+    "{\"role\": \"tool\", \"tool_call_id\": \"abcdefghi\", \"content\": \"22C\"}, {\"role\": " \
+    "\"assistant\", \"content\": \"It is 22C.\"}, {\"role\": \"user\", \"content\": \"Thanks\"}]"
+#define TOOLS_JSON                                                                                 \
+    "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Get "  \
+    "the weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": " \
+    "\"string\"}}, \"required\": [\"city\"]}}}]"
+
+struct family_case {
+    const char *family;
+    const char *tmpl;
+    const char *messages;
+    int add_generation_prompt;
+    const char *want;     /* NULL: rendering must fail */
+    const char *want_err; /* the raise_exception message ("" any error) */
+};
+
+static const struct family_case family_cases[] = {
+    {"llama2", tmpl_llama2, CONV_SINGLE, 0, "<s>[INST] Hi there! [/INST]", NULL},
+    {"llama2", tmpl_llama2, CONV_SINGLE, 1, "<s>[INST] Hi there! [/INST]", NULL},
+    {"llama2", tmpl_llama2, CONV_MULTI, 0,
+     "<s>[INST] Hi there! [/INST] Hello. </s><s>[INST] What is 2+2? [/INST]", NULL},
+    {"llama2", tmpl_llama2, CONV_MULTI, 1,
+     "<s>[INST] Hi there! [/INST] Hello. </s><s>[INST] What is 2+2? [/INST]", NULL},
+    {"llama2", tmpl_llama2, CONV_SYSTEM, 0,
+     "<s>[INST] <<SYS>>\n"
+     "You are terse.\n"
+     "<</SYS>>\n"
+     "\n"
+     " Hi there! [/INST] Hello. </s><s>[INST] What is 2+2? [/INST]",
+     NULL},
+    {"llama2", tmpl_llama2, CONV_SYSTEM, 1,
+     "<s>[INST] <<SYS>>\n"
+     "You are terse.\n"
+     "<</SYS>>\n"
+     "\n"
+     " Hi there! [/INST] Hello. </s><s>[INST] What is 2+2? [/INST]",
+     NULL},
+    {"llama2", tmpl_llama2, CONV_BAD_ALTERNATION, 0, NULL,
+     "Conversation roles must alternate user/assistant/user/assistant/..."},
+    {"llama2", tmpl_llama2, CONV_BAD_ALTERNATION, 1, NULL,
+     "Conversation roles must alternate user/assistant/user/assistant/..."},
+    {"llama2", tmpl_llama2, CONV_TOOLS, 1, NULL, ""}, /* 'None' has no attribute 'strip' */
+    {"llama3", tmpl_llama3, CONV_SINGLE, 0,
+     "<s><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|>",
+     NULL},
+    {"llama3", tmpl_llama3, CONV_SINGLE, 1,
+     "<s><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL},
+    {"llama3", tmpl_llama3, CONV_MULTI, 0,
+     "<s><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|>",
+     NULL},
+    {"llama3", tmpl_llama3, CONV_MULTI, 1,
+     "<s><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL},
+    {"llama3", tmpl_llama3, CONV_SYSTEM, 0,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|>",
+     NULL},
+    {"llama3", tmpl_llama3, CONV_SYSTEM, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL},
+    {"llama3", tmpl_llama3, CONV_BAD_ALTERNATION, 0,
+     "<s><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|>",
+     NULL},
+    {"llama3", tmpl_llama3, CONV_BAD_ALTERNATION, 1,
+     "<s><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL},
+    {"llama3", tmpl_llama3, CONV_TOOLS, 1,
+     "<s><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "None<|eot_id|><|start_header_id|>tool<|end_header_id|>\n"
+     "\n"
+     "22C<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "It is 22C.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Thanks<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL},
+    {"mistral01", tmpl_mistral01, CONV_SINGLE, 0, "<s>[INST]  Hi there!  [/INST]", NULL},
+    {"mistral01", tmpl_mistral01, CONV_SINGLE, 1, "<s>[INST]  Hi there!  [/INST]", NULL},
+    {"mistral01", tmpl_mistral01, CONV_MULTI, 0,
+     "<s>[INST]  Hi there!  [/INST]Hello. </s>[INST] What is 2+2? [/INST]", NULL},
+    {"mistral01", tmpl_mistral01, CONV_MULTI, 1,
+     "<s>[INST]  Hi there!  [/INST]Hello. </s>[INST] What is 2+2? [/INST]", NULL},
+    {"mistral01", tmpl_mistral01, CONV_SYSTEM, 0, NULL,
+     "Conversation roles must alternate user/assistant/user/assistant/..."},
+    {"mistral01", tmpl_mistral01, CONV_SYSTEM, 1, NULL,
+     "Conversation roles must alternate user/assistant/user/assistant/..."},
+    {"mistral01", tmpl_mistral01, CONV_BAD_ALTERNATION, 0, NULL,
+     "Conversation roles must alternate user/assistant/user/assistant/..."},
+    {"mistral01", tmpl_mistral01, CONV_BAD_ALTERNATION, 1, NULL,
+     "Conversation roles must alternate user/assistant/user/assistant/..."},
+    {"mistral01", tmpl_mistral01, CONV_TOOLS, 1, NULL,
+     ""}, /* unsupported operand type(s) for +: 'NoneType' and 'str' */
+    {"mistral03", tmpl_mistral03, CONV_SINGLE, 0, "<s>[INST]  Hi there! [/INST]", NULL},
+    {"mistral03", tmpl_mistral03, CONV_SINGLE, 1, "<s>[INST]  Hi there! [/INST]", NULL},
+    {"mistral03", tmpl_mistral03, CONV_MULTI, 0,
+     "<s>[INST]  Hi there! [/INST] Hello.</s>[INST] What is 2+2?[/INST]", NULL},
+    {"mistral03", tmpl_mistral03, CONV_MULTI, 1,
+     "<s>[INST]  Hi there! [/INST] Hello.</s>[INST] What is 2+2?[/INST]", NULL},
+    {"mistral03", tmpl_mistral03, CONV_SYSTEM, 0,
+     "<s>[INST]  Hi there! [/INST] Hello.</s>[INST] You are terse.\n"
+     "\n"
+     "What is 2+2?[/INST]",
+     NULL},
+    {"mistral03", tmpl_mistral03, CONV_SYSTEM, 1,
+     "<s>[INST]  Hi there! [/INST] Hello.</s>[INST] You are terse.\n"
+     "\n"
+     "What is 2+2?[/INST]",
+     NULL},
+    {"mistral03", tmpl_mistral03, CONV_BAD_ALTERNATION, 0, NULL,
+     "After the optional system message, conversation roles must alternate user/assistant/user/"
+     "assistant/..."},
+    {"mistral03", tmpl_mistral03, CONV_BAD_ALTERNATION, 1, NULL,
+     "After the optional system message, conversation roles must alternate user/assistant/user/"
+     "assistant/..."},
+    {"mistral03", tmpl_mistral03, CONV_TOOLS, 1,
+     "<s>[INST] What is 2+2?[/INST][TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\""
+     "city\": \"Paris\"}, \"id\": \"abcdefghi\"}]</s>[TOOL_RESULTS] {\"content\": 22C, \"call_i"
+     "d\": \"abcdefghi\"}[/TOOL_RESULTS] It is 22C.</s>[AVAILABLE_TOOLS] [{\"type\": \"function"
+     "\", \"function\": {\"name\": \"get_weather\", \"description\": \"Get the weather\", \"par"
+     "ameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"r"
+     "equired\": [\"city\"]}}}][/AVAILABLE_TOOLS][INST] Thanks[/INST]",
+     NULL},
+    {"qwen2", tmpl_qwen2, CONV_SINGLE, 0,
+     "<|im_start|>system\n"
+     "You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n",
+     NULL},
+    {"qwen2", tmpl_qwen2, CONV_SINGLE, 1,
+     "<|im_start|>system\n"
+     "You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL},
+    {"qwen2", tmpl_qwen2, CONV_MULTI, 0,
+     "<|im_start|>system\n"
+     "You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "Hello. <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n",
+     NULL},
+    {"qwen2", tmpl_qwen2, CONV_MULTI, 1,
+     "<|im_start|>system\n"
+     "You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "Hello. <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL},
+    {"qwen2", tmpl_qwen2, CONV_SYSTEM, 0,
+     "<|im_start|>system\n"
+     "You are terse.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "Hello. <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n",
+     NULL},
+    {"qwen2", tmpl_qwen2, CONV_SYSTEM, 1,
+     "<|im_start|>system\n"
+     "You are terse.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "Hello. <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL},
+    {"qwen2", tmpl_qwen2, CONV_BAD_ALTERNATION, 0,
+     "<|im_start|>system\n"
+     "You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n",
+     NULL},
+    {"qwen2", tmpl_qwen2, CONV_BAD_ALTERNATION, 1,
+     "<|im_start|>system\n"
+     "You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL},
+    {"qwen2", tmpl_qwen2, CONV_TOOLS, 1, NULL,
+     ""}, /* can only concatenate str (not "NoneType") to str */
+    {"zephyr", tmpl_zephyr, CONV_SINGLE, 0,
+     "<|user|>\n"
+     " Hi there! </s>\n",
+     NULL},
+    {"zephyr", tmpl_zephyr, CONV_SINGLE, 1,
+     "<|user|>\n"
+     " Hi there! </s>\n"
+     "<|assistant|>\n",
+     NULL},
+    {"zephyr", tmpl_zephyr, CONV_MULTI, 0,
+     "<|user|>\n"
+     " Hi there! </s>\n"
+     "<|assistant|>\n"
+     "Hello. </s>\n"
+     "<|user|>\n"
+     "What is 2+2?</s>\n",
+     NULL},
+    {"zephyr", tmpl_zephyr, CONV_MULTI, 1,
+     "<|user|>\n"
+     " Hi there! </s>\n"
+     "<|assistant|>\n"
+     "Hello. </s>\n"
+     "<|user|>\n"
+     "What is 2+2?</s>\n"
+     "<|assistant|>\n",
+     NULL},
+    {"zephyr", tmpl_zephyr, CONV_SYSTEM, 0,
+     "<|system|>\n"
+     "You are terse.</s>\n"
+     "<|user|>\n"
+     " Hi there! </s>\n"
+     "<|assistant|>\n"
+     "Hello. </s>\n"
+     "<|user|>\n"
+     "What is 2+2?</s>\n",
+     NULL},
+    {"zephyr", tmpl_zephyr, CONV_SYSTEM, 1,
+     "<|system|>\n"
+     "You are terse.</s>\n"
+     "<|user|>\n"
+     " Hi there! </s>\n"
+     "<|assistant|>\n"
+     "Hello. </s>\n"
+     "<|user|>\n"
+     "What is 2+2?</s>\n"
+     "<|assistant|>\n",
+     NULL},
+    {"zephyr", tmpl_zephyr, CONV_BAD_ALTERNATION, 0,
+     "<|user|>\n"
+     " Hi there! </s>\n"
+     "<|user|>\n"
+     "What is 2+2?</s>\n",
+     NULL},
+    {"zephyr", tmpl_zephyr, CONV_BAD_ALTERNATION, 1,
+     "<|user|>\n"
+     " Hi there! </s>\n"
+     "<|user|>\n"
+     "What is 2+2?</s>\n"
+     "<|assistant|>\n",
+     NULL},
+    {"zephyr", tmpl_zephyr, CONV_TOOLS, 1, NULL,
+     ""}, /* can only concatenate str (not "NoneType") to str */
+    {"qwen25", tmpl_qwen25, CONV_SINGLE, 0,
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n",
+     NULL},
+    {"qwen25", tmpl_qwen25, CONV_SINGLE, 1,
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL},
+    {"qwen25", tmpl_qwen25, CONV_MULTI, 0,
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "Hello. <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n",
+     NULL},
+    {"qwen25", tmpl_qwen25, CONV_MULTI, 1,
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "Hello. <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL},
+    {"qwen25", tmpl_qwen25, CONV_SYSTEM, 0,
+     "<|im_start|>system\n"
+     "You are terse.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "Hello. <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n",
+     NULL},
+    {"qwen25", tmpl_qwen25, CONV_SYSTEM, 1,
+     "<|im_start|>system\n"
+     "You are terse.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "Hello. <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL},
+    {"qwen25", tmpl_qwen25, CONV_BAD_ALTERNATION, 0,
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n",
+     NULL},
+    {"qwen25", tmpl_qwen25, CONV_BAD_ALTERNATION, 1,
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL},
+    {"qwen25", tmpl_qwen25, CONV_TOOLS, 1,
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n"
+     "\n"
+     "# Tools\n"
+     "\n"
+     "You may call one or more functions to assist with the user query.\n"
+     "\n"
+     "You are provided with function signatures within <tools></tools> XML tags:\n"
+     "<tools>\n"
+     "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Get"
+     " the weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type"
+     "\": \"string\"}}, \"required\": [\"city\"]}}}\n"
+     "</tools>\n"
+     "\n"
+     "For each function call, return a json object with function name and arguments within <too"
+     "l_call></tool_call> XML tags:\n"
+     "<tool_call>\n"
+     "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+     "</tool_call><|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "<tool_call>\n"
+     "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+     "</tool_call><|im_end|>\n"
+     "<|im_start|>user\n"
+     "<tool_response>\n"
+     "22C\n"
+     "</tool_response><|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "It is 22C.<|im_end|>\n"
+     "<|im_start|>user\n"
+     "Thanks<|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL},
+};
+
+static char *render_case(const struct family_case *c, int *rc, char *err, size_t errlen)
+{
+    fy_chat_template *t = NULL;
+    char cerr[256];
+    int crc = fy_chat_template_new(c->tmpl, strlen(c->tmpl), "<s>", "</s>", &t, cerr, sizeof cerr);
+    if (crc) {
+        fail_msg("%s: compile failed: %s", c->family, cerr);
+    }
+    json_t *msgs = json_loads(c->messages, 0, NULL);
+    json_t *tools =
+        c->messages == (const char *)CONV_TOOLS ? json_loads(TOOLS_JSON, 0, NULL) : NULL;
+    assert_non_null(msgs);
+    char *out = NULL;
+    size_t len = 0;
+    *rc =
+        fy_chat_template_render(t, msgs, tools, c->add_generation_prompt, &out, &len, err, errlen);
+    if (!*rc) {
+        assert_int_equal(len, strlen(out));
+    }
+    json_decref(msgs);
+    json_decref(tools);
+    fy_chat_template_free(t);
+    return out;
+}
+
+static void test_families(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof family_cases / sizeof family_cases[0]; i++) {
+        const struct family_case *c = &family_cases[i];
+        char err[512];
+        int rc;
+        char *out = render_case(c, &rc, err, sizeof err);
+        if (c->want) {
+            if (rc) {
+                fail_msg("case %zu (%s): failed: %s", i, c->family, err);
+            }
+            if (strcmp(out, c->want) != 0) {
+                fail_msg("case %zu (%s, gen=%d):\n got:  [%s]\n want: [%s]", i, c->family,
+                         c->add_generation_prompt, out, c->want);
+            }
+        } else {
+            if (rc != FY_EINVAL) {
+                fail_msg("case %zu (%s): want an error, got rc %d [%s]", i, c->family, rc,
+                         out ? out : "");
+            }
+            if (c->want_err[0] &&
+                (strncmp(err, FY_JINJA_RAISED_PREFIX, strlen(FY_JINJA_RAISED_PREFIX)) != 0 ||
+                 !strstr(err, c->want_err))) {
+                fail_msg("case %zu (%s): error [%s], want [%s]", i, c->family, err, c->want_err);
+            }
+        }
+        free(out);
+    }
+}
+
+/* ------------------------------------------------------------ model directories */
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    assert_int_equal(fy_path_join(path, sizeof path, dir, name), 0);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void make_dir(char *dir, size_t n)
+{
+    snprintf(dir, n, "/tmp/ferry_ct_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+}
+
+static void remove_dir(const char *dir)
+{
+    static const char *const names[] = {"tokenizer_config.json", "chat_template.jinja",
+                                        "override.jinja"};
+    char path[512];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (!fy_path_join(path, sizeof path, dir, names[i])) {
+            unlink(path);
+        }
+    }
+    rmdir(dir);
+}
+
+static char *load_and_render(const char *dir, const char *override, const char *messages, int *rc,
+                             char *err, size_t errlen)
+{
+    fy_chat_template *t = NULL;
+    char *out = NULL;
+    *rc = fy_chat_template_load(dir, override, &t, err, errlen);
+    if (*rc) {
+        assert_null(t);
+        return NULL;
+    }
+    json_t *msgs = json_loads(messages, 0, NULL);
+    assert_non_null(msgs);
+    *rc = fy_chat_template_render(t, msgs, NULL, 1, &out, NULL, err, errlen);
+    json_decref(msgs);
+    fy_chat_template_free(t);
+    return out;
+}
+
+/* The template that ships in the shared test data (Zephyr/TinyLlama style,
+ * from chat_template.jinja, tokens from tokenizer_config.json). */
+static void test_testdata_llama2(void **state)
+{
+    (void)state;
+    const char *td = getenv("FERRY_TESTDATA");
+    char dir[1024], probe[1100];
+    if (!td) {
+        printf("skipped: FERRY_TESTDATA is not set\n");
+        skip();
+    }
+    snprintf(dir, sizeof dir, "%s/tokenizers/llama2", td);
+    snprintf(probe, sizeof probe, "%s/chat_template.jinja", dir);
+    if (!fy_file_exists(probe)) {
+        printf("skipped: %s is absent\n", probe);
+        skip();
+    }
+    fy_chat_template *t = NULL;
+    char err[512];
+    assert_int_equal(fy_chat_template_load(dir, NULL, &t, err, sizeof err), 0);
+    assert_string_equal(fy_chat_template_bos(t), "<s>");
+    assert_string_equal(fy_chat_template_eos(t), "</s>");
+    assert_non_null(strstr(fy_chat_template_origin(t), "chat_template.jinja"));
+    static const struct {
+        const char *messages;
+        int gen;
+        const char *want;
+    } cases[] = {
+        {CONV_SINGLE, 1, "<|user|>\n Hi there! </s>\n<|assistant|>\n"},
+        {CONV_SINGLE, 0, "<|user|>\n Hi there! </s>\n"},
+        {CONV_SYSTEM, 1,
+         "<|system|>\nYou are terse.</s>\n<|user|>\n Hi there! </s>\n<|assistant|>\nHello. "
+         "</s>\n<|user|>\nWhat is 2+2?</s>\n<|assistant|>\n"},
+        {"[]", 1, ""},
+        {"[{\"role\": \"tool\", \"content\": \"x\"}]", 1, "<|assistant|>\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *msgs = json_loads(cases[i].messages, 0, NULL);
+        char *out = NULL;
+        assert_int_equal(
+            fy_chat_template_render(t, msgs, NULL, cases[i].gen, &out, NULL, err, sizeof err), 0);
+        if (strcmp(out, cases[i].want) != 0) {
+            fail_msg("case %zu:\n got:  [%s]\n want: [%s]", i, out, cases[i].want);
+        }
+        free(out);
+        json_decref(msgs);
+    }
+    fy_chat_template_free(t);
+}
+
+static void test_load_sources(void **state)
+{
+    (void)state;
+    char dir[64], err[512], path[512];
+    int rc;
+    char *out;
+    make_dir(dir, sizeof dir);
+
+    /* No template anywhere: FY_ENOENT, and the caller decides. */
+    out = load_and_render(dir, NULL, CONV_SINGLE, &rc, err, sizeof err);
+    assert_int_equal(rc, FY_ENOENT);
+    assert_non_null(strstr(err, "no chat template"));
+
+    /* A string chat_template; special tokens as strings or {"content": ...}. */
+    write_file(dir, "tokenizer_config.json",
+               "{\"bos_token\": {\"content\": \"<B>\", \"lstrip\": false}, \"eos_token\": \"<E>\","
+               " \"chat_template\": \"{{ bos_token }}{% for m in messages %}{{ m.role }}:{{ "
+               "m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}A:{% endif "
+               "%}\"}");
+    out = load_and_render(dir, NULL, CONV_SINGLE, &rc, err, sizeof err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "<B>user: Hi there! <E>A:");
+    free(out);
+
+    /* A list of named templates: "default" is used. */
+    write_file(dir, "tokenizer_config.json",
+               "{\"eos_token\": \"<E>\", \"chat_template\": [{\"name\": \"tool_use\", "
+               "\"template\": \"TOOLS\"}, {\"name\": \"default\", \"template\": \"{{ "
+               "messages|length }}{{ eos_token }}\"}]}");
+    out = load_and_render(dir, NULL, CONV_MULTI, &rc, err, sizeof err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "3<E>");
+    free(out);
+    write_file(dir, "tokenizer_config.json",
+               "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"x\"}]}");
+    out = load_and_render(dir, NULL, CONV_MULTI, &rc, err, sizeof err);
+    assert_int_equal(rc, FY_ENOENT);
+    assert_non_null(strstr(err, "default"));
+
+    /* chat_template.jinja beside it wins over the config's. */
+    write_file(dir, "tokenizer_config.json",
+               "{\"eos_token\": \"<E>\", \"chat_template\": \"cfg\"}");
+    write_file(dir, "chat_template.jinja", "file{{ eos_token }}\n");
+    out = load_and_render(dir, NULL, CONV_SINGLE, &rc, err, sizeof err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "file<E>");
+    free(out);
+
+    /* An override file wins over both. */
+    write_file(dir, "override.jinja", "{% for m in messages %}[{{ m.content|trim }}]{% endfor %}");
+    assert_int_equal(fy_path_join(path, sizeof path, dir, "override.jinja"), 0);
+    out = load_and_render(dir, path, CONV_MULTI, &rc, err, sizeof err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "[Hi there!][Hello.][What is 2+2?]");
+    free(out);
+    out = load_and_render(NULL, path, CONV_SINGLE, &rc, err, sizeof err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "[Hi there!]");
+    free(out);
+
+    /* A template we cannot render is refused at load, construct and line named. */
+    write_file(dir, "chat_template.jinja",
+               "{% for m in messages %}\n{{ m.content|wordwrap }}\n{% endfor %}");
+    out = load_and_render(dir, NULL, CONV_SINGLE, &rc, err, sizeof err);
+    assert_int_equal(rc, FY_ENOTSUP);
+    assert_non_null(strstr(err, "unsupported filter 'wordwrap' at line 2"));
+    assert_non_null(strstr(err, "chat_template.jinja"));
+    unlink(path);
+    assert_int_equal(fy_path_join(path, sizeof path, dir, "chat_template.jinja"), 0);
+    unlink(path);
+
+    /* A malformed tokenizer_config.json. */
+    write_file(dir, "tokenizer_config.json", "{\"chat_template\": ");
+    out = load_and_render(dir, NULL, CONV_SINGLE, &rc, err, sizeof err);
+    assert_int_equal(rc, FY_EPARSE);
+    write_file(dir, "tokenizer_config.json", "{\"chat_template\": 5}");
+    out = load_and_render(dir, NULL, CONV_SINGLE, &rc, err, sizeof err);
+    assert_int_equal(rc, FY_EPARSE);
+    /* A missing override file. */
+    out = load_and_render(dir, "/nonexistent/ferry.jinja", CONV_SINGLE, &rc, err, sizeof err);
+    assert_int_equal(rc, FY_ENOENT);
+    remove_dir(dir);
+}
+
+/* Content parts are joined; tool-call arguments given as a JSON string reach
+ * the template as an object; malformed messages are refused by name. */
+static void test_messages(void **state)
+{
+    (void)state;
+    fy_chat_template *t;
+    char err[512], *out = NULL;
+    const char *src = "{% for m in messages %}{{ m.role }}={{ m.content }}"
+                      "{% for c in m.tool_calls or [] %}|{{ c.function.arguments|tojson }}"
+                      "{% endfor %};{% endfor %}{{ tools|length if tools else 'no tools' }}";
+    assert_int_equal(fy_chat_template_new(src, strlen(src), NULL, NULL, &t, err, sizeof err), 0);
+    static const struct {
+        const char *messages;
+        const char *want; /* NULL: FY_EINVAL with want_err */
+        const char *want_err;
+    } cases[] = {
+        {"[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+         "{\"type\":\"text\",\"text\":\"b\"}]}]",
+         "user=a\nb;no tools", NULL},
+        {"[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"1\",\"type\":"
+         "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\": [1, 2]}\"}}]}]",
+         "assistant=None|{\"x\": [1, 2]};no tools", NULL},
+        {"[{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":"
+         "\"f\",\"arguments\":\"not json\"}}]}]",
+         "assistant=|\"not json\";no tools", NULL},
+        {"[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{}}]}]", NULL,
+         "messages[0].content[0]"},
+        {"[{\"content\":\"x\"}]", NULL, "messages[0].role"},
+        {"[1]", NULL, "messages[0] is not an object"},
+        {"[{\"role\":\"user\",\"content\":5}]", NULL, "messages[0].content"},
+        {"{}", NULL, "messages must be an array"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *msgs = json_loads(cases[i].messages, 0, NULL);
+        assert_non_null(msgs);
+        int rc = fy_chat_template_render(t, msgs, NULL, 0, &out, NULL, err, sizeof err);
+        if (cases[i].want) {
+            if (rc || strcmp(out, cases[i].want) != 0) {
+                fail_msg("case %zu: rc %d err [%s] got [%s] want [%s]", i, rc, err, out ? out : "",
+                         cases[i].want);
+            }
+        } else if (rc != FY_EINVAL || !strstr(err, cases[i].want_err)) {
+            fail_msg("case %zu: rc %d err [%s], want FY_EINVAL [%s]", i, rc, err,
+                     cases[i].want_err);
+        }
+        free(out);
+        out = NULL;
+        json_decref(msgs);
+    }
+    json_t *msgs = json_loads("[]", 0, NULL), *tools = json_loads(TOOLS_JSON, 0, NULL);
+    assert_int_equal(fy_chat_template_render(t, msgs, tools, 0, &out, NULL, err, sizeof err), 0);
+    assert_string_equal(out, "1");
+    free(out);
+    json_decref(msgs);
+    json_decref(tools);
+    fy_chat_template_free(t);
+}
+
+/* ------------------------------------------------------------ live cross-check */
+
+static const char py_render[] =
+    "import json, sys\n"
+    "from jinja2.sandbox import ImmutableSandboxedEnvironment\n"
+    "from jinja2.exceptions import TemplateError\n"
+    "def raise_exception(m):\n"
+    "    raise TemplateError(m)\n"
+    "def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):\n"
+    "    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,"
+    " sort_keys=sort_keys)\n"
+    "env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,"
+    " extensions=['jinja2.ext.loopcontrols'])\n"
+    "env.filters['tojson'] = tojson\n"
+    "env.globals['raise_exception'] = raise_exception\n"
+    "t = open(sys.argv[1], encoding='utf-8').read()\n"
+    "v = json.load(open(sys.argv[2], encoding='utf-8'))\n"
+    "try:\n"
+    "    sys.stdout.write('OK:' + env.from_string(t).render(**v))\n"
+    "except Exception as e:\n"
+    "    sys.stdout.write('ERR:' + str(e))\n";
+
+static int have_jinja2(void)
+{
+    return system("python3 -c 'import jinja2' >/dev/null 2>&1") == 0;
+}
+
+/* Runs Python's jinja2 on TMPL with VARS; returns its output prefixed with
+ * "OK:" or "ERR:" (caller frees). */
+static char *py_jinja(const char *dir, const char *tmpl, const json_t *vars)
+{
+    char cmd[1024];
+    write_file(dir, "override.jinja", tmpl);
+    char path[512];
+    assert_int_equal(fy_path_join(path, sizeof path, dir, "tokenizer_config.json"), 0);
+    assert_int_equal(json_dump_file(vars, path, 0), 0);
+    write_file(dir, "chat_template.jinja", py_render); /* the script, reusing a cleaned name */
+    snprintf(cmd, sizeof cmd,
+             "python3 %s/chat_template.jinja %s/override.jinja %s/tokenizer_config.json", dir, dir,
+             dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap + 1);
+    assert_non_null(out);
+    size_t k;
+    while ((k = fread(out + len, 1, cap - len, p)) > 0) {
+        len += k;
+        if (len == cap) {
+            cap *= 2;
+            out = realloc(out, cap + 1);
+            assert_non_null(out);
+        }
+    }
+    assert_int_equal(pclose(p), 0);
+    out[len] = 0;
+    return out;
+}
+
+static void test_python_crosscheck(void **state)
+{
+    (void)state;
+    if (!have_jinja2()) {
+        printf("skipped: python3 has no jinja2 module\n");
+        skip();
+    }
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    size_t checked = 0;
+    for (size_t i = 0; i < sizeof family_cases / sizeof family_cases[0]; i++) {
+        const struct family_case *c = &family_cases[i];
+        json_t *vars = json_pack(
+            "{s:o,s:s,s:s,s:b,s:o}", "messages", json_loads(c->messages, 0, NULL), "bos_token",
+            "<s>", "eos_token", "</s>", "add_generation_prompt", c->add_generation_prompt, "tools",
+            c->messages == (const char *)CONV_TOOLS ? json_loads(TOOLS_JSON, 0, NULL)
+                                                    : json_null());
+        assert_non_null(vars);
+        char *py = py_jinja(dir, c->tmpl, vars);
+        char err[512];
+        int rc;
+        char *ours = render_case(c, &rc, err, sizeof err);
+        if (strncmp(py, "OK:", 3) == 0) {
+            if (rc || strcmp(ours, py + 3) != 0) {
+                fail_msg("case %zu (%s): jinja2 [%s], ours rc %d [%s] %s", i, c->family, py + 3, rc,
+                         ours ? ours : "", err);
+            }
+        } else if (!rc) {
+            fail_msg("case %zu (%s): jinja2 failed (%s), ours rendered [%s]", i, c->family, py,
+                     ours);
+        }
+        checked++;
+        free(py);
+        free(ours);
+        json_decref(vars);
+    }
+    printf("cross-checked %zu cases against python jinja2\n", checked);
+    remove_dir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_families),          cmocka_unit_test(test_testdata_llama2),
+        cmocka_unit_test(test_load_sources),      cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_python_crosscheck),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
