@@ -229,6 +229,7 @@ ferry --json hooks list >"$TMP/list.json"
 for s in gh-secret st.secret whsec_stripe slack-signing generic-secret; do
     ! grep -q "$s" "$TMP/list" "$TMP/list.json" "$TMP/gw.log" || fail "a secret ($s) was listed or logged"
 done
+[[ $(stat -c %a "$GW/gateway.db") == 600 ]] || fail "the store holding the secrets is mode $(stat -c %a "$GW/gateway.db")"
 ferry hooks delete "$GH_ID" >/dev/null || fail "hooks delete"
 SIG=$("${SIGN[@]}" github "$TMP/gh3.secret" "$TMP/body")
 code=$(post "$GH_URL" "$TMP/body" -H "X-Hub-Signature-256: $SIG" -H 'X-GitHub-Delivery: del-1')
