@@ -540,6 +540,15 @@ extern "C" size_t fy_cuda_kv_budget(fy_backend *be, double fraction)
     return b & ~(size_t)((1u << 20) - 1);
 }
 
+extern "C" int fy_cuda_attention_variant(fy_backend *be, int max_ctx, int n_tokens, int n_heads)
+{
+    fy_cuda_be *c = fy_cuda__of(be);
+    if (!c) {
+        return 0;
+    }
+    return fy_pa_use_v1(max_ctx, n_tokens, n_heads, c->sm_count) ? 1 : 2;
+}
+
 int fy_cuda__is(fy_backend *be)
 {
     return fy_cuda__of(be) != NULL;

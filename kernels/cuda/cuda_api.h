@@ -56,6 +56,12 @@ void fy_cuda_sample_filter(fy_backend *be, float *logits, const int32_t *counts,
  * in (0, 1]. */
 size_t fy_cuda_kv_budget(fy_backend *be, double fraction);
 
+/* Which decode-attention kernel the attention op runs for a batch of
+ * N_TOKENS single-token rows whose longest context is MAX_CTX: 1 (single
+ * pass) or 2 (partitioned + reduce); the rule is documented in
+ * kernels/cuda/paged_attention.cuh. 0 for a non-CUDA backend. */
+int fy_cuda_attention_variant(fy_backend *be, int max_ctx, int n_tokens, int n_heads);
+
 /* --- Tensor parallelism ----------------------------------------------------- */
 
 typedef struct fy_cuda_tp fy_cuda_tp;

@@ -174,7 +174,7 @@ static void test_embed(void)
         void *h = to_dtype(tab, (size_t)vocab * dim, dtypes[k]);
         pair_tensor t = put_tensor(h, dtypes[k], vocab, dim);
         int32_t *ir = put(ref, ids, sizeof ids), *id = put(dut, ids, sizeof ids);
-        float *or = put(ref, NULL, (size_t)T * dim * 4), *od = put(dut, NULL, (size_t)T * dim * 4);
+        float * or = put(ref, NULL, (size_t)T * dim * 4), *od = put(dut, NULL, (size_t)T * dim * 4);
         ref->ops->embed(ref, or, &t.r, ir, T);
         dut->ops->embed(dut, od, &t.d, id, T);
         float *a = xmalloc((size_t)T * dim * 4), *r = xmalloc((size_t)T * dim * 4);
@@ -231,7 +231,7 @@ static void test_matmul(void)
             void *bh = to_dtype(bias, (size_t)R, dtypes[k]);
             pair_tensor tw = put_tensor(wh, dtypes[k], R, C), tb = put_tensor(bh, dtypes[k], 1, R);
             float *xr = put(ref, x, (size_t)T * C * 4), *xd = put(dut, x, (size_t)T * C * 4);
-            float *or = put(ref, NULL, (size_t)T * R * 4), *od = put(dut, NULL, (size_t)T * R * 4);
+            float * or = put(ref, NULL, (size_t)T * R * 4), *od = put(dut, NULL, (size_t)T * R * 4);
             float *a = xmalloc((size_t)T * R * 4), *r = xmalloc((size_t)T * R * 4);
             for (int with_bias = 0; with_bias < 2; with_bias++) {
                 ref->ops->matmul(ref, or, xr, &tw.r, with_bias ? &tb.r : NULL, T);
@@ -304,7 +304,7 @@ static void test_elementwise(void)
     check("add 7217 elements (in place)", rel_err(a, r, n), 1e-6);
 
     int32_t rows[5] = {6, 0, 3, 3, 5};
-    float *or = put(ref, NULL, 5 * (size_t)dim * 4), *od = put(dut, NULL, 5 * (size_t)dim * 4);
+    float * or = put(ref, NULL, 5 * (size_t)dim * 4), *od = put(dut, NULL, 5 * (size_t)dim * 4);
     int32_t *rr = put(ref, rows, sizeof rows), *rd = put(dut, rows, sizeof rows);
     ref->ops->gather_rows(ref, or, gr, rr, 5, dim);
     dut->ops->gather_rows(dut, od, gd, rd, 5, dim);
@@ -329,7 +329,7 @@ static void test_argmax(void)
     l[4 * vocab + 31000] = 12.0f, l[4 * vocab + 257] = 12.0f, l[4 * vocab + 20000] = 12.0f;
     size_t bytes = (size_t)n * vocab * 4;
     float *lr = put(ref, l, bytes), *ld = put(dut, l, bytes);
-    int32_t *or = put(ref, NULL, (size_t)n * 4), *od = put(dut, NULL, (size_t)n * 4);
+    int32_t * or = put(ref, NULL, (size_t)n * 4), *od = put(dut, NULL, (size_t)n * 4);
     ref->ops->argmax(ref, or, lr, n, vocab);
     dut->ops->argmax(dut, od, ld, n, vocab);
     int32_t a[5], r[5];
@@ -400,9 +400,8 @@ static void drop_batch(fy_backend *be, dev_batch *d)
 
 static fy_attn_batch view(const host_batch *h, const dev_batch *d)
 {
-    fy_attn_batch b = {h->n_tokens, h->n_seqs,   d->pos,     d->slots,     d->seq_start,
-                       d->ctx_len,  d->bt,       h->max_blocks, h->max_ctx, h->max_q,
-                       h->seq_start, h->ctx_len};
+    fy_attn_batch b = {h->n_tokens, h->n_seqs,     d->pos,     d->slots, d->seq_start, d->ctx_len,
+                       d->bt,       h->max_blocks, h->max_ctx, h->max_q, h->seq_start, h->ctx_len};
     return b;
 }
 
@@ -567,8 +566,8 @@ static void attn_run(const attn_case *c0)
         drop_batch(bes[i], &d);
     }
     char name[128];
-    snprintf(name, sizeof name, "attention %s (T %d, max ctx %d, max q %d)", c.name,
-             step.n_tokens, step.max_ctx, step.max_q);
+    snprintf(name, sizeof name, "attention %s (T %d, max ctx %d, max q %d)", c.name, step.n_tokens,
+             step.max_ctx, step.max_q);
     check(name, rel_err(out[1], out[0], nq), 5e-3);
 
     /* The caches agree on every written slot (padding never landed). */
@@ -606,10 +605,10 @@ static void attn_run(const attn_case *c0)
         must(bes[i]->ops->sync(bes[i]), bes[i], "block_copy");
         float *k2 = cache_floats(bes[i], kc[i], elems), *v2 = cache_floats(bes[i], vc[i], elems);
         for (int j = 0; j < np; j++) {
-            cw = fmax(cw, rel_err(k2 + dst[j] * block_elems, k2 + src[j] * block_elems,
-                                  block_elems));
-            cw = fmax(cw, rel_err(v2 + dst[j] * block_elems, v2 + src[j] * block_elems,
-                                  block_elems));
+            cw = fmax(cw,
+                      rel_err(k2 + dst[j] * block_elems, k2 + src[j] * block_elems, block_elems));
+            cw = fmax(cw,
+                      rel_err(v2 + dst[j] * block_elems, v2 + src[j] * block_elems, block_elems));
         }
         free(k2), free(v2);
         drop(bes[i], sd), drop(bes[i], dd);
@@ -719,10 +718,10 @@ static void test_sampling(void)
 {
     const int n = 4, vocab = 5000;
     fy_sample_params p[4] = {
-        {1.0f, 1.0f, 0, 0, 1.0f, 0},        /* identity */
+        {1.0f, 1.0f, 0, 0, 1.0f, 0},               /* identity */
         {1.0f / 0.7f, 1.3f, 0.5f, 0.1f, 1.0f, 50}, /* penalties + top-k */
-        {2.0f, 1.0f, 0, 0, 0.9f, 0},        /* top-p */
-        {1.0f, 1.1f, 0, 0.2f, 0.5f, 200},   /* everything */
+        {2.0f, 1.0f, 0, 0, 0.9f, 0},               /* top-p */
+        {1.0f, 1.1f, 0, 0.2f, 0.5f, 200},          /* everything */
     };
     float *l = rand_floats((size_t)n * vocab, 5.0f);
     int32_t *cnt = xmalloc((size_t)n * vocab * 4);
@@ -808,7 +807,7 @@ static void test_tensor_parallel(void)
     tp_job jobs[2];
     pthread_t th[2];
     for (int r = 0; r < 2; r++) {
-        jobs[r] = (tp_job){fy_cuda_tp_backend(tp, r), r, 2, x, w1, w2, T, C, F,
+        jobs[r] = (tp_job){fy_cuda_tp_backend(tp, r),  r, 2, x, w1, w2, T, C, F,
                            xmalloc((size_t)T * C * 4), 0};
         pthread_create(&th[r], NULL, tp_rank, &jobs[r]);
     }
