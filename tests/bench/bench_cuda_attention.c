@@ -260,7 +260,7 @@ static void bench_decode(fy_backend *be, const char *dir_arg, double copy_bw)
             die("prefill", rc);
         }
     }
-    double roof = copy_bw / 2 / (double)m->weight_bytes; /* reads only: half the copy figure */
+    double roof = copy_bw / (double)m->weight_bytes; /* every weight read once per step */
     printf("\ndecode, %.2f GB of BF16 weights, context ~%d; roofline %.0f tokens/s per sequence\n",
            (double)m->weight_bytes / 1e9, CTX, roof);
     double one = decode_tps(f, 1, CTX, STEPS, bps, m->cfg.vocab_size);
