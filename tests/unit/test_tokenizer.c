@@ -433,6 +433,38 @@ static void test_bytelevel_small(void **state)
     fy_tokenizer_free(t);
 }
 
+/* Split's five behaviors (and invert), seen through a merge that can only
+ * happen inside one piece: "e-" and "-e" are tokens. */
+static void test_split_behaviors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *behavior;
+        int invert;
+        int32_t want[3];
+        size_t n;
+    } cases[] = {
+        {"Removed", 0, {0, 0}, 2},
+        {"Isolated", 0, {0, 1, 0}, 3},
+        {"MergedWithPrevious", 0, {2, 0}, 2},
+        {"MergedWithNext", 0, {0, 3}, 2},
+        {"Contiguous", 0, {0, 1, 0}, 3},
+        {"Removed", 1, {1}, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *j =
+            json_pack("{s:{s:s,s:{s:s},s:s,s:b},s:{s:s,s:{s:i,s:i,s:i,s:i},s:[s,s]}}",
+                      "pre_tokenizer", "type", "Split", "pattern", "String", "-", "behavior",
+                      cases[i].behavior, "invert", cases[i].invert, "model", "type", "BPE", "vocab",
+                      "e", 0, "-", 1, "e-", 2, "-e", 3, "merges", "e -", "- e");
+        assert_non_null(j);
+        fy_tokenizer *t = load_json(j);
+        json_decref(j);
+        expect_ids(t, "e-e", cases[i].want, cases[i].n);
+        fy_tokenizer_free(t);
+    }
+}
+
 /* ---- refusals ------------------------------------------------------------ */
 
 static void test_malformed(void **state)
@@ -816,11 +848,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spm_small),       cmocka_unit_test(test_detok_split_emoji),
-        cmocka_unit_test(test_bytelevel_small), cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_invalid_input),   cmocka_unit_test(test_llama2_vectors),
-        cmocka_unit_test(test_gpt2_vectors),    cmocka_unit_test(test_llama2_specials),
-        cmocka_unit_test(test_gpt2_specials),   cmocka_unit_test(test_stories260k),
-        cmocka_unit_test(test_large_text),
+        cmocka_unit_test(test_bytelevel_small), cmocka_unit_test(test_split_behaviors),
+        cmocka_unit_test(test_malformed),       cmocka_unit_test(test_invalid_input),
+        cmocka_unit_test(test_llama2_vectors),  cmocka_unit_test(test_gpt2_vectors),
+        cmocka_unit_test(test_llama2_specials), cmocka_unit_test(test_gpt2_specials),
+        cmocka_unit_test(test_stories260k),     cmocka_unit_test(test_large_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
