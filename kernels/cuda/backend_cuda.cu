@@ -321,7 +321,7 @@ static int fy_attn_shape_ok(fy_cuda_be *c, const fy_attn_batch *b, const fy_attn
     if (!b || !sh || b->n_tokens <= 0 || b->n_seqs <= 0 || b->n_seqs > b->n_tokens ||
         sh->n_heads <= 0 || sh->n_kv_heads <= 0 || sh->n_heads % sh->n_kv_heads ||
         sh->head_dim <= 0 || sh->head_dim % FY_KV_VEC || sh->head_dim > FY_PA_MAX_HEAD_DIM ||
-        sh->block_size <= 0 || b->max_blocks <= 0 || b->n_seqs > 65535 ||
+        sh->block_size <= 0 || b->max_blocks <= 0 || b->n_tokens > 65535 ||
         (long)b->max_blocks * sh->block_size > INT32_MAX) {
         FY_BAD(c,
                "cuda %s: unsupported shape (tokens=%d seqs=%d heads=%d/%d head_dim=%d, "
@@ -563,13 +563,13 @@ static void cu_destroy(fy_backend *be)
     }
     fy_cuda_be *c = fy_cuda__be(be);
     if (cudaSetDevice(c->device) == cudaSuccess) {
-        if (c->stream) {
-            (void)cudaStreamSynchronize(c->stream);
-        }
         for (int i = 0; i < FY_CUDA_SCRATCH_N; i++) {
             if (c->scratch[i]) {
-                (void)cudaFree(c->scratch[i]);
+                (void)cudaFreeAsync(c->scratch[i], c->stream); // stream-ordered, like its malloc
             }
+        }
+        if (c->stream) {
+            (void)cudaStreamSynchronize(c->stream);
         }
         if (c->blas) {
             (void)cublasDestroy(c->blas);

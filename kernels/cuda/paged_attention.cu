@@ -88,7 +88,14 @@ __global__ void __launch_bounds__(FY_PA_THREADS) fy_paged_attention_kernel(fy_pa
     const int ctx = fy_pa_ctx(p, t, seq);
     const int start = part * p.partition_size;
     if (ctx <= 0 || start >= ctx) {
-        return; // the reduce only reads partitions that hold keys
+        // v2: the reduce only reads partitions that hold keys. v1: a row
+        // with no keys (only from a malformed batch) is zeros, not garbage.
+        if (!PARTITIONED) {
+            for (int d = threadIdx.x; d < D; d += FY_PA_THREADS) {
+                p.out[((size_t)t * p.n_heads + head) * D + d] = 0.0f;
+            }
+        }
+        return;
     }
     const int n = min(ctx - start, p.partition_size);
     const int kvh = head / (p.n_heads / p.n_kv_heads);
