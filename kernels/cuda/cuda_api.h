@@ -83,8 +83,8 @@ void fy_cuda_tp_all_reduce(fy_backend *be, float *buf, size_t n);
 /* Shards of a host weight W [R x C] for rank R of N, uploaded to BE:
  * column-parallel (COLUMN = 1) takes rows [r*R/N, (r+1)*R/N); row-parallel
  * (COLUMN = 0) takes columns [r*C/N, (r+1)*C/N) of every row (one strided
- * copy, no host staging). A 1-D bias of a column-parallel layer is split the
- * same way with COLUMN = 1 (it is a 1 x R row: pass it as rows = R, cols = 1).
+ * copy, no host staging). A 1-D tensor (rows == 1: a q/k/v bias) is split
+ * along its only dimension when column-parallel and replicated otherwise.
  * The split dimension must divide by N. On success *OUT describes device
  * memory owned by the caller (free it with be->ops->free). */
 int fy_cuda_tp_shard(fy_backend *be, const fy_tensor *w, int column, int rank, int n,
