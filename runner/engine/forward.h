@@ -21,10 +21,10 @@
 typedef struct fy_fwd fy_fwd;
 
 typedef struct {
-    int block_size;      /* tokens per KV block (default 16) */
-    size_t kv_bytes;     /* memory for the KV cache, all layers, K and V */
+    int block_size;       /* tokens per KV block (default 16) */
+    size_t kv_bytes;      /* memory for the KV cache, all layers, K and V */
     int max_batch_tokens; /* most tokens one step may carry (scratch is sized for it) */
-    int max_seqs;        /* most sequences one step may carry */
+    int max_seqs;         /* most sequences one step may carry */
 } fy_fwd_options;
 
 /* Bytes one KV block takes over all layers (K and V) on BE. */
@@ -40,12 +40,12 @@ int fy_fwd_num_blocks(const fy_fwd *f);
 
 /* One sequence's share of a step (host memory). */
 typedef struct {
-    const int32_t *tokens;       /* the N tokens to run, at positions start .. start+N-1 */
-    int n_tokens;                /* N >= 1 */
-    int start;                   /* position of tokens[0] == tokens already in the cache */
-    const int32_t *block_table;  /* blocks covering positions 0 .. start+N-1 */
+    const int32_t *tokens;      /* the N tokens to run, at positions start .. start+N-1 */
+    int n_tokens;               /* N >= 1 */
+    int start;                  /* position of tokens[0] == tokens already in the cache */
+    const int32_t *block_table; /* blocks covering positions 0 .. start+N-1 */
     int n_blocks;
-    int want_logits;             /* 1: logits of the last token are returned */
+    int want_logits; /* 1: logits of the last token are returned */
 } fy_fwd_seq;
 
 /* Runs one step: writes every token's K/V into its slot and, for each

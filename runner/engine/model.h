@@ -21,23 +21,23 @@ enum { FY_ROPE_NONE = 0, FY_ROPE_LINEAR, FY_ROPE_LLAMA3 };
 #define FY_MODEL_MAX_EOS 8
 
 typedef struct {
-    char arch[64];   /* "LlamaForCausalLM", ... */
+    char arch[64]; /* "LlamaForCausalLM", ... */
     int vocab_size;
-    int hidden;      /* hidden_size */
+    int hidden; /* hidden_size */
     int intermediate;
     int n_layers;
     int n_heads;
     int n_kv_heads;
-    int head_dim;    /* head_dim, or hidden / n_heads */
-    int max_pos;     /* max_position_embeddings */
+    int head_dim; /* head_dim, or hidden / n_heads */
+    int max_pos;  /* max_position_embeddings */
     float rms_eps;
     float rope_theta;
-    int rope_type;   /* FY_ROPE_* */
+    int rope_type; /* FY_ROPE_* */
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_orig_max_pos; /* llama3: original_max_position_embeddings */
     int tie_embeddings;
     int qkv_bias;
-    int bos_id;      /* -1 when none */
+    int bos_id; /* -1 when none */
     int eos_ids[FY_MODEL_MAX_EOS];
     int n_eos;
 } fy_model_config;
@@ -49,7 +49,7 @@ typedef struct {
 
 typedef struct fy_model {
     fy_model_config cfg;
-    char name[256]; /* the directory's last component, the API's model id */
+    char name[256];                 /* the directory's last component, the API's model id */
     fy_tensor embed, norm, lm_head; /* lm_head == embed when tied */
     fy_layer *layers;
     size_t weight_bytes; /* bytes of all tensors used */
