@@ -689,6 +689,9 @@ static int lex_number(compiler *c, const char *s, size_t n, size_t *i, int line)
     errno = 0;
     if (is_float) {
         t->fval = strtod(buf, NULL);
+        if (!isfinite(t->fval)) {
+            return cfail(c, FY_ENOTSUP, line, "float literal %s out of range", buf);
+        }
     } else {
         t->ival = strtoll(buf, NULL, 10);
         if (errno == ERANGE) {
@@ -3009,6 +3012,10 @@ static json_t *checked_int(ctx *x, int ok, long long v, int line)
 
 static json_t *mkreal(ctx *x, double d)
 {
+    if (!isfinite(d)) {
+        /* JSON (and so jansson) has no inf or nan. */
+        return rfail(x, FY_EINVAL, 0, "float result is not finite");
+    }
     json_t *r = json_real(d);
     return r ? r : nomem(x);
 }
@@ -4388,7 +4395,7 @@ static json_t *eval_inner(ctx *x, const node *n)
             if (!x->rc && !is_str(a)) {
                 rfail(x, FY_EINVAL, n->line, "dict keys must be strings, not %s", type_name(a));
             }
-            if (!x->rc && json_object_setn(r, S(a), SL(a), b ? b : json_null())) {
+            if (!x->rc && json_object_setn_nocheck(r, S(a), SL(a), b ? b : json_null())) {
                 nomem(x);
             }
             json_decref(a);
