@@ -19,28 +19,31 @@
  * Statements: if/elif/else, for (one name or "a, b" unpacking, optional
  * "if cond" filter, else, loop.index/index0/revindex/revindex0/first/last/
  * length/previtem/nextitem, break/continue), set (name, ns.attr, block set),
- * generation/endgeneration (rendered as its body), raw/endraw.
+ * generation/endgeneration (rendered as its body).
  * Expressions: literals (strings with escapes, ints, floats, lists, dicts,
  * tuples, true/True, false/False, none/None), names, .attr, [item], [a:b:c]
  * slices, unary - + not, ** * / // % + - ~, comparisons, in / not in, and/or,
  * "x if c else y", filters "| name(args)", tests "is [not] name(args)".
  * Functions: range, namespace, dict, raise_exception(msg), strftime_now(fmt).
  * String methods: strip lstrip rstrip upper lower title capitalize startswith
- * endswith split rsplit splitlines replace find rfind count join format is*
- * (isdigit isalpha isspace isupper islower isalnum); dict methods: items get
- * keys values.
- * Filters: abs attr batch? no; see jinja.c's filter table (trim length count
- * upper lower tojson default/d join first last string int float list
- * capitalize title replace selectattr rejectattr select reject map items
- * reverse sort unique sum min max round safe e escape wordcount indent
- * dictsort). Tests: defined undefined none string number integer float
- * boolean mapping sequence iterable true false odd even divisibleby
- * equalto/eq/==, ne/!=, lt/<, le/<=, gt/>, ge/>=, in, lower, upper, callable,
- * sameas.
+ * endswith split replace find count join; dict methods: items get keys values.
+ * Filters: abs capitalize count d default e escape first float indent int
+ * items join last length list lower map (attribute= or a filter name) max min
+ * reject rejectattr replace reverse safe select selectattr sort string sum
+ * title tojson (Hugging Face's: no HTML escaping, non-ASCII kept, indent=)
+ * trim unique upper wordcount. Tests: defined undefined none string number
+ * integer float boolean mapping sequence iterable true false odd even
+ * divisibleby equalto/eq/==, ne/!=, lt/</lessthan, le/<=, gt/>/greaterthan,
+ * ge/>=, in, lower, upper, callable, sameas.
+ * Differences from Jinja2 a template can observe: tuples are lists (a
+ * printed tuple shows [..]); integers are 64-bit (overflow is an error);
+ * floats that are not finite are an error; an undefined element of a list
+ * literal becomes none.
  *
  * Not supported (refused when compiling): macro, call, include, import,
- * extends, block, filter blocks, with, recursive loops, and any filter, test,
- * function or method not listed above. */
+ * extends, block, raw, filter blocks, with, recursive loops, tuple
+ * assignment, *args, and any filter, test, function or method not listed
+ * above. */
 #ifndef FY_JINJA_H
 #define FY_JINJA_H
 
@@ -53,9 +56,9 @@
 #define FY_JINJA_MAX_DEPTH  64                /* nesting of blocks and expressions */
 #define FY_JINJA_MAX_OUTPUT (8 * 1024 * 1024) /* rendered bytes, and any one string */
 #define FY_JINJA_MAX_STEPS  10000000          /* statements + loop iterations + calls */
-#define FY_JINJA_MAX_WORK_BYTES \
-    (256 * 1024 * 1024) /* bytes of strings and lists created in
-                                                       one render, cumulative */
+/* Bytes of strings and lists created in one render, cumulative: bounds both
+ * peak memory and the work a template does on large messages. */
+#define FY_JINJA_MAX_WORK_BYTES (64 * 1024 * 1024)
 
 /* Compile options. */
 #define FY_JINJA_TRIM_BLOCKS   1u /* drop the first newline after a block tag */
