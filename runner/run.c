@@ -7,6 +7,9 @@
 #include "common/err.h"
 #include "common/fsutil.h"
 #include "common/log.h"
+#include "runner/api/chat_template.h"
+#include "runner/api/server.h"
+#include "runner/engine/engine.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -21,16 +24,31 @@ typedef struct {
     uv_signal_t sigterm, sigint;
     fy_rn_tunnel *tunnel;
     fy_rn_upstream *upstream;
+    /* Model mode: the engine, the API over it, the local listener. */
+    fy_engine *engine;
+    fy_chat_template *tmpl;
+    fy_api *api;
+    fy_http_server *http;
     uint64_t drain_ms;
     int signals;
+    int stopping; /* parts still closing: tunnel, listener */
     int drained;
 } run_ctx;
 
 static void usage(FILE *f, const fy_opt *opts)
 {
     fprintf(f, "Usage: ferry-runner run --data-dir DIR --upstream http://127.0.0.1:PORT\n"
-               "                        [--gateway HOST:PORT]... [OPTIONS]\n\n"
-               "Publishes the local upstream HTTP server through the gateway(s): keeps\n"
+               "                        [--gateway HOST:PORT]... [OPTIONS]\n"
+               "       ferry-runner run --model DIR [--data-dir DIR] [--listen ADDR:PORT]\n"
+               "                        [OPTIONS]\n\n"
+               "With --model, the runner loads a Hugging Face model directory into its own\n"
+               "engine and serves the OpenAI API (/v1/models, /v1/completions,\n"
+               "/v1/chat/completions, /health, /tokenize, /detokenize, /metrics): on --listen\n"
+               "(default 127.0.0.1:8080 when there is no --data-dir, like 'vllm serve'), and,\n"
+               "with an enrolled --data-dir, through the gateway's tunnel too. 'ferry-runner\n"
+               "demo-model --out DIR' writes a small model with random weights to try it.\n\n"
+               "With --upstream, the runner publishes the local upstream HTTP server through\n"
+               "the gateway(s): keeps\n"
                "--connections outbound mutual-TLS tunnel connections (spread over the gateways,\n"
                "which default to the one this runner enrolled with), reconnects with\n"
                "full-jitter exponential backoff (0.5 s doubling to 30 s), and forwards each\n"
@@ -48,21 +66,55 @@ static void on_closed_handle(uv_handle_t *h)
     (void)h;
 }
 
-static void on_drained(fy_rn_tunnel *t, void *arg)
+/* Every part has stopped: log, close the signals, free what serves. */
+static void run_stopped(run_ctx *r)
 {
-    (void)t;
-    run_ctx *r = arg;
     r->drained = 1;
-    fy_rn_upstream_stats st;
-    fy_rn_upstream_stats_get(r->upstream, &st);
-    fy_log_event(FY_LOG_INFO, "runner", "stopped",
-                 json_pack("{s:I, s:I, s:I, s:I}", "requests", (json_int_t)st.started, "completed",
-                           (json_int_t)st.completed, "failed", (json_int_t)st.failed, "canceled",
-                           (json_int_t)st.canceled));
+    if (r->upstream) {
+        fy_rn_upstream_stats st;
+        fy_rn_upstream_stats_get(r->upstream, &st);
+        fy_log_event(FY_LOG_INFO, "runner", "stopped",
+                     json_pack("{s:I, s:I, s:I, s:I}", "requests", (json_int_t)st.started,
+                               "completed", (json_int_t)st.completed, "failed",
+                               (json_int_t)st.failed, "canceled", (json_int_t)st.canceled));
+    }
+    if (r->api) {
+        fy_api_stats st;
+        fy_api_stats_get(r->api, &st);
+        fy_log_event(FY_LOG_INFO, "runner", "stopped",
+                     json_pack("{s:I, s:I, s:I, s:I}", "requests", (json_int_t)st.requests,
+                               "completed", (json_int_t)st.completed, "errors",
+                               (json_int_t)st.errors, "canceled", (json_int_t)st.canceled));
+    }
     uv_close((uv_handle_t *)&r->sigterm, on_closed_handle);
     uv_close((uv_handle_t *)&r->sigint, on_closed_handle);
     fy_rn_upstream_free(r->upstream);
     r->upstream = NULL;
+    fy_api_free(r->api); /* calls still running are aborted */
+    r->api = NULL;
+    if (r->engine) {
+        fy_engine_destroy(r->engine);
+        r->engine = NULL;
+    }
+}
+
+static void on_drained(fy_rn_tunnel *t, void *arg)
+{
+    (void)t;
+    run_ctx *r = arg;
+    if (--r->stopping == 0) {
+        run_stopped(r);
+    }
+}
+
+static void on_http_closed(fy_http_server *srv, void *arg)
+{
+    (void)srv;
+    run_ctx *r = arg;
+    r->http = NULL;
+    if (--r->stopping == 0) {
+        run_stopped(r);
+    }
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -73,25 +125,133 @@ static void on_signal(uv_signal_t *h, int signum)
         fy_log_event(FY_LOG_INFO, "runner", "shutting down: draining",
                      json_pack("{s:s, s:I}", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT",
                                "drain_timeout_ms", (json_int_t)r->drain_ms));
-        fy_rn_tunnel_drain(r->tunnel, r->drain_ms, on_drained, r);
-    } else {
+        r->stopping = (r->tunnel != NULL) + (r->http != NULL);
+        if (r->http) {
+            /* The local listener stops at once: its requests are aborted. */
+            fy_http_server_close(r->http, on_http_closed, r);
+        }
+        if (r->tunnel) {
+            fy_rn_tunnel_drain(r->tunnel, r->drain_ms, on_drained, r);
+        }
+    } else if (r->tunnel) {
         fy_log_event(FY_LOG_WARN, "runner", "second signal: stopping now", NULL);
         fy_rn_tunnel_drain(r->tunnel, 0, on_drained, r);
     }
 }
 
+/* Loads the engine, the chat template and the API; starts the local
+ * listener when LISTEN is set. Returns 0, or 1/2 (exit status) after
+ * printing why. */
+typedef struct {
+    const char *model, *served_name, *listen, *device, *chat_template;
+    uint64_t kv_bytes, ping_ms;
+    long long max_seqs, max_batched, threads, max_queue;
+} model_opts;
+
+static int model_start(run_ctx *r, const model_opts *m)
+{
+    char err[1024];
+    fy_engine_options eo = {
+        .model_dir = m->model,
+        .device = m->device,
+        .threads = (int)m->threads,
+        .kv_bytes = (size_t)m->kv_bytes,
+        .max_seqs = (int)m->max_seqs,
+        .max_step_tokens = (int)m->max_batched,
+        .max_waiting = (int)m->max_queue,
+        .loop = &r->loop,
+    };
+    int rc = fy_chat_template_load(m->model, m->chat_template, &r->tmpl, err, sizeof err);
+    if (rc == FY_ENOENT && !m->chat_template) {
+        fy_log_event(FY_LOG_WARN, "runner",
+                     "the model has no chat template: /v1/chat/completions answers 400 (give "
+                     "--chat-template FILE)",
+                     json_pack("{s:s}", "model", m->model));
+        r->tmpl = NULL;
+    } else if (rc) {
+        fprintf(stderr, "ferry-runner run: chat template refused: %s\n", err);
+        return 2;
+    }
+    uint64_t t0 = uv_hrtime();
+    if ((rc = fy_engine_create(&eo, &r->engine, err, sizeof err))) {
+        fprintf(stderr, "ferry-runner run: cannot load the model: %s\n", err);
+        return rc == FY_ENOMEM ? 1 : 2;
+    }
+    const char *name = m->served_name ? m->served_name : fy_engine_model_name(r->engine);
+    fy_api_options ao = {
+        .loop = &r->loop,
+        .engine = r->engine,
+        .tmpl = r->tmpl,
+        .model_name = name,
+        .ping_ms = (unsigned)m->ping_ms,
+    };
+    if (fy_api_new(&ao, &r->api)) {
+        fprintf(stderr, "ferry-runner run: out of memory\n");
+        return 1;
+    }
+    fy_log_event(FY_LOG_INFO, "runner", "model loaded",
+                 json_pack("{s:s, s:s, s:s, s:i, s:I}", "model", name, "dir", m->model, "device",
+                           m->device ? m->device : "cpu", "max_context",
+                           fy_engine_max_context(r->engine), "load_ms",
+                           (json_int_t)((uv_hrtime() - t0) / 1000000)));
+    if (m->listen) {
+        fy_http_server_options ho = {
+            .listen = m->listen,
+            .on_request = fy_api_http_handler,
+            .data = r->api,
+            .max_body = FY_API_MAX_BODY,
+            /* A long generation may send nothing for a while between
+             * tokens; pings keep streams alive, so only idle keep-alive
+             * connections time out. */
+            .server_header = "ferry-runner",
+        };
+        if ((rc = fy_http_server_new(&r->loop, &ho, &r->http))) {
+            fprintf(stderr, "ferry-runner run: cannot listen on %s: %s\n", m->listen,
+                    fy_strerror(rc));
+            return 2;
+        }
+        fy_log_event(FY_LOG_INFO, "runner", "listening",
+                     json_pack("{s:s, s:i, s:s}", "listen", m->listen, "port",
+                               fy_http_server_port(r->http), "model", name));
+    }
+    return 0;
+}
+
 int fy_rn_run_main(int argc, char **argv)
 {
-    const char *data_dir = NULL, *upstream = NULL, *config = NULL;
+    const char *data_dir = NULL, *upstream = NULL, *config = NULL, *port_file = NULL;
     fy_strlist gateways = {0};
     long long connections = 2, max_streams = 4096;
     uint64_t hb_timeout = 30000, drain = 30000, up_timeout = 300000;
     int help = 0, check = 0;
+    model_opts mo = {.ping_ms = FY_API_PING_MS};
     fy_cli_log_opts log = {0};
     const fy_opt opts[] = {
-        {"data-dir", FY_OPT_STR, &data_dir, "DIR", "the enrolled runner directory (required)"},
+        {"data-dir", FY_OPT_STR, &data_dir, "DIR",
+         "the enrolled runner directory (required with --upstream)"},
         {"upstream", FY_OPT_STR, &upstream, "URL",
-         "the local HTTP server to publish, http://127.0.0.1:PORT[/base] (required)"},
+         "the local HTTP server to publish, http://127.0.0.1:PORT[/base]"},
+        {"model", FY_OPT_STR, &mo.model, "DIR",
+         "serve this Hugging Face model directory with the built-in engine"},
+        {"served-model-name", FY_OPT_STR, &mo.served_name, "NAME",
+         "the model id clients use (default: the directory's name)"},
+        {"listen", FY_OPT_STR, &mo.listen, "ADDR:PORT",
+         "serve the API locally too (default 127.0.0.1:8080 without --data-dir)"},
+        {"device", FY_OPT_STR, &mo.device, "cpu|cuda[:N]", "where the engine runs (default cpu)"},
+        {"kv-cache-memory", FY_OPT_SIZE, &mo.kv_bytes, "SIZE",
+         "KV cache memory, e.g. 4GiB (default 1GiB on the CPU)"},
+        {"max-num-seqs", FY_OPT_INT, &mo.max_seqs, "N", "sequences per engine step (default 64)"},
+        {"max-num-batched-tokens", FY_OPT_INT, &mo.max_batched, "N",
+         "token budget per engine step (default 512)"},
+        {"max-queue", FY_OPT_INT, &mo.max_queue, "N",
+         "requests waiting for the engine before 503 (default 256)"},
+        {"chat-template", FY_OPT_STR, &mo.chat_template, "FILE",
+         "a Jinja chat template replacing the model's"},
+        {"threads", FY_OPT_INT, &mo.threads, "N", "CPU engine threads (default: one per core)"},
+        {"sse-ping-interval", FY_OPT_DURATION, &mo.ping_ms, "DURATION",
+         "SSE ': ping' comment after this long without a token (default 5s)"},
+        {"listen-port-file", FY_OPT_STR, &port_file, "FILE",
+         "write the local listener's port here once bound (for scripts using port 0)"},
         {"gateway", FY_OPT_STRLIST, &gateways, "HOST:PORT",
          "a gateway's tunnel listener; repeat for several (default: the enrolled one)"},
         {"connections", FY_OPT_INT, &connections, "N",
@@ -150,8 +310,19 @@ int fy_rn_run_main(int argc, char **argv)
     int port;
     if (npos) {
         problem = "unexpected argument (see --help)";
-    } else if (!data_dir || !upstream) {
+    } else if (mo.model && upstream) {
+        problem = "give --model or --upstream, not both";
+    } else if (!mo.model && (!data_dir || !upstream)) {
         problem = "--data-dir and --upstream are required (see --help)";
+    } else if (!mo.model && (mo.listen || mo.served_name || mo.chat_template)) {
+        problem = "--listen, --served-model-name and --chat-template need --model";
+    } else if (mo.threads < 0 || mo.threads > 1024) {
+        problem = "--threads must be 0 to 1024";
+    } else if (mo.max_seqs < 0 || mo.max_seqs > 4096 || mo.max_batched < 0 ||
+               mo.max_batched > 1048576 || mo.max_queue < 0 || mo.max_queue > 1000000) {
+        problem = "--max-num-seqs, --max-num-batched-tokens or --max-queue out of range";
+    } else if (mo.ping_ms < 100 || mo.ping_ms > 600000) {
+        problem = "--sse-ping-interval must be 100ms to 10m";
     } else if (connections < 1 || connections > RUN_MAX_CONNECTIONS) {
         problem = "--connections must be 1 to 64";
     } else if (hb_timeout < 3000 || hb_timeout > 1800000) {
@@ -179,11 +350,24 @@ int fy_rn_run_main(int argc, char **argv)
         goto out;
     }
     loop_ok = 1;
-    fy_rn_upstream_options uo = {.url = upstream, .timeout_ms = (unsigned)up_timeout};
-    int rc = fy_rn_upstream_new(&r.loop, &uo, &r.upstream, err, sizeof err);
-    if (rc) {
-        fprintf(stderr, "ferry-runner run: %s\n", err);
-        status = rc == FY_ENOMEM ? 1 : 2;
+    int rc = 0;
+    if (mo.model && !data_dir && !mo.listen) {
+        mo.listen = "127.0.0.1:8080"; /* no gateway: serve locally, like vllm serve */
+    }
+    if (upstream) {
+        fy_rn_upstream_options uo = {.url = upstream, .timeout_ms = (unsigned)up_timeout};
+        rc = fy_rn_upstream_new(&r.loop, &uo, &r.upstream, err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "ferry-runner run: %s\n", err);
+            status = rc == FY_ENOMEM ? 1 : 2;
+            goto out;
+        }
+    }
+    if (check && mo.model) {
+        printf("config ok\n  model              %s\n  listen             %s\n  data-dir           "
+               "%s\n",
+               mo.model, mo.listen ? mo.listen : "(none)", data_dir ? data_dir : "(none)");
+        status = 0;
         goto out;
     }
     if (check) {
@@ -203,6 +387,30 @@ int fy_rn_run_main(int argc, char **argv)
         goto out;
     }
 
+    signal(SIGPIPE, SIG_IGN);
+    uv_signal_init(&r.loop, &r.sigterm);
+    uv_signal_init(&r.loop, &r.sigint);
+    r.sigterm.data = r.sigint.data = &r;
+    r.drain_ms = drain;
+    if (mo.model) {
+        if ((rc = model_start(&r, &mo))) {
+            status = rc;
+            goto out_signals;
+        }
+        if (port_file) {
+            char pb[16];
+            snprintf(pb, sizeof pb, "%d\n", r.http ? fy_http_server_port(r.http) : 0);
+            fy_file_write_atomic(port_file, pb, strlen(pb), 0644);
+        }
+        if (!data_dir) {
+            uv_signal_start(&r.sigterm, on_signal, SIGTERM);
+            uv_signal_start(&r.sigint, on_signal, SIGINT);
+            uv_run(&r.loop, UV_RUN_DEFAULT);
+            status = r.drained ? 0 : 1;
+            goto out;
+        }
+    }
+
     fy_rn_enrollment e;
     if ((rc = fy_rn_enrollment_load(data_dir, &e, err, sizeof err))) {
         if (rc == FY_ENOENT) {
@@ -213,7 +421,7 @@ int fy_rn_run_main(int argc, char **argv)
         } else {
             fprintf(stderr, "ferry-runner run: %s\n", err);
         }
-        goto out;
+        goto out_signals;
     }
     const char *gw_list[FY_STRLIST_MAX];
     size_t ngw = 0;
@@ -229,7 +437,7 @@ int fy_rn_run_main(int argc, char **argv)
     if (ngw == 0) {
         fprintf(stderr, "ferry-runner run: no gateway: give --gateway HOST:PORT\n");
         status = 2;
-        goto out;
+        goto out_signals;
     }
     char key[4096], cert[4096], ca[4096];
     fy_path_join(key, sizeof key, data_dir, FY_RN_KEY);
@@ -249,16 +457,12 @@ int fy_rn_run_main(int argc, char **argv)
     };
     if (fy_tls_config_new(&to, &tls, err, sizeof err)) {
         fprintf(stderr, "ferry-runner run: %s\n", err);
-        goto out;
+        goto out_signals;
     }
-
-    signal(SIGPIPE, SIG_IGN);
-    uv_signal_init(&r.loop, &r.sigterm);
-    uv_signal_init(&r.loop, &r.sigint);
-    r.sigterm.data = r.sigint.data = &r;
     uv_signal_start(&r.sigterm, on_signal, SIGTERM);
     uv_signal_start(&r.sigint, on_signal, SIGINT);
-    r.drain_ms = drain;
+    const char *served =
+        r.api ? (mo.served_name ? mo.served_name : fy_engine_model_name(r.engine)) : NULL;
 
     fy_rn_tunnel_options tno = {
         .name = e.name,
@@ -269,6 +473,9 @@ int fy_rn_run_main(int argc, char **argv)
         .heartbeat_timeout_ms = hb_timeout,
         .max_streams = (uint32_t)max_streams,
         .upstream = r.upstream,
+        .api = r.api,
+        .models = served ? &served : NULL,
+        .n_models = served ? 1 : 0,
     };
     /* For tests: a faster reconnect policy. */
     const char *tb = getenv("FERRY_TEST_BACKOFF_MS");
@@ -279,9 +486,7 @@ int fy_rn_run_main(int argc, char **argv)
     }
     if ((rc = fy_rn_tunnel_new(&r.loop, &tno, &r.tunnel))) {
         fprintf(stderr, "ferry-runner run: cannot start the tunnel: %s\n", fy_strerror(rc));
-        uv_close((uv_handle_t *)&r.sigterm, NULL);
-        uv_close((uv_handle_t *)&r.sigint, NULL);
-        goto out;
+        goto out_signals;
     }
     json_t *gwj = json_array();
     for (size_t i = 0; i < ngw; i++) {
@@ -289,10 +494,26 @@ int fy_rn_run_main(int argc, char **argv)
     }
     fy_log_event(FY_LOG_INFO, "runner", "started",
                  json_pack("{s:s, s:o, s:I, s:s, s:I}", "runner", e.name, "gateways", gwj,
-                           "connections", (json_int_t)connections, "upstream", upstream,
-                           "heartbeat_timeout_ms", (json_int_t)hb_timeout));
+                           "connections", (json_int_t)connections, upstream ? "upstream" : "model",
+                           upstream ? upstream : served, "heartbeat_timeout_ms",
+                           (json_int_t)hb_timeout));
     uv_run(&r.loop, UV_RUN_DEFAULT);
     status = r.drained ? 0 : 1;
+    goto out;
+out_signals:
+    /* Started nothing that runs: close what model mode opened. */
+    uv_close((uv_handle_t *)&r.sigterm, NULL);
+    uv_close((uv_handle_t *)&r.sigint, NULL);
+    if (r.http) {
+        fy_http_server_close(r.http, NULL, NULL);
+        r.http = NULL;
+    }
+    fy_api_free(r.api);
+    r.api = NULL;
+    if (r.engine) {
+        fy_engine_destroy(r.engine);
+        r.engine = NULL;
+    }
 out:
     if (r.upstream) {
         fy_rn_upstream_free(r.upstream);
@@ -305,6 +526,7 @@ out:
         }
     }
     fy_rn_tunnel_free(r.tunnel);
+    fy_chat_template_free(r.tmpl);
     fy_tls_config_free(tls);
     json_decref(cfg_root);
     return status;

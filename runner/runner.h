@@ -8,8 +8,11 @@
  *               full-jitter exponential backoff
  *   upstream.c  one tunnel stream <-> one HTTP call to the local upstream,
  *               bodies streamed both ways under the tunnel's flow control
- *   rdir.c      the runner data directory (files, runner.json)
+ *   apistream.c one tunnel stream <-> one call of the built-in OpenAI API
+ *               (runner/api/server.h), answered in-process; its usage ends
+ *               the stream as a TRAILERS frame
  *   demo_model.c `ferry-runner demo-model`: writes the built-in demo model
+ *   rdir.c      the runner data directory (files, runner.json)
  *
  * Everything runs on one libuv loop; nothing here is thread-safe. */
 #ifndef FY_RUNNER_H
@@ -18,6 +21,7 @@
 #include "common/http_client.h"
 #include "common/tls.h"
 #include "proto/session.h"
+#include "runner/api/server.h"
 
 #include <stdint.h>
 #include <uv.h>
@@ -65,6 +69,23 @@ typedef struct fy_rn_link {
 typedef struct fy_rn_stream fy_rn_stream;
 typedef struct fy_rn_conn fy_rn_conn;
 
+/* What every kind of tunnel stream starts with: its connection's list link
+ * and the handlers the tunnel calls with the session's events about it. */
+typedef struct fy_rn_stream_ops {
+    /* Request body bytes (valid during the call) and/or its end. */
+    void (*on_data)(void *st, const char *data, size_t len, int end);
+    /* The stream's send window opened again. */
+    void (*on_writable)(void *st);
+    /* The stream is gone from the session (reset by the gateway, or the
+     * connection died): stop its work and free it. */
+    void (*on_reset)(void *st, uint32_t code, int remote);
+} fy_rn_stream_ops;
+
+typedef struct {
+    fy_rn_link link; /* first */
+    const fy_rn_stream_ops *ops;
+} fy_rn_stream_base;
+
 typedef struct {
     const char *url;          /* http://127.0.0.1:PORT[/base] */
     unsigned timeout_ms;      /* no response byte for this long: 504; 0 = default */
@@ -94,17 +115,23 @@ void fy_rn_upstream_stats_get(const fy_rn_upstream *up, fy_rn_upstream_stats *ou
 /* The tunnel hands each session event about a stream to these. */
 
 /* A REQUEST arrived on stream ID of CONN: starts the upstream call, or
- * answers an error at once. The stream is stored as the session's stream data
- * and linked into CONN's list (when out of memory it is reset instead). */
+ * answers an error at once. The stream (an fy_rn_stream_base whose ops are
+ * the upstream's) is stored as the session's stream data and linked into
+ * CONN's list (when out of memory it is reset instead). Resetting it cancels
+ * the upstream call at once. */
 void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
                        int end_stream);
-/* Request body bytes (valid during the call) and/or its end. */
-void fy_rn_stream_on_data(fy_rn_stream *st, const char *data, size_t len, int end);
-/* The stream's send window opened again. */
-void fy_rn_stream_on_writable(fy_rn_stream *st);
-/* The stream is gone from the session (reset by the gateway, or the
- * connection died): cancels the upstream call at once and frees ST. */
-void fy_rn_stream_on_reset(fy_rn_stream *st, uint32_t code, int remote);
+
+/* --- API streams (apistream.c) ------------------------------------------------ */
+
+/* A REQUEST arrived on stream ID of CONN for the built-in API: the body is
+ * read (up to FY_API_MAX_BODY; 413 above), then served by fy_api_handle with
+ * the key id from the REQUEST's `key-id` metadata (or its x-ferry-key-id
+ * header, which only the gateway can set on a tunnel). The response goes out
+ * under the tunnel's flow control; a generation's usage ends it as TRAILERS.
+ * A reset cancels the call (the engine request is aborted). */
+void fy_rn_apistream_open(fy_api *api, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
+                          int end_stream);
 
 /* --- Tunnel (tunnel.c) ---------------------------------------------------- */
 
@@ -121,7 +148,12 @@ typedef struct {
     /* Reconnect policy: wait = random(0, min(max, base * 2^n)); n resets once
      * a connection stayed up for stable_ms. */
     uint64_t backoff_base_ms, backoff_max_ms, stable_ms;
+    /* Exactly one of these serves the streams. */
     fy_rn_upstream *upstream;
+    fy_api *api;
+    /* Model ids announced in HELLO (copied by each session). */
+    const char *const *models;
+    size_t n_models;
 } fy_rn_tunnel_options;
 
 /* Starts connecting every slot at once. Returns 0, FY_EINVAL (bad gateway

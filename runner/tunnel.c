@@ -319,7 +319,8 @@ static void conn_close(fy_rn_conn *c, int level, const char *why)
     /* Streams the session no longer reported (finished on the wire but still
      * held here) are released too. */
     while (c->streams.next != &c->streams) {
-        fy_rn_stream_on_reset((fy_rn_stream *)c->streams.next, FYP_ERR_INTERNAL, 0);
+        fy_rn_stream_base *sb = (fy_rn_stream_base *)c->streams.next;
+        sb->ops->on_reset(sb, FYP_ERR_INTERNAL, 0);
     }
     if (c->prev) {
         c->prev->next = c->next;
@@ -387,7 +388,7 @@ static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
 {
     fy_rn_conn *c = data;
     fy_rn_tunnel *t = c->t;
-    fy_rn_stream *st = ev->stream_data;
+    fy_rn_stream_base *st = ev->stream_data;
     switch (ev->type) {
     case FYP_EV_HELLO: {
         c->state = C_READY;
@@ -402,11 +403,15 @@ static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
         break;
     }
     case FYP_EV_REQUEST:
-        fy_rn_stream_open(t->o.upstream, c, ev->stream_id, ev->u.request, ev->end_stream);
+        if (t->o.api) {
+            fy_rn_apistream_open(t->o.api, c, ev->stream_id, ev->u.request, ev->end_stream);
+        } else {
+            fy_rn_stream_open(t->o.upstream, c, ev->stream_id, ev->u.request, ev->end_stream);
+        }
         break;
     case FYP_EV_DATA:
         if (st) {
-            fy_rn_stream_on_data(st, ev->u.data.base, ev->u.data.len, ev->end_stream);
+            st->ops->on_data(st, ev->u.data.base, ev->u.data.len, ev->end_stream);
         } else if (ev->u.data.len) {
             fyp_session_consume(s, ev->stream_id, ev->u.data.len);
         }
@@ -414,17 +419,17 @@ static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
     case FYP_EV_TRAILERS:
         /* Request trailers end the body; their fields are not forwarded. */
         if (st) {
-            fy_rn_stream_on_data(st, NULL, 0, 1);
+            st->ops->on_data(st, NULL, 0, 1);
         }
         break;
     case FYP_EV_WRITABLE:
         if (st) {
-            fy_rn_stream_on_writable(st);
+            st->ops->on_writable(st);
         }
         break;
     case FYP_EV_STREAM_RESET:
         if (st) {
-            fy_rn_stream_on_reset(st, ev->error_code, ev->remote && !c->lost);
+            st->ops->on_reset(st, ev->error_code, ev->remote && !c->lost);
         }
         break;
     case FYP_EV_GOAWAY: {
@@ -526,7 +531,8 @@ static void on_handshake(fy_stream *s, int status, void *arg)
                    "tunnel listener?");
         return;
     }
-    static const char *const caps[] = {"upstream"};
+    static const char *const caps_up[] = {"upstream"};
+    static const char *const caps_api[] = {"openai"};
     fyp_session_config sc;
     memset(&sc, 0, sizeof sc);
     sc.role = FYP_ROLE_RUNNER;
@@ -543,8 +549,10 @@ static void on_handshake(fy_stream *s, int status, void *arg)
         sc.settings.max_concurrent_streams = t->o.max_streams;
     }
     sc.name = t->name;
-    sc.caps = caps;
+    sc.caps = t->o.api ? caps_api : caps_up;
     sc.n_caps = 1;
+    sc.models = t->o.models;
+    sc.n_models = t->o.n_models;
     sc.on_event = on_session_event;
     sc.data = c;
     int rc = fyp_session_new(&sc, &c->sess);
@@ -663,7 +671,7 @@ int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunne
 {
     *out = NULL;
     if (!o->name || !*o->name || strlen(o->name) >= FY_RN_NAME_MAX || o->ngateways == 0 ||
-        !o->tls || !o->upstream) {
+        !o->tls || !o->upstream == !o->api) {
         return FY_EINVAL;
     }
     fy_rn_tunnel *t = calloc(1, sizeof *t);

@@ -41,7 +41,7 @@ struct fy_rn_upstream {
 };
 
 struct fy_rn_stream {
-    fy_rn_link link; /* first: the connection's list holds these */
+    fy_rn_stream_base base; /* first: the connection's list holds these */
     fy_rn_upstream *up;
     fy_rn_conn *conn;
     uint32_t id;
@@ -166,8 +166,8 @@ static void st_free(fy_rn_stream *st)
         fyp_session_consume(st_sess(st), st->id, st->unconsumed);
         fy_rn__conn_kick(st->conn);
     }
-    st->link.prev->next = st->link.next;
-    st->link.next->prev = st->link.prev;
+    st->base.link.prev->next = st->base.link.next;
+    st->base.link.next->prev = st->base.link.prev;
     fyp_session_set_stream_data(st_sess(st), st->id, NULL);
     up->st.active--;
     if (!st->outcome) {
@@ -455,6 +455,11 @@ static void call_on_drain(fy_http_call *call, void *arg)
 
 /* --- the tunnel's entry points -------------------------------------------------- */
 
+static void st_on_data(void *arg, const char *data, size_t len, int end);
+static void st_on_writable(void *arg);
+static void st_on_reset(void *arg, uint32_t code, int remote);
+static const fy_rn_stream_ops st_ops = {st_on_data, st_on_writable, st_on_reset};
+
 void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
                        int end_stream)
 {
@@ -467,6 +472,7 @@ void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const 
         fy_rn__conn_kick(conn);
         return;
     }
+    st->base.ops = &st_ops;
     st->up = up;
     st->conn = conn;
     st->id = id;
@@ -474,10 +480,10 @@ void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const 
     st->req_ended = end_stream != 0;
     fy_buf_init(&st->out, UP_OUT_MAX);
     fy_rn_link *head = fy_rn__conn_streams(conn);
-    st->link.next = head->next;
-    st->link.prev = head;
-    head->next->prev = &st->link;
-    head->next = &st->link;
+    st->base.link.next = head->next;
+    st->base.link.prev = head;
+    head->next->prev = &st->base.link;
+    head->next = &st->base.link;
     fyp_session_set_stream_data(s, id, st);
     up->st.started++;
     up->st.active++;
@@ -579,8 +585,9 @@ void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const 
     }
 }
 
-void fy_rn_stream_on_data(fy_rn_stream *st, const char *data, size_t len, int end)
+static void st_on_data(void *arg, const char *data, size_t len, int end)
 {
+    fy_rn_stream *st = arg;
     fyp_session *s = st_sess(st);
     st->req_bytes += len;
     if (len && !(st->call && st->streaming)) {
@@ -629,13 +636,14 @@ void fy_rn_stream_on_data(fy_rn_stream *st, const char *data, size_t len, int en
     }
 }
 
-void fy_rn_stream_on_writable(fy_rn_stream *st)
+static void st_on_writable(void *arg)
 {
-    st_pump(st);
+    st_pump(arg);
 }
 
-void fy_rn_stream_on_reset(fy_rn_stream *st, uint32_t code, int remote)
+static void st_on_reset(void *arg, uint32_t code, int remote)
 {
+    fy_rn_stream *st = arg;
     /* The session already dropped the stream's unconsumed data. */
     st->unconsumed = 0;
     if (st->resp_ended) {

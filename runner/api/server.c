@@ -1,0 +1,986 @@
+/* server.c: the OpenAI-compatible API over the engine (server.h).
+ *
+ * A generation call lives from fy_api_handle() until its last finishing
+ * transport call. Engine events arrive on the loop thread: a streamed call
+ * turns each into SSE chunks at once (with ": ping" comments while nothing
+ * was written for ping_ms, e.g. during a long prefill); a whole-response call
+ * accumulates each sample's text and logprobs and answers when the last
+ * sample finished. A client that goes away cancels the call, which aborts
+ * the engine request: the engine frees its blocks at the next step. */
+#include "runner/api/server.h"
+
+#include "common/err.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct fy_api {
+    uv_loop_t *loop;
+    fy_engine *engine;
+    const fy_tokenizer *tok;
+    const fy_chat_template *tmpl;
+    char model[256];
+    unsigned ping_ms;
+    int64_t created;
+    fy_api_call *calls; /* live generation calls */
+    fy_api_stats st;
+};
+
+typedef struct {
+    fy_buf text;     /* whole response: the text so far */
+    size_t text_len; /* streamed: bytes sent so far (logprobs' text offsets) */
+    json_t *logprobs;
+    int started; /* streamed: the role chunk went out */
+    int done;
+    int completion_tokens;
+    const char *finish;
+} sample;
+
+struct fy_api_call {
+    fy_api *api;
+    fy_api_call *prev, *next;
+    const fy_api_transport *tp;
+    void *t;
+    fy_oai_request r;
+    uint64_t engine_id;
+    int submitted;
+    int n_done;
+    sample s[FY_OAI_MAX_N];
+    fy_oai_usage usage;
+    char id[48];
+    int64_t created;
+    uv_timer_t ping;
+    int ping_on;
+    uint64_t last_write;
+    int failed; /* an error finish: its message is in err */
+    fy_oai_error err;
+};
+
+/* --- plain answers ------------------------------------------------------------ */
+
+static const fy_http_header json_hdr[] = {{"content-type", "application/json", 0, 0}};
+
+static void answer_json(const fy_api_transport *tp, void *t, int status, const char *body,
+                        size_t len, const fy_oai_usage *u)
+{
+    tp->respond(t, status, json_hdr, 1, body, len, u);
+}
+
+static void answer_error(fy_api *a, const fy_api_transport *tp, void *t, const fy_oai_error *e)
+{
+    size_t len = 0;
+    char *body = fy_oai_error_json(e, &len);
+    if (e->status == 503) {
+        static const fy_http_header h[] = {{"content-type", "application/json", 0, 0},
+                                           {"retry-after", "1", 0, 0}};
+        tp->respond(t, e->status, h, 2, body ? body : "", body ? len : 0, NULL);
+    } else {
+        answer_json(tp, t, e->status, body ? body : "", body ? len : 0, NULL);
+    }
+    free(body);
+    a->st.errors++;
+}
+
+static void answer_jsonv(const fy_api_transport *tp, void *t, json_t *root)
+{
+    char *s = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    if (!s) {
+        static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
+                                  "\"server_error\",\"param\":null,\"code\":null}}";
+        answer_json(tp, t, 500, oom, sizeof oom - 1, NULL);
+        return;
+    }
+    answer_json(tp, t, 200, s, strlen(s), NULL);
+    free(s);
+}
+
+/* --- token text for logprobs ------------------------------------------------------ */
+
+/* A token's text as it reads inside a completion: decoded alone, with the
+ * leading space a SentencePiece or byte-level decoder strips from a first
+ * token put back. */
+static int tok_text(void *arg, int32_t id, char *buf, size_t cap)
+{
+    const fy_tokenizer *tok = arg;
+    char *s = NULL;
+    size_t len = 0;
+    int rc = fy_tokenizer_decode(tok, &id, 1, 0, &s, &len);
+    if (rc) {
+        return rc;
+    }
+    const char *piece = fy_tokenizer_piece(tok, id);
+    size_t k = 0;
+    if (piece && len < cap - 1 &&
+        (strncmp(piece, "\xe2\x96\x81", 3) == 0 || strncmp(piece, "\xc4\xa0", 2) == 0) &&
+        (len == 0 || s[0] != ' ')) {
+        buf[k++] = ' ';
+    }
+    if (len > cap - 1 - k) {
+        len = cap - 1 - k;
+    }
+    memcpy(buf + k, s, len);
+    buf[k + len] = '\0';
+    free(s);
+    return (int)(k + len);
+}
+
+/* --- calls --------------------------------------------------------------------- */
+
+static void call_ping_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void call_free(fy_api_call *c)
+{
+    fy_api *a = c->api;
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else if (a->calls == c) {
+        a->calls = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    a->st.active--;
+    if (c->submitted) {
+        fy_engine_abort(a->engine, c->engine_id); /* no-op once finished */
+    }
+    for (int i = 0; i < FY_OAI_MAX_N; i++) {
+        fy_buf_free(&c->s[i].text);
+        json_decref(c->s[i].logprobs);
+    }
+    fy_oai_request_free(&c->r);
+    if (c->ping_on) {
+        uv_timer_stop(&c->ping);
+        uv_close((uv_handle_t *)&c->ping, call_ping_closed); /* frees C */
+    } else {
+        free(c);
+    }
+}
+
+/* The transport failed or the client is gone: abort everything. */
+static void call_abort(fy_api_call *c)
+{
+    c->tp->abort(c->t);
+    c->api->st.canceled++;
+    call_free(c);
+}
+
+void fy_api_call_cancel(fy_api_call *c)
+{
+    call_abort(c);
+}
+
+/* Writes to a streamed response. Returns 0, or -1 when the call is gone. */
+static int call_write(fy_api_call *c, const char *data, size_t len)
+{
+    if (!data) {
+        call_abort(c); /* out of memory building it */
+        return -1;
+    }
+    if (c->tp->write(c->t, data, len) < 0) {
+        call_abort(c);
+        return -1;
+    }
+    c->last_write = uv_now(c->api->loop);
+    return 0;
+}
+
+static int call_write_free(fy_api_call *c, char *data, size_t len)
+{
+    int rc = call_write(c, data, len);
+    free(data);
+    return rc;
+}
+
+static void on_ping(uv_timer_t *tm)
+{
+    fy_api_call *c = tm->data;
+    if (uv_now(c->api->loop) - c->last_write >= c->api->ping_ms) {
+        call_write(c, FY_OAI_SSE_PING, sizeof FY_OAI_SSE_PING - 1);
+    }
+}
+
+/* The whole (non-streamed) answer, once every sample finished. */
+static void call_respond(fy_api_call *c)
+{
+    if (c->failed) {
+        answer_error(c->api, c->tp, c->t, &c->err);
+        call_free(c);
+        return;
+    }
+    fy_oai_choice ch[FY_OAI_MAX_N];
+    for (int i = 0; i < c->r.n; i++) {
+        ch[i].text = c->s[i].text.data ? c->s[i].text.data : "";
+        ch[i].text_len = c->s[i].text.len;
+        ch[i].finish_reason = c->s[i].finish;
+        ch[i].logprobs = c->s[i].logprobs;
+    }
+    size_t len;
+    char *body = fy_oai_response_json(c->r.kind, c->id, c->created, c->api->model, ch, c->r.n,
+                                      &c->usage, &len);
+    if (!body) {
+        call_abort(c);
+        return;
+    }
+    answer_json(c->tp, c->t, 200, body, len, &c->usage);
+    free(body);
+    c->api->st.completed++;
+    call_free(c);
+}
+
+/* The end of a stream: usage chunk, [DONE], end with the usage. */
+static void call_stream_end(fy_api_call *c)
+{
+    if (c->failed) {
+        size_t len;
+        if (call_write_free(c, fy_oai_error_sse(&c->err, &len), len)) {
+            return;
+        }
+    }
+    if (c->r.include_usage) {
+        size_t len;
+        char *s =
+            fy_oai_usage_chunk_sse(c->r.kind, c->id, c->created, c->api->model, &c->usage, &len);
+        if (call_write_free(c, s, len)) {
+            return;
+        }
+    }
+    if (call_write(c, FY_OAI_SSE_DONE, sizeof FY_OAI_SSE_DONE - 1)) {
+        return;
+    }
+    c->tp->end(c->t, &c->usage);
+    c->api->st.completed++;
+    call_free(c);
+}
+
+/* Streams one event of sample S. Returns -1 when the call is gone. */
+static int stream_event(fy_api_call *c, const fy_engine_event *ev, sample *s, json_t *lp,
+                        const char *finish)
+{
+    size_t len;
+    char *chunk;
+    fy_api *a = c->api;
+    int role = c->r.kind == FY_OAI_CHAT && !s->started;
+    if (role || ev->text_len || lp) {
+        /* OpenAI's first chat chunk carries the role; text follows in the
+         * same chunk when this event already has some. */
+        chunk = fy_oai_chunk_sse(c->r.kind, c->id, c->created, a->model, ev->index, role, ev->text,
+                                 ev->text_len, lp, NULL, &len);
+        s->started = 1;
+        if (call_write_free(c, chunk, len)) {
+            return -1;
+        }
+    }
+    if (finish) {
+        chunk = fy_oai_chunk_sse(c->r.kind, c->id, c->created, a->model, ev->index, 0, "", 0, NULL,
+                                 finish, &len);
+        if (call_write_free(c, chunk, len)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void on_engine_event(const fy_engine_event *ev, void *arg)
+{
+    fy_api_call *c = arg;
+    if (ev->index < 0 || ev->index >= c->r.n) {
+        return;
+    }
+    sample *s = &c->s[ev->index];
+    if (s->done) {
+        return;
+    }
+    c->usage.prompt_tokens = ev->prompt_tokens;
+    c->usage.cached_tokens = ev->cached_tokens;
+    const char *finish = NULL;
+    if (ev->finish == FY_FINISH_ERROR || ev->finish == FY_FINISH_ABORT) {
+        c->failed = 1;
+        if (ev->finish == FY_FINISH_ABORT) {
+            fy_oai_fail(&c->err, 503, NULL, "engine_stopped", "the engine is shutting down");
+        } else {
+            fy_oai_fail(&c->err, 500, NULL, "engine_error", "generation failed: %s",
+                        ev->error ? ev->error : "unknown error");
+        }
+        finish = "abort";
+    } else {
+        finish = fy_oai_finish_reason(ev->finish);
+    }
+    /* Logprobs of this event's tokens. */
+    json_t *lp = NULL;
+    if (c->r.logprobs >= 0 && ev->n_tokens > 0) {
+        json_t *into = c->r.stream ? fy_oai_logprobs_new(c->r.kind) : s->logprobs;
+        if (!into) {
+            call_abort(c);
+            return;
+        }
+        for (int i = 0; i < ev->n_tokens; i++) {
+            if (fy_oai_logprobs_add(into, c->r.kind, &ev->tokens[i], c->r.logprobs,
+                                    c->r.stream ? s->text_len : s->text.len, tok_text,
+                                    (void *)c->api->tok)) {
+                break; /* a token without text: keep the rest of the answer */
+            }
+        }
+        lp = c->r.stream ? into : NULL;
+    }
+    s->completion_tokens = ev->completion_tokens;
+    if (c->r.stream) {
+        int rc = stream_event(c, ev, s, lp, finish);
+        json_decref(lp);
+        if (rc) {
+            return;
+        }
+        s->text_len += ev->text_len;
+    } else if (ev->text_len && fy_buf_append(&s->text, ev->text, ev->text_len)) {
+        fy_oai_fail(&c->err, 500, NULL, "too_large", "the completion is too large to return");
+        c->failed = 1;
+    }
+    if (!finish) {
+        return;
+    }
+    s->done = 1;
+    s->finish = finish;
+    c->usage.completion_tokens += ev->completion_tokens;
+    if (++c->n_done < c->r.n) {
+        return;
+    }
+    c->submitted = 0; /* finished: nothing to abort */
+    if (c->r.stream) {
+        call_stream_end(c);
+    } else {
+        call_respond(c);
+    }
+}
+
+/* --- building the prompt ------------------------------------------------------------- */
+
+/* The chat prompt text: the template over the messages; with
+ * continue_final_message the text stops after the last message's content
+ * (the model continues it). Returns 0 or -1 with E filled. */
+static int chat_prompt(fy_api *a, const fy_oai_request *r, char **text, size_t *len,
+                       fy_oai_error *e)
+{
+    if (!a->tmpl) {
+        return fy_oai_fail(e, 400, "messages", "no_chat_template",
+                           "this model has no chat template: use /v1/completions, or start the "
+                           "runner with --chat-template FILE");
+    }
+    char err[512];
+    int rc = fy_chat_template_render(a->tmpl, r->messages, r->tools, r->add_generation_prompt, text,
+                                     len, err, sizeof err);
+    if (rc == FY_EINVAL) {
+        return fy_oai_fail(e, 400, "messages", "invalid_value", "%s", err);
+    }
+    if (rc == FY_ETOOBIG) {
+        return fy_oai_fail(e, 400, "messages", "context_length_exceeded",
+                           "the rendered chat prompt is too large");
+    }
+    if (rc) {
+        return fy_oai_fail(e, 500, NULL, "template_error", "chat template: %s", err);
+    }
+    if (r->continue_final_message) {
+        json_t *last = json_array_get(r->messages, json_array_size(r->messages) - 1);
+        json_t *content = json_object_get(last, "content");
+        const char *cs = json_is_string(content) ? json_string_value(content) : NULL;
+        size_t cl = cs ? strlen(cs) : 0;
+        char *at = NULL;
+        for (char *p = cl ? *text : NULL; p && (p = strstr(p, cs)); p++) {
+            at = p;
+        }
+        if (at) {
+            *len = (size_t)(at - *text) + cl;
+            (*text)[*len] = '\0';
+        }
+    }
+    return 0;
+}
+
+/* The prompt's token ids (malloc'd). Returns 0 or -1 with E filled. */
+static int prompt_ids(fy_api *a, fy_oai_request *r, int32_t **ids, size_t *n, fy_oai_error *e)
+{
+    const char *param = r->kind == FY_OAI_CHAT ? "messages" : "prompt";
+    if (r->prompt_ids) {
+        int vocab = fy_tokenizer_vocab_size(a->tok);
+        for (size_t i = 0; i < r->n_prompt_ids; i++) {
+            if (r->prompt_ids[i] >= vocab) {
+                return fy_oai_fail(e, 400, "prompt", "invalid_value",
+                                   "token id %d in 'prompt' is outside the vocabulary (%d tokens)",
+                                   r->prompt_ids[i], vocab);
+            }
+        }
+        *ids = r->prompt_ids;
+        *n = r->n_prompt_ids;
+        r->prompt_ids = NULL;
+        return 0;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    fy_encode_options eo = {.add_special = 1, .parse_special = 1};
+    if (r->kind == FY_OAI_CHAT) {
+        if (chat_prompt(a, r, &text, &len, e)) {
+            return -1;
+        }
+        eo.add_special = 0; /* the template writes BOS itself when the model wants it */
+    }
+    int rc = fy_tokenizer_encode(a->tok, text ? text : r->prompt, text ? len : r->prompt_len, &eo,
+                                 ids, n);
+    free(text);
+    if (rc == FY_EINVAL) {
+        return fy_oai_fail(e, 400, param, "invalid_value", "the prompt is not valid UTF-8");
+    }
+    if (rc) {
+        return fy_oai_fail(e, rc == FY_ETOOBIG ? 400 : 500, param, "tokenizer_error",
+                           "cannot tokenize the prompt: %s", fy_strerror(rc));
+    }
+    return 0;
+}
+
+/* Checks the prompt and max_tokens against the context; sets the default
+ * max_tokens (completions: 16, chat: the rest of the context). */
+static int fit_context(fy_api *a, fy_oai_request *r, size_t n_prompt, fy_oai_error *e)
+{
+    const char *param = r->kind == FY_OAI_CHAT ? "messages" : "prompt";
+    long ctx = fy_engine_max_context(a->engine);
+    if (n_prompt == 0) {
+        return fy_oai_fail(e, 400, param, "invalid_value", "the prompt is empty");
+    }
+    if ((long)n_prompt + 1 > ctx) {
+        return fy_oai_fail(e, 400, param, "context_length_exceeded",
+                           "this model's maximum context length is %ld tokens, but the prompt "
+                           "has %zu tokens (at least one more is needed to generate)",
+                           ctx, n_prompt);
+    }
+    long room = ctx - (long)n_prompt;
+    if (r->has_max_tokens && r->max_tokens > room) {
+        return fy_oai_fail(e, 400, r->kind == FY_OAI_CHAT ? "max_completion_tokens" : "max_tokens",
+                           "context_length_exceeded",
+                           "this model's maximum context length is %ld tokens; you asked for "
+                           "%zu prompt tokens and %d completion tokens",
+                           ctx, n_prompt, r->max_tokens);
+    }
+    if (!r->has_max_tokens) {
+        r->sampling.max_tokens = r->kind == FY_OAI_CHAT ? (int)room : (room < 16 ? (int)room : 16);
+    }
+    return 0;
+}
+
+static const fy_http_header sse_hdr[] = {
+    {"content-type", "text/event-stream", 0, 0},
+    {"cache-control", "no-cache", 0, 0},
+    {"x-accel-buffering", "no", 0, 0},
+};
+
+static fy_api_call *generate(fy_api *a, fy_oai_kind kind, const fy_api_request *rq,
+                             const fy_api_transport *tp, void *t)
+{
+    fy_oai_error e;
+    fy_api_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        fy_oai_fail(&e, 500, NULL, "out_of_memory", "out of memory");
+        answer_error(a, tp, t, &e);
+        return NULL;
+    }
+    c->api = a;
+    c->tp = tp;
+    c->t = t;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (fy_oai_parse(kind, rq->body, rq->body_len, &c->r, &e)) {
+        goto fail;
+    }
+    if (c->r.model && strcmp(c->r.model, a->model) != 0) {
+        fy_oai_fail(&e, 404, "model", "model_not_found",
+                    "the model '%.100s' does not exist here (this runner serves '%s')", c->r.model,
+                    a->model);
+        goto fail;
+    }
+    if (prompt_ids(a, &c->r, &ids, &n_ids, &e) || fit_context(a, &c->r, n_ids, &e)) {
+        goto fail;
+    }
+    for (int i = 0; i < c->r.n; i++) {
+        fy_buf_init(&c->s[i].text, FY_API_MAX_TEXT);
+        if (c->r.logprobs >= 0 && !c->r.stream) {
+            c->s[i].logprobs = fy_oai_logprobs_new(kind);
+        }
+    }
+    fy_oai_make_id(kind, c->id, sizeof c->id);
+    c->created = (int64_t)time(NULL);
+    c->usage.prompt_tokens = (int)n_ids;
+    fy_engine_request er = {
+        .prompt = ids,
+        .n_prompt = (int)n_ids,
+        .n = c->r.n,
+        .sampling = c->r.sampling,
+        .key_id = rq->key_id,
+        .cb = on_engine_event,
+        .arg = c,
+    };
+    char err[256] = "";
+    int rc = fy_engine_submit(a->engine, &er, &c->engine_id, err, sizeof err);
+    free(ids);
+    ids = NULL;
+    if (rc == FY_ELIMIT) {
+        a->st.rejected_busy++;
+        fy_oai_fail(&e, 503, NULL, "overloaded", "the engine's queue is full: retry in a moment");
+        goto fail;
+    } else if (rc == FY_ETOOBIG) {
+        fy_oai_fail(&e, 400, kind == FY_OAI_CHAT ? "messages" : "prompt", "context_length_exceeded",
+                    "the prompt does not fit the model's context: %s", err);
+        goto fail;
+    } else if (rc) {
+        fy_oai_fail(&e, rc == FY_EINVAL ? 400 : 500, NULL, "invalid_value", "%s",
+                    err[0] ? err : fy_strerror(rc));
+        goto fail;
+    }
+    c->submitted = 1;
+    a->st.active++;
+    c->next = a->calls;
+    if (a->calls) {
+        a->calls->prev = c;
+    }
+    a->calls = c;
+    if (c->r.stream) {
+        if (tp->start(t, 200, sse_hdr, 3) < 0) {
+            call_abort(c);
+            return NULL;
+        }
+        c->last_write = uv_now(a->loop);
+        uv_timer_init(a->loop, &c->ping);
+        c->ping.data = c;
+        c->ping_on = 1;
+        uv_timer_start(&c->ping, on_ping, a->ping_ms, a->ping_ms);
+    }
+    return c;
+fail:
+    free(ids);
+    answer_error(a, tp, t, &e);
+    fy_oai_request_free(&c->r);
+    free(c);
+    return NULL;
+}
+
+/* --- other routes ---------------------------------------------------------------- */
+
+static void route_models(fy_api *a, const fy_api_transport *tp, void *t)
+{
+    size_t len;
+    char *s = fy_oai_models_json(a->model, a->created, fy_engine_max_context(a->engine), &len);
+    if (!s) {
+        tp->abort(t);
+        return;
+    }
+    answer_json(tp, t, 200, s, len, NULL);
+    free(s);
+}
+
+/* POST /tokenize: {"prompt": str, "add_special_tokens": true} or
+ * {"messages": [...], "add_generation_prompt": true}. */
+static void route_tokenize(fy_api *a, const fy_api_request *rq, const fy_api_transport *tp, void *t)
+{
+    fy_oai_error e = {0};
+    json_error_t je;
+    json_t *root = json_loadb(rq->body, rq->body_len, 0, &je);
+    json_t *p = root ? json_object_get(root, "prompt") : NULL;
+    json_t *m = root ? json_object_get(root, "messages") : NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (!json_is_object(root)) {
+        fy_oai_fail(&e, 400, NULL, "invalid_json", "the body must be a JSON object");
+        goto fail;
+    }
+    if (m) {
+        fy_oai_request r;
+        char *body = json_dumps(root, JSON_COMPACT);
+        int rc = body ? fy_oai_parse(FY_OAI_CHAT, body, strlen(body), &r, &e) : -1;
+        free(body);
+        if (rc == 0) {
+            int add_special = 0;
+            json_t *as = json_object_get(root, "add_special_tokens");
+            if (json_is_boolean(as)) {
+                add_special = json_is_true(as);
+            }
+            char *text = NULL;
+            size_t len = 0;
+            rc = chat_prompt(a, &r, &text, &len, &e);
+            if (rc == 0) {
+                fy_encode_options eo = {.add_special = add_special, .parse_special = 1};
+                if (fy_tokenizer_encode(a->tok, text, len, &eo, &ids, &n)) {
+                    rc = fy_oai_fail(&e, 400, "messages", "invalid_value",
+                                     "cannot tokenize the rendered messages");
+                }
+                free(text);
+            }
+        } else if (!body) {
+            fy_oai_fail(&e, 500, NULL, "out_of_memory", "out of memory");
+        }
+        fy_oai_request_free(&r);
+        if (rc) {
+            goto fail;
+        }
+    } else {
+        if (!json_is_string(p)) {
+            fy_oai_fail(&e, 400, "prompt", p ? "invalid_type" : "missing_required_parameter",
+                        "'prompt' (a string) or 'messages' is required");
+            goto fail;
+        }
+        json_t *as = json_object_get(root, "add_special_tokens");
+        if (as && !json_is_boolean(as)) {
+            fy_oai_fail(&e, 400, "add_special_tokens", "invalid_type",
+                        "'add_special_tokens' must be a boolean");
+            goto fail;
+        }
+        fy_encode_options eo = {.add_special = !as || json_is_true(as), .parse_special = 1};
+        if (fy_tokenizer_encode(a->tok, json_string_value(p), json_string_length(p), &eo, &ids,
+                                &n)) {
+            fy_oai_fail(&e, 400, "prompt", "invalid_value", "cannot tokenize 'prompt'");
+            goto fail;
+        }
+    }
+    json_t *toks = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(toks, json_integer(ids[i]));
+    }
+    free(ids);
+    json_decref(root);
+    answer_jsonv(tp, t,
+                 json_pack("{s:I, s:i, s:o, s:n}", "count", (json_int_t)n, "max_model_len",
+                           fy_engine_max_context(a->engine), "tokens", toks, "token_strs"));
+    return;
+fail:
+    free(ids);
+    json_decref(root);
+    answer_error(a, tp, t, &e);
+}
+
+/* POST /detokenize: {"tokens": [ids]} -> {"prompt": text}. */
+static void route_detokenize(fy_api *a, const fy_api_request *rq, const fy_api_transport *tp,
+                             void *t)
+{
+    fy_oai_error e = {0};
+    json_error_t je;
+    json_t *root = json_loadb(rq->body, rq->body_len, 0, &je);
+    json_t *toks = root ? json_object_get(root, "tokens") : NULL;
+    int32_t *ids = NULL;
+    if (!json_is_object(root)) {
+        fy_oai_fail(&e, 400, NULL, "invalid_json", "the body must be a JSON object");
+        goto fail;
+    }
+    if (!json_is_array(toks)) {
+        fy_oai_fail(&e, 400, "tokens", toks ? "invalid_type" : "missing_required_parameter",
+                    "'tokens' (a list of token ids) is required");
+        goto fail;
+    }
+    size_t n = json_array_size(toks);
+    ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) {
+        fy_oai_fail(&e, 500, NULL, "out_of_memory", "out of memory");
+        goto fail;
+    }
+    int vocab = fy_tokenizer_vocab_size(a->tok);
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(toks, i);
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) >= vocab) {
+            fy_oai_fail(&e, 400, "tokens", "invalid_value",
+                        "'tokens' item %zu is not a token id of this model (0 to %d)", i,
+                        vocab - 1);
+            goto fail;
+        }
+        ids[i] = (int32_t)json_integer_value(x);
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (fy_tokenizer_decode(a->tok, ids, n, 0, &text, &len)) {
+        fy_oai_fail(&e, 400, "tokens", "invalid_value", "cannot decode 'tokens'");
+        goto fail;
+    }
+    json_t *s = json_stringn(text, len);
+    free(text);
+    free(ids);
+    json_decref(root);
+    if (!s) {
+        s = json_string("\xef\xbf\xbd");
+    }
+    answer_jsonv(tp, t, json_pack("{s:o}", "prompt", s));
+    return;
+fail:
+    free(ids);
+    json_decref(root);
+    answer_error(a, tp, t, &e);
+}
+
+static void route_metrics(fy_api *a, const fy_api_transport *tp, void *t)
+{
+    fy_engine_stats s;
+    fy_engine_get_stats(a->engine, &s);
+    fy_buf b;
+    fy_buf_init(&b, 64 * 1024);
+#define G(name, help, fmt, v)                                                                 \
+    fy_buf_appendf(&b,                                                                        \
+                   "# HELP ferry_" name " " help "\n# TYPE ferry_" name " gauge\nferry_" name \
+                   " " fmt "\n",                                                              \
+                   v)
+#define C(name, help, v)                                                                        \
+    fy_buf_appendf(&b,                                                                          \
+                   "# HELP ferry_" name " " help "\n# TYPE ferry_" name " counter\nferry_" name \
+                   " %llu\n",                                                                   \
+                   (unsigned long long)(v))
+    G("engine_kv_blocks_total", "KV cache blocks in the pool.", "%d", s.blocks_total);
+    G("engine_kv_blocks_used", "KV cache blocks held by running sequences.", "%d", s.blocks_used);
+    G("engine_kv_blocks_cached", "Free KV blocks kept for prefix-cache hits.", "%d",
+      s.blocks_cached);
+    G("engine_kv_blocks_free", "KV cache blocks free.", "%d", s.blocks_free);
+    G("engine_kv_cache_usage_perc", "Fraction of KV blocks in use.", "%g",
+      s.blocks_total ? (double)s.blocks_used / s.blocks_total : 0.0);
+    G("engine_kv_bytes_wasted", "KV bytes allocated but not holding a token.", "%llu",
+      (unsigned long long)s.kv_bytes_wasted);
+    C("engine_prefix_cache_queries_total", "Full-block prefix-cache lookups.", s.prefix_queries);
+    C("engine_prefix_cache_hits_total", "Full-block prefix-cache hits.", s.prefix_hits);
+    G("engine_prefix_cache_hit_rate", "Prefix-cache hits per lookup.", "%g", s.prefix_hit_rate);
+    G("engine_num_requests_running", "Requests being generated.", "%d", s.running);
+    G("engine_num_requests_waiting", "Requests waiting for admission.", "%d", s.waiting);
+    C("engine_preemptions_total", "Sequences preempted for lack of KV blocks.", s.preemptions);
+    C("engine_steps_total", "Engine steps run.", s.steps);
+    C("engine_prompt_tokens_total", "Prompt tokens processed.", s.prompt_tokens);
+    C("engine_generation_tokens_total", "Tokens generated.", s.generated_tokens);
+    C("api_requests_total", "Requests served by the API.", a->st.requests);
+    G("api_requests_active", "Generation requests in flight.", "%llu",
+      (unsigned long long)a->st.active);
+    C("api_requests_canceled_total", "Generations stopped because the client went away.",
+      a->st.canceled);
+    C("api_errors_total", "Requests answered with an error.", a->st.errors);
+    C("api_rejected_busy_total", "Requests refused with 503 (engine queue full).",
+      a->st.rejected_busy);
+#undef G
+#undef C
+    static const fy_http_header h[] = {{"content-type", "text/plain; version=0.0.4", 0, 0}};
+    if (!b.data) {
+        tp->abort(t);
+    } else {
+        tp->respond(t, 200, h, 1, b.data, b.len, NULL);
+    }
+    fy_buf_free(&b);
+}
+
+static int route_is(const fy_api_request *r, const char *path)
+{
+    return strcmp(r->path, path) == 0;
+}
+
+fy_api_call *fy_api_handle(fy_api *a, const fy_api_request *r, const fy_api_transport *tp, void *t)
+{
+    static const struct {
+        const char *path;
+        const char *method;
+    } routes[] = {
+        {"/v1/models", "GET"}, {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
+        {"/health", "GET"},    {"/tokenize", "POST"},       {"/detokenize", "POST"},
+        {"/metrics", "GET"},
+    };
+    fy_oai_error e = {0};
+    a->st.requests++;
+    size_t i = 0;
+    while (i < sizeof routes / sizeof routes[0] && !route_is(r, routes[i].path)) {
+        i++;
+    }
+    if (i == sizeof routes / sizeof routes[0]) {
+        fy_oai_fail(&e, 404, NULL, "not_found", "no route for %.200s", r->path);
+        answer_error(a, tp, t, &e);
+        return NULL;
+    }
+    int head = strcmp(r->method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0;
+    if (strcmp(r->method, routes[i].method) != 0 && !head) {
+        fy_oai_fail(&e, 405, NULL, "method_not_allowed", "%s takes %s", routes[i].path,
+                    routes[i].method);
+        answer_error(a, tp, t, &e);
+        return NULL;
+    }
+    if (route_is(r, "/v1/completions")) {
+        return generate(a, FY_OAI_COMPLETION, r, tp, t);
+    }
+    if (route_is(r, "/v1/chat/completions")) {
+        return generate(a, FY_OAI_CHAT, r, tp, t);
+    }
+    if (route_is(r, "/v1/models")) {
+        route_models(a, tp, t);
+    } else if (route_is(r, "/health")) {
+        tp->respond(t, 200, NULL, 0, "", 0, NULL);
+    } else if (route_is(r, "/tokenize")) {
+        route_tokenize(a, r, tp, t);
+    } else if (route_is(r, "/detokenize")) {
+        route_detokenize(a, r, tp, t);
+    } else {
+        route_metrics(a, tp, t);
+    }
+    return NULL;
+}
+
+/* --- the API object ---------------------------------------------------------------- */
+
+int fy_api_new(const fy_api_options *o, fy_api **out)
+{
+    *out = NULL;
+    if (!o->engine || !o->loop || !o->model_name) {
+        return FY_EINVAL;
+    }
+    fy_api *a = calloc(1, sizeof *a);
+    if (!a) {
+        return FY_ENOMEM;
+    }
+    a->loop = o->loop;
+    a->engine = o->engine;
+    a->tok = fy_engine_tokenizer(o->engine);
+    a->tmpl = o->tmpl;
+    snprintf(a->model, sizeof a->model, "%s", o->model_name);
+    a->ping_ms = o->ping_ms ? o->ping_ms : FY_API_PING_MS;
+    a->created = (int64_t)time(NULL);
+    *out = a;
+    return 0;
+}
+
+void fy_api_free(fy_api *a)
+{
+    if (!a) {
+        return;
+    }
+    while (a->calls) {
+        call_abort(a->calls);
+    }
+    free(a);
+}
+
+void fy_api_stats_get(const fy_api *a, fy_api_stats *s)
+{
+    *s = a->st;
+}
+
+/* --- the local HTTP transport ------------------------------------------------------- */
+
+typedef struct {
+    fy_http_req *req;
+    fy_api *api;
+    fy_api_call *call;
+    size_t backlog; /* bytes written while the socket queue was above its watermark */
+} http_io;
+
+static void hx_drained(fy_http_req *req, void *arg)
+{
+    (void)req;
+    ((http_io *)arg)->backlog = 0;
+}
+
+static int hx_respond(void *t, int status, const fy_http_header *h, size_t n, const char *body,
+                      size_t len, const fy_oai_usage *u)
+{
+    (void)u;
+    http_io *x = t;
+    int rc = fy_http_respond(x->req, status, h, n, body, len);
+    free(x);
+    return rc;
+}
+
+static int hx_start(void *t, int status, const fy_http_header *h, size_t n)
+{
+    http_io *x = t;
+    return fy_http_res_start(x->req, status, h, n, -1);
+}
+
+static int hx_write(void *t, const char *data, size_t len)
+{
+    http_io *x = t;
+    int rc = fy_http_res_write(x->req, data, len);
+    if (rc < 0) {
+        return rc;
+    }
+    if (rc == 1) {
+        /* A client that stops reading may leave this much queued, no more. */
+        x->backlog += len;
+        if (x->backlog > FY_API_MAX_BACKLOG) {
+            return FY_ETOOBIG;
+        }
+        fy_http_res_on_drain(x->req, hx_drained, x);
+    }
+    return 0;
+}
+
+static int hx_end(void *t, const fy_oai_usage *u)
+{
+    (void)u;
+    http_io *x = t;
+    int rc = fy_http_res_end(x->req);
+    free(x);
+    return rc;
+}
+
+static void hx_abort(void *t)
+{
+    http_io *x = t;
+    fy_http_res_abort(x->req);
+    free(x);
+}
+
+static const fy_api_transport http_transport = {hx_respond, hx_start, hx_write, hx_end, hx_abort};
+
+static void hx_on_abort(fy_http_req *req, int status, void *arg)
+{
+    (void)req;
+    (void)status;
+    http_io *x = arg;
+    fy_api_call *c = x->call;
+    if (c) {
+        fy_api_call_cancel(c); /* calls hx_abort, which frees X */
+    }
+}
+
+static void hx_serve(http_io *x)
+{
+    fy_slice body = fy_http_req_body(x->req);
+    fy_api_request r = {
+        .method = fy_http_req_method(x->req),
+        .path = fy_http_req_path(x->req),
+        .key_id = NULL, /* a local client cannot claim a gateway key */
+        .body = body.base ? body.base : "",
+        .body_len = body.len,
+    };
+    fy_http_req *req = x->req;
+    fy_api_call *c = fy_api_handle(x->api, &r, &http_transport, x);
+    if (c) {
+        x->call = c;
+        fy_http_req_on_abort(req, hx_on_abort, x);
+    }
+}
+
+static void hx_body_done(fy_http_req *req, int status, void *arg)
+{
+    http_io *x = arg;
+    if (status) {
+        fy_http_res_abort(req); /* the server answered 413/408, or the client left */
+        free(x);
+        return;
+    }
+    hx_serve(x);
+}
+
+void fy_api_http_handler(fy_http_req *req, void *data)
+{
+    http_io *x = calloc(1, sizeof *x);
+    if (!x) {
+        fy_http_respond_error(req, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    x->req = req;
+    x->api = data;
+    if (strcmp(fy_http_req_method(req), "POST") == 0) {
+        if (fy_http_req_buffer_body(req, hx_body_done, x)) {
+            fy_http_res_abort(req);
+            free(x);
+        }
+        return;
+    }
+    hx_serve(x);
+}

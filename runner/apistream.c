@@ -1,0 +1,342 @@
+/* apistream.c: one tunnel stream <-> one call of the built-in API.
+ *
+ * The request body is buffered (credit returned as it is copied, so the
+ * buffer's cap is the only bound) and handed to fy_api_handle() once it
+ * ended; this file is the API's transport for the tunnel: RESPONSE, DATA as
+ * far as the windows allow (the rest waits in `out`, bounded for streamed
+ * bodies), then END_STREAM, or TRAILERS with the usage when the API reports
+ * one, which is what the gateway charges to the key's token limits.
+ *
+ * Lifetime: a stream is freed when both halves ended, when it is reset by
+ * the gateway or its connection (the API call is cancelled first), or when
+ * the API gives up on it (abort: the stream is reset). */
+#include "runner/runner.h"
+
+#include "common/err.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define AS_PATH_MAX 256
+
+typedef struct {
+    fy_rn_stream_base base;
+    fy_api *api;
+    fy_rn_conn *conn;
+    uint32_t id;
+    fy_api_call *call;
+    fy_buf body;
+    fy_buf out;
+    fyp_trailers usage;
+    char key_id[128];
+    char method[FYP_MAX_METHOD_LEN + 1];
+    char path[AS_PATH_MAX];
+    unsigned req_ended : 1;
+    unsigned handled : 1;   /* given to the API (or answered) */
+    unsigned finishing : 1; /* the API finished: END_STREAM/TRAILERS once `out` is sent */
+    unsigned resp_ended : 1;
+    unsigned has_usage : 1;
+    unsigned in_reset : 1; /* on_reset is cancelling the call */
+} api_stream;
+
+static fyp_session *as_sess(api_stream *st)
+{
+    return fy_rn__conn_session(st->conn);
+}
+
+static void as_free(api_stream *st)
+{
+    st->base.link.prev->next = st->base.link.next;
+    st->base.link.next->prev = st->base.link.prev;
+    fyp_session_set_stream_data(as_sess(st), st->id, NULL);
+    fy_buf_free(&st->body);
+    fy_buf_free(&st->out);
+    free(st);
+}
+
+static void as_reset(api_stream *st, uint32_t code)
+{
+    fyp_session_reset(as_sess(st), st->id, code);
+    fy_rn__conn_kick(st->conn);
+    as_free(st);
+}
+
+/* Sends what `out` holds, then ends the half once the API finished.
+ * Returns 1 when ST was freed. */
+static int as_pump(api_stream *st)
+{
+    fyp_session *s = as_sess(st);
+    if (st->out.len) {
+        int end_now = st->finishing && !st->has_usage;
+        ssize_t n = fyp_session_send_data(s, st->id, st->out.data, st->out.len, end_now);
+        if (n < 0) {
+            as_reset(st, FYP_ERR_INTERNAL);
+            return 1;
+        }
+        fy_buf_consume(&st->out, (size_t)n);
+        fy_rn__conn_kick(st->conn);
+        if (st->out.len) {
+            return 0; /* FYP_EV_WRITABLE will come */
+        }
+        if (end_now) {
+            st->resp_ended = 1;
+        }
+    }
+    if (st->finishing && !st->resp_ended) {
+        int rc = st->has_usage ? fyp_session_send_trailers(s, st->id, &st->usage)
+                               : (int)fyp_session_send_data(s, st->id, "", 0, 1);
+        if (rc < 0) {
+            as_reset(st, FYP_ERR_INTERNAL);
+            return 1;
+        }
+        st->resp_ended = 1;
+        fy_rn__conn_kick(st->conn);
+    }
+    if (st->resp_ended && st->req_ended) {
+        as_free(st);
+        return 1;
+    }
+    return 0;
+}
+
+/* --- the API's transport ----------------------------------------------------------- */
+
+static int as_head(api_stream *st, int status, const fy_http_header *h, size_t n, int64_t clen)
+{
+    fyp_field f[8];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < 7; i++) {
+        f[k].name = FY_SLICE(h[i].name, h[i].name_len ? h[i].name_len : strlen(h[i].name));
+        f[k].value = FY_SLICE(h[i].value, h[i].value_len ? h[i].value_len : strlen(h[i].value));
+        k++;
+    }
+    char len[24];
+    if (clen >= 0) {
+        snprintf(len, sizeof len, "%lld", (long long)clen);
+        f[k].name = FY_SLICE_STR("content-length");
+        f[k].value = FY_SLICE(len, strlen(len));
+        k++;
+    }
+    fyp_response r = {.status = (uint16_t)status, .headers = {f, k}};
+    int rc = fyp_session_respond(as_sess(st), st->id, &r, 0);
+    fy_rn__conn_kick(st->conn);
+    return rc;
+}
+
+static void as_set_usage(api_stream *st, const fy_oai_usage *u)
+{
+    if (u) {
+        st->has_usage = 1;
+        st->usage.has_usage = 1;
+        st->usage.prompt_tokens = (uint32_t)(u->prompt_tokens > 0 ? u->prompt_tokens : 0);
+        st->usage.completion_tokens =
+            (uint32_t)(u->completion_tokens > 0 ? u->completion_tokens : 0);
+    }
+}
+
+static int tp_respond(void *t, int status, const fy_http_header *h, size_t n, const char *body,
+                      size_t len, const fy_oai_usage *u)
+{
+    api_stream *st = t;
+    st->call = NULL;
+    if (as_head(st, status, h, n, (int64_t)len)) {
+        as_reset(st, FYP_ERR_INTERNAL);
+        return FY_ECLOSED;
+    }
+    /* A whole body is in memory already: `out` may hold all of it. */
+    st->out.max = len + st->out.len + 1;
+    if (len && fy_buf_append(&st->out, body, len)) {
+        as_reset(st, FYP_ERR_INTERNAL);
+        return FY_ENOMEM;
+    }
+    as_set_usage(st, u);
+    st->finishing = 1;
+    as_pump(st);
+    return 0;
+}
+
+static int tp_start(void *t, int status, const fy_http_header *h, size_t n)
+{
+    api_stream *st = t;
+    return as_head(st, status, h, n, -1) ? FY_ECLOSED : 0;
+}
+
+static int tp_write(void *t, const char *data, size_t len)
+{
+    api_stream *st = t;
+    if (st->out.len == 0) {
+        ssize_t n = fyp_session_send_data(as_sess(st), st->id, data, len, 0);
+        if (n < 0) {
+            return (int)n;
+        }
+        fy_rn__conn_kick(st->conn);
+        data += n;
+        len -= (size_t)n;
+    }
+    /* The windows are full (a slow public client): keep a bounded backlog. */
+    return len ? fy_buf_append(&st->out, data, len) : 0;
+}
+
+static int tp_end(void *t, const fy_oai_usage *u)
+{
+    api_stream *st = t;
+    st->call = NULL;
+    as_set_usage(st, u);
+    st->finishing = 1;
+    as_pump(st);
+    return 0;
+}
+
+static void tp_abort(void *t)
+{
+    api_stream *st = t;
+    st->call = NULL;
+    if (st->in_reset) {
+        return; /* on_reset frees it */
+    }
+    as_reset(st, FYP_ERR_INTERNAL);
+}
+
+static const fy_api_transport tunnel_transport = {tp_respond, tp_start, tp_write, tp_end, tp_abort};
+
+/* --- session events ---------------------------------------------------------------- */
+
+static void as_serve(api_stream *st)
+{
+    st->handled = 1;
+    fy_api_request r = {
+        .method = st->method,
+        .path = st->path,
+        .key_id = st->key_id[0] ? st->key_id : NULL,
+        .body = st->body.data ? st->body.data : "",
+        .body_len = st->body.len,
+    };
+    fy_api_call *c = fy_api_handle(st->api, &r, &tunnel_transport, st);
+    if (c) {
+        st->call = c; /* ST is alive while its call is */
+        fy_buf_free(&st->body);
+    }
+}
+
+/* Answers an error before the API saw the request. */
+static void as_fail(api_stream *st, int status, const char *code, const char *msg)
+{
+    st->handled = 1;
+    fy_oai_error e;
+    fy_oai_fail(&e, status, NULL, code, "%s", msg);
+    size_t len = 0;
+    char *body = fy_oai_error_json(&e, &len);
+    static const fy_http_header h[] = {{"content-type", "application/json", 0, 0}};
+    tp_respond(st, status, h, 1, body ? body : "", body ? len : 0, NULL);
+    free(body);
+}
+
+static void as_on_data(void *arg, const char *data, size_t len, int end)
+{
+    api_stream *st = arg;
+    if (len) {
+        fyp_session_consume(as_sess(st), st->id, len);
+        fy_rn__conn_kick(st->conn);
+    }
+    if (!st->handled && len && fy_buf_append(&st->body, data, len)) {
+        fy_buf_free(&st->body);
+        if (end) {
+            st->req_ended = 1;
+        }
+        as_fail(st, 413, "body_too_large", "the request body is too large");
+        return; /* ST may be gone */
+    }
+    if (!end) {
+        return;
+    }
+    st->req_ended = 1;
+    if (!st->handled) {
+        as_serve(st);
+    } else if (st->resp_ended) {
+        as_free(st);
+    }
+}
+
+static void as_on_writable(void *arg)
+{
+    api_stream *st = arg;
+    as_pump(st);
+}
+
+static void as_on_reset(void *arg, uint32_t code, int remote)
+{
+    (void)code;
+    (void)remote;
+    api_stream *st = arg;
+    if (st->call) {
+        st->in_reset = 1;
+        fy_api_call_cancel(st->call); /* aborts the engine request */
+    }
+    as_free(st);
+}
+
+static const fy_rn_stream_ops as_ops = {as_on_data, as_on_writable, as_on_reset};
+
+static void field_copy(char *dst, size_t cap, fy_slice v)
+{
+    size_t n = v.len < cap - 1 ? v.len : cap - 1;
+    memcpy(dst, v.base, n);
+    dst[n] = '\0';
+}
+
+void fy_rn_apistream_open(fy_api *api, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
+                          int end_stream)
+{
+    fyp_session *s = fy_rn__conn_session(conn);
+    api_stream *st = calloc(1, sizeof *st);
+    if (!st) {
+        fyp_session_reset(s, id, FYP_ERR_INTERNAL);
+        fy_rn__conn_kick(conn);
+        return;
+    }
+    st->base.ops = &as_ops;
+    st->api = api;
+    st->conn = conn;
+    st->id = id;
+    fy_buf_init(&st->body, FY_API_MAX_BODY);
+    fy_buf_init(&st->out, FY_API_MAX_BACKLOG);
+    fy_rn_link *head = fy_rn__conn_streams(conn);
+    st->base.link.next = head->next;
+    st->base.link.prev = head;
+    head->next->prev = &st->base.link;
+    head->next = &st->base.link;
+    fyp_session_set_stream_data(s, id, st);
+
+    field_copy(st->method, sizeof st->method, req->method);
+    size_t pl = 0;
+    while (pl < req->target.len && req->target.base[pl] != '?') {
+        pl++;
+    }
+    if (pl >= sizeof st->path) {
+        st->req_ended = end_stream != 0;
+        as_fail(st, 414, "uri_too_long", "the request path is too long");
+        return;
+    }
+    field_copy(st->path, sizeof st->path, FY_SLICE(req->target.base, pl));
+    /* The key id is what the gateway says: its metadata (clients cannot set
+     * it), or the x-ferry-key-id header it writes. */
+    const fyp_field *k = fyp_fields_get(&req->meta, "key-id");
+    if (!k) {
+        for (size_t i = 0; i < req->headers.n; i++) {
+            const fyp_field *f = &req->headers.v[i];
+            if (f->name.len == 14 && strncasecmp(f->name.base, "x-ferry-key-id", 14) == 0) {
+                k = f;
+            }
+        }
+    }
+    if (k) {
+        field_copy(st->key_id, sizeof st->key_id, k->value);
+    }
+    if (end_stream) {
+        st->req_ended = 1;
+        as_serve(st);
+    }
+}
