@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The API through a real gateway and tunnel: a runner enrolled with a gateway
+# serves stories260K with --model; clients with ferry API keys call
+# /r/<runner>/v1/completions and get the same greedy text as the runner's
+# local listener, streamed too; the usage trailer charges each key's tokens
+# (ferry --json usage). Then 32 concurrent streamed requests from four keys:
+# sixteen hang up mid-stream, the other sixteen finish with the exact text,
+# and the runner's KV blocks all come back.
+source "$(dirname "$0")/../gateway/lib.sh"
+STORIES=${FERRY_TESTDATA:-/nonexistent}/models/stories260K
+if [[ ! -f $STORIES/model.safetensors ]]; then
+    echo "SKIP: stories260K not found under FERRY_TESTDATA"
+    exit 77
+fi
+FAIL_LOGS+=(runner.log)
+gw_init
+gw_start
+enroll storyteller "$TMP/rn"
+FERRY_TEST_BACKOFF_MS=100 "$BIN/ferry-runner" run --data-dir "$TMP/rn" --model "$STORIES" \
+    --connections 2 --listen 127.0.0.1:0 --listen-port-file "$TMP/port" --threads 1 \
+    >"$TMP/runner.log" 2>&1 &
+RN_PID=$!
+PIDS+=("$RN_PID")
+wait_for 60 conns_are storyteller 2 || fail "the runner did not connect"
+LOCAL=127.0.0.1:$(cat "$TMP/port")
+grep -q '"models": 1\|models=1' "$TMP/gw.log" || fail "HELLO did not announce one model: $(grep -i hello "$TMP/gw.log" | tail -n 2)"
+
+want=$(python3 -c 'import json,sys; sys.stdout.write(json.load(open(sys.argv[1]))["completion_text"])' "$STORIES/expected_greedy.json")
+body='{"prompt":"Once upon a time","max_tokens":196,"temperature":0}'
+mkkey alice
+ALICE=$KEY ALICE_ID=$KID
+c=$(pubk "$ALICE" -o "$TMP/out" -w '%{http_code}' -H 'content-type: application/json' \
+    -H 'x-ferry-key-id: forged' --data "$body" /r/storyteller/v1/completions)
+[[ $c == 200 ]] || fail "completion through the gateway: $c $(cat "$TMP/out")"
+got=$(python3 -c 'import json,sys; sys.stdout.write(json.load(open(sys.argv[1]))["choices"][0]["text"])' "$TMP/out")
+[[ $got == "$want" ]] || fail "text through the gateway differs: $got"
+pass "greedy completion through gateway and tunnel = expected_greedy.json"
+
+sbody='{"prompt":"Once upon a time","max_tokens":196,"temperature":0,"stream":true}'
+pubk "$ALICE" -N -H 'content-type: application/json' --data "$sbody" /r/storyteller/v1/completions >"$TMP/sse"
+got=$(python3 - "$TMP/sse" <<'PY'
+import json, sys
+ev = [l[6:] for l in open(sys.argv[1]).read().split("\n") if l.startswith("data: ")]
+assert ev[-1] == "[DONE]", ev[-2:]
+sys.stdout.write("".join(c["text"] for e in ev[:-1] for c in json.loads(e)["choices"]))
+PY
+) || fail "stream through the gateway: $(tail -c 300 "$TMP/sse")"
+[[ $got == "$want" ]] || fail "streamed text through the gateway differs: $got"
+pass "streamed deltas through the gateway = expected text"
+
+# Both requests charged to alice: 2 x (5 prompt + 196 completion).
+charged() {
+    ferry --json usage --key "$ALICE_ID" >"$TMP/u.json"
+    python3 - "$TMP/u.json" <<'PY'
+import json, sys
+(row,) = json.load(open(sys.argv[1]))["usage"]
+assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (2, 10, 392), row
+PY
+}
+wait_for 10 charged || fail "usage not charged: $(cat "$TMP/u.json")"
+pass "the usage trailer charged alice 10 prompt + 392 completion tokens"
+
+# 32 concurrent streams from four keys; the odd ones hang up after their
+# first chunk.
+KEYS=()
+for k in k1 k2 k3 k4; do
+    mkkey "$k"
+    KEYS+=("$KEY")
+done
+long='{"prompt":"Once upon a time","max_tokens":500,"temperature":0,"ignore_eos":true,"stream":true}'
+canceled_before=$(curl -sS "http://$LOCAL/metrics" | awk '$1 == "ferry_api_requests_canceled_total" {print $2}')
+CP=()
+for i in $(seq 0 31); do
+    b=$sbody
+    ((i % 2)) && b=$long
+    # curl itself in the background (not a shell function) so $! is curl.
+    curl -sS -N --max-time 120 --cacert "$CA" -H "Authorization: Bearer ${KEYS[i % 4]}" \
+        -H 'content-type: application/json' --data "$b" \
+        "$(pub_url /r/storyteller/v1/completions)" >"$TMP/s.$i" 2>/dev/null &
+    CP+=($!)
+    PIDS+=($!)
+done
+for i in $(seq 1 2 31); do
+    wait_for 60 grep -q '^data: {' "$TMP/s.$i" || fail "stream $i never started"
+    grep -q '\[DONE\]' "$TMP/s.$i" && fail "stream $i finished before it could be cancelled"
+    kill "${CP[i]}" 2>/dev/null || true
+done
+for i in $(seq 0 2 31); do
+    wait "${CP[i]}" || fail "stream $i failed"
+    got=$(python3 - "$TMP/s.$i" <<'PY'
+import json, sys
+ev = [l[6:] for l in open(sys.argv[1]).read().split("\n") if l.startswith("data: ")]
+assert ev[-1] == "[DONE]"
+sys.stdout.write("".join(c["text"] for e in ev[:-1] for c in json.loads(e)["choices"]))
+PY
+    ) || fail "stream $i: $(tail -c 200 "$TMP/s.$i")"
+    [[ $got == "$want" ]] || fail "stream $i text differs"
+done
+blocks_free() {
+    curl -sS "http://$LOCAL/metrics" >"$TMP/m"
+    [[ $(awk '$1 == "ferry_engine_kv_blocks_used" {print $2}' "$TMP/m") == 0 &&
+        $(awk '$1 == "ferry_engine_num_requests_running" {print $2}' "$TMP/m") == 0 ]]
+}
+wait_for 20 blocks_free || fail "KV blocks still used: $(grep -E 'blocks_used|running' "$TMP/m")"
+canceled=$(awk '$1 == "ferry_api_requests_canceled_total" {print $2}' "$TMP/m")
+((canceled - canceled_before == 16)) || fail "canceled $((canceled - canceled_before)), want 16"
+pass "32 concurrent streams from 4 keys: 16 exact, 16 hung up and cancelled, every KV block back"
+
+kill -TERM "$RN_PID"
+wait "$RN_PID" || fail "the runner did not exit 0"
+gw_stop
