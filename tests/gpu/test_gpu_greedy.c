@@ -3,8 +3,6 @@
  * independent reference implementation's output), with the prompt run in
  * one prefill and again in chunks over a permuted block table, and a batch
  * of 8 sequences decoded together must give each sequence the same ids.
- * Greedy picks use the backend's argmax op, so only the sampled ids cross
- * the bus per step in the batched run.
  *
  * Exit status: 0 pass, 1 failure, 77 skipped (no usable GPU, no CUDA build,
  * or FERRY_TESTDATA absent). */
