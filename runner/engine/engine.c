@@ -398,8 +398,15 @@ static int run_step(fy_engine *e)
     int n = fy_sched_step(e->sched, &b);
     for (int i = 0; i < b->n_failed; i++) {
         fy__sample *s = b->failed[i]->data;
-        /* Too long for the whole KV cache: the context's end for this pool. */
-        sample_finish(e, s, FY_FINISH_LENGTH, NULL, 1);
+        fy__req *r = s->req;
+        /* Too long for the whole KV cache: the context's end for this pool.
+         * Before the fork, the parent stands for all n samples. */
+        for (int k = 0; k < r->n; k++) {
+            fy__sample *t = &r->samples[k];
+            if (!t->finished && (t == s || !r->forked)) {
+                sample_finish(e, t, FY_FINISH_LENGTH, NULL, 1);
+            }
+        }
     }
     if (n == 0) {
         return 0;
