@@ -6,6 +6,15 @@
 # a client that hangs up mid-stream freeing its KV blocks.
 source "$(dirname "$0")/lib.sh"
 demo_model
+
+# A chat template the interpreter cannot compile is refused at start-up,
+# the construct named.
+printf '{%% macro x() %%}hi{%% endmacro %%}{{ x() }}\n' >"$TMP/bad.jinja"
+rc=0
+"$BIN/ferry-runner" run --model "$TMP/demo" --chat-template "$TMP/bad.jinja" \
+    --listen 127.0.0.1:0 >"$TMP/bad.out" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q "macro" "$TMP/bad.out" || fail "bad template: rc $rc $(cat "$TMP/bad.out")"
+pass "a template with an unsupported construct is refused at start-up, naming it"
 api_start "$TMP/demo" --max-num-seqs 1 --max-queue 1 --sse-ping-interval 100ms \
     --kv-cache-memory 64MiB
 
