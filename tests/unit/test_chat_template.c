@@ -675,8 +675,7 @@ static char *render_case(const struct family_case *c, int *rc, char *err, size_t
         fail_msg("%s: compile failed: %s", c->family, cerr);
     }
     json_t *msgs = json_loads(c->messages, 0, NULL);
-    json_t *tools =
-        c->messages == (const char *)CONV_TOOLS ? json_loads(TOOLS_JSON, 0, NULL) : NULL;
+    json_t *tools = strcmp(c->messages, CONV_TOOLS) == 0 ? json_loads(TOOLS_JSON, 0, NULL) : NULL;
     assert_non_null(msgs);
     char *out = NULL;
     size_t len = 0;
@@ -1013,7 +1012,7 @@ static void test_python_crosscheck(void **state)
     json_t *batch = json_array();
     for (size_t i = 0; i < n; i++) {
         const struct family_case *c = &family_cases[i];
-        int tools = c->messages == (const char *)CONV_TOOLS;
+        int tools = strcmp(c->messages, CONV_TOOLS) == 0;
         json_t *vars = json_pack("{s:o,s:s,s:s,s:b,s:o}", "messages",
                                  json_loads(c->messages, 0, NULL), "bos_token", "<s>", "eos_token",
                                  "</s>", "add_generation_prompt", c->add_generation_prompt, "tools",
