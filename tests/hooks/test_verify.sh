@@ -146,7 +146,9 @@ rec_count_is $((N + 3)) || fail "generic: upstream saw $(($(rec_count) - N)) req
 pass "generic hmac-sha256: hex with timestamp header and tolerance, base64"
 
 # --- the providers' own libraries (npm), when installed ----------------------------
-NM=${FERRY_HOOKS_NODE_MODULES:-$HOOKS_DIR/node_modules}
+NM=${FERRY_HOOKS_NODE_MODULES:-$FERRY_BUILD/tests/hooks-node/node_modules}
+[[ -n ${FERRY_HOOKS_NODE_MODULES:-} ]] || npm_install_once "$HOOKS_DIR/package.json" "$FERRY_BUILD/tests/hooks-node" ||
+    echo "note: npm install of the providers' libraries failed: $(tail -n 3 "$TMP/npm.log" 2>/dev/null)"
 if [[ -d $NM/stripe && -d $NM/@octokit/webhooks-methods ]] && command -v node >/dev/null; then
     mkdir -p "$TMP/node"
     cp "$HOOKS_DIR/sign_official.mjs" "$TMP/node/"
@@ -161,7 +163,7 @@ if [[ -d $NM/stripe && -d $NM/@octokit/webhooks-methods ]] && command -v node >/
     expect_refused webhook_bad_signature "$code" "stripe (npm) flipped body"
     pass "signatures from @octokit/webhooks-methods and stripe's generateTestHeaderString accepted"
 else
-    echo "skip: npm libraries not installed (npm install in tests/hooks, or FERRY_HOOKS_NODE_MODULES)"
+    echo "skip: npm libraries not installed (no node/npm, or the registry unreachable)"
 fi
 
 # --- rotation --------------------------------------------------------------------

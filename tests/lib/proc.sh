@@ -47,3 +47,19 @@ wait_for() {
     done
     return 1
 }
+
+# npm_install_once PACKAGE_JSON DEST: installs PACKAGE_JSON's dependencies
+# into DEST/node_modules (normally under the build dir), once: again only when
+# the package.json changed. Returns 1 (log in $TMP/npm.log) when npm fails.
+npm_install_once() {
+    local pkg=$1 dest=$2
+    command -v node >/dev/null && command -v npm >/dev/null || return 1
+    mkdir -p "$dest"
+    if cmp -s "$pkg" "$dest/package.json" && [[ -f $dest/.installed ]]; then
+        return 0
+    fi
+    rm -f "$dest/.installed"
+    cp "$pkg" "$dest/package.json"
+    (cd "$dest" && timeout 300 npm install --no-audit --no-fund --loglevel=error) >"$TMP/npm.log" 2>&1 || return 1
+    touch "$dest/.installed"
+}
