@@ -83,10 +83,10 @@ typedef struct {
     const int32_t *ctx_len;      /* [S] tokens in the cache once this step's are written */
     const int32_t *block_tables; /* [S x max_blocks] block ids, row per sequence */
     int max_blocks;
-    int max_ctx_len;                  /* max over ctx_len (host value) */
-    int max_query_len;                /* max tokens of one sequence in this step (host value) */
-    const int32_t *host_seq_start;    /* host copy of seq_start */
-    const int32_t *host_ctx_len;      /* host copy of ctx_len */
+    int max_ctx_len;               /* max over ctx_len (host value) */
+    int max_query_len;             /* max tokens of one sequence in this step (host value) */
+    const int32_t *host_seq_start; /* host copy of seq_start */
+    const int32_t *host_ctx_len;   /* host copy of ctx_len */
 } fy_attn_batch;
 
 typedef struct {
@@ -160,8 +160,7 @@ struct fy_backend {
 /* Creates the backend named by DEVICE: "cpu" or "cuda[:N]". THREADS: CPU
  * worker threads (0 = one per core). On failure returns an FY_E* code and
  * writes why to ERR. */
-int fy_backend_create(const char *device, int threads, fy_backend **out, char *err,
-                      size_t errlen);
+int fy_backend_create(const char *device, int threads, fy_backend **out, char *err, size_t errlen);
 void fy_backend_destroy(fy_backend *be);
 
 /* The CPU backend (kernels/cpu/). */
@@ -171,5 +170,68 @@ int fy_cpu_backend_create(int threads, fy_backend **out, char *err, size_t errle
 /* The CUDA backend (kernels/cuda/) on device DEVICE. */
 int fy_cuda_backend_create(int device, fy_backend **out, char *err, size_t errlen);
 #endif
+
+/* --- Tensor-parallel groups ------------------------------------------------------- */
+
+/* A communicator joins N backends ("ranks") that each hold a shard of the
+ * weights and run the same step in lock-step, one host thread per rank
+ * (runner/engine/forward.c). Two implementations: N CPU backends in one
+ * process summing through shared memory (kernels/cpu/comm_cpu.c, the tested
+ * reference), and N CUDA devices joined by NCCL (kernels/cuda/tp_comm.cu).
+ *
+ * Rank 0's backend is the caller's: the group adopts it and never destroys
+ * it; ranks 1..N-1 are made by the group and die with it. */
+#define FY_COMM_MAX 16
+
+typedef struct fy_comm fy_comm;
+
+typedef struct fy_comm_ops {
+    const char *name; /* "cpu", "nccl" */
+    /* Frees the group and the backends of ranks 1..N-1 (rank 0's is left alone).
+     * No rank may be inside a collective. */
+    void (*destroy)(fy_comm *c);
+    /* Sum of BUF (N floats in rank RANK's backend memory) over every rank, in
+     * place. A collective: each rank's thread calls it with the same N, in the
+     * same order. Ordered after the ops queued before it on the rank's backend
+     * (CPU: returns when every rank's buffer holds the sum; CUDA: queued on the
+     * rank's stream). Every rank gets bit-identical sums. */
+    void (*all_reduce)(fy_comm *c, int rank, float *buf, size_t n);
+    /* Optional (NULL: the caller slices and uploads itself). Rank RANK's shard
+     * of host weight W [R x C], in that rank's backend memory: column-parallel
+     * (COLUMN = 1) rows [rank*R/N, (rank+1)*R/N), row-parallel (COLUMN = 0)
+     * columns [rank*C/N, (rank+1)*C/N); a 1-D tensor (rows == 1) is split along
+     * its only dimension when column-parallel. *OUT is freed with the rank's
+     * ops->free. Returns 0 or an FY_E* code with ERR saying why. */
+    int (*shard)(fy_comm *c, int rank, const fy_tensor *w, int column, fy_tensor *out, char *err,
+                 size_t errlen);
+} fy_comm_ops;
+
+struct fy_comm {
+    const fy_comm_ops *ops;
+    int size;                    /* N, 1..FY_COMM_MAX */
+    fy_backend *be[FY_COMM_MAX]; /* rank r's backend; be[0] is the adopted one */
+    void *impl;
+};
+
+/* N CPU ranks: RANK0 (a CPU backend) and N-1 new CPU backends of THREADS
+ * worker threads each (0: as many as RANK0 has). All-reduce sums the ranks'
+ * buffers in rank order through shared memory between two barriers. */
+int fy_cpu_comm_create(fy_backend *rank0, int n, int threads, fy_comm **out, char *err,
+                       size_t errlen);
+
+#ifdef FY_HAVE_CUDA
+/* N CUDA ranks joined by NCCL: RANK0 (a CUDA backend on device D) and new
+ * backends on devices D+1 .. D+N-1. FY_ENOTSUP when the build has no NCCL or
+ * those devices are absent. */
+int fy_cuda_comm_create(fy_backend *rank0, int n, fy_comm **out, char *err, size_t errlen);
+#endif
+
+/* Destroys C (NULL is fine). */
+static inline void fy_comm_destroy(fy_comm *c)
+{
+    if (c) {
+        c->ops->destroy(c);
+    }
+}
 
 #endif
