@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -509,12 +510,84 @@ static void test_kv_fraction(void **state)
     fixture_free(d);
 }
 
+/* --- The CPU communicator on its own ---------------------------------------------- */
+
+typedef struct {
+    fy_comm *c;
+    int rank;
+    float *buf;
+    size_t n;
+} comm_arg;
+
+static void *comm_rank(void *p)
+{
+    comm_arg *a = p;
+    for (int round = 0; round < 3; round++) { /* back to back: the second barrier matters */
+        for (size_t i = 0; i < a->n; i++) {
+            a->buf[i] = (float)(a->rank + 1) * 0.1f + (float)i + (float)round;
+        }
+        a->c->ops->all_reduce(a->c, a->rank, a->buf, a->n);
+    }
+    return NULL;
+}
+
+static void test_cpu_comm(void **state)
+{
+    (void)state;
+    fy_backend *be = NULL;
+    fy_comm *c = NULL;
+    char err[256] = "";
+    assert_int_equal(fy_backend_create("cpu", 1, &be, err, sizeof err), 0);
+    assert_int_equal(fy_cpu_comm_create(be, 17, 1, &c, err, sizeof err), FY_EINVAL);
+    assert_int_equal(fy_cpu_comm_create(be, 3, 1, &c, err, sizeof err), 0);
+    assert_int_equal(c->size, 3);
+    assert_ptr_equal(c->be[0], be);
+    enum { N = 3, LEN = 1001 };
+    float bufs[N][LEN];
+    comm_arg args[N];
+    pthread_t th[N];
+    for (int r = 0; r < N; r++) {
+        args[r] = (comm_arg){c, r, bufs[r], LEN};
+        if (r > 0) {
+            assert_int_equal(pthread_create(&th[r], NULL, comm_rank, &args[r]), 0);
+        }
+    }
+    comm_rank(&args[0]);
+    for (int r = 1; r < N; r++) {
+        pthread_join(th[r], NULL);
+    }
+    for (size_t i = 0; i < LEN; i++) {
+        float want = 0.0f; /* the last round's values, summed in rank order */
+        for (int r = 0; r < N; r++) {
+            want += (float)(r + 1) * 0.1f + (float)i + 2.0f;
+        }
+        assert_true(bufs[0][i] == want);
+        assert_memory_equal(&bufs[1][i], &bufs[0][i], sizeof(float));
+        assert_memory_equal(&bufs[2][i], &bufs[0][i], sizeof(float));
+    }
+    fy_comm_destroy(c);
+    /* Rank 0 is adopted, not destroyed: it still works. */
+    assert_int_equal(be->ops->sync(be), 0);
+    /* Rank 0 must be a CPU backend. */
+    static fy_backend_ops other;
+    other = *be->ops;
+    other.name = "cuda";
+    fy_backend fake = {&other, be->impl};
+    assert_int_equal(fy_cpu_comm_create(&fake, 2, 1, &c, err, sizeof err), FY_EINVAL);
+    assert_non_null(strstr(err, "not a CPU backend"));
+    fy_backend_destroy(be);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stories_greedy_tp2),  cmocka_unit_test(test_stories_greedy_tp4),
-        cmocka_unit_test(test_stories_schedule_tp), cmocka_unit_test(test_fixture_tp),
-        cmocka_unit_test(test_bad_split),           cmocka_unit_test(test_kv_fraction),
+        cmocka_unit_test(test_stories_greedy_tp2),
+        cmocka_unit_test(test_stories_greedy_tp4),
+        cmocka_unit_test(test_stories_schedule_tp),
+        cmocka_unit_test(test_fixture_tp),
+        cmocka_unit_test(test_bad_split),
+        cmocka_unit_test(test_kv_fraction),
+        cmocka_unit_test(test_cpu_comm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
