@@ -182,10 +182,14 @@ static void runner_row(const fy_store_runner *sr, void *arg)
     size_t in_flight = 0;
     for (gw_conn *c = r ? r->conns : NULL; c; c = c->rnext) {
         in_flight += c->n_px;
-        json_array_append_new(conns,
-                              json_pack("{s:I,s:s,s:I,s:I,s:f}", "id", (json_int_t)c->id, "peer",
-                                        c->peer, "since", (json_int_t)c->since, "streams",
-                                        (json_int_t)c->n_px, "rtt_ms", (double)c->rtt_us / 1000.0));
+        json_t *models = json_array();
+        for (size_t i = 0; i < c->n_models; i++) {
+            json_array_append_new(models, json_string(c->models[i]));
+        }
+        json_array_append_new(conns, json_pack("{s:I,s:s,s:I,s:I,s:f,s:o}", "id", (json_int_t)c->id,
+                                               "peer", c->peer, "since", (json_int_t)c->since,
+                                               "streams", (json_int_t)c->n_px, "rtt_ms",
+                                               (double)c->rtt_us / 1000.0, "models", models));
     }
     json_array_append_new(
         x->a, json_pack("{s:s,s:s,s:I,s:o,s:b,s:o,s:I}", "name", sr->name, "fingerprint",

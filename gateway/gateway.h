@@ -7,7 +7,11 @@
  *
  *   run.c     options, listeners, signals, drain, state file
  *   tunnel.c  tunnel connections, sessions, the registry, revocation
- *   proxy.c   public /r/<runner>/... requests -> tunnel streams
+ *   proxy.c   public /r/<runner>/... and /v1/... requests -> tunnel streams;
+ *             /v1 requests are routed by their JSON body's model, waiting in
+ *             a bounded queue when every runner serving it is at its limit
+ *   models.c  the model index (model name -> registered connections whose
+ *             HELLO announced it) and the least-outstanding pick
  *   enroll.c  POST /v1/enroll (CSR + one-time token -> runner certificate)
  *   admin.c   the admin API (status, tokens, runners, keys, hooks, usage, /metrics)
  *   hooks.c   public /hooks/<id> requests: body cap, signature check, replay
@@ -60,12 +64,21 @@
 #define FY_GW_ALPN_TUNNEL         "ferry/1"
 #define FY_GW_KEY_MAX_TTL_S       (100LL * 365 * 86400) /* --expires of an API key */
 
+/* /v1 requests: the body is read whole to find its model, so its cap is the
+ * smaller of --max-body and this. */
+#define FY_GW_V1_MAX_BODY           (32ULL * 1024 * 1024)
+#define FY_GW_V1_MODEL_MAX          256   /* model names: 1..255 visible ASCII (HELLO text) */
+#define FY_GW_DEFAULT_QUEUE_TIMEOUT 10000 /* ms a /v1 request waits for a free runner */
+#define FY_GW_MAX_QUEUE_TIMEOUT     600000
+#define FY_GW_V1_MAX_WAITING        4096 /* /v1 requests waiting at once; more get 503 */
+
 typedef struct fy_gw fy_gw;
 typedef struct gw_runner gw_runner;
 typedef struct gw_conn gw_conn;
 typedef struct gw_px gw_px;
 typedef struct gw_hd gw_hd;
 typedef struct gw_hook_rt gw_hook_rt;
+typedef struct gw_model gw_model;
 
 /* The first member of every tunnel stream's owner (fyp_session stream data),
  * so tunnel.c knows whose event it is. */
@@ -107,6 +120,18 @@ struct gw_runner {
     char name[FY_STORE_NAME_MAX];
 };
 
+/* A model that at least one registered connection announced in HELLO.
+ * Created with its first connection, freed with its last. */
+struct gw_model {
+    gw_model *next;
+    gw_conn **conns; /* the registered connections announcing it */
+    size_t n_conns, cap;
+    size_t n_waiting;  /* /v1 requests for it in the wait queue */
+    uint64_t kick_gen; /* queue pass that found it full (skip its later waiters) */
+    int64_t created;   /* unix seconds it appeared (the "created" of /v1/models) */
+    char name[FY_GW_V1_MODEL_MAX];
+};
+
 /* One tunnel connection from a runner. */
 struct gw_conn {
     fy_gw *gw;
@@ -120,7 +145,9 @@ struct gw_conn {
     uint64_t id;
     int64_t since; /* unix seconds */
     uint64_t rtt_us;
-    size_t n_px; /* proxied requests on this connection */
+    size_t n_px;   /* proxied requests on this connection */
+    char **models; /* what its HELLO announced (deduplicated), once registered */
+    size_t n_models;
     char peer[64];
     char cn[128];            /* client certificate CN (the runner name) */
     char fingerprint[72];    /* "sha256:<hex>" of the client certificate */
@@ -141,6 +168,7 @@ struct fy_gw {
     const char *access_log; /* FILE, or "-" for the daemon's log on stderr */
     int public_plain;
     uint64_t heartbeat_ms, drain_timeout_ms, max_body;
+    uint64_t queue_timeout_ms; /* --queue-timeout: a /v1 request's wait for a runner */
     long long max_connections;
 
     fy_store *store;
@@ -158,7 +186,13 @@ struct fy_gw {
     char *trust_ca_pem; /* what an enrolled runner must trust for the tunnel */
 
     gw_runner *runners;
+    gw_model *models; /* the model index */
     gw_conn *conns;
+    gw_px *wait_head, *wait_tail; /* /v1 requests waiting for a runner, oldest first */
+    size_t n_waiting;
+    uint64_t kick_gen;
+    uv_timer_t wait_kick; /* looks at the wait queue on the next loop turn */
+    int wait_kick_init;
     gw_conn *dirty;         /* connections to flush at the end of this loop turn */
     uv_check_t flush_check; /* runs the flushes, so a turn's frames go out in one write */
     uv_idle_t flush_idle;   /* active while dirty: the loop must not block before the check */
@@ -238,6 +272,51 @@ typedef struct {
 } gw_forward;
 void fy_gw_px_forward(fy_gw *gw, fy_http_req *req, const gw_forward *f);
 
+/* A public request whose path is /v1 or starts with /v1/ (the OpenAI API,
+ * routed by model). */
+void fy_gw_v1_request(fy_gw *gw, fy_http_req *req);
+
+/* A stream of some connection ended, or a connection registered: waiting
+ * /v1 requests are looked at on the next loop turn. Cheap when none waits. */
+void fy_gw_v1_kick(fy_gw *gw);
+
+/* Draining or stopping: every waiting /v1 request gets 503 now. */
+void fy_gw_v1_fail_waiting(fy_gw *gw, const char *code, const char *msg);
+
+/* Closes the wait queue's timer (stop). */
+void fy_gw_v1_close(fy_gw *gw);
+
+/* models.c ------------------------------------------------------------------ */
+
+/* Registers C's HELLO models (copied into C, duplicates dropped, each added
+ * to the index). Call once C is in the registry. Returns 0 or FY_ENOMEM (then
+ * C announces nothing). */
+int fy_gw_models_add(gw_conn *c, const fy_slice *models, size_t n);
+
+/* Removes C from every model it announced (a model left with no connection
+ * is dropped) and frees C's list. Safe when C announced nothing. */
+void fy_gw_models_remove(gw_conn *c);
+
+/* The index entry of NAME, or NULL when no registered connection announces it. */
+gw_model *fy_gw_model_find(fy_gw *gw, const char *name);
+
+/* A /v1 request starts (DELTA 1) or stops (-1) waiting for M; the entry
+ * outlives its connections while requests wait for it, and is freed here
+ * when the last waiter leaves a model no connection serves. */
+void fy_gw_model_waiters(fy_gw *gw, gw_model *m, int delta);
+
+/* 1 when C can take a new stream now: registered, ready, not draining or
+ * closing, below the runner's MAX_CONCURRENT_STREAMS. */
+int fy_gw_conn_has_room(const gw_conn *c);
+
+/* M's connections that can take a stream now (fy_gw_conn_has_room), except
+ * EXCLUDE, into OUT[0..MAX) best first: fewest requests outstanding at the
+ * runner (over all its connections), then at the connection. Returns how
+ * many. *USABLE (may be NULL) is set to the number of M's connections that
+ * are usable at all (ready, not draining or closing) whether full or not. */
+size_t fy_gw_model_pick(gw_model *m, const gw_conn *exclude, gw_conn **out, size_t max,
+                        size_t *usable);
+
 /* hooks.c / hookq.c --------------------------------------------------------- */
 
 /* A public request whose path starts with /hooks/. */
@@ -288,5 +367,18 @@ long long fy_gw_parse_ttl(const char *text);
 /* Parses an API key lifetime ("30d", "2s", "12h"): whole seconds, 1 s ..
  * FY_GW_KEY_MAX_TTL_S. Returns seconds, or -1 when invalid or out of range. */
 long long fy_gw_parse_key_ttl(const char *text);
+
+/* The "model" of a /v1 request body BODY[0..LEN) into OUT. Returns 0, or
+ * FY_EINVAL with a message for the client in ERR (not JSON, not an object, no
+ * "model", not a string, empty, too long, or not visible ASCII). */
+int fy_gw_v1_model(const char *body, size_t len, char out[FY_GW_V1_MODEL_MAX], char *err,
+                   size_t errlen);
+
+/* Writes OpenAI's error shape with a param,
+ *   {"error":{"message":M,"type":T,"param":P or null,"code":C}}
+ * into OUT (TYPE from STATUS as fy_http_error_json) and returns its length
+ * (0 when it does not fit). */
+size_t fy_gw_v1_error_json(char *out, size_t outlen, int status, const char *code,
+                           const char *param, const char *message);
 
 #endif

@@ -109,6 +109,7 @@ static void hd_detach(gw_hd *d, int reset)
     c->n_px--;
     d->conn = NULL;
     fy_metric_add(d->gw->metrics.active_streams, NULL, -1);
+    fy_gw_v1_kick(d->gw);
 }
 
 static int64_t backoff_s(int64_t attempts)

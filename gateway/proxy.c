@@ -1,4 +1,5 @@
-/* proxy.c: public requests to /r/<runner>/<path> proxied down a tunnel.
+/* proxy.c: public requests to /r/<runner>/<path> and /v1/... proxied down a
+ * tunnel.
  *
  * Admission, in order: the route (/r/<runner>/...), the API key
  * (gateway/keys.h: 401 when missing, malformed, unknown, revoked or expired;
@@ -24,6 +25,23 @@
  * runner's death) writes the access-log line, the metrics and the key's
  * usage, and gives back the concurrency slot and the key reference.
  *
+ * /v1 (the OpenAI API, routed by model): the key first (401), then the body,
+ * read whole up to min(--max-body, FY_GW_V1_MAX_BODY) (413), its "model"
+ * (400 naming param "model"), the key's model scope (403), its limits (429),
+ * then the runner: the one serving the model with the fewest requests
+ * outstanding (models.c). None serves it: 404 model_not_found. All that
+ * serve it are at their stream limit: the request waits in a FIFO queue (at
+ * most --queue-timeout, then 503 with Retry-After); a stream ending anywhere
+ * or a runner connecting looks at the queue on the next loop turn, and a new
+ * request for a model others wait for queues behind them. The body is kept
+ * until the response starts so a stream the runner refused (REFUSED_STREAM)
+ * is sent again elsewhere. GET /v1/models lists the models the key may use
+ * that a connected runner serves.
+ *
+ * Headers the runner trusts: every client header named x-ferry-* is dropped,
+ * and the gateway adds x-ferry-key-id (and the REQUEST's key-id and model
+ * metadata) itself, so a client can never choose whose fair share it uses.
+ *
  * Secrets: the key is read where the header lies and never copied, logged
  * or forwarded: Authorization and x-api-key are not sent to the runner.
  *
@@ -36,6 +54,7 @@
 #include "common/err.h"
 #include "common/log.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,22 +75,25 @@ struct gw_px {
     int refs;
     int status;
     uint8_t tries;
-    unsigned has_body : 1;     /* the public request has a body */
-    unsigned body_reading : 1; /* fy_http_req_read_body was called */
-    unsigned body_done : 1;    /* the public body ended (all bytes received) */
-    unsigned end_sent : 1;     /* END_STREAM sent to the runner */
-    unsigned paused : 1;       /* public body paused for the tunnel window */
-    unsigned resp_started : 1; /* the public response head was written */
-    unsigned drain_armed : 1;  /* waiting for the public socket to drain */
-    unsigned routed : 1;       /* a /r/ target: counted as route "/r" */
-    unsigned counted : 1;      /* in gw->n_px (being proxied) */
-    unsigned has_rr : 1;       /* RR holds the limiter's answer (headers to send) */
-    unsigned admitted : 1;     /* holds one of the key's concurrency slots */
-    unsigned client_gone : 1;  /* the client left with the whole body; awaiting the trailer */
-    int64_t resp_len;          /* the response's Content-Length, -1 when not known */
-    uv_timer_t *linger;        /* bounds the wait for the trailer once the client left */
-    uint64_t unconsumed;       /* response bytes written but not yet credited */
-    char *pend;                /* request body bytes the window did not take */
+    unsigned has_body : 1;      /* the public request has a body */
+    unsigned body_reading : 1;  /* fy_http_req_read_body was called */
+    unsigned body_done : 1;     /* the public body ended (all bytes received) */
+    unsigned end_sent : 1;      /* END_STREAM sent to the runner */
+    unsigned paused : 1;        /* public body paused for the tunnel window */
+    unsigned resp_started : 1;  /* the public response head was written */
+    unsigned drain_armed : 1;   /* waiting for the public socket to drain */
+    unsigned routed : 1;        /* a /r/ target: counted as route "/r" */
+    unsigned counted : 1;       /* in gw->n_px (being proxied) */
+    unsigned has_rr : 1;        /* RR holds the limiter's answer (headers to send) */
+    unsigned admitted : 1;      /* holds one of the key's concurrency slots */
+    unsigned client_gone : 1;   /* the client left with the whole body; awaiting the trailer */
+    unsigned v1 : 1;            /* a /v1 request: routed by model, counted as route "/v1" */
+    unsigned waiting : 1;       /* in the gateway's wait queue (holds a reference) */
+    unsigned pend_borrowed : 1; /* PEND points into BODY, which is kept for a retry */
+    int64_t resp_len;           /* the response's Content-Length, -1 when not known */
+    uv_timer_t *linger;         /* bounds the wait for the trailer once the client left */
+    uint64_t unconsumed;        /* response bytes written but not yet credited */
+    char *pend;                 /* request body bytes the window did not take */
     size_t pend_len, pend_off;
     uint64_t t0, t_head, bytes_in, bytes_out; /* t_head: hrtime of the response head */
     int64_t prompt_tokens, completion_tokens; /* from the usage trailer; -1 = none */
@@ -84,6 +106,16 @@ struct gw_px {
     char *target;
     char hook_id[FY_STORE_HOOK_ID_MAX];
     unsigned hook : 1;
+    /* A /v1 request: its body (read whole), model and place in the queue. */
+    fy_buf rbody; /* while the body is read */
+    char *body;   /* the whole body once read; freed with PX */
+    size_t body_len;
+    gw_px *wnext, *wprev;
+    uv_timer_t *wait_timer;
+    const char *param; /* OpenAI's error "param" of an error answered here */
+    char *reply;       /* a body answered here (GET /v1/models), freed with PX */
+    size_t reply_len;
+    char model[FY_GW_V1_MODEL_MAX];
 };
 
 static void px_ref(gw_px *px)
@@ -96,10 +128,28 @@ static void px_unref(gw_px *px)
     if (--px->refs > 0) {
         return;
     }
-    free(px->pend);
+    if (!px->pend_borrowed) {
+        free(px->pend);
+    }
     free(px->target);
+    free(px->body);
+    free(px->reply);
+    fy_buf_free(&px->rbody);
     free(px);
 }
+
+/* Drops what is pending to send (BODY stays when PEND was borrowed). */
+static void px_pend_clear(gw_px *px)
+{
+    if (!px->pend_borrowed) {
+        free(px->pend);
+    }
+    px->pend = NULL;
+    px->pend_borrowed = 0;
+    px->pend_len = px->pend_off = 0;
+}
+
+static void v1_unqueue(gw_px *px);
 
 /* Leaves the tunnel stream (resetting it unless the session already ended
  * it), so no further events arrive for PX. */
@@ -120,10 +170,11 @@ static void px_detach(gw_px *px, int reset)
     px->conn = NULL;
     px->id = 0;
     fy_metric_add(px->gw->metrics.active_streams, NULL, -1);
+    fy_gw_v1_kick(px->gw);
     px_unref(px);
 }
 
-enum { FIN_END, FIN_ABORT, FIN_ERROR };
+enum { FIN_END, FIN_ABORT, FIN_ERROR, FIN_REPLY };
 
 /* The access-log line, metrics and usage of a request that ends now with
  * STATUS, then the key's slot and reference given back. ERR_BYTES: the body
@@ -139,7 +190,7 @@ static void px_account(gw_px *px, int status, int answered_here, size_t err_byte
     uint64_t out = px->bytes_out + err_bytes;
     double secs = (double)(now - px->t0) / 1e9;
     double ttfb = px->t_head ? (double)(px->t_head - px->t0) / 1e9 : -1;
-    const char *route = px->hook ? "/hooks" : px->routed ? "/r" : "other";
+    const char *route = px->hook ? "/hooks" : px->v1 ? "/v1" : px->routed ? "/r" : "other";
     fy_metrics_gw_request(&gw->metrics, route, status, secs, ttfb, px->bytes_in, out);
     const char *key_id = px->key ? fy_key_id(px->key) : NULL;
     if (px->admitted) {
@@ -205,15 +256,28 @@ static void px_finish(gw_px *px, int how, int status, const char *code, const ch
         return;
     }
     fy_gw *gw = px->gw;
-    int shown = how == FIN_ERROR                        ? status
+    int shown = how == FIN_ERROR || how == FIN_REPLY    ? status
                 : how == FIN_ABORT && !px->resp_started ? 499
                                                         : px->status;
     if (px->client_gone && how == FIN_END) {
         how = FIN_ABORT; /* the connection is gone: finishing only releases REQ */
     }
-    char body[512];
-    size_t blen = how == FIN_ERROR ? fy_http_error_json(body, sizeof body, status, code, msg) : 0;
-    px_account(px, shown, how == FIN_ERROR, blen);
+    if (px->waiting) {
+        v1_unqueue(px); /* PX still holds the request's reference */
+    }
+    char ebuf[768];
+    const char *body = ebuf;
+    size_t blen = 0;
+    if (how == FIN_REPLY) {
+        body = px->reply;
+        blen = px->reply_len;
+    } else if (how == FIN_ERROR && px->v1) {
+        blen = fy_gw_v1_error_json(ebuf, sizeof ebuf, status, code, px->param, msg);
+    }
+    if (how == FIN_ERROR && blen == 0) {
+        blen = fy_http_error_json(ebuf, sizeof ebuf, status, code, msg);
+    }
+    px_account(px, shown, how == FIN_ERROR || how == FIN_REPLY, blen);
     px->req = NULL;
     if (px->linger) {
         px->linger->data = NULL;
@@ -263,7 +327,7 @@ static void px_body_data(fy_http_req *req, const char *data, size_t len, void *a
 static void px_body_end(fy_http_req *req, int status, void *arg);
 
 typedef struct {
-    fyp_field f[FY_HTTP_MAX_HEADERS + 4];
+    fyp_field f[FY_HTTP_MAX_HEADERS + 6]; /* + the gateway's own */
     size_t n;
 } field_list;
 
@@ -284,7 +348,10 @@ static int px_open(gw_px *px, const gw_conn *exclude)
     char name[FY_STORE_NAME_MAX], target[FY_HTTP_MAX_URL_BYTES + 2];
     const char *rest;
     int slash;
-    if (px->target) {
+    if (px->v1) {
+        name[0] = '\0';
+        snprintf(target, sizeof target, "%s", fy_http_req_target(req));
+    } else if (px->target) {
         snprintf(name, sizeof name, "%s", px->runner);
         snprintf(target, sizeof target, "%s", px->target);
     } else if (fy_gw_route_split(fy_http_req_target(req), name, &rest, &slash) != 1) {
@@ -326,7 +393,14 @@ static int px_open(gw_px *px, const gw_conn *exclude)
                           (nl == 9 && strncasecmp(hn, "x-api-key", nl) == 0))) {
             continue; /* the API key is the gateway's: never shown to a runner */
         }
+        if (nl >= 8 && strncasecmp(hn, "x-ferry-", 8) == 0) {
+            continue; /* the gateway's to say (x-ferry-key-id): a client cannot */
+        }
         fl_add(fl, hn, nl, h[i].value, h[i].value_len);
+    }
+    const char *key_id = px->key ? fy_key_id(px->key) : NULL;
+    if (key_id) {
+        fl_add(fl, "x-ferry-key-id", 14, key_id, strlen(key_id));
     }
     char peer[64];
     fy_gw_peer_host(fy_http_req_peer(req), peer, sizeof peer);
@@ -337,36 +411,59 @@ static int px_open(gw_px *px, const gw_conn *exclude)
     if (host && host[0]) {
         fl_add(fl, "x-forwarded-host", 16, host, strlen(host));
     }
-    fyp_field meta[] = {{FY_SLICE_STR("request-id"), FY_SLICE(px->reqid, strlen(px->reqid))},
-                        {FY_SLICE_STR("hook-id"), FY_SLICE(px->hook_id, strlen(px->hook_id))}};
+    fyp_field meta[4] = {{FY_SLICE_STR("request-id"), FY_SLICE(px->reqid, strlen(px->reqid))}};
+    size_t nm = 1;
+    if (px->hook) {
+        meta[nm++] =
+            (fyp_field){FY_SLICE_STR("hook-id"), FY_SLICE(px->hook_id, strlen(px->hook_id))};
+    }
+    if (key_id) {
+        meta[nm++] = (fyp_field){FY_SLICE_STR("key-id"), FY_SLICE(key_id, strlen(key_id))};
+    }
+    if (px->v1) {
+        meta[nm++] = (fyp_field){FY_SLICE_STR("model"), FY_SLICE(px->model, strlen(px->model))};
+    }
     const char *method = fy_http_req_method(req);
     fyp_request rq = {
         .method = FY_SLICE(method, strlen(method)),
         .target = FY_SLICE(target, strlen(target)),
-        .meta = {meta, px->hook ? 2 : 1},
+        .meta = {meta, nm},
         .headers = {fl->f, fl->n},
     };
 
-    /* Candidates by fewest streams; a full or closing one is skipped. */
-    gw_runner *r = fy_gw_runner_find(gw, name);
     gw_conn *cand[PX_MAX_CHOICE];
     size_t nc = 0;
-    for (gw_conn *c = r ? r->conns : NULL; c && nc < PX_MAX_CHOICE; c = c->rnext) {
-        if (c != exclude && !c->draining && !c->closing && fyp_session_ready(c->sess)) {
-            size_t k = nc++;
-            while (k > 0 && cand[k - 1]->n_px > c->n_px) {
-                cand[k] = cand[k - 1];
-                k--;
+    int rc;
+    if (px->v1) {
+        /* The runners serving the model, least outstanding first; only
+         * connections with room for a stream. */
+        size_t usable = 0;
+        nc = fy_gw_model_pick(fy_gw_model_find(gw, px->model), exclude, cand, PX_MAX_CHOICE,
+                              &usable);
+        rc = nc || usable ? FY_ELIMIT : FY_ENOENT;
+    } else {
+        /* Candidates by fewest streams; a full or closing one is skipped. */
+        gw_runner *r = fy_gw_runner_find(gw, name);
+        for (gw_conn *c = r ? r->conns : NULL; c && nc < PX_MAX_CHOICE; c = c->rnext) {
+            if (c != exclude && !c->draining && !c->closing && fyp_session_ready(c->sess)) {
+                size_t k = nc++;
+                while (k > 0 && cand[k - 1]->n_px > c->n_px) {
+                    cand[k] = cand[k - 1];
+                    k--;
+                }
+                cand[k] = c;
             }
-            cand[k] = c;
         }
+        rc = nc ? FY_ECLOSED : FY_ENOENT;
     }
-    int rc = nc ? FY_ECLOSED : FY_ENOENT;
     for (size_t i = 0; i < nc; i++) {
         gw_conn *c = cand[i];
         uint32_t id;
         rc = fyp_session_request(c->sess, &rq, !px->has_body, px, &id);
         if (rc == 0) {
+            if (px->v1) {
+                snprintf(px->runner, sizeof px->runner, "%s", c->runner->name);
+            }
             px->conn = c;
             px->id = id;
             c->n_px++;
@@ -411,6 +508,8 @@ static void px_open_fail(gw_px *px, int rc)
 
 /* --- request body (public -> tunnel) --------------------------------------- */
 
+static void v1_dispatch(gw_px *px, const gw_conn *exclude);
+
 /* Sends what is pending; 1 when all of it went. */
 static int px_send_pending(gw_px *px)
 {
@@ -423,9 +522,7 @@ static int px_send_pending(gw_px *px)
         }
         px->pend_off += (size_t)n;
     }
-    free(px->pend);
-    px->pend = NULL;
-    px->pend_len = px->pend_off = 0;
+    px_pend_clear(px);
     return 1;
 }
 
@@ -650,6 +747,12 @@ static void px_on_reset(gw_px *px, gw_conn *c, const fyp_event *ev)
     if (!px->req) {
         return;
     }
+    if (ev->error_code == FYP_ERR_REFUSED_STREAM && !px->resp_started && px->v1 &&
+        ++px->tries < PX_MAX_TRIES) {
+        /* Never processed: the whole body is still here, send it elsewhere. */
+        v1_dispatch(px, c);
+        return;
+    }
     if (ev->error_code == FYP_ERR_REFUSED_STREAM && !px->resp_started && px->bytes_in == 0 &&
         !px->pend && ++px->tries < PX_MAX_TRIES) {
         /* Never processed by the runner (drain, or its stream limit): try
@@ -769,8 +872,33 @@ static void px_on_abort(fy_http_req *req, int status, void *arg)
     px_unref(px);
 }
 
-/* Authentication, scopes and limits; on refusal finishes PX and returns 0. */
-static int px_admit(gw_px *px, int route)
+/* Finishes PX with the answer to a failed key check O. */
+static void px_refuse(gw_px *px, fy_auth_outcome o)
+{
+    const char *code, *msg;
+    int status = fy_auth_error(o, &code, &msg);
+    fy_metrics_gw_auth_failure(&px->gw->metrics, fy_auth_reason(o));
+    px_finish(px, FIN_ERROR, status, code, msg);
+}
+
+/* The key's limits; on a denial finishes PX with 429 and returns 0. */
+static int px_limits(gw_px *px)
+{
+    fy_gw *gw = px->gw;
+    px->has_rr = 1;
+    if (!fy_rl_acquire(fy_key_rl(px->key), fy_rl_now(), &px->rr)) {
+        fy_metrics_gw_ratelimited(&gw->metrics, fy_rl_kind_name(px->rr.denied_by));
+        px_finish(px, FIN_ERROR, 429, fy_rl_kind_code(px->rr.denied_by),
+                  fy_rl_kind_message(px->rr.denied_by));
+        return 0;
+    }
+    px->admitted = 1;
+    return 1;
+}
+
+/* Authentication (and, for ROUTE 1, the runner scope); on refusal finishes
+ * PX and returns 0. */
+static int px_authenticate(gw_px *px, int route)
 {
     fy_gw *gw = px->gw;
     size_t nh;
@@ -780,10 +908,17 @@ static int px_admit(gw_px *px, int route)
         o = fy_keys_authorize(gw->keys, px->key, FY_SCOPE_RUNNER, px->runner);
     }
     if (o != FY_AUTH_OK) {
-        const char *code, *msg;
-        int status = fy_auth_error(o, &code, &msg);
-        fy_metrics_gw_auth_failure(&gw->metrics, fy_auth_reason(o));
-        px_finish(px, FIN_ERROR, status, code, msg);
+        px_refuse(px, o);
+        return 0;
+    }
+    return 1;
+}
+
+/* Authentication, scopes and limits; on refusal finishes PX and returns 0. */
+static int px_admit(gw_px *px, int route)
+{
+    fy_gw *gw = px->gw;
+    if (!px_authenticate(px, route)) {
         return 0;
     }
     if (route < 0) {
@@ -794,15 +929,7 @@ static int px_admit(gw_px *px, int route)
         px_finish(px, FIN_ERROR, 503, "gateway_draining", "the gateway is shutting down");
         return 0;
     }
-    px->has_rr = 1;
-    if (!fy_rl_acquire(fy_key_rl(px->key), fy_rl_now(), &px->rr)) {
-        fy_metrics_gw_ratelimited(&gw->metrics, fy_rl_kind_name(px->rr.denied_by));
-        px_finish(px, FIN_ERROR, 429, fy_rl_kind_code(px->rr.denied_by),
-                  fy_rl_kind_message(px->rr.denied_by));
-        return 0;
-    }
-    px->admitted = 1;
-    return 1;
+    return px_limits(px);
 }
 
 static gw_px *px_new(fy_gw *gw, fy_http_req *req, uint64_t t0)
@@ -898,8 +1025,13 @@ void fy_gw_public_request(fy_http_req *req, void *data)
     fy_gw *gw = data;
     const char *rest;
     int slash;
-    if (strncmp(fy_http_req_path(req), "/hooks/", 7) == 0) {
+    const char *path = fy_http_req_path(req);
+    if (strncmp(path, "/hooks/", 7) == 0) {
         fy_gw_hook_request(gw, req);
+        return;
+    }
+    if (strncmp(path, "/v1", 3) == 0 && (path[3] == '\0' || path[3] == '/')) {
+        fy_gw_v1_request(gw, req);
         return;
     }
     gw_px *px = px_new(gw, req, uv_hrtime());
@@ -909,7 +1041,7 @@ void fy_gw_public_request(fy_http_req *req, void *data)
     int route = fy_gw_route_split(fy_http_req_target(req), px->runner, &rest, &slash);
     if (route == 0) {
         px_finish(px, FIN_ERROR, 404, "not_found",
-                  "no such route (runners are under /r/<runner>/)");
+                  "no such route (runners are under /r/<runner>/, the OpenAI API under /v1/)");
         return;
     }
     px->routed = 1;
@@ -935,5 +1067,378 @@ void fy_gw_public_request(fy_http_req *req, void *data)
         if (rc) {
             px_finish(px, FIN_ABORT, 0, NULL, NULL);
         }
+    }
+}
+
+/* --- /v1: the OpenAI API, routed by model ------------------------------------------ */
+
+static int v1_queueable(int rc)
+{
+    return rc == FY_ELIMIT || rc == FY_ECLOSED || rc == FY_EAGAIN || rc == FY_ENOENT;
+}
+
+/* Opens PX's stream on the least busy runner serving its model (not
+ * EXCLUDE) and sends the body. 0, or px_open's error (nothing was sent). */
+static int v1_send(gw_px *px, const gw_conn *exclude)
+{
+    px->end_sent = 0;
+    px_pend_clear(px);
+    int rc = px_open(px, exclude);
+    if (rc) {
+        return rc;
+    }
+    px->pend = px->body;
+    px->pend_len = px->body_len;
+    px->pend_off = 0;
+    px->pend_borrowed = 1;
+    px_on_writable(px); /* what the windows take now, the rest on FYP_EV_WRITABLE */
+    return 0;
+}
+
+static void v1_busy(gw_px *px, const char *why)
+{
+    char msg[FY_GW_V1_MODEL_MAX + 160];
+    snprintf(msg, sizeof msg, "every runner serving model `%s` is busy (%s); try again", px->model,
+             why);
+    px_finish(px, FIN_ERROR, 503, "runners_busy", msg);
+}
+
+static void v1_on_wait_timeout(uv_timer_t *t)
+{
+    gw_px *px = t->data;
+    if (!px) {
+        return;
+    }
+    px_ref(px);
+    char why[64];
+    snprintf(why, sizeof why, "waited %.1f s", (double)px->gw->queue_timeout_ms / 1000.0);
+    v1_busy(px, why);
+    px_unref(px);
+}
+
+/* Puts PX at the tail of the wait queue, or answers 503 when it cannot wait. */
+static void v1_enqueue(gw_px *px)
+{
+    fy_gw *gw = px->gw;
+    gw_model *m = fy_gw_model_find(gw, px->model);
+    if (!m) {
+        char msg[FY_GW_V1_MODEL_MAX + 64];
+        snprintf(msg, sizeof msg, "no runner serving model `%s` is connected", px->model);
+        px_finish(px, FIN_ERROR, 503, "runner_unavailable", msg);
+        return;
+    }
+    if (gw->draining) {
+        px_finish(px, FIN_ERROR, 503, "gateway_draining", "the gateway is shutting down");
+        return;
+    }
+    if (gw->queue_timeout_ms == 0 || gw->n_waiting >= FY_GW_V1_MAX_WAITING) {
+        v1_busy(px, gw->queue_timeout_ms ? "the wait queue is full" : "at their stream limit");
+        return;
+    }
+    uv_timer_t *t = malloc(sizeof *t);
+    if (!t) {
+        px_finish(px, FIN_ERROR, 500, "internal_error", "out of memory");
+        return;
+    }
+    uv_timer_init(gw->loop, t);
+    t->data = px;
+    uv_timer_start(t, v1_on_wait_timeout, gw->queue_timeout_ms, 0);
+    px->wait_timer = t;
+    px->waiting = 1;
+    px->wnext = NULL;
+    px->wprev = gw->wait_tail;
+    if (gw->wait_tail) {
+        gw->wait_tail->wnext = px;
+    } else {
+        gw->wait_head = px;
+    }
+    gw->wait_tail = px;
+    gw->n_waiting++;
+    fy_gw_model_waiters(gw, m, 1);
+    px_ref(px); /* the queue's */
+}
+
+static void v1_unqueue(gw_px *px)
+{
+    fy_gw *gw = px->gw;
+    if (!px->waiting) {
+        return;
+    }
+    px->waiting = 0;
+    if (px->wprev) {
+        px->wprev->wnext = px->wnext;
+    } else {
+        gw->wait_head = px->wnext;
+    }
+    if (px->wnext) {
+        px->wnext->wprev = px->wprev;
+    } else {
+        gw->wait_tail = px->wprev;
+    }
+    px->wnext = px->wprev = NULL;
+    gw->n_waiting--;
+    gw_model *m = fy_gw_model_find(gw, px->model);
+    if (m) {
+        fy_gw_model_waiters(gw, m, -1);
+    }
+    if (px->wait_timer) {
+        px->wait_timer->data = NULL;
+        uv_close((uv_handle_t *)px->wait_timer, (uv_close_cb)free);
+        px->wait_timer = NULL;
+    }
+    px_unref(px);
+}
+
+/* Sends PX now, or queues it when every runner serving its model is full. */
+static void v1_dispatch(gw_px *px, const gw_conn *exclude)
+{
+    int rc = v1_send(px, exclude);
+    if (rc == 0) {
+        return;
+    }
+    if (v1_queueable(rc)) {
+        v1_enqueue(px);
+    } else {
+        px_open_fail(px, rc);
+    }
+}
+
+/* One pass over the queue, oldest first. A model found full is skipped for
+ * the rest of the pass, so its waiters keep their order. */
+static void v1_on_kick(uv_timer_t *t)
+{
+    fy_gw *gw = t->data;
+    uint64_t gen = ++gw->kick_gen;
+    for (gw_px *px = gw->wait_head, *next; px; px = next) {
+        next = px->wnext;
+        gw_model *m = fy_gw_model_find(gw, px->model);
+        if (!m || m->kick_gen == gen) {
+            continue;
+        }
+        px_ref(px);
+        int rc = v1_send(px, NULL);
+        if (rc == 0) {
+            v1_unqueue(px);
+        } else if (v1_queueable(rc)) {
+            m->kick_gen = gen;
+        } else {
+            px_open_fail(px, rc);
+        }
+        px_unref(px);
+    }
+}
+
+void fy_gw_v1_kick(fy_gw *gw)
+{
+    if (gw->n_waiting && gw->wait_kick_init && !uv_is_active((uv_handle_t *)&gw->wait_kick)) {
+        gw->wait_kick.data = gw;
+        uv_timer_start(&gw->wait_kick, v1_on_kick, 0, 0);
+    }
+}
+
+void fy_gw_v1_fail_waiting(fy_gw *gw, const char *code, const char *msg)
+{
+    while (gw->wait_head) {
+        gw_px *px = gw->wait_head;
+        px_ref(px);
+        px_finish(px, FIN_ERROR, 503, code, msg);
+        px_unref(px);
+    }
+}
+
+void fy_gw_v1_close(fy_gw *gw)
+{
+    if (gw->wait_kick_init) {
+        gw->wait_kick_init = 0;
+        uv_close((uv_handle_t *)&gw->wait_kick, NULL);
+    }
+}
+
+static void v1_not_found(gw_px *px)
+{
+    char msg[FY_GW_V1_MODEL_MAX + 96];
+    snprintf(msg, sizeof msg, "The model `%s` does not exist or you do not have access to it.",
+             px->model);
+    px->param = "model";
+    px_finish(px, FIN_ERROR, 404, "model_not_found", msg);
+}
+
+/* The whole body is here: model, scope, limits, then a runner. */
+static void v1_admit(gw_px *px)
+{
+    fy_gw *gw = px->gw;
+    char err[128];
+    if (fy_gw_v1_model(px->body, px->body_len, px->model, err, sizeof err)) {
+        px->param = "model";
+        px_finish(px, FIN_ERROR, 400, "invalid_request", err);
+        return;
+    }
+    fy_auth_outcome o = fy_keys_authorize(gw->keys, px->key, FY_SCOPE_MODEL, px->model);
+    if (o != FY_AUTH_OK) {
+        px_refuse(px, o);
+        return;
+    }
+    if (gw->draining) {
+        px_finish(px, FIN_ERROR, 503, "gateway_draining", "the gateway is shutting down");
+        return;
+    }
+    if (!px_limits(px)) {
+        return;
+    }
+    gw_model *m = fy_gw_model_find(gw, px->model);
+    if (!m || m->n_conns == 0) {
+        v1_not_found(px);
+        return;
+    }
+    px->has_body = 1;
+    px->body_done = 1;
+    px->counted = 1;
+    gw->n_px++;
+    gw->n_proxied++;
+    if (m->n_waiting) {
+        v1_enqueue(px); /* behind the requests already waiting for it */
+        fy_gw_v1_kick(gw);
+    } else {
+        v1_dispatch(px, NULL);
+    }
+}
+
+static void v1_body_data(fy_http_req *req, const char *data, size_t len, void *arg)
+{
+    gw_px *px = arg;
+    if (px->req != req) {
+        return;
+    }
+    px->bytes_in += len;
+    if (fy_buf_append(&px->rbody, data, len)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the body is over the limit of %zu bytes", px->rbody.max);
+        px_finish(px, FIN_ERROR, 413, "payload_too_large", msg);
+    }
+}
+
+static void v1_body_end(fy_http_req *req, int status, void *arg)
+{
+    gw_px *px = arg;
+    if (px->req != req) {
+        return;
+    }
+    if (status) {
+        px_finish(px, FIN_ABORT, 0, NULL, NULL); /* gone, or the server answered */
+        return;
+    }
+    px_ref(px);
+    px->body = fy_buf_steal(&px->rbody, &px->body_len);
+    v1_admit(px);
+    px_unref(px);
+}
+
+static int v1_model_cmp(const void *a, const void *b)
+{
+    return strcmp((*(gw_model *const *)a)->name, (*(gw_model *const *)b)->name);
+}
+
+static json_t *v1_model_json(const gw_model *m)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
+                     (json_int_t)m->created, "owned_by", "ferry");
+}
+
+/* GET /v1/models (ID NULL) or /v1/models/ID: the models the key may use that
+ * a connected runner serves. */
+static void v1_models(gw_px *px, const char *id)
+{
+    fy_gw *gw = px->gw;
+    size_t n = 0, k = 0;
+    for (gw_model *m = gw->models; m; m = m->next) {
+        n++;
+    }
+    gw_model **v = calloc(n ? n : 1, sizeof *v);
+    json_t *out = NULL;
+    if (!v) {
+        px_finish(px, FIN_ERROR, 500, "internal_error", "out of memory");
+        return;
+    }
+    for (gw_model *m = gw->models; m; m = m->next) {
+        if (m->n_conns > 0 && (!id || strcmp(m->name, id) == 0) &&
+            fy_keys_authorize(gw->keys, px->key, FY_SCOPE_MODEL, m->name) == FY_AUTH_OK) {
+            v[k++] = m;
+        }
+    }
+    if (id && k == 0) {
+        free(v);
+        snprintf(px->model, sizeof px->model, "%.*s", (int)(sizeof px->model - 1), id);
+        v1_not_found(px);
+        return;
+    }
+    if (id) {
+        out = v1_model_json(v[0]);
+    } else {
+        qsort(v, k, sizeof *v, v1_model_cmp);
+        json_t *data = json_array();
+        for (size_t i = 0; i < k; i++) {
+            json_array_append_new(data, v1_model_json(v[i]));
+        }
+        out = json_pack("{s:s,s:o}", "object", "list", "data", data);
+    }
+    free(v);
+    px->reply = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(out);
+    if (!px->reply) {
+        px_finish(px, FIN_ERROR, 500, "internal_error", "out of memory");
+        return;
+    }
+    px->reply_len = strlen(px->reply);
+    px_finish(px, FIN_REPLY, 200, NULL, NULL);
+}
+
+void fy_gw_v1_request(fy_gw *gw, fy_http_req *req)
+{
+    gw_px *px = px_new(gw, req, uv_hrtime());
+    if (!px) {
+        return;
+    }
+    px->v1 = 1;
+    if (!px_authenticate(px, 0)) {
+        return;
+    }
+    if (gw->draining) {
+        px_finish(px, FIN_ERROR, 503, "gateway_draining", "the gateway is shutting down");
+        return;
+    }
+    const char *path = fy_http_req_path(req), *method = fy_http_req_method(req);
+    if (strcmp(method, "GET") == 0 &&
+        (strcmp(path, "/v1/models") == 0 || (strncmp(path, "/v1/models/", 11) == 0 && path[11]))) {
+        if (px_limits(px)) {
+            v1_models(px, path[10] ? path + 11 : NULL);
+        }
+        return;
+    }
+    if (strcmp(method, "POST") != 0) {
+        px_finish(
+            px, FIN_ERROR, 405, "method_not_allowed",
+            "the gateway routes POST /v1/... by the body's model, and answers GET /v1/models");
+        return;
+    }
+    uint64_t cap = gw->max_body < FY_GW_V1_MAX_BODY ? gw->max_body : FY_GW_V1_MAX_BODY;
+    int64_t cl = fy_http_req_content_length(req);
+    if (cl == 0) {
+        px->param = "model";
+        px_finish(px, FIN_ERROR, 400, "invalid_request",
+                  "the request needs a JSON body with a model");
+        return;
+    }
+    if (cl > 0 && (uint64_t)cl > cap) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the body is over the limit of %llu bytes",
+                 (unsigned long long)cap);
+        px_finish(px, FIN_ERROR, 413, "payload_too_large", msg);
+        return;
+    }
+    fy_buf_init(&px->rbody, (size_t)cap);
+    fy_http_req_on_abort(req, px_on_abort, px);
+    px->body_reading = 1;
+    if (fy_http_req_read_body(req, v1_body_data, v1_body_end, px)) {
+        px_finish(px, FIN_ABORT, 0, NULL, NULL);
     }
 }

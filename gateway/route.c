@@ -2,6 +2,9 @@
 #include "gateway/gateway.h"
 
 #include "common/args.h"
+#include "common/err.h"
+
+#include <jansson.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -99,4 +102,65 @@ long long fy_gw_parse_key_ttl(const char *text)
     }
     uint64_t s = ms / 1000;
     return s >= 1 && s <= (uint64_t)FY_GW_KEY_MAX_TTL_S ? (long long)s : -1;
+}
+
+int fy_gw_v1_model(const char *body, size_t len, char out[FY_GW_V1_MODEL_MAX], char *err,
+                   size_t errlen)
+{
+    out[0] = '\0';
+    json_error_t je;
+    /* Bounded by the caller's body cap; jansson's depth limit bounds nesting. */
+    json_t *root = len ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &je) : NULL;
+    const char *why = NULL;
+    json_t *m = NULL;
+    if (!root) {
+        why = len ? "the body is not valid JSON" : "the request needs a JSON body with a model";
+    } else if (!json_is_object(root)) {
+        why = "the body must be a JSON object";
+    } else if (!(m = json_object_get(root, "model"))) {
+        why = "you must provide a model parameter";
+    } else if (!json_is_string(m)) {
+        why = "model must be a string";
+    } else {
+        const char *s = json_string_value(m);
+        size_t n = json_string_length(m);
+        if (n == 0) {
+            why = "model must not be empty";
+        } else if (n >= FY_GW_V1_MODEL_MAX) {
+            why = "model is too long (at most 255 bytes)";
+        } else {
+            for (size_t i = 0; i < n && !why; i++) {
+                if (s[i] < 0x21 || s[i] > 0x7e) {
+                    why = "model must be printable ASCII without spaces";
+                }
+            }
+            if (!why) {
+                memcpy(out, s, n);
+                out[n] = '\0';
+            }
+        }
+    }
+    json_decref(root);
+    if (why) {
+        snprintf(err, errlen, "%s", why);
+        return FY_EINVAL;
+    }
+    return 0;
+}
+
+size_t fy_gw_v1_error_json(char *out, size_t outlen, int status, const char *code,
+                           const char *param, const char *message)
+{
+    json_t *e = json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", message ? message : "",
+                          "type", status >= 500 ? "server_error" : "invalid_request_error", "param",
+                          param ? json_string(param) : json_null(), "code",
+                          code ? json_string(code) : json_null());
+    size_t n = e ? json_dumpb(e, out, outlen, JSON_COMPACT) : 0;
+    json_decref(e);
+    if (n + 1 >= outlen) {
+        return 0;
+    }
+    out[n++] = '\n';
+    out[n] = '\0';
+    return n;
 }

@@ -175,6 +175,8 @@ static void gw_stop(fy_gw *gw)
         listener_close(&gw->listeners[i]);
     }
     fy_gw_hookq_close(gw); /* before the tunnels: its streams are reset on live sessions */
+    fy_gw_v1_fail_waiting(gw, "gateway_draining", "the gateway is shutting down");
+    fy_gw_v1_close(gw);
     fy_gw_tunnel_close_all(gw);
     fy_http_server_close(gw->public_srv, NULL, NULL);
     fy_http_server_close(gw->admin_srv, NULL, NULL);
@@ -225,6 +227,8 @@ static void on_signal(uv_signal_t *h, int signum)
     listener_close(&gw->listeners[GW_L_PUBLIC]);
     listener_close(&gw->listeners[GW_L_TUNNEL]);
     fy_gw_tunnel_goaway_all(gw);
+    /* Nothing new is opened on a draining tunnel: waiting requests end now. */
+    fy_gw_v1_fail_waiting(gw, "gateway_draining", "the gateway is shutting down");
     uv_timer_start(&gw->drain_timer, on_drain_timer, gw->n_px ? gw->drain_timeout_ms : 0, 0);
 }
 
@@ -456,6 +460,7 @@ int fy_gw_run_main(int argc, char **argv)
     gw->heartbeat_ms = FY_GW_DEFAULT_HEARTBEAT;
     gw->drain_timeout_ms = FY_GW_DEFAULT_DRAIN;
     gw->max_body = FY_GW_DEFAULT_MAX_BODY;
+    gw->queue_timeout_ms = FY_GW_DEFAULT_QUEUE_TIMEOUT;
     gw->max_connections = FY_HTTP_MAX_CONNECTIONS;
     gw->access_log = "-";
     const fy_opt opts[] = {
@@ -478,6 +483,9 @@ int fy_gw_run_main(int argc, char **argv)
          "on SIGTERM, how long requests in flight may take to finish (default 30s)"},
         {"max-body", FY_OPT_SIZE, &gw->max_body, "BYTES",
          "largest public request body, streamed (default 1GiB)"},
+        {"queue-timeout", FY_OPT_DURATION, &gw->queue_timeout_ms, "TIME",
+         "how long a /v1 request waits when every runner serving its model is at its stream "
+         "limit, then 503 (default 10s; 0: no wait)"},
         {"max-connections", FY_OPT_INT, &gw->max_connections, "N",
          "public connections at once (default 10000)"},
         {"access-log", FY_OPT_STR, &gw->access_log, "FILE",
@@ -521,8 +529,9 @@ int fy_gw_run_main(int argc, char **argv)
         : (!gw->tls_cert) != (!gw->tls_key) ? "--tls-cert and --tls-key go together"
         : (gw->heartbeat_ms < FYP_MIN_HEARTBEAT_MS || gw->heartbeat_ms > FYP_MAX_HEARTBEAT_MS)
             ? "--heartbeat must be between 1s and 10m"
-        : gw->max_connections < 1 ? "--max-connections must be at least 1"
-                                  : NULL;
+        : gw->max_connections < 1                        ? "--max-connections must be at least 1"
+        : gw->queue_timeout_ms > FY_GW_MAX_QUEUE_TIMEOUT ? "--queue-timeout must be at most 10m"
+                                                         : NULL;
     if (bad) {
         fprintf(stderr, "ferry-gateway run: %s\n", bad);
         status = 2;
@@ -540,6 +549,9 @@ int fy_gw_run_main(int argc, char **argv)
     uv_signal_init(&loop, &gw->sig_hup);
     uv_timer_init(&loop, &gw->drain_timer);
     uv_timer_init(&loop, &gw->usage_timer);
+    uv_timer_init(&loop, &gw->wait_kick);
+    gw->wait_kick.data = gw;
+    gw->wait_kick_init = 1;
     gw->sig_term.data = gw->sig_int.data = gw->sig_hup.data = gw;
     gw->drain_timer.data = gw->usage_timer.data = gw;
     int rc = setup(gw, err, sizeof err);

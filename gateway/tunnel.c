@@ -116,6 +116,7 @@ static void registry_remove(gw_conn *c)
         }
     }
     c->rnext = NULL;
+    fy_gw_models_remove(c);
     fy_gw *gw = c->gw;
     fy_metric_add(gw->metrics.tunnel_connections, NULL, -1);
     if (--r->n_conns > 0) {
@@ -347,13 +348,20 @@ static void conn_on_hello(gw_conn *c, const fyp_event *ev)
         fyp_session_terminate(c->sess, FYP_ERR_REJECTED, why);
         return;
     }
-    if (registry_add(c)) {
+    const fyp_hello *h = ev->u.hello;
+    if (registry_add(c) || fy_gw_models_add(c, h->models, h->n_models)) {
         fyp_session_terminate(c->sess, FYP_ERR_INTERNAL, "out of memory");
         return;
     }
     fy_gw_hookq_kick(c->gw); /* events may be waiting for this runner */
+    fy_gw_v1_kick(c->gw);    /* and requests for its models */
     json_t *f = conn_fields(c);
-    json_object_set_new(f, "models", json_integer((json_int_t)ev->u.hello->n_models));
+    json_t *models = json_array();
+    for (size_t i = 0; i < c->n_models; i++) {
+        json_array_append_new(models, json_string(c->models[i]));
+    }
+    json_object_set_new(f, "models", json_integer((json_int_t)h->n_models));
+    json_object_set_new(f, "model_names", models);
     json_object_set_new(f, "version", json_integer(ev->version));
     fy_log_event(FY_LOG_INFO, TUN_LOG, "runner connected", f);
 }
@@ -409,6 +417,9 @@ static void conn_on_read(fy_stream *s, ssize_t n, const fy_slice *buf)
         return;
     }
     int rc = fyp_session_recv(c->sess, buf->base, (size_t)n);
+    if (c->gw->n_waiting) {
+        fy_gw_v1_kick(c->gw); /* a finished stream (an RST ACK too) may free a slot */
+    }
     if (rc < 0 && rc != FY_ECLOSED && !c->closing) {
         json_t *f = conn_fields(c);
         json_object_set_new(f, "error", json_string(fyp_session_error_msg(c->sess)));

@@ -10,12 +10,14 @@
  *
  *   gw_test_runner run --gateway HOST:PORT --dir DIR --upstream http://H:P
  *       [--connections N] [--hello-name NAME] [--no-cert] [--cert F --key F]
- *       [--reconnect-ms MS] [--heartbeat TIME]
+ *       [--reconnect-ms MS] [--heartbeat TIME] [--model NAME]... [--max-streams N]
  *       Keeps N tunnel connections (reconnecting after MS, 0: never) and
  *       prints one line per event on stdout: "connected N", "goaway CODE",
  *       "closed REASON", "refused ERROR". --hello-name claims another name in
  *       HELLO; --no-cert dials without a client certificate. SIGTERM sends
- *       GOAWAY, lets streams finish, exits 0.
+ *       GOAWAY, lets streams finish, exits 0. --model (repeatable) announces
+ *       NAME in HELLO; --max-streams sets the MAX_CONCURRENT_STREAMS it
+ *       announces (default 20000).
  *       A request with "x-test-usage: PROMPT,COMPLETION" ends its response
  *       with a TRAILERS frame carrying that usage (as an engine would), so
  *       the gateway's token limits can be tested; the header is not sent on
@@ -74,6 +76,8 @@ static fy_http_client *client;
 static tconn **conns;
 static long long nconns = 1, reconnect_ms = 200;
 static uint64_t heartbeat_ms = 5000;
+static fy_strlist models;
+static long long max_streams = 20000;
 static int stopping, connected_total;
 static uv_signal_t sig_term;
 static uv_timer_t retry_timers[64];
@@ -534,7 +538,9 @@ static void on_handshake(fy_stream *s, int status, void *arg)
     };
     fyp_settings_default(&cfg.settings);
     cfg.settings.heartbeat_ms = (uint32_t)heartbeat_ms;
-    cfg.settings.max_concurrent_streams = 20000;
+    cfg.settings.max_concurrent_streams = (uint32_t)max_streams;
+    cfg.models = models.v;
+    cfg.n_models = models.n;
     if (fyp_session_new(&cfg, &c->sess)) {
         conn_close(c, "session");
         return;
@@ -728,6 +734,8 @@ int main(int argc, char **argv)
         {"no-cert", FY_OPT_FLAG, &no_cert, NULL, "send no client certificate"},
         {"reconnect-ms", FY_OPT_INT, &reconnect_ms, "MS", "reconnect delay, 0: never"},
         {"heartbeat", FY_OPT_DURATION, &heartbeat_ms, "TIME", "heartbeat interval"},
+        {"model", FY_OPT_STRLIST, &models, "NAME", "a model to announce in HELLO (repeatable)"},
+        {"max-streams", FY_OPT_INT, &max_streams, "N", "MAX_CONCURRENT_STREAMS to announce"},
         {0},
     };
     char err[512], *pos[argc > 0 ? argc : 1];
@@ -780,6 +788,9 @@ int main(int argc, char **argv)
     }
     fy_http_client_options ho = {0};
     fy_http_client_new(loop, &ho, &client);
+    if (max_streams < 0 || max_streams > 0xffffffffLL) {
+        max_streams = 20000;
+    }
     if (nconns < 1 || nconns > 64) {
         nconns = 1;
     }
