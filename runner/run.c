@@ -24,6 +24,7 @@ typedef struct {
     uv_signal_t sigterm, sigint;
     fy_rn_tunnel *tunnel;
     fy_rn_upstream *upstream;
+    fy_rn_models *models; /* the upstream's /v1/models, announced in HELLO */
     /* Model mode: the engine, the API over it, the local listener. */
     fy_engine *engine;
     fy_chat_template *tmpl;
@@ -117,10 +118,22 @@ static void on_http_closed(fy_http_server *srv, void *arg)
     }
 }
 
+/* The upstream's model list changed: the tunnel announces it. */
+static void on_models(fy_rn_models *w, const char *const *models, size_t n, void *arg)
+{
+    (void)w;
+    run_ctx *r = arg;
+    if (r->tunnel && fy_rn_tunnel_set_models(r->tunnel, models, n)) {
+        fy_log_event(FY_LOG_WARN, "runner", "out of memory: the tunnel keeps the old models", NULL);
+    }
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     run_ctx *r = h->data;
     r->signals++;
+    fy_rn_models_free(r->models);
+    r->models = NULL;
     if (r->signals == 1) {
         fy_log_event(FY_LOG_INFO, "runner", "shutting down: draining",
                      json_pack("{s:s, s:I}", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -222,7 +235,7 @@ int fy_rn_run_main(int argc, char **argv)
     const char *data_dir = NULL, *upstream = NULL, *config = NULL, *port_file = NULL;
     fy_strlist gateways = {0};
     long long connections = 2, max_streams = 4096;
-    uint64_t hb_timeout = 30000, drain = 30000, up_timeout = 300000;
+    uint64_t hb_timeout = 30000, drain = 30000, up_timeout = 300000, models_refresh = 60000;
     int help = 0, check = 0;
     model_opts mo = {.ping_ms = FY_API_PING_MS};
     fy_cli_log_opts log = {0};
@@ -262,6 +275,9 @@ int fy_rn_run_main(int argc, char **argv)
          "on SIGTERM, wait at most this for requests in flight (default 30s)"},
         {"upstream-timeout", FY_OPT_DURATION, &up_timeout, "DURATION",
          "answer 504 when the upstream sends nothing for this long (default 5m)"},
+        {"upstream-models-refresh", FY_OPT_DURATION, &models_refresh, "DURATION",
+         "read the upstream's /v1/models again this often and announce its models "
+         "(default 1m; 0s: only at start)"},
         {"max-streams", FY_OPT_INT, &max_streams, "N",
          "concurrent requests accepted per connection (default 4096)"},
         {"config", FY_OPT_STR, &config, "FILE", "read options from this JSON file first"},
@@ -331,6 +347,8 @@ int fy_rn_run_main(int argc, char **argv)
         problem = "--drain-timeout must be at most 1h";
     } else if (up_timeout < 1000 || up_timeout > 86400000) {
         problem = "--upstream-timeout must be 1s to 24h";
+    } else if (models_refresh != 0 && (models_refresh < 1000 || models_refresh > 86400000)) {
+        problem = "--upstream-models-refresh must be 0s or 1s to 24h";
     } else if (max_streams < 1 || max_streams > 100000) {
         problem = "--max-streams must be 1 to 100000";
     }
@@ -380,9 +398,9 @@ int fy_rn_run_main(int argc, char **argv)
         }
         printf("  connections        %lld\n  heartbeat-timeout  %llu ms\n"
                "  drain-timeout      %llu ms\n  upstream-timeout   %llu ms\n"
-               "  max-streams        %lld\n",
+               "  max-streams        %lld\n  upstream-models-refresh %llu ms\n",
                connections, (unsigned long long)hb_timeout, (unsigned long long)drain,
-               (unsigned long long)up_timeout, max_streams);
+               (unsigned long long)up_timeout, max_streams, (unsigned long long)models_refresh);
         status = 0;
         goto out;
     }
@@ -459,10 +477,31 @@ int fy_rn_run_main(int argc, char **argv)
         fprintf(stderr, "ferry-runner run: %s\n", err);
         goto out_signals;
     }
-    uv_signal_start(&r.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&r.sigint, on_signal, SIGINT);
     const char *served =
         r.api ? (mo.served_name ? mo.served_name : fy_engine_model_name(r.engine)) : NULL;
+    const char *const *models = served ? &served : NULL;
+    size_t n_models = served ? 1 : 0;
+    if (r.upstream) {
+        /* Announce what the upstream serves from the first HELLO on: read
+         * its /v1/models (bounded by the read's deadline) before dialling. */
+        fy_rn_models_options mw = {
+            .base = fy_rn_upstream_base(r.upstream),
+            .refresh_ms = models_refresh,
+            .on_change = on_models,
+            .arg = &r,
+        };
+        if ((rc = fy_rn_models_new(&r.loop, &mw, &r.models))) {
+            fprintf(stderr, "ferry-runner run: cannot read the upstream's models: %s\n",
+                    fy_strerror(rc));
+            goto out_signals;
+        }
+        while (!fy_rn_models_ready(r.models)) {
+            uv_run(&r.loop, UV_RUN_ONCE);
+        }
+        n_models = fy_rn_models_get(r.models, &models);
+    }
+    uv_signal_start(&r.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&r.sigint, on_signal, SIGINT);
 
     fy_rn_tunnel_options tno = {
         .name = e.name,
@@ -474,8 +513,8 @@ int fy_rn_run_main(int argc, char **argv)
         .max_streams = (uint32_t)max_streams,
         .upstream = r.upstream,
         .api = r.api,
-        .models = served ? &served : NULL,
-        .n_models = served ? 1 : 0,
+        .models = models,
+        .n_models = n_models,
     };
     /* For tests: a faster reconnect policy. */
     const char *tb = getenv("FERRY_TEST_BACKOFF_MS");
@@ -515,6 +554,8 @@ out_signals:
         r.engine = NULL;
     }
 out:
+    fy_rn_models_free(r.models);
+    r.models = NULL;
     if (r.upstream) {
         fy_rn_upstream_free(r.upstream);
         r.upstream = NULL;

@@ -8,6 +8,8 @@
  *               full-jitter exponential backoff
  *   upstream.c  one tunnel stream <-> one HTTP call to the local upstream,
  *               bodies streamed both ways under the tunnel's flow control
+ *   upmodels.c  the upstream's models, read from its /v1/models at start and
+ *               every refresh, announced in HELLO
  *   apistream.c one tunnel stream <-> one call of the built-in OpenAI API
  *               (runner/api/server.h), answered in-process; its usage ends
  *               the stream as a TRAILERS frame
@@ -112,6 +114,10 @@ typedef struct {
 
 void fy_rn_upstream_stats_get(const fy_rn_upstream *up, fy_rn_upstream_stats *out);
 
+/* "http://host:port[/base]" without a trailing '/': what request targets
+ * are appended to. */
+const char *fy_rn_upstream_base(const fy_rn_upstream *up);
+
 /* The tunnel hands each session event about a stream to these. */
 
 /* A REQUEST arrived on stream ID of CONN: starts the upstream call, or
@@ -121,6 +127,55 @@ void fy_rn_upstream_stats_get(const fy_rn_upstream *up, fy_rn_upstream_stats *ou
  * the upstream call at once. */
 void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
                        int end_stream);
+
+/* --- The upstream's models (upmodels.c) --------------------------------------- */
+
+#define FY_RN_MODELS_MAX_BODY (1024 * 1024) /* a /v1/models answer above this is refused */
+/* Bytes the announced ids may take together, one length byte each included:
+ * what HELLO's 16 KiB leaves after its other fields (at most ~700 bytes). */
+#define FY_RN_MODELS_BYTES 15360
+
+/* A validated model list: at most FYP_MAX_MODELS distinct ids, each 1..255
+ * visible ASCII bytes (HELLO's text rule), sum(1 + length) within
+ * FY_RN_MODELS_BYTES. v[i] points into text. */
+typedef struct {
+    char text[FY_RN_MODELS_BYTES];
+    const char *v[FYP_MAX_MODELS];
+    size_t n;
+    size_t skipped; /* ids left out: not a string, invalid, repeated, over the bounds */
+} fy_rn_model_list;
+
+/* Parses an OpenAI model list ({"data": [{"id": "..."}, ...]}, other fields
+ * ignored) into OUT, in order. Returns 0, or FY_EPARSE (not JSON, or no data
+ * array; ERR says which) with OUT empty. */
+int fy_rn_model_list_parse(const char *body, size_t len, fy_rn_model_list *out, char *err,
+                           size_t errlen);
+
+typedef struct fy_rn_models fy_rn_models;
+
+/* The list changed (MODELS valid during the call). */
+typedef void (*fy_rn_models_cb)(fy_rn_models *w, const char *const *models, size_t n, void *arg);
+
+typedef struct {
+    const char *base;    /* the upstream's base URL (fy_rn_upstream_base) */
+    uint64_t refresh_ms; /* read again this long after each read; 0 = once */
+    unsigned timeout_ms; /* one read's deadline (connect + answer); 0 = 5 s */
+    fy_rn_models_cb on_change;
+    void *arg;
+} fy_rn_models_options;
+
+/* Starts reading BASE/v1/models at once. A 200 with a list replaces the
+ * current list; any other answer empties it; a failed read (refused, timed
+ * out) keeps it. Each outcome is logged when it differs from the last one.
+ * Returns 0, FY_EINVAL (no base, URL too long) or FY_ENOMEM. */
+int fy_rn_models_new(uv_loop_t *loop, const fy_rn_models_options *o, fy_rn_models **out);
+/* 1 once the first read ended, whatever its outcome. */
+int fy_rn_models_ready(const fy_rn_models *w);
+/* The current list; *MODELS is valid until the next loop iteration. */
+size_t fy_rn_models_get(const fy_rn_models *w, const char *const **models);
+/* Stops (a read in flight is cancelled, no callback runs after this) and
+ * frees W once its handles closed (the loop must run). NULL ok. */
+void fy_rn_models_free(fy_rn_models *w);
 
 /* --- API streams (apistream.c) ------------------------------------------------ */
 
@@ -151,7 +206,10 @@ typedef struct {
     /* Exactly one of these serves the streams. */
     fy_rn_upstream *upstream;
     fy_api *api;
-    /* Model ids announced in HELLO (copied by each session). */
+    /* Model ids announced in HELLO (copied: at most FYP_MAX_MODELS, each
+     * 1..255 visible ASCII bytes, together within FY_RN_MODELS_BYTES). With
+     * an upstream, the capabilities are "upstream" and, when it announces
+     * models, "openai". */
     const char *const *models;
     size_t n_models;
 } fy_rn_tunnel_options;
@@ -170,6 +228,15 @@ void fy_rn_tunnel_drain(fy_rn_tunnel *t, uint64_t timeout_ms, fy_rn_tunnel_done_
 
 /* Frees a tunnel after its drain callback ran. NULL ok. */
 void fy_rn_tunnel_free(fy_rn_tunnel *t);
+
+/* Replaces the models announced in HELLO (copied). A HELLO is sent once per
+ * connection, so each ready connection that announced other models is
+ * replaced: its slot dials a new connection at once, and the old one is sent
+ * GOAWAY (the gateway sends it nothing new) and closes when its streams
+ * finished. Connections still connecting announce the new list. Nothing
+ * happens when the list is the same, or while draining. Returns 0, FY_EINVAL
+ * (a list breaking the bounds above) or FY_ENOMEM (the old list stays). */
+int fy_rn_tunnel_set_models(fy_rn_tunnel *t, const char *const *models, size_t n);
 
 /* Connections whose handshake completed and that take new streams. */
 unsigned fy_rn_tunnel_ready_count(const fy_rn_tunnel *t);

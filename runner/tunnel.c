@@ -46,6 +46,7 @@ struct fy_rn_conn {
     fy_rn_conn *prev, *next;
     const gw_addr *gw;
     unsigned seq;
+    unsigned gen; /* the tunnel's models_gen when this connection's HELLO was made */
     char label[340];
     conn_state state;
     fy_stream *s;
@@ -84,6 +85,8 @@ struct fy_rn_tunnel {
     fy_rn_conn *conns; /* every live connection, attached or not */
     unsigned nconns;   /* allocated connections (freed when their refs end) */
     unsigned seq;
+    fy_rn_model_list *models; /* announced in HELLO; o.models points into it */
+    unsigned models_gen;      /* bumped when the list changes */
     uv_timer_t drain_timer;
     int handles; /* tunnel-owned handles not yet closed */
     unsigned draining : 1;
@@ -95,6 +98,7 @@ struct fy_rn_tunnel {
 static void conn_close(fy_rn_conn *c, int level, const char *why);
 static void slot_connect(slot *sl);
 static void tunnel_check_done(fy_rn_tunnel *t);
+static void conn_recycle(fy_rn_conn *c);
 
 uint64_t fy_rn_backoff_ms(uint64_t base, uint64_t max, unsigned n, double r)
 {
@@ -311,10 +315,10 @@ static void conn_close(fy_rn_conn *c, int level, const char *why)
     fy_log_event((fy_log_level)level, "tunnel", was_ready ? "disconnected" : "connection failed",
                  f);
     c->lost = 1;
-    if (c->sess) {
-        if (!fyp_session_dead(c->sess)) {
-            fyp_session_terminate(c->sess, FYP_ERR_INTERNAL, why);
-        }
+    /* A session that ended gracefully (GOAWAY both ways, no stream left)
+     * needs no second GOAWAY; any other gets one with the error. */
+    if (c->sess && !fyp_session_dead(c->sess) && !fyp_session_want_close(c->sess)) {
+        fyp_session_terminate(c->sess, FYP_ERR_INTERNAL, why);
     }
     /* Streams the session no longer reported (finished on the wire but still
      * held here) are released too. */
@@ -399,7 +403,11 @@ static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
         json_object_set_new(f, "runner", json_string(t->name));
         json_object_set_new(f, "version", json_integer(ev->version));
         json_object_set_new(f, "heartbeat_ms", json_integer(fyp_session_heartbeat_ms(s)));
+        json_object_set_new(f, "models", json_integer(t->o.n_models));
         fy_log_event(FY_LOG_INFO, "tunnel", "connected", f);
+        if (c->gen != t->models_gen) {
+            conn_recycle(c); /* the models changed while it shook hands */
+        }
         break;
     }
     case FYP_EV_REQUEST:
@@ -531,7 +539,8 @@ static void on_handshake(fy_stream *s, int status, void *arg)
                    "tunnel listener?");
         return;
     }
-    static const char *const caps_up[] = {"upstream"};
+    /* An upstream that lists models speaks the OpenAI API too. */
+    static const char *const caps_up[] = {"upstream", "openai"};
     static const char *const caps_api[] = {"openai"};
     fyp_session_config sc;
     memset(&sc, 0, sizeof sc);
@@ -550,7 +559,8 @@ static void on_handshake(fy_stream *s, int status, void *arg)
     }
     sc.name = t->name;
     sc.caps = t->o.api ? caps_api : caps_up;
-    sc.n_caps = 1;
+    sc.n_caps = t->o.api || t->o.n_models == 0 ? 1 : 2;
+    c->gen = t->models_gen;
     sc.models = t->o.models;
     sc.n_models = t->o.n_models;
     sc.on_event = on_session_event;
@@ -665,6 +675,94 @@ static void slot_schedule(slot *sl, int was_stable)
     uv_timer_start(&sl->backoff, on_backoff, wait, 0);
 }
 
+/* --- models ------------------------------------------------------------------------ */
+
+/* A copy of V[0..N) in a new list. Returns 0, FY_EINVAL (an id breaking
+ * HELLO's rules, a repeated one, or too many) or FY_ENOMEM. */
+static int models_new(const char *const *v, size_t n, fy_rn_model_list **out)
+{
+    *out = NULL;
+    fy_rn_model_list *l = calloc(1, sizeof *l);
+    if (!l) {
+        return FY_ENOMEM;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = v[i] ? strlen(v[i]) : 0;
+        int ok =
+            len >= 1 && len <= 255 && l->n < FYP_MAX_MODELS && used + len + 1 <= sizeof l->text;
+        for (size_t j = 0; ok && j < len; j++) {
+            ok = (unsigned char)v[i][j] >= 0x21 && (unsigned char)v[i][j] <= 0x7e;
+        }
+        for (size_t j = 0; ok && j < l->n; j++) {
+            ok = strcmp(l->v[j], v[i]) != 0;
+        }
+        if (!ok) {
+            free(l);
+            return FY_EINVAL;
+        }
+        memcpy(l->text + used, v[i], len + 1);
+        l->v[l->n++] = l->text + used;
+        used += len + 1;
+    }
+    *out = l;
+    return 0;
+}
+
+/* Replaces C (ready, announcing an old model list) by a new connection of its
+ * slot, dialled now; C gets GOAWAY so the gateway routes nothing new to it,
+ * and closes once its streams finished. */
+static void conn_recycle(fy_rn_conn *c)
+{
+    fy_rn_tunnel *t = c->t;
+    slot *sl = c->slot;
+    if (!sl || t->draining || c->closing || !c->sess || fyp_session_dead(c->sess)) {
+        return;
+    }
+    sl->conn = NULL;
+    c->slot = NULL;
+    fyp_session_goaway(c->sess, FYP_ERR_NONE, "the runner's models changed");
+    fy_rn__conn_kick(c);
+    json_t *f = json_object();
+    json_add_common(f, c);
+    fy_log_event(FY_LOG_INFO, "tunnel", "reconnecting to announce the new models", f);
+    slot_connect(sl);
+}
+
+int fy_rn_tunnel_set_models(fy_rn_tunnel *t, const char *const *models, size_t n)
+{
+    fy_rn_model_list *l;
+    int rc = models_new(models, n, &l);
+    if (rc) {
+        return rc;
+    }
+    int same = l->n == t->models->n;
+    for (size_t i = 0; same && i < l->n; i++) {
+        same = strcmp(l->v[i], t->models->v[i]) == 0;
+    }
+    if (same) {
+        free(l);
+        return 0;
+    }
+    free(t->models);
+    t->models = l;
+    t->o.models = l->v;
+    t->o.n_models = l->n;
+    t->models_gen++;
+    if (t->draining) {
+        return 0;
+    }
+    /* New connections go to the head of the list: walk the old ones only. */
+    fy_rn_conn *next;
+    for (fy_rn_conn *c = t->conns; c; c = next) {
+        next = c->next;
+        if (c->state == C_READY && c->gen != t->models_gen) {
+            conn_recycle(c);
+        }
+    }
+    return 0;
+}
+
 /* --- the tunnel ------------------------------------------------------------------ */
 
 int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunnel **out)
@@ -681,6 +779,13 @@ int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunne
     t->loop = loop;
     t->o = *o;
     snprintf(t->name, sizeof t->name, "%s", o->name);
+    int rc = models_new(o->models, o->n_models, &t->models);
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    t->o.models = t->models->v;
+    t->o.n_models = t->models->n;
     if (!t->o.backoff_base_ms) {
         t->o.backoff_base_ms = 500;
     }
@@ -702,6 +807,7 @@ int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunne
     if (!t->gws || !t->slots) {
         free(t->gws);
         free(t->slots);
+        free(t->models);
         free(t);
         return FY_ENOMEM;
     }
@@ -711,6 +817,7 @@ int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunne
         if (fy_rn_hostport_parse(o->gateways[i], g->host, sizeof g->host, &g->port)) {
             free(t->gws);
             free(t->slots);
+            free(t->models);
             free(t);
             return FY_EINVAL;
         }
@@ -827,5 +934,6 @@ void fy_rn_tunnel_free(fy_rn_tunnel *t)
     }
     free(t->gws);
     free(t->slots);
+    free(t->models);
     free(t);
 }

@@ -130,6 +130,11 @@ void fy_rn_upstream_free(fy_rn_upstream *up)
     free(up);
 }
 
+const char *fy_rn_upstream_base(const fy_rn_upstream *up)
+{
+    return up->base;
+}
+
 void fy_rn_upstream_stats_get(const fy_rn_upstream *up, fy_rn_upstream_stats *out)
 {
     *out = up->st;
