@@ -114,7 +114,17 @@ int fy_gw_v1_model(const char *body, size_t len, char out[FY_GW_V1_MODEL_MAX], c
     const char *why = NULL;
     json_t *m = NULL;
     if (!root) {
-        why = len ? "the body is not valid JSON" : "the request needs a JSON body with a model";
+        if (len) {
+            /* jansson quotes the input near the error: keep it printable. */
+            snprintf(err, errlen, "the body is not valid JSON: %s", je.text);
+            for (char *p = err; *p; p++) {
+                if (*p < 0x20 || *p > 0x7e) {
+                    *p = '?';
+                }
+            }
+            return FY_EINVAL;
+        }
+        why = "the request needs a JSON body with a model";
     } else if (!json_is_object(root)) {
         why = "the body must be a JSON object";
     } else if (!(m = json_object_get(root, "model"))) {

@@ -276,7 +276,32 @@ admin GET /metrics >"$TMP/metrics.txt"
 (($(metric "$TMP/metrics.txt" 'ferry_requests_total{route="/v1",status="200"}') >= 10)) ||
     fail "route /v1 metrics: $(grep '^ferry_requests_total' "$TMP/metrics.txt")"
 [[ $(metric "$TMP/metrics.txt" 'ferry_requests_total{route="/v1",status="404"}') -ge 2 ]] || fail "404 metrics"
-gw_stop
+
+# --- drain: waiting requests end with 503 at once; held ones finish ----------------------------
+for t in d1 d2; do
+    pubk "$KALL" -o "$TMP/$t.o" -w '%{http_code}' -H 'Content-Type: application/json' --data '{"model":"m1"}' \
+        -H "x-test-hold: $t" /v1/chat/completions >"$TMP/$t.code" &
+    eval "P_$t=\$!"
+done
+wait_for 10 held_is "$UP_A" 2 || fail "two held m1 requests on A"
+v1 "$KALL" /v1/chat/completions '{"model":"m1"}' >"$TMP/d3.code" &
+P_d3=$!
+gw_waiting_is() {
+    admin GET /admin/v1/status >"$TMP/status.json"
+    [[ $(jf "$TMP/status.json" 'j["requests_waiting"]') == "$1" ]]
+}
+wait_for 10 gw_waiting_is 1 || fail "third m1 request not waiting: $(cat "$TMP/status.json")"
+kill -TERM "$GW_PID"
+wait $P_d3 || true
+[[ $(cat "$TMP/d3.code") == 503 && $(jf "$TMP/o" 'j["error"]["code"]') == gateway_draining ]] ||
+    fail "waiting request on drain: $(cat "$TMP/d3.code") $(cat "$TMP/o")"
+touch "$TMP/release/d1" "$TMP/release/d2"
+wait $P_d1 $P_d2 || true
+[[ $(cat "$TMP/d1.code") == 200 && $(cat "$TMP/d2.code") == 200 ]] || fail "held requests on drain: $(cat "$TMP/d1.code") $(cat "$TMP/d2.code")"
+rc=0
+wait "$GW_PID" || rc=$?
+[[ $rc == 0 && ! -e $GW/state.json ]] || fail "gateway exit after the drain: $rc"
+pass "drain: the waiting request got 503 gateway_draining at once, held ones finished, exit 0"
 
 # --- the wait's timeout: 503 with Retry-After; the body cap --------------------------------------
 kill9 "$RA_PID"

@@ -44,6 +44,7 @@ static void test_v1_model(void **state)
         {"{\"model\":\"caf\\u00e9\"}", FY_EINVAL, NULL, "printable ASCII"},
         {"{\"model\":\"a\\u0000b\"}", FY_EINVAL, NULL, NULL}, /* jansson refuses NUL */
         {"{\"model\":\"a\\nb\"}", FY_EINVAL, NULL, "printable ASCII"},
+        {"{\"model\":\xff\x01}", FY_EINVAL, NULL, "not valid JSON"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char model[FY_GW_V1_MODEL_MAX], err[128] = "";
@@ -56,6 +57,9 @@ static void test_v1_model(void **state)
         } else {
             assert_string_equal(model, "");
             assert_true(err[0] != '\0');
+            for (const char *p = err; *p; p++) {
+                assert_true(*p >= 0x20 && *p <= 0x7e); /* goes into a JSON string */
+            }
             if (cases[i].err && !strstr(err, cases[i].err)) {
                 fail_msg("case %zu (%s): message '%s' lacks '%s'", i, cases[i].body, err,
                          cases[i].err);
