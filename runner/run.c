@@ -7,6 +7,7 @@
 #include "common/err.h"
 #include "common/fsutil.h"
 #include "common/log.h"
+#include "kernels/backend.h"
 #include "runner/api/chat_template.h"
 #include "runner/api/server.h"
 #include "runner/engine/engine.h"
@@ -156,10 +157,80 @@ static void on_signal(uv_signal_t *h, int signum)
  * listener when LISTEN is set. Returns 0, or 1/2 (exit status) after
  * printing why. */
 typedef struct {
-    const char *model, *served_name, *listen, *device, *chat_template;
+    const char *model, *served_name, *listen, *device, *chat_template, *gpu_util;
     uint64_t kv_bytes, ping_ms;
-    long long max_seqs, max_batched, threads, max_queue;
+    long long max_seqs, max_batched, threads, max_queue, tensor_parallel;
+    double kv_fraction; /* --gpu-memory-utilization, parsed */
 } model_opts;
+
+/* Checks --device before anything is loaded: "cpu", "cuda" or "cuda:N", and
+ * for CUDA a build with the CUDA backend and a usable device, so a box
+ * without a GPU fails at once with why, not after loading the weights.
+ * Returns 0, or FY_EINVAL / FY_ENOTSUP with ERR set. */
+static int device_check(const char *device, char *err, size_t errlen)
+{
+    if (!device || strcmp(device, "cpu") == 0) {
+        return 0;
+    }
+    if (strncmp(device, "cuda", 4) != 0 || (device[4] != '\0' && device[4] != ':')) {
+        snprintf(err, errlen, "--device '%s': expected cpu, cuda or cuda:N", device);
+        return FY_EINVAL;
+    }
+    if (device[4] == ':') {
+        const char *d = device + 5;
+        size_t n = strspn(d, "0123456789");
+        if (n == 0 || n > 3 || d[n] != '\0' || atoi(d) > 255) {
+            snprintf(err, errlen, "--device '%s': expected cuda:N with N a device number", device);
+            return FY_EINVAL;
+        }
+    }
+#ifdef FY_HAVE_CUDA
+    fy_backend_info info;
+    if (fy_cuda_probe(&info)) {
+        snprintf(err, errlen, "--device %s: no usable GPU on this machine (CUDA %s)", device,
+                 info.detail);
+        return FY_ENOTSUP;
+    }
+    return 0;
+#else
+    snprintf(err, errlen,
+             "--device %s: this ferry-runner was built without CUDA (-DFERRY_CUDA=OFF); rebuild "
+             "with nvcc on PATH, or use --device cpu",
+             device);
+    return FY_ENOTSUP;
+#endif
+}
+
+/* Checks the engine's device and memory options. Returns NULL or what is
+ * wrong (in ERR, or a constant). */
+static const char *model_opts_check(model_opts *m, char *err, size_t errlen)
+{
+    if (m->tensor_parallel < 0 || m->tensor_parallel > FY_COMM_MAX) {
+        snprintf(err, errlen, "--tensor-parallel must be 1 to %d", FY_COMM_MAX);
+        return err;
+    }
+    if (m->gpu_util) {
+        char *end = NULL;
+        double f = strtod(m->gpu_util, &end);
+        if (end == m->gpu_util || *end || !(f > 0.0 && f <= 1.0)) {
+            snprintf(err, errlen, "--gpu-memory-utilization '%s': must be a fraction in (0, 1]",
+                     m->gpu_util);
+            return err;
+        }
+        if (m->kv_bytes) {
+            return "give --gpu-memory-utilization or --kv-cache-memory, not both";
+        }
+        if (!m->device || strcmp(m->device, "cpu") == 0) {
+            return "--gpu-memory-utilization sizes the KV cache from a GPU's free memory: it "
+                   "needs --device cuda[:N] (on the CPU, use --kv-cache-memory)";
+        }
+        m->kv_fraction = f;
+    }
+    if (device_check(m->device, err, errlen)) {
+        return err;
+    }
+    return NULL;
+}
 
 static int model_start(run_ctx *r, const model_opts *m)
 {
@@ -172,6 +243,8 @@ static int model_start(run_ctx *r, const model_opts *m)
         .max_seqs = (int)m->max_seqs,
         .max_step_tokens = (int)m->max_batched,
         .max_waiting = (int)m->max_queue,
+        .tensor_parallel = (int)m->tensor_parallel,
+        .kv_mem_fraction = m->kv_fraction,
         .loop = &r->loop,
     };
     int rc = fy_chat_template_load(m->model, m->chat_template, &r->tmpl, err, sizeof err);
@@ -203,8 +276,9 @@ static int model_start(run_ctx *r, const model_opts *m)
         return 1;
     }
     fy_log_event(FY_LOG_INFO, "runner", "model loaded",
-                 json_pack("{s:s, s:s, s:s, s:i, s:I}", "model", name, "dir", m->model, "device",
-                           m->device ? m->device : "cpu", "max_context",
+                 json_pack("{s:s, s:s, s:s, s:I, s:i, s:I}", "model", name, "dir", m->model,
+                           "device", m->device ? m->device : "cpu", "tensor_parallel",
+                           (json_int_t)fy_engine_tensor_parallel(r->engine), "max_context",
                            fy_engine_max_context(r->engine), "load_ms",
                            (json_int_t)((uv_hrtime() - t0) / 1000000)));
     if (m->listen) {
@@ -252,7 +326,13 @@ int fy_rn_run_main(int argc, char **argv)
          "serve the API locally too (default 127.0.0.1:8080 without --data-dir)"},
         {"device", FY_OPT_STR, &mo.device, "cpu|cuda[:N]", "where the engine runs (default cpu)"},
         {"kv-cache-memory", FY_OPT_SIZE, &mo.kv_bytes, "SIZE",
-         "KV cache memory, e.g. 4GiB (default 1GiB on the CPU)"},
+         "KV cache memory, e.g. 4GiB (default 1GiB)"},
+        {"gpu-memory-utilization", FY_OPT_STR, &mo.gpu_util, "F",
+         "on a GPU, give the KV cache this fraction (0 < F <= 1) of the memory left free "
+         "after the weights, instead of --kv-cache-memory"},
+        {"tensor-parallel", FY_OPT_INT, &mo.tensor_parallel, "N",
+         "split the model over N ranks: GPUs cuda:D..D+N-1 with --device cuda:D, or N CPU "
+         "ranks (default 1)"},
         {"max-num-seqs", FY_OPT_INT, &mo.max_seqs, "N", "sequences per engine step (default 64)"},
         {"max-num-batched-tokens", FY_OPT_INT, &mo.max_batched, "N",
          "token budget per engine step (default 512)"},
@@ -330,8 +410,12 @@ int fy_rn_run_main(int argc, char **argv)
         problem = "give --model or --upstream, not both";
     } else if (!mo.model && (!data_dir || !upstream)) {
         problem = "--data-dir and --upstream are required (see --help)";
-    } else if (!mo.model && (mo.listen || mo.served_name || mo.chat_template)) {
-        problem = "--listen, --served-model-name and --chat-template need --model";
+    } else if (!mo.model && (mo.listen || mo.served_name || mo.chat_template || mo.device ||
+                             mo.gpu_util || mo.tensor_parallel || mo.kv_bytes)) {
+        problem = "--listen, --served-model-name, --chat-template, --device, "
+                  "--kv-cache-memory, --gpu-memory-utilization and --tensor-parallel need --model";
+    } else if (mo.model && (problem = model_opts_check(&mo, err, sizeof err))) {
+        /* problem says what */
     } else if (mo.threads < 0 || mo.threads > 1024) {
         problem = "--threads must be 0 to 1024";
     } else if (mo.max_seqs < 0 || mo.max_seqs > 4096 || mo.max_batched < 0 ||

@@ -862,6 +862,11 @@ int fy_engine_max_context(const fy_engine *e)
     return e->max_ctx;
 }
 
+int fy_engine_tensor_parallel(const fy_engine *e)
+{
+    return fy_fwd_tensor_parallel(e->fwd);
+}
+
 /* --- Lifecycle ------------------------------------------------------------------------- */
 
 static void engine_free_parts(fy_engine *e)
@@ -946,7 +951,9 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
     fy_fwd_options fo = {.block_size = o->block_size,
                          .kv_bytes = o->kv_bytes,
                          .max_batch_tokens = o->max_step_tokens,
-                         .max_seqs = o->max_seqs};
+                         .max_seqs = o->max_seqs,
+                         .tensor_parallel = o->tensor_parallel,
+                         .kv_mem_fraction = o->kv_mem_fraction};
     rc = fy_fwd_create(e->model, e->be, &fo, &e->fwd, err, errlen);
     if (rc < 0) {
         return rc;

@@ -25,17 +25,21 @@
 typedef struct fy_engine fy_engine;
 
 typedef struct {
-    const char *model_dir; /* a Hugging Face model directory (model.h) */
-    const char *tokenizer; /* tokenizer.json or its directory; NULL = model_dir */
-    const char *device;    /* "cpu" (NULL) or "cuda[:N]" */
-    int threads;           /* CPU backend threads; 0 = one per core */
-    size_t kv_bytes;       /* KV cache memory; 0 = 1 GiB on the CPU */
-    int block_size;        /* tokens per KV block; 0 = 16 */
-    int max_seqs;          /* sequences per step; 0 = 64 */
-    int max_step_tokens;   /* token budget per step; 0 = 512 */
-    int max_waiting;       /* waiting-queue bound (requests); 0 = 256 */
-    int no_prefix_caching; /* 1 turns automatic prefix caching off */
-    uv_loop_t *loop;       /* events are delivered on this loop's thread */
+    const char *model_dir;  /* a Hugging Face model directory (model.h) */
+    const char *tokenizer;  /* tokenizer.json or its directory; NULL = model_dir */
+    const char *device;     /* "cpu" (NULL) or "cuda[:N]" */
+    int threads;            /* CPU backend threads; 0 = one per core */
+    size_t kv_bytes;        /* KV cache memory; 0 = 1 GiB on the CPU */
+    int block_size;         /* tokens per KV block; 0 = 16 */
+    int max_seqs;           /* sequences per step; 0 = 64 */
+    int max_step_tokens;    /* token budget per step; 0 = 512 */
+    int max_waiting;        /* waiting-queue bound (requests); 0 = 256 */
+    int no_prefix_caching;  /* 1 turns automatic prefix caching off */
+    int tensor_parallel;    /* ranks the forward pass is split over (forward.h); 0/1 = one */
+    double kv_mem_fraction; /* (0, 1]: the KV cache takes this fraction of each GPU's free
+                             * memory after the weights, and kv_bytes is ignored; 0 = kv_bytes.
+                             * Refused on the CPU (forward.h). */
+    uv_loop_t *loop;        /* events are delivered on this loop's thread */
 } fy_engine_options;
 
 /* Loads the model and tokenizer and starts the engine thread. On failure
@@ -51,6 +55,7 @@ const fy_model_config *fy_engine_config(const fy_engine *e);
 const fy_tokenizer *fy_engine_tokenizer(const fy_engine *e);
 const char *fy_engine_model_name(const fy_engine *e); /* the model id the API shows */
 int fy_engine_max_context(const fy_engine *e);        /* prompt + generated tokens */
+int fy_engine_tensor_parallel(const fy_engine *e);    /* ranks the model runs on */
 
 /* --- Requests ----------------------------------------------------------------------- */
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# --device and the GPU memory options at start-up, on a machine without a GPU
+# (this build machine): --device cuda fails at once with a clear message, not
+# after loading the weights (built without CUDA: it says so and how it was
+# built; built with CUDA: no usable GPU, with CUDA's reason), exit 2;
+# --gpu-memory-utilization is refused on the CPU, outside (0, 1], and with
+# --kv-cache-memory; the CPU path is unaffected: --device cpu serves.
+source "$(dirname "$0")/lib.sh"
+demo_model
+
+# refused ARGS... -- PATTERN: the runner exits 2 at start-up, saying PATTERN.
+refused() {
+    local args=() rc=0
+    while [[ $1 != -- ]]; do args+=("$1"); shift; done
+    "$BIN/ferry-runner" run --model "$TMP/demo" --listen 127.0.0.1:0 --threads 1 "${args[@]}" \
+        >"$TMP/refused.out" 2>&1 || rc=$?
+    [[ $rc == 2 ]] || fail "${args[*]}: exit $rc, want 2: $(cat "$TMP/refused.out")"
+    grep -qF -- "$2" "$TMP/refused.out" || fail "${args[*]}: $(cat "$TMP/refused.out") (want: $2)"
+    grep -q 'model loaded' "$TMP/refused.out" && fail "${args[*]}: the model was loaded first"
+    return 0
+}
+
+if "$BIN/ferry-runner" --version | grep -q 'backend cuda: not compiled'; then
+    want='this ferry-runner was built without CUDA (-DFERRY_CUDA=OFF)'
+    kind="built without CUDA"
+elif "$BIN/ferry-runner" --version | grep -q 'backend cuda: .*no usable device'; then
+    want='no usable GPU on this machine'
+    kind="CUDA build, no GPU"
+else
+    skip "a GPU is present: the no-GPU messages cannot be checked here"
+fi
+refused --device cuda -- "$want"
+refused --device cuda:1 -- "$want"
+refused --device cuda --gpu-memory-utilization 0.9 --tensor-parallel 2 -- "$want"
+pass "--device cuda[:N] ($kind): exit 2 at start-up: $(head -n1 "$TMP/refused.out")"
+
+refused --device tpu -- "--device 'tpu': expected cpu, cuda or cuda:N"
+refused --device cuda:one -- "expected cuda:N"
+refused --gpu-memory-utilization 0.9 -- "needs --device cuda[:N] (on the CPU, use --kv-cache-memory)"
+refused --device cpu --gpu-memory-utilization 0.5 -- "needs --device cuda[:N]"
+refused --device cuda --gpu-memory-utilization 0 -- "must be a fraction in (0, 1]"
+refused --device cuda --gpu-memory-utilization 1.01 -- "must be a fraction in (0, 1]"
+refused --device cuda --gpu-memory-utilization nan -- "must be a fraction in (0, 1]"
+refused --device cuda --gpu-memory-utilization 0.9 --kv-cache-memory 1GiB -- "not both"
+refused --tensor-parallel 17 -- "--tensor-parallel must be 1 to 16"
+pass "--device and --gpu-memory-utilization mistakes: exit 2, each named"
+
+api_start "$TMP/demo" --device cpu --kv-cache-memory 64MiB
+[[ $(post /v1/completions '{"prompt":"hi","max_tokens":4,"temperature":0}') == 200 ]] ||
+    fail "--device cpu: $(cat "$TMP/out")"
+jcheck "$TMP/out" 'j["usage"]["completion_tokens"] >= 1' || fail "--device cpu: $(cat "$TMP/out")"
+api_stop
+pass "--device cpu serves as before"
