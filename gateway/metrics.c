@@ -551,6 +551,10 @@ int fy_metrics_gw_init(fy_metrics_gw *g)
         m, "ferry_connected_runners", "Runners with at least one tunnel connection.", 0, NULL);
     g->tunnel_connections = fy_metrics_gauge(m, "ferry_tunnel_connections",
                                              "Open tunnel connections from runners.", 0, NULL);
+    g->waiting = fy_metrics_gauge(
+        m, "ferry_waiting_requests",
+        "/v1 requests waiting for a runner serving their model (all at their stream limit).", 0,
+        NULL);
     g->ratelimited =
         fy_metrics_counter(m, "ferry_ratelimit_rejections_total",
                            "Requests refused with 429, by the limit that refused them.", 1, kindl);
@@ -569,7 +573,8 @@ int fy_metrics_gw_init(fy_metrics_gw *g)
         hook_result);
     if (!g->requests || !g->duration || !g->ttfb || !g->bytes_received || !g->bytes_sent ||
         !g->tokens || !g->active_streams || !g->connected_runners || !g->tunnel_connections ||
-        !g->ratelimited || !g->auth_failures || !g->hook_requests || !g->hook_deliveries) {
+        !g->waiting || !g->ratelimited || !g->auth_failures || !g->hook_requests ||
+        !g->hook_deliveries) {
         fy_metrics_gw_close(g);
         return FY_ENOMEM;
     }

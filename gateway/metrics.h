@@ -104,6 +104,7 @@ typedef struct {
     fy_metric *active_streams;     /* ferry_active_streams */
     fy_metric *connected_runners;  /* ferry_connected_runners */
     fy_metric *tunnel_connections; /* ferry_tunnel_connections */
+    fy_metric *waiting;            /* ferry_waiting_requests: /v1 requests in the wait queue */
     fy_metric *ratelimited;        /* ferry_ratelimit_rejections_total{kind} */
     fy_metric *auth_failures;      /* ferry_auth_failures_total{reason} */
     fy_metric *hook_requests;      /* ferry_hook_requests_total{hook,outcome} */

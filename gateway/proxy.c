@@ -1154,6 +1154,7 @@ static void v1_enqueue(gw_px *px)
     }
     gw->wait_tail = px;
     gw->n_waiting++;
+    fy_metric_add(gw->metrics.waiting, NULL, 1);
     fy_gw_model_waiters(gw, m, 1);
     px_ref(px); /* the queue's */
 }
@@ -1177,6 +1178,7 @@ static void v1_unqueue(gw_px *px)
     }
     px->wnext = px->wprev = NULL;
     gw->n_waiting--;
+    fy_metric_add(gw->metrics.waiting, NULL, -1);
     gw_model *m = fy_gw_model_find(gw, px->model);
     if (m) {
         fy_gw_model_waiters(gw, m, -1);

@@ -252,6 +252,8 @@ P_q3=$!
 # Admitted (counted in flight), yet B has no room: it waits in the queue.
 wait_for 10 gw_in_flight_is 3 || fail "third m2 request not admitted: $(cat "$TMP/status.json")"
 [[ $(up_held "$UP_B") == 2 ]] || fail "a third stream was opened on B beyond its limit"
+admin GET /metrics >"$TMP/metrics.txt"
+[[ $(metric "$TMP/metrics.txt" ferry_waiting_requests) == 1 ]] || fail "ferry_waiting_requests while one waits"
 kill -0 $P_q3 2>/dev/null || fail "the third request did not wait: $(cat "$TMP/q3.code") $(cat "$TMP/o")"
 touch "$TMP/release/q1"
 wait $P_q3 || true
@@ -273,6 +275,7 @@ c=$(v1 "$KALL" /v1/chat/completions '{"model":"m1"}')
 pass "a runner's disconnect removes its models (m2 404, m1 on A)"
 
 admin GET /metrics >"$TMP/metrics.txt"
+[[ $(metric "$TMP/metrics.txt" ferry_waiting_requests) == 0 ]] || fail "ferry_waiting_requests after"
 (($(metric "$TMP/metrics.txt" 'ferry_requests_total{route="/v1",status="200"}') >= 10)) ||
     fail "route /v1 metrics: $(grep '^ferry_requests_total' "$TMP/metrics.txt")"
 [[ $(metric "$TMP/metrics.txt" 'ferry_requests_total{route="/v1",status="404"}') -ge 2 ]] || fail "404 metrics"
