@@ -214,6 +214,7 @@ static void px_account(gw_px *px, int status, int answered_here, size_t err_byte
             .request_id = px->reqid,
             .key_id = key_id,
             .runner = px->runner[0] ? px->runner : NULL,
+            .model = px->model[0] ? px->model : NULL,
             .method = fy_http_req_method(req),
             .path = fy_http_req_path(req),
             .status = status,

@@ -227,7 +227,7 @@ wait_for 10 charged || fail "usage of the /v1 request: $(cat "$TMP/u.json")"
 c=$(v1 "$KT" /v1/completions '{"model":"m2"}')
 [[ $c == 429 ]] && grep -q 'tokens per minute' "$TMP/o" || fail "in token debt: $c $(cat "$TMP/o")"
 [[ $(hdr retry-after) =~ ^[0-9]+$ && $(hdr x-ratelimit-remaining-tokens) == 0 ]] || fail "429 head: $(cat "$TMP/h")"
-grep "\"key_id\":\"$KT_ID\"" "$TMP/access.log" | grep '"status":200' | grep '"runner":"rb"' |
+grep "\"key_id\":\"$KT_ID\"" "$TMP/access.log" | grep '"status":200' | grep '"runner":"rb","model":"m2"' |
     grep -q '"prompt_tokens":5,"completion_tokens":7' || fail "access log: $(grep "$KT_ID" "$TMP/access.log")"
 pass "the usage trailer of a /v1 request is charged (12 tokens of 10: then 429 with Retry-After); usage and access log"
 
@@ -287,12 +287,21 @@ for t in d1 d2; do
     eval "P_$t=\$!"
 done
 wait_for 10 held_is "$UP_A" 2 || fail "two held m1 requests on A"
-v1 "$KALL" /v1/chat/completions '{"model":"m1"}' >"$TMP/d3.code" &
-P_d3=$!
 gw_waiting_is() {
     admin GET /admin/v1/status >"$TMP/status.json"
     [[ $(jf "$TMP/status.json" 'j["requests_waiting"]') == "$1" ]]
 }
+# A client that gives up while waiting leaves the queue (499 in the metrics).
+curl -sS --max-time 30 --cacert "$CA" -H "Authorization: Bearer $KALL" -o /dev/null \
+    -H 'Content-Type: application/json' --data '{"model":"m1"}' "$(pub_url /v1/chat/completions)" &
+P_gone=$!
+wait_for 10 gw_waiting_is 1 || fail "m1 request not waiting: $(cat "$TMP/status.json")"
+kill9 $P_gone
+wait_for 10 gw_waiting_is 0 || fail "the request of a client that left still waits"
+admin GET /metrics >"$TMP/metrics.txt"
+[[ $(metric "$TMP/metrics.txt" 'ferry_requests_total{route="/v1",status="499"}') == 1 ]] || fail "499 not counted"
+v1 "$KALL" /v1/chat/completions '{"model":"m1"}' >"$TMP/d3.code" &
+P_d3=$!
 wait_for 10 gw_waiting_is 1 || fail "third m1 request not waiting: $(cat "$TMP/status.json")"
 kill -TERM "$GW_PID"
 wait $P_d3 || true
@@ -304,7 +313,7 @@ wait $P_d1 $P_d2 || true
 rc=0
 wait "$GW_PID" || rc=$?
 [[ $rc == 0 && ! -e $GW/state.json ]] || fail "gateway exit after the drain: $rc"
-pass "drain: the waiting request got 503 gateway_draining at once, held ones finished, exit 0"
+pass "a waiting client that hangs up leaves the queue; drain: the waiting request got 503 gateway_draining at once, held ones finished, exit 0"
 
 # --- the wait's timeout: 503 with Retry-After; the body cap --------------------------------------
 kill9 "$RA_PID"
