@@ -266,7 +266,7 @@ static void px_finish(gw_px *px, int how, int status, const char *code, const ch
     if (px->waiting) {
         v1_unqueue(px); /* PX still holds the request's reference */
     }
-    char ebuf[768];
+    char ebuf[1024]; /* a model name (255) escaped twice over fits */
     const char *body = ebuf;
     size_t blen = 0;
     if (how == FIN_REPLY) {
@@ -688,6 +688,12 @@ static void px_on_response(gw_px *px, const fyp_event *ev)
     px_rl_headers(px, &hb, hs, &n);
     if (ev->end_stream && clen < 0) {
         clen = 0;
+    }
+    if (px->v1 && !px->pend) {
+        /* All sent and answered: no retry can need the body any more. */
+        free(px->body);
+        px->body = NULL;
+        px->body_len = 0;
     }
     px->status = rs->status;
     px->resp_len = clen;
