@@ -187,7 +187,7 @@ static int device_check(const char *device, char *err, size_t errlen)
 #ifdef FY_HAVE_CUDA
     fy_backend_info info;
     if (fy_cuda_probe(&info)) {
-        snprintf(err, errlen, "--device %s: no usable GPU on this machine (CUDA %s)", device,
+        snprintf(err, errlen, "--device %s: no usable GPU on this machine: CUDA %s", device,
                  info.detail);
         return FY_ENOTSUP;
     }
