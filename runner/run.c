@@ -54,7 +54,10 @@ static void usage(FILE *f, const fy_opt *opts)
                "--connections outbound mutual-TLS tunnel connections (spread over the gateways,\n"
                "which default to the one this runner enrolled with), reconnects with\n"
                "full-jitter exponential backoff (0.5 s doubling to 30 s), and forwards each\n"
-               "request that arrives down a tunnel to the upstream. SIGTERM or SIGINT drains:\n"
+               "request that arrives down a tunnel to the upstream. The models the upstream\n"
+               "lists at /v1/models (vLLM, llama.cpp's server...) are announced to the\n"
+               "gateways, which route /v1 requests to this runner by their model; the list is\n"
+               "read again every --upstream-models-refresh. SIGTERM or SIGINT drains:\n"
                "the gateways stop sending new requests, requests in flight finish (for at most\n"
                "--drain-timeout), then the runner exits 0. A second signal stops at once.\n"
                "Every option may also come from a JSON --config file whose keys are the option\n"
@@ -467,8 +470,12 @@ int fy_rn_run_main(int argc, char **argv)
     }
     if (check && mo.model) {
         printf("config ok\n  model              %s\n  listen             %s\n  data-dir           "
-               "%s\n",
-               mo.model, mo.listen ? mo.listen : "(none)", data_dir ? data_dir : "(none)");
+               "%s\n  device             %s\n  tensor-parallel    %lld\n",
+               mo.model, mo.listen ? mo.listen : "(none)", data_dir ? data_dir : "(none)",
+               mo.device ? mo.device : "cpu", mo.tensor_parallel > 1 ? mo.tensor_parallel : 1);
+        if (mo.kv_fraction > 0) {
+            printf("  gpu-memory-utilization %g\n", mo.kv_fraction);
+        }
         status = 0;
         goto out;
     }
