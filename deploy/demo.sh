@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # demo.sh: ferry's main job on one machine, with binaries already built.
 #
-#   deploy/demo.sh [--build DIR] [--dir DIR] [--keep | --stop]
+#   deploy/demo.sh [--build DIR] [--dir DIR] [--model DIR] [--keep | --stop]
 #
 # In DIR (default ./.quickstart): initialises a gateway (once) and starts it on
 # loopback ports, creates a one-time enrollment token with `ferry`, enrolls a
-# runner with the gateway CA's fingerprint, starts a small local HTTP server
-# (python3 -m http.server on 127.0.0.1) as the runner's upstream, starts the
-# runner, creates an API key with `ferry keys create` and sends a real request
-# with it through the tunnel with curl. Then it stops everything it started,
+# runner with the gateway CA's fingerprint, starts the runner serving a model
+# with ferry's own engine (--model DIR: any supported Hugging Face model
+# directory; without it, ferry's built-in demo model, written once by
+# `ferry-runner demo-model`: its weights are RANDOM, so it answers gibberish),
+# creates an API key with `ferry keys create` and asks the gateway's
+# OpenAI-compatible /v1/chat/completions for a streamed answer with curl; the
+# gateway routes it by model down the tunnel. Then it stops everything it started,
 # unless --keep is given (then it prints how to stop them: `deploy/demo.sh
 # --stop`). Running it again reuses the gateway's data dir, enrolls the runner
 # afresh and replaces the key. quickstart.sh runs it after building.
@@ -18,13 +21,15 @@ BUILD=build
 DIR=.quickstart
 KEEP=0
 STOP=0
+MODEL=
 while [[ $# -gt 0 ]]; do
     case $1 in
     --build) BUILD=$2; shift 2 ;;
     --dir) DIR=$2; shift 2 ;;
+    --model) MODEL=$(readlink -f "$2"); shift 2 ;;
     --keep) KEEP=1; shift ;;
     --stop) STOP=1; shift ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -122,30 +127,25 @@ rm -rf "$RN"
 "$BIN/ferry-runner" enroll --gateway "$TUN" --token "$TOKEN" --ca-fingerprint "$FPR" \
     --data-dir "$RN" | sed 's/^/    /'
 
-say "upstream: python3 http.server on 127.0.0.1 (a private server with no public port)"
-mkdir -p "$DIR/www"
-cat >"$DIR/www/index.html" <<EOF
-<!doctype html>
-<title>ferry demo</title>
-<p>Hello from a private HTTP server on $(hostname), published through ferry.</p>
-EOF
-# http.server on a port the OS picks; the port is written to a file by rename
-# once the socket is bound, so it is never read half-written.
-rm -f "$DIR/upstream.port"
-python3 -u -c 'import functools, http.server, os, sys
-h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
-open(sys.argv[2] + ".tmp", "w").write(str(s.server_address[1]))
-os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-s.serve_forever()' "$DIR/www" "$DIR/upstream.port" >"$LOGS/upstream.log" 2>&1 &
-started $!
-wait_for 10 test -s "$DIR/upstream.port" || { echo "demo.sh: the upstream did not start" >&2; exit 1; }
-UP=$(cat "$DIR/upstream.port")
-echo "    http://127.0.0.1:$UP/"
+if [[ -z $MODEL ]]; then
+    MODEL=$DIR/ferry-demo
+    say "ferry-runner demo-model --out $MODEL (random weights: it shows the path, not intelligence)"
+    if [[ ! -s $MODEL/model.safetensors ]]; then
+        "$BIN/ferry-runner" demo-model --out "$MODEL" | sed 's/^/    /'
+    else
+        echo "    (already there)"
+    fi
+fi
+MODEL=$(readlink -f "$MODEL")
+NAME=$(basename "$MODEL")
 
-say "ferry-runner run --data-dir $RN --upstream http://127.0.0.1:$UP"
-"$BIN/ferry-runner" run --data-dir "$RN" --upstream "http://127.0.0.1:$UP" >>"$LOGS/runner.log" 2>&1 &
+say "ferry-runner run --data-dir $RN --model $MODEL"
+rm -f "$DIR/runner.port"
+"$BIN/ferry-runner" run --data-dir "$RN" --model "$MODEL" --listen 127.0.0.1:0 \
+    --listen-port-file "$DIR/runner.port" --kv-cache-memory 256MiB >>"$LOGS/runner.log" 2>&1 &
 started $!
+wait_for 120 test -s "$DIR/runner.port" || { echo "demo.sh: the runner did not start; see $LOGS/runner.log" >&2; exit 1; }
+echo "    serving model '$NAME' (local listener 127.0.0.1:$(cat "$DIR/runner.port"), no public port)"
 
 say "ferry keys create --name demo --rpm 600"
 # A fresh key per run; the previous run's key is revoked (it was shown once).
@@ -159,23 +159,41 @@ sed -n 's/^API key \(key_[^ ]*\) .*/\1/p' "$DIR/key.out" >"$DIR/key.id"
 rm -f "$DIR/key.out"
 echo "    (key: ${KEY:0:8}..., shown once)"
 
-URL=https://$PUB/r/demo/
-CURL="curl --cacert $GW/ca.crt $URL -H x-api-key:$KEY"
-wait_for 15 curl -sSf --max-time 2 --cacert "$GW/ca.crt" -H "x-api-key: $KEY" "$URL" || {
-    echo "demo.sh: no answer through the tunnel; see $LOGS" >&2
+URL=https://$PUB/v1
+BODY='{"model":"'$NAME'","stream":true,"max_tokens":24,"temperature":0.8,"seed":7,"messages":[{"role":"user","content":"Say hello to the team."}]}'
+CURL="curl -N --cacert $GW/ca.crt $URL/chat/completions -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' -d '$BODY'"
+models_ok() { curl -sSf --max-time 2 --cacert "$GW/ca.crt" -H "Authorization: Bearer $KEY" "$URL/models" | grep -q "\"$NAME\""; }
+wait_for 30 models_ok || {
+    echo "demo.sh: the gateway does not list model '$NAME'; see $LOGS" >&2
     exit 1
 }
 
-say "a request through the tunnel: $CURL"
-$CURL -sS -i | tr -d '\r' | sed 's/^/    /'
+say "a streamed chat completion through the gateway and the tunnel"
+echo "    $CURL" | sed "s/$KEY/\$KEY/g"
+curl -sS -N --fail-with-body --max-time 120 --cacert "$GW/ca.crt" "$URL/chat/completions" \
+    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d "$BODY" >"$DIR/answer.sse"
+grep -v '^$' "$DIR/answer.sse" | head -n 3 | sed 's/^/    /'
+echo "    ... ($(grep -c '^data: {' "$DIR/answer.sse") chunks)"
+grep -q '^data: \[DONE\]' "$DIR/answer.sse" || { echo "demo.sh: the stream did not end with [DONE]" >&2; exit 1; }
+TEXT=$(python3 -c 'import json,sys
+out = ""
+for line in open(sys.argv[1]):
+    if line.startswith("data: {"):
+        for c in json.loads(line[6:])["choices"]:
+            out += c.get("delta", {}).get("content") or ""
+print(json.dumps(out, ensure_ascii=False))' "$DIR/answer.sse")
+echo "    assistant (the demo model's weights are random): $TEXT"
 echo
 "$BIN/ferry" --data-dir "$GW" runners list | sed 's/^/    /'
 echo
-echo "URL:  $URL"
-echo "try:  $CURL"
+echo "URL:    $URL   (OpenAI-compatible; model '$NAME')"
+echo "key:    $KEY"
+echo "try:    curl --cacert $GW/ca.crt $URL/models -H 'Authorization: Bearer $KEY'"
+echo "        $CURL"
+echo "SDKs:   OPENAI_BASE_URL=$URL OPENAI_API_KEY=$KEY NODE_EXTRA_CA_CERTS=$GW/ca.crt (Node), SSL_CERT_FILE=$GW/ca.crt (Python)"
 if [[ $KEEP == 1 ]]; then
-    echo "The gateway, the runner and the upstream keep running (logs in $LOGS)."
-    echo "stop: $0 --dir $DIR --stop"
+    echo "The gateway and the runner keep running (logs in $LOGS)."
+    echo "stop:   $0 --dir $DIR --stop"
 else
     echo "Stopping the demo (run with --keep to leave it running)."
 fi

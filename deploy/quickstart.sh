@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # ferry's main job on one machine: installs the Debian packages, builds, then
 # runs deploy/demo.sh: a gateway on loopback ports, a runner enrolled with a
-# one-time token, a small local HTTP server published through the tunnel, and
-# a real request answered through it (with the URL and curl command to try).
+# one-time token serving a model with ferry's engine (the built-in demo model,
+# random weights, unless --model DIR), an API key, and a streamed chat
+# completion answered through the gateway and the tunnel (with the URL, the
+# key and the commands to try).
 #
-#   deploy/quickstart.sh [--keep]    (--keep leaves the demo running)
+#   deploy/quickstart.sh [--model DIR] [--keep]    (--keep leaves the demo running)
 #
 # Idempotent: packages and the build are reused, the demo's directory
 # (./.quickstart) is reused, and nothing is left running without --keep.

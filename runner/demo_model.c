@@ -131,7 +131,7 @@ static json_t *config_json(int bf16)
                      DM_INTER, "num_hidden_layers", DM_LAYERS, "num_attention_heads", DM_HEADS,
                      "num_key_value_heads", DM_KV, "head_dim", DM_HEAD, "max_position_embeddings",
                      DM_CTX, "rms_norm_eps", 1e-5, "rope_theta", 10000.0, "rope_scaling",
-                     "attention_bias", 0, "mlp_bias", 0, "tie_word_embeddings", 1, "bos_token_id",
+                     "attention_bias", 0, "mlp_bias", 0, "tie_word_embeddings", 0, "bos_token_id",
                      T_BOS, "eos_token_id", T_EOS, T_IM_END, "torch_dtype",
                      bf16 ? "bfloat16" : "float32");
 }
@@ -173,7 +173,7 @@ typedef struct {
  * tensor, each drawn in file order from the seeded generator. */
 static int write_weights(const char *path, uint64_t seed, int bf16, char *err, size_t errlen)
 {
-    dm_tensor t[2 + DM_LAYERS * 9];
+    dm_tensor t[3 + DM_LAYERS * 9];
     char names[DM_LAYERS * 9][96];
     int n = 0;
     t[n++] = (dm_tensor){"model.embed_tokens.weight", DM_VOCAB, DM_HIDDEN, 0};
@@ -200,6 +200,9 @@ static int write_weights(const char *path, uint64_t seed, int bf16, char *err, s
         }
     }
     t[n++] = (dm_tensor){"model.norm.weight", DM_HIDDEN, 0, 1};
+    /* Untied: with tied embeddings the residual stream, dominated by the
+     * input embedding, makes every token predict itself again. */
+    t[n++] = (dm_tensor){"lm_head.weight", DM_VOCAB, DM_HIDDEN, 0};
 
     size_t esize = bf16 ? 2 : 4;
     json_t *hdr = json_pack("{s:{s:s}}", "__metadata__", "format", "pt");
@@ -238,8 +241,9 @@ static int write_weights(const char *path, uint64_t seed, int bf16, char *err, s
     uint64_t rng = seed;
     for (int i = 0; i < n; i++) {
         uint64_t elems = (uint64_t)t[i].rows * (uint64_t)(t[i].cols ? t[i].cols : 1);
-        /* Embeddings larger than the projections, so logits are not flat. */
-        float std = i == 0 ? 1.0f : 0.08f;
+        /* Embeddings larger than the projections; the head scaled so the
+         * logits (std ~2.4) are neither flat nor one-hot. */
+        float std = i == 0 ? 1.0f : i == n - 1 ? 0.3f : 0.08f;
         for (uint64_t k = 0; k < elems; k++) {
             float v = t[i].norm ? 1.0f : next_normal(&rng, std);
             if (bf16) {
