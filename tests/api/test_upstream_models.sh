@@ -2,8 +2,8 @@
 # A runner started with --upstream announces the upstream's models: it reads
 # the upstream's /v1/models (an OpenAI list served by models_upstream.py)
 # before its first HELLO, so the gateway lists them for the runner's every
-# connection (admin API) and, where the gateway routes /v1 by model, in its
-# GET /v1/models and for POST /v1/chat/completions. Ids that break HELLO's
+# connection (admin API), in its GET /v1/models, and routes POST
+# /v1/chat/completions for them to the upstream. Ids that break HELLO's
 # rules (a space, a repeat) are skipped. When the list changes, the runner
 # reconnects to announce the new one; when the upstream stops listing models
 # (404, like a plain HTTP server) it announces none and says so once, however
@@ -43,37 +43,38 @@ wait_for 20 models_are '2|llama-a,qwen-b llama-a,qwen-b' ||
 grep -q '"skipped": 3\|skipped=3' "$TMP/runner.log" || fail "the skipped ids were not reported"
 pass "both connections announce the upstream's two valid ids in HELLO (3 invalid or repeated skipped)"
 
-# Through the gateway's /v1 routing, where the gateway has it.
+# Through the gateway's /v1 routing by model.
 mkkey user
-c=$(pubk "$KEY" -o "$TMP/out" -w '%{http_code}' /v1/models)
-if [[ $c == 200 ]]; then
-    python3 - "$TMP/out" <<'PY' || fail "GET /v1/models at the gateway: $(cat "$TMP/out")"
-import json, sys
-j = json.load(open(sys.argv[1]))
-assert j["object"] == "list" and sorted(m["id"] for m in j["data"]) == ["llama-a", "qwen-b"], j
-PY
-    c=$(pubk "$KEY" -o "$TMP/out" -w '%{http_code}' -H 'content-type: application/json' \
-        --data '{"model":"qwen-b","messages":[{"role":"user","content":"hi"}]}' /v1/chat/completions)
-    [[ $c == 200 ]] || fail "POST /v1/chat/completions for qwen-b: $c $(cat "$TMP/out")"
-    python3 - "$TMP/out" <<'PY' || fail "chat completion: $(cat "$TMP/out")"
-import json, sys
-j = json.load(open(sys.argv[1]))
-assert j["choices"][0]["message"]["content"] == "upstream answered for qwen-b", j
-PY
-    c=$(pubk "$KEY" -o "$TMP/out" -w '%{http_code}' -H 'content-type: application/json' \
-        --data '{"model":"nobody-serves-this","messages":[]}' /v1/chat/completions)
-    [[ $c == 404 ]] || fail "a model nobody serves: $c $(cat "$TMP/out")"
-    pass "the gateway lists llama-a and qwen-b at /v1/models and routes a chat completion for qwen-b to the upstream"
-else
-    echo "note: the gateway answered GET /v1/models with $c: /v1 routing checks skipped"
-fi
+# gw_models: the ids the gateway's GET /v1/models lists for the key, sorted.
+gw_models() {
+    local c
+    c=$(pubk "$KEY" -o "$TMP/models.json" -w '%{http_code}' /v1/models)
+    [[ $c == 200 ]] || fail "GET /v1/models at the gateway: $c $(cat "$TMP/models.json")"
+    python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["object"] == "list"; print(" ".join(sorted(m["id"] for m in j["data"])))' "$TMP/models.json"
+}
+# chat MODEL: POST /v1/chat/completions for MODEL; prints the status, body in $TMP/out.
+chat() {
+    pubk "$KEY" -o "$TMP/out" -w '%{http_code}' -H 'content-type: application/json' \
+        --data "{\"model\":\"$1\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}" \
+        /v1/chat/completions
+}
+answered_for() { grep -q "\"upstream answered for $1\"" "$TMP/out"; }
+[[ $(gw_models) == "llama-a qwen-b" ]] || fail "gateway /v1/models: $(cat "$TMP/models.json")"
+c=$(chat qwen-b)
+[[ $c == 200 ]] && answered_for qwen-b || fail "/v1/chat/completions for qwen-b: $c $(cat "$TMP/out")"
+c=$(chat nobody-serves-this)
+[[ $c == 404 ]] || fail "a model nobody serves: $c $(cat "$TMP/out")"
+pass "the gateway lists llama-a and qwen-b at /v1/models and routes a chat completion for qwen-b to the upstream"
 
 # A new model: the runner reconnects to announce it, the old connections go.
 echo '["llama-a", "qwen-b", "mistral-c"]' >"$TMP/up/models"
 wait_for 30 models_are '2|llama-a,qwen-b,mistral-c llama-a,qwen-b,mistral-c' ||
     fail "the new list was not announced: $(models vllmbox)"
 grep -q 'reconnecting to announce the new models' "$TMP/runner.log" || fail "no reconnect logged"
-pass "a third model at the upstream: both connections replaced, announcing three"
+[[ $(gw_models) == "llama-a mistral-c qwen-b" ]] || fail "gateway /v1/models: $(cat "$TMP/models.json")"
+c=$(chat mistral-c)
+[[ $c == 200 ]] && answered_for mistral-c || fail "/v1/chat/completions for mistral-c: $c $(cat "$TMP/out")"
+pass "a third model at the upstream: both connections replaced, announcing three, routed by the gateway"
 
 # Requests keep working through the runner's own route meanwhile.
 c=$(pub -o "$TMP/out" -w '%{http_code}' -H 'content-type: application/json' \
@@ -88,6 +89,9 @@ r0=$(reads)
 wait_for 30 eval '(( $(reads) >= r0 + 3 ))' || fail "the runner stopped reading /v1/models"
 n=$(grep -c 'lists no models' "$TMP/runner.log" || true)
 [[ $n == 1 ]] || fail "the 404 was logged $n times"
+[[ $(gw_models) == "" ]] || fail "gateway /v1/models still lists: $(cat "$TMP/models.json")"
+c=$(chat qwen-b)
+[[ $c == 404 ]] || fail "qwen-b after the upstream stopped listing it: $c $(cat "$TMP/out")"
 pass "a 404 from /v1/models: no models announced, logged once over several reads"
 
 kill -TERM "$RN_PID"
