@@ -1,5 +1,7 @@
 #include "err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <uv.h>
 
 const char *fy_strerror(int err)
@@ -78,4 +80,15 @@ int fy_err_from_uv(int uverr)
         return FY_EIO;
     }
     return FY_EUV;
+}
+
+int fy_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
 }

@@ -8,6 +8,8 @@
 #ifndef FY_ERR_H
 #define FY_ERR_H
 
+#include <stddef.h>
+
 /* X(name, value, message) */
 #define FY_ERR_MAP(X)                                                     \
     X(AGAIN, -1, "try again later (non-blocking operation would block)")  \
@@ -53,5 +55,10 @@ const char *fy_err_name(int err);
 
 /* Maps a libuv error (UV_E*) to a FY_E* code. 0 stays 0. */
 int fy_err_from_uv(int uverr);
+
+/* Writes the printf-style message to ERR (when ERR and ERRLEN are set) and
+ * returns RC: `return fy_fail(err, errlen, FY_EINVAL, "x: %s", why);`. */
+int fy_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -23,20 +23,6 @@ struct fy_chat_template {
     char *bos, *eos, *unk, *pad;
 };
 
-static int ct_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int ct_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 /* A special token of tokenizer_config.json: a string or {"content": string}. */
 static char *token_text(const json_t *cfg, const char *key)
 {
@@ -72,7 +58,7 @@ static int ct_build(const char *source, size_t len, const json_t *cfg, const cha
     char cerr[256];
     fy_chat_template *t = calloc(1, sizeof *t);
     if (!t) {
-        return ct_fail(err, errlen, FY_ENOMEM, "out of memory");
+        return fy_fail(err, errlen, FY_ENOMEM, "out of memory");
     }
     t->origin = strdup(origin);
     t->bos = token_text(cfg, "bos_token");
@@ -81,13 +67,13 @@ static int ct_build(const char *source, size_t len, const json_t *cfg, const cha
     t->pad = token_text(cfg, "pad_token");
     if (!t->origin || !t->bos || !t->eos || !t->unk || !t->pad) {
         fy_chat_template_free(t);
-        return ct_fail(err, errlen, FY_ENOMEM, "out of memory");
+        return fy_fail(err, errlen, FY_ENOMEM, "out of memory");
     }
     int rc = fy_jinja_compile(source, len, FY_JINJA_TRIM_BLOCKS | FY_JINJA_LSTRIP_BLOCKS, &t->tmpl,
                               cerr, sizeof cerr);
     if (rc) {
         fy_chat_template_free(t);
-        return ct_fail(err, errlen, rc, "chat template %s: %s", origin, cerr);
+        return fy_fail(err, errlen, rc, "chat template %s: %s", origin, cerr);
     }
     *out = t;
     return 0;
@@ -100,7 +86,7 @@ int fy_chat_template_new(const char *source, size_t len, const char *bos_token,
     json_t *cfg = json_pack("{ssss}", "bos_token", bos_token ? bos_token : "", "eos_token",
                             eos_token ? eos_token : "");
     if (!cfg) {
-        return ct_fail(err, errlen, FY_ENOMEM, "out of memory");
+        return fy_fail(err, errlen, FY_ENOMEM, "out of memory");
     }
     int rc = ct_build(source, len, cfg, "<string>", out, err, errlen);
     json_decref(cfg);
@@ -131,11 +117,11 @@ static const char *config_template(const json_t *cfg, const char *path, int *rc,
                 return tmpl;
             }
         }
-        *rc = ct_fail(err, errlen, FY_ENOENT,
+        *rc = fy_fail(err, errlen, FY_ENOENT,
                       "%s: chat_template is a list with no entry named \"default\"", path);
         return NULL;
     }
-    *rc = ct_fail(err, errlen, FY_EPARSE, "%s: chat_template is neither a string nor a list", path);
+    *rc = fy_fail(err, errlen, FY_EPARSE, "%s: chat_template is neither a string nor a list", path);
     return NULL;
 }
 
@@ -149,25 +135,25 @@ int fy_chat_template_load(const char *model_dir, const char *override_file, fy_c
     int rc;
     *out = NULL;
     if (!model_dir && !override_file) {
-        return ct_fail(err, errlen, FY_EINVAL, "no model directory or chat template file given");
+        return fy_fail(err, errlen, FY_EINVAL, "no model directory or chat template file given");
     }
     if (model_dir) {
         if (fy_path_join(cfg_path, sizeof cfg_path, model_dir, "tokenizer_config.json") ||
             fy_path_join(jinja_path, sizeof jinja_path, model_dir, "chat_template.jinja")) {
-            return ct_fail(err, errlen, FY_ETOOBIG, "model directory path too long");
+            return fy_fail(err, errlen, FY_ETOOBIG, "model directory path too long");
         }
         if (fy_file_exists(cfg_path)) {
             json_error_t je;
             rc = fy_file_read(cfg_path, CT_MAX_CONFIG_BYTES, &text, &len);
             if (rc) {
-                return ct_fail(err, errlen, rc, "%s: %s", cfg_path, fy_strerror(rc));
+                return fy_fail(err, errlen, rc, "%s: %s", cfg_path, fy_strerror(rc));
             }
             cfg = json_loadb(text, len, 0, &je);
             free(text);
             text = NULL;
             if (!json_is_object(cfg)) {
                 json_decref(cfg);
-                return ct_fail(err, errlen, FY_EPARSE, "%s: not a JSON object (line %d: %s)",
+                return fy_fail(err, errlen, FY_EPARSE, "%s: not a JSON object (line %d: %s)",
                                cfg_path, je.line, je.text);
             }
         }
@@ -190,13 +176,13 @@ int fy_chat_template_load(const char *model_dir, const char *override_file, fy_c
         rc = fy_file_read(origin, FY_JINJA_MAX_SOURCE, &text, &len);
         if (rc) {
             json_decref(cfg);
-            return ct_fail(err, errlen, rc, "chat template %s: %s", origin, fy_strerror(rc));
+            return fy_fail(err, errlen, rc, "chat template %s: %s", origin, fy_strerror(rc));
         }
         src = text;
     }
     if (!src) {
         json_decref(cfg);
-        return ct_fail(err, errlen, FY_ENOENT,
+        return fy_fail(err, errlen, FY_ENOENT,
                        "model %s has no chat template (no chat_template.jinja, and no "
                        "chat_template in tokenizer_config.json)",
                        model_dir);
@@ -213,16 +199,16 @@ static json_t *normalize_message(const json_t *m, size_t i, char *err, size_t er
 {
     *rc = FY_EINVAL;
     if (!json_is_object(m)) {
-        ct_fail(err, errlen, FY_EINVAL, "messages[%zu] is not an object", i);
+        fy_fail(err, errlen, FY_EINVAL, "messages[%zu] is not an object", i);
         return NULL;
     }
     if (!json_is_string(json_object_get(m, "role"))) {
-        ct_fail(err, errlen, FY_EINVAL, "messages[%zu].role must be a string", i);
+        fy_fail(err, errlen, FY_EINVAL, "messages[%zu].role must be a string", i);
         return NULL;
     }
     json_t *c = json_deep_copy(m);
     if (!c) {
-        *rc = ct_fail(err, errlen, FY_ENOMEM, "out of memory");
+        *rc = fy_fail(err, errlen, FY_ENOMEM, "out of memory");
         return NULL;
     }
     json_t *content = json_object_get(c, "content");
@@ -236,7 +222,7 @@ static json_t *normalize_message(const json_t *m, size_t i, char *err, size_t er
             const char *type = json_string_value(json_object_get(part, "type"));
             json_t *text = json_object_get(part, "text");
             if (!type || strcmp(type, "text") != 0 || !json_is_string(text)) {
-                ct_fail(err, errlen, FY_EINVAL,
+                fy_fail(err, errlen, FY_EINVAL,
                         "messages[%zu].content[%zu]: only {\"type\":\"text\",\"text\":...} "
                         "parts are supported",
                         i, k);
@@ -249,7 +235,7 @@ static json_t *normalize_message(const json_t *m, size_t i, char *err, size_t er
         size_t o = 0;
         if (!joined) {
             json_decref(c);
-            *rc = ct_fail(err, errlen, FY_ENOMEM, "out of memory");
+            *rc = fy_fail(err, errlen, FY_ENOMEM, "out of memory");
             return NULL;
         }
         json_array_foreach(content, k, part)
@@ -265,11 +251,11 @@ static json_t *normalize_message(const json_t *m, size_t i, char *err, size_t er
         free(joined);
         if (bad) {
             json_decref(c);
-            *rc = ct_fail(err, errlen, FY_ENOMEM, "out of memory");
+            *rc = fy_fail(err, errlen, FY_ENOMEM, "out of memory");
             return NULL;
         }
     } else if (content && !json_is_string(content) && !json_is_null(content)) {
-        ct_fail(err, errlen, FY_EINVAL, "messages[%zu].content must be a string, null or a list",
+        fy_fail(err, errlen, FY_EINVAL, "messages[%zu].content must be a string, null or a list",
                 i);
         json_decref(c);
         return NULL;
@@ -303,10 +289,10 @@ int fy_chat_template_render(const fy_chat_template *t, const json_t *messages, c
         *len = 0;
     }
     if (!json_is_array(messages)) {
-        return ct_fail(err, errlen, FY_EINVAL, "messages must be an array");
+        return fy_fail(err, errlen, FY_EINVAL, "messages must be an array");
     }
     if (tools && !json_is_array(tools) && !json_is_null(tools)) {
-        return ct_fail(err, errlen, FY_EINVAL, "tools must be an array");
+        return fy_fail(err, errlen, FY_EINVAL, "tools must be an array");
     }
     json_t *msgs = json_array(), *vars = NULL;
     int rc = msgs ? 0 : FY_ENOMEM;
@@ -332,7 +318,7 @@ int fy_chat_template_render(const fy_chat_template *t, const json_t *messages, c
         }
     }
     if (rc == FY_ENOMEM) {
-        ct_fail(err, errlen, rc, "out of memory");
+        fy_fail(err, errlen, rc, "out of memory");
     }
     if (!rc) {
         rc = fy_jinja_render(t->tmpl, vars, NULL, out, len, err, errlen);

@@ -91,16 +91,6 @@ char *fy_oai_error_json(const fy_oai_error *e, size_t *len)
     return s;
 }
 
-void fy_oai_sampling_defaults(fy_sampling *s)
-{
-    memset(s, 0, sizeof *s);
-    s->temperature = 1.0f;
-    s->top_p = 1.0f;
-    s->repetition_penalty = 1.0f;
-    s->max_tokens = 16;
-    s->logprobs = -1;
-}
-
 /* --- typed getters: 0 absent (or null), 1 present and valid, -1 error ------ */
 
 static const char *jtype(const json_t *v)
@@ -553,7 +543,7 @@ int fy_oai_parse(fy_oai_kind kind, const char *body, size_t len, fy_oai_request 
     r->n = 1;
     r->logprobs = -1;
     r->add_generation_prompt = 1;
-    fy_oai_sampling_defaults(&r->sampling);
+    fy_sampling_defaults(&r->sampling);
     json_error_t je;
     r->root = json_loadb(body, len, 0, &je);
     if (!r->root) {

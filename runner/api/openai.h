@@ -87,9 +87,6 @@ int fy_oai_parse(fy_oai_kind kind, const char *body, size_t len, fy_oai_request 
                  fy_oai_error *e);
 void fy_oai_request_free(fy_oai_request *r);
 
-/* Sampling defaults (the values engine.h documents for fy_sampling). */
-void fy_oai_sampling_defaults(fy_sampling *s);
-
 /* Writes the text of token ID into BUF (at most CAP - 1 bytes, NUL-ended)
  * and returns its length, or a negative FY_E* code. The bytes may be an
  * incomplete UTF-8 sequence (a byte-fallback token). */

@@ -143,20 +143,6 @@ struct fy_engine {
     uint64_t next_id;                      /* loop thread */
 };
 
-static int efail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int efail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 /* --- Requests -------------------------------------------------------------------------- */
 
 static void outbuf_free(outbuf *b)
@@ -759,10 +745,10 @@ static int req_new(fy_engine *e, const fy_engine_request *q, fy__req **out, char
         fy_buf_init(&s->dl.text, FY_ENGINE_TEXT_MAX);
         int rc = fy_stop_init(&s->stop, sp->stop, sp->n_stop);
         if (rc < 0) {
-            return rc == FY_EINVAL ? efail(err, errlen, rc,
-                                           "stop: at most %d non-empty UTF-8 strings of at most "
-                                           "%d bytes",
-                                           FY_STOP_MAX, FY_STOP_MAX_BYTES)
+            return rc == FY_EINVAL ? fy_fail(err, errlen, rc,
+                                             "stop: at most %d non-empty UTF-8 strings of at most "
+                                             "%d bytes",
+                                             FY_STOP_MAX, FY_STOP_MAX_BYTES)
                                    : rc;
         }
         s->detok = fy_detok_new(e->tok, 1);
@@ -783,26 +769,26 @@ static int req_new(fy_engine *e, const fy_engine_request *q, fy__req **out, char
 static int check_request(fy_engine *e, const fy_engine_request *q, char *err, size_t errlen)
 {
     if (!q || !q->cb) {
-        return efail(err, errlen, FY_EINVAL, "request: a callback is required");
+        return fy_fail(err, errlen, FY_EINVAL, "request: a callback is required");
     }
     if (!q->prompt || q->n_prompt < 1) {
-        return efail(err, errlen, FY_EINVAL, "prompt: at least one token is required");
+        return fy_fail(err, errlen, FY_EINVAL, "prompt: at least one token is required");
     }
     if (q->n_prompt + 1 > e->max_ctx) {
-        return efail(err, errlen, FY_ETOOBIG,
-                     "prompt: %d tokens leave no room to generate in a context of %d", q->n_prompt,
-                     e->max_ctx);
+        return fy_fail(err, errlen, FY_ETOOBIG,
+                       "prompt: %d tokens leave no room to generate in a context of %d",
+                       q->n_prompt, e->max_ctx);
     }
     for (int i = 0; i < q->n_prompt; i++) {
         if (q->prompt[i] < 0 || q->prompt[i] >= e->vocab) {
-            return efail(err, errlen, FY_EINVAL,
-                         "prompt: token %d (id %d) is outside the vocabulary", i,
-                         (int)q->prompt[i]);
+            return fy_fail(err, errlen, FY_EINVAL,
+                           "prompt: token %d (id %d) is outside the vocabulary", i,
+                           (int)q->prompt[i]);
         }
     }
     int max_n = e->o.max_seqs < FY_ENGINE_MAX_N ? e->o.max_seqs : FY_ENGINE_MAX_N;
     if (q->n < 1 || q->n > max_n) {
-        return efail(err, errlen, FY_EINVAL, "n must be between 1 and %d", max_n);
+        return fy_fail(err, errlen, FY_EINVAL, "n must be between 1 and %d", max_n);
     }
     int rc = fy_sampling_validate(&q->sampling, err, errlen);
     if (rc < 0) {
@@ -810,17 +796,17 @@ static int check_request(fy_engine *e, const fy_engine_request *q, char *err, si
     }
     const fy_sampling *sp = &q->sampling;
     if (sp->n_stop < 0 || sp->n_stop > FY_STOP_MAX || (sp->n_stop > 0 && !sp->stop)) {
-        return efail(err, errlen, FY_EINVAL, "stop: at most %d strings", FY_STOP_MAX);
+        return fy_fail(err, errlen, FY_EINVAL, "stop: at most %d strings", FY_STOP_MAX);
     }
     if (sp->n_stop_ids < 0 || sp->n_stop_ids > FY_ENGINE_MAX_STOP_IDS ||
         (sp->n_stop_ids > 0 && !sp->stop_ids)) {
-        return efail(err, errlen, FY_EINVAL, "stop_token_ids: at most %d ids",
-                     FY_ENGINE_MAX_STOP_IDS);
+        return fy_fail(err, errlen, FY_EINVAL, "stop_token_ids: at most %d ids",
+                       FY_ENGINE_MAX_STOP_IDS);
     }
     for (int i = 0; i < sp->n_stop_ids; i++) {
         if (sp->stop_ids[i] < 0 || sp->stop_ids[i] >= e->vocab) {
-            return efail(err, errlen, FY_EINVAL, "stop_token_ids: id %d is outside the vocabulary",
-                         (int)sp->stop_ids[i]);
+            return fy_fail(err, errlen, FY_EINVAL,
+                           "stop_token_ids: id %d is outside the vocabulary", (int)sp->stop_ids[i]);
         }
     }
     return 0;
@@ -837,14 +823,14 @@ int fy_engine_submit(fy_engine *e, const fy_engine_request *q, uint64_t *id, cha
     int full = e->inbox_n + e->sched_waiting >= e->o.max_waiting;
     pthread_mutex_unlock(&e->mu);
     if (full) {
-        return efail(err, errlen, FY_ELIMIT, "the engine's waiting queue is full (%d requests)",
-                     e->o.max_waiting);
+        return fy_fail(err, errlen, FY_ELIMIT, "the engine's waiting queue is full (%d requests)",
+                       e->o.max_waiting);
     }
     fy__req *r = NULL;
     rc = req_new(e, q, &r, err, errlen);
     if (rc < 0) {
         if (rc == FY_ENOMEM) {
-            efail(err, errlen, rc, "out of memory for the request");
+            fy_fail(err, errlen, rc, "out of memory for the request");
         }
         req_free(e, r);
         return rc;
@@ -1018,7 +1004,7 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
                            .max_waiting = o->max_waiting};
     if ((rc = fy_kv_new(&ko, &e->kv)) < 0 || (rc = fy_sched_new(&so, e->kv, &e->sched)) < 0 ||
         (rc = fy_sampler_new(e->vocab, &e->sampler)) < 0) {
-        return efail(err, errlen, rc, "engine: %s setting up the scheduler", fy_strerror(rc));
+        return fy_fail(err, errlen, rc, "engine: %s setting up the scheduler", fy_strerror(rc));
     }
     e->logits = malloc((size_t)o->max_seqs * (size_t)e->vocab * sizeof *e->logits);
     e->ids = malloc((size_t)o->max_seqs * sizeof *e->ids);
@@ -1026,8 +1012,8 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
     e->fs = calloc((size_t)o->max_seqs, sizeof *e->fs);
     e->todo = calloc((size_t)o->max_seqs, sizeof *e->todo);
     if (!e->logits || !e->ids || !e->row || !e->fs || !e->todo) {
-        return efail(err, errlen, FY_ENOMEM, "engine: out of memory for %d x %d logits",
-                     o->max_seqs, e->vocab);
+        return fy_fail(err, errlen, FY_ENOMEM, "engine: out of memory for %d x %d logits",
+                       o->max_seqs, e->vocab);
     }
     fy_buf_init(&e->scratch, FY_ENGINE_TEXT_MAX);
     e->stats.blocks_total = e->stats.blocks_free = nb;
@@ -1040,17 +1026,17 @@ int fy_engine_create(const fy_engine_options *o, fy_engine **out, char *err, siz
 {
     *out = NULL;
     if (!o || !o->model_dir || !o->loop) {
-        return efail(err, errlen, FY_EINVAL, "engine: a model directory and a loop are required");
+        return fy_fail(err, errlen, FY_EINVAL, "engine: a model directory and a loop are required");
     }
     if (o->block_size < 0 || o->block_size > 1024 || o->max_seqs < 0 || o->max_seqs > 4096 ||
         o->max_step_tokens < 0 || o->max_waiting < 0 || o->threads < 0) {
-        return efail(err, errlen, FY_EINVAL,
-                     "engine: block_size (<= 1024), max_seqs (<= 4096), max_step_tokens, "
-                     "max_waiting and threads must be >= 0");
+        return fy_fail(err, errlen, FY_EINVAL,
+                       "engine: block_size (<= 1024), max_seqs (<= 4096), max_step_tokens, "
+                       "max_waiting and threads must be >= 0");
     }
     fy_engine *e = calloc(1, sizeof *e);
     if (!e) {
-        return efail(err, errlen, FY_ENOMEM, "engine: out of memory");
+        return fy_fail(err, errlen, FY_ENOMEM, "engine: out of memory");
     }
     e->o = *o;
     defaults(&e->o);
@@ -1061,7 +1047,7 @@ int fy_engine_create(const fy_engine_options *o, fy_engine **out, char *err, siz
     pthread_cond_init(&e->cv, NULL);
     int rc = engine_setup(e, err, errlen);
     if (rc == 0 && (rc = uv_async_init(o->loop, &e->async, async_cb)) < 0) {
-        rc = efail(err, errlen, fy_err_from_uv(rc), "engine: uv_async_init: %s", uv_strerror(rc));
+        rc = fy_fail(err, errlen, fy_err_from_uv(rc), "engine: uv_async_init: %s", uv_strerror(rc));
     }
     if (rc < 0) {
         engine_free_parts(e);
@@ -1074,7 +1060,7 @@ int fy_engine_create(const fy_engine_options *o, fy_engine **out, char *err, siz
     if ((rc = pthread_create(&e->thread, NULL, engine_main, e)) != 0) {
         engine_free_parts(e);
         uv_close((uv_handle_t *)&e->async, engine_close_cb);
-        return efail(err, errlen, FY_ENOMEM, "engine: pthread_create: %s", strerror(rc));
+        return fy_fail(err, errlen, FY_ENOMEM, "engine: pthread_create: %s", strerror(rc));
     }
     e->thread_started = 1;
     *out = e;

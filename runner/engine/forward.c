@@ -86,20 +86,6 @@ struct fy_fwd {
     int sync_init;
 };
 
-static int ffail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int ffail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 size_t fy_fwd_block_bytes(const fy_model *m, const fy_backend *be, int block_size)
 {
     const fy_model_config *c = &m->cfg;
@@ -624,43 +610,43 @@ static int check_options(const fy_model *m, fy_backend *be, const fy_fwd_options
     int N = o->tensor_parallel > 1 ? o->tensor_parallel : 1;
     if (o->block_size < 1 || o->block_size > 1024 || o->max_batch_tokens < 1 ||
         o->max_batch_tokens > (1 << 20) || o->max_seqs < 1 || o->max_seqs > o->max_batch_tokens) {
-        return ffail(err, errlen, FY_EINVAL,
-                     "forward: block_size %d, max_batch_tokens %d, max_seqs %d out of range",
-                     o->block_size, o->max_batch_tokens, o->max_seqs);
+        return fy_fail(err, errlen, FY_EINVAL,
+                       "forward: block_size %d, max_batch_tokens %d, max_seqs %d out of range",
+                       o->block_size, o->max_batch_tokens, o->max_seqs);
     }
     if (o->tensor_parallel < 0 || o->tensor_parallel > FY_COMM_MAX) {
-        return ffail(err, errlen, FY_EINVAL, "--tensor-parallel %d: must be between 1 and %d",
-                     o->tensor_parallel, FY_COMM_MAX);
+        return fy_fail(err, errlen, FY_EINVAL, "--tensor-parallel %d: must be between 1 and %d",
+                       o->tensor_parallel, FY_COMM_MAX);
     }
     if (c->n_heads % N || c->n_kv_heads % N || c->intermediate % N) {
-        return ffail(err, errlen, FY_EINVAL,
-                     "--tensor-parallel %d: the model's attention heads (%d), key/value heads "
-                     "(%d) and intermediate_size (%d) must all divide by %d",
-                     N, c->n_heads, c->n_kv_heads, c->intermediate, N);
+        return fy_fail(err, errlen, FY_EINVAL,
+                       "--tensor-parallel %d: the model's attention heads (%d), key/value heads "
+                       "(%d) and intermediate_size (%d) must all divide by %d",
+                       N, c->n_heads, c->n_kv_heads, c->intermediate, N);
     }
     if (o->kv_mem_fraction != 0.0) {
         if (!(o->kv_mem_fraction > 0.0 && o->kv_mem_fraction <= 1.0)) {
-            return ffail(err, errlen, FY_EINVAL, "--gpu-memory-utilization %g: must be in (0, 1]",
-                         o->kv_mem_fraction);
+            return fy_fail(err, errlen, FY_EINVAL, "--gpu-memory-utilization %g: must be in (0, 1]",
+                           o->kv_mem_fraction);
         }
         if (be->ops->mem_free(be) == 0) {
-            return ffail(err, errlen, FY_EINVAL,
-                         "--gpu-memory-utilization needs a GPU backend; use --kv-cache-memory "
-                         "(backend %s reports no device memory)",
-                         be->ops->name);
+            return fy_fail(err, errlen, FY_EINVAL,
+                           "--gpu-memory-utilization needs a GPU backend; use --kv-cache-memory "
+                           "(backend %s reports no device memory)",
+                           be->ops->name);
         }
         return 0;
     }
     size_t bb = fy_fwd_block_bytes(m, be, o->block_size);
     if (o->kv_bytes / bb < 1) {
-        return ffail(err, errlen, FY_EINVAL,
-                     "forward: KV cache memory %zu bytes holds no block (one block of %d tokens "
-                     "needs %zu bytes)",
-                     o->kv_bytes, o->block_size, bb);
+        return fy_fail(err, errlen, FY_EINVAL,
+                       "forward: KV cache memory %zu bytes holds no block (one block of %d tokens "
+                       "needs %zu bytes)",
+                       o->kv_bytes, o->block_size, bb);
     }
     if (o->kv_bytes / bb > INT32_MAX / (size_t)o->block_size) {
-        return ffail(err, errlen, FY_EINVAL, "forward: KV cache of %zu bytes is too large",
-                     o->kv_bytes);
+        return fy_fail(err, errlen, FY_EINVAL, "forward: KV cache of %zu bytes is too large",
+                       o->kv_bytes);
     }
     return 0;
 }
@@ -675,8 +661,8 @@ static int make_comm(fy_backend *be, int n, fy_comm **out, char *err, size_t err
         return fy_cuda_comm_create(be, n, out, err, errlen);
     }
 #endif
-    return ffail(err, errlen, FY_ENOTSUP, "--tensor-parallel %d: not supported on backend %s", n,
-                 be->ops->name);
+    return fy_fail(err, errlen, FY_ENOTSUP, "--tensor-parallel %d: not supported on backend %s", n,
+                   be->ops->name);
 }
 
 /* Blocks that the fraction F of every rank's free memory holds (after the
@@ -697,11 +683,11 @@ static int blocks_from_fraction(fy_fwd *f, char *err, size_t errlen)
         }
     }
     if (best < 1) {
-        return ffail(err, errlen, FY_ENOMEM,
-                     "--gpu-memory-utilization %g: rank %d (%s) has %zu bytes free after the "
-                     "weights, too little for one KV block of %d tokens (%zu bytes)",
-                     f->o.kv_mem_fraction, worst, f->rk[worst].ops->name, worst_free,
-                     f->o.block_size, rank_block);
+        return fy_fail(err, errlen, FY_ENOMEM,
+                       "--gpu-memory-utilization %g: rank %d (%s) has %zu bytes free after the "
+                       "weights, too little for one KV block of %d tokens (%zu bytes)",
+                       f->o.kv_mem_fraction, worst, f->rk[worst].ops->name, worst_free,
+                       f->o.block_size, rank_block);
     }
     size_t cap = INT32_MAX / (size_t)f->o.block_size;
     f->num_blocks = (int)(best < cap ? best : cap);
@@ -725,9 +711,9 @@ static int create_ranks(fy_fwd *f, char *err, size_t errlen)
             snprintf(where, sizeof where, " rank %d", r);
         }
         if ((rc = place_weights(f, rk, why, sizeof why)) < 0 || (rc = alloc_scratch(f, rk)) < 0) {
-            return ffail(err, errlen, rc,
-                         "forward: cannot place the weights or scratch on %s%s: %s", rk->ops->name,
-                         where, why[0] ? why : fy_strerror(rc));
+            return fy_fail(err, errlen, rc,
+                           "forward: cannot place the weights or scratch on %s%s: %s",
+                           rk->ops->name, where, why[0] ? why : fy_strerror(rc));
         }
     }
     if (f->o.kv_mem_fraction != 0.0 && (rc = blocks_from_fraction(f, err, errlen)) < 0) {
@@ -735,11 +721,11 @@ static int create_ranks(fy_fwd *f, char *err, size_t errlen)
     }
     for (int r = 0; r < f->n_ranks; r++) {
         if ((rc = alloc_cache(f, &f->rk[r])) < 0) {
-            return ffail(err, errlen, rc,
-                         "forward: cannot allocate a KV cache of %d blocks (%zu bytes) on %s: %s",
-                         f->num_blocks,
-                         f->layer_block_bytes * 2 * (size_t)c->n_layers * (size_t)f->num_blocks,
-                         f->rk[r].ops->name, fy_strerror(rc));
+            return fy_fail(err, errlen, rc,
+                           "forward: cannot allocate a KV cache of %d blocks (%zu bytes) on %s: %s",
+                           f->num_blocks,
+                           f->layer_block_bytes * 2 * (size_t)c->n_layers * (size_t)f->num_blocks,
+                           f->rk[r].ops->name, fy_strerror(rc));
         }
     }
     return 0;
@@ -760,7 +746,7 @@ int fy_fwd_create(const fy_model *m, fy_backend *be, const fy_fwd_options *o, fy
     }
     if (!f || !f->rk) {
         free(f);
-        return ffail(err, errlen, FY_ENOMEM, "forward: out of memory");
+        return fy_fail(err, errlen, FY_ENOMEM, "forward: out of memory");
     }
     f->m = m;
     f->o = *o;
@@ -775,7 +761,7 @@ int fy_fwd_create(const fy_model *m, fy_backend *be, const fy_fwd_options *o, fy
     }
     if ((rc = alloc_host(f)) < 0) {
         fy_fwd_destroy(f);
-        return ffail(err, errlen, rc, "forward: out of memory");
+        return fy_fail(err, errlen, rc, "forward: out of memory");
     }
     if ((rc = create_ranks(f, err, errlen)) < 0) {
         fy_fwd_destroy(f);
@@ -783,7 +769,7 @@ int fy_fwd_create(const fy_model *m, fy_backend *be, const fy_fwd_options *o, fy
     }
     if (N > 1 && (rc = start_ranks(f)) < 0) {
         fy_fwd_destroy(f);
-        return ffail(err, errlen, rc, "forward: cannot start %d rank threads", N - 1);
+        return fy_fail(err, errlen, rc, "forward: cannot start %d rank threads", N - 1);
     }
     *out = f;
     return 0;

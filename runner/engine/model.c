@@ -31,20 +31,6 @@
 #define MODEL_MAX_INDEX        (64u << 20)
 #define MODEL_MAX_SHARDS       4096
 
-static int mfail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int mfail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 /* --- config.json ------------------------------------------------------------------ */
 
 typedef struct {
@@ -59,18 +45,18 @@ static int cfg_int(cfg_ctx *c, const char *key, int lo, int hi, int def, int *ou
     json_t *v = json_object_get(c->root, key);
     if (!v || json_is_null(v)) {
         if (def < lo) {
-            return mfail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is missing", key);
+            return fy_fail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is missing", key);
         }
         *out = def;
         return 0;
     }
     if (!json_is_integer(v)) {
-        return mfail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is not an integer", key);
+        return fy_fail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is not an integer", key);
     }
     json_int_t x = json_integer_value(v);
     if (x < lo || x > hi) {
-        return mfail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is %lld, outside [%d, %d]",
-                     key, (long long)x, lo, hi);
+        return fy_fail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is %lld, outside [%d, %d]",
+                       key, (long long)x, lo, hi);
     }
     *out = (int)x;
     return 0;
@@ -83,18 +69,18 @@ static int cfg_num(cfg_ctx *c, json_t *obj, const char *key, double lo, double h
     json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v)) {
         if (required) {
-            return mfail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is missing", key);
+            return fy_fail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is missing", key);
         }
         *out = (float)def;
         return 0;
     }
     if (!json_is_number(v)) {
-        return mfail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is not a number", key);
+        return fy_fail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is not a number", key);
     }
     double x = json_number_value(v);
     if (!(x > lo && x <= hi)) {
-        return mfail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is %g, outside (%g, %g]", key,
-                     x, lo, hi);
+        return fy_fail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is %g, outside (%g, %g]",
+                       key, x, lo, hi);
     }
     *out = (float)x;
     return 0;
@@ -108,7 +94,7 @@ static int cfg_bool(cfg_ctx *c, const char *key, int def, int *out)
         return 0;
     }
     if (!json_is_boolean(v)) {
-        return mfail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is not true or false", key);
+        return fy_fail(c->err, c->errlen, FY_EINVAL, "config.json: '%s' is not true or false", key);
     }
     *out = json_is_true(v);
     return 0;
@@ -120,8 +106,8 @@ static int cfg_arch(cfg_ctx *c, fy_model_config *cfg)
                                         "Qwen2ForCausalLM"};
     json_t *a = json_object_get(c->root, "architectures");
     if (!json_is_array(a) || json_array_size(a) != 1 || !json_is_string(json_array_get(a, 0))) {
-        return mfail(c->err, c->errlen, FY_EINVAL,
-                     "config.json: 'architectures' must be an array of one string");
+        return fy_fail(c->err, c->errlen, FY_EINVAL,
+                       "config.json: 'architectures' must be an array of one string");
     }
     const char *s = json_string_value(json_array_get(a, 0));
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
@@ -131,10 +117,10 @@ static int cfg_arch(cfg_ctx *c, fy_model_config *cfg)
             return 0;
         }
     }
-    return mfail(c->err, c->errlen, FY_ENOTSUP,
-                 "config.json: architecture '%.64s' is not supported (LlamaForCausalLM, "
-                 "MistralForCausalLM, Qwen2ForCausalLM)",
-                 s);
+    return fy_fail(c->err, c->errlen, FY_ENOTSUP,
+                   "config.json: architecture '%.64s' is not supported (LlamaForCausalLM, "
+                   "MistralForCausalLM, Qwen2ForCausalLM)",
+                   s);
 }
 
 static int cfg_sizes(cfg_ctx *c, fy_model_config *cfg)
@@ -152,32 +138,32 @@ static int cfg_sizes(cfg_ctx *c, fy_model_config *cfg)
         return rc;
     }
     if (cfg->n_heads % cfg->n_kv_heads) {
-        return mfail(c->err, c->errlen, FY_EINVAL,
-                     "config.json: num_attention_heads %d is not a multiple of "
-                     "num_key_value_heads %d",
-                     cfg->n_heads, cfg->n_kv_heads);
+        return fy_fail(c->err, c->errlen, FY_EINVAL,
+                       "config.json: num_attention_heads %d is not a multiple of "
+                       "num_key_value_heads %d",
+                       cfg->n_heads, cfg->n_kv_heads);
     }
     json_t *hd = json_object_get(c->root, "head_dim");
     if (!hd || json_is_null(hd)) {
         if (cfg->hidden % cfg->n_heads) {
-            return mfail(c->err, c->errlen, FY_EINVAL,
-                         "config.json: hidden_size %d is not a multiple of num_attention_heads "
-                         "%d (and no head_dim)",
-                         cfg->hidden, cfg->n_heads);
+            return fy_fail(c->err, c->errlen, FY_EINVAL,
+                           "config.json: hidden_size %d is not a multiple of num_attention_heads "
+                           "%d (and no head_dim)",
+                           cfg->hidden, cfg->n_heads);
         }
         cfg->head_dim = cfg->hidden / cfg->n_heads;
     } else if ((rc = cfg_int(c, "head_dim", 2, MODEL_MAX_HEAD_DIM, -1, &cfg->head_dim)) < 0) {
         return rc;
     }
     if (cfg->head_dim % 2 || cfg->head_dim < 2 || cfg->head_dim > MODEL_MAX_HEAD_DIM) {
-        return mfail(c->err, c->errlen, FY_EINVAL,
-                     "config.json: head_dim %d must be even and in [2, %d]", cfg->head_dim,
-                     MODEL_MAX_HEAD_DIM);
+        return fy_fail(c->err, c->errlen, FY_EINVAL,
+                       "config.json: head_dim %d must be even and in [2, %d]", cfg->head_dim,
+                       MODEL_MAX_HEAD_DIM);
     }
     if ((int64_t)cfg->n_heads * cfg->head_dim > MODEL_MAX_HIDDEN * 4) {
-        return mfail(c->err, c->errlen, FY_EINVAL,
-                     "config.json: num_attention_heads x head_dim = %lld is too large",
-                     (long long)cfg->n_heads * cfg->head_dim);
+        return fy_fail(c->err, c->errlen, FY_EINVAL,
+                       "config.json: num_attention_heads x head_dim = %lld is too large",
+                       (long long)cfg->n_heads * cfg->head_dim);
     }
     return 0;
 }
@@ -195,16 +181,16 @@ static int cfg_rope(cfg_ctx *c, fy_model_config *cfg)
         return 0;
     }
     if (!json_is_object(rs)) {
-        return mfail(c->err, c->errlen, FY_EINVAL,
-                     "config.json: 'rope_scaling' is not an object or null");
+        return fy_fail(c->err, c->errlen, FY_EINVAL,
+                       "config.json: 'rope_scaling' is not an object or null");
     }
     json_t *t = json_object_get(rs, "rope_type");
     if (!t) {
         t = json_object_get(rs, "type");
     }
     if (!json_is_string(t)) {
-        return mfail(c->err, c->errlen, FY_EINVAL,
-                     "config.json: 'rope_scaling.rope_type' is missing or not a string");
+        return fy_fail(c->err, c->errlen, FY_EINVAL,
+                       "config.json: 'rope_scaling.rope_type' is missing or not a string");
     }
     const char *ty = json_string_value(t);
     if (strcmp(ty, "default") == 0) {
@@ -228,21 +214,21 @@ static int cfg_rope(cfg_ctx *c, fy_model_config *cfg)
             return rc;
         }
         if (cfg->rope_high_freq_factor <= cfg->rope_low_freq_factor) {
-            return mfail(c->err, c->errlen, FY_EINVAL,
-                         "config.json: rope_scaling high_freq_factor %g must exceed "
-                         "low_freq_factor %g",
-                         cfg->rope_high_freq_factor, cfg->rope_low_freq_factor);
+            return fy_fail(c->err, c->errlen, FY_EINVAL,
+                           "config.json: rope_scaling high_freq_factor %g must exceed "
+                           "low_freq_factor %g",
+                           cfg->rope_high_freq_factor, cfg->rope_low_freq_factor);
         }
         if (orig != floorf(orig)) {
-            return mfail(c->err, c->errlen, FY_EINVAL,
-                         "config.json: rope_scaling original_max_position_embeddings is not an "
-                         "integer");
+            return fy_fail(c->err, c->errlen, FY_EINVAL,
+                           "config.json: rope_scaling original_max_position_embeddings is not an "
+                           "integer");
         }
         cfg->rope_orig_max_pos = (int)orig;
         return 0;
     }
-    return mfail(c->err, c->errlen, FY_ENOTSUP,
-                 "config.json: rope_scaling type '%.32s' is not supported (linear, llama3)", ty);
+    return fy_fail(c->err, c->errlen, FY_ENOTSUP,
+                   "config.json: rope_scaling type '%.32s' is not supported (linear, llama3)", ty);
 }
 
 static int cfg_token_ids(cfg_ctx *c, fy_model_config *cfg)
@@ -263,16 +249,17 @@ static int cfg_token_ids(cfg_ctx *c, fy_model_config *cfg)
     json_t *one = json_is_array(e) ? NULL : e;
     size_t n = one ? 1 : json_array_size(e);
     if (n > FY_MODEL_MAX_EOS) {
-        return mfail(c->err, c->errlen, FY_EINVAL,
-                     "config.json: 'eos_token_id' lists %zu ids (at most %d)", n, FY_MODEL_MAX_EOS);
+        return fy_fail(c->err, c->errlen, FY_EINVAL,
+                       "config.json: 'eos_token_id' lists %zu ids (at most %d)", n,
+                       FY_MODEL_MAX_EOS);
     }
     for (size_t i = 0; i < n; i++) {
         json_t *v = one ? one : json_array_get(e, i);
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
             json_integer_value(v) >= cfg->vocab_size) {
-            return mfail(c->err, c->errlen, FY_EINVAL,
-                         "config.json: 'eos_token_id' is not a token id below vocab_size %d",
-                         cfg->vocab_size);
+            return fy_fail(c->err, c->errlen, FY_EINVAL,
+                           "config.json: 'eos_token_id' is not a token id below vocab_size %d",
+                           cfg->vocab_size);
         }
         cfg->eos_ids[cfg->n_eos++] = (int)json_integer_value(v);
     }
@@ -285,7 +272,7 @@ static int cfg_unsupported(cfg_ctx *c, fy_model_config *cfg)
     json_t *act = json_object_get(c->root, "hidden_act");
     if (act && !json_is_null(act) &&
         (!json_is_string(act) || strcmp(json_string_value(act), "silu") != 0)) {
-        return mfail(c->err, c->errlen, FY_ENOTSUP, "config.json: 'hidden_act' must be \"silu\"");
+        return fy_fail(c->err, c->errlen, FY_ENOTSUP, "config.json: 'hidden_act' must be \"silu\"");
     }
     int ab = 0, mb = 0, rc;
     if ((rc = cfg_bool(c, "attention_bias", 0, &ab)) < 0 ||
@@ -293,9 +280,9 @@ static int cfg_unsupported(cfg_ctx *c, fy_model_config *cfg)
         return rc;
     }
     if ((ab && !cfg->qkv_bias) || mb) {
-        return mfail(c->err, c->errlen, FY_ENOTSUP,
-                     "config.json: '%s' true is not supported for %s",
-                     mb ? "mlp_bias" : "attention_bias", cfg->arch);
+        return fy_fail(c->err, c->errlen, FY_ENOTSUP,
+                       "config.json: '%s' true is not supported for %s",
+                       mb ? "mlp_bias" : "attention_bias", cfg->arch);
     }
     return 0;
 }
@@ -307,12 +294,12 @@ int fy_model_config_parse(const char *json, size_t len, fy_model_config *cfg, ch
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        return mfail(err, errlen, FY_EPARSE, "config.json: %s at line %d", jerr.text, jerr.line);
+        return fy_fail(err, errlen, FY_EPARSE, "config.json: %s at line %d", jerr.text, jerr.line);
     }
     cfg_ctx c = {root, err, errlen};
     int rc;
     if (!json_is_object(root)) {
-        rc = mfail(err, errlen, FY_EPARSE, "config.json: not a JSON object");
+        rc = fy_fail(err, errlen, FY_EPARSE, "config.json: not a JSON object");
         goto out;
     }
     float eps = 0;
@@ -325,8 +312,8 @@ int fy_model_config_parse(const char *json, size_t len, fy_model_config *cfg, ch
     }
     cfg->rms_eps = eps;
     if (cfg->bos_id >= cfg->vocab_size) {
-        rc = mfail(err, errlen, FY_EINVAL, "config.json: 'bos_token_id' %d >= vocab_size %d",
-                   cfg->bos_id, cfg->vocab_size);
+        rc = fy_fail(err, errlen, FY_EINVAL, "config.json: 'bos_token_id' %d >= vocab_size %d",
+                     cfg->bos_id, cfg->vocab_size);
     }
 out:
     json_decref(root);
@@ -380,33 +367,33 @@ static int file_map(const char *dir, const char *name, model_file *f, char *err,
     char path[4096];
     snprintf(f->name, sizeof f->name, "%s", name);
     if (fy_path_join(path, sizeof path, dir, name) < 0) {
-        return mfail(err, errlen, FY_ETOOBIG, "%s: path too long", name);
+        return fy_fail(err, errlen, FY_ETOOBIG, "%s: path too long", name);
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        return mfail(err, errlen, errno == ENOENT ? FY_ENOENT : FY_EIO, "%s: %s", path,
-                     strerror(errno));
+        return fy_fail(err, errlen, errno == ENOENT ? FY_ENOENT : FY_EIO, "%s: %s", path,
+                       strerror(errno));
     }
     struct stat st;
     int rc = 0;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        rc = mfail(err, errlen, FY_EIO, "%s: not a regular file", path);
+        rc = fy_fail(err, errlen, FY_EIO, "%s: not a regular file", path);
         goto out;
     }
     f->len = (size_t)st.st_size;
     if (f->len < 8) {
-        rc = mfail(err, errlen, FY_EPARSE, "%s: file is %zu bytes, truncated", name, f->len);
+        rc = fy_fail(err, errlen, FY_EPARSE, "%s: file is %zu bytes, truncated", name, f->len);
         goto out;
     }
     void *p = mmap(NULL, f->len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
-        rc = mfail(err, errlen, FY_EIO, "%s: mmap: %s", path, strerror(errno));
+        rc = fy_fail(err, errlen, FY_EIO, "%s: mmap: %s", path, strerror(errno));
         goto out;
     }
     f->map = p;
     char msg[384];
     if ((rc = fy_st_parse(f->map, f->len, &f->hdr, msg, sizeof msg)) < 0) {
-        mfail(err, errlen, rc, "%s: %s", name, msg);
+        fy_fail(err, errlen, rc, "%s: %s", name, msg);
     }
 out:
     close(fd);
@@ -445,40 +432,40 @@ static int load_index(const char *dir, model_priv *p, char *err, size_t errlen)
     char path[4096], *text = NULL;
     size_t len = 0;
     if (fy_path_join(path, sizeof path, dir, "model.safetensors.index.json") < 0) {
-        return mfail(err, errlen, FY_ETOOBIG, "model directory path too long");
+        return fy_fail(err, errlen, FY_ETOOBIG, "model directory path too long");
     }
     int rc = fy_file_read(path, MODEL_MAX_INDEX, &text, &len);
     if (rc < 0) {
-        return mfail(err, errlen, rc, "model.safetensors.index.json: %s", fy_strerror(rc));
+        return fy_fail(err, errlen, rc, "model.safetensors.index.json: %s", fy_strerror(rc));
     }
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
     if (!root) {
-        return mfail(err, errlen, FY_EPARSE, "model.safetensors.index.json: %s at line %d",
-                     jerr.text, jerr.line);
+        return fy_fail(err, errlen, FY_EPARSE, "model.safetensors.index.json: %s at line %d",
+                       jerr.text, jerr.line);
     }
     json_t *wm = json_object_get(root, "weight_map");
     if (!json_is_object(wm)) {
         json_decref(root);
-        return mfail(err, errlen, FY_EPARSE,
-                     "model.safetensors.index.json: 'weight_map' is missing or not an object");
+        return fy_fail(err, errlen, FY_EPARSE,
+                       "model.safetensors.index.json: 'weight_map' is missing or not an object");
     }
     p->weight_map = json_incref(wm);
     json_decref(root);
     p->files = calloc(MODEL_MAX_SHARDS, sizeof *p->files);
     if (!p->files) {
-        return mfail(err, errlen, FY_ENOMEM, "out of memory");
+        return fy_fail(err, errlen, FY_ENOMEM, "out of memory");
     }
     const char *key;
     json_t *val;
     json_object_foreach(p->weight_map, key, val)
     {
         if (!json_is_string(val) || !shard_name_ok(json_string_value(val))) {
-            return mfail(err, errlen, FY_EPARSE,
-                         "model.safetensors.index.json: tensor '%.128s' maps to an invalid file "
-                         "name",
-                         key);
+            return fy_fail(err, errlen, FY_EPARSE,
+                           "model.safetensors.index.json: tensor '%.128s' maps to an invalid file "
+                           "name",
+                           key);
         }
         const char *fn = json_string_value(val);
         int seen = 0;
@@ -489,8 +476,8 @@ static int load_index(const char *dir, model_priv *p, char *err, size_t errlen)
             continue;
         }
         if (p->n_files == MODEL_MAX_SHARDS) {
-            return mfail(err, errlen, FY_ETOOBIG,
-                         "model.safetensors.index.json: more than %d shards", MODEL_MAX_SHARDS);
+            return fy_fail(err, errlen, FY_ETOOBIG,
+                           "model.safetensors.index.json: more than %d shards", MODEL_MAX_SHARDS);
         }
         if ((rc = file_map(dir, fn, &p->files[p->n_files++], err, errlen)) < 0) {
             return rc;
@@ -554,13 +541,13 @@ static int get_tensor(load_ctx *c, const char *name, int64_t rows, int64_t cols,
         if (optional) {
             return 1;
         }
-        return mfail(c->err, c->errlen, FY_ENOENT, "%s: tensor '%s' is missing",
-                     f ? f->name : "model.safetensors.index.json", name);
+        return fy_fail(c->err, c->errlen, FY_ENOENT, "%s: tensor '%s' is missing",
+                       f ? f->name : "model.safetensors.index.json", name);
     }
     if (tensor_dtype(st->dtype, &t->dtype) < 0) {
-        return mfail(c->err, c->errlen, FY_ENOTSUP,
-                     "%s: tensor '%s' has dtype %s (F32, F16 or BF16 needed)", f->name, name,
-                     fy_st_dtype_name(st->dtype));
+        return fy_fail(c->err, c->errlen, FY_ENOTSUP,
+                       "%s: tensor '%s' has dtype %s (F32, F16 or BF16 needed)", f->name, name,
+                       fy_st_dtype_name(st->dtype));
     }
     int want_dims = cols ? 2 : 1;
     if (st->ndim != want_dims || st->shape[0] != rows || (cols && st->shape[1] != cols)) {
@@ -571,13 +558,13 @@ static int get_tensor(load_ctx *c, const char *name, int64_t rows, int64_t cols,
                                   (long long)st->shape[i]);
         }
         if (cols) {
-            return mfail(c->err, c->errlen, FY_EINVAL,
-                         "%s: tensor '%s' has shape [%s] but the config needs [%lld, %lld]",
-                         f->name, name, got, (long long)rows, (long long)cols);
+            return fy_fail(c->err, c->errlen, FY_EINVAL,
+                           "%s: tensor '%s' has shape [%s] but the config needs [%lld, %lld]",
+                           f->name, name, got, (long long)rows, (long long)cols);
         }
-        return mfail(c->err, c->errlen, FY_EINVAL,
-                     "%s: tensor '%s' has shape [%s] but the config needs [%lld]", f->name, name,
-                     got, (long long)rows);
+        return fy_fail(c->err, c->errlen, FY_EINVAL,
+                       "%s: tensor '%s' has shape [%s] but the config needs [%lld]", f->name, name,
+                       got, (long long)rows);
     }
     t->rows = cols ? rows : 1;
     t->cols = cols ? cols : rows;
@@ -590,8 +577,8 @@ static int get_tensor(load_ctx *c, const char *name, int64_t rows, int64_t cols,
         cs = copy ? realloc(c->p->copies, (size_t)(c->p->n_copies + 1) * sizeof *cs) : NULL;
         if (!cs) {
             free(copy);
-            return mfail(c->err, c->errlen, FY_ENOMEM, "%s: out of memory copying '%s'", f->name,
-                         name);
+            return fy_fail(c->err, c->errlen, FY_ENOMEM, "%s: out of memory copying '%s'", f->name,
+                           name);
         }
         c->p->copies = cs;
         cs[c->p->n_copies++] = copy;
@@ -640,11 +627,11 @@ static int load_config(const char *dir, fy_model_config *cfg, char *err, size_t 
     char path[4096], *text = NULL;
     size_t len = 0;
     if (fy_path_join(path, sizeof path, dir, "config.json") < 0) {
-        return mfail(err, errlen, FY_ETOOBIG, "model directory path too long");
+        return fy_fail(err, errlen, FY_ETOOBIG, "model directory path too long");
     }
     int rc = fy_file_read(path, MODEL_MAX_CONFIG, &text, &len);
     if (rc < 0) {
-        return mfail(err, errlen, rc, "%s: %s", path, fy_strerror(rc));
+        return fy_fail(err, errlen, rc, "%s: %s", path, fy_strerror(rc));
     }
     rc = fy_model_config_parse(text, len, cfg, err, errlen);
     free(text);
@@ -673,7 +660,7 @@ int fy_model_load(const char *dir, fy_model **out, char *err, size_t errlen)
     if (!m || !p) {
         free(m);
         free(p);
-        return mfail(err, errlen, FY_ENOMEM, "out of memory");
+        return fy_fail(err, errlen, FY_ENOMEM, "out of memory");
     }
     m->priv = p;
     model_name(dir, m->name, sizeof m->name);
@@ -687,7 +674,7 @@ int fy_model_load(const char *dir, fy_model **out, char *err, size_t errlen)
     } else {
         p->files = calloc(1, sizeof *p->files);
         rc = p->files ? file_map(dir, "model.safetensors", &p->files[p->n_files++], err, errlen)
-                      : mfail(err, errlen, FY_ENOMEM, "out of memory");
+                      : fy_fail(err, errlen, FY_ENOMEM, "out of memory");
     }
     if (rc < 0) {
         goto out;
@@ -696,7 +683,7 @@ int fy_model_load(const char *dir, fy_model **out, char *err, size_t errlen)
     load_ctx c = {m, p, err, errlen};
     m->layers = calloc((size_t)g->n_layers, sizeof *m->layers);
     if (!m->layers) {
-        rc = mfail(err, errlen, FY_ENOMEM, "out of memory");
+        rc = fy_fail(err, errlen, FY_ENOMEM, "out of memory");
         goto out;
     }
     if ((rc = get_tensor(&c, "model.embed_tokens.weight", g->vocab_size, g->hidden, 0, &m->embed)) <

@@ -30,19 +30,8 @@ size_t fy_st_dtype_size(fy_st_dtype dt)
     return (unsigned)dt < FY_ST_NDTYPES ? st_dtypes[dt].size : 0;
 }
 
-static int st_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int st_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return FY_EPARSE;
-}
+/* A malformed header: FY_EPARSE with the message. */
+#define st_fail(err, errlen, ...) fy_fail(err, errlen, FY_EPARSE, __VA_ARGS__)
 
 static int st_dtype_parse(const char *s, fy_st_dtype *out)
 {

@@ -53,33 +53,6 @@ static void rig_close(rig *r)
     fy_model_free(r->m);
 }
 
-static const char *stories_dir(void)
-{
-    static char dir[1024];
-    const char *td = getenv("FERRY_TESTDATA");
-    if (!td) {
-        printf("skipped: FERRY_TESTDATA is not set\n");
-        return NULL;
-    }
-    snprintf(dir, sizeof dir, "%s/models/stories260K", td);
-    if (access(dir, R_OK) != 0) {
-        printf("skipped: %s is absent\n", dir);
-        return NULL;
-    }
-    return dir;
-}
-
-static int argmax(const float *l, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++) {
-        if (l[i] > l[b]) {
-            b = i;
-        }
-    }
-    return b;
-}
-
 /* Block table where sequence SEQ owns blocks SEQ*64 .. SEQ*64+63 (in reverse
  * order, so neighbouring positions never sit in neighbouring blocks). */
 static void table_for(int seq, int32_t *bt)
@@ -92,7 +65,7 @@ static void table_for(int seq, int32_t *bt)
 static void test_stories_greedy(void **state)
 {
     (void)state;
-    const char *dir = stories_dir();
+    const char *dir = fx_stories_dir();
     if (!dir) {
         skip();
     }
@@ -119,7 +92,7 @@ static void test_stories_greedy(void **state)
         fy_fwd_seq s = {toks, np, 0, bt, 256, 1};
         assert_int_equal(fy_fwd_step(r.f, &s, 1, logits), 0);
         for (int i = 0; i < nc; i++) {
-            int id = argmax(logits, 512);
+            int id = fx_argmax(logits, 512);
             int want = (int)json_integer_value(json_array_get(cj, (size_t)i));
             if (id != want) {
                 fail_msg("threads %d: token %d is %d, expected %d", threads, i, id, want);
@@ -166,7 +139,7 @@ static void prefill_chunked(rig *r, const int32_t *prompt, int n, int chunk, int
 static void test_chunked_prefill(void **state)
 {
     (void)state;
-    const char *dir = stories_dir();
+    const char *dir = fx_stories_dir();
     if (!dir) {
         skip();
     }
@@ -200,7 +173,7 @@ static void test_chunked_prefill(void **state)
 static void test_mixed_batch(void **state)
 {
     (void)state;
-    const char *dir = stories_dir();
+    const char *dir = fx_stories_dir();
     if (!dir) {
         skip();
     }
@@ -272,7 +245,7 @@ static void test_mixed_batch(void **state)
 static void test_copy_blocks(void **state)
 {
     (void)state;
-    const char *dir = stories_dir();
+    const char *dir = fx_stories_dir();
     if (!dir) {
         skip();
     }

@@ -71,33 +71,6 @@ static void rig_close(rig *r)
     fy_model_free(r->m);
 }
 
-static const char *stories_dir(void)
-{
-    static char dir[1024];
-    const char *td = getenv("FERRY_TESTDATA");
-    if (!td) {
-        printf("skipped: FERRY_TESTDATA is not set\n");
-        return NULL;
-    }
-    snprintf(dir, sizeof dir, "%s/models/stories260K", td);
-    if (access(dir, R_OK) != 0) {
-        printf("skipped: %s is absent\n", dir);
-        return NULL;
-    }
-    return dir;
-}
-
-static int argmax(const float *l, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++) {
-        if (l[i] > l[b]) {
-            b = i;
-        }
-    }
-    return b;
-}
-
 /* max |a - b| / max |b| over N floats. */
 static double rel_diff(const float *a, const float *b, size_t n)
 {
@@ -151,7 +124,7 @@ static void greedy_tp(const char *dir, int tp)
             fail_msg("tp %d, token %d: logits differ from one rank by %g (> %g)", tp, i, d,
                      TP_REL_TOL);
         }
-        int id = argmax(lp, 512);
+        int id = fx_argmax(lp, 512);
         int want = (int)json_integer_value(json_array_get(cj, (size_t)i));
         if (id != want) {
             fail_msg("tp %d: token %d is %d, expected %d", tp, i, id, want);
@@ -172,7 +145,7 @@ static void greedy_tp(const char *dir, int tp)
 static void test_stories_greedy_tp2(void **state)
 {
     (void)state;
-    const char *dir = stories_dir();
+    const char *dir = fx_stories_dir();
     if (!dir) {
         skip();
     }
@@ -182,7 +155,7 @@ static void test_stories_greedy_tp2(void **state)
 static void test_stories_greedy_tp4(void **state)
 {
     (void)state;
-    const char *dir = stories_dir();
+    const char *dir = fx_stories_dir();
     if (!dir) {
         skip();
     }
@@ -242,7 +215,7 @@ static void schedule_tp(const char *dir, int tp)
     assert_int_equal(fy_fwd_copy_blocks(par.f, src, dst, 1), 0);
     int32_t next[S + 1];
     for (int s = 0; s < S; s++) {
-        next[s] = (int32_t)argmax(a + (size_t)s * V, V);
+        next[s] = (int32_t)fx_argmax(a + (size_t)s * V, V);
     }
     next[S] = (int32_t)((next[S - 1] + 1) % V);
     fy_fwd_seq d[S + 1];
@@ -258,7 +231,7 @@ static void schedule_tp(const char *dir, int tp)
     /* Step 4: the argmax-only step gives the argmax of the full logits. */
     int32_t ids_one[S + 1], ids_par[S + 1], nn[S + 1];
     for (int s = 0; s <= S; s++) {
-        nn[s] = (int32_t)argmax(a5 + (size_t)s * V, V);
+        nn[s] = (int32_t)fx_argmax(a5 + (size_t)s * V, V);
         d[s].tokens = &nn[s];
         d[s].start++;
     }
@@ -270,7 +243,7 @@ static void schedule_tp(const char *dir, int tp)
     assert_int_equal(fy_fwd_step_argmax(one.f, d, S + 1, ids_one), 0);
     assert_int_equal(fy_fwd_step_argmax(par.f, d, S + 1, ids_par), 0);
     for (int r = 0; r < S; r++) { /* S rows: sequence 1 asked for none */
-        int want = argmax(a6 + (size_t)r * V, V);
+        int want = fx_argmax(a6 + (size_t)r * V, V);
         assert_int_equal(ids_one[r], want);
         assert_int_equal(ids_par[r], want);
     }
@@ -286,7 +259,7 @@ static void schedule_tp(const char *dir, int tp)
 static void test_stories_schedule_tp(void **state)
 {
     (void)state;
-    const char *dir = stories_dir();
+    const char *dir = fx_stories_dir();
     if (!dir) {
         skip();
     }
@@ -420,7 +393,7 @@ static void test_bad_split(void **state)
 
     /* stories260K: 8 heads, 4 kv heads, intermediate 172; 8 ranks split the
      * query heads but not the kv heads. */
-    const char *dir = stories_dir();
+    const char *dir = fx_stories_dir();
     if (dir) {
         rig r;
         char err[512] = "";

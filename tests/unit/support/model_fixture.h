@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <stdint.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,36 @@ static inline int fx_write_raw(const char *path, const char *hdr, size_t data_le
         fputc(0, f);
     }
     return fclose(f);
+}
+
+/* $FERRY_TESTDATA/models/stories260K, or NULL (with a line saying why the
+ * caller skips) when it is not there. */
+static inline const char *fx_stories_dir(void)
+{
+    static char dir[1024];
+    const char *td = getenv("FERRY_TESTDATA");
+    if (!td) {
+        printf("skipped: FERRY_TESTDATA is not set\n");
+        return NULL;
+    }
+    snprintf(dir, sizeof dir, "%s/models/stories260K", td);
+    if (access(dir, R_OK) != 0) {
+        printf("skipped: %s is absent\n", dir);
+        return NULL;
+    }
+    return dir;
+}
+
+/* The index of the largest of L[0..N) (lowest on ties). */
+static inline int fx_argmax(const float *l, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++) {
+        if (l[i] > l[b]) {
+            b = i;
+        }
+    }
+    return b;
 }
 
 #endif
