@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 void fy__cpu_probe(fy_backend_info *info);
 
@@ -18,7 +19,17 @@ int fy_backend_list(fy_backend_info *out, int max)
     }
 #ifdef FY_HAVE_CUDA
     if (n < max) {
-        fy_cuda_probe(&out[n++]);
+        /* Not probed: that would load the CUDA libraries (see backend.h). */
+        fy_backend_info *c = &out[n++];
+        char path[512];
+        fy_cuda_module_path(path, sizeof path);
+        memset(c, 0, sizeof *c);
+        c->name = "cuda";
+        c->compiled = 1;
+        /* A bare name is for the dynamic linker's search path: not checked. */
+        int missing = strchr(path, '/') && access(path, R_OK) != 0;
+        snprintf(c->detail, sizeof c->detail, "compiled, not probed (module %.120s%s)", path,
+                 missing ? ": missing" : "");
     }
 #else
     if (n < max) {

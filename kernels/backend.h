@@ -31,7 +31,10 @@ typedef struct {
     char detail[160]; /* human-readable: SIMD flags, device names, or why not usable */
 } fy_backend_info;
 
-/* Fills up to MAX entries (cpu first) and returns how many were written. */
+/* Fills up to MAX entries (cpu first) and returns how many were written.
+ * CUDA is listed without being probed: probing loads the CUDA module and
+ * its libraries (~200 MB resident), so its entry says "compiled, not
+ * probed (module PATH)" (usable 0); fy_cuda_probe() probes. */
 int fy_backend_list(fy_backend_info *out, int max);
 
 /* CPU: y[i] += a * x[i] for i < n. The reference implementation of the op
@@ -39,6 +42,19 @@ int fy_backend_list(fy_backend_info *out, int max);
 void fy_cpu_axpy(size_t n, float a, const float *x, float *y);
 
 #ifdef FY_HAVE_CUDA
+/* The CUDA backend lives in a module, libferry_cuda.so (kernels/cuda/module.h),
+ * that every fy_cuda_* function below and in kernels/cuda/cuda_api.h reaches
+ * through kernels/cuda_loader.c: the first call that needs it dlopen()s
+ * $FERRY_CUDA_LIB, or <dir of the executable>/../lib/libferry_cuda.so. When
+ * it cannot be loaded those calls fail with FY_ENOTSUP and a message naming
+ * the file and why (calls on a CUDA object do nothing: there can be none).
+ *
+ * Loads the module now if it is not loaded. Returns 0, or FY_ENOTSUP with
+ * ERR saying why it cannot be loaded. Thread-safe. */
+int fy_cuda_module_load(char *err, size_t errlen);
+/* The module's path: the one loaded, or the one a load would try. */
+void fy_cuda_module_path(char *out, size_t outlen);
+
 /* CUDA (kernels/cuda/probe.cu). Fills INFO; returns 0 when a device is usable. */
 int fy_cuda_probe(fy_backend_info *info);
 /* Runs y += a*x on device 0 (copies in and out). Returns 0, or a negative

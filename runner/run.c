@@ -167,8 +167,9 @@ typedef struct {
 } model_opts;
 
 /* Checks --device before anything is loaded: "cpu", "cuda" or "cuda:N", and
- * for CUDA a build with the CUDA backend and a usable device, so a box
- * without a GPU fails at once with why, not after loading the weights.
+ * for CUDA a build with the CUDA backend, its module loadable (this is where
+ * the runner first loads it) and a usable device, so a box without a GPU
+ * fails at once with why, not after loading the weights.
  * Returns 0, or FY_EINVAL / FY_ENOTSUP with ERR set. */
 static int device_check(const char *device, char *err, size_t errlen)
 {
@@ -189,6 +190,11 @@ static int device_check(const char *device, char *err, size_t errlen)
     }
 #ifdef FY_HAVE_CUDA
     fy_backend_info info;
+    char why[400];
+    if (fy_cuda_module_load(why, sizeof why)) {
+        snprintf(err, errlen, "--device %s: the CUDA backend cannot be loaded: %s", device, why);
+        return FY_ENOTSUP;
+    }
     if (fy_cuda_probe(&info)) {
         snprintf(err, errlen, "--device %s: no usable GPU on this machine: CUDA %s", device,
                  info.detail);

@@ -2,7 +2,8 @@
 # --device and the GPU memory options at start-up, on a machine without a GPU
 # (this build machine): --device cuda fails at once with a clear message, not
 # after loading the weights (built without CUDA: it says so and how it was
-# built; built with CUDA: no usable GPU, with CUDA's reason), exit 2;
+# built; built with CUDA: no usable GPU, with CUDA's reason, or, when the CUDA
+# module cannot be loaded, which file and why), exit 2;
 # --gpu-memory-utilization is refused on the CPU, outside (0, 1], and with
 # --kv-cache-memory; the CPU path is unaffected: --device cpu serves.
 source "$(dirname "$0")/lib.sh"
@@ -20,19 +21,37 @@ refused() {
     return 0
 }
 
+# --version lists CUDA without probing it (that loads the CUDA module);
+# --check-config probes it, as start-up does.
 if "$BIN/ferry-runner" --version | grep -q 'backend cuda: not compiled'; then
     want='this ferry-runner was built without CUDA (-DFERRY_CUDA=OFF)'
     kind="built without CUDA"
-elif "$BIN/ferry-runner" --version | grep -q 'backend cuda: .*no usable device'; then
+elif "$BIN/ferry-runner" run --model "$TMP/demo" --device cuda --check-config >"$TMP/probe.out" 2>&1; then
+    skip "a GPU is present: the no-GPU messages cannot be checked here"
+elif grep -q 'no usable GPU on this machine: CUDA runtime .*no usable device' "$TMP/probe.out"; then
     want='no usable GPU on this machine'
     kind="CUDA build, no GPU"
 else
-    skip "a GPU is present: the no-GPU messages cannot be checked here"
+    fail "--device cuda --check-config: $(cat "$TMP/probe.out")"
 fi
 refused --device cuda -- "$want"
 refused --device cuda:1 -- "$want"
 refused --device cuda --gpu-memory-utilization 0.9 --tensor-parallel 2 -- "$want"
 pass "--device cuda[:N] ($kind): exit 2 at start-up: $(head -n1 "$TMP/refused.out")"
+
+# A CUDA build whose module is missing or is not ferry's says which file and why.
+if [[ $kind == "CUDA build, no GPU" ]]; then
+    export FERRY_CUDA_LIB=$TMP/nowhere/libferry_cuda.so
+    refused --device cuda -- "--device cuda: the CUDA backend cannot be loaded: CUDA backend module $FERRY_CUDA_LIB: cannot open: "
+    grep -q 'No such file' "$TMP/refused.out" || fail "missing module: $(cat "$TMP/refused.out")"
+    "$BIN/ferry-runner" --version | grep -qF "backend cuda: compiled, not probed (module $FERRY_CUDA_LIB: missing)" ||
+        fail "--version with a missing module: $("$BIN/ferry-runner" --version | grep 'backend cuda')"
+    FERRY_CUDA_LIB=$(ldd "$BIN/ferry-runner" | awk '/libjansson/ {print $3}')
+    [[ -f $FERRY_CUDA_LIB ]] || fail "no libjansson path in: $(ldd "$BIN/ferry-runner")"
+    refused --device cuda -- "CUDA backend module $FERRY_CUDA_LIB: no fy_cuda_module_v1: not a ferry CUDA module"
+    unset FERRY_CUDA_LIB
+    pass "--device cuda with a missing or foreign CUDA module: exit 2, naming the file"
+fi
 
 refused --device tpu -- "--device 'tpu': expected cpu, cuda or cuda:N"
 refused --device cuda:one -- "expected cuda:N"

@@ -38,4 +38,14 @@ done
 # The runner reports its compute backends.
 "$bin/ferry-runner" --version | grep -q "backend cpu: .*cores" || fail "runner does not list the CPU backend"
 "$bin/ferry-runner" --version | grep -q "backend cuda: " || fail "runner does not list the CUDA backend"
+# The CUDA libraries (cudart, cuBLAS, NCCL: ~200 MB resident) are in a module
+# loaded only for --device cuda: the runner does not link them, and listing
+# the backends does not load them.
+if "$bin/ferry-runner" --version | grep -q "backend cuda: compiled"; then
+    "$bin/ferry-runner" --version | grep -q "backend cuda: compiled, not probed (module .*libferry_cuda.so)" ||
+        fail "runner --version: $("$bin/ferry-runner" --version | grep 'backend cuda')"
+    ! ldd "$bin/ferry-runner" | grep -E 'libcudart|libcublas|libnccl' || fail "the runner links the CUDA libraries"
+    loaded=$(LD_DEBUG=libs "$bin/ferry-runner" --version 2>&1 >/dev/null | grep -E 'calling init: .*(libferry_cuda|libcudart)' || true)
+    [[ -z $loaded ]] || fail "runner --version loaded CUDA: $loaded"
+fi
 echo "cli: ok"

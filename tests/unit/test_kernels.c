@@ -1,6 +1,8 @@
 /* Backends: the CPU reference is always usable; the CUDA probe, when built,
  * either runs its kernel and matches the CPU, or reports clearly that no
- * device is present (the CI machines have the toolkit but no GPU). */
+ * device is present (the CI machines have the toolkit but no GPU). Listing
+ * the backends never loads the CUDA module; probing does, from the build's
+ * lib/ directory. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,8 +26,23 @@ static void test_backend_list(void **state)
     assert_non_null(strstr(be[0].detail, "cores"));
     assert_string_equal(be[1].name, "cuda");
 #ifdef FY_HAVE_CUDA
+    /* Listed, not probed: probing would load the CUDA libraries. */
     assert_true(be[1].compiled);
-    assert_non_null(strstr(be[1].detail, "runtime"));
+    assert_false(be[1].usable);
+    assert_non_null(strstr(be[1].detail, "not probed"));
+    assert_non_null(strstr(be[1].detail, "libferry_cuda.so"));
+    assert_null(strstr(be[1].detail, "missing"));
+    /* Probing loads the module built beside this test and asks the runtime. */
+    char err[512] = "";
+    assert_int_equal(fy_cuda_module_load(err, sizeof err), 0);
+    fy_backend_info info;
+    int rc = fy_cuda_probe(&info);
+    assert_string_equal(info.name, "cuda");
+    assert_true(info.compiled);
+    assert_int_equal(info.usable, rc == 0);
+    assert_true(rc == 0 || rc == FY_ENOTSUP);
+    assert_non_null(strstr(info.detail, "runtime"));
+    print_message("cuda: %s\n", info.detail);
 #else
     assert_false(be[1].compiled);
 #endif
