@@ -4739,6 +4739,12 @@ static int exec_set(ctx *x, const node *n)
               n->name2, type_name(ns), n->name);
         return -1;
     }
+    if (v == ns) { /* jansson refuses an object inside itself */
+        json_decref(v);
+        rfail(x, FY_EINVAL, n->line, "cannot assign namespace '%s' to its own attribute '%s'",
+              n->name, n->name2);
+        return -1;
+    }
     if (json_object_set_new(ns, n->name2, v ? v : json_null())) {
         nomem(x);
         return -1;
