@@ -13,7 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-namespace {
+namespace
+{
 
 struct nccl_group {
     fy_comm base;
