@@ -1002,6 +1002,28 @@ static void metrics_page(fy_gw *gw, fy_http_req *req)
 
 /* --- dispatch --------------------------------------------------------------------- */
 
+/* PATH under PREFIX as "<id>" or "<id><ACTION>": 1 with the id in ID (and
+ * *ACT set when ACTION follows it), -1 when it is under PREFIX but malformed
+ * (empty or too long id, another suffix), 0 when not under PREFIX. */
+static int id_route(const char *path, const char *prefix, const char *action, char *id, size_t cap,
+                    int *act)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(path, prefix, pl) != 0) {
+        return 0;
+    }
+    const char *p = path + pl;
+    const char *slash = strchr(p, '/');
+    size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    if (n == 0 || n >= cap || (slash && strcmp(slash, action) != 0)) {
+        return -1;
+    }
+    memcpy(id, p, n);
+    id[n] = '\0';
+    *act = slash != NULL;
+    return 1;
+}
+
 void fy_gw_admin_request(fy_http_req *req, void *data)
 {
     fy_gw *gw = data;
@@ -1021,6 +1043,8 @@ void fy_gw_admin_request(fy_http_req *req, void *data)
     static const char keys_prefix[] = "/admin/v1/keys/";
     static const char hooks_prefix[] = "/admin/v1/hooks/";
     int del = strcmp(method, "DELETE") == 0;
+    char kid[FY_STORE_KEY_ID_MAX], hid[FY_STORE_HOOK_ID_MAX];
+    int r, act;
     if (strcmp(path, "/metrics") == 0) {
         if (get) {
             metrics_page(gw, req);
@@ -1035,26 +1059,20 @@ void fy_gw_admin_request(fy_http_req *req, void *data)
             keys_create(gw, req);
             return;
         }
-    } else if (strncmp(path, keys_prefix, sizeof keys_prefix - 1) == 0) {
-        const char *id = path + sizeof keys_prefix - 1;
-        const char *slash = strchr(id, '/');
-        size_t n = slash ? (size_t)(slash - id) : strlen(id);
-        char kid[FY_STORE_KEY_ID_MAX];
-        if (n == 0 || n >= sizeof kid || (slash && strcmp(slash, "/revoke") != 0)) {
+    } else if ((r = id_route(path, keys_prefix, "/revoke", kid, sizeof kid, &act)) != 0) {
+        if (r < 0) {
             fy_http_respond_error(req, 404, "not_found", "no such admin route");
             return;
         }
-        memcpy(kid, id, n);
-        kid[n] = '\0';
-        if (slash && post) {
+        if (act && post) {
             key_revoke(gw, req, kid);
             return;
         }
-        if (!slash && get) {
+        if (!act && get) {
             key_get(gw, req, kid);
             return;
         }
-        if (!slash && patch) {
+        if (!act && patch) {
             key_update(gw, req, kid);
             return;
         }
@@ -1067,22 +1085,16 @@ void fy_gw_admin_request(fy_http_req *req, void *data)
             hooks_create(gw, req);
             return;
         }
-    } else if (strncmp(path, hooks_prefix, sizeof hooks_prefix - 1) == 0) {
-        const char *id = path + sizeof hooks_prefix - 1;
-        const char *slash = strchr(id, '/');
-        size_t n = slash ? (size_t)(slash - id) : strlen(id);
-        char hid[FY_STORE_HOOK_ID_MAX];
-        if (n == 0 || n >= sizeof hid || (slash && strcmp(slash, "/rotate-secret") != 0)) {
+    } else if ((r = id_route(path, hooks_prefix, "/rotate-secret", hid, sizeof hid, &act)) != 0) {
+        if (r < 0) {
             fy_http_respond_error(req, 404, "not_found", "no such admin route");
             return;
         }
-        memcpy(hid, id, n);
-        hid[n] = '\0';
-        if (slash && post) {
+        if (act && post) {
             hook_rotate(gw, req, hid);
             return;
         }
-        if (!slash && del) {
+        if (!act && del) {
             hook_delete(gw, req, hid);
             return;
         }
