@@ -112,12 +112,12 @@ struct fy_engine {
     fy_kv *kv;
     fy_sched *sched;
     fy_sampler *sampler;
-    float *logits;     /* [max_seqs x vocab] */
-    int32_t *ids;      /* [max_seqs] argmax ids of a greedy-only step */
-    float *row;        /* [vocab] a copy for each of n samples */
-    fy_fwd_seq *fs;    /* [max_seqs] */
-    fy__sample **todo; /* [max_seqs] samples whose logits came out of a step */
-    fy_buf scratch;    /* one sample's new text in a step */
+    float *logits;        /* [max_seqs x vocab] */
+    int32_t *ids;         /* [max_seqs] argmax ids of a greedy-only step */
+    float *row;           /* [vocab] a copy for each of n samples */
+    fy_fwd_seq *fs;       /* [max_seqs] */
+    fy__sample **stepped; /* [max_seqs] samples whose logits came out of a step */
+    fy_buf scratch;       /* one sample's new text in a step */
     int vocab, max_ctx, block_size;
     size_t block_bytes;
     int eos[FY_MODEL_MAX_EOS + 1];
@@ -327,15 +327,12 @@ static void sample_next(fy_engine *e, fy__sample *s, float *row)
     sample_accept(e, s, &g);
 }
 
-/* 1 when R's next token is the plain argmax of the raw logits (greedy, no
- * penalties, no logprobs, one sample), which the backend can compute where
- * the logits are, so only the id crosses to the host. */
+/* 1 when R's next token is the plain argmax of the raw logits (one sample,
+ * fy_sampling_is_plain_argmax), which the backend can compute where the
+ * logits are, so only the id crosses to the host. */
 static int argmax_only(const fy__req *r)
 {
-    const fy_sampling *sp = &r->sp;
-    return r->n == 1 && (sp->temperature == 0.0f || sp->top_k == 1) && sp->logprobs < 0 &&
-           sp->repetition_penalty == 1.0f && sp->presence_penalty == 0.0f &&
-           sp->frequency_penalty == 0.0f;
+    return r->n == 1 && fy_sampling_is_plain_argmax(&r->sp);
 }
 
 /* Appends G's token to S and emits what it makes final. */
@@ -459,14 +456,14 @@ static int run_step(fy_engine *e)
     fy_sched_commit(e->sched);
     /* Finishing a sequence removes it from the batch: take the list first. */
     int nl = 0;
-    fy__sample **todo = e->todo;
+    fy__sample **stepped = e->stepped;
     for (int i = 0; i < n; i++) {
         if (b->seqs[i]->want_logits) {
-            todo[nl++] = b->seqs[i]->data;
+            stepped[nl++] = b->seqs[i]->data;
         }
     }
     for (int i = 0; i < nl; i++) {
-        fy__sample *s = todo[i];
+        fy__sample *s = stepped[i];
         fy__req *r = s->req;
         if (ids_only) {
             fy_gen_token g = {.id = e->ids[i]};
@@ -918,7 +915,7 @@ static void engine_free_parts(fy_engine *e)
     free(e->ids);
     free(e->row);
     free(e->fs);
-    free(e->todo);
+    free(e->stepped);
     fy_buf_free(&e->scratch);
     e->sched = NULL;
     e->kv = NULL;
@@ -1010,8 +1007,8 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
     e->ids = malloc((size_t)o->max_seqs * sizeof *e->ids);
     e->row = malloc((size_t)e->vocab * sizeof *e->row);
     e->fs = calloc((size_t)o->max_seqs, sizeof *e->fs);
-    e->todo = calloc((size_t)o->max_seqs, sizeof *e->todo);
-    if (!e->logits || !e->ids || !e->row || !e->fs || !e->todo) {
+    e->stepped = calloc((size_t)o->max_seqs, sizeof *e->stepped);
+    if (!e->logits || !e->ids || !e->row || !e->fs || !e->stepped) {
         return fy_fail(err, errlen, FY_ENOMEM, "engine: out of memory for %d x %d logits",
                        o->max_seqs, e->vocab);
     }

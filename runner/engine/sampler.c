@@ -311,6 +311,17 @@ static int32_t draw(fy_sampler *sm, const fy_sampling *s, float *l, double u)
     return sm->c[n - 1].id;
 }
 
+static int is_greedy(const fy_sampling *s)
+{
+    return s->temperature == 0.0f || s->top_k == 1;
+}
+
+int fy_sampling_is_plain_argmax(const fy_sampling *s)
+{
+    return is_greedy(s) && s->logprobs < 0 && s->repetition_penalty == 1.0f &&
+           s->presence_penalty == 0.0f && s->frequency_penalty == 0.0f;
+}
+
 int32_t fy_sampler_pick(fy_sampler *sm, const fy_sampling *s, uint64_t seed, int index,
                         float *logits, const int32_t *tokens, int n_tokens, int n_prompt,
                         fy_gen_token *out)
@@ -321,7 +332,7 @@ int32_t fy_sampler_pick(fy_sampler *sm, const fy_sampling *s, uint64_t seed, int
     }
     apply_penalties(sm, s, logits, tokens, n_tokens, n_prompt);
     int32_t id;
-    if (s->temperature == 0.0f || s->top_k == 1) {
+    if (is_greedy(s)) {
         id = argmax(logits, sm->vocab);
     } else {
         id = draw(sm, s, logits, fy_sampler_uniform(seed, index, n_tokens));

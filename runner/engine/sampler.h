@@ -38,6 +38,11 @@ int fy_sampling_validate(const fy_sampling *s, char *err, size_t errlen);
 /* The uniform draw in [0, 1) for (SEED, INDEX, POS). */
 double fy_sampler_uniform(uint64_t seed, int index, int pos);
 
+/* 1 when fy_sampler_pick would return the plain argmax of the raw logits
+ * (greedy, no penalties, no logprobs asked), so a backend may compute the
+ * argmax where the logits are and skip the sampler. */
+int fy_sampling_is_plain_argmax(const fy_sampling *s);
+
 /* Picks the next token of a sequence whose tokens are TOKENS[0..N_TOKENS)
  * (the first N_PROMPT the prompt) from LOGITS (vocab floats, overwritten).
  * SEED and INDEX key the draw (see above); the position is N_TOKENS. Fills
