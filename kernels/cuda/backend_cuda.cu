@@ -352,6 +352,30 @@ static void cu_cache_write(fy_backend *be, void *k_cache, void *v_cache, const f
                       "cache_write");
 }
 
+/* The fields the prefill (fy_pf_params) and decode (fy_pa_params) attention
+ * launches share, zeroing the rest. */
+template <typename P>
+static void attn_params(P *p, float *out, const float *q, const void *k_cache, const void *v_cache,
+                        const fy_attn_batch *b, const fy_attn_shape *sh)
+{
+    memset(p, 0, sizeof *p);
+    p->out = out;
+    p->q = q;
+    p->k_cache = (const __half *)k_cache;
+    p->v_cache = (const __half *)v_cache;
+    p->positions = b->positions;
+    p->seq_start = b->seq_start;
+    p->ctx_len = b->ctx_len;
+    p->block_tables = b->block_tables;
+    p->n_seqs = b->n_seqs;
+    p->max_blocks = b->max_blocks;
+    p->n_heads = sh->n_heads;
+    p->n_kv_heads = sh->n_kv_heads;
+    p->head_dim = sh->head_dim;
+    p->block_size = sh->block_size;
+    p->scale = sh->scale;
+}
+
 static void cu_attention(fy_backend *be, float *out, const float *q, const void *k_cache,
                          const void *v_cache, const fy_attn_batch *b, const fy_attn_shape *sh)
 {
@@ -368,22 +392,7 @@ static void cu_attention(fy_backend *be, float *out, const float *q, const void 
     }
     if (b->max_query_len > FY_PF_MIN_QUERY) {
         fy_pf_params p;
-        memset(&p, 0, sizeof p);
-        p.out = out;
-        p.q = q;
-        p.k_cache = (const __half *)k_cache;
-        p.v_cache = (const __half *)v_cache;
-        p.positions = b->positions;
-        p.seq_start = b->seq_start;
-        p.ctx_len = b->ctx_len;
-        p.block_tables = b->block_tables;
-        p.n_seqs = b->n_seqs;
-        p.max_blocks = b->max_blocks;
-        p.n_heads = sh->n_heads;
-        p.n_kv_heads = sh->n_kv_heads;
-        p.head_dim = sh->head_dim;
-        p.block_size = sh->block_size;
-        p.scale = sh->scale;
+        attn_params(&p, out, q, k_cache, v_cache, b, sh);
         if (fy_pf_smem_bytes(sh->head_dim) > c->smem_optin) {
             fy_cuda__err_set(&c->err, FY_ENOTSUP,
                              "cuda attention: head_dim %d needs %zu bytes of shared memory, "
@@ -395,23 +404,8 @@ static void cu_attention(fy_backend *be, float *out, const float *q, const void 
         return;
     }
     fy_pa_params p;
-    memset(&p, 0, sizeof p);
-    p.out = out;
-    p.q = q;
-    p.k_cache = (const __half *)k_cache;
-    p.v_cache = (const __half *)v_cache;
-    p.positions = b->positions;
-    p.seq_start = b->seq_start;
-    p.ctx_len = b->ctx_len;
-    p.block_tables = b->block_tables;
+    attn_params(&p, out, q, k_cache, v_cache, b, sh);
     p.n_tokens = b->n_tokens;
-    p.n_seqs = b->n_seqs;
-    p.max_blocks = b->max_blocks;
-    p.n_heads = sh->n_heads;
-    p.n_kv_heads = sh->n_kv_heads;
-    p.head_dim = sh->head_dim;
-    p.block_size = sh->block_size;
-    p.scale = sh->scale;
     int v1 = fy_pa_use_v1(b->max_ctx_len, b->n_tokens, sh->n_heads, c->sm_count);
     float *tmp = NULL;
     if (!v1) {
