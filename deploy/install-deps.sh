@@ -11,10 +11,11 @@ build_pkgs=(
 )
 test_pkgs=(
   libcmocka-dev curl openssl ca-certificates clang libclang-rt-14-dev clang-format
-  wrk nginx-light python3 procps
+  wrk nginx-light python3 procps stress-ng
   python3-torch python3-numpy python3-jinja2
 )
 
+# stress-ng: tests/run.sh --stress keeps every core busy while the suite runs;
 # python3-torch: tests/engine_ref checks the forward pass against PyTorch;
 # python3-jinja2: test_chat_template cross-checks the chat templates with jinja2.
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")

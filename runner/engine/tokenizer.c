@@ -643,6 +643,7 @@ static int template_push(tok_ctx *c, int32_t *arr, int *n, int32_t id, const cha
 
 static int check_id(tok_ctx *c, const fy_tokenizer *t, json_t *v, const char *where, int32_t *out)
 {
+    *out = -1; /* defined on every path, so callers never read an unset id */
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= t->n_vocab ||
         !t->piece[json_integer_value(v)]) {
         return fail(c, FY_EPARSE, "%s: expected the id of a token", where);
