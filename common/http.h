@@ -76,12 +76,32 @@ const char *fy_http_status_text(int status);
  * (case-insensitive), e.g. fy_http_has_token("keep-alive, Upgrade", "upgrade"). */
 int fy_http_has_token(const char *value, const char *token);
 
-/* Writes the OpenAI-shaped error body
- *   {"error":{"message":"...","type":"...","code":"..."}}
- * into OUT (truncating a long message, always valid JSON when OUTLEN >= 128)
- * and returns its length. TYPE is "invalid_request_error" for 4xx and
- * "server_error" for 5xx. MESSAGE and CODE are JSON-escaped. */
-size_t fy_http_error_json(char *out, size_t outlen, int status, const char *code,
+/* 1 when NAME (of length LEN) is a hop-by-hop header that a proxy removes in
+ * either direction (RFC 9110 7.6.1): Connection, Keep-Alive, TE, Trailer,
+ * Trailers, Transfer-Encoding, Upgrade, any Proxy-* (Proxy-Connection,
+ * Proxy-Authorization...), or one that CONNECTION (the message's Connection
+ * value, may be NULL) lists. The one list both the gateway and the runner
+ * forward by. */
+int fy_http_hop_by_hop(const char *name, size_t len, const char *connection);
+
+/* OpenAI-shaped errors. Every error either daemon answers -- the HTTP layer's
+ * own 4xx, the gateway's auth, limits and routing, the runner's API -- is
+ * built here, so the same status and code give the same body whoever sends
+ * it:
+ *   {"error":{"message":"...","type":"...","param":"..."|null,"code":"..."|null}}\n
+ * TYPE comes from STATUS alone (fy_http_error_type): "invalid_request_error"
+ * below 500 (OpenAI's type for 400, 401, 403, 404, 409, 413, 422, 429),
+ * "server_error" from 500 on. PARAM names the request field at fault and CODE
+ * is a stable machine-readable reason; NULL or "" gives null. */
+#define FY_HTTP_ERROR_MAX_PARAM 96 /* bytes of PARAM and CODE always kept whole */
+#define FY_HTTP_ERROR_MAX_CODE  48
+const char *fy_http_error_type(int status);
+
+/* Writes the error body into OUT and returns its length. Always valid JSON
+ * (and valid UTF-8) when OUTLEN >= 128 + 6 * (param and code lengths): the
+ * message is cut first, never inside an escape or a character; OUTLEN >=
+ * 4096 holds a 512-byte message, a 96-byte param and a 48-byte code whole. */
+size_t fy_http_error_json(char *out, size_t outlen, int status, const char *code, const char *param,
                           const char *message);
 
 /* A parsed http:// or https:// URL. */

@@ -678,7 +678,7 @@ static void conn_server_error(srv_conn *c, int status, const char *code, const c
         return;
     }
     char body[512];
-    size_t blen = fy_http_error_json(body, sizeof body, status, code, msg);
+    size_t blen = fy_http_error_json(body, sizeof body, status, code, NULL, msg);
     wbuf *w = wbuf_get(c, 512 + blen);
     if (!w) {
         conn_close(c, FY_ENOMEM);
@@ -1698,7 +1698,7 @@ int fy_http_respond_error(fy_http_req *req, int status, const char *code, const 
     if (!req) {
         return FY_EINVAL;
     }
-    size_t len = fy_http_error_json(body, sizeof body, status, code, message);
+    size_t len = fy_http_error_json(body, sizeof body, status, code, NULL, message);
     return respond_common(req, status, NULL, 0, body, len, "application/json");
 }
 

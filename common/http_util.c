@@ -138,32 +138,54 @@ const char *fy_http_status_text(int status)
 }
 
 /* Appends S JSON-escaped to OUT[*pos..cap-reserve); stops early rather than
- * split an escape, so the result stays valid JSON. */
+ * split an escape or a character, so the result stays valid JSON. Bytes that
+ * are not valid UTF-8 become U+FFFD, one per byte. */
 static void json_escape(char *out, size_t cap, size_t *pos, const char *s, size_t reserve)
 {
     static const char hex[] = "0123456789abcdef";
-    for (; s && *s; s++) {
-        unsigned char ch = (unsigned char)*s;
+    while (s && *s) {
+        const unsigned char *u = (const unsigned char *)s;
         char esc[7];
-        size_t n;
-        if (ch == '"' || ch == '\\') {
+        size_t n, used = 1;
+        if (u[0] == '"' || u[0] == '\\') {
             esc[0] = '\\';
-            esc[1] = (char)ch;
+            esc[1] = (char)u[0];
             n = 2;
-        } else if (ch < 0x20 || ch == 0x7f) {
+        } else if (u[0] < 0x20 || u[0] == 0x7f) {
             memcpy(esc, "\\u00", 4);
-            esc[4] = hex[ch >> 4];
-            esc[5] = hex[ch & 15];
+            esc[4] = hex[u[0] >> 4];
+            esc[5] = hex[u[0] & 15];
             n = 6;
-        } else {
-            esc[0] = (char)ch;
+        } else if (u[0] < 0x80) {
+            esc[0] = (char)u[0];
             n = 1;
+        } else {
+            /* A whole valid sequence is copied; anything else is U+FFFD. */
+            size_t len = u[0] >= 0xc2 && u[0] <= 0xdf   ? 2
+                         : u[0] >= 0xe0 && u[0] <= 0xef ? 3
+                         : u[0] >= 0xf0 && u[0] <= 0xf4 ? 4
+                                                        : 0;
+            unsigned lo = u[0] == 0xe0 ? 0xa0 : u[0] == 0xf0 ? 0x90 : 0x80;
+            unsigned hi = u[0] == 0xed ? 0x9f : u[0] == 0xf4 ? 0x8f : 0xbf;
+            size_t k = len ? 1 : 0;
+            if (len && u[1] >= lo && u[1] <= hi) {
+                for (k = 2; k < len && (u[k] & 0xc0) == 0x80; k++) {
+                }
+            }
+            if (len && k == len) {
+                memcpy(esc, s, len);
+                n = used = len;
+            } else {
+                memcpy(esc, "\xef\xbf\xbd", 3);
+                n = 3;
+            }
         }
         if (*pos + n + reserve >= cap) {
             return;
         }
         memcpy(out + *pos, esc, n);
         *pos += n;
+        s += used;
     }
 }
 
@@ -176,11 +198,31 @@ static void put(char *out, size_t cap, size_t *pos, const char *s)
     }
 }
 
-size_t fy_http_error_json(char *out, size_t outlen, int status, const char *code,
+static void put_string_or_null(char *out, size_t cap, size_t *pos, const char *s)
+{
+    if (s && *s) {
+        put(out, cap, pos, "\"");
+        json_escape(out, cap, pos, s, 6);
+        put(out, cap, pos, "\"");
+    } else {
+        put(out, cap, pos, "null");
+    }
+}
+
+const char *fy_http_error_type(int status)
+{
+    return status >= 500 ? "server_error" : "invalid_request_error";
+}
+
+size_t fy_http_error_json(char *out, size_t outlen, int status, const char *code, const char *param,
                           const char *message)
 {
-    /* Room kept for the fixed tail: "","type":"server_error","code":"<=40"}}\n */
-    const size_t tail = 96;
+    /* Room kept for the tail ","type":"invalid_request_error","param":..,"code":..}}\n
+     * with PARAM and CODE escaped (at most 6 bytes each per byte), so they
+     * are never the part that is cut. */
+    size_t pl = param ? strnlen(param, FY_HTTP_ERROR_MAX_PARAM) : 0;
+    size_t cl = code ? strnlen(code, FY_HTTP_ERROR_MAX_CODE) : 0;
+    const size_t tail = 6 * (pl + cl) + 72;
     size_t pos = 0;
     if (outlen == 0) {
         return 0;
@@ -188,15 +230,11 @@ size_t fy_http_error_json(char *out, size_t outlen, int status, const char *code
     put(out, outlen, &pos, "{\"error\":{\"message\":\"");
     json_escape(out, outlen, &pos, message, tail);
     put(out, outlen, &pos, "\",\"type\":\"");
-    put(out, outlen, &pos, status >= 500 ? "server_error" : "invalid_request_error");
-    put(out, outlen, &pos, "\",\"code\":");
-    if (code) {
-        put(out, outlen, &pos, "\"");
-        json_escape(out, outlen, &pos, code, 6);
-        put(out, outlen, &pos, "\"");
-    } else {
-        put(out, outlen, &pos, "null");
-    }
+    put(out, outlen, &pos, fy_http_error_type(status));
+    put(out, outlen, &pos, "\",\"param\":");
+    put_string_or_null(out, outlen, &pos, param);
+    put(out, outlen, &pos, ",\"code\":");
+    put_string_or_null(out, outlen, &pos, code);
     put(out, outlen, &pos, "}}\n");
     out[pos < outlen ? pos : outlen - 1] = '\0';
     return pos;
@@ -283,6 +321,27 @@ int fy_http_url_parse(const char *url, fy_http_url *out)
     /* "http://h?q" has a query but no path: the target must start with '/'. */
     if (out->target[0] == '?') {
         return FY_EINVAL;
+    }
+    return 0;
+}
+
+int fy_http_hop_by_hop(const char *name, size_t len, const char *connection)
+{
+    static const char *const fixed[] = {"connection", "keep-alive",        "te",      "trailer",
+                                        "trailers",   "transfer-encoding", "upgrade", NULL};
+    for (size_t i = 0; fixed[i]; i++) {
+        if (strlen(fixed[i]) == len && strncasecmp(name, fixed[i], len) == 0) {
+            return 1;
+        }
+    }
+    if (len >= 6 && strncasecmp(name, "proxy-", 6) == 0) {
+        return 1;
+    }
+    if (connection && len > 0 && len < 128) {
+        char tmp[128];
+        memcpy(tmp, name, len);
+        tmp[len] = '\0';
+        return fy_http_has_token(connection, tmp);
     }
     return 0;
 }

@@ -1029,7 +1029,7 @@ void fy_gw_admin_request(fy_http_req *req, void *data)
     fy_gw *gw = data;
     if (!authorized(gw, req)) {
         char body[256];
-        size_t n = fy_http_error_json(body, sizeof body, 401, "unauthorized",
+        size_t n = fy_http_error_json(body, sizeof body, 401, "unauthorized", NULL,
                                       "admin token required (Authorization: Bearer ...)");
         fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
                               {"WWW-Authenticate", "Bearer", 0, 0}};

@@ -19,7 +19,7 @@
  *   hookq.c   async hooks: the durable queue in the store, delivered in order
  *             per hook down the tunnel, with retries and backoff
  *   hookverify.c  the signature schemes, pure (unit-tested and fuzzed)
- *   route.c   pure helpers (paths, hop-by-hop headers), unit-tested
+ *   route.c   pure helpers (paths, peers), unit-tested
  *   keys.c, ratelimit.c, store.c, metrics.c, accesslog.c: the modules the
  *             request path and the admin API use (each header has its contract)
  *
@@ -351,11 +351,6 @@ void fy_gw_admin_request(fy_http_req *req, void *data);
 int fy_gw_route_split(const char *target, char name[FY_STORE_NAME_MAX], const char **rest,
                       int *rest_slash);
 
-/* 1 when NAME (of length LEN) is a hop-by-hop header that a proxy removes:
- * Connection, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade,
- * or one CONNECTION (the request's Connection value, may be NULL) lists. */
-int fy_gw_hop_by_hop(const char *name, size_t len, const char *connection);
-
 /* Host part of a peer address "1.2.3.4:5", "[::1]:5" into OUT ("1.2.3.4",
  * "::1"). */
 void fy_gw_peer_host(const char *peer, char *out, size_t outlen);
@@ -373,12 +368,5 @@ long long fy_gw_parse_key_ttl(const char *text);
  * "model", not a string, empty, too long, or not visible ASCII). */
 int fy_gw_v1_model(const char *body, size_t len, char out[FY_GW_V1_MODEL_MAX], char *err,
                    size_t errlen);
-
-/* Writes OpenAI's error shape with a param,
- *   {"error":{"message":M,"type":T,"param":P or null,"code":C}}
- * into OUT (TYPE from STATUS as fy_http_error_json) and returns its length
- * (0 when it does not fit). */
-size_t fy_gw_v1_error_json(char *out, size_t outlen, int status, const char *code,
-                           const char *param, const char *message);
 
 #endif

@@ -91,7 +91,7 @@ static void hr_error(fy_gw *gw, fy_http_req *req, uint64_t t0, const char *hook,
                      const fy_http_header *extra, size_t nextra)
 {
     char body[512];
-    size_t n = fy_http_error_json(body, sizeof body, status, code, msg);
+    size_t n = fy_http_error_json(body, sizeof body, status, code, NULL, msg);
     fy_http_header h[2 + FY_RL_MAX_HEADERS] = {{"Content-Type", "application/json", 0, 0}};
     size_t nh = 1;
     for (size_t i = 0; i < nextra && nh < sizeof h / sizeof h[0]; i++) {
@@ -172,7 +172,7 @@ static char *hook_headers_json(fy_gw *gw, fy_http_req *req, size_t body_len)
     size_t xl = 0;
     for (size_t i = 0; i < nh; i++) {
         const char *n = h[i].name;
-        if (fy_gw_hop_by_hop(n, h[i].name_len, connection) || strcasecmp(n, "expect") == 0 ||
+        if (fy_http_hop_by_hop(n, h[i].name_len, connection) || strcasecmp(n, "expect") == 0 ||
             strcasecmp(n, "x-forwarded-proto") == 0 || strcasecmp(n, "x-forwarded-host") == 0 ||
             strcasecmp(n, "content-length") == 0) {
             continue;

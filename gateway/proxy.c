@@ -272,11 +272,8 @@ static void px_finish(gw_px *px, int how, int status, const char *code, const ch
     if (how == FIN_REPLY) {
         body = px->reply;
         blen = px->reply_len;
-    } else if (how == FIN_ERROR && px->v1) {
-        blen = fy_gw_v1_error_json(ebuf, sizeof ebuf, status, code, px->param, msg);
-    }
-    if (how == FIN_ERROR && blen == 0) {
-        blen = fy_http_error_json(ebuf, sizeof ebuf, status, code, msg);
+    } else if (how == FIN_ERROR) {
+        blen = fy_http_error_json(ebuf, sizeof ebuf, status, code, px->param, msg);
     }
     px_account(px, shown, how == FIN_ERROR || how == FIN_REPLY, blen);
     px->req = NULL;
@@ -375,7 +372,7 @@ static int px_open(gw_px *px, const gw_conn *exclude)
     for (size_t i = 0; i < nh; i++) {
         const char *hn = h[i].name;
         size_t nl = h[i].name_len;
-        if (fy_gw_hop_by_hop(hn, nl, connection)) {
+        if (fy_http_hop_by_hop(hn, nl, connection)) {
             continue;
         }
         if (nl == 15 && strncasecmp(hn, "x-forwarded-for", nl) == 0) {
@@ -655,7 +652,7 @@ static void px_on_response(gw_px *px, const fyp_event *ev)
             }
             continue;
         }
-        if (fy_gw_hop_by_hop(f->name.base, f->name.len, connection[0] ? connection : NULL) ||
+        if (fy_http_hop_by_hop(f->name.base, f->name.len, connection[0] ? connection : NULL) ||
             slice_ieq(f->name, "date")) {
             continue;
         }

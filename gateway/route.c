@@ -36,27 +36,6 @@ int fy_gw_route_split(const char *target, char name[FY_STORE_NAME_MAX], const ch
     return 1;
 }
 
-int fy_gw_hop_by_hop(const char *name, size_t len, const char *connection)
-{
-    static const char *const fixed[] = {"connection", "keep-alive",        "te",      "trailer",
-                                        "trailers",   "transfer-encoding", "upgrade", NULL};
-    for (size_t i = 0; fixed[i]; i++) {
-        if (strlen(fixed[i]) == len && strncasecmp(name, fixed[i], len) == 0) {
-            return 1;
-        }
-    }
-    if (len >= 6 && strncasecmp(name, "proxy-", 6) == 0) {
-        return 1;
-    }
-    if (connection && len > 0 && len < 128) {
-        char tmp[128];
-        memcpy(tmp, name, len);
-        tmp[len] = '\0';
-        return fy_http_has_token(connection, tmp);
-    }
-    return 0;
-}
-
 void fy_gw_peer_host(const char *peer, char *out, size_t outlen)
 {
     if (!outlen) {
@@ -156,21 +135,4 @@ int fy_gw_v1_model(const char *body, size_t len, char out[FY_GW_V1_MODEL_MAX], c
         return FY_EINVAL;
     }
     return 0;
-}
-
-size_t fy_gw_v1_error_json(char *out, size_t outlen, int status, const char *code,
-                           const char *param, const char *message)
-{
-    json_t *e = json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", message ? message : "",
-                          "type", status >= 500 ? "server_error" : "invalid_request_error", "param",
-                          param ? json_string(param) : json_null(), "code",
-                          code ? json_string(code) : json_null());
-    size_t n = e ? json_dumpb(e, out, outlen, JSON_COMPACT) : 0;
-    json_decref(e);
-    if (n + 1 >= outlen) {
-        return 0;
-    }
-    out[n++] = '\n';
-    out[n] = '\0';
-    return n;
 }

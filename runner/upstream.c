@@ -263,7 +263,7 @@ static int st_pump(fy_rn_stream *st)
 static int st_respond_error(fy_rn_stream *st, int status, const char *code, const char *msg)
 {
     char body[512], len[24];
-    size_t n = fy_http_error_json(body, sizeof body, status, code, msg);
+    size_t n = fy_http_error_json(body, sizeof body, status, code, NULL, msg);
     snprintf(len, sizeof len, "%zu", n);
     fyp_field hdrs[] = {
         FYP_FIELD("content-type", "application/json"),
@@ -301,23 +301,6 @@ static int st_upstream_failed(fy_rn_stream *st, int err)
     char msg[200];
     snprintf(msg, sizeof msg, "the runner cannot reach its upstream: %s", fy_strerror(err));
     return st_respond_error(st, 502, "upstream_unavailable", msg);
-}
-
-/* Hop-by-hop headers (RFC 9110 7.6.1) and the ones the HTTP client sets
- * itself are not forwarded in either direction. */
-static int hop_by_hop(const char *name, size_t len)
-{
-    static const char *const names[] = {
-        "connection",       "keep-alive",         "te",
-        "trailer",          "transfer-encoding",  "upgrade",
-        "proxy-connection", "proxy-authenticate", "proxy-authorization",
-    };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0) {
-            return 1;
-        }
-    }
-    return 0;
 }
 
 /* 1 when NAME is listed in any Connection field of FIELDS. */
@@ -358,7 +341,7 @@ static void call_on_response(fy_http_call *call, const fy_http_response *res, vo
     size_t n = 0;
     for (size_t i = 0; i < res->nheaders && n < FY_HTTP_CLIENT_MAX_RESPONSE_HEADERS; i++) {
         const fy_http_header *h = &res->headers[i];
-        if (hop_by_hop(h->name, h->name_len)) {
+        if (fy_http_hop_by_hop(h->name, h->name_len, NULL)) {
             continue;
         }
         int conn_named = 0;
@@ -528,7 +511,7 @@ void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const 
     char *p = arena;
     for (size_t i = 0; i < req->headers.n; i++) {
         const fyp_field *f = &req->headers.v[i];
-        if (hop_by_hop(f->name.base, f->name.len) || name_is(f->name, "host") ||
+        if (fy_http_hop_by_hop(f->name.base, f->name.len, NULL) || name_is(f->name, "host") ||
             name_is(f->name, "expect") ||
             named_in_connection(req->headers.v, req->headers.n, f->name.base, f->name.len)) {
             continue;

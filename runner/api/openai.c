@@ -10,6 +10,7 @@
 
 #include "common/crypto.h"
 #include "common/err.h"
+#include "common/http.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -73,20 +74,15 @@ static json_t *jstr(const char *s, size_t n)
 
 char *fy_oai_error_json(const fy_oai_error *e, size_t *len)
 {
-    const char *type = e->status == 404   ? "not_found_error"
-                       : e->status == 429 ? "rate_limit_error"
-                       : e->status >= 500 ? "server_error"
-                                          : "invalid_request_error";
-    json_t *err = json_object();
-    json_object_set_new(err, "message", jstr(e->message, strlen(e->message)));
-    json_object_set_new(err, "type", json_string(type));
-    json_object_set_new(err, "param", e->param[0] ? json_string(e->param) : json_null());
-    json_object_set_new(err, "code", e->code[0] ? json_string(e->code) : json_null());
-    json_t *root = json_pack("{s:o}", "error", err);
-    char *s = root ? json_dumps(root, JSON_COMPACT) : NULL;
-    json_decref(root);
-    if (s && len) {
-        *len = strlen(s);
+    /* Sized so the message, param and code of an fy_oai_error always fit whole. */
+    enum { CAP = 6 * (sizeof e->message + sizeof e->param + sizeof e->code) + 128 };
+    char *s = malloc(CAP);
+    if (!s) {
+        return NULL;
+    }
+    size_t n = fy_http_error_json(s, CAP, e->status, e->code, e->param, e->message);
+    if (len) {
+        *len = n;
     }
     return s;
 }
@@ -769,6 +765,9 @@ char *fy_oai_error_sse(const fy_oai_error *e, size_t *len)
     char *j = fy_oai_error_json(e, &n);
     if (!j) {
         return NULL;
+    }
+    if (n && j[n - 1] == '\n') {
+        n--; /* the event's own blank line ends it */
     }
     char *o = malloc(n + 9);
     if (o) {

@@ -62,8 +62,8 @@ typedef struct {
 } fy_oai_request;
 
 /* An error answer: status, message, the parameter at fault ("" for none) and
- * a code ("" for none). type is invalid_request_error below 500,
- * server_error otherwise (not_found_error for 404). */
+ * a code ("" for none). Its body is common/http.h's fy_http_error_json, the
+ * one the gateway uses too (type from the status alone). */
 typedef struct {
     int status;
     char param[96];
@@ -76,8 +76,8 @@ typedef struct {
 int fy_oai_fail(fy_oai_error *e, int status, const char *param, const char *code, const char *fmt,
                 ...) __attribute__((format(printf, 5, 6)));
 
-/* The error body {"error":{"message","type","param","code"}} (malloc'd, *LEN
- * its length). NULL only when out of memory. */
+/* The error body {"error":{"message","type","param","code"}}\n of
+ * fy_http_error_json (malloc'd, *LEN its length). NULL only when out of memory. */
 char *fy_oai_error_json(const fy_oai_error *e, size_t *len);
 
 /* Parses and validates BODY[0..LEN) as a KIND request. Returns 0 and fills R

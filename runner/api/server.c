@@ -89,9 +89,9 @@ static void answer_jsonv(const fy_api_transport *tp, void *t, json_t *root)
     char *s = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
     if (!s) {
-        static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
-                                  "\"server_error\",\"param\":null,\"code\":null}}";
-        answer_json(tp, t, 500, oom, sizeof oom - 1, NULL);
+        char oom[128];
+        size_t n = fy_http_error_json(oom, sizeof oom, 500, NULL, NULL, "out of memory");
+        answer_json(tp, t, 500, oom, n, NULL);
         return;
     }
     answer_json(tp, t, 200, s, strlen(s), NULL);

@@ -36,6 +36,25 @@ got=$(python3 -c 'import json,sys; sys.stdout.write(json.load(open(sys.argv[1]))
 [[ $got == "$want" ]] || fail "text through the gateway differs: $got"
 pass "greedy completion through gateway and tunnel = expected_greedy.json"
 
+# An error is the same whoever answers it: an unknown model is a 404
+# model_not_found from the gateway's /v1 routing and from the runner's own API,
+# and the two bodies agree in everything but the message.
+nobody='{"model":"no-such-model","prompt":"x","max_tokens":1}'
+mkkey nobody
+c=$(pubk "$KEY" -o "$TMP/gw404" -w '%{http_code}' -H 'content-type: application/json' --data "$nobody" /v1/completions)
+[[ $c == 404 ]] || fail "gateway, unknown model: $c $(cat "$TMP/gw404")"
+c=$(curl -sS -o "$TMP/rn404" -w '%{http_code}' -H 'content-type: application/json' --data "$nobody" "http://$LOCAL/v1/completions")
+[[ $c == 404 ]] || fail "runner, unknown model: $c $(cat "$TMP/rn404")"
+python3 - "$TMP/gw404" "$TMP/rn404" <<'PY' || fail "the gateway's and the runner's 404 differ: $(cat "$TMP/gw404" "$TMP/rn404")"
+import json, sys
+a, b = (json.load(open(f))["error"] for f in sys.argv[1:])
+assert list(a) == list(b) == ["message", "type", "param", "code"], (a, b)
+for k in ("type", "param", "code"):
+    assert a[k] == b[k], (k, a[k], b[k])
+assert (a["type"], a["code"], a["param"]) == ("invalid_request_error", "model_not_found", "model"), a
+PY
+pass "an unknown model gets the same 404 body shape, type, param and code from the gateway and the runner"
+
 sbody='{"prompt":"Once upon a time","max_tokens":196,"temperature":0,"stream":true}'
 pubk "$ALICE" -N -H 'content-type: application/json' --data "$sbody" /r/storyteller/v1/completions >"$TMP/sse"
 got=$(python3 - "$TMP/sse" <<'PY'

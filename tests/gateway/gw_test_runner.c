@@ -156,7 +156,7 @@ static void st_error(tstream *st, int status, const char *code, const char *msg)
     fyp_session *s = st->c->sess;
     if (!st->responded) {
         char body[256];
-        size_t n = fy_http_error_json(body, sizeof body, status, code, msg);
+        size_t n = fy_http_error_json(body, sizeof body, status, code, NULL, msg);
         fyp_field h[] = {FYP_FIELD("content-type", "application/json")};
         fyp_response r = {.status = (uint16_t)status, .headers = {h, 1}};
         st->responded = 1;

@@ -171,7 +171,7 @@ static void test_outcome_answers(void **state)
     char body[256];
     const char *code, *msg;
     int st = fy_auth_error(FY_AUTH_MISSING, &code, &msg);
-    fy_http_error_json(body, sizeof body, st, code, msg);
+    fy_http_error_json(body, sizeof body, st, code, NULL, msg);
     assert_non_null(strstr(body, "\"code\":\"missing_api_key\""));
     assert_non_null(strstr(body, "\"type\":\"invalid_request_error\""));
 }

@@ -53,41 +53,6 @@ static void test_route_split(void **state)
     }
 }
 
-static void test_hop_by_hop(void **state)
-{
-    (void)state;
-    static const struct {
-        const char *name;
-        const char *connection;
-        int hop;
-    } cases[] = {
-        {"Connection", NULL, 1},
-        {"keep-alive", NULL, 1},
-        {"Proxy-Authorization", NULL, 1},
-        {"proxy-connection", NULL, 1},
-        {"TE", NULL, 1},
-        {"Trailer", NULL, 1},
-        {"Transfer-Encoding", NULL, 1},
-        {"Upgrade", NULL, 1},
-        {"Content-Length", NULL, 0},
-        {"Content-Type", NULL, 0},
-        {"Authorization", NULL, 0},
-        {"Tea", NULL, 0},
-        {"X-Hop", "keep-alive, X-Hop", 1},
-        {"x-hop", "close,x-HOP", 1},
-        {"X-Hopper", "X-Hop", 0},
-        {"X-Other", "X-Hop", 0},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        assert_int_equal(
-            fy_gw_hop_by_hop(cases[i].name, strlen(cases[i].name), cases[i].connection),
-            cases[i].hop);
-    }
-    /* Names are given by length, not NUL-terminated. */
-    assert_int_equal(fy_gw_hop_by_hop("TEXT", 2, NULL), 1);
-    assert_int_equal(fy_gw_hop_by_hop("upgrade-insecure-requests", 25, NULL), 0);
-}
-
 static void test_peer_host(void **state)
 {
     (void)state;
@@ -132,7 +97,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route_split),
-        cmocka_unit_test(test_hop_by_hop),
         cmocka_unit_test(test_peer_host),
         cmocka_unit_test(test_parse_ttl),
     };

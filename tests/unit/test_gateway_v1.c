@@ -87,8 +87,8 @@ static void test_v1_error_json(void **state)
 {
     (void)state;
     char out[512];
-    size_t n = fy_gw_v1_error_json(out, sizeof out, 404, "model_not_found", "model",
-                                   "The model `a\"b` does not exist");
+    size_t n = fy_http_error_json(out, sizeof out, 404, "model_not_found", "model",
+                                  "The model `a\"b` does not exist");
     assert_true(n > 0 && n == strlen(out) && out[n - 1] == '\n');
     json_error_t je;
     json_t *j = json_loads(out, 0, &je);
@@ -101,7 +101,7 @@ static void test_v1_error_json(void **state)
     assert_string_equal(json_string_value(json_object_get(e, "code")), "model_not_found");
     json_decref(j);
 
-    n = fy_gw_v1_error_json(out, sizeof out, 503, "runners_busy", NULL, "busy");
+    n = fy_http_error_json(out, sizeof out, 503, "runners_busy", NULL, "busy");
     j = json_loads(out, 0, &je);
     assert_non_null(j);
     e = json_object_get(j, "error");
@@ -109,8 +109,14 @@ static void test_v1_error_json(void **state)
     assert_string_equal(json_string_value(json_object_get(e, "type")), "server_error");
     json_decref(j);
 
-    /* Too small a buffer: nothing, never a cut JSON. */
-    assert_int_equal(fy_gw_v1_error_json(out, 20, 400, "x", "model", "a long message here"), 0);
+    /* Too small a buffer for the message: it is cut, and the body is still JSON. */
+    n = fy_http_error_json(out, 100, 400, "x", "model", "a long message here, longer than fits");
+    assert_true(n < 100);
+    j = json_loads(out, 0, &je);
+    assert_non_null(j);
+    e = json_object_get(j, "error");
+    assert_string_equal(json_string_value(json_object_get(e, "param")), "model");
+    json_decref(j);
 }
 
 /* --- the model index over real sessions ------------------------------------------------ */

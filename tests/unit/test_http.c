@@ -110,7 +110,7 @@ static void test_error_json(void **state)
 {
     (void)state;
     char out[256];
-    size_t n = fy_http_error_json(out, sizeof out, 413, "payload_too_large", "too \"big\"\n");
+    size_t n = fy_http_error_json(out, sizeof out, 413, "payload_too_large", NULL, "too \"big\"\n");
     assert_int_equal(n, strlen(out));
     json_error_t je;
     json_t *j = json_loads(out, 0, &je);
@@ -119,8 +119,9 @@ static void test_error_json(void **state)
     assert_string_equal(json_string_value(json_object_get(e, "message")), "too \"big\"\n");
     assert_string_equal(json_string_value(json_object_get(e, "type")), "invalid_request_error");
     assert_string_equal(json_string_value(json_object_get(e, "code")), "payload_too_large");
+    assert_true(json_is_null(json_object_get(e, "param")));
     json_decref(j);
-    n = fy_http_error_json(out, sizeof out, 503, NULL, "busy");
+    n = fy_http_error_json(out, sizeof out, 503, NULL, NULL, "busy");
     j = json_loads(out, 0, &je);
     assert_non_null(j);
     e = json_object_get(j, "error");
@@ -131,13 +132,83 @@ static void test_error_json(void **state)
     char longmsg[1000];
     memset(longmsg, '"', sizeof longmsg - 1);
     longmsg[sizeof longmsg - 1] = '\0';
-    n = fy_http_error_json(out, 160, 400, "bad_request", longmsg);
+    n = fy_http_error_json(out, 160, 400, "bad_request", "messages", longmsg);
     assert_true(n < 160);
     j = json_loads(out, 0, &je);
     if (!j) {
         fail_msg("truncated error body is not JSON: %s (%s)", out, je.text);
     }
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "param")),
+                        "messages");
     json_decref(j);
+    /* The whole body, byte for byte: the one shape the gateway and the runner share. */
+    n = fy_http_error_json(out, sizeof out, 404, "model_not_found", "model", "no model `m`");
+    assert_string_equal(out, "{\"error\":{\"message\":\"no model `m`\",\"type\":"
+                             "\"invalid_request_error\",\"param\":\"model\",\"code\":"
+                             "\"model_not_found\"}}\n");
+    assert_int_equal(n, strlen(out));
+    /* Invalid UTF-8 in a message (a model name, a path) becomes U+FFFD; valid
+     * multi-byte characters pass whole, also where the buffer cuts. */
+    n = fy_http_error_json(out, sizeof out, 400, NULL, NULL, "a\xff\xc3\xa9\xe2\x82 z");
+    j = json_loads(out, 0, &je);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+                        "a\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd z");
+    json_decref(j);
+    char emoji[400] = "";
+    for (int i = 0; i < 90; i++) {
+        strcat(emoji, "\xf0\x9f\x98\x80");
+    }
+    for (size_t cap = 100; cap < 140; cap++) {
+        n = fy_http_error_json(out, cap, 400, "c", "p", emoji);
+        j = json_loads(out, 0, &je);
+        if (!j) {
+            fail_msg("cap %zu: not JSON: %s (%s)", cap, out, je.text);
+        }
+        json_decref(j);
+    }
+    assert_string_equal(fy_http_error_type(404), "invalid_request_error");
+    assert_string_equal(fy_http_error_type(429), "invalid_request_error");
+    assert_string_equal(fy_http_error_type(502), "server_error");
+}
+
+/* The one hop-by-hop list the gateway and the runner both forward by. */
+static void test_hop_by_hop(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        const char *connection;
+        int hop;
+    } cases[] = {
+        {"Connection", NULL, 1},
+        {"keep-alive", NULL, 1},
+        {"Proxy-Authorization", NULL, 1},
+        {"proxy-connection", NULL, 1},
+        {"TE", NULL, 1},
+        {"Trailer", NULL, 1},
+        {"Trailers", NULL, 1},
+        {"Proxy-Authenticate", NULL, 1},
+        {"proxy-anything", NULL, 1},
+        {"Transfer-Encoding", NULL, 1},
+        {"Upgrade", NULL, 1},
+        {"Content-Length", NULL, 0},
+        {"Content-Type", NULL, 0},
+        {"Authorization", NULL, 0},
+        {"Tea", NULL, 0},
+        {"X-Hop", "keep-alive, X-Hop", 1},
+        {"x-hop", "close,x-HOP", 1},
+        {"X-Hopper", "X-Hop", 0},
+        {"X-Other", "X-Hop", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(
+            fy_http_hop_by_hop(cases[i].name, strlen(cases[i].name), cases[i].connection),
+            cases[i].hop);
+    }
+    /* Names are given by length, not NUL-terminated. */
+    assert_int_equal(fy_http_hop_by_hop("TEXT", 2, NULL), 1);
+    assert_int_equal(fy_http_hop_by_hop("upgrade-insecure-requests", 25, NULL), 0);
 }
 
 /* --- server over an in-memory pair --------------------------------------------- */
@@ -506,7 +577,8 @@ static void test_request_parsing(void **state)
          SEQ("X-One: 1\r\n", "X-Two: two\r\n", "Content-Length: 2\r\n\r\nok"), "Injected", 0},
         {"error helper", "GET /error HTTP/1.1\r\n\r\n",
          SEQ("HTTP/1.1 429 Too Many Requests", "Content-Type: application/json",
-             "{\"error\":{\"message\":\"slow down\",\"type\":\"invalid_request_error\","
+             "{\"error\":{\"message\":\"slow "
+             "down\",\"type\":\"invalid_request_error\",\"param\":null,"
              "\"code\":\"rate_limited\"}}"),
          NULL, 0},
     };
@@ -684,17 +756,12 @@ static void test_max_connections(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_url_parse),
-        cmocka_unit_test(test_header_lookup),
-        cmocka_unit_test(test_error_json),
-        cmocka_unit_test(test_request_parsing),
-        cmocka_unit_test(test_request_split),
-        cmocka_unit_test(test_response_bytes),
-        cmocka_unit_test(test_short_response_closes),
-        cmocka_unit_test(test_client_gone_aborts),
-        cmocka_unit_test(test_header_timeout),
-        cmocka_unit_test(test_body_timeout),
-        cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_url_parse),          cmocka_unit_test(test_header_lookup),
+        cmocka_unit_test(test_error_json),         cmocka_unit_test(test_hop_by_hop),
+        cmocka_unit_test(test_request_parsing),    cmocka_unit_test(test_request_split),
+        cmocka_unit_test(test_response_bytes),     cmocka_unit_test(test_short_response_closes),
+        cmocka_unit_test(test_client_gone_aborts), cmocka_unit_test(test_header_timeout),
+        cmocka_unit_test(test_body_timeout),       cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_max_connections),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -217,7 +217,7 @@ static void test_error_json(void **state)
     char *s = fy_oai_error_json(&e, &len);
     assert_string_equal(s,
                         "{\"error\":{\"message\":\"'n' must be 3\",\"type\":"
-                        "\"invalid_request_error\",\"param\":\"n\",\"code\":\"invalid_value\"}}");
+                        "\"invalid_request_error\",\"param\":\"n\",\"code\":\"invalid_value\"}}\n");
     assert_int_equal(len, strlen(s));
     free(s);
     fy_oai_fail(&e, 503, NULL, NULL, "busy \"now\"");
