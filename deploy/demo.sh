@@ -6,15 +6,15 @@
 # In DIR (default ./.quickstart): initialises a gateway (once) and starts it on
 # loopback ports, creates a one-time enrollment token with `ferry`, enrolls a
 # runner with the gateway CA's fingerprint, starts the runner serving a model
-# with ferry's own engine (--model DIR: any supported Hugging Face model
-# directory; without it, ferry's built-in demo model, written once by
-# `ferry-runner demo-model`: its weights are RANDOM, so it answers gibberish),
-# creates an API key with `ferry keys create` and asks the gateway's
-# OpenAI-compatible /v1/chat/completions for a streamed answer with curl; the
-# gateway routes it by model down the tunnel. Then it stops everything it started,
-# unless --keep is given (then it prints how to stop them: `deploy/demo.sh
-# --stop`). Running it again reuses the gateway's data dir, enrolls the runner
-# afresh and replaces the key. quickstart.sh runs it after building.
+# with ferry's own engine (by default deploy/models/stories260K, a real 260K-
+# parameter story model shipped in the repo; --model DIR: any supported Hugging
+# Face model directory), creates an API key with `ferry keys create`, asks the
+# gateway's OpenAI-compatible /v1/completions to continue "Once upon a time"
+# and /v1/chat/completions for a streamed answer, with curl; the gateway routes
+# each by model down the tunnel. Then it stops everything it started, unless
+# --keep is given (then it prints how to stop them: `deploy/demo.sh --stop`).
+# Running it again reuses the gateway's data dir, enrolls the runner afresh and
+# replaces the key. quickstart.sh runs it after building.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 BUILD=build
@@ -29,7 +29,7 @@ while [[ $# -gt 0 ]]; do
     --model) MODEL=$(readlink -f "$2"); shift 2 ;;
     --keep) KEEP=1; shift ;;
     --stop) STOP=1; shift ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -127,14 +127,10 @@ rm -rf "$RN"
 "$BIN/ferry-runner" enroll --gateway "$TUN" --token "$TOKEN" --ca-fingerprint "$FPR" \
     --data-dir "$RN" | sed 's/^/    /'
 
+DEFAULT_MODEL=0
 if [[ -z $MODEL ]]; then
-    MODEL=$DIR/ferry-demo
-    say "ferry-runner demo-model --out $MODEL (random weights: it shows the path, not intelligence)"
-    if [[ ! -s $MODEL/model.safetensors ]]; then
-        "$BIN/ferry-runner" demo-model --out "$MODEL" | sed 's/^/    /'
-    else
-        echo "    (already there)"
-    fi
+    MODEL=deploy/models/stories260K
+    DEFAULT_MODEL=1
 fi
 MODEL=$(readlink -f "$MODEL")
 NAME=$(basename "$MODEL")
@@ -160,19 +156,40 @@ rm -f "$DIR/key.out"
 echo "    (key: ${KEY:0:8}..., shown once)"
 
 URL=https://$PUB/v1
-BODY='{"model":"'$NAME'","stream":true,"max_tokens":24,"temperature":0.8,"seed":7,"messages":[{"role":"user","content":"Say hello to the team."}]}'
-CURL="curl -N --cacert $GW/ca.crt $URL/chat/completions -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' -d '$BODY'"
 models_ok() { curl -sSf --max-time 2 --cacert "$GW/ca.crt" -H "Authorization: Bearer $KEY" "$URL/models" | grep -q "\"$NAME\""; }
 wait_for 30 models_ok || {
     echo "demo.sh: the gateway does not list model '$NAME'; see $LOGS" >&2
     exit 1
 }
+# ask PATH BODY OUT: POST BODY to the gateway's /v1/PATH with the key, answer in OUT.
+ask() {
+    curl -sS -N --fail-with-body --max-time 120 --cacert "$GW/ca.crt" "$URL/$1" \
+        -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d "$2" >"$3"
+}
+show_curl() { # show_curl PATH BODY: the command a user can paste (the key as $KEY)
+    echo "    curl -N --cacert $GW/ca.crt $URL/$1 -H 'Authorization: Bearer \$KEY' -H 'Content-Type: application/json' -d '$2'"
+}
 
+PROMPT="Once upon a time"
+CBODY='{"model":"'$NAME'","prompt":"'$PROMPT'","max_tokens":64,"temperature":0}'
+say "a completion through the gateway and the tunnel: the model continues \"$PROMPT\""
+show_curl completions "$CBODY"
+ask completions "$CBODY" "$DIR/completion.json"
+python3 -c 'import json,sys
+r = json.load(open(sys.argv[1]))
+print("    %s%s" % (sys.argv[2], r["choices"][0]["text"].replace("\n", "\n    ")))
+u = r["usage"]
+print("    (%d prompt + %d completion tokens, finish_reason %s)" % (u["prompt_tokens"], u["completion_tokens"], r["choices"][0]["finish_reason"]))' \
+    "$DIR/completion.json" "$PROMPT"
+
+CHAT='{"model":"'$NAME'","stream":true,"max_tokens":48,"temperature":0.8,"seed":7,"messages":[{"role":"user","content":"Tell me a story about a brave little dog."}]}'
 say "a streamed chat completion through the gateway and the tunnel"
-echo "    $CURL" | sed "s/$KEY/\$KEY/g"
-curl -sS -N --fail-with-body --max-time 120 --cacert "$GW/ca.crt" "$URL/chat/completions" \
-    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d "$BODY" >"$DIR/answer.sse"
-grep -v '^$' "$DIR/answer.sse" | head -n 3 | sed 's/^/    /'
+if [[ $DEFAULT_MODEL == 1 ]]; then
+    echo "    (stories260K writes children's stories and is not chat-tuned: it answers with a story)"
+fi
+show_curl chat/completions "$CHAT"
+ask chat/completions "$CHAT" "$DIR/answer.sse"
+grep -v '^$' "$DIR/answer.sse" | head -n 2 | cut -c1-160 | sed 's/^/    /'
 echo "    ... ($(grep -c '^data: {' "$DIR/answer.sse") chunks)"
 grep -q '^data: \[DONE\]' "$DIR/answer.sse" || { echo "demo.sh: the stream did not end with [DONE]" >&2; exit 1; }
 TEXT=$(python3 -c 'import json,sys
@@ -182,14 +199,14 @@ for line in open(sys.argv[1]):
         for c in json.loads(line[6:])["choices"]:
             out += c.get("delta", {}).get("content") or ""
 print(json.dumps(out, ensure_ascii=False))' "$DIR/answer.sse")
-echo "    assistant (the demo model's weights are random): $TEXT"
+echo "    assistant: $TEXT"
 echo
 "$BIN/ferry" --data-dir "$GW" runners list | sed 's/^/    /'
 echo
 echo "URL:    $URL   (OpenAI-compatible; model '$NAME')"
 echo "key:    $KEY"
 echo "try:    curl --cacert $GW/ca.crt $URL/models -H 'Authorization: Bearer $KEY'"
-echo "        $CURL"
+echo "        curl --cacert $GW/ca.crt $URL/completions -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' -d '$CBODY'"
 echo "SDKs:   OPENAI_BASE_URL=$URL OPENAI_API_KEY=$KEY NODE_EXTRA_CA_CERTS=$GW/ca.crt (Node), SSL_CERT_FILE=$GW/ca.crt (Python)"
 if [[ $KEEP == 1 ]]; then
     echo "The gateway and the runner keep running (logs in $LOGS)."
