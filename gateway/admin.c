@@ -254,13 +254,17 @@ static json_t *usage_json(const fy_store_usage *u)
                      "bytes_out", (json_int_t)u->bytes_out);
 }
 
-/* A key as the API shows it: never the key itself nor its hash. */
+/* A key as the API shows it: never the key itself nor its hash. "burst" is
+ * the burst in force (null without rpm); "burst_default" says it follows rpm
+ * (ceil(rpm/6)) rather than being the key's own setting. */
 static json_t *key_json(const fy_store_key *k)
 {
+    int64_t burst = fy_rl_burst(k->rpm, k->burst);
     return json_pack(
-        "{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:o,s:o,s:o,s:I,s:o,s:o,s:o}", "id", k->id, "name", k->name,
-        "owner", k->owner, "prefix", k->prefix, "rpm", (json_int_t)k->rpm, "tpm",
-        (json_int_t)k->tpm, "concurrency", (json_int_t)k->concurrency, "models",
+        "{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:o,s:b,s:o,s:o,s:o,s:I,s:o,s:o,s:o}", "id", k->id, "name",
+        k->name, "owner", k->owner, "prefix", k->prefix, "rpm", (json_int_t)k->rpm, "tpm",
+        (json_int_t)k->tpm, "concurrency", (json_int_t)k->concurrency, "burst",
+        burst ? json_integer(burst) : json_null(), "burst_default", k->burst == 0, "models",
         scope_array(k->models), "runners", scope_array(k->runners), "hooks", scope_array(k->hooks),
         "created_at", (json_int_t)k->created_at, "expires_at", time_or_null(k->expires_at),
         "revoked_at", time_or_null(k->revoked_at), "last_used_at", time_or_null(k->last_used_at));
@@ -323,8 +327,9 @@ static const char *scope_from_json(json_t *v, char out[FY_STORE_SCOPE_MAX], int 
 static int key_from_json(json_t *root, fy_store_key *k, int create, int64_t now, char *msg,
                          size_t msglen)
 {
-    static const char *const fields[] = {"name",   "owner",   "rpm",   "tpm",     "concurrency",
-                                         "models", "runners", "hooks", "expires", NULL};
+    static const char *const fields[] = {"name",        "owner",   "rpm",    "tpm",
+                                         "concurrency", "burst",   "models", "runners",
+                                         "hooks",       "expires", NULL};
     const char *key;
     json_t *v;
     if (!json_is_object(root)) {
@@ -340,7 +345,7 @@ static int key_from_json(json_t *root, fy_store_key *k, int create, int64_t now,
         if (!fields[i]) {
             snprintf(msg, msglen,
                      "unknown field \"%.64s\" (fields: name, owner, rpm, tpm, "
-                     "concurrency, models, runners, hooks, expires)",
+                     "concurrency, burst, models, runners, hooks, expires)",
                      key);
             return 400;
         }
@@ -376,20 +381,33 @@ static int key_from_json(json_t *root, fy_store_key *k, int create, int64_t now,
         snprintf(k->owner, sizeof k->owner, "%s", n);
     }
     struct {
-        const char *name;
+        const char *name, *zero;
         int64_t *dst;
-    } limits[] = {{"rpm", &k->rpm}, {"tpm", &k->tpm}, {"concurrency", &k->concurrency}};
-    for (size_t i = 0; i < 3; i++) {
+    } limits[] = {{"rpm", "no limit", &k->rpm},
+                  {"tpm", "no limit", &k->tpm},
+                  {"concurrency", "no limit", &k->concurrency},
+                  {"burst", "the default, ceil(rpm/6)", &k->burst}};
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
         if (!(v = json_object_get(root, limits[i].name))) {
             continue;
         }
         json_int_t x = json_is_null(v) ? 0 : json_is_integer(v) ? json_integer_value(v) : -1;
         if (x < 0 || x > ADM_LIMIT_MAX) {
-            snprintf(msg, msglen, "\"%s\" must be a whole number from 0 (no limit) to %lld",
-                     limits[i].name, (long long)ADM_LIMIT_MAX);
+            snprintf(msg, msglen, "\"%s\" must be a whole number from 0 (%s) to %lld",
+                     limits[i].name, limits[i].zero, (long long)ADM_LIMIT_MAX);
             return 400;
         }
         *limits[i].dst = x;
+    }
+    /* Turning rpm off leaves nothing for a burst to shape: it goes back to
+     * the default with it (unless this very body sets one, refused below). */
+    if (k->rpm == 0 && !json_object_get(root, "burst")) {
+        k->burst = 0;
+    }
+    /* The burst is checked against the rpm in force after this body: an rpm
+     * cut below the key's own burst needs a new burst with it. */
+    if (fy_rl_check_burst(k->rpm, k->burst, msg, msglen)) {
+        return 400;
     }
     struct {
         const char *name;

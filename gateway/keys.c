@@ -269,7 +269,16 @@ static size_t packed_size(char *const scopes[N_SCOPES])
 
 static void limits_of(const fy_store_key *r, fy_rl_limits *lim)
 {
-    *lim = (fy_rl_limits){.rpm = r->rpm, .tpm = r->tpm, .concurrency = r->concurrency};
+    *lim = (fy_rl_limits){
+        .rpm = r->rpm, .tpm = r->tpm, .concurrency = r->concurrency, .burst = r->burst};
+}
+
+/* The checks create and update share: scopes, expiry, a burst that fits rpm. */
+static int template_valid(const fy_store_key *r)
+{
+    return r->expires_at >= 0 && fy_store_scope_valid(r->models) &&
+           fy_store_scope_valid(r->runners) && fy_store_scope_valid(r->hooks) &&
+           fy_rl_check_burst(r->rpm, r->burst, NULL, 0) == 0;
 }
 
 static fy_key *entry_new(const fy_store_key *r, size_t *scope_bytes)
@@ -541,8 +550,7 @@ int fy_keys_create(fy_keys *kr, const fy_store_key *t, int64_t now, char secret[
     r->created_at = now;
     r->revoked_at = 0;
     r->last_used_at = 0;
-    if (r->expires_at < 0 || !fy_store_scope_valid(r->models) ||
-        !fy_store_scope_valid(r->runners) || !fy_store_scope_valid(r->hooks)) {
+    if (!template_valid(r)) {
         rc = FY_EINVAL;
         goto out;
     }
@@ -645,8 +653,7 @@ int fy_keys_update(fy_keys *kr, const fy_store_key *upd)
 {
     char *scopes[N_SCOPES], *mem = NULL;
     size_t sb = 0;
-    if (!fy_store_scope_valid(upd->models) || !fy_store_scope_valid(upd->runners) ||
-        !fy_store_scope_valid(upd->hooks) || upd->expires_at < 0) {
+    if (!template_valid(upd)) {
         return FY_EINVAL;
     }
     int rc = pack_scopes(upd, scopes, &mem, &sb);

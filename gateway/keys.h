@@ -120,12 +120,13 @@ void fy_keys_free(fy_keys *kr);
 size_t fy_keys_count(fy_keys *kr);
 
 /* Creates a key from the template T (name, owner, rpm, tpm, concurrency,
- * models, runners, hooks, expires_at; the other fields are ignored) at NOW
+ * burst, models, runners, hooks, expires_at; the other fields are ignored) at NOW
  * (unix seconds): makes the secret, its id ("key_" + 16 base64url chars),
  * prefix and hash, writes the store (durable) and adds it to the index.
  * On success the key text (NUL-terminated, FY_KEY_LEN chars) is in SECRET,
  * which the caller must wipe once shown, and the record in OUT (may be
- * NULL). Returns 0, FY_EINVAL (bad template), FY_ENOMEM, FY_ECRYPTO or
+ * NULL). Returns 0, FY_EINVAL (bad template: scopes, expiry, or a burst
+ * fy_rl_check_burst refuses), FY_ENOMEM, FY_ECRYPTO or
  * FY_EIO; on error SECRET holds nothing. */
 int fy_keys_create(fy_keys *kr, const fy_store_key *t, int64_t now, char secret[FY_SECRET_MAX],
                    fy_store_key *out);

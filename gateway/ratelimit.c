@@ -1,5 +1,7 @@
 #include "gateway/ratelimit.h"
 
+#include "common/err.h"
+
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +47,33 @@ static int64_t add_sat(int64_t a, int64_t b)
     return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
+int64_t fy_rl_burst(int64_t rpm, int64_t burst)
+{
+    if (rpm <= 0) {
+        return 0;
+    }
+    int64_t b = burst > 0 ? burst : rpm / FY_RL_BURST_DIVISOR + (rpm % FY_RL_BURST_DIVISOR != 0);
+    return b > rpm ? rpm : b;
+}
+
+int fy_rl_check_burst(int64_t rpm, int64_t burst, char *msg, size_t msglen)
+{
+    if (burst == 0 || (rpm > 0 && burst >= 1 && burst <= rpm)) {
+        return 0;
+    }
+    if (msg && msglen && rpm > 0) {
+        snprintf(msg, msglen,
+                 "burst %lld does not fit rpm %lld: a burst is 1..rpm, at most a minute's "
+                 "worth (0: the default, ceil(rpm/6) = %lld)",
+                 (long long)burst, (long long)rpm, (long long)fy_rl_burst(rpm, 0));
+    } else if (msg && msglen) {
+        snprintf(msg, msglen,
+                 "burst %lld needs a requests-per-minute limit: set rpm with it (or burst 0)",
+                 (long long)burst);
+    }
+    return FY_EINVAL;
+}
+
 static void apply_limits(fy_rl *rl, const fy_rl_limits *lim)
 {
     fy_rl_limits none = {0};
@@ -59,11 +88,7 @@ static void apply_limits(fy_rl *rl, const fy_rl_limits *lim)
     if (rl->rpm) {
         /* Rounded up: the admitted rate never exceeds rpm. */
         int64_t t = (FY_RL_WINDOW_NS + rl->rpm - 1) / rl->rpm;
-        int64_t b =
-            lim->burst > 0 ? lim->burst : (rl->rpm + FY_RL_BURST_DIVISOR - 1) / FY_RL_BURST_DIVISOR;
-        if (b > rl->rpm) {
-            b = rl->rpm;
-        }
+        int64_t b = fy_rl_burst(rl->rpm, lim->burst);
         rl->interval_ns = t;
         rl->tolerance_ns = b > INT64_MAX / t ? INT64_MAX : b * t;
     } else {
@@ -175,6 +200,7 @@ static int evaluate(fy_rl *rl, int64_t now, int admit, fy_rl_result *res)
         res->limit_requests = rl->rpm;
         res->remaining_requests = left > 0 ? left / rl->interval_ns : 0;
         res->reset_requests_ns = used;
+        res->burst_requests = rl->tolerance_ns / rl->interval_ns;
     }
     if (rl->tpm) {
         int64_t owed = full - now; /* time to full: 0 = full, > window = debt */
@@ -334,6 +360,23 @@ static void put_duration(fy_rl_header_buf *buf, size_t *n, const char *name, siz
 
 #define NAME(s) s, sizeof(s) - 1
 
+/* ratelimit-policy: "requests";q=RPM;w=60;burst=B (the IETF RateLimit
+ * draft's quota policy item with a burst parameter). */
+static void put_policy(fy_rl_header_buf *buf, size_t *n, int64_t rpm, int64_t burst)
+{
+    char *t = buf->text[*n];
+    size_t o = 0;
+    emit(t, FY_RL_VALUE_MAX, &o, NAME("\"requests\";q="));
+    emit_int(t, FY_RL_VALUE_MAX, &o, rpm);
+    emit(t, FY_RL_VALUE_MAX, &o, NAME(";w="));
+    emit_int(t, FY_RL_VALUE_MAX, &o, FY_RL_WINDOW_NS / NS_PER_S);
+    emit(t, FY_RL_VALUE_MAX, &o, NAME(";burst="));
+    emit_int(t, FY_RL_VALUE_MAX, &o, burst);
+    t[o < FY_RL_VALUE_MAX ? o : FY_RL_VALUE_MAX - 1] = 0;
+    buf->h[*n] = (fy_http_header){"ratelimit-policy", t, sizeof "ratelimit-policy" - 1, strlen(t)};
+    (*n)++;
+}
+
 size_t fy_rl_headers(const fy_rl_result *res, fy_rl_header_buf *buf)
 {
     size_t n = 0;
@@ -341,6 +384,7 @@ size_t fy_rl_headers(const fy_rl_result *res, fy_rl_header_buf *buf)
         put(buf, &n, NAME("x-ratelimit-limit-requests"), res->limit_requests);
         put(buf, &n, NAME("x-ratelimit-remaining-requests"), res->remaining_requests);
         put_duration(buf, &n, NAME("x-ratelimit-reset-requests"), res->reset_requests_ns);
+        put_policy(buf, &n, res->limit_requests, res->burst_requests);
     }
     if (res->limit_tokens > 0) {
         put(buf, &n, NAME("x-ratelimit-limit-tokens"), res->limit_tokens);

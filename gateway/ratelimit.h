@@ -23,9 +23,14 @@
  *
  * Semantics.
  *   Requests: GCRA with emission interval T = ceil(60 s / rpm) and a burst
- *   of B requests (B = ceil(rpm / 6) by default: ten seconds' worth, at
- *   least 1). A request is admitted when it fits (the "theoretical arrival
- *   time" stays within B*T of now); a denied request costs nothing. Under
+ *   of B requests: the key's own burst when set (1..rpm, fy_rl_check_burst),
+ *   else ceil(rpm / 6), ten seconds' worth, at least 1 (fy_rl_burst). B is
+ *   how many requests a rested key may send at once; after that it gets one
+ *   every T, and B*T of rest fills the burst again. The cap at rpm keeps
+ *   "per minute" meaningful: a burst larger than a minute's worth would let
+ *   a key spend more than its rpm in one go. A request is admitted when it
+ *   fits (the "theoretical arrival time" stays within B*T of now); a denied
+ *   request costs nothing. Under
  *   a steady arrival faster than the limit, admissions settle to one per T
  *   (exactly T apart when arrivals fall on T's grid, and then every 60 s
  *   window holds exactly rpm). Over any interval of length W at most
@@ -41,9 +46,15 @@
  *
  * Header values (OpenAI's): x-ratelimit-limit-requests = rpm,
  * x-ratelimit-remaining-requests = requests admissible right now (after this
- * one, 0..B), x-ratelimit-reset-requests = time until the limiter is back to
- * its initial state, formatted like Go durations ("1s", "6m0s", "250ms";
- * rounded up to the millisecond so it never understates); the -tokens
+ * one, 0..B-1): it counts against the burst, not against rpm, so a rested
+ * key with rpm 60 and burst 5 reads limit 60, remaining 4 after its first
+ * request. x-ratelimit-reset-requests = time until the limiter is back to
+ * its initial state (a full burst), formatted like Go durations ("1s",
+ * "6m0s", "250ms"; rounded up to the millisecond so it never understates).
+ * OpenAI sends nothing for the burst; ferry adds it the way the IETF
+ * RateLimit draft's policy field carries extra parameters (and services
+ * such as Hardcover's API send it): ratelimit-policy: "requests";q=RPM;w=60;
+ * burst=B, on every response that has the requests group. The -tokens
  * variants likewise (remaining = tokens left in the bucket, never negative;
  * reset = time until the bucket is full). The token values describe the
  * bucket at admission, before this request is charged. Denials add
@@ -95,7 +106,7 @@ typedef struct {
     fy_rl_kind denied_by;   /* FY_RL_NONE when allowed */
     int64_t retry_after_ns; /* when denied: time until that limit would admit */
     /* Header values; a limit of 0 means "off" and its headers are omitted. */
-    int64_t limit_requests, remaining_requests, reset_requests_ns;
+    int64_t limit_requests, remaining_requests, reset_requests_ns, burst_requests;
     int64_t limit_tokens, remaining_tokens, reset_tokens_ns;
     int64_t limit_concurrency, in_flight;
 } fy_rl_result;
@@ -119,12 +130,25 @@ int64_t fy_rl_now(void);
 /* Initialises RL with LIM (NULL: no limits): empty history, a full bucket. */
 void fy_rl_init(fy_rl *rl, const fy_rl_limits *lim);
 
+/* The burst B of a requests limit of RPM with the key's BURST setting:
+ * BURST when > 0 (capped at RPM), else ceil(RPM / FY_RL_BURST_DIVISOR);
+ * 0 when RPM is 0 (off). */
+int64_t fy_rl_burst(int64_t rpm, int64_t burst);
+
+/* Whether BURST is a valid setting next to RPM: 0 (the default) always; else
+ * 1..RPM with RPM on. Returns 0, or FY_EINVAL with a sentence for the user
+ * in MSG (MSGLEN bytes; MSG may be NULL) naming the allowed range. */
+int fy_rl_check_burst(int64_t rpm, int64_t burst, char *msg, size_t msglen);
+
 /* Changes the limits of a live limiter at NOW, keeping its history as
  * counts: the requests admitted lately and the tokens owed count against
  * the new limits as the same numbers (so raising rpm from 60 to 120 right
  * after a burst of 10 leaves 10 of the new burst of 20; cutting a limit
- * forgives nothing). Requests in flight stay in flight. A limit that was
- * off starts from an empty history. */
+ * forgives nothing). A new burst at the same rpm likewise: after 5 requests
+ * at once, raising the burst from 5 to 8 admits 3 more at once, and cutting
+ * it to 2 refuses until the refill has brought the 5 below 2. Requests in
+ * flight stay in flight. A limit that was off starts from an empty
+ * history. */
 void fy_rl_set_limits(fy_rl *rl, const fy_rl_limits *lim, int64_t now);
 
 /* Decides whether a request may start at NOW. When it may, records it
@@ -149,8 +173,8 @@ void fy_rl_peek(fy_rl *rl, int64_t now, fy_rl_result *res);
 
 /* --- headers ----------------------------------------------------------------- */
 
-#define FY_RL_MAX_HEADERS 8
-#define FY_RL_VALUE_MAX   32
+#define FY_RL_MAX_HEADERS 9
+#define FY_RL_VALUE_MAX   64
 
 /* Storage for the headers of one response: H points into TEXT. */
 typedef struct {
@@ -158,8 +182,9 @@ typedef struct {
     char text[FY_RL_MAX_HEADERS][FY_RL_VALUE_MAX];
 } fy_rl_header_buf;
 
-/* Fills BUF with the x-ratelimit-* headers for RES (the requests group when
- * limit_requests > 0, the tokens group when limit_tokens > 0) and, when RES
+/* Fills BUF with the x-ratelimit-* headers for RES (the requests group, with
+ * ratelimit-policy, when limit_requests > 0; the tokens group when
+ * limit_tokens > 0) and, when RES
  * is a denial, Retry-After and retry-after-ms. Returns the number of headers
  * in BUF->h (0..FY_RL_MAX_HEADERS). Header names are lowercase. */
 size_t fy_rl_headers(const fy_rl_result *res, fy_rl_header_buf *buf);

@@ -118,6 +118,9 @@ static const char *const migrations[] = {
     "  last_error TEXT NOT NULL DEFAULT ''"
     ");"
     "CREATE INDEX hook_queue_by_hook ON hook_queue(hook_id, dead, seq);",
+    /* 4: a key's burst (requests admitted at once). 0 keeps the default of
+     * gateway/ratelimit.h, ceil(rpm / 6), so existing keys behave as before. */
+    "ALTER TABLE api_keys ADD COLUMN burst INTEGER NOT NULL DEFAULT 0;",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -502,9 +505,9 @@ static int valid_key(const fy_store_key *k)
     return valid_key_id(k->id) && valid_text(k->name, 1, sizeof k->name) &&
            valid_text(k->owner, 0, sizeof k->owner) && valid_text(k->prefix, 1, sizeof k->prefix) &&
            k->rpm >= 0 && k->rpm <= LIMIT_MAX && k->tpm >= 0 && k->tpm <= LIMIT_MAX &&
-           k->concurrency >= 0 && k->concurrency <= LIMIT_MAX && k->expires_at >= 0 &&
-           fy_store_scope_valid(k->models) && fy_store_scope_valid(k->runners) &&
-           fy_store_scope_valid(k->hooks);
+           k->concurrency >= 0 && k->concurrency <= LIMIT_MAX && k->burst >= 0 &&
+           k->burst <= LIMIT_MAX && k->expires_at >= 0 && fy_store_scope_valid(k->models) &&
+           fy_store_scope_valid(k->runners) && fy_store_scope_valid(k->hooks);
 }
 
 /* "a,b" -> "[\"a\",\"b\"]" (malloc'd), "" -> "[]". NULL when out of memory. */
@@ -568,7 +571,7 @@ out:
 
 #define KEY_COLUMNS                                                                  \
     "id, name, owner, prefix, hash, rpm, tpm, concurrency, models, runners, hooks, " \
-    "created_at, expires_at, revoked_at, last_used_at"
+    "created_at, expires_at, revoked_at, last_used_at, burst"
 
 static int read_key(sqlite3_stmt *q, fy_store_key *k)
 {
@@ -593,6 +596,7 @@ static int read_key(sqlite3_stmt *q, fy_store_key *k)
     k->expires_at = sqlite3_column_int64(q, 12);
     k->revoked_at = sqlite3_column_int64(q, 13);
     k->last_used_at = sqlite3_column_int64(q, 14);
+    k->burst = sqlite3_column_int64(q, 15);
     return 0;
 }
 
@@ -618,8 +622,8 @@ int fy_store_key_create(fy_store *st, const fy_store_key *k)
     sqlite3_stmt *q = NULL;
     int rc = prepare(st,
                      "INSERT INTO api_keys(id, name, owner, prefix, hash, rpm, tpm, concurrency, "
-                     "models, runners, hooks, created_at, expires_at) "
-                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     "models, runners, hooks, created_at, expires_at, burst) "
+                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                      &q);
     if (rc) {
         return rc;
@@ -634,6 +638,7 @@ int fy_store_key_create(fy_store *st, const fy_store_key *k)
     sqlite3_bind_int64(q, 8, k->concurrency);
     sqlite3_bind_int64(q, 12, k->created_at);
     sqlite3_bind_int64(q, 13, k->expires_at);
+    sqlite3_bind_int64(q, 14, k->burst);
     if ((rc = bind_scopes(q, 9, k)) == 0) {
         int step = sqlite3_step(q);
         if (step == SQLITE_DONE) {
@@ -692,8 +697,8 @@ int fy_store_key_update(fy_store *st, const fy_store_key *k)
     sqlite3_stmt *q = NULL;
     int rc = prepare(st,
                      "UPDATE api_keys SET name = ?2, owner = ?3, rpm = ?4, tpm = ?5, "
-                     "concurrency = ?6, models = ?7, runners = ?8, hooks = ?9, expires_at = ?10 "
-                     "WHERE id = ?1",
+                     "concurrency = ?6, models = ?7, runners = ?8, hooks = ?9, expires_at = ?10, "
+                     "burst = ?11 WHERE id = ?1",
                      &q);
     if (rc) {
         return rc;
@@ -705,6 +710,7 @@ int fy_store_key_update(fy_store *st, const fy_store_key *k)
     sqlite3_bind_int64(q, 5, k->tpm);
     sqlite3_bind_int64(q, 6, k->concurrency);
     sqlite3_bind_int64(q, 10, k->expires_at);
+    sqlite3_bind_int64(q, 11, k->burst);
     if ((rc = bind_scopes(q, 7, k)) == 0) {
         if (sqlite3_step(q) != SQLITE_DONE) {
             rc = db_err(st, "key update");

@@ -127,6 +127,8 @@ typedef struct {
     int64_t rpm;         /* requests per minute, 0 = unlimited */
     int64_t tpm;         /* tokens per minute, 0 = unlimited */
     int64_t concurrency; /* requests in flight, 0 = unlimited */
+    int64_t burst;       /* requests admitted at once (1..rpm), 0 = the default
+                          * ceil(rpm / 6) of gateway/ratelimit.h (schema 4) */
     char models[FY_STORE_SCOPE_MAX];
     char runners[FY_STORE_SCOPE_MAX];
     char hooks[FY_STORE_SCOPE_MAX];
@@ -150,7 +152,7 @@ int fy_store_key_get(fy_store *st, const char *id, fy_store_key *out);
 int fy_store_key_get_by_hash(fy_store *st, const uint8_t hash[32], fy_store_key *out);
 
 /* Rewrites the mutable fields of key K->id: name, owner, rpm, tpm,
- * concurrency, models, runners, hooks, expires_at (the id, hash, prefix and
+ * concurrency, burst, models, runners, hooks, expires_at (the id, hash, prefix and
  * timestamps are kept). Returns 0 (durable), FY_EINVAL, FY_ENOENT or
  * FY_EIO. A revoked key can be updated but stays revoked. */
 int fy_store_key_update(fy_store *st, const fy_store_key *k);

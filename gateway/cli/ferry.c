@@ -33,14 +33,17 @@ static void usage(FILE *f, const fy_opt *opts)
             "                                  requests in flight\n"
             "  runners revoke NAME             revoke a runner: its connections drop at once\n"
             "                                  and it cannot reconnect\n"
-            "  keys create --name NAME [--owner TEXT] [--rpm N] [--tpm N] [--concurrency N]\n"
-            "              [--models a,b] [--runners r1,r2] [--hooks h1] [--expires 30d]\n"
+            "  keys create --name NAME [--owner TEXT] [--rpm N [--burst N]] [--tpm N]\n"
+            "              [--concurrency N] [--models a,b] [--runners r1,r2] [--hooks h1]\n"
+            "              [--expires 30d]\n"
             "                                  a new API key (printed once, alone on the last\n"
             "                                  line); limits of 0 or omitted mean none, empty\n"
-            "                                  scopes mean any\n"
+            "                                  scopes mean any. --rpm N admits a burst of\n"
+            "                                  ceil(N/6) requests at once (ten seconds' worth),\n"
+            "                                  then one every 60/N s; --burst sets it (1..N)\n"
             "  keys list                       API keys: id, name, prefix, limits, scopes,\n"
             "                                  created, last used, usage (never the key)\n"
-            "  keys update ID [--name NAME] [--owner TEXT] [--rpm N] [--tpm N]\n"
+            "  keys update ID [--name NAME] [--owner TEXT] [--rpm N] [--burst N] [--tpm N]\n"
             "              [--concurrency N] [--models a,b] [--runners r1,r2] [--hooks h1]\n"
             "              [--expires 30d|never]\n"
             "                                  change a key; the next request sees the change\n"
@@ -295,7 +298,7 @@ static int cmd_runners_revoke(fy_ctl *c, int as_json, const char *name)
 
 typedef struct {
     const char *name, *owner, *models, *runners, *hooks, *expires;
-    long long rpm, tpm, concurrency; /* -1: not given */
+    long long rpm, tpm, concurrency, burst; /* -1: not given */
 } key_opts;
 
 static json_t *key_body(const key_opts *o)
@@ -311,8 +314,9 @@ static json_t *key_body(const key_opts *o)
     const struct {
         const char *k;
         long long v;
-    } ints[] = {{"rpm", o->rpm}, {"tpm", o->tpm}, {"concurrency", o->concurrency}};
-    for (size_t i = 0; i < 3; i++) {
+    } ints[] = {
+        {"rpm", o->rpm}, {"tpm", o->tpm}, {"concurrency", o->concurrency}, {"burst", o->burst}};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         if (ints[i].v >= 0) {
             json_object_set_new(b, ints[i].k, json_integer(ints[i].v));
         }
@@ -330,6 +334,11 @@ static void print_key(json_t *k)
     printf("  prefix       %s...\n", jstr(k, "prefix"));
     printf("  limits       rpm %s, tpm %s, concurrency %s\n", jlimit(k, "rpm", a, sizeof a),
            jlimit(k, "tpm", b, sizeof b), jlimit(k, "concurrency", c, sizeof c));
+    if (json_is_integer(json_object_get(k, "burst"))) {
+        printf("  burst        %s requests at once, then at the rpm's pace%s\n",
+               jlimit(k, "burst", a, sizeof a),
+               json_is_true(json_object_get(k, "burst_default")) ? " (default: ceil(rpm/6))" : "");
+    }
     printf("  models       %s\n", jlist(k, "models", l, sizeof l));
     printf("  runners      %s\n", jlist(k, "runners", l, sizeof l));
     printf("  hooks        %s\n", jlist(k, "hooks", l, sizeof l));
@@ -430,13 +439,13 @@ static int cmd_keys_list(fy_ctl *c, int as_json)
         json_t *a = json_object_get(r.json, "keys"), *k;
         size_t i;
         time_t now = time(NULL);
-        printf("%-20s %-16s %-9s %-8s %-9s %-5s %-24s %-20s %-20s %9s %10s %s\n", "ID", "NAME",
-               "PREFIX", "RPM", "TPM", "CONC", "SCOPES", "CREATED", "LAST USED", "REQUESTS",
-               "TOKENS", "STATE");
+        printf("%-20s %-16s %-9s %-8s %-6s %-9s %-5s %-24s %-20s %-20s %9s %10s %s\n", "ID", "NAME",
+               "PREFIX", "RPM", "BURST", "TPM", "CONC", "SCOPES", "CREATED", "LAST USED",
+               "REQUESTS", "TOKENS", "STATE");
         json_array_foreach(a, i, k)
         {
-            char l1[32], l2[32], l3[32], created[32], used[32], scopes[1200], m[1100], rn[1100],
-                h[1100];
+            char l1[32], l2[32], l3[32], l4[32], created[32], used[32], scopes[1200], m[1100],
+                rn[1100], h[1100];
             fy_ctl_fmt_time(json_object_get(k, "created_at"), created, sizeof created);
             fy_ctl_fmt_time(json_object_get(k, "last_used_at"), used, sizeof used);
             jlist(k, "models", m, sizeof m);
@@ -457,10 +466,10 @@ static int cmd_keys_list(fy_ctl *c, int as_json)
                                 : json_is_integer(exp) && json_integer_value(exp) <= (json_int_t)now
                                     ? "expired"
                                     : "active";
-            printf("%-20s %-16s %-9s %-8s %-9s %-5s %-24s %-20s %-20s %9lld %10lld %s\n",
+            printf("%-20s %-16s %-9s %-8s %-6s %-9s %-5s %-24s %-20s %-20s %9lld %10lld %s\n",
                    jstr(k, "id"), jstr(k, "name"), jstr(k, "prefix"), jlimit(k, "rpm", l1, 32),
-                   jlimit(k, "tpm", l2, 32), jlimit(k, "concurrency", l3, 32),
-                   scopes[0] ? scopes : "any", created, used,
+                   jlimit(k, "burst", l4, 32), jlimit(k, "tpm", l2, 32),
+                   jlimit(k, "concurrency", l3, 32), scopes[0] ? scopes : "any", created, used,
                    (long long)json_integer_value(json_object_get(u, "requests")),
                    (long long)(json_integer_value(json_object_get(u, "prompt_tokens")) +
                                json_integer_value(json_object_get(u, "completion_tokens"))),
@@ -533,7 +542,7 @@ int main(int argc, char **argv)
     int help = 0, version = 0, as_json = 0;
     const char *data_dir = NULL, *admin = NULL, *token_file = NULL, *ca = NULL;
     const char *name = NULL, *ttl = NULL, *key = NULL, *by = NULL;
-    key_opts ko = {.rpm = -1, .tpm = -1, .concurrency = -1};
+    key_opts ko = {.rpm = -1, .tpm = -1, .concurrency = -1, .burst = -1};
     fy_ctl_hook_opts ho = {.rpm = -1};
     fy_cli_log_opts log = {0};
     const fy_opt opts[] = {
@@ -549,6 +558,9 @@ int main(int argc, char **argv)
         {"ttl", FY_OPT_STR, &ttl, "DURATION", "tokens create: lifetime (default 1h, at most 30d)"},
         {"owner", FY_OPT_STR, &ko.owner, "TEXT", "keys create/update: who the key is for"},
         {"rpm", FY_OPT_INT, &ko.rpm, "N", "keys create/update: requests per minute (0: no limit)"},
+        {"burst", FY_OPT_INT, &ko.burst, "N",
+         "keys create/update: requests --rpm admits at once, 1..rpm (default ceil(rpm/6), ten "
+         "seconds' worth; 0: back to the default); needs an rpm limit"},
         {"tpm", FY_OPT_INT, &ko.tpm, "N", "keys create/update: tokens per minute (0: no limit)"},
         {"concurrency", FY_OPT_INT, &ko.concurrency, "N",
          "keys create/update: requests in flight at once (0: no limit)"},
@@ -734,7 +746,7 @@ int main(int argc, char **argv)
     }
     int key_cmd = cmd == C_KCREATE || cmd == C_KUPDATE;
     int key_fields = ko.owner || ko.models || ko.runners || ko.hooks || ko.expires ||
-                     ko.rpm != -1 || ko.tpm != -1 || ko.concurrency != -1;
+                     ko.rpm != -1 || ko.tpm != -1 || ko.concurrency != -1 || ko.burst != -1;
     if (name && cmd != C_TCREATE && !key_cmd && cmd != C_HCREATE) {
         fprintf(stderr, "ferry: --name goes with 'tokens create', 'keys create', 'keys "
                         "update' and 'hooks create'\n");
@@ -745,8 +757,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if (key_fields && !key_cmd) {
-        fprintf(stderr, "ferry: --owner, --rpm, --tpm, --concurrency, --models, --runners, "
-                        "--hooks and --expires go with 'keys create' and 'keys update'\n");
+        fprintf(stderr, "ferry: --owner, --rpm, --burst, --tpm, --concurrency, --models, "
+                        "--runners, --hooks and --expires go with 'keys create' and 'keys "
+                        "update'\n");
         return 2;
     }
     if ((key || by) && cmd != C_USAGE) {
@@ -777,6 +790,12 @@ int main(int argc, char **argv)
                         "limit)\n");
         return 2;
     }
+    if (ko.burst < -1 || (ko.burst == -1 && fy_args_find(argc - 1, argv + 1, "burst"))) {
+        fprintf(stderr, "ferry: --burst takes a number from 1 to the key's rpm (0: the default, "
+                        "ceil(rpm/6))\n");
+        return 2;
+    }
+
     uint64_t exp_ms;
     if (ko.expires && !(cmd == C_KUPDATE && strcmp(ko.expires, "never") == 0) &&
         (fy_parse_duration_ms(ko.expires, &exp_ms) || exp_ms < 1000 || exp_ms % 1000)) {

@@ -120,6 +120,17 @@ upstream_start() {
 up_stat() {
     curl -sS --max-time 5 "http://127.0.0.1:$UP/stats" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"
 }
+up_stat_is() { [[ $(up_stat "$1") == "$2" ]]; }
+up_stat_gt() { (($(up_stat "$1") > $2)); }
+# release G: opens gate G of the upstream: its /gate?name=G requests answer
+# "released" (later ones at once). A gated request stays in flight exactly
+# as long as the test needs, never for a fixed time a loaded machine may
+# outlast; "gated" in up_stat counts the ones waiting.
+release() {
+    curl -sS --max-time 10 -o /dev/null "http://127.0.0.1:$UP/release?name=$1" || fail "release $1"
+}
+# count_ge FILE PATTERN N: at least N lines of FILE match PATTERN.
+count_ge() { (($(grep -c -- "$2" "$1" || true) >= $3)); }
 
 # conns NAME: live tunnel connections the admin API lists for runner NAME.
 conns() {

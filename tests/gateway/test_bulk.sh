@@ -37,17 +37,22 @@ hwm=$(vmhwm "$GW_PID")
 pass "256 MiB upload checksummed; gateway VmHWM $hwm KiB, runner $(vmhwm "$RN_PID") KiB"
 
 # A slow reader: 256 MiB at 256 KiB/s. Others on the same tunnel go on.
-curl -sS --cacert "$CA" -H "$AUTH" --limit-rate 256k --max-time 60 -o /dev/null "$(pub_url "/r/alpha/big?bytes=$SIZE")" &
+# It runs until the test stops it (256 MiB at 256 KiB/s is over 16 minutes),
+# so it is still being held back when the others have finished.
+curl -sS --cacert "$CA" -H "$AUTH" --limit-rate 256k --max-time 1200 -o "$TMP/slowr.out" "$(pub_url "/r/alpha/big?bytes=$SIZE")" &
 slow=$!
 PIDS+=("$slow")
-sleep 1
+# Its first 256 KiB (a second at its pace) have arrived: it is flowing and
+# the windows behind it have filled.
+got_256k() { (($(stat -c %s "$TMP/slowr.out" 2>/dev/null || echo 0) >= 262144)); }
+wait_for 60 got_256k || fail "the slow reader got nothing"
 rss0=$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")
+# A request stalled behind the slow reader would wait for its 16 minutes.
 for i in $(seq 20); do
-    [[ $(pub --max-time 5 /r/alpha/fixed) == "Hello from ferry" ]] || fail "request $i stalled behind the slow reader"
+    [[ $(pub --max-time 60 /r/alpha/fixed) == "Hello from ferry" ]] || fail "request $i stalled behind the slow reader"
 done
-n=$(pub --max-time 20 "/r/alpha/big?bytes=$((16 * 1024 * 1024))" | wc -c)
+n=$(pub --max-time 120 "/r/alpha/big?bytes=$((16 * 1024 * 1024))" | wc -c)
 [[ $n == $((16 * 1024 * 1024)) ]] || fail "16 MiB next to the slow reader: $n bytes"
-sleep 1
 rss1=$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")
 kill -0 $slow || fail "slow reader finished already?"
 grow_max=$((SANITIZED ? 40960 : 8192)) # ASan's quarantine alone may hold 16 MiB

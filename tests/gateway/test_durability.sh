@@ -14,14 +14,21 @@ trunner_start "$TMP/ra"
 
 # worker W: creates N/W keys; what the CLI acknowledged goes to created.W
 # ("id key") and revoked.W ("id"). Failures (the gateway is down) are skipped.
+# It goes on past N/W until it has had a key acknowledged by the restarted
+# gateway ($TMP/restarted exists once it is up), so keys made after the
+# restart never depend on how long a loaded machine takes to restart it.
 worker() {
-    local w=$1 i out id
+    local w=$1 i out id restarted=0 after=0
     local -a ids=()
-    for ((i = 0; i < N / W; i++)); do
+    for ((i = 0; i < N / W || !after; i++)); do
+        [[ -e $TMP/restarted ]] && restarted=1
         if out=$("$BIN/ferry" --data-dir "$GW" keys create --name "w$w-$i" 2>/dev/null); then
             id=$(sed -n 's/^API key \(key_[^ ]*\) .*/\1/p' <<<"$out")
             echo "$id $(tail -n1 <<<"$out")" >>"$TMP/created.$w"
             ids+=("$id")
+            after=$restarted
+        else
+            sleep 0.05 # the gateway is down: do not spin
         fi
         if ((i % 10 == 9 && ${#ids[@]} > 5)); then
             id=${ids[${#ids[@]} - 5]}
@@ -48,12 +55,13 @@ kill9 "$GW_PID"
 killed_at=$(acked)
 echo "  kill -9 after $killed_at keys acknowledged (target $R)"
 GW_SAME_PORTS=1 gw_start --log-level warn
+touch "$TMP/restarted"
 for p in "${WPIDS[@]}"; do wait "$p" || fail "worker failed"; done
 wait_for 10 conns_are alpha 1 || fail "runner did not reconnect"
 created=$(acked)
 revoked=$(cat "$TMP"/revoked.* 2>/dev/null | wc -l)
 ((created > killed_at)) || fail "no key created after the restart"
-echo "  $created keys acknowledged, $revoked of them revoked, $((W * (N / W) - created)) attempts failed"
+echo "  $created keys acknowledged, $revoked of them revoked"
 
 # Every acknowledged key, one request each (one keep-alive connection).
 python3 - "$TMP" "$PUB" "$CA" <<'PY' || fail "keys lost or revocations undone"

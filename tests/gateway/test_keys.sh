@@ -52,16 +52,18 @@ mkkey rev
 KEYS+=("$KEY")
 REV_KEY=$KEY REV_ID=$KID
 [[ $(pubk "$KEY" /r/alpha/fixed) == "Hello from ferry" ]] || fail "new key does not work"
-# A request admitted before the revocation finishes; the very next one is refused.
-pubk "$KEY" -o "$TMP/slow.out" -w '%{http_code}' "/r/alpha/slow?ms=2000" >"$TMP/slow.code" &
+# A request admitted before the revocation finishes; the very next one is
+# refused. The admitted one is held at the upstream until the refusal was seen.
+pubk "$KEY" --max-time 120 -o "$TMP/slow.out" -w '%{http_code}' "/r/alpha/gate?name=revoke" >"$TMP/slow.code" &
 slow=$!
-wait_for 10 in_flight_ge alpha 1 || fail "slow request not in flight"
+wait_for 60 in_flight_ge alpha 1 || fail "held request not in flight"
 ferry keys revoke "$KID" >"$TMP/revoke.out" || fail "keys revoke: $(cat "$TMP/revoke.out")"
 grep -q "revoked" "$TMP/revoke.out" || fail "revoke output: $(cat "$TMP/revoke.out")"
 expect 401 invalid_api_key "revoked key" -H "Authorization: Bearer $KEY" /r/alpha/fixed
 cmp -s "$TMP/o" "$TMP/unknown.json" || fail "revoked and unknown keys answer differently"
+release revoke
 wait $slow || true
-[[ $(cat "$TMP/slow.code") == 200 && $(cat "$TMP/slow.out") == slow ]] ||
+[[ $(cat "$TMP/slow.code") == 200 && $(cat "$TMP/slow.out") == released ]] ||
     fail "request admitted before the revocation: $(cat "$TMP/slow.code")"
 ferry keys revoke "$KID" >/dev/null || fail "revoking twice"
 c=0
@@ -216,7 +218,7 @@ PY
 # Rotation: SIGHUP reopens the file.
 mv "$TMP/access.log" "$TMP/access.log.1"
 kill -HUP "$GW_PID"
-wait_for 5 bash -c "curl -sS --cacert '$CA' -H '$AUTH' -o /dev/null 'https://$PUB/r/alpha/fixed' && test -s '$TMP/access.log'" ||
+wait_for 30 bash -c "curl -sS --cacert '$CA' -H '$AUTH' -o /dev/null 'https://$PUB/r/alpha/fixed' && test -s '$TMP/access.log'" ||
     fail "no new access log after SIGHUP"
 grep -q '"path":"/r/alpha/fixed"' "$TMP/access.log" || fail "reopened access log: $(cat "$TMP/access.log")"
 pass "access log: JSON lines with key ids, never keys; SIGHUP reopens it"

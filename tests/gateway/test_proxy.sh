@@ -82,30 +82,30 @@ done
 pass "SSE: $n events, each delivered before the next was written"
 
 # Cancellation: the public client hangs up, the upstream sees its request
-# aborted within a second.
+# aborted. The client hangs up only once the upstream holds the request
+# ("holding"), and the hold never ends by itself: only the cancellation
+# can end it (the time it took is a figure, not a condition).
 before=$(up_stat holds_aborted)
-curl -sS --cacert "$CA" -H "$AUTH" --max-time 30 "$(pub_url /r/alpha/hold)" >/dev/null 2>&1 &
+curl -sS --cacert "$CA" -H "$AUTH" --max-time 120 "$(pub_url /r/alpha/hold)" >/dev/null 2>&1 &
 cpid=$!
-wait_for 5 bash -c "[[ \$(curl -sS --max-time 2 http://127.0.0.1:$UP/stats | sed -n 's/.*\"requests\":\([0-9]*\).*/\1/p') -gt 0 ]]" ||
-    fail "held request never reached the upstream"
-sleep 0.2
+wait_for 60 up_stat_is holding 1 || fail "held request never reached the upstream"
 kill -9 $cpid
 wait $cpid 2>/dev/null || true
 t0=${EPOCHREALTIME/./}
-wait_for 1 bash -c "[[ \$(curl -sS --max-time 1 http://127.0.0.1:$UP/stats | sed -n 's/.*\"holds_aborted\":\([0-9]*\).*/\1/p') -gt $before ]]" ||
-    fail "upstream did not see the cancellation within 1 s"
+wait_for 30 up_stat_gt holds_aborted "$before" || fail "upstream did not see the cancellation"
 t1=${EPOCHREALTIME/./}
+up_stat_is holding 0 || fail "the upstream still holds the cancelled request"
 pass "cancellation reached the upstream in $(((t1 - t0) / 1000)) ms"
+# SSE: the client leaves after two events (the stream has 1,000, 50 s worth).
 before=$(up_stat sse_aborted)
-curl -sS -N --cacert "$CA" -H "$AUTH" --max-time 1 "$(pub_url "/r/alpha/sse?n=100&delay_ms=50")" >/dev/null 2>&1 || true
-wait_for 1 bash -c "[[ \$(curl -sS --max-time 1 http://127.0.0.1:$UP/stats | sed -n 's/.*\"sse_aborted\":\([0-9]*\).*/\1/p') -gt $before ]]" ||
-    fail "SSE cancellation did not reach the upstream"
+pub -N --max-time 120 "/r/alpha/sse?n=1000&delay_ms=50" 2>/dev/null | grep -m2 -q '"i":' || true
+wait_for 30 up_stat_gt sse_aborted "$before" || fail "SSE cancellation did not reach the upstream"
 pass "SSE cancellation reached the upstream"
 
 # Runner killed mid-request: 502 runner_disconnected.
 pub -o "$TMP/held" -w '%{http_code}' /r/alpha/hold >"$TMP/held.code" 2>/dev/null &
 cpid=$!
-wait_for 5 bash -c "curl -sS --cacert $CA -H 'Authorization: Bearer $ADMIN_TOKEN' https://$ADM/admin/v1/runners | grep -q '\"in_flight\":1'" ||
+wait_for 30 bash -c "curl -sS --cacert $CA -H 'Authorization: Bearer $ADMIN_TOKEN' https://$ADM/admin/v1/runners | grep -q '\"in_flight\":1'" ||
     fail "held request not in flight"
 kill9 "$RN_PID"
 wait $cpid || true

@@ -12,9 +12,16 @@
  *   /big?bytes=N           N bytes streamed with chunked encoding, paced by
  *                          the drain callback (backpressure)
  *   /hold                  never answers; counts the abort when the client goes
+ *   /gate?name=G           answers 200 "released" once /release?name=G has come
+ *                          (at once when it came before): a request the test
+ *                          holds open exactly as long as it needs, not for a
+ *                          fixed time that a loaded machine may outlast
+ *   /release?name=G        opens gate G for good; answers {"released":N}, the
+ *                          number of requests it let go
  *   /status?code=N         an empty response with that status
  *   /tls-peer              the client certificate's CN (mTLS)
- *   /stats                 the server's counters as JSON
+ *   /stats                 the server's counters as JSON ("holding" and
+ *                          "gated": /hold and /gate requests open now)
  */
 #include "common/args.h"
 #include "common/err.h"
@@ -32,24 +39,34 @@
 static fy_http_server *g_srv;
 static uv_loop_t *g_loop;
 static uint64_t g_holds_aborted;
+static uint64_t g_holding; /* /hold requests open now */
 static uint64_t g_sse_aborted;
+static uint64_t g_gated;
 
 static const char FIXED_BODY[] = "Hello from ferry\n";
 
-static long long query_int(const fy_http_req *req, const char *key, long long def)
+/* The value of KEY in the request's query ("a=1&b=2"), up to the next '&'
+ * or the end, or NULL when absent. */
+static const char *query_find(const fy_http_req *req, const char *key)
 {
     const char *q = fy_http_req_query(req);
     size_t kl = strlen(key);
     while (q && *q) {
         if (strncmp(q, key, kl) == 0 && q[kl] == '=') {
-            return atoll(q + kl + 1);
+            return q + kl + 1;
         }
         q = strchr(q, '&');
         if (q) {
             q++;
         }
     }
-    return def;
+    return NULL;
+}
+
+static long long query_int(const fy_http_req *req, const char *key, long long def)
+{
+    const char *v = query_find(req, key);
+    return v ? atoll(v) : def;
 }
 
 static uint64_t wall_us(void)
@@ -226,7 +243,112 @@ static void hold_abort(fy_http_req *req, int status, void *arg)
     (void)status;
     (void)arg;
     g_holds_aborted++;
+    g_holding--;
     fy_http_res_end(req);
+}
+
+/* --- gates -------------------------------------------------------------------- */
+
+#define GATE_NAME_MAX  64
+#define GATES_OPEN_MAX 1024
+
+typedef struct gate_wait {
+    fy_http_req *req;
+    char name[GATE_NAME_MAX];
+    struct gate_wait *next;
+} gate_wait;
+
+static gate_wait *g_waiting;
+static char g_open[GATES_OPEN_MAX][GATE_NAME_MAX];
+static size_t g_nopen;
+
+/* The value of KEY in the query, truncated to OUTLEN - 1 bytes ("" absent). */
+static void query_str(const fy_http_req *req, const char *key, char *out, size_t outlen)
+{
+    const char *v = query_find(req, key);
+    snprintf(out, outlen, "%.*s", v ? (int)strcspn(v, "&") : 0, v ? v : "");
+}
+
+static int gate_is_open(const char *name)
+{
+    for (size_t i = 0; i < g_nopen; i++) {
+        if (strcmp(g_open[i], name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Unlinks W from the waiting list. */
+static void gate_unlink(gate_wait *w)
+{
+    for (gate_wait **p = &g_waiting; *p; p = &(*p)->next) {
+        if (*p == w) {
+            *p = w->next;
+            g_gated--;
+            return;
+        }
+    }
+}
+
+static void gate_abort(fy_http_req *req, int status, void *arg)
+{
+    (void)status;
+    gate_unlink(arg);
+    free(arg);
+    fy_http_res_end(req); /* only releases the request now */
+}
+
+static const char RELEASED_BODY[] = "released\n";
+
+static void route_gate(fy_http_req *req)
+{
+    char name[GATE_NAME_MAX];
+    query_str(req, "name", name, sizeof name);
+    if (gate_is_open(name)) {
+        fy_http_respond(req, 200, NULL, 0, RELEASED_BODY, sizeof RELEASED_BODY - 1);
+        return;
+    }
+    gate_wait *w = calloc(1, sizeof *w);
+    if (!w) {
+        fy_http_respond_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    w->req = req;
+    memcpy(w->name, name, sizeof name);
+    w->next = g_waiting;
+    g_waiting = w;
+    g_gated++;
+    fy_http_req_on_abort(req, gate_abort, w);
+}
+
+static void route_release(fy_http_req *req)
+{
+    char name[GATE_NAME_MAX], body[64];
+    query_str(req, "name", name, sizeof name);
+    if (!gate_is_open(name)) {
+        if (g_nopen == GATES_OPEN_MAX) {
+            fy_http_respond_error(req, 507, "too_many_gates", "too many open gates");
+            return;
+        }
+        memcpy(g_open[g_nopen++], name, sizeof name);
+    }
+    long long n = 0;
+    for (gate_wait **p = &g_waiting; *p;) {
+        gate_wait *w = *p;
+        if (strcmp(w->name, name) != 0) {
+            p = &w->next;
+            continue;
+        }
+        *p = w->next;
+        g_gated--;
+        fy_http_respond(w->req, 200, NULL, 0, RELEASED_BODY, sizeof RELEASED_BODY - 1);
+        free(w);
+        n++;
+    }
+    int len = snprintf(body, sizeof body, "{\"released\":%lld}\n", n);
+    fy_http_header ct[] = {{"Content-Type", "application/json", 0, 0}};
+    fy_http_respond(req, 200, ct, 1, body, (size_t)len);
 }
 
 /* --- big (backpressure) ----------------------------------------------------- */
@@ -284,11 +406,12 @@ static void route_stats(fy_http_req *req)
     int n = snprintf(body, sizeof body,
                      "{\"accepted\":%llu,\"rejected\":%llu,\"active\":%llu,\"requests\":%llu,"
                      "\"errors\":%llu,\"aborted\":%llu,\"holds_aborted\":%llu,"
-                     "\"sse_aborted\":%llu}\n",
+                     "\"sse_aborted\":%llu,\"holding\":%llu,\"gated\":%llu}\n",
                      (unsigned long long)st.accepted, (unsigned long long)st.rejected,
                      (unsigned long long)st.active, (unsigned long long)st.requests,
                      (unsigned long long)st.errors, (unsigned long long)st.aborted,
-                     (unsigned long long)g_holds_aborted, (unsigned long long)g_sse_aborted);
+                     (unsigned long long)g_holds_aborted, (unsigned long long)g_sse_aborted,
+                     (unsigned long long)g_holding, (unsigned long long)g_gated);
     fy_http_header ct[] = {{"Content-Type", "application/json", 0, 0}};
     fy_http_respond(req, 200, ct, 1, body, (size_t)n);
 }
@@ -323,7 +446,12 @@ static void on_request(fy_http_req *req, void *data)
     } else if (strcmp(path, "/big") == 0) {
         route_big(req);
     } else if (strcmp(path, "/hold") == 0) {
+        g_holding++;
         fy_http_req_on_abort(req, hold_abort, NULL);
+    } else if (strcmp(path, "/gate") == 0) {
+        route_gate(req);
+    } else if (strcmp(path, "/release") == 0) {
+        route_release(req);
     } else if (strcmp(path, "/status") == 0) {
         fy_http_respond(req, (int)query_int(req, "code", 200), NULL, 0, NULL, 0);
     } else if (strcmp(path, "/stats") == 0) {

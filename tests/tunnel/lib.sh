@@ -90,6 +90,12 @@ up_start() {
 up_stat() {
     curl -sS --max-time 5 "http://127.0.0.1:$UP/stats" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"
 }
+# release G: opens gate G of the upstream (tests/http/http_test_server.c):
+# its /gate?name=G requests answer "released", so a request is held exactly
+# as long as the test needs, never for a fixed time.
+release() {
+    curl -sS --max-time 10 -o /dev/null "http://127.0.0.1:$UP/release?name=$1" || fail "release $1"
+}
 
 # rn_start DIR [ARGS...]: ferry-runner run on DIR with upstream $UP; sets
 # RN_PID and RN_LOG. Reconnects fast (FERRY_TEST_BACKOFF_MS, default 100).
@@ -140,4 +146,5 @@ in_flight() {
 }
 in_flight_is() { [[ $(in_flight "$1") == "$2" ]]; }
 up_stat_gt() { (($(up_stat "$1") > $2)); }
+up_stat_is() { [[ $(up_stat "$1") == "$2" ]]; }
 count_ge() { (($(grep -c -- "$2" "$1" || true) >= $3)); } # count_ge FILE PATTERN N

@@ -44,8 +44,11 @@ expect_refusal() { # expect_refusal PATTERN DIR ARGS...
 }
 expect_refusal "already used" "$TMP/x1" --token "$tok" --ca-fingerprint "$FP"
 expect_refusal "token_unknown" "$TMP/x2" --token "fyt_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-43)" --ca-fingerprint "$FP"
-short=$(token r9 1s)
-sleep 1.2
+ferry --json tokens create --name r9 --ttl 1s >"$TMP/short.json" || fail "tokens create r9"
+short=$(jget "$TMP/short.json" "j['token']")
+# Refused from its expiry on (the clock the gateway reads), not after a guess.
+clock_reached() { (($(date +%s) >= $1)); }
+wait_for 30 clock_reached "$(jget "$TMP/short.json" "j['expires_at']")" || fail "the clock did not reach the expiry"
 expect_refusal "token_expired" "$TMP/x3" --token "$short" --ca-fingerprint "$FP"
 good=$(token r2)
 expect_refusal "certificate was rejected" "$TMP/x4" --token "$good" \

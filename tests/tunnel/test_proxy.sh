@@ -4,7 +4,8 @@
 #   GET and POST with bodies of 0 bytes, 1 MiB and a large streamed upload
 #   and download (checksummed end to end; both daemons' peak memory stays
 #   bounded); SSE event by event; a client that hangs up cancels the upstream
-#   call within 1 s; upstream down -> 502; runner gone -> 503.
+#   call (in well under a second here; the test allows 10 s on a loaded
+#   machine); upstream down -> 502; runner gone -> 503.
 source "$(dirname "$0")/lib.sh"
 BIG_MIB=${FERRY_BIG_MIB:-256}
 if [[ $SANITIZED == 1 ]]; then
@@ -86,18 +87,23 @@ pass "$BIG_MIB MiB streamed up and down, checksummed, memory bounded"
 # A slow public client stalls only its own stream: the runner pauses that
 # upstream call (its memory stays flat) while another stream on the same
 # tunnel connection runs at full speed.
-curl -sS --max-time 6 --limit-rate 100K --cacert "$CA" -H "$AUTH" -o /dev/null \
+# The slow client runs until the test stops it (64 MiB at 100 KB/s is 11
+# minutes): it must still be running, so still held back, at the end.
+curl -sS --max-time 600 --limit-rate 100K --cacert "$CA" -H "$AUTH" -o "$TMP/slowc.out" \
     "https://$PUB/r/r1/big?bytes=$((64 * 1048576))" 2>/dev/null &
 slow=$!
 PIDS+=("$slow")
-sleep 1
+# Its first 100 KB (a second at its pace) have arrived: it is flowing and the
+# windows behind it have filled.
+got_100k() { (($(stat -c %s "$TMP/slowc.out" 2>/dev/null || echo 0) >= 102400)); }
+wait_for 60 got_100k || fail "the slow client got nothing"
 rss0=$(awk '/VmRSS/ {print $2}' "/proc/$RN_PID/status")
 t0=$(now_ms)
-got=$(pub "/r/r1/big?bytes=$((8 * 1048576))" | sha256sum | cut -d' ' -f1)
+got=$(pub --max-time 120 "/r/r1/big?bytes=$((8 * 1048576))" | sha256sum | cut -d' ' -f1)
 t1=$(now_ms)
 [[ $got == "$(big_sha $((8 * 1048576)))" ]] || fail "the fast download differs"
-((t1 - t0 < 3000)) || fail "8 MiB beside a slow client took $((t1 - t0)) ms"
-sleep 1
+# Not held to the slow client's pace: 8 MiB at 100 KB/s would take 84 s.
+((t1 - t0 < 42000)) || fail "8 MiB beside a slow client took $((t1 - t0)) ms: held to its pace"
 rss1=$(awk '/VmRSS/ {print $2}' "/proc/$RN_PID/status")
 kill -0 "$slow" 2>/dev/null || fail "the slow client finished: no backpressure to test"
 kill "$slow" 2>/dev/null || true
@@ -133,15 +139,22 @@ for ((i = 0; i + 1 < ${#arrivals[@]}; i++)); do
 done
 pass "SSE: 6 events, each delivered within $((worst / 1000)) ms of being written"
 
-# Cancellation: the client hangs up; the upstream sees its connection closed.
+# Cancellation: the client hangs up once the upstream holds its request
+# (the hold never ends by itself); the upstream sees its connection closed.
 before=$(up_stat holds_aborted)
-curl -sS --max-time 1 --cacert "$CA" -H "$AUTH" "https://$PUB/r/r1/hold" >/dev/null 2>&1 || true
+curl -sS --max-time 120 --cacert "$CA" -H "$AUTH" "https://$PUB/r/r1/hold" >/dev/null 2>&1 &
+cpid=$!
+PIDS+=("$cpid")
+wait_for 60 up_stat_is holding 1 || fail "the held request did not reach the upstream"
+kill -9 "$cpid"
+wait "$cpid" 2>/dev/null || true
 t0=$(now_ms)
-wait_for 3 up_stat_gt holds_aborted "$before" || fail "the upstream call was not cancelled"
+wait_for 30 up_stat_gt holds_aborted "$before" || fail "the upstream call was not cancelled"
 t1=$(now_ms)
 echo "  cancel: upstream saw the close $((t1 - t0)) ms after the client hung up"
-((t1 - t0 < 1000)) || fail "cancellation took $((t1 - t0)) ms"
-pass "a client that hangs up closes the upstream call within 1 s"
+# Without the cancellation the call would last the runner's upstream timeout (300 s).
+((t1 - t0 < 10000)) || fail "cancellation took $((t1 - t0)) ms"
+pass "a client that hangs up closes the upstream call ($((t1 - t0)) ms)"
 
 # Unknown runner: 404; upstream down: 502 with a JSON error.
 code=$(pub -o "$TMP/err.json" -w '%{http_code}' /r/nobody/x)
@@ -154,7 +167,7 @@ code=$(pub -o "$TMP/err.json" -w '%{http_code}' /r/r1/fixed)
 pass "upstream down -> 502 upstream_unavailable"
 
 rn_stop
-wait_conns r1 0 5
+wait_conns r1 0 30
 code=$(pub -o "$TMP/err.json" -w '%{http_code}' /r/r1/fixed)
 [[ $code == 503 ]] || fail "runner stopped: $code $(cat "$TMP/err.json")"
 pass "runner stopped (exit 0) -> 503"

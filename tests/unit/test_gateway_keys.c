@@ -485,6 +485,73 @@ static void test_store_in_step(void **state)
     assert_false(file_contains(path, b + 8) || file_contains(wal, b + 8));
 }
 
+/* Admissions at one instant NOW: the limiter's burst as it stands. */
+static int admitted_at(fy_key *k, int64_t now)
+{
+    int n = 0;
+    while (fy_rl_acquire(fy_key_rl(k), now, NULL)) {
+        fy_rl_release(fy_key_rl(k));
+        n++;
+    }
+    return n;
+}
+
+/* A key's burst: checked against its rpm on create and update, stored,
+ * applied to the live limiter with its history, loaded by a new keyring. */
+static void test_burst(void **state)
+{
+    (void)state;
+    fy_store *st = NULL;
+    char err[256], sec[FY_SECRET_MAX];
+    assert_int_equal(fy_store_open(path, &st, err, sizeof err), 0);
+    fy_keys *kr = NULL;
+    assert_int_equal(fy_keys_new(st, &kr), 0);
+    fy_store_key t, rec, got;
+    tmpl(&t, "no rpm");
+    t.burst = 3;
+    assert_int_equal(fy_keys_create(kr, &t, 10, sec, NULL), FY_EINVAL);
+    assert_string_equal(sec, "");
+    tmpl(&t, "over rpm");
+    t.rpm = 10;
+    t.burst = 11;
+    assert_int_equal(fy_keys_create(kr, &t, 10, sec, NULL), FY_EINVAL);
+    assert_int_equal(fy_keys_count(kr), 0);
+
+    tmpl(&t, "five");
+    t.rpm = 60;
+    t.burst = 5;
+    assert_int_equal(fy_keys_create(kr, &t, 10, sec, &rec), 0);
+    fy_key *k = NULL;
+    assert_int_equal(auth_bearer(kr, sec, 10, &k), FY_AUTH_OK);
+    int64_t t0 = fy_rl_now();
+    assert_int_equal(admitted_at(k, t0), 5);
+    /* Raised on the live key: the 5 used still count, 3 more at once. */
+    rec.burst = 8;
+    assert_int_equal(fy_keys_update(kr, &rec), 0);
+    assert_int_equal(admitted_at(k, t0), 3);
+    /* A burst that no longer fits a new rpm is refused; nothing changes. */
+    rec.rpm = 5;
+    assert_int_equal(fy_keys_update(kr, &rec), FY_EINVAL);
+    assert_int_equal(fy_store_key_get(st, rec.id, &got), 0);
+    assert_int_equal(got.rpm, 60);
+    assert_int_equal(got.burst, 8);
+    fy_rl_result r;
+    fy_rl_peek(fy_key_rl(k), t0, &r);
+    assert_int_equal(r.limit_requests, 60);
+    assert_int_equal(r.burst_requests, 8);
+    fy_key_release(k);
+    fy_keys_free(kr);
+
+    /* A new keyring over the store: the stored burst, a fresh history. */
+    assert_int_equal(fy_keys_new(st, &kr), 0);
+    assert_int_equal(auth_bearer(kr, sec, 10, &k), FY_AUTH_OK);
+    assert_int_equal(admitted_at(k, fy_rl_now()), 8);
+    fy_key_release(k);
+    fy_keys_free(kr);
+    fy_store_close(st);
+    fy_secure_zero(sec, sizeof sec);
+}
+
 /* A reference outlives the keyring. */
 static void test_reference_outlives_keyring(void **state)
 {
@@ -661,6 +728,7 @@ int main(void)
         cmocka_unit_test(test_scopes),
         cmocka_unit_test(test_index_100k),
         cmocka_unit_test_setup_teardown(test_store_in_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_burst, setup, teardown),
         cmocka_unit_test(test_reference_outlives_keyring),
         cmocka_unit_test_setup_teardown(test_durable_across_kill9, setup, teardown),
         cmocka_unit_test(test_revoke_races_lookups),

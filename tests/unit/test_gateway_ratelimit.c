@@ -1,4 +1,4 @@
-/* gateway/ratelimit: GCRA (steady rate, burst, window bound, retry-after),
+/* gateway/ratelimit: GCRA (steady rate, burst default and explicit, window bound, retry-after),
  * the token bucket with debt, concurrency slots, header formatting, limit
  * changes, and exactness with 50 threads on one limiter. Time is injected. */
 #include <setjmp.h>
@@ -126,9 +126,10 @@ static void test_gcra_burst(void **state)
     (void)state;
     static const struct {
         int64_t rpm, burst, expect;
-    } cases[] = {{1, 0, 1},     {5, 0, 1},  {6, 0, 1},    {7, 0, 2},    {60, 0, 10},
-                 {600, 0, 100}, {60, 1, 1}, {60, 60, 60}, {60, 500, 60}};
+    } cases[] = {{1, 0, 1},     {5, 0, 1},  {6, 0, 1},  {7, 0, 2},    {20, 0, 4},   {60, 0, 10},
+                 {600, 0, 100}, {60, 1, 1}, {60, 5, 5}, {60, 60, 60}, {60, 61, 60}, {60, 500, 60}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        assert_int_equal(fy_rl_burst(cases[c].rpm, cases[c].burst), cases[c].expect);
         fy_rl rl;
         fy_rl_result r;
         init(&rl, cases[c].rpm, 0, 0, cases[c].burst);
@@ -162,6 +163,33 @@ static void test_gcra_burst(void **state)
         admitted += take(&rl, now, NULL);
     }
     assert_int_equal(admitted, 10);
+}
+
+/* The burst setting: its default, its bounds and the user's message. */
+static void test_burst_setting(void **state)
+{
+    (void)state;
+    /* fy_rl_burst's values with rpm on are test_gcra_burst's table. */
+    assert_int_equal(fy_rl_burst(0, 0), 0);
+    assert_int_equal(fy_rl_burst(0, 5), 0);
+    static const struct {
+        int64_t rpm, burst;
+        int ok;
+    } chk[] = {{0, 0, 1},   {60, 0, 1}, {60, 1, 1}, {60, 60, 1}, {60, 61, 0},
+               {60, -1, 0}, {0, 1, 0},  {1, 1, 1},  {1, 2, 0}};
+    for (size_t i = 0; i < sizeof chk / sizeof chk[0]; i++) {
+        char msg[200] = "";
+        int rc = fy_rl_check_burst(chk[i].rpm, chk[i].burst, msg, sizeof msg);
+        assert_int_equal(rc == 0, chk[i].ok);
+        assert_int_equal(msg[0] == 0, chk[i].ok); /* a message exactly when refused */
+    }
+    char msg[200];
+    assert_int_not_equal(fy_rl_check_burst(60, 61, msg, sizeof msg), 0);
+    assert_non_null(strstr(msg, "1..rpm"));
+    assert_non_null(strstr(msg, "= 10)"));
+    assert_int_not_equal(fy_rl_check_burst(0, 5, msg, sizeof msg), 0);
+    assert_non_null(strstr(msg, "needs a requests-per-minute limit"));
+    assert_int_not_equal(fy_rl_check_burst(0, 5, NULL, 0), 0);
 }
 
 static void test_retry_after(void **state)
@@ -353,6 +381,44 @@ static void test_set_limits_keeps_history(void **state)
     assert_true(take(&rl, 0, &r));
 }
 
+/* A new burst at the same rpm keeps the requests used as a count. */
+static void test_set_limits_burst(void **state)
+{
+    (void)state;
+    fy_rl rl;
+    fy_rl_result r;
+    init(&rl, 60, 0, 0, 5); /* T = 1 s */
+    int n = 0;
+    while (take(&rl, 0, NULL)) {
+        n++;
+    }
+    assert_int_equal(n, 5);
+    /* Raised to 8: 3 more at once. */
+    fy_rl_limits lim = {.rpm = 60, .burst = 8};
+    fy_rl_set_limits(&rl, &lim, 0);
+    fy_rl_peek(&rl, 0, &r);
+    assert_int_equal(r.burst_requests, 8);
+    assert_int_equal(r.remaining_requests, 3);
+    for (n = 0; take(&rl, 0, NULL); n++) {
+    }
+    assert_int_equal(n, 3);
+    /* Cut to 2 with 8 in use: refused until 7 have refilled (7 s). */
+    lim.burst = 2;
+    fy_rl_set_limits(&rl, &lim, 0);
+    assert_false(take(&rl, 0, &r));
+    assert_int_equal(r.retry_after_ns, 7 * S);
+    assert_int_equal(r.burst_requests, 2);
+    assert_false(take(&rl, 7 * S - 1, &r));
+    assert_true(take(&rl, 7 * S, &r));
+    assert_int_equal(r.remaining_requests, 0);
+    /* Back to the default (0): ceil(60/6) = 10, the 8 s of history kept. */
+    lim.burst = 0;
+    fy_rl_set_limits(&rl, &lim, 7 * S);
+    fy_rl_peek(&rl, 7 * S, &r);
+    assert_int_equal(r.burst_requests, 10);
+    assert_int_equal(r.remaining_requests, 8);
+}
+
 static void test_format_duration(void **state)
 {
     (void)state;
@@ -407,7 +473,8 @@ static void test_headers(void **state)
     assert_true(fy_rl_acquire(&rl, 0, &r));
     fy_rl_release(&rl);
     size_t n = fy_rl_headers(&r, &hb);
-    assert_int_equal(n, 6);
+    assert_int_equal(n, 7);
+    assert_string_equal(hval(hb.h, n, "ratelimit-policy"), "\"requests\";q=60;w=60;burst=10");
     assert_string_equal(hval(hb.h, n, "x-ratelimit-limit-requests"), "60");
     assert_string_equal(hval(hb.h, n, "x-ratelimit-remaining-requests"), "9");
     assert_string_equal(hval(hb.h, n, "x-ratelimit-reset-requests"), "1s");
@@ -423,7 +490,7 @@ static void test_headers(void **state)
     fy_rl_charge(&rl, 0, 1360); /* 360 tokens of debt: 6 minutes */
     assert_false(fy_rl_acquire(&rl, 0, &r));
     n = fy_rl_headers(&r, &hb);
-    assert_int_equal(n, 8);
+    assert_int_equal(n, 9);
     assert_string_equal(hval(hb.h, n, "x-ratelimit-remaining-tokens"), "0");
     assert_string_equal(hval(hb.h, n, "x-ratelimit-reset-tokens"), "1m21.6s");
     assert_string_equal(hval(hb.h, n, "retry-after"), "22");
@@ -436,8 +503,20 @@ static void test_headers(void **state)
     init(&rl, 30, 0, 0, 0);
     assert_true(fy_rl_acquire(&rl, 0, &r));
     n = fy_rl_headers(&r, &hb);
-    assert_int_equal(n, 3);
+    assert_int_equal(n, 4);
     assert_string_equal(hval(hb.h, n, "x-ratelimit-reset-requests"), "2s");
+    assert_string_equal(hval(hb.h, n, "ratelimit-policy"), "\"requests\";q=30;w=60;burst=5");
+    /* An explicit burst, and the widest values fit the buffer. */
+    init(&rl, 60, 0, 0, 5);
+    assert_true(fy_rl_acquire(&rl, 0, &r));
+    n = fy_rl_headers(&r, &hb);
+    assert_string_equal(hval(hb.h, n, "ratelimit-policy"), "\"requests\";q=60;w=60;burst=5");
+    assert_string_equal(hval(hb.h, n, "x-ratelimit-remaining-requests"), "4");
+    init(&rl, (int64_t)1 << 40, 0, 0, (int64_t)1 << 40);
+    assert_true(fy_rl_acquire(&rl, 0, &r));
+    n = fy_rl_headers(&r, &hb);
+    assert_string_equal(hval(hb.h, n, "ratelimit-policy"),
+                        "\"requests\";q=1099511627776;w=60;burst=1099511627776");
 
     assert_string_equal(fy_rl_kind_code(FY_RL_TOKENS), "rate_limit_exceeded");
     assert_non_null(strstr(fy_rl_kind_message(FY_RL_REQUESTS), "requests per minute"));
@@ -523,6 +602,9 @@ static void test_threads_exact(void **state)
     init(&rl, 600, 0, 0, 0); /* burst 100 */
     worker w = {.rl = &rl, .clock = &clock, .attempts = 2000};
     assert_int_equal(run_workers(&w, NULL), 100);
+    /* An explicit burst: 50 threads x 2000 attempts at once, exactly 5 in. */
+    init(&rl, 60, 0, 0, 5);
+    assert_int_equal(run_workers(&w, NULL), 5);
 
     /* Real time: no more than the burst plus one per interval elapsed. */
     init(&rl, 6000, 0, 0, 0); /* T = 10 ms, burst 1000 */
@@ -567,12 +649,14 @@ int main(void)
         cmocka_unit_test(test_gcra_steady),
         cmocka_unit_test(test_gcra_window_bound),
         cmocka_unit_test(test_gcra_burst),
+        cmocka_unit_test(test_burst_setting),
         cmocka_unit_test(test_retry_after),
         cmocka_unit_test(test_tokens_debt),
         cmocka_unit_test(test_concurrency),
         cmocka_unit_test(test_longest_wait_wins),
         cmocka_unit_test(test_unlimited),
         cmocka_unit_test(test_set_limits_keeps_history),
+        cmocka_unit_test(test_set_limits_burst),
         cmocka_unit_test(test_format_duration),
         cmocka_unit_test(test_headers),
         cmocka_unit_test(test_threads_exact),

@@ -1,4 +1,5 @@
-/* gateway/store: schema migration (also from an existing version-1 file),
+/* gateway/store: schema migration (also from an existing version-1 file, and
+ * from the previous gateway's version 3 with its keys working as before),
  * token consumption rules, runner enrollment and revocation, API key CRUD and
  * validation, batched usage, and durability of acknowledged writes (tokens,
  * key creations and revocations, flushed usage) across a kill -9 of the
@@ -9,8 +10,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+/* The store's own code, to reach its migrations: a version-3 file is made
+ * with migrations 1..3 exactly as shipped (append-only, so the first three
+ * entries are the previous gateway's schema word for word). */
+#include "gateway/store.c"
+
+#include "common/crypto.h"
 #include "common/err.h"
-#include "gateway/store.h"
+#include "common/secret.h"
+#include "gateway/keys.h"
 
 #include <signal.h>
 #include <sqlite3.h>
@@ -53,11 +61,11 @@ static void test_open_and_migrate(void **state)
     fy_store *st = NULL;
     char err[256];
     assert_int_equal(fy_store_open(path, &st, err, sizeof err), 0);
-    assert_int_equal(fy_store_schema_version(st), 3);
+    assert_int_equal(fy_store_schema_version(st), 4);
     fy_store_close(st);
     /* Reopening an up-to-date store is a no-op migration. */
     assert_int_equal(fy_store_open(path, &st, err, sizeof err), 0);
-    assert_int_equal(fy_store_schema_version(st), 3);
+    assert_int_equal(fy_store_schema_version(st), 4);
     fy_store_close(st);
     assert_int_equal(fy_store_open("/nonexistent-dir/x.db", &st, err, sizeof err), FY_EIO);
     assert_non_null(strstr(err, "/nonexistent-dir/x.db"));
@@ -246,7 +254,7 @@ static void test_migrate_v1_to_v2(void **state)
     fy_store *st = NULL;
     char err[256], name[FY_STORE_NAME_MAX];
     assert_int_equal(fy_store_open(path, &st, err, sizeof err), 0);
-    assert_int_equal(fy_store_schema_version(st), 3);
+    assert_int_equal(fy_store_schema_version(st), 4);
     /* The version-1 rows survive and behave as before. */
     fy_store_runner r;
     assert_int_equal(fy_store_runner_get(st, "old-runner", &r), 0);
@@ -268,6 +276,111 @@ static void test_migrate_v1_to_v2(void **state)
     sqlite3_close(db);
     assert_int_equal(fy_store_open(path, &st, err, sizeof err), FY_ENOTSUP);
     assert_non_null(strstr(err, "newer"));
+}
+
+#define PREV_VERSION 3
+
+/* A key row as the version-3 gateway wrote it (its columns, no burst). */
+static void insert_v3_key(sqlite3 *db, const char *id, const char *secret, int64_t rpm)
+{
+    uint8_t h[32];
+    fy_secret_hash(secret, strlen(secret), h);
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO api_keys(id, name, owner, prefix, hash, rpm, "
+                                        "tpm, concurrency, models, runners, hooks, created_at, "
+                                        "expires_at) VALUES(?1, 'old key', '', 'fy_old00', ?2, "
+                                        "?3, 0, 0, '[]', '[]', '[]', 100, 0)",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 2, h, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, rpm);
+    assert_int_equal(sqlite3_step(q), SQLITE_DONE);
+    sqlite3_finalize(q);
+}
+
+static void make_v3_store(const char *secret20, const char *secret0)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA journal_mode=WAL;", NULL, NULL, NULL), SQLITE_OK);
+    for (int v = 0; v < PREV_VERSION; v++) {
+        assert_int_equal(sqlite3_exec(db, migrations[v], NULL, NULL, NULL), SQLITE_OK);
+    }
+    char bump[40];
+    snprintf(bump, sizeof bump, "PRAGMA user_version = %d;", PREV_VERSION);
+    assert_int_equal(sqlite3_exec(db, bump, NULL, NULL, NULL), SQLITE_OK);
+    insert_v3_key(db, "key_old20", secret20, 20);
+    insert_v3_key(db, "key_old0", secret0, 0);
+    sqlite3_close(db);
+}
+
+static fy_key *auth(fy_keys *kr, const char *secret)
+{
+    fy_key *k = NULL;
+    assert_int_equal(fy_keys_lookup(kr, secret, strlen(secret), 200, &k), FY_AUTH_OK);
+    return k;
+}
+
+/* Admissions at one instant: the burst in force. */
+static int burst_of(fy_key *k)
+{
+    int64_t now = fy_rl_now();
+    int n = 0;
+    while (n < 1000 && fy_rl_acquire(fy_key_rl(k), now, NULL)) {
+        fy_rl_release(fy_key_rl(k));
+        n++;
+    }
+    return n;
+}
+
+static void test_v3_keys_keep_working(void **state)
+{
+    (void)state;
+    char s20[FY_SECRET_MAX], s0[FY_SECRET_MAX], err[256];
+    assert_int_equal(fy_secret_new(FY_KEY_PREFIX, s20, sizeof s20), 0);
+    assert_int_equal(fy_secret_new(FY_KEY_PREFIX, s0, sizeof s0), 0);
+    make_v3_store(s20, s0);
+
+    fy_store *st = NULL;
+    assert_int_equal(fy_store_open(path, &st, err, sizeof err), 0);
+    assert_int_equal(fy_store_schema_version(st), 4);
+    fy_store_key got;
+    assert_int_equal(fy_store_key_get(st, "key_old20", &got), 0);
+    assert_int_equal(got.rpm, 20);
+    assert_int_equal(got.burst, 0);
+    assert_string_equal(got.name, "old key");
+
+    /* Loaded and enforced as before: rpm 20 admits ceil(20/6) = 4 at once;
+     * the key without limits admits anything. */
+    fy_keys *kr = NULL;
+    assert_int_equal(fy_keys_new(st, &kr), 0);
+    assert_int_equal(fy_keys_count(kr), 2);
+    fy_key *k = auth(kr, s20);
+    assert_int_equal(burst_of(k), 4);
+    fy_key_release(k);
+    k = auth(kr, s0);
+    assert_int_equal(burst_of(k), 1000);
+    fy_key_release(k);
+
+    /* The new column takes a burst, durably. */
+    got.burst = 2;
+    assert_int_equal(fy_keys_update(kr, &got), 0);
+    fy_keys_free(kr);
+    fy_store_close(st);
+    assert_int_equal(fy_store_open(path, &st, err, sizeof err), 0);
+    assert_int_equal(fy_store_schema_version(st), 4);
+    assert_int_equal(fy_store_key_get(st, "key_old20", &got), 0);
+    assert_int_equal(got.burst, 2);
+    assert_int_equal(fy_keys_new(st, &kr), 0);
+    k = auth(kr, s20);
+    assert_int_equal(burst_of(k), 2);
+    fy_key_release(k);
+    fy_keys_free(kr);
+    fy_store_close(st);
+    fy_secure_zero(s20, sizeof s20);
+    fy_secure_zero(s0, sizeof s0);
 }
 
 static void test_scope_valid(void **state)
@@ -313,6 +426,7 @@ static void test_keys_crud(void **state)
     strcpy(k.runners, "gpu0");
     k.tpm = 10000;
     k.concurrency = 4;
+    k.burst = 5;
     k.expires_at = 99999;
     assert_int_equal(fy_store_key_create(st, &k), 0);
     /* Same id, or same hash under a new id: refused. */
@@ -329,6 +443,7 @@ static void test_keys_crud(void **state)
     assert_int_equal(got.rpm, 60);
     assert_int_equal(got.tpm, 10000);
     assert_int_equal(got.concurrency, 4);
+    assert_int_equal(got.burst, 5);
     assert_string_equal(got.models, "llama,qwen/Qwen2-7B");
     assert_string_equal(got.runners, "gpu0");
     assert_string_equal(got.hooks, "");
@@ -345,6 +460,7 @@ static void test_keys_crud(void **state)
 
     /* Update changes the mutable fields only. */
     k.rpm = 5;
+    k.burst = 0;
     k.models[0] = 0;
     strcpy(k.hooks, "github");
     strcpy(k.name, "renamed");
@@ -354,6 +470,7 @@ static void test_keys_crud(void **state)
     assert_int_equal(fy_store_key_get(st, "key_7", &got), 0);
     assert_string_equal(got.name, "renamed");
     assert_int_equal(got.rpm, 5);
+    assert_int_equal(got.burst, 0);
     assert_string_equal(got.models, "");
     assert_string_equal(got.hooks, "github");
     assert_int_equal(got.created_at, 1007);
@@ -373,10 +490,11 @@ static void test_keys_crud(void **state)
     static const struct {
         const char *what;
         int field;
-    } bad[] = {{"empty name", 0},   {"control char in name", 1},
-               {"bad scope", 2},    {"negative rpm", 3},
-               {"huge tpm", 4},     {"bad id", 5},
-               {"empty prefix", 6}, {"negative expiry", 7}};
+    } bad[] = {{"empty name", 0},    {"control char in name", 1},
+               {"bad scope", 2},     {"negative rpm", 3},
+               {"huge tpm", 4},      {"bad id", 5},
+               {"empty prefix", 6},  {"negative expiry", 7},
+               {"negative burst", 8}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fy_store_key b;
         key_template(&b, 100 + (int)i);
@@ -404,6 +522,9 @@ static void test_keys_crud(void **state)
             break;
         case 7:
             b.expires_at = -5;
+            break;
+        case 8:
+            b.burst = -1;
             break;
         }
         assert_int_equal(fy_store_key_create(st, &b), FY_EINVAL);
@@ -645,6 +766,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_runners, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_across_kill9, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1_to_v2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v3_keys_keep_working, setup, teardown),
         cmocka_unit_test(test_scope_valid),
         cmocka_unit_test_setup_teardown(test_keys_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_batched, setup, teardown),
