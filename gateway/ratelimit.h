@@ -52,9 +52,8 @@
  * its initial state (a full burst), formatted like Go durations ("1s",
  * "6m0s", "250ms"; rounded up to the millisecond so it never understates).
  * OpenAI sends nothing for the burst; ferry adds it the way the IETF
- * RateLimit draft's policy field carries extra parameters (and services
- * such as Hardcover's API send it): ratelimit-policy: "requests";q=RPM;w=60;
- * burst=B, on every response that has the requests group. The -tokens
+ * RateLimit draft's policy field carries extra parameters:
+ * ratelimit-policy: "requests";q=RPM;w=60;burst=B, on every response that has the requests group. The -tokens
  * variants likewise (remaining = tokens left in the bucket, never negative;
  * reset = time until the bucket is full). The token values describe the
  * bucket at admission, before this request is charged. Denials add

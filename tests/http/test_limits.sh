@@ -14,7 +14,7 @@ check_error() {
     local got
     got=$(curl -sS --max-time 10 -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' "$@") || fail "$name: curl failed"
     [[ $got == "$want" ]] || fail "$name: status $got, want $want"
-    grep -q "^{\"error\":{\"message\":\"[^\"]*\",\"type\":\"[a-z_]*\",\"code\":\"$code\"}}" "$TMP/body" || fail "$name: body $(cat "$TMP/body")"
+    grep -q "^{\"error\":{\"message\":\"[^\"]*\",\"type\":\"[a-z_]*\",\"param\":null,\"code\":\"$code\"}}" "$TMP/body" || fail "$name: body $(cat "$TMP/body")"
     tr -d '\r' <"$TMP/hdr" | grep -qi '^connection: close' || fail "$name: no Connection: close"
     tr -d '\r' <"$TMP/hdr" | grep -qi '^content-type: application/json' || fail "$name: not JSON"
     pass "$name -> $want"
