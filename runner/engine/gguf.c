@@ -499,21 +499,17 @@ static int gg_tensor_layout(gg_ctx *c)
 static int gg_header(gg_ctx *c)
 {
     fy_gguf *g = c->g;
-    if (g->len < 4) {
-        return gg_fail(c, "truncated header: the file is %zu bytes, a GGUF header is %d", g->len,
-                       GG_HEADER_BYTES);
-    }
-    if (memcmp(g->file, "GGUF", 4) != 0) {
+    /* The magic and the version are judged as soon as they are there, so a
+     * short v1 or foreign file is named for what it is. */
+    if (g->len >= 4 && memcmp(g->file, "GGUF", 4) != 0) {
         return gg_fail(c, "not a GGUF file (it starts with %02x %02x %02x %02x, not 'GGUF')",
                        g->file[0], g->file[1], g->file[2], g->file[3]);
     }
-    if (g->len < GG_HEADER_BYTES) {
-        return gg_fail(c, "truncated header: the file is %zu bytes, a GGUF header is %d", g->len,
-                       GG_HEADER_BYTES);
-    }
+    uint64_t v = 0, nt, nkv;
     c->pos = 4;
-    uint64_t v, nt, nkv;
-    gg_read(c, 4, &v);
+    if (g->len >= 8) {
+        gg_read(c, 4, &v);
+    }
     if (v == 1) {
         return gg_fail(c, "GGUF version 1 is not supported (ferry reads versions 2 and 3; "
                           "convert the file with a current llama.cpp)");
@@ -521,6 +517,10 @@ static int gg_header(gg_ctx *c)
     if (v > 0xffff && (v & 0xffff) == 0) {
         return gg_fail(c, "big-endian GGUF (version field 0x%08llx) is not supported",
                        (unsigned long long)v);
+    }
+    if (g->len < GG_HEADER_BYTES) {
+        return gg_fail(c, "truncated header: the file is %zu bytes, a GGUF header is %d", g->len,
+                       GG_HEADER_BYTES);
     }
     if (v != 2 && v != 3) {
         return gg_fail(c, "GGUF version %llu is not supported (ferry reads versions 2 and 3)",
