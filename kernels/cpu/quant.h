@@ -26,12 +26,14 @@
  *       (16 sub-blocks of 16 with an int8 scale; w = d*sc*(q-32), q 6 bits)
  *   F32, F16, BF16: one weight per "block" of 4, 2, 2 bytes.
  *
- * Exactness: every product in these formulas fits in 24 bits of mantissa
- * (an 11-bit d times a scale of at most 8 bits times a quant of at most 6),
- * so it is exact in float; a weight is therefore the exact value of its
- * formula rounded once to float (formulas with a "+ m" or "- dmin*mn" round
- * at that add; the others are exact). Any correct implementation, in any
- * order of operations, gives the same bits: that is what the tests check. */
+ * Exactness: every product in these formulas is exact in float: d has 11
+ * significant bits and |scale * quant| <= 128 * 32 = 2^12 (Q6_K, the widest),
+ * so any product needs at most 23 of float's 24. A weight is therefore the
+ * exact value of its formula rounded once to float (where the formula adds
+ * m or subtracts dmin*mn; the others are exact). Any correct implementation,
+ * whatever the order of its multiplications, gives the same bits (signed
+ * zeros too, as long as the add or subtract is the one written): that is
+ * what the tests check. */
 #ifndef FY_KERNELS_CPU_QUANT_H
 #define FY_KERNELS_CPU_QUANT_H
 

@@ -9,14 +9,16 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Reads every element of A (and of the arrays inside it), which must stay
- * inside the buffer: the reader validated them all. */
+/* Reads the elements of A (and of the arrays inside it), which must stay
+ * inside the buffer: the reader validated them all. Arrays nested in arrays
+ * have no index (element i costs O(i)), so only their first 64 are read. */
 static void walk(const fy_gguf_arr *a, const uint8_t *data, size_t size, int depth)
 {
     if (depth > FY_GGUF_MAX_DEPTH || a->data < data || a->data > data + size) {
         __builtin_trap();
     }
-    for (uint64_t i = 0; i < a->n; i++) {
+    uint64_t n = depth > 0 && a->n > 64 ? 64 : a->n;
+    for (uint64_t i = 0; i < n; i++) {
         fy_gguf_val v;
         if (fy_gguf_arr_get(a, i, &v) != 0 || v.type != a->type) {
             __builtin_trap();
