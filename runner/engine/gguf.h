@@ -141,9 +141,10 @@ typedef struct {
  * or FY_EPARSE / FY_ENOMEM with *OUT NULL and ERR saying why. */
 int fy_gguf_parse(const uint8_t *file, size_t len, const char *label, fy_gguf **out, char *err,
                   size_t errlen);
-/* Maps PATH read-only and parses it (LABEL = PATH). Returns 0, or FY_ENOENT
- * (no such file), FY_EIO (not a regular file, mmap failed) or what
- * fy_gguf_parse() returns. */
+/* Maps PATH read-only (common/fsutil.h's fy_file_map) and parses it, PATH
+ * being the label. Returns 0, or fy_file_map()'s errors (FY_ENOENT: no such
+ * file; FY_EIO: not a regular file, mmap failed; ...) or fy_gguf_parse()'s.
+ * The mapping lives until fy_gguf_free(). */
 int fy_gguf_open(const char *path, fy_gguf **out, char *err, size_t errlen);
 /* Frees G and unmaps what fy_gguf_open() mapped; NULL is fine. */
 void fy_gguf_free(fy_gguf *g);
