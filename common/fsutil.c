@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,4 +159,38 @@ int fy_mkdir_p(const char *dir, mode_t mode)
         return from_errno(errno);
     }
     return 0;
+}
+
+int fy_file_map(const char *path, void **map, size_t *len, char *err, size_t errlen)
+{
+    *map = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return fy_fail(err, errlen, e == ENOENT ? FY_ENOENT : from_errno(e), "%s: %s", path,
+                       strerror(e));
+    }
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        rc = fy_fail(err, errlen, FY_EIO, "%s: not a regular file", path);
+    } else if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            rc = fy_fail(err, errlen, FY_EIO, "%s: mmap: %s", path, strerror(errno));
+        } else {
+            *map = p;
+            *len = (size_t)st.st_size;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+void fy_file_unmap(void *map, size_t len)
+{
+    if (map) {
+        munmap(map, len);
+    }
 }

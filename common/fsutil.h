@@ -17,6 +17,15 @@ int fy_file_write_atomic(const char *path, const void *data, size_t len, mode_t 
  * missing ones FY_ENOENT. */
 int fy_file_read(const char *path, size_t max, char **out, size_t *len);
 
+/* Maps PATH whole, read-only and private (model weights: the page cache
+ * shares them, nothing is copied). Returns 0 with *MAP and *LEN set (*MAP
+ * NULL for an empty file, which mmap cannot map), or FY_ENOENT (missing),
+ * FY_EIO (not a regular file, mmap failed) or another FY_E* from errno, with
+ * ERR naming PATH. Release with fy_file_unmap(*MAP, *LEN). */
+int fy_file_map(const char *path, void **map, size_t *len, char *err, size_t errlen);
+/* Unmaps what fy_file_map() mapped; a NULL MAP is fine. */
+void fy_file_unmap(void *map, size_t len);
+
 /* Creates DIR and its parents with MODE when missing. Returns 0 or FY_E*. */
 int fy_mkdir_p(const char *dir, mode_t mode);
 

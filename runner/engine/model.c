@@ -6,17 +6,12 @@
 #include "common/fsutil.h"
 #include "runner/engine/safetensors.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* Upper bounds on config values: far above any model ferry can run, low
  * enough that products of them (element counts, byte sizes) cannot overflow. */
@@ -369,34 +364,19 @@ static int file_map(const char *dir, const char *name, model_file *f, char *err,
     if (fy_path_join(path, sizeof path, dir, name) < 0) {
         return fy_fail(err, errlen, FY_ETOOBIG, "%s: path too long", name);
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return fy_fail(err, errlen, errno == ENOENT ? FY_ENOENT : FY_EIO, "%s: %s", path,
-                       strerror(errno));
+    void *map;
+    int rc = fy_file_map(path, &map, &f->len, err, errlen);
+    if (rc < 0) {
+        return rc;
     }
-    struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        rc = fy_fail(err, errlen, FY_EIO, "%s: not a regular file", path);
-        goto out;
-    }
-    f->len = (size_t)st.st_size;
+    f->map = map;
     if (f->len < 8) {
-        rc = fy_fail(err, errlen, FY_EPARSE, "%s: file is %zu bytes, truncated", name, f->len);
-        goto out;
+        return fy_fail(err, errlen, FY_EPARSE, "%s: file is %zu bytes, truncated", name, f->len);
     }
-    void *p = mmap(NULL, f->len, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-        rc = fy_fail(err, errlen, FY_EIO, "%s: mmap: %s", path, strerror(errno));
-        goto out;
-    }
-    f->map = p;
     char msg[384];
     if ((rc = fy_st_parse(f->map, f->len, &f->hdr, msg, sizeof msg)) < 0) {
         fy_fail(err, errlen, rc, "%s: %s", name, msg);
     }
-out:
-    close(fd);
     return rc;
 }
 
@@ -407,9 +387,7 @@ static void priv_free(model_priv *p)
     }
     for (int i = 0; i < p->n_files; i++) {
         fy_st_header_free(&p->files[i].hdr);
-        if (p->files[i].map) {
-            munmap(p->files[i].map, p->files[i].len);
-        }
+        fy_file_unmap(p->files[i].map, p->files[i].len);
     }
     for (int i = 0; i < p->n_copies; i++) {
         free(p->copies[i]);

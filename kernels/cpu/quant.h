@@ -1,0 +1,75 @@
+/* quant.h: ggml's packed weight formats (the block types GGUF files carry),
+ * their sizes, and the scalar reference dequantization.
+ *
+ * This module knows block layouts only, never files: a caller hands it the
+ * bytes of a row of blocks and the number of weights. A row of N weights of a
+ * quantized type is N / block_weights consecutive blocks of block_bytes each,
+ * every multi-byte field little-endian, no padding, no alignment required
+ * (fields are read byte by byte, so a view straight into a mapped file works
+ * at any offset). The layouts (from ggml's ggml-common.h; d, dmin, m are
+ * IEEE binary16):
+ *
+ *   Q8_0  32 w / 34 B   d, int8 q[32]                       w = d*q
+ *   Q4_0  32 w / 18 B   d, q[16] nibbles                    w = d*(q-8)
+ *   Q4_1  32 w / 20 B   d, m, q[16] nibbles                 w = d*q + m
+ *   Q5_0  32 w / 22 B   d, qh u32, q[16] nibbles            w = d*(q-16)
+ *   Q5_1  32 w / 24 B   d, m, qh u32, q[16] nibbles         w = d*q + m
+ *       (32-weight blocks: byte j holds weight j in its low nibble and weight
+ *        j+16 in its high one; bit k of qh is bit 4 of weight k)
+ *   Q4_K 256 w / 144 B  d, dmin, scales[12], q[128] nibbles
+ *   Q5_K 256 w / 176 B  d, dmin, scales[12], qh[32], q[128] nibbles
+ *       (8 sub-blocks of 32 with 6-bit scale sc and min mn packed in
+ *        scales[12]; w = d*sc*q - dmin*mn; sub-block j takes the low nibbles
+ *        of bytes 32*(j/2).. when j is even, the high ones when odd; Q5_K's
+ *        bit 4 of weight l of sub-block j is bit j of qh[l])
+ *   Q6_K 256 w / 210 B  ql[128], qh[64], int8 scales[16], d
+ *       (16 sub-blocks of 16 with an int8 scale; w = d*sc*(q-32), q 6 bits)
+ *   F32, F16, BF16: one weight per "block" of 4, 2, 2 bytes.
+ *
+ * Exactness: every product in these formulas is exact in float: d has 11
+ * significant bits and |scale * quant| <= 128 * 32 = 2^12 (Q6_K, the widest),
+ * so any product needs at most 23 of float's 24. A weight is therefore the
+ * exact value of its formula rounded once to float (where the formula adds
+ * m or subtracts dmin*mn; the others are exact). Any correct implementation,
+ * whatever the order of its multiplications, gives the same bits (signed
+ * zeros too, as long as the add or subtract is the one written): that is
+ * what the tests check. */
+#ifndef FY_KERNELS_CPU_QUANT_H
+#define FY_KERNELS_CPU_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    FY_Q_F32 = 0,
+    FY_Q_F16,
+    FY_Q_BF16,
+    FY_Q_Q8_0,
+    FY_Q_Q4_0,
+    FY_Q_Q4_1,
+    FY_Q_Q5_0,
+    FY_Q_Q5_1,
+    FY_Q_Q4_K,
+    FY_Q_Q5_K,
+    FY_Q_Q6_K,
+    FY_Q_NTYPES
+} fy_qtype;
+
+/* "F32", "Q4_K", ... ("?" for a value outside the enum). */
+const char *fy_q_name(fy_qtype t);
+/* Weights per block (1 for F32/F16/BF16); 0 for a value outside the enum. */
+uint32_t fy_q_block_weights(fy_qtype t);
+/* Bytes per block; 0 for a value outside the enum. */
+uint32_t fy_q_block_bytes(fy_qtype t);
+
+/* Bytes that N weights of type T occupy. Returns 0 and sets *BYTES, or
+ * FY_EINVAL when T is not a type or N is not a multiple of its block, or
+ * FY_ETOOBIG when the size does not fit in 64 bits. */
+int fy_q_bytes(fy_qtype t, uint64_t n, uint64_t *bytes);
+
+/* Dequantizes the first N weights of the row of blocks at SRC into DST[0..N).
+ * N must be a multiple of T's block; SRC must hold N / block_weights blocks.
+ * Returns 0, or FY_EINVAL (nothing written) for a bad T or N. */
+int fy_q_dequant(fy_qtype t, const void *src, float *dst, size_t n);
+
+#endif
