@@ -32,7 +32,7 @@ done
 jobs=$(nproc)
 
 echo "== normal build (gcc, Release) =="
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DFERRY_WERROR=ON
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DFERRY_WERROR=ON -DFERRY_TEST_TIMEOUT=300
 cmake --build build -j"$jobs"
 
 echo "== ASan+UBSan build (clang, libFuzzer) =="
@@ -40,7 +40,7 @@ echo "== ASan+UBSan build (clang, libFuzzer) =="
 # Sanitizers slow the heaviest tests (1,000-stream sessions) 3-5x: a longer timeout.
 CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DFERRY_SANITIZE=address,undefined \
     -DFERRY_FUZZ=ON -DFERRY_CUDA=OFF -DFERRY_FUZZ_SECONDS="${FERRY_FUZZ_SECONDS:-30}" \
-    -DFERRY_TEST_TIMEOUT=300 -DFERRY_WERROR=ON
+    -DFERRY_TEST_TIMEOUT=600 -DFERRY_WERROR=ON
 cmake --build build-asan -j"$jobs"
 
 if [[ $STRESS == 0 ]]; then
