@@ -57,6 +57,8 @@ struct fy_api_call {
     uint64_t last_write;
     int failed; /* an error finish: its message is in err */
     fy_oai_error err;
+    int in_write; /* inside tp->write: a cancel now is left to call_write */
+    int gone;     /* cancelled from inside tp->write */
 };
 
 /* --- plain answers ------------------------------------------------------------ */
@@ -163,7 +165,9 @@ static void call_free(fy_api_call *c)
     }
 }
 
-/* The transport failed or the client is gone: abort everything. */
+/* The transport failed or the client is gone: abort everything. The
+ * cancellation is counted before the engine request is aborted, so the
+ * counter never lags the blocks the abort frees. */
 static void call_abort(fy_api_call *c)
 {
     c->tp->abort(c->t);
@@ -173,6 +177,13 @@ static void call_abort(fy_api_call *c)
 
 void fy_api_call_cancel(fy_api_call *c)
 {
+    if (c->in_write) {
+        /* A transport whose write failed may report the hang-up from inside
+         * that write (the HTTP server closes the connection there); the
+         * write's caller aborts once, when the write returns. */
+        c->gone = 1;
+        return;
+    }
     call_abort(c);
 }
 
@@ -183,7 +194,10 @@ static int call_write(fy_api_call *c, const char *data, size_t len)
         call_abort(c); /* out of memory building it */
         return -1;
     }
-    if (c->tp->write(c->t, data, len) < 0) {
+    c->in_write = 1;
+    int rc = c->tp->write(c->t, data, len);
+    c->in_write = 0;
+    if (rc < 0 || c->gone) {
         call_abort(c);
         return -1;
     }
