@@ -30,8 +30,7 @@ struct fy_api {
 };
 
 typedef struct {
-    fy_buf text;     /* whole response: the text so far */
-    size_t text_len; /* streamed: bytes sent so far (logprobs' text offsets) */
+    fy_buf text; /* whole response: the text so far */
     json_t *logprobs;
     int started; /* streamed: the role chunk went out */
     int done;
@@ -102,32 +101,21 @@ static void answer_jsonv(const fy_api_transport *tp, void *t, json_t *root)
 
 /* --- token text for logprobs ------------------------------------------------------ */
 
-/* A token's text as it reads inside a completion: decoded alone, with the
- * leading space a SentencePiece or byte-level decoder strips from a first
- * token put back. */
+/* A token's text as it reads inside the text (fy_tokenizer_token_bytes):
+ * " time" for "▁time", so the tokens of a choice read as its text does. */
 static int tok_text(void *arg, int32_t id, char *buf, size_t cap)
 {
-    const fy_tokenizer *tok = arg;
-    char *s = NULL;
-    size_t len = 0;
-    int rc = fy_tokenizer_decode(tok, &id, 1, 0, &s, &len);
-    if (rc) {
-        return rc;
+    size_t len;
+    const char *s = fy_tokenizer_token_bytes(arg, id, &len);
+    if (!s) {
+        return FY_EINVAL;
     }
-    const char *piece = fy_tokenizer_piece(tok, id);
-    size_t k = 0;
-    if (piece && len < cap - 1 &&
-        (strncmp(piece, "\xe2\x96\x81", 3) == 0 || strncmp(piece, "\xc4\xa0", 2) == 0) &&
-        (len == 0 || s[0] != ' ')) {
-        buf[k++] = ' ';
+    if (len > cap - 1) {
+        len = cap - 1;
     }
-    if (len > cap - 1 - k) {
-        len = cap - 1 - k;
-    }
-    memcpy(buf + k, s, len);
-    buf[k + len] = '\0';
-    free(s);
-    return (int)(k + len);
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return (int)len;
 }
 
 /* --- calls --------------------------------------------------------------------- */
@@ -336,8 +324,7 @@ static void on_engine_event(const fy_engine_event *ev, void *arg)
         }
         for (int i = 0; i < ev->n_tokens; i++) {
             if (fy_oai_logprobs_add(into, c->r.kind, &ev->tokens[i], c->r.logprobs,
-                                    c->r.stream ? s->text_len : s->text.len, tok_text,
-                                    (void *)c->api->tok)) {
+                                    ev->tokens[i].text_offset, tok_text, (void *)c->api->tok)) {
                 break; /* a token without text: keep the rest of the answer */
             }
         }
@@ -350,7 +337,6 @@ static void on_engine_event(const fy_engine_event *ev, void *arg)
         if (rc) {
             return;
         }
-        s->text_len += ev->text_len;
     } else if (ev->text_len && fy_buf_append(&s->text, ev->text, ev->text_len)) {
         fy_oai_fail(&c->err, 500, NULL, "too_large", "the completion is too large to return");
         c->failed = 1;

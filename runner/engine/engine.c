@@ -61,6 +61,7 @@ typedef struct {
     /* Engine thread. */
     fy_seq seq;
     fy_detok *detok;
+    size_t text_bytes; /* the detokenizer's text so far (tokens' text offsets) */
     fy_stop stop;
     int finished;
     /* Under mu. */
@@ -343,6 +344,7 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
     fy_gen_token g = *gp;
     int32_t id = g.id;
     q->tokens[q->n_tokens++] = id;
+    g.text_offset = s->text_bytes;
     fy_finish finish = FY_FINISH_NONE;
     fy_buf_reset(&e->scratch);
     if (is_stop_token(e, r, id)) {
@@ -350,9 +352,11 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
     } else {
         const char *t = NULL;
         size_t n = 0;
-        if (fy_detok_push(s->detok, id, &t, &n) == 0 && n > 0 &&
-            fy_stop_push(&s->stop, t, n, &e->scratch) == 1) {
-            finish = FY_FINISH_STOP;
+        if (fy_detok_push(s->detok, id, &t, &n) == 0 && n > 0) {
+            s->text_bytes += n;
+            if (fy_stop_push(&s->stop, t, n, &e->scratch) == 1) {
+                finish = FY_FINISH_STOP;
+            }
         }
     }
     int done = q->n_tokens - q->n_prompt;
@@ -750,7 +754,8 @@ static int req_new(fy_engine *e, const fy_engine_request *q, fy__req **out, char
         }
         s->detok = fy_detok_new(e->tok, 1);
         s->seq.tokens = malloc((size_t)cap * sizeof *s->seq.tokens);
-        if (!s->detok || !s->seq.tokens) {
+        if (!s->detok || !s->seq.tokens ||
+            fy_detok_prime(s->detok, q->prompt, (size_t)q->n_prompt) < 0) {
             return FY_ENOMEM;
         }
         s->seq.cap = cap;

@@ -102,8 +102,13 @@ typedef struct {
     float logprob;                         /* of the sampled token (0 when not asked) */
     fy_token_logprob top[FY_MAX_LOGPROBS]; /* most likely alternatives, best first */
     int n_top;
+    size_t text_offset; /* bytes of the sample's text before this token's text */
 } fy_gen_token;
 
+/* A sample's text is what its tokens add to the prompt's text: decode(prompt
+ * + generated) minus decode(prompt) (fy_detok_prime), so it keeps the
+ * leading space of a first "▁word" token that a decode of the generated
+ * tokens alone would drop. */
 typedef struct {
     uint64_t request_id;
     int index;        /* which of the request's n samples */

@@ -3,7 +3,10 @@
 # upon a time" (BOS added by the tokenizer's post-processor, as in
 # expected_greedy.json's prompt_ids_with_bos) returns the reference text
 # exactly; the streamed version's deltas concatenate to it; usage is right;
-# logprobs have the shape OpenAI's SDKs read.
+# logprobs have the shape OpenAI's SDKs read. The completion is the text the
+# model wrote after the prompt, leading space included: for prompts cut from
+# the reference at many token positions (as ids and as text), prompt +
+# completion = the decode of all the ids, streamed and not.
 source "$(dirname "$0")/lib.sh"
 need_stories
 api_start "$STORIES"
@@ -69,4 +72,52 @@ assert len(ta) == 3 and [c["index"] for c in a["choices"]] == [0, 1, 2]
 assert ta == [c["text"] for c in b["choices"]], (ta, b)
 PY
 pass "stop string, logprobs, n=3 with a seed reproducible"
+
+# The reference's ids cut at token M: the greedy completion of ids[:M] is
+# decode(ids[:M+K]) minus decode(ids[:M]) (/detokenize decodes; BOS left out,
+# it is special), whole and streamed; as text too, where the text encodes
+# back to ids[:M]. M = 4 is "Once upon a" -> " time, there...".
+python3 - "$API" "$STORIES/expected_greedy.json" <<'PY' || fail "completion text after cut prompts"
+import json, sys, urllib.request
+api, exp = sys.argv[1], json.load(open(sys.argv[2]))
+def call(path, body, raw=False):
+    req = urllib.request.Request("http://%s%s" % (api, path), data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    data = urllib.request.urlopen(req, timeout=120).read().decode()
+    return data if raw else json.loads(data)
+def streamed(body):
+    ev = [l[6:] for l in call("/v1/completions", dict(body, stream=True), True).split("\n") if l.startswith("data: ")]
+    assert ev[-1] == "[DONE]", ev[-2:]
+    return "".join(c["text"] for e in ev[:-1] for c in json.loads(e)["choices"])
+dec = lambda x: call("/detokenize", {"tokens": x[1:]})["prompt"]
+ids = exp["prompt_ids_with_bos"] + exp["completion_ids"]
+K, as_text = 12, 0
+for m in list(range(4, 40)) + [60, 100, 150]:
+    head, full = dec(ids[:m]), dec(ids[:m + K])
+    assert full.startswith(head), (m, head, full)
+    want = full[len(head):]
+    body = {"prompt": ids[:m], "max_tokens": K, "temperature": 0}
+    got = call("/v1/completions", body)["choices"][0]["text"]
+    assert got == want, (m, head, got, want)
+    assert streamed(body) == want, (m, "streamed")
+    if call("/tokenize", {"prompt": head})["tokens"] == ids[:m]:
+        as_text += 1
+        body["prompt"] = head
+        assert call("/v1/completions", body)["choices"][0]["text"] == want, (m, "text")
+        assert head + streamed(body) == full, (m, "text streamed")
+assert as_text >= 20, as_text
+r = call("/v1/completions", {"prompt": "Once upon a", "max_tokens": 3, "temperature": 0})
+assert r["choices"][0]["text"] == " time, there", r
+# Prompts that end in a space, inside a word, in a multi-byte character:
+# the completion continues the prompt's text (the prompt's tokens and the
+# completion's, decoded together, are the prompt and then the completion).
+for p in ["Once upon a ", "Once upon a ti", "Lily saw a caf\u00e9", "The sun \u2600", "One day, "]:
+    r = call("/v1/completions", {"prompt": p, "max_tokens": 16, "temperature": 0, "logprobs": 0})
+    c = r["choices"][0]
+    toks = "".join(c["logprobs"]["tokens"])
+    assert c["text"] == toks, (p, c["text"], toks)
+    assert c["logprobs"]["text_offset"][0] == 0 and c["logprobs"]["text_offset"] == sorted(c["logprobs"]["text_offset"]), c
+    assert streamed({"prompt": p, "max_tokens": 16, "temperature": 0}) == c["text"], p
+PY
+pass "completion text = decode(prompt + completion ids) minus decode(prompt), at 39 cut points, streamed too"
 api_stop

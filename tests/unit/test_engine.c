@@ -41,6 +41,7 @@ typedef struct {
     uint64_t id;
     int n;
     int32_t ids[MAXN][MAXTOK];
+    size_t offs[MAXN][MAXTOK]; /* the tokens' text offsets */
     int n_ids[MAXN];
     char text[MAXN][MAXTEXT];
     size_t text_len[MAXN];
@@ -128,6 +129,7 @@ static void on_event(const fy_engine_event *ev, void *arg)
     int i = ev->index;
     k->events++;
     for (int t = 0; t < ev->n_tokens && k->n_ids[i] < MAXTOK; t++) {
+        k->offs[i][k->n_ids[i]] = ev->tokens[t].text_offset;
         k->ids[i][k->n_ids[i]++] = ev->tokens[t].id;
     }
     if (ev->text_len && !fy_utf8_valid(ev->text, ev->text_len)) {
@@ -634,6 +636,96 @@ static void test_stops_and_length(void **state)
     ctx_close(&c);
 }
 
+/* The completion is the text the model wrote after the prompt: for prompts
+ * that end in a word, a space, the middle of a word or a multi-byte
+ * character, prompt + the concatenated event texts == decode(prompt ids +
+ * generated ids), greedy and sampled (n = 2); each token's text offset is
+ * where its text starts in that completion; a stop string matches that text
+ * (leading space and all). */
+static void test_completion_text(void **state)
+{
+    (void)state;
+    need_model();
+    static const char *const prompts[] = {
+        "Once upon a",  "Once upon a ", "Once upon a ti",
+        "Lily and Tom", "She said, \"", "caf\xc3\xa9",
+        "\xe6\x97\xa5", "The end.\n",   "",
+    };
+    enum { NP = sizeof prompts / sizeof prompts[0] };
+    ctx c;
+    ctx_open(&c, 0, 16, 64);
+    const fy_tokenizer *tok = fy_engine_tokenizer(c.e);
+    static coll k[NP][2];
+    static int32_t *pids[NP];
+    static size_t np[NP];
+    fy_encode_options eo = {.add_special = 1};
+    for (int i = 0; i < NP; i++) {
+        assert_int_equal(
+            fy_tokenizer_encode(tok, prompts[i], strlen(prompts[i]), &eo, &pids[i], &np[i]), 0);
+        fy_sampling g = greedy(24);
+        submit(&c, &k[i][0], pids[i], (int)np[i], 1, &g, NULL);
+        fy_sampling r;
+        fy_sampling_defaults(&r);
+        r.max_tokens = 24;
+        r.has_seed = 1;
+        r.seed = 7 + (uint64_t)i;
+        submit(&c, &k[i][1], pids[i], (int)np[i], 2, &r, NULL);
+    }
+    /* The issue's case: a stop string that starts with a space. */
+    static coll st;
+    const char *stops[] = {" there"};
+    fy_sampling sg = greedy(24);
+    sg.stop = stops;
+    sg.n_stop = 1;
+    submit(&c, &st, pids[0], (int)np[0], 1, &sg, NULL);
+    run(&c);
+    for (int i = 0; i < NP; i++) {
+        for (int v = 0; v < 2; v++) {
+            for (int j = 0; j < k[i][v].n; j++) {
+                coll *q = &k[i][v];
+                int32_t all[64 + MAXTOK];
+                memcpy(all, pids[i], np[i] * sizeof *all);
+                memcpy(all + np[i], q->ids[j], (size_t)q->n_ids[j] * sizeof *all);
+                char *full;
+                size_t flen, pl = strlen(prompts[i]);
+                assert_int_equal(
+                    fy_tokenizer_decode(tok, all, np[i] + (size_t)q->n_ids[j], 1, &full, &flen), 0);
+                if (flen != pl + q->text_len[j] || memcmp(full, prompts[i], pl) != 0 ||
+                    memcmp(full + pl, q->text[j], q->text_len[j]) != 0) {
+                    fail_msg("\"%s\" (%s, sample %d): decode(all) \"%s\", completion \"%.*s\"",
+                             prompts[i], v ? "sampled" : "greedy", j, full, (int)q->text_len[j],
+                             q->text[j]);
+                }
+                free(full);
+                /* Offsets: the text of tokens before token t, decoded after the prompt. */
+                for (int t = 0; t < q->n_ids[j]; t++) {
+                    char *pre;
+                    size_t prl;
+                    assert_int_equal(
+                        fy_tokenizer_decode(tok, all, np[i] + (size_t)t, 1, &pre, &prl), 0);
+                    if (fy_utf8_valid(pre, prl)) {
+                        assert_int_equal(q->offs[j][t], prl - pl);
+                    }
+                    free(pre);
+                }
+            }
+        }
+    }
+    /* "Once upon a" greedily goes on " time, there ...": the completion
+     * begins with the space of "▁time". */
+    assert_true(k[0][0].text_len[0] > 12);
+    assert_memory_equal(k[0][0].text[0], " time, there", 12);
+    assert_int_equal(st.finish[0], FY_FINISH_STOP);
+    assert_int_equal(st.text_len[0], 6);
+    assert_memory_equal(st.text[0], " time,", 6);
+    for (int i = 0; i < NP; i++) {
+        free(pids[i]);
+    }
+    assert_int_equal(c.bad_utf8, 0);
+    assert_int_equal(settle(&c).blocks_used, 0);
+    ctx_close(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -641,6 +733,7 @@ int main(void)
         cmocka_unit_test(test_preemption_invariance), cmocka_unit_test(test_prefix_cache_hit),
         cmocka_unit_test(test_parallel_samples),      cmocka_unit_test(test_abort_and_pool),
         cmocka_unit_test(test_bounded_queue),         cmocka_unit_test(test_stops_and_length),
+        cmocka_unit_test(test_completion_text),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
