@@ -77,18 +77,11 @@ pass "stop string, logprobs, n=3 with a seed reproducible"
 # decode(ids[:M+K]) minus decode(ids[:M]) (/detokenize decodes; BOS left out,
 # it is special), whole and streamed; as text too, where the text encodes
 # back to ids[:M]. M = 4 is "Once upon a" -> " time, there...".
-python3 - "$API" "$STORIES/expected_greedy.json" <<'PY' || fail "completion text after cut prompts"
-import json, sys, urllib.request
-api, exp = sys.argv[1], json.load(open(sys.argv[2]))
-def call(path, body, raw=False):
-    req = urllib.request.Request("http://%s%s" % (api, path), data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
-    data = urllib.request.urlopen(req, timeout=120).read().decode()
-    return data if raw else json.loads(data)
-def streamed(body):
-    ev = [l[6:] for l in call("/v1/completions", dict(body, stream=True), True).split("\n") if l.startswith("data: ")]
-    assert ev[-1] == "[DONE]", ev[-2:]
-    return "".join(c["text"] for e in ev[:-1] for c in json.loads(e)["choices"])
+pyapi "$STORIES/expected_greedy.json" <<'PY' || fail "completion text after cut prompts"
+import json, sys
+from apilib import call, sse, text_of
+exp = json.load(open(sys.argv[1]))
+streamed = lambda body: text_of(sse("/v1/completions", body)).get(0, "")
 dec = lambda x: call("/detokenize", {"tokens": x[1:]})["prompt"]
 ids = exp["prompt_ids_with_bos"] + exp["completion_ids"]
 K, as_text = 12, 0
@@ -120,4 +113,21 @@ for p in ["Once upon a ", "Once upon a ti", "Lily saw a caf\u00e9", "The sun \u2
     assert streamed({"prompt": p, "max_tokens": 16, "temperature": 0}) == c["text"], p
 PY
 pass "completion text = decode(prompt + completion ids) minus decode(prompt), at 39 cut points, streamed too"
+
+# logit_bias: -100 on the reference's first token (",", id 432) makes the
+# runner-up come first; the logprobs are the raw ones (',' still the best).
+pyapi "$STORIES/expected_greedy.json" <<'PY' || fail "logit_bias"
+import json, sys
+from apilib import call
+first = json.load(open(sys.argv[1]))["completion_ids"][0]
+body = {"prompt": "Once upon a time", "max_tokens": 1, "temperature": 0, "logprobs": 2}
+plain = call("/v1/completions", body)["choices"][0]["logprobs"]
+tops = sorted(plain["top_logprobs"][0].items(), key=lambda kv: -kv[1])
+assert plain["tokens"] == [","] and tops[0][0] == ",", plain
+body["logit_bias"] = {str(first): -100}
+lp = call("/v1/completions", body)["choices"][0]["logprobs"]
+assert lp["tokens"] == [tops[1][0]], (lp, tops)
+assert abs(lp["token_logprobs"][0] - tops[1][1]) < 1e-6 and max(lp["top_logprobs"][0], key=lp["top_logprobs"][0].get) == ",", lp
+PY
+pass "logit_bias -100 bans the greedy token; logprobs stay raw"
 api_stop

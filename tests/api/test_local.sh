@@ -55,6 +55,11 @@ done <<'CASES'
 /v1/chat/completions|{"messages":[{"role":"user","content":"x"}],"top_logprobs":3}|"top_logprobs"
 /v1/chat/completions|{"messages":[{"role":"user","content":"x"}],"max_completion_tokens":"9"}|"max_completion_tokens"
 /v1/chat/completions|{"messages":[{"role":"user"}]}|"messages[0].content"
+/v1/completions|{"prompt":"x","logit_bias":{"398":1}}|"logit_bias"
+/v1/completions|{"prompt":"x","logit_bias":{"7":-101}}|"logit_bias"
+/v1/completions|{"prompt":"x","logit_bias":{"x7":1}}|"logit_bias"
+/v1/completions|{"prompt":"x","logit_bias":[7]}|"logit_bias"
+/v1/chat/completions|{"messages":[{"role":"user","content":"x"}],"logit_bias":{"7":"big"}}|"logit_bias"
 /tokenize|{"prompt":5}|"prompt"
 /detokenize|{"tokens":[-1]}|"tokens"
 CASES
@@ -100,6 +105,20 @@ stream=${body%\}},\"stream\":true}
 got=$(sse_text "$TMP/out") || fail "streamed chat: $(cat "$TMP/out")"
 [[ $got == "$want" ]] || fail "streamed chat text '$got' != '$want'"
 pass "chat completion and its stream agree"
+
+# logit_bias on chat: 100 forces a token (greedy repeats it), -100 bans it
+# even where another forced token competes.
+pyapi <<'PY' || fail "logit_bias on chat"
+from apilib import call
+q, r = (call("/tokenize", {"prompt": ch, "add_special_tokens": False})["tokens"][-1] for ch in "QR")
+def content(bias):
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0, "logit_bias": bias}
+    return call("/v1/chat/completions", body)["choices"][0]["message"]["content"]
+assert content({str(q): 100}) == "QQQQ", content({str(q): 100})
+assert set(content({str(q): 100, str(r): 100})) <= {"Q", "R"}
+assert content({str(q): -100, str(r): 100}) == "RRRR"
+PY
+pass "logit_bias on chat: 100 forces a token, -100 bans it"
 
 # The engine takes one sequence and queues one request: a third is refused
 # with 503 at once. The queued one gets SSE pings while it waits. The held
