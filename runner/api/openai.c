@@ -247,6 +247,62 @@ static int parse_stop_ids(fy_oai_request *r, fy_oai_error *e)
     return 0;
 }
 
+/* logit_bias: {"<token id>": bias in [-100, 100], ...}, OpenAI's shape. The
+ * ids are checked against the vocabulary by the caller (it knows the model). */
+static int parse_logit_bias(fy_oai_request *r, fy_oai_error *e)
+{
+    json_t *v = json_object_get(r->root, "logit_bias"), *x;
+    if (!v || json_is_null(v)) {
+        return 0;
+    }
+    if (!json_is_object(v)) {
+        return fy_oai_fail(e, 400, "logit_bias", "invalid_type",
+                           "'logit_bias' must be an object mapping token ids to biases, got %s",
+                           jtype(v));
+    }
+    size_t n = json_object_size(v), kl;
+    if (n > FY_OAI_MAX_LOGIT_BIAS) {
+        return fy_oai_fail(e, 400, "logit_bias", "invalid_value",
+                           "'logit_bias' may hold at most %d entries, got %zu",
+                           FY_OAI_MAX_LOGIT_BIAS, n);
+    }
+    if (n == 0) {
+        return 0;
+    }
+    if (!(r->logit_bias = malloc(n * sizeof *r->logit_bias))) {
+        return fy_oai_fail(e, 500, NULL, "out_of_memory", "out of memory");
+    }
+    const char *key;
+    json_object_keylen_foreach(v, key, kl, x)
+    {
+        long long id = 0;
+        size_t i = 0;
+        while (i < kl && i < 10 && key[i] >= '0' && key[i] <= '9') {
+            id = id * 10 + (key[i++] - '0');
+        }
+        if (kl == 0 || i != kl || id > INT32_MAX) {
+            return fy_oai_fail(e, 400, "logit_bias", "invalid_value",
+                               "'logit_bias' keys must be token ids (decimal integers), got "
+                               "'%.40s'",
+                               key);
+        }
+        if (!json_is_number(x)) {
+            return fy_oai_fail(e, 400, "logit_bias", "invalid_type",
+                               "'logit_bias' value for token %lld must be a number, got %s", id,
+                               jtype(x));
+        }
+        double b = json_number_value(x);
+        if (!isfinite(b) || b < -100 || b > 100) {
+            return fy_oai_fail(e, 400, "logit_bias", "invalid_value",
+                               "'logit_bias' value for token %lld must be between -100 and 100, "
+                               "got %g",
+                               id, b);
+        }
+        r->logit_bias[r->n_logit_bias++] = (fy_logit_bias){(int32_t)id, (float)b};
+    }
+    return 0;
+}
+
 /* The sampling parameters both endpoints share. */
 static int parse_sampling(fy_oai_request *r, fy_oai_error *e)
 {
@@ -298,13 +354,15 @@ static int parse_sampling(fy_oai_request *r, fy_oai_error *e)
     if (get_bool(r->root, "ignore_eos", &s->ignore_eos, e) < 0) {
         return -1;
     }
-    if (parse_stop(r, e) || parse_stop_ids(r, e)) {
+    if (parse_stop(r, e) || parse_stop_ids(r, e) || parse_logit_bias(r, e)) {
         return -1;
     }
     s->stop = r->stop;
     s->n_stop = r->n_stop;
     s->stop_ids = r->stop_ids;
     s->n_stop_ids = r->n_stop_ids;
+    s->logit_bias = r->logit_bias;
+    s->n_logit_bias = r->n_logit_bias;
     return 0;
 }
 
@@ -313,13 +371,7 @@ static int parse_sampling(fy_oai_request *r, fy_oai_error *e)
  * than it asked for. */
 static int refuse_unsupported(fy_oai_request *r, fy_oai_error *e)
 {
-    json_t *v;
-    v = json_object_get(r->root, "logit_bias");
-    if (v && !json_is_null(v) && !(json_is_object(v) && json_object_size(v) == 0)) {
-        return fy_oai_fail(e, 400, "logit_bias", "unsupported_parameter",
-                           "'logit_bias' is not supported");
-    }
-    v = json_object_get(r->root, "best_of");
+    json_t *v = json_object_get(r->root, "best_of");
     if (v && !json_is_null(v) &&
         !(json_is_integer(v) && json_integer_value(v) == (json_int_t)r->n)) {
         return fy_oai_fail(e, 400, "best_of", "unsupported_parameter",
@@ -340,50 +392,87 @@ static int refuse_unsupported(fy_oai_request *r, fy_oai_error *e)
     return 0;
 }
 
+/* A list of token ids, each 0..INT32_MAX, into *IDS (malloc'd). WHAT names
+ * it in messages ("'prompt'" or "'prompt' item 3"). */
+static int parse_ids(const json_t *p, const char *what, int32_t **ids, size_t *n, fy_oai_error *e)
+{
+    size_t k = json_array_size(p);
+    if (k == 0) {
+        return fy_oai_fail(e, 400, "prompt", "invalid_value", "%s is empty", what);
+    }
+    if (!(*ids = malloc(k * sizeof **ids))) {
+        return fy_oai_fail(e, 500, NULL, "out_of_memory", "out of memory");
+    }
+    for (size_t i = 0; i < k; i++) {
+        json_t *x = json_array_get(p, i);
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > INT32_MAX) {
+            return fy_oai_fail(e, 400, "prompt", "invalid_value",
+                               "%s: token %zu is not a token id (%s)", what, i, jtype(x));
+        }
+        (*ids)[i] = (int32_t)json_integer_value(x);
+    }
+    *n = k;
+    return 0;
+}
+
+/* prompt: a string, a list of token ids, or a batch -- a list of strings or
+ * a list of token-id lists (OpenAI's four shapes). */
 static int parse_prompt(fy_oai_request *r, fy_oai_error *e)
 {
     json_t *p = json_object_get(r->root, "prompt");
     if (!p || json_is_null(p)) {
         return fy_oai_fail(e, 400, "prompt", "missing_required_parameter", "'prompt' is required");
     }
-    /* A list holding one prompt is that prompt; several are a batch. */
-    if (json_is_array(p) && json_array_size(p) == 1 &&
-        (json_is_string(json_array_get(p, 0)) || json_is_array(json_array_get(p, 0)))) {
-        p = json_array_get(p, 0);
-    }
-    if (json_is_string(p)) {
-        r->prompt = json_string_value(p);
-        r->prompt_len = json_string_length(p);
-        return 0;
-    }
-    if (!json_is_array(p)) {
+    if (!json_is_string(p) && !json_is_array(p)) {
         return fy_oai_fail(e, 400, "prompt", "invalid_type",
-                           "'prompt' must be a string or a list of token ids, got %s", jtype(p));
+                           "'prompt' must be a string, a list of strings, a list of token ids or "
+                           "a list of token-id lists, got %s",
+                           jtype(p));
     }
-    size_t n = json_array_size(p);
+    size_t n = json_is_array(p) ? json_array_size(p) : 1;
     if (n == 0) {
         return fy_oai_fail(e, 400, "prompt", "invalid_value", "'prompt' is empty");
     }
-    if (json_is_string(json_array_get(p, 0)) || json_is_array(json_array_get(p, 0))) {
-        return fy_oai_fail(e, 400, "prompt", "unsupported_parameter",
-                           "a batch of prompts is not supported: send one prompt per request");
+    json_t *first = json_is_array(p) ? json_array_get(p, 0) : p;
+    int batch = json_is_array(p) && (json_is_string(first) || json_is_array(first));
+    if (!batch) {
+        n = 1;
     }
-    if (n > FY_OAI_MAX_PROMPT_IDS) {
-        return fy_oai_fail(e, 400, "prompt", "invalid_value", "'prompt' has too many tokens");
+    if (n > FY_OAI_MAX_PROMPTS || n * (size_t)r->n > FY_OAI_MAX_CHOICES) {
+        return fy_oai_fail(e, 400, "prompt", "invalid_value",
+                           "a batch may hold at most %d prompts and %d choices (prompts x n), "
+                           "got %zu prompts x %d",
+                           FY_OAI_MAX_PROMPTS, FY_OAI_MAX_CHOICES, n, r->n);
     }
-    r->prompt_ids = malloc(n * sizeof *r->prompt_ids);
-    if (!r->prompt_ids) {
+    if (!(r->prompts = calloc(n, sizeof *r->prompts))) {
         return fy_oai_fail(e, 500, NULL, "out_of_memory", "out of memory");
     }
+    r->n_prompts = (int)n;
+    size_t total = 0;
     for (size_t i = 0; i < n; i++) {
-        json_t *x = json_array_get(p, i);
-        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > INT32_MAX) {
-            return fy_oai_fail(e, 400, "prompt", "invalid_value",
-                               "'prompt' item %zu is not a token id", i);
+        json_t *x = batch ? json_array_get(p, i) : p;
+        fy_oai_prompt *q = &r->prompts[i];
+        char what[48];
+        snprintf(what, sizeof what, batch ? "'prompt' item %zu" : "'prompt'", i);
+        if (batch && json_typeof(x) != json_typeof(first)) {
+            return fy_oai_fail(e, 400, "prompt", "invalid_type",
+                               "a batch of prompts is all strings or all token-id lists: %s is %s",
+                               what, jtype(x));
         }
-        r->prompt_ids[i] = (int32_t)json_integer_value(x);
+        if (json_is_string(x)) {
+            q->text = json_string_value(x);
+            q->len = json_string_length(x);
+        } else {
+            if (json_array_size(x) > FY_OAI_MAX_PROMPT_IDS - total) {
+                return fy_oai_fail(e, 400, "prompt", "invalid_value",
+                                   "the prompts have more than %d tokens", FY_OAI_MAX_PROMPT_IDS);
+            }
+            if (parse_ids(x, what, &q->ids, &q->n_ids, e)) {
+                return -1;
+            }
+            total += q->n_ids;
+        }
     }
-    r->n_prompt_ids = n;
     return 0;
 }
 
@@ -576,15 +665,24 @@ int fy_oai_parse(fy_oai_kind kind, const char *body, size_t len, fy_oai_request 
     } else if (rc) {
         r->n = (int)x;
     }
-    /* max_completion_tokens replaces max_tokens in chat; either is accepted. */
+    if (kind == FY_OAI_COMPLETION && get_bool(r->root, "echo", &r->echo, e) < 0) {
+        return -1;
+    }
+    /* max_completion_tokens replaces max_tokens in chat; either is accepted.
+     * 0 scores a prompt without generating (echo), as vLLM allows it. */
     const char *mt_name = "max_completion_tokens";
     if ((rc = get_int(r->root, mt_name, 1, INT32_MAX, &x, e)) < 0) {
         return -1;
     }
     if (!rc) {
         mt_name = "max_tokens";
-        if ((rc = get_int(r->root, mt_name, 1, INT32_MAX, &x, e)) < 0) {
+        if ((rc = get_int(r->root, mt_name, 0, INT32_MAX, &x, e)) < 0) {
             return -1;
+        }
+        if (rc && x == 0 && !r->echo) {
+            return fy_oai_fail(e, 400, mt_name, "invalid_value",
+                               "'max_tokens' must be at least 1 (0 only with 'echo': true, to "
+                               "score the prompt without generating)");
         }
     }
     if (rc) {
@@ -600,11 +698,9 @@ int fy_oai_parse(fy_oai_kind kind, const char *body, size_t len, fy_oai_request 
     }
     r->sampling.logprobs = r->logprobs;
     if (kind == FY_OAI_COMPLETION) {
-        if (get_bool(r->root, "echo", &r->echo, e) < 0) {
-            return -1;
-        }
         if (r->echo) {
-            return fy_oai_fail(e, 400, "echo", "unsupported_parameter", "'echo' is not supported");
+            /* The echoed prompt's tokens get logprobs as the completion's do. */
+            r->sampling.prompt_logprobs = r->logprobs;
         }
         return parse_prompt(r, e);
     }
@@ -617,7 +713,11 @@ void fy_oai_request_free(fy_oai_request *r)
         return;
     }
     json_decref(r->root);
-    free(r->prompt_ids);
+    for (int i = 0; r->prompts && i < r->n_prompts; i++) {
+        free(r->prompts[i].ids);
+    }
+    free(r->prompts);
+    free(r->logit_bias);
     memset(r, 0, sizeof *r);
 }
 
@@ -864,6 +964,39 @@ int fy_oai_logprobs_add(json_t *lp, fy_oai_kind kind, const fy_gen_token *tok, i
         json_decref(tops);
     }
     return 0;
+}
+
+int fy_oai_logprobs_add_unscored(json_t *lp, int32_t id, size_t text_offset, fy_oai_tok_text text,
+                                 void *arg)
+{
+    char buf[512];
+    int n = text(arg, id, buf, sizeof buf);
+    if (n < 0) {
+        return n;
+    }
+    if (json_array_append_new(json_object_get(lp, "tokens"), jstr(buf, (size_t)n)) ||
+        json_array_append_new(json_object_get(lp, "token_logprobs"), json_null()) ||
+        json_array_append_new(json_object_get(lp, "top_logprobs"), json_null()) ||
+        json_array_append_new(json_object_get(lp, "text_offset"),
+                              json_integer((json_int_t)text_offset))) {
+        return FY_ENOMEM;
+    }
+    return 0;
+}
+
+json_t *fy_oai_logprobs_concat(const json_t *a, const json_t *b)
+{
+    static const char *const keys[] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+    json_t *o = json_deep_copy(a);
+    for (size_t i = 0; o && i < sizeof keys / sizeof keys[0]; i++) {
+        json_t *more = json_deep_copy(json_object_get(b, keys[i]));
+        if (!more || json_array_extend(json_object_get(o, keys[i]), more)) {
+            json_decref(o);
+            o = NULL;
+        }
+        json_decref(more);
+    }
+    return o;
 }
 
 /* --- other endpoints -------------------------------------------------------- */

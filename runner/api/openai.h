@@ -21,26 +21,36 @@
 #include <stdint.h>
 
 /* Caps on a request (each refused with a 400 naming the parameter). */
-#define FY_OAI_MAX_N                   16   /* parallel samples */
-#define FY_OAI_MAX_STOP                8    /* stop strings (OpenAI allows 4; vLLM more) */
-#define FY_OAI_MAX_STOP_LEN            256  /* bytes per stop string */
-#define FY_OAI_MAX_STOP_IDS            64   /* stop_token_ids */
-#define FY_OAI_MAX_MESSAGES            4096 /* chat messages */
-#define FY_OAI_MAX_PROMPT_IDS          (1 << 20)
-#define FY_OAI_MAX_COMPLETION_LOGPROBS 5 /* completions' logprobs int (OpenAI's cap) */
+#define FY_OAI_MAX_N                   16        /* parallel samples */
+#define FY_OAI_MAX_STOP                8         /* stop strings (OpenAI allows 4; vLLM more) */
+#define FY_OAI_MAX_STOP_LEN            256       /* bytes per stop string */
+#define FY_OAI_MAX_STOP_IDS            64        /* stop_token_ids */
+#define FY_OAI_MAX_MESSAGES            4096      /* chat messages */
+#define FY_OAI_MAX_PROMPT_IDS          (1 << 20) /* token ids over all of a request's prompts */
+#define FY_OAI_MAX_PROMPTS             128       /* prompts in one completions request */
+#define FY_OAI_MAX_CHOICES             128       /* prompts x n */
+#define FY_OAI_MAX_COMPLETION_LOGPROBS 5         /* completions' logprobs int (OpenAI's cap) */
+#define FY_OAI_MAX_LOGIT_BIAS          FY_MAX_LOGIT_BIAS /* logit_bias entries (OpenAI: 300) */
 
 typedef enum { FY_OAI_COMPLETION = 1, FY_OAI_CHAT } fy_oai_kind;
+
+/* One prompt of a completions request: text, or token ids. */
+typedef struct {
+    const char *text; /* points into the body's JSON, or NULL */
+    size_t len;
+    int32_t *ids; /* malloc'd (text == NULL), not yet checked against the vocabulary */
+    size_t n_ids;
+} fy_oai_prompt;
 
 typedef struct {
     fy_oai_kind kind;
     json_t *root;      /* the parsed body (owned) */
     const char *model; /* NULL when absent */
-    /* Completions: the prompt as text, or as token ids. */
-    const char *prompt;
-    size_t prompt_len;
-    int32_t *prompt_ids; /* malloc'd, or NULL */
-    size_t n_prompt_ids;
-    int echo;
+    /* Completions: one prompt, or a batch (a list of strings or of token-id
+     * lists); the choices are prompt-major, index = prompt * n + sample. */
+    fy_oai_prompt *prompts; /* malloc'd [n_prompts] */
+    int n_prompts;
+    int echo; /* the prompt's text (and with logprobs, its tokens') before the completion's */
     /* Chat. */
     const json_t *messages;     /* borrowed from root */
     const json_t *tools;        /* NULL when absent */
@@ -51,14 +61,16 @@ typedef struct {
     int include_usage; /* stream_options.include_usage */
     int n;
     int has_max_tokens; /* max_tokens or max_completion_tokens given */
-    int max_tokens;
-    int logprobs; /* -1: none; else alternatives per token */
+    int max_tokens;     /* 0 only with echo: the prompt is scored, nothing generated */
+    int logprobs;       /* -1: none; else alternatives per token */
     const char *user;
     const char *stop[FY_OAI_MAX_STOP];
     int n_stop;
     int32_t stop_ids[FY_OAI_MAX_STOP_IDS];
     int n_stop_ids;
-    fy_sampling sampling; /* stop / stop_ids point at the arrays above */
+    fy_logit_bias *logit_bias; /* malloc'd, or NULL; ids not yet checked against the vocabulary */
+    int n_logit_bias;
+    fy_sampling sampling; /* stop / stop_ids / logit_bias point at the fields above */
 } fy_oai_request;
 
 /* An error answer: status, message, the parameter at fault ("" for none) and
@@ -147,6 +159,14 @@ char *fy_oai_error_sse(const fy_oai_error *e, size_t *len);
 json_t *fy_oai_logprobs_new(fy_oai_kind kind);
 int fy_oai_logprobs_add(json_t *lp, fy_oai_kind kind, const fy_gen_token *tok, int top_n,
                         size_t text_offset, fy_oai_tok_text text, void *arg);
+/* A completions-shape entry for token ID without a logprob (the first token
+ * of an echoed prompt: null logprob and null top_logprobs, as OpenAI's
+ * legacy API and vLLM give it). */
+int fy_oai_logprobs_add_unscored(json_t *lp, int32_t id, size_t text_offset, fy_oai_tok_text text,
+                                 void *arg);
+/* A new completions-shape object with A's entries then B's (NULL when out of
+ * memory). */
+json_t *fy_oai_logprobs_concat(const json_t *a, const json_t *b);
 
 /* --- Other endpoints ----------------------------------------------------- */
 

@@ -29,9 +29,9 @@ struct fy_api {
     fy_api_stats st;
 };
 
+/* One choice: prompt P's sample J is choice P * n + J. */
 typedef struct {
-    fy_buf text;     /* whole response: the text so far */
-    size_t text_len; /* streamed: bytes sent so far (logprobs' text offsets) */
+    fy_buf text; /* whole response: the text so far (the echoed prompt first) */
     json_t *logprobs;
     int started; /* streamed: the role chunk went out */
     int done;
@@ -39,16 +39,37 @@ typedef struct {
     const char *finish;
 } sample;
 
+/* One prompt of the call: one engine request of n samples. */
+typedef struct {
+    fy_api_call *c;
+    int index;
+    uint64_t engine_id;
+    int submitted; /* in the engine, not yet finished */
+    int n_done;    /* samples finished */
+    int prompt_tokens, cached_tokens;
+    int32_t *ids; /* its token ids, until the engine has them */
+    size_t n_ids;
+    /* echo: the prompt's text, and with logprobs its tokens' entries (the
+     * first unscored, then one per engine prompt logprob) and text offsets. */
+    char *echo;
+    size_t echo_len;
+    json_t *plp;
+    size_t *poff; /* [n_ids] */
+    size_t n_plp;
+    int echoed; /* streamed: its choices' echo chunks went out */
+} part;
+
 struct fy_api_call {
     fy_api *api;
     fy_api_call *prev, *next;
     const fy_api_transport *tp;
     void *t;
     fy_oai_request r;
-    uint64_t engine_id;
-    int submitted;
-    int n_done;
-    sample s[FY_OAI_MAX_N];
+    part *parts; /* [n_parts] */
+    int n_parts;
+    sample *s; /* [n_parts * r.n] */
+    int n_choices, n_done;
+    size_t text_total; /* bytes held over all choices (whole responses) */
     fy_oai_usage usage;
     char id[48];
     int64_t created;
@@ -57,6 +78,8 @@ struct fy_api_call {
     uint64_t last_write;
     int failed; /* an error finish: its message is in err */
     fy_oai_error err;
+    int in_tp; /* inside a transport call: a cancel now is left to its caller */
+    int gone;  /* cancelled from inside a transport call */
 };
 
 /* --- plain answers ------------------------------------------------------------ */
@@ -100,32 +123,23 @@ static void answer_jsonv(const fy_api_transport *tp, void *t, json_t *root)
 
 /* --- token text for logprobs ------------------------------------------------------ */
 
-/* A token's text as it reads inside a completion: decoded alone, with the
- * leading space a SentencePiece or byte-level decoder strips from a first
- * token put back. */
+/* A token's text as it reads inside the text (fy_tokenizer_token_bytes):
+ * " time" for "▁time", so the tokens of a choice read as its text does.
+ * Never fails, so the logprobs' lists stay aligned. */
 static int tok_text(void *arg, int32_t id, char *buf, size_t cap)
 {
-    const fy_tokenizer *tok = arg;
-    char *s = NULL;
-    size_t len = 0;
-    int rc = fy_tokenizer_decode(tok, &id, 1, 0, &s, &len);
-    if (rc) {
-        return rc;
+    size_t len;
+    const char *s = fy_tokenizer_token_bytes(arg, id, &len);
+    if (!s) {
+        s = ""; /* an id without a token (a model's padding rows) reads empty */
+        len = 0;
     }
-    const char *piece = fy_tokenizer_piece(tok, id);
-    size_t k = 0;
-    if (piece && len < cap - 1 &&
-        (strncmp(piece, "\xe2\x96\x81", 3) == 0 || strncmp(piece, "\xc4\xa0", 2) == 0) &&
-        (len == 0 || s[0] != ' ')) {
-        buf[k++] = ' ';
+    if (len > cap - 1) {
+        len = cap - 1;
     }
-    if (len > cap - 1 - k) {
-        len = cap - 1 - k;
-    }
-    memcpy(buf + k, s, len);
-    buf[k + len] = '\0';
-    free(s);
-    return (int)(k + len);
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return (int)len;
 }
 
 /* --- calls --------------------------------------------------------------------- */
@@ -133,6 +147,32 @@ static int tok_text(void *arg, int32_t id, char *buf, size_t cap)
 static void call_ping_closed(uv_handle_t *h)
 {
     free(h->data);
+}
+
+static void part_free(part *p)
+{
+    free(p->ids);
+    free(p->echo);
+    free(p->poff);
+    json_decref(p->plp);
+}
+
+/* Aborts C's engine requests still running and frees what C holds (not C). */
+static void call_release(fy_api_call *c)
+{
+    for (int i = 0; c->parts && i < c->n_parts; i++) {
+        if (c->parts[i].submitted) {
+            fy_engine_abort(c->api->engine, c->parts[i].engine_id);
+        }
+        part_free(&c->parts[i]);
+    }
+    for (int i = 0; c->s && i < c->n_choices; i++) {
+        fy_buf_free(&c->s[i].text);
+        json_decref(c->s[i].logprobs);
+    }
+    free(c->parts);
+    free(c->s);
+    fy_oai_request_free(&c->r);
 }
 
 static void call_free(fy_api_call *c)
@@ -147,14 +187,7 @@ static void call_free(fy_api_call *c)
         c->next->prev = c->prev;
     }
     a->st.active--;
-    if (c->submitted) {
-        fy_engine_abort(a->engine, c->engine_id); /* no-op once finished */
-    }
-    for (int i = 0; i < FY_OAI_MAX_N; i++) {
-        fy_buf_free(&c->s[i].text);
-        json_decref(c->s[i].logprobs);
-    }
-    fy_oai_request_free(&c->r);
+    call_release(c);
     if (c->ping_on) {
         uv_timer_stop(&c->ping);
         uv_close((uv_handle_t *)&c->ping, call_ping_closed); /* frees C */
@@ -163,7 +196,9 @@ static void call_free(fy_api_call *c)
     }
 }
 
-/* The transport failed or the client is gone: abort everything. */
+/* The transport failed or the client is gone: abort everything. The
+ * cancellation is counted before the engine requests are aborted, so the
+ * counter never lags the blocks the aborts free. */
 static void call_abort(fy_api_call *c)
 {
     c->tp->abort(c->t);
@@ -173,6 +208,13 @@ static void call_abort(fy_api_call *c)
 
 void fy_api_call_cancel(fy_api_call *c)
 {
+    if (c->in_tp) {
+        /* A transport whose write failed may report the hang-up from inside
+         * that call (the HTTP server closes the connection there); the
+         * caller finishes the call once, when the transport call returns. */
+        c->gone = 1;
+        return;
+    }
     call_abort(c);
 }
 
@@ -183,7 +225,10 @@ static int call_write(fy_api_call *c, const char *data, size_t len)
         call_abort(c); /* out of memory building it */
         return -1;
     }
-    if (c->tp->write(c->t, data, len) < 0) {
+    c->in_tp = 1;
+    int rc = c->tp->write(c->t, data, len);
+    c->in_tp = 0;
+    if (rc < 0 || c->gone) {
         call_abort(c);
         return -1;
     }
@@ -206,25 +251,58 @@ static void on_ping(uv_timer_t *tm)
     }
 }
 
-/* The whole (non-streamed) answer, once every sample finished. */
+/* The usage of the whole call: the prompts' and the choices' tokens summed. */
+static void call_usage(fy_api_call *c)
+{
+    fy_oai_usage *u = &c->usage;
+    memset(u, 0, sizeof *u);
+    for (int i = 0; i < c->n_parts; i++) {
+        u->prompt_tokens += c->parts[i].prompt_tokens;
+        u->cached_tokens += c->parts[i].cached_tokens;
+    }
+    for (int i = 0; i < c->n_choices; i++) {
+        u->completion_tokens += c->s[i].completion_tokens;
+    }
+}
+
+/* The whole (non-streamed) answer, once every sample finished. The call is
+ * freed; a cancel from inside the transport's respond has nothing left to do. */
 static void call_respond(fy_api_call *c)
 {
+    c->in_tp = 1;
     if (c->failed) {
         answer_error(c->api, c->tp, c->t, &c->err);
         call_free(c);
         return;
     }
-    fy_oai_choice ch[FY_OAI_MAX_N];
-    for (int i = 0; i < c->r.n; i++) {
+    fy_oai_choice *ch = calloc((size_t)c->n_choices, sizeof *ch);
+    json_t **own = calloc((size_t)c->n_choices, sizeof *own);
+    char *body = NULL;
+    size_t len = 0;
+    int ok = ch && own;
+    for (int i = 0; ok && i < c->n_choices; i++) {
+        part *p = &c->parts[i / c->r.n];
         ch[i].text = c->s[i].text.data ? c->s[i].text.data : "";
         ch[i].text_len = c->s[i].text.len;
         ch[i].finish_reason = c->s[i].finish;
         ch[i].logprobs = c->s[i].logprobs;
+        if (p->plp && c->s[i].logprobs) {
+            ok = (own[i] = fy_oai_logprobs_concat(p->plp, c->s[i].logprobs)) != NULL;
+            ch[i].logprobs = own[i];
+        }
     }
-    size_t len;
-    char *body = fy_oai_response_json(c->r.kind, c->id, c->created, c->api->model, ch, c->r.n,
-                                      &c->usage, &len);
+    if (ok) {
+        call_usage(c);
+        body = fy_oai_response_json(c->r.kind, c->id, c->created, c->api->model, ch, c->n_choices,
+                                    &c->usage, &len);
+    }
+    for (int i = 0; own && i < c->n_choices; i++) {
+        json_decref(own[i]);
+    }
+    free(own);
+    free(ch);
     if (!body) {
+        c->in_tp = 0;
         call_abort(c);
         return;
     }
@@ -237,6 +315,7 @@ static void call_respond(fy_api_call *c)
 /* The end of a stream: usage chunk, [DONE], end with the usage. */
 static void call_stream_end(fy_api_call *c)
 {
+    call_usage(c);
     if (c->failed) {
         size_t len;
         if (call_write_free(c, fy_oai_error_sse(&c->err, &len), len)) {
@@ -254,23 +333,43 @@ static void call_stream_end(fy_api_call *c)
     if (call_write(c, FY_OAI_SSE_DONE, sizeof FY_OAI_SSE_DONE - 1)) {
         return;
     }
+    c->in_tp = 1;
     c->tp->end(c->t, &c->usage);
     c->api->st.completed++;
     call_free(c);
 }
 
-/* Streams one event of sample S. Returns -1 when the call is gone. */
-static int stream_event(fy_api_call *c, const fy_engine_event *ev, sample *s, json_t *lp,
+/* Streams the echoed prompt of P as the first chunk of each of its choices
+ * (with the prompt tokens' logprobs when asked). Returns -1 when the call is
+ * gone. */
+static int stream_echo(fy_api_call *c, part *p)
+{
+    p->echoed = 1;
+    for (int j = 0; j < c->r.n; j++) {
+        size_t len;
+        char *chunk =
+            fy_oai_chunk_sse(c->r.kind, c->id, c->created, c->api->model, p->index * c->r.n + j, 0,
+                             p->echo, p->echo_len, p->plp, NULL, &len);
+        if (call_write_free(c, chunk, len)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Streams one event of choice INDEX. Returns -1 when the call is gone. */
+static int stream_event(fy_api_call *c, const fy_engine_event *ev, int index, json_t *lp,
                         const char *finish)
 {
     size_t len;
     char *chunk;
     fy_api *a = c->api;
+    sample *s = &c->s[index];
     int role = c->r.kind == FY_OAI_CHAT && !s->started;
     if (role || ev->text_len || lp) {
         /* OpenAI's first chat chunk carries the role; text follows in the
          * same chunk when this event already has some. */
-        chunk = fy_oai_chunk_sse(c->r.kind, c->id, c->created, a->model, ev->index, role, ev->text,
+        chunk = fy_oai_chunk_sse(c->r.kind, c->id, c->created, a->model, index, role, ev->text,
                                  ev->text_len, lp, NULL, &len);
         s->started = 1;
         if (call_write_free(c, chunk, len)) {
@@ -278,7 +377,7 @@ static int stream_event(fy_api_call *c, const fy_engine_event *ev, sample *s, js
         }
     }
     if (finish) {
-        chunk = fy_oai_chunk_sse(c->r.kind, c->id, c->created, a->model, ev->index, 0, "", 0, NULL,
+        chunk = fy_oai_chunk_sse(c->r.kind, c->id, c->created, a->model, index, 0, "", 0, NULL,
                                  finish, &len);
         if (call_write_free(c, chunk, len)) {
             return -1;
@@ -287,18 +386,56 @@ static int stream_event(fy_api_call *c, const fy_engine_event *ev, sample *s, js
     return 0;
 }
 
+/* echo with logprobs: the entries of the prompt tokens the engine scored. */
+static int add_prompt_logprobs(fy_api_call *c, part *p, const fy_engine_event *ev)
+{
+    for (int i = 0; i < ev->n_prompt_logprobs && p->n_plp < p->n_ids; i++) {
+        const fy_gen_token *g = &ev->prompt_logprobs[i];
+        int rc = fy_oai_logprobs_add(p->plp, FY_OAI_COMPLETION, g, c->r.logprobs, p->poff[p->n_plp],
+                                     tok_text, (void *)c->api->tok);
+        if (rc < 0) {
+            return rc;
+        }
+        p->n_plp++;
+    }
+    return 0;
+}
+
+/* Appends TEXT to choice S of a whole response (bounded over the call). */
+static void hold_text(fy_api_call *c, sample *s, const char *text, size_t len)
+{
+    if (len && (c->text_total + len > FY_API_MAX_TEXT || fy_buf_append(&s->text, text, len))) {
+        fy_oai_fail(&c->err, 500, NULL, "too_large", "the completion is too large to return");
+        c->failed = 1;
+        return;
+    }
+    c->text_total += len;
+}
+
 static void on_engine_event(const fy_engine_event *ev, void *arg)
 {
-    fy_api_call *c = arg;
+    part *p = arg;
+    fy_api_call *c = p->c;
     if (ev->index < 0 || ev->index >= c->r.n) {
         return;
     }
-    sample *s = &c->s[ev->index];
+    int index = p->index * c->r.n + ev->index;
+    sample *s = &c->s[index];
     if (s->done) {
         return;
     }
-    c->usage.prompt_tokens = ev->prompt_tokens;
-    c->usage.cached_tokens = ev->cached_tokens;
+    p->prompt_tokens = ev->prompt_tokens;
+    p->cached_tokens = ev->cached_tokens;
+    if (p->plp && ev->n_prompt_logprobs && add_prompt_logprobs(c, p, ev)) {
+        call_abort(c);
+        return;
+    }
+    /* The engine delivers the prompt's logprobs before any generated token:
+     * the echo chunks go out once they are all in. */
+    if (c->r.stream && c->r.echo && !p->echoed && (!p->plp || p->n_plp == p->n_ids) &&
+        stream_echo(c, p)) {
+        return;
+    }
     const char *finish = NULL;
     if (ev->finish == FY_FINISH_ERROR || ev->finish == FY_FINISH_ABORT) {
         c->failed = 1;
@@ -312,7 +449,8 @@ static void on_engine_event(const fy_engine_event *ev, void *arg)
     } else {
         finish = fy_oai_finish_reason(ev->finish);
     }
-    /* Logprobs of this event's tokens. */
+    /* Logprobs of this event's tokens; offsets in the choice's text, which
+     * begins with the echoed prompt. */
     json_t *lp = NULL;
     if (c->r.logprobs >= 0 && ev->n_tokens > 0) {
         json_t *into = c->r.stream ? fy_oai_logprobs_new(c->r.kind) : s->logprobs;
@@ -322,35 +460,34 @@ static void on_engine_event(const fy_engine_event *ev, void *arg)
         }
         for (int i = 0; i < ev->n_tokens; i++) {
             if (fy_oai_logprobs_add(into, c->r.kind, &ev->tokens[i], c->r.logprobs,
-                                    c->r.stream ? s->text_len : s->text.len, tok_text,
+                                    p->echo_len + ev->tokens[i].text_offset, tok_text,
                                     (void *)c->api->tok)) {
-                break; /* a token without text: keep the rest of the answer */
+                break; /* out of memory: keep the rest of the answer */
             }
         }
         lp = c->r.stream ? into : NULL;
     }
     s->completion_tokens = ev->completion_tokens;
     if (c->r.stream) {
-        int rc = stream_event(c, ev, s, lp, finish);
+        int rc = stream_event(c, ev, index, lp, finish);
         json_decref(lp);
         if (rc) {
             return;
         }
-        s->text_len += ev->text_len;
-    } else if (ev->text_len && fy_buf_append(&s->text, ev->text, ev->text_len)) {
-        fy_oai_fail(&c->err, 500, NULL, "too_large", "the completion is too large to return");
-        c->failed = 1;
+    } else {
+        hold_text(c, s, ev->text, ev->text_len);
     }
     if (!finish) {
         return;
     }
     s->done = 1;
     s->finish = finish;
-    c->usage.completion_tokens += ev->completion_tokens;
-    if (++c->n_done < c->r.n) {
+    if (++p->n_done == c->r.n) {
+        p->submitted = 0; /* finished: nothing to abort */
+    }
+    if (++c->n_done < c->n_choices) {
         return;
     }
-    c->submitted = 0; /* finished: nothing to abort */
     if (c->r.stream) {
         call_stream_end(c);
     } else {
@@ -401,35 +538,36 @@ static int chat_prompt(fy_api *a, const fy_oai_request *r, char **text, size_t *
     return 0;
 }
 
-/* The prompt's token ids (malloc'd). Returns 0 or -1 with E filled. */
-static int prompt_ids(fy_api *a, fy_oai_request *r, int32_t **ids, size_t *n, fy_oai_error *e)
+/* The token ids of prompt Q (a completions prompt, or the chat messages when
+ * Q is NULL) into *IDS (malloc'd). Returns 0 or -1 with E filled. */
+static int prompt_ids(fy_api *a, const fy_oai_request *r, fy_oai_prompt *q, int32_t **ids,
+                      size_t *n, fy_oai_error *e)
 {
     const char *param = r->kind == FY_OAI_CHAT ? "messages" : "prompt";
-    if (r->prompt_ids) {
+    if (q && q->ids) {
         int vocab = fy_tokenizer_vocab_size(a->tok);
-        for (size_t i = 0; i < r->n_prompt_ids; i++) {
-            if (r->prompt_ids[i] >= vocab) {
+        for (size_t i = 0; i < q->n_ids; i++) {
+            if (q->ids[i] >= vocab) {
                 return fy_oai_fail(e, 400, "prompt", "invalid_value",
                                    "token id %d in 'prompt' is outside the vocabulary (%d tokens)",
-                                   r->prompt_ids[i], vocab);
+                                   q->ids[i], vocab);
             }
         }
-        *ids = r->prompt_ids;
-        *n = r->n_prompt_ids;
-        r->prompt_ids = NULL;
+        *ids = q->ids;
+        *n = q->n_ids;
+        q->ids = NULL;
         return 0;
     }
     char *text = NULL;
     size_t len = 0;
     fy_encode_options eo = {.add_special = 1, .parse_special = 1};
-    if (r->kind == FY_OAI_CHAT) {
+    if (!q) {
         if (chat_prompt(a, r, &text, &len, e)) {
             return -1;
         }
         eo.add_special = 0; /* the template writes BOS itself when the model wants it */
     }
-    int rc = fy_tokenizer_encode(a->tok, text ? text : r->prompt, text ? len : r->prompt_len, &eo,
-                                 ids, n);
+    int rc = fy_tokenizer_encode(a->tok, text ? text : q->text, text ? len : q->len, &eo, ids, n);
     free(text);
     if (rc == FY_EINVAL) {
         return fy_oai_fail(e, 400, param, "invalid_value", "the prompt is not valid UTF-8");
@@ -441,20 +579,36 @@ static int prompt_ids(fy_api *a, fy_oai_request *r, int32_t **ids, size_t *n, fy
     return 0;
 }
 
-/* Checks the prompt and max_tokens against the context; sets the default
- * max_tokens (completions: 16, chat: the rest of the context). */
-static int fit_context(fy_api *a, fy_oai_request *r, size_t n_prompt, fy_oai_error *e)
+/* logit_bias ids must index the model's logits. Returns 0 or -1 with E filled. */
+static int check_logit_bias(fy_api *a, const fy_oai_request *r, fy_oai_error *e)
+{
+    int vocab = fy_engine_config(a->engine)->vocab_size;
+    for (int i = 0; i < r->n_logit_bias; i++) {
+        if (r->logit_bias[i].id >= vocab) {
+            return fy_oai_fail(e, 400, "logit_bias", "invalid_value",
+                               "token id %d in 'logit_bias' is outside the vocabulary (%d tokens)",
+                               (int)r->logit_bias[i].id, vocab);
+        }
+    }
+    return 0;
+}
+
+/* Checks a prompt of N_PROMPT tokens and max_tokens against the context and
+ * returns the max_tokens to ask for (the default: completions 16, chat the
+ * rest of the context), or -1 with E filled. */
+static int fit_context(fy_api *a, const fy_oai_request *r, size_t n_prompt, fy_oai_error *e)
 {
     const char *param = r->kind == FY_OAI_CHAT ? "messages" : "prompt";
     long ctx = fy_engine_max_context(a->engine);
+    long need = r->has_max_tokens && r->max_tokens == 0 ? 0 : 1;
     if (n_prompt == 0) {
         return fy_oai_fail(e, 400, param, "invalid_value", "the prompt is empty");
     }
-    if ((long)n_prompt + 1 > ctx) {
+    if ((long)n_prompt + need > ctx) {
         return fy_oai_fail(e, 400, param, "context_length_exceeded",
                            "this model's maximum context length is %ld tokens, but the prompt "
-                           "has %zu tokens (at least one more is needed to generate)",
-                           ctx, n_prompt);
+                           "has %zu tokens%s",
+                           ctx, n_prompt, need ? " (at least one more is needed to generate)" : "");
     }
     long room = ctx - (long)n_prompt;
     if (r->has_max_tokens && r->max_tokens > room) {
@@ -464,9 +618,125 @@ static int fit_context(fy_api *a, fy_oai_request *r, size_t n_prompt, fy_oai_err
                            "%zu prompt tokens and %d completion tokens",
                            ctx, n_prompt, r->max_tokens);
     }
-    if (!r->has_max_tokens) {
-        r->sampling.max_tokens = r->kind == FY_OAI_CHAT ? (int)room : (room < 16 ? (int)room : 16);
+    if (r->has_max_tokens) {
+        return r->max_tokens;
     }
+    return r->kind == FY_OAI_CHAT ? (int)room : (room < 16 ? (int)room : 16);
+}
+
+/* echo: part P's text (a text prompt as given; token ids decoded as the
+ * engine's detokenizer reads them) and, with logprobs, each prompt token's
+ * text offset and the first token's unscored entry. Returns 0 or -1 with E. */
+static int echo_prompt(fy_api *a, const fy_oai_request *r, const fy_oai_prompt *q, part *p,
+                       fy_oai_error *e)
+{
+    fy_buf text;
+    fy_buf_init(&text, FY_API_MAX_TEXT);
+    fy_detok *d = fy_detok_new(a->tok, 1);
+    int rc = d ? 0 : FY_ENOMEM;
+    if (rc == 0 && r->logprobs >= 0 &&
+        (!(p->poff = malloc(p->n_ids * sizeof *p->poff)) ||
+         !(p->plp = fy_oai_logprobs_new(FY_OAI_COMPLETION)))) {
+        rc = FY_ENOMEM;
+    }
+    for (size_t i = 0; rc == 0 && i < p->n_ids; i++) {
+        const char *chunk;
+        size_t len;
+        if (p->poff) {
+            p->poff[i] = text.len;
+        }
+        if ((rc = fy_detok_push(d, p->ids[i], &chunk, &len)) == 0) {
+            rc = fy_buf_append(&text, chunk, len);
+        }
+    }
+    if (rc == 0 && p->plp) {
+        rc = fy_oai_logprobs_add_unscored(p->plp, p->ids[0], 0, tok_text, (void *)a->tok);
+        p->n_plp = 1;
+    }
+    fy_detok_free(d);
+    if (rc == 0 && q && q->text) {
+        fy_buf_reset(&text);
+        rc = fy_buf_append(&text, q->text, q->len);
+    }
+    if (rc == 0 && !fy_buf_cstr(&text)) {
+        rc = FY_ENOMEM;
+    }
+    if (rc) {
+        fy_buf_free(&text);
+        return fy_oai_fail(e, rc == FY_ETOOBIG ? 400 : 500, "prompt", "too_large",
+                           "cannot echo the prompt: %s", fy_strerror(rc));
+    }
+    p->echo = fy_buf_steal(&text, &p->echo_len);
+    return 0;
+}
+
+/* Prepares part I of C: its ids, the context check, echo. MAX_TOKENS gets
+ * what to ask the engine for. */
+static int part_setup(fy_api *a, fy_api_call *c, int i, int *max_tokens, fy_oai_error *e)
+{
+    part *p = &c->parts[i];
+    fy_oai_prompt *q = c->r.kind == FY_OAI_COMPLETION ? &c->r.prompts[i] : NULL;
+    p->c = c;
+    p->index = i;
+    if (prompt_ids(a, &c->r, q, &p->ids, &p->n_ids, e) ||
+        (*max_tokens = fit_context(a, &c->r, p->n_ids, e)) < 0) {
+        if (e->status == 400 && c->n_parts > 1) {
+            size_t n = strlen(e->message);
+            snprintf(e->message + n, sizeof e->message - n, " (prompt %d of the batch)", i);
+        }
+        return -1;
+    }
+    p->prompt_tokens = (int)p->n_ids;
+    if (c->r.echo && echo_prompt(a, &c->r, q, p, e)) {
+        return -1;
+    }
+    for (int j = 0; j < c->r.n; j++) {
+        sample *s = &c->s[i * c->r.n + j];
+        fy_buf_init(&s->text, FY_API_MAX_TEXT);
+        if (c->r.logprobs >= 0 && !c->r.stream && !(s->logprobs = fy_oai_logprobs_new(c->r.kind))) {
+            return fy_oai_fail(e, 500, NULL, "out_of_memory", "out of memory");
+        }
+        if (!c->r.stream && c->r.echo) {
+            hold_text(c, s, p->echo, p->echo_len);
+        }
+    }
+    return 0;
+}
+
+/* Submits part I. Returns 0 or -1 with E filled. */
+static int part_submit(fy_api *a, fy_api_call *c, int i, int max_tokens, const char *key_id,
+                       fy_oai_error *e)
+{
+    part *p = &c->parts[i];
+    fy_engine_request er = {
+        .prompt = p->ids,
+        .n_prompt = (int)p->n_ids,
+        .n = c->r.n,
+        .sampling = c->r.sampling,
+        .key_id = key_id,
+        .cb = on_engine_event,
+        .arg = p,
+    };
+    er.sampling.max_tokens = max_tokens;
+    char err[256] = "";
+    int rc = fy_engine_submit(a->engine, &er, &p->engine_id, err, sizeof err);
+    if (rc == FY_ELIMIT) {
+        a->st.rejected_busy++;
+        return fy_oai_fail(e, 503, NULL, "overloaded",
+                           "the engine's queue is full: retry in a moment");
+    }
+    if (rc == FY_ETOOBIG) {
+        return fy_oai_fail(e, 400, c->r.kind == FY_OAI_CHAT ? "messages" : "prompt",
+                           "context_length_exceeded",
+                           "the prompt does not fit the model's context: %s", err);
+    }
+    if (rc) {
+        return fy_oai_fail(e, rc == FY_EINVAL ? 400 : 500, NULL, "invalid_value", "%s",
+                           err[0] ? err : fy_strerror(rc));
+    }
+    p->submitted = 1;
+    free(p->ids); /* the engine copied them; echo_prompt is done with them */
+    p->ids = NULL;
     return 0;
 }
 
@@ -481,6 +751,7 @@ static fy_api_call *generate(fy_api *a, fy_oai_kind kind, const fy_api_request *
 {
     fy_oai_error e;
     fy_api_call *c = calloc(1, sizeof *c);
+    int *max_tokens = NULL;
     if (!c) {
         fy_oai_fail(&e, 500, NULL, "out_of_memory", "out of memory");
         answer_error(a, tp, t, &e);
@@ -489,8 +760,6 @@ static fy_api_call *generate(fy_api *a, fy_oai_kind kind, const fy_api_request *
     c->api = a;
     c->tp = tp;
     c->t = t;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
     if (fy_oai_parse(kind, rq->body, rq->body_len, &c->r, &e)) {
         goto fail;
     }
@@ -500,45 +769,31 @@ static fy_api_call *generate(fy_api *a, fy_oai_kind kind, const fy_api_request *
                     a->model);
         goto fail;
     }
-    if (prompt_ids(a, &c->r, &ids, &n_ids, &e) || fit_context(a, &c->r, n_ids, &e)) {
+    c->n_parts = kind == FY_OAI_COMPLETION ? c->r.n_prompts : 1;
+    c->n_choices = c->n_parts * c->r.n;
+    c->parts = calloc((size_t)c->n_parts, sizeof *c->parts);
+    c->s = calloc((size_t)c->n_choices, sizeof *c->s);
+    max_tokens = calloc((size_t)c->n_parts, sizeof *max_tokens);
+    if (!c->parts || !c->s || !max_tokens) {
+        fy_oai_fail(&e, 500, NULL, "out_of_memory", "out of memory");
         goto fail;
     }
-    for (int i = 0; i < c->r.n; i++) {
-        fy_buf_init(&c->s[i].text, FY_API_MAX_TEXT);
-        if (c->r.logprobs >= 0 && !c->r.stream) {
-            c->s[i].logprobs = fy_oai_logprobs_new(kind);
+    if (check_logit_bias(a, &c->r, &e)) {
+        goto fail;
+    }
+    for (int i = 0; i < c->n_parts; i++) {
+        if (part_setup(a, c, i, &max_tokens[i], &e)) {
+            goto fail;
         }
     }
     fy_oai_make_id(kind, c->id, sizeof c->id);
     c->created = (int64_t)time(NULL);
-    c->usage.prompt_tokens = (int)n_ids;
-    fy_engine_request er = {
-        .prompt = ids,
-        .n_prompt = (int)n_ids,
-        .n = c->r.n,
-        .sampling = c->r.sampling,
-        .key_id = rq->key_id,
-        .cb = on_engine_event,
-        .arg = c,
-    };
-    char err[256] = "";
-    int rc = fy_engine_submit(a->engine, &er, &c->engine_id, err, sizeof err);
-    free(ids);
-    ids = NULL;
-    if (rc == FY_ELIMIT) {
-        a->st.rejected_busy++;
-        fy_oai_fail(&e, 503, NULL, "overloaded", "the engine's queue is full: retry in a moment");
-        goto fail;
-    } else if (rc == FY_ETOOBIG) {
-        fy_oai_fail(&e, 400, kind == FY_OAI_CHAT ? "messages" : "prompt", "context_length_exceeded",
-                    "the prompt does not fit the model's context: %s", err);
-        goto fail;
-    } else if (rc) {
-        fy_oai_fail(&e, rc == FY_EINVAL ? 400 : 500, NULL, "invalid_value", "%s",
-                    err[0] ? err : fy_strerror(rc));
-        goto fail;
+    for (int i = 0; i < c->n_parts; i++) {
+        if (part_submit(a, c, i, max_tokens[i], rq->key_id, &e)) {
+            goto fail;
+        }
     }
-    c->submitted = 1;
+    free(max_tokens);
     a->st.active++;
     c->next = a->calls;
     if (a->calls) {
@@ -546,7 +801,10 @@ static fy_api_call *generate(fy_api *a, fy_oai_kind kind, const fy_api_request *
     }
     a->calls = c;
     if (c->r.stream) {
-        if (tp->start(t, 200, sse_hdr, 3) < 0) {
+        c->in_tp = 1;
+        int rc = tp->start(t, 200, sse_hdr, 3);
+        c->in_tp = 0;
+        if (rc < 0 || c->gone) {
             call_abort(c);
             return NULL;
         }
@@ -555,12 +813,21 @@ static fy_api_call *generate(fy_api *a, fy_oai_kind kind, const fy_api_request *
         c->ping.data = c;
         c->ping_on = 1;
         uv_timer_start(&c->ping, on_ping, a->ping_ms, a->ping_ms);
+        /* Without prompt logprobs to wait for, the echoes go out at once. */
+        for (int i = 0; c->r.echo && i < c->n_parts; i++) {
+            part *p = &c->parts[i];
+            if (!p->plp || p->n_plp == p->n_ids) {
+                if (stream_echo(c, p)) {
+                    return NULL;
+                }
+            }
+        }
     }
     return c;
 fail:
-    free(ids);
+    free(max_tokens);
     answer_error(a, tp, t, &e);
-    fy_oai_request_free(&c->r);
+    call_release(c); /* the parts already in the engine are aborted */
     free(c);
     return NULL;
 }

@@ -45,9 +45,15 @@ typedef struct fy__req fy__req;
 
 /* One buffer of output for one sample: filled by the engine (outbox) or
  * being delivered by the loop. */
+/* A growable list of tokens. */
 typedef struct {
-    fy_gen_token *tok;
-    int n_tok, cap_tok;
+    fy_gen_token *v;
+    int n, cap;
+} toklist;
+
+typedef struct {
+    toklist tok;  /* generated */
+    toklist ptok; /* prompt tokens' logprobs */
     fy_buf text;
     fy_finish finish;
     char error[160];
@@ -61,6 +67,7 @@ typedef struct {
     /* Engine thread. */
     fy_seq seq;
     fy_detok *detok;
+    size_t text_bytes; /* the detokenizer's text so far (tokens' text offsets) */
     fy_stop stop;
     int finished;
     /* Under mu. */
@@ -75,6 +82,7 @@ struct fy__req {
     int n;
     fy_sampling sp;
     int32_t *stop_ids;
+    fy_logit_bias *logit_bias;
     char key[FY_SCHED_KEY_MAX];
     fy_engine_cb cb;
     void *arg;
@@ -85,6 +93,7 @@ struct fy__req {
     /* Engine thread. */
     int forked;
     int n_finished;
+    int prompt_next; /* prompt_logprobs: the next prompt token to report (1 .. n_prompt) */
     /* Under mu. */
     int refs;
     int engine_done;
@@ -97,6 +106,13 @@ struct fy__req {
     int loop_release; /* 1: the last final event went out; 2: its reference dropped */
     fy__req *live_next;
 };
+
+/* A sequence's rows of logits in a step: ROWS rows from ROW, for its
+ * positions END - ROWS .. END - 1. */
+typedef struct {
+    fy__sample *s;
+    int row, rows, end;
+} step_out;
 
 typedef struct ready_item {
     fy__sample *s;
@@ -112,12 +128,13 @@ struct fy_engine {
     fy_kv *kv;
     fy_sched *sched;
     fy_sampler *sampler;
-    float *logits;        /* [max_seqs x vocab] */
-    int32_t *ids;         /* [max_seqs] argmax ids of a greedy-only step */
-    float *row;           /* [vocab] a copy for each of n samples */
-    fy_fwd_seq *fs;       /* [max_seqs] */
-    fy__sample **stepped; /* [max_seqs] samples whose logits came out of a step */
-    fy_buf scratch;       /* one sample's new text in a step */
+    float *logits;     /* [rows x vocab] */
+    int32_t *ids;      /* [rows] argmax ids of a greedy-only step */
+    float *row;        /* [vocab] a copy for each of n samples */
+    fy_fwd_seq *fs;    /* [max_seqs] */
+    step_out *stepped; /* [max_seqs] sequences whose logits came out of a step */
+    int rows;          /* rows of logits a step may return (fy_fwd_max_logit_rows) */
+    fy_buf scratch;    /* one sample's new text in a step */
     int vocab, max_ctx, block_size;
     size_t block_bytes;
     int eos[FY_MODEL_MAX_EOS + 1];
@@ -147,8 +164,24 @@ struct fy_engine {
 
 static void outbuf_free(outbuf *b)
 {
-    free(b->tok);
+    free(b->tok.v);
+    free(b->ptok.v);
     fy_buf_free(&b->text);
+}
+
+static int toklist_push(toklist *l, const fy_gen_token *g)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 8;
+        fy_gen_token *p = realloc(l->v, (size_t)cap * sizeof *p);
+        if (!p) {
+            return FY_ENOMEM;
+        }
+        l->v = p;
+        l->cap = cap;
+    }
+    l->v[l->n++] = *g;
+    return 0;
 }
 
 static void sample_engine_free(fy__sample *s)
@@ -181,6 +214,7 @@ static void req_free(fy_engine *e, fy__req *r)
     }
     free(r->samples);
     free(r->stop_ids);
+    free(r->logit_bias);
     free(r);
 }
 
@@ -214,32 +248,9 @@ static fy__req *live_take(fy_engine *e, uint64_t id)
 
 /* --- Output (engine thread) ---------------------------------------------------------- */
 
-/* Appends a token and text to S's outbox and queues S for the loop. mu held. */
-static int emit_locked(fy_engine *e, fy__sample *s, const fy_gen_token *g, const char *text,
-                       size_t len, fy_finish finish, const char *error)
+/* Queues S for the loop (its outbox has news). mu held. */
+static int queue_locked(fy_engine *e, fy__sample *s)
 {
-    outbuf *o = &s->out;
-    if (g) {
-        if (o->n_tok == o->cap_tok) {
-            int cap = o->cap_tok ? o->cap_tok * 2 : 8;
-            fy_gen_token *p = realloc(o->tok, (size_t)cap * sizeof *p);
-            if (!p) {
-                return FY_ENOMEM;
-            }
-            o->tok = p;
-            o->cap_tok = cap;
-        }
-        o->tok[o->n_tok++] = *g;
-    }
-    if (len && fy_buf_append(&o->text, text, len) < 0) {
-        return FY_ENOMEM;
-    }
-    o->completion = s->seq.n_tokens - s->seq.n_prompt;
-    o->cached = s->seq.cached_tokens;
-    if (finish != FY_FINISH_NONE) {
-        o->finish = finish;
-        snprintf(o->error, sizeof o->error, "%s", error ? error : "");
-    }
     if (!s->queued) {
         ready_item *it = e->ready_free;
         if (it) {
@@ -254,6 +265,26 @@ static int emit_locked(fy_engine *e, fy__sample *s, const fy_gen_token *g, const
         s->req->refs++;
     }
     return 0;
+}
+
+/* Appends a token and text to S's outbox and queues S for the loop. mu held. */
+static int emit_locked(fy_engine *e, fy__sample *s, const fy_gen_token *g, const char *text,
+                       size_t len, fy_finish finish, const char *error)
+{
+    outbuf *o = &s->out;
+    if (g && toklist_push(&o->tok, g) < 0) {
+        return FY_ENOMEM;
+    }
+    if (len && fy_buf_append(&o->text, text, len) < 0) {
+        return FY_ENOMEM;
+    }
+    o->completion = s->seq.n_tokens - s->seq.n_prompt;
+    o->cached = s->seq.cached_tokens;
+    if (finish != FY_FINISH_NONE) {
+        o->finish = finish;
+        snprintf(o->error, sizeof o->error, "%s", error ? error : "");
+    }
+    return queue_locked(e, s);
 }
 
 /* The engine side of R is over (all samples finished, or aborted). mu held. */
@@ -343,6 +374,7 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
     fy_gen_token g = *gp;
     int32_t id = g.id;
     q->tokens[q->n_tokens++] = id;
+    g.text_offset = s->text_bytes;
     fy_finish finish = FY_FINISH_NONE;
     fy_buf_reset(&e->scratch);
     if (is_stop_token(e, r, id)) {
@@ -350,9 +382,11 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
     } else {
         const char *t = NULL;
         size_t n = 0;
-        if (fy_detok_push(s->detok, id, &t, &n) == 0 && n > 0 &&
-            fy_stop_push(&s->stop, t, n, &e->scratch) == 1) {
-            finish = FY_FINISH_STOP;
+        if (fy_detok_push(s->detok, id, &t, &n) == 0 && n > 0) {
+            s->text_bytes += n;
+            if (fy_stop_push(&s->stop, t, n, &e->scratch) == 1) {
+                finish = FY_FINISH_STOP;
+            }
         }
     }
     int done = q->n_tokens - q->n_prompt;
@@ -398,6 +432,38 @@ static void req_fail(fy_engine *e, fy__req *r, const char *why)
     }
 }
 
+/* prompt_logprobs: reports the prompt tokens whose logits are among O's
+ * rows, in order (a row at position P scores token P + 1); once the last is
+ * out, the sequence wants only its last token's logits again. */
+static void report_prompt_rows(fy_engine *e, fy__sample *s, const step_out *o)
+{
+    fy__req *r = s->req;
+    for (int k = 0; k < o->rows && r->prompt_next < r->n_prompt; k++) {
+        int p = o->end - o->rows + k;
+        if (p + 1 != r->prompt_next) {
+            continue;
+        }
+        fy_gen_token g;
+        fy_sampler_logprobs(e->sampler, e->logits + (size_t)(o->row + k) * (size_t)e->vocab,
+                            s->seq.tokens[p + 1], r->sp.prompt_logprobs, &g);
+        pthread_mutex_lock(&e->mu);
+        int rc = toklist_push(&s->out.ptok, &g);
+        if (rc == 0) {
+            rc = queue_locked(e, s);
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (rc < 0) {
+            FY_ERROR("engine", "out of memory queueing prompt logprobs of request %llu",
+                     (unsigned long long)r->id);
+        }
+        r->prompt_next++;
+    }
+    s->seq.logits_from = r->prompt_next - 1;
+    if (r->prompt_next >= r->n_prompt) {
+        s->seq.prompt_logits = 0;
+    }
+}
+
 /* Returns the number of sequences run. */
 static int run_step(fy_engine *e)
 {
@@ -435,10 +501,13 @@ static int run_step(fy_engine *e)
                                 .want_logits = q->want_logits};
     }
     /* Greedy-only steps ask the backend for ids, not logits (on a GPU: 4
-     * bytes per sequence cross instead of 4 x vocab). */
+     * bytes per sequence cross instead of 4 x vocab); prompt logprobs need
+     * the logits. */
     int ids_only = 1;
     for (int i = 0; i < n && ids_only; i++) {
-        ids_only = !b->seqs[i]->want_logits || argmax_only(((fy__sample *)b->seqs[i]->data)->req);
+        fy_seq *q = b->seqs[i];
+        ids_only =
+            !q->want_logits || (!q->prompt_logits && argmax_only(((fy__sample *)q->data)->req));
     }
     int rc = ids_only ? fy_fwd_step_argmax(e->fwd, e->fs, n, e->ids)
                       : fy_fwd_step(e->fwd, e->fs, n, e->logits);
@@ -455,33 +524,53 @@ static int run_step(fy_engine *e)
     }
     fy_sched_commit(e->sched);
     /* Finishing a sequence removes it from the batch: take the list first. */
-    int nl = 0;
-    fy__sample **stepped = e->stepped;
+    int nl = 0, row = 0;
+    step_out *stepped = e->stepped;
     for (int i = 0; i < n; i++) {
-        if (b->seqs[i]->want_logits) {
-            stepped[nl++] = b->seqs[i]->data;
+        fy_seq *q = b->seqs[i];
+        if (q->want_logits) {
+            stepped[nl++] = (step_out){q->data, row, q->want_logits, q->n_computed};
+            row += q->want_logits;
         }
     }
     for (int i = 0; i < nl; i++) {
-        fy__sample *s = stepped[i];
+        fy__sample *s = stepped[i].s;
         fy__req *r = s->req;
+        int last = stepped[i].row + stepped[i].rows - 1;
+        if (s->seq.prompt_logits) {
+            report_prompt_rows(e, s, &stepped[i]);
+        }
+        if (stepped[i].end < s->seq.n_tokens) {
+            continue; /* a prompt chunk: no token to sample yet */
+        }
+        if (r->max_tokens == 0) {
+            /* The prompt only: every sample ends here. */
+            for (int k = 0; k < r->n; k++) {
+                if (!r->samples[k].finished) {
+                    /* Nothing generated: what the primed detokenizer holds
+                     * is the prompt's, not text of this sample. */
+                    sample_finish(e, &r->samples[k], FY_FINISH_LENGTH, NULL, 0);
+                }
+            }
+            continue;
+        }
         if (ids_only) {
-            fy_gen_token g = {.id = e->ids[i]};
+            fy_gen_token g = {.id = e->ids[last]};
             sample_accept(e, s, &g);
             continue;
         }
-        float *row = e->logits + (size_t)i * (size_t)e->vocab;
+        float *lrow = e->logits + (size_t)last * (size_t)e->vocab;
         if (r->n > 1 && !r->forked) {
             if (fork_samples(e, r) < 0) {
                 req_fail(e, r, "out of memory forking parallel samples");
                 continue;
             }
             for (int k = 0; k < r->n; k++) {
-                memcpy(e->row, row, (size_t)e->vocab * sizeof *row);
+                memcpy(e->row, lrow, (size_t)e->vocab * sizeof *lrow);
                 sample_next(e, &r->samples[k], e->row);
             }
         } else {
-            sample_next(e, s, row);
+            sample_next(e, s, lrow);
         }
     }
     return n;
@@ -620,7 +709,8 @@ static void async_cb(uv_async_t *h)
         it->next = list;
         list = it;
         swap_outbuf(&it->s->out, &it->s->dl);
-        it->s->out.n_tok = 0;
+        it->s->out.tok.n = 0;
+        it->s->out.ptok.n = 0;
         fy_buf_reset(&it->s->out.text);
         it->s->out.finish = FY_FINISH_NONE;
         it->s->out.error[0] = 0;
@@ -634,7 +724,7 @@ static void async_cb(uv_async_t *h)
         fy__req *r = s->req;
         outbuf *d = &s->dl;
         if (r->aborted || r->loop_release ||
-            (d->n_tok == 0 && d->text.len == 0 && d->finish == FY_FINISH_NONE)) {
+            (d->tok.n == 0 && d->ptok.n == 0 && d->text.len == 0 && d->finish == FY_FINISH_NONE)) {
             continue;
         }
         fy_engine_event ev = {
@@ -642,8 +732,10 @@ static void async_cb(uv_async_t *h)
             .index = s->index,
             .text = d->text.len ? d->text.data : "",
             .text_len = d->text.len,
-            .tokens = d->tok,
-            .n_tokens = d->n_tok,
+            .tokens = d->tok.v,
+            .n_tokens = d->tok.n,
+            .prompt_logprobs = d->ptok.v,
+            .n_prompt_logprobs = d->ptok.n,
             .finish = d->finish,
             .error = d->finish == FY_FINISH_ERROR ? d->error : NULL,
             .prompt_tokens = r->n_prompt,
@@ -665,7 +757,8 @@ static void async_cb(uv_async_t *h)
             r->loop_release = 2;
             req_unref(e, r);
         }
-        it->s->dl.n_tok = 0;
+        it->s->dl.tok.n = 0;
+        it->s->dl.ptok.n = 0;
         fy_buf_reset(&it->s->dl.text);
         it->s->dl.finish = FY_FINISH_NONE;
         req_unref(e, r);
@@ -709,6 +802,7 @@ static int req_new(fy_engine *e, const fy_engine_request *q, fy__req **out, char
     r->sp = *sp;
     r->sp.stop = NULL;
     r->sp.stop_ids = NULL;
+    r->sp.logit_bias = NULL; /* the copy below */
     r->cb = q->cb;
     r->arg = q->arg;
     r->n_prompt = q->n_prompt;
@@ -728,6 +822,14 @@ static int req_new(fy_engine *e, const fy_engine_request *q, fy__req **out, char
             return FY_ENOMEM;
         }
         memcpy(r->stop_ids, sp->stop_ids, (size_t)sp->n_stop_ids * sizeof *r->stop_ids);
+    }
+    if (sp->n_logit_bias > 0) {
+        r->logit_bias = malloc((size_t)sp->n_logit_bias * sizeof *r->logit_bias);
+        if (!r->logit_bias) {
+            return FY_ENOMEM;
+        }
+        memcpy(r->logit_bias, sp->logit_bias, (size_t)sp->n_logit_bias * sizeof *r->logit_bias);
+        r->sp.logit_bias = r->logit_bias;
     }
     r->samples = calloc((size_t)r->n, sizeof *r->samples);
     if (!r->samples) {
@@ -750,7 +852,8 @@ static int req_new(fy_engine *e, const fy_engine_request *q, fy__req **out, char
         }
         s->detok = fy_detok_new(e->tok, 1);
         s->seq.tokens = malloc((size_t)cap * sizeof *s->seq.tokens);
-        if (!s->detok || !s->seq.tokens) {
+        if (!s->detok || !s->seq.tokens ||
+            fy_detok_prime(s->detok, q->prompt, (size_t)q->n_prompt) < 0) {
             return FY_ENOMEM;
         }
         s->seq.cap = cap;
@@ -760,6 +863,11 @@ static int req_new(fy_engine *e, const fy_engine_request *q, fy__req **out, char
     }
     memcpy(r->samples[0].seq.tokens, q->prompt, (size_t)q->n_prompt * sizeof *q->prompt);
     r->samples[0].seq.n_tokens = q->n_prompt;
+    r->prompt_next = 1;
+    if (sp->prompt_logprobs >= 0 && q->n_prompt > 1) {
+        r->samples[0].seq.prompt_logits = 1; /* the parent's prefill stands for all n */
+        r->samples[0].seq.logits_from = 0;
+    }
     return 0;
 }
 
@@ -771,7 +879,7 @@ static int check_request(fy_engine *e, const fy_engine_request *q, char *err, si
     if (!q->prompt || q->n_prompt < 1) {
         return fy_fail(err, errlen, FY_EINVAL, "prompt: at least one token is required");
     }
-    if (q->n_prompt + 1 > e->max_ctx) {
+    if (q->n_prompt + (q->sampling.max_tokens > 0) > e->max_ctx) {
         return fy_fail(err, errlen, FY_ETOOBIG,
                        "prompt: %d tokens leave no room to generate in a context of %d",
                        q->n_prompt, e->max_ctx);
@@ -804,6 +912,12 @@ static int check_request(fy_engine *e, const fy_engine_request *q, char *err, si
         if (sp->stop_ids[i] < 0 || sp->stop_ids[i] >= e->vocab) {
             return fy_fail(err, errlen, FY_EINVAL,
                            "stop_token_ids: id %d is outside the vocabulary", (int)sp->stop_ids[i]);
+        }
+    }
+    for (int i = 0; i < sp->n_logit_bias; i++) {
+        if (sp->logit_bias[i].id < 0 || sp->logit_bias[i].id >= e->vocab) {
+            return fy_fail(err, errlen, FY_EINVAL, "logit_bias: id %d is outside the vocabulary",
+                           (int)sp->logit_bias[i].id);
         }
     }
     return 0;
@@ -972,6 +1086,7 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
                          .kv_bytes = o->kv_bytes,
                          .max_batch_tokens = o->max_step_tokens,
                          .max_seqs = o->max_seqs,
+                         .max_logit_rows = o->max_seqs + FY_MAX_PROMPT_ROWS,
                          .tensor_parallel = o->tensor_parallel,
                          .kv_mem_fraction = o->kv_mem_fraction};
     rc = fy_fwd_create(e->model, e->be, &fo, &e->fwd, err, errlen);
@@ -998,19 +1113,21 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
                         .prefix_caching = !o->no_prefix_caching};
     fy_sched_options so = {.max_seqs = o->max_seqs,
                            .max_step_tokens = o->max_step_tokens,
-                           .max_waiting = o->max_waiting};
+                           .max_waiting = o->max_waiting,
+                           .max_extra_rows = FY_MAX_PROMPT_ROWS};
     if ((rc = fy_kv_new(&ko, &e->kv)) < 0 || (rc = fy_sched_new(&so, e->kv, &e->sched)) < 0 ||
         (rc = fy_sampler_new(e->vocab, &e->sampler)) < 0) {
         return fy_fail(err, errlen, rc, "engine: %s setting up the scheduler", fy_strerror(rc));
     }
-    e->logits = malloc((size_t)o->max_seqs * (size_t)e->vocab * sizeof *e->logits);
-    e->ids = malloc((size_t)o->max_seqs * sizeof *e->ids);
+    e->rows = fy_fwd_max_logit_rows(e->fwd);
+    e->logits = malloc((size_t)e->rows * (size_t)e->vocab * sizeof *e->logits);
+    e->ids = malloc((size_t)e->rows * sizeof *e->ids);
     e->row = malloc((size_t)e->vocab * sizeof *e->row);
     e->fs = calloc((size_t)o->max_seqs, sizeof *e->fs);
     e->stepped = calloc((size_t)o->max_seqs, sizeof *e->stepped);
     if (!e->logits || !e->ids || !e->row || !e->fs || !e->stepped) {
-        return fy_fail(err, errlen, FY_ENOMEM, "engine: out of memory for %d x %d logits",
-                       o->max_seqs, e->vocab);
+        return fy_fail(err, errlen, FY_ENOMEM, "engine: out of memory for %d x %d logits", e->rows,
+                       e->vocab);
     }
     fy_buf_init(&e->scratch, FY_ENGINE_TEXT_MAX);
     e->stats.blocks_total = e->stats.blocks_free = nb;

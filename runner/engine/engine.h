@@ -59,7 +59,16 @@ int fy_engine_tensor_parallel(const fy_engine *e);    /* ranks the model runs on
 
 /* --- Requests ----------------------------------------------------------------------- */
 
-#define FY_MAX_LOGPROBS 20
+#define FY_MAX_LOGPROBS    20
+#define FY_MAX_PROMPT_ROWS 64   /* prompt positions' logits per step beyond one per sequence */
+#define FY_MAX_LOGIT_BIAS  1024 /* logit_bias entries (OpenAI takes 300, vLLM any number) */
+
+/* A bias added to one token's logit before sampling (OpenAI's logit_bias):
+ * -100 all but bans the token, 100 all but forces it. */
+typedef struct {
+    int32_t id;
+    float bias; /* [-100, 100] */
+} fy_logit_bias;
 
 typedef struct {
     float temperature;        /* 0 = greedy; default 1 */
@@ -71,17 +80,25 @@ typedef struct {
     float repetition_penalty; /* > 0; 1 = off */
     int has_seed;
     uint64_t seed;  /* same seed, same prompt, same output */
-    int max_tokens; /* >= 1; the engine clamps to the context */
+    int max_tokens; /* >= 0; the engine clamps to the context. 0: nothing is generated, the
+                     * request ends (FY_FINISH_LENGTH) once its prompt ran (prompt_logprobs) */
     int logprobs;   /* -1: none; 0..FY_MAX_LOGPROBS: sampled token + that many alternatives */
+    /* -1: none; 0..FY_MAX_LOGPROBS: the logprob of each prompt token after the
+     * first given the ones before it, and that many alternatives (vLLM's
+     * prompt_logprobs). Only such requests pay for the logits of every prompt
+     * position; their prompt is computed, not taken from the prefix cache. */
+    int prompt_logprobs;
     const char *const
         *stop; /* stop strings (copied at submit); matched across tokens, never emitted */
     int n_stop;
     const int32_t *stop_ids; /* extra stop token ids (copied) */
     int n_stop_ids;
     int ignore_eos;
+    const fy_logit_bias *logit_bias; /* added to the logits before penalties (copied) */
+    int n_logit_bias;                /* 0 .. FY_MAX_LOGIT_BIAS */
 } fy_sampling;
 
-/* Fills S with the defaults above (max_tokens 16, logprobs -1). */
+/* Fills S with the defaults above (max_tokens 16, logprobs and prompt_logprobs -1). */
 void fy_sampling_defaults(fy_sampling *s);
 
 typedef enum {
@@ -102,8 +119,13 @@ typedef struct {
     float logprob;                         /* of the sampled token (0 when not asked) */
     fy_token_logprob top[FY_MAX_LOGPROBS]; /* most likely alternatives, best first */
     int n_top;
+    size_t text_offset; /* bytes of the sample's text before this token's text */
 } fy_gen_token;
 
+/* A sample's text is what its tokens add to the prompt's text: decode(prompt
+ * + generated) minus decode(prompt) (fy_detok_prime), so it keeps the
+ * leading space of a first "▁word" token that a decode of the generated
+ * tokens alone would drop. */
 typedef struct {
     uint64_t request_id;
     int index;        /* which of the request's n samples */
@@ -111,6 +133,12 @@ typedef struct {
     size_t text_len;
     const fy_gen_token *tokens; /* tokens generated since this sample's last event */
     int n_tokens;
+    /* prompt_logprobs: the next prompt tokens' logprobs, in prompt order from
+     * the second token (text_offset 0). Only on sample 0's events, and all of
+     * them before the first generated token of any sample (in the same event
+     * at the latest, ahead of its tokens). */
+    const fy_gen_token *prompt_logprobs;
+    int n_prompt_logprobs;
     fy_finish finish;      /* != NONE on this sample's last event */
     const char *error;     /* FY_FINISH_ERROR: why */
     int prompt_tokens;     /* the request's prompt */
@@ -123,8 +151,8 @@ typedef struct {
  *
  * Tokens: every sampled token is reported, an EOS or stop token included
  * (it counts in completion_tokens) but its text is not. Logprobs are of the
- * raw model distribution (log-softmax of the logits before penalties and
- * temperature), as vLLM returns them. A request whose sequence can't fit in
+ * raw model distribution (log-softmax of the logits before logit_bias,
+ * penalties and temperature), as vLLM returns them. A request whose sequence can't fit in
  * the whole KV cache ends with FY_FINISH_LENGTH. */
 typedef void (*fy_engine_cb)(const fy_engine_event *ev, void *arg);
 
@@ -139,7 +167,8 @@ typedef struct {
 } fy_engine_request;
 
 /* Queues R (loop thread). Returns 0 and *ID; FY_ELIMIT when the waiting
- * queue is full; FY_ETOOBIG when prompt + 1 exceeds the context;
+ * queue is full; FY_ETOOBIG when prompt + 1 exceeds the context (prompt
+ * alone with max_tokens 0);
  * FY_EINVAL for parameters out of range (ERR names it). */
 int fy_engine_submit(fy_engine *e, const fy_engine_request *r, uint64_t *id, char *err,
                      size_t errlen);

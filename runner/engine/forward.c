@@ -43,8 +43,8 @@ typedef struct {
     void **owned; /* copies to free */
     int n_owned;
 
-    /* Backend scratch, sized for max_batch_tokens / max_seqs (sel, logits and
-     * ids only on rank 0). */
+    /* Backend scratch, sized for max_batch_tokens / max_seqs / the logit rows
+     * (sel, logits and ids only on rank 0). */
     float *x, *xn, *q, *k, *v, *att, *gate, *up, *sel, *logits, *inv_freq;
     int32_t *d_ids, *d_pos, *d_slots, *d_seq_start, *d_ctx_len, *d_rows, *d_bt, *d_cow, *d_out;
     size_t bt_cap, cow_cap; /* int32 elements */
@@ -96,6 +96,11 @@ size_t fy_fwd_block_bytes(const fy_model *m, const fy_backend *be, int block_siz
 int fy_fwd_num_blocks(const fy_fwd *f)
 {
     return f->num_blocks;
+}
+
+int fy_fwd_max_logit_rows(const fy_fwd *f)
+{
+    return f->o.max_logit_rows;
 }
 
 int fy_fwd_tensor_parallel(const fy_fwd *f)
@@ -259,6 +264,7 @@ static int alloc_scratch(fy_fwd *f, fwd_rank *rk)
 {
     const fy_model_config *c = &f->m->cfg;
     size_t T = (size_t)f->o.max_batch_tokens, S = (size_t)f->o.max_seqs, H = (size_t)c->hidden;
+    size_t R = (size_t)f->o.max_logit_rows;
     size_t Q = (size_t)rk->n_heads * c->head_dim, KV = (size_t)rk->n_kv_heads * c->head_dim;
     size_t I = (size_t)rk->inter, V = (size_t)c->vocab_size;
     int ok = 1;
@@ -271,10 +277,10 @@ static int alloc_scratch(fy_fwd *f, fwd_rank *rk)
     rk->gate = balloc(rk, T * I, 4, &ok);
     rk->up = balloc(rk, T * I, 4, &ok);
     if (rk->rank == 0) {
-        rk->sel = balloc(rk, S * H, 4, &ok);
-        rk->logits = balloc(rk, S * V, 4, &ok);
-        rk->d_rows = balloc(rk, S, 4, &ok);
-        rk->d_out = balloc(rk, S, 4, &ok);
+        rk->sel = balloc(rk, R * H, 4, &ok);
+        rk->logits = balloc(rk, R * V, 4, &ok);
+        rk->d_rows = balloc(rk, R, 4, &ok);
+        rk->d_out = balloc(rk, R, 4, &ok);
     }
     rk->inv_freq = balloc(rk, (size_t)c->head_dim / 2, 4, &ok);
     rk->d_ids = balloc(rk, T, 4, &ok);
@@ -303,7 +309,7 @@ static int alloc_host(fy_fwd *f)
     f->h_slots = calloc(T, 4);
     f->h_seq_start = calloc(S + 1, 4);
     f->h_ctx_len = calloc(S, 4);
-    f->h_rows = calloc(S, 4);
+    f->h_rows = calloc((size_t)f->o.max_logit_rows, 4);
     return f->h_ids && f->h_pos && f->h_slots && f->h_seq_start && f->h_ctx_len && f->h_rows
                ? 0
                : FY_ENOMEM;
@@ -750,6 +756,12 @@ int fy_fwd_create(const fy_model *m, fy_backend *be, const fy_fwd_options *o, fy
     }
     f->m = m;
     f->o = *o;
+    if (f->o.max_logit_rows < f->o.max_seqs) {
+        f->o.max_logit_rows = f->o.max_seqs;
+    }
+    if (f->o.max_logit_rows > f->o.max_batch_tokens) {
+        f->o.max_logit_rows = f->o.max_batch_tokens; /* a row is a token of the step */
+    }
     f->n_ranks = N;
     f->rk[0].be = be;
     size_t bb = fy_fwd_block_bytes(m, be, o->block_size);
@@ -810,7 +822,9 @@ static int build_batch(fy_fwd *f, const fy_fwd_seq *seqs, int n_seqs)
     for (int s = 0; s < n_seqs; s++) {
         const fy_fwd_seq *q = &seqs[s];
         if (q->n_tokens < 1 || q->start < 0 || q->n_tokens > f->o.max_batch_tokens - T ||
-            q->start > INT32_MAX - q->n_tokens || !q->tokens || !q->block_table) {
+            q->start > INT32_MAX - q->n_tokens || !q->tokens || !q->block_table ||
+            q->want_logits < 0 || q->want_logits > q->n_tokens ||
+            q->want_logits > f->o.max_logit_rows - n_out) {
             return FY_EINVAL;
         }
         int ctx = q->start + q->n_tokens;
@@ -837,8 +851,8 @@ static int build_batch(fy_fwd *f, const fy_fwd_seq *seqs, int n_seqs)
             f->h_pos[T] = p;
             f->h_slots[T] = q->block_table[p / bs] * bs + p % bs;
         }
-        if (q->want_logits) {
-            f->h_rows[n_out++] = T - 1;
+        for (int i = T - q->want_logits; i < T; i++) {
+            f->h_rows[n_out++] = i;
         }
     }
     f->h_seq_start[n_seqs] = T;

@@ -48,6 +48,9 @@ typedef struct {
     size_t kv_bytes;      /* memory for the KV cache, all layers, K and V, summed over ranks */
     int max_batch_tokens; /* most tokens one step may carry (scratch is sized for it) */
     int max_seqs;         /* most sequences one step may carry */
+    int max_logit_rows;   /* most rows of logits one step may return (fy_fwd_seq.want_logits
+                           * summed); 0 or less than max_seqs: max_seqs; at most max_batch_tokens
+                           * are kept. Each row costs vocab floats of scratch. */
     int tensor_parallel;  /* ranks (--tensor-parallel); 0 or 1: one backend, as before */
     /* --gpu-memory-utilization: when > 0 (at most 1), kv_bytes is ignored and
      * each rank's KV cache takes this fraction of its backend's mem_free()
@@ -74,6 +77,8 @@ int fy_fwd_create(const fy_model *m, fy_backend *be, const fy_fwd_options *o, fy
                   char *err, size_t errlen);
 void fy_fwd_destroy(fy_fwd *f);
 int fy_fwd_num_blocks(const fy_fwd *f);
+/* Rows of logits a step may return (max_logit_rows as clamped). */
+int fy_fwd_max_logit_rows(const fy_fwd *f);
 /* Ranks the forward pass runs on (1 without tensor parallelism). */
 int fy_fwd_tensor_parallel(const fy_fwd *f);
 
@@ -84,19 +89,21 @@ typedef struct {
     int start;                  /* position of tokens[0] == tokens already in the cache */
     const int32_t *block_table; /* blocks covering positions 0 .. start+N-1 */
     int n_blocks;
-    int want_logits; /* 1: logits of the last token are returned */
+    int want_logits; /* 0 .. N: the logits of the last WANT_LOGITS tokens are returned (1: the
+                      * last token's, to sample; more: prompt logprobs) */
 } fy_fwd_seq;
 
 /* Runs one step: writes every token's K/V into its slot and, for each
- * sequence with want_logits, the vocabulary logits of its last token into
- * LOGITS (host memory, one row of vocab floats per such sequence, in
- * sequence order). Returns 0 or an FY_E* code. */
+ * sequence, the vocabulary logits of its last want_logits tokens into LOGITS
+ * (host memory, one row of vocab floats per such token, in sequence and
+ * token order). FY_EINVAL when the rows exceed max_logit_rows. Returns 0 or
+ * an FY_E* code. */
 int fy_fwd_step(fy_fwd *f, const fy_fwd_seq *seqs, int n_seqs, float *logits);
 
-/* fy_fwd_step for greedy sampling: the same step, but for each sequence with
- * want_logits only the argmax of its logits (lowest id on ties) is written to
- * IDS (host memory, one int32 per such sequence, in sequence order), so a
- * device backend downloads 4 bytes per row instead of 4 x vocab. */
+/* fy_fwd_step for greedy sampling: the same step, but for each row of logits
+ * only its argmax (lowest id on ties) is written to IDS (host memory, one
+ * int32 per row, in the same order), so a device backend downloads 4 bytes
+ * per row instead of 4 x vocab. */
 int fy_fwd_step_argmax(fy_fwd *f, const fy_fwd_seq *seqs, int n_seqs, int32_t *ids);
 
 /* Copy-on-write: block dst[i] becomes a copy of block src[i] in every

@@ -69,6 +69,7 @@ void fy_sampling_defaults(fy_sampling *s)
     s->repetition_penalty = 1.0f;
     s->max_tokens = 16;
     s->logprobs = -1;
+    s->prompt_logprobs = -1;
 }
 
 static int bad(char *err, size_t errlen, const char *field, const char *range)
@@ -103,11 +104,24 @@ int fy_sampling_validate(const fy_sampling *s, char *err, size_t errlen)
         s->repetition_penalty > 100.0f) {
         return bad(err, errlen, "repetition_penalty", "in (0, 100]");
     }
-    if (s->max_tokens < 1) {
-        return bad(err, errlen, "max_tokens", ">= 1");
+    if (s->max_tokens < 0) {
+        return bad(err, errlen, "max_tokens", ">= 0");
     }
     if (s->logprobs < -1 || s->logprobs > FY_MAX_LOGPROBS) {
         return bad(err, errlen, "logprobs", "between 0 and 20");
+    }
+    if (s->prompt_logprobs < -1 || s->prompt_logprobs > FY_MAX_LOGPROBS) {
+        return bad(err, errlen, "prompt_logprobs", "between 0 and 20");
+    }
+    if (s->n_logit_bias < 0 || s->n_logit_bias > FY_MAX_LOGIT_BIAS ||
+        (s->n_logit_bias > 0 && !s->logit_bias)) {
+        return bad(err, errlen, "logit_bias", "at most 1024 entries");
+    }
+    for (int i = 0; i < s->n_logit_bias; i++) {
+        float b = s->logit_bias[i].bias;
+        if (!isfinite(b) || b < -100.0f || b > 100.0f) {
+            return bad(err, errlen, "logit_bias", "values between -100 and 100");
+        }
     }
     return 0;
 }
@@ -185,10 +199,10 @@ static void apply_penalties(fy_sampler *sm, const fy_sampling *s, float *l, cons
     }
 }
 
-/* Log-softmax of the raw logits for the sampled token and the top N. */
-static void fill_logprobs(const fy_sampler *sm, int n_top, int32_t id, fy_gen_token *out)
+/* Log-softmax of the raw logits R for token ID and the top N. */
+static void fill_logprobs(const fy_sampler *sm, const float *r, int n_top, int32_t id,
+                          fy_gen_token *out)
 {
-    const float *r = sm->raw;
     float m = r[argmax(r, sm->vocab)];
     double sum = 0.0;
     for (int i = 0; i < sm->vocab; i++) {
@@ -318,8 +332,9 @@ static int is_greedy(const fy_sampling *s)
 
 int fy_sampling_is_plain_argmax(const fy_sampling *s)
 {
-    return is_greedy(s) && s->logprobs < 0 && s->repetition_penalty == 1.0f &&
-           s->presence_penalty == 0.0f && s->frequency_penalty == 0.0f;
+    return is_greedy(s) && s->logprobs < 0 && s->n_logit_bias == 0 &&
+           s->repetition_penalty == 1.0f && s->presence_penalty == 0.0f &&
+           s->frequency_penalty == 0.0f;
 }
 
 int32_t fy_sampler_pick(fy_sampler *sm, const fy_sampling *s, uint64_t seed, int index,
@@ -330,6 +345,12 @@ int32_t fy_sampler_pick(fy_sampler *sm, const fy_sampling *s, uint64_t seed, int
     if (s->logprobs >= 0) {
         memcpy(sm->raw, logits, (size_t)sm->vocab * sizeof *logits);
     }
+    for (int i = 0; i < s->n_logit_bias; i++) {
+        int32_t t = s->logit_bias[i].id;
+        if (t >= 0 && t < sm->vocab) {
+            logits[t] += s->logit_bias[i].bias;
+        }
+    }
     apply_penalties(sm, s, logits, tokens, n_tokens, n_prompt);
     int32_t id;
     if (is_greedy(s)) {
@@ -339,7 +360,15 @@ int32_t fy_sampler_pick(fy_sampler *sm, const fy_sampling *s, uint64_t seed, int
     }
     out->id = id;
     if (s->logprobs >= 0) {
-        fill_logprobs(sm, s->logprobs, id, out);
+        fill_logprobs(sm, sm->raw, s->logprobs, id, out);
     }
     return id;
+}
+
+void fy_sampler_logprobs(const fy_sampler *sm, const float *logits, int32_t id, int n_top,
+                         fy_gen_token *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = id;
+    fill_logprobs(sm, logits, n_top, id, out);
 }

@@ -1,6 +1,6 @@
 /* sampler.h: picking the next token from a row of logits.
  *
- * Order of the transforms (vLLM's): repetition penalty (HF/CTRL, over the
+ * Order of the transforms (vLLM's): logit_bias (added), repetition penalty (HF/CTRL, over the
  * prompt and the generated tokens), presence and frequency penalties
  * (OpenAI, over the generated tokens), then greedy (temperature 0: argmax,
  * lowest id on ties) or temperature, top-k, top-p, min-p and a draw.
@@ -12,7 +12,8 @@
  * recomputed after preemption draws the same numbers again.
  *
  * Logprobs are those of the raw model distribution (log-softmax of the
- * logits before penalties and temperature), as vLLM returns by default:
+ * logits before logit_bias, penalties and temperature), as vLLM returns by
+ * default:
  * the sampled token's and the top N alternatives', best first.
  *
  * For top-p, tokens whose logit is more than 30 below the maximum (relative
@@ -32,16 +33,24 @@ typedef struct fy_sampler fy_sampler;
 int fy_sampler_new(int vocab, fy_sampler **out);
 void fy_sampler_free(fy_sampler *sm);
 
-/* Checks S's ranges; returns 0 or FY_EINVAL with ERR naming the field. */
+/* Checks S's ranges (logit_bias: count and values; its ids are the engine's
+ * to check against the vocabulary); returns 0 or FY_EINVAL with ERR naming
+ * the field. */
 int fy_sampling_validate(const fy_sampling *s, char *err, size_t errlen);
 
 /* The uniform draw in [0, 1) for (SEED, INDEX, POS). */
 double fy_sampler_uniform(uint64_t seed, int index, int pos);
 
 /* 1 when fy_sampler_pick would return the plain argmax of the raw logits
- * (greedy, no penalties, no logprobs asked), so a backend may compute the
+ * (greedy, no logit_bias, no penalties, no logprobs asked), so a backend may compute the
  * argmax where the logits are and skip the sampler. */
 int fy_sampling_is_plain_argmax(const fy_sampling *s);
+
+/* The raw logprob of ID in LOGITS (vocab floats, read only) and the N_TOP
+ * likeliest ids' (best first) into OUT (id set to ID), as fy_sampler_pick
+ * reports a sampled token's: for prompt tokens. */
+void fy_sampler_logprobs(const fy_sampler *sm, const float *logits, int32_t id, int n_top,
+                         fy_gen_token *out);
 
 /* Picks the next token of a sequence whose tokens are TOKENS[0..N_TOKENS)
  * (the first N_PROMPT the prompt) from LOGITS (vocab floats, overwritten).

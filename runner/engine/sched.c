@@ -163,7 +163,8 @@ static void keyq_unlink(fy_sched *s, fy_seq *q)
 int fy_sched_new(const fy_sched_options *o, fy_kv *kv, fy_sched **out)
 {
     *out = NULL;
-    if (!o || !kv || o->max_seqs < 1 || o->max_step_tokens < 1 || o->max_waiting < 0) {
+    if (!o || !kv || o->max_seqs < 1 || o->max_step_tokens < 1 || o->max_waiting < 0 ||
+        o->max_extra_rows < 0) {
         return FY_EINVAL;
     }
     fy_sched *s = calloc(1, sizeof *s);
@@ -262,6 +263,7 @@ void fy_sched_remove(fy_sched *s, fy_seq *seq)
         for (int i = 0; i < s->batch.n; i++) {
             if (s->batch.seqs[i] == seq) {
                 s->batch.n_tokens -= seq->step_tokens;
+                s->batch.n_rows -= seq->want_logits;
                 memmove(&s->batch.seqs[i], &s->batch.seqs[i + 1],
                         (size_t)(s->batch.n - i - 1) * sizeof *s->batch.seqs);
                 s->batch.n--;
@@ -326,13 +328,40 @@ static void fail(fy_sched *s, fy_seq *q)
     s->batch.failed[s->batch.n_failed++] = q;
 }
 
+/* Rows of logits Q's next TAKE tokens bring: every position from
+ * logits_from on with prompt_logits, and the last token's. */
+static int rows_of(const fy_seq *q, int take)
+{
+    int end = q->n_computed + take, rows = 0;
+    if (q->prompt_logits) {
+        int from = q->logits_from > q->n_computed ? q->logits_from : q->n_computed;
+        rows = end > from ? end - from : 0;
+    }
+    return rows == 0 && end == q->n_tokens ? 1 : rows;
+}
+
+/* TAKE cut so Q's rows fit in one plus the step's extra rows left. */
+static int fit_rows(const fy_sched *s, const fy_seq *q, int take)
+{
+    if (!q->prompt_logits || rows_of(q, take) <= 1 + s->batch.extra_rows) {
+        return take;
+    }
+    int from = q->logits_from > q->n_computed ? q->logits_from : q->n_computed;
+    /* Ending before the last token: rows = end - from. */
+    return from - q->n_computed + 1 + s->batch.extra_rows;
+}
+
 static void schedule(fy_sched *s, fy_seq *q, int take)
 {
     q->step_tokens = take;
-    q->want_logits = q->n_computed + take == q->n_tokens;
+    q->want_logits = rows_of(q, take);
     q->scheduled = 1;
     s->batch.seqs[s->batch.n++] = q;
     s->batch.n_tokens += take;
+    s->batch.n_rows += q->want_logits;
+    if (q->want_logits > 1) {
+        s->batch.extra_rows -= q->want_logits - 1;
+    }
 }
 
 /* The most tokens of Q that fit in the blocks available now (<= WANT). */
@@ -399,13 +428,20 @@ static int admit(fy_sched *s, fy_seq *q, int budget)
     if (s->batch.n >= s->o.max_seqs || s->running_slots + q->n_group > s->o.max_seqs) {
         return 0;
     }
-    int hit = fy_kv_match_prefix(s->kv, &q->table, q->tokens, q->n_tokens);
+    /* Positions whose logits are wanted must be computed: the hit stops
+     * before logits_from. */
+    int lim = q->n_tokens;
+    if (q->prompt_logits && q->logits_from + 1 < lim) {
+        lim = q->logits_from > 0 ? q->logits_from + 1 : 1;
+    }
+    int hit = fy_kv_match_prefix(s->kv, &q->table, q->tokens, lim);
     if (hit < 0) {
         return 0;
     }
     int want = q->n_tokens - hit;
     int take = want < budget ? want : budget;
     q->n_computed = hit;
+    take = fit_rows(s, q, take);
     if (fy_kv_blocks_needed(s->kv, &q->table, hit + take) > fy_kv_available(s->kv)) {
         /* Alone, a sequence starts with what fits (a pool smaller than one
          * step's chunk); otherwise it waits for room for the whole chunk. */
@@ -446,7 +482,8 @@ int fy_sched_step(fy_sched *s, fy_sched_batch **out)
         b->seqs[i]->step_tokens = 0;
     }
     fy_kv_cow_done(s->kv, &b->cow);
-    b->n = b->n_tokens = b->n_failed = b->n_preempted = 0;
+    b->n = b->n_tokens = b->n_failed = b->n_preempted = b->n_rows = 0;
+    b->extra_rows = s->o.max_extra_rows;
     *out = b;
 
     /* 1. Decodes, oldest first. Preemption only removes sequences after Q,
@@ -472,7 +509,7 @@ int fy_sched_step(fy_sched *s, fy_sched_batch **out)
         }
         int want = q->n_tokens - q->n_computed;
         if (!q->scheduled && want > 0) {
-            plan_running(s, q, want < budget ? want : budget, 0);
+            plan_running(s, q, fit_rows(s, q, want < budget ? want : budget), 0);
         }
         q = q->next;
     }

@@ -9,6 +9,11 @@
  *      arrival), then waiting ones, first-come first-served within a key
  *      and round-robin across keys, each admitted with its longest cached
  *      prefix (kvcache.h) and as long a first chunk as the budget allows.
+ * A sequence whose owner wants the logits of its prompt positions
+ * (prompt_logits, for prompt logprobs) gets a row of logits for each of its
+ * tokens from logits_from on: its chunks are cut so that a step's rows stay
+ * within one per sequence plus max_extra_rows, and a prefix-cache hit never
+ * covers logits_from (those positions are computed, not found).
  * When a running sequence needs a block and none is left, the newest
  * running sequence not yet scheduled this step is preempted: its blocks are
  * freed and it is recomputed later (prompt and generated tokens prefilled
@@ -39,6 +44,11 @@ typedef struct fy_seq {
     int n_prompt;
     int n_group; /* sequences it will become (a request's n before its fork); >= 1 */
     void *data;  /* the owner's */
+    /* 1: the logits of every token at a position >= logits_from are wanted,
+     * not only the last token's (the owner may change both between steps,
+     * e.g. as it reports positions; 0 = the last token's only). */
+    int prompt_logits;
+    int logits_from;
 
     /* Owned by the scheduler (read-only for the owner). */
     int state;      /* FY_SEQ_* */
@@ -48,7 +58,8 @@ typedef struct fy_seq {
     int cached_tokens; /* prompt tokens found in the prefix cache at first admission */
     int admitted;      /* 1 once admitted (cached_tokens is final) */
     int step_tokens;   /* tokens scheduled in the current step */
-    int want_logits;   /* 1 when this step reaches its last token */
+    int want_logits;   /* rows of logits this step: its last want_logits tokens' (0: none;
+                        * 1 when it reaches its last token; more with prompt_logits) */
     int scheduled;     /* 1 while in the current step's batch */
     uint64_t preemptions;
     struct fy_seq *prev, *next; /* in the running or preempted list, or a key queue */
@@ -59,6 +70,7 @@ typedef struct {
     int max_seqs;        /* sequences per step (and running at once) */
     int max_step_tokens; /* token budget per step */
     int max_waiting;     /* waiting sequences (not counting preempted ones) */
+    int max_extra_rows;  /* logit rows per step beyond one per sequence (prompt_logits) */
 } fy_sched_options;
 
 typedef struct {
@@ -69,6 +81,8 @@ typedef struct {
     fy_seq **failed; /* could not get KV blocks even alone: removed, the owner finishes them */
     int n_failed;
     int n_preempted; /* this step */
+    int n_rows;      /* rows of logits (sum of want_logits) */
+    int extra_rows;  /* of max_extra_rows, left this step */
 } fy_sched_batch;
 
 typedef struct fy_sched fy_sched;

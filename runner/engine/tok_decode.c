@@ -389,6 +389,42 @@ int fy_detok_push(fy_detok *d, int32_t id, const char **out, size_t *len)
     return emit(d, 0, out, len);
 }
 
+/* Bytes of ID's text in the middle of a text (0 for an id D skips). */
+static size_t token_len(const fy_detok *d, int32_t id)
+{
+    if (!decodable(d->t, id, d->skip_special)) {
+        return 0;
+    }
+    return d->t->dec_off[id + 1] - d->t->dec_off[id];
+}
+
+int fy_detok_prime(fy_detok *d, const int32_t *ids, size_t n)
+{
+    const char *out;
+    size_t len, i = 0, j = n, tail = 0;
+    int rc = 0;
+    /* The start: until the text began, the first token and the strip rule
+     * make a difference. */
+    while (rc == 0 && i < n && (d->first || d->strip_left > 0)) {
+        rc = fy_detok_push(d, ids[i++], &out, &len);
+    }
+    /* The end: what the detokenizer holds is an incomplete character, which
+     * begins within the last 3 bytes at a byte that is not a continuation
+     * byte, where UTF-8 validation restarts whatever came before it. So the
+     * last 4 bytes give the same held bytes as the whole prompt would. */
+    while (j > i && tail < 4) {
+        tail += token_len(d, ids[--j]);
+    }
+    if (j > i) {
+        fy_buf_reset(&d->pend); /* more bytes follow: whatever it held is final */
+    }
+    while (rc == 0 && j < n) {
+        rc = fy_detok_push(d, ids[j++], &out, &len);
+    }
+    fy_buf_reset(&d->out);
+    return rc;
+}
+
 int fy_detok_finish(fy_detok *d, const char **out, size_t *len)
 {
     fy_buf_reset(&d->out);

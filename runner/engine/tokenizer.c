@@ -1402,3 +1402,13 @@ const char *fy_tokenizer_piece(const fy_tokenizer *t, int32_t id)
 {
     return id >= 0 && id < t->n_vocab ? t->piece[id] : NULL;
 }
+
+const char *fy_tokenizer_token_bytes(const fy_tokenizer *t, int32_t id, size_t *len)
+{
+    *len = 0;
+    if (id < 0 || id >= t->n_vocab || !t->piece[id]) {
+        return NULL;
+    }
+    *len = t->dec_off[id + 1] - t->dec_off[id];
+    return t->dec_bytes + t->dec_off[id];
+}

@@ -45,6 +45,12 @@ int fy_tokenizer_is_special(const fy_tokenizer *t, int32_t id);
 int32_t fy_tokenizer_token_id(const fy_tokenizer *t, const char *piece); /* -1 when unknown */
 /* The token's vocabulary string (e.g. "▁the", "Ġthe", "<0x0A>"), NULL when out of range. */
 const char *fy_tokenizer_piece(const fy_tokenizer *t, int32_t id);
+/* The bytes token ID stands for inside a text, i.e. not as its first token
+ * (" the" for "▁the" and "Ġthe", one byte for "<0x0A>", a special token's
+ * text): what it adds to a decode of the tokens before it, before the bytes
+ * are made valid UTF-8 (a byte token may be part of a character). *LEN gets
+ * the length; NULL (and 0) for an id without a token. Valid as long as T. */
+const char *fy_tokenizer_token_bytes(const fy_tokenizer *t, int32_t id, size_t *len);
 
 typedef struct {
     int add_special;   /* add BOS/EOS as the post-processor says (a chat prompt's BOS) */
@@ -74,6 +80,16 @@ typedef struct fy_detok fy_detok;
 fy_detok *fy_detok_new(const fy_tokenizer *t, int skip_special);
 /* Appends ID; *OUT points at the new text (valid until the next call), *LEN its bytes. */
 int fy_detok_push(fy_detok *d, int32_t id, const char **out, size_t *len);
+/* Feeds a prompt's IDS[0..N) to a new D without returning their text, so the
+ * text D returns next continues the prompt's: a completion G of a prompt P
+ * reads decode(P + G) minus decode(P), as vLLM's incremental detokenization
+ * with the prompt as its prefix gives it. The start-of-text rules (a Strip
+ * after Fuse's leading space, Metaspace's first "▁") are spent on P, so a
+ * completion keeps the space of its first "▁word"; the bytes of a character
+ * P leaves incomplete are held, to be completed by G. Reads only P's first
+ * tokens (until its text began) and its last 4 bytes, whatever P's length.
+ * Returns 0 or FY_ENOMEM. */
+int fy_detok_prime(fy_detok *d, const int32_t *ids, size_t n);
 /* End of stream: whatever is held, made valid UTF-8. */
 int fy_detok_finish(fy_detok *d, const char **out, size_t *len);
 void fy_detok_free(fy_detok *d);

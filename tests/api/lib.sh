@@ -78,6 +78,11 @@ for e in events[:-1]:
 sys.stdout.write(out)
 PY
 }
+# pyapi [ARGS...]: runs the Python program on stdin with tests/api/apilib.py
+# importable, talking to $API (sys.argv[1:] = ARGS).
+pyapi() {
+    API=$API PYTHONPATH="$SRC/tests/api" python3 - "$@"
+}
 # metric NAME: one series of the runner's /metrics.
 metric() {
     curl -sS --max-time 10 "http://$API/metrics" | awk -v s="$1" '$1 == s {print $2; f=1} END {if (!f) print "absent"}'

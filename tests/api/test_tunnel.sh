@@ -79,6 +79,68 @@ PY
 wait_for 10 charged || fail "usage not charged: $(cat "$TMP/u.json")"
 pass "the usage trailer charged alice 10 prompt + 392 completion tokens"
 
+# What evaluation harnesses and the SDK types send, through the gateway
+# (both /r/<runner>/ and /v1 routed by model): the same answers as the
+# runner's local listener, 400s that name their param, and the usage of a
+# batch (summed over its prompts) charged to the key.
+mkkey evaluator
+EVAL=$KEY EVAL_ID=$KID
+API_BASE=$(pub_url /r/storyteller) API_KEY=$EVAL API_CA=$CA \
+    PYTHONPATH="$(dirname "$0")" python3 - "http://$LOCAL" "$(pub_url "")" >"$TMP/eval.out" <<'PY' ||
+import sys
+from apilib import call, status, sse, text_of
+local, root = sys.argv[1], sys.argv[2]
+prompt, used = 0, 0
+def both(path, body):
+    global prompt, used
+    g, l = call(path, body), call(path, body, local)
+    prompt += g["usage"]["prompt_tokens"]
+    used += g["usage"]["completion_tokens"]
+    return g, l
+score = {"prompt": "Once upon a time, there was a little girl", "echo": True, "max_tokens": 0,
+         "logprobs": 1, "temperature": 0}
+g, l = both("/v1/completions", score)
+lp = g["choices"][0]["logprobs"]
+assert g["choices"][0]["text"] == score["prompt"] and lp["token_logprobs"][0] is None
+assert lp["tokens"] == l["choices"][0]["logprobs"]["tokens"]
+assert all(a is None or abs(a - b) < 1e-5 for a, b in zip(lp["token_logprobs"], l["choices"][0]["logprobs"]["token_logprobs"]))
+batch = {"prompt": ["Once upon a time", "Lily"], "n": 2, "max_tokens": 8, "temperature": 0,
+         "logit_bias": {"432": -100}}
+g, l = both("/v1/completions", batch)
+assert [c["index"] for c in g["choices"]] == [0, 1, 2, 3]
+assert [c["text"] for c in g["choices"]] == [c["text"] for c in l["choices"]]
+assert not g["choices"][0]["text"].startswith(","), g["choices"][0]  # 432 is ","
+assert text_of(sse("/v1/completions", batch)) == {i: c["text"] for i, c in enumerate(g["choices"])}
+prompt += g["usage"]["prompt_tokens"]  # the stream's trailer charges the same
+used += g["usage"]["completion_tokens"]
+# The gateway's own /v1 route, by model.
+r = call("/v1/completions", dict(score, model="stories260K"), root)
+assert r["choices"][0]["logprobs"]["tokens"] == lp["tokens"], r
+prompt += r["usage"]["prompt_tokens"]
+for body, param in [({"prompt": "x", "max_tokens": 0}, "max_tokens"),
+                    ({"prompt": "x", "logit_bias": {"512": 1}}, "logit_bias"),
+                    ({"prompt": "x", "logit_bias": {"1": 200}}, "logit_bias"),
+                    ({"prompt": ["x", [1]]}, "prompt"),
+                    ({"prompt": ["x"] * 129}, "prompt")]:
+    code, err = status("/v1/completions", body)
+    assert code == 400 and err["error"]["param"] == param and err["error"]["type"] == "invalid_request_error", (body, code, err)
+print(prompt, used)
+PY
+    fail "harness requests through the gateway: $(tail -n 5 "$TMP/eval.out")"
+read -r want_p want_c <"$TMP/eval.out"
+charged_eval() {
+    ferry --json usage --key "$EVAL_ID" >"$TMP/u.json"
+    python3 - "$TMP/u.json" "$want_p" "$want_c" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["usage"]
+p = sum(r["prompt_tokens"] for r in rows)
+c = sum(r["completion_tokens"] for r in rows)
+assert (p, c) == (int(sys.argv[2]), int(sys.argv[3])), (p, c, sys.argv[2:])
+PY
+}
+wait_for 20 charged_eval || fail "the batch's usage was not charged: $(cat "$TMP/u.json")"
+pass "through the gateway: echo/max_tokens 0 scoring, a batch with n=2 and logit_bias (streamed too), /v1 by model, 400s naming their param, batch usage charged"
+
 # 32 concurrent streams from four keys; the odd ones hang up after their
 # first chunk.
 KEYS=()
@@ -120,9 +182,12 @@ blocks_free() {
     [[ $(awk '$1 == "ferry_engine_kv_blocks_used" {print $2}' "$TMP/m") == 0 &&
         $(awk '$1 == "ferry_engine_num_requests_running" {print $2}' "$TMP/m") == 0 ]]
 }
-wait_for 20 blocks_free || fail "KV blocks still used: $(grep -E 'blocks_used|running' "$TMP/m")"
-canceled=$(awk '$1 == "ferry_api_requests_canceled_total" {print $2}' "$TMP/m")
-((canceled - canceled_before == 16)) || fail "canceled $((canceled - canceled_before)), want 16"
+# The whole state at once: blocks back, nothing running, 16 more canceled.
+settled() {
+    blocks_free &&
+        (($(awk '$1 == "ferry_api_requests_canceled_total" {print $2}' "$TMP/m") - canceled_before == 16))
+}
+wait_for 60 settled || fail "after the hang-ups: $(grep -E 'blocks_used|running|canceled' "$TMP/m"), canceled before $canceled_before"
 pass "32 concurrent streams from 4 keys: 16 exact, 16 hung up and cancelled, every KV block back"
 
 kill -TERM "$RN_PID"

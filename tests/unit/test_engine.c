@@ -41,6 +41,12 @@ typedef struct {
     uint64_t id;
     int n;
     int32_t ids[MAXN][MAXTOK];
+    size_t offs[MAXN][MAXTOK]; /* the tokens' text offsets */
+    fy_gen_token tok0[MAXN];   /* the first generated token, with its logprobs */
+    float lp[MAXN][MAXTOK];    /* the generated tokens' logprobs */
+    fy_gen_token plp[MAXTOK];  /* prompt_logprobs, in order */
+    int n_plp;
+    int plp_late; /* prompt logprobs after a generated token, or not on sample 0 */
     int n_ids[MAXN];
     char text[MAXN][MAXTEXT];
     size_t text_len[MAXN];
@@ -127,7 +133,19 @@ static void on_event(const fy_engine_event *ev, void *arg)
     assert_true(ev->index >= 0 && ev->index < k->n);
     int i = ev->index;
     k->events++;
+    for (int t = 0; t < ev->n_prompt_logprobs && k->n_plp < MAXTOK; t++) {
+        k->plp[k->n_plp++] = ev->prompt_logprobs[t];
+        for (int j = 0; j < k->n; j++) {
+            k->plp_late += k->n_ids[j] > 0;
+        }
+        k->plp_late += i != 0;
+    }
     for (int t = 0; t < ev->n_tokens && k->n_ids[i] < MAXTOK; t++) {
+        if (k->n_ids[i] == 0) {
+            k->tok0[i] = ev->tokens[t];
+        }
+        k->offs[i][k->n_ids[i]] = ev->tokens[t].text_offset;
+        k->lp[i][k->n_ids[i]] = ev->tokens[t].logprob;
         k->ids[i][k->n_ids[i]++] = ev->tokens[t].id;
     }
     if (ev->text_len && !fy_utf8_valid(ev->text, ev->text_len)) {
@@ -154,7 +172,7 @@ static void on_event(const fy_engine_event *ev, void *arg)
     }
 }
 
-static void ctx_open(ctx *c, size_t kv_bytes, int max_seqs, int max_waiting)
+static void ctx_open_steps(ctx *c, size_t kv_bytes, int max_seqs, int max_waiting, int step_tokens)
 {
     memset(c, 0, sizeof *c);
     assert_int_equal(uv_loop_init(&c->loop), 0);
@@ -162,7 +180,7 @@ static void ctx_open(ctx *c, size_t kv_bytes, int max_seqs, int max_waiting)
                            .threads = 1,
                            .kv_bytes = kv_bytes,
                            .max_seqs = max_seqs,
-                           .max_step_tokens = 256,
+                           .max_step_tokens = step_tokens,
                            .max_waiting = max_waiting,
                            .loop = &c->loop};
     char err[512] = "";
@@ -170,6 +188,11 @@ static void ctx_open(ctx *c, size_t kv_bytes, int max_seqs, int max_waiting)
     if (rc != 0) {
         fail_msg("fy_engine_create: %s", err);
     }
+}
+
+static void ctx_open(ctx *c, size_t kv_bytes, int max_seqs, int max_waiting)
+{
+    ctx_open_steps(c, kv_bytes, max_seqs, max_waiting, 256);
 }
 
 static void ctx_close(ctx *c)
@@ -192,6 +215,17 @@ static fy_sampling greedy(int max_tokens)
     fy_sampling_defaults(&s);
     s.temperature = 0;
     s.max_tokens = max_tokens;
+    return s;
+}
+
+/* Sampling at temperature 1 from SEED. */
+static fy_sampling seeded(int max_tokens, uint64_t seed)
+{
+    fy_sampling s;
+    fy_sampling_defaults(&s);
+    s.max_tokens = max_tokens;
+    s.has_seed = 1;
+    s.seed = seed;
     return s;
 }
 
@@ -222,6 +256,16 @@ static fy_engine_stats stats(ctx *c)
     fy_engine_get_stats(c->e, &s);
     assert_int_equal(s.blocks_used + s.blocks_cached + s.blocks_free, s.blocks_total);
     return s;
+}
+
+/* The bytes of one KV block of stories260K (from a throwaway engine). */
+static size_t stats_block_bytes(void)
+{
+    ctx c;
+    ctx_open(&c, 0, 1, 1);
+    size_t n = stats(&c).block_bytes;
+    ctx_close(&c);
+    return n;
 }
 
 /* Runs the loop until the engine has nothing running or waiting (aborts
@@ -416,13 +460,8 @@ static void run_n4(coll *k, int with_others)
     ctx_open(&c, 0, 16, 16);
     static coll other[4];
     static int32_t op[4][32];
-    fy_sampling s;
-    fy_sampling_defaults(&s);
-    s.temperature = 1.0f;
+    fy_sampling s = seeded(60, 1234);
     s.top_p = 0.95f;
-    s.max_tokens = 60;
-    s.has_seed = 1;
-    s.seed = 1234;
     if (with_others) {
         for (int i = 0; i < 4; i++) {
             mkprompt(op[i], 10 + i, 7u + (uint32_t)i);
@@ -473,12 +512,8 @@ static void test_abort_and_pool(void **state)
     static int32_t p[10][40];
     for (int i = 0; i < 10; i++) {
         mkprompt(p[i], 20 + i, 500u + (uint32_t)i);
-        fy_sampling s;
-        fy_sampling_defaults(&s);
-        s.max_tokens = 200;
+        fy_sampling s = seeded(200, (uint64_t)i);
         s.ignore_eos = 1;
-        s.has_seed = 1;
-        s.seed = (uint64_t)i;
         submit(&c, &k[i], p[i], 20 + i, i % 5 == 1 ? 2 : 1, &s, NULL);
         if (i == 3 || i == 5 || i == 6) {
             k[i].abort_after = 2 + i;
@@ -634,6 +669,251 @@ static void test_stops_and_length(void **state)
     ctx_close(&c);
 }
 
+/* The completion is the text the model wrote after the prompt: for prompts
+ * that end in a word, a space, the middle of a word or a multi-byte
+ * character, prompt + the concatenated event texts == decode(prompt ids +
+ * generated ids), greedy and sampled (n = 2); each token's text offset is
+ * where its text starts in that completion; a stop string matches that text
+ * (leading space and all). */
+static void test_completion_text(void **state)
+{
+    (void)state;
+    need_model();
+    static const char *const prompts[] = {
+        "Once upon a",  "Once upon a ", "Once upon a ti",
+        "Lily and Tom", "She said, \"", "caf\xc3\xa9",
+        "\xe6\x97\xa5", "The end.\n",   "",
+    };
+    enum { NP = sizeof prompts / sizeof prompts[0] };
+    ctx c;
+    ctx_open(&c, 0, 16, 64);
+    const fy_tokenizer *tok = fy_engine_tokenizer(c.e);
+    static coll k[NP][2];
+    static int32_t *pids[NP];
+    static size_t np[NP];
+    fy_encode_options eo = {.add_special = 1};
+    for (int i = 0; i < NP; i++) {
+        assert_int_equal(
+            fy_tokenizer_encode(tok, prompts[i], strlen(prompts[i]), &eo, &pids[i], &np[i]), 0);
+        fy_sampling g = greedy(24);
+        submit(&c, &k[i][0], pids[i], (int)np[i], 1, &g, NULL);
+        fy_sampling r = seeded(24, 7 + (uint64_t)i);
+        submit(&c, &k[i][1], pids[i], (int)np[i], 2, &r, NULL);
+    }
+    /* The issue's case: a stop string that starts with a space. */
+    static coll st;
+    const char *stops[] = {" there"};
+    fy_sampling sg = greedy(24);
+    sg.stop = stops;
+    sg.n_stop = 1;
+    submit(&c, &st, pids[0], (int)np[0], 1, &sg, NULL);
+    run(&c);
+    for (int i = 0; i < NP; i++) {
+        for (int v = 0; v < 2; v++) {
+            for (int j = 0; j < k[i][v].n; j++) {
+                coll *q = &k[i][v];
+                int32_t all[64 + MAXTOK];
+                memcpy(all, pids[i], np[i] * sizeof *all);
+                memcpy(all + np[i], q->ids[j], (size_t)q->n_ids[j] * sizeof *all);
+                char *full;
+                size_t flen, pl = strlen(prompts[i]);
+                assert_int_equal(
+                    fy_tokenizer_decode(tok, all, np[i] + (size_t)q->n_ids[j], 1, &full, &flen), 0);
+                if (flen != pl + q->text_len[j] || memcmp(full, prompts[i], pl) != 0 ||
+                    memcmp(full + pl, q->text[j], q->text_len[j]) != 0) {
+                    fail_msg("\"%s\" (%s, sample %d): decode(all) \"%s\", completion \"%.*s\"",
+                             prompts[i], v ? "sampled" : "greedy", j, full, (int)q->text_len[j],
+                             q->text[j]);
+                }
+                free(full);
+                /* Offsets: the text of tokens before token t, decoded after the prompt. */
+                for (int t = 0; t < q->n_ids[j]; t++) {
+                    char *pre;
+                    size_t prl;
+                    assert_int_equal(
+                        fy_tokenizer_decode(tok, all, np[i] + (size_t)t, 1, &pre, &prl), 0);
+                    if (fy_utf8_valid(pre, prl)) {
+                        assert_int_equal(q->offs[j][t], prl - pl);
+                    }
+                    free(pre);
+                }
+            }
+        }
+    }
+    /* "Once upon a" greedily goes on " time, there ...": the completion
+     * begins with the space of "▁time". */
+    assert_true(k[0][0].text_len[0] > 12);
+    assert_memory_equal(k[0][0].text[0], " time, there", 12);
+    assert_int_equal(st.finish[0], FY_FINISH_STOP);
+    assert_int_equal(st.text_len[0], 6);
+    assert_memory_equal(st.text[0], " time,", 6);
+    for (int i = 0; i < NP; i++) {
+        free(pids[i]);
+    }
+    assert_int_equal(c.bad_utf8, 0);
+    assert_int_equal(settle(&c).blocks_used, 0);
+    ctx_close(&c);
+}
+
+/* logit_bias: -100 on the greedy first token makes the runner-up come
+ * first; 100 on a token makes greedy decoding repeat it; logprobs are of
+ * the raw distribution either way; ids outside the vocabulary are refused. */
+static void test_logit_bias(void **state)
+{
+    (void)state;
+    need_model();
+    ctx c;
+    ctx_open(&c, 0, 8, 16);
+    static coll plain, banned, forced;
+    fy_sampling s = greedy(5);
+    s.logprobs = 3;
+    submit(&c, &plain, g_prompt, g_n_prompt, 1, &s, NULL);
+    fy_logit_bias ban = {g_ids[0], -100}, force = {300, 100};
+    s.logit_bias = &ban;
+    s.n_logit_bias = 1;
+    submit(&c, &banned, g_prompt, g_n_prompt, 1, &s, NULL);
+    s.logit_bias = &force;
+    submit(&c, &forced, g_prompt, g_n_prompt, 1, &s, NULL);
+    run(&c);
+    assert_memory_equal(plain.ids[0], g_ids, 5 * sizeof *g_ids);
+    assert_int_equal(plain.tok0[0].top[0].id, g_ids[0]);
+    assert_int_equal(banned.ids[0][0], plain.tok0[0].top[1].id);
+    assert_int_equal(banned.tok0[0].top[0].id, g_ids[0]); /* raw: still the likeliest */
+    assert_float_equal(banned.tok0[0].logprob, plain.tok0[0].top[1].logprob, 1e-4);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(forced.ids[0][i], 300);
+    }
+    assert_true(forced.tok0[0].logprob < plain.tok0[0].top[2].logprob);
+    fy_logit_bias oob = {512, 1};
+    s.logit_bias = &oob;
+    fy_engine_request bad = {
+        .prompt = g_prompt, .n_prompt = g_n_prompt, .n = 1, .sampling = s, .cb = on_event};
+    char err[256] = "";
+    uint64_t id;
+    assert_int_equal(fy_engine_submit(c.e, &bad, &id, err, sizeof err), FY_EINVAL);
+    assert_non_null(strstr(err, "logit_bias"));
+    assert_int_equal(settle(&c).blocks_used, 0);
+    ctx_close(&c);
+}
+
+/* Scores SEQ[0..N) (max_tokens 0, prompt_logprobs 2) in C and checks the
+ * shape: N - 1 rows in order, for tokens 1.., nothing generated. */
+static void score(ctx *c, coll *k, const int32_t *seq, int n)
+{
+    fy_sampling s = greedy(0);
+    s.prompt_logprobs = 2;
+    submit(c, k, seq, n, 1, &s, NULL);
+}
+
+static void check_scored(const coll *k, const int32_t *seq, int n)
+{
+    assert_int_equal(k->n_plp, n - 1);
+    assert_int_equal(k->plp_late, 0);
+    for (int t = 0; t < n - 1; t++) {
+        assert_int_equal(k->plp[t].id, seq[t + 1]);
+        assert_int_equal(k->plp[t].n_top, 2);
+        assert_true(k->plp[t].logprob <= 0);
+        assert_true(k->plp[t].top[0].logprob >= k->plp[t].logprob);
+    }
+    assert_int_equal(k->finish[0], FY_FINISH_LENGTH);
+    assert_int_equal(k->n_ids[0], 0);
+    assert_int_equal(k->completion[0], 0);
+    assert_int_equal(k->text_len[0], 0);
+}
+
+/* Prompt logprobs (how lm-evaluation-harness scores a continuation): the
+ * greedy reference's 5 + 60 ids scored with max_tokens 0 give each
+ * generated token the logprob the engine gave it while generating (within
+ * 1e-4: prefill and decode attention add in different orders), and each is
+ * its row's argmax (greedy). The same with 16-token chunks (chunked
+ * prefill), after a prefix-cache hit on the same ids (the positions are
+ * computed, not skipped), alongside other requests in a pool small enough
+ * to preempt, and with n = 2 (the prompt's rows come once, on sample 0,
+ * before any generated token). */
+static void test_prompt_logprobs(void **state)
+{
+    (void)state;
+    need_model();
+    enum { G = 60, N = 5 + G };
+    static int32_t seq[N];
+    static coll gen, a, b, warm, chunked, pre[4], other[4], two;
+    memcpy(seq, g_prompt, (size_t)g_n_prompt * sizeof *seq);
+    memcpy(seq + g_n_prompt, g_ids, (size_t)G * sizeof *seq);
+    ctx c;
+    ctx_open(&c, 0, 8, 16);
+    fy_sampling s = greedy(G);
+    s.logprobs = 1;
+    submit(&c, &gen, g_prompt, g_n_prompt, 1, &s, NULL);
+    run(&c);
+    assert_memory_equal(gen.ids[0], g_ids, (size_t)G * sizeof *g_ids);
+    score(&c, &a, seq, N);
+    run(&c);
+    check_scored(&a, seq, N);
+    for (int t = 0; t < G; t++) {
+        const fy_gen_token *p = &a.plp[g_n_prompt - 1 + t];
+        assert_float_equal(p->logprob, gen.lp[0][t], 1e-4);
+        assert_int_equal(p->top[0].id, g_ids[t]);
+    }
+    /* A prefix-cache hit on the whole sequence does not skip positions. */
+    fy_sampling w = greedy(1);
+    submit(&c, &warm, seq, N, 1, &w, NULL);
+    run(&c);
+    assert_true(warm.cached >= 32);
+    score(&c, &b, seq, N);
+    run(&c);
+    check_scored(&b, seq, N);
+    assert_int_equal(b.cached, 0);
+    for (int t = 0; t < N - 1; t++) {
+        assert_float_equal(b.plp[t].logprob, a.plp[t].logprob, 1e-4);
+    }
+    /* n = 2 with 5 tokens to generate: the rows once, ahead of the tokens. */
+    fy_sampling s2 = seeded(5, 3);
+    s2.prompt_logprobs = 0;
+    submit(&c, &two, seq, 20, 2, &s2, NULL);
+    run(&c);
+    assert_int_equal(two.n_plp, 19);
+    assert_int_equal(two.plp_late, 0);
+    assert_int_equal(two.n_ids[0], 5);
+    assert_int_equal(two.n_ids[1], 5);
+    for (int t = 0; t < 19; t++) {
+        assert_int_equal(two.plp[t].n_top, 0);
+        assert_float_equal(two.plp[t].logprob, a.plp[t].logprob, 1e-4);
+    }
+    assert_int_equal(settle(&c).blocks_used, 0);
+    ctx_close(&c);
+
+    /* Chunked prefill: 16 tokens a step. */
+    ctx_open_steps(&c, 0, 8, 16, 16);
+    score(&c, &chunked, seq, N);
+    run(&c);
+    check_scored(&chunked, seq, N);
+    for (int t = 0; t < N - 1; t++) {
+        assert_float_equal(chunked.plp[t].logprob, a.plp[t].logprob, 1e-4);
+    }
+    ctx_close(&c);
+
+    /* A pool of 12 blocks: four scorings and four long generations. */
+    ctx_open(&c, stats_block_bytes() * 12, 8, 16);
+    for (int i = 0; i < 4; i++) {
+        fy_sampling o = greedy(150);
+        o.ignore_eos = 1;
+        submit(&c, &other[i], g_prompt, g_n_prompt, 1, &o, NULL);
+        score(&c, &pre[i], seq, N);
+    }
+    run(&c);
+    fy_engine_stats st = settle(&c);
+    assert_true(st.preemptions > 0);
+    assert_int_equal(st.blocks_used, 0);
+    for (int i = 0; i < 4; i++) {
+        check_scored(&pre[i], seq, N);
+        for (int t = 0; t < N - 1; t++) {
+            assert_float_equal(pre[i].plp[t].logprob, a.plp[t].logprob, 1e-4);
+        }
+        assert_int_equal(other[i].n_ids[0], 150);
+    }
+    ctx_close(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -641,6 +921,8 @@ int main(void)
         cmocka_unit_test(test_preemption_invariance), cmocka_unit_test(test_prefix_cache_hit),
         cmocka_unit_test(test_parallel_samples),      cmocka_unit_test(test_abort_and_pool),
         cmocka_unit_test(test_bounded_queue),         cmocka_unit_test(test_stops_and_length),
+        cmocka_unit_test(test_completion_text),       cmocka_unit_test(test_logit_bias),
+        cmocka_unit_test(test_prompt_logprobs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

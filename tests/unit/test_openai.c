@@ -33,7 +33,17 @@ static void test_invalid(void **state)
         {FY_OAI_COMPLETION, "{\"prompt\":[]}", "prompt"},
         {FY_OAI_COMPLETION, "{\"prompt\":[1,-2]}", "prompt"},
         {FY_OAI_COMPLETION, "{\"prompt\":[1,\"x\"]}", "prompt"},
-        {FY_OAI_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", "prompt"},
+        {FY_OAI_COMPLETION, "{\"prompt\":[\"a\",[1]]}", "prompt"},
+        {FY_OAI_COMPLETION, "{\"prompt\":[[1],\"a\"]}", "prompt"},
+        {FY_OAI_COMPLETION, "{\"prompt\":[[1],[]]}", "prompt"},
+        {FY_OAI_COMPLETION, "{\"prompt\":[[1],[\"x\"]]}", "prompt"},
+        {FY_OAI_COMPLETION, "{\"prompt\":[1,[2]]}", "prompt"},
+        {FY_OAI_COMPLETION, "{\"prompt\":[\"a\",null]}", "prompt"},
+        {FY_OAI_COMPLETION, "{\"prompt\":{}}", "prompt"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"echo\":1}", "echo"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"echo\":true,\"max_tokens\":-1}", "max_tokens"},
+        {FY_OAI_CHAT, "{" MSGS ",\"max_tokens\":0}", "max_tokens"},
+        {FY_OAI_CHAT, "{" MSGS ",\"echo\":true,\"max_tokens\":0}", "max_tokens"},
         {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"model\":3}", "model"},
         {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"stream\":\"yes\"}", "stream"},
         {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"stream_options\":{\"include_usage\":true}}",
@@ -74,10 +84,20 @@ static void test_invalid(void **state)
         {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":21}", "logprobs"},
         {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":\"2\"}", "logprobs"},
         {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"user\":7}", "user"},
-        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"echo\":true}", "echo"},
         {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"y\"}", "suffix"},
         {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"best_of\":3}", "best_of"},
-        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":1}}", "logit_bias"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":[1]}", "logit_bias"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"a\":1}}", "logit_bias"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"\":1}}", "logit_bias"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"-1\":1}}", "logit_bias"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"+1\":1}}", "logit_bias"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\" 1\":1}}", "logit_bias"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"1.5\":1}}", "logit_bias"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"99999999999\":1}}", "logit_bias"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":101}}", "logit_bias"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":-100.5}}", "logit_bias"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":\"1\"}}", "logit_bias"},
+        {FY_OAI_CHAT, "{" MSGS ",\"logit_bias\":{\"5\":null}}", "logit_bias"},
         {FY_OAI_CHAT, "{" MSGS ",\"response_format\":{\"type\":\"json_object\"}}",
          "response_format"},
         {FY_OAI_CHAT, "{}", "messages"},
@@ -120,8 +140,11 @@ static void test_defaults(void **state)
     fy_oai_error e;
     const char *b = "{\"prompt\":\"Once upon a time\"}";
     assert_int_equal(fy_oai_parse(FY_OAI_COMPLETION, b, strlen(b), &r, &e), 0);
-    assert_string_equal(r.prompt, "Once upon a time");
-    assert_int_equal(r.prompt_len, 16);
+    assert_int_equal(r.n_prompts, 1);
+    assert_string_equal(r.prompts[0].text, "Once upon a time");
+    assert_int_equal(r.prompts[0].len, 16);
+    assert_int_equal(r.echo, 0);
+    assert_int_equal(r.sampling.prompt_logprobs, -1);
     assert_null(r.model);
     assert_int_equal(r.n, 1);
     assert_int_equal(r.stream, 0);
@@ -152,9 +175,10 @@ static void test_all_params(void **state)
         fail_msg("%s (%s)", e.message, e.param);
     }
     assert_string_equal(r.model, "m");
-    assert_int_equal(r.n_prompt_ids, 3);
-    assert_int_equal(r.prompt_ids[1], 403);
-    assert_null(r.prompt);
+    assert_int_equal(r.n_prompts, 1);
+    assert_int_equal(r.prompts[0].n_ids, 3);
+    assert_int_equal(r.prompts[0].ids[1], 403);
+    assert_null(r.prompts[0].text);
     assert_true(r.stream && r.include_usage);
     assert_int_equal(r.n, 3);
     assert_int_equal(r.max_tokens, 196);
@@ -175,7 +199,76 @@ static void test_all_params(void **state)
     assert_int_equal(r.sampling.ignore_eos, 1);
     assert_int_equal(r.sampling.logprobs, 2);
     assert_string_equal(r.user, "u1");
+    assert_int_equal(r.sampling.n_logit_bias, 0);
     fy_oai_request_free(&r);
+
+    /* logit_bias: ids as decimal strings, biases -100..100 (integers or not). */
+    b = "{\"prompt\":\"x\",\"logit_bias\":{\"0\":-100,\"2147483647\":100,\"17\":0.5}}";
+    assert_int_equal(fy_oai_parse(FY_OAI_COMPLETION, b, strlen(b), &r, &e), 0);
+    assert_int_equal(r.sampling.n_logit_bias, 3);
+    assert_ptr_equal(r.sampling.logit_bias, r.logit_bias);
+    float sum = 0;
+    int64_t ids = 0;
+    for (int i = 0; i < 3; i++) {
+        sum += r.logit_bias[i].bias;
+        ids += r.logit_bias[i].id;
+    }
+    assert_true(sum == 0.5f);
+    assert_int_equal(ids, 2147483647LL + 17);
+    fy_oai_request_free(&r);
+    /* Batches: strings, token-id lists; echo with max_tokens 0 scores. */
+    b = "{\"prompt\":[\"a\",\"\",\"ccc\"],\"n\":2}";
+    assert_int_equal(fy_oai_parse(FY_OAI_COMPLETION, b, strlen(b), &r, &e), 0);
+    assert_int_equal(r.n_prompts, 3);
+    assert_int_equal(r.prompts[1].len, 0);
+    assert_string_equal(r.prompts[2].text, "ccc");
+    fy_oai_request_free(&r);
+    b = "{\"prompt\":[[5],[1,2,3]],\"echo\":true,\"max_tokens\":0,\"logprobs\":1}";
+    assert_int_equal(fy_oai_parse(FY_OAI_COMPLETION, b, strlen(b), &r, &e), 0);
+    assert_int_equal(r.n_prompts, 2);
+    assert_int_equal(r.prompts[0].n_ids, 1);
+    assert_int_equal(r.prompts[1].ids[2], 3);
+    assert_true(r.echo && r.has_max_tokens && r.max_tokens == 0);
+    assert_int_equal(r.sampling.max_tokens, 0);
+    assert_int_equal(r.sampling.prompt_logprobs, 1);
+    fy_oai_request_free(&r);
+    /* At most FY_OAI_MAX_PROMPTS prompts and FY_OAI_MAX_CHOICES choices. */
+    for (int k = 0; k < 3; k++) {
+        int np = k == 2 ? FY_OAI_MAX_CHOICES / 2 + 1 : FY_OAI_MAX_PROMPTS + k;
+        char *big = malloc((size_t)np * 8 + 64);
+        size_t bl = (size_t)sprintf(big, "{\"n\":%d,\"prompt\":[", k == 2 ? 2 : 1);
+        for (int i = 0; i < np; i++) {
+            bl += (size_t)sprintf(big + bl, "%s[%d]", i ? "," : "", i);
+        }
+        strcpy(big + bl, "]}");
+        rc = fy_oai_parse(FY_OAI_COMPLETION, big, strlen(big), &r, &e);
+        assert_int_equal(rc, k == 0 ? 0 : -1);
+        if (rc) {
+            assert_string_equal(e.param, "prompt");
+        } else {
+            assert_int_equal(r.n_prompts, np);
+        }
+        fy_oai_request_free(&r);
+        free(big);
+    }
+    /* At most FY_OAI_MAX_LOGIT_BIAS entries. */
+    for (int k = FY_OAI_MAX_LOGIT_BIAS; k <= FY_OAI_MAX_LOGIT_BIAS + 1; k++) {
+        char *big = malloc((size_t)k * 16 + 64);
+        size_t bl = (size_t)sprintf(big, "{" MSGS ",\"logit_bias\":{");
+        for (int i = 0; i < k; i++) {
+            bl += (size_t)sprintf(big + bl, "%s\"%d\":1", i ? "," : "", i);
+        }
+        strcpy(big + bl, "}}");
+        rc = fy_oai_parse(FY_OAI_CHAT, big, strlen(big), &r, &e);
+        assert_int_equal(rc, k <= FY_OAI_MAX_LOGIT_BIAS ? 0 : -1);
+        if (rc) {
+            assert_string_equal(e.param, "logit_bias");
+        } else {
+            assert_int_equal(r.sampling.n_logit_bias, k);
+        }
+        fy_oai_request_free(&r);
+        free(big);
+    }
 
     /* Chat: max_completion_tokens wins over max_tokens; logprobs shape. */
     b = "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":"

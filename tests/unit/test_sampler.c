@@ -32,13 +32,19 @@ static int32_t pick(fy_sampler *sm, const fy_sampling *s, const float *in, int v
     return fy_sampler_pick(sm, s, 42, 0, l, tok, pos, pos, g);
 }
 
+static fy_sampling greedy(void)
+{
+    fy_sampling s;
+    fy_sampling_defaults(&s);
+    s.temperature = 0;
+    return s;
+}
+
 static void test_greedy_ties(void **state)
 {
     (void)state;
     fy_sampler *sm = sampler(5);
-    fy_sampling s;
-    fy_sampling_defaults(&s);
-    s.temperature = 0;
+    fy_sampling s = greedy();
     float l[5] = {1, 3, 2, 3, -1};
     fy_gen_token g;
     assert_int_equal(pick(sm, &s, l, 5, 1, &g), 1);
@@ -148,9 +154,7 @@ static void test_penalties(void **state)
 {
     (void)state;
     fy_sampler *sm = sampler(5);
-    fy_sampling s;
-    fy_sampling_defaults(&s);
-    s.temperature = 0;
+    fy_sampling s = greedy();
     /* Presence 0.5, frequency 0.25 over the generated tokens only: prompt
      * [1], generated [2, 2, 3]. */
     s.presence_penalty = 0.5f;
@@ -226,9 +230,7 @@ static void test_logprobs(void **state)
 {
     (void)state;
     fy_sampler *sm = sampler(4);
-    fy_sampling s;
-    fy_sampling_defaults(&s);
-    s.temperature = 0;
+    fy_sampling s = greedy();
     s.logprobs = 2;
     s.presence_penalty = 2; /* logprobs are of the raw logits, before penalties */
     float l[4] = {logf(0.1f), logf(0.6f), logf(0.2f), logf(0.1f)};
@@ -246,6 +248,47 @@ static void test_logprobs(void **state)
     assert_int_equal(fy_sampler_pick(sm, &s, 1, 0, m, tok, 0, 0, &g), 0);
     assert_int_equal(g.n_top, 0);
     assert_float_equal(g.logprob, logf(0.25f), 1e-5);
+    fy_sampler_free(sm);
+}
+
+/* logit_bias is added to the logits before anything else: -100 bans a
+ * token, 100 forces it, greedy and sampled; logprobs stay of the raw
+ * logits; a request with a bias is not plain argmax. */
+static void test_logit_bias(void **state)
+{
+    (void)state;
+    fy_sampler *sm = sampler(4);
+    fy_sampling s = greedy();
+    const float l[4] = {1, 3, 2, 0};
+    fy_gen_token g;
+    assert_true(fy_sampling_is_plain_argmax(&s));
+    fy_logit_bias ban = {1, -100}, force = {3, 100}, nudge[2] = {{2, 0.5f}, {1, -0.6f}};
+    s.logit_bias = &ban;
+    s.n_logit_bias = 1;
+    assert_false(fy_sampling_is_plain_argmax(&s));
+    assert_int_equal(pick(sm, &s, l, 4, 1, &g), 2);
+    s.logit_bias = &force;
+    s.logprobs = 1;
+    assert_int_equal(pick(sm, &s, l, 4, 1, &g), 3);
+    /* Raw logprobs: id 3's own (the least likely), the top is still id 1. */
+    double lse = log(exp(1.0) + exp(3.0) + exp(2.0) + exp(0.0));
+    assert_float_equal(g.logprob, 0.0 - lse, 1e-5);
+    assert_int_equal(g.top[0].id, 1);
+    s.logprobs = -1;
+    s.logit_bias = nudge;
+    s.n_logit_bias = 2;
+    assert_int_equal(pick(sm, &s, l, 4, 1, &g), 2); /* 2.5 > 2.4 */
+    /* Sampled: the banned argmax never comes, the forced token always does. */
+    s.temperature = 1;
+    s.logit_bias = &ban;
+    s.n_logit_bias = 1;
+    for (int pos = 0; pos < 200; pos++) {
+        assert_int_not_equal(pick(sm, &s, l, 4, pos, &g), 1);
+    }
+    s.logit_bias = &force;
+    for (int pos = 0; pos < 200; pos++) {
+        assert_int_equal(pick(sm, &s, l, 4, pos, &g), 3);
+    }
     fy_sampler_free(sm);
 }
 
@@ -272,7 +315,26 @@ static void test_validate(void **state)
     s.repetition_penalty = 0;
     assert_int_equal(fy_sampling_validate(&s, err, sizeof err), FY_EINVAL);
     fy_sampling_defaults(&s);
-    s.max_tokens = 0;
+    s.max_tokens = 0; /* the prompt only (prompt_logprobs) */
+    assert_int_equal(fy_sampling_validate(&s, err, sizeof err), 0);
+    s.max_tokens = -1;
+    assert_int_equal(fy_sampling_validate(&s, err, sizeof err), FY_EINVAL);
+    fy_sampling_defaults(&s);
+    assert_int_equal(s.prompt_logprobs, -1);
+    s.prompt_logprobs = 21;
+    assert_int_equal(fy_sampling_validate(&s, err, sizeof err), FY_EINVAL);
+    assert_non_null(strstr(err, "prompt_logprobs"));
+    fy_sampling_defaults(&s);
+    fy_logit_bias b[2] = {{0, 100}, {1, 100.5f}};
+    s.logit_bias = b;
+    s.n_logit_bias = 1;
+    assert_int_equal(fy_sampling_validate(&s, err, sizeof err), 0);
+    s.n_logit_bias = 2;
+    assert_int_equal(fy_sampling_validate(&s, err, sizeof err), FY_EINVAL);
+    assert_non_null(strstr(err, "logit_bias"));
+    b[1].bias = NAN;
+    assert_int_equal(fy_sampling_validate(&s, err, sizeof err), FY_EINVAL);
+    s.n_logit_bias = FY_MAX_LOGIT_BIAS + 1;
     assert_int_equal(fy_sampling_validate(&s, err, sizeof err), FY_EINVAL);
 }
 
@@ -369,11 +431,17 @@ static void test_utf8_valid(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greedy_ties),  cmocka_unit_test(test_temperature),
-        cmocka_unit_test(test_top_k),        cmocka_unit_test(test_top_p_min_p),
-        cmocka_unit_test(test_penalties),    cmocka_unit_test(test_seed),
-        cmocka_unit_test(test_logprobs),     cmocka_unit_test(test_validate),
-        cmocka_unit_test(test_stop_strings), cmocka_unit_test(test_stop_init_errors),
+        cmocka_unit_test(test_greedy_ties),
+        cmocka_unit_test(test_temperature),
+        cmocka_unit_test(test_top_k),
+        cmocka_unit_test(test_top_p_min_p),
+        cmocka_unit_test(test_penalties),
+        cmocka_unit_test(test_seed),
+        cmocka_unit_test(test_logprobs),
+        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_logit_bias),
+        cmocka_unit_test(test_stop_strings),
+        cmocka_unit_test(test_stop_init_errors),
         cmocka_unit_test(test_utf8_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

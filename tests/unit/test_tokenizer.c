@@ -270,13 +270,20 @@ static json_t *spm_json(int metaspace)
                      dec, "model", model);
 }
 
+/* The tokenizer of spm_json(METASPACE), loaded. */
+static fy_tokenizer *load_spm(int metaspace)
+{
+    json_t *j = spm_json(metaspace);
+    fy_tokenizer *t = load_json(j);
+    json_decref(j);
+    return t;
+}
+
 static void test_spm_small(void **state)
 {
     (void)state;
     for (int metaspace = 0; metaspace < 2; metaspace++) {
-        json_t *j = spm_json(metaspace);
-        fy_tokenizer *t = load_json(j);
-        json_decref(j);
+        fy_tokenizer *t = load_spm(metaspace);
         assert_int_equal(fy_tokenizer_vocab_size(t), 269);
         assert_int_equal(fy_tokenizer_bos(t), 1);
         assert_int_equal(fy_tokenizer_eos(t), 2); /* the </s> convention: no config here */
@@ -331,9 +338,7 @@ static void test_spm_small(void **state)
 static void test_detok_split_emoji(void **state)
 {
     (void)state;
-    json_t *j = spm_json(0);
-    fy_tokenizer *t = load_json(j);
-    json_decref(j);
+    fy_tokenizer *t = load_spm(0);
     const int32_t ids[] = {259, 3 + 0xf0, 3 + 0x9f, 3 + 0xa6, 3 + 0x99, 260};
     fy_detok *d = fy_detok_new(t, 0);
     const char *chunk;
@@ -385,9 +390,7 @@ static void test_bytelevel_small(void **state)
     fy_tokenizer *tmp = NULL;
     json_t *vocab = json_object();
     /* The 256 byte characters, in GPT-2's order, get ids 0..255. */
-    json_t *j0 = spm_json(0);
-    tmp = load_json(j0);
-    json_decref(j0);
+    tmp = load_spm(0);
     for (int b = 0; b < 256; b++) {
         char s[4] = {0};
         memcpy(s, tmp->bl_enc[b], tmp->bl_len[b]);
@@ -560,9 +563,7 @@ static void test_malformed(void **state)
 static void test_invalid_input(void **state)
 {
     (void)state;
-    json_t *j = spm_json(0);
-    fy_tokenizer *t = load_json(j);
-    json_decref(j);
+    fy_tokenizer *t = load_spm(0);
     static const char *bad[] = {"\xff", "a\xc3", "\xed\xa0\x80", "\xc0\xaf", "\xf4\x90\x80\x80"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int32_t *ids = (int32_t *)1;
@@ -804,6 +805,230 @@ static void test_stories260k(void **state)
     fy_tokenizer_free(t);
 }
 
+/* ---- completions continue the prompt's text (fy_detok_prime) ----------------- */
+
+/* Streams G after P through a detokenizer primed with P; the text must be
+ * decode(P + G) minus decode(P) with the chunks of a detokenizer fed all of
+ * P (the slow path prime shortcuts) as decode(P)'s part: full == head +
+ * completion, and the primed completion equals the fed one. Fails naming
+ * LABEL. Returns the completion (malloc'd) for more checks. */
+static char *check_continuation(const fy_tokenizer *t, const int32_t *p, size_t np,
+                                const int32_t *g, size_t ng, const char *label, size_t *clen)
+{
+    int32_t *all = malloc((np + ng + 1) * sizeof *all);
+    assert_non_null(all);
+    memcpy(all, p, np * sizeof *p);
+    memcpy(all + np, g, ng * sizeof *g);
+    char *full = NULL;
+    size_t flen = 0;
+    assert_int_equal(fy_tokenizer_decode(t, all, np + ng, 1, &full, &flen), 0);
+    fy_buf head, fed, primed;
+    fy_buf_init(&head, 1 << 22);
+    fy_buf_init(&fed, 1 << 22);
+    fy_buf_init(&primed, 1 << 22);
+    fy_detok *a = fy_detok_new(t, 1), *b = fy_detok_new(t, 1);
+    assert_true(a && b);
+    const char *chunk;
+    size_t len;
+    for (size_t i = 0; i < np; i++) {
+        assert_int_equal(fy_detok_push(a, p[i], &chunk, &len), 0);
+        assert_int_equal(fy_buf_append(&head, chunk, len), 0);
+    }
+    assert_int_equal(fy_detok_prime(b, p, np), 0);
+    for (size_t i = 0; i <= ng; i++) {
+        int ra = i < ng ? fy_detok_push(a, g[i], &chunk, &len) : fy_detok_finish(a, &chunk, &len);
+        assert_int_equal(ra, 0);
+        assert_true(fy__tok_utf8_valid(chunk, len));
+        assert_int_equal(fy_buf_append(&fed, chunk, len), 0);
+        int rb = i < ng ? fy_detok_push(b, g[i], &chunk, &len) : fy_detok_finish(b, &chunk, &len);
+        assert_int_equal(rb, 0);
+        assert_true(fy__tok_utf8_valid(chunk, len));
+        assert_int_equal(fy_buf_append(&primed, chunk, len), 0);
+    }
+    if (primed.len != fed.len || memcmp(primed.data, fed.data, fed.len) != 0 ||
+        head.len + fed.len != flen || memcmp(full, head.data, head.len) != 0 ||
+        memcmp(full + head.len, fed.data, fed.len) != 0) {
+        fail_msg("%s: decode(all) \"%.*s\", prompt part \"%.*s\", fed \"%.*s\", primed \"%.*s\"",
+                 label, (int)flen, full, (int)head.len, head.data ? head.data : "", (int)fed.len,
+                 fed.data ? fed.data : "", (int)primed.len, primed.data ? primed.data : "");
+    }
+    fy_detok_free(a);
+    fy_detok_free(b);
+    fy_buf_free(&head);
+    fy_buf_free(&fed);
+    free(full);
+    free(all);
+    assert_non_null(fy_buf_cstr(&primed));
+    return fy_buf_steal(&primed, clen);
+}
+
+/* Text prompts P as the API encodes them (with BOS) and continuations as
+ * text and as random ids (byte tokens, specials and all): prompt + completion
+ * is the decode of all the ids, and the completion keeps a first token's
+ * leading space. */
+static void continuation_cases(const fy_tokenizer *t, const char *label, uint64_t seed)
+{
+    static const char *const prompts[] = {
+        "Once upon a",
+        "Once upon a ",
+        "Once upon a ti",
+        "Hello, w\xc3\xb6rld \xc3\xa9",
+        "\xe6\x97\xa5\xe6\x9c\xac",
+        "emoji \xf0\x9f\x91\x8b",
+        "",
+        " ",
+        "  two spaces",
+        "line\n",
+        "tab\t",
+        "x",
+    };
+    static const char *const conts[] = {
+        " time", "time", ", there", "me", "\xc3\xa9t\xc3\xa9", " \xf0\x9f\xa6\x99!", "\n\nThe end",
+    };
+    int vocab = fy_tokenizer_vocab_size(t);
+    char name[128];
+    for (size_t i = 0; i < sizeof prompts / sizeof prompts[0]; i++) {
+        int32_t *p = NULL;
+        size_t np = encode(t, prompts[i], strlen(prompts[i]), 1, 0, &p);
+        for (size_t k = 0; k < sizeof conts / sizeof conts[0]; k++) {
+            /* The continuation's ids as the model would write them after the
+             * prompt: the tail of encode(prompt + cont) past the prompt's
+             * ids, when the prompt's ids are a prefix of it. */
+            char both[256];
+            snprintf(both, sizeof both, "%s%s", prompts[i], conts[k]);
+            int32_t *ab = NULL;
+            size_t nab = encode(t, both, strlen(both), 1, 0, &ab);
+            if (nab > np && memcmp(ab, p, np * sizeof *p) == 0) {
+                size_t clen;
+                snprintf(name, sizeof name, "%s: \"%s\" + \"%s\"", label, prompts[i], conts[k]);
+                char *c = check_continuation(t, p, np, ab + np, nab - np, name, &clen);
+                /* decode(P) == P here, so the completion is the rest of BOTH. */
+                size_t pl = strlen(prompts[i]);
+                if (clen != strlen(both) - pl || memcmp(c, both + pl, clen) != 0) {
+                    fail_msg("%s: completion \"%.*s\"", name, (int)clen, c);
+                }
+                free(c);
+            }
+            free(ab);
+        }
+        for (int r = 0; r < 40; r++) {
+            int32_t rnd[24];
+            size_t ng = 1 + rng_next(&seed) % 24;
+            for (size_t k = 0; k < ng; k++) {
+                rnd[k] = (int32_t)(rng_next(&seed) % (uint64_t)vocab);
+            }
+            size_t clen;
+            snprintf(name, sizeof name, "%s: \"%s\" + random ids #%d", label, prompts[i], r);
+            free(check_continuation(t, p, np, rnd, ng, name, &clen));
+        }
+        free(p);
+    }
+    /* Prompts of random ids: a prompt may end inside a character, or be
+     * nothing but specials, spaces and byte tokens. */
+    for (int r = 0; r < 300; r++) {
+        int32_t p[40], g[12];
+        size_t np = 1 + rng_next(&seed) % 40, ng = 1 + rng_next(&seed) % 12;
+        for (size_t k = 0; k < np; k++) {
+            p[k] = (int32_t)(rng_next(&seed) % (uint64_t)vocab);
+        }
+        for (size_t k = 0; k < ng; k++) {
+            g[k] = (int32_t)(rng_next(&seed) % (uint64_t)vocab);
+        }
+        size_t clen;
+        snprintf(name, sizeof name, "%s: random prompt #%d", label, r);
+        free(check_continuation(t, p, np, g, ng, name, &clen));
+    }
+}
+
+static void test_prime_small(void **state)
+{
+    (void)state;
+    for (int metaspace = 0; metaspace < 2; metaspace++) {
+        fy_tokenizer *t = load_spm(metaspace);
+        continuation_cases(t, metaspace ? "spm (Metaspace)" : "spm", 0x51u + (uint64_t)metaspace);
+        /* "▁a" after a prompt reads " a": the space is the completion's. */
+        const int32_t p[] = {1, 263}, g[] = {263};
+        size_t clen;
+        char *c = check_continuation(t, p, 2, g, 1, "spm ' a'", &clen);
+        assert_string_equal(c, " a");
+        free(c);
+        /* A prompt that ends inside a character: the completion gets the
+         * whole character once its last byte comes (not U+FFFD twice). */
+        const int32_t p2[] = {260, 3 + 0xf0, 3 + 0x9f}, g2[] = {3 + 0xa6, 3 + 0x99, 260};
+        c = check_continuation(t, p2, 3, g2, 3, "spm split emoji", &clen);
+        assert_string_equal(c, "\xf0\x9f\xa6\x99"
+                               "a");
+        free(c);
+        /* Every split of 2-, 3- and 4-byte characters as byte tokens, after
+         * text and after another character: the prompt holds 1 to 3 bytes. */
+        static const char *const chars[] = {"\xc3\xaa", "\xe6\x97\xa5", "\xf0\x9f\xa6\x99"};
+        for (int lead = 0; lead < 2; lead++) {
+            for (size_t ci = 0; ci < 3; ci++) {
+                size_t cl = strlen(chars[ci]);
+                for (size_t k = 1; k < cl; k++) {
+                    int32_t pp[8], gg[8];
+                    size_t np = 0, ng = 0;
+                    pp[np++] = lead ? 268 : 260; /* "é" (a piece) or "▁a" */
+                    for (size_t b = 0; b < k; b++) {
+                        pp[np++] = 3 + (unsigned char)chars[ci][b];
+                    }
+                    for (size_t b = k; b < cl; b++) {
+                        gg[ng++] = 3 + (unsigned char)chars[ci][b];
+                    }
+                    gg[ng++] = 260;
+                    char name[64];
+                    snprintf(name, sizeof name, "spm char %zu split at %zu", ci, k);
+                    c = check_continuation(t, pp, np, gg, ng, name, &clen);
+                    assert_int_equal(clen, cl + 1);
+                    assert_memory_equal(c, chars[ci], cl);
+                    free(c);
+                }
+            }
+        }
+        fy_tokenizer_free(t);
+    }
+}
+
+static void prime_file(const char *rel, uint64_t seed)
+{
+    NEED_TESTDATA(path, rel);
+    fy_tokenizer *t = load_or_fail(path);
+    continuation_cases(t, rel, seed);
+    fy_tokenizer_free(t);
+}
+
+static void test_prime_stories260k(void **state)
+{
+    (void)state;
+    prime_file("models/stories260K/tokenizer.json", 11);
+    /* The case: "Once upon a" + ▁time ... reads " time, there". */
+    NEED_TESTDATA(path, "models/stories260K/tokenizer.json");
+    fy_tokenizer *t = load_or_fail(path);
+    int32_t *p = NULL, *ab = NULL;
+    size_t np = encode(t, "Once upon a", 11, 1, 0, &p);
+    size_t nab = encode(t, "Once upon a time, there", 23, 1, 0, &ab);
+    assert_true(nab > np && memcmp(ab, p, np * sizeof *p) == 0);
+    size_t clen;
+    char *c = check_continuation(t, p, np, ab + np, nab - np, "stories", &clen);
+    assert_string_equal(c, " time, there");
+    free(c);
+    free(p);
+    free(ab);
+    fy_tokenizer_free(t);
+}
+
+static void test_prime_llama2(void **state)
+{
+    (void)state;
+    prime_file("tokenizers/llama2/tokenizer.json", 12);
+}
+
+static void test_prime_gpt2(void **state)
+{
+    (void)state;
+    prime_file("tokenizers/gpt2/tokenizer.json", 13);
+}
+
 /* One tokenizer, many threads' worth of state: encode of a large text (prints
  * throughput, asserts only the round trip). */
 static void test_large_text(void **state)
@@ -853,6 +1078,8 @@ int main(void)
         cmocka_unit_test(test_llama2_vectors),  cmocka_unit_test(test_gpt2_vectors),
         cmocka_unit_test(test_llama2_specials), cmocka_unit_test(test_gpt2_specials),
         cmocka_unit_test(test_stories260k),     cmocka_unit_test(test_large_text),
+        cmocka_unit_test(test_prime_small),     cmocka_unit_test(test_prime_stories260k),
+        cmocka_unit_test(test_prime_llama2),    cmocka_unit_test(test_prime_gpt2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

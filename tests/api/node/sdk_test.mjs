@@ -58,6 +58,27 @@ const cmpl = await client.completions.create({ model, prompt: 'Once upon a time'
 check(cmpl.object === 'text_completion' && cmpl.choices.length === 2, 'two completion choices');
 check(cmpl.usage.completion_tokens <= 10, 'completion usage');
 
+// What the SDK's types allow and harnesses send: a batch of prompts (string[]
+// and number[][]), echo with max_tokens 0 and logprobs (scoring), logit_bias.
+const batch = await client.completions.create({ model, prompt: ['Once upon a time', 'Hello'], max_tokens: 4, n: 2, temperature: 0 });
+check(batch.choices.length === 4 && batch.choices.map((c) => c.index).join() === '0,1,2,3', 'batch: prompt-major indexes');
+check(batch.choices[0].text === batch.choices[1].text && batch.choices[2].text === batch.choices[3].text, 'batch: greedy samples agree');
+const one = await client.completions.create({ model, prompt: 'Hello', max_tokens: 4, temperature: 0 });
+check(batch.choices[2].text === one.choices[0].text, `batch text ${JSON.stringify(batch.choices[2].text)} == single ${JSON.stringify(one.choices[0].text)}`);
+check(batch.usage.prompt_tokens === one.usage.prompt_tokens + (await client.completions.create({ model, prompt: 'Once upon a time', max_tokens: 1 })).usage.prompt_tokens, 'batch usage sums the prompts');
+const scored = await client.completions.create({ model, prompt: [[1, 260, 261, 262]], echo: true, max_tokens: 0, logprobs: 1, temperature: 0 });
+const lp = scored.choices[0].logprobs;
+check(lp.tokens.length === 4 && lp.token_logprobs[0] === null && lp.token_logprobs.slice(1).every((x) => x <= 0), `scored logprobs ${JSON.stringify(lp)}`);
+check(scored.usage.completion_tokens === 0 && scored.choices[0].finish_reason === 'length', 'scoring generates nothing');
+const biased = await client.completions.create({ model, prompt: 'Hello', max_tokens: 3, temperature: 0, logit_bias: { 300: 100 } });
+check(biased.usage.completion_tokens === 3, 'logit_bias accepted');
+try {
+  await client.completions.create({ model, prompt: 'Hello', logit_bias: { 300: 101 } });
+  check(false, 'logit_bias 101 was accepted');
+} catch (e) {
+  check(e.status === 400 && e.param === 'logit_bias', `logit_bias 101: ${e.status} ${e.param}`);
+}
+
 // An error: the SDK raises a 400 naming the parameter.
 try {
   await client.chat.completions.create({ model, messages, temperature: 5 });
@@ -75,4 +96,4 @@ try {
 } catch (e) {
   check(e.status === 404, `unknown model: status ${e.status}`);
 }
-console.log('ok: OpenAI Node SDK: models.list, chat, streamed chat with usage, completions n=2, 400 with param, 404');
+console.log('ok: OpenAI Node SDK: models.list, chat, streamed chat with usage, completions n=2, batched prompts, echo scoring, logit_bias, 400 with param, 404');
