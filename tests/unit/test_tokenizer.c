@@ -807,6 +807,12 @@ static void test_stories260k(void **state)
 
 /* ---- completions continue the prompt's text (fy_detok_prime) ----------------- */
 
+/* A[0..AN) == B[0..BN), either may be NULL when empty. */
+static int bytes_eq(const char *a, size_t an, const char *b, size_t bn)
+{
+    return an == bn && (an == 0 || memcmp(a, b, an) == 0);
+}
+
 /* Streams G after P through a detokenizer primed with P; the text must be
  * decode(P + G) minus decode(P) with the chunks of a detokenizer fed all of
  * P (the slow path prime shortcuts) as decode(P)'s part: full == head +
@@ -845,9 +851,9 @@ static char *check_continuation(const fy_tokenizer *t, const int32_t *p, size_t 
         assert_true(fy__tok_utf8_valid(chunk, len));
         assert_int_equal(fy_buf_append(&primed, chunk, len), 0);
     }
-    if (primed.len != fed.len || memcmp(primed.data, fed.data, fed.len) != 0 ||
-        head.len + fed.len != flen || memcmp(full, head.data, head.len) != 0 ||
-        memcmp(full + head.len, fed.data, fed.len) != 0) {
+    if (!bytes_eq(primed.data, primed.len, fed.data, fed.len) || head.len + fed.len != flen ||
+        !bytes_eq(full, head.len, head.data, head.len) ||
+        !bytes_eq(full + head.len, fed.len, fed.data, fed.len)) {
         fail_msg("%s: decode(all) \"%.*s\", prompt part \"%.*s\", fed \"%.*s\", primed \"%.*s\"",
                  label, (int)flen, full, (int)head.len, head.data ? head.data : "", (int)fed.len,
                  fed.data ? fed.data : "", (int)primed.len, primed.data ? primed.data : "");
