@@ -79,6 +79,10 @@ exp_at=$(python3 -c "import json,sys; print([k['expires_at'] for k in json.load(
 c=$(st -H "Authorization: Bearer $KEY" /r/alpha/fixed)
 # Works until its expiry (checked only when this ran before it: no timing assumption).
 if (($(date +%s) < exp_at)); then [[ $c == 200 ]] || fail "key before its expiry: $c"; fi
+# On a loaded machine that first request may come after the expiry already:
+# then it is one more 401 for /metrics below.
+[[ $c == 200 || $c == 401 ]] || fail "key around its expiry: $c"
+late_401=$((c == 401 ? 1 : 0))
 clock_reached() { (($(date +%s) >= $1)); }
 wait_for 10 clock_reached "$exp_at" || fail "clock"
 expect 401 invalid_api_key "expired key" -H "Authorization: Bearer $KEY" /r/alpha/fixed
@@ -176,7 +180,8 @@ for fam in ferry_requests_total ferry_request_duration_seconds ferry_request_ttf
 done
 m() { metric "$TMP/metrics.txt" "$1"; }
 (($(m 'ferry_requests_total{route="/r",status="200"}') >= 10)) || fail "200s: $(m 'ferry_requests_total{route="/r",status="200"}')"
-[[ $(m 'ferry_requests_total{route="/r",status="401"}') == 11 ]] || fail "401s counted: $(m 'ferry_requests_total{route="/r",status="401"}')"
+[[ $(m 'ferry_requests_total{route="/r",status="401"}') == $((11 + late_401)) ]] ||
+    fail "401s counted: $(m 'ferry_requests_total{route="/r",status="401"}'), want $((11 + late_401))"
 [[ $(m 'ferry_requests_total{route="/r",status="403"}') == 3 ]] || fail "403s counted"
 [[ $(m 'ferry_auth_failures_total{reason="missing"}') -ge 3 && $(m 'ferry_auth_failures_total{reason="malformed"}') -ge 5 &&
     $(m 'ferry_auth_failures_total{reason="unknown"}') -ge 1 && $(m 'ferry_auth_failures_total{reason="revoked"}') -ge 1 &&
