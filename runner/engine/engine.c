@@ -314,18 +314,36 @@ static void sample_finish(fy_engine *e, fy__sample *s, fy_finish finish, const c
         }
         fy_stop_flush(&s->stop, &e->scratch);
     }
+    /* Once the last sample's end is queued the loop thread may free R at
+     * any moment: the engine state goes first, and nothing of R is touched
+     * after the unlock. */
+    sample_engine_free(s);
     s->finished = 1;
     r->n_finished++;
+    uint64_t id = r->id;
     pthread_mutex_lock(&e->mu);
     if (emit_locked(e, s, NULL, e->scratch.data, e->scratch.len, finish, error) < 0) {
         FY_ERROR("engine", "out of memory queueing the end of request %llu",
-                 (unsigned long long)r->id);
+                 (unsigned long long)id);
     }
     if (r->n_finished == r->n) {
         req_engine_done_locked(e, r);
     }
     pthread_mutex_unlock(&e->mu);
-    sample_engine_free(s);
+}
+
+/* Ends every unfinished sample of R. R may be gone when this returns (the
+ * loop reads only what is left to finish, counted first). */
+static void finish_all(fy_engine *e, fy__req *r, fy_finish finish, const char *why, int flush)
+{
+    fy__sample *samples = r->samples;
+    int n = r->n, left = r->n - r->n_finished;
+    for (int i = 0; i < n && left > 0; i++) {
+        if (!samples[i].finished) {
+            left--;
+            sample_finish(e, &samples[i], finish, why, flush);
+        }
+    }
 }
 
 static int is_stop_token(const fy_engine *e, const fy__req *r, int32_t id)
@@ -422,14 +440,10 @@ static int fork_samples(fy_engine *e, fy__req *r)
     return 0;
 }
 
-/* Ends every unfinished sample of R with an error. */
+/* Ends every unfinished sample of R with an error (R may be gone after). */
 static void req_fail(fy_engine *e, fy__req *r, const char *why)
 {
-    for (int i = 0; i < r->n; i++) {
-        if (!r->samples[i].finished) {
-            sample_finish(e, &r->samples[i], FY_FINISH_ERROR, why, 0);
-        }
-    }
+    finish_all(e, r, FY_FINISH_ERROR, why, 0);
 }
 
 /* prompt_logprobs: reports the prompt tokens whose logits are among O's
@@ -474,11 +488,10 @@ static int run_step(fy_engine *e)
         fy__req *r = s->req;
         /* Too long for the whole KV cache: the context's end for this pool.
          * Before the fork, the parent stands for all n samples. */
-        for (int k = 0; k < r->n; k++) {
-            fy__sample *t = &r->samples[k];
-            if (!t->finished && (t == s || !r->forked)) {
-                sample_finish(e, t, FY_FINISH_LENGTH, NULL, 1);
-            }
+        if (r->forked) {
+            sample_finish(e, s, FY_FINISH_LENGTH, NULL, 1);
+        } else {
+            finish_all(e, r, FY_FINISH_LENGTH, NULL, 1);
         }
     }
     if (n == 0) {
@@ -544,14 +557,9 @@ static int run_step(fy_engine *e)
             continue; /* a prompt chunk: no token to sample yet */
         }
         if (r->max_tokens == 0) {
-            /* The prompt only: every sample ends here. */
-            for (int k = 0; k < r->n; k++) {
-                if (!r->samples[k].finished) {
-                    /* Nothing generated: what the primed detokenizer holds
-                     * is the prompt's, not text of this sample. */
-                    sample_finish(e, &r->samples[k], FY_FINISH_LENGTH, NULL, 0);
-                }
-            }
+            /* The prompt only: every sample ends here. Nothing generated:
+             * what the primed detokenizer holds is the prompt's. */
+            finish_all(e, r, FY_FINISH_LENGTH, NULL, 0);
             continue;
         }
         if (ids_only) {
@@ -565,7 +573,8 @@ static int run_step(fy_engine *e)
                 req_fail(e, r, "out of memory forking parallel samples");
                 continue;
             }
-            for (int k = 0; k < r->n; k++) {
+            /* The last sample to finish may free R: N is read first. */
+            for (int k = 0, nk = r->n; k < nk; k++) {
                 memcpy(e->row, lrow, (size_t)e->vocab * sizeof *lrow);
                 sample_next(e, &r->samples[k], e->row);
             }

@@ -10,7 +10,9 @@
  * SentencePiece tokenizers, s holds no U+2581, which decodes as a space, and
  * special text is parsed only where the prefix scheme allows it); streaming
  * the ids gives the same text as decoding them at once, in valid UTF-8
- * chunks. The input bytes are also decoded as raw ids. */
+ * chunks. The input bytes are also decoded as raw ids, and a detokenizer
+ * primed with a prefix of them (fy_detok_prime) continues exactly as one fed
+ * the prefix id by id. */
 #include "common/buf.h"
 #include "common/err.h"
 #include "runner/engine/tok_internal.h"
@@ -161,6 +163,32 @@ static char *decode_both(const fy_tokenizer *t, const int32_t *ids, size_t n, in
     return full;
 }
 
+/* A detokenizer primed with IDS[0..K) (fy_detok_prime, which reads only the
+ * start and the last bytes) goes on chunk for chunk as one fed every id. */
+static void prime_matches(const fy_tokenizer *t, const int32_t *ids, size_t n, size_t k, int skip)
+{
+    fy_detok *fed = fy_detok_new(t, skip), *primed = fy_detok_new(t, skip);
+    const char *a, *b;
+    size_t al, bl;
+    if (!fed || !primed || fy_detok_prime(primed, ids, k) != 0) {
+        abort();
+    }
+    for (size_t i = 0; i < k; i++) {
+        if (fy_detok_push(fed, ids[i], &a, &al) != 0) {
+            abort();
+        }
+    }
+    for (size_t i = k; i <= n; i++) {
+        int ra = i < n ? fy_detok_push(fed, ids[i], &a, &al) : fy_detok_finish(fed, &a, &al);
+        int rb = i < n ? fy_detok_push(primed, ids[i], &b, &bl) : fy_detok_finish(primed, &b, &bl);
+        if (ra || rb || al != bl || memcmp(a, b, al) != 0) {
+            abort();
+        }
+    }
+    fy_detok_free(fed);
+    fy_detok_free(primed);
+}
+
 static int has_metaspace_char(const char *s, size_t n)
 {
     return memmem(s, n, "\xe2\x96\x81", 3) != NULL;
@@ -214,6 +242,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     size_t len;
     free(decode_both(t, raw, nraw, parse_special, &len));
+    prime_matches(t, raw, nraw, nraw ? (size_t)data[size - 1] % (nraw + 1) : 0, parse_special);
     free(raw);
     return 0;
 }

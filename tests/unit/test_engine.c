@@ -895,7 +895,7 @@ static void test_prompt_logprobs(void **state)
     /* A pool of 12 blocks: four scorings and four long generations. */
     ctx_open(&c, stats_block_bytes() * 12, 8, 16);
     for (int i = 0; i < 4; i++) {
-        fy_sampling o = greedy(150);
+        fy_sampling o = greedy(100);
         o.ignore_eos = 1;
         submit(&c, &other[i], g_prompt, g_n_prompt, 1, &o, NULL);
         score(&c, &pre[i], seq, N);
@@ -909,7 +909,7 @@ static void test_prompt_logprobs(void **state)
         for (int t = 0; t < N - 1; t++) {
             assert_float_equal(pre[i].plp[t].logprob, a.plp[t].logprob, 1e-4);
         }
-        assert_int_equal(other[i].n_ids[0], 150);
+        assert_int_equal(other[i].n_ids[0], 100);
     }
     ctx_close(&c);
 }
