@@ -189,7 +189,8 @@ if [[ $DEFAULT_MODEL == 1 ]]; then
 fi
 show_curl chat/completions "$CHAT"
 ask chat/completions "$CHAT" "$DIR/answer.sse"
-grep -v '^$' "$DIR/answer.sse" | head -n 2 | cut -c1-160 | sed 's/^/    /'
+# awk reads to the end (head would close the pipe early: SIGPIPE under pipefail).
+awk 'NF && n++ < 2 { print "    " substr($0, 1, 160) }' "$DIR/answer.sse"
 echo "    ... ($(grep -c '^data: {' "$DIR/answer.sse") chunks)"
 grep -q '^data: \[DONE\]' "$DIR/answer.sse" || { echo "demo.sh: the stream did not end with [DONE]" >&2; exit 1; }
 TEXT=$(python3 -c 'import json,sys
