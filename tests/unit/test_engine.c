@@ -202,10 +202,28 @@ static void ctx_close(ctx *c)
     assert_int_equal(uv_loop_close(&c->loop), 0);
 }
 
+/* Runs the loop until every submitted request has finished. A request that
+ * never finishes fails the test with the engine's state after 200 s (far
+ * beyond any run on a loaded machine, well inside ctest's timeout), so a
+ * stuck engine says where it stuck instead of timing out silently. */
 static void run(ctx *c)
 {
-    while (c->pending > 0) {
+    uv_timer_t tick; /* wakes the loop to look at the clock */
+    uv_timer_init(&c->loop, &tick);
+    uv_timer_start(&tick, NULL, 1000, 1000);
+    uint64_t deadline = uv_hrtime() + 200 * (uint64_t)1000000000;
+    while (c->pending > 0 && uv_hrtime() < deadline) {
         uv_run(&c->loop, UV_RUN_ONCE);
+    }
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+    if (c->pending > 0) {
+        fy_engine_stats s;
+        fy_engine_get_stats(c->e, &s);
+        fail_msg("%d requests still pending after 200 s: running %d waiting %d steps %llu "
+                 "blocks used %d cached %d free %d",
+                 c->pending, (int)s.running, (int)s.waiting, (unsigned long long)s.steps,
+                 (int)s.blocks_used, (int)s.blocks_cached, (int)s.blocks_free);
     }
 }
 
@@ -275,7 +293,10 @@ static fy_engine_stats settle(ctx *c)
     uv_timer_t t;
     uv_timer_init(&c->loop, &t);
     fy_engine_stats s = stats(c);
-    for (int i = 0; i < 20000 && (s.running || s.waiting || s.blocks_used); i++) {
+    /* Bounded by time, not by turns: a turn on a busy machine can take far
+     * longer than its 1 ms timer. */
+    uint64_t deadline = uv_hrtime() + 100 * (uint64_t)1000000000;
+    while ((s.running || s.waiting || s.blocks_used) && uv_hrtime() < deadline) {
         uv_timer_start(&t, NULL, 1, 0);
         uv_run(&c->loop, UV_RUN_ONCE);
         s = stats(c);
