@@ -23,6 +23,7 @@
  * portable path written as plain loops the compiler can vectorize. */
 #include "kernels/backend.h"
 #include "kernels/cpu/pool.h"
+#include "kernels/cpu/quant.h"
 #include "kernels/math.h"
 
 #include "common/err.h"
@@ -81,6 +82,8 @@ static inline float ld_elem(const fy_tensor *t, int64_t i)
         return ld_bf16(t->data, i);
     case FY_DT_F16:
         return fy_f16_to_f32(((const uint16_t *)t->data)[i]);
+    default: /* block types are read a row at a time (convert_row) */
+        break;
     }
     return 0.0f;
 }
@@ -89,7 +92,10 @@ static inline float ld_elem(const fy_tensor *t, int64_t i)
 static void convert_row(float *dst, const fy_tensor *t, int64_t r)
 {
     int64_t n = t->cols, base = r * t->cols;
-    if (t->dtype == FY_DT_F32) {
+    if (fy_dtype_is_block(t->dtype)) {
+        size_t rb = (size_t)n / fy_dtype_block_weights(t->dtype) * fy_dtype_block_bytes(t->dtype);
+        fy_q_dequant(t->dtype, (const char *)t->data + (size_t)r * rb, dst, (size_t)n);
+    } else if (t->dtype == FY_DT_F32) {
         memcpy(dst, (const float *)t->data + base, (size_t)n * sizeof *dst);
     } else if (t->dtype == FY_DT_BF16) {
         const uint16_t *s = (const uint16_t *)t->data + base;
@@ -295,7 +301,7 @@ static void mm_block_batched(mm_ctx *m, int64_t r0, int64_t r1, int tid)
         float *buf = m->c->wbuf[tid];
         for (int64_t r = 0; r < nr; r++) {
 #if CPU_X86
-            if (m->c->avx2) {
+            if (m->c->avx2 && !fy_dtype_is_block(w->dtype)) {
                 convert_row_avx2(buf + r * n, w, r0 + r);
                 continue;
             }
@@ -338,7 +344,7 @@ static void mm_task(void *ctx, size_t b, size_t e, int tid)
         if (r1 > m->w->rows) {
             r1 = m->w->rows;
         }
-        if (m->T == 1) {
+        if (m->T == 1 && !fy_dtype_is_block(m->w->dtype)) {
             mm_block_direct(m, r0, r1);
         } else {
             mm_block_batched(m, r0, r1, tid);
@@ -380,7 +386,8 @@ static void cpu_matmul(fy_backend *be, float *out, const float *x, const fy_tens
         return;
     }
     mm_ctx m = {c, out, x, w, bias, T};
-    if (T > 1 && w->dtype != FY_DT_F32 && cpu_wbuf_reserve(c, (size_t)w->cols) < 0) {
+    if ((T > 1 || fy_dtype_is_block(w->dtype)) && w->dtype != FY_DT_F32 &&
+        cpu_wbuf_reserve(c, (size_t)w->cols) < 0) {
         /* No memory for the conversion buffers: convert in the inner loop, token by token. */
         for (int t = 0; t < T; t++) {
             mm_ctx one = {c, out + (int64_t)t * w->rows, x + (int64_t)t * w->cols, w, bias, 1};
@@ -435,6 +442,7 @@ typedef struct {
     const int32_t *pos;
     int nh, nkv, hd;
     const float *inv_freq;
+    int pairs;
 } rope_ctx;
 
 static void rope_task(void *ctx, size_t b, size_t e, int tid)
@@ -447,20 +455,21 @@ static void rope_task(void *ctx, size_t b, size_t e, int tid)
         for (int i = 0; i < half; i++) {
             float c, s;
             fy_rope_cos_sin(r->pos[t], r->inv_freq[i], &c, &s);
+            int a = fy_rope_first(i, half, r->pairs), o = fy_rope_second(i, half, r->pairs);
             for (int h = 0; h < r->nh; h++) {
-                fy_rope_rotate(&q[h * r->hd + i], &q[h * r->hd + i + half], c, s);
+                fy_rope_rotate(&q[h * r->hd + a], &q[h * r->hd + o], c, s);
             }
             for (int h = 0; h < r->nkv; h++) {
-                fy_rope_rotate(&k[h * r->hd + i], &k[h * r->hd + i + half], c, s);
+                fy_rope_rotate(&k[h * r->hd + a], &k[h * r->hd + o], c, s);
             }
         }
     }
 }
 
 static void cpu_rope(fy_backend *be, float *q, float *k, const int32_t *pos, int T, int n_heads,
-                     int n_kv_heads, int head_dim, const float *inv_freq)
+                     int n_kv_heads, int head_dim, const float *inv_freq, int pairs)
 {
-    rope_ctx r = {q, k, pos, n_heads, n_kv_heads, head_dim, inv_freq};
+    rope_ctx r = {q, k, pos, n_heads, n_kv_heads, head_dim, inv_freq, pairs};
     fy_pool_for(cpu_of(be)->pool, (size_t)T, 8, rope_task, &r);
 }
 

@@ -195,52 +195,18 @@ static void q_q6_k(const uint8_t *b, float *y, size_t nb)
     }
 }
 
-static const struct {
-    const char *name;
-    uint32_t block, bytes;
-    q_dequant_fn fn;
-} q_types[FY_Q_NTYPES] = {
-    [FY_Q_F32] = {"F32", 1, 4, q_f32},        [FY_Q_F16] = {"F16", 1, 2, q_f16},
-    [FY_Q_BF16] = {"BF16", 1, 2, q_bf16},     [FY_Q_Q8_0] = {"Q8_0", 32, 34, q_q8_0},
-    [FY_Q_Q4_0] = {"Q4_0", 32, 18, q_q4_0},   [FY_Q_Q4_1] = {"Q4_1", 32, 20, q_q4_1},
-    [FY_Q_Q5_0] = {"Q5_0", 32, 22, q_q5_0},   [FY_Q_Q5_1] = {"Q5_1", 32, 24, q_q5_1},
-    [FY_Q_Q4_K] = {"Q4_K", 256, 144, q_q4_k}, [FY_Q_Q5_K] = {"Q5_K", 256, 176, q_q5_k},
-    [FY_Q_Q6_K] = {"Q6_K", 256, 210, q_q6_k},
+static const q_dequant_fn q_dequant[FY_DT_COUNT] = {
+    [FY_DT_F32] = q_f32,   [FY_DT_F16] = q_f16,   [FY_DT_BF16] = q_bf16, [FY_DT_Q8_0] = q_q8_0,
+    [FY_DT_Q4_0] = q_q4_0, [FY_DT_Q4_1] = q_q4_1, [FY_DT_Q5_0] = q_q5_0, [FY_DT_Q5_1] = q_q5_1,
+    [FY_DT_Q4_K] = q_q4_k, [FY_DT_Q5_K] = q_q5_k, [FY_DT_Q6_K] = q_q6_k,
 };
 
-const char *fy_q_name(fy_qtype t)
+int fy_q_dequant(fy_dtype t, const void *src, float *dst, size_t n)
 {
-    return (unsigned)t < FY_Q_NTYPES ? q_types[t].name : "?";
-}
-
-uint32_t fy_q_block_weights(fy_qtype t)
-{
-    return (unsigned)t < FY_Q_NTYPES ? q_types[t].block : 0;
-}
-
-uint32_t fy_q_block_bytes(fy_qtype t)
-{
-    return (unsigned)t < FY_Q_NTYPES ? q_types[t].bytes : 0;
-}
-
-int fy_q_bytes(fy_qtype t, uint64_t n, uint64_t *bytes)
-{
-    if ((unsigned)t >= FY_Q_NTYPES || n % q_types[t].block) {
+    uint32_t block = fy_dtype_block_weights(t);
+    if (!block || n % block) {
         return FY_EINVAL;
     }
-    uint64_t blocks = n / q_types[t].block;
-    if (blocks > UINT64_MAX / q_types[t].bytes) {
-        return FY_ETOOBIG;
-    }
-    *bytes = blocks * q_types[t].bytes;
-    return 0;
-}
-
-int fy_q_dequant(fy_qtype t, const void *src, float *dst, size_t n)
-{
-    if ((unsigned)t >= FY_Q_NTYPES || n % q_types[t].block) {
-        return FY_EINVAL;
-    }
-    q_types[t].fn(src, dst, n / q_types[t].block);
+    q_dequant[t](src, dst, n / block);
     return 0;
 }

@@ -37,39 +37,17 @@
 #ifndef FY_KERNELS_CPU_QUANT_H
 #define FY_KERNELS_CPU_QUANT_H
 
+#include "kernels/backend.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum {
-    FY_Q_F32 = 0,
-    FY_Q_F16,
-    FY_Q_BF16,
-    FY_Q_Q8_0,
-    FY_Q_Q4_0,
-    FY_Q_Q4_1,
-    FY_Q_Q5_0,
-    FY_Q_Q5_1,
-    FY_Q_Q4_K,
-    FY_Q_Q5_K,
-    FY_Q_Q6_K,
-    FY_Q_NTYPES
-} fy_qtype;
-
-/* "F32", "Q4_K", ... ("?" for a value outside the enum). */
-const char *fy_q_name(fy_qtype t);
-/* Weights per block (1 for F32/F16/BF16); 0 for a value outside the enum. */
-uint32_t fy_q_block_weights(fy_qtype t);
-/* Bytes per block; 0 for a value outside the enum. */
-uint32_t fy_q_block_bytes(fy_qtype t);
-
-/* Bytes that N weights of type T occupy. Returns 0 and sets *BYTES, or
- * FY_EINVAL when T is not a type or N is not a multiple of its block, or
- * FY_ETOOBIG when the size does not fit in 64 bits. */
-int fy_q_bytes(fy_qtype t, uint64_t n, uint64_t *bytes);
+/* The types are kernels/backend.h's fy_dtype (with their names and block
+ * sizes there). */
 
 /* Dequantizes the first N weights of the row of blocks at SRC into DST[0..N).
  * N must be a multiple of T's block; SRC must hold N / block_weights blocks.
  * Returns 0, or FY_EINVAL (nothing written) for a bad T or N. */
-int fy_q_dequant(fy_qtype t, const void *src, float *dst, size_t n);
+int fy_q_dequant(fy_dtype t, const void *src, float *dst, size_t n);
 
 #endif

@@ -297,20 +297,21 @@ static void cu_matmul(fy_backend *be, float *out, const float *x, const fy_tenso
 }
 
 static void cu_rope(fy_backend *be, float *q, float *k, const int32_t *pos, int T, int n_heads,
-                    int n_kv_heads, int head_dim, const float *inv_freq)
+                    int n_kv_heads, int head_dim, const float *inv_freq, int pairs)
 {
     fy_cuda_be *c = fy_cuda__op(be);
     if (!c) {
         return;
     }
     if (T <= 0 || !q || !pos || !inv_freq || n_heads <= 0 || (k && n_kv_heads <= 0) ||
-        head_dim <= 0 || head_dim % 2) {
+        head_dim <= 0 || head_dim % 2 ||
+        (pairs != FY_ROPE_PAIRS_HALF && pairs != FY_ROPE_PAIRS_ADJACENT)) {
         FY_BAD(c, "cuda rope: bad arguments (T=%d heads=%d/%d head_dim=%d)", T, n_heads, n_kv_heads,
                head_dim);
         return;
     }
     fy_cuda__launched(
-        c, fy_rope_launch(c->stream, q, k, pos, T, n_heads, n_kv_heads, head_dim, inv_freq),
+        c, fy_rope_launch(c->stream, q, k, pos, T, n_heads, n_kv_heads, head_dim, inv_freq, pairs),
         "rope");
 }
 

@@ -110,9 +110,16 @@ int fy_fwd_tensor_parallel(const fy_fwd *f)
 
 /* --- Weights ------------------------------------------------------------------------ */
 
+/* Bytes of one row of COLS weights of T's type (the model loader has checked
+ * that the row is whole blocks). */
+static size_t row_bytes(const fy_tensor *t, int64_t cols)
+{
+    return (size_t)cols / fy_dtype_block_weights(t->dtype) * fy_dtype_block_bytes(t->dtype);
+}
+
 static size_t tensor_bytes(const fy_tensor *t)
 {
-    return (size_t)t->rows * (size_t)t->cols * fy_dtype_size(t->dtype);
+    return (size_t)t->rows * row_bytes(t, t->cols);
 }
 
 static int own(fwd_rank *rk, void *p)
@@ -155,7 +162,6 @@ static int place_split(fy_fwd *f, fwd_rank *rk, const fy_tensor *src, int split,
         int rc = f->comm->ops->shard(f->comm, rk->rank, src, column, dst, err, errlen);
         return rc < 0 ? rc : own(rk, (void *)dst->data);
     }
-    size_t es = fy_dtype_size(src->dtype);
     int64_t rows = src->rows, cols = src->cols, r0 = 0, c0 = 0;
     if (column && rows > 1) {
         rows /= N;
@@ -163,10 +169,19 @@ static int place_split(fy_fwd *f, fwd_rank *rk, const fy_tensor *src, int split,
     } else {
         cols /= N;
         c0 = cols * rk->rank;
+        if (cols % fy_dtype_block_weights(src->dtype)) {
+            snprintf(err, errlen,
+                     "tensor parallel %d: a %s tensor's rows of %lld weights do not split into "
+                     "whole blocks of %u",
+                     N, fy_dtype_name(src->dtype), (long long)src->cols,
+                     fy_dtype_block_weights(src->dtype));
+            return FY_ENOTSUP;
+        }
     }
     *dst = (fy_tensor){NULL, src->dtype, rows, cols};
-    const char *base = (const char *)src->data + ((size_t)r0 * (size_t)src->cols + (size_t)c0) * es;
-    size_t bytes = (size_t)rows * (size_t)cols * es;
+    const char *base =
+        (const char *)src->data + (size_t)r0 * row_bytes(src, src->cols) + row_bytes(src, c0);
+    size_t bytes = (size_t)rows * row_bytes(src, cols);
     if (cols == src->cols) { /* contiguous */
         if (rk->ops->host_memory) {
             dst->data = base;
@@ -185,9 +200,9 @@ static int place_split(fy_fwd *f, fwd_rank *rk, const fy_tensor *src, int split,
     if (!stage) {
         return FY_ENOMEM;
     }
-    size_t row_bytes = (size_t)cols * es, src_stride = (size_t)src->cols * es;
+    size_t rb = row_bytes(src, cols), src_stride = row_bytes(src, src->cols);
     for (int64_t r = 0; r < rows; r++) {
-        memcpy(stage + (size_t)r * row_bytes, base + (size_t)r * src_stride, row_bytes);
+        memcpy(stage + (size_t)r * rb, base + (size_t)r * src_stride, rb);
     }
     int rc = 0;
     if (stage != p) {
@@ -202,7 +217,7 @@ static int place_weights(fy_fwd *f, fwd_rank *rk, char *err, size_t errlen)
     const fy_model *m = f->m;
     int n = m->cfg.n_layers, rc;
     rk->layers = calloc((size_t)n, sizeof *rk->layers);
-    rk->owned = calloc((size_t)n * 12 + 3, sizeof *rk->owned);
+    rk->owned = calloc((size_t)n * 14 + 3, sizeof *rk->owned);
     if (!rk->layers || !rk->owned) {
         return FY_ENOMEM;
     }
@@ -234,6 +249,8 @@ static int place_weights(fy_fwd *f, fwd_rank *rk, char *err, size_t errlen)
             {&s->q_bias, &d->q_bias, SPLIT_COL},
             {&s->k_bias, &d->k_bias, SPLIT_COL},
             {&s->v_bias, &d->v_bias, SPLIT_COL},
+            {&s->q_norm, &d->q_norm, SPLIT_NONE},
+            {&s->k_norm, &d->k_norm, SPLIT_NONE},
             {&s->o, &d->o, SPLIT_ROW},
             {&s->mlp_norm, &d->mlp_norm, SPLIT_NONE},
             {&s->gate, &d->gate, SPLIT_COL},
@@ -420,7 +437,12 @@ static void run_layer(const fy_fwd *f, fwd_rank *rk, int l, int T, const fy_attn
     o->matmul(be, rk->q, rk->xn, &L->q, &L->q_bias, T);
     o->matmul(be, rk->k, rk->xn, &L->k, &L->k_bias, T);
     o->matmul(be, rk->v, rk->xn, &L->v, &L->v_bias, T);
-    o->rope(be, rk->q, rk->k, rk->d_pos, T, rk->n_heads, rk->n_kv_heads, c->head_dim, rk->inv_freq);
+    if (L->q_norm.data) { /* per head: rows of head_dim */
+        o->rmsnorm(be, rk->q, rk->q, &L->q_norm, T * rk->n_heads, c->head_dim, c->rms_eps);
+        o->rmsnorm(be, rk->k, rk->k, &L->k_norm, T * rk->n_kv_heads, c->head_dim, c->rms_eps);
+    }
+    o->rope(be, rk->q, rk->k, rk->d_pos, T, rk->n_heads, rk->n_kv_heads, c->head_dim, rk->inv_freq,
+            c->rope_pairs);
     o->cache_write(be, rk->kc[l], rk->vc[l], rk->k, rk->v, b, sh);
     o->attention(be, rk->att, rk->q, rk->kc[l], rk->vc[l], b, sh);
     o->matmul(be, rk->xn, rk->att, &L->o, NULL, T);

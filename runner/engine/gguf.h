@@ -107,7 +107,7 @@ typedef struct {
 typedef struct {
     const char *name;   /* NUL-terminated copy */
     uint32_t ggml_type; /* the type id in the file */
-    fy_qtype type;      /* the same type in ferry's terms */
+    fy_dtype type;      /* the same type in ferry's terms */
     int n_dims;
     uint64_t dims[FY_GGUF_MAX_DIMS]; /* dims[0]: weights per row; dims past n_dims are 1 */
     uint64_t n_elems;                /* product of dims, <= INT64_MAX */

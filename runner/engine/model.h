@@ -35,6 +35,7 @@ typedef struct {
     int rope_type; /* FY_ROPE_* */
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_orig_max_pos; /* llama3: original_max_position_embeddings */
+    int rope_pairs;        /* FY_ROPE_PAIRS_* (kernels/backend.h): how q/k rows are ordered */
     int tie_embeddings;
     int qkv_bias;
     int bos_id; /* -1 when none */
@@ -44,6 +45,8 @@ typedef struct {
 
 typedef struct {
     fy_tensor attn_norm, q, k, v, o, q_bias, k_bias, v_bias;
+    fy_tensor q_norm,
+        k_norm; /* Qwen3: RMSNorm over each head of q and k, [head_dim]; else absent */
     fy_tensor mlp_norm, gate, up, down;
 } fy_layer;
 

@@ -266,13 +266,15 @@ static void test_rope(void)
         float *kr = put(ref, k, nk * 4), *kd = put(dut, k, nk * 4);
         int32_t *pr = put(ref, pos, sizeof pos), *pd = put(dut, pos, sizeof pos);
         float *ir = put(ref, inv, (size_t)hd / 2 * 4), *id = put(dut, inv, (size_t)hd / 2 * 4);
-        ref->ops->rope(ref, qr, kr, pr, T, H, KV, hd, ir);
-        dut->ops->rope(dut, qd, kd, pd, T, H, KV, hd, id);
+        int pairs = ci % 2 ? FY_ROPE_PAIRS_ADJACENT : FY_ROPE_PAIRS_HALF;
+        ref->ops->rope(ref, qr, kr, pr, T, H, KV, hd, ir, pairs);
+        dut->ops->rope(dut, qd, kd, pd, T, H, KV, hd, id, pairs);
         float *a = xmalloc(nq * 4), *r = xmalloc(nq * 4);
         char name[96];
         get(ref, r, qr, nq * 4);
         get(dut, a, qd, nq * 4);
-        snprintf(name, sizeof name, "rope q heads %d head_dim %d pos up to 131071", H, hd);
+        snprintf(name, sizeof name, "rope q heads %d head_dim %d pairs %s pos up to 131071", H, hd,
+                 pairs ? "adjacent" : "half");
         check(name, rel_err(a, r, nq), 1e-5);
         get(ref, r, kr, nk * 4);
         get(dut, a, kd, nk * 4);

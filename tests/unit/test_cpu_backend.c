@@ -280,29 +280,34 @@ static void test_rope(void **state)
     for (int i = 0; i < HD / 2; i++) {
         inv[i] = (float)pow(10000.0, -2.0 * i / HD);
     }
-    for (int pass = 0; pass < 2; pass++) {
-        const float *src = pass ? k0 : q0;
-        double *dst = pass ? rk : rq;
-        int nh = pass ? NKV : NH;
-        for (int t = 0; t < T; t++) {
-            for (int h = 0; h < nh; h++) {
-                const float *x = src + (t * nh + h) * HD;
-                for (int i = 0; i < HD / 2; i++) {
-                    double a = (double)pos[t] * inv[i];
-                    dst[(t * nh + h) * HD + i] = x[i] * cos(a) - x[i + HD / 2] * sin(a);
-                    dst[(t * nh + h) * HD + i + HD / 2] = x[i + HD / 2] * cos(a) + x[i] * sin(a);
+    /* Both pair layouts: HF's (i, i + HD/2) and GGUF llama's (2i, 2i + 1). */
+    for (int pairs = FY_ROPE_PAIRS_HALF; pairs <= FY_ROPE_PAIRS_ADJACENT; pairs++) {
+        for (int pass = 0; pass < 2; pass++) {
+            const float *src = pass ? k0 : q0;
+            double *dst = pass ? rk : rq;
+            int nh = pass ? NKV : NH;
+            for (int t = 0; t < T; t++) {
+                for (int h = 0; h < nh; h++) {
+                    const float *x = src + (t * nh + h) * HD;
+                    double *y = dst + (t * nh + h) * HD;
+                    for (int i = 0; i < HD / 2; i++) {
+                        int a = pairs ? 2 * i : i, b = pairs ? 2 * i + 1 : i + HD / 2;
+                        double ang = (double)pos[t] * inv[i];
+                        y[a] = x[a] * cos(ang) - x[b] * sin(ang);
+                        y[b] = x[b] * cos(ang) + x[a] * sin(ang);
+                    }
                 }
             }
         }
-    }
-    for (size_t ci = 0; ci < 2; ci++) {
-        fy_backend *be = open_be(cfgs[ci]);
-        memcpy(q, q0, sizeof q);
-        memcpy(k, k0, sizeof k);
-        be->ops->rope(be, q, k, pos, T, NH, NKV, HD, inv);
-        expect_near(q, rq, T * NH * HD, 1e-6, "rope q");
-        expect_near(k, rk, T * NKV * HD, 1e-6, "rope k");
-        fy_backend_destroy(be);
+        for (size_t ci = 0; ci < 2; ci++) {
+            fy_backend *be = open_be(cfgs[ci]);
+            memcpy(q, q0, sizeof q);
+            memcpy(k, k0, sizeof k);
+            be->ops->rope(be, q, k, pos, T, NH, NKV, HD, inv, pairs);
+            expect_near(q, rq, T * NH * HD, 1e-6, pairs ? "rope q adjacent" : "rope q half");
+            expect_near(k, rk, T * NKV * HD, 1e-6, pairs ? "rope k adjacent" : "rope k half");
+            fy_backend_destroy(be);
+        }
     }
 }
 

@@ -18,33 +18,35 @@ static void test_sizes(void **state)
 {
     (void)state;
     static const struct {
-        fy_qtype t;
+        fy_dtype t;
         const char *name;
         uint32_t block, bytes;
     } want[] = {
-        {FY_Q_F32, "F32", 1, 4},       {FY_Q_F16, "F16", 1, 2},       {FY_Q_BF16, "BF16", 1, 2},
-        {FY_Q_Q8_0, "Q8_0", 32, 34},   {FY_Q_Q4_0, "Q4_0", 32, 18},   {FY_Q_Q4_1, "Q4_1", 32, 20},
-        {FY_Q_Q5_0, "Q5_0", 32, 22},   {FY_Q_Q5_1, "Q5_1", 32, 24},   {FY_Q_Q4_K, "Q4_K", 256, 144},
-        {FY_Q_Q5_K, "Q5_K", 256, 176}, {FY_Q_Q6_K, "Q6_K", 256, 210},
+        {FY_DT_F32, "F32", 1, 4},       {FY_DT_F16, "F16", 1, 2},
+        {FY_DT_BF16, "BF16", 1, 2},     {FY_DT_Q8_0, "Q8_0", 32, 34},
+        {FY_DT_Q4_0, "Q4_0", 32, 18},   {FY_DT_Q4_1, "Q4_1", 32, 20},
+        {FY_DT_Q5_0, "Q5_0", 32, 22},   {FY_DT_Q5_1, "Q5_1", 32, 24},
+        {FY_DT_Q4_K, "Q4_K", 256, 144}, {FY_DT_Q5_K, "Q5_K", 256, 176},
+        {FY_DT_Q6_K, "Q6_K", 256, 210},
     };
-    assert_int_equal(sizeof want / sizeof want[0], FY_Q_NTYPES);
+    assert_int_equal(sizeof want / sizeof want[0], FY_DT_COUNT);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        assert_string_equal(fy_q_name(want[i].t), want[i].name);
-        assert_int_equal(fy_q_block_weights(want[i].t), want[i].block);
-        assert_int_equal(fy_q_block_bytes(want[i].t), want[i].bytes);
+        assert_string_equal(fy_dtype_name(want[i].t), want[i].name);
+        assert_int_equal(fy_dtype_block_weights(want[i].t), want[i].block);
+        assert_int_equal(fy_dtype_block_bytes(want[i].t), want[i].bytes);
     }
     uint64_t b = 0;
-    assert_int_equal(fy_q_bytes(FY_Q_Q4_K, 512, &b), 0);
+    assert_int_equal(fy_dtype_bytes(FY_DT_Q4_K, 512, &b), 0);
     assert_int_equal(b, 288);
-    assert_int_equal(fy_q_bytes(FY_Q_Q4_K, 100, &b), FY_EINVAL);
-    assert_int_equal(fy_q_bytes(FY_Q_F32, 1ull << 62, &b), FY_ETOOBIG);
-    assert_int_equal(fy_q_bytes(FY_Q_NTYPES, 32, &b), FY_EINVAL);
-    assert_string_equal(fy_q_name(FY_Q_NTYPES), "?");
+    assert_int_equal(fy_dtype_bytes(FY_DT_Q4_K, 100, &b), FY_EINVAL);
+    assert_int_equal(fy_dtype_bytes(FY_DT_F32, 1ull << 62, &b), FY_ETOOBIG);
+    assert_int_equal(fy_dtype_bytes(FY_DT_COUNT, 32, &b), FY_EINVAL);
+    assert_string_equal(fy_dtype_name(FY_DT_COUNT), "?");
     float y[32] = {7};
     uint8_t blk[34] = {0};
-    assert_int_equal(fy_q_dequant(FY_Q_Q8_0, blk, y, 31), FY_EINVAL);
+    assert_int_equal(fy_q_dequant(FY_DT_Q8_0, blk, y, 31), FY_EINVAL);
     assert_true(y[0] == 7); /* nothing written */
-    assert_int_equal(fy_q_dequant(FY_Q_NTYPES, blk, y, 32), FY_EINVAL);
+    assert_int_equal(fy_q_dequant(FY_DT_COUNT, blk, y, 32), FY_EINVAL);
 }
 
 /* fp16 constants: 1 0x3c00, 2 0x4000, 0.5 0x3800, 0.25 0x3400, -1 0xbc00, 10 0x4900. */
@@ -56,7 +58,7 @@ static void put16(uint8_t *p, uint16_t v)
 
 /* Dequantizes the block(s) at B from an odd address too: nothing may
  * depend on alignment. */
-static void deq(fy_qtype t, const uint8_t *b, size_t nbytes, float *y, size_t n)
+static void deq(fy_dtype t, const uint8_t *b, size_t nbytes, float *y, size_t n)
 {
     uint8_t shifted[512];
     float y2[256];
@@ -76,7 +78,7 @@ static void test_32_weight_blocks(void **state)
     uint8_t q8[34] = {0};
     put16(q8, 0x3800);
     q8[2] = 0x80, q8[3] = 127, q8[33] = 3; /* q[0] = -128, q[1] = 127, q[31] = 3 */
-    deq(FY_Q_Q8_0, q8, 34, y, 32);
+    deq(FY_DT_Q8_0, q8, 34, y, 32);
     assert_true(y[0] == -64.0f && y[1] == 63.5f && y[31] == 1.5f && y[2] == 0.0f);
 
     /* Q4_0: byte j holds weight j (low nibble) and j+16 (high); w = d*(q-8). */
@@ -84,10 +86,10 @@ static void test_32_weight_blocks(void **state)
     put16(b, 0x4000);
     b[2] = 0x0f;
     b[2 + 5] = 0x88;
-    deq(FY_Q_Q4_0, b, 18, y, 32);
+    deq(FY_DT_Q4_0, b, 18, y, 32);
     assert_true(y[0] == 14.0f && y[16] == -16.0f && y[5] == 0.0f && y[21] == 0.0f);
     put16(b, 0xbc00); /* d = -1: q = 8 gives -0, as d*(q-8) does */
-    deq(FY_Q_Q4_0, b, 18, y, 32);
+    deq(FY_DT_Q4_0, b, 18, y, 32);
     assert_true(y[5] == 0.0f && signbit(y[5]) && y[0] == -7.0f);
 
     /* Q4_1: w = d*q + m. */
@@ -95,7 +97,7 @@ static void test_32_weight_blocks(void **state)
     put16(b, 0x3400);
     put16(b + 2, 0xbc00);
     b[4] = 0xf3;
-    deq(FY_Q_Q4_1, b, 20, y, 32);
+    deq(FY_DT_Q4_1, b, 20, y, 32);
     assert_true(y[0] == -0.25f && y[16] == 2.75f && y[1] == -1.0f);
 
     /* Q5_0: bit k of the u32 qh is bit 4 of weight k; w = d*(q-16). */
@@ -105,7 +107,7 @@ static void test_32_weight_blocks(void **state)
     b[4] = 0x01; /* qh bit 16 */
     b[5] = 0x80; /* qh bit 31 */
     b[6] = 0x21; /* weight 0: 1, weight 16: 2 */
-    deq(FY_Q_Q5_0, b, 22, y, 32);
+    deq(FY_DT_Q5_0, b, 22, y, 32);
     assert_true(y[0] == 1.0f && y[16] == 2.0f && y[31] == 0.0f && y[15] == -16.0f);
 
     /* Q5_1: w = d*q + m, qh after d and m. */
@@ -114,7 +116,7 @@ static void test_32_weight_blocks(void **state)
     put16(b + 2, 0x4900);
     b[4] = 0x02;  /* qh bit 1 */
     b[8 + 1] = 3; /* weight 1: 3 | 16 = 19 */
-    deq(FY_Q_Q5_1, b, 24, y, 32);
+    deq(FY_DT_Q5_1, b, 24, y, 32);
     assert_true(y[1] == 19.5f && y[0] == 10.0f && y[17] == 10.0f);
 }
 
@@ -135,7 +137,7 @@ static void test_k_quants(void **state)
     s[0] = 1, s[4] = 2, s[1] = 0xc0, s[5] = 0x40, s[9] = 0x43;
     b[16 + 0] = 0x05;
     b[16 + 64 + 7] = 0xa0;
-    deq(FY_Q_Q4_K, b, 144, y, 256);
+    deq(FY_DT_Q4_K, b, 144, y, 256);
     assert_true(y[0] == 4.0f);         /* 1*1*5 - 0.5*2 */
     assert_true(y[32] == 0.0f);        /* sub-block 1: scale 0, min 0 */
     assert_true(y[5 * 32 + 7] == 500); /* 51*10 - 0.5*20 */
@@ -149,7 +151,7 @@ static void test_k_quants(void **state)
     memcpy(k5, b, 16);
     memcpy(k5 + 48, b + 16, 128);
     k5[16 + 7] = 1 << 5;
-    deq(FY_Q_Q5_K, k5, 176, y, 256);
+    deq(FY_DT_Q5_K, k5, 176, y, 256);
     assert_true(y[0] == 4.0f && y[5 * 32 + 7] == 51 * 26 - 10);
 
     /* Q6_K: [ql 128][qh 64][int8 scales 16][d]. Weight 0: low nibble of
@@ -161,7 +163,7 @@ static void test_k_quants(void **state)
     b[192 + 15] = 100;
     b[0] = 0x07, b[128] = 0x02;   /* q = 7 | 2<<4 = 39 */
     b[127] = 0xf0, b[191] = 0xc0; /* q = 15 | 3<<4 = 63 */
-    deq(FY_Q_Q6_K, b, 210, y, 256);
+    deq(FY_DT_Q6_K, b, 210, y, 256);
     assert_true(y[0] == -7.0f);     /* 0.5 * -2 * 7 */
     assert_true(y[255] == 1550.0f); /* 0.5 * 100 * 31 */
     assert_true(y[1] == 32.0f);     /* 0.5 * -2 * -32 */
@@ -172,14 +174,14 @@ static void test_float_types(void **state)
     (void)state;
     float y[4];
     uint8_t h[8] = {0x00, 0x3c, 0x01, 0x00, 0x00, 0xfc, 0x00, 0x80}; /* 1, 2^-24, -inf, -0 */
-    deq(FY_Q_F16, h, 8, y, 4);
+    deq(FY_DT_F16, h, 8, y, 4);
     assert_true(y[0] == 1.0f && y[1] == ldexpf(1, -24) && isinf(y[2]) && y[2] < 0);
     assert_true(y[3] == 0 && signbit(y[3]));
     uint8_t bf[4] = {0x80, 0x3f, 0x01, 0x00}; /* 1, 2^-133 */
-    deq(FY_Q_BF16, bf, 4, y, 2);
+    deq(FY_DT_BF16, bf, 4, y, 2);
     assert_true(y[0] == 1.0f && y[1] == ldexpf(1, -133));
     uint8_t f[4] = {0x00, 0x00, 0xc0, 0x3f}; /* 1.5 */
-    deq(FY_Q_F32, f, 4, y, 1);
+    deq(FY_DT_F32, f, 4, y, 1);
     assert_true(y[0] == 1.5f);
 }
 
