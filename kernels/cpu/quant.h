@@ -50,4 +50,10 @@
  * Returns 0, or FY_EINVAL (nothing written) for a bad T or N. */
 int fy_q_dequant(fy_dtype t, const void *src, float *dst, size_t n);
 
+/* Quantizes N weights (a multiple of T's block) from SRC into N /
+ * block_weights blocks at DST, each fitted by weighted least squares
+ * (kernels/cpu/quantize.c says how). Deterministic. Returns 0, or FY_EINVAL
+ * (DST unspecified) for a bad T or N, or a weight that is NaN or infinite. */
+int fy_q_quantize(fy_dtype t, const float *src, void *dst, size_t n);
+
 #endif
