@@ -206,6 +206,65 @@ int fy_gguf_w_arr_i32(fy_gguf_writer *w, const char *key, const int32_t *v, size
     return rc;
 }
 
+/* The bytes of V (its type already written), recursively for arrays. */
+static int put_val(fy_buf *b, const fy_gguf_val *v, int depth)
+{
+    switch (v->type) {
+    case FY_GGUF_U8:
+    case FY_GGUF_BOOL:
+        return put_le(b, v->type == FY_GGUF_BOOL ? (uint64_t)v->b : v->u, 1);
+    case FY_GGUF_I8:
+        return put_le(b, (uint64_t)v->i, 1);
+    case FY_GGUF_U16:
+        return put_le(b, v->u, 2);
+    case FY_GGUF_I16:
+        return put_le(b, (uint64_t)v->i, 2);
+    case FY_GGUF_U32:
+        return put_le(b, v->u, 4);
+    case FY_GGUF_I32:
+        return put_le(b, (uint64_t)v->i, 4);
+    case FY_GGUF_F32:
+        return put_le(b, f32_bits((float)v->f), 4);
+    case FY_GGUF_U64:
+        return put_le(b, v->u, 8);
+    case FY_GGUF_I64:
+        return put_le(b, (uint64_t)v->i, 8);
+    case FY_GGUF_F64: {
+        uint64_t u;
+        memcpy(&u, &v->f, sizeof u);
+        return put_le(b, u, 8);
+    }
+    case FY_GGUF_STR:
+        return put_str(b, v->s.p, (size_t)v->s.len);
+    case FY_GGUF_ARR: {
+        if (depth >= FY_GGUF_MAX_DEPTH) {
+            return FY_EINVAL;
+        }
+        int rc = put_le(b, (uint64_t)v->a.type, 4);
+        rc = rc ? rc : put_le(b, v->a.n, 8);
+        for (uint64_t i = 0; rc == 0 && i < v->a.n; i++) {
+            fy_gguf_val e;
+            rc = fy_gguf_arr_get(&v->a, i, &e);
+            rc = rc ? rc : put_val(b, &e, depth + 1);
+        }
+        return rc;
+    }
+    default:
+        return FY_EINVAL;
+    }
+}
+
+int fy_gguf_w_copy(fy_gguf_writer *w, const char *key, const fy_gguf_val *v)
+{
+    size_t len = w->kv.len;
+    int rc = kv_start(w, key, v->type);
+    if (rc == 0 && (rc = put_val(&w->kv, v, 0)) < 0) { /* take the pair back out */
+        w->kv.len = len;
+        free(w->keys[--w->n_kv]);
+    }
+    return rc;
+}
+
 static uint64_t align_up(uint64_t v, uint32_t a)
 {
     return (v + a - 1) & ~(uint64_t)(a - 1);

@@ -15,6 +15,7 @@
 #define FY_ENGINE_GGUF_WRITE_H
 
 #include "kernels/backend.h"
+#include "runner/engine/gguf.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +39,10 @@ int fy_gguf_w_arr_str(fy_gguf_writer *w, const char *key, const char *const *s, 
                       size_t n);
 int fy_gguf_w_arr_f32(fy_gguf_writer *w, const char *key, const float *v, size_t n);
 int fy_gguf_w_arr_i32(fy_gguf_writer *w, const char *key, const int32_t *v, size_t n);
+
+/* Any value read from a GGUF file (gguf.h's view), arrays of arrays
+ * included: how metadata is carried from one file to another. */
+int fy_gguf_w_copy(fy_gguf_writer *w, const char *key, const fy_gguf_val *v);
 
 /* Declares a tensor: NAME (1..64 bytes, unique), TYPE, N_DIMS (1..4) dims
  * with dims[0] the row length (a multiple of TYPE's block). Returns 0,
