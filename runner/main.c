@@ -96,6 +96,9 @@ int main(int argc, char **argv)
     if (strcmp(argv[cmd], "quantize") == 0) {
         return fy_rn_quantize_main(argc - cmd, argv + cmd);
     }
+    if (strcmp(argv[cmd], "perplexity") == 0) {
+        return fy_rn_perplexity_main(argc - cmd, argv + cmd);
+    }
     fprintf(stderr, "ferry-runner: unknown command '%s' (see --help)\n", argv[cmd]);
     return 2;
 }
