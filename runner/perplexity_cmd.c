@@ -95,20 +95,17 @@ int fy_rn_perplexity_main(int argc, char **argv)
     char err[1024];
     char *pos[argc > 0 ? argc : 1];
     int npos = 0;
-    if (fy_args_parse(opts, argc - 1, argv + 1, pos, &npos, err, sizeof err)) {
-        fprintf(stderr, "ferry-runner perplexity: %s\n", err);
-        return 2;
-    }
-    if (help) {
-        printf("Usage: ferry-runner perplexity --model PATH --file TEXT [--ctx N]\n\n"
-               "Prints the perplexity of TEXT under the model, computed as llama.cpp's\n"
-               "llama-perplexity does (chunks of N tokens, each starting with BOS, each\n"
-               "scoring its second half), so figures compare across the two and across\n"
-               "quantizations of one model: run it on the F32 file and on the output of\n"
-               "'ferry-runner quantize' to see what a mix costs.\n\n"
-               "Options:\n");
-        fy_args_usage(stdout, opts);
-        return 0;
+    int rc =
+        fy_args_command(opts, argc, argv, pos, &npos, "ferry-runner perplexity", &help,
+                        "Usage: ferry-runner perplexity --model PATH --file TEXT [--ctx N]\n\n"
+                        "Prints the perplexity of TEXT under the model, computed as llama.cpp's\n"
+                        "llama-perplexity does (chunks of N tokens, each starting with BOS, each\n"
+                        "scoring its second half), so figures compare across the two and across\n"
+                        "quantizations of one model: run it on the F32 file and on the output of\n"
+                        "'ferry-runner quantize' to see what a mix costs.\n\n"
+                        "Options:\n");
+    if (rc >= 0) {
+        return rc;
     }
     if (npos || !model || !file) {
         fprintf(stderr, "ferry-runner perplexity: give --model PATH and --file TEXT\n");
@@ -121,7 +118,7 @@ int fy_rn_perplexity_main(int argc, char **argv)
     }
     char *text = NULL;
     size_t text_len = 0;
-    int rc = fy_file_read(file, PPL_MAX_TEXT, &text, &text_len);
+    rc = fy_file_read(file, PPL_MAX_TEXT, &text, &text_len);
     if (rc) {
         fprintf(stderr, "ferry-runner perplexity: %s: %s\n", file,
                 rc == FY_ETOOBIG ? "larger than 256 MiB" : fy_strerror(rc));

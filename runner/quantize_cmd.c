@@ -49,36 +49,34 @@ int fy_rn_quantize_main(int argc, char **argv)
         {"help", FY_OPT_FLAG, &help, NULL, "show this help"},
         {0},
     };
-    char err[1024];
+    char err[1024], help_text[2048];
     char *pos[argc > 0 ? argc : 1];
     int npos = 0;
-    if (fy_args_parse(opts, argc - 1, argv + 1, pos, &npos, err, sizeof err)) {
-        fprintf(stderr, "ferry-runner quantize: %s\n", err);
-        return 2;
-    }
-    if (help) {
-        printf("Usage: ferry-runner quantize IN OUT.gguf --type %s\n\n"
-               "Writes the model IN (a .gguf file) as OUT.gguf with its weights quantized,\n"
-               "keeping its metadata (architecture, tokenizer, chat template) so ferry,\n"
-               "llama.cpp and Ollama can load it. The mixes choose tensor types as\n"
-               "llama.cpp's llama-quantize does:\n"
-               "  f16     every matrix F16\n"
-               "  q8_0    every matrix Q8_0 (8.5 bits per weight)\n"
-               "  q4_0    Q4_0 (4.5 bits), the output head Q6_K\n"
-               "  q4_k_m  Q4_K (4.5 bits); Q6_K for the output head and for attn_v and\n"
-               "          ffn_down in the first and last eighth of the layers and every\n"
-               "          third one between\n"
-               "  q5_k_m  the same with Q5_K (5.5 bits)\n"
-               "  q6_k    every matrix Q6_K (6.6 bits)\n"
-               "Norms stay F32. A matrix whose rows do not divide into the type's blocks\n"
-               "(256 weights for the K types, 32 for the others) keeps a wider type and\n"
-               "is listed at the end. Quantizing an already quantized file works, but\n"
-               "each pass loses precision: start from F32, F16 or BF16 when you can.\n"
-               "See what a mix costs with 'ferry-runner perplexity'.\n\n"
-               "Options:\n",
-               fy_qmix_names());
-        fy_args_usage(stdout, opts);
-        return 0;
+    snprintf(help_text, sizeof help_text,
+             "Usage: ferry-runner quantize IN OUT.gguf --type %s\n\n"
+             "Writes the model IN (a .gguf file) as OUT.gguf with its weights quantized,\n"
+             "keeping its metadata (architecture, tokenizer, chat template) so ferry,\n"
+             "llama.cpp and Ollama can load it. The mixes choose tensor types as\n"
+             "llama.cpp's llama-quantize does:\n"
+             "  f16     every matrix F16\n"
+             "  q8_0    every matrix Q8_0 (8.5 bits per weight)\n"
+             "  q4_0    Q4_0 (4.5 bits), the output head Q6_K\n"
+             "  q4_k_m  Q4_K (4.5 bits); Q6_K for the output head and for attn_v and\n"
+             "          ffn_down in the first and last eighth of the layers and every\n"
+             "          third one between\n"
+             "  q5_k_m  the same with Q5_K (5.5 bits)\n"
+             "  q6_k    every matrix Q6_K (6.6 bits)\n"
+             "Norms stay F32. A matrix whose rows do not divide into the type's blocks\n"
+             "(256 weights for the K types, 32 for the others) keeps a wider type and\n"
+             "is listed at the end. Quantizing an already quantized file works, but\n"
+             "each pass loses precision: start from F32, F16 or BF16 when you can.\n"
+             "See what a mix costs with 'ferry-runner perplexity'.\n\n"
+             "Options:\n",
+             fy_qmix_names());
+    int rc =
+        fy_args_command(opts, argc, argv, pos, &npos, "ferry-runner quantize", &help, help_text);
+    if (rc >= 0) {
+        return rc;
     }
     fy_qmix mix;
     if (npos != 2 || !type) {
@@ -104,7 +102,7 @@ int fy_rn_quantize_main(int argc, char **argv)
         return 2;
     }
     qprog p = {.tty = isatty(2)};
-    int rc = fy_quantize_gguf(pos[0], pos[1], mix, (int)threads, on_step, &p, err, sizeof err);
+    rc = fy_quantize_gguf(pos[0], pos[1], mix, (int)threads, on_step, &p, err, sizeof err);
     if (rc) {
         if (p.tty) {
             fprintf(stderr, "\n");
