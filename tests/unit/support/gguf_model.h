@@ -9,10 +9,12 @@
 #ifndef FY_TEST_GGUF_MODEL_H
 #define FY_TEST_GGUF_MODEL_H
 
-#include "runner/engine/model.h"
 #include "gguf_writer.h"
+#include "model_fixture.h"
+#include "runner/engine/model.h"
 
 #include <math.h>
+#include <sys/stat.h>
 
 typedef struct {
     const char *arch;     /* general.architecture; NULL: "llama" */
@@ -256,6 +258,30 @@ static inline int gm_write(const char *path, const fy_model *m, const gm_opts *o
     }
     int rc = gw_save(&w, path);
     gw_free(&w);
+    return rc;
+}
+
+/* A small random llama model (vocab 64, hidden 32, FFN 64, one layer, 4
+ * heads, 2 KV heads, seed SEED) written as a Hugging Face directory DIR
+ * (created) and then as the GGUF file PATH with options O (may be NULL).
+ * Returns 0 or -1. */
+static inline int gm_write_small(const char *dir, const char *path, uint32_t seed, const gm_opts *o)
+{
+    fx_shape s = {.vocab = 64,
+                  .hidden = 32,
+                  .inter = 64,
+                  .layers = 1,
+                  .heads = 4,
+                  .kv_heads = 2,
+                  .dt = FY_DT_F32};
+    fy_model *m = NULL;
+    char err[256];
+    if (mkdir(dir, 0700) != 0 || fx_write_model(dir, &s, seed) != 0 ||
+        fy_model_load(dir, &m, err, sizeof err) != 0) {
+        return -1;
+    }
+    int rc = gm_write(path, m, o);
+    fy_model_free(m);
     return rc;
 }
 
