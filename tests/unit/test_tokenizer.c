@@ -16,6 +16,7 @@
 #include "common/fsutil.h"
 #include "runner/engine/tok_internal.h"
 #include "runner/engine/tokenizer.h"
+#include "support/tok_support.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -24,24 +25,6 @@
 #include <time.h>
 
 /* ---- helpers ---------------------------------------------------------------- */
-
-static const char *testdata(const char *rel, char *buf, size_t len)
-{
-    const char *root = getenv("FERRY_TESTDATA");
-    if (!root || !*root) {
-        return NULL;
-    }
-    snprintf(buf, len, "%s/%s", root, rel);
-    return fy_file_exists(buf) ? buf : NULL;
-}
-
-#define NEED_TESTDATA(var, rel)                                                              \
-    char var##_buf[4096];                                                                    \
-    const char *var = testdata(rel, var##_buf, sizeof var##_buf);                            \
-    if (!var) {                                                                              \
-        print_message("skipped: %s not found (set FERRY_TESTDATA to run this test)\n", rel); \
-        skip();                                                                              \
-    }
 
 static fy_tokenizer *load_or_fail(const char *path)
 {
@@ -66,18 +49,6 @@ static fy_tokenizer *load_json(json_t *j)
         fail_msg("load: %s", err);
     }
     return t;
-}
-
-static size_t encode(const fy_tokenizer *t, const char *s, size_t n, int add_special,
-                     int parse_special, int32_t **ids)
-{
-    fy_encode_options o = {add_special, parse_special};
-    size_t k = 0;
-    int rc = fy_tokenizer_encode(t, s, n, &o, ids, &k);
-    if (rc) {
-        fail_msg("encode \"%.*s\": %s", (int)n, s, fy_strerror(rc));
-    }
-    return k;
 }
 
 static void expect_ids(const fy_tokenizer *t, const char *s, const int32_t *want, size_t nwant)
@@ -777,22 +748,8 @@ static void test_stories260k(void **state)
     assert_int_equal(fy_tokenizer_decode(t, c, nc, 1, &out, &len), 0);
     assert_string_equal(out, text);
     free(out);
-    /* Streamed after the prompt, the pieces add up to the same text. */
-    fy_detok *d = fy_detok_new(t, 1);
-    fy_buf acc;
-    fy_buf_init(&acc, 1 << 20);
-    const char *chunk;
-    for (size_t i = 0; i < nc; i++) {
-        assert_int_equal(fy_detok_push(d, c[i], &chunk, &len), 0);
-        assert_true(fy__tok_utf8_valid(chunk, len));
-        assert_int_equal(fy_buf_append(&acc, chunk, len), 0);
-    }
-    assert_int_equal(fy_detok_finish(d, &chunk, &len), 0);
-    assert_int_equal(fy_buf_append(&acc, chunk, len), 0);
-    assert_int_equal(acc.len, strlen(text));
-    assert_memory_equal(acc.data, text, acc.len);
-    fy_buf_free(&acc);
-    fy_detok_free(d);
+    /* Streamed, the pieces add up to the same text. */
+    expect_stream(t, NULL, 0, c, nc, text);
     free(c);
 
     uint64_t rng = 99;
