@@ -37,20 +37,6 @@ static fy_tokenizer *load_or_fail(const char *path)
     return t;
 }
 
-static fy_tokenizer *load_json(json_t *j)
-{
-    char *s = json_dumps(j, JSON_COMPACT);
-    assert_non_null(s);
-    fy_tokenizer *t = NULL;
-    char err[512] = "";
-    int rc = fy__tok_load_mem(s, strlen(s), NULL, &t, err, sizeof err);
-    free(s);
-    if (rc) {
-        fail_msg("load: %s", err);
-    }
-    return t;
-}
-
 static void expect_ids(const fy_tokenizer *t, const char *s, const int32_t *want, size_t nwant)
 {
     int32_t *ids = NULL;
@@ -65,114 +51,6 @@ static void expect_ids(const fy_tokenizer *t, const char *s, const int32_t *want
         fail_msg("encode \"%s\": got%s", s, got);
     }
     free(ids);
-}
-
-/* decode(ids) must equal S[0..N), and so must the streamed chunks, each of
- * them valid UTF-8. Returns 1 when all holds. */
-static int check_decode(const fy_tokenizer *t, const int32_t *ids, size_t nids, const char *s,
-                        size_t n, char *why, size_t whylen)
-{
-    char *out = NULL;
-    size_t len = 0;
-    int rc = fy_tokenizer_decode(t, ids, nids, 0, &out, &len);
-    if (rc || len != n || memcmp(out, s, n) != 0 || out[len] != 0) {
-        snprintf(why, whylen, "decode gave \"%.*s\" (rc %d)", (int)(out ? len : 0), out ? out : "",
-                 rc);
-        free(out);
-        return 0;
-    }
-    free(out);
-    fy_detok *d = fy_detok_new(t, 0);
-    char *acc = malloc(n * 3 + 16);
-    size_t alen = 0;
-    int ok = d && acc;
-    for (size_t i = 0; i <= nids && ok; i++) {
-        const char *chunk;
-        size_t cl;
-        rc = i < nids ? fy_detok_push(d, ids[i], &chunk, &cl) : fy_detok_finish(d, &chunk, &cl);
-        if (rc || !fy__tok_utf8_valid(chunk, cl) || alen + cl > n * 3 + 16) {
-            snprintf(why, whylen, "detok chunk %zu invalid (rc %d)", i, rc);
-            ok = 0;
-            break;
-        }
-        memcpy(acc + alen, chunk, cl);
-        alen += cl;
-    }
-    if (ok && (alen != n || memcmp(acc, s, n) != 0)) {
-        snprintf(why, whylen, "detok gave \"%.*s\"", (int)alen, acc);
-        ok = 0;
-    }
-    free(acc);
-    fy_detok_free(d);
-    return ok;
-}
-
-static void round_trip(const fy_tokenizer *t, const char *s, size_t n)
-{
-    int32_t *ids = NULL;
-    size_t k = encode(t, s, n, 0, 0, &ids);
-    char why[600];
-    int ok = check_decode(t, ids, k, s, n, why, sizeof why);
-    free(ids);
-    if (!ok) {
-        fail_msg("round trip of \"%.*s\" (%zu bytes): %s", (int)n, s, n, why);
-    }
-}
-
-/* Appends the UTF-8 encoding of CP. */
-static size_t put_cp(char *o, uint32_t cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xc0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xe0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        o[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char)(0xf0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    o[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-/* A random valid UTF-8 string of up to MAXCP characters, mixing ASCII words
- * and white space, Latin, Cyrillic, CJK, combining marks and emoji. U+2581
- * is left out: SentencePiece tokenizers decode it as a space (as HF does). */
-static size_t random_text(uint64_t *rng, char *o, size_t maxcp)
-{
-    static const uint32_t ranges[][2] = {
-        {0x20, 0x7e},       {'a', 'z'},       {0x09, 0x0d},        {0x20, 0x20},
-        {0xa0, 0x24f},      {0x400, 0x4ff},   {0x300, 0x36f},      {0x4e00, 0x9fff},
-        {0x1f300, 0x1faff}, {0x2000, 0x206f}, {0x10000, 0x10ffff}, {0xe000, 0xfffd},
-        {0x0, 0x1f},
-    };
-    size_t n = rng_next(rng) % (maxcp + 1), len = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t r = rng_next(rng) % (sizeof ranges / sizeof ranges[0]);
-        uint32_t cp = ranges[r][0] + (uint32_t)(rng_next(rng) % (ranges[r][1] - ranges[r][0] + 1));
-        if ((cp >= 0xd800 && cp <= 0xdfff) || cp == 0x2581) {
-            cp = 'x';
-        }
-        len += put_cp(o + len, cp);
-    }
-    return len;
 }
 
 /* ---- small tokenizers built here ------------------------------------------- */
@@ -548,81 +426,33 @@ static void test_invalid_input(void **state)
 
 /* ---- the reference vectors ------------------------------------------------- */
 
-static char *read_all(const char *path, size_t *len)
-{
-    char *data = NULL;
-    int rc = fy_file_read(path, 64 << 20, &data, len);
-    if (rc) {
-        fail_msg("read %s: %s", path, fy_strerror(rc));
-    }
-    return data;
-}
-
 /* Runs NAME.inp / NAME.out against T; returns how many inputs matched. Every
  * input is also round-tripped and streamed. */
 static int run_vectors(const fy_tokenizer *t, const char *dir, const char *name, int *total)
 {
-    char p[4096];
-    size_t ilen, olen;
-    if (snprintf(p, sizeof p, "%s/%s.inp", dir, name) >= (int)sizeof p) {
-        fail_msg("path too long");
-    }
-    char *inp = read_all(p, &ilen);
-    if (snprintf(p, sizeof p, "%s/%s.out", dir, name) >= (int)sizeof p) {
-        fail_msg("path too long");
-    }
-    char *outs = read_all(p, &olen);
-    static const char sep[] = "\n__ggml_vocab_test__\n";
+    tok_vectors v;
+    tok_vectors_load(&v, dir, name);
     int pass = 0;
-    *total = 0;
-    char *s = inp, *line = outs;
-    for (;;) {
-        char *end = strstr(s, sep);
-        if (!end) {
-            break; /* the file ends with a separator */
-        }
-        char *nl = strchr(line, '\n');
-        if (!nl) {
-            fail_msg("%s.out: fewer lines than inputs", name);
-        }
-        *nl = 0;
+    for (size_t i = 0; i < v.n; i++) {
         int32_t *ids = NULL;
-        size_t n = encode(t, s, (size_t)(end - s), 0, 0, &ids);
-        int32_t want[1024];
-        size_t nw = 0;
-        for (char *q = line; *q;) {
-            char *e2;
-            long v = strtol(q, &e2, 10);
-            if (e2 == q) {
-                break;
-            }
-            if (nw < 1024) {
-                want[nw++] = (int32_t)v;
-            }
-            q = e2;
-        }
-        int ok = n == nw && (n == 0 || memcmp(ids, want, n * sizeof *ids) == 0);
-        if (ok) {
+        size_t n = encode(t, v.s[i], v.len[i], 0, 0, &ids);
+        if (n == v.nwant[i] && (n == 0 || memcmp(ids, v.want[i], n * sizeof *ids) == 0)) {
             pass++;
         } else {
-            char got[256] = "";
-            for (size_t i = 0; i < n && strlen(got) < 200; i++) {
-                snprintf(got + strlen(got), sizeof got - strlen(got), " %d", ids[i]);
-            }
-            print_message("%s vector %d \"%.*s\": got%s, want %s\n", name, *total,
-                          (int)(end - s > 40 ? 40 : end - s), s, got, line);
+            char got[256], want[256];
+            print_message("%s vector %zu \"%.*s\": got%s, want%s\n", name, i,
+                          (int)(v.len[i] > 40 ? 40 : v.len[i]), v.s[i],
+                          ids_str(ids, n, got, sizeof got),
+                          ids_str(v.want[i], v.nwant[i], want, sizeof want));
         }
         char why[600];
-        if (!check_decode(t, ids, n, s, (size_t)(end - s), why, sizeof why)) {
-            fail_msg("%s vector %d round trip: %s", name, *total, why);
+        if (!check_decode(t, ids, n, v.s[i], v.len[i], why, sizeof why)) {
+            fail_msg("%s vector %zu round trip: %s", name, i, why);
         }
         free(ids);
-        (*total)++;
-        s = end + sizeof sep - 1;
-        line = nl + 1;
     }
-    free(inp);
-    free(outs);
+    *total = (int)v.n;
+    tok_vectors_free(&v);
     return pass;
 }
 

@@ -1,8 +1,13 @@
 /* Unit tests for the tokenizer from GGUF metadata (fy_tokenizer_from_gguf).
  *
- * With FERRY_TESTDATA: the SentencePiece vocabularies llama.cpp's tools wrote
- * into stories260K.gguf and tiny256-F32.gguf give llama.cpp's prompt ids
- * (llama_cpp_reference.json) and the ids of stories260K's tokenizer.json. */
+ * With FERRY_TESTDATA: each tokenizer.json of the test data is written into
+ * a GGUF here (tokenizer.ggml.* keys from its vocabulary, merges and added
+ * tokens, as llama.cpp's converter writes them), and the tokenizer read back
+ * from it must be the tokenizer.json one: the same pieces, the reference
+ * vectors and random text to the same ids, the same decoding. Also the
+ * SentencePiece vocabularies llama.cpp's tools wrote into stories260K.gguf
+ * and tiny256-F32.gguf give llama.cpp's prompt ids (llama_cpp_reference.json)
+ * and the ids of stories260K's tokenizer.json. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +19,7 @@
 #include "runner/engine/gguf.h"
 #include "runner/engine/tok_internal.h"
 #include "runner/engine/tokenizer.h"
+#include "support/gguf_writer.h"
 #include "support/tok_support.h"
 
 #include <jansson.h>
@@ -38,6 +44,372 @@ static fy_tokenizer *from_gguf_file(const char *path)
         fail_msg("tokenizer of %s: %s (%s)", path, err, fy_strerror(rc));
     }
     return t;
+}
+
+/* Parses the GGUF W holds and reads its tokenizer; the file and its view
+ * are freed before this returns (the tokenizer keeps nothing of them). */
+static int try_gguf(const gw_writer *w, fy_tokenizer **t, char *err, size_t errlen)
+{
+    uint8_t *file;
+    size_t len;
+    gw_finish(w, &file, &len);
+    fy_gguf *g = NULL;
+    int rc = fy_gguf_parse(file, len, "t.gguf", &g, err, errlen);
+    if (rc) {
+        fail_msg("parse: %s", err);
+    }
+    rc = fy_tokenizer_from_gguf(g, t, err, errlen);
+    fy_gguf_free(g);
+    memset(file, 0xa5, len); /* anything still pointing into it reads junk */
+    free(file);
+    return rc;
+}
+
+static fy_tokenizer *gguf_or_fail(const gw_writer *w)
+{
+    char err[512] = "";
+    fy_tokenizer *t = NULL;
+    if (try_gguf(w, &t, err, sizeof err)) {
+        fail_msg("tokenizer: %s", err);
+    }
+    return t;
+}
+
+/* ---- tokenizer.json -> GGUF, the way llama.cpp's converter writes it -------- */
+
+typedef struct {
+    const char *model; /* tokenizer.ggml.model: "llama" or "gpt2" */
+    const char *pre;   /* tokenizer.ggml.pre; NULL: not written */
+    int32_t bos, eos;  /* -1: not written */
+    int add_bos;       /* -1: not written */
+} conv_opts;
+
+#define NO_SCORE (-1e9f)
+
+/* Writes TJ (a parsed tokenizer.json) as tokenizer.ggml.* keys into W.
+ * Token texts are model.vocab's, renamed by added_tokens (HF's id_to_token);
+ * types: added special tokens control (unk_token: unknown), other added
+ * tokens user-defined, <0xNN> byte for llama, the rest normal. A llama
+ * vocabulary has no merges in GGUF but scores: a token made by merge r
+ * scores -r (SentencePiece's scores order its merges the same way), every
+ * other token NO_SCORE. gpt2 keeps the merges as "left right" strings. */
+static void convert(json_t *tj, const conv_opts *o, gw_writer *w)
+{
+    json_t *m = json_object_get(tj, "model"), *vocab = json_object_get(m, "vocab");
+    json_t *merges = json_object_get(m, "merges"), *added = json_object_get(tj, "added_tokens");
+    const char *unk = json_string_value(json_object_get(m, "unk_token"));
+    int llama = strcmp(o->model, "llama") == 0;
+    assert_true(json_is_object(vocab) && json_is_array(merges));
+    size_t n = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(vocab, key, v)
+    {
+        n = (size_t)json_integer_value(v) + 1 > n ? (size_t)json_integer_value(v) + 1 : n;
+    }
+    for (size_t i = 0; i < json_array_size(added); i++) {
+        size_t id = (size_t)json_integer_value(json_object_get(json_array_get(added, i), "id"));
+        n = id + 1 > n ? id + 1 : n;
+    }
+    const char **text = calloc(n, sizeof *text);
+    int32_t *type = calloc(n, sizeof *type);
+    float *score = calloc(n, sizeof *score);
+    assert_true(text && type && score);
+    json_object_foreach(vocab, key, v)
+    {
+        size_t id = (size_t)json_integer_value(v);
+        text[id] = key;
+        type[id] = llama && strlen(key) == 6 && strncmp(key, "<0x", 3) == 0 ? 6 : 1;
+        score[id] = NO_SCORE;
+    }
+    for (size_t i = 0; i < json_array_size(added); i++) {
+        json_t *a = json_array_get(added, i);
+        size_t id = (size_t)json_integer_value(json_object_get(a, "id"));
+        text[id] = json_string_value(json_object_get(a, "content"));
+        int special = json_is_true(json_object_get(a, "special"));
+        type[id] = !special ? 4 : unk && strcmp(text[id], unk) == 0 ? 2 : 3;
+        score[id] = NO_SCORE;
+    }
+    for (size_t i = 0; i < n; i++) {
+        assert_non_null(text[i]); /* the test data has no gaps */
+    }
+    /* Each merge as "left right", and (llama) its rank as its token's score. */
+    size_t nm = json_array_size(merges);
+    char **ms = calloc(nm ? nm : 1, sizeof *ms);
+    assert_non_null(ms);
+    for (size_t r = 0; r < nm; r++) {
+        json_t *e = json_array_get(merges, r);
+        const char *a = json_string_value(json_is_array(e) ? json_array_get(e, 0) : e);
+        const char *b = json_is_array(e) ? json_string_value(json_array_get(e, 1)) : "";
+        assert_non_null(a);
+        ms[r] = malloc(strlen(a) + strlen(b) + 2);
+        assert_non_null(ms[r]);
+        snprintf(ms[r], strlen(a) + strlen(b) + 2, "%s%s%s", a, *b ? " " : "", b);
+        if (llama) {
+            char *joined = strdup(ms[r]), *sp = strchr(joined, ' ');
+            assert_non_null(sp);
+            memmove(sp, sp + 1, strlen(sp));
+            json_t *id = json_object_get(vocab, joined);
+            assert_non_null(id);
+            if (score[json_integer_value(id)] == NO_SCORE) {
+                score[json_integer_value(id)] = -(float)r;
+            }
+            free(joined);
+        }
+    }
+    gw_kv_str(w, "tokenizer.ggml.model", o->model);
+    if (o->pre) {
+        gw_kv_str(w, "tokenizer.ggml.pre", o->pre);
+    }
+    gw_arr(w, "tokenizer.ggml.tokens", FY_GGUF_STR, n);
+    for (size_t i = 0; i < n; i++) {
+        gw_str(w, text[i]);
+    }
+    if (llama) {
+        gw_arr(w, "tokenizer.ggml.scores", FY_GGUF_F32, n);
+        for (size_t i = 0; i < n; i++) {
+            gw_f32(w, score[i]);
+        }
+    }
+    gw_arr(w, "tokenizer.ggml.token_type", FY_GGUF_I32, n);
+    for (size_t i = 0; i < n; i++) {
+        gw_i32(w, type[i]);
+    }
+    if (!llama) {
+        gw_arr(w, "tokenizer.ggml.merges", FY_GGUF_STR, nm);
+        for (size_t r = 0; r < nm; r++) {
+            gw_str(w, ms[r]);
+        }
+    }
+    if (o->bos >= 0) {
+        gw_kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)o->bos);
+    }
+    if (o->eos >= 0) {
+        gw_kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)o->eos);
+    }
+    if (o->add_bos >= 0) {
+        gw_kv_bool(w, "tokenizer.ggml.add_bos_token", o->add_bos);
+    }
+    for (size_t r = 0; r < nm; r++) {
+        free(ms[r]);
+    }
+    free(ms);
+    free(text);
+    free(type);
+    free(score);
+}
+
+/* The tokenizer of the GGUF written from TJ with O. */
+static fy_tokenizer *convert_tok(json_t *tj, const conv_opts *o)
+{
+    gw_writer w;
+    gw_init(&w);
+    convert(tj, o, &w);
+    fy_tokenizer *t = gguf_or_fail(&w);
+    gw_free(&w);
+    return t;
+}
+
+/* T and H hold the same tokens: texts, decoded bytes, specialness. */
+static void same_vocab(const fy_tokenizer *t, const fy_tokenizer *h)
+{
+    assert_int_equal(fy_tokenizer_vocab_size(t), fy_tokenizer_vocab_size(h));
+    for (int32_t id = 0; id < fy_tokenizer_vocab_size(t); id++) {
+        assert_string_equal(fy_tokenizer_piece(t, id), fy_tokenizer_piece(h, id));
+        size_t a, b;
+        const char *pa = fy_tokenizer_token_bytes(t, id, &a),
+                   *pb = fy_tokenizer_token_bytes(h, id, &b);
+        assert_int_equal(a, b);
+        assert_memory_equal(pa, pb, a);
+        assert_int_equal(fy_tokenizer_is_special(t, id), fy_tokenizer_is_special(h, id));
+    }
+}
+
+/* S[0..N) encodes to the same ids through T and H (the ids in *IDS, *N_OUT). */
+static void same_ids(const fy_tokenizer *t, const fy_tokenizer *h, const char *s, size_t n,
+                     int add_special, int parse_special)
+{
+    int32_t *a = NULL, *b = NULL;
+    size_t na = encode(t, s, n, add_special, parse_special, &a);
+    size_t nb = encode(h, s, n, add_special, parse_special, &b);
+    if (na != nb || (na && memcmp(a, b, na * sizeof *a) != 0)) {
+        char ga[256], gb[256];
+        fail_msg("\"%.*s\": GGUF gives%s, tokenizer.json%s", (int)(n > 60 ? 60 : n), s,
+                 ids_str(a, na, ga, sizeof ga), ids_str(b, nb, gb, sizeof gb));
+    }
+    char why[600];
+    if (!parse_special && !add_special && !check_decode(t, a, na, s, n, why, sizeof why)) {
+        fail_msg("round trip of \"%.*s\": %s", (int)n, s, why);
+    }
+    free(a);
+    free(b);
+}
+
+static json_t *load_tj(const char *path)
+{
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) {
+        fail_msg("%s: %s", path, je.text);
+    }
+    return j;
+}
+
+/* The tokenizer.json REL and the GGUF written from it agree on the
+ * vocabulary, every vector of VEC (which must give the reference ids) and
+ * SEED's random texts. */
+static void same_as_json(const char *rel, const conv_opts *o, const char *vec, uint64_t seed)
+{
+    NEED_TESTDATA(path, rel);
+    NEED_TESTDATA(dir, "tokenizers/vectors");
+    json_t *tj = load_tj(path);
+    fy_tokenizer *h = load_json(tj);
+    fy_tokenizer *t = convert_tok(tj, o);
+    same_vocab(t, h);
+    tok_vectors v;
+    tok_vectors_load(&v, dir, vec);
+    assert_int_equal(v.n, 46);
+    for (size_t i = 0; i < v.n; i++) {
+        same_ids(t, h, v.s[i], v.len[i], 0, 0);
+        int32_t *ids = NULL;
+        size_t n = encode(t, v.s[i], v.len[i], 0, 0, &ids);
+        assert_int_equal(n, v.nwant[i]);
+        assert_memory_equal(ids, v.want[i], n * sizeof *ids);
+        free(ids);
+    }
+    tok_vectors_free(&v);
+    char buf[96 * 4 + 1];
+    for (int i = 0; i < 300; i++) {
+        size_t len = random_text(&seed, buf, 96);
+        same_ids(t, h, buf, len, 0, 0);
+    }
+    fy_tokenizer_free(t);
+    fy_tokenizer_free(h);
+    json_decref(tj);
+}
+
+static void test_llama2_as_gguf(void **state)
+{
+    (void)state;
+    conv_opts o = {"llama", NULL, 1, 2, -1};
+    same_as_json("tokenizers/llama2/tokenizer.json", &o, "llama-spm", 0x5eedull);
+}
+
+static void test_gpt2_as_gguf(void **state)
+{
+    (void)state;
+    conv_opts o = {"gpt2", "gpt-2", 50256, 50256, 0};
+    same_as_json("tokenizers/gpt2/tokenizer.json", &o, "gpt-2", 0xfeedull);
+}
+
+/* GPT-2's vocabulary under another pre-tokenizer: the GGUF naming it and the
+ * tokenizer.json spelling HF's (or llama.cpp's) patterns out as Split steps. */
+static void gpt2_with_pre(const char *pre, const char *const *re, int n_re, int ignore_merges,
+                          uint64_t seed)
+{
+    NEED_TESTDATA(path, "tokenizers/gpt2/tokenizer.json");
+    NEED_TESTDATA(dir, "tokenizers/vectors");
+    json_t *tj = load_tj(path);
+    json_t *seq = json_array();
+    for (int i = 0; i < n_re; i++) {
+        json_array_append_new(seq, json_pack("{s:s, s:{s:s}, s:s, s:b}", "type", "Split", "pattern",
+                                             "Regex", re[i], "behavior", "Isolated", "invert", 0));
+    }
+    json_array_append_new(seq, json_pack("{s:s, s:b, s:b}", "type", "ByteLevel", "add_prefix_space",
+                                         0, "use_regex", 0));
+    json_object_set_new(tj, "pre_tokenizer",
+                        json_pack("{s:s, s:o}", "type", "Sequence", "pretokenizers", seq));
+    json_object_set_new(json_object_get(tj, "model"), "ignore_merges", json_boolean(ignore_merges));
+    fy_tokenizer *h = load_json(tj);
+    conv_opts o = {"gpt2", pre, 50256, 50256, -1};
+    fy_tokenizer *t = convert_tok(tj, &o);
+    tok_vectors v;
+    tok_vectors_load(&v, dir, "gpt-2");
+    for (size_t i = 0; i < v.n; i++) {
+        same_ids(t, h, v.s[i], v.len[i], 0, 0);
+    }
+    tok_vectors_free(&v);
+    char buf[96 * 4 + 1];
+    for (int i = 0; i < 300; i++) {
+        size_t len = random_text(&seed, buf, 96);
+        same_ids(t, h, buf, len, 0, 0);
+    }
+    /* BOS: llama-bpe adds it by default, the others do not. */
+    int32_t *ids = NULL;
+    size_t n = encode(t, "Hi", 2, 1, 0, &ids);
+    assert_int_equal(n, ignore_merges ? 2 : 1);
+    assert_int_equal(ids[0] == 50256, ignore_merges);
+    free(ids);
+    fy_tokenizer_free(t);
+    fy_tokenizer_free(h);
+    json_decref(tj);
+}
+
+static void test_gpt2_pre_llama_bpe(void **state)
+{
+    (void)state;
+    /* Llama 3's tokenizer.json pattern, case-insensitive group and all. */
+    static const char *re[] = {
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+        "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"};
+    gpt2_with_pre("llama-bpe", re, 1, 1, 0x11);
+}
+
+static void test_gpt2_pre_qwen2(void **state)
+{
+    (void)state;
+    static const char *re[] = {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+                               "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"};
+    gpt2_with_pre("qwen2", re, 1, 0, 0x22);
+}
+
+static void test_gpt2_pre_default(void **state)
+{
+    (void)state;
+    /* llama.cpp's chain for BPE files that name no pre-tokenizer. */
+    static const char *re[] = {
+        "[\\p{P}\\$\\+<=>\\^~\\|]+",
+        "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+        "\\p{N}+",
+        "[0-9][0-9][0-9]",
+    };
+    gpt2_with_pre("default", re, 4, 0, 0x33);
+    gpt2_with_pre(NULL, re, 4, 0, 0x44);
+}
+
+/* stories260K's tokenizer.json as a GGUF equals both the tokenizer.json and
+ * the GGUF llama.cpp wrote (its own scores), specials and BOS included. */
+static void test_stories260k_as_gguf(void **state)
+{
+    (void)state;
+    NEED_TESTDATA(path, "models/stories260K/tokenizer.json");
+    NEED_TESTDATA(real, "models/stories260K/stories260K.gguf");
+    json_t *tj = load_tj(path);
+    fy_tokenizer *h = load_json(tj);
+    fy_tokenizer *r = from_gguf_file(real);
+    conv_opts o = {"llama", NULL, 1, 2, -1};
+    fy_tokenizer *t = convert_tok(tj, &o);
+    same_vocab(t, h);
+    same_vocab(r, h);
+    static const char *cases[] = {"Once upon a time", "The little dog", "<s>Hi</s> there",
+                                  " two  spaces\n\nand lines", "caf\xc3\xa9 \xe2\x82\xac 42"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (int sp = 0; sp < 4; sp++) {
+            same_ids(t, h, cases[i], strlen(cases[i]), sp & 1, sp >> 1);
+            same_ids(r, h, cases[i], strlen(cases[i]), sp & 1, sp >> 1);
+        }
+    }
+    uint64_t seed = 260;
+    char buf[64 * 4 + 1];
+    for (int i = 0; i < 300; i++) {
+        size_t len = random_text(&seed, buf, 64);
+        same_ids(t, h, buf, len, 1, 0);
+        same_ids(r, h, buf, len, 1, 0);
+    }
+    fy_tokenizer_free(t);
+    fy_tokenizer_free(r);
+    fy_tokenizer_free(h);
+    json_decref(tj);
 }
 
 /* ---- the GGUF files of the test data ----------------------------------------- */
@@ -124,8 +496,10 @@ static void test_tiny256_gguf(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stories260k_gguf),
-        cmocka_unit_test(test_tiny256_gguf),
+        cmocka_unit_test(test_stories260k_gguf),    cmocka_unit_test(test_tiny256_gguf),
+        cmocka_unit_test(test_stories260k_as_gguf), cmocka_unit_test(test_llama2_as_gguf),
+        cmocka_unit_test(test_gpt2_as_gguf),        cmocka_unit_test(test_gpt2_pre_llama_bpe),
+        cmocka_unit_test(test_gpt2_pre_qwen2),      cmocka_unit_test(test_gpt2_pre_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
