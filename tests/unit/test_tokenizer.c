@@ -171,12 +171,7 @@ static void test_spm_small(void **state)
         round_trip(t, " leading space", strlen(" leading space"));
         round_trip(t, "emoji \xf0\x9f\xa6\x99 and \xc3\xa9",
                    strlen("emoji \xf0\x9f\xa6\x99 and \xc3\xa9"));
-        uint64_t rng = 0x9e3779b97f4a7c15ull;
-        char buf[64 * 4 + 1];
-        for (int i = 0; i < 300; i++) {
-            size_t len = random_text(&rng, buf, 64);
-            round_trip(t, buf, len);
-        }
+        round_trips(t, 0x9e3779b97f4a7c15ull, 300, 64);
         fy_tokenizer_free(t);
     }
 }
@@ -276,12 +271,7 @@ static void test_bytelevel_small(void **state)
     free(ids);
     assert_int_equal(fy_tokenizer_eos(t), -1); /* no </s>-like special, no config */
     round_trip(t, "Hello, WORLD! 123456 \n\n  x", strlen("Hello, WORLD! 123456 \n\n  x"));
-    uint64_t rng = 12345;
-    char buf[64 * 4 + 1];
-    for (int i = 0; i < 300; i++) {
-        size_t len = random_text(&rng, buf, 64);
-        round_trip(t, buf, len);
-    }
+    round_trips(t, 12345, 300, 64);
     fy_tokenizer_free(t);
 }
 
@@ -475,11 +465,7 @@ static void vectors_for(const char *tok_rel, const char *name, uint64_t seed)
     print_message("%s: %d/%d vectors match\n", name, pass, total);
     assert_int_equal(total, 46);
     assert_int_equal(pass, total);
-    char buf[96 * 4 + 1];
-    for (int i = 0; i < 400; i++) {
-        size_t len = random_text(&seed, buf, 96);
-        round_trip(t, buf, len);
-    }
+    round_trips(t, seed, 400, 96);
     fy_tokenizer_free(t);
 }
 
@@ -582,12 +568,7 @@ static void test_stories260k(void **state)
     expect_stream(t, NULL, 0, c, nc, text);
     free(c);
 
-    uint64_t rng = 99;
-    char buf[64 * 4 + 1];
-    for (int i = 0; i < 200; i++) {
-        size_t l = random_text(&rng, buf, 64);
-        round_trip(t, buf, l);
-    }
+    round_trips(t, 99, 200, 64);
     json_decref(j);
     fy_tokenizer_free(t);
 }

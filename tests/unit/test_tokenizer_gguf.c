@@ -23,6 +23,7 @@
 #include "support/tok_support.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,379 @@ static fy_tokenizer *gguf_or_fail(const gw_writer *w)
         fail_msg("tokenizer: %s", err);
     }
     return t;
+}
+
+/* ---- a small vocabulary written here (always run) -------------------------- */
+
+/* <unk> <s> </s>, the 256 byte tokens (ids 3..258), then these. */
+static const struct {
+    const char *text;
+    float score;
+    int type;
+} PIECES[] = {
+    {"\xe2\x96\x81h", -1, 1},      /* 259 */
+    {"ll", -2, 1},                 /* 260 */
+    {"\xe2\x96\x81he", -3, 1},     /* 261 */
+    {"llo", -4, 1},                /* 262 */
+    {"\xe2\x96\x81hello", -5, 1},  /* 263 */
+    {"or", -6, 1},                 /* 264 */
+    {"\xe2\x96\x81w", -7, 1},      /* 265 */
+    {"\xe2\x96\x81wor", -8, 1},    /* 266 */
+    {"ld", -9, 1},                 /* 267 */
+    {"\xe2\x96\x81world", -10, 1}, /* 268 */
+    {"\xe2\x96\x81", -100, 1},     /* 269 */
+    {"h", -101, 1},                /* 270 */
+    {"e", -102, 1},                /* 271 */
+    {"l", -103, 1},                /* 272 */
+    {"o", -104, 1},                /* 273 */
+    {"w", -105, 1},                /* 274 */
+    {"r", -106, 1},                /* 275 */
+    {"d", -107, 1},                /* 276 */
+    {"<|user|>", 0, 4},            /* 277 */
+    {"<|ctl|>", 0, 3},             /* 278 */
+    {"a", -108, 1},                /* 279 */
+    {"b", -109, 1},                /* 280 */
+    {"c", -110, 1},                /* 281 */
+    {"ab", -20, 1},                /* 282 */
+    {"bc", -19, 1},                /* 283: scores higher than "ab", so "abc" is a + bc */
+    {"lld", 0, 5},                 /* 284: unused, scoring above "ll" + "d" */
+};
+#define GG_NONE 0xffffffffll /* a special id meaning "none" */
+#define N_SMALL (259 + (int)(sizeof PIECES / sizeof PIECES[0]))
+
+/* Tri-state flags: UNSET leaves the key out. */
+enum { UNSET, NO, YES };
+
+/* What small() writes; all zero is the valid file, cases change one thing. */
+typedef struct {
+    const char *model;             /* tokenizer.ggml.model; NULL: "llama" */
+    const char *pre;               /* tokenizer.ggml.pre, NULL: not written */
+    const char *extra;             /* a token appended (type normal, score 0), or NULL */
+    size_t extra_len;              /* its bytes; 0: strlen */
+    int scores_delta, types_delta; /* entries more than (or fewer than) the tokens */
+    int no_scores, nan_at;         /* nan_at > 0: that score is NaN */
+    int type_at, type;             /* type != 0: token TYPE_AT gets TYPE */
+    int64_t bos, eos;              /* 0: not written */
+    int add_bos, add_eos, prefix;  /* UNSET, NO, YES */
+    int add_bos_u32;               /* add_bos_token written as a u32 */
+    const char *const *merges;     /* gpt2: the merges written */
+    int n_merges;
+} small_spec;
+
+static void kv_flag(gw_writer *w, const char *key, int v)
+{
+    if (v != UNSET) {
+        gw_kv_bool(w, key, v == YES);
+    }
+}
+
+static void small(const small_spec *sp, gw_writer *w)
+{
+    int n = N_SMALL + (sp->extra != NULL);
+    gw_kv_str(w, "tokenizer.ggml.model", sp->model ? sp->model : "llama");
+    if (sp->pre) {
+        gw_kv_str(w, "tokenizer.ggml.pre", sp->pre);
+    }
+    gw_arr(w, "tokenizer.ggml.tokens", FY_GGUF_STR, (uint64_t)n);
+    gw_str(w, "<unk>");
+    gw_str(w, "<s>");
+    gw_str(w, "</s>");
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        gw_str(w, name);
+    }
+    for (int i = 0; i < N_SMALL - 259; i++) {
+        gw_str(w, PIECES[i].text);
+    }
+    if (sp->extra) {
+        gw_strn(w, sp->extra, sp->extra_len ? sp->extra_len : strlen(sp->extra));
+    }
+    if (!sp->no_scores) {
+        gw_arr(w, "tokenizer.ggml.scores", FY_GGUF_F32, (uint64_t)(n + sp->scores_delta));
+        for (int i = 0; i < n + sp->scores_delta; i++) {
+            float f = i >= 259 && i < N_SMALL ? PIECES[i - 259].score : 0;
+            gw_f32(w, i == sp->nan_at && sp->nan_at ? NAN : f);
+        }
+    }
+    gw_arr(w, "tokenizer.ggml.token_type", FY_GGUF_I32, (uint64_t)(n + sp->types_delta));
+    for (int i = 0; i < n + sp->types_delta; i++) {
+        int ty = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : i < N_SMALL ? PIECES[i - 259].type : 1;
+        gw_i32(w, sp->type && i == sp->type_at ? sp->type : ty);
+    }
+    if (sp->merges) {
+        gw_arr(w, "tokenizer.ggml.merges", FY_GGUF_STR, (uint64_t)sp->n_merges);
+        for (int i = 0; i < sp->n_merges; i++) {
+            gw_str(w, sp->merges[i]);
+        }
+    }
+    if (sp->bos) {
+        gw_kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)sp->bos);
+    }
+    if (sp->eos) {
+        gw_kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)sp->eos);
+    }
+    if (sp->add_bos_u32) {
+        gw_kv_u32(w, "tokenizer.ggml.add_bos_token", 1);
+    }
+    kv_flag(w, "tokenizer.ggml.add_bos_token", sp->add_bos);
+    kv_flag(w, "tokenizer.ggml.add_eos_token", sp->add_eos);
+    kv_flag(w, "tokenizer.ggml.add_space_prefix", sp->prefix);
+}
+
+static fy_tokenizer *small_tok(const small_spec *sp)
+{
+    gw_writer w;
+    gw_init(&w);
+    small(sp, &w);
+    fy_tokenizer *t = gguf_or_fail(&w);
+    gw_free(&w);
+    return t;
+}
+
+static void expect(const fy_tokenizer *t, const char *s, int add_special, int parse_special,
+                   const int32_t *want, size_t nwant)
+{
+    int32_t *ids = NULL;
+    size_t n = encode(t, s, strlen(s), add_special, parse_special, &ids);
+    if (n != nwant || (n && memcmp(ids, want, n * sizeof *ids) != 0)) {
+        char got[256], exp[256];
+        fail_msg("\"%s\": got%s, want%s", s, ids_str(ids, n, got, sizeof got),
+                 ids_str(want, nwant, exp, sizeof exp));
+    }
+    free(ids);
+}
+
+#define EXPECT(t, s, as, ps, ...)                                    \
+    do {                                                             \
+        static const int32_t want_[] = {__VA_ARGS__};                \
+        expect(t, s, as, ps, want_, sizeof want_ / sizeof want_[0]); \
+    } while (0)
+
+static void expect_decode(const fy_tokenizer *t, const int32_t *ids, size_t n, int skip,
+                          const char *want)
+{
+    char *out = NULL;
+    size_t len = 0;
+    assert_int_equal(fy_tokenizer_decode(t, ids, n, skip, &out, &len), 0);
+    assert_string_equal(out, want);
+    free(out);
+}
+
+static void test_small_spm(void **state)
+{
+    (void)state;
+    small_spec sp = {0};
+    fy_tokenizer *t = small_tok(&sp);
+    assert_int_equal(fy_tokenizer_vocab_size(t), N_SMALL);
+    assert_int_equal(fy_tokenizer_bos(t), 1);
+    assert_int_equal(fy_tokenizer_eos(t), 2);
+    assert_true(fy_tokenizer_is_special(t, 0));
+    assert_true(fy_tokenizer_is_special(t, 1));
+    assert_true(fy_tokenizer_is_special(t, 278));
+    assert_false(fy_tokenizer_is_special(t, 277)); /* user-defined */
+    assert_false(fy_tokenizer_is_special(t, 263));
+    assert_string_equal(fy_tokenizer_piece(t, 263), "\xe2\x96\x81hello");
+    assert_int_equal(fy_tokenizer_token_id(t, "<|ctl|>"), 278);
+
+    EXPECT(t, "hello world", 0, 0, 263, 268);
+    EXPECT(t, "hello world", 1, 0, 1, 263, 268); /* BOS by default, no EOS */
+    EXPECT(t, "abc", 0, 0, 269, 279, 283);       /* the higher score merges first */
+    EXPECT(t, "hi", 0, 0, 259, 3 + 'i');         /* byte fallback */
+    EXPECT(t, "\xc3\xa9", 0, 0, 269, 3 + 0xc3, 3 + 0xa9);
+    EXPECT(t, "<|user|>hello", 0, 0, 277, 263); /* user-defined: always whole */
+    EXPECT(t, "<|ctl|>hello", 0, 1, 278, 263);  /* control: only when parsing specials */
+    EXPECT(t, "<s>hello", 1, 1, 1, 1, 263);
+    int32_t *ids = NULL;
+    size_t n = encode(t, "<|ctl|>", 7, 0, 0, &ids);
+    assert_true(n > 1);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_not_equal(ids[i], 278);
+    }
+    free(ids);
+    /* An unused piece is never made out of text, though its halves are there. */
+    EXPECT(t, "lld", 0, 0, 269, 260, 276);
+    const int32_t hw[] = {1, 263, 268, 2};
+    expect_decode(t, hw, 4, 1, "hello world");
+    expect_decode(t, hw, 4, 0, "<s> hello world</s>");
+    expect_decode(t, hw + 1, 2, 0, "hello world");
+    const int32_t bytes[] = {269, 3 + 0xc3, 3 + 0xa9, 278};
+    expect_decode(t, bytes, 4, 1, "\xc3\xa9");
+    expect_stream(t, NULL, 0, hw, 4, "hello world");
+    round_trips(t, 7, 300, 48);
+    fy_tokenizer_free(t);
+}
+
+static void test_small_flags(void **state)
+{
+    (void)state;
+    small_spec sp = {0};
+    sp.add_bos = NO;
+    sp.add_eos = YES;
+    sp.prefix = NO;
+    fy_tokenizer *t = small_tok(&sp);
+    EXPECT(t, "hello", 1, 0, 270, 271, 262, 2); /* no "▁" prefix, no BOS, EOS */
+    const int32_t ids[] = {270, 271, 262, 265, 2};
+    expect_decode(t, ids, 5, 1, "hello w"); /* no leading space to strip */
+    fy_tokenizer_free(t);
+
+    sp = (small_spec){0};
+    sp.bos = 2;
+    sp.eos = GG_NONE;
+    t = small_tok(&sp);
+    assert_int_equal(fy_tokenizer_bos(t), 2);
+    assert_int_equal(fy_tokenizer_eos(t), -1);
+    EXPECT(t, "hello", 1, 0, 2, 263);
+    fy_tokenizer_free(t);
+
+    /* Empty token texts (llama.cpp tolerates them) are no duplicates, and decode to nothing. */
+    sp = (small_spec){0};
+    sp.extra = "";
+    t = small_tok(&sp);
+    assert_int_equal(fy_tokenizer_vocab_size(t), N_SMALL + 1);
+    const int32_t e[] = {263, N_SMALL, 268};
+    expect_decode(t, e, 3, 0, "hello world");
+    fy_tokenizer_free(t);
+}
+
+/* gpt2 with merges given here: "l l", "ll o" over the same pieces. */
+static void test_small_gpt2(void **state)
+{
+    (void)state;
+    static const char *const merges[] = {"l l", "ll o", "h e"};
+    small_spec sp = {0};
+    sp.model = "gpt2";
+    sp.pre = "gpt-2";
+    sp.no_scores = 1;
+    sp.merges = merges;
+    sp.n_merges = 2;
+    sp.extra = "he";
+    fy_tokenizer *t = small_tok(&sp);
+    EXPECT(t, "hello", 1, 0, 270, 271, 262); /* no BOS by default; "h e" is not a merge here */
+    assert_int_equal(fy_tokenizer_bos(t), -1);
+    fy_tokenizer_free(t);
+    sp.n_merges = 3;
+    t = small_tok(&sp);
+    EXPECT(t, "hello", 0, 0, N_SMALL, 262);
+    fy_tokenizer_free(t);
+}
+
+/* ---- refusals ---------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    small_spec sp;
+    int rc;
+    const char *msg; /* a part of the message after "t.gguf: " */
+} refusal;
+
+#define GPT2_MERGES(...)                                             \
+    .model = "gpt2", .no_scores = 1, .merges = (const char *const[]) \
+    {                                                                \
+        __VA_ARGS__                                                  \
+    }
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    const refusal cases[] = {
+        {"model", {.model = "bert"}, FY_ENOTSUP, "tokenizer.ggml.model: \"bert\" is not supported"},
+        {"pre",
+         {GPT2_MERGES("l l"), .n_merges = 1, .pre = "tekken"},
+         FY_ENOTSUP,
+         "tokenizer.ggml.pre: pre-tokenizer \"tekken\" is not supported"},
+        {"scores short",
+         {.scores_delta = -1},
+         FY_EPARSE,
+         "tokenizer.ggml.scores: 284 entries for 285 tokens"},
+        {"types long",
+         {.types_delta = 1},
+         FY_EPARSE,
+         "tokenizer.ggml.token_type: 286 entries for 285 tokens"},
+        {"no scores", {.no_scores = 1}, FY_ENOENT, "tokenizer.ggml.scores"},
+        {"nan score", {.nan_at = 260}, FY_EPARSE, "tokenizer.ggml.scores[260]: not a number"},
+        {"type",
+         {.type_at = 5, .type = 7},
+         FY_EPARSE,
+         "tokenizer.ggml.token_type[5]: 7 is not a token type"},
+        {"byte name",
+         {.type_at = 259, .type = 6},
+         FY_EPARSE,
+         "tokenizer.ggml.token_type[259]: a byte token must read <0xNN>"},
+        {"duplicate",
+         {.extra = "ll"},
+         FY_EPARSE,
+         "tokenizer.ggml.tokens[285]: \"ll\" is token 260 too"},
+        {"utf8", {.extra = "a\xff"}, FY_EPARSE, "tokenizer.ggml.tokens[285]: not valid UTF-8"},
+        {"nul",
+         {.extra = "a\0b", .extra_len = 3},
+         FY_EPARSE,
+         "tokenizer.ggml.tokens[285]: not valid UTF-8"},
+        {"bos range",
+         {.bos = 285},
+         FY_EPARSE,
+         "tokenizer.ggml.bos_token_id: 285 is not a token id (the vocabulary has 285)"},
+        {"eos range",
+         {.eos = 100000},
+         FY_EPARSE,
+         "tokenizer.ggml.eos_token_id: 100000 is not a token id"},
+        {"add_bos type",
+         {.add_bos_u32 = 1},
+         FY_EPARSE,
+         "tokenizer.ggml.add_bos_token: expected a bool, not u32"},
+        {"add_bos no bos",
+         {.add_bos = YES, .bos = GG_NONE},
+         FY_EPARSE,
+         "tokenizer.ggml.add_bos_token: true, but the file names no BOS token"},
+        {"merge side",
+         {GPT2_MERGES("l l", "ll zz"), .n_merges = 2},
+         FY_EPARSE,
+         "tokenizer.ggml.merges[1]: \"zz\" is not a token"},
+        {"merge result",
+         {GPT2_MERGES("h o"), .n_merges = 1},
+         FY_EPARSE,
+         "tokenizer.ggml.merges[0]: \"ho\" is not a token"},
+        {"merge shape",
+         {GPT2_MERGES("ll"), .n_merges = 1},
+         FY_EPARSE,
+         "tokenizer.ggml.merges[0]: \"ll\" is not \"left right\""},
+        {"no merges", {.model = "gpt2", .no_scores = 1}, FY_ENOENT, "tokenizer.ggml.merges"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gw_writer w;
+        gw_init(&w);
+        small(&cases[i].sp, &w);
+        char err[512] = "";
+        fy_tokenizer *t = (fy_tokenizer *)&w; /* must be reset to NULL on failure */
+        int rc = try_gguf(&w, &t, err, sizeof err);
+        gw_free(&w);
+        if (rc != cases[i].rc || t != NULL || strncmp(err, "t.gguf: ", 8) != 0 ||
+            !strstr(err, cases[i].msg)) {
+            fail_msg("%s: rc %d (%s), \"%s\"; want %d and \"%s\"", cases[i].name, rc,
+                     fy_strerror(rc), err, cases[i].rc, cases[i].msg);
+        }
+    }
+}
+
+/* Overlong tokens: past TOK_MAX_TOKEN_BYTES. */
+static void test_refuse_long_token(void **state)
+{
+    (void)state;
+    char *big = malloc(TOK_MAX_TOKEN_BYTES + 2);
+    assert_non_null(big);
+    memset(big, 'x', TOK_MAX_TOKEN_BYTES + 1);
+    big[TOK_MAX_TOKEN_BYTES + 1] = 0;
+    small_spec sp = {0};
+    sp.extra = big;
+    gw_writer w;
+    gw_init(&w);
+    small(&sp, &w);
+    char err[512] = "";
+    fy_tokenizer *t = NULL;
+    assert_int_equal(try_gguf(&w, &t, err, sizeof err), FY_ETOOBIG);
+    assert_non_null(strstr(err, "tokenizer.ggml.tokens[285]: longer than 4096 bytes"));
+    gw_free(&w);
+    free(big);
 }
 
 /* ---- tokenizer.json -> GGUF, the way llama.cpp's converter writes it -------- */
@@ -496,10 +870,13 @@ static void test_tiny256_gguf(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stories260k_gguf),    cmocka_unit_test(test_tiny256_gguf),
-        cmocka_unit_test(test_stories260k_as_gguf), cmocka_unit_test(test_llama2_as_gguf),
-        cmocka_unit_test(test_gpt2_as_gguf),        cmocka_unit_test(test_gpt2_pre_llama_bpe),
-        cmocka_unit_test(test_gpt2_pre_qwen2),      cmocka_unit_test(test_gpt2_pre_default),
+        cmocka_unit_test(test_small_spm),          cmocka_unit_test(test_small_flags),
+        cmocka_unit_test(test_small_gpt2),         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_refuse_long_token),  cmocka_unit_test(test_stories260k_gguf),
+        cmocka_unit_test(test_tiny256_gguf),       cmocka_unit_test(test_stories260k_as_gguf),
+        cmocka_unit_test(test_llama2_as_gguf),     cmocka_unit_test(test_gpt2_as_gguf),
+        cmocka_unit_test(test_gpt2_pre_llama_bpe), cmocka_unit_test(test_gpt2_pre_qwen2),
+        cmocka_unit_test(test_gpt2_pre_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -290,4 +290,16 @@ static inline fy_tokenizer *load_json(json_t *j)
     return t;
 }
 
+/* COUNT random texts of up to MAXCP (at most 128) characters from SEED, each
+ * round-tripped through T. */
+static inline void round_trips(const fy_tokenizer *t, uint64_t seed, int count, size_t maxcp)
+{
+    char buf[128 * 4 + 1];
+    assert_true(maxcp <= 128);
+    for (int i = 0; i < count; i++) {
+        size_t len = random_text(&seed, buf, maxcp);
+        round_trip(t, buf, len);
+    }
+}
+
 #endif
