@@ -297,64 +297,64 @@ static void test_names_and_packed(void **state)
 
 /* --- Refusals ------------------------------------------------------------------------------ */
 
-static void kv_yarn(gw_file *w, const char *arch)
+static void kv_yarn(gw_writer *w, const char *arch)
 {
     char k[96];
     snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
     gw_kv_str(w, k, "yarn");
 }
 
-static void kv_partial_rotary(gw_file *w, const char *arch)
+static void kv_partial_rotary(gw_writer *w, const char *arch)
 {
     (void)arch;
     gw_kv_u32(w, "llama.rope.dimension_count", 4);
 }
 
-static void kv_experts(gw_file *w, const char *arch)
+static void kv_experts(gw_writer *w, const char *arch)
 {
     (void)arch;
     gw_kv_u32(w, "llama.expert_count", 8);
 }
 
-static void kv_bad_eos(gw_file *w, const char *arch)
+static void kv_bad_eos(gw_writer *w, const char *arch)
 {
     (void)arch;
     gw_kv_u32(w, "tokenizer.ggml.eot_token_id", 64);
 }
 
-static void kv_bos_string(gw_file *w, const char *arch)
+static void kv_bos_string(gw_writer *w, const char *arch)
 {
     (void)arch;
     gw_kv_str(w, "tokenizer.ggml.eom_token_id", "2");
 }
 
-static void kv_per_layer(gw_file *w, const char *arch)
+static void kv_per_layer(gw_writer *w, const char *arch)
 {
     (void)arch;
     int32_t v[2] = {4, 4};
     gw_kv_i32s(w, "llama.attention.value_length", v, 2);
 }
 
-static void kv_tokens_short(gw_file *w, const char *arch)
+static void kv_tokens_short(gw_writer *w, const char *arch)
 {
     (void)arch;
     const char *t[3] = {"a", "b", "c"};
     gw_kv_strs(w, "tokenizer.ggml.tokens", t, 3);
 }
 
-static void kv_vocab_size(gw_file *w, const char *arch)
+static void kv_vocab_size(gw_writer *w, const char *arch)
 {
     (void)arch;
     gw_kv_u64(w, "llama.vocab_size", 65);
 }
 
-static void kv_kv_heads(gw_file *w, const char *arch)
+static void kv_kv_heads(gw_writer *w, const char *arch)
 {
     (void)arch;
     gw_kv_u32(w, "llama.feed_forward_length_x", 1); /* harmless unknown key */
 }
 
-static void kv_eps_negative(gw_file *w, const char *arch)
+static void kv_eps_negative(gw_writer *w, const char *arch)
 {
     (void)arch;
     gw_kv_f32(w, "llama.attention.layer_norm_rms_epsilon", -1.0f);
@@ -498,12 +498,13 @@ static void test_refusals_raw(void **state)
     assert_true(strncmp(err, path, strlen(path)) == 0);
     assert_non_null(strstr(err, "not a GGUF file"));
     tmp_path(path, sizeof path, "cut.gguf");
-    gw_file w;
-    gw_init(&w, 3, 32);
+    gw_writer w;
+    gw_init(&w);
     gw_kv_str(&w, "general.architecture", "llama");
     gw_tensor(&w, "token_embd.weight", GW_F32, 2, (uint64_t[]){32, 64}, NULL, 32 * 64 * 4);
     size_t n;
-    uint8_t *b = gw_bytes(&w, &n);
+    uint8_t *b;
+    gw_finish(&w, &b, &n);
     f = fopen(path, "wb");
     assert_int_equal(fwrite(b, 1, n - 100, f), n - 100);
     fclose(f);

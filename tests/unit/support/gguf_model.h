@@ -32,7 +32,7 @@ typedef struct {
     uint32_t retype_to;   /* ggml type */
     const char *extra;    /* an extra 1-D F32 tensor of 32 weights */
     const char *skip_key; /* a metadata key left out */
-    void (*more_kv)(gw_file *w, const char *arch); /* keys appended after the rest */
+    void (*more_kv)(gw_writer *w, const char *arch); /* keys appended after the rest */
 } gm_opts;
 
 static inline float gm_get(const fy_tensor *t, int64_t i)
@@ -90,7 +90,7 @@ static inline void *gm_encode(const float *x, size_t n, uint32_t type, size_t *b
 /* Writes T (ROWS x COLS, or a vector when VEC) as NAME of ggml TYPE;
  * PERM_HD > 0 permutes rows within heads of PERM_HD rows into adjacent
  * pairs (new row 2i + j of a head = old row j * PERM_HD/2 + i). */
-static inline void gm_put(gw_file *w, const gm_opts *o, const char *name, const fy_tensor *t,
+static inline void gm_put(gw_writer *w, const gm_opts *o, const char *name, const fy_tensor *t,
                           int vec, uint32_t type, int perm_hd)
 {
     if (o->skip && strcmp(o->skip, name) == 0) {
@@ -125,7 +125,7 @@ static inline void gm_put(gw_file *w, const gm_opts *o, const char *name, const 
     free(x);
 }
 
-static inline void gm_meta_u32(gw_file *w, const gm_opts *o, const char *arch, const char *suffix,
+static inline void gm_meta_u32(gw_writer *w, const gm_opts *o, const char *arch, const char *suffix,
                                uint32_t v)
 {
     char k[160];
@@ -144,8 +144,8 @@ static inline int gm_write(const char *path, const fy_model *m, const gm_opts *o
     const char *arch = o->arch ? o->arch : "llama";
     int llama = strcmp(arch, "llama") == 0;
     uint32_t wt = o->wtype;
-    gw_file w;
-    gw_init(&w, o->version ? o->version : 3, o->align ? o->align : 32);
+    gw_writer w;
+    gw_init_as(&w, o->version ? o->version : 3, o->align ? o->align : 32);
     if (!o->skip_key || strcmp(o->skip_key, "general.architecture") != 0) {
         gw_kv_str(&w, "general.architecture", arch);
     }

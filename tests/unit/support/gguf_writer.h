@@ -1,17 +1,22 @@
-/* gguf_writer.h: writes GGUF files for tests (metadata of every scalar
- * type, string and number arrays, tensors with their bytes at any
- * alignment), so a test builds exactly the file, or the corruption, it
+/* gguf_writer.h: writes GGUF files for tests, growable (for files far larger
+ * than test_gguf.c's fixed-size corruption cases): metadata of every scalar
+ * type, arrays (whole, or element by element), and tensors with their bytes
+ * at any alignment, so a test builds exactly the file, or the corruption, it
  * needs. Header-only; allocation failures abort (tests only).
  *
- *   gw_file w;
- *   gw_init(&w, 3, 32);
- *   gw_kv_str(&w, "general.architecture", "llama");
- *   gw_tensor(&w, "token_embd.weight", FY_GGUF_T_F32, 2, (uint64_t[]){64, 512}, data, bytes);
- *   gw_save(&w, path);
+ *   gw_writer w;
+ *   gw_init(&w);                        GGUF v3, alignment 32 (gw_init_as: others)
+ *   gw_kv_str(&w, "tokenizer.ggml.model", "llama");
+ *   gw_arr(&w, "tokenizer.ggml.tokens", FY_GGUF_STR, n);  then n gw_str()
+ *   gw_tensor(&w, "token_embd.weight", GW_F32, 2, (uint64_t[]){64, 512}, data, bytes);
+ *   gw_finish(&w, &file, &len);         the whole file, malloc'd; or gw_save(&w, path)
  *   gw_free(&w);
  *
- * Tensors' data offsets are assigned in the order they are added, each at
- * the next multiple of the alignment, as llama.cpp writes them. */
+ * Keys are written in call order; an array's elements go straight after its
+ * gw_arr(), with no other key between. Tensors' data offsets are assigned
+ * in the order they are added, each at the next multiple of the alignment,
+ * as llama.cpp writes them. A non-default alignment is not written as
+ * general.alignment unless the caller adds that key. */
 #ifndef FY_TEST_GGUF_WRITER_H
 #define FY_TEST_GGUF_WRITER_H
 
@@ -44,11 +49,11 @@ typedef struct {
 
 typedef struct {
     uint32_t version, align;
-    gw_buf kv, info, data;
+    gw_buf kv, info, data; /* the metadata, the tensor infos, the data section */
     uint64_t n_kv, n_tensors;
-} gw_file;
+} gw_writer;
 
-static inline void gw_put(gw_buf *b, const void *p, size_t n)
+static inline void gw__put(gw_buf *b, const void *p, size_t n)
 {
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
@@ -68,29 +73,34 @@ static inline void gw_put(gw_buf *b, const void *p, size_t n)
     b->n += n;
 }
 
-static inline void gw_le(gw_buf *b, uint64_t v, int n)
+static inline void gw__le(gw_buf *b, uint64_t v, int n)
 {
     uint8_t c[8];
     for (int i = 0; i < n; i++) {
         c[i] = (uint8_t)(v >> (8 * i));
     }
-    gw_put(b, c, (size_t)n);
+    gw__put(b, c, (size_t)n);
 }
 
-static inline void gw_str(gw_buf *b, const char *s, size_t n)
+static inline void gw__str(gw_buf *b, const char *s, size_t n)
 {
-    gw_le(b, n, 8);
-    gw_put(b, s, n);
+    gw__le(b, n, 8);
+    gw__put(b, s, n);
 }
 
-static inline void gw_init(gw_file *w, uint32_t version, uint32_t align)
+static inline void gw_init_as(gw_writer *w, uint32_t version, uint32_t align)
 {
     memset(w, 0, sizeof *w);
     w->version = version;
     w->align = align;
 }
 
-static inline void gw_free(gw_file *w)
+static inline void gw_init(gw_writer *w)
+{
+    gw_init_as(w, 3, FY_GGUF_DEFAULT_ALIGNMENT);
+}
+
+static inline void gw_free(gw_writer *w)
 {
     free(w->kv.p);
     free(w->info.p);
@@ -98,132 +108,158 @@ static inline void gw_free(gw_file *w)
     memset(w, 0, sizeof *w);
 }
 
-/* A key and its type; the caller appends the value to w->kv. */
-static inline void gw_key(gw_file *w, const char *key, uint32_t type)
+/* Raw little-endian bytes, a string, an f32 or an i32 into the metadata
+ * (a value or an array element). */
+static inline void gw_le(gw_writer *w, uint64_t v, int n)
 {
-    gw_str(&w->kv, key, strlen(key));
-    gw_le(&w->kv, type, 4);
+    gw__le(&w->kv, v, n);
+}
+
+static inline void gw_strn(gw_writer *w, const char *s, size_t n)
+{
+    gw__str(&w->kv, s, n);
+}
+
+static inline void gw_str(gw_writer *w, const char *s)
+{
+    gw_strn(w, s, strlen(s));
+}
+
+static inline void gw_f32(gw_writer *w, float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    gw_le(w, u, 4);
+}
+
+static inline void gw_i32(gw_writer *w, int32_t v)
+{
+    gw_le(w, (uint32_t)v, 4);
+}
+
+/* A key and its type; the value follows. */
+static inline void gw_key(gw_writer *w, const char *key, fy_gguf_type type)
+{
+    gw_str(w, key);
+    gw_le(w, type, 4);
     w->n_kv++;
 }
 
-static inline void gw_kv_u32(gw_file *w, const char *key, uint32_t v)
+static inline void gw_kv_u32(gw_writer *w, const char *key, uint32_t v)
 {
     gw_key(w, key, FY_GGUF_U32);
-    gw_le(&w->kv, v, 4);
+    gw_le(w, v, 4);
 }
 
-static inline void gw_kv_i32(gw_file *w, const char *key, int32_t v)
+static inline void gw_kv_i32(gw_writer *w, const char *key, int32_t v)
 {
     gw_key(w, key, FY_GGUF_I32);
-    gw_le(&w->kv, (uint32_t)v, 4);
+    gw_i32(w, v);
 }
 
-static inline void gw_kv_u64(gw_file *w, const char *key, uint64_t v)
+static inline void gw_kv_u64(gw_writer *w, const char *key, uint64_t v)
 {
     gw_key(w, key, FY_GGUF_U64);
-    gw_le(&w->kv, v, 8);
+    gw_le(w, v, 8);
 }
 
-static inline void gw_kv_f32(gw_file *w, const char *key, float v)
+static inline void gw_kv_f32(gw_writer *w, const char *key, float v)
 {
-    uint32_t u;
-    memcpy(&u, &v, 4);
     gw_key(w, key, FY_GGUF_F32);
-    gw_le(&w->kv, u, 4);
+    gw_f32(w, v);
 }
 
-static inline void gw_kv_bool(gw_file *w, const char *key, int v)
+static inline void gw_kv_bool(gw_writer *w, const char *key, int v)
 {
     gw_key(w, key, FY_GGUF_BOOL);
-    gw_le(&w->kv, v ? 1 : 0, 1);
+    gw_le(w, v ? 1 : 0, 1);
 }
 
-static inline void gw_kv_str(gw_file *w, const char *key, const char *v)
+static inline void gw_kv_strn(gw_writer *w, const char *key, const char *s, size_t n)
 {
     gw_key(w, key, FY_GGUF_STR);
-    gw_str(&w->kv, v, strlen(v));
+    gw_strn(w, s, n);
 }
 
-static inline void gw_kv_strs(gw_file *w, const char *key, const char *const *v, size_t n)
+static inline void gw_kv_str(gw_writer *w, const char *key, const char *s)
+{
+    gw_kv_strn(w, key, s, strlen(s));
+}
+
+/* Starts an array of N elements of ELEM; the caller writes them next. */
+static inline void gw_arr(gw_writer *w, const char *key, fy_gguf_type elem, uint64_t n)
 {
     gw_key(w, key, FY_GGUF_ARR);
-    gw_le(&w->kv, FY_GGUF_STR, 4);
-    gw_le(&w->kv, n, 8);
+    gw_le(w, elem, 4);
+    gw_le(w, n, 8);
+}
+
+static inline void gw_kv_strs(gw_writer *w, const char *key, const char *const *v, size_t n)
+{
+    gw_arr(w, key, FY_GGUF_STR, n);
     for (size_t i = 0; i < n; i++) {
-        gw_str(&w->kv, v[i], strlen(v[i]));
+        gw_str(w, v[i]);
     }
 }
 
-static inline void gw_kv_f32s(gw_file *w, const char *key, const float *v, size_t n)
+static inline void gw_kv_i32s(gw_writer *w, const char *key, const int32_t *v, size_t n)
 {
-    gw_key(w, key, FY_GGUF_ARR);
-    gw_le(&w->kv, FY_GGUF_F32, 4);
-    gw_le(&w->kv, n, 8);
+    gw_arr(w, key, FY_GGUF_I32, n);
     for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &v[i], 4);
-        gw_le(&w->kv, u, 4);
-    }
-}
-
-static inline void gw_kv_i32s(gw_file *w, const char *key, const int32_t *v, size_t n)
-{
-    gw_key(w, key, FY_GGUF_ARR);
-    gw_le(&w->kv, FY_GGUF_I32, 4);
-    gw_le(&w->kv, n, 8);
-    for (size_t i = 0; i < n; i++) {
-        gw_le(&w->kv, (uint32_t)v[i], 4);
+        gw_i32(w, v[i]);
     }
 }
 
 /* A tensor of ggml type TYPE with N_DIMS dims (dims[0] the row length) and
  * its BYTES bytes of DATA (NULL: zeros). */
-static inline void gw_tensor(gw_file *w, const char *name, uint32_t type, uint32_t n_dims,
+static inline void gw_tensor(gw_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                              const uint64_t *dims, const void *data, size_t bytes)
 {
     while (w->data.n % w->align) {
-        gw_le(&w->data, 0, 1);
+        gw__le(&w->data, 0, 1);
     }
-    gw_str(&w->info, name, strlen(name));
-    gw_le(&w->info, n_dims, 4);
+    gw__str(&w->info, name, strlen(name));
+    gw__le(&w->info, n_dims, 4);
     for (uint32_t i = 0; i < n_dims; i++) {
-        gw_le(&w->info, dims[i], 8);
+        gw__le(&w->info, dims[i], 8);
     }
-    gw_le(&w->info, type, 4);
-    gw_le(&w->info, w->data.n, 8);
+    gw__le(&w->info, type, 4);
+    gw__le(&w->info, w->data.n, 8);
     if (data) {
-        gw_put(&w->data, data, bytes);
+        gw__put(&w->data, data, bytes);
     } else {
         for (size_t i = 0; i < bytes; i++) {
-            gw_le(&w->data, 0, 1);
+            gw__le(&w->data, 0, 1);
         }
     }
     w->n_tensors++;
 }
 
-/* The whole file, into a new buffer (*LEN bytes; caller frees). */
-static inline uint8_t *gw_bytes(const gw_file *w, size_t *len)
+/* The whole file in *FILE (malloc'd, the caller frees it), *LEN bytes. W
+ * stays valid and may take more. */
+static inline void gw_finish(const gw_writer *w, uint8_t **file, size_t *len)
 {
     gw_buf b = {0};
-    gw_put(&b, "GGUF", 4);
-    gw_le(&b, w->version, 4);
-    gw_le(&b, w->n_tensors, 8);
-    gw_le(&b, w->n_kv, 8);
-    gw_put(&b, w->kv.p, w->kv.n);
-    gw_put(&b, w->info.p, w->info.n);
-    while (b.n % w->align) {
-        gw_le(&b, 0, 1);
+    gw__put(&b, "GGUF", 4);
+    gw__le(&b, w->version, 4);
+    gw__le(&b, w->n_tensors, 8);
+    gw__le(&b, w->n_kv, 8);
+    gw__put(&b, w->kv.p, w->kv.n);
+    gw__put(&b, w->info.p, w->info.n);
+    while (w->n_tensors && b.n % w->align) {
+        gw__le(&b, 0, 1);
     }
-    gw_put(&b, w->data.p, w->data.n);
+    gw__put(&b, w->data.p, w->data.n);
+    *file = b.p;
     *len = b.n;
-    return b.p;
 }
 
 /* Writes the file to PATH. Returns 0 or -1. */
-static inline int gw_save(const gw_file *w, const char *path)
+static inline int gw_save(const gw_writer *w, const char *path)
 {
+    uint8_t *p;
     size_t n;
-    uint8_t *p = gw_bytes(w, &n);
+    gw_finish(w, &p, &n);
     FILE *f = fopen(path, "wb");
     int rc = f && fwrite(p, 1, n, f) == n ? 0 : -1;
     if (f && fclose(f) != 0) {
