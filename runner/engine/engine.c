@@ -1096,7 +1096,11 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
                        "block types yet: serve this model with --device cpu",
                        o->model_dir, m->packed, fy_dtype_name(m->packed_dtype));
     }
-    rc = fy_tokenizer_load(o->tokenizer ? o->tokenizer : o->model_dir, &e->tok, err, errlen);
+    if (!o->tokenizer && m->gguf) {
+        rc = fy_tokenizer_from_gguf(m->gguf, &e->tok, err, errlen);
+    } else {
+        rc = fy_tokenizer_load(o->tokenizer ? o->tokenizer : o->model_dir, &e->tok, err, errlen);
+    }
     if (rc < 0) {
         return rc;
     }

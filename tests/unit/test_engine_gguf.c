@@ -1,4 +1,6 @@
 /* The engine on GGUF files (CPU backend), driven from a libuv loop.
+ *   - every file's own vocabulary (the engine's tokenizer when none is
+ *     given) tokenizes the reference prompts to the reference's ids;
  *   - stories260K.gguf gives exactly expected_greedy.json's 196 ids and
  *     text, as the safetensors copy does (unit.test_engine);
  *   - each tiny256-*.gguf written by llama.cpp (F32, Q8_0, Q4_0, Q4_K_M,
@@ -152,8 +154,19 @@ static void test_stories_gguf_greedy(void **state)
     const char *text = json_string_value(json_object_get(exp, "completion_text"));
     assert_non_null(text);
     rig r;
-    rig_open(&r, model, dir);
+    rig_open(&r, model, NULL);                               /* the GGUF's own tokenizer */
     assert_string_equal(fy_engine_model_name(r.e), "llama"); /* its general.name */
+    /* The GGUF's vocabulary tokenizes the prompt to the reference's ids, BOS first. */
+    const char *ptext = json_string_value(json_object_get(exp, "prompt"));
+    assert_non_null(ptext);
+    int32_t *ids = NULL;
+    size_t nids = 0;
+    fy_encode_options eo = {.add_special = 1};
+    assert_int_equal(
+        fy_tokenizer_encode(fy_engine_tokenizer(r.e), ptext, strlen(ptext), &eo, &ids, &nids), 0);
+    assert_int_equal(nids, g.n_prompt);
+    assert_memory_equal(ids, g.prompt, nids * sizeof *ids);
+    free(ids);
     static out_t o;
     fy_sampling s = greedy(g.n_ids, -1);
     s.ignore_eos = 0;
@@ -230,6 +243,16 @@ static void ref_case_load(json_t *c, const fy_tokenizer *tok, ref_case *rc)
     for (size_t i = 0; i < json_array_size(p); i++) {
         rc->prompt[rc->n_prompt++] = (int32_t)json_integer_value(json_array_get(p, i));
     }
+    /* The file's own vocabulary gives llama.cpp's prompt ids, BOS first. */
+    const char *ptext = json_string_value(json_object_get(c, "prompt"));
+    int32_t *ids = NULL;
+    size_t nids = 0;
+    fy_encode_options eo = {.add_special = 1};
+    assert_non_null(ptext);
+    assert_int_equal(fy_tokenizer_encode(tok, ptext, strlen(ptext), &eo, &ids, &nids), 0);
+    assert_int_equal(nids, rc->n_prompt);
+    assert_memory_equal(ids, rc->prompt, nids * sizeof *ids);
+    free(ids);
     for (size_t i = 0; i < json_array_size(t); i++) {
         json_t *row = json_array_get(t, i);
         assert_int_equal(json_array_size(row), TOPN);
@@ -331,7 +354,7 @@ static int agreed_steps(const ref_case *rc, const out_t *g)
     return j;
 }
 
-static void check_file(const char *file, json_t *cases, const char *tokdir)
+static void check_file(const char *file, json_t *cases)
 {
     char model[1024], rel[256];
     snprintf(rel, sizeof rel, "gguf/%s", file);
@@ -340,7 +363,7 @@ static void check_file(const char *file, json_t *cases, const char *tokdir)
     }
     double tol = tol_for(file), worst = 0;
     rig r;
-    rig_open(&r, model, tokdir);
+    rig_open(&r, model, NULL);
     for (size_t ci = 0; ci < json_array_size(cases); ci++) {
         ref_case rc;
         ref_case_load(json_array_get(cases, ci), fy_engine_tokenizer(r.e), &rc);
@@ -399,9 +422,8 @@ static void check_file(const char *file, json_t *cases, const char *tokdir)
 static void test_tiny256_vs_llama_cpp(void **state)
 {
     (void)state;
-    char ref[1024], tokdir[1024];
-    if (!testdata("gguf/llama_cpp_reference.json", ref, sizeof ref) ||
-        !testdata("models/stories260K", tokdir, sizeof tokdir)) {
+    char ref[1024];
+    if (!testdata("gguf/llama_cpp_reference.json", ref, sizeof ref)) {
         skip();
     }
     json_error_t jerr;
@@ -413,14 +435,14 @@ static void test_tiny256_vs_llama_cpp(void **state)
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         json_t *cases = json_object_get(all, files[i]);
         assert_int_equal(json_array_size(cases), 2);
-        check_file(files[i], cases, tokdir);
+        check_file(files[i], cases);
     }
     /* stories260K.gguf in the same reference: its F32 greedy ids. */
     char model[1024];
     if (testdata("models/stories260K/stories260K.gguf", model, sizeof model)) {
         json_t *cases = json_object_get(all, "stories260K-F32.gguf");
         rig r;
-        rig_open(&r, model, tokdir);
+        rig_open(&r, model, NULL);
         for (size_t ci = 0; ci < json_array_size(cases); ci++) {
             ref_case rc;
             ref_case_load(json_array_get(cases, ci), fy_engine_tokenizer(r.e), &rc);
