@@ -643,7 +643,13 @@ int fy_model_load(const char *dir, fy_model **out, char *err, size_t errlen)
         return rc < 0 ? rc : fy__model_gguf_load(om.blob, om.name, out, err, errlen);
     }
     struct stat st;
-    if (stat(dir, &st) == 0 && S_ISREG(st.st_mode)) {
+    if (stat(dir, &st) != 0) {
+        return fy_fail(err, errlen, FY_ENOENT,
+                       "%s: no such file or directory (a model is a Hugging Face directory, a "
+                       "GGUF file or ollama:NAME[:TAG])",
+                       dir);
+    }
+    if (S_ISREG(st.st_mode)) {
         return fy__model_gguf_load(dir, NULL, out, err, errlen);
     }
     fy_model *m = calloc(1, sizeof *m);
