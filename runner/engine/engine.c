@@ -994,6 +994,11 @@ const fy_tokenizer *fy_engine_tokenizer(const fy_engine *e)
     return e->tok;
 }
 
+const fy_model *fy_engine_model(const fy_engine *e)
+{
+    return e->model;
+}
+
 const char *fy_engine_model_name(const fy_engine *e)
 {
     return e->model->name;
@@ -1083,7 +1088,19 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
     if (rc < 0) {
         return rc;
     }
-    rc = fy_tokenizer_load(o->tokenizer ? o->tokenizer : o->model_dir, &e->tok, err, errlen);
+    const fy_model *m = e->model;
+    if (o->device && strncmp(o->device, "cuda", 4) == 0 && m->packed[0]) {
+        /* Refused here, before any memory is placed, not at the first matmul. */
+        return fy_fail(err, errlen, FY_ENOTSUP,
+                       "%s: tensor '%s' is %s, and the CUDA backend has no kernels for ggml "
+                       "block types yet: serve this model with --device cpu",
+                       o->model_dir, m->packed, fy_dtype_name(m->packed_dtype));
+    }
+    if (!o->tokenizer && m->gguf) {
+        rc = fy_tokenizer_from_gguf(m->gguf, &e->tok, err, errlen);
+    } else {
+        rc = fy_tokenizer_load(o->tokenizer ? o->tokenizer : o->model_dir, &e->tok, err, errlen);
+    }
     if (rc < 0) {
         return rc;
     }
