@@ -7,7 +7,7 @@
  *     RoPE scaling, GGUF v2, alignments 1, 2, 8 and 64 (misaligned F32
  *     tensors are copied);
  *   - qwen3's q/k norms and rope_freqs.weight are read (the forward pass
- *     with them is checked against PyTorch in engine_ref.gguf_torch);
+ *     with them is checked against PyTorch in engine_ref.torch);
  *   - names: general.name, else the file's stem;
  *   - a table of broken files, each refused with its message (the file,
  *     the key or tensor, the reason);
@@ -247,7 +247,7 @@ static void test_qwen3_and_rope_freqs(void **state)
         assert_int_equal(m->layers[l].q_norm.cols, 8);
         assert_null(m->layers[l].q_bias.data);
     }
-    float *lq = logits_of(m); /* runs; its values are engine_ref.gguf_torch's business */
+    float *lq = logits_of(m); /* runs; its values are engine_ref.torch's business */
     free(lq);
     fy_model_free(m);
 
