@@ -237,6 +237,70 @@ MMX_FN void mmx_quant_tile(uint8_t *dst, const float *x, size_t ldx, int ntok, i
     }
 }
 
+/* --- Float panels ---------------------------------------------------------------------- */
+
+/* 8 x 8 transpose of R[0..8) in place. */
+MMX_INLINE void mmx_tr8(__m256 r[8])
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* mm.h's fy__mm_pack_f: 8 rows x 8 weights at a time, converted on load and
+ * transposed in registers; rows past the matrix are zero. */
+MMX_FN void mmx_pack_f(float *dst, const fy_tensor *w, int64_t r0, int nr, int64_t k0, int kc)
+{
+    fy_dtype dt = w->dtype;
+    size_t es = fy_dtype_size(dt), K = (size_t)w->cols;
+    int kv = kc / 8 * 8;
+    for (int j0 = 0; j0 < nr; j0 += 8) {
+        const uint8_t *row[8];
+        int live[8];
+        for (int j = 0; j < 8; j++) {
+            int64_t r = r0 + j0 + j;
+            live[j] = r < w->rows;
+            row[j] = (const uint8_t *)w->data + ((size_t)(live[j] ? r : r0) * K + (size_t)k0) * es;
+        }
+        for (int k = 0; k < kv; k += 8) {
+            __m256 v[8];
+            for (int j = 0; j < 8; j++) {
+                v[j] = live[j] ? mmx_ld8(row[j], dt, k) : _mm256_setzero_ps();
+            }
+            mmx_tr8(v);
+            for (int i = 0; i < 8; i++) {
+                _mm256_storeu_ps(dst + (size_t)(k + i) * nr + j0, v[i]);
+            }
+        }
+        for (int k = kv; k < kc; k++) {
+            for (int j = 0; j < 8; j++) {
+                float f = 0.0f;
+                if (live[j] && dt == FY_DT_F32) {
+                    memcpy(&f, row[j] + (size_t)k * 4, 4);
+                } else if (live[j]) {
+                    uint16_t h;
+                    memcpy(&h, row[j] + (size_t)k * 2, 2);
+                    f = dt == FY_DT_F16 ? _cvtsh_ss(h) : fy_bf16_to_f32(h);
+                }
+                dst[(size_t)k * nr + j0 + j] = f;
+            }
+        }
+    }
+}
+
 /* --- Dot kernels: float types ---------------------------------------------------------- */
 
 /* R rows x NT tokens, 8 weights at a time, one accumulator per pair. */
@@ -721,7 +785,8 @@ MMX_FN void mmx_gemmq(const uint8_t *p, const uint8_t *xt, int mrx, int nsb, int
             [FY_DT_Q8_0] = mmx_dot_q8_0, [FY_DT_Q4_0] = mmx_dot_q4_0, [FY_DT_Q4_1] = mmx_dot_q4_1, \
             [FY_DT_Q5_0] = mmx_dot_q5_0, [FY_DT_Q5_1] = mmx_dot_q5_1, [FY_DT_Q4_K] = mmx_dot_q4_k, \
             [FY_DT_Q5_K] = mmx_dot_q5_k, [FY_DT_Q6_K] = mmx_dot_q6_k},                             \
-    .quant_a = mmx_quant_a, .quant_b = mmx_quant_b, .quant_tile = mmx_quant_tile
+    .quant_a = mmx_quant_a, .quant_b = mmx_quant_b, .quant_tile = mmx_quant_tile,                  \
+    .pack_f = mmx_pack_f
 
 #ifndef MMX_NO_GEMM
 /* The whole table of a 256-bit path (AVX2, AVX-VNNI). */
