@@ -566,6 +566,14 @@ static int quantize_hf(const char *dir, const char *out, fy_qmix mix, int thread
         (rc = hf_chat_template(dir, &tmpl, &tmpl_len, err, errlen))) {
         goto out;
     }
+    if (fy_tokenizer_vocab_size(tok) > c->vocab_size) {
+        rc = FY_EINVAL;
+        snprintf(err, errlen,
+                 "%s: tokenizer.json has %d tokens but config.json's vocab_size is %d: the "
+                 "model has no embedding for the last ones",
+                 dir, fy_tokenizer_vocab_size(tok), c->vocab_size);
+        goto out;
+    }
     if (c->rope_type == FY_ROPE_LLAMA3) {
         /* llama.cpp stores Llama 3's scaling as per-frequency divisors. */
         int half = c->head_dim / 2;

@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char g_td[512], g_dir[256];
@@ -610,6 +611,97 @@ static void test_gpt2_tokenizer_roundtrip(void **state)
     roundtrip("tokenizers/gpt2/tokenizer.json", "gpt-2", "gpt2");
 }
 
+/* A random model of each converted architecture, with stories260K's
+ * tokenizer beside it, as F16 safetensors: the F16 mix loses nothing, so
+ * the GGUF's logits are the directory's up to f32 rounding (the permuted
+ * q/k rows sum in another order). A wrong row permutation, bias, RoPE
+ * scaling key or rope_freqs factor moves them by far more. */
+/* g_dir/hf_WHAT: a random model of SHAPE (CONFIG: extra config.json fields)
+ * with stories260K's tokenizer.json; DIR and PATH (g_dir/WHAT.gguf) get
+ * the names. */
+static void hf_fixture(const char *what, const fx_shape *shape, const char *config, char dir[512],
+                       char path[600])
+{
+    char tok[1024], link[600];
+    td_path("models/stories260K/tokenizer.json", tok, sizeof tok);
+    snprintf(dir, 512, "%s/hf_%s", g_dir, what);
+    snprintf(link, sizeof link, "%s/tokenizer.json", dir);
+    snprintf(path, 600, "%s/%s.gguf", g_dir, what);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(fx_write_model(dir, shape, 99), 0);
+    if (config) {
+        assert_int_equal(fx_write_config(dir, shape, config), 0);
+    }
+    assert_int_equal(symlink(tok, link), 0);
+}
+
+static void check_hf_equiv(const char *what, const fx_shape *shape, const char *config)
+{
+    char dir[512], path[600], err[1024];
+    hf_fixture(what, shape, config, dir, path);
+    if (fy_quantize_gguf(dir, path, FY_QMIX_F16, 2, NULL, NULL, err, sizeof err)) {
+        fail_msg("%s: %s", what, err);
+    }
+    fy_model *hf = NULL, *gg = NULL;
+    if (fy_model_load(dir, &hf, err, sizeof err) || fy_model_load(path, &gg, err, sizeof err)) {
+        fail_msg("%s: %s", what, err);
+    }
+    assert_string_equal(gg->cfg.arch, shape->qwen ? "qwen2" : "llama");
+    assert_int_equal(gg->cfg.head_dim, hf->cfg.head_dim);
+    if (hf->cfg.rope_type == FY_ROPE_LLAMA3) {
+        assert_non_null(gg->cfg.rope_freq_factors); /* how llama.cpp keeps it */
+    } else {
+        assert_int_equal(gg->cfg.rope_type, hf->cfg.rope_type);
+    }
+    assert_int_equal(gg->cfg.tie_embeddings, hf->cfg.tie_embeddings);
+    float *la = fx_prompt_logits(hf, 12, err, sizeof err),
+          *lb = fx_prompt_logits(gg, 12, err, sizeof err);
+    assert_non_null(la);
+    assert_non_null(lb);
+    double d = fx_max_rel_diff(lb, la, (size_t)12 * (size_t)hf->cfg.vocab_size);
+    if (!(d <= 2e-5)) {
+        fail_msg("%s: the GGUF's logits differ from the directory's by %g of their range", what, d);
+    }
+    free(la);
+    free(lb);
+    fy_model_free(hf);
+    fy_model_free(gg);
+}
+
+static void test_hf_architectures(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *what;
+        fx_shape s;
+        const char *config;
+    } cases[] = {
+        /* vocab, hidden, inter, layers, heads, kv_heads, head_dim, qwen, tied, dtype, skip,
+         * bad_shape */
+        {"llama_gqa_headdim", {512, 32, 48, 2, 4, 2, 12, 0, 0, FY_DT_F16, NULL, NULL}, NULL},
+        {"llama_linear",
+         {512, 32, 48, 2, 4, 4, 0, 0, 1, FY_DT_F16, NULL, NULL},
+         "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}"},
+        {"llama3_scaling",
+         {512, 64, 48, 2, 2, 1, 0, 0, 0, FY_DT_F16, NULL, NULL},
+         "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": "
+         "1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 64}"},
+        {"qwen2_bias", {520, 48, 64, 2, 4, 1, 0, 1, 0, FY_DT_F16, NULL, NULL}, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_hf_equiv(cases[i].what, &cases[i].s, cases[i].config);
+    }
+    /* A tokenizer with more tokens than the model has embeddings. */
+    char dir[512], path[600], err[1024] = "";
+    fx_shape small = {256, 32, 48, 1, 4, 4, 0, 0, 0, FY_DT_F16, NULL, NULL};
+    hf_fixture("small_vocab", &small, NULL, dir, path);
+    assert_int_equal(fy_quantize_gguf(dir, path, FY_QMIX_Q8_0, 1, NULL, NULL, err, sizeof err),
+                     FY_EINVAL);
+    assert_non_null(
+        strstr(err, "tokenizer.json has 512 tokens but config.json's vocab_size is 256"));
+    assert_int_equal(access(path, F_OK), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -619,6 +711,7 @@ int main(void)
         cmocka_unit_test(test_f16_greedy),
         cmocka_unit_test(test_f16_tensors_match_llama_cpp),
         cmocka_unit_test(test_q8_0_types),
+        cmocka_unit_test(test_hf_architectures),
         cmocka_unit_test(test_stories_metadata_and_tokenizer),
         cmocka_unit_test(test_llama2_tokenizer_roundtrip),
         cmocka_unit_test(test_gpt2_tokenizer_roundtrip),
