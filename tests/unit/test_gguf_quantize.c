@@ -31,6 +31,7 @@
 #include "runner/engine/engine.h"
 #include "runner/engine/gguf_quantize.h"
 #include "runner/engine/gguf_write.h"
+#include "runner/engine/tok_internal.h"
 #include "runner/engine/tokenizer.h"
 #include "support/model_fixture.h"
 
@@ -702,6 +703,96 @@ static void test_hf_architectures(void **state)
     assert_int_equal(access(path, F_OK), -1);
 }
 
+/* Llama 3's and Qwen2's split patterns before a regex-less ByteLevel, on
+ * GPT-2's vocabulary: each is written as the tokenizer.ggml.pre that names
+ * it, and reads back encoding the GPT-2 vectors alike. */
+static void check_pre(const char *pattern, int ignore_merges, const char *want)
+{
+    char src[1024], path[600], err[1024];
+    json_error_t je;
+    json_t *j = json_load_file(td_path("tokenizers/gpt2/tokenizer.json", src, sizeof src), 0, &je);
+    assert_non_null(j);
+    json_object_set_new(j, "pre_tokenizer",
+                        json_pack("{s:s, s:[{s:s, s:{s:s}, s:s, s:b}, {s:s, s:b, s:b, s:b}]}",
+                                  "type", "Sequence", "pretokenizers", "type", "Split", "pattern",
+                                  "Regex", pattern, "behavior", "Isolated", "invert", 0, "type",
+                                  "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1,
+                                  "use_regex", 0));
+    json_object_set_new(json_object_get(j, "model"), "ignore_merges", json_boolean(ignore_merges));
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    fy_tokenizer *a = NULL, *b = NULL;
+    if (fy__tok_load_mem(text, strlen(text), NULL, &a, err, sizeof err)) {
+        fail_msg("%s", err);
+    }
+    free(text);
+    fy_gguf_writer *w = NULL;
+    assert_int_equal(fy_gguf_w_new(0, &w), 0);
+    if (fy_tokenizer_to_gguf(a, 0, w, err, sizeof err)) {
+        fail_msg("%s", err);
+    }
+    snprintf(path, sizeof path, "%s/pre-%s.gguf", g_dir, want);
+    if (fy_gguf_w_begin(w, path, err, sizeof err) || fy_gguf_w_commit(w, err, sizeof err)) {
+        fail_msg("%s", err);
+    }
+    fy_gguf_w_free(w);
+    fy_gguf *g = open_or_fail(path);
+    expect_str(g, "tokenizer.ggml.pre", want);
+    if (fy_tokenizer_from_gguf(g, &b, err, sizeof err)) {
+        fail_msg("%s", err);
+    }
+    same_encoding(a, b, "gpt-2");
+    fy_tokenizer_free(a);
+    fy_tokenizer_free(b);
+    fy_gguf_free(g);
+}
+
+static void test_bpe_pre_names(void **state)
+{
+    (void)state;
+    check_pre("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+              "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+              1, "llama-bpe");
+    check_pre("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+              "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+              0, "qwen2");
+}
+
+/* tokenizer.chat_template from chat_template.jinja beside the weights. */
+static void test_chat_template(void **state)
+{
+    (void)state;
+    char st[1024], jinja[1024], dir[512], from[1100], to[700], path[600], err[1024];
+    td_path("models/stories260K", st, sizeof st);
+    td_path("tokenizers/llama2/chat_template.jinja", jinja, sizeof jinja);
+    snprintf(dir, sizeof dir, "%s/hf_chat", g_dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    static const char *files[] = {"config.json", "model.safetensors", "tokenizer.json"};
+    for (size_t i = 0; i < 4; i++) {
+        if (i < 3) {
+            snprintf(from, sizeof from, "%s/%s", st, files[i]);
+        } else {
+            snprintf(from, sizeof from, "%s", jinja);
+        }
+        snprintf(to, sizeof to, "%s/%s", dir, i < 3 ? files[i] : "chat_template.jinja");
+        assert_int_equal(symlink(from, to), 0);
+    }
+    snprintf(path, sizeof path, "%s/chat.gguf", g_dir);
+    if (fy_quantize_gguf(dir, path, FY_QMIX_Q8_0, 2, NULL, NULL, err, sizeof err)) {
+        fail_msg("%s", err);
+    }
+    FILE *f = fopen(jinja, "rb");
+    assert_non_null(f);
+    static char want[1 << 16];
+    size_t n = fread(want, 1, sizeof want - 1, f);
+    fclose(f);
+    want[n] = 0;
+    fy_gguf *g = open_or_fail(path);
+    expect_str(g, "tokenizer.chat_template", want);
+    expect_str(g, "general.name", "hf_chat");
+    fy_gguf_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -715,6 +806,8 @@ int main(void)
         cmocka_unit_test(test_stories_metadata_and_tokenizer),
         cmocka_unit_test(test_llama2_tokenizer_roundtrip),
         cmocka_unit_test(test_gpt2_tokenizer_roundtrip),
+        cmocka_unit_test(test_bpe_pre_names),
+        cmocka_unit_test(test_chat_template),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
