@@ -49,7 +49,7 @@ int fy_rn_quantize_main(int argc, char **argv)
         {"help", FY_OPT_FLAG, &help, NULL, "show this help"},
         {0},
     };
-    char err[1024], help_text[2048];
+    char err[1024], help_text[3072];
     char *pos[argc > 0 ? argc : 1];
     int npos = 0;
     snprintf(help_text, sizeof help_text,
@@ -58,9 +58,8 @@ int fy_rn_quantize_main(int argc, char **argv)
              "llama.cpp and Ollama can load it. IN is a .gguf file (its metadata:\n"
              "architecture, tokenizer, chat template, is kept) or a Hugging Face\n"
              "directory (Llama, Mistral or Qwen2: config.json, safetensors,\n"
-             "tokenizer.json), converted as llama.cpp's convert_hf_to_gguf.py does. The mixes "
-             "choose tensor types as\n"
-             "llama.cpp's llama-quantize does:\n"
+             "tokenizer.json), converted as llama.cpp's convert_hf_to_gguf.py does.\n"
+             "The mixes choose tensor types as llama.cpp's llama-quantize does:\n"
              "  f16     every matrix F16\n"
              "  q8_0    every matrix Q8_0 (8.5 bits per weight)\n"
              "  q4_0    Q4_0 (4.5 bits), the output head Q6_K\n"
