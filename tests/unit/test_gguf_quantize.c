@@ -515,7 +515,7 @@ static void same_encoding(const fy_tokenizer *a, const fy_tokenizer *b, const ch
             assert_int_equal(fy_tokenizer_encode(a, t, strlen(t), &o, &x, &nx), 0);
             assert_int_equal(fy_tokenizer_encode(b, t, strlen(t), &o, &y, &ny), 0);
             if (nx != ny || memcmp(x, y, nx * sizeof *x) != 0) {
-                fail_msg("%s: \"%s\" (specials %d): %zu ids from tokenizer.json, %zu from GGUF",
+                fail_msg("%s: \"%s\" (specials %d): %zu ids from the source, %zu from the GGUF",
                          vec, t, sp, nx, ny);
             }
             free(x);
@@ -562,6 +562,16 @@ static void test_stories_metadata_and_tokenizer(void **state)
     }
     assert_int_equal(fy_tokenizer_vocab_size(b), 512);
     same_encoding(a, b, "llama-spm");
+    /* ... and as the vocabulary llama.cpp wrote into stories260K.gguf. */
+    char ref[1024];
+    fy_gguf *l = open_or_fail(td_path("models/stories260K/stories260K.gguf", ref, sizeof ref));
+    fy_tokenizer *c = NULL;
+    if (fy_tokenizer_from_gguf(l, &c, err, sizeof err)) {
+        fail_msg("%s", err);
+    }
+    same_encoding(c, b, "llama-spm");
+    fy_tokenizer_free(c);
+    fy_gguf_free(l);
     fy_tokenizer_free(a);
     fy_tokenizer_free(b);
     fy_gguf_free(g);
