@@ -49,15 +49,17 @@ int fy_rn_quantize_main(int argc, char **argv)
         {"help", FY_OPT_FLAG, &help, NULL, "show this help"},
         {0},
     };
-    char err[1024], help_text[2048];
+    char err[1024], help_text[3072];
     char *pos[argc > 0 ? argc : 1];
     int npos = 0;
     snprintf(help_text, sizeof help_text,
              "Usage: ferry-runner quantize IN OUT.gguf --type %s\n\n"
-             "Writes the model IN (a .gguf file) as OUT.gguf with its weights quantized,\n"
-             "keeping its metadata (architecture, tokenizer, chat template) so ferry,\n"
-             "llama.cpp and Ollama can load it. The mixes choose tensor types as\n"
-             "llama.cpp's llama-quantize does:\n"
+             "Writes the model IN as OUT.gguf with its weights quantized, so ferry,\n"
+             "llama.cpp and Ollama can load it. IN is a .gguf file (its metadata:\n"
+             "architecture, tokenizer, chat template, is kept) or a Hugging Face\n"
+             "directory (Llama, Mistral or Qwen2: config.json, safetensors,\n"
+             "tokenizer.json), converted as llama.cpp's convert_hf_to_gguf.py does.\n"
+             "The mixes choose tensor types as llama.cpp's llama-quantize does:\n"
              "  f16     every matrix F16\n"
              "  q8_0    every matrix Q8_0 (8.5 bits per weight)\n"
              "  q4_0    Q4_0 (4.5 bits), the output head Q6_K\n"
@@ -90,13 +92,6 @@ int fy_rn_quantize_main(int argc, char **argv)
         return 2;
     }
     struct stat st;
-    if (stat(pos[0], &st) == 0 && S_ISDIR(st.st_mode)) {
-        fprintf(stderr,
-                "ferry-runner quantize: %s is a directory: quantize takes a .gguf file "
-                "(a Hugging Face directory is not converted yet)\n",
-                pos[0]);
-        return 2;
-    }
     if (threads < 0 || threads > 64) {
         fprintf(stderr, "ferry-runner quantize: --threads takes 0..64\n");
         return 2;

@@ -63,13 +63,24 @@ typedef struct {
 } fy_quantize_step;
 typedef void (*fy_quantize_progress)(void *data, const fy_quantize_step *s);
 
-/* Rewrites the GGUF file IN as OUT under MIX: every metadata key is kept
- * (general.file_type and general.quantization_version are set to what the
- * new file holds), tensors keep their names, shapes and order, and each
- * matrix is dequantized and quantized to its type row by row. THREADS (0 =
- * one per core) quantize in parallel. The output appears at OUT only when
- * whole. Returns 0 or an FY_E* code with ERR naming the file, the tensor and
- * what went wrong. */
+/* Writes the model IN as the GGUF file OUT under MIX. IN is
+ *   - a GGUF file: every metadata key is kept (general.file_type and
+ *     general.quantization_version are set to what the new file holds),
+ *     tensors keep their names, shapes and order;
+ *   - a Hugging Face directory (model.h's architectures): converted as
+ *     llama.cpp's convert_hf_to_gguf.py does: general.architecture llama
+ *     (Llama, Mistral) or qwen2, general.name the directory's name, the
+ *     <arch>.* hyperparameters, the tokenizer (fy_tokenizer_to_gguf) and
+ *     tokenizer.chat_template when the directory has one; tensors renamed
+ *     (token_embd, output_norm, output when untied, blk.N.attn_q ...
+ *     ffn_down), llama's q and k rows permuted into GGUF's adjacent-pair
+ *     RoPE order, norms and biases F32, Llama 3's RoPE scaling as the
+ *     rope_freqs.weight tensor.
+ * Each matrix is dequantized and quantized to its type row by row. THREADS
+ * (0 = one per core) quantize in parallel. The output appears at OUT only
+ * when whole. Returns 0 or an FY_E* code with ERR naming the file, the
+ * tensor and what went wrong (FY_ENOTSUP for an architecture without a
+ * conversion, named). */
 int fy_quantize_gguf(const char *in, const char *out, fy_qmix mix, int threads,
                      fy_quantize_progress cb, void *cb_data, char *err, size_t errlen);
 

@@ -29,6 +29,7 @@
 #define FY_ENGINE_TOKENIZER_H
 
 #include "runner/engine/gguf.h"
+#include "runner/engine/gguf_write.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -69,6 +70,19 @@ void fy_tokenizer_free(fy_tokenizer *t);
  * reason. G may be freed once this returns: the tokenizer copies what it
  * keeps. */
 int fy_tokenizer_from_gguf(const fy_gguf *g, fy_tokenizer **out, char *err, size_t errlen);
+
+/* Adds T's tokenizer.ggml.* keys to W as llama.cpp's converter writes them
+ * (runner/engine/tokenizer_export.c), so that fy_tokenizer_from_gguf of the
+ * file encodes as T does: model "llama" (tokens, scores, token types,
+ * bos/eos/unknown ids, add_bos/add_eos/add_space_prefix) for a
+ * SentencePiece-style T, "gpt2" (tokens, token types, merges, pre: gpt-2,
+ * llama-bpe or qwen2) for a byte-level one. The token list is padded with
+ * "[PADn]" to N_VOCAB entries when N_VOCAB (the model's vocabulary) is
+ * larger. Returns 0; FY_ENOTSUP (a byte-level split pattern without a
+ * tokenizer.ggml.pre name), FY_EEXIST (a key W already has) or FY_ENOMEM with
+ * ERR saying why. */
+int fy_tokenizer_to_gguf(const fy_tokenizer *t, int32_t n_vocab, fy_gguf_writer *w, char *err,
+                         size_t errlen);
 
 int fy_tokenizer_vocab_size(const fy_tokenizer *t);
 int fy_tokenizer_bos(const fy_tokenizer *t); /* -1 when none */

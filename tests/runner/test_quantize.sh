@@ -3,7 +3,8 @@
 # the test data's GGUF files, each output reloaded by the engine (perplexity
 # loads it), what a mix costs on a text the model did not write (Q8_0 within
 # 1% of F32, Q4_K_M within 10%), stories260K's rows that no type fits
-# reported, and the refusals.
+# reported, the Hugging Face directory converted (within 1% of its own
+# perplexity), and the refusals.
 FAIL_LOGS=('*.err')
 source "$(dirname "$0")/../lib/proc.sh"
 TD=${FERRY_TESTDATA:?}
@@ -59,6 +60,24 @@ for t in f16 q8_0 q4_0 q4_k_m q5_k_m q6_k; do
 done
 pass "stories260K: every --type writes a file the engine loads; Q8_0 within 1%, the rest within 10%"
 
+# The Hugging Face directory of the same model, converted as
+# convert_hf_to_gguf.py does: the engine scores the GGUF as it scores the
+# directory (F16 and Q8_0 within 1%).
+HF=$TD/models/stories260K
+hf_base=$(ppl "$HF")
+[[ -n $hf_base ]] || fail "no perplexity for $HF: $(cat "$TMP/ppl.out")"
+for t in f16 q8_0; do
+    "$BIN/ferry-runner" quantize "$HF" "$TMP/hf-$t.gguf" --type $t --threads 2 \
+        >"$TMP/q.out" 2>"$TMP/q.err" || fail "quantize $HF --type $t: $(cat "$TMP/q.err")"
+    grep -q "^wrote $TMP/hf-$t.gguf ($t," "$TMP/q.out" || fail "quantize $HF said: $(cat "$TMP/q.out")"
+    grep -q '^\[47/47\] done' "$TMP/q.err" || fail "no progress line: $(tail -2 "$TMP/q.err")"
+    grep -q 'blk.0.attn_q.weight' "$TMP/q.err" || fail "no GGUF tensor names: $(cat "$TMP/q.err")"
+    p=$(ppl "$TMP/hf-$t.gguf")
+    echo "stories260K directory $t: perplexity $p (directory $hf_base)"
+    within "$hf_base" "$p" 1 || fail "$t perplexity $p is not within 1% of the directory's $hf_base"
+done
+pass "stories260K directory: F16 and Q8_0 GGUFs score within 1% of the safetensors"
+
 # tiny256: every matrix fits every type (llama.cpp wrote the input). Its
 # weights are random, so its perplexity says nothing of quality: the files
 # must reload and score finitely, no more.
@@ -87,7 +106,10 @@ expect_refusal "--type 'q3_k' is not one of f16|q8_0|q4_0|q4_k_m|q5_k_m|q6_k" \
     quantize "$ST" "$TMP/x.gguf" --type q3_k
 expect_refusal "give IN, OUT.gguf and --type" quantize "$ST" --type q8_0
 expect_refusal "/no/such.gguf" quantize /no/such.gguf "$TMP/x.gguf" --type q8_0
-expect_refusal "is a directory" quantize "$TD/models/stories260K" "$TMP/x.gguf" --type q8_0
+mkdir -p "$TMP/neox"
+sed 's/LlamaForCausalLM/GPTNeoXForCausalLM/' "$HF/config.json" >"$TMP/neox/config.json"
+expect_refusal "architecture 'GPTNeoXForCausalLM' is not supported" \
+    quantize "$TMP/neox" "$TMP/x.gguf" --type q8_0
 [[ ! -e $TMP/x.gguf ]] || fail "a refused quantize left $TMP/x.gguf"
 expect_refusal "give --model PATH and --file TEXT" perplexity --model "$ST"
 head -c 100 "$TMP/text.txt" >"$TMP/short.txt"
@@ -97,4 +119,4 @@ printf 'bad \xff utf-8' >"$TMP/bad.txt"
 expect_refusal "not valid UTF-8" perplexity --model "$ST" --file "$TMP/bad.txt" --ctx 4
 expect_refusal "beyond the model's context" perplexity --model "$TINY" --file "$TMP/text.txt" \
     --ctx 4096
-pass "bad types, missing arguments and files, short and invalid texts are refused by name"
+pass "bad types, missing arguments and files, unknown architectures, short and invalid texts are refused by name"

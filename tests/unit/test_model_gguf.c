@@ -88,39 +88,19 @@ static fy_model *load_ok(const char *path)
 static float *logits_of(const fy_model *m)
 {
     char err[512] = "";
-    fy_backend *be = NULL;
-    fy_fwd *f = NULL;
-    assert_int_equal(fy_backend_create("cpu", 1, &be, err, sizeof err), 0);
-    fy_fwd_options o = {.block_size = BS,
-                        .kv_bytes = fy_fwd_block_bytes(m, be, BS) * 4,
-                        .max_batch_tokens = NP,
-                        .max_seqs = 1,
-                        .max_logit_rows = NP};
-    if (fy_fwd_create(m, be, &o, &f, err, sizeof err) != 0) {
+    float *l = fx_prompt_logits(m, NP, err, sizeof err);
+    if (!l) {
         fail_msg("%s", err);
     }
-    int32_t toks[NP], bt[4] = {3, 1, 0, 2};
-    for (int i = 0; i < NP; i++) {
-        toks[i] = (int32_t)((i * 37 + 5) % m->cfg.vocab_size);
-    }
-    float *l = malloc((size_t)NP * (size_t)m->cfg.vocab_size * sizeof *l);
-    fy_fwd_seq s = {toks, NP, 0, bt, 4, NP};
-    assert_int_equal(fy_fwd_step(f, &s, 1, l), 0);
-    fy_fwd_destroy(f);
-    fy_backend_destroy(be);
     return l;
 }
 
 /* max |a - b| <= REL x max |b|. */
 static void expect_close(const float *a, const float *b, size_t n, double rel, const char *what)
 {
-    double mx = 0, md = 0;
-    for (size_t i = 0; i < n; i++) {
-        mx = fmax(mx, fabs(b[i]));
-        md = fmax(md, fabs((double)a[i] - b[i]));
-    }
-    if (!(md <= rel * mx)) {
-        fail_msg("%s: max |diff| %g > %g x max %g", what, md, rel, mx);
+    double d = fx_max_rel_diff(a, b, n);
+    if (!(d <= rel)) {
+        fail_msg("%s: max |diff| is %g of max |b|, more than %g", what, d, rel);
     }
 }
 

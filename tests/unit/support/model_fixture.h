@@ -8,6 +8,7 @@
 #include "runner/engine/forward.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdint.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -287,6 +288,50 @@ static inline int fx_greedy_run(fy_fwd *f, int vocab, const fx_greedy *g, int bs
     }
     free(logits);
     return bad;
+}
+
+/* Logits of every position of a fixed NP-token prompt (NP <= 64), [NP x
+ * vocab], malloc'd; NULL when the model does not run (ERR says why). */
+static inline float *fx_prompt_logits(const fy_model *m, int np, char *err, size_t errlen)
+{
+    fy_backend *be = NULL;
+    fy_fwd *f = NULL;
+    float *l = NULL;
+    int32_t toks[64], bt[4] = {3, 1, 0, 2};
+    if (np > 64 || fy_backend_create("cpu", 1, &be, err, errlen) != 0) {
+        return NULL;
+    }
+    fy_fwd_options o = {.block_size = 16,
+                        .kv_bytes = fy_fwd_block_bytes(m, be, 16) * 4,
+                        .max_batch_tokens = np,
+                        .max_seqs = 1,
+                        .max_logit_rows = np};
+    if (fy_fwd_create(m, be, &o, &f, err, errlen) == 0) {
+        for (int i = 0; i < np; i++) {
+            toks[i] = (int32_t)((i * 37 + 5) % m->cfg.vocab_size);
+        }
+        l = malloc((size_t)np * (size_t)m->cfg.vocab_size * sizeof *l);
+        fy_fwd_seq s = {toks, np, 0, bt, 4, np};
+        if (l && fy_fwd_step(f, &s, 1, l) != 0) {
+            free(l);
+            l = NULL;
+            snprintf(err, errlen, "fy_fwd_step failed");
+        }
+        fy_fwd_destroy(f);
+    }
+    fy_backend_destroy(be);
+    return l;
+}
+
+/* max |a - b| / max |b| over N values. */
+static inline double fx_max_rel_diff(const float *a, const float *b, size_t n)
+{
+    double mx = 0, md = 0;
+    for (size_t i = 0; i < n; i++) {
+        mx = fabs(b[i]) > mx ? fabs(b[i]) : mx;
+        md = fabs((double)a[i] - b[i]) > md ? fabs((double)a[i] - b[i]) : md;
+    }
+    return mx > 0 ? md / mx : md;
 }
 
 #endif
