@@ -5,23 +5,28 @@
  * output rows (every thread streams its own part of W, which is what bounds
  * decode), attention over (token, KV head) pairs, row-wise ops over tokens.
  *
- * Weights in F16/BF16 are converted in the inner loop, never expanded at
- * load: decode reads every weight once per token, so its speed is memory
- * bandwidth / bytes per weight, and keeping 2 bytes per weight doubles it
- * against an f32 copy (and halves the RAM). With a batch of tokens (T > 1)
- * a block of rows is converted once into a small per-thread f32 buffer that
- * stays in cache and is reused for every token, so the conversion cost is
- * paid once per weight per step either way.
+ * Matmul lives in matmul.c (kernels/cpu/mm.h): weights stay in their stored
+ * type (F16/BF16 and the ggml block types are never expanded whole), decode
+ * runs dot kernels straight on the stored rows and batches run GEMM
+ * microkernels on panels unpacked once per call; block types multiply int8
+ * activations against their integer quants.
  *
  * KV cache in f32: the cache lives in host RAM, which is plentiful next to
  * a GPU's, attention re-reads every cached element at each step (a
  * conversion there would be paid again and again), and f32 keeps this
  * backend the exact reference for the CUDA one.
  *
- * Vector code: an AVX2+FMA(+F16C) path selected at run time (function-level
- * target attributes, so the rest builds for the baseline ISA), and a
- * portable path written as plain loops the compiler can vectorize. */
+ * Vector code is chosen at run time (function-level target attributes, so
+ * the rest builds for the baseline ISA), among the paths of mm.h's
+ * fy_cpu_isa: portable (plain C loops the compiler can vectorize), avx2
+ * (AVX2 + FMA + F16C), avxvnni (+ AVX-VNNI) and avx512 (+ AVX512 F/BW/DQ/VL
+ * and AVX512-VNNI). The backend takes the widest this CPU has; the
+ * environment variable FERRY_CPU_ISA=portable|avx2|avxvnni|avx512, read when
+ * the backend is created, narrows it (capped to what the CPU has: asking
+ * for avx512 on an AVX2-only machine gives avx2), for tests and for
+ * comparing paths. fy_backend_list's detail string names the path in use. */
 #include "kernels/backend.h"
+#include "kernels/cpu/mm.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/quant.h"
 #include "kernels/math.h"
@@ -43,14 +48,11 @@
 #define CPU_X86 0
 #endif
 
-#define MM_RB 16 /* output rows per matmul task */
-
 typedef struct {
     fy_pool *pool;
     int threads;
-    int avx2;     /* AVX2 + FMA + F16C usable */
-    float **wbuf; /* [threads] converted rows: MM_RB x wbuf_cols floats */
-    size_t *wbuf_cols;
+    int avx2; /* AVX2 + FMA + F16C in use (attention, norms) */
+    fy_mm *mm;
 } cpu_be;
 
 static cpu_be *cpu_of(fy_backend *be)
@@ -110,23 +112,6 @@ static void convert_row(float *dst, const fy_tensor *t, int64_t r)
     }
 }
 
-/* Dot product with 8 independent partial sums, a shape the compiler turns
- * into vector code without reassociation flags. */
-static inline float dot_f32(const float *a, const float *b, int64_t n)
-{
-    float s[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        for (int j = 0; j < 8; j++) {
-            s[j] += a[i + j] * b[i + j];
-        }
-    }
-    for (; i < n; i++) {
-        s[0] += a[i] * b[i];
-    }
-    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-}
-
 /* --- AVX2 kernels -------------------------------------------------------------------- */
 
 #if CPU_X86
@@ -136,88 +121,6 @@ CPU_AVX2 static inline float hsum8(__m256 v)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
-}
-
-CPU_AVX2 static inline __m256 ld8(const void *p, fy_dtype dt, int64_t i)
-{
-    if (dt == FY_DT_BF16) {
-        __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + i));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
-    if (dt == FY_DT_F16) {
-        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
-    }
-    return _mm256_loadu_ps((const float *)p + i);
-}
-
-/* out[r] = W[r] . x for rows r0..r0+3, weights in their own dtype (decode). */
-CPU_AVX2 static void mv4_avx2(float *out, const fy_tensor *w, int64_t r0, const float *x)
-{
-    int64_t n = w->cols;
-    size_t es = fy_dtype_size(w->dtype);
-    const char *base = (const char *)w->data + (size_t)(r0 * n) * es;
-    const void *w0 = base, *w1 = base + (size_t)n * es, *w2 = base + 2 * (size_t)n * es,
-               *w3 = base + 3 * (size_t)n * es;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 xv = _mm256_loadu_ps(x + i);
-        a0 = _mm256_fmadd_ps(ld8(w0, w->dtype, i), xv, a0);
-        a1 = _mm256_fmadd_ps(ld8(w1, w->dtype, i), xv, a1);
-        a2 = _mm256_fmadd_ps(ld8(w2, w->dtype, i), xv, a2);
-        a3 = _mm256_fmadd_ps(ld8(w3, w->dtype, i), xv, a3);
-    }
-    float s[4] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3)};
-    for (; i < n; i++) {
-        for (int r = 0; r < 4; r++) {
-            s[r] += ld_elem(w, (r0 + r) * n + i) * x[i];
-        }
-    }
-    memcpy(out, s, sizeof s);
-}
-
-CPU_AVX2 static void convert_row_avx2(float *dst, const fy_tensor *t, int64_t r)
-{
-    int64_t n = t->cols, i = 0;
-    for (; i + 8 <= n; i += 8) {
-        _mm256_storeu_ps(dst + i, ld8(t->data, t->dtype, r * n + i));
-    }
-    for (; i < n; i++) {
-        dst[i] = ld_elem(t, r * n + i);
-    }
-}
-
-/* out[t][r] for 4 rows (f32, stride N) x 2 tokens (stride N): 8 dot products
- * sharing their loads. */
-CPU_AVX2 static void mm4x2_avx2(const float *w, const float *x0, const float *x1, int64_t n,
-                                float o0[4], float o1[4])
-{
-    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-    __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-    const float *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v0 = _mm256_loadu_ps(w0 + i), v1 = _mm256_loadu_ps(w1 + i);
-        __m256 v2 = _mm256_loadu_ps(w2 + i), v3 = _mm256_loadu_ps(w3 + i);
-        __m256 x = _mm256_loadu_ps(x0 + i);
-        a00 = _mm256_fmadd_ps(v0, x, a00);
-        a01 = _mm256_fmadd_ps(v1, x, a01);
-        a02 = _mm256_fmadd_ps(v2, x, a02);
-        a03 = _mm256_fmadd_ps(v3, x, a03);
-        x = _mm256_loadu_ps(x1 + i);
-        a10 = _mm256_fmadd_ps(v0, x, a10);
-        a11 = _mm256_fmadd_ps(v1, x, a11);
-        a12 = _mm256_fmadd_ps(v2, x, a12);
-        a13 = _mm256_fmadd_ps(v3, x, a13);
-    }
-    o0[0] = hsum8(a00), o0[1] = hsum8(a01), o0[2] = hsum8(a02), o0[3] = hsum8(a03);
-    o1[0] = hsum8(a10), o1[1] = hsum8(a11), o1[2] = hsum8(a12), o1[3] = hsum8(a13);
-    for (; i < n; i++) {
-        for (int r = 0; r < 4; r++) {
-            o0[r] += w[r * n + i] * x0[i];
-            o1[r] += w[r * n + i] * x1[i];
-        }
-    }
 }
 
 CPU_AVX2 static float dot_avx2(const float *a, const float *b, int64_t n)
@@ -238,164 +141,15 @@ CPU_AVX2 static float dot_avx2(const float *a, const float *b, int64_t n)
     return s;
 }
 
-static int cpu_has_avx2(void)
-{
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
-        return 0;
-    }
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) {
-        return 0;
-    }
-    return (c & bit_F16C) != 0;
-}
-#else
-static int cpu_has_avx2(void)
-{
-    return 0;
-}
 #endif
 
 /* --- Matmul ---------------------------------------------------------------------------- */
-
-typedef struct {
-    cpu_be *c;
-    float *out;
-    const float *x;
-    const fy_tensor *w, *bias;
-    int T;
-} mm_ctx;
-
-/* Rows [r0, r1) for one token, weights read in their dtype (decode). */
-static void mm_block_direct(mm_ctx *m, int64_t r0, int64_t r1)
-{
-    const fy_tensor *w = m->w;
-    int64_t r = r0;
-#if CPU_X86
-    if (m->c->avx2) {
-        for (; r + 4 <= r1; r += 4) {
-            mv4_avx2(m->out + r, w, r, m->x);
-        }
-    }
-#endif
-    for (; r < r1; r++) {
-        float s = 0.0f;
-        for (int64_t i = 0; i < w->cols; i++) {
-            s += ld_elem(w, r * w->cols + i) * m->x[i];
-        }
-        m->out[r] = s;
-    }
-}
-
-/* Rows [r0, r1) for every token: rows converted once into BUF, then every
- * token's dot products against them. */
-static void mm_block_batched(mm_ctx *m, int64_t r0, int64_t r1, int tid)
-{
-    const fy_tensor *w = m->w;
-    int64_t n = w->cols, nr = r1 - r0, rows = w->rows;
-    const float *wf;
-    if (w->dtype == FY_DT_F32) {
-        wf = (const float *)w->data + r0 * n;
-    } else {
-        float *buf = m->c->wbuf[tid];
-        for (int64_t r = 0; r < nr; r++) {
-#if CPU_X86
-            if (m->c->avx2 && !fy_dtype_is_block(w->dtype)) {
-                convert_row_avx2(buf + r * n, w, r0 + r);
-                continue;
-            }
-#endif
-            convert_row(buf + r * n, w, r0 + r);
-        }
-        wf = buf;
-    }
-    int t = 0;
-#if CPU_X86
-    if (m->c->avx2) {
-        for (; t + 2 <= m->T; t += 2) {
-            const float *x0 = m->x + (int64_t)t * n, *x1 = x0 + n;
-            float *o0 = m->out + (int64_t)t * rows, *o1 = o0 + rows;
-            int64_t r = 0;
-            for (; r + 4 <= nr; r += 4) {
-                mm4x2_avx2(wf + r * n, x0, x1, n, o0 + r0 + r, o1 + r0 + r);
-            }
-            for (; r < nr; r++) {
-                o0[r0 + r] = dot_avx2(wf + r * n, x0, n);
-                o1[r0 + r] = dot_avx2(wf + r * n, x1, n);
-            }
-        }
-    }
-#endif
-    for (; t < m->T; t++) {
-        const float *x = m->x + (int64_t)t * n;
-        float *o = m->out + (int64_t)t * rows;
-        for (int64_t r = 0; r < nr; r++) {
-            o[r0 + r] = dot_f32(wf + r * n, x, n);
-        }
-    }
-}
-
-static void mm_task(void *ctx, size_t b, size_t e, int tid)
-{
-    mm_ctx *m = ctx;
-    for (size_t blk = b; blk < e; blk++) {
-        int64_t r0 = (int64_t)blk * MM_RB, r1 = r0 + MM_RB;
-        if (r1 > m->w->rows) {
-            r1 = m->w->rows;
-        }
-        if (m->T == 1 && !fy_dtype_is_block(m->w->dtype)) {
-            mm_block_direct(m, r0, r1);
-        } else {
-            mm_block_batched(m, r0, r1, tid);
-        }
-        if (m->bias && m->bias->data) {
-            for (int t = 0; t < m->T; t++) {
-                float *o = m->out + (int64_t)t * m->w->rows;
-                for (int64_t r = r0; r < r1; r++) {
-                    o[r] += ld_elem(m->bias, r);
-                }
-            }
-        }
-    }
-}
-
-/* Per-thread conversion buffers hold MM_RB rows of COLS floats. */
-static int cpu_wbuf_reserve(cpu_be *c, size_t cols)
-{
-    for (int i = 0; i < c->threads; i++) {
-        if (c->wbuf_cols[i] >= cols) {
-            continue;
-        }
-        float *p = aligned_alloc(64, (MM_RB * cols * sizeof(float) + 63) & ~(size_t)63);
-        if (!p) {
-            return FY_ENOMEM;
-        }
-        free(c->wbuf[i]);
-        c->wbuf[i] = p;
-        c->wbuf_cols[i] = cols;
-    }
-    return 0;
-}
 
 static void cpu_matmul(fy_backend *be, float *out, const float *x, const fy_tensor *w,
                        const fy_tensor *bias, int T)
 {
     cpu_be *c = cpu_of(be);
-    if (T <= 0 || w->rows <= 0) {
-        return;
-    }
-    mm_ctx m = {c, out, x, w, bias, T};
-    if ((T > 1 || fy_dtype_is_block(w->dtype)) && w->dtype != FY_DT_F32 &&
-        cpu_wbuf_reserve(c, (size_t)w->cols) < 0) {
-        /* No memory for the conversion buffers: convert in the inner loop, token by token. */
-        for (int t = 0; t < T; t++) {
-            mm_ctx one = {c, out + (int64_t)t * w->rows, x + (int64_t)t * w->cols, w, bias, 1};
-            fy_pool_for(c->pool, (size_t)((w->rows + MM_RB - 1) / MM_RB), 1, mm_task, &one);
-        }
-        return;
-    }
-    fy_pool_for(c->pool, (size_t)((w->rows + MM_RB - 1) / MM_RB), 1, mm_task, &m);
+    fy__mm_run(c->mm, c->pool, out, x, w, bias, T);
 }
 
 /* --- Row-wise ops -------------------------------------------------------------------- */
@@ -423,7 +177,7 @@ static void rms_task(void *ctx, size_t b, size_t e, int tid)
     for (size_t t = b; t < e; t++) {
         const float *x = r->x + t * (size_t)r->dim;
         float *o = r->out + t * (size_t)r->dim;
-        float s = fy_rms_scale(dot_f32(x, x, r->dim), r->dim, r->eps);
+        float s = fy_rms_scale(fy__mm_dot_f32(x, x, r->dim), r->dim, r->eps);
         for (int i = 0; i < r->dim; i++) {
             o[i] = x[i] * s * ld_elem(r->w, i);
         }
@@ -525,7 +279,7 @@ static float att_dot(const cpu_be *c, const float *a, const float *b, int n)
     }
 #endif
     (void)c;
-    return dot_f32(a, b, n);
+    return fy__mm_dot_f32(a, b, n);
 }
 
 /* One query head of token T over its sequence's cached positions 0..pos. */
@@ -705,11 +459,7 @@ static void cpu_destroy(fy_backend *be)
     cpu_be *c = cpu_of(be);
     if (c) {
         fy_pool_free(c->pool);
-        for (int i = 0; c->wbuf && i < c->threads; i++) {
-            free(c->wbuf[i]);
-        }
-        free(c->wbuf);
-        free(c->wbuf_cols);
+        fy__mm_free(c->mm);
         free(c);
     }
     free(be);
@@ -767,10 +517,15 @@ int fy_cpu_backend_create(int threads, fy_backend **out, char *err, size_t errle
     be->ops = &cpu_ops;
     be->impl = c;
     c->threads = threads ? threads : cpu_count();
-    c->avx2 = cpu_has_avx2();
-    c->wbuf = calloc((size_t)c->threads, sizeof *c->wbuf);
-    c->wbuf_cols = calloc((size_t)c->threads, sizeof *c->wbuf_cols);
-    c->pool = c->wbuf && c->wbuf_cols ? fy_pool_new(c->threads) : NULL;
+    char msg[160];
+    fy_cpu_isa isa = fy__cpu_isa_from_env(msg, sizeof msg);
+    if (msg[0]) {
+        fprintf(stderr, "cpu backend: %s\n", msg);
+    }
+    c->avx2 = isa >= FY_ISA_AVX2;
+    /* Every matmul scratch buffer is allocated here, once (mm.h). */
+    c->mm = fy__mm_new(c->threads, isa);
+    c->pool = c->mm ? fy_pool_new(c->threads) : NULL;
     if (!c->pool) {
         int n = c->threads;
         cpu_destroy(be);
@@ -783,16 +538,27 @@ int fy_cpu_backend_create(int threads, fy_backend **out, char *err, size_t errle
 
 /* Number of threads and whether the AVX2 path is on (for logs and benches). */
 int fy__cpu_backend_threads(const fy_backend *be, int *avx2);
-/* Turns the AVX2 path off (tests run the portable path with it); 0 or FY_ENOTSUP. */
+/* Turns the vector paths off (ON = 0: tests run the portable path with it)
+ * or back on (the widest this CPU has); 0 or FY_ENOTSUP. */
 int fy__cpu_backend_simd(fy_backend *be, int on);
+/* Selects instruction set ISA (mm.h's fy_cpu_isa), capped to what the CPU
+ * has; returns the one now in use. */
+int fy__cpu_backend_isa(fy_backend *be, int isa);
+
+int fy__cpu_backend_isa(fy_backend *be, int isa)
+{
+    cpu_be *c = be->impl;
+    fy_cpu_isa got = fy__mm_set_isa(c->mm, isa < 0 ? FY_ISA_PORTABLE : (fy_cpu_isa)isa);
+    c->avx2 = got >= FY_ISA_AVX2;
+    return (int)got;
+}
 
 int fy__cpu_backend_simd(fy_backend *be, int on)
 {
-    cpu_be *c = be->impl;
-    if (on && !cpu_has_avx2()) {
+    if (on && fy__cpu_isa_best() == FY_ISA_PORTABLE) {
         return FY_ENOTSUP;
     }
-    c->avx2 = on;
+    fy__cpu_backend_isa(be, on ? FY_ISA_COUNT : FY_ISA_PORTABLE);
     return 0;
 }
 

@@ -13,20 +13,9 @@
 
 typedef void (*q_dequant_fn)(const uint8_t *b, float *y, size_t nb);
 
-static uint16_t q_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t q_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static float q_half(const uint8_t *p)
-{
-    return fy_f16_to_f32(q_u16(p));
-}
+#define q_u16  fy__q_u16
+#define q_u32  fy__q_u32
+#define q_half fy__q_half
 
 static void q_f32(const uint8_t *b, float *y, size_t nb)
 {
@@ -119,22 +108,6 @@ static void q_q5_1(const uint8_t *b, float *y, size_t nb)
     }
 }
 
-/* The K-quants' 12 bytes of 6-bit scales and mins for 8 sub-blocks: bytes
- * 0-3 hold scales 0-3 in their low 6 bits, bytes 4-7 mins 0-3 likewise;
- * scale/min j >= 4 has its low 4 bits in byte j+4 (scale low nibble, min high
- * nibble) and its top 2 bits in the top 2 bits of byte j-4 (scale) or j
- * (min). */
-static void q_k_scale_min(const uint8_t *s, int j, int *sc, int *mn)
-{
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0x0f) | (s[j - 4] >> 6) << 4;
-        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-
 /* One Q4_K or Q5_K super-block: 8 sub-blocks of 32 weights; QH (Q5_K) adds
  * bit j of qh[l] as bit 4 of weight l of sub-block j. */
 static void q_k45_block(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, float *y)
@@ -142,7 +115,7 @@ static void q_k45_block(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, 
     float d = q_half(b), dmin = q_half(b + 2);
     for (int j = 0; j < 8; j++) {
         int sc, mn;
-        q_k_scale_min(b + 4, j, &sc, &mn);
+        fy__q_k_scale_min(b + 4, j, &sc, &mn);
         float ds = d * (float)sc, dm = dmin * (float)mn;
         const uint8_t *q = qs + 32 * (j / 2);
         for (int l = 0; l < 32; l++) {

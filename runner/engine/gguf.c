@@ -69,6 +69,16 @@ const char *fy_gguf_ggml_type_name(uint32_t ggml_type)
     return ggml_type < GG_NGGML ? gg_ggml_types[ggml_type].name : NULL;
 }
 
+uint32_t fy_gguf_ggml_type_id(fy_dtype type)
+{
+    for (uint32_t i = 0; i < GG_NGGML; i++) {
+        if (gg_ggml_types[i].name && gg_ggml_types[i].q == (int)type) {
+            return i;
+        }
+    }
+    return UINT32_MAX;
+}
+
 /* --- Little-endian decoding ------------------------------------------------------ */
 
 static uint64_t gg_le(const uint8_t *p, int n)

@@ -173,5 +173,7 @@ const char *fy_gguf_type_name(fy_gguf_type t);
 /* ggml's name for a tensor type id ("Q4_K", "IQ4_XS"), or NULL when ggml
  * has none. */
 const char *fy_gguf_ggml_type_name(uint32_t ggml_type);
+/* ggml's type id for TYPE (the number a file stores), UINT32_MAX outside the enum. */
+uint32_t fy_gguf_ggml_type_id(fy_dtype type);
 
 #endif

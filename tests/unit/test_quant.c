@@ -185,6 +185,163 @@ static void test_float_types(void **state)
     assert_true(y[0] == 1.5f);
 }
 
+/* --- Quantization (kernels/cpu/quantize.c) ------------------------------------------ */
+
+/* Gaussian weights from a fixed LCG + Box-Muller, with a scale that varies
+ * per 256 so blocks see different magnitudes, and a few outliers. */
+static void gauss(float *x, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i += 2) {
+        seed = seed * 1664525u + 1013904223u;
+        double u1 = ((seed >> 8) + 1.0) / 16777217.0;
+        seed = seed * 1664525u + 1013904223u;
+        double u2 = (seed >> 8) / 16777216.0, r = sqrt(-2.0 * log(u1));
+        double sc = 0.02 * (1.0 + (double)((i / 256) % 7));
+        x[i] = (float)(sc * r * cos(6.283185307179586 * u2));
+        if (i + 1 < n) {
+            x[i + 1] = (float)(sc * r * sin(6.283185307179586 * u2));
+        }
+    }
+    for (size_t i = 37; i < n; i += 997) {
+        x[i] *= 6.0f;
+    }
+}
+
+/* sqrt(sum (y - x)^2 / sum x^2): the relative RMS error of a round trip. */
+static double rel_rms(const float *x, const float *y, size_t n)
+{
+    double e = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        e += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+        s += (double)x[i] * x[i];
+    }
+    return sqrt(e / s);
+}
+
+/* Every type round-trips Gaussian weights within the error its bit width
+ * allows. For a Gaussian, a uniform b-bit grid over the block's range has an
+ * RMS error of about range / (2^b - 1) / sqrt(12) ~ 6 sigma / (2^b - 1) / 3.46
+ * (0.115 sigma at 4 bits, 0.056 at 5, 0.027 at 6, 0.0068 at 8); a fitted
+ * grid does better, so each bound below is that figure, not a measured one.
+ * The K types pay a little for 6-bit sub-block scales, Q8_0 for f16 d. */
+static void test_quantize_error(void **state)
+{
+    (void)state;
+    enum { N = 256 * 48 };
+    static float x[N], y[N];
+    static uint8_t q[N * 4];
+    gauss(x, N, 7);
+    static const struct {
+        fy_dtype t;
+        double bound;
+    } want[] = {
+        {FY_DT_Q8_0, 0.0068}, {FY_DT_Q4_0, 0.115}, {FY_DT_Q4_1, 0.115}, {FY_DT_Q5_0, 0.056},
+        {FY_DT_Q5_1, 0.056},  {FY_DT_Q4_K, 0.115}, {FY_DT_Q5_K, 0.056}, {FY_DT_Q6_K, 0.027},
+        {FY_DT_F16, 0.001},   {FY_DT_BF16, 0.004}, {FY_DT_F32, 0.0},
+    };
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        assert_int_equal(fy_q_quantize(want[k].t, x, q, N), 0);
+        assert_int_equal(fy_q_dequant(want[k].t, q, y, N), 0);
+        double e = rel_rms(x, y, N);
+        print_message("%-5s relative rms error %.5f (bound %.4f)\n", fy_dtype_name(want[k].t), e,
+                      want[k].bound);
+        assert_true(e <= want[k].bound);
+    }
+}
+
+/* Weights a block type represents exactly come back exactly: dequantized
+ * Q8_0 and Q4_0 blocks (with the extreme quant present, so the block's scale
+ * is found) quantize to the same weights. */
+static void test_quantize_exact(void **state)
+{
+    (void)state;
+    uint8_t b[34 * 4], b2[34 * 4];
+    float x[128], y[128];
+    uint32_t seed = 11;
+    for (int k = 0; k < 4; k++) { /* Q8_0 */
+        uint8_t *p = b + 34 * k;
+        put16(p, (uint16_t)(0x2000 + 97 * k)); /* small positive d */
+        for (int j = 0; j < 32; j++) {
+            seed = seed * 1664525u + 1013904223u;
+            p[2 + j] = (uint8_t)(int8_t)((int)(seed >> 24) % 127);
+        }
+        p[2 + 5] = (uint8_t)(int8_t)(k % 2 ? -127 : 127);
+    }
+    deq(FY_DT_Q8_0, b, sizeof b, x, 128);
+    assert_int_equal(fy_q_quantize(FY_DT_Q8_0, x, b2, 128), 0);
+    assert_int_equal(fy_q_dequant(FY_DT_Q8_0, b2, y, 128), 0);
+    assert_memory_equal(x, y, sizeof x);
+    for (int k = 0; k < 4; k++) { /* Q4_0: quant 0 is d * -8, the largest magnitude */
+        uint8_t *p = b + 18 * k;
+        put16(p, (uint16_t)(0x2400 + 31 * k));
+        for (int j = 0; j < 16; j++) {
+            seed = seed * 1664525u + 1013904223u;
+            p[2 + j] = (uint8_t)(0x11 + (seed >> 24) % 0xEE);
+        }
+        p[2] = 0x70; /* weight 0: -8 */
+    }
+    deq(FY_DT_Q4_0, b, 18 * 4, x, 128);
+    assert_int_equal(fy_q_quantize(FY_DT_Q4_0, x, b2, 128), 0);
+    assert_int_equal(fy_q_dequant(FY_DT_Q4_0, b2, y, 128), 0);
+    assert_memory_equal(x, y, sizeof x);
+}
+
+/* Fitting beats plain range quantization (d = (max - min) / 15, m = min)
+ * on the squared error, block for block over the whole tensor. */
+static void test_quantize_beats_range(void **state)
+{
+    (void)state;
+    enum { N = 32 * 256 };
+    static float x[N], y[N];
+    static uint8_t q[N];
+    gauss(x, N, 3);
+    assert_int_equal(fy_q_quantize(FY_DT_Q4_1, x, q, N), 0);
+    assert_int_equal(fy_q_dequant(FY_DT_Q4_1, q, y, N), 0);
+    double fit = 0, range = 0;
+    for (int b = 0; b < N / 32; b++) {
+        const float *v = x + 32 * b;
+        float mn = v[0], mx = v[0];
+        for (int i = 1; i < 32; i++) {
+            mn = fminf(mn, v[i]);
+            mx = fmaxf(mx, v[i]);
+        }
+        float d = fy_f16_to_f32(fy_f32_to_f16((mx - mn) / 15)),
+              m = fy_f16_to_f32(fy_f32_to_f16(mn));
+        for (int i = 0; i < 32; i++) {
+            float r = lrintf((v[i] - m) / d);
+            r = r < 0 ? 0 : r > 15 ? 15 : r;
+            range += pow(d * r + m - v[i], 2);
+            fit += pow(y[32 * b + i] - v[i], 2);
+        }
+    }
+    print_message("Q4_1 squared error: fitted %.6g, range %.6g\n", fit, range);
+    assert_true(fit < range);
+}
+
+static void test_quantize_refusals(void **state)
+{
+    (void)state;
+    float x[64] = {0};
+    uint8_t q[64 * 4];
+    assert_int_equal(fy_q_quantize(FY_DT_Q4_K, x, q, 64), FY_EINVAL); /* not a 256 multiple */
+    assert_int_equal(fy_q_quantize(FY_DT_COUNT, x, q, 32), FY_EINVAL);
+    x[9] = NAN;
+    assert_int_equal(fy_q_quantize(FY_DT_Q8_0, x, q, 32), FY_EINVAL);
+    x[9] = INFINITY;
+    assert_int_equal(fy_q_quantize(FY_DT_F16, x, q, 32), FY_EINVAL);
+    x[9] = 0;
+    assert_int_equal(fy_q_quantize(FY_DT_Q6_K, x, q, 0), 0); /* nothing to do */
+    float z[256] = {0}, y[256];
+    for (int t = FY_DT_Q8_0; t < FY_DT_COUNT; t++) { /* all-zero blocks stay zero */
+        size_t n = fy_dtype_block_weights((fy_dtype)t);
+        assert_int_equal(fy_q_quantize((fy_dtype)t, z, q, n), 0);
+        assert_int_equal(fy_q_dequant((fy_dtype)t, q, y, n), 0);
+        for (size_t i = 0; i < n; i++) {
+            assert_true(y[i] == 0.0f);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -192,6 +349,10 @@ int main(void)
         cmocka_unit_test(test_32_weight_blocks),
         cmocka_unit_test(test_k_quants),
         cmocka_unit_test(test_float_types),
+        cmocka_unit_test(test_quantize_error),
+        cmocka_unit_test(test_quantize_exact),
+        cmocka_unit_test(test_quantize_beats_range),
+        cmocka_unit_test(test_quantize_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
