@@ -604,20 +604,27 @@ int fy__model_gguf_load(const char *path, const char *name, fy_model **out, char
                         size_t errlen)
 {
     *out = NULL;
+    fy_gguf *g = NULL;
+    int rc = fy_gguf_open(path, &g, err, errlen);
+    return rc < 0 ? rc : fy__model_gguf_from(g, name, out, err, errlen);
+}
+
+int fy__model_gguf_from(fy_gguf *g, const char *name, fy_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    const char *path = g->label;
     fy_model *m = calloc(1, sizeof *m);
     gguf_priv *p = calloc(1, sizeof *p);
     if (!m || !p) {
         free(m);
         free(p);
+        fy_gguf_free(g);
         return fy_fail(err, errlen, FY_ENOMEM, "%s: out of memory", path);
     }
     m->priv = p;
-    int rc = fy_gguf_open(path, &p->g, err, errlen);
-    if (rc < 0) {
-        fy__model_gguf_free(m);
-        return rc;
-    }
+    p->g = g;
     m->gguf = p->g;
+    int rc;
     gctx c = {.m = m, .p = p, .g = p->g, .err = err, .errlen = errlen};
     if (!(p->used = calloc((size_t)p->g->n_tensors + 1, 1))) {
         rc = fy_fail(err, errlen, FY_ENOMEM, "%s: out of memory", path);

@@ -50,6 +50,10 @@
  * FY_E* code with ERR naming the file, the tensor or key, and the reason. */
 int fy__model_gguf_load(const char *path, const char *name, fy_model **out, char *err,
                         size_t errlen);
+/* The same from G, already parsed (the fuzzer's entry), which the model
+ * takes over: G is freed with it, or at once on failure. G's label names
+ * the file in messages and its stem is the default name. */
+int fy__model_gguf_from(fy_gguf *g, const char *name, fy_model **out, char *err, size_t errlen);
 /* Frees a model fy__model_gguf_load() made (M->gguf is set). */
 void fy__model_gguf_free(fy_model *m);
 
