@@ -322,14 +322,14 @@ static int fy_attn_shape_ok(fy_cuda_be *c, const fy_attn_batch *b, const fy_attn
     if (!b || !sh || b->n_tokens <= 0 || b->n_seqs <= 0 || b->n_seqs > b->n_tokens ||
         sh->n_heads <= 0 || sh->n_kv_heads <= 0 || sh->n_heads % sh->n_kv_heads ||
         sh->head_dim <= 0 || sh->head_dim % FY_KV_VEC || sh->head_dim > FY_PA_MAX_HEAD_DIM ||
-        sh->block_size <= 0 || b->max_blocks <= 0 || b->n_tokens > 65535 ||
-        (long)b->max_blocks * sh->block_size > INT32_MAX) {
+        sh->block_size <= 0 || sh->kv_dtype != FY_DT_F16 || b->max_blocks <= 0 ||
+        b->n_tokens > 65535 || (long)b->max_blocks * sh->block_size > INT32_MAX) {
         FY_BAD(c,
                "cuda %s: unsupported shape (tokens=%d seqs=%d heads=%d/%d head_dim=%d, "
-               "block_size=%d; head_dim must be a multiple of 8 up to %d)",
+               "block_size=%d kv=%s; head_dim must be a multiple of 8 up to %d, the KV cache F16)",
                op, b ? b->n_tokens : 0, b ? b->n_seqs : 0, sh ? sh->n_heads : 0,
                sh ? sh->n_kv_heads : 0, sh ? sh->head_dim : 0, sh ? sh->block_size : 0,
-               FY_PA_MAX_HEAD_DIM);
+               fy_dtype_name(sh ? sh->kv_dtype : FY_DT_F16), FY_PA_MAX_HEAD_DIM);
         return 0;
     }
     return 1;
@@ -498,9 +498,13 @@ static void cu_argmax(fy_backend *be, int32_t *out, const float *logits, int n, 
 static void cu_destroy(fy_backend *be);
 
 static const fy_backend_ops fy_cuda_ops = {
-    "cuda",         FY_DT_F16,    0,           cu_destroy, cu_alloc,       cu_free,       cu_upload,
-    cu_download,    cu_sync,      cu_mem_free, cu_embed,   cu_rmsnorm,     cu_matmul,     cu_rope,
-    cu_cache_write, cu_attention, cu_silu_mul, cu_add,     cu_gather_rows, cu_block_copy, cu_argmax,
+    // KV cache: F16 only (the kernels' 16-byte loads are of __half, dtype.cuh),
+    // so "auto" is F16 and --kv-cache-dtype f32/bf16 is refused at create time.
+    "cuda",         FY_DT_F16,    1u << FY_DT_F16, 0,           cu_destroy,
+    cu_alloc,       cu_free,      cu_upload,       cu_download, cu_sync,
+    cu_mem_free,    cu_embed,     cu_rmsnorm,      cu_matmul,   cu_rope,
+    cu_cache_write, cu_attention, cu_silu_mul,     cu_add,      cu_gather_rows,
+    cu_block_copy,  cu_argmax,
 };
 
 // --- C API beyond the table (cuda_api.h) -----------------------------------------

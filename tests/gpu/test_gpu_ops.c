@@ -352,17 +352,24 @@ static void test_argmax(void)
 
 /* --- paged KV cache and attention ----------------------------------------------- */
 
+/* The KV element type a backend is tested with: the CPU reference keeps F32
+ * (exact), the backend under test its "auto" type. */
+static fy_dtype kv_of(const fy_backend *be)
+{
+    return be == ref ? FY_DT_F32 : be->ops->kv_dtype;
+}
+
 /* A KV cache in backend memory read back as floats (any kv_dtype). */
 static float *cache_floats(fy_backend *be, const void *cache, size_t elems)
 {
-    size_t es = fy_dtype_size(be->ops->kv_dtype);
+    size_t es = fy_dtype_size(kv_of(be));
     void *raw = xmalloc(elems * es);
     float *f = xmalloc(elems * sizeof *f);
     get(be, raw, cache, elems * es);
     for (size_t i = 0; i < elems; i++) {
-        if (be->ops->kv_dtype == FY_DT_F16) {
+        if (kv_of(be) == FY_DT_F16) {
             f[i] = fy_f16_to_f32(((uint16_t *)raw)[i]);
-        } else if (be->ops->kv_dtype == FY_DT_BF16) {
+        } else if (kv_of(be) == FY_DT_BF16) {
             f[i] = fy_bf16_to_f32(((uint16_t *)raw)[i]);
         } else {
             f[i] = ((float *)raw)[i];
@@ -495,7 +502,9 @@ static void run_cache_write(const host_batch *h, const fy_attn_shape *sh, void *
         fy_attn_batch b = view(h, &d);
         size_t n = (size_t)h->n_tokens * width * 4;
         float *kd = put(bes[i], k, n), *vd = put(bes[i], v, n);
-        bes[i]->ops->cache_write(bes[i], kc[i], vc[i], kd, vd, &b, sh);
+        fy_attn_shape shi = *sh;
+        shi.kv_dtype = kv_of(bes[i]);
+        bes[i]->ops->cache_write(bes[i], kc[i], vc[i], kd, vd, &b, &shi);
         must(bes[i]->ops->sync(bes[i]), bes[i], "cache_write");
         drop(bes[i], kd), drop(bes[i], vd);
         drop_batch(bes[i], &d);
@@ -538,12 +547,13 @@ static void attn_run(const attn_case *c0)
             block_of[s][i] = i < nb ? ids[next++] : 0;
         }
     }
-    fy_attn_shape sh = {c.heads, c.kv_heads, c.head_dim, bs, 1.0f / sqrtf((float)c.head_dim)};
+    fy_attn_shape sh = {c.heads,  c.kv_heads, c.head_dim, bs, 1.0f / sqrtf((float)c.head_dim),
+                        FY_DT_F32};
     size_t elems = (size_t)n_blocks * c.kv_heads * bs * c.head_dim;
     void *kc[2], *vc[2];
     fy_backend *bes[2] = {ref, dut};
     for (int i = 0; i < 2; i++) {
-        size_t bytes = elems * fy_dtype_size(bes[i]->ops->kv_dtype);
+        size_t bytes = elems * fy_dtype_size(kv_of(bes[i]));
         kc[i] = put(bes[i], NULL, bytes);
         vc[i] = put(bes[i], NULL, bytes);
     }
@@ -561,7 +571,9 @@ static void attn_run(const attn_case *c0)
         dev_batch d = put_batch(bes[i], &step);
         fy_attn_batch b = view(&step, &d);
         float *qd = put(bes[i], q, nq * 4), *od = put(bes[i], NULL, nq * 4);
-        bes[i]->ops->attention(bes[i], od, qd, kc[i], vc[i], &b, &sh);
+        fy_attn_shape shi = sh;
+        shi.kv_dtype = kv_of(bes[i]);
+        bes[i]->ops->attention(bes[i], od, qd, kc[i], vc[i], &b, &shi);
         out[i] = xmalloc(nq * 4);
         get(bes[i], out[i], od, nq * 4);
         drop(bes[i], qd), drop(bes[i], od);
@@ -603,7 +615,7 @@ static void attn_run(const attn_case *c0)
     for (int i = 0; i < 2; i++) {
         int32_t *sd = put(bes[i], src, sizeof src), *dd = put(bes[i], dst, sizeof dst);
         bes[i]->ops->block_copy(bes[i], kc[i], vc[i], sd, dd, np,
-                                block_elems * fy_dtype_size(bes[i]->ops->kv_dtype));
+                                block_elems * fy_dtype_size(kv_of(bes[i])));
         must(bes[i]->ops->sync(bes[i]), bes[i], "block_copy");
         float *k2 = cache_floats(bes[i], kc[i], elems), *v2 = cache_floats(bes[i], vc[i], elems);
         for (int j = 0; j < np; j++) {
@@ -863,8 +875,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "FAIL: %s backend: %s\n", dev, err);
         return 1;
     }
-    printf("reference: cpu (kv %s); under test: %s (kv %s)\n", fy_dtype_name(ref->ops->kv_dtype),
-           dut->ops->name, fy_dtype_name(dut->ops->kv_dtype));
+    printf("reference: cpu (kv %s); under test: %s (kv %s)\n", fy_dtype_name(kv_of(ref)),
+           dut->ops->name, fy_dtype_name(kv_of(dut)));
     test_embed();
     test_rmsnorm();
     test_matmul();
