@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 void fy__cpu_probe(fy_backend_info *info);
@@ -196,4 +197,32 @@ void fy_backend_destroy(fy_backend *be)
     if (be) {
         be->ops->destroy(be);
     }
+}
+
+int fy_kv_dtype_parse(const char *name, const fy_backend_ops *ops, fy_dtype *out, char *err,
+                      size_t errlen)
+{
+    static const struct {
+        const char *name;
+        fy_dtype dt;
+    } kv[] = {{"f32", FY_DT_F32}, {"f16", FY_DT_F16}, {"bf16", FY_DT_BF16}};
+    fy_dtype dt = ops ? ops->kv_dtype : FY_DT_F32;
+    if (name && strcasecmp(name, "auto") != 0) {
+        size_t i = 0;
+        while (i < sizeof kv / sizeof kv[0] && strcasecmp(name, kv[i].name) != 0) {
+            i++;
+        }
+        if (i == sizeof kv / sizeof kv[0]) {
+            return fy_fail(err, errlen, FY_EINVAL,
+                           "--kv-cache-dtype '%s' is unknown (auto, f32, f16 or bf16)", name);
+        }
+        dt = kv[i].dt;
+    }
+    if (ops && !(ops->kv_dtypes & (1u << dt))) {
+        return fy_fail(err, errlen, FY_ENOTSUP,
+                       "--kv-cache-dtype %s: the %s backend has no kernels for a %s KV cache", name,
+                       ops->name, fy_dtype_name(dt));
+    }
+    *out = dt;
+    return 0;
 }

@@ -136,6 +136,8 @@ typedef struct {
     int n_heads, n_kv_heads, head_dim; /* GQA: n_heads % n_kv_heads == 0 */
     int block_size;                    /* tokens per KV block */
     float scale;                       /* usually 1/sqrt(head_dim) */
+    fy_dtype kv_dtype;                 /* the caches' element type: F32, F16 or BF16, one the
+                                        * backend lists in ops->kv_dtypes */
 } fy_attn_shape;
 
 /* Which elements of a head rotary embedding rotates together, pair i of
@@ -151,8 +153,9 @@ typedef struct fy_backend fy_backend;
 
 typedef struct fy_backend_ops {
     const char *name;
-    fy_dtype kv_dtype; /* element type of the KV cache */
-    int host_memory;   /* 1: backend memory is host memory (weights used in place) */
+    fy_dtype kv_dtype;  /* the KV cache element type "auto" picks (fy_kv_dtype_parse) */
+    unsigned kv_dtypes; /* the KV element types cache_write and attention take: bit 1 << dtype */
+    int host_memory;    /* 1: backend memory is host memory (weights used in place) */
 
     void (*destroy)(fy_backend *be);
     void *(*alloc)(fy_backend *be, size_t bytes); /* NULL when out of memory */
@@ -206,6 +209,14 @@ struct fy_backend {
     const fy_backend_ops *ops;
     void *impl;
 };
+
+/* The KV cache element type NAME asks for on a backend with OPS: "auto" (or
+ * NULL) is ops->kv_dtype; "f32", "f16", "bf16" (any case) are themselves. OPS
+ * NULL checks the name only (auto gives F32). Returns 0 and sets *OUT, or
+ * FY_EINVAL for another name, or FY_ENOTSUP when the backend has no kernels
+ * for that type; ERR says which. */
+int fy_kv_dtype_parse(const char *name, const fy_backend_ops *ops, fy_dtype *out, char *err,
+                      size_t errlen);
 
 /* Creates the backend named by DEVICE: "cpu" or "cuda[:N]". THREADS: CPU
  * worker threads (0 = one per core). On failure returns an FY_E* code and

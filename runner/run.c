@@ -183,7 +183,7 @@ static void on_signal(uv_signal_t *h, int signum)
  * listener when LISTEN is set. Returns 0, or 1/2 (exit status) after
  * printing why. */
 typedef struct {
-    const char *model, *served_name, *listen, *device, *chat_template, *gpu_util;
+    const char *model, *served_name, *listen, *device, *chat_template, *gpu_util, *kv_dtype;
     uint64_t kv_bytes, ping_ms;
     long long max_seqs, max_batched, threads, max_queue, tensor_parallel;
     double kv_fraction; /* --gpu-memory-utilization, parsed */
@@ -258,6 +258,10 @@ static const char *model_opts_check(model_opts *m, char *err, size_t errlen)
         }
         m->kv_fraction = f;
     }
+    fy_dtype kv;
+    if (fy_kv_dtype_parse(m->kv_dtype, NULL, &kv, err, errlen) < 0) {
+        return err; /* the backend's own refusals come when the engine is made */
+    }
     if (device_check(m->device, err, errlen)) {
         return err;
     }
@@ -324,6 +328,7 @@ static int model_start(run_ctx *r, const model_opts *m)
         .max_waiting = (int)m->max_queue,
         .tensor_parallel = (int)m->tensor_parallel,
         .kv_mem_fraction = m->kv_fraction,
+        .kv_dtype = m->kv_dtype,
         .loop = &r->loop,
     };
     /* A directory's template is checked before its weights load; a GGUF
@@ -351,7 +356,9 @@ static int model_start(run_ctx *r, const model_opts *m)
                      json_pack("{s:s}", "model", m->model));
         r->tmpl = NULL;
     } else if (rc) {
-        fprintf(stderr, "ferry-runner run: chat template refused: %s (--chat-template FILE replaces it)\n", err);
+        fprintf(stderr,
+                "ferry-runner run: chat template refused: %s (--chat-template FILE replaces it)\n",
+                err);
         return 2;
     }
     const char *name = m->served_name ? m->served_name : fy_engine_model_name(r->engine);
@@ -366,11 +373,14 @@ static int model_start(run_ctx *r, const model_opts *m)
         fprintf(stderr, "ferry-runner run: out of memory\n");
         return 1;
     }
+    fy_engine_stats es;
+    fy_engine_get_stats(r->engine, &es);
     fy_log_event(FY_LOG_INFO, "runner", "model loaded",
-                 json_pack("{s:s, s:s, s:s, s:I, s:i, s:I}", "model", name, "path", m->model,
-                           "device", m->device ? m->device : "cpu", "tensor_parallel",
+                 json_pack("{s:s, s:s, s:s, s:I, s:i, s:s, s:i, s:I}", "model", name, "path",
+                           m->model, "device", m->device ? m->device : "cpu", "tensor_parallel",
                            (json_int_t)fy_engine_tensor_parallel(r->engine), "max_context",
-                           fy_engine_max_context(r->engine), "load_ms",
+                           fy_engine_max_context(r->engine), "kv_cache_dtype", es.kv_dtype,
+                           "kv_cache_blocks", es.blocks_total, "load_ms",
                            (json_int_t)((uv_hrtime() - t0) / 1000000)));
     if (m->listen) {
         fy_http_server_options ho = {
@@ -423,6 +433,11 @@ int fy_rn_run_main(int argc, char **argv)
         {"gpu-memory-utilization", FY_OPT_STR, &mo.gpu_util, "F",
          "on a GPU, give the KV cache this fraction (0 < F <= 1) of the memory left free "
          "after the weights, instead of --kv-cache-memory"},
+        {"kv-cache-dtype", FY_OPT_STR, &mo.kv_dtype, "auto|f32|f16|bf16",
+         "the KV cache's element type; auto is f32 on the CPU (f16 keeps greedy outputs but "
+         "moves logits ~5e-4 off the exact reference) and f16 on CUDA (its only type). "
+         "f16 and bf16 take half of f32's bytes, so a given --kv-cache-memory holds twice the "
+         "sequences"},
         {"tensor-parallel", FY_OPT_INT, &mo.tensor_parallel, "N",
          "split the model over N ranks: GPUs cuda:D..D+N-1 with --device cuda:D, or N CPU "
          "ranks (default 1)"},
@@ -504,9 +519,10 @@ int fy_rn_run_main(int argc, char **argv)
     } else if (!mo.model && (!data_dir || !upstream)) {
         problem = "--data-dir and --upstream are required (see --help)";
     } else if (!mo.model && (mo.listen || mo.served_name || mo.chat_template || mo.device ||
-                             mo.gpu_util || mo.tensor_parallel || mo.kv_bytes)) {
+                             mo.gpu_util || mo.tensor_parallel || mo.kv_bytes || mo.kv_dtype)) {
         problem = "--listen, --served-model-name, --chat-template, --device, "
-                  "--kv-cache-memory, --gpu-memory-utilization and --tensor-parallel need --model";
+                  "--kv-cache-memory, --kv-cache-dtype, --gpu-memory-utilization and "
+                  "--tensor-parallel need --model";
     } else if (mo.model && (problem = model_opts_check(&mo, err, sizeof err))) {
         /* problem says what */
     } else if (mo.threads < 0 || mo.threads > 1024) {
@@ -566,6 +582,7 @@ int fy_rn_run_main(int argc, char **argv)
         if (mo.kv_fraction > 0) {
             printf("  gpu-memory-utilization %g\n", mo.kv_fraction);
         }
+        printf("  kv-cache-dtype     %s\n", mo.kv_dtype ? mo.kv_dtype : "auto");
         status = 0;
         goto out;
     }

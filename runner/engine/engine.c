@@ -1114,7 +1114,8 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
                          .max_seqs = o->max_seqs,
                          .max_logit_rows = o->max_seqs + FY_MAX_PROMPT_ROWS,
                          .tensor_parallel = o->tensor_parallel,
-                         .kv_mem_fraction = o->kv_mem_fraction};
+                         .kv_mem_fraction = o->kv_mem_fraction,
+                         .kv_dtype = o->kv_dtype};
     rc = fy_fwd_create(e->model, e->be, &fo, &e->fwd, err, errlen);
     if (rc < 0) {
         return rc;
@@ -1122,7 +1123,7 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
     const fy_model_config *c = &e->model->cfg;
     e->vocab = c->vocab_size;
     e->block_size = o->block_size;
-    e->block_bytes = fy_fwd_block_bytes(e->model, e->be, o->block_size);
+    e->block_bytes = fy_fwd_kv_block_bytes(e->model, fy_fwd_kv_dtype(e->fwd), o->block_size);
     int nb = fy_fwd_num_blocks(e->fwd);
     long cap = (long)nb * o->block_size;
     e->max_ctx = c->max_pos < cap ? c->max_pos : (int)cap;
@@ -1159,6 +1160,7 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
     e->stats.blocks_total = e->stats.blocks_free = nb;
     e->stats.block_size = e->block_size;
     e->stats.block_bytes = e->block_bytes;
+    e->stats.kv_dtype = fy_dtype_name(fy_fwd_kv_dtype(e->fwd));
     return 0;
 }
 

@@ -41,6 +41,8 @@ typedef struct {
     double kv_mem_fraction; /* (0, 1]: the KV cache takes this fraction of each GPU's free
                              * memory after the weights, and kv_bytes is ignored; 0 = kv_bytes.
                              * Refused on the CPU (forward.h). */
+    const char *kv_dtype;   /* KV cache element type: "auto" (NULL), "f32", "f16", "bf16"
+                             * (fy_kv_dtype_parse; auto is F32 on the CPU, F16 on CUDA) */
     uv_loop_t *loop;        /* events are delivered on this loop's thread */
 } fy_engine_options;
 
@@ -191,6 +193,7 @@ typedef struct {
     uint64_t prompt_tokens, generated_tokens; /* totals */
     int block_size;
     size_t block_bytes;
+    const char *kv_dtype; /* the KV cache's element type, "F32", "F16" or "BF16" (static) */
 } fy_engine_stats;
 
 /* A consistent snapshot (any thread). */

@@ -61,6 +61,7 @@ struct fy_fwd {
     fwd_rank *rk;  /* [n_ranks] */
     fy_comm *comm; /* NULL when n_ranks == 1 */
     int num_blocks;
+    fy_dtype kv_dtype;        /* o.kv_dtype resolved */
     size_t layer_block_bytes; /* one block of one layer's K (or V) cache on one rank */
 
     /* Host staging for the step's arrays (shared read-only by the ranks). */
@@ -86,11 +87,21 @@ struct fy_fwd {
     int sync_init;
 };
 
-size_t fy_fwd_block_bytes(const fy_model *m, const fy_backend *be, int block_size)
+size_t fy_fwd_kv_block_bytes(const fy_model *m, fy_dtype kv_dtype, int block_size)
 {
     const fy_model_config *c = &m->cfg;
     return (size_t)c->n_layers * 2 * (size_t)block_size * (size_t)c->n_kv_heads *
-           (size_t)c->head_dim * fy_dtype_size(be->ops->kv_dtype);
+           (size_t)c->head_dim * fy_dtype_size(kv_dtype);
+}
+
+size_t fy_fwd_block_bytes(const fy_model *m, const fy_backend *be, int block_size)
+{
+    return fy_fwd_kv_block_bytes(m, be->ops->kv_dtype, block_size);
+}
+
+fy_dtype fy_fwd_kv_dtype(const fy_fwd *f)
+{
+    return f->kv_dtype;
 }
 
 int fy_fwd_num_blocks(const fy_fwd *f)
@@ -477,8 +488,9 @@ static int compute(const fy_fwd *f, fwd_rank *rk)
         .host_seq_start = f->h_seq_start,
         .host_ctx_len = f->h_ctx_len,
     };
-    fy_attn_shape sh = {rk->n_heads, rk->n_kv_heads, c->head_dim, f->o.block_size,
-                        1.0f / sqrtf((float)c->head_dim)};
+    fy_attn_shape sh = {
+        rk->n_heads, rk->n_kv_heads, c->head_dim, f->o.block_size, 1.0f / sqrtf((float)c->head_dim),
+        f->kv_dtype};
     o->embed(be, rk->x, &rk->embed, rk->d_ids, T);
     for (int l = 0; l < c->n_layers; l++) {
         run_layer(f, rk, l, T, &b, &sh);
@@ -631,8 +643,8 @@ static void stop_ranks(fy_fwd *f)
 
 /* --- Create / destroy ------------------------------------------------------------- */
 
-static int check_options(const fy_model *m, fy_backend *be, const fy_fwd_options *o, char *err,
-                         size_t errlen)
+static int check_options(const fy_model *m, fy_backend *be, const fy_fwd_options *o,
+                         fy_dtype *kv_dtype, char *err, size_t errlen)
 {
     const fy_model_config *c = &m->cfg;
     int N = o->tensor_parallel > 1 ? o->tensor_parallel : 1;
@@ -645,6 +657,10 @@ static int check_options(const fy_model *m, fy_backend *be, const fy_fwd_options
     if (o->tensor_parallel < 0 || o->tensor_parallel > FY_COMM_MAX) {
         return fy_fail(err, errlen, FY_EINVAL, "--tensor-parallel %d: must be between 1 and %d",
                        o->tensor_parallel, FY_COMM_MAX);
+    }
+    int rc = fy_kv_dtype_parse(o->kv_dtype, be->ops, kv_dtype, err, errlen);
+    if (rc < 0) {
+        return rc;
     }
     if (c->n_heads % N || c->n_kv_heads % N || c->intermediate % N) {
         return fy_fail(err, errlen, FY_EINVAL,
@@ -665,7 +681,7 @@ static int check_options(const fy_model *m, fy_backend *be, const fy_fwd_options
         }
         return 0;
     }
-    size_t bb = fy_fwd_block_bytes(m, be, o->block_size);
+    size_t bb = fy_fwd_kv_block_bytes(m, *kv_dtype, o->block_size);
     if (o->kv_bytes / bb < 1) {
         return fy_fail(err, errlen, FY_EINVAL,
                        "forward: KV cache memory %zu bytes holds no block (one block of %d tokens "
@@ -763,7 +779,8 @@ int fy_fwd_create(const fy_model *m, fy_backend *be, const fy_fwd_options *o, fy
                   char *err, size_t errlen)
 {
     *out = NULL;
-    int rc = check_options(m, be, o, err, errlen);
+    fy_dtype kv_dtype;
+    int rc = check_options(m, be, o, &kv_dtype, err, errlen);
     if (rc < 0) {
         return rc;
     }
@@ -778,6 +795,8 @@ int fy_fwd_create(const fy_model *m, fy_backend *be, const fy_fwd_options *o, fy
     }
     f->m = m;
     f->o = *o;
+    f->o.kv_dtype = NULL; /* the caller's string need not outlive this call */
+    f->kv_dtype = kv_dtype;
     if (f->o.max_logit_rows < f->o.max_seqs) {
         f->o.max_logit_rows = f->o.max_seqs;
     }
@@ -786,7 +805,7 @@ int fy_fwd_create(const fy_model *m, fy_backend *be, const fy_fwd_options *o, fy
     }
     f->n_ranks = N;
     f->rk[0].be = be;
-    size_t bb = fy_fwd_block_bytes(m, be, o->block_size);
+    size_t bb = fy_fwd_kv_block_bytes(m, kv_dtype, o->block_size);
     f->layer_block_bytes = bb / ((size_t)m->cfg.n_layers * 2 * (size_t)N);
     f->num_blocks = o->kv_mem_fraction != 0.0 ? 0 : (int)(o->kv_bytes / bb);
     if (N > 1 && (rc = make_comm(be, N, &f->comm, err, errlen)) < 0) {
