@@ -27,7 +27,8 @@
 #define MMX_RMAX 8 /* dot rows */
 #define MMX_MMAX 8 /* GEMM tile tokens */
 
-#define MMX_FN     static MMX_TARGET
+/* (unused: each including file takes the kernels it wants from the template) */
+#define MMX_FN     static __attribute__((unused)) MMX_TARGET
 #define MMX_INLINE static inline __attribute__((always_inline)) MMX_TARGET
 
 #if MMX_VNNI == 1
@@ -778,22 +779,25 @@ MMX_FN void mmx_gemmq(const uint8_t *p, const uint8_t *xt, int mrx, int nsb, int
 }
 #endif
 
-/* The kernel-table entries every x86 path shares: the dot kernels and the
- * quantizers. */
-#define MMX_KERN_DOTS                                                                              \
-    .dot = {[FY_DT_F32] = mmx_dot_f32,   [FY_DT_F16] = mmx_dot_f16,   [FY_DT_BF16] = mmx_dot_bf16, \
-            [FY_DT_Q8_0] = mmx_dot_q8_0, [FY_DT_Q4_0] = mmx_dot_q4_0, [FY_DT_Q4_1] = mmx_dot_q4_1, \
-            [FY_DT_Q5_0] = mmx_dot_q5_0, [FY_DT_Q5_1] = mmx_dot_q5_1, [FY_DT_Q4_K] = mmx_dot_q4_k, \
-            [FY_DT_Q5_K] = mmx_dot_q5_k, [FY_DT_Q6_K] = mmx_dot_q6_k},                             \
-    .quant_a = mmx_quant_a, .quant_b = mmx_quant_b, .quant_tile = mmx_quant_tile,                  \
+/* Kernel-table entries the x86 paths share: the float and the block-type dot
+ * kernels, and the quantizers and float panel packer. */
+#define MMX_KERN_FDOTS \
+    .dot[FY_DT_F32] = mmx_dot_f32, .dot[FY_DT_F16] = mmx_dot_f16, .dot[FY_DT_BF16] = mmx_dot_bf16
+#define MMX_KERN_QDOTS                                                \
+    .dot[FY_DT_Q8_0] = mmx_dot_q8_0, .dot[FY_DT_Q4_0] = mmx_dot_q4_0, \
+    .dot[FY_DT_Q4_1] = mmx_dot_q4_1, .dot[FY_DT_Q5_0] = mmx_dot_q5_0, \
+    .dot[FY_DT_Q5_1] = mmx_dot_q5_1, .dot[FY_DT_Q4_K] = mmx_dot_q4_k, \
+    .dot[FY_DT_Q5_K] = mmx_dot_q5_k, .dot[FY_DT_Q6_K] = mmx_dot_q6_k
+#define MMX_KERN_QUANT                                                            \
+    .quant_a = mmx_quant_a, .quant_b = mmx_quant_b, .quant_tile = mmx_quant_tile, \
     .pack_f = mmx_pack_f
 
 #ifndef MMX_NO_GEMM
 /* The whole table of a 256-bit path (AVX2, AVX-VNNI). */
-#define MMX_KERN_YMM(ISA)                                                                  \
-    {                                                                                      \
-        .isa = (ISA), MMX_KERN_DOTS, .dot_tf = 3, .dot_tq = 3, .f_mr = 6, .f_nr = MMX_FNR, \
-        .gemmf = mmx_gemmf, .q_mr = MMX_QMR, .q_nr = MMX_QNR, .q_sgn = !MMX_VNNI,          \
-        .gemmq = mmx_gemmq,                                                                \
+#define MMX_KERN_YMM(ISA)                                                                       \
+    {                                                                                           \
+        .isa = (ISA), MMX_KERN_FDOTS, MMX_KERN_QDOTS, MMX_KERN_QUANT, .dot_tf = 3, .dot_tq = 3, \
+        .f_mr = 6, .f_nr = MMX_FNR, .gemmf = mmx_gemmf, .q_mr = MMX_QMR, .q_nr = MMX_QNR,       \
+        .q_sgn = !MMX_VNNI, .gemmq = mmx_gemmq,                                                 \
     }
 #endif
