@@ -183,18 +183,21 @@ MMX_INLINE __m512i z_ld4(const uint8_t *p, size_t bb, int off)
     return _mm512_inserti32x4(q, _mm_loadu_si128((const __m128i *)(p + 3 * bb + off)), 3);
 }
 
-/* The 32-bit words at P of 4 blocks BB bytes apart. */
-MMX_INLINE __m128i z_w4(const uint8_t *p, int bb)
-{
-    return _mm_i32gather_epi32((const int *)(const void *)p, _mm_setr_epi32(0, bb, 2 * bb, 3 * bb),
-                               1);
-}
-
-/* The f16 at P of 4 blocks, as floats. */
+/* The f16 at P of 4 blocks BB bytes apart, as floats. Put together in
+ * general registers (idle here) rather than by a gather. */
 MMX_INLINE __m128 z_h4(const uint8_t *p, int bb)
 {
-    __m128i g = _mm_and_si128(z_w4(p, bb), _mm_set1_epi32(0xffff));
-    return _mm_cvtph_ps(_mm_packus_epi32(g, g));
+    uint64_t h = (uint64_t)mmx_u16(p) | (uint64_t)mmx_u16(p + bb) << 16 |
+                 (uint64_t)mmx_u16(p + 2 * bb) << 32 | (uint64_t)mmx_u16(p + 3 * bb) << 48;
+    return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)h));
+}
+
+/* 4 values of A, each in the first of its 4 lanes (the others 0). */
+MMX_INLINE __m512i z_first4(__m128i a)
+{
+    return _mm512_maskz_permutexvar_epi32(
+        0x1111, _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+        _mm512_castsi128_si512(a));
 }
 
 /* One token's 4 blocks of fmt A from block B, in the weights' order below: LO
@@ -214,22 +217,26 @@ MMX_INLINE z_x4 z_x4_load(const fy__mm_act *a, int b, int min)
     x.lo = _mm512_permutex2var_epi64(x0, _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13), x1);
     x.hi = _mm512_permutex2var_epi64(x0, _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15), x1);
     x.dx = z_rep4(_mm_loadu_ps(a->d + b));
-    x.init = min ? _mm512_setzero_si512() : _mm512_maskz_expandloadu_epi32(0x1111, a->aux + b);
-    x.ds = min ? _mm512_maskz_expandloadu_ps(0x1111, (const float *)(const void *)(a->aux + b))
-               : _mm512_setzero_ps();
+    __m512i aux = z_first4(_mm_loadu_si128((const __m128i *)(a->aux + b)));
+    x.init = min ? _mm512_setzero_si512() : aux;
+    x.ds = min ? _mm512_castsi512_ps(aux) : _mm512_setzero_ps();
     return x;
 }
 
-/* Q5's fifth bits of 4 blocks (qh words at P): 0x10 into the bytes of LO and HI. */
+/* Q5's fifth bits of 4 blocks (qh words at P): 0x10 into the bytes of LO
+ * (bits 0-15 of each word) and HI (bits 16-31), the masks built in general
+ * registers. */
 MMX_INLINE void z_bits5(const uint8_t *p, int bb, __m512i *lo, __m512i *hi)
 {
-    __m128i g = z_w4(p, bb);
-    __m128i h = _mm_packus_epi32(_mm_and_si128(g, _mm_set1_epi32(0xffff)), _mm_srli_epi32(g, 16));
+    uint64_t ml = 0, mh = 0;
+    for (int i = 0; i < 4; i++) {
+        uint32_t q = mmx_u32(p + i * bb);
+        ml |= (uint64_t)(q & 0xffff) << (16 * i);
+        mh |= (uint64_t)(q >> 16) << (16 * i);
+    }
     const __m512i b4 = _mm512_set1_epi8(0x10);
-    __mmask64 ml = _cvtu64_mask64((uint64_t)_mm_cvtsi128_si64(h));
-    __mmask64 mh = _cvtu64_mask64((uint64_t)_mm_extract_epi64(h, 1));
-    *lo = _mm512_or_si512(*lo, _mm512_and_si512(_mm512_movm_epi8(ml), b4));
-    *hi = _mm512_or_si512(*hi, _mm512_and_si512(_mm512_movm_epi8(mh), b4));
+    *lo = _mm512_or_si512(*lo, _mm512_maskz_mov_epi8(_cvtu64_mask64(ml), b4));
+    *hi = _mm512_or_si512(*hi, _mm512_maskz_mov_epi8(_cvtu64_mask64(mh), b4));
 }
 
 /* 4 blocks of Q4_0/Q4_1/Q5_0/Q5_1 at P: u as LO/HI (z_x4's order), dw over 4
@@ -248,7 +255,7 @@ MMX_INLINE void z_unpack4(fy_dtype dt, const uint8_t *p, __m512i *lo, __m512i *h
     }
     *dw = z_rep4(z_h4(p, bb));
     if (dt == FY_DT_Q4_1 || dt == FY_DT_Q5_1) {
-        *mw = _mm512_maskz_expand_ps(0x1111, _mm512_castps128_ps512(z_h4(p + 2, bb)));
+        *mw = _mm512_castsi512_ps(z_first4(_mm_castps_si128(z_h4(p + 2, bb))));
     }
 }
 
@@ -318,7 +325,10 @@ MMX_INLINE void z_dotq8_body(fy_dtype dt, const uint8_t *w, size_t rb, int ng, c
         __m512 xd[Z_NT];
         for (int t = 0; t < NT; t++) {
             xq[t] = _mm512_loadu_si512((const void *)(a[t].q + 32 * b));
-            xi[t] = _mm512_maskz_expandloadu_epi32(0x0101, a[t].aux + b);
+            /* -o * sum of block b in lane 0, of block b + 1 in lane 8. */
+            xi[t] = _mm512_maskz_permutexvar_epi32(
+                0x0101, idx8,
+                _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(a[t].aux + b))));
             xd[t] = _mm512_permutexvar_ps(idx8, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd(
                                                     (const double *)(const void *)(a[t].d + b)))));
         }
@@ -327,8 +337,7 @@ MMX_INLINE void z_dotq8_body(fy_dtype dt, const uint8_t *w, size_t rb, int ng, c
             __m512i u = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2)));
             u = _mm512_inserti64x4(u, _mm256_loadu_si256((const __m256i *)(p + 36)), 1);
             u = _mm512_xor_si512(u, flip);
-            __m128i h = _mm_insert_epi16(_mm_cvtsi32_si128((int)(mmx_u32(p) & 0xffff)),
-                                         (int)(mmx_u32(p + 34) & 0xffff), 1);
+            __m128i h = _mm_cvtsi32_si128((int)(mmx_u16(p) | (uint32_t)mmx_u16(p + 34) << 16));
             __m512 dw = _mm512_permutexvar_ps(idx8, _mm512_castps128_ps512(_mm_cvtph_ps(h)));
             for (int t = 0; t < NT; t++) {
                 __m512i s = _mm512_dpbusd_epi32(xi[t], u, xq[t]);

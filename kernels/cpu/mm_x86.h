@@ -74,6 +74,13 @@ MMX_INLINE float mmx_h(const uint8_t *p)
     return _cvtsh_ss(h);
 }
 
+MMX_INLINE uint32_t mmx_u16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
 MMX_INLINE uint32_t mmx_u32(const uint8_t *p)
 {
     uint32_t v;
