@@ -18,6 +18,7 @@
  * sign trick (|q| against the activations with q's sign), in both the dot
  * kernel and the SGN GEMM panels. vpdpbusd has no intermediate saturation. */
 #include "kernels/cpu/mm.h"
+#include "kernels/cpu/quant.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -27,7 +28,8 @@
 #define MMX_RMAX 8 /* dot rows */
 #define MMX_MMAX 8 /* GEMM tile tokens */
 
-#define MMX_FN     static MMX_TARGET
+/* (unused: each including file takes the kernels it wants from the template) */
+#define MMX_FN     static __attribute__((unused)) MMX_TARGET
 #define MMX_INLINE static inline __attribute__((always_inline)) MMX_TARGET
 
 #if MMX_VNNI == 1
@@ -71,6 +73,13 @@ MMX_INLINE float mmx_h(const uint8_t *p)
     uint16_t h;
     memcpy(&h, p, sizeof h);
     return _cvtsh_ss(h);
+}
+
+MMX_INLINE uint32_t mmx_u16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
 
 MMX_INLINE uint32_t mmx_u32(const uint8_t *p)
@@ -638,6 +647,112 @@ MMX_DOT_FN(mmx_dot_q4_k, FY_DT_Q4_K, mmx_dotk45_body, MMX_R / 2, MMX_R / 2)
 MMX_DOT_FN(mmx_dot_q5_k, FY_DT_Q5_K, mmx_dotk45_body, MMX_R / 2, MMX_R / 2)
 MMX_DOT_FN(mmx_dot_q6_k, FY_DT_Q6_K, mmx_dotk6_body, MMX_R / 2, MMX_R / 2)
 
+/* --- Block-type panels ------------------------------------------------------------------ */
+
+/* One block of DT at B unpacked: u (mm.h's, or Q8_0's signed q on AVX2) into
+ * U[bw], dw and m per sub-block. */
+MMX_INLINE void mmx_unpack_block(fy_dtype dt, const uint8_t *b, uint8_t *u, float *dw, float *m)
+{
+    const __m256i low4 = _mm256_set1_epi8(15);
+    if (dt == FY_DT_Q4_K || dt == FY_DT_Q5_K) {
+        const int q5 = dt == FY_DT_Q5_K;
+        const uint8_t *qs = b + (q5 ? 48 : 16);
+        float d = mmx_h(b), dmin = mmx_h(b + 2);
+        __m256i qh = q5 ? mmx_load(b + 16) : _mm256_setzero_si256();
+        for (int j = 0; j < 8; j++) {
+            int sc, mn;
+            fy__q_k_scale_min(b + 4, j, &sc, &mn);
+            dw[j] = d * (float)sc;
+            m[j] = -(dmin * (float)mn);
+        }
+        for (int p = 0; p < 4; p++) {
+            __m256i q4 = mmx_load(qs + 32 * p);
+            __m256i lo = _mm256_and_si256(q4, low4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low4);
+            if (q5) {
+                const __m256i one = _mm256_set1_epi8(1);
+                __m256i b0 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * p), one);
+                __m256i b1 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * p + 1), one);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
+            }
+            _mm256_storeu_si256((__m256i *)(u + 64 * p), lo);
+            _mm256_storeu_si256((__m256i *)(u + 64 * p + 32), hi);
+        }
+    } else if (dt == FY_DT_Q6_K) {
+        const __m256i three = _mm256_set1_epi8(3);
+        float d = mmx_h(b + 208);
+        for (int s = 0; s < 16; s++) {
+            dw[s] = d * (float)(int8_t)b[192 + s];
+        }
+        for (int h = 0; h < 2; h++) {
+            __m256i qa = mmx_load(b + 64 * h), qb = mmx_load(b + 64 * h + 32);
+            __m256i qh = mmx_load(b + 128 + 32 * h);
+            for (int g = 0; g < 4; g++) {
+                __m256i lo = g & 1 ? qb : qa;
+                lo = g < 2 ? _mm256_and_si256(lo, low4)
+                           : _mm256_and_si256(_mm256_srli_epi16(lo, 4), low4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), three);
+                _mm256_storeu_si256((__m256i *)(u + 128 * h + 32 * g),
+                                    _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)));
+            }
+        }
+    } else {
+        m[0] = 0.0f;
+        _mm256_storeu_si256((__m256i *)u, mmx_unpack32(dt, b, dw, m));
+    }
+}
+
+/* mm.h's fy__mm_pack_q: 8 rows at a time, each block unpacked with the
+ * kernels above and 8 rows x 8 groups of 4 weights transposed in registers
+ * into the panel's [k/4][NR][4] order (the same for either sub-block size). */
+MMX_FN void mmx_pack_q(uint8_t *dst, const fy_tensor *w, int64_t r0, int nr, int64_t k0, int kc,
+                       int sgn)
+{
+    fy_dtype dt = w->dtype;
+    const fy__mm_type *ty = &fy__mm_types[dt];
+    int bw = (int)fy_dtype_block_weights(dt), sb = ty->sb, nsb = kc / sb, spb = bw / sb;
+    size_t bb = fy_dtype_block_bytes(dt), rb = (size_t)(w->cols / bw) * bb;
+    float *dwp = (float *)(void *)(dst + fy__mm_al64((size_t)nsb * sb * nr));
+    float *mwp = (float *)(void *)((char *)dwp + fy__mm_al64((size_t)nsb * nr * 4));
+    (void)sgn; /* Q8_0's sign: mmx_unpack32 gives what this path's kernels take */
+    for (int j0 = 0; j0 < nr; j0 += 8) {
+        for (int blk = 0; blk < kc / bw; blk++) {
+            uint8_t ub[8][256];
+            for (int j = 0; j < 8; j++) {
+                int64_t r = r0 + j0 + j;
+                float dws[16], ms[16] = {0};
+                if (r < w->rows) {
+                    const uint8_t *src =
+                        (const uint8_t *)w->data + (size_t)r * rb + (size_t)(k0 / bw + blk) * bb;
+                    mmx_unpack_block(dt, src, ub[j], dws, ms);
+                } else {
+                    memset(ub[j], 0, (size_t)bw);
+                    memset(dws, 0, sizeof dws);
+                }
+                for (int s = 0; s < spb; s++) {
+                    size_t gs = (size_t)blk * spb + s;
+                    dwp[gs * nr + j0 + j] = dws[s];
+                    if (ty->min) {
+                        mwp[gs * nr + j0 + j] = ms[s];
+                    }
+                }
+            }
+            for (int c = 0; c < bw; c += 32) {
+                __m256 v[8];
+                for (int j = 0; j < 8; j++) {
+                    v[j] = _mm256_castsi256_ps(mmx_load(ub[j] + c));
+                }
+                mmx_tr8(v);
+                size_t k4 = (size_t)(blk * bw + c) / 4;
+                for (int g = 0; g < 8; g++) {
+                    _mm256_storeu_ps((float *)(void *)(dst + ((k4 + g) * nr + j0) * 4), v[g]);
+                }
+            }
+        }
+    }
+}
+
 /* --- GEMM microkernels (8 rows per vector) ----------------------------------------------- */
 
 #ifndef MMX_NO_GEMM /* mm_avx512.c has its own, on 512-bit registers */
@@ -778,22 +893,25 @@ MMX_FN void mmx_gemmq(const uint8_t *p, const uint8_t *xt, int mrx, int nsb, int
 }
 #endif
 
-/* The kernel-table entries every x86 path shares: the dot kernels and the
- * quantizers. */
-#define MMX_KERN_DOTS                                                                              \
-    .dot = {[FY_DT_F32] = mmx_dot_f32,   [FY_DT_F16] = mmx_dot_f16,   [FY_DT_BF16] = mmx_dot_bf16, \
-            [FY_DT_Q8_0] = mmx_dot_q8_0, [FY_DT_Q4_0] = mmx_dot_q4_0, [FY_DT_Q4_1] = mmx_dot_q4_1, \
-            [FY_DT_Q5_0] = mmx_dot_q5_0, [FY_DT_Q5_1] = mmx_dot_q5_1, [FY_DT_Q4_K] = mmx_dot_q4_k, \
-            [FY_DT_Q5_K] = mmx_dot_q5_k, [FY_DT_Q6_K] = mmx_dot_q6_k},                             \
-    .quant_a = mmx_quant_a, .quant_b = mmx_quant_b, .quant_tile = mmx_quant_tile,                  \
-    .pack_f = mmx_pack_f
+/* Kernel-table entries the x86 paths share: the float and the block-type dot
+ * kernels, and the quantizers and float panel packer. */
+#define MMX_KERN_FDOTS \
+    .dot[FY_DT_F32] = mmx_dot_f32, .dot[FY_DT_F16] = mmx_dot_f16, .dot[FY_DT_BF16] = mmx_dot_bf16
+#define MMX_KERN_QDOTS                                                \
+    .dot[FY_DT_Q8_0] = mmx_dot_q8_0, .dot[FY_DT_Q4_0] = mmx_dot_q4_0, \
+    .dot[FY_DT_Q4_1] = mmx_dot_q4_1, .dot[FY_DT_Q5_0] = mmx_dot_q5_0, \
+    .dot[FY_DT_Q5_1] = mmx_dot_q5_1, .dot[FY_DT_Q4_K] = mmx_dot_q4_k, \
+    .dot[FY_DT_Q5_K] = mmx_dot_q5_k, .dot[FY_DT_Q6_K] = mmx_dot_q6_k
+#define MMX_KERN_QUANT                                                            \
+    .quant_a = mmx_quant_a, .quant_b = mmx_quant_b, .quant_tile = mmx_quant_tile, \
+    .pack_f = mmx_pack_f, .pack_q = mmx_pack_q
 
 #ifndef MMX_NO_GEMM
 /* The whole table of a 256-bit path (AVX2, AVX-VNNI). */
-#define MMX_KERN_YMM(ISA)                                                                  \
-    {                                                                                      \
-        .isa = (ISA), MMX_KERN_DOTS, .dot_tf = 3, .dot_tq = 3, .f_mr = 6, .f_nr = MMX_FNR, \
-        .gemmf = mmx_gemmf, .q_mr = MMX_QMR, .q_nr = MMX_QNR, .q_sgn = !MMX_VNNI,          \
-        .gemmq = mmx_gemmq,                                                                \
+#define MMX_KERN_YMM(ISA)                                                                       \
+    {                                                                                           \
+        .isa = (ISA), MMX_KERN_FDOTS, MMX_KERN_QDOTS, MMX_KERN_QUANT, .dot_tf = 3, .dot_tq = 3, \
+        .f_mr = 6, .f_nr = MMX_FNR, .gemmf = mmx_gemmf, .q_mr = MMX_QMR, .q_nr = MMX_QNR,       \
+        .q_sgn = !MMX_VNNI, .gemmq = mmx_gemmq,                                                 \
     }
 #endif
