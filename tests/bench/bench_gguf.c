@@ -439,6 +439,7 @@ int main(int argc, char **argv)
 #endif
     free(buf);
     double bw = bw_avx > bw_plain ? bw_avx : bw_plain;
+    setvbuf(stdout, NULL, _IOLBF, 0);
     printf("read bandwidth, %d threads, 1 GiB, best of 5: %.2f GB/s (summing loop %.2f, four "
            "AVX2 streams with prefetch %.2f)\n",
            threads, bw / 1e9, bw_plain / 1e9, bw_avx / 1e9);
