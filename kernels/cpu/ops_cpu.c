@@ -251,8 +251,12 @@ CPU_AVX2 static size_t kv_store_f16_avx2(uint16_t *d, const float *s, size_t n)
 CPU_AVX2 static size_t kv_load_avx2(float *d, const void *s, fy_dtype dt, size_t n)
 {
     size_t i = 0;
+    const uint16_t *h = s;
     for (; i + 8 <= n; i += 8) {
-        _mm256_storeu_ps(d + i, ld8(s, dt, (int64_t)i));
+        __m128i v = _mm_loadu_si128((const __m128i *)(h + i));
+        _mm256_storeu_ps(d + i, dt == FY_DT_F16 ? _mm256_cvtph_ps(v)
+                                                : _mm256_castsi256_ps(_mm256_slli_epi32(
+                                                      _mm256_cvtepu16_epi32(v), 16)));
     }
     return i;
 }
