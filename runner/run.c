@@ -435,7 +435,7 @@ int fy_rn_run_main(int argc, char **argv)
          "after the weights, instead of --kv-cache-memory"},
         {"kv-cache-dtype", FY_OPT_STR, &mo.kv_dtype, "auto|f32|f16|bf16",
          "the KV cache's element type; auto is f32 on the CPU (f16 keeps greedy outputs but "
-         "moves logits ~5e-4 off the exact reference) and f16 on CUDA (its only type). "
+         "moves logits ~5e-4 off the exact reference) and f16 on CUDA. "
          "f16 and bf16 take half of f32's bytes, so a given --kv-cache-memory holds twice the "
          "sequences"},
         {"tensor-parallel", FY_OPT_INT, &mo.tensor_parallel, "N",
