@@ -293,6 +293,22 @@ json_t *fy_config_load(const char *path, const fy_opt *opts, char *err, size_t e
     return root;
 }
 
+int fy_args_command(const fy_opt *opts, int argc, char **argv, char **pos, int *npos,
+                    const char *prog, const int *help, const char *help_text)
+{
+    char err[512];
+    if (fy_args_parse(opts, argc - 1, argv + 1, pos, npos, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return 2;
+    }
+    if (*help) {
+        fputs(help_text, stdout);
+        fy_args_usage(stdout, opts);
+        return 0;
+    }
+    return -1;
+}
+
 void fy_args_usage(FILE *f, const fy_opt *opts)
 {
     for (const fy_opt *o = opts; o->name; o++) {

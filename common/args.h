@@ -57,6 +57,13 @@ json_t *fy_config_load(const char *path, const fy_opt *opts, char *err, size_t e
 /* Prints "  --name METAVAR   help" lines for every option. */
 void fy_args_usage(FILE *f, const fy_opt *opts);
 
+/* A subcommand's start: parses ARGV[1..ARGC) (ARGV[0] is the command word)
+ * into OPTS and POS as fy_args_parse() does. On a parse error prints
+ * "PROG: message" to stderr and returns 2; when *HELP was set, prints HELP_TEXT
+ * and the options to stdout and returns 0; otherwise returns -1: go on. */
+int fy_args_command(const fy_opt *opts, int argc, char **argv, char **pos, int *npos,
+                    const char *prog, const int *help, const char *help_text);
+
 /* Value parsers; each returns 0 or FY_EINVAL and rejects trailing junk. */
 int fy_parse_size(const char *s, uint64_t *out);
 int fy_parse_duration_ms(const char *s, uint64_t *out);

@@ -42,61 +42,88 @@ int fy_file_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-int fy_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+int fy_atomic_open(const char *path, mode_t mode, fy_atomic_file *f)
 {
-    char tmp[4096];
-    int fd = -1, rc = 0;
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    if (snprintf(f->path, sizeof f->path, "%s", path) >= (int)sizeof f->path ||
+        snprintf(f->tmp, sizeof f->tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof f->tmp) {
         return FY_ETOOBIG;
     }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) {
+    f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (f->fd < 0) {
         return from_errno(errno);
     }
     /* open() applies the umask; secrets must end up exactly at MODE. */
-    if (fchmod(fd, mode) != 0) {
-        rc = from_errno(errno);
-        goto out;
+    if (fchmod(f->fd, mode) != 0) {
+        int rc = from_errno(errno);
+        fy_atomic_abort(f);
+        return rc;
     }
+    return 0;
+}
+
+int fy_atomic_write(fy_atomic_file *f, const void *data, size_t len)
+{
     const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
+    while (len > 0) {
+        ssize_t w = write(f->fd, p, len);
         if (w < 0) {
             if (errno == EINTR) {
                 continue;
             }
-            rc = from_errno(errno);
-            goto out;
+            return from_errno(errno);
         }
         p += w;
-        left -= (size_t)w;
+        len -= (size_t)w;
+        f->written += (uint64_t)w;
     }
-    if (fsync(fd) != 0) {
+    return 0;
+}
+
+int fy_atomic_commit(fy_atomic_file *f)
+{
+    int rc = 0;
+    if (fsync(f->fd) != 0) {
         rc = from_errno(errno);
-        goto out;
     }
-    close(fd);
-    fd = -1;
-    if (rename(tmp, path) != 0) {
+    close(f->fd);
+    f->fd = -1;
+    if (rc == 0 && rename(f->tmp, f->path) != 0) {
         rc = from_errno(errno);
-        goto out;
+    }
+    if (rc) {
+        unlink(f->tmp);
+        return rc;
     }
     /* Make the rename itself durable. */
     char dirbuf[4096];
-    snprintf(dirbuf, sizeof dirbuf, "%s", path);
+    snprintf(dirbuf, sizeof dirbuf, "%s", f->path);
     int dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);
     }
     return 0;
-out:
-    if (fd >= 0) {
-        close(fd);
+}
+
+void fy_atomic_abort(fy_atomic_file *f)
+{
+    if (f->fd >= 0) {
+        close(f->fd);
+        f->fd = -1;
+        unlink(f->tmp);
     }
-    unlink(tmp);
-    return rc;
+}
+
+int fy_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+    fy_atomic_file f;
+    int rc = fy_atomic_open(path, mode, &f);
+    if (rc == 0 && (rc = fy_atomic_write(&f, data, len)) < 0) {
+        fy_atomic_abort(&f);
+    }
+    return rc ? rc : fy_atomic_commit(&f);
 }
 
 int fy_file_read(const char *path, size_t max, char **out, size_t *len)

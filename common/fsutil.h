@@ -4,6 +4,7 @@
 #define FY_FSUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Writes DATA to PATH atomically and durably: a temporary file in the same
@@ -11,6 +12,22 @@
  * directory is fsynced. Readers see the old or the new file, never a torn
  * one. Returns 0 or an FY_E* code. */
 int fy_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
+
+/* The same, streamed: fy_atomic_open() creates the temporary file, any
+ * number of fy_atomic_write()s fill it, fy_atomic_commit() fsyncs and
+ * renames it over PATH (or removes it on failure), fy_atomic_abort() removes
+ * it (a committed or aborted file: nothing to do). Each returns 0 or an
+ * FY_E* code; after a failed open or write, call fy_atomic_abort(). */
+typedef struct {
+    int fd;
+    uint64_t written;
+    char path[4096], tmp[4096];
+} fy_atomic_file;
+
+int fy_atomic_open(const char *path, mode_t mode, fy_atomic_file *f);
+int fy_atomic_write(fy_atomic_file *f, const void *data, size_t len);
+int fy_atomic_commit(fy_atomic_file *f);
+void fy_atomic_abort(fy_atomic_file *f);
 
 /* Reads PATH whole into a new NUL-terminated buffer (caller frees; *LEN gets
  * the byte count without the NUL). Files over MAX bytes give FY_ETOOBIG;

@@ -85,11 +85,15 @@ static int registry_add(gw_conn *c)
     fy_gw *gw = c->gw;
     gw_runner *r = fy_gw_runner_find(gw, c->cn);
     if (!r) {
+        size_t n = strlen(c->cn); /* a runner name (checked at the handshake) */
+        if (n >= sizeof r->name) {
+            return FY_EINVAL;
+        }
         r = calloc(1, sizeof *r);
         if (!r) {
             return FY_ENOMEM;
         }
-        snprintf(r->name, sizeof r->name, "%s", c->cn);
+        memcpy(r->name, c->cn, n + 1);
         r->next = gw->runners;
         gw->runners = r;
         fy_metric_add(gw->metrics.connected_runners, NULL, 1);

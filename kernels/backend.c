@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 void fy__cpu_probe(fy_backend_info *info);
@@ -44,22 +45,54 @@ int fy_backend_list(fy_backend_info *out, int max)
 
 /* --- dtypes --------------------------------------------------------------------- */
 
+static const struct {
+    const char *name;
+    uint32_t block, bytes;
+} dtypes[FY_DT_COUNT] = {
+    [FY_DT_F32] = {"F32", 1, 4},       [FY_DT_F16] = {"F16", 1, 2},
+    [FY_DT_BF16] = {"BF16", 1, 2},     [FY_DT_Q8_0] = {"Q8_0", 32, 34},
+    [FY_DT_Q4_0] = {"Q4_0", 32, 18},   [FY_DT_Q4_1] = {"Q4_1", 32, 20},
+    [FY_DT_Q5_0] = {"Q5_0", 32, 22},   [FY_DT_Q5_1] = {"Q5_1", 32, 24},
+    [FY_DT_Q4_K] = {"Q4_K", 256, 144}, [FY_DT_Q5_K] = {"Q5_K", 256, 176},
+    [FY_DT_Q6_K] = {"Q6_K", 256, 210},
+};
+
 size_t fy_dtype_size(fy_dtype dt)
 {
-    return dt == FY_DT_F32 ? 4 : 2;
+    return (unsigned)dt < FY_DT_COUNT && dtypes[dt].block == 1 ? dtypes[dt].bytes : 0;
 }
 
 const char *fy_dtype_name(fy_dtype dt)
 {
-    switch (dt) {
-    case FY_DT_F32:
-        return "F32";
-    case FY_DT_F16:
-        return "F16";
-    case FY_DT_BF16:
-        return "BF16";
+    return (unsigned)dt < FY_DT_COUNT ? dtypes[dt].name : "?";
+}
+
+int fy_dtype_is_block(fy_dtype dt)
+{
+    return (unsigned)dt < FY_DT_COUNT && dtypes[dt].block > 1;
+}
+
+uint32_t fy_dtype_block_weights(fy_dtype dt)
+{
+    return (unsigned)dt < FY_DT_COUNT ? dtypes[dt].block : 0;
+}
+
+uint32_t fy_dtype_block_bytes(fy_dtype dt)
+{
+    return (unsigned)dt < FY_DT_COUNT ? dtypes[dt].bytes : 0;
+}
+
+int fy_dtype_bytes(fy_dtype dt, uint64_t n, uint64_t *bytes)
+{
+    if ((unsigned)dt >= FY_DT_COUNT || n % dtypes[dt].block) {
+        return FY_EINVAL;
     }
-    return "?";
+    uint64_t blocks = n / dtypes[dt].block;
+    if (blocks > UINT64_MAX / dtypes[dt].bytes) {
+        return FY_ETOOBIG;
+    }
+    *bytes = blocks * dtypes[dt].bytes;
+    return 0;
 }
 
 static float bits_to_f32(uint32_t u)
@@ -164,4 +197,32 @@ void fy_backend_destroy(fy_backend *be)
     if (be) {
         be->ops->destroy(be);
     }
+}
+
+int fy_kv_dtype_parse(const char *name, const fy_backend_ops *ops, fy_dtype *out, char *err,
+                      size_t errlen)
+{
+    static const struct {
+        const char *name;
+        fy_dtype dt;
+    } kv[] = {{"f32", FY_DT_F32}, {"f16", FY_DT_F16}, {"bf16", FY_DT_BF16}};
+    fy_dtype dt = ops ? ops->kv_dtype : FY_DT_F32;
+    if (name && strcasecmp(name, "auto") != 0) {
+        size_t i = 0;
+        while (i < sizeof kv / sizeof kv[0] && strcasecmp(name, kv[i].name) != 0) {
+            i++;
+        }
+        if (i == sizeof kv / sizeof kv[0]) {
+            return fy_fail(err, errlen, FY_EINVAL,
+                           "--kv-cache-dtype '%s' is unknown (auto, f32, f16 or bf16)", name);
+        }
+        dt = kv[i].dt;
+    }
+    if (ops && !(ops->kv_dtypes & (1u << dt))) {
+        return fy_fail(err, errlen, FY_ENOTSUP,
+                       "--kv-cache-dtype %s: the %s backend has no kernels for a %s KV cache", name,
+                       ops->name, fy_dtype_name(dt));
+    }
+    *out = dt;
+    return 0;
 }

@@ -64,18 +64,45 @@ int fy_cuda_axpy(size_t n, float a, const float *x, float *y, char *msg, size_t 
 
 /* --- Tensors ------------------------------------------------------------------ */
 
-typedef enum { FY_DT_F32 = 0, FY_DT_F16 = 1, FY_DT_BF16 = 2 } fy_dtype;
+/* Element types. F32, F16 and BF16 are plain arrays; the others are ggml's
+ * packed block types (weights only; kernels/cpu/quant.h has their layouts):
+ * a row of COLS weights is COLS / block_weights blocks of block_bytes each,
+ * so COLS must be a multiple of the block. */
+typedef enum {
+    FY_DT_F32 = 0,
+    FY_DT_F16 = 1,
+    FY_DT_BF16 = 2,
+    FY_DT_Q8_0,
+    FY_DT_Q4_0,
+    FY_DT_Q4_1,
+    FY_DT_Q5_0,
+    FY_DT_Q5_1,
+    FY_DT_Q4_K,
+    FY_DT_Q5_K,
+    FY_DT_Q6_K,
+    FY_DT_COUNT
+} fy_dtype;
 
-/* Bytes per element of DT. */
+/* Bytes per element of F32, F16 and BF16; 0 for the block types. */
 size_t fy_dtype_size(fy_dtype dt);
-/* "F32", "F16", "BF16". */
+/* "F32", "F16", "BF16", "Q8_0", "Q4_K", ... ("?" outside the enum). */
 const char *fy_dtype_name(fy_dtype dt);
+/* 1 for the packed block types. */
+int fy_dtype_is_block(fy_dtype dt);
+/* Weights per block (1 for F32/F16/BF16); 0 outside the enum. */
+uint32_t fy_dtype_block_weights(fy_dtype dt);
+/* Bytes per block (the element size for F32/F16/BF16); 0 outside the enum. */
+uint32_t fy_dtype_block_bytes(fy_dtype dt);
+/* Bytes that N weights of DT occupy. Returns 0 and sets *BYTES, or
+ * FY_EINVAL when DT is not a type or N is not a multiple of its block, or
+ * FY_ETOOBIG when the size does not fit in 64 bits. */
+int fy_dtype_bytes(fy_dtype dt, uint64_t n, uint64_t *bytes);
 
 /* A 1-D or 2-D tensor in backend memory. 1-D tensors have rows == 1. */
 typedef struct {
     const void *data; /* NULL: absent (e.g. no bias) */
     fy_dtype dtype;
-    int64_t rows, cols;
+    int64_t rows, cols; /* block types: cols is a multiple of the block */
 } fy_tensor;
 
 /* Scalar conversions, shared by every backend's reference path. */
@@ -109,7 +136,16 @@ typedef struct {
     int n_heads, n_kv_heads, head_dim; /* GQA: n_heads % n_kv_heads == 0 */
     int block_size;                    /* tokens per KV block */
     float scale;                       /* usually 1/sqrt(head_dim) */
+    fy_dtype kv_dtype;                 /* the caches' element type: F32, F16 or BF16, one the
+                                        * backend lists in ops->kv_dtypes */
 } fy_attn_shape;
+
+/* Which elements of a head rotary embedding rotates together, pair i of
+ * head_dim/2: HF's rotate-half layout, (i, i + head_dim/2), as safetensors
+ * checkpoints and GGUF's qwen2/qwen3 store q and k; or ggml's "normal" mode,
+ * (2i, 2i + 1), as GGUF's llama files store them (llama.cpp's converter
+ * permutes q/k rows into that order). */
+enum { FY_ROPE_PAIRS_HALF = 0, FY_ROPE_PAIRS_ADJACENT = 1 };
 
 /* --- The ops table ---------------------------------------------------------------- */
 
@@ -117,8 +153,9 @@ typedef struct fy_backend fy_backend;
 
 typedef struct fy_backend_ops {
     const char *name;
-    fy_dtype kv_dtype; /* element type of the KV cache */
-    int host_memory;   /* 1: backend memory is host memory (weights used in place) */
+    fy_dtype kv_dtype;  /* the KV cache element type "auto" picks (fy_kv_dtype_parse) */
+    unsigned kv_dtypes; /* the KV element types cache_write and attention take: bit 1 << dtype */
+    int host_memory;    /* 1: backend memory is host memory (weights used in place) */
 
     void (*destroy)(fy_backend *be);
     void *(*alloc)(fy_backend *be, size_t bytes); /* NULL when out of memory */
@@ -137,11 +174,11 @@ typedef struct fy_backend_ops {
     /* out[T x w->rows] = x[T x w->cols] . W^T + bias (bias may be NULL or have data NULL). */
     void (*matmul)(fy_backend *be, float *out, const float *x, const fy_tensor *w,
                    const fy_tensor *bias, int T);
-    /* Rotary embedding, HF rotate-half layout: for each head, pairs (i, i + head_dim/2),
+    /* Rotary embedding: for each head, pair i of PAIRS (fy_rope_pairs) is rotated by
      * angle = pos * inv_freq[i]. Q: [T x n_heads*head_dim], K: [T x n_kv_heads*head_dim].
      * inv_freq: [head_dim/2] in backend memory (scaling already applied). */
     void (*rope)(fy_backend *be, float *q, float *k, const int32_t *pos, int T, int n_heads,
-                 int n_kv_heads, int head_dim, const float *inv_freq);
+                 int n_kv_heads, int head_dim, const float *inv_freq, int pairs);
     /* Reshape-and-cache: K and V rows [T x n_kv_heads*head_dim] written to their slots
      * (a slot < 0 is padding and skipped). */
     void (*cache_write)(fy_backend *be, void *k_cache, void *v_cache, const float *k,
@@ -172,6 +209,14 @@ struct fy_backend {
     const fy_backend_ops *ops;
     void *impl;
 };
+
+/* The KV cache element type NAME asks for on a backend with OPS: "auto" (or
+ * NULL) is ops->kv_dtype; "f32", "f16", "bf16" (any case) are themselves. OPS
+ * NULL checks the name only (auto gives F32). Returns 0 and sets *OUT, or
+ * FY_EINVAL for another name, or FY_ENOTSUP when the backend has no kernels
+ * for that type; ERR says which. */
+int fy_kv_dtype_parse(const char *name, const fy_backend_ops *ops, fy_dtype *out, char *err,
+                      size_t errlen);
 
 /* Creates the backend named by DEVICE: "cpu" or "cuda[:N]". THREADS: CPU
  * worker threads (0 = one per core). On failure returns an FY_E* code and

@@ -28,7 +28,7 @@ FY_HD float fy_rms_scale(float sumsq, int n, float eps)
     return 1.0f / sqrtf(sumsq / (float)n + eps);
 }
 
-/* RoPE (HF rotate-half): the pair (x0, x1) = (x[i], x[i + head_dim/2]) at
+/* RoPE: the pair (x0, x1) (see fy_rope_first) of frequency I at
  * angle POS * INV_FREQ is rotated in place. The angle is computed in double
  * so long positions keep their precision on both backends. fy_rope_cos_sin
  * gives the angle's cosine and sine. */
@@ -46,6 +46,19 @@ FY_HD void fy_rope_rotate(float *x0, float *x1, float c, float s)
     float a0 = *x0, a1 = *x1;
     *x0 = a0 * c - a1 * s;
     *x1 = a1 * c + a0 * s;
+}
+
+/* The elements of rotated pair I (of HALF = head_dim/2) in a head, for
+ * backend.h's FY_ROPE_PAIRS_* layouts: (i, i + half), or (2i, 2i + 1). */
+FY_HD int fy_rope_first(int i, int half, int pairs)
+{
+    (void)half;
+    return pairs ? 2 * i : i;
+}
+
+FY_HD int fy_rope_second(int i, int half, int pairs)
+{
+    return pairs ? 2 * i + 1 : i + half;
 }
 
 /* Both steps for one pair. */

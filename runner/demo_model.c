@@ -337,22 +337,19 @@ int fy_rn_demo_model_main(int argc, char **argv)
     char err[512];
     char *pos[argc > 0 ? argc : 1];
     int npos = 0;
-    if (fy_args_parse(opts, argc - 1, argv + 1, pos, &npos, err, sizeof err)) {
-        fprintf(stderr, "ferry-runner demo-model: %s\n", err);
-        return 2;
-    }
-    if (help) {
-        printf("Usage: ferry-runner demo-model --out DIR [--seed N] [--dtype f32|bf16]\n\n"
-               "Writes ferry's built-in demo model, a small Llama-architecture model in\n"
-               "Hugging Face layout (config.json, model.safetensors, tokenizer.json,\n"
-               "tokenizer_config.json with a ChatML chat template). ITS WEIGHTS ARE RANDOM\n"
-               "(from --seed: the same seed writes the same files), so what it says is\n"
-               "gibberish; it lets ferry show the whole serving path on a machine that\n"
-               "cannot download a real model. Serve it with\n"
-               "  ferry-runner run --model DIR --listen 127.0.0.1:8080\n\n"
-               "Options:\n");
-        fy_args_usage(stdout, opts);
-        return 0;
+    int rc = fy_args_command(
+        opts, argc, argv, pos, &npos, "ferry-runner demo-model", &help,
+        "Usage: ferry-runner demo-model --out DIR [--seed N] [--dtype f32|bf16]\n\n"
+        "Writes ferry's built-in demo model, a small Llama-architecture model in\n"
+        "Hugging Face layout (config.json, model.safetensors, tokenizer.json,\n"
+        "tokenizer_config.json with a ChatML chat template). ITS WEIGHTS ARE RANDOM\n"
+        "(from --seed: the same seed writes the same files), so what it says is\n"
+        "gibberish; it lets ferry show the whole serving path on a machine that\n"
+        "cannot download a real model. Serve it with\n"
+        "  ferry-runner run --model DIR --listen 127.0.0.1:8080\n\n"
+        "Options:\n");
+    if (rc >= 0) {
+        return rc;
     }
     int bf16 = dtype && strcmp(dtype, "bf16") == 0;
     if (npos || !out || !dtype || (!bf16 && strcmp(dtype, "f32") != 0)) {

@@ -11,19 +11,21 @@
 
 static void usage(FILE *f, const fy_opt *opts)
 {
-    fprintf(f, "Usage: ferry-runner [OPTIONS] COMMAND [COMMAND OPTIONS]\n\n"
-               "The runner is ferry's private side: it dials out to a gateway over\n"
-               "mutual TLS and serves the requests that arrive down that tunnel. It never\n"
-               "opens an inbound port.\n\n"
-               "Commands:\n"
-               "  enroll   make this runner's key pair and get its certificate from a gateway\n"
-               "           with a one-time token (from 'ferry tokens create')\n"
-               "  run      serve a model with the built-in engine (OpenAI API, locally and/or\n"
-               "           through the gateway), or keep tunnel connections to the gateway(s)\n"
-               "           and forward requests to a local upstream HTTP server\n"
-               "  demo-model  write a small demo model (random weights) to try 'run --model'\n\n"
-               "Run 'ferry-runner COMMAND --help' for a command's options.\n\n"
-               "Options:\n");
+    fprintf(f,
+            "Usage: ferry-runner [OPTIONS] COMMAND [COMMAND OPTIONS]\n\n"
+            "The runner is ferry's private side: it dials out to a gateway over\n"
+            "mutual TLS and serves the requests that arrive down that tunnel. It never\n"
+            "opens an inbound port.\n\n"
+            "Commands:\n"
+            "  enroll   make this runner's key pair and get its certificate from a gateway\n"
+            "           with a one-time token (from 'ferry tokens create')\n"
+            "  run      serve a model with the built-in engine (OpenAI API, locally and/or\n"
+            "           through the gateway), or keep tunnel connections to the gateway(s)\n"
+            "           and forward requests to a local upstream HTTP server\n"
+            "  demo-model  write a small demo model (random weights) to try 'run --model'\n"
+            "  quantize write a model as a GGUF file of quantized weights (q8_0, q4_k_m, ...)\n\n"
+            "Run 'ferry-runner COMMAND --help' for a command's options.\n\n"
+            "Options:\n");
     fy_args_usage(f, opts);
 }
 
@@ -90,6 +92,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[cmd], "demo-model") == 0) {
         return fy_rn_demo_model_main(argc - cmd, argv + cmd);
+    }
+    if (strcmp(argv[cmd], "quantize") == 0) {
+        return fy_rn_quantize_main(argc - cmd, argv + cmd);
+    }
+    if (strcmp(argv[cmd], "perplexity") == 0) {
+        return fy_rn_perplexity_main(argc - cmd, argv + cmd);
     }
     fprintf(stderr, "ferry-runner: unknown command '%s' (see --help)\n", argv[cmd]);
     return 2;

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "kernels/backend.h"
 #include "runner/api/chat_template.h"
+#include "runner/api/jinja.h"
 #include "runner/api/server.h"
 #include "runner/engine/engine.h"
 
@@ -39,30 +40,52 @@ typedef struct {
 
 static void usage(FILE *f, const fy_opt *opts)
 {
-    fprintf(f, "Usage: ferry-runner run --data-dir DIR --upstream http://127.0.0.1:PORT\n"
-               "                        [--gateway HOST:PORT]... [OPTIONS]\n"
-               "       ferry-runner run --model DIR [--data-dir DIR] [--listen ADDR:PORT]\n"
-               "                        [OPTIONS]\n\n"
-               "With --model, the runner loads a Hugging Face model directory into its own\n"
-               "engine and serves the OpenAI API (/v1/models, /v1/completions,\n"
-               "/v1/chat/completions, /health, /tokenize, /detokenize, /metrics): on --listen\n"
-               "(default 127.0.0.1:8080 when there is no --data-dir, like 'vllm serve'), and,\n"
-               "with an enrolled --data-dir, through the gateway's tunnel too. 'ferry-runner\n"
-               "demo-model --out DIR' writes a small model with random weights to try it.\n\n"
-               "With --upstream, the runner publishes the local upstream HTTP server through\n"
-               "the gateway(s): keeps\n"
-               "--connections outbound mutual-TLS tunnel connections (spread over the gateways,\n"
-               "which default to the one this runner enrolled with), reconnects with\n"
-               "full-jitter exponential backoff (0.5 s doubling to 30 s), and forwards each\n"
-               "request that arrives down a tunnel to the upstream. The models the upstream\n"
-               "lists at /v1/models (vLLM, llama.cpp's server...) are announced to the\n"
-               "gateways, which route /v1 requests to this runner by their model; the list is\n"
-               "read again every --upstream-models-refresh. SIGTERM or SIGINT drains:\n"
-               "the gateways stop sending new requests, requests in flight finish (for at most\n"
-               "--drain-timeout), then the runner exits 0. A second signal stops at once.\n"
-               "Every option may also come from a JSON --config file whose keys are the option\n"
-               "names; the command line wins.\n\n"
-               "Options:\n");
+    fprintf(f,
+            "Usage: ferry-runner run --data-dir DIR --upstream http://127.0.0.1:PORT\n"
+            "                        [--gateway HOST:PORT]... [OPTIONS]\n"
+            "       ferry-runner run --model DIR|FILE.gguf|ollama:NAME[:TAG] [--data-dir DIR]\n"
+            "                        [--listen ADDR:PORT] [OPTIONS]\n\n"
+            "With --model, the runner loads a model into its own engine and serves the\n"
+            "OpenAI API (/v1/models, /v1/completions,\n"
+            "/v1/chat/completions, /health, /tokenize, /detokenize, /metrics): on --listen\n"
+            "(default 127.0.0.1:8080 when there is no --data-dir, like 'vllm serve'), and,\n"
+            "with an enrolled --data-dir, through the gateway's tunnel too. 'ferry-runner\n"
+            "demo-model --out DIR' writes a small model with random weights to try it.\n\n"
+            "The model is one of:\n"
+            "  DIR            a Hugging Face directory: config.json, *.safetensors (F32, F16,\n"
+            "                 BF16), tokenizer.json, the chat template of\n"
+            "                 tokenizer_config.json or chat_template.jinja;\n"
+            "  FILE.gguf      a GGUF file (v2 or v3, as llama.cpp, Ollama and LM Studio keep\n"
+            "                 them) of architecture llama, qwen2 or qwen3, weights in F32, F16,\n"
+            "                 BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K (kept\n"
+            "                 packed; block types run on --device cpu only for now); the\n"
+            "                 tokenizer and the chat template (tokenizer.chat_template) come\n"
+            "                 from the file;\n"
+            "  ollama:NAME[:TAG]  the GGUF of a model pulled with Ollama, read from its store\n"
+            "                 ($OLLAMA_MODELS, else ~/.ollama/models, else\n"
+            "                 /usr/share/ollama/.ollama/models) without Ollama running; TAG\n"
+            "                 defaults to latest, NAME may be NAMESPACE/MODEL. Of the\n"
+            "                 manifest's layers ferry takes the model (the GGUF) and uses no\n"
+            "                 other: not the template (Ollama's Go template: the chat\n"
+            "                 template comes from the GGUF, or --chat-template), not params\n"
+            "                 (default stop words and sampling: requests set their own),\n"
+            "                 not system or messages (no default system prompt or history),\n"
+            "                 not license; a projector (vision) is ignored, so the model\n"
+            "                 serves text only; a model with an adapter (LoRA) is refused.\n\n"
+            "With --upstream, the runner publishes the local upstream HTTP server through\n"
+            "the gateway(s): keeps\n"
+            "--connections outbound mutual-TLS tunnel connections (spread over the gateways,\n"
+            "which default to the one this runner enrolled with), reconnects with\n"
+            "full-jitter exponential backoff (0.5 s doubling to 30 s), and forwards each\n"
+            "request that arrives down a tunnel to the upstream. The models the upstream\n"
+            "lists at /v1/models (vLLM, llama.cpp's server...) are announced to the\n"
+            "gateways, which route /v1 requests to this runner by their model; the list is\n"
+            "read again every --upstream-models-refresh. SIGTERM or SIGINT drains:\n"
+            "the gateways stop sending new requests, requests in flight finish (for at most\n"
+            "--drain-timeout), then the runner exits 0. A second signal stops at once.\n"
+            "Every option may also come from a JSON --config file whose keys are the option\n"
+            "names; the command line wins.\n\n"
+            "Options:\n");
     fy_args_usage(f, opts);
 }
 
@@ -160,7 +183,7 @@ static void on_signal(uv_signal_t *h, int signum)
  * listener when LISTEN is set. Returns 0, or 1/2 (exit status) after
  * printing why. */
 typedef struct {
-    const char *model, *served_name, *listen, *device, *chat_template, *gpu_util;
+    const char *model, *served_name, *listen, *device, *chat_template, *gpu_util, *kv_dtype;
     uint64_t kv_bytes, ping_ms;
     long long max_seqs, max_batched, threads, max_queue, tensor_parallel;
     double kv_fraction; /* --gpu-memory-utilization, parsed */
@@ -235,10 +258,61 @@ static const char *model_opts_check(model_opts *m, char *err, size_t errlen)
         }
         m->kv_fraction = f;
     }
+    fy_dtype kv;
+    if (fy_kv_dtype_parse(m->kv_dtype, NULL, &kv, err, errlen) < 0) {
+        return err; /* the backend's own refusals come when the engine is made */
+    }
     if (device_check(m->device, err, errlen)) {
         return err;
     }
     return NULL;
+}
+
+/* The chat template of a GGUF model: OVERRIDE (--chat-template) or the
+ * file's tokenizer.chat_template, with the tokenizer's BOS and EOS tokens.
+ * Returns 0, FY_ENOENT when the file has none, or what
+ * fy_chat_template_new refuses. */
+static int gguf_template(const fy_engine *e, const char *override, fy_chat_template **out,
+                         char *err, size_t errlen)
+{
+    const fy_gguf *g = fy_engine_model(e)->gguf;
+    const fy_tokenizer *tok = fy_engine_tokenizer(e);
+    const char *bos = fy_tokenizer_piece(tok, fy_tokenizer_bos(tok));
+    const char *eos = fy_tokenizer_piece(tok, fy_tokenizer_eos(tok));
+    char *text = NULL;
+    size_t len = 0;
+    int rc;
+    if (override) {
+        if ((rc = fy_file_read(override, FY_JINJA_MAX_SOURCE, &text, &len)) < 0) {
+            return fy_fail(err, errlen, rc, "%s: %s", override, fy_strerror(rc));
+        }
+    } else {
+        fy_gguf_str src;
+        if (!fy_gguf_find(g, "tokenizer.chat_template")) {
+            return FY_ENOENT;
+        }
+        if ((rc = fy_gguf_get_str(g, "tokenizer.chat_template", &src, err, errlen)) < 0) {
+            return rc;
+        }
+        if (src.len > FY_JINJA_MAX_SOURCE) {
+            return fy_fail(err, errlen, FY_ETOOBIG,
+                           "%s: key 'tokenizer.chat_template' is %llu bytes (at most %d)", g->label,
+                           (unsigned long long)src.len, FY_JINJA_MAX_SOURCE);
+        }
+        if (!(text = malloc((size_t)src.len + 1))) {
+            return fy_fail(err, errlen, FY_ENOMEM, "out of memory");
+        }
+        memcpy(text, src.p, (size_t)src.len);
+        text[src.len] = 0;
+        len = (size_t)src.len;
+    }
+    char msg[768];
+    rc = fy_chat_template_new(text, len, bos, eos, out, msg, sizeof msg);
+    free(text);
+    if (rc < 0) {
+        return fy_fail(err, errlen, rc, "%s: %s", override ? override : g->label, msg);
+    }
+    return 0;
 }
 
 static int model_start(run_ctx *r, const model_opts *m)
@@ -254,9 +328,27 @@ static int model_start(run_ctx *r, const model_opts *m)
         .max_waiting = (int)m->max_queue,
         .tensor_parallel = (int)m->tensor_parallel,
         .kv_mem_fraction = m->kv_fraction,
+        .kv_dtype = m->kv_dtype,
         .loop = &r->loop,
     };
-    int rc = fy_chat_template_load(m->model, m->chat_template, &r->tmpl, err, sizeof err);
+    /* A directory's template is checked before its weights load; a GGUF
+     * file's comes from inside it, once it is loaded. */
+    struct stat st;
+    int hf_dir = stat(m->model, &st) == 0 && S_ISDIR(st.st_mode), rc = 0;
+    if (hf_dir) {
+        rc = fy_chat_template_load(m->model, m->chat_template, &r->tmpl, err, sizeof err);
+    }
+    uint64_t t0 = uv_hrtime();
+    if (rc == 0 || rc == FY_ENOENT) {
+        int lrc = fy_engine_create(&eo, &r->engine, err, sizeof err);
+        if (lrc) {
+            fprintf(stderr, "ferry-runner run: cannot load the model: %s\n", err);
+            return lrc == FY_ENOMEM ? 1 : 2;
+        }
+        if (!hf_dir) {
+            rc = gguf_template(r->engine, m->chat_template, &r->tmpl, err, sizeof err);
+        }
+    }
     if (rc == FY_ENOENT && !m->chat_template) {
         fy_log_event(FY_LOG_WARN, "runner",
                      "the model has no chat template: /v1/chat/completions answers 400 (give "
@@ -264,13 +356,10 @@ static int model_start(run_ctx *r, const model_opts *m)
                      json_pack("{s:s}", "model", m->model));
         r->tmpl = NULL;
     } else if (rc) {
-        fprintf(stderr, "ferry-runner run: chat template refused: %s\n", err);
+        fprintf(stderr,
+                "ferry-runner run: chat template refused: %s (--chat-template FILE replaces it)\n",
+                err);
         return 2;
-    }
-    uint64_t t0 = uv_hrtime();
-    if ((rc = fy_engine_create(&eo, &r->engine, err, sizeof err))) {
-        fprintf(stderr, "ferry-runner run: cannot load the model: %s\n", err);
-        return rc == FY_ENOMEM ? 1 : 2;
     }
     const char *name = m->served_name ? m->served_name : fy_engine_model_name(r->engine);
     fy_api_options ao = {
@@ -284,11 +373,14 @@ static int model_start(run_ctx *r, const model_opts *m)
         fprintf(stderr, "ferry-runner run: out of memory\n");
         return 1;
     }
+    fy_engine_stats es;
+    fy_engine_get_stats(r->engine, &es);
     fy_log_event(FY_LOG_INFO, "runner", "model loaded",
-                 json_pack("{s:s, s:s, s:s, s:I, s:i, s:I}", "model", name, "dir", m->model,
-                           "device", m->device ? m->device : "cpu", "tensor_parallel",
+                 json_pack("{s:s, s:s, s:s, s:I, s:i, s:s, s:i, s:I}", "model", name, "path",
+                           m->model, "device", m->device ? m->device : "cpu", "tensor_parallel",
                            (json_int_t)fy_engine_tensor_parallel(r->engine), "max_context",
-                           fy_engine_max_context(r->engine), "load_ms",
+                           fy_engine_max_context(r->engine), "kv_cache_dtype", es.kv_dtype,
+                           "kv_cache_blocks", es.blocks_total, "load_ms",
                            (json_int_t)((uv_hrtime() - t0) / 1000000)));
     if (m->listen) {
         fy_http_server_options ho = {
@@ -327,10 +419,12 @@ int fy_rn_run_main(int argc, char **argv)
          "the enrolled runner directory (required with --upstream)"},
         {"upstream", FY_OPT_STR, &upstream, "URL",
          "the local HTTP server to publish, http://127.0.0.1:PORT[/base]"},
-        {"model", FY_OPT_STR, &mo.model, "DIR",
-         "serve this Hugging Face model directory with the built-in engine"},
+        {"model", FY_OPT_STR, &mo.model, "DIR|FILE.gguf|ollama:NAME[:TAG]",
+         "serve this model with the built-in engine: a Hugging Face directory, a GGUF file, "
+         "or a model in Ollama's store"},
         {"served-model-name", FY_OPT_STR, &mo.served_name, "NAME",
-         "the model id clients use (default: the directory's name)"},
+         "the model id clients use (default: the directory's name; for GGUF, NAME:TAG from "
+         "Ollama, else general.name, else the file's name without .gguf)"},
         {"listen", FY_OPT_STR, &mo.listen, "ADDR:PORT",
          "serve the API locally too (default 127.0.0.1:8080 without --data-dir)"},
         {"device", FY_OPT_STR, &mo.device, "cpu|cuda[:N]", "where the engine runs (default cpu)"},
@@ -339,6 +433,11 @@ int fy_rn_run_main(int argc, char **argv)
         {"gpu-memory-utilization", FY_OPT_STR, &mo.gpu_util, "F",
          "on a GPU, give the KV cache this fraction (0 < F <= 1) of the memory left free "
          "after the weights, instead of --kv-cache-memory"},
+        {"kv-cache-dtype", FY_OPT_STR, &mo.kv_dtype, "auto|f32|f16|bf16",
+         "the KV cache's element type; auto is f32 on the CPU (f16 keeps greedy outputs but "
+         "moves logits ~5e-4 off the exact reference) and f16 on CUDA. "
+         "f16 and bf16 take half of f32's bytes, so a given --kv-cache-memory holds twice the "
+         "sequences"},
         {"tensor-parallel", FY_OPT_INT, &mo.tensor_parallel, "N",
          "split the model over N ranks: GPUs cuda:D..D+N-1 with --device cuda:D, or N CPU "
          "ranks (default 1)"},
@@ -420,9 +519,10 @@ int fy_rn_run_main(int argc, char **argv)
     } else if (!mo.model && (!data_dir || !upstream)) {
         problem = "--data-dir and --upstream are required (see --help)";
     } else if (!mo.model && (mo.listen || mo.served_name || mo.chat_template || mo.device ||
-                             mo.gpu_util || mo.tensor_parallel || mo.kv_bytes)) {
+                             mo.gpu_util || mo.tensor_parallel || mo.kv_bytes || mo.kv_dtype)) {
         problem = "--listen, --served-model-name, --chat-template, --device, "
-                  "--kv-cache-memory, --gpu-memory-utilization and --tensor-parallel need --model";
+                  "--kv-cache-memory, --kv-cache-dtype, --gpu-memory-utilization and "
+                  "--tensor-parallel need --model";
     } else if (mo.model && (problem = model_opts_check(&mo, err, sizeof err))) {
         /* problem says what */
     } else if (mo.threads < 0 || mo.threads > 1024) {
@@ -482,6 +582,7 @@ int fy_rn_run_main(int argc, char **argv)
         if (mo.kv_fraction > 0) {
             printf("  gpu-memory-utilization %g\n", mo.kv_fraction);
         }
+        printf("  kv-cache-dtype     %s\n", mo.kv_dtype ? mo.kv_dtype : "auto");
         status = 0;
         goto out;
     }

@@ -261,6 +261,10 @@ const char *fy_rn__conn_label(const fy_rn_conn *c);
 int fy_rn_enroll_main(int argc, char **argv);
 int fy_rn_run_main(int argc, char **argv);
 int fy_rn_demo_model_main(int argc, char **argv);
+/* `ferry-runner quantize` (quantize_cmd.c). */
+int fy_rn_quantize_main(int argc, char **argv);
+/* `ferry-runner perplexity` (perplexity_cmd.c). */
+int fy_rn_perplexity_main(int argc, char **argv);
 
 /* Writes the demo model (random weights from SEED) into DIR, created if
  * needed: config.json, model.safetensors (BF16 when BF16, else F32),

@@ -13,20 +13,9 @@
 
 typedef void (*q_dequant_fn)(const uint8_t *b, float *y, size_t nb);
 
-static uint16_t q_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t q_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static float q_half(const uint8_t *p)
-{
-    return fy_f16_to_f32(q_u16(p));
-}
+#define q_u16  fy__q_u16
+#define q_u32  fy__q_u32
+#define q_half fy__q_half
 
 static void q_f32(const uint8_t *b, float *y, size_t nb)
 {
@@ -119,22 +108,6 @@ static void q_q5_1(const uint8_t *b, float *y, size_t nb)
     }
 }
 
-/* The K-quants' 12 bytes of 6-bit scales and mins for 8 sub-blocks: bytes
- * 0-3 hold scales 0-3 in their low 6 bits, bytes 4-7 mins 0-3 likewise;
- * scale/min j >= 4 has its low 4 bits in byte j+4 (scale low nibble, min high
- * nibble) and its top 2 bits in the top 2 bits of byte j-4 (scale) or j
- * (min). */
-static void q_k_scale_min(const uint8_t *s, int j, int *sc, int *mn)
-{
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0x0f) | (s[j - 4] >> 6) << 4;
-        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-
 /* One Q4_K or Q5_K super-block: 8 sub-blocks of 32 weights; QH (Q5_K) adds
  * bit j of qh[l] as bit 4 of weight l of sub-block j. */
 static void q_k45_block(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, float *y)
@@ -142,7 +115,7 @@ static void q_k45_block(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, 
     float d = q_half(b), dmin = q_half(b + 2);
     for (int j = 0; j < 8; j++) {
         int sc, mn;
-        q_k_scale_min(b + 4, j, &sc, &mn);
+        fy__q_k_scale_min(b + 4, j, &sc, &mn);
         float ds = d * (float)sc, dm = dmin * (float)mn;
         const uint8_t *q = qs + 32 * (j / 2);
         for (int l = 0; l < 32; l++) {
@@ -195,52 +168,18 @@ static void q_q6_k(const uint8_t *b, float *y, size_t nb)
     }
 }
 
-static const struct {
-    const char *name;
-    uint32_t block, bytes;
-    q_dequant_fn fn;
-} q_types[FY_Q_NTYPES] = {
-    [FY_Q_F32] = {"F32", 1, 4, q_f32},        [FY_Q_F16] = {"F16", 1, 2, q_f16},
-    [FY_Q_BF16] = {"BF16", 1, 2, q_bf16},     [FY_Q_Q8_0] = {"Q8_0", 32, 34, q_q8_0},
-    [FY_Q_Q4_0] = {"Q4_0", 32, 18, q_q4_0},   [FY_Q_Q4_1] = {"Q4_1", 32, 20, q_q4_1},
-    [FY_Q_Q5_0] = {"Q5_0", 32, 22, q_q5_0},   [FY_Q_Q5_1] = {"Q5_1", 32, 24, q_q5_1},
-    [FY_Q_Q4_K] = {"Q4_K", 256, 144, q_q4_k}, [FY_Q_Q5_K] = {"Q5_K", 256, 176, q_q5_k},
-    [FY_Q_Q6_K] = {"Q6_K", 256, 210, q_q6_k},
+static const q_dequant_fn q_dequant[FY_DT_COUNT] = {
+    [FY_DT_F32] = q_f32,   [FY_DT_F16] = q_f16,   [FY_DT_BF16] = q_bf16, [FY_DT_Q8_0] = q_q8_0,
+    [FY_DT_Q4_0] = q_q4_0, [FY_DT_Q4_1] = q_q4_1, [FY_DT_Q5_0] = q_q5_0, [FY_DT_Q5_1] = q_q5_1,
+    [FY_DT_Q4_K] = q_q4_k, [FY_DT_Q5_K] = q_q5_k, [FY_DT_Q6_K] = q_q6_k,
 };
 
-const char *fy_q_name(fy_qtype t)
+int fy_q_dequant(fy_dtype t, const void *src, float *dst, size_t n)
 {
-    return (unsigned)t < FY_Q_NTYPES ? q_types[t].name : "?";
-}
-
-uint32_t fy_q_block_weights(fy_qtype t)
-{
-    return (unsigned)t < FY_Q_NTYPES ? q_types[t].block : 0;
-}
-
-uint32_t fy_q_block_bytes(fy_qtype t)
-{
-    return (unsigned)t < FY_Q_NTYPES ? q_types[t].bytes : 0;
-}
-
-int fy_q_bytes(fy_qtype t, uint64_t n, uint64_t *bytes)
-{
-    if ((unsigned)t >= FY_Q_NTYPES || n % q_types[t].block) {
+    uint32_t block = fy_dtype_block_weights(t);
+    if (!block || n % block) {
         return FY_EINVAL;
     }
-    uint64_t blocks = n / q_types[t].block;
-    if (blocks > UINT64_MAX / q_types[t].bytes) {
-        return FY_ETOOBIG;
-    }
-    *bytes = blocks * q_types[t].bytes;
-    return 0;
-}
-
-int fy_q_dequant(fy_qtype t, const void *src, float *dst, size_t n)
-{
-    if ((unsigned)t >= FY_Q_NTYPES || n % q_types[t].block) {
-        return FY_EINVAL;
-    }
-    q_types[t].fn(src, dst, n / q_types[t].block);
+    q_dequant[t](src, dst, n / block);
     return 0;
 }

@@ -37,39 +37,56 @@
 #ifndef FY_KERNELS_CPU_QUANT_H
 #define FY_KERNELS_CPU_QUANT_H
 
+#include "kernels/backend.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum {
-    FY_Q_F32 = 0,
-    FY_Q_F16,
-    FY_Q_BF16,
-    FY_Q_Q8_0,
-    FY_Q_Q4_0,
-    FY_Q_Q4_1,
-    FY_Q_Q5_0,
-    FY_Q_Q5_1,
-    FY_Q_Q4_K,
-    FY_Q_Q5_K,
-    FY_Q_Q6_K,
-    FY_Q_NTYPES
-} fy_qtype;
+/* The types are kernels/backend.h's fy_dtype (with their names and block
+ * sizes there). */
 
-/* "F32", "Q4_K", ... ("?" for a value outside the enum). */
-const char *fy_q_name(fy_qtype t);
-/* Weights per block (1 for F32/F16/BF16); 0 for a value outside the enum. */
-uint32_t fy_q_block_weights(fy_qtype t);
-/* Bytes per block; 0 for a value outside the enum. */
-uint32_t fy_q_block_bytes(fy_qtype t);
+/* Field readers shared by the dequantizer and the matmul kernels' unpackers
+ * (little-endian, any alignment). */
+static inline uint16_t fy__q_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
 
-/* Bytes that N weights of type T occupy. Returns 0 and sets *BYTES, or
- * FY_EINVAL when T is not a type or N is not a multiple of its block, or
- * FY_ETOOBIG when the size does not fit in 64 bits. */
-int fy_q_bytes(fy_qtype t, uint64_t n, uint64_t *bytes);
+static inline uint32_t fy__q_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline float fy__q_half(const uint8_t *p)
+{
+    return fy_f16_to_f32(fy__q_u16(p));
+}
+
+/* The K-quants' 12 bytes of 6-bit scales and mins for 8 sub-blocks: bytes
+ * 0-3 hold scales 0-3 in their low 6 bits, bytes 4-7 mins 0-3 likewise;
+ * scale/min j >= 4 has its low 4 bits in byte j+4 (scale low nibble, min high
+ * nibble) and its top 2 bits in the top 2 bits of byte j-4 (scale) or j
+ * (min). */
+static inline void fy__q_k_scale_min(const uint8_t *s, int j, int *sc, int *mn)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | (s[j - 4] >> 6) << 4;
+        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
 
 /* Dequantizes the first N weights of the row of blocks at SRC into DST[0..N).
  * N must be a multiple of T's block; SRC must hold N / block_weights blocks.
  * Returns 0, or FY_EINVAL (nothing written) for a bad T or N. */
-int fy_q_dequant(fy_qtype t, const void *src, float *dst, size_t n);
+int fy_q_dequant(fy_dtype t, const void *src, float *dst, size_t n);
+
+/* Quantizes N weights (a multiple of T's block) from SRC into N /
+ * block_weights blocks at DST, each fitted by weighted least squares
+ * (kernels/cpu/quantize.c says how). Deterministic. Returns 0, or FY_EINVAL
+ * (DST unspecified) for a bad T or N, or a weight that is NaN or infinite. */
+int fy_q_quantize(fy_dtype t, const float *src, void *dst, size_t n);
 
 #endif

@@ -297,20 +297,21 @@ static void cu_matmul(fy_backend *be, float *out, const float *x, const fy_tenso
 }
 
 static void cu_rope(fy_backend *be, float *q, float *k, const int32_t *pos, int T, int n_heads,
-                    int n_kv_heads, int head_dim, const float *inv_freq)
+                    int n_kv_heads, int head_dim, const float *inv_freq, int pairs)
 {
     fy_cuda_be *c = fy_cuda__op(be);
     if (!c) {
         return;
     }
     if (T <= 0 || !q || !pos || !inv_freq || n_heads <= 0 || (k && n_kv_heads <= 0) ||
-        head_dim <= 0 || head_dim % 2) {
+        head_dim <= 0 || head_dim % 2 ||
+        (pairs != FY_ROPE_PAIRS_HALF && pairs != FY_ROPE_PAIRS_ADJACENT)) {
         FY_BAD(c, "cuda rope: bad arguments (T=%d heads=%d/%d head_dim=%d)", T, n_heads, n_kv_heads,
                head_dim);
         return;
     }
     fy_cuda__launched(
-        c, fy_rope_launch(c->stream, q, k, pos, T, n_heads, n_kv_heads, head_dim, inv_freq),
+        c, fy_rope_launch(c->stream, q, k, pos, T, n_heads, n_kv_heads, head_dim, inv_freq, pairs),
         "rope");
 }
 
@@ -321,14 +322,17 @@ static int fy_attn_shape_ok(fy_cuda_be *c, const fy_attn_batch *b, const fy_attn
     if (!b || !sh || b->n_tokens <= 0 || b->n_seqs <= 0 || b->n_seqs > b->n_tokens ||
         sh->n_heads <= 0 || sh->n_kv_heads <= 0 || sh->n_heads % sh->n_kv_heads ||
         sh->head_dim <= 0 || sh->head_dim % FY_KV_VEC || sh->head_dim > FY_PA_MAX_HEAD_DIM ||
-        sh->block_size <= 0 || b->max_blocks <= 0 || b->n_tokens > 65535 ||
+        sh->block_size <= 0 ||
+        (sh->kv_dtype != FY_DT_F16 && sh->kv_dtype != FY_DT_BF16 && sh->kv_dtype != FY_DT_F32) ||
+        b->max_blocks <= 0 || b->n_tokens > 65535 ||
         (long)b->max_blocks * sh->block_size > INT32_MAX) {
         FY_BAD(c,
                "cuda %s: unsupported shape (tokens=%d seqs=%d heads=%d/%d head_dim=%d, "
-               "block_size=%d; head_dim must be a multiple of 8 up to %d)",
+               "block_size=%d kv=%s; head_dim must be a multiple of 8 up to %d, the KV cache F16, "
+               "BF16 or F32)",
                op, b ? b->n_tokens : 0, b ? b->n_seqs : 0, sh ? sh->n_heads : 0,
                sh ? sh->n_kv_heads : 0, sh ? sh->head_dim : 0, sh ? sh->block_size : 0,
-               FY_PA_MAX_HEAD_DIM);
+               fy_dtype_name(sh ? sh->kv_dtype : FY_DT_F16), FY_PA_MAX_HEAD_DIM);
         return 0;
     }
     return 1;
@@ -346,7 +350,7 @@ static void cu_cache_write(fy_backend *be, void *k_cache, void *v_cache, const f
         return;
     }
     fy_cuda__launched(c,
-                      fy_cache_write_launch(c->stream, (__half *)k_cache, (__half *)v_cache, k, v,
+                      fy_cache_write_launch(c->stream, sh->kv_dtype, k_cache, v_cache, k, v,
                                             b->slots, b->n_tokens, sh->n_kv_heads, sh->head_dim,
                                             sh->block_size),
                       "cache_write");
@@ -361,8 +365,9 @@ static void attn_params(P *p, float *out, const float *q, const void *k_cache, c
     memset(p, 0, sizeof *p);
     p->out = out;
     p->q = q;
-    p->k_cache = (const __half *)k_cache;
-    p->v_cache = (const __half *)v_cache;
+    p->k_cache = k_cache;
+    p->v_cache = v_cache;
+    p->kv_dtype = sh->kv_dtype;
     p->positions = b->positions;
     p->seq_start = b->seq_start;
     p->ctx_len = b->ctx_len;
@@ -496,10 +501,16 @@ static void cu_argmax(fy_backend *be, int32_t *out, const float *logits, int n, 
 
 static void cu_destroy(fy_backend *be);
 
+// KV cache: auto is F16, as before (half the memory of F32, and test_gpu_ops
+// holds it to the CPU's F32 cache); BF16 and F32 run too (dtype.cuh).
+#define FY_CUDA_KV_TYPES (1u << FY_DT_F16 | 1u << FY_DT_BF16 | 1u << FY_DT_F32)
+
 static const fy_backend_ops fy_cuda_ops = {
-    "cuda",         FY_DT_F16,    0,           cu_destroy, cu_alloc,       cu_free,       cu_upload,
-    cu_download,    cu_sync,      cu_mem_free, cu_embed,   cu_rmsnorm,     cu_matmul,     cu_rope,
-    cu_cache_write, cu_attention, cu_silu_mul, cu_add,     cu_gather_rows, cu_block_copy, cu_argmax,
+    "cuda",         FY_DT_F16,    FY_CUDA_KV_TYPES, 0,           cu_destroy,
+    cu_alloc,       cu_free,      cu_upload,        cu_download, cu_sync,
+    cu_mem_free,    cu_embed,     cu_rmsnorm,       cu_matmul,   cu_rope,
+    cu_cache_write, cu_attention, cu_silu_mul,      cu_add,      cu_gather_rows,
+    cu_block_copy,  cu_argmax,
 };
 
 // --- C API beyond the table (cuda_api.h) -----------------------------------------

@@ -4,10 +4,11 @@
 #include "kernels/cuda/dtype.cuh"
 
 // One block per token; each thread converts 8 consecutive values of K and of
-// V and stores them as one 16-byte write each.
-__global__ void fy_cache_write_kernel(__half *k_cache, __half *v_cache, const float *k,
-                                      const float *v, const int32_t *slots, int n_kv_heads,
-                                      int head_dim, int block_size)
+// V to KV and stores them as one vector write each.
+template <typename KV>
+__global__ void fy_cache_write_kernel(KV *k_cache, KV *v_cache, const float *k, const float *v,
+                                      const int32_t *slots, int n_kv_heads, int head_dim,
+                                      int block_size)
 {
     const int t = blockIdx.x;
     const int slot = slots[t];
@@ -32,15 +33,18 @@ __global__ void fy_cache_write_kernel(__half *k_cache, __half *v_cache, const fl
     }
 }
 
-cudaError_t fy_cache_write_launch(cudaStream_t stream, __half *k_cache, __half *v_cache,
+cudaError_t fy_cache_write_launch(cudaStream_t stream, int kv_dtype, void *k_cache, void *v_cache,
                                   const float *k, const float *v, const int32_t *slots, int T,
                                   int n_kv_heads, int head_dim, int block_size)
 {
     int vecs = n_kv_heads * (head_dim / FY_KV_VEC);
     int threads = vecs < 128 ? 32 * ((vecs + 31) / 32) : 128;
-    fy_cache_write_kernel<<<T, threads, 0, stream>>>(k_cache, v_cache, k, v, slots, n_kv_heads,
-                                                     head_dim, block_size);
-    return cudaGetLastError();
+    return fy_kv_dispatch(kv_dtype, [&](auto kv) {
+        using KV = decltype(kv);
+        fy_cache_write_kernel<KV><<<T, threads, 0, stream>>>(
+            (KV *)k_cache, (KV *)v_cache, k, v, slots, n_kv_heads, head_dim, block_size);
+        return cudaGetLastError();
+    });
 }
 
 // grid (pairs, 2 caches): 16-byte copies of one block.

@@ -1,5 +1,6 @@
 // cache.cuh: writes into the paged KV cache (reshape-and-cache) and
-// copy-on-write block copies. Layout: kernels/backend.h, F16 elements.
+// copy-on-write block copies. Layout: kernels/backend.h, F16, BF16 or F32
+// elements.
 #ifndef FY_CUDA_CACHE_CUH
 #define FY_CUDA_CACHE_CUH
 
@@ -10,8 +11,9 @@
 
 // Token t's K and V rows [n_kv_heads*head_dim] (fp32) go to slot slots[t]
 // (block slots[t] / block_size, row slots[t] % block_size); slots < 0 are
-// padding and skipped. head_dim % 8 == 0.
-cudaError_t fy_cache_write_launch(cudaStream_t stream, __half *k_cache, __half *v_cache,
+// padding and skipped, rounded to nearest to KV_DTYPE (fy_dtype: F16, BF16 or
+// F32). head_dim % 8 == 0.
+cudaError_t fy_cache_write_launch(cudaStream_t stream, int kv_dtype, void *k_cache, void *v_cache,
                                   const float *k, const float *v, const int32_t *slots, int T,
                                   int n_kv_heads, int head_dim, int block_size);
 

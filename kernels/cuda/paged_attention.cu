@@ -78,9 +78,10 @@ __device__ __forceinline__ fy_softmax_state fy_pa_block_state(fy_softmax_state s
     return all;
 }
 
-template <bool PARTITIONED>
+template <typename KV, bool PARTITIONED>
 __global__ void __launch_bounds__(FY_PA_THREADS) fy_paged_attention_kernel(fy_pa_params p)
 {
+    const KV *k_cache = (const KV *)p.k_cache, *v_cache = (const KV *)p.v_cache;
     extern __shared__ float smem[];
     const int head = blockIdx.x, t = blockIdx.y, part = blockIdx.z;
     const int D = p.head_dim, nvec = D / FY_KV_VEC;
@@ -125,8 +126,8 @@ __global__ void __launch_bounds__(FY_PA_THREADS) fy_paged_attention_kernel(fy_pa
         if (i < n && has_vec) {
             const int tok = start + i;
             const int blk = bt[tok / p.block_size];
-            const __half *kp = p.k_cache + (size_t)blk * block_stride + head_off +
-                               (size_t)(tok % p.block_size) * D;
+            const KV *kp =
+                k_cache + (size_t)blk * block_stride + head_off + (size_t)(tok % p.block_size) * D;
             fy_f8 k = fy_kv_load8(kp);
 #pragma unroll
             for (int j = 0; j < FY_KV_VEC; j++) {
@@ -166,8 +167,8 @@ __global__ void __launch_bounds__(FY_PA_THREADS) fy_paged_attention_kernel(fy_pa
         if (i < n && has_vec) {
             const int tok = start + i;
             const int blk = bt[tok / p.block_size];
-            const __half *vp = p.v_cache + (size_t)blk * block_stride + head_off +
-                               (size_t)(tok % p.block_size) * D;
+            const KV *vp =
+                v_cache + (size_t)blk * block_stride + head_off + (size_t)(tok % p.block_size) * D;
             fy_f8 v = fy_kv_load8(vp);
             const float w = logits[i];
 #pragma unroll
@@ -252,8 +253,11 @@ cudaError_t fy_pa_launch(cudaStream_t stream, fy_pa_params p, int max_ctx, int u
         p.n_partitions = 1;
         size_t smem = ((size_t)p.partition_size + red) * sizeof(float);
         dim3 grid(p.n_heads, p.n_tokens, 1);
-        fy_paged_attention_kernel<false><<<grid, FY_PA_THREADS, smem, stream>>>(p);
-        return cudaGetLastError();
+        return fy_kv_dispatch(p.kv_dtype, [&](auto kv) {
+            fy_paged_attention_kernel<decltype(kv), false>
+                <<<grid, FY_PA_THREADS, smem, stream>>>(p);
+            return cudaGetLastError();
+        });
     }
     p.partition_size = FY_PA_PARTITION;
     p.n_partitions = (max_ctx + FY_PA_PARTITION - 1) / FY_PA_PARTITION;
@@ -263,8 +267,10 @@ cudaError_t fy_pa_launch(cudaStream_t stream, fy_pa_params p, int max_ctx, int u
     p.tmp_l = p.tmp_m + rows;
     size_t smem = ((size_t)FY_PA_PARTITION + red) * sizeof(float);
     dim3 grid(p.n_heads, p.n_tokens, p.n_partitions);
-    fy_paged_attention_kernel<true><<<grid, FY_PA_THREADS, smem, stream>>>(p);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = fy_kv_dispatch(p.kv_dtype, [&](auto kv) {
+        fy_paged_attention_kernel<decltype(kv), true><<<grid, FY_PA_THREADS, smem, stream>>>(p);
+        return cudaGetLastError();
+    });
     if (e != cudaSuccess) {
         return e;
     }

@@ -23,8 +23,9 @@
 typedef struct {
     float *out;                  // [T x n_heads*head_dim]
     const float *q;              // [T x n_heads*head_dim]
-    const __half *k_cache;       // [blocks][n_kv_heads][block_size][head_dim]
-    const __half *v_cache;       // same layout
+    const void *k_cache;         // [blocks][n_kv_heads][block_size][head_dim] of kv_dtype
+    const void *v_cache;         // same layout
+    int kv_dtype;                // fy_dtype: F16, BF16 or F32
     const int32_t *positions;    // [T]; token t attends to positions 0..positions[t]
     const int32_t *seq_start;    // [S+1]
     const int32_t *ctx_len;      // [S]; a row never reads past its sequence's context

@@ -25,8 +25,10 @@ size_t fy_pf_smem_bytes(int head_dim)
     return floats * sizeof(float);
 }
 
+template <typename KV>
 __global__ void __launch_bounds__(FY_PF_THREADS) fy_prefill_attention_kernel(fy_pf_params p)
 {
+    const KV *k_cache = (const KV *)p.k_cache, *v_cache = (const KV *)p.v_cache;
     extern __shared__ float smem[];
     const int head = blockIdx.x, seq = blockIdx.y, tile = blockIdx.z;
     const int D = p.head_dim, nvec = D / FY_KV_VEC, KD = D + 1;
@@ -79,8 +81,8 @@ __global__ void __launch_bounds__(FY_PF_THREADS) fy_prefill_attention_kernel(fy_
                 const int blk = bt[tok / p.block_size];
                 const size_t off = (size_t)blk * block_stride + head_off +
                                    (size_t)(tok % p.block_size) * D + (size_t)v * FY_KV_VEC;
-                kk = fy_kv_load8(p.k_cache + off);
-                vv = fy_kv_load8(p.v_cache + off);
+                kk = fy_kv_load8(k_cache + off);
+                vv = fy_kv_load8(v_cache + off);
             } else {
 #pragma unroll
                 for (int x = 0; x < FY_KV_VEC; x++) {
@@ -160,14 +162,25 @@ cudaError_t fy_pf_set_smem(size_t bytes)
     if (bytes <= 48 * 1024) {
         return cudaSuccess;
     }
-    return cudaFuncSetAttribute(fy_prefill_attention_kernel,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    cudaError_t e = cudaSuccess;
+    for (int dt : {FY_DT_F16, FY_DT_BF16, FY_DT_F32}) {
+        if (e == cudaSuccess) {
+            e = fy_kv_dispatch(dt, [&](auto kv) {
+                return cudaFuncSetAttribute(fy_prefill_attention_kernel<decltype(kv)>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)bytes);
+            });
+        }
+    }
+    return e;
 }
 
 cudaError_t fy_pf_launch(cudaStream_t stream, const fy_pf_params *p, int max_query_len)
 {
     dim3 grid(p->n_heads, p->n_seqs, (max_query_len + FY_PF_QT - 1) / FY_PF_QT);
     size_t smem = fy_pf_smem_bytes(p->head_dim);
-    fy_prefill_attention_kernel<<<grid, FY_PF_THREADS, smem, stream>>>(*p);
-    return cudaGetLastError();
+    return fy_kv_dispatch(p->kv_dtype, [&](auto kv) {
+        fy_prefill_attention_kernel<decltype(kv)><<<grid, FY_PF_THREADS, smem, stream>>>(*p);
+        return cudaGetLastError();
+    });
 }

@@ -22,7 +22,8 @@
 typedef struct {
     float *out;
     const float *q;
-    const __half *k_cache, *v_cache;
+    const void *k_cache, *v_cache; // of kv_dtype (fy_dtype: F16, BF16 or F32)
+    int kv_dtype;
     const int32_t *positions, *seq_start, *ctx_len, *block_tables;
     int n_seqs, max_blocks;
     int n_heads, n_kv_heads, head_dim, block_size;

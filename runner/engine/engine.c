@@ -994,6 +994,11 @@ const fy_tokenizer *fy_engine_tokenizer(const fy_engine *e)
     return e->tok;
 }
 
+const fy_model *fy_engine_model(const fy_engine *e)
+{
+    return e->model;
+}
+
 const char *fy_engine_model_name(const fy_engine *e)
 {
     return e->model->name;
@@ -1083,7 +1088,19 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
     if (rc < 0) {
         return rc;
     }
-    rc = fy_tokenizer_load(o->tokenizer ? o->tokenizer : o->model_dir, &e->tok, err, errlen);
+    const fy_model *m = e->model;
+    if (o->device && strncmp(o->device, "cuda", 4) == 0 && m->packed[0]) {
+        /* Refused here, before any memory is placed, not at the first matmul. */
+        return fy_fail(err, errlen, FY_ENOTSUP,
+                       "%s: tensor '%s' is %s, and the CUDA backend has no kernels for ggml "
+                       "block types yet: serve this model with --device cpu",
+                       o->model_dir, m->packed, fy_dtype_name(m->packed_dtype));
+    }
+    if (!o->tokenizer && m->gguf) {
+        rc = fy_tokenizer_from_gguf(m->gguf, &e->tok, err, errlen);
+    } else {
+        rc = fy_tokenizer_load(o->tokenizer ? o->tokenizer : o->model_dir, &e->tok, err, errlen);
+    }
     if (rc < 0) {
         return rc;
     }
@@ -1097,7 +1114,8 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
                          .max_seqs = o->max_seqs,
                          .max_logit_rows = o->max_seqs + FY_MAX_PROMPT_ROWS,
                          .tensor_parallel = o->tensor_parallel,
-                         .kv_mem_fraction = o->kv_mem_fraction};
+                         .kv_mem_fraction = o->kv_mem_fraction,
+                         .kv_dtype = o->kv_dtype};
     rc = fy_fwd_create(e->model, e->be, &fo, &e->fwd, err, errlen);
     if (rc < 0) {
         return rc;
@@ -1105,7 +1123,7 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
     const fy_model_config *c = &e->model->cfg;
     e->vocab = c->vocab_size;
     e->block_size = o->block_size;
-    e->block_bytes = fy_fwd_block_bytes(e->model, e->be, o->block_size);
+    e->block_bytes = fy_fwd_kv_block_bytes(e->model, fy_fwd_kv_dtype(e->fwd), o->block_size);
     int nb = fy_fwd_num_blocks(e->fwd);
     long cap = (long)nb * o->block_size;
     e->max_ctx = c->max_pos < cap ? c->max_pos : (int)cap;
@@ -1142,6 +1160,7 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
     e->stats.blocks_total = e->stats.blocks_free = nb;
     e->stats.block_size = e->block_size;
     e->stats.block_bytes = e->block_bytes;
+    e->stats.kv_dtype = fy_dtype_name(fy_fwd_kv_dtype(e->fwd));
     return 0;
 }
 

@@ -25,8 +25,10 @@
 typedef struct fy_engine fy_engine;
 
 typedef struct {
-    const char *model_dir;  /* a Hugging Face model directory (model.h) */
-    const char *tokenizer;  /* tokenizer.json or its directory; NULL = model_dir */
+    const char *model_dir;  /* what fy_model_load takes: a Hugging Face directory, a GGUF
+                             * file or ollama:NAME[:TAG] (model.h) */
+    const char *tokenizer;  /* tokenizer.json or its directory; NULL = the model's own
+                             * (model_dir's tokenizer.json, or the GGUF's vocabulary) */
     const char *device;     /* "cpu" (NULL) or "cuda[:N]" */
     int threads;            /* CPU backend threads; 0 = one per core */
     size_t kv_bytes;        /* KV cache memory; 0 = 1 GiB on the CPU */
@@ -39,11 +41,15 @@ typedef struct {
     double kv_mem_fraction; /* (0, 1]: the KV cache takes this fraction of each GPU's free
                              * memory after the weights, and kv_bytes is ignored; 0 = kv_bytes.
                              * Refused on the CPU (forward.h). */
+    const char *kv_dtype;   /* KV cache element type: "auto" (NULL), "f32", "f16", "bf16"
+                             * (fy_kv_dtype_parse; auto is F32 on the CPU, F16 on CUDA) */
     uv_loop_t *loop;        /* events are delivered on this loop's thread */
 } fy_engine_options;
 
 /* Loads the model and tokenizer and starts the engine thread. On failure
- * returns an FY_E* code and ERR says why (file, tensor, field). */
+ * returns an FY_E* code and ERR says why (file, tensor, field); FY_ENOTSUP
+ * when a CUDA device is asked for a model with ggml block-type weights
+ * (checked before anything is placed on the device). */
 int fy_engine_create(const fy_engine_options *o, fy_engine **out, char *err, size_t errlen);
 /* Stops the thread; requests still running get no further events. Call on
  * the loop thread, not from inside an event callback; the loop must run
@@ -53,6 +59,7 @@ void fy_engine_destroy(fy_engine *e);
 
 const fy_model_config *fy_engine_config(const fy_engine *e);
 const fy_tokenizer *fy_engine_tokenizer(const fy_engine *e);
+const fy_model *fy_engine_model(const fy_engine *e);  /* its config, tensors, GGUF file */
 const char *fy_engine_model_name(const fy_engine *e); /* the model id the API shows */
 int fy_engine_max_context(const fy_engine *e);        /* prompt + generated tokens */
 int fy_engine_tensor_parallel(const fy_engine *e);    /* ranks the model runs on */
@@ -186,6 +193,7 @@ typedef struct {
     uint64_t prompt_tokens, generated_tokens; /* totals */
     int block_size;
     size_t block_bytes;
+    const char *kv_dtype; /* the KV cache's element type, "F32", "F16" or "BF16" (static) */
 } fy_engine_stats;
 
 /* A consistent snapshot (any thread). */

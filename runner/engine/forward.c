@@ -61,6 +61,7 @@ struct fy_fwd {
     fwd_rank *rk;  /* [n_ranks] */
     fy_comm *comm; /* NULL when n_ranks == 1 */
     int num_blocks;
+    fy_dtype kv_dtype;        /* o.kv_dtype resolved */
     size_t layer_block_bytes; /* one block of one layer's K (or V) cache on one rank */
 
     /* Host staging for the step's arrays (shared read-only by the ranks). */
@@ -86,11 +87,21 @@ struct fy_fwd {
     int sync_init;
 };
 
-size_t fy_fwd_block_bytes(const fy_model *m, const fy_backend *be, int block_size)
+size_t fy_fwd_kv_block_bytes(const fy_model *m, fy_dtype kv_dtype, int block_size)
 {
     const fy_model_config *c = &m->cfg;
     return (size_t)c->n_layers * 2 * (size_t)block_size * (size_t)c->n_kv_heads *
-           (size_t)c->head_dim * fy_dtype_size(be->ops->kv_dtype);
+           (size_t)c->head_dim * fy_dtype_size(kv_dtype);
+}
+
+size_t fy_fwd_block_bytes(const fy_model *m, const fy_backend *be, int block_size)
+{
+    return fy_fwd_kv_block_bytes(m, be->ops->kv_dtype, block_size);
+}
+
+fy_dtype fy_fwd_kv_dtype(const fy_fwd *f)
+{
+    return f->kv_dtype;
 }
 
 int fy_fwd_num_blocks(const fy_fwd *f)
@@ -110,9 +121,16 @@ int fy_fwd_tensor_parallel(const fy_fwd *f)
 
 /* --- Weights ------------------------------------------------------------------------ */
 
+/* Bytes of one row of COLS weights of T's type (the model loader has checked
+ * that the row is whole blocks). */
+static size_t row_bytes(const fy_tensor *t, int64_t cols)
+{
+    return (size_t)cols / fy_dtype_block_weights(t->dtype) * fy_dtype_block_bytes(t->dtype);
+}
+
 static size_t tensor_bytes(const fy_tensor *t)
 {
-    return (size_t)t->rows * (size_t)t->cols * fy_dtype_size(t->dtype);
+    return (size_t)t->rows * row_bytes(t, t->cols);
 }
 
 static int own(fwd_rank *rk, void *p)
@@ -155,7 +173,6 @@ static int place_split(fy_fwd *f, fwd_rank *rk, const fy_tensor *src, int split,
         int rc = f->comm->ops->shard(f->comm, rk->rank, src, column, dst, err, errlen);
         return rc < 0 ? rc : own(rk, (void *)dst->data);
     }
-    size_t es = fy_dtype_size(src->dtype);
     int64_t rows = src->rows, cols = src->cols, r0 = 0, c0 = 0;
     if (column && rows > 1) {
         rows /= N;
@@ -163,10 +180,19 @@ static int place_split(fy_fwd *f, fwd_rank *rk, const fy_tensor *src, int split,
     } else {
         cols /= N;
         c0 = cols * rk->rank;
+        if (cols % fy_dtype_block_weights(src->dtype)) {
+            snprintf(err, errlen,
+                     "tensor parallel %d: a %s tensor's rows of %lld weights do not split into "
+                     "whole blocks of %u",
+                     N, fy_dtype_name(src->dtype), (long long)src->cols,
+                     fy_dtype_block_weights(src->dtype));
+            return FY_ENOTSUP;
+        }
     }
     *dst = (fy_tensor){NULL, src->dtype, rows, cols};
-    const char *base = (const char *)src->data + ((size_t)r0 * (size_t)src->cols + (size_t)c0) * es;
-    size_t bytes = (size_t)rows * (size_t)cols * es;
+    const char *base =
+        (const char *)src->data + (size_t)r0 * row_bytes(src, src->cols) + row_bytes(src, c0);
+    size_t bytes = (size_t)rows * row_bytes(src, cols);
     if (cols == src->cols) { /* contiguous */
         if (rk->ops->host_memory) {
             dst->data = base;
@@ -185,9 +211,9 @@ static int place_split(fy_fwd *f, fwd_rank *rk, const fy_tensor *src, int split,
     if (!stage) {
         return FY_ENOMEM;
     }
-    size_t row_bytes = (size_t)cols * es, src_stride = (size_t)src->cols * es;
+    size_t rb = row_bytes(src, cols), src_stride = row_bytes(src, src->cols);
     for (int64_t r = 0; r < rows; r++) {
-        memcpy(stage + (size_t)r * row_bytes, base + (size_t)r * src_stride, row_bytes);
+        memcpy(stage + (size_t)r * rb, base + (size_t)r * src_stride, rb);
     }
     int rc = 0;
     if (stage != p) {
@@ -202,7 +228,7 @@ static int place_weights(fy_fwd *f, fwd_rank *rk, char *err, size_t errlen)
     const fy_model *m = f->m;
     int n = m->cfg.n_layers, rc;
     rk->layers = calloc((size_t)n, sizeof *rk->layers);
-    rk->owned = calloc((size_t)n * 12 + 3, sizeof *rk->owned);
+    rk->owned = calloc((size_t)n * 14 + 3, sizeof *rk->owned);
     if (!rk->layers || !rk->owned) {
         return FY_ENOMEM;
     }
@@ -234,6 +260,8 @@ static int place_weights(fy_fwd *f, fwd_rank *rk, char *err, size_t errlen)
             {&s->q_bias, &d->q_bias, SPLIT_COL},
             {&s->k_bias, &d->k_bias, SPLIT_COL},
             {&s->v_bias, &d->v_bias, SPLIT_COL},
+            {&s->q_norm, &d->q_norm, SPLIT_NONE},
+            {&s->k_norm, &d->k_norm, SPLIT_NONE},
             {&s->o, &d->o, SPLIT_ROW},
             {&s->mlp_norm, &d->mlp_norm, SPLIT_NONE},
             {&s->gate, &d->gate, SPLIT_COL},
@@ -420,7 +448,12 @@ static void run_layer(const fy_fwd *f, fwd_rank *rk, int l, int T, const fy_attn
     o->matmul(be, rk->q, rk->xn, &L->q, &L->q_bias, T);
     o->matmul(be, rk->k, rk->xn, &L->k, &L->k_bias, T);
     o->matmul(be, rk->v, rk->xn, &L->v, &L->v_bias, T);
-    o->rope(be, rk->q, rk->k, rk->d_pos, T, rk->n_heads, rk->n_kv_heads, c->head_dim, rk->inv_freq);
+    if (L->q_norm.data) { /* per head: rows of head_dim */
+        o->rmsnorm(be, rk->q, rk->q, &L->q_norm, T * rk->n_heads, c->head_dim, c->rms_eps);
+        o->rmsnorm(be, rk->k, rk->k, &L->k_norm, T * rk->n_kv_heads, c->head_dim, c->rms_eps);
+    }
+    o->rope(be, rk->q, rk->k, rk->d_pos, T, rk->n_heads, rk->n_kv_heads, c->head_dim, rk->inv_freq,
+            c->rope_pairs);
     o->cache_write(be, rk->kc[l], rk->vc[l], rk->k, rk->v, b, sh);
     o->attention(be, rk->att, rk->q, rk->kc[l], rk->vc[l], b, sh);
     o->matmul(be, rk->xn, rk->att, &L->o, NULL, T);
@@ -455,8 +488,9 @@ static int compute(const fy_fwd *f, fwd_rank *rk)
         .host_seq_start = f->h_seq_start,
         .host_ctx_len = f->h_ctx_len,
     };
-    fy_attn_shape sh = {rk->n_heads, rk->n_kv_heads, c->head_dim, f->o.block_size,
-                        1.0f / sqrtf((float)c->head_dim)};
+    fy_attn_shape sh = {
+        rk->n_heads, rk->n_kv_heads, c->head_dim, f->o.block_size, 1.0f / sqrtf((float)c->head_dim),
+        f->kv_dtype};
     o->embed(be, rk->x, &rk->embed, rk->d_ids, T);
     for (int l = 0; l < c->n_layers; l++) {
         run_layer(f, rk, l, T, &b, &sh);
@@ -609,8 +643,8 @@ static void stop_ranks(fy_fwd *f)
 
 /* --- Create / destroy ------------------------------------------------------------- */
 
-static int check_options(const fy_model *m, fy_backend *be, const fy_fwd_options *o, char *err,
-                         size_t errlen)
+static int check_options(const fy_model *m, fy_backend *be, const fy_fwd_options *o,
+                         fy_dtype *kv_dtype, char *err, size_t errlen)
 {
     const fy_model_config *c = &m->cfg;
     int N = o->tensor_parallel > 1 ? o->tensor_parallel : 1;
@@ -623,6 +657,10 @@ static int check_options(const fy_model *m, fy_backend *be, const fy_fwd_options
     if (o->tensor_parallel < 0 || o->tensor_parallel > FY_COMM_MAX) {
         return fy_fail(err, errlen, FY_EINVAL, "--tensor-parallel %d: must be between 1 and %d",
                        o->tensor_parallel, FY_COMM_MAX);
+    }
+    int rc = fy_kv_dtype_parse(o->kv_dtype, be->ops, kv_dtype, err, errlen);
+    if (rc < 0) {
+        return rc;
     }
     if (c->n_heads % N || c->n_kv_heads % N || c->intermediate % N) {
         return fy_fail(err, errlen, FY_EINVAL,
@@ -643,7 +681,7 @@ static int check_options(const fy_model *m, fy_backend *be, const fy_fwd_options
         }
         return 0;
     }
-    size_t bb = fy_fwd_block_bytes(m, be, o->block_size);
+    size_t bb = fy_fwd_kv_block_bytes(m, *kv_dtype, o->block_size);
     if (o->kv_bytes / bb < 1) {
         return fy_fail(err, errlen, FY_EINVAL,
                        "forward: KV cache memory %zu bytes holds no block (one block of %d tokens "
@@ -741,7 +779,8 @@ int fy_fwd_create(const fy_model *m, fy_backend *be, const fy_fwd_options *o, fy
                   char *err, size_t errlen)
 {
     *out = NULL;
-    int rc = check_options(m, be, o, err, errlen);
+    fy_dtype kv_dtype;
+    int rc = check_options(m, be, o, &kv_dtype, err, errlen);
     if (rc < 0) {
         return rc;
     }
@@ -756,6 +795,8 @@ int fy_fwd_create(const fy_model *m, fy_backend *be, const fy_fwd_options *o, fy
     }
     f->m = m;
     f->o = *o;
+    f->o.kv_dtype = NULL; /* the caller's string need not outlive this call */
+    f->kv_dtype = kv_dtype;
     if (f->o.max_logit_rows < f->o.max_seqs) {
         f->o.max_logit_rows = f->o.max_seqs;
     }
@@ -764,7 +805,7 @@ int fy_fwd_create(const fy_model *m, fy_backend *be, const fy_fwd_options *o, fy
     }
     f->n_ranks = N;
     f->rk[0].be = be;
-    size_t bb = fy_fwd_block_bytes(m, be, o->block_size);
+    size_t bb = fy_fwd_kv_block_bytes(m, kv_dtype, o->block_size);
     f->layer_block_bytes = bb / ((size_t)m->cfg.n_layers * 2 * (size_t)N);
     f->num_blocks = o->kv_mem_fraction != 0.0 ? 0 : (int)(o->kv_bytes / bb);
     if (N > 1 && (rc = make_comm(be, N, &f->comm, err, errlen)) < 0) {

@@ -58,11 +58,18 @@ typedef struct {
      * number of blocks on every rank: the smallest). Refused on a backend
      * without device memory (the CPU). 0: use kv_bytes. */
     double kv_mem_fraction;
+    /* --kv-cache-dtype: "auto" (NULL), "f32", "f16" or "bf16" (fy_kv_dtype_parse); a type
+     * the backend has no kernels for is refused. Read during fy_fwd_create only. */
+    const char *kv_dtype;
 } fy_fwd_options;
 
-/* Bytes one KV block takes over all layers (K and V) on BE, summed over the
- * ranks (each of N ranks holds 1/N of it). */
+/* Bytes one KV block takes over all layers (K and V) with elements of
+ * KV_DTYPE, summed over the ranks (each of N ranks holds 1/N of it). */
+size_t fy_fwd_kv_block_bytes(const fy_model *m, fy_dtype kv_dtype, int block_size);
+/* The same with BE's "auto" KV type (be->ops->kv_dtype). */
 size_t fy_fwd_block_bytes(const fy_model *m, const fy_backend *be, int block_size);
+/* The KV cache's element type (kv_dtype resolved). */
+fy_dtype fy_fwd_kv_dtype(const fy_fwd *f);
 
 /* Places M on BE (M and BE must outlive the result; with tensor_parallel > 1
  * BE becomes rank 0 and the other ranks' backends are made here and freed by

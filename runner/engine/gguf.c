@@ -25,25 +25,25 @@
 #define GG_MIN_STR    8
 #define GG_MIN_ARR    12
 
-/* ggml's tensor types: its name for each id, and the fy_qtype ferry computes
+/* ggml's tensor types: its name for each id, and the fy_dtype ferry computes
  * with (-1: a type ferry refuses by name). Ids without a name are unknown. */
 static const struct {
     const char *name;
     int q;
 } gg_ggml_types[] = {
-    [0] = {"F32", FY_Q_F32},    [1] = {"F16", FY_Q_F16},    [2] = {"Q4_0", FY_Q_Q4_0},
-    [3] = {"Q4_1", FY_Q_Q4_1},  [4] = {"Q4_2", -1},         [5] = {"Q4_3", -1},
-    [6] = {"Q5_0", FY_Q_Q5_0},  [7] = {"Q5_1", FY_Q_Q5_1},  [8] = {"Q8_0", FY_Q_Q8_0},
-    [9] = {"Q8_1", -1},         [10] = {"Q2_K", -1},        [11] = {"Q3_K", -1},
-    [12] = {"Q4_K", FY_Q_Q4_K}, [13] = {"Q5_K", FY_Q_Q5_K}, [14] = {"Q6_K", FY_Q_Q6_K},
-    [15] = {"Q8_K", -1},        [16] = {"IQ2_XXS", -1},     [17] = {"IQ2_XS", -1},
-    [18] = {"IQ3_XXS", -1},     [19] = {"IQ1_S", -1},       [20] = {"IQ4_NL", -1},
-    [21] = {"IQ3_S", -1},       [22] = {"IQ2_S", -1},       [23] = {"IQ4_XS", -1},
-    [24] = {"I8", -1},          [25] = {"I16", -1},         [26] = {"I32", -1},
-    [27] = {"I64", -1},         [28] = {"F64", -1},         [29] = {"IQ1_M", -1},
-    [30] = {"BF16", FY_Q_BF16}, [31] = {"Q4_0_4_4", -1},    [32] = {"Q4_0_4_8", -1},
-    [33] = {"Q4_0_8_8", -1},    [34] = {"TQ1_0", -1},       [35] = {"TQ2_0", -1},
-    [36] = {"IQ4_NL_4_4", -1},  [37] = {"IQ4_NL_4_8", -1},  [38] = {"IQ4_NL_8_8", -1},
+    [0] = {"F32", FY_DT_F32},    [1] = {"F16", FY_DT_F16},    [2] = {"Q4_0", FY_DT_Q4_0},
+    [3] = {"Q4_1", FY_DT_Q4_1},  [4] = {"Q4_2", -1},          [5] = {"Q4_3", -1},
+    [6] = {"Q5_0", FY_DT_Q5_0},  [7] = {"Q5_1", FY_DT_Q5_1},  [8] = {"Q8_0", FY_DT_Q8_0},
+    [9] = {"Q8_1", -1},          [10] = {"Q2_K", -1},         [11] = {"Q3_K", -1},
+    [12] = {"Q4_K", FY_DT_Q4_K}, [13] = {"Q5_K", FY_DT_Q5_K}, [14] = {"Q6_K", FY_DT_Q6_K},
+    [15] = {"Q8_K", -1},         [16] = {"IQ2_XXS", -1},      [17] = {"IQ2_XS", -1},
+    [18] = {"IQ3_XXS", -1},      [19] = {"IQ1_S", -1},        [20] = {"IQ4_NL", -1},
+    [21] = {"IQ3_S", -1},        [22] = {"IQ2_S", -1},        [23] = {"IQ4_XS", -1},
+    [24] = {"I8", -1},           [25] = {"I16", -1},          [26] = {"I32", -1},
+    [27] = {"I64", -1},          [28] = {"F64", -1},          [29] = {"IQ1_M", -1},
+    [30] = {"BF16", FY_DT_BF16}, [31] = {"Q4_0_4_4", -1},     [32] = {"Q4_0_4_8", -1},
+    [33] = {"Q4_0_8_8", -1},     [34] = {"TQ1_0", -1},        [35] = {"TQ2_0", -1},
+    [36] = {"IQ4_NL_4_4", -1},   [37] = {"IQ4_NL_4_8", -1},   [38] = {"IQ4_NL_8_8", -1},
     [39] = {"MXFP4", -1},
 };
 #define GG_NGGML (sizeof gg_ggml_types / sizeof gg_ggml_types[0])
@@ -67,6 +67,16 @@ const char *fy_gguf_type_name(fy_gguf_type t)
 const char *fy_gguf_ggml_type_name(uint32_t ggml_type)
 {
     return ggml_type < GG_NGGML ? gg_ggml_types[ggml_type].name : NULL;
+}
+
+uint32_t fy_gguf_ggml_type_id(fy_dtype type)
+{
+    for (uint32_t i = 0; i < GG_NGGML; i++) {
+        if (gg_ggml_types[i].name && gg_ggml_types[i].q == (int)type) {
+            return i;
+        }
+    }
+    return UINT32_MAX;
 }
 
 /* --- Little-endian decoding ------------------------------------------------------ */
@@ -419,14 +429,14 @@ static int gg_tensor_info(gg_ctx *c, uint64_t i, fy_gguf_tensor *t)
                        "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K)",
                        nm, tn);
     }
-    t->type = (fy_qtype)gg_ggml_types[ty].q;
-    if (t->dims[0] % fy_q_block_weights(t->type)) {
+    t->type = (fy_dtype)gg_ggml_types[ty].q;
+    if (t->dims[0] % fy_dtype_block_weights(t->type)) {
         return gg_fail(c,
                        "tensor '%s': row length %llu (dims[0]) is not a multiple of %s's "
                        "%u-weight block",
-                       nm, (unsigned long long)t->dims[0], tn, fy_q_block_weights(t->type));
+                       nm, (unsigned long long)t->dims[0], tn, fy_dtype_block_weights(t->type));
     }
-    if (fy_q_bytes(t->type, t->dims[0], &t->row_bytes) < 0 ||
+    if (fy_dtype_bytes(t->type, t->dims[0], &t->row_bytes) < 0 ||
         t->row_bytes > UINT64_MAX / t->n_rows) {
         return gg_fail(c, "tensor '%s': byte size overflows", nm);
     }

@@ -107,7 +107,7 @@ typedef struct {
 typedef struct {
     const char *name;   /* NUL-terminated copy */
     uint32_t ggml_type; /* the type id in the file */
-    fy_qtype type;      /* the same type in ferry's terms */
+    fy_dtype type;      /* the same type in ferry's terms */
     int n_dims;
     uint64_t dims[FY_GGUF_MAX_DIMS]; /* dims[0]: weights per row; dims past n_dims are 1 */
     uint64_t n_elems;                /* product of dims, <= INT64_MAX */
@@ -173,5 +173,7 @@ const char *fy_gguf_type_name(fy_gguf_type t);
 /* ggml's name for a tensor type id ("Q4_K", "IQ4_XS"), or NULL when ggml
  * has none. */
 const char *fy_gguf_ggml_type_name(uint32_t ggml_type);
+/* ggml's type id for TYPE (the number a file stores), UINT32_MAX outside the enum. */
+uint32_t fy_gguf_ggml_type_id(fy_dtype type);
 
 #endif

@@ -4,6 +4,8 @@
 
 #include "common/err.h"
 #include "common/fsutil.h"
+#include "runner/engine/model_gguf.h"
+#include "runner/engine/ollama.h"
 #include "runner/engine/safetensors.h"
 
 #include <jansson.h>
@@ -12,16 +14,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-/* Upper bounds on config values: far above any model ferry can run, low
- * enough that products of them (element counts, byte sizes) cannot overflow. */
-#define MODEL_MAX_VOCAB        (1 << 22)
-#define MODEL_MAX_HIDDEN       (1 << 16)
-#define MODEL_MAX_INTERMEDIATE (1 << 19)
-#define MODEL_MAX_LAYERS       1024
-#define MODEL_MAX_HEADS        1024
-#define MODEL_MAX_HEAD_DIM     1024
-#define MODEL_MAX_POS          (1 << 24)
+/* Upper bounds on config values (model.h). */
+#define MODEL_MAX_VOCAB        FY_MODEL_MAX_VOCAB
+#define MODEL_MAX_HIDDEN       FY_MODEL_MAX_HIDDEN
+#define MODEL_MAX_INTERMEDIATE FY_MODEL_MAX_INTERMEDIATE
+#define MODEL_MAX_LAYERS       FY_MODEL_MAX_LAYERS
+#define MODEL_MAX_HEADS        FY_MODEL_MAX_HEADS
+#define MODEL_MAX_HEAD_DIM     FY_MODEL_MAX_HEAD_DIM
+#define MODEL_MAX_POS          FY_MODEL_MAX_POS
 #define MODEL_MAX_CONFIG       (4u << 20)
 #define MODEL_MAX_INDEX        (64u << 20)
 #define MODEL_MAX_SHARDS       4096
@@ -336,6 +338,9 @@ void fy_model_rope_inv_freq(const fy_model_config *c, float *inv_freq)
                 f = (1.0 - s) * f / c->rope_factor + s * f;
             }
         }
+        if (c->rope_freq_factors) {
+            f /= c->rope_freq_factors[i];
+        }
         inv_freq[i] = (float)f;
     }
 }
@@ -632,6 +637,21 @@ static void model_name(const char *dir, char *out, size_t outlen)
 int fy_model_load(const char *dir, fy_model **out, char *err, size_t errlen)
 {
     *out = NULL;
+    if (strncmp(dir, FY_OLLAMA_PREFIX, strlen(FY_OLLAMA_PREFIX)) == 0) {
+        fy_ollama_model om;
+        int rc = fy_ollama_resolve(dir + strlen(FY_OLLAMA_PREFIX), &om, err, errlen);
+        return rc < 0 ? rc : fy__model_gguf_load(om.blob, om.name, out, err, errlen);
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        return fy_fail(err, errlen, FY_ENOENT,
+                       "%s: no such file or directory (a model is a Hugging Face directory, a "
+                       "GGUF file or ollama:NAME[:TAG])",
+                       dir);
+    }
+    if (S_ISREG(st.st_mode)) {
+        return fy__model_gguf_load(dir, NULL, out, err, errlen);
+    }
     fy_model *m = calloc(1, sizeof *m);
     model_priv *p = calloc(1, sizeof *p);
     int rc = 0;
@@ -697,6 +717,10 @@ out:
 void fy_model_free(fy_model *m)
 {
     if (!m) {
+        return;
+    }
+    if (m->gguf) {
+        fy__model_gguf_free(m);
         return;
     }
     priv_free(m->priv);

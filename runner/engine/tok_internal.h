@@ -143,6 +143,57 @@ typedef struct {
 
 int fy__tok_ids_push(tok_ids *a, int32_t id);
 
+/* ---- building a tokenizer: what tokenizer.c (tokenizer.json) and
+ * tokenizer_gguf.c (GGUF metadata) share. A loader callocs the struct,
+ * fills it through these, sets its steps and specials, and ends with
+ * fy__tok_finish(); on failure fy_tokenizer_free() releases whatever was
+ * built. The callers validate first: these check nothing but memory. */
+
+/* Where a loader reports: the file named in messages, and the caller's buffer. */
+typedef struct {
+    const char *file;
+    char *err;
+    size_t errlen;
+} tok_ctx;
+
+/* Writes "FILE: <message>" into C's buffer; returns RC. */
+int fy__tok_fail(tok_ctx *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* A malloc'd NUL-terminated copy of S[0..N), NULL when out of memory. */
+char *fy__tok_dup(const char *s, size_t n);
+
+/* Compiles a split/replace pattern (PCRE2, UTF + UCP; LITERAL: a plain
+ * string) of at most TOK_MAX_PATTERN bytes; WHERE names it in messages. */
+int fy__tok_compile_re(tok_ctx *c, const char *pat, size_t len, int literal, const char *where,
+                       pcre2_code **out);
+
+/* GPT-2's split pattern (the ByteLevel pre-tokenizer's use_regex). */
+extern const char fy__tok_gpt2_pattern[];
+
+/* The per-id tables for ids [0, N_VOCAB), and a vocabulary hash with room for
+ * N_ENTRIES strings. */
+int fy__tok_vocab_alloc(fy_tokenizer *t, int32_t n_vocab, size_t n_entries);
+/* Makes a copy of S[0..N) the vocabulary text and the piece of ID, a free id
+ * whose text is not in the vocabulary yet (at most N_ENTRIES of them). */
+int fy__tok_vocab_put(fy_tokenizer *t, int32_t id, const char *s, size_t n);
+
+/* A merge table with room for N pairs. */
+int fy__tok_merges_alloc(fy_tokenizer *t, size_t n);
+/* (A, B) -> ID at RANK (lower merges first); a pair given again takes the new
+ * rank. At most the N pairs of fy__tok_merges_alloc(). */
+void fy__tok_merge_put(fy_tokenizer *t, int32_t a, int32_t b, int32_t rank, int32_t id);
+
+/* Room for N added tokens; each put copies A.content (A.len bytes, not
+ * empty), which becomes the piece of A.id; fy__tok_added_index() after the
+ * last one orders them for matching. */
+int fy__tok_added_alloc(fy_tokenizer *t, size_t n);
+int fy__tok_added_put(fy_tokenizer *t, tok_added a);
+void fy__tok_added_index(fy_tokenizer *t);
+
+/* The <0xNN> byte-fallback ids, the GPT-2 byte map and each token's decoded
+ * bytes: the last step. */
+int fy__tok_finish(fy_tokenizer *t);
+
 /* Loads from memory (tests and fuzz drivers); CONFIG_PATH (a
  * tokenizer_config.json) may be NULL. Same checks as fy_tokenizer_load. */
 int fy__tok_load_mem(const char *data, size_t len, const char *config_path, fy_tokenizer **out,

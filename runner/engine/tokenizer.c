@@ -23,19 +23,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* GPT-2's split pattern (the ByteLevel pre-tokenizer's use_regex). */
-static const char GPT2_PATTERN[] =
+const char fy__tok_gpt2_pattern[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-typedef struct {
-    const char *file;
-    char *err;
-    size_t errlen;
-} tok_ctx;
-
-static int fail(tok_ctx *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int fail(tok_ctx *c, int rc, const char *fmt, ...)
+int fy__tok_fail(tok_ctx *c, int rc, const char *fmt, ...)
 {
     if (c->err && c->errlen) {
         int k = snprintf(c->err, c->errlen, "%s: ", c->file);
@@ -136,6 +127,68 @@ int fy__tok_merge_find(const fy_tokenizer *t, int32_t a, int32_t b, int32_t *ran
     }
 }
 
+/* ---- building a tokenizer (both loaders) --------------------------------- */
+
+int fy__tok_vocab_alloc(fy_tokenizer *t, int32_t n_vocab, size_t n_entries)
+{
+    size_t nv = (size_t)n_vocab;
+    t->n_vocab = n_vocab;
+    t->piece = calloc(nv, sizeof *t->piece);
+    t->piece_len = calloc(nv, sizeof *t->piece_len);
+    t->special = calloc(nv, 1);
+    t->vstr = calloc(nv, sizeof *t->vstr);
+    t->vlen = calloc(nv, sizeof *t->vlen);
+    size_t cap = pow2_at_least(n_entries * 2 + 1);
+    t->vocab_slots = malloc(cap * sizeof *t->vocab_slots);
+    if (!t->piece || !t->piece_len || !t->special || !t->vstr || !t->vlen || !t->vocab_slots) {
+        return FY_ENOMEM;
+    }
+    memset(t->vocab_slots, 0xff, cap * sizeof *t->vocab_slots);
+    t->vocab_mask = cap - 1;
+    return 0;
+}
+
+int fy__tok_vocab_put(fy_tokenizer *t, int32_t id, const char *s, size_t n)
+{
+    if (!(t->vstr[id] = fy__tok_dup(s, n))) {
+        return FY_ENOMEM;
+    }
+    t->vlen[id] = (uint32_t)n;
+    t->piece[id] = t->vstr[id];
+    t->piece_len[id] = (uint32_t)n;
+    size_t i = hash_bytes(s, n) & t->vocab_mask;
+    while (t->vocab_slots[i] >= 0) {
+        i = (i + 1) & t->vocab_mask;
+    }
+    t->vocab_slots[i] = id;
+    return 0;
+}
+
+int fy__tok_merges_alloc(fy_tokenizer *t, size_t n)
+{
+    size_t cap = pow2_at_least(n * 2 + 1);
+    t->merges = malloc(cap * sizeof *t->merges);
+    if (!t->merges) {
+        return FY_ENOMEM;
+    }
+    memset(t->merges, 0xff, cap * sizeof *t->merges);
+    t->merge_mask = cap - 1;
+    return 0;
+}
+
+void fy__tok_merge_put(fy_tokenizer *t, int32_t a, int32_t b, int32_t rank, int32_t id)
+{
+    uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    size_t k = hash_pair(key) & t->merge_mask;
+    while (t->merges[k].key != UINT64_MAX && t->merges[k].key != key) {
+        k = (k + 1) & t->merge_mask;
+    }
+    if (t->merges[k].key == UINT64_MAX) {
+        t->n_merges++;
+    }
+    t->merges[k] = (tok_merge_slot){key, rank, id};
+}
+
 /* ---- JSON field access -------------------------------------------------- */
 
 /* Optional string field: *OUT NULL when absent or null. */
@@ -147,7 +200,7 @@ static int opt_str(tok_ctx *c, json_t *o, const char *key, const char *where, co
         return 0;
     }
     if (!json_is_string(v)) {
-        return fail(c, FY_EPARSE, "%s.%s: expected a string", where, key);
+        return fy__tok_fail(c, FY_EPARSE, "%s.%s: expected a string", where, key);
     }
     *out = json_string_value(v);
     return 0;
@@ -157,7 +210,7 @@ static int req_str(tok_ctx *c, json_t *o, const char *key, const char *where, co
 {
     int rc = opt_str(c, o, key, where, out);
     if (rc == 0 && !*out) {
-        return fail(c, FY_EPARSE, "%s.%s: missing (a string is required)", where, key);
+        return fy__tok_fail(c, FY_EPARSE, "%s.%s: missing (a string is required)", where, key);
     }
     return rc;
 }
@@ -171,7 +224,7 @@ static int opt_bool(tok_ctx *c, json_t *o, const char *key, const char *where, i
         return 0;
     }
     if (!json_is_boolean(v)) {
-        return fail(c, FY_EPARSE, "%s.%s: expected true or false", where, key);
+        return fy__tok_fail(c, FY_EPARSE, "%s.%s: expected true or false", where, key);
     }
     *out = json_is_true(v);
     return 0;
@@ -186,13 +239,14 @@ static int opt_int(tok_ctx *c, json_t *o, const char *key, const char *where, lo
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        return fail(c, FY_EPARSE, "%s.%s: expected an integer in [%ld, %ld]", where, key, lo, hi);
+        return fy__tok_fail(c, FY_EPARSE, "%s.%s: expected an integer in [%ld, %ld]", where, key,
+                            lo, hi);
     }
     *out = (long)json_integer_value(v);
     return 0;
 }
 
-static char *dup_bytes(const char *s, size_t n)
+char *fy__tok_dup(const char *s, size_t n)
 {
     char *p = malloc(n + 1);
     if (p) {
@@ -202,14 +256,15 @@ static char *dup_bytes(const char *s, size_t n)
     return p;
 }
 
-static int compile_re(tok_ctx *c, const char *pat, size_t len, int literal, const char *where,
-                      pcre2_code **out)
+int fy__tok_compile_re(tok_ctx *c, const char *pat, size_t len, int literal, const char *where,
+                       pcre2_code **out)
 {
     if (len > TOK_MAX_PATTERN) {
-        return fail(c, FY_ETOOBIG, "%s: pattern longer than %d bytes", where, TOK_MAX_PATTERN);
+        return fy__tok_fail(c, FY_ETOOBIG, "%s: pattern longer than %d bytes", where,
+                            TOK_MAX_PATTERN);
     }
     if (len == 0) {
-        return fail(c, FY_EPARSE, "%s: empty pattern", where);
+        return fy__tok_fail(c, FY_EPARSE, "%s: empty pattern", where);
     }
     int ec = 0;
     PCRE2_SIZE eo = 0;
@@ -220,8 +275,8 @@ static int compile_re(tok_ctx *c, const char *pat, size_t len, int literal, cons
     if (!re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(ec, msg, sizeof msg);
-        return fail(c, FY_EPARSE, "%s: bad regex at offset %zu: %s", where, (size_t)eo,
-                    (const char *)msg);
+        return fy__tok_fail(c, FY_EPARSE, "%s: bad regex at offset %zu: %s", where, (size_t)eo,
+                            (const char *)msg);
     }
     /* JIT is an optimisation only: without it the interpreter gives the same matches. */
     (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
@@ -235,13 +290,14 @@ static int load_pattern(tok_ctx *c, json_t *o, const char *where, pcre2_code **r
 {
     json_t *p = json_object_get(o, "pattern");
     if (!json_is_object(p)) {
-        return fail(c, FY_EPARSE, "%s.pattern: expected {\"String\": ...} or {\"Regex\": ...}",
-                    where);
+        return fy__tok_fail(c, FY_EPARSE,
+                            "%s.pattern: expected {\"String\": ...} or {\"Regex\": ...}", where);
     }
     json_t *s = json_object_get(p, "String");
     json_t *r = json_object_get(p, "Regex");
     if ((s != NULL) == (r != NULL) || !json_is_string(s ? s : r)) {
-        return fail(c, FY_EPARSE, "%s.pattern: expected one string field String or Regex", where);
+        return fy__tok_fail(c, FY_EPARSE, "%s.pattern: expected one string field String or Regex",
+                            where);
     }
     json_t *v = s ? s : r;
     const char *txt = json_string_value(v);
@@ -250,14 +306,14 @@ static int load_pattern(tok_ctx *c, json_t *o, const char *where, pcre2_code **r
         *lit = NULL;
         *litlen = 0;
         if (s) {
-            *lit = dup_bytes(txt, n);
+            *lit = fy__tok_dup(txt, n);
             if (!*lit) {
                 return FY_ENOMEM;
             }
             *litlen = n;
         }
     }
-    return compile_re(c, txt, n, s != NULL, where, re);
+    return fy__tok_compile_re(c, txt, n, s != NULL, where, re);
 }
 
 static void step_free(tok_step *s)
@@ -271,7 +327,7 @@ static void step_free(tok_step *s)
 static int type_of(tok_ctx *c, json_t *o, const char *where, const char **type)
 {
     if (!json_is_object(o)) {
-        return fail(c, FY_EPARSE, "%s: expected an object", where);
+        return fy__tok_fail(c, FY_EPARSE, "%s: expected an object", where);
     }
     return req_str(c, o, "type", where, type);
 }
@@ -279,7 +335,7 @@ static int type_of(tok_ctx *c, json_t *o, const char *where, const char **type)
 static tok_step *new_step(tok_ctx *c, tok_step *steps, int *n, const char *where)
 {
     if (*n >= TOK_MAX_STEPS) {
-        fail(c, FY_ETOOBIG, "%s: more than %d steps", where, TOK_MAX_STEPS);
+        fy__tok_fail(c, FY_ETOOBIG, "%s: more than %d steps", where, TOK_MAX_STEPS);
         return NULL;
     }
     tok_step *s = &steps[(*n)++];
@@ -290,7 +346,7 @@ static tok_step *new_step(tok_ctx *c, tok_step *steps, int *n, const char *where
 static int set_str(tok_step *s, char **dst, size_t *dlen, const char *src, size_t n)
 {
     (void)s;
-    *dst = dup_bytes(src, n);
+    *dst = fy__tok_dup(src, n);
     if (!*dst) {
         return FY_ENOMEM;
     }
@@ -311,12 +367,12 @@ static int char_field(tok_ctx *c, json_t *o, const char *key, const char *where,
         v = def;
     }
     if (!v) {
-        return fail(c, FY_EPARSE, "%s.%s: missing", where, key);
+        return fy__tok_fail(c, FY_EPARSE, "%s.%s: missing", where, key);
     }
     size_t n = strlen(v);
     uint32_t cp;
     if (n == 0 || fy__tok_utf8_char((const unsigned char *)v, n, &cp) != n) {
-        return fail(c, FY_EPARSE, "%s.%s: expected exactly one character", where, key);
+        return fy__tok_fail(c, FY_EPARSE, "%s.%s: expected exactly one character", where, key);
     }
     *out = v;
     *len = n;
@@ -338,10 +394,10 @@ static int load_normalizer(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *w
     if (strcmp(type, "Sequence") == 0) {
         json_t *a = json_object_get(o, "normalizers");
         if (!json_is_array(a)) {
-            return fail(c, FY_EPARSE, "%s.normalizers: expected an array", where);
+            return fy__tok_fail(c, FY_EPARSE, "%s.normalizers: expected an array", where);
         }
         if (depth >= TOK_MAX_DEPTH) {
-            return fail(c, FY_ETOOBIG, "%s: Sequence nested too deep", where);
+            return fy__tok_fail(c, FY_ETOOBIG, "%s: Sequence nested too deep", where);
         }
         for (size_t i = 0; i < json_array_size(a); i++) {
             char w[128];
@@ -397,7 +453,7 @@ static int load_normalizer(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *w
         }
         return 0;
     }
-    return fail(c, FY_ENOTSUP, "%s.type: normalizer \"%s\" is not supported", where, type);
+    return fy__tok_fail(c, FY_ENOTSUP, "%s.type: normalizer \"%s\" is not supported", where, type);
 }
 
 /* ---- pre-tokenizer ------------------------------------------------------- */
@@ -417,7 +473,7 @@ static int split_behavior(tok_ctx *c, json_t *o, const char *where, int *out)
             return 0;
         }
     }
-    return fail(c, FY_EPARSE, "%s.behavior: unknown value \"%s\"", where, b);
+    return fy__tok_fail(c, FY_EPARSE, "%s.behavior: unknown value \"%s\"", where, b);
 }
 
 static int prepend_scheme(tok_ctx *c, json_t *o, const char *where, int *out)
@@ -442,7 +498,7 @@ static int prepend_scheme(tok_ctx *c, json_t *o, const char *where, int *out)
     } else if (strcmp(p, "never") == 0) {
         *out = TOK_PREPEND_NEVER;
     } else {
-        return fail(c, FY_EPARSE, "%s.prepend_scheme: unknown value \"%s\"", where, p);
+        return fy__tok_fail(c, FY_EPARSE, "%s.prepend_scheme: unknown value \"%s\"", where, p);
     }
     return 0;
 }
@@ -460,10 +516,10 @@ static int load_pretok(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *where
     if (strcmp(type, "Sequence") == 0) {
         json_t *a = json_object_get(o, "pretokenizers");
         if (!json_is_array(a)) {
-            return fail(c, FY_EPARSE, "%s.pretokenizers: expected an array", where);
+            return fy__tok_fail(c, FY_EPARSE, "%s.pretokenizers: expected an array", where);
         }
         if (depth >= TOK_MAX_DEPTH) {
-            return fail(c, FY_ETOOBIG, "%s: Sequence nested too deep", where);
+            return fy__tok_fail(c, FY_ETOOBIG, "%s: Sequence nested too deep", where);
         }
         for (size_t i = 0; i < json_array_size(a); i++) {
             char w[128];
@@ -497,7 +553,7 @@ static int load_pretok(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *where
         s->kind = TOK_P_SPLIT;
         s->behavior = TOK_SPLIT_ISOLATED;
         const char *pat = individual ? "\\p{N}" : "\\p{N}+";
-        return compile_re(c, pat, strlen(pat), 0, where, &s->re);
+        return fy__tok_compile_re(c, pat, strlen(pat), 0, where, &s->re);
     }
     if (strcmp(type, "Metaspace") == 0) {
         const char *rep;
@@ -511,7 +567,7 @@ static int load_pretok(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *where
         if ((rc = set_str(s, &s->a, &s->alen, rep, n))) {
             return rc;
         }
-        return s->split ? compile_re(c, rep, n, 1, where, &s->re) : 0;
+        return s->split ? fy__tok_compile_re(c, rep, n, 1, where, &s->re) : 0;
     }
     if (strcmp(type, "ByteLevel") == 0) {
         int use_regex;
@@ -520,9 +576,12 @@ static int load_pretok(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *where
             (rc = opt_bool(c, o, "use_regex", where, 1, &use_regex))) {
             return rc;
         }
-        return use_regex ? compile_re(c, GPT2_PATTERN, strlen(GPT2_PATTERN), 0, where, &s->re) : 0;
+        return use_regex ? fy__tok_compile_re(c, fy__tok_gpt2_pattern, strlen(fy__tok_gpt2_pattern),
+                                              0, where, &s->re)
+                         : 0;
     }
-    return fail(c, FY_ENOTSUP, "%s.type: pre-tokenizer \"%s\" is not supported", where, type);
+    return fy__tok_fail(c, FY_ENOTSUP, "%s.type: pre-tokenizer \"%s\" is not supported", where,
+                        type);
 }
 
 /* ---- decoder ---------------------------------------------------------- */
@@ -541,10 +600,10 @@ static int load_decoder(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *wher
     if (strcmp(type, "Sequence") == 0) {
         json_t *a = json_object_get(o, "decoders");
         if (!json_is_array(a)) {
-            return fail(c, FY_EPARSE, "%s.decoders: expected an array", where);
+            return fy__tok_fail(c, FY_EPARSE, "%s.decoders: expected an array", where);
         }
         if (depth >= TOK_MAX_DEPTH) {
-            return fail(c, FY_ETOOBIG, "%s: Sequence nested too deep", where);
+            return fy__tok_fail(c, FY_ETOOBIG, "%s: Sequence nested too deep", where);
         }
         for (size_t i = 0; i < json_array_size(a); i++) {
             char w[128];
@@ -571,15 +630,15 @@ static int load_decoder(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *wher
         /* After Fuse there is one string: strip its start. A strip at the
          * end would have to hold streamed text back; no model we know does it. */
         if (strcmp(ch, " ") != 0 || stop != 0) {
-            return fail(c, FY_ENOTSUP, "%s: only Strip of leading spaces after Fuse is supported",
-                        where);
+            return fy__tok_fail(c, FY_ENOTSUP,
+                                "%s: only Strip of leading spaces after Fuse is supported", where);
         }
         t->dec_strip_start += (int)start;
         return 0;
     }
     if (*fused) {
-        return fail(c, FY_ENOTSUP, "%s.type: decoder \"%s\" after Fuse is not supported", where,
-                    type);
+        return fy__tok_fail(c, FY_ENOTSUP, "%s.type: decoder \"%s\" after Fuse is not supported",
+                            where, type);
     }
     tok_step *s = new_step(c, t->dec, &t->n_dec, where);
     if (!s) {
@@ -626,7 +685,7 @@ static int load_decoder(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *wher
         }
         return set_str(s, &s->a, &s->alen, rep, n);
     }
-    return fail(c, FY_ENOTSUP, "%s.type: decoder \"%s\" is not supported", where, type);
+    return fy__tok_fail(c, FY_ENOTSUP, "%s.type: decoder \"%s\" is not supported", where, type);
 }
 
 /* ---- post-processor ------------------------------------------------------ */
@@ -634,8 +693,8 @@ static int load_decoder(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *wher
 static int template_push(tok_ctx *c, int32_t *arr, int *n, int32_t id, const char *where)
 {
     if (*n >= TOK_MAX_TEMPLATE) {
-        return fail(c, FY_ETOOBIG, "%s: more than %d special tokens on one side", where,
-                    TOK_MAX_TEMPLATE);
+        return fy__tok_fail(c, FY_ETOOBIG, "%s: more than %d special tokens on one side", where,
+                            TOK_MAX_TEMPLATE);
     }
     arr[(*n)++] = id;
     return 0;
@@ -646,7 +705,7 @@ static int check_id(tok_ctx *c, const fy_tokenizer *t, json_t *v, const char *wh
     *out = -1; /* defined on every path, so callers never read an unset id */
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= t->n_vocab ||
         !t->piece[json_integer_value(v)]) {
-        return fail(c, FY_EPARSE, "%s: expected the id of a token", where);
+        return fy__tok_fail(c, FY_EPARSE, "%s: expected the id of a token", where);
     }
     *out = (int32_t)json_integer_value(v);
     return 0;
@@ -657,10 +716,10 @@ static int load_template(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *whe
     json_t *single = json_object_get(o, "single");
     json_t *specials = json_object_get(o, "special_tokens");
     if (!json_is_array(single)) {
-        return fail(c, FY_EPARSE, "%s.single: expected an array", where);
+        return fy__tok_fail(c, FY_EPARSE, "%s.single: expected an array", where);
     }
     if (specials && !json_is_object(specials)) {
-        return fail(c, FY_EPARSE, "%s.special_tokens: expected an object", where);
+        return fy__tok_fail(c, FY_EPARSE, "%s.special_tokens: expected an object", where);
     }
     int seen_seq = 0, rc;
     for (size_t i = 0; i < json_array_size(single); i++) {
@@ -670,8 +729,8 @@ static int load_template(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *whe
         char w[160];
         snprintf(w, sizeof w, "%s.single[%zu]", where, i);
         if (!json_is_object(it) || (sp != NULL) == (sq != NULL)) {
-            return fail(c, FY_EPARSE, "%s: expected {\"SpecialToken\": ...} or {\"Sequence\": ...}",
-                        w);
+            return fy__tok_fail(c, FY_EPARSE,
+                                "%s: expected {\"SpecialToken\": ...} or {\"Sequence\": ...}", w);
         }
         if (sq) {
             const char *id;
@@ -679,7 +738,8 @@ static int load_template(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *whe
                 return rc;
             }
             if (strcmp(id, "A") != 0 || seen_seq) {
-                return fail(c, FY_EPARSE, "%s.Sequence.id: a single template holds $A once", w);
+                return fy__tok_fail(c, FY_EPARSE, "%s.Sequence.id: a single template holds $A once",
+                                    w);
             }
             seen_seq = 1;
             continue;
@@ -691,8 +751,9 @@ static int load_template(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *whe
         json_t *st = json_object_get(specials, name);
         json_t *ids = json_object_get(st, "ids");
         if (!json_is_array(ids) || json_array_size(ids) == 0) {
-            return fail(c, FY_EPARSE, "%s.special_tokens[\"%s\"].ids: expected an array of ids",
-                        where, name);
+            return fy__tok_fail(c, FY_EPARSE,
+                                "%s.special_tokens[\"%s\"].ids: expected an array of ids", where,
+                                name);
         }
         for (size_t k = 0; k < json_array_size(ids); k++) {
             int32_t id;
@@ -704,7 +765,7 @@ static int load_template(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *whe
         }
     }
     if (!seen_seq) {
-        return fail(c, FY_EPARSE, "%s.single: no $A sequence", where);
+        return fy__tok_fail(c, FY_EPARSE, "%s.single: no $A sequence", where);
     }
     return 0;
 }
@@ -718,7 +779,7 @@ static int load_cls_sep(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *wher
         char w[160];
         snprintf(w, sizeof w, "%s.%s", where, keys[k]);
         if (!json_is_array(v) || json_array_size(v) != 2) {
-            return fail(c, FY_EPARSE, "%s: expected [text, id]", w);
+            return fy__tok_fail(c, FY_EPARSE, "%s: expected [text, id]", w);
         }
         int32_t id;
         int rc = check_id(c, t, json_array_get(v, 1), w, &id);
@@ -745,10 +806,10 @@ static int load_post(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *where, 
     if (strcmp(type, "Sequence") == 0) {
         json_t *a = json_object_get(o, "processors");
         if (!json_is_array(a)) {
-            return fail(c, FY_EPARSE, "%s.processors: expected an array", where);
+            return fy__tok_fail(c, FY_EPARSE, "%s.processors: expected an array", where);
         }
         if (depth >= TOK_MAX_DEPTH) {
-            return fail(c, FY_ETOOBIG, "%s: Sequence nested too deep", where);
+            return fy__tok_fail(c, FY_ETOOBIG, "%s: Sequence nested too deep", where);
         }
         for (size_t i = 0; i < json_array_size(a); i++) {
             char w[128];
@@ -768,7 +829,8 @@ static int load_post(tok_ctx *c, fy_tokenizer *t, json_t *o, const char *where, 
     if (strcmp(type, "RobertaProcessing") == 0 || strcmp(type, "BertProcessing") == 0) {
         return load_cls_sep(c, t, o, where);
     }
-    return fail(c, FY_ENOTSUP, "%s.type: post-processor \"%s\" is not supported", where, type);
+    return fy__tok_fail(c, FY_ENOTSUP, "%s.type: post-processor \"%s\" is not supported", where,
+                        type);
 }
 
 /* ---- model ---------------------------------------------------------------- */
@@ -777,11 +839,11 @@ static int load_vocab(tok_ctx *c, fy_tokenizer *f, json_t *vocab, json_t *added)
 {
     fy_tokenizer *t = f;
     if (!json_is_object(vocab)) {
-        return fail(c, FY_EPARSE, "model.vocab: expected an object");
+        return fy__tok_fail(c, FY_EPARSE, "model.vocab: expected an object");
     }
     size_t n = json_object_size(vocab);
     if (n > TOK_MAX_VOCAB) {
-        return fail(c, FY_ETOOBIG, "model.vocab: more than %d entries", TOK_MAX_VOCAB);
+        return fy__tok_fail(c, FY_ETOOBIG, "model.vocab: more than %d entries", TOK_MAX_VOCAB);
     }
     /* The largest id sets the table size; added tokens may extend it. */
     long max_id = -1;
@@ -791,8 +853,8 @@ static int load_vocab(tok_ctx *c, fy_tokenizer *f, json_t *vocab, json_t *added)
     {
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
             json_integer_value(v) >= TOK_MAX_VOCAB) {
-            return fail(c, FY_EPARSE, "model.vocab[\"%.64s\"]: id out of range [0, %d)", key,
-                        TOK_MAX_VOCAB);
+            return fy__tok_fail(c, FY_EPARSE, "model.vocab[\"%.64s\"]: id out of range [0, %d)",
+                                key, TOK_MAX_VOCAB);
         }
         if (json_integer_value(v) > max_id) {
             max_id = (long)json_integer_value(v);
@@ -806,45 +868,28 @@ static int load_vocab(tok_ctx *c, fy_tokenizer *f, json_t *vocab, json_t *added)
         }
     }
     if (max_id < 0) {
-        return fail(c, FY_EPARSE, "model.vocab: empty");
+        return fy__tok_fail(c, FY_EPARSE, "model.vocab: empty");
     }
-    t->n_vocab = (int32_t)(max_id + 1);
-    size_t nv = (size_t)t->n_vocab;
-    t->piece = calloc(nv, sizeof *t->piece);
-    t->piece_len = calloc(nv, sizeof *t->piece_len);
-    t->special = calloc(nv, 1);
-    f->vstr = calloc(nv, sizeof *f->vstr);
-    f->vlen = calloc(nv, sizeof *f->vlen);
-    size_t cap = pow2_at_least(n * 2 + 1);
-    t->vocab_slots = malloc(cap * sizeof *t->vocab_slots);
-    if (!t->piece || !t->piece_len || !t->special || !f->vstr || !f->vlen || !t->vocab_slots) {
-        return FY_ENOMEM;
+    int rc = fy__tok_vocab_alloc(t, (int32_t)(max_id + 1), n);
+    if (rc) {
+        return rc;
     }
-    memset(t->vocab_slots, 0xff, cap * sizeof *t->vocab_slots);
-    t->vocab_mask = cap - 1;
     json_object_foreach(vocab, key, v)
     {
         int32_t id = (int32_t)json_integer_value(v);
         size_t kl = strlen(key);
         if (kl > TOK_MAX_TOKEN_BYTES) {
-            return fail(c, FY_ETOOBIG, "model.vocab: token %d longer than %d bytes", id,
-                        TOK_MAX_TOKEN_BYTES);
+            return fy__tok_fail(c, FY_ETOOBIG, "model.vocab: token %d longer than %d bytes", id,
+                                TOK_MAX_TOKEN_BYTES);
         }
         if (f->vstr[id]) {
-            return fail(c, FY_EPARSE, "model.vocab: id %d given twice (\"%.64s\" and \"%.64s\")",
-                        id, f->vstr[id], key);
+            return fy__tok_fail(c, FY_EPARSE,
+                                "model.vocab: id %d given twice (\"%.64s\" and \"%.64s\")", id,
+                                f->vstr[id], key);
         }
-        if (!(f->vstr[id] = dup_bytes(key, kl))) {
-            return FY_ENOMEM;
+        if ((rc = fy__tok_vocab_put(t, id, key, kl))) {
+            return rc;
         }
-        f->vlen[id] = (uint32_t)kl;
-        t->piece[id] = f->vstr[id];
-        t->piece_len[id] = (uint32_t)kl;
-        size_t i = hash_bytes(key, kl) & t->vocab_mask;
-        while (t->vocab_slots[i] >= 0) {
-            i = (i + 1) & t->vocab_mask;
-        }
-        t->vocab_slots[i] = id;
     }
     return 0;
 }
@@ -853,8 +898,8 @@ static int merge_side(tok_ctx *c, fy_tokenizer *t, const char *s, size_t n, size
 {
     *id = fy__tok_vocab_find(t, s, n);
     if (*id < 0) {
-        return fail(c, FY_EPARSE, "model.merges[%zu]: \"%.*s\" is not in model.vocab", i,
-                    (int)(n > 64 ? 64 : n), s);
+        return fy__tok_fail(c, FY_EPARSE, "model.merges[%zu]: \"%.*s\" is not in model.vocab", i,
+                            (int)(n > 64 ? 64 : n), s);
     }
     return 0;
 }
@@ -865,19 +910,15 @@ static int load_merges(tok_ctx *c, fy_tokenizer *t, json_t *merges)
         return 0;
     }
     if (!json_is_array(merges)) {
-        return fail(c, FY_EPARSE, "model.merges: expected an array");
+        return fy__tok_fail(c, FY_EPARSE, "model.merges: expected an array");
     }
     size_t n = json_array_size(merges);
     if (n > TOK_MAX_MERGES) {
-        return fail(c, FY_ETOOBIG, "model.merges: more than %d entries", TOK_MAX_MERGES);
+        return fy__tok_fail(c, FY_ETOOBIG, "model.merges: more than %d entries", TOK_MAX_MERGES);
     }
-    size_t cap = pow2_at_least(n * 2 + 1);
-    t->merges = malloc(cap * sizeof *t->merges);
-    if (!t->merges) {
+    if (fy__tok_merges_alloc(t, n)) {
         return FY_ENOMEM;
     }
-    memset(t->merges, 0xff, cap * sizeof *t->merges);
-    t->merge_mask = cap - 1;
     char joined[2 * TOK_MAX_TOKEN_BYTES + 1];
     for (size_t i = 0; i < n; i++) {
         json_t *m = json_array_get(merges, i);
@@ -887,7 +928,7 @@ static int load_merges(tok_ctx *c, fy_tokenizer *t, json_t *merges)
             a = json_string_value(m);
             const char *sp = strchr(a, ' ');
             if (!sp || strchr(sp + 1, ' ')) {
-                return fail(c, FY_EPARSE, "model.merges[%zu]: expected \"left right\"", i);
+                return fy__tok_fail(c, FY_EPARSE, "model.merges[%zu]: expected \"left right\"", i);
             }
             al = (size_t)(sp - a);
             b = sp + 1;
@@ -899,7 +940,8 @@ static int load_merges(tok_ctx *c, fy_tokenizer *t, json_t *merges)
             b = json_string_value(json_array_get(m, 1));
             bl = json_string_length(json_array_get(m, 1));
         } else {
-            return fail(c, FY_EPARSE, "model.merges[%zu]: expected \"a b\" or [\"a\", \"b\"]", i);
+            return fy__tok_fail(c, FY_EPARSE,
+                                "model.merges[%zu]: expected \"a b\" or [\"a\", \"b\"]", i);
         }
         int32_t ia, ib, ij;
         int rc;
@@ -912,15 +954,7 @@ static int load_merges(tok_ctx *c, fy_tokenizer *t, json_t *merges)
             return rc;
         }
         /* A pair listed twice keeps its later rank, as HF's map does. */
-        uint64_t key = ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib;
-        size_t k = hash_pair(key) & t->merge_mask;
-        while (t->merges[k].key != UINT64_MAX && t->merges[k].key != key) {
-            k = (k + 1) & t->merge_mask;
-        }
-        if (t->merges[k].key == UINT64_MAX) {
-            t->n_merges++;
-        }
-        t->merges[k] = (tok_merge_slot){key, (int32_t)i, ij};
+        fy__tok_merge_put(t, ia, ib, (int32_t)i, ij);
     }
     return 0;
 }
@@ -929,7 +963,7 @@ static int load_model(tok_ctx *c, fy_tokenizer *f, json_t *m, json_t *added)
 {
     fy_tokenizer *t = f;
     if (!json_is_object(m)) {
-        return fail(c, FY_EPARSE, "model: expected an object");
+        return fy__tok_fail(c, FY_EPARSE, "model: expected an object");
     }
     const char *type;
     int rc = opt_str(c, m, "type", "model", &type);
@@ -937,8 +971,8 @@ static int load_model(tok_ctx *c, fy_tokenizer *f, json_t *m, json_t *added)
         return rc;
     }
     if (type ? strcmp(type, "BPE") != 0 : !json_object_get(m, "merges")) {
-        return fail(c, FY_ENOTSUP, "model.type: \"%s\" is not supported (only BPE)",
-                    type ? type : "(none)");
+        return fy__tok_fail(c, FY_ENOTSUP, "model.type: \"%s\" is not supported (only BPE)",
+                            type ? type : "(none)");
     }
     if ((rc = load_vocab(c, f, json_object_get(m, "vocab"), added)) ||
         (rc = load_merges(c, t, json_object_get(m, "merges")))) {
@@ -956,12 +990,13 @@ static int load_model(tok_ctx *c, fy_tokenizer *f, json_t *m, json_t *added)
             return rc;
         }
         if (s && *s) {
-            return fail(c, FY_ENOTSUP, "model.%s: non-empty values are not supported", affixes[i]);
+            return fy__tok_fail(c, FY_ENOTSUP, "model.%s: non-empty values are not supported",
+                                affixes[i]);
         }
     }
     json_t *d = json_object_get(m, "dropout");
     if (d && !json_is_null(d) && !json_is_number(d)) {
-        return fail(c, FY_EPARSE, "model.dropout: expected a number or null");
+        return fy__tok_fail(c, FY_EPARSE, "model.dropout: expected a number or null");
     }
     const char *unk;
     if ((rc = opt_str(c, m, "unk_token", "model", &unk))) {
@@ -969,12 +1004,7 @@ static int load_model(tok_ctx *c, fy_tokenizer *f, json_t *m, json_t *added)
     }
     t->unk_id = -1;
     if (unk && (t->unk_id = fy__tok_vocab_find(t, unk, strlen(unk))) < 0) {
-        return fail(c, FY_EPARSE, "model.unk_token: \"%.64s\" is not in model.vocab", unk);
-    }
-    for (int b = 0; b < 256; b++) {
-        char name[8];
-        snprintf(name, sizeof name, "<0x%02X>", b);
-        t->byte_id[b] = fy__tok_vocab_find(t, name, 6);
+        return fy__tok_fail(c, FY_EPARSE, "model.unk_token: \"%.64s\" is not in model.vocab", unk);
     }
     return 0;
 }
@@ -994,22 +1024,52 @@ static int added_cmp(const void *pa, const void *pb)
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
+int fy__tok_added_alloc(fy_tokenizer *t, size_t n)
+{
+    t->added = calloc(n ? n : 1, sizeof *t->added);
+    return t->added ? 0 : FY_ENOMEM;
+}
+
+int fy__tok_added_put(fy_tokenizer *t, tok_added a)
+{
+    if (!(a.content = fy__tok_dup(a.content, a.len))) {
+        return FY_ENOMEM;
+    }
+    t->added[t->n_added++] = a;
+    /* The added text is this id's text from now on (HF's id_to_token). */
+    t->piece[a.id] = a.content;
+    t->piece_len[a.id] = (uint32_t)a.len;
+    t->special[a.id] = a.special;
+    return 0;
+}
+
+void fy__tok_added_index(fy_tokenizer *t)
+{
+    qsort(t->added, t->n_added, sizeof *t->added, added_cmp);
+    size_t k = 0;
+    for (int b = 0; b <= 256; b++) {
+        while (k < t->n_added && (unsigned char)t->added[k].content[0] < b) {
+            k++;
+        }
+        t->added_first[b] = (uint32_t)k;
+    }
+}
+
 static int load_added(tok_ctx *c, fy_tokenizer *t, json_t *arr)
 {
     if (!arr || json_is_null(arr)) {
         return 0;
     }
     if (!json_is_array(arr)) {
-        return fail(c, FY_EPARSE, "added_tokens: expected an array");
+        return fy__tok_fail(c, FY_EPARSE, "added_tokens: expected an array");
     }
     size_t n = json_array_size(arr);
     if (n > TOK_MAX_ADDED) {
-        return fail(c, FY_ETOOBIG, "added_tokens: more than %d entries", TOK_MAX_ADDED);
+        return fy__tok_fail(c, FY_ETOOBIG, "added_tokens: more than %d entries", TOK_MAX_ADDED);
     }
-    t->added = calloc(n ? n : 1, sizeof *t->added);
     uint8_t *seen = calloc((size_t)t->n_vocab, 1);
-    int rc = 0;
-    if (!t->added || !seen) {
+    int rc = fy__tok_added_alloc(t, n);
+    if (rc || !seen) {
         rc = FY_ENOMEM;
         goto out;
     }
@@ -1018,18 +1078,18 @@ static int load_added(tok_ctx *c, fy_tokenizer *t, json_t *arr)
         char w[64];
         snprintf(w, sizeof w, "added_tokens[%zu]", i);
         if (!json_is_object(o)) {
-            rc = fail(c, FY_EPARSE, "%s: expected an object", w);
+            rc = fy__tok_fail(c, FY_EPARSE, "%s: expected an object", w);
             goto out;
         }
         json_t *id = json_object_get(o, "id");
         if (!json_is_integer(id) || json_integer_value(id) < 0 ||
             json_integer_value(id) >= t->n_vocab) {
-            rc = fail(c, FY_EPARSE, "%s.id: expected an id in [0, %d)", w, TOK_MAX_VOCAB);
+            rc = fy__tok_fail(c, FY_EPARSE, "%s.id: expected an id in [0, %d)", w, TOK_MAX_VOCAB);
             goto out;
         }
         int32_t tid = (int32_t)json_integer_value(id);
         if (seen[tid]) {
-            rc = fail(c, FY_EPARSE, "%s.id: %d given twice", w, tid);
+            rc = fy__tok_fail(c, FY_EPARSE, "%s.id: %d given twice", w, tid);
             goto out;
         }
         seen[tid] = 1;
@@ -1039,8 +1099,8 @@ static int load_added(tok_ctx *c, fy_tokenizer *t, json_t *arr)
         }
         size_t len = json_string_length(json_object_get(o, "content"));
         if (len == 0 || len > TOK_MAX_TOKEN_BYTES) {
-            rc = fail(c, FY_EPARSE, "%s.content: empty or longer than %d bytes", w,
-                      TOK_MAX_TOKEN_BYTES);
+            rc = fy__tok_fail(c, FY_EPARSE, "%s.content: empty or longer than %d bytes", w,
+                              TOK_MAX_TOKEN_BYTES);
             goto out;
         }
         int sp, ls, rs, nm, sw;
@@ -1051,26 +1111,13 @@ static int load_added(tok_ctx *c, fy_tokenizer *t, json_t *arr)
             (rc = opt_bool(c, o, "single_word", w, 0, &sw))) {
             goto out;
         }
-        char *copy = dup_bytes(content, len);
-        if (!copy) {
-            rc = FY_ENOMEM;
+        if ((rc = fy__tok_added_put(t,
+                                    (tok_added){(char *)content, len, tid, (uint8_t)sp, (uint8_t)ls,
+                                                (uint8_t)rs, (uint8_t)nm, (uint8_t)sw}))) {
             goto out;
         }
-        t->added[t->n_added++] = (tok_added){copy,        len,         tid,         (uint8_t)sp,
-                                             (uint8_t)ls, (uint8_t)rs, (uint8_t)nm, (uint8_t)sw};
-        /* The added text is this id's text from now on (HF's id_to_token). */
-        t->piece[tid] = copy;
-        t->piece_len[tid] = (uint32_t)len;
-        t->special[tid] = (uint8_t)sp;
     }
-    qsort(t->added, t->n_added, sizeof *t->added, added_cmp);
-    size_t k = 0;
-    for (int b = 0; b <= 256; b++) {
-        while (k < t->n_added && (unsigned char)t->added[k].content[0] < b) {
-            k++;
-        }
-        t->added_first[b] = (uint32_t)k;
-    }
+    fy__tok_added_index(t);
 out:
     free(seen);
     return rc;
@@ -1104,10 +1151,10 @@ static int config_token(tok_ctx *c, const fy_tokenizer *t, json_t *cfg, const ch
     } else if (json_is_object(v) && json_is_string(json_object_get(v, "content"))) {
         s = json_string_value(json_object_get(v, "content"));
     } else {
-        return fail(c, FY_EPARSE, "%s: expected a string or {\"content\": ...}", key);
+        return fy__tok_fail(c, FY_EPARSE, "%s: expected a string or {\"content\": ...}", key);
     }
     if ((*out = find_token(t, s)) < 0) {
-        return fail(c, FY_EPARSE, "%s: \"%.64s\" is not a token", key, s);
+        return fy__tok_fail(c, FY_EPARSE, "%s: \"%.64s\" is not a token", key, s);
     }
     return 0;
 }
@@ -1141,14 +1188,15 @@ static int load_config(tok_ctx *c, fy_tokenizer *t, const char *path)
         char *data = NULL;
         size_t len = 0;
         if ((rc = fy_file_read(path, TOK_MAX_CONFIG_BYTES, &data, &len))) {
-            return fail(c, rc, "cannot read %s: %s", path, fy_strerror(rc));
+            return fy__tok_fail(c, rc, "cannot read %s: %s", path, fy_strerror(rc));
         }
         json_error_t je;
         cfg = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
         free(data);
         c->file = path;
         if (!json_is_object(cfg)) {
-            rc = fail(c, FY_EPARSE, "line %d: %s", je.line, cfg ? "expected an object" : je.text);
+            rc = fy__tok_fail(c, FY_EPARSE, "line %d: %s", je.line,
+                              cfg ? "expected an object" : je.text);
             goto out;
         }
         int add_bos, add_eos;
@@ -1237,6 +1285,17 @@ static int build_decode_table(fy_tokenizer *t)
     return t->dec_bytes ? 0 : FY_ENOMEM;
 }
 
+int fy__tok_finish(fy_tokenizer *t)
+{
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        t->byte_id[b] = fy__tok_vocab_find(t, name, 6);
+    }
+    bytelevel_init(t);
+    return build_decode_table(t);
+}
+
 /* ---- entry points ---------------------------------------------------------- */
 
 static int load_json(tok_ctx *c, fy_tokenizer *f, json_t *root)
@@ -1244,11 +1303,11 @@ static int load_json(tok_ctx *c, fy_tokenizer *f, json_t *root)
     fy_tokenizer *t = f;
     int rc, fused = 0;
     if (!json_is_object(root)) {
-        return fail(c, FY_EPARSE, "expected a JSON object");
+        return fy__tok_fail(c, FY_EPARSE, "expected a JSON object");
     }
     json_t *added = json_object_get(root, "added_tokens");
     if (added && !json_is_null(added) && !json_is_array(added)) {
-        return fail(c, FY_EPARSE, "added_tokens: expected an array");
+        return fy__tok_fail(c, FY_EPARSE, "added_tokens: expected an array");
     }
     if ((rc = load_model(c, f, json_object_get(root, "model"), added)) ||
         (rc = load_added(c, t, added)) ||
@@ -1258,7 +1317,6 @@ static int load_json(tok_ctx *c, fy_tokenizer *f, json_t *root)
         (rc = load_post(c, t, json_object_get(root, "post_processor"), "post_processor", 0))) {
         return rc;
     }
-    bytelevel_init(t);
     return 0;
 }
 
@@ -1268,7 +1326,7 @@ static int tok_parse(tok_ctx *c, const char *data, size_t len, const char *confi
     json_error_t je;
     json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        return fail(c, FY_EPARSE, "line %d column %d: %s", je.line, je.column, je.text);
+        return fy__tok_fail(c, FY_EPARSE, "line %d column %d: %s", je.line, je.column, je.text);
     }
     fy_tokenizer *f = calloc(1, sizeof *f);
     int rc = f ? load_json(c, f, root) : FY_ENOMEM;
@@ -1277,11 +1335,11 @@ static int tok_parse(tok_ctx *c, const char *data, size_t len, const char *confi
         rc = load_config(c, f, config_path);
     }
     if (!rc) {
-        rc = build_decode_table(f);
+        rc = fy__tok_finish(f);
     }
     if (rc) {
         if (rc == FY_ENOMEM) {
-            fail(c, rc, "out of memory");
+            fy__tok_fail(c, rc, "out of memory");
         }
         fy_tokenizer_free(f ? f : NULL);
         return rc;
@@ -1296,7 +1354,7 @@ int fy__tok_load_mem(const char *data, size_t len, const char *config_path, fy_t
     tok_ctx c = {"tokenizer.json", err, errlen};
     *out = NULL;
     if (len > TOK_MAX_FILE_BYTES) {
-        return fail(&c, FY_ETOOBIG, "larger than %u bytes", TOK_MAX_FILE_BYTES);
+        return fy__tok_fail(&c, FY_ETOOBIG, "larger than %u bytes", TOK_MAX_FILE_BYTES);
     }
     return tok_parse(&c, data, len, config_path, out);
 }
@@ -1308,19 +1366,19 @@ int fy_tokenizer_load(const char *path, fy_tokenizer **out, char *err, size_t er
     tok_ctx c = {path, err, errlen};
     *out = NULL;
     if (stat(path, &st) != 0) {
-        return fail(&c, FY_ENOENT, "no such file or directory");
+        return fy__tok_fail(&c, FY_ENOENT, "no such file or directory");
     }
     if (S_ISDIR(st.st_mode)) {
         if (fy_path_join(file, sizeof file, path, "tokenizer.json") ||
             fy_path_join(cfg, sizeof cfg, path, "tokenizer_config.json")) {
-            return fail(&c, FY_ETOOBIG, "path too long");
+            return fy__tok_fail(&c, FY_ETOOBIG, "path too long");
         }
     } else {
         size_t n = strlen(path);
         const char *slash = strrchr(path, '/');
         size_t dl = slash ? (size_t)(slash - path) : 0;
         if (n >= sizeof file || dl + 32 >= sizeof cfg) {
-            return fail(&c, FY_ETOOBIG, "path too long");
+            return fy__tok_fail(&c, FY_ETOOBIG, "path too long");
         }
         memcpy(file, path, n + 1);
         snprintf(cfg, sizeof cfg, "%.*s%stokenizer_config.json", (int)dl, path, slash ? "/" : "");
@@ -1330,7 +1388,7 @@ int fy_tokenizer_load(const char *path, fy_tokenizer **out, char *err, size_t er
     size_t len = 0;
     int rc = fy_file_read(file, TOK_MAX_FILE_BYTES, &data, &len);
     if (rc) {
-        return fail(&c, rc, "cannot read: %s", fy_strerror(rc));
+        return fy__tok_fail(&c, rc, "cannot read: %s", fy_strerror(rc));
     }
     rc = tok_parse(&c, data, len, cfg, out);
     free(data);

@@ -1,4 +1,4 @@
-/* tokenizer.h: Hugging Face tokenizer.json BPE tokenizers.
+/* tokenizer.h: BPE tokenizers from Hugging Face tokenizer.json or GGUF metadata.
  *
  * Both families: SentencePiece style (Llama 2, Mistral: Prepend/Replace
  * normalizer or Metaspace pre-tokenizer, byte fallback) and byte-level
@@ -28,6 +28,9 @@
 #ifndef FY_ENGINE_TOKENIZER_H
 #define FY_ENGINE_TOKENIZER_H
 
+#include "runner/engine/gguf.h"
+#include "runner/engine/gguf_write.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +40,49 @@ typedef struct fy_tokenizer fy_tokenizer;
  * tokenizer_config.json). Errors name the file and the field. */
 int fy_tokenizer_load(const char *path, fy_tokenizer **out, char *err, size_t errlen);
 void fy_tokenizer_free(fy_tokenizer *t);
+
+/* The tokenizer a GGUF file carries in its tokenizer.ggml.* metadata
+ * (runner/engine/tokenizer_gguf.c), built into the same structure as a
+ * tokenizer.json one, so encoding and decoding are the same code:
+ *   - model "llama": SentencePiece BPE. Adjacent symbols merge highest
+ *     tokenizer.ggml.scores first (ties to the leftmost pair), text gets a
+ *     "▁" prefix (add_space_prefix, default true: at the start and after each
+ *     added token, as llama.cpp does) and spaces become "▁"; characters not
+ *     in the vocabulary fall back to <0xNN> byte tokens. BOS added unless
+ *     add_bos_token says no, EOS only when add_eos_token says so.
+ *   - model "gpt2": byte-level BPE with tokenizer.ggml.merges ("left right",
+ *     rank = index), split first by the pattern tokenizer.ggml.pre names:
+ *     "default" (also when absent), "gpt-2", "llama-bpe" (Llama 3: whole
+ *     words in the vocabulary skip the merges; BOS added by default) or
+ *     "qwen2". add_bos_token / add_eos_token default to no otherwise.
+ * Token types (tokenizer.ggml.token_type, optional: all normal): control (3)
+ * and unknown (2) tokens are special (fy_tokenizer_is_special; matched in
+ * text only with parse_special), user-defined (4) ones are matched in any
+ * text; byte (6) tokens must read <0xNN>. Special ids come from
+ * tokenizer.ggml.{bos,eos,unknown,padding}_token_id (0xFFFFFFFF: none);
+ * for llama the defaults are llama.cpp's (1, 2, 0) when those ids exist.
+ * Every array is checked: lengths agree with tokenizer.ggml.tokens, tokens
+ * are valid UTF-8 of at most 4096 bytes without NUL and not given twice,
+ * scores are numbers, types are 1-6, ids are in range, each merge names two
+ * tokens whose concatenation is a token. A refusal returns FY_EPARSE
+ * (FY_ENOTSUP for an unknown model or pre-tokenizer, FY_ETOOBIG past a
+ * cap, FY_ENOMEM) with ERR naming the file, the key (and index) and the
+ * reason. G may be freed once this returns: the tokenizer copies what it
+ * keeps. */
+int fy_tokenizer_from_gguf(const fy_gguf *g, fy_tokenizer **out, char *err, size_t errlen);
+
+/* Adds T's tokenizer.ggml.* keys to W as llama.cpp's converter writes them
+ * (runner/engine/tokenizer_export.c), so that fy_tokenizer_from_gguf of the
+ * file encodes as T does: model "llama" (tokens, scores, token types,
+ * bos/eos/unknown ids, add_bos/add_eos/add_space_prefix) for a
+ * SentencePiece-style T, "gpt2" (tokens, token types, merges, pre: gpt-2,
+ * llama-bpe or qwen2) for a byte-level one. The token list is padded with
+ * "[PADn]" to N_VOCAB entries when N_VOCAB (the model's vocabulary) is
+ * larger. Returns 0; FY_ENOTSUP (a byte-level split pattern without a
+ * tokenizer.ggml.pre name), FY_EEXIST (a key W already has) or FY_ENOMEM with
+ * ERR saying why. */
+int fy_tokenizer_to_gguf(const fy_tokenizer *t, int32_t n_vocab, fy_gguf_writer *w, char *err,
+                         size_t errlen);
 
 int fy_tokenizer_vocab_size(const fy_tokenizer *t);
 int fy_tokenizer_bos(const fy_tokenizer *t); /* -1 when none */

@@ -62,7 +62,9 @@ refused --device cuda --gpu-memory-utilization 1.01 -- "must be a fraction in (0
 refused --device cuda --gpu-memory-utilization nan -- "must be a fraction in (0, 1]"
 refused --device cuda --gpu-memory-utilization 0.9 --kv-cache-memory 1GiB -- "not both"
 refused --tensor-parallel 17 -- "--tensor-parallel must be 1 to 16"
-pass "--device and --gpu-memory-utilization mistakes: exit 2, each named"
+refused --kv-cache-dtype q8_0 -- "--kv-cache-dtype 'q8_0' is unknown (auto, f32, f16 or bf16)"
+refused --kv-cache-dtype '' -- "--kv-cache-dtype '' is unknown"
+pass "--device, --gpu-memory-utilization and --kv-cache-dtype mistakes: exit 2, each named"
 
 api_start "$TMP/demo" --device cpu --kv-cache-memory 64MiB
 [[ $(post /v1/completions '{"prompt":"hi","max_tokens":4,"temperature":0}') == 200 ]] ||
@@ -70,3 +72,23 @@ api_start "$TMP/demo" --device cpu --kv-cache-memory 64MiB
 jcheck "$TMP/out" 'j["usage"]["completion_tokens"] >= 1' || fail "--device cpu: $(cat "$TMP/out")"
 api_stop
 pass "--device cpu serves as before"
+
+# The "model loaded" event names the KV type: auto is F32 on the CPU, and an
+# F16 cache holds twice the blocks in the same --kv-cache-memory.
+blocks() { # blocks LOG DTYPE: kv_cache_blocks of the model loaded event, checking its type
+    local line
+    line=$(grep 'model loaded' "$1") || fail "no model loaded event: $(cat "$1")"
+    [[ $line == *" kv_cache_dtype=$2 "* ]] || fail "want kv_cache_dtype=$2: $line"
+    [[ $line =~ kv_cache_blocks=([0-9]+) ]] || fail "no kv_cache_blocks: $line"
+    echo "${BASH_REMATCH[1]}"
+}
+api_start "$TMP/demo" --kv-cache-memory 8MiB
+n32=$(blocks "$API_LOG" F32)
+api_stop
+api_start "$TMP/demo" --kv-cache-memory 8MiB --kv-cache-dtype f16
+n16=$(blocks "$API_LOG" F16)
+[[ $(post /v1/completions '{"prompt":"hi","max_tokens":4,"temperature":0}') == 200 ]] ||
+    fail "--kv-cache-dtype f16: $(cat "$TMP/out")"
+api_stop
+[[ $n16 == $((2 * n32)) ]] || fail "f16 KV holds $n16 blocks, f32 $n32: want twice"
+pass "--kv-cache-dtype: auto is F32 on the CPU, f16 holds twice the blocks ($n32 -> $n16) and serves"

@@ -123,7 +123,7 @@ static double time_attention(fy_backend *be, int batch, int ctx, int *variant)
     o->upload(be, dbt, bt, (size_t)nblocks * 4);
     o->upload(be, dq, q, (size_t)batch * H * HD * 4);
     fy_attn_batch b = {batch, batch, dpos, NULL, dss, dcl, dbt, bps, ctx, 1, ss, cl};
-    fy_attn_shape sh = {H, KV, HD, BS, 1.0f / sqrtf((float)HD)};
+    fy_attn_shape sh = {H, KV, HD, BS, 1.0f / sqrtf((float)HD), be->ops->kv_dtype};
     *variant = fy_cuda_attention_variant(be, ctx, batch, H);
     o->attention(be, dout, dq, kc, vc, &b, &sh); /* warm-up */
     int rc = o->sync(be);

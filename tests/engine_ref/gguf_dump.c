@@ -143,7 +143,7 @@ int main(int argc, char **argv)
             json_array_append_new(dims, json_integer((json_int_t)t->dims[d]));
         }
         json_array_append_new(ts, json_pack("{s:s,s:s,s:o,s:I,s:s}", "name", t->name, "type",
-                                            fy_q_name(t->type), "dims", dims, "offset",
+                                            fy_dtype_name(t->type), "dims", dims, "offset",
                                             (json_int_t)t->offset, "file", file));
         rc = dump_tensor(t, path);
     }

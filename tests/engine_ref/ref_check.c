@@ -2,7 +2,8 @@
  *
  *   ref_check MODEL_DIR...
  *
- * Each MODEL_DIR holds a model and ref.json (prompt ids) + ref_logits.f32
+ * Each MODEL_DIR holds a model (or, when ref.json says "model", that file:
+ * a GGUF) and ref.json (prompt ids) + ref_logits.f32
  * ([prompt_len x vocab], computed in float64 by the reference). ferry runs
  * the prompt three ways: a prefill of the first PREFILL tokens and then one
  * decode step per token (every position's logits compared), the whole
@@ -70,7 +71,11 @@ static int check_model(const char *dir, int simd)
         bad = 1;
         goto out;
     }
-    if (fy_model_load(dir, &m, err, sizeof err) < 0 ||
+    /* "model": a file in DIR (a GGUF) to load instead of DIR itself. */
+    const char *file = json_string_value(json_object_get(ref, "model"));
+    char model_path[4200];
+    snprintf(model_path, sizeof model_path, "%s%s%s", dir, file ? "/" : "", file ? file : "");
+    if (fy_model_load(model_path, &m, err, sizeof err) < 0 ||
         fy_backend_create("cpu", 2, &be, err, sizeof err) < 0) {
         fprintf(stderr, "%s: %s\n", dir, err);
         bad = 1;

@@ -10,9 +10,17 @@ torch in float64, from exactly the weights stored (after F16/BF16 rounding).
                              + ref_logits.f32 ([prompt_len x vocab] float32)
 
 The math is written from the architectures' definitions (Hugging Face's
-modeling_llama / modeling_mistral / modeling_qwen2): RMSNorm, rotate-half
-RoPE with linear or llama3 frequency scaling, GQA attention with a causal
-mask, SiLU-gated MLP, q/k/v biases for Qwen2, tied or separate lm_head.
+modeling_llama / modeling_mistral / modeling_qwen2 / modeling_qwen3): RMSNorm,
+rotate-half RoPE with linear or llama3 frequency scaling, GQA attention with a
+causal mask, SiLU-gated MLP, q/k/v biases for Qwen2, per-head RMSNorm on q and
+k for Qwen3, tied or separate lm_head.
+
+Models marked "gguf" are written instead as OUTDIR/<model>/model.gguf, the
+way llama.cpp's converter writes them (its tensor names and metadata keys,
+dims row length first; for llama the q/k rows permuted from rotate-half into
+ggml's adjacent pairs, and llama3 scaling as a rope_freqs.weight tensor of
+per-frequency divisors), and ref.json names that file: ferry's GGUF loader
+must give the same logits as the Hugging Face math on the same weights.
 """
 import json
 import math
@@ -40,6 +48,18 @@ MODELS = [
          theta=500000.0,
          scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                   "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+    # GGUF files (see above).
+    dict(name="gguf_llama_gqa_f16", arch="LlamaForCausalLM", dtype="F16", vocab=64, hidden=32,
+         inter=48, layers=2, heads=4, kv=2, tied=False, gguf=True),
+    dict(name="gguf_llama3_rope_freqs", arch="LlamaForCausalLM", dtype="F32", vocab=96,
+         hidden=64, inter=96, layers=2, heads=4, kv=2, tied=True, theta=500000.0, gguf=True,
+         scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                  "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+    dict(name="gguf_qwen2_bias_bf16", arch="Qwen2ForCausalLM", dtype="BF16", vocab=72,
+         hidden=48, inter=64, layers=2, heads=4, kv=1, tied=True, theta=1000000.0, gguf=True),
+    dict(name="gguf_qwen3_qk_norm", arch="Qwen3ForCausalLM", dtype="F32", vocab=80, hidden=32,
+         inter=48, layers=2, heads=4, kv=2, head_dim=16, tied=False, theta=1000000.0,
+         gguf=True),
 ]
 PROMPT_LEN = 24
 
@@ -68,6 +88,9 @@ def tensors_for(m, gen):
             w(p + "self_attn.q_proj.bias", Q)
             w(p + "self_attn.k_proj.bias", KV)
             w(p + "self_attn.v_proj.bias", KV)
+        if m["arch"] == "Qwen3ForCausalLM":
+            w(p + "self_attn.q_norm.weight", hd, norm=True)
+            w(p + "self_attn.k_norm.weight", hd, norm=True)
         w(p + "self_attn.o_proj.weight", H, Q)
         w(p + "post_attention_layernorm.weight", H, norm=True)
         w(p + "mlp.gate_proj.weight", I, H)
@@ -126,6 +149,88 @@ def write_model(d, m, tensors):
         json.dump({"metadata": {"total_size": 0}, "weight_map": wm}, f)
 
 
+GGUF_TYPE = {"F32": 0, "F16": 1, "BF16": 30}
+GGUF_ARCH = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+GGUF_NAMES = [("input_layernorm.weight", "attn_norm.weight"),
+              ("self_attn.q_proj.weight", "attn_q.weight"), ("self_attn.k_proj.weight", "attn_k.weight"),
+              ("self_attn.v_proj.weight", "attn_v.weight"), ("self_attn.q_proj.bias", "attn_q.bias"),
+              ("self_attn.k_proj.bias", "attn_k.bias"), ("self_attn.v_proj.bias", "attn_v.bias"),
+              ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+              ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+              ("self_attn.o_proj.weight", "attn_output.weight"),
+              ("post_attention_layernorm.weight", "ffn_norm.weight"),
+              ("mlp.gate_proj.weight", "ffn_gate.weight"), ("mlp.up_proj.weight", "ffn_up.weight"),
+              ("mlp.down_proj.weight", "ffn_down.weight")]
+
+
+def to_adjacent(x, heads):
+    """Rows of each head from rotate-half order (i, i + hd/2) into ggml's
+    adjacent pairs (2i, 2i + 1), as llama.cpp's converter does for llama."""
+    hd = x.shape[0] // heads
+    return x.reshape(heads, 2, hd // 2, *x.shape[1:]).transpose(1, 2).reshape(x.shape)
+
+
+def write_gguf(path, m, t):
+    arch = GGUF_ARCH[m["arch"]]
+    hd = m.get("head_dim") or m["hidden"] // m["heads"]
+    s = lambda b: struct.pack("<Q", len(b)) + b
+    kvs = []
+
+    def kv(key, vt, payload):
+        kvs.append(s(key.encode()) + struct.pack("<I", vt) + payload)
+
+    kv("general.architecture", 8, s(arch.encode()))
+    kv("general.name", 8, s(m["name"].encode()))
+    u32 = lambda k, v: kv(k, 4, struct.pack("<I", v))
+    f32 = lambda k, v: kv(k, 6, struct.pack("<f", v))
+    u32(arch + ".context_length", 256)
+    u32(arch + ".embedding_length", m["hidden"])
+    u32(arch + ".feed_forward_length", m["inter"])
+    u32(arch + ".block_count", m["layers"])
+    u32(arch + ".attention.head_count", m["heads"])
+    u32(arch + ".attention.head_count_kv", m["kv"])
+    u32(arch + ".attention.key_length", hd)
+    u32(arch + ".attention.value_length", hd)
+    u32(arch + ".rope.dimension_count", hd)
+    f32(arch + ".rope.freq_base", m.get("theta", 10000.0))
+    f32(arch + ".attention.layer_norm_rms_epsilon", 1e-5)
+    u32("tokenizer.ggml.bos_token_id", 1)
+    u32("tokenizer.ggml.eos_token_id", 2)
+    sc = m.get("scaling")
+    ten = [("token_embd.weight", t["model.embed_tokens.weight"]),
+           ("output_norm.weight", t["model.norm.weight"])]
+    if "lm_head.weight" in t:
+        ten.append(("output.weight", t["lm_head.weight"]))
+    if sc and sc.get("rope_type", sc.get("type")) == "llama3":
+        plain = dict(m, scaling=None)
+        ten.append(("rope_freqs.weight", (inv_freq(plain, hd) / inv_freq(m, hd)).to(torch.float32)))
+    elif sc:
+        kv(arch + ".rope.scaling.type", 8, s(sc.get("rope_type", sc.get("type")).encode()))
+        f32(arch + ".rope.scaling.factor", sc["factor"])
+    for l in range(m["layers"]):
+        for hf, gg in GGUF_NAMES:
+            x = t.get(f"model.layers.{l}." + hf)
+            if x is None:
+                continue
+            if arch == "llama" and gg.startswith(("attn_q.", "attn_k.")):
+                x = to_adjacent(x, m["heads"] if gg.startswith("attn_q.") else m["kv"])
+            ten.append((f"blk.{l}." + gg, x))
+    info, data = b"", b""
+    for name, x in ten:
+        while len(data) % 32:
+            data += b"\0"
+        ty = "F32" if x.dim() == 1 or name == "rope_freqs.weight" else m["dtype"]
+        x = x.to(torch.float32) if ty == "F32" else x
+        info += s(name.encode()) + struct.pack("<I", x.dim())
+        info += b"".join(struct.pack("<Q", d) for d in reversed(x.shape))
+        info += struct.pack("<IQ", GGUF_TYPE[ty], len(data))
+        data += tensor_bytes(x)
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(ten), len(kvs)) + b"".join(kvs) + info
+    head += b"\0" * ((32 - len(head) % 32) % 32)
+    with open(path, "wb") as f:
+        f.write(head + data)
+
+
 def inv_freq(m, hd):
     theta = m.get("theta", 10000.0)
     inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
@@ -176,6 +281,9 @@ def forward(m, t, ids):
             k = k + g[p + "self_attn.k_proj.bias"]
             v = v + g[p + "self_attn.v_proj.bias"]
         q, k, v = q.view(T, nh, hd), k.view(T, nkv, hd), v.view(T, nkv, hd)
+        if p + "self_attn.q_norm.weight" in g:  # Qwen3: per head, before RoPE
+            q = rmsnorm(q, g[p + "self_attn.q_norm.weight"])
+            k = rmsnorm(k, g[p + "self_attn.k_norm.weight"])
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         k = k.repeat_interleave(nh // nkv, dim=1)
@@ -198,13 +306,20 @@ def main():
         gen = torch.Generator().manual_seed(1000 + i)
         t = tensors_for(m, gen)
         d = os.path.join(out, m["name"])
-        write_model(d, m, t)
+        if m.get("gguf"):
+            os.makedirs(d, exist_ok=True)
+            write_gguf(os.path.join(d, "model.gguf"), m, t)
+        else:
+            write_model(d, m, t)
         ids = torch.randint(0, m["vocab"], (PROMPT_LEN,), generator=gen).tolist()
         logits = forward(m, t, ids).to(torch.float32)
         with open(os.path.join(d, "ref_logits.f32"), "wb") as f:
             f.write(logits.contiguous().numpy().tobytes())
         with open(os.path.join(d, "ref.json"), "w") as f:
-            json.dump({"prompt": ids, "vocab": m["vocab"], "dtype": m["dtype"]}, f)
+            ref = {"prompt": ids, "vocab": m["vocab"], "dtype": m["dtype"]}
+            if m.get("gguf"):
+                ref["model"] = "model.gguf"
+            json.dump(ref, f)
         print(m["name"])
 
 

@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint64_t rb = 0;
         if (fy_gguf_tensor_find(g, t->name) != t || t->offset % g->alignment ||
             t->offset < g->data_start || t->offset > size || t->n_bytes > size - t->offset ||
-            t->data != data + t->offset || fy_q_bytes(t->type, t->dims[0], &rb) != 0 ||
+            t->data != data + t->offset || fy_dtype_bytes(t->type, t->dims[0], &rb) != 0 ||
             rb != t->row_bytes || t->n_rows * t->row_bytes != t->n_bytes) {
             __builtin_trap();
         }

@@ -266,13 +266,15 @@ static void test_rope(void)
         float *kr = put(ref, k, nk * 4), *kd = put(dut, k, nk * 4);
         int32_t *pr = put(ref, pos, sizeof pos), *pd = put(dut, pos, sizeof pos);
         float *ir = put(ref, inv, (size_t)hd / 2 * 4), *id = put(dut, inv, (size_t)hd / 2 * 4);
-        ref->ops->rope(ref, qr, kr, pr, T, H, KV, hd, ir);
-        dut->ops->rope(dut, qd, kd, pd, T, H, KV, hd, id);
+        int pairs = ci % 2 ? FY_ROPE_PAIRS_ADJACENT : FY_ROPE_PAIRS_HALF;
+        ref->ops->rope(ref, qr, kr, pr, T, H, KV, hd, ir, pairs);
+        dut->ops->rope(dut, qd, kd, pd, T, H, KV, hd, id, pairs);
         float *a = xmalloc(nq * 4), *r = xmalloc(nq * 4);
         char name[96];
         get(ref, r, qr, nq * 4);
         get(dut, a, qd, nq * 4);
-        snprintf(name, sizeof name, "rope q heads %d head_dim %d pos up to 131071", H, hd);
+        snprintf(name, sizeof name, "rope q heads %d head_dim %d pairs %s pos up to 131071", H, hd,
+                 pairs ? "adjacent" : "half");
         check(name, rel_err(a, r, nq), 1e-5);
         get(ref, r, kr, nk * 4);
         get(dut, a, kd, nk * 4);
@@ -350,17 +352,40 @@ static void test_argmax(void)
 
 /* --- paged KV cache and attention ----------------------------------------------- */
 
+/* The KV element type a backend is tested with: the CPU reference keeps F32
+ * (exact), the backend under test each type it lists (dut_kv, set by
+ * test_attention), its "auto" type outside attention. */
+static fy_dtype dut_kv = FY_DT_COUNT;
+
+static fy_dtype kv_of(const fy_backend *be)
+{
+    if (be == ref) {
+        return FY_DT_F32;
+    }
+    return dut_kv == FY_DT_COUNT ? be->ops->kv_dtype : dut_kv;
+}
+
+/* Normwise relative error that rounding K/V to the type under test allows:
+ * its unit roundoff (F16 2^-11, BF16 2^-8) with 2x to spare, or f32 rounding
+ * in sums ordered differently. Attention compounds the keys' error through
+ * the softmax: 10x. */
+static double kv_tol(int attention)
+{
+    double u = dut_kv == FY_DT_BF16 ? 1.0 / 256 : dut_kv == FY_DT_F32 ? 1e-5 : 1.0 / 2048;
+    return (attention ? 10 : 2) * u;
+}
+
 /* A KV cache in backend memory read back as floats (any kv_dtype). */
 static float *cache_floats(fy_backend *be, const void *cache, size_t elems)
 {
-    size_t es = fy_dtype_size(be->ops->kv_dtype);
+    size_t es = fy_dtype_size(kv_of(be));
     void *raw = xmalloc(elems * es);
     float *f = xmalloc(elems * sizeof *f);
     get(be, raw, cache, elems * es);
     for (size_t i = 0; i < elems; i++) {
-        if (be->ops->kv_dtype == FY_DT_F16) {
+        if (kv_of(be) == FY_DT_F16) {
             f[i] = fy_f16_to_f32(((uint16_t *)raw)[i]);
-        } else if (be->ops->kv_dtype == FY_DT_BF16) {
+        } else if (kv_of(be) == FY_DT_BF16) {
             f[i] = fy_bf16_to_f32(((uint16_t *)raw)[i]);
         } else {
             f[i] = ((float *)raw)[i];
@@ -493,7 +518,9 @@ static void run_cache_write(const host_batch *h, const fy_attn_shape *sh, void *
         fy_attn_batch b = view(h, &d);
         size_t n = (size_t)h->n_tokens * width * 4;
         float *kd = put(bes[i], k, n), *vd = put(bes[i], v, n);
-        bes[i]->ops->cache_write(bes[i], kc[i], vc[i], kd, vd, &b, sh);
+        fy_attn_shape shi = *sh;
+        shi.kv_dtype = kv_of(bes[i]);
+        bes[i]->ops->cache_write(bes[i], kc[i], vc[i], kd, vd, &b, &shi);
         must(bes[i]->ops->sync(bes[i]), bes[i], "cache_write");
         drop(bes[i], kd), drop(bes[i], vd);
         drop_batch(bes[i], &d);
@@ -536,12 +563,13 @@ static void attn_run(const attn_case *c0)
             block_of[s][i] = i < nb ? ids[next++] : 0;
         }
     }
-    fy_attn_shape sh = {c.heads, c.kv_heads, c.head_dim, bs, 1.0f / sqrtf((float)c.head_dim)};
+    fy_attn_shape sh = {c.heads,  c.kv_heads, c.head_dim, bs, 1.0f / sqrtf((float)c.head_dim),
+                        FY_DT_F32};
     size_t elems = (size_t)n_blocks * c.kv_heads * bs * c.head_dim;
     void *kc[2], *vc[2];
     fy_backend *bes[2] = {ref, dut};
     for (int i = 0; i < 2; i++) {
-        size_t bytes = elems * fy_dtype_size(bes[i]->ops->kv_dtype);
+        size_t bytes = elems * fy_dtype_size(kv_of(bes[i]));
         kc[i] = put(bes[i], NULL, bytes);
         vc[i] = put(bes[i], NULL, bytes);
     }
@@ -559,16 +587,18 @@ static void attn_run(const attn_case *c0)
         dev_batch d = put_batch(bes[i], &step);
         fy_attn_batch b = view(&step, &d);
         float *qd = put(bes[i], q, nq * 4), *od = put(bes[i], NULL, nq * 4);
-        bes[i]->ops->attention(bes[i], od, qd, kc[i], vc[i], &b, &sh);
+        fy_attn_shape shi = sh;
+        shi.kv_dtype = kv_of(bes[i]);
+        bes[i]->ops->attention(bes[i], od, qd, kc[i], vc[i], &b, &shi);
         out[i] = xmalloc(nq * 4);
         get(bes[i], out[i], od, nq * 4);
         drop(bes[i], qd), drop(bes[i], od);
         drop_batch(bes[i], &d);
     }
     char name[128];
-    snprintf(name, sizeof name, "attention %s (T %d, max ctx %d, max q %d)", c.name, step.n_tokens,
-             step.max_ctx, step.max_q);
-    check(name, rel_err(out[1], out[0], nq), 5e-3);
+    snprintf(name, sizeof name, "attention %s kv %s (T %d, max ctx %d, max q %d)", c.name,
+             fy_dtype_name(dut_kv), step.n_tokens, step.max_ctx, step.max_q);
+    check(name, rel_err(out[1], out[0], nq), kv_tol(1));
 
     /* The caches agree on every written slot (padding never landed). */
     float *cr = cache_floats(ref, kc[0], elems), *cd = cache_floats(dut, kc[1], elems);
@@ -584,9 +614,9 @@ static void attn_run(const attn_case *c0)
             }
         }
     }
-    snprintf(name, sizeof name, "cache_write %s (%d history + %d new, padding skipped)", c.name,
-             hist.n_tokens, step.n_tokens);
-    check(name, worst, 1e-3);
+    snprintf(name, sizeof name, "cache_write %s kv %s (%d history + %d new, padding skipped)",
+             c.name, fy_dtype_name(dut_kv), hist.n_tokens, step.n_tokens);
+    check(name, worst, kv_tol(0));
 
     /* Copy-on-write: the first block of each of up to 4 sequences goes to a
      * spare block; both backends then hold the source's values there. */
@@ -601,7 +631,7 @@ static void attn_run(const attn_case *c0)
     for (int i = 0; i < 2; i++) {
         int32_t *sd = put(bes[i], src, sizeof src), *dd = put(bes[i], dst, sizeof dst);
         bes[i]->ops->block_copy(bes[i], kc[i], vc[i], sd, dd, np,
-                                block_elems * fy_dtype_size(bes[i]->ops->kv_dtype));
+                                block_elems * fy_dtype_size(kv_of(bes[i])));
         must(bes[i]->ops->sync(bes[i]), bes[i], "block_copy");
         float *k2 = cache_floats(bes[i], kc[i], elems), *v2 = cache_floats(bes[i], vc[i], elems);
         for (int j = 0; j < np; j++) {
@@ -658,9 +688,17 @@ static void test_attention(void)
         {"prefill head_dim 256", 4, 2, 256, 16, 2, {50, 90}, {50, 17}, 1},
         {"prefill head_dim 8", 8, 4, 8, 16, 1, {200}, {200}, 1},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        attn_run(&cases[i]);
+    static const fy_dtype kv[] = {FY_DT_F16, FY_DT_BF16, FY_DT_F32};
+    for (size_t k = 0; k < sizeof kv / sizeof kv[0]; k++) {
+        if (!(dut->ops->kv_dtypes & (1u << kv[k]))) {
+            continue;
+        }
+        dut_kv = kv[k];
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            attn_run(&cases[i]);
+        }
     }
+    dut_kv = FY_DT_COUNT;
 }
 
 /* --- CUDA-only: sampling filter and tensor parallelism ---------------------------- */
@@ -861,8 +899,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "FAIL: %s backend: %s\n", dev, err);
         return 1;
     }
-    printf("reference: cpu (kv %s); under test: %s (kv %s)\n", fy_dtype_name(ref->ops->kv_dtype),
-           dut->ops->name, fy_dtype_name(dut->ops->kv_dtype));
+    printf("reference: cpu (kv %s); under test: %s (kv %s)\n", fy_dtype_name(kv_of(ref)),
+           dut->ops->name, fy_dtype_name(kv_of(dut)));
     test_embed();
     test_rmsnorm();
     test_matmul();

@@ -130,7 +130,23 @@ static void test_create(void **state)
     char err[256] = "";
     assert_int_equal(fy_backend_create("cpu", 0, &be, err, sizeof err), 0);
     assert_string_equal(be->ops->name, "cpu");
+    /* auto is F32 on the CPU (ops_cpu.c says why); all three types have kernels. */
+    fy_dtype kv = FY_DT_COUNT;
     assert_int_equal(be->ops->kv_dtype, FY_DT_F32);
+    assert_int_equal(fy_kv_dtype_parse(NULL, be->ops, &kv, err, sizeof err), 0);
+    assert_int_equal(kv, FY_DT_F32);
+    assert_int_equal(fy_kv_dtype_parse("auto", be->ops, &kv, err, sizeof err), 0);
+    assert_int_equal(kv, FY_DT_F32);
+    assert_int_equal(fy_kv_dtype_parse("F16", be->ops, &kv, err, sizeof err), 0);
+    assert_int_equal(kv, FY_DT_F16);
+    assert_int_equal(fy_kv_dtype_parse("bf16", be->ops, &kv, err, sizeof err), 0);
+    assert_int_equal(kv, FY_DT_BF16);
+    assert_int_equal(fy_kv_dtype_parse("q8_0", be->ops, &kv, err, sizeof err), FY_EINVAL);
+    assert_non_null(strstr(err, "--kv-cache-dtype 'q8_0' is unknown (auto, f32, f16 or bf16)"));
+    fy_backend_ops only_f16 = *be->ops;
+    only_f16.kv_dtypes = 1u << FY_DT_F16;
+    assert_int_equal(fy_kv_dtype_parse("bf16", &only_f16, &kv, err, sizeof err), FY_ENOTSUP);
+    assert_non_null(strstr(err, "no kernels for a BF16 KV cache"));
     fy_backend_destroy(be);
     assert_int_equal(fy_backend_create("tpu", 0, &be, err, sizeof err), FY_EINVAL);
     assert_non_null(strstr(err, "tpu"));
@@ -280,30 +296,54 @@ static void test_rope(void **state)
     for (int i = 0; i < HD / 2; i++) {
         inv[i] = (float)pow(10000.0, -2.0 * i / HD);
     }
-    for (int pass = 0; pass < 2; pass++) {
-        const float *src = pass ? k0 : q0;
-        double *dst = pass ? rk : rq;
-        int nh = pass ? NKV : NH;
-        for (int t = 0; t < T; t++) {
-            for (int h = 0; h < nh; h++) {
-                const float *x = src + (t * nh + h) * HD;
-                for (int i = 0; i < HD / 2; i++) {
-                    double a = (double)pos[t] * inv[i];
-                    dst[(t * nh + h) * HD + i] = x[i] * cos(a) - x[i + HD / 2] * sin(a);
-                    dst[(t * nh + h) * HD + i + HD / 2] = x[i + HD / 2] * cos(a) + x[i] * sin(a);
+    /* Both pair layouts: HF's (i, i + HD/2) and GGUF llama's (2i, 2i + 1). */
+    for (int pairs = FY_ROPE_PAIRS_HALF; pairs <= FY_ROPE_PAIRS_ADJACENT; pairs++) {
+        for (int pass = 0; pass < 2; pass++) {
+            const float *src = pass ? k0 : q0;
+            double *dst = pass ? rk : rq;
+            int nh = pass ? NKV : NH;
+            for (int t = 0; t < T; t++) {
+                for (int h = 0; h < nh; h++) {
+                    const float *x = src + (t * nh + h) * HD;
+                    double *y = dst + (t * nh + h) * HD;
+                    for (int i = 0; i < HD / 2; i++) {
+                        int a = pairs ? 2 * i : i, b = pairs ? 2 * i + 1 : i + HD / 2;
+                        double ang = (double)pos[t] * inv[i];
+                        y[a] = x[a] * cos(ang) - x[b] * sin(ang);
+                        y[b] = x[b] * cos(ang) + x[a] * sin(ang);
+                    }
                 }
             }
         }
+        for (size_t ci = 0; ci < 2; ci++) {
+            fy_backend *be = open_be(cfgs[ci]);
+            memcpy(q, q0, sizeof q);
+            memcpy(k, k0, sizeof k);
+            be->ops->rope(be, q, k, pos, T, NH, NKV, HD, inv, pairs);
+            expect_near(q, rq, T * NH * HD, 1e-6, pairs ? "rope q adjacent" : "rope q half");
+            expect_near(k, rk, T * NKV * HD, 1e-6, pairs ? "rope k adjacent" : "rope k half");
+            fy_backend_destroy(be);
+        }
     }
-    for (size_t ci = 0; ci < 2; ci++) {
-        fy_backend *be = open_be(cfgs[ci]);
-        memcpy(q, q0, sizeof q);
-        memcpy(k, k0, sizeof k);
-        be->ops->rope(be, q, k, pos, T, NH, NKV, HD, inv);
-        expect_near(q, rq, T * NH * HD, 1e-6, "rope q");
-        expect_near(k, rk, T * NKV * HD, 1e-6, "rope k");
-        fy_backend_destroy(be);
-    }
+}
+
+/* A batch of T tokens of S sequences in host memory (the CPU backend's). */
+static fy_attn_batch host_batch(int T, int S, const int32_t *pos, const int32_t *slots,
+                                const int32_t *seq_start, const int32_t *ctx, const int32_t *bt,
+                                int max_blocks, int max_ctx, int max_q)
+{
+    return (fy_attn_batch){.n_tokens = T,
+                           .n_seqs = S,
+                           .positions = pos,
+                           .slots = slots,
+                           .seq_start = seq_start,
+                           .ctx_len = ctx,
+                           .block_tables = bt,
+                           .max_blocks = max_blocks,
+                           .max_ctx_len = max_ctx,
+                           .max_query_len = max_q,
+                           .host_seq_start = seq_start,
+                           .host_ctx_len = ctx};
 }
 
 /* Attention over a paged cache: a batch mixing a prefill chunk (with earlier
@@ -365,19 +405,8 @@ static void test_attention(void **state)
         }
     }
     seq_start[S] = T;
-    fy_attn_batch b = {.n_tokens = T,
-                       .n_seqs = S,
-                       .positions = pos,
-                       .slots = slots,
-                       .seq_start = seq_start,
-                       .ctx_len = ctx,
-                       .block_tables = bt,
-                       .max_blocks = 10,
-                       .max_ctx_len = 31,
-                       .max_query_len = 6,
-                       .host_seq_start = seq_start,
-                       .host_ctx_len = ctx};
-    fy_attn_shape sh = {NH, NKV, HD, BS, 1.0f / sqrtf(HD)};
+    fy_attn_batch b = host_batch(T, S, pos, slots, seq_start, ctx, bt, 10, 31, 6);
+    fy_attn_shape sh = {NH, NKV, HD, BS, 1.0f / sqrtf(HD), FY_DT_F32};
     size_t cache_floats = (size_t)NB * NKV * BS * HD;
     for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
         fy_backend *be = open_be(cfgs[ci]);
@@ -416,6 +445,114 @@ static void test_attention(void **state)
     free(ref);
 }
 
+/* A KV element of DT at I as f32. */
+static float kv_elem(const void *c, fy_dtype dt, size_t i)
+{
+    if (dt == FY_DT_F16) {
+        return fy_f16_to_f32(((const uint16_t *)c)[i]);
+    }
+    if (dt == FY_DT_BF16) {
+        return fy_bf16_to_f32(((const uint16_t *)c)[i]);
+    }
+    return ((const float *)c)[i];
+}
+
+/* cache_write and attention with an F16 and a BF16 cache against the F32
+ * ones, on both paths. Tolerances from the formats: rounding to nearest
+ * keeps U = 2^-11 (f16: 11 significant bits) or 2^-8 (bf16) of each value,
+ * plus half f16's subnormal spacing (2^-25) for tiny values. Attention: a
+ * key off by U|k| moves a score by at most D = U * scale * sum|q||k|, which
+ * scales each softmax weight by a factor in [e^-2D, e^2D] after
+ * normalising, so the output moves by at most (e^2D - 1) max|v| from the
+ * keys and U max|v| from the values. */
+static void test_attention_kv_dtypes(void **state)
+{
+    (void)state;
+    enum { NH = 4, NKV = 2, HD = 20, BS = 4, NB = 16, S = 2, T = 24 };
+    static const int ntok[S] = {13, 11};
+    static const struct {
+        fy_dtype dt;
+        double u, tiny;
+    } types[] = {{FY_DT_F16, 1.0 / 2048, 1.0 / 33554432}, {FY_DT_BF16, 1.0 / 256, 0}};
+    float q[T * NH * HD], k[T * NKV * HD], v[T * NKV * HD], out32[T * NH * HD], out[T * NH * HD];
+    fill(q, sizeof q / 4);
+    fill(k, sizeof k / 4);
+    fill(v, sizeof v / 4);
+    k[0] = 1e-6f; /* an f16 subnormal */
+    v[1] = -3e-7f;
+    int32_t pos[T], slots[T], seq_start[S + 1] = {0, ntok[0], T}, ctx[S] = {ntok[0], ntok[1]};
+    int32_t bt[S * 4] = {9, 2, 14, 5, 0, 11, 7, 3}; /* scattered blocks */
+    for (int s = 0, t = 0; s < S; s++) {
+        for (int p = 0; p < ntok[s]; p++, t++) {
+            pos[t] = p;
+            slots[t] = bt[s * 4 + p / BS] * BS + p % BS;
+        }
+    }
+    fy_attn_batch b = host_batch(T, S, pos, slots, seq_start, ctx, bt, 4, ntok[0], ntok[0]);
+    fy_attn_shape sh = {NH, NKV, HD, BS, 1.0f / sqrtf(HD), FY_DT_F32};
+    size_t elems = (size_t)NB * NKV * BS * HD;
+    fy_backend *be = open_be(cfgs[0]);
+    float *kc32 = calloc(elems, 4), *vc32 = calloc(elems, 4);
+    be->ops->cache_write(be, kc32, vc32, k, v, &b, &sh);
+    be->ops->attention(be, out32, q, kc32, vc32, &b, &sh);
+    fy_backend_destroy(be);
+    double vmax = 0, qk = 0;
+    for (size_t i = 0; i < sizeof v / 4; i++) {
+        vmax = fmax(vmax, fabs(v[i]));
+    }
+    for (int t = 0; t < T; t++) { /* max over (t, h, j) of sum |q||k| */
+        for (int h = 0; h < NH; h++) {
+            for (int j = 0; j < T; j++) {
+                double d = 0;
+                for (int e = 0; e < HD; e++) {
+                    d += fabs(q[(t * NH + h) * HD + e] * k[(j * NKV + h / 2) * HD + e]);
+                }
+                qk = fmax(qk, d);
+            }
+        }
+    }
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        double u = types[ti].u, D = u * sh.scale * qk;
+        double tol = (exp(2 * D) - 1) * vmax + u * vmax + 1e-6;
+        for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
+            be = open_be(cfgs[ci]);
+            fy_attn_shape sh16 = sh;
+            sh16.kv_dtype = types[ti].dt;
+            uint16_t *kc = calloc(elems, 2), *vc = calloc(elems, 2);
+            be->ops->cache_write(be, kc, vc, k, v, &b, &sh16);
+            for (size_t i = 0; i < elems; i++) {
+                float ka = kc32[i], va = vc32[i];
+                float kb = kv_elem(kc, types[ti].dt, i), vb = kv_elem(vc, types[ti].dt, i);
+                if (fabs(kb - ka) > fabs(ka) * u + types[ti].tiny ||
+                    fabs(vb - va) > fabs(va) * u + types[ti].tiny) {
+                    fail_msg("%s cache element %zu: k %g -> %g, v %g -> %g",
+                             fy_dtype_name(types[ti].dt), i, ka, kb, va, vb);
+                }
+            }
+            be->ops->attention(be, out, q, kc, vc, &b, &sh16);
+            double worst = 0;
+            for (size_t i = 0; i < sizeof out / 4; i++) {
+                worst = fmax(worst, fabs((double)out[i] - out32[i]));
+            }
+            if (worst > tol) {
+                fail_msg("%s attention: %g off the f32 result (bound %g)",
+                         fy_dtype_name(types[ti].dt), worst, tol);
+            }
+            /* block_copy moves a block's bytes whatever the type. */
+            int32_t src = bt[0], dst = 1;
+            size_t blk = (size_t)NKV * BS * HD;
+            be->ops->block_copy(be, kc, vc, &src, &dst, 1, blk * 2);
+            assert_memory_equal(kc + blk, kc + (size_t)src * blk, blk * 2);
+            assert_memory_equal(vc + blk, vc + (size_t)src * blk, blk * 2);
+            free(kc);
+            free(vc);
+            fy_backend_destroy(be);
+        }
+    }
+    free(kc32);
+    free(vc32);
+}
+
 static void test_softmax_math(void **state)
 {
     (void)state;
@@ -447,9 +584,13 @@ static void test_softmax_math(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conversions),  cmocka_unit_test(test_create),
-        cmocka_unit_test(test_matmul),       cmocka_unit_test(test_rowwise),
-        cmocka_unit_test(test_rope),         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_conversions),
+        cmocka_unit_test(test_create),
+        cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_rowwise),
+        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_kv_dtypes),
         cmocka_unit_test(test_softmax_math),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -172,7 +172,10 @@ static void on_event(const fy_engine_event *ev, void *arg)
     }
 }
 
-static void ctx_open_steps(ctx *c, size_t kv_bytes, int max_seqs, int max_waiting, int step_tokens)
+/* Opens an engine with a KV cache of KV_DTYPE (NULL: auto). Returns what
+ * fy_engine_create returned, its message in ERR. */
+static int ctx_open_kv(ctx *c, size_t kv_bytes, int max_seqs, int max_waiting, int step_tokens,
+                       const char *kv_dtype, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
     assert_int_equal(uv_loop_init(&c->loop), 0);
@@ -182,10 +185,15 @@ static void ctx_open_steps(ctx *c, size_t kv_bytes, int max_seqs, int max_waitin
                            .max_seqs = max_seqs,
                            .max_step_tokens = step_tokens,
                            .max_waiting = max_waiting,
+                           .kv_dtype = kv_dtype,
                            .loop = &c->loop};
+    return fy_engine_create(&o, &c->e, err, errlen);
+}
+
+static void ctx_open_steps(ctx *c, size_t kv_bytes, int max_seqs, int max_waiting, int step_tokens)
+{
     char err[512] = "";
-    int rc = fy_engine_create(&o, &c->e, err, sizeof err);
-    if (rc != 0) {
+    if (ctx_open_kv(c, kv_bytes, max_seqs, max_waiting, step_tokens, NULL, err, sizeof err)) {
         fail_msg("fy_engine_create: %s", err);
     }
 }
@@ -316,6 +324,16 @@ static void mkprompt(int32_t *p, int n, uint32_t seed)
     }
 }
 
+/* Decodes the greedy reference's prompt into K and checks its ids. */
+static void run_greedy_reference(ctx *c, coll *k)
+{
+    fy_sampling s = greedy(g_n_ids);
+    submit(c, k, g_prompt, g_n_prompt, 1, &s, NULL);
+    run(c);
+    assert_int_equal(k->n_ids[0], g_n_ids);
+    assert_memory_equal(k->ids[0], g_ids, (size_t)g_n_ids * sizeof *g_ids);
+}
+
 static void test_greedy_expected(void **state)
 {
     (void)state;
@@ -325,11 +343,7 @@ static void test_greedy_expected(void **state)
     assert_string_equal(fy_engine_model_name(c.e), "stories260K");
     assert_true(fy_engine_max_context(c.e) >= 512);
     static coll k;
-    fy_sampling s = greedy(g_n_ids);
-    submit(&c, &k, g_prompt, g_n_prompt, 1, &s, NULL);
-    run(&c);
-    assert_int_equal(k.n_ids[0], g_n_ids);
-    assert_memory_equal(k.ids[0], g_ids, (size_t)g_n_ids * sizeof *g_ids);
+    run_greedy_reference(&c, &k);
     assert_int_equal(k.text_len[0], strlen(g_text));
     assert_memory_equal(k.text[0], g_text, k.text_len[0]);
     assert_int_equal(k.finish[0], FY_FINISH_LENGTH);
@@ -340,6 +354,42 @@ static void test_greedy_expected(void **state)
     assert_int_equal(st.blocks_used, 0);
     assert_int_equal(st.generated_tokens, (uint64_t)g_n_ids);
     ctx_close(&c);
+}
+
+/* --kv-cache-dtype: auto is F32 on the CPU; F16 and BF16 blocks take half
+ * the bytes, so the same kv_bytes holds twice the blocks, and with F16 the
+ * greedy reference still comes out id for id. An unknown type is refused. */
+static void test_kv_dtype(void **state)
+{
+    (void)state;
+    need_model();
+    static const struct {
+        const char *name, *want;
+        int per; /* blocks per f32 block's bytes, x2 */
+    } cases[] = {{NULL, "F32", 2}, {"f32", "F32", 2}, {"f16", "F16", 4}, {"BF16", "BF16", 4}};
+    size_t bb = stats_block_bytes(), kv = bb * 40;
+    char err[512] = "";
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ctx c;
+        if (ctx_open_kv(&c, kv, 8, 16, 256, cases[i].name, err, sizeof err)) {
+            fail_msg("fy_engine_create(%s): %s", cases[i].name, err);
+        }
+        fy_engine_stats st = stats(&c);
+        assert_string_equal(st.kv_dtype, cases[i].want);
+        assert_int_equal(st.blocks_total, 20 * cases[i].per);
+        assert_int_equal(st.block_bytes, bb * 2 / (size_t)cases[i].per);
+        if (strcmp(cases[i].want, "F16") == 0) {
+            static coll k;
+            run_greedy_reference(&c, &k);
+            settle(&c);
+        }
+        ctx_close(&c);
+    }
+    ctx c;
+    assert_int_equal(ctx_open_kv(&c, kv, 8, 16, 256, "q8_0", err, sizeof err), FY_EINVAL);
+    assert_non_null(strstr(err, "--kv-cache-dtype 'q8_0' is unknown (auto, f32, f16 or bf16)"));
+    fy_engine_destroy(c.e);
+    assert_int_equal(uv_loop_close(&c.loop), 0);
 }
 
 /* 32 mixed requests: request 0 is the greedy reference. */
@@ -943,7 +993,7 @@ int main(void)
         cmocka_unit_test(test_parallel_samples),      cmocka_unit_test(test_abort_and_pool),
         cmocka_unit_test(test_bounded_queue),         cmocka_unit_test(test_stops_and_length),
         cmocka_unit_test(test_completion_text),       cmocka_unit_test(test_logit_bias),
-        cmocka_unit_test(test_prompt_logprobs),
+        cmocka_unit_test(test_prompt_logprobs),       cmocka_unit_test(test_kv_dtype),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -241,7 +241,7 @@ static void key_template(fy_store_key *k, int i)
     memset(k, 0, sizeof *k);
     snprintf(k->id, sizeof k->id, "key_%d", i);
     snprintf(k->name, sizeof k->name, "key number %d", i);
-    snprintf(k->prefix, sizeof k->prefix, "fy_%05d", i % 100000);
+    snprintf(k->prefix, sizeof k->prefix, "fy_%05u", (unsigned)i % 100000u);
     hash_of(1000000 + i, k->hash);
     k->rpm = 60;
     k->created_at = 1000 + i;

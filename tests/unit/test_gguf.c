@@ -239,7 +239,7 @@ static void test_valid(void **state)
 
     const fy_gguf_tensor *t = fy_gguf_tensor_find(g, "c");
     assert_non_null(t);
-    assert_int_equal(t->type, FY_Q_Q4_K);
+    assert_int_equal(t->type, FY_DT_Q4_K);
     assert_int_equal(t->ggml_type, 12);
     assert_int_equal(t->n_bytes, 144);
     assert_int_equal(t->row_bytes, 144);
@@ -829,19 +829,19 @@ static void test_testdata(void **state)
         fy_gguf *g = open_td(td, files[i].file);
         check_llama(g, 256, 768, 4, 128, 32);
         check_tensors(g, 4, 256, 768, 128);
-        int count[FY_Q_NTYPES] = {0};
+        int count[FY_DT_COUNT] = {0};
         double worst = 0;
         for (uint64_t k = 0; k < g->n_tensors; k++) {
             const fy_gguf_tensor *t = &g->t[k];
             count[t->type]++;
-            if (t->type != FY_Q_F32) {
+            if (t->type != FY_DT_F32) {
                 double e = rel_rms(t, fy_gguf_tensor_find(ref, t->name));
                 worst = e > worst ? e : worst;
             }
         }
-        if (count[FY_Q_F32] != files[i].f32 || count[FY_Q_Q8_0] != files[i].q8_0 ||
-            count[FY_Q_Q4_0] != files[i].q4_0 || count[FY_Q_Q4_K] != files[i].q4_k ||
-            count[FY_Q_Q5_K] != files[i].q5_k || count[FY_Q_Q6_K] != files[i].q6_k) {
+        if (count[FY_DT_F32] != files[i].f32 || count[FY_DT_Q8_0] != files[i].q8_0 ||
+            count[FY_DT_Q4_0] != files[i].q4_0 || count[FY_DT_Q4_K] != files[i].q4_k ||
+            count[FY_DT_Q5_K] != files[i].q5_k || count[FY_DT_Q6_K] != files[i].q6_k) {
             fail_msg("%s: tensor types differ from the README's table", files[i].file);
         }
         if (worst > files[i].tol) {
@@ -857,7 +857,7 @@ static void test_testdata(void **state)
     check_llama(g, 64, 172, 5, 2048, 8);
     check_tensors(g, 5, 64, 172, 32);
     for (uint64_t k = 0; k < g->n_tensors; k++) {
-        assert_int_equal(g->t[k].type, FY_Q_F32);
+        assert_int_equal(g->t[k].type, FY_DT_F32);
     }
     fy_gguf_free(g);
 }

@@ -16,6 +16,7 @@
 #include "common/fsutil.h"
 #include "runner/engine/tok_internal.h"
 #include "runner/engine/tokenizer.h"
+#include "support/tok_support.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -24,24 +25,6 @@
 #include <time.h>
 
 /* ---- helpers ---------------------------------------------------------------- */
-
-static const char *testdata(const char *rel, char *buf, size_t len)
-{
-    const char *root = getenv("FERRY_TESTDATA");
-    if (!root || !*root) {
-        return NULL;
-    }
-    snprintf(buf, len, "%s/%s", root, rel);
-    return fy_file_exists(buf) ? buf : NULL;
-}
-
-#define NEED_TESTDATA(var, rel)                                                              \
-    char var##_buf[4096];                                                                    \
-    const char *var = testdata(rel, var##_buf, sizeof var##_buf);                            \
-    if (!var) {                                                                              \
-        print_message("skipped: %s not found (set FERRY_TESTDATA to run this test)\n", rel); \
-        skip();                                                                              \
-    }
 
 static fy_tokenizer *load_or_fail(const char *path)
 {
@@ -52,32 +35,6 @@ static fy_tokenizer *load_or_fail(const char *path)
         fail_msg("load %s: %s (%s)", path, err, fy_strerror(rc));
     }
     return t;
-}
-
-static fy_tokenizer *load_json(json_t *j)
-{
-    char *s = json_dumps(j, JSON_COMPACT);
-    assert_non_null(s);
-    fy_tokenizer *t = NULL;
-    char err[512] = "";
-    int rc = fy__tok_load_mem(s, strlen(s), NULL, &t, err, sizeof err);
-    free(s);
-    if (rc) {
-        fail_msg("load: %s", err);
-    }
-    return t;
-}
-
-static size_t encode(const fy_tokenizer *t, const char *s, size_t n, int add_special,
-                     int parse_special, int32_t **ids)
-{
-    fy_encode_options o = {add_special, parse_special};
-    size_t k = 0;
-    int rc = fy_tokenizer_encode(t, s, n, &o, ids, &k);
-    if (rc) {
-        fail_msg("encode \"%.*s\": %s", (int)n, s, fy_strerror(rc));
-    }
-    return k;
 }
 
 static void expect_ids(const fy_tokenizer *t, const char *s, const int32_t *want, size_t nwant)
@@ -94,114 +51,6 @@ static void expect_ids(const fy_tokenizer *t, const char *s, const int32_t *want
         fail_msg("encode \"%s\": got%s", s, got);
     }
     free(ids);
-}
-
-/* decode(ids) must equal S[0..N), and so must the streamed chunks, each of
- * them valid UTF-8. Returns 1 when all holds. */
-static int check_decode(const fy_tokenizer *t, const int32_t *ids, size_t nids, const char *s,
-                        size_t n, char *why, size_t whylen)
-{
-    char *out = NULL;
-    size_t len = 0;
-    int rc = fy_tokenizer_decode(t, ids, nids, 0, &out, &len);
-    if (rc || len != n || memcmp(out, s, n) != 0 || out[len] != 0) {
-        snprintf(why, whylen, "decode gave \"%.*s\" (rc %d)", (int)(out ? len : 0), out ? out : "",
-                 rc);
-        free(out);
-        return 0;
-    }
-    free(out);
-    fy_detok *d = fy_detok_new(t, 0);
-    char *acc = malloc(n * 3 + 16);
-    size_t alen = 0;
-    int ok = d && acc;
-    for (size_t i = 0; i <= nids && ok; i++) {
-        const char *chunk;
-        size_t cl;
-        rc = i < nids ? fy_detok_push(d, ids[i], &chunk, &cl) : fy_detok_finish(d, &chunk, &cl);
-        if (rc || !fy__tok_utf8_valid(chunk, cl) || alen + cl > n * 3 + 16) {
-            snprintf(why, whylen, "detok chunk %zu invalid (rc %d)", i, rc);
-            ok = 0;
-            break;
-        }
-        memcpy(acc + alen, chunk, cl);
-        alen += cl;
-    }
-    if (ok && (alen != n || memcmp(acc, s, n) != 0)) {
-        snprintf(why, whylen, "detok gave \"%.*s\"", (int)alen, acc);
-        ok = 0;
-    }
-    free(acc);
-    fy_detok_free(d);
-    return ok;
-}
-
-static void round_trip(const fy_tokenizer *t, const char *s, size_t n)
-{
-    int32_t *ids = NULL;
-    size_t k = encode(t, s, n, 0, 0, &ids);
-    char why[600];
-    int ok = check_decode(t, ids, k, s, n, why, sizeof why);
-    free(ids);
-    if (!ok) {
-        fail_msg("round trip of \"%.*s\" (%zu bytes): %s", (int)n, s, n, why);
-    }
-}
-
-/* Appends the UTF-8 encoding of CP. */
-static size_t put_cp(char *o, uint32_t cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xc0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xe0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        o[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char)(0xf0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    o[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-/* A random valid UTF-8 string of up to MAXCP characters, mixing ASCII words
- * and white space, Latin, Cyrillic, CJK, combining marks and emoji. U+2581
- * is left out: SentencePiece tokenizers decode it as a space (as HF does). */
-static size_t random_text(uint64_t *rng, char *o, size_t maxcp)
-{
-    static const uint32_t ranges[][2] = {
-        {0x20, 0x7e},       {'a', 'z'},       {0x09, 0x0d},        {0x20, 0x20},
-        {0xa0, 0x24f},      {0x400, 0x4ff},   {0x300, 0x36f},      {0x4e00, 0x9fff},
-        {0x1f300, 0x1faff}, {0x2000, 0x206f}, {0x10000, 0x10ffff}, {0xe000, 0xfffd},
-        {0x0, 0x1f},
-    };
-    size_t n = rng_next(rng) % (maxcp + 1), len = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t r = rng_next(rng) % (sizeof ranges / sizeof ranges[0]);
-        uint32_t cp = ranges[r][0] + (uint32_t)(rng_next(rng) % (ranges[r][1] - ranges[r][0] + 1));
-        if ((cp >= 0xd800 && cp <= 0xdfff) || cp == 0x2581) {
-            cp = 'x';
-        }
-        len += put_cp(o + len, cp);
-    }
-    return len;
 }
 
 /* ---- small tokenizers built here ------------------------------------------- */
@@ -322,12 +171,7 @@ static void test_spm_small(void **state)
         round_trip(t, " leading space", strlen(" leading space"));
         round_trip(t, "emoji \xf0\x9f\xa6\x99 and \xc3\xa9",
                    strlen("emoji \xf0\x9f\xa6\x99 and \xc3\xa9"));
-        uint64_t rng = 0x9e3779b97f4a7c15ull;
-        char buf[64 * 4 + 1];
-        for (int i = 0; i < 300; i++) {
-            size_t len = random_text(&rng, buf, 64);
-            round_trip(t, buf, len);
-        }
+        round_trips(t, 0x9e3779b97f4a7c15ull, 300, 64);
         fy_tokenizer_free(t);
     }
 }
@@ -427,12 +271,7 @@ static void test_bytelevel_small(void **state)
     free(ids);
     assert_int_equal(fy_tokenizer_eos(t), -1); /* no </s>-like special, no config */
     round_trip(t, "Hello, WORLD! 123456 \n\n  x", strlen("Hello, WORLD! 123456 \n\n  x"));
-    uint64_t rng = 12345;
-    char buf[64 * 4 + 1];
-    for (int i = 0; i < 300; i++) {
-        size_t len = random_text(&rng, buf, 64);
-        round_trip(t, buf, len);
-    }
+    round_trips(t, 12345, 300, 64);
     fy_tokenizer_free(t);
 }
 
@@ -577,81 +416,33 @@ static void test_invalid_input(void **state)
 
 /* ---- the reference vectors ------------------------------------------------- */
 
-static char *read_all(const char *path, size_t *len)
-{
-    char *data = NULL;
-    int rc = fy_file_read(path, 64 << 20, &data, len);
-    if (rc) {
-        fail_msg("read %s: %s", path, fy_strerror(rc));
-    }
-    return data;
-}
-
 /* Runs NAME.inp / NAME.out against T; returns how many inputs matched. Every
  * input is also round-tripped and streamed. */
 static int run_vectors(const fy_tokenizer *t, const char *dir, const char *name, int *total)
 {
-    char p[4096];
-    size_t ilen, olen;
-    if (snprintf(p, sizeof p, "%s/%s.inp", dir, name) >= (int)sizeof p) {
-        fail_msg("path too long");
-    }
-    char *inp = read_all(p, &ilen);
-    if (snprintf(p, sizeof p, "%s/%s.out", dir, name) >= (int)sizeof p) {
-        fail_msg("path too long");
-    }
-    char *outs = read_all(p, &olen);
-    static const char sep[] = "\n__ggml_vocab_test__\n";
+    tok_vectors v;
+    tok_vectors_load(&v, dir, name);
     int pass = 0;
-    *total = 0;
-    char *s = inp, *line = outs;
-    for (;;) {
-        char *end = strstr(s, sep);
-        if (!end) {
-            break; /* the file ends with a separator */
-        }
-        char *nl = strchr(line, '\n');
-        if (!nl) {
-            fail_msg("%s.out: fewer lines than inputs", name);
-        }
-        *nl = 0;
+    for (size_t i = 0; i < v.n; i++) {
         int32_t *ids = NULL;
-        size_t n = encode(t, s, (size_t)(end - s), 0, 0, &ids);
-        int32_t want[1024];
-        size_t nw = 0;
-        for (char *q = line; *q;) {
-            char *e2;
-            long v = strtol(q, &e2, 10);
-            if (e2 == q) {
-                break;
-            }
-            if (nw < 1024) {
-                want[nw++] = (int32_t)v;
-            }
-            q = e2;
-        }
-        int ok = n == nw && (n == 0 || memcmp(ids, want, n * sizeof *ids) == 0);
-        if (ok) {
+        size_t n = encode(t, v.s[i], v.len[i], 0, 0, &ids);
+        if (n == v.nwant[i] && (n == 0 || memcmp(ids, v.want[i], n * sizeof *ids) == 0)) {
             pass++;
         } else {
-            char got[256] = "";
-            for (size_t i = 0; i < n && strlen(got) < 200; i++) {
-                snprintf(got + strlen(got), sizeof got - strlen(got), " %d", ids[i]);
-            }
-            print_message("%s vector %d \"%.*s\": got%s, want %s\n", name, *total,
-                          (int)(end - s > 40 ? 40 : end - s), s, got, line);
+            char got[256], want[256];
+            print_message("%s vector %zu \"%.*s\": got%s, want%s\n", name, i,
+                          (int)(v.len[i] > 40 ? 40 : v.len[i]), v.s[i],
+                          ids_str(ids, n, got, sizeof got),
+                          ids_str(v.want[i], v.nwant[i], want, sizeof want));
         }
         char why[600];
-        if (!check_decode(t, ids, n, s, (size_t)(end - s), why, sizeof why)) {
-            fail_msg("%s vector %d round trip: %s", name, *total, why);
+        if (!check_decode(t, ids, n, v.s[i], v.len[i], why, sizeof why)) {
+            fail_msg("%s vector %zu round trip: %s", name, i, why);
         }
         free(ids);
-        (*total)++;
-        s = end + sizeof sep - 1;
-        line = nl + 1;
     }
-    free(inp);
-    free(outs);
+    *total = (int)v.n;
+    tok_vectors_free(&v);
     return pass;
 }
 
@@ -674,11 +465,7 @@ static void vectors_for(const char *tok_rel, const char *name, uint64_t seed)
     print_message("%s: %d/%d vectors match\n", name, pass, total);
     assert_int_equal(total, 46);
     assert_int_equal(pass, total);
-    char buf[96 * 4 + 1];
-    for (int i = 0; i < 400; i++) {
-        size_t len = random_text(&seed, buf, 96);
-        round_trip(t, buf, len);
-    }
+    round_trips(t, seed, 400, 96);
     fy_tokenizer_free(t);
 }
 
@@ -777,30 +564,11 @@ static void test_stories260k(void **state)
     assert_int_equal(fy_tokenizer_decode(t, c, nc, 1, &out, &len), 0);
     assert_string_equal(out, text);
     free(out);
-    /* Streamed after the prompt, the pieces add up to the same text. */
-    fy_detok *d = fy_detok_new(t, 1);
-    fy_buf acc;
-    fy_buf_init(&acc, 1 << 20);
-    const char *chunk;
-    for (size_t i = 0; i < nc; i++) {
-        assert_int_equal(fy_detok_push(d, c[i], &chunk, &len), 0);
-        assert_true(fy__tok_utf8_valid(chunk, len));
-        assert_int_equal(fy_buf_append(&acc, chunk, len), 0);
-    }
-    assert_int_equal(fy_detok_finish(d, &chunk, &len), 0);
-    assert_int_equal(fy_buf_append(&acc, chunk, len), 0);
-    assert_int_equal(acc.len, strlen(text));
-    assert_memory_equal(acc.data, text, acc.len);
-    fy_buf_free(&acc);
-    fy_detok_free(d);
+    /* Streamed, the pieces add up to the same text. */
+    expect_stream(t, NULL, 0, c, nc, text);
     free(c);
 
-    uint64_t rng = 99;
-    char buf[64 * 4 + 1];
-    for (int i = 0; i < 200; i++) {
-        size_t l = random_text(&rng, buf, 64);
-        round_trip(t, buf, l);
-    }
+    round_trips(t, 99, 200, 64);
     json_decref(j);
     fy_tokenizer_free(t);
 }

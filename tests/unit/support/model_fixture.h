@@ -5,8 +5,10 @@
 #define FY_TEST_MODEL_FIXTURE_H
 
 #include "kernels/backend.h"
+#include "runner/engine/forward.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdint.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -221,6 +223,115 @@ static inline int fx_argmax(const float *l, int n)
         }
     }
     return b;
+}
+
+/* expected_greedy.json of stories260K: the prompt (with BOS) and the greedy ids. */
+typedef struct {
+    int32_t prompt[16];
+    int n_prompt;
+    int32_t ids[256];
+    int n_ids;
+} fx_greedy;
+
+/* Reads DIR/expected_greedy.json into G. Returns 0 or -1. */
+static inline int fx_greedy_load(const char *dir, fx_greedy *g)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/expected_greedy.json", dir);
+    json_error_t jerr;
+    json_t *exp = json_load_file(path, 0, &jerr);
+    json_t *pj = json_object_get(exp, "prompt_ids_with_bos"),
+           *cj = json_object_get(exp, "completion_ids");
+    memset(g, 0, sizeof *g);
+    if (!json_is_array(pj) || !json_is_array(cj) || json_array_size(pj) > 16 ||
+        json_array_size(cj) > 256) {
+        json_decref(exp);
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(pj); i++) {
+        g->prompt[g->n_prompt++] = (int32_t)json_integer_value(json_array_get(pj, i));
+    }
+    for (size_t i = 0; i < json_array_size(cj); i++) {
+        g->ids[g->n_ids++] = (int32_t)json_integer_value(json_array_get(cj, i));
+    }
+    json_decref(exp);
+    return 0;
+}
+
+/* Decodes G's prompt greedily on F (a model of VOCAB tokens, KV blocks of
+ * BS tokens, blocks 0 .. as many as the sequence needs free). Returns -1
+ * when all of G's ids came out, else the first step whose id differs (*GOT:
+ * that id, or -1 when the step failed to run). */
+static inline int fx_greedy_run(fy_fwd *f, int vocab, const fx_greedy *g, int bs, int *got)
+{
+    int32_t toks[16 + 256], bt[256];
+    int n_blocks = (g->n_prompt + g->n_ids + bs - 1) / bs, bad = -1;
+    for (int i = 0; i < n_blocks; i++) {
+        bt[i] = i;
+    }
+    memcpy(toks, g->prompt, (size_t)g->n_prompt * sizeof *toks);
+    float *logits = malloc((size_t)vocab * sizeof *logits);
+    fy_fwd_seq s = {toks, g->n_prompt, 0, bt, n_blocks, 1};
+    *got = -1;
+    for (int i = 0; i < g->n_ids && bad < 0; i++) {
+        if (!logits || fy_fwd_step(f, &s, 1, logits) != 0) {
+            bad = i;
+            break;
+        }
+        int id = fx_argmax(logits, vocab);
+        if (id != g->ids[i]) {
+            *got = id;
+            bad = i;
+        }
+        toks[g->n_prompt + i] = id;
+        s = (fy_fwd_seq){&toks[g->n_prompt + i], 1, g->n_prompt + i, bt, n_blocks, 1};
+    }
+    free(logits);
+    return bad;
+}
+
+/* Logits of every position of a fixed NP-token prompt (NP <= 64), [NP x
+ * vocab], malloc'd; NULL when the model does not run (ERR says why). */
+static inline float *fx_prompt_logits(const fy_model *m, int np, char *err, size_t errlen)
+{
+    fy_backend *be = NULL;
+    fy_fwd *f = NULL;
+    float *l = NULL;
+    int32_t toks[64], bt[4] = {3, 1, 0, 2};
+    if (np > 64 || fy_backend_create("cpu", 1, &be, err, errlen) != 0) {
+        return NULL;
+    }
+    fy_fwd_options o = {.block_size = 16,
+                        .kv_bytes = fy_fwd_block_bytes(m, be, 16) * 4,
+                        .max_batch_tokens = np,
+                        .max_seqs = 1,
+                        .max_logit_rows = np};
+    if (fy_fwd_create(m, be, &o, &f, err, errlen) == 0) {
+        for (int i = 0; i < np; i++) {
+            toks[i] = (int32_t)((i * 37 + 5) % m->cfg.vocab_size);
+        }
+        l = malloc((size_t)np * (size_t)m->cfg.vocab_size * sizeof *l);
+        fy_fwd_seq s = {toks, np, 0, bt, 4, np};
+        if (l && fy_fwd_step(f, &s, 1, l) != 0) {
+            free(l);
+            l = NULL;
+            snprintf(err, errlen, "fy_fwd_step failed");
+        }
+        fy_fwd_destroy(f);
+    }
+    fy_backend_destroy(be);
+    return l;
+}
+
+/* max |a - b| / max |b| over N values. */
+static inline double fx_max_rel_diff(const float *a, const float *b, size_t n)
+{
+    double mx = 0, md = 0;
+    for (size_t i = 0; i < n; i++) {
+        mx = fabs(b[i]) > mx ? fabs(b[i]) : mx;
+        md = fabs((double)a[i] - b[i]) > md ? fabs((double)a[i] - b[i]) : md;
+    }
+    return mx > 0 ? md / mx : md;
 }
 
 #endif

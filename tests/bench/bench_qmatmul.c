@@ -1,0 +1,376 @@
+/* bench_qmatmul: the CPU backend's matmul on each weight type, against the
+ * machine's read bandwidth measured in the same run.
+ *
+ *   build-dir/bench/bench_qmatmul [THREADS [TYPE...]]     (default: 2 threads, every type)
+ *
+ * Figures:
+ *  - read roofline: THREADS threads reading a 1 GiB buffer (larger than any
+ *    cache), each its own half as 4 concurrent streams with software
+ *    prefetch and 256-bit loads, best of 5 passes;
+ *  - matrix-vector (decode, T = 1) at the shapes of a Llama 110M model
+ *    (hidden 768, FFN 2048, vocab 32000): GB/s of weight bytes read, cycling
+ *    through enough distinct matrices that they come from memory (>= 384 MB),
+ *    and the % of the roofline;
+ *  - GEMM (prefill, T = 512): the 12 layers' matmuls of that model (q, k, v,
+ *    o 768x768; gate, up 2048x768; down 768x2048) on a 512-token batch, as
+ *    tokens/s, against llama.cpp's whole-prefill figures quoted in issue 12
+ *    (llama-bench -p 512 -t 2 on this machine, build of 2025-02-21), which
+ *    include attention and the rest of the forward pass: a ratio above 1 is
+ *    necessary for the prefill goal, not sufficient;
+ *  - for the ratio between paths, the same on every narrower ISA path
+ *    (FERRY_CPU_ISA's), once for F32 and Q4_0.
+ * Not a test: nothing here fails on speed. */
+#include "kernels/backend.h"
+#include "kernels/cpu/mm.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+int fy__cpu_backend_isa(fy_backend *be, int isa);
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint32_t rng = 88172645u;
+
+static uint32_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    return rng;
+}
+
+/* --- Read roofline ---------------------------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *p;
+    size_t n; /* bytes, a multiple of 4 x 64 */
+    uint64_t sum;
+    pthread_barrier_t *bar;
+    int runs;
+    double *secs; /* [runs], written by thread 0 */
+} bw_arg;
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static uint64_t bw_read(const uint8_t *p, size_t n)
+{
+    /* Four streams, one per quarter, two 32-byte loads each per step. */
+    size_t q = n / 4;
+    const uint8_t *s0 = p, *s1 = p + q, *s2 = p + 2 * q, *s3 = p + 3 * q;
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 64 <= q; i += 64) {
+        _mm_prefetch((const char *)s0 + i + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)s1 + i + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)s2 + i + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)s3 + i + 1024, _MM_HINT_T0);
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(s0 + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(s1 + i)));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(s2 + i)));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(s3 + i)));
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(s0 + i + 32)));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(s1 + i + 32)));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(s2 + i + 32)));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(s3 + i + 32)));
+    }
+    __m256i a = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+    uint64_t v[4];
+    _mm256_storeu_si256((__m256i *)v, a);
+    return v[0] + v[1] + v[2] + v[3];
+}
+#else
+static uint64_t bw_read(const uint8_t *p, size_t n)
+{
+    const uint64_t *w = (const uint64_t *)(const void *)p;
+    uint64_t s[8] = {0};
+    for (size_t i = 0; i + 8 <= n / 8; i += 8) {
+        for (int j = 0; j < 8; j++) {
+            s[j] += w[i + j];
+        }
+    }
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+#endif
+
+static void *bw_main(void *arg)
+{
+    bw_arg *a = arg;
+    for (int r = 0; r < a->runs; r++) {
+        pthread_barrier_wait(a->bar);
+        double t0 = now_s();
+        a->sum += bw_read(a->p, a->n);
+        pthread_barrier_wait(a->bar);
+        if (a->secs) {
+            a->secs[r] = now_s() - t0;
+        }
+    }
+    return NULL;
+}
+
+/* Bytes/s reading BYTES with THREADS threads, best of RUNS passes. */
+static double read_roofline(size_t bytes, int threads, int runs)
+{
+    uint8_t *buf = aligned_alloc(64, bytes);
+    if (!buf || threads > 64) {
+        free(buf);
+        return 0;
+    }
+    for (size_t i = 0; i < bytes; i += 8) {
+        uint64_t v = i * 0x9e3779b97f4a7c15ull;
+        memcpy(buf + i, &v, 8);
+    }
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, (unsigned)threads);
+    pthread_t th[64];
+    bw_arg args[64];
+    double secs[16];
+    size_t part = bytes / (size_t)threads / 256 * 256;
+    for (int i = 0; i < threads; i++) {
+        args[i] = (bw_arg){buf + part * (size_t)i, part, 0, &bar, runs, i == 0 ? secs : NULL};
+        if (i > 0) {
+            pthread_create(&th[i], NULL, bw_main, &args[i]);
+        }
+    }
+    bw_main(&args[0]);
+    uint64_t check = args[0].sum;
+    for (int i = 1; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        check += args[i].sum;
+    }
+    pthread_barrier_destroy(&bar);
+    free(buf);
+    double best = 1e30;
+    for (int r = 0; r < runs; r++) {
+        best = secs[r] < best ? secs[r] : best;
+    }
+    if (check == 42) { /* keeps the sums (and the reads) alive */
+        printf(" ");
+    }
+    return (double)(part * (size_t)threads) / best;
+}
+
+/* --- Weights ------------------------------------------------------------------------------ */
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+/* A ROWS x COLS matrix of DT with random values (valid f16 scales). */
+static fy_tensor rand_matrix(fy_dtype dt, int rows, int cols)
+{
+    uint64_t bytes = 0;
+    fy_dtype_bytes(dt, (uint64_t)rows * (uint64_t)cols, &bytes);
+    uint8_t *d = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64);
+    if (!d) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (uint64_t i = 0; i < bytes; i++) {
+        d[i] = (uint8_t)rnd();
+    }
+    uint32_t bw = fy_dtype_block_weights(dt), bb = fy_dtype_block_bytes(dt);
+    uint64_t nblk = bytes / bb;
+    for (uint64_t b = 0; b < nblk; b++) {
+        uint8_t *p = d + b * bb;
+        uint16_t s = fy_f32_to_f16((float)(rnd() % 1000 + 1) / 32768.0f);
+        switch (dt) {
+        case FY_DT_F32: {
+            float v = (float)(int)(rnd() % 2001 - 1000) / 1000.0f;
+            memcpy(p, &v, 4);
+            break;
+        }
+        case FY_DT_F16:
+            put16(p, fy_f32_to_f16((float)(int)(rnd() % 2001 - 1000) / 1000.0f));
+            break;
+        case FY_DT_BF16:
+            put16(p, fy_f32_to_bf16((float)(int)(rnd() % 2001 - 1000) / 1000.0f));
+            break;
+        case FY_DT_Q6_K:
+            put16(p + 208, s);
+            break;
+        case FY_DT_Q4_1:
+        case FY_DT_Q5_1:
+        case FY_DT_Q4_K:
+        case FY_DT_Q5_K:
+            put16(p + 2, s);
+            put16(p, s);
+            break;
+        default:
+            put16(p, s);
+            break;
+        }
+    }
+    (void)bw;
+    return (fy_tensor){d, dt, rows, cols};
+}
+
+/* --- Measurements ------------------------------------------------------------------------- */
+
+/* Decode GB/s of weight bytes over distinct ROWS x COLS matrices (>= 384 MB in all). */
+static double matvec_gbs(fy_backend *be, fy_dtype dt, int rows, int cols)
+{
+    uint64_t bytes = 0;
+    fy_dtype_bytes(dt, (uint64_t)rows * (uint64_t)cols, &bytes);
+    int n = (int)((384ull << 20) / bytes) + 1;
+    fy_tensor *w = malloc((size_t)n * sizeof *w);
+    float *x = malloc((size_t)cols * 4), *y = malloc((size_t)rows * 4);
+    for (int i = 0; i < n; i++) {
+        w[i] = rand_matrix(dt, rows, cols);
+    }
+    for (int i = 0; i < cols; i++) {
+        x[i] = (float)(int)(rnd() % 2001 - 1000) / 1000.0f;
+    }
+    double best = 0;
+    for (int pass = 0; pass < 4; pass++) {
+        double t0 = now_s();
+        for (int i = 0; i < n; i++) {
+            be->ops->matmul(be, y, x, &w[i], NULL, 1);
+        }
+        double gbs = (double)bytes * n / (now_s() - t0) / 1e9;
+        best = pass > 0 && gbs > best ? gbs : best; /* pass 0 warms up */
+    }
+    for (int i = 0; i < n; i++) {
+        free((void *)w[i].data);
+    }
+    free(w);
+    free(x);
+    free(y);
+    return best;
+}
+
+/* Tokens/s of the 12 layers' matmuls of the 110M model on a T-token batch. */
+static double gemm_tps(fy_backend *be, fy_dtype dt, int T, int layers)
+{
+    static const int shapes[7][2] = {{768, 768},  {768, 768},  {768, 768}, {768, 768},
+                                     {2048, 768}, {2048, 768}, {768, 2048}};
+    fy_tensor *w = malloc((size_t)layers * 7 * sizeof *w);
+    float *x = malloc((size_t)T * 2048 * 4), *y = malloc((size_t)T * 2048 * 4);
+    for (int i = 0; i < layers * 7; i++) {
+        w[i] = rand_matrix(dt, shapes[i % 7][0], shapes[i % 7][1]);
+    }
+    for (int i = 0; i < T * 2048; i++) {
+        x[i] = (float)(int)(rnd() % 2001 - 1000) / 1000.0f;
+    }
+    double best = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        double t0 = now_s();
+        for (int i = 0; i < layers * 7; i++) {
+            be->ops->matmul(be, y, x, &w[i], NULL, T);
+        }
+        double tps = T / (now_s() - t0);
+        best = pass > 0 && tps > best ? tps : best;
+    }
+    for (int i = 0; i < layers * 7; i++) {
+        free((void *)w[i].data);
+    }
+    free(w);
+    free(x);
+    free(y);
+    return best;
+}
+
+/* llama.cpp's 512-token prefill on this machine (issue 12), 0 where not measured. */
+static double llama_prefill(fy_dtype dt)
+{
+    switch (dt) {
+    case FY_DT_F32:
+        return 985;
+    case FY_DT_Q8_0:
+        return 926;
+    case FY_DT_Q4_0:
+        return 1392;
+    case FY_DT_Q4_K:
+        return 636; /* Q4_K_M: mostly Q4_K, some Q6_K */
+    default:
+        return 0;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    int threads = argc > 1 ? atoi(argv[1]) : 2;
+    int want[FY_DT_COUNT] = {0}, any = 0;
+    for (int i = 2; i < argc; i++) {
+        for (int t = 0; t < FY_DT_COUNT; t++) {
+            if (strcmp(argv[i], fy_dtype_name((fy_dtype)t)) == 0) {
+                want[t] = any = 1;
+            }
+        }
+    }
+    char err[256];
+    fy_backend *be = NULL;
+    if (fy_backend_create("cpu", threads, &be, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    fy_cpu_isa isa = (fy_cpu_isa)fy__cpu_backend_isa(be, FY_ISA_COUNT);
+    fy_backend_info info[2];
+    fy_backend_list(info, 2);
+    printf("cpu backend: %d threads; %s\n", threads, info[0].detail);
+    double roof = read_roofline((size_t)1 << 30, threads, 5);
+    printf(
+        "read roofline (%d threads, 1 GiB, 4 streams/thread, prefetch, best of 5): %.2f GB/s\n\n",
+        threads, roof / 1e9);
+
+    static const int mv[3][2] = {{2048, 768}, {768, 2048}, {32000, 768}};
+    printf("%-5s %-30s %-30s %-30s %s\n", "type", "matvec 2048x768 GB/s (roof%)", "768x2048",
+           "32000x768", "GEMM T=512 tok/s (vs llama.cpp prefill)");
+    for (int t = 0; t < FY_DT_COUNT; t++) {
+        if (any && !want[t]) {
+            continue;
+        }
+        printf("%-5s", fy_dtype_name((fy_dtype)t));
+        fflush(stdout);
+        for (int s = 0; s < 3; s++) {
+            double g = matvec_gbs(be, (fy_dtype)t, mv[s][0], mv[s][1]);
+            char cell[64];
+            snprintf(cell, sizeof cell, "%.1f (%.0f%%)", g, 100 * g * 1e9 / roof);
+            printf(" %-30s", cell);
+            fflush(stdout);
+        }
+        double tps = gemm_tps(be, (fy_dtype)t, 512, 12), peer = llama_prefill((fy_dtype)t);
+        if (peer > 0) {
+            printf(" %.0f (%.2fx of %.0f)\n", tps, tps / peer, peer);
+        } else {
+            printf(" %.0f\n", tps);
+        }
+    }
+
+    printf("\nby path, GEMM T=512 tok/s (ratio to %s):\n", fy__cpu_isa_name(isa));
+    static const fy_dtype cmp[] = {FY_DT_F32, FY_DT_Q4_0};
+    for (size_t i = 0; i < sizeof cmp / sizeof cmp[0]; i++) {
+        if (any && !want[cmp[i]]) {
+            continue;
+        }
+        double top = 0;
+        printf("  %-5s", fy_dtype_name(cmp[i]));
+        for (int p = (int)isa; p >= 0; p--) {
+            if (fy__cpu_backend_isa(be, p) != p) {
+                continue;
+            }
+            /* One layer for the narrow paths: the portable one is slow. */
+            double tps = gemm_tps(be, cmp[i], 512, p == FY_ISA_PORTABLE ? 1 : 4) *
+                         (p == FY_ISA_PORTABLE ? 1.0 / 12 : 4.0 / 12);
+            top = p == (int)isa ? tps : top;
+            printf("  %s %.0f (%.2fx)", fy__cpu_isa_name((fy_cpu_isa)p), tps, tps / top);
+            fflush(stdout);
+        }
+        printf("\n");
+        fy__cpu_backend_isa(be, isa);
+    }
+    fy_backend_destroy(be);
+    return 0;
+}
