@@ -315,6 +315,13 @@ static void cu_rope(fy_backend *be, float *q, float *k, const int32_t *pos, int 
         "rope");
 }
 
+// The KV cache's element type in messages (the module does not link
+// kernels/backend.c, where fy_dtype_name lives).
+static const char *fy_kv_type_name(fy_dtype dt)
+{
+    return dt == FY_DT_F32 ? "F32" : dt == FY_DT_F16 ? "F16" : dt == FY_DT_BF16 ? "BF16" : "?";
+}
+
 // Shape rules the attention kernels rely on.
 static int fy_attn_shape_ok(fy_cuda_be *c, const fy_attn_batch *b, const fy_attn_shape *sh,
                             const char *op)
@@ -332,7 +339,7 @@ static int fy_attn_shape_ok(fy_cuda_be *c, const fy_attn_batch *b, const fy_attn
                "BF16 or F32)",
                op, b ? b->n_tokens : 0, b ? b->n_seqs : 0, sh ? sh->n_heads : 0,
                sh ? sh->n_kv_heads : 0, sh ? sh->head_dim : 0, sh ? sh->block_size : 0,
-               fy_dtype_name(sh ? sh->kv_dtype : FY_DT_F16), FY_PA_MAX_HEAD_DIM);
+               fy_kv_type_name(sh ? sh->kv_dtype : FY_DT_F16), FY_PA_MAX_HEAD_DIM);
         return 0;
     }
     return 1;
