@@ -902,16 +902,19 @@ MMX_FN void mmx_gemmq(const uint8_t *p, const uint8_t *xt, int mrx, int nsb, int
     .dot[FY_DT_Q4_1] = mmx_dot_q4_1, .dot[FY_DT_Q5_0] = mmx_dot_q5_0, \
     .dot[FY_DT_Q5_1] = mmx_dot_q5_1, .dot[FY_DT_Q4_K] = mmx_dot_q4_k, \
     .dot[FY_DT_Q5_K] = mmx_dot_q5_k, .dot[FY_DT_Q6_K] = mmx_dot_q6_k
+/* Dot-path batch limits, by dtype (F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K),
+ * from the crossover measured on a Zen 5 at 2048x768. */
+#define MMX_KERN_DOT_T .dot_t = {8, 4, 4, 16, 12, 8, 8, 8, 8, 8, 8}
 #define MMX_KERN_QUANT                                                            \
     .quant_a = mmx_quant_a, .quant_b = mmx_quant_b, .quant_tile = mmx_quant_tile, \
     .pack_f = mmx_pack_f, .pack_q = mmx_pack_q
 
 #ifndef MMX_NO_GEMM
 /* The whole table of a 256-bit path (AVX2, AVX-VNNI). */
-#define MMX_KERN_YMM(ISA)                                                                       \
-    {                                                                                           \
-        .isa = (ISA), MMX_KERN_FDOTS, MMX_KERN_QDOTS, MMX_KERN_QUANT, .dot_tf = 3, .dot_tq = 3, \
-        .f_mr = 6, .f_nr = MMX_FNR, .gemmf = mmx_gemmf, .q_mr = MMX_QMR, .q_nr = MMX_QNR,       \
-        .q_sgn = !MMX_VNNI, .gemmq = mmx_gemmq,                                                 \
+#define MMX_KERN_YMM(ISA)                                                                          \
+    {                                                                                              \
+        .isa = (ISA), MMX_KERN_FDOTS, MMX_KERN_QDOTS, MMX_KERN_QUANT, MMX_KERN_DOT_T, .f_mr = 6,   \
+        .f_nr = MMX_FNR, .gemmf = mmx_gemmf, .q_mr = MMX_QMR, .q_nr = MMX_QNR, .q_sgn = !MMX_VNNI, \
+        .gemmq = mmx_gemmq,                                                                        \
     }
 #endif
