@@ -101,6 +101,7 @@ MMX_INLINE void z_gemmq_body(const uint8_t *p, const uint8_t *xt, int mrx, int n
         for (int i = 0; i < M; i++) {
             s[i] = MIN ? _mm512_setzero_si512() : _mm512_set1_epi32(xa[(size_t)b * mrx + i]);
         }
+        MMX_UNROLL8
         for (int g = 0; g < SB / 4; g++) {
             size_t kg = (size_t)b * (SB / 4) + g;
             __m512i wv = _mm512_loadu_si512((const void *)(pu + kg * 64));

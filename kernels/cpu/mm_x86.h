@@ -29,6 +29,10 @@
 #define MMX_MMAX 8 /* GEMM tile tokens */
 
 /* (unused: each including file takes the kernels it wants from the template) */
+/* Loops over the 4-weight groups of a sub-block are unrolled, or the
+ * compiler rotates the tile's accumulators through copies and spills. */
+#define MMX_UNROLL8 _Pragma("GCC unroll 8")
+
 #define MMX_FN     static __attribute__((unused)) MMX_TARGET
 #define MMX_INLINE static inline __attribute__((always_inline)) MMX_TARGET
 
@@ -822,6 +826,7 @@ MMX_INLINE void mmx_gemmq_body(const uint8_t *p, const uint8_t *xt, int mrx, int
         for (int i = 0; i < M; i++) {
             s[i] = MIN || SGN ? _mm256_setzero_si256() : _mm256_set1_epi32(xa[(size_t)b * mrx + i]);
         }
+        MMX_UNROLL8
         for (int g = 0; g < SB / 4; g++) {
             size_t kg = (size_t)b * (SB / 4) + g;
             __m256i wv = mmx_load(pu + kg * 32);
