@@ -713,7 +713,7 @@ void fy__mm_run(fy_mm *m, fy_pool *pool, float *out, const float *x, const fy_te
         add_bias(out, (size_t)w->rows, 0, T, bias, 0, w->rows);
         return;
     }
-    int dot_t = fy_dtype_is_block(w->dtype) ? m->k->dot_tq : m->k->dot_tf;
+    int dot_t = m->k->dot_t[w->dtype] < FY_MM_DOT_MAXT ? m->k->dot_t[w->dtype] : FY_MM_DOT_MAXT;
     if (T <= dot_t) {
         mm_dot(m, pool, out, x, w, bias, T);
     } else {

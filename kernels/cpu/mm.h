@@ -191,7 +191,11 @@ typedef void (*fy__mm_gemmq_fn)(const uint8_t *p, const uint8_t *xt, int mrx, in
 typedef struct {
     fy_cpu_isa isa;
     fy__mm_dot_fn dot[FY_DT_COUNT];
-    int dot_tf, dot_tq; /* the dot path runs T <= this (float, block types); GEMM above */
+    /* The dot path runs T <= dot_t[dtype] (<= FY_MM_DOT_MAXT), GEMM above: a
+     * GEMM first unpacks every panel, which costs about a pass of dot
+     * kernels, so small batches are faster on the dot kernels (measured per
+     * type: bench_qmatmul). */
+    uint8_t dot_t[FY_DT_COUNT];
     /* Dot-format quantizers (NULL: the portable ones). */
     void (*quant_a)(const fy__mm_act *a, const float *x, size_t k, int o, int min);
     void (*quant_b)(const fy__mm_act *a, const float *x, size_t k);

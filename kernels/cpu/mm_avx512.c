@@ -101,6 +101,7 @@ MMX_INLINE void z_gemmq_body(const uint8_t *p, const uint8_t *xt, int mrx, int n
         for (int i = 0; i < M; i++) {
             s[i] = MIN ? _mm512_setzero_si512() : _mm512_set1_epi32(xa[(size_t)b * mrx + i]);
         }
+        MMX_UNROLL8
         for (int g = 0; g < SB / 4; g++) {
             size_t kg = (size_t)b * (SB / 4) + g;
             __m512i wv = _mm512_loadu_si512((const void *)(pu + kg * 64));
@@ -595,8 +596,7 @@ const fy__mm_kern fy__mm_avx512 = {
     .dot[FY_DT_Q4_K] = z_dot_q4_k,
     .dot[FY_DT_Q5_K] = z_dot_q5_k,
     .dot[FY_DT_Q6_K] = z_dot_q6_k,
-    .dot_tf = 3,
-    .dot_tq = 3,
+    MMX_KERN_DOT_T,
     .f_mr = Z_MR,
     .f_nr = Z_FNR,
     .gemmf = z_gemmf,

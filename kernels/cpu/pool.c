@@ -1,9 +1,22 @@
-/* pool.c: a small fork-join thread pool (see pool.h). */
+/* pool.c: a small fork-join thread pool (see pool.h).
+ *
+ * A job is published by bumping GEN; its items are claimed from NEXT, which
+ * holds the job's generation in its high 32 bits and the next item in the
+ * low 32, so a claim (a compare-and-swap) succeeds only for the job it was
+ * read for. The caller returns once DONE counts every item, not once every
+ * worker has checked in: a worker that another process keeps off its core
+ * simply takes no part (its late claims fail on the generation), where
+ * waiting for it would cost a scheduler time slice (milliseconds) on jobs of
+ * a few microseconds. fn, ctx and the sizes are atomics because a late
+ * worker may read them while the caller writes the next job's; it only acts
+ * on them after a claim succeeds, and a claim succeeds only while the job it
+ * read them for is unfinished, so before the caller writes new ones. */
 #include "kernels/cpu/pool.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -28,25 +41,32 @@ struct fy_pool {
     pool_worker *w;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    atomic_uint gen;    /* bumped (under mu) for each job */
-    atomic_int pending; /* workers still inside the current job */
-    atomic_size_t next; /* next item to take */
+    atomic_uint gen;        /* bumped (under mu) for each job */
+    _Atomic uint64_t next;  /* gen << 32 | next item to claim */
+    atomic_size_t done;     /* items of the current job finished */
+    _Atomic(fy_pool_fn) fn; /* the current job (written before gen is bumped) */
+    _Atomic(void *) ctx;
+    atomic_size_t n_items, grain;
     int stop;
-    /* The current job (written before gen is bumped). */
-    fy_pool_fn fn;
-    void *ctx;
-    size_t n_items, grain;
 };
 
-static void pool_run(fy_pool *p, int tid)
+/* Claims and runs chunks of job G until none is left (or G is over). */
+static void pool_run(fy_pool *p, int tid, uint32_t g, fy_pool_fn fn, void *ctx, size_t n,
+                     size_t grain)
 {
+    uint64_t v = atomic_load_explicit(&p->next, memory_order_acquire);
     for (;;) {
-        size_t b = atomic_fetch_add_explicit(&p->next, p->grain, memory_order_relaxed);
-        if (b >= p->n_items) {
+        if ((uint32_t)(v >> 32) != g || (uint32_t)v >= n) {
             return;
         }
-        size_t e = b + p->grain < p->n_items ? b + p->grain : p->n_items;
-        p->fn(p->ctx, b, e, tid);
+        size_t b = (uint32_t)v, e = b + grain < n ? b + grain : n;
+        if (!atomic_compare_exchange_weak_explicit(&p->next, &v, (uint64_t)g << 32 | e,
+                                                   memory_order_acq_rel, memory_order_acquire)) {
+            continue; /* v holds the new value */
+        }
+        fn(ctx, b, e, tid);
+        atomic_fetch_add_explicit(&p->done, e - b, memory_order_release);
+        v = atomic_load_explicit(&p->next, memory_order_acquire);
     }
 }
 
@@ -73,8 +93,10 @@ static void *pool_main(void *arg)
             }
         }
         seen = g;
-        pool_run(p, w->tid);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
+        pool_run(p, w->tid, g, atomic_load_explicit(&p->fn, memory_order_relaxed),
+                 atomic_load_explicit(&p->ctx, memory_order_relaxed),
+                 atomic_load_explicit(&p->n_items, memory_order_relaxed),
+                 atomic_load_explicit(&p->grain, memory_order_relaxed));
     }
 }
 
@@ -135,23 +157,25 @@ void fy_pool_for(fy_pool *p, size_t n, size_t grain, fy_pool_fn fn, void *ctx)
     if (grain == 0) {
         grain = 1;
     }
-    if (p->n == 1 || n <= grain) {
+    /* Item indices live in 32 bits of NEXT; a larger job runs on the caller. */
+    if (p->n == 1 || n <= grain || n > UINT32_MAX / 2 || grain > UINT32_MAX / 2) {
         fn(ctx, 0, n, 0);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    p->n_items = n;
-    p->grain = grain;
-    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
+    uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&p->n_items, n, memory_order_relaxed);
+    atomic_store_explicit(&p->grain, grain, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->next, (uint64_t)g << 32, memory_order_release);
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    atomic_store_explicit(&p->gen, g, memory_order_release);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    pool_run(p, 0);
-    /* Workers finish their last chunk; yield if one was descheduled. */
-    for (unsigned i = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; i++) {
+    pool_run(p, 0, g, fn, ctx, n, grain);
+    /* Chunks other threads claimed finish; yield if one was descheduled. */
+    for (unsigned i = 0; atomic_load_explicit(&p->done, memory_order_acquire) < n; i++) {
         if (i > 1000) {
             sched_yield();
         } else {

@@ -3,7 +3,7 @@
  * fy_pool_for() splits [0, n) into chunks of GRAIN items that the calling
  * thread and the workers take in turn (an atomic counter, so a core slowed
  * by another process does not hold up the rest), and returns when all are
- * done. Workers spin briefly between calls before sleeping, because a
+ * done: a worker that has not claimed a chunk is not waited for. Workers spin briefly between calls before sleeping, because a
  * forward pass issues hundreds of small parallel ops per token and a
  * condition-variable wake-up per op would cost more than the op. One caller
  * at a time. */

@@ -6,11 +6,11 @@
  * Figures:
  *  - read roofline: THREADS threads reading a 1 GiB buffer (larger than any
  *    cache), each its own half as 4 concurrent streams with software
- *    prefetch and 256-bit loads, best of 5 passes;
+ *    prefetch and 256-bit loads, best of 10 passes;
  *  - matrix-vector (decode, T = 1) at the shapes of a Llama 110M model
  *    (hidden 768, FFN 2048, vocab 32000): GB/s of weight bytes read, cycling
- *    through enough distinct matrices that they come from memory (>= 384 MB),
- *    and the % of the roofline;
+ *    through enough distinct matrices that they come from memory (>= 384 MB;
+ *    the best 48 MB segment, see matvec_gbs), and the % of the roofline;
  *  - GEMM (prefill, T = 512): the 12 layers' matmuls of that model (q, k, v,
  *    o 768x768; gate, up 2048x768; down 768x2048) on a 512-token batch, as
  *    tokens/s, against llama.cpp's whole-prefill figures quoted in issue 12
@@ -219,12 +219,16 @@ static fy_tensor rand_matrix(fy_dtype dt, int rows, int cols)
 
 /* --- Measurements ------------------------------------------------------------------------- */
 
-/* Decode GB/s of weight bytes over distinct ROWS x COLS matrices (>= 384 MB in all). */
+/* Decode GB/s of weight bytes over distinct ROWS x COLS matrices (>= 384 MB
+ * in all, cycled so each comes from memory). Timed in segments of >= 48 MB
+ * and the best segment reported: on a shared machine a worker descheduled
+ * for a few ms stalls every fork-join it is part of, and a whole-pass
+ * average would measure the neighbours. */
 static double matvec_gbs(fy_backend *be, fy_dtype dt, int rows, int cols)
 {
     uint64_t bytes = 0;
     fy_dtype_bytes(dt, (uint64_t)rows * (uint64_t)cols, &bytes);
-    int n = (int)((384ull << 20) / bytes) + 1;
+    int n = (int)((384ull << 20) / bytes) + 1, seg = (int)((48ull << 20) / bytes) + 1;
     fy_tensor *w = malloc((size_t)n * sizeof *w);
     float *x = malloc((size_t)cols * 4), *y = malloc((size_t)rows * 4);
     for (int i = 0; i < n; i++) {
@@ -235,12 +239,14 @@ static double matvec_gbs(fy_backend *be, fy_dtype dt, int rows, int cols)
     }
     double best = 0;
     for (int pass = 0; pass < 4; pass++) {
-        double t0 = now_s();
-        for (int i = 0; i < n; i++) {
-            be->ops->matmul(be, y, x, &w[i], NULL, 1);
+        for (int i0 = 0; i0 + seg <= n; i0 += seg) {
+            double t0 = now_s();
+            for (int i = i0; i < i0 + seg; i++) {
+                be->ops->matmul(be, y, x, &w[i], NULL, 1);
+            }
+            double gbs = (double)bytes * seg / (now_s() - t0) / 1e9;
+            best = pass > 0 && gbs > best ? gbs : best; /* pass 0 warms up */
         }
-        double gbs = (double)bytes * n / (now_s() - t0) / 1e9;
-        best = pass > 0 && gbs > best ? gbs : best; /* pass 0 warms up */
     }
     for (int i = 0; i < n; i++) {
         free((void *)w[i].data);
@@ -320,9 +326,9 @@ int main(int argc, char **argv)
     fy_backend_info info[2];
     fy_backend_list(info, 2);
     printf("cpu backend: %d threads; %s\n", threads, info[0].detail);
-    double roof = read_roofline((size_t)1 << 30, threads, 5);
+    double roof = read_roofline((size_t)1 << 30, threads, 10);
     printf(
-        "read roofline (%d threads, 1 GiB, 4 streams/thread, prefetch, best of 5): %.2f GB/s\n\n",
+        "read roofline (%d threads, 1 GiB, 4 streams/thread, prefetch, best of 10): %.2f GB/s\n\n",
         threads, roof / 1e9);
 
     static const int mv[3][2] = {{2048, 768}, {768, 2048}, {32000, 768}};
