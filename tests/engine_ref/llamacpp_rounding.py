@@ -6,8 +6,8 @@ unit.test_engine_gguf.
 A numpy forward pass of the GGUF llama architecture (adjacent RoPE pairs, GQA,
 SiLU MLP) on the weights as this directory's independent dequantizer
 (gguf_dequant.py) reads them, in two modes:
-  - exact: float64 throughout, as ferry's engine computes (in float32) on the
-    same weights;
+  - exact: float64 throughout, as ferry's reference path computes (in
+    float32) on the same weights;
   - llama.cpp's rounding: what ggml's CPU backend does (build of 2025-02-21):
     the activations multiplied with Q4_0/Q5_x/Q8_0 weights are first
     quantized to Q8_0 (blocks of 32, scale amax/127 stored as fp16), those
@@ -197,7 +197,7 @@ def main():
         ok = all(n >= k for (n, _), k in zip(matched, need)) and worst <= tol
         bad += not ok
         print("%s: tiny256-%s: llama.cpp's rounding reproduces its first %s reported steps "
-              "within %g; exact arithmetic (as ferry's) differs by up to %.2e nats (ferry's "
+              "within %g; exact arithmetic differs by up to %.2e nats (ferry's "
               "tolerance %g)" % ("ok" if ok else "FAIL", f,
                                  " and ".join("%d of %d" % m_ for m_ in matched), ROUNDED_TOL,
                                  worst, tol))

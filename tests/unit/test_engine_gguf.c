@@ -182,21 +182,23 @@ static void test_stories_gguf_greedy(void **state)
 /* --- tiny256-*.gguf against llama.cpp ---------------------------------------------------- */
 
 /* Tolerance on a logprob, in nats, for a file whose matrices have type T.
- * ferry computes on the weights exactly as they dequantize, in f32; llama.cpp
- * rounds on the way: it quantizes the activations it multiplies with block-
- * type weights to 8 bits (Q8_0 / Q8_K), and keeps K, V, Q and the softmax in
- * fp16 for attention. tests/engine_ref/llamacpp_rounding.py (ctest
- * engine_ref.llamacpp_rounding) shows that this rounding is the whole
- * difference: a numpy pass with it reproduces the reference to 1e-5, one
- * without it differs by what ferry does. Measured here, over both prompts,
- * every reported step and the top 5 (greedy and teacher-forced): F32
- * 3.1e-3 nats (fp16 attention alone), Q8_0 0.18, Q4_0 0.12, Q4_K_M 0.17,
- * Q5_K_M 0.18, Q6_K 0.33 -- large because tiny256's random weights amplify
- * one 8-bit rounding step into tenths of a nat (the README warns of it).
- * The tolerances leave room over those (3x, 1.5x) and stay far below what a
- * real mistake costs: a wrong block layout, scale or RoPE pair moves
- * logprobs by whole nats and changes the greedy ids at once. Keep them equal
- * to FERRY_TOL in llamacpp_rounding.py. */
+ * llama.cpp rounds on the way: it quantizes the activations it multiplies
+ * with block-type weights to 8 bits (Q8_0 / Q8_K), and keeps K, V, Q and
+ * the softmax in fp16 for attention; ferry rounds differently (f32
+ * activations on the reference path, its own 8-bit blocks in the integer
+ * kernels, an f32 KV cache). tests/engine_ref/llamacpp_rounding.py (ctest
+ * engine_ref.llamacpp_rounding) shows that rounding is the whole
+ * difference: a numpy pass with llama.cpp's reproduces the reference to
+ * 1e-5, one without it differs as ferry does. Measured here, over both
+ * prompts, every reported step and the top 5 (greedy and teacher-forced),
+ * with the integer kernels (and, in brackets, with f32 activations): F32
+ * 3.1e-3 nats (fp16 attention alone), Q8_0 0.17 (0.18), Q4_0 0.14 (0.12),
+ * Q4_K_M 0.17 (0.17), Q5_K_M 0.22 (0.18), Q6_K 0.36 (0.33) -- large because
+ * tiny256's random weights amplify one 8-bit rounding step into tenths of
+ * a nat (the README warns of it). The tolerances leave room over those and
+ * stay below what a real mistake costs: a wrong block layout, scale or RoPE
+ * pair moves logprobs by whole nats and changes the greedy ids, which must
+ * agree besides. Keep them equal to FERRY_TOL in llamacpp_rounding.py. */
 static double tol_for(const char *file)
 {
     return strstr(file, "F32") ? 1e-2 : 0.5;
