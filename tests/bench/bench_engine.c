@@ -21,15 +21,14 @@
  * batched-decode measurement, reusable for other workloads. */
 #include "common/err.h"
 #include "runner/engine/forward.h"
+#include "tests/bench/bench_util.h"
 #include "tests/unit/support/model_fixture.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 int fy__cpu_backend_threads(const fy_backend *be, int *avx2);
@@ -42,66 +41,6 @@ static double cpu_s(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* --- Memory bandwidth ------------------------------------------------------------- */
-
-typedef struct {
-    const uint64_t *p;
-    size_t n;
-    uint64_t sum;
-} bw_part;
-
-static void *bw_sum(void *arg)
-{
-    bw_part *b = arg;
-    uint64_t s[8] = {0};
-    for (size_t i = 0; i + 8 <= b->n; i += 8) {
-        for (int j = 0; j < 8; j++) {
-            s[j] += b->p[i + j];
-        }
-    }
-    b->sum = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-    return NULL;
-}
-
-/* Bytes/s reading BYTES with THREADS threads, best of RUNS. */
-static double read_bandwidth(size_t bytes, int threads, int runs)
-{
-    uint64_t *buf = aligned_alloc(64, bytes);
-    if (!buf) {
-        return 0;
-    }
-    size_t n = bytes / 8;
-    for (size_t i = 0; i < n; i++) {
-        buf[i] = i;
-    }
-    double best = 0;
-    uint64_t check = 0;
-    for (int r = 0; r < runs; r++) {
-        pthread_t th[64];
-        bw_part parts[64];
-        double t0 = now_s();
-        for (int i = 0; i < threads; i++) {
-            parts[i] = (bw_part){buf + n / threads * i, n / threads, 0};
-            pthread_create(&th[i], NULL, bw_sum, &parts[i]);
-        }
-        for (int i = 0; i < threads; i++) {
-            pthread_join(th[i], NULL);
-            check += parts[i].sum;
-        }
-        double bw = (double)bytes / (now_s() - t0);
-        best = bw > best ? bw : best;
-    }
-    free(buf);
-    return check ? best : best; /* the sums are consumed so the reads stay */
 }
 
 /* --- The model ---------------------------------------------------------------------- */
@@ -141,7 +80,7 @@ double bench_engine_decode(fy_fwd *f, int n, int ctx, int steps, int bps, int bl
         }
     }
     (void)block_size;
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (int k = 0; k < steps; k++) {
         for (int s = 0; s < n; s++) {
             tok[s] = (int32_t)((s * 7919 + k * 104729) % vocab);
@@ -152,7 +91,7 @@ double bench_engine_decode(fy_fwd *f, int n, int ctx, int steps, int bps, int bl
             exit(1);
         }
     }
-    double dt = now_s() - t0;
+    double dt = bench_now_s() - t0;
     free(seqs);
     free(bt);
     free(tok);
@@ -230,7 +169,7 @@ int main(int argc, char **argv)
            m->weight_bytes / 1e6, per_tok / 1e6);
     printf("cpu backend: %d threads, %s\n", nt, avx2 ? "AVX2+FMA" : "portable");
 
-    double bw = read_bandwidth((size_t)1 << 30, nt, 5);
+    double bw = bench_read_bandwidth((size_t)1 << 30, nt, 5, 0);
     printf("memory read bandwidth (%d threads, 1 GiB, best of 5): %.2f GB/s\n", nt, bw / 1e9);
 
     /* Prefill: a 512-token prompt in chunks of 256 (best of 3). */
@@ -244,7 +183,7 @@ int main(int argc, char **argv)
     }
     double best_pf = 0;
     for (int r = 0; r < 3; r++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (int p = 0; p < 512; p += 256) {
             fy_fwd_seq q = {ptok + p, 256, p, pbt, 32, 1};
             if (fy_fwd_step(f, &q, 1, logits) < 0) {
@@ -252,7 +191,7 @@ int main(int argc, char **argv)
                 return 1;
             }
         }
-        double tps = 512 / (now_s() - t0);
+        double tps = 512 / (bench_now_s() - t0);
         best_pf = tps > best_pf ? tps : best_pf;
     }
     printf("prefill: %.0f tokens/s (512-token prompt, 256-token chunks, best of 3)\n", best_pf);

@@ -20,107 +20,25 @@
  *    bytes of weights read per token (every weight but the embedding table);
  *  - decode tokens/s with 4, 16 and 64 sequences per step, and the ratio to 1;
  *  - llama-bench's pp512 and tg128 on the same file, and ferry / llama.cpp.
- * The roofline is the best of two read loops over 1 GiB (a plain summing
- * loop and four AVX2 streams with software prefetch), THREADS threads, best
- * of 5. */
+ * The roofline is the best of bench_util.h's two read loops over 1 GiB (a
+ * plain summing loop and four AVX2 streams with software prefetch), THREADS
+ * threads, best of 5. */
 #include "common/err.h"
 #include "kernels/cpu/quant.h"
 #include "runner/engine/forward.h"
 #include "runner/engine/gguf_quantize.h"
 #include "runner/engine/gguf_write.h"
 #include "runner/engine/model.h"
+#include "tests/bench/bench_util.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 enum { HID = 768, LAYERS = 12, FFN = 2048, HEADS = 12, VOCAB = 32000, CTX = 2048 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* --- Read bandwidth ------------------------------------------------------------------ */
-
-typedef struct {
-    const uint8_t *p;
-    size_t n;
-    int avx;
-    uint64_t sum;
-} bw_part;
-
-#if defined(__x86_64__)
-__attribute__((target("avx2"))) static uint64_t read_avx2(const uint8_t *p, size_t n)
-{
-    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
-    for (size_t i = 0; i + 128 <= n; i += 128) {
-        _mm_prefetch((const char *)p + i + 1024, _MM_HINT_T0);
-        _mm_prefetch((const char *)p + i + 1088, _MM_HINT_T0);
-        a = _mm256_add_epi64(a, _mm256_load_si256((const __m256i *)(p + i)));
-        b = _mm256_add_epi64(b, _mm256_load_si256((const __m256i *)(p + i + 32)));
-        c = _mm256_add_epi64(c, _mm256_load_si256((const __m256i *)(p + i + 64)));
-        d = _mm256_add_epi64(d, _mm256_load_si256((const __m256i *)(p + i + 96)));
-    }
-    __m256i s = _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d));
-    uint64_t o[4];
-    _mm256_storeu_si256((__m256i *)o, s);
-    return o[0] + o[1] + o[2] + o[3];
-}
-#endif
-
-static void *bw_run(void *arg)
-{
-    bw_part *b = arg;
-#if defined(__x86_64__)
-    if (b->avx) {
-        b->sum = read_avx2(b->p, b->n);
-        return NULL;
-    }
-#endif
-    const uint64_t *q = (const uint64_t *)(const void *)b->p;
-    uint64_t s[8] = {0};
-    for (size_t i = 0; i + 8 <= b->n / 8; i += 8) {
-        for (int j = 0; j < 8; j++) {
-            s[j] += q[i + j];
-        }
-    }
-    b->sum = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-    return NULL;
-}
-
-static double read_bandwidth(int threads, int avx, uint8_t *buf, size_t bytes)
-{
-    double best = 0;
-    uint64_t check = 0;
-    for (int r = 0; r < 5; r++) {
-        pthread_t th[64];
-        bw_part parts[64];
-        size_t per = bytes / (size_t)threads & ~(size_t)127;
-        double t0 = now_s();
-        for (int i = 0; i < threads; i++) {
-            parts[i] = (bw_part){buf + per * (size_t)i, per, avx, 0};
-            pthread_create(&th[i], NULL, bw_run, &parts[i]);
-        }
-        for (int i = 0; i < threads; i++) {
-            pthread_join(th[i], NULL);
-            check += parts[i].sum;
-        }
-        double bw = (double)(per * (size_t)threads) / (now_s() - t0);
-        best = bw > best ? bw : best;
-    }
-    return check == 42 ? best + 1 : best; /* the sums are used, so the reads stay */
-}
 
 /* --- The model files ------------------------------------------------------------------ */
 
@@ -297,18 +215,18 @@ static void measure(const char *path, int threads, double bw, figures *out, doub
     out->prefill = 0;
     for (int r = 0; r < 2; r++) {
         fy_fwd_seq q = {tok, 512, 0, bt, BPS, 1};
-        double t0 = now_s();
+        double t0 = bench_now_s();
         run_steps(f, &q, 1, logits);
-        double tps = 512 / (now_s() - t0);
+        double tps = 512 / (bench_now_s() - t0);
         out->prefill = tps > out->prefill ? tps : out->prefill;
     }
     /* Single stream: 128 tokens from an empty context. */
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (int k = 0; k < 128; k++) {
         fy_fwd_seq q = {&tok[k], 1, k, bt, BPS, 1};
         run_steps(f, &q, 1, logits);
     }
-    out->decode = 128 / (now_s() - t0);
+    out->decode = 128 / (bench_now_s() - t0);
     /* N sequences at context 64..: each step decodes one token of each. */
     static const int ns[] = {4, 16, 64};
     fy_fwd_seq *qs = calloc(NSEQ, sizeof *qs);
@@ -319,7 +237,7 @@ static void measure(const char *path, int threads, double bw, figures *out, doub
             fy_fwd_seq q = {tok, 64, 0, bt + s * BPS, BPS, 1};
             run_steps(f, &q, 1, logits);
         }
-        t0 = now_s();
+        t0 = bench_now_s();
         for (int j = 0; j < steps; j++) {
             for (int s = 0; s < n; s++) {
                 st[s] = tok[(s + j) % 512];
@@ -327,7 +245,7 @@ static void measure(const char *path, int threads, double bw, figures *out, doub
             }
             run_steps(f, qs, n, logits);
         }
-        out->multi[k] = (double)n * steps / (now_s() - t0);
+        out->multi[k] = (double)n * steps / (bench_now_s() - t0);
     }
     (void)bw;
     free(qs);
@@ -427,17 +345,8 @@ int main(int argc, char **argv)
         }
     }
     size_t bytes = (size_t)1 << 30;
-    uint8_t *buf = aligned_alloc(64, bytes);
-    memset(buf, 1, bytes);
-    double bw_plain = read_bandwidth(threads, 0, buf, bytes);
-    double bw_avx = 0;
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) {
-        bw_avx = read_bandwidth(threads, 1, buf, bytes);
-    }
-#endif
-    free(buf);
+    double bw_plain = bench_read_bandwidth(bytes, threads, 5, 0);
+    double bw_avx = bench_read_bandwidth(bytes, threads, 5, 1);
     double bw = bw_avx > bw_plain ? bw_avx : bw_plain;
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("read bandwidth, %d threads, 1 GiB, best of 5: %.2f GB/s (summing loop %.2f, four "

@@ -22,25 +22,13 @@
  * Not a test: nothing here fails on speed. */
 #include "kernels/backend.h"
 #include "kernels/cpu/mm.h"
+#include "tests/bench/bench_util.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 int fy__cpu_backend_isa(fy_backend *be, int isa);
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static uint32_t rng = 88172645u;
 
@@ -50,114 +38,6 @@ static uint32_t rnd(void)
     rng ^= rng >> 17;
     rng ^= rng << 5;
     return rng;
-}
-
-/* --- Read roofline ---------------------------------------------------------------------- */
-
-typedef struct {
-    const uint8_t *p;
-    size_t n; /* bytes, a multiple of 4 x 64 */
-    uint64_t sum;
-    pthread_barrier_t *bar;
-    int runs;
-    double *secs; /* [runs], written by thread 0 */
-} bw_arg;
-
-#if defined(__x86_64__)
-__attribute__((target("avx2"))) static uint64_t bw_read(const uint8_t *p, size_t n)
-{
-    /* Four streams, one per quarter, two 32-byte loads each per step. */
-    size_t q = n / 4;
-    const uint8_t *s0 = p, *s1 = p + q, *s2 = p + 2 * q, *s3 = p + 3 * q;
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i + 64 <= q; i += 64) {
-        _mm_prefetch((const char *)s0 + i + 1024, _MM_HINT_T0);
-        _mm_prefetch((const char *)s1 + i + 1024, _MM_HINT_T0);
-        _mm_prefetch((const char *)s2 + i + 1024, _MM_HINT_T0);
-        _mm_prefetch((const char *)s3 + i + 1024, _MM_HINT_T0);
-        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(s0 + i)));
-        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(s1 + i)));
-        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(s2 + i)));
-        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(s3 + i)));
-        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(s0 + i + 32)));
-        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(s1 + i + 32)));
-        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(s2 + i + 32)));
-        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(s3 + i + 32)));
-    }
-    __m256i a = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-    uint64_t v[4];
-    _mm256_storeu_si256((__m256i *)v, a);
-    return v[0] + v[1] + v[2] + v[3];
-}
-#else
-static uint64_t bw_read(const uint8_t *p, size_t n)
-{
-    const uint64_t *w = (const uint64_t *)(const void *)p;
-    uint64_t s[8] = {0};
-    for (size_t i = 0; i + 8 <= n / 8; i += 8) {
-        for (int j = 0; j < 8; j++) {
-            s[j] += w[i + j];
-        }
-    }
-    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-}
-#endif
-
-static void *bw_main(void *arg)
-{
-    bw_arg *a = arg;
-    for (int r = 0; r < a->runs; r++) {
-        pthread_barrier_wait(a->bar);
-        double t0 = now_s();
-        a->sum += bw_read(a->p, a->n);
-        pthread_barrier_wait(a->bar);
-        if (a->secs) {
-            a->secs[r] = now_s() - t0;
-        }
-    }
-    return NULL;
-}
-
-/* Bytes/s reading BYTES with THREADS threads, best of RUNS passes. */
-static double read_roofline(size_t bytes, int threads, int runs)
-{
-    uint8_t *buf = aligned_alloc(64, bytes);
-    if (!buf || threads > 64) {
-        free(buf);
-        return 0;
-    }
-    for (size_t i = 0; i < bytes; i += 8) {
-        uint64_t v = i * 0x9e3779b97f4a7c15ull;
-        memcpy(buf + i, &v, 8);
-    }
-    pthread_barrier_t bar;
-    pthread_barrier_init(&bar, NULL, (unsigned)threads);
-    pthread_t th[64];
-    bw_arg args[64];
-    double secs[16];
-    size_t part = bytes / (size_t)threads / 256 * 256;
-    for (int i = 0; i < threads; i++) {
-        args[i] = (bw_arg){buf + part * (size_t)i, part, 0, &bar, runs, i == 0 ? secs : NULL};
-        if (i > 0) {
-            pthread_create(&th[i], NULL, bw_main, &args[i]);
-        }
-    }
-    bw_main(&args[0]);
-    uint64_t check = args[0].sum;
-    for (int i = 1; i < threads; i++) {
-        pthread_join(th[i], NULL);
-        check += args[i].sum;
-    }
-    pthread_barrier_destroy(&bar);
-    free(buf);
-    double best = 1e30;
-    for (int r = 0; r < runs; r++) {
-        best = secs[r] < best ? secs[r] : best;
-    }
-    if (check == 42) { /* keeps the sums (and the reads) alive */
-        printf(" ");
-    }
-    return (double)(part * (size_t)threads) / best;
 }
 
 /* --- Weights ------------------------------------------------------------------------------ */
@@ -240,11 +120,11 @@ static double matvec_gbs(fy_backend *be, fy_dtype dt, int rows, int cols)
     double best = 0;
     for (int pass = 0; pass < 4; pass++) {
         for (int i0 = 0; i0 + seg <= n; i0 += seg) {
-            double t0 = now_s();
+            double t0 = bench_now_s();
             for (int i = i0; i < i0 + seg; i++) {
                 be->ops->matmul(be, y, x, &w[i], NULL, 1);
             }
-            double gbs = (double)bytes * seg / (now_s() - t0) / 1e9;
+            double gbs = (double)bytes * seg / (bench_now_s() - t0) / 1e9;
             best = pass > 0 && gbs > best ? gbs : best; /* pass 0 warms up */
         }
     }
@@ -272,11 +152,11 @@ static double gemm_tps(fy_backend *be, fy_dtype dt, int T, int layers)
     }
     double best = 0;
     for (int pass = 0; pass < 3; pass++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (int i = 0; i < layers * 7; i++) {
             be->ops->matmul(be, y, x, &w[i], NULL, T);
         }
-        double tps = T / (now_s() - t0);
+        double tps = T / (bench_now_s() - t0);
         best = pass > 0 && tps > best ? tps : best;
     }
     for (int i = 0; i < layers * 7; i++) {
@@ -326,7 +206,7 @@ int main(int argc, char **argv)
     fy_backend_info info[2];
     fy_backend_list(info, 2);
     printf("cpu backend: %d threads; %s\n", threads, info[0].detail);
-    double roof = read_roofline((size_t)1 << 30, threads, 10);
+    double roof = bench_read_bandwidth((size_t)1 << 30, threads, 10, 1);
     printf(
         "read roofline (%d threads, 1 GiB, 4 streams/thread, prefetch, best of 10): %.2f GB/s\n\n",
         threads, roof / 1e9);
