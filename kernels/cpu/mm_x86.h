@@ -589,10 +589,21 @@ MMX_INLINE void mmx_dotk45_body(fy_dtype dt, const uint8_t *w, size_t rb, int k,
     }
 }
 
+/* Q6_K: the 32 6-bit quants (0..63) of group G (0..3) of a 128-weight half
+ * whose low nibbles are in QA (ql[0..32)) and QB (ql[32..64)) and whose top
+ * bits are in QH (qh[0..32)): quant.c's q_q6_k layout. */
+MMX_INLINE __m256i mmx_q6_group(__m256i qa, __m256i qb, __m256i qh, int g)
+{
+    const __m256i low4 = _mm256_set1_epi8(15), three = _mm256_set1_epi8(3);
+    __m256i lo = g & 1 ? qb : qa;
+    lo = g < 2 ? _mm256_and_si256(lo, low4) : _mm256_and_si256(_mm256_srli_epi16(lo, 4), low4);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), three);
+    return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+}
+
 MMX_INLINE void mmx_dotk6_body(fy_dtype dt, const uint8_t *w, size_t rb, int k, const fy__mm_act *a,
                                float *out, size_t ldo, int add, const int R, const int NT)
 {
-    const __m256i low4 = _mm256_set1_epi8(15), three = _mm256_set1_epi8(3);
     /* Even scales into lane 0, odd into lane 1: pair (h, g) takes element 4h + g of each. */
     const __m128i eo = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     __m256 acc[MMX_RMAX][FY_MM_DOT_NT];
@@ -619,11 +630,7 @@ MMX_INLINE void mmx_dotk6_body(fy_dtype dt, const uint8_t *w, size_t rb, int k, 
                 __m256i qa = mmx_load(blk + 64 * h), qb = mmx_load(blk + 64 * h + 32);
                 __m256i qh = mmx_load(blk + 128 + 32 * h);
                 for (int g = 0; g < 4; g++) {
-                    __m256i lo = g & 1 ? qb : qa;
-                    lo = g < 2 ? _mm256_and_si256(lo, low4)
-                               : _mm256_and_si256(_mm256_srli_epi16(lo, 4), low4);
-                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), three);
-                    __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+                    __m256i q = mmx_q6_group(qa, qb, qh, g);
                     __m256i s = MMX_PICK16(scv, 4 * h + g);
                     for (int t = 0; t < NT; t++) {
                         const int8_t *xq = a[t].q + 256 * (size_t)b + 128 * h + 32 * g;
@@ -684,7 +691,6 @@ MMX_INLINE void mmx_unpack_block(fy_dtype dt, const uint8_t *b, uint8_t *u, floa
             _mm256_storeu_si256((__m256i *)(u + 64 * p + 32), hi);
         }
     } else if (dt == FY_DT_Q6_K) {
-        const __m256i three = _mm256_set1_epi8(3);
         float d = mmx_h(b + 208);
         for (int s = 0; s < 16; s++) {
             dw[s] = d * (float)(int8_t)b[192 + s];
@@ -693,12 +699,7 @@ MMX_INLINE void mmx_unpack_block(fy_dtype dt, const uint8_t *b, uint8_t *u, floa
             __m256i qa = mmx_load(b + 64 * h), qb = mmx_load(b + 64 * h + 32);
             __m256i qh = mmx_load(b + 128 + 32 * h);
             for (int g = 0; g < 4; g++) {
-                __m256i lo = g & 1 ? qb : qa;
-                lo = g < 2 ? _mm256_and_si256(lo, low4)
-                           : _mm256_and_si256(_mm256_srli_epi16(lo, 4), low4);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), three);
-                _mm256_storeu_si256((__m256i *)(u + 128 * h + 32 * g),
-                                    _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)));
+                _mm256_storeu_si256((__m256i *)(u + 128 * h + 32 * g), mmx_q6_group(qa, qb, qh, g));
             }
         }
     } else {
