@@ -82,6 +82,12 @@ uint32_t fy_dtype_block_bytes(fy_dtype dt)
     return (unsigned)dt < FY_DT_COUNT ? dtypes[dt].bytes : 0;
 }
 
+size_t fy_dtype_row_bytes(fy_dtype dt, int64_t cols)
+{
+    uint32_t bw = fy_dtype_block_weights(dt);
+    return bw ? (size_t)cols / bw * fy_dtype_block_bytes(dt) : 0;
+}
+
 int fy_dtype_bytes(fy_dtype dt, uint64_t n, uint64_t *bytes)
 {
     if ((unsigned)dt >= FY_DT_COUNT || n % dtypes[dt].block) {

@@ -97,6 +97,9 @@ uint32_t fy_dtype_block_bytes(fy_dtype dt);
  * FY_EINVAL when DT is not a type or N is not a multiple of its block, or
  * FY_ETOOBIG when the size does not fit in 64 bits. */
 int fy_dtype_bytes(fy_dtype dt, uint64_t n, uint64_t *bytes);
+/* Bytes of a row of COLS weights of DT, for a COLS already checked to be
+ * whole blocks (a tensor's cols, or a slice of them); 0 outside the enum. */
+size_t fy_dtype_row_bytes(fy_dtype dt, int64_t cols);
 
 /* A 1-D or 2-D tensor in backend memory. 1-D tensors have rows == 1. */
 typedef struct {

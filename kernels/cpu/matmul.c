@@ -352,7 +352,7 @@ void fy__mm_pack_q(uint8_t *dst, const fy_tensor *w, int64_t r0, int nr, int64_t
     fy_dtype dt = w->dtype;
     const fy__mm_type *ty = &fy__mm_types[dt];
     int bw = (int)fy_dtype_block_weights(dt), sb = ty->sb, nsb = kc / sb, spb = bw / sb;
-    size_t bb = fy_dtype_block_bytes(dt), rb = (size_t)(w->cols / bw) * bb;
+    size_t bb = fy_dtype_block_bytes(dt), rb = fy_dtype_row_bytes(dt, w->cols);
     uint8_t *u = dst;
     float *dw = (float *)(void *)(dst + al64((size_t)nsb * sb * nr));
     float *mw = (float *)(void *)((char *)dw + al64((size_t)nsb * nr * 4));

@@ -103,7 +103,7 @@ static void convert_row(float *dst, const fy_tensor *t, int64_t r)
 {
     int64_t n = t->cols, base = r * t->cols;
     if (fy_dtype_is_block(t->dtype)) {
-        size_t rb = (size_t)n / fy_dtype_block_weights(t->dtype) * fy_dtype_block_bytes(t->dtype);
+        size_t rb = fy_dtype_row_bytes(t->dtype, n);
         fy_q_dequant(t->dtype, (const char *)t->data + (size_t)r * rb, dst, (size_t)n);
     } else if (t->dtype == FY_DT_F32) {
         memcpy(dst, (const float *)t->data + base, (size_t)n * sizeof *dst);

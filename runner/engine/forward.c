@@ -125,7 +125,7 @@ int fy_fwd_tensor_parallel(const fy_fwd *f)
  * that the row is whole blocks). */
 static size_t row_bytes(const fy_tensor *t, int64_t cols)
 {
-    return (size_t)cols / fy_dtype_block_weights(t->dtype) * fy_dtype_block_bytes(t->dtype);
+    return fy_dtype_row_bytes(t->dtype, cols);
 }
 
 static size_t tensor_bytes(const fy_tensor *t)

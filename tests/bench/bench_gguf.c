@@ -201,9 +201,8 @@ static void measure(const char *path, int threads, double bw, figures *out, doub
         exit(1);
     }
     const fy_tensor *e = &m->embed;
-    *per_tok = (double)m->weight_bytes - (double)e->rows *
-                                             (double)(e->cols / fy_dtype_block_weights(e->dtype)) *
-                                             fy_dtype_block_bytes(e->dtype);
+    *per_tok =
+        (double)m->weight_bytes - (double)e->rows * (double)fy_dtype_row_bytes(e->dtype, e->cols);
     int32_t *tok = malloc(512 * sizeof *tok), *bt = malloc(NSEQ * BPS * sizeof *bt);
     float *logits = malloc((size_t)NSEQ * VOCAB * sizeof *logits);
     for (int i = 0; i < 512; i++) {
