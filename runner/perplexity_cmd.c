@@ -27,7 +27,6 @@ typedef struct {
     double *nll;   /* per chunk: sum of -logprob of its scored tokens */
     double *nll2;  /* per chunk: sum of squares (for the error estimate) */
     size_t *count; /* per chunk: scored tokens so far */
-    uint64_t *ids; /* request id of each chunk */
     char error[512];
 } ppl_run;
 
@@ -168,9 +167,8 @@ int fy_rn_perplexity_main(int argc, char **argv)
     run.nll = calloc(run.n_chunks, sizeof *run.nll);
     run.nll2 = calloc(run.n_chunks, sizeof *run.nll2);
     run.count = calloc(run.n_chunks, sizeof *run.count);
-    run.ids = calloc(run.n_chunks, sizeof *run.ids);
     reqs = calloc(run.n_chunks, sizeof *reqs);
-    if (!run.nll || !run.nll2 || !run.count || !run.ids || !reqs) {
+    if (!run.nll || !run.nll2 || !run.count || !reqs) {
         fprintf(stderr, "ferry-runner perplexity: out of memory\n");
         ret = 1;
         goto out;
@@ -193,7 +191,8 @@ int fy_rn_perplexity_main(int argc, char **argv)
             reqs[submitted] = (ppl_req){&run, submitted, 0};
             rq.cb = on_event;
             rq.arg = &reqs[submitted];
-            if ((rc = fy_engine_submit(e, &rq, &run.ids[submitted], err, sizeof err))) {
+            uint64_t id; /* never aborted: the id is not kept */
+            if ((rc = fy_engine_submit(e, &rq, &id, err, sizeof err))) {
                 fprintf(stderr, "ferry-runner perplexity: chunk %zu: %s\n", submitted + 1, err);
                 goto out;
             }
@@ -225,7 +224,6 @@ out:
     free(run.nll);
     free(run.nll2);
     free(run.count);
-    free(run.ids);
     free(ids);
     free(text);
     return ret;
