@@ -359,6 +359,54 @@ MMX_INLINE void mmx_dotf_body(fy_dtype dt, const uint8_t *w, size_t rb, int k, c
     }
 }
 
+/* One token, one row at a time, 4 accumulators over 32 weights: a single
+ * sequential stream per thread, which the hardware prefetcher follows (4
+ * rows side by side streamed F32 at 22 GB/s per core and BF16 at 14; this
+ * shape at 29 and 22). */
+MMX_INLINE void mmx_dotf1(fy_dtype dt, const uint8_t *w, size_t rb, int nrows, int k,
+                          const fy__mm_act *a, float *out, int add)
+{
+    const float *x = a[0].x;
+    for (int r = 0; r < nrows; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        int i = 0;
+        for (; i + 32 <= k; i += 32) {
+            s0 = _mm256_fmadd_ps(mmx_ld8(row, dt, i), _mm256_loadu_ps(x + i), s0);
+            s1 = _mm256_fmadd_ps(mmx_ld8(row, dt, i + 8), _mm256_loadu_ps(x + i + 8), s1);
+            s2 = _mm256_fmadd_ps(mmx_ld8(row, dt, i + 16), _mm256_loadu_ps(x + i + 16), s2);
+            s3 = _mm256_fmadd_ps(mmx_ld8(row, dt, i + 24), _mm256_loadu_ps(x + i + 24), s3);
+        }
+        for (; i + 8 <= k; i += 8) {
+            s0 = _mm256_fmadd_ps(mmx_ld8(row, dt, i), _mm256_loadu_ps(x + i), s0);
+        }
+        float s = mmx_hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        for (; i < k; i++) {
+            float wv;
+            if (dt == FY_DT_F32) {
+                memcpy(&wv, row + (size_t)i * 4, 4);
+            } else {
+                uint16_t h;
+                memcpy(&h, row + (size_t)i * 2, 2);
+                wv = dt == FY_DT_F16 ? _cvtsh_ss(h) : fy_bf16_to_f32(h);
+            }
+            s += wv * x[i];
+        }
+        out[r] = add ? out[r] + s : s;
+    }
+}
+
+#define MMX_DOTF_FN(name, dt)                                                                    \
+    MMX_FN void name(const uint8_t *w, size_t rb, int nrows, int k, const fy__mm_act *a, int nt, \
+                     float *out, size_t ldo, int add)                                            \
+    {                                                                                            \
+        if (nt == 1) {                                                                           \
+            mmx_dotf1(dt, w, rb, nrows, k, a, out, add);                                         \
+            return;                                                                              \
+        }                                                                                        \
+        MMX_DOT_ROWS(mmx_dotf_body, dt, 4, 4);                                                   \
+    }
+
 /* The row loop: passes of R rows (R chosen for NT), then single rows. BODY is
  * an always-inline kernel taking (dt, w, rb, k, a, out, ldo, add, R, NT). */
 #define MMX_DOT_ROWS(BODY, dt, R1, R2)                                                \
@@ -399,9 +447,9 @@ MMX_INLINE void mmx_dotf_body(fy_dtype dt, const uint8_t *w, size_t rb, int k, c
         MMX_DOT_ROWS(BODY, dt, R1, R2);                                                          \
     }
 
-MMX_DOT_FN(mmx_dot_f32, FY_DT_F32, mmx_dotf_body, 4, 4)
-MMX_DOT_FN(mmx_dot_f16, FY_DT_F16, mmx_dotf_body, 4, 4)
-MMX_DOT_FN(mmx_dot_bf16, FY_DT_BF16, mmx_dotf_body, 4, 4)
+MMX_DOTF_FN(mmx_dot_f32, FY_DT_F32)
+MMX_DOTF_FN(mmx_dot_f16, FY_DT_F16)
+MMX_DOTF_FN(mmx_dot_bf16, FY_DT_BF16)
 
 /* --- Dot kernels: the 32-weight block types --------------------------------------------- */
 
