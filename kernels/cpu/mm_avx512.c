@@ -58,7 +58,7 @@ MMX_INLINE void z_gemmf_body(const float *p, const float *x, size_t ldx, int kc,
             a1[i] = _mm512_fmadd_ps(w1, xb, a1[i]);
         }
     }
-    for (int i = 0; i < m; i++) {
+    for (int i = 0; i < M && i < m; i++) { /* constant bound: the tile stays in registers */
         z_store(c + (size_t)i * ldc, a0[i], n, add);
         z_store(c + (size_t)i * ldc + 16, a1[i], n - 16, add);
     }
@@ -126,7 +126,7 @@ MMX_INLINE void z_gemmq_body(const uint8_t *p, const uint8_t *xt, int mrx, int n
             }
         }
     }
-    for (int i = 0; i < m; i++) {
+    for (int i = 0; i < M && i < m; i++) { /* constant bound: the tile stays in registers */
         z_store(c + (size_t)i * ldc, f[i], n, add);
     }
 }

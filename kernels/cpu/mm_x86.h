@@ -26,7 +26,7 @@
 /* Register arrays are declared at their largest and indexed by constants
  * once inlined, so they live in registers. */
 #define MMX_RMAX 8 /* dot rows */
-#define MMX_MMAX 8 /* GEMM tile tokens */
+#define MMX_MMAX 6 /* GEMM tile tokens (MR at most) */
 
 /* (unused: each including file takes the kernels it wants from the template) */
 /* Loops over the 4-weight groups of a sub-block are unrolled, or the
@@ -91,6 +91,14 @@ MMX_INLINE uint32_t mmx_u32(const uint8_t *p)
     uint32_t v;
     memcpy(&v, p, sizeof v);
     return v;
+}
+
+/* The float whose bits are the int32 at P, broadcast. */
+MMX_INLINE __m256 mmx_f32(const int32_t *p)
+{
+    float f;
+    memcpy(&f, p, sizeof f);
+    return _mm256_set1_ps(f);
 }
 
 MMX_INLINE __m256i mmx_load(const void *p)
@@ -827,12 +835,12 @@ MMX_INLINE void mmx_gemmf_body(const float *p, const float *x, size_t ldx, int k
         __m256 w0 = _mm256_loadu_ps(p + (size_t)k * 16),
                w1 = _mm256_loadu_ps(p + (size_t)k * 16 + 8);
         for (int i = 0; i < M; i++) {
-            __m256 xb = _mm256_broadcast_ss(xr[i] + k);
+            __m256 xb = _mm256_set1_ps(xr[i][k]);
             a0[i] = _mm256_fmadd_ps(w0, xb, a0[i]);
             a1[i] = _mm256_fmadd_ps(w1, xb, a1[i]);
         }
     }
-    for (int i = 0; i < m; i++) {
+    for (int i = 0; i < M && i < m; i++) { /* constant bound: the tile stays in registers */
         mmx_store(c + (size_t)i * ldc, a0[i], n, add);
         mmx_store(c + (size_t)i * ldc + 8, a1[i], n - 8, add);
     }
@@ -895,19 +903,16 @@ MMX_INLINE void mmx_gemmq_body(const uint8_t *p, const uint8_t *xt, int mrx, int
         __m256 dw = _mm256_loadu_ps(pd + (size_t)b * 8);
         for (int i = 0; i < M; i++) {
             f[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s[i]), dw),
-                                   _mm256_broadcast_ss(xd + (size_t)b * mrx + i), f[i]);
+                                   _mm256_set1_ps(xd[(size_t)b * mrx + i]), f[i]);
         }
         if (MIN) {
             __m256 mw = _mm256_loadu_ps(pm + (size_t)b * 8);
             for (int i = 0; i < M; i++) {
-                f[i] = _mm256_fmadd_ps(
-                    mw,
-                    _mm256_broadcast_ss((const float *)(const void *)(xa + (size_t)b * mrx + i)),
-                    f[i]);
+                f[i] = _mm256_fmadd_ps(mw, mmx_f32(xa + (size_t)b * mrx + i), f[i]);
             }
         }
     }
-    for (int i = 0; i < m; i++) {
+    for (int i = 0; i < M && i < m; i++) { /* constant bound: the tile stays in registers */
         mmx_store(c + (size_t)i * ldc, f[i], n, add);
     }
 }
