@@ -2,8 +2,10 @@
  * shared packed formats, and the chunking and threading around the kernels.
  *
  * Paths by batch size T (kernel tables in mm_portable.c and mm_avx*.c):
- *  - T <= dot_t (decode, a few sequences): dot kernels read each weight row
- *    once per group of up to FY_MM_DOT_NT tokens, several rows at a time;
+ *  - T <= dot_t[dtype] (decode, a few sequences; 4 to 16 tokens by type,
+ *    where packing panels would cost more than it saves): register tiles of
+ *    R rows x up to FY_MM_DOT_NT tokens straight on the stored rows, each
+ *    weight vector loaded once per tile and used for every token of it;
  *    threads split the rows into tasks of at least MM_RB rows and MM_TB
  *    bytes, so each thread streams long runs of the matrix (a run of a few
  *    KB, as 16 rows of a 4-bit type are, ends before the hardware
@@ -713,6 +715,15 @@ void fy__mm_run(fy_mm *m, fy_pool *pool, float *out, const float *x, const fy_te
                 const fy_tensor *bias, int T)
 {
     if (T <= 0 || w->rows <= 0) {
+        return;
+    }
+    /* The loaders validate shapes (cols a multiple of the block, a known
+     * type); a tensor that is not would be read short, so its outputs are
+     * NaN rather than plausible numbers. */
+    if ((unsigned)w->dtype >= FY_DT_COUNT || w->cols % fy_dtype_block_weights(w->dtype) != 0) {
+        for (size_t i = 0; i < (size_t)T * (size_t)w->rows; i++) {
+            out[i] = NAN;
+        }
         return;
     }
     if (w->cols <= 0) {
