@@ -138,6 +138,19 @@ MMX_INLINE __m256 mmx_ld8(const void *p, fy_dtype dt, int64_t i)
     return _mm256_loadu_ps((const float *)p + i);
 }
 
+/* Element J of a float-type row (the tails of the float dot kernels). */
+MMX_INLINE float mmx_f1(const uint8_t *row, fy_dtype dt, int j)
+{
+    if (dt == FY_DT_F32) {
+        float f;
+        memcpy(&f, row + (size_t)j * 4, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, row + (size_t)j * 2, 2);
+    return dt == FY_DT_F16 ? _cvtsh_ss(h) : fy_bf16_to_f32(h);
+}
+
 /* --- Activation quantizers -------------------------------------------------------------- */
 
 /* 32 floats at X to int8 with one scale (round to nearest even); returns the
@@ -351,15 +364,7 @@ MMX_INLINE void mmx_dotf_body(fy_dtype dt, const uint8_t *w, size_t rb, int k, c
         for (int t = 0; t < NT; t++) {
             float s = mmx_hsum(acc[r][t]);
             for (int j = i; j < k; j++) {
-                float wv;
-                if (dt == FY_DT_F32) {
-                    memcpy(&wv, w + (size_t)r * rb + (size_t)j * 4, 4);
-                } else {
-                    uint16_t h;
-                    memcpy(&h, w + (size_t)r * rb + (size_t)j * 2, 2);
-                    wv = dt == FY_DT_F16 ? _cvtsh_ss(h) : fy_bf16_to_f32(h);
-                }
-                s += wv * a[t].x[j];
+                s += mmx_f1(w + (size_t)r * rb, dt, j) * a[t].x[j];
             }
             float *o = &out[(size_t)t * ldo + (size_t)r];
             *o = add ? *o + s : s;
@@ -390,15 +395,7 @@ MMX_INLINE void mmx_dotf1(fy_dtype dt, const uint8_t *w, size_t rb, int nrows, i
         }
         float s = mmx_hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
         for (; i < k; i++) {
-            float wv;
-            if (dt == FY_DT_F32) {
-                memcpy(&wv, row + (size_t)i * 4, 4);
-            } else {
-                uint16_t h;
-                memcpy(&h, row + (size_t)i * 2, 2);
-                wv = dt == FY_DT_F16 ? _cvtsh_ss(h) : fy_bf16_to_f32(h);
-            }
-            s += wv * x[i];
+            s += mmx_f1(row, dt, i) * x[i];
         }
         out[r] = add ? out[r] + s : s;
     }
