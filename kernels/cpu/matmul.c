@@ -2,9 +2,14 @@
  * shared packed formats, and the chunking and threading around the kernels.
  *
  * Paths by batch size T (kernel tables in mm_portable.c and mm_avx*.c):
- *  - T <= dot_t (decode, a few sequences): dot kernels read each weight row
- *    once per group of up to FY_MM_DOT_NT tokens, several rows at a time;
- *    threads split the rows into blocks of MM_RB.
+ *  - T <= dot_t[dtype] (decode, a few sequences; 4 to 16 tokens by type,
+ *    where packing panels would cost more than it saves): register tiles of
+ *    R rows x up to FY_MM_DOT_NT tokens straight on the stored rows, each
+ *    weight vector loaded once per tile and used for every token of it;
+ *    threads split the rows into tasks of at least MM_RB rows and MM_TB
+ *    bytes, so each thread streams long runs of the matrix (a run of a few
+ *    KB, as 16 rows of a 4-bit type are, ends before the hardware
+ *    prefetcher has caught up).
  *  - larger T: GEMM. For each chunk of MM_MC tokens and KC weights, the
  *    activations are quantized once (block types) into tiles of MR tokens,
  *    then every thread takes panels of NR rows in turn, unpacks the panel
@@ -32,7 +37,8 @@
 
 #define MM_XCAP ((size_t)4 << 20)  /* shared activation buffer */
 #define MM_PCAP ((size_t)96 << 10) /* per-thread panel buffer */
-#define MM_RB   16                 /* rows per decode task */
+#define MM_RB   16                 /* rows per decode task, at least */
+#define MM_TB   ((size_t)64 << 10) /* bytes of weights per decode task, at least */
 #define MM_MC   512                /* tokens per GEMM chunk */
 #define MM_KCF  256                /* weights per f32 panel (NR x 256 floats: 32 KiB at NR 32) */
 #define MM_KCQ  1024               /* weights per block-type panel (a multiple of 256) */
@@ -513,7 +519,7 @@ typedef struct {
     const fy_tensor *w, *bias;
     const fy__mm_act *act; /* [T] */
     int T, k, add, last;
-    int64_t k0;
+    int64_t k0, rb; /* rows per task */
 } dot_ctx;
 
 static void dot_task(void *ctx, size_t b, size_t e, int tid)
@@ -526,7 +532,7 @@ static void dot_task(void *ctx, size_t b, size_t e, int tid)
         (const uint8_t *)w->data + (size_t)(d->k0 / bw) * fy_dtype_block_bytes(w->dtype);
     (void)tid;
     for (size_t blk = b; blk < e; blk++) {
-        int64_t r0 = (int64_t)blk * MM_RB, r1 = r0 + MM_RB < w->rows ? r0 + MM_RB : w->rows;
+        int64_t r0 = (int64_t)blk * d->rb, r1 = r0 + d->rb < w->rows ? r0 + d->rb : w->rows;
         for (int t = 0; t < d->T; t += FY_MM_DOT_NT) {
             int nt = d->T - t < FY_MM_DOT_NT ? d->T - t : FY_MM_DOT_NT;
             d->m->k->dot[w->dtype](base + (size_t)r0 * rb, rb, (int)(r1 - r0), d->k, d->act + t, nt,
@@ -574,8 +580,13 @@ static void mm_dot(fy_mm *m, fy_pool *pool, float *out, const float *x, const fy
                                                                  ty->min);
             }
         }
-        dot_ctx d = {m, out, w, bias, act, T, (int)n, k0 > 0, k0 + n >= K, k0};
-        fy_pool_for(pool, (size_t)((w->rows + MM_RB - 1) / MM_RB), 1, dot_task, &d);
+        dot_ctx d = {m, out, w, bias, act, T, (int)n, k0 > 0, k0 + n >= K, k0, MM_RB};
+        uint64_t rowb = 0;
+        fy_dtype_bytes(dt, (uint64_t)n, &rowb);
+        if (rowb > 0 && MM_TB / rowb > MM_RB) {
+            d.rb = (int64_t)(MM_TB / rowb + 3) / 4 * 4;
+        }
+        fy_pool_for(pool, (size_t)((w->rows + d.rb - 1) / d.rb), 1, dot_task, &d);
     }
 }
 
@@ -704,6 +715,15 @@ void fy__mm_run(fy_mm *m, fy_pool *pool, float *out, const float *x, const fy_te
                 const fy_tensor *bias, int T)
 {
     if (T <= 0 || w->rows <= 0) {
+        return;
+    }
+    /* The loaders validate shapes (cols a multiple of the block, a known
+     * type); a tensor that is not would be read short, so its outputs are
+     * NaN rather than plausible numbers. */
+    if ((unsigned)w->dtype >= FY_DT_COUNT || w->cols % fy_dtype_block_weights(w->dtype) != 0) {
+        for (size_t i = 0; i < (size_t)T * (size_t)w->rows; i++) {
+            out[i] = NAN;
+        }
         return;
     }
     if (w->cols <= 0) {

@@ -613,9 +613,14 @@ int fy_cpu_backend_create(int threads, fy_backend **out, char *err, size_t errle
     c->mm = fy__mm_new(c->threads, isa);
     c->pool = c->mm ? fy_pool_new(c->threads) : NULL;
     if (!c->pool) {
-        int n = c->threads;
+        int n = c->threads, nomem = !c->mm;
         cpu_destroy(be);
-        snprintf(err, errlen, "cpu backend: cannot start %d threads", n);
+        if (nomem) {
+            snprintf(err, errlen, "cpu backend: out of memory for the matmul scratch of %d threads",
+                     n);
+        } else {
+            snprintf(err, errlen, "cpu backend: cannot start %d threads", n);
+        }
         return FY_ENOMEM;
     }
     *out = be;

@@ -396,6 +396,31 @@ static void test_isa_env(void **state)
     unsetenv("FERRY_CPU_ISA");
 }
 
+/* A block-type tensor whose rows are not whole blocks (the loaders refuse
+ * them; the op must not turn one into plausible numbers), or an unknown
+ * type: every output NaN. */
+static void test_bad_shape(void **state)
+{
+    (void)state;
+    cfgs_t cf;
+    cfgs_open(&cf);
+    uint8_t blocks[4 * 18] = {0};
+    float x[2 * 40] = {0}, out[2 * 2];
+    fy_tensor bad[2] = {{blocks, FY_DT_Q4_0, 2, 40}, {blocks, FY_DT_COUNT, 2, 32}};
+    for (int c = 0; c < cf.n; c++) {
+        for (int b = 0; b < 2; b++) {
+            for (int T = 1; T <= 2; T++) {
+                memset(out, 0, sizeof out);
+                cf.be[c]->ops->matmul(cf.be[c], out, x, &bad[b], NULL, T);
+                for (int i = 0; i < 2 * T; i++) {
+                    assert_true(isnan(out[i]));
+                }
+            }
+        }
+    }
+    cfgs_close(&cf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -414,6 +439,7 @@ int main(void)
         T_(FY_DT_Q6_K),
 #undef T_
         cmocka_unit_test(test_long_batch),
+        cmocka_unit_test(test_bad_shape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
