@@ -3,7 +3,7 @@
  *
  * Threads: one fy_pool sized to the cores. Matmuls split over blocks of
  * output rows (every thread streams its own part of W, which is what bounds
- * decode), attention over (token, KV head) pairs, row-wise ops over tokens.
+ * decode), attention over tiles of query rows (attn.h), row-wise ops over tokens.
  *
  * Matmul lives in matmul.c (kernels/cpu/mm.h): weights stay in their stored
  * type (F16/BF16 and the ggml block types are never expanded whole), decode
@@ -34,6 +34,7 @@
  * for avx512 on an AVX2-only machine gives avx2), for tests and for
  * comparing paths. fy_backend_list's detail string names the path in use. */
 #include "kernels/backend.h"
+#include "kernels/cpu/attn.h"
 #include "kernels/cpu/mm.h"
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/quant.h"
@@ -119,37 +120,6 @@ static void convert_row(float *dst, const fy_tensor *t, int64_t r)
         }
     }
 }
-
-/* --- AVX2 kernels -------------------------------------------------------------------- */
-
-#if CPU_X86
-CPU_AVX2 static inline float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    return _mm_cvtss_f32(s);
-}
-
-CPU_AVX2 static float dot_avx2(const float *a, const float *b, int64_t n)
-{
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    }
-    for (; i + 8 <= n; i += 8) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    }
-    float s = hsum8(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) {
-        s += a[i] * b[i];
-    }
-    return s;
-}
-
-#endif
 
 /* --- Matmul ---------------------------------------------------------------------------- */
 
@@ -248,18 +218,6 @@ CPU_AVX2 static size_t kv_store_f16_avx2(uint16_t *d, const float *s, size_t n)
     return i;
 }
 
-CPU_AVX2 static size_t kv_load_avx2(float *d, const void *s, fy_dtype dt, size_t n)
-{
-    size_t i = 0;
-    const uint16_t *h = s;
-    for (; i + 8 <= n; i += 8) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(h + i));
-        _mm256_storeu_ps(d + i, dt == FY_DT_F16 ? _mm256_cvtph_ps(v)
-                                                : _mm256_castsi256_ps(_mm256_slli_epi32(
-                                                      _mm256_cvtepu16_epi32(v), 16)));
-    }
-    return i;
-}
 #endif
 
 /* DST[0..n) (in the cache's type DT) = SRC[0..n), rounded to nearest even. */
@@ -309,122 +267,11 @@ static void cpu_cache_write(fy_backend *be, void *k_cache, void *v_cache, const 
 
 /* --- Attention --------------------------------------------------------------------------- */
 
-typedef struct {
-    cpu_be *c;
-    float *out;
-    const float *q;
-    const void *kc, *vc;
-    const fy_attn_batch *b;
-    const fy_attn_shape *sh;
-} att_ctx;
-
-static int seq_of_token(const fy_attn_batch *b, int t)
-{
-    int lo = 0, hi = b->n_seqs - 1;
-    while (lo < hi) { /* last s with seq_start[s] <= t */
-        int mid = (lo + hi + 1) / 2;
-        if (b->host_seq_start[mid] <= t) {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    return lo;
-}
-
-static float att_dot(const cpu_be *c, const float *a, const float *b, int n)
-{
-#if CPU_X86
-    if (c->avx2) {
-        return dot_avx2(a, b, n);
-    }
-#endif
-    (void)c;
-    return fy__mm_dot_f32(a, b, n);
-}
-
-/* Row OFF (in elements) of a cache of DT as f32: the row itself for F32, else
- * converted into BUF[0..n). */
-static const float *kv_row(const cpu_be *c, float *buf, const void *cache, fy_dtype dt, size_t off,
-                           int n)
-{
-    if (dt == FY_DT_F32) {
-        return (const float *)cache + off;
-    }
-    const uint16_t *s = (const uint16_t *)cache + off;
-    int i = 0;
-#if CPU_X86
-    if (c->avx2) {
-        i = (int)kv_load_avx2(buf, s, dt, (size_t)n);
-    }
-#endif
-    (void)c;
-    for (; i < n; i++) {
-        buf[i] = dt == FY_DT_F16 ? fy_f16_to_f32(s[i]) : ld_bf16(s, i);
-    }
-    return buf;
-}
-
-/* One query head of token T over its sequence's cached positions 0..pos;
- * ACC, KBUF and VBUF are head_dim floats of scratch. */
-static void att_head(att_ctx *a, int t, int s, int h, float *acc, float *kbuf, float *vbuf)
-{
-    const fy_attn_shape *sh = a->sh;
-    const fy_attn_batch *b = a->b;
-    int hd = sh->head_dim, bs = sh->block_size, g = h / (sh->n_heads / sh->n_kv_heads);
-    const float *q = a->q + ((size_t)t * sh->n_heads + h) * hd;
-    const int32_t *bt = b->block_tables + (size_t)s * b->max_blocks;
-    int n = b->positions[t] + 1;
-    if (n > b->host_ctx_len[s]) {
-        n = b->host_ctx_len[s];
-    }
-    fy_softmax_state st = fy_softmax_init();
-    memset(acc, 0, (size_t)hd * sizeof *acc);
-    for (int j = 0; j < n; j++) {
-        size_t off = (((size_t)bt[j / bs] * sh->n_kv_heads + g) * bs + (size_t)(j % bs)) * hd;
-        const float *k = kv_row(a->c, kbuf, a->kc, sh->kv_dtype, off, hd);
-        float w, f = fy_softmax_push(&st, att_dot(a->c, q, k, hd) * sh->scale, &w);
-        const float *v = kv_row(a->c, vbuf, a->vc, sh->kv_dtype, off, hd);
-        if (f != 1.0f) {
-            for (int i = 0; i < hd; i++) {
-                acc[i] = acc[i] * f + w * v[i];
-            }
-        } else {
-            for (int i = 0; i < hd; i++) {
-                acc[i] += w * v[i];
-            }
-        }
-    }
-    float *o = a->out + ((size_t)t * sh->n_heads + h) * hd;
-    float inv = st.l > 0.0f ? 1.0f / st.l : 0.0f;
-    for (int i = 0; i < hd; i++) {
-        o[i] = acc[i] * inv;
-    }
-}
-
-static void att_task(void *ctx, size_t b, size_t e, int tid)
-{
-    att_ctx *a = ctx;
-    int group = a->sh->n_heads / a->sh->n_kv_heads;
-    float acc[1024], kbuf[1024], vbuf[1024];
-    (void)tid;
-    for (size_t i = b; i < e; i++) {
-        int t = (int)(i / (size_t)a->sh->n_kv_heads), g = (int)(i % (size_t)a->sh->n_kv_heads);
-        int s = seq_of_token(a->b, t);
-        for (int h = g * group; h < (g + 1) * group; h++) {
-            att_head(a, t, s, h, acc, kbuf, vbuf);
-        }
-    }
-}
-
 static void cpu_attention(fy_backend *be, float *out, const float *q, const void *k_cache,
                           const void *v_cache, const fy_attn_batch *b, const fy_attn_shape *sh)
 {
-    if (sh->head_dim > 1024 || b->n_tokens <= 0) {
-        return;
-    }
-    att_ctx a = {cpu_of(be), out, q, k_cache, v_cache, b, sh};
-    fy_pool_for(cpu_of(be)->pool, (size_t)b->n_tokens * (size_t)sh->n_kv_heads, 1, att_task, &a);
+    cpu_be *c = cpu_of(be);
+    fy__cpu_attention(c->pool, fy__mm_isa(c->mm), out, q, k_cache, v_cache, b, sh);
 }
 
 /* --- Elementwise and small ops ---------------------------------------------------------- */

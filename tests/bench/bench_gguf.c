@@ -2,7 +2,7 @@
  * the machine's read bandwidth and, when it is given, llama.cpp's llama-bench
  * on the same files, all in one run.
  *
- *   build-dir/bench/bench_gguf [THREADS] [DIR]
+ *   build-dir/bench/bench_gguf [THREADS] [DIR] [TYPE]
  *   LLAMA_BENCH=/path/to/llama-bench build-dir/bench/bench_gguf 2
  *
  * Model: the issue's Llama shape, hidden 768, 12 layers, FFN 2048, 12 heads,
@@ -10,7 +10,8 @@
  * 0.02), with a synthetic SentencePiece vocabulary so llama.cpp loads it too.
  * ferry writes it as F32 and BF16 GGUF files and quantizes the F32 one with
  * `ferry-runner quantize`'s code to Q8_0, Q4_0 and Q4_K_M (in DIR, a
- * temporary directory by default; files already there are reused).
+ * temporary directory by default; files already there are reused). TYPE
+ * (F32, BF16, Q8_0, Q4_0 or Q4_K_M) measures that type alone.
  *
  * Figures, per type:
  *  - prefill tokens/s of a 512-token prompt (one 512-token step, as
@@ -356,6 +357,9 @@ int main(int argc, char **argv)
            "roofline", "%roof", "prefill", "4 seqs", "16 seqs", "64 seqs", "64/1", "llama tg",
            "llama pp");
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        if (argc > 3 && strcmp(argv[3], types[i].name) != 0) {
+            continue;
+        }
         snprintf(path, sizeof path, "%s/bench-%s.gguf", dir, types[i].name);
         figures fg;
         double per_tok;

@@ -9,6 +9,7 @@
 
 #include "common/err.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/mm.h"
 #include "kernels/math.h"
 
 #include <math.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 
 int fy__cpu_backend_simd(fy_backend *be, int on);
+int fy__cpu_backend_isa(fy_backend *be, int isa);
 
 static uint32_t rng = 12345;
 
@@ -346,47 +348,59 @@ static fy_attn_batch host_batch(int T, int S, const int32_t *pos, const int32_t 
                            .host_ctx_len = ctx};
 }
 
-/* Attention over a paged cache: a batch mixing a prefill chunk (with earlier
- * context already cached), a fresh prefill and decodes, GQA, scattered
- * blocks; checked against a direct softmax over the unpaged K/V. */
-static void test_attention(void **state)
+/* One attention batch over a paged cache: S sequences, sequence s with
+ * START[s] tokens already cached and NTOK[s] new ones (a prefill chunk, a
+ * fresh prefill or a decode), GQA of NH / NKV, scattered blocks; checked on
+ * every instruction set this CPU has, 1 and 3 threads, against a direct
+ * softmax over the unpaged K/V in double. */
+typedef struct {
+    int nh, nkv, hd, bs, s;
+    const int *start, *ntok;
+} att_case;
+
+static void attention_case(const char *name, att_case c)
 {
-    (void)state;
-    enum { NH = 6, NKV = 2, HD = 12, BS = 4, NB = 64, S = 4, MAXCTX = 40 };
-    static const int start[S] = {9, 0, 30, 3}, ntok[S] = {6, 5, 1, 1};
-    int T = 0;
+    const int NH = c.nh, NKV = c.nkv, HD = c.hd, BS = c.bs, S = c.s;
+    int T = 0, maxctx = 0, maxq = 0;
     for (int s = 0; s < S; s++) {
-        T += ntok[s];
+        T += c.ntok[s];
+        maxctx = c.start[s] + c.ntok[s] > maxctx ? c.start[s] + c.ntok[s] : maxctx;
+        maxq = c.ntok[s] > maxq ? c.ntok[s] : maxq;
     }
-    /* The whole K/V history of each sequence, [S][MAXCTX][NKV][HD]. */
-    static float K[S][MAXCTX][NKV][HD], V[S][MAXCTX][NKV][HD];
-    fill(&K[0][0][0][0], sizeof K / 4);
-    fill(&V[0][0][0][0], sizeof V / 4);
+    const int MB = (maxctx + BS - 1) / BS, NB = S * MB + 3;
+    /* The whole K/V history of each sequence, [S][maxctx][NKV][HD]. */
+    size_t hist = (size_t)S * maxctx * NKV * HD;
+    float *K = malloc(hist * 4), *V = malloc(hist * 4);
+#define KV_AT(A, s, p, g) ((A) + (((size_t)(s)*maxctx + (p)) * NKV + (g)) * HD)
+    fill(K, hist);
+    fill(V, hist);
     float *q = malloc((size_t)T * NH * HD * 4), *out = malloc((size_t)T * NH * HD * 4);
     float *knew = malloc((size_t)T * NKV * HD * 4), *vnew = malloc((size_t)T * NKV * HD * 4);
-    double *ref = malloc((size_t)T * NH * HD * 8);
+    double *ref = malloc((size_t)T * NH * HD * 8), *sc = malloc((size_t)maxctx * 8);
+    int32_t *pos = malloc((size_t)T * 4), *slots = malloc((size_t)T * 4);
+    int32_t *seq_start = malloc((size_t)(S + 1) * 4), *ctx = malloc((size_t)S * 4);
+    int32_t *bt = malloc((size_t)S * MB * 4);
     fill(q, (size_t)T * NH * HD);
-    int32_t pos[16], slots[16], seq_start[S + 1], ctx[S], bt[S * 10];
-    for (int i = 0; i < S * 10; i++) {
-        bt[i] = (i * 37 + 5) % NB; /* distinct, scattered */
+    for (int i = 0; i < S * MB; i++) {
+        bt[i] = (int32_t)(((size_t)i * 37 + 5) % (size_t)NB); /* distinct, scattered */
     }
     int t = 0;
     for (int s = 0; s < S; s++) {
         seq_start[s] = t;
-        ctx[s] = start[s] + ntok[s];
-        for (int i = 0; i < ntok[s]; i++, t++) {
-            int p = start[s] + i;
+        ctx[s] = c.start[s] + c.ntok[s];
+        for (int i = 0; i < c.ntok[s]; i++, t++) {
+            int p = c.start[s] + i;
             pos[t] = p;
-            slots[t] = bt[s * 10 + p / BS] * BS + p % BS;
-            memcpy(knew + (size_t)t * NKV * HD, K[s][p], sizeof K[s][p]);
-            memcpy(vnew + (size_t)t * NKV * HD, V[s][p], sizeof V[s][p]);
+            slots[t] = bt[s * MB + p / BS] * BS + p % BS;
+            memcpy(knew + (size_t)t * NKV * HD, KV_AT(K, s, p, 0), (size_t)NKV * HD * 4);
+            memcpy(vnew + (size_t)t * NKV * HD, KV_AT(V, s, p, 0), (size_t)NKV * HD * 4);
             for (int h = 0; h < NH; h++) {
                 int g = h / (NH / NKV);
-                double sc[MAXCTX], mx = -1e30, sum = 0;
+                double mx = -1e30, sum = 0;
                 for (int j = 0; j <= p; j++) {
                     double d = 0;
                     for (int e = 0; e < HD; e++) {
-                        d += (double)q[(t * NH + h) * HD + e] * K[s][j][g][e];
+                        d += (double)q[((size_t)t * NH + h) * HD + e] * KV_AT(K, s, j, g)[e];
                     }
                     sc[j] = d / sqrt(HD);
                     mx = fmax(mx, sc[j]);
@@ -397,52 +411,89 @@ static void test_attention(void **state)
                 for (int e = 0; e < HD; e++) {
                     double a = 0;
                     for (int j = 0; j <= p; j++) {
-                        a += exp(sc[j] - mx) / sum * V[s][j][g][e];
+                        a += exp(sc[j] - mx) / sum * KV_AT(V, s, j, g)[e];
                     }
-                    ref[(t * NH + h) * HD + e] = a;
+                    ref[((size_t)t * NH + h) * HD + e] = a;
                 }
             }
         }
     }
     seq_start[S] = T;
-    fy_attn_batch b = host_batch(T, S, pos, slots, seq_start, ctx, bt, 10, 31, 6);
-    fy_attn_shape sh = {NH, NKV, HD, BS, 1.0f / sqrtf(HD), FY_DT_F32};
+    fy_attn_batch b = host_batch(T, S, pos, slots, seq_start, ctx, bt, MB, maxctx, maxq);
+    fy_attn_shape sh = {NH, NKV, HD, BS, 1.0f / sqrtf((float)HD), FY_DT_F32};
     size_t cache_floats = (size_t)NB * NKV * BS * HD;
-    for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
-        fy_backend *be = open_be(cfgs[ci]);
-        float *kc = be->ops->alloc(be, cache_floats * 4),
-              *vc = be->ops->alloc(be, cache_floats * 4);
-        memset(kc, 0xff, cache_floats * 4); /* NaN: any stray read shows */
-        memset(vc, 0xff, cache_floats * 4);
-        /* Earlier context (positions before start) is already in the cache. */
-        for (int s = 0; s < S; s++) {
-            for (int p = 0; p < start[s]; p++) {
-                for (int g = 0; g < NKV; g++) {
-                    size_t off = (((size_t)bt[s * 10 + p / BS] * NKV + g) * BS + p % BS) * HD;
-                    memcpy(kc + off, K[s][p][g], HD * 4);
-                    memcpy(vc + off, V[s][p][g], HD * 4);
+    for (int isa = 0; isa < FY_ISA_COUNT; isa++) {
+        for (int threads = 1; threads <= 3; threads += 2) {
+            fy_backend *be = open_be((cfg){threads, 1});
+            if (fy__cpu_backend_isa(be, isa) != isa) {
+                fy_backend_destroy(be);
+                continue; /* not on this CPU */
+            }
+            float *kc = be->ops->alloc(be, cache_floats * 4),
+                  *vc = be->ops->alloc(be, cache_floats * 4);
+            memset(kc, 0xff, cache_floats * 4); /* NaN: any stray read shows */
+            memset(vc, 0xff, cache_floats * 4);
+            /* Earlier context (positions before start) is already in the cache. */
+            for (int s = 0; s < S; s++) {
+                for (int p = 0; p < c.start[s]; p++) {
+                    for (int g = 0; g < NKV; g++) {
+                        size_t off = (((size_t)bt[s * MB + p / BS] * NKV + g) * BS + p % BS) * HD;
+                        memcpy(kc + off, KV_AT(K, s, p, g), (size_t)HD * 4);
+                        memcpy(vc + off, KV_AT(V, s, p, g), (size_t)HD * 4);
+                    }
                 }
             }
+            be->ops->cache_write(be, kc, vc, knew, vnew, &b, &sh);
+            be->ops->attention(be, out, q, kc, vc, &b, &sh);
+            char what[160];
+            snprintf(what, sizeof what, "attention %s, isa %d, %d threads", name, isa, threads);
+            expect_near(out, ref, (size_t)T * NH * HD, 1e-5, what);
+            if (isa == 0 && threads == 1) {
+                /* Block copy: block NB-1 becomes a copy of bt[0]'s block. */
+                int32_t src = bt[0], dst = NB - 1;
+                size_t blk = (size_t)NKV * BS * HD;
+                be->ops->block_copy(be, kc, vc, &src, &dst, 1, blk * 4);
+                assert_memory_equal(kc + (size_t)dst * blk, kc + (size_t)src * blk, blk * 4);
+                assert_memory_equal(vc + (size_t)dst * blk, vc + (size_t)src * blk, blk * 4);
+            }
+            be->ops->free(be, kc);
+            be->ops->free(be, vc);
+            fy_backend_destroy(be);
         }
-        be->ops->cache_write(be, kc, vc, knew, vnew, &b, &sh);
-        be->ops->attention(be, out, q, kc, vc, &b, &sh);
-        expect_near(out, ref, (size_t)T * NH * HD, 1e-5, "attention");
-        /* Block copy: block 7 becomes a copy of bt[0]'s block. */
-        int32_t src = bt[0], dst = 7;
-        be->ops->block_copy(be, kc, vc, &src, &dst, 1, (size_t)NKV * BS * HD * 4);
-        assert_memory_equal(kc + (size_t)7 * NKV * BS * HD, kc + (size_t)src * NKV * BS * HD,
-                            (size_t)NKV * BS * HD * 4);
-        assert_memory_equal(vc + (size_t)7 * NKV * BS * HD, vc + (size_t)src * NKV * BS * HD,
-                            (size_t)NKV * BS * HD * 4);
-        be->ops->free(be, kc);
-        be->ops->free(be, vc);
-        fy_backend_destroy(be);
     }
+#undef KV_AT
+    free(K);
+    free(V);
     free(q);
     free(out);
     free(knew);
     free(vnew);
     free(ref);
+    free(sc);
+    free(pos);
+    free(slots);
+    free(seq_start);
+    free(ctx);
+    free(bt);
+}
+
+/* The shapes cover attn.h's tiles: one chunk of keys and several (ATT_KC),
+ * one tile of query rows and several per sequence (ATT_ROWS), a KV group
+ * wider than a tile (split over tiles), head sizes off the 16- and
+ * 64-column steps, and decodes beside prefills. */
+static void test_attention(void **state)
+{
+    (void)state;
+    static const int s1[] = {9, 0, 30, 3}, n1[] = {6, 5, 1, 1};
+    attention_case("small", (att_case){6, 2, 12, 4, 4, s1, n1});
+    static const int s2[] = {0, 50, 100, 7}, n2[] = {70, 40, 1, 1};
+    attention_case("prefill 64", (att_case){4, 4, 64, 16, 4, s2, n2});
+    static const int s3[] = {33, 0, 64}, n3[] = {31, 45, 1};
+    attention_case("gqa 80", (att_case){8, 2, 80, 16, 3, s3, n3});
+    static const int s4[] = {0, 95}, n4[] = {5, 1};
+    attention_case("group 40", (att_case){40, 1, 16, 8, 2, s4, n4});
+    static const int s5[] = {20, 130}, n5[] = {9, 1};
+    attention_case("head 136", (att_case){4, 1, 136, 32, 2, s5, n5});
 }
 
 /* A KV element of DT at I as f32. */

@@ -1,0 +1,247 @@
+/* attn_tile.h: one tile of attn.h's tiled attention, written once in plain C
+ * with fixed-width inner loops and compiled by attn.c once per instruction
+ * set (ATT_TARGET, ATT_SUFFIX; ATT_F16C when F16C is in the target), so the
+ * compiler turns the loops over ATT_KC keys and ATT_VW columns into vector
+ * code of that width. No include guard: included once per instruction set. */
+
+#define ATT_CAT2(a, b) a##_##b
+#define ATT_CAT(a, b)  ATT_CAT2(a, b)
+#define ATT_NAME(n)    ATT_CAT(n, ATT_SUFFIX)
+
+/* 16-lane vectors (GCC's vector extension: one zmm, two ymm or four xmm). */
+#define att_ld    ATT_NAME(att_ld)
+#define att_st    ATT_NAME(att_st)
+#define att_splat ATT_NAME(att_splat)
+#define att_iota  ATT_NAME(att_iota)
+#define att_sel   ATT_NAME(att_sel)
+#define att_hmax  ATT_NAME(att_hmax)
+#define att_hsum  ATT_NAME(att_hsum)
+#define att_exp   ATT_NAME(att_exp)
+#define ATT_INL   ATT_TARGET static inline __attribute__((always_inline))
+
+ATT_INL att_v16 att_ld(const float *p)
+{
+    att_v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+ATT_INL void att_st(float *p, att_v16 v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+ATT_INL att_v16 att_splat(float x)
+{
+    return (att_v16){0} + x;
+}
+
+ATT_INL att_i16 att_iota(int base)
+{
+    return (att_i16){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15} + base;
+}
+
+/* MASK (lanes all ones or all zeros) ? A : B, lane by lane. */
+ATT_INL att_v16 att_sel(att_i16 mask, att_v16 a, att_v16 b)
+{
+    att_i16 ia, ib;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    ia = (ia & mask) | (ib & ~mask);
+    memcpy(&a, &ia, sizeof a);
+    return a;
+}
+
+ATT_INL float att_hmax(att_v16 v)
+{
+    float m = v[0];
+    for (int i = 1; i < 16; i++) {
+        m = v[i] > m ? v[i] : m;
+    }
+    return m;
+}
+
+ATT_INL float att_hsum(att_v16 v)
+{
+    float s = 0.0f;
+    for (int i = 0; i < 16; i++) {
+        s += v[i];
+    }
+    return s;
+}
+
+/* e^X lane by lane for X <= 0 (0 below -87.3, where e^X is below FLT_MIN):
+ * Cody and Waite's reduction to r in [-ln2/2, ln2/2], Cephes' degree-6
+ * polynomial for e^r, within 2 ulp of expf. */
+ATT_INL att_v16 att_exp(att_v16 x)
+{
+    x = att_sel(x > -87.3365f, x, att_splat(-87.3365f));
+    att_v16 n = x * 1.44269504088896341f;
+    n = (n + 12582912.0f) - 12582912.0f; /* round to nearest (|n| < 2^22) */
+    att_v16 r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    att_v16 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    att_i16 e = (__builtin_convertvector(n, att_i16) + 127) << 23; /* n >= -126: normal */
+    att_v16 s;
+    memcpy(&s, &e, sizeof s);
+    return p * s;
+}
+
+/* D[0..n) = the cache row at element OFF as f32. */
+ATT_TARGET static inline void ATT_NAME(att_load)(float *d, const void *cache, fy_dtype dt,
+                                                 size_t off, int n)
+{
+    if (dt == FY_DT_F32) {
+        memcpy(d, (const float *)cache + off, (size_t)n * sizeof *d);
+        return;
+    }
+    const uint16_t *s = (const uint16_t *)cache + off;
+    int i = 0;
+    if (dt == FY_DT_BF16) {
+        uint32_t *u = (uint32_t *)(void *)d;
+        for (; i < n; i++) {
+            u[i] = (uint32_t)s[i] << 16;
+        }
+        return;
+    }
+#ifdef ATT_F16C
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+    }
+#endif
+    for (; i < n; i++) {
+        d[i] = fy_f16_to_f32(s[i]);
+    }
+}
+
+/* The tile: query heads [h0, h1) (all under KV head G) of the tokens [t0, t1)
+ * of sequence S. SCRATCH holds (ATT_ROWS + 2 * ATT_KC + 1) * head_dim floats. */
+ATT_TARGET static void ATT_NAME(att_tile)(const att_job *j, int s, int g, int t0, int t1, int h0,
+                                          int h1, float *scratch)
+{
+    const fy_attn_shape *sh = j->sh;
+    const fy_attn_batch *b = j->b;
+    const int hd = sh->head_dim, bs = sh->block_size, nkv = sh->n_kv_heads;
+    const int nh = h1 - h0, rows = (t1 - t0) * nh;
+    const float scale = sh->scale;
+    const int32_t *bt = b->block_tables + (size_t)s * (size_t)b->max_blocks;
+    float *acc = scratch, *kt = acc + (size_t)ATT_ROWS * hd, *vb = kt + (size_t)hd * ATT_KC;
+    float *krow = vb + (size_t)ATT_KC * hd;
+    float m[ATT_ROWS], l[ATT_ROWS];
+    int lim[ATT_ROWS], maxlim = 0;
+    const float *qr[ATT_ROWS];
+    for (int r = 0; r < rows; r++) {
+        int t = t0 + r / nh, h = h0 + r % nh, n = b->positions[t] + 1;
+        lim[r] = n < b->host_ctx_len[s] ? n : b->host_ctx_len[s];
+        maxlim = lim[r] > maxlim ? lim[r] : maxlim;
+        qr[r] = j->q + ((size_t)t * (size_t)sh->n_heads + (size_t)h) * (size_t)hd;
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+        memset(acc + (size_t)r * hd, 0, (size_t)hd * sizeof *acc);
+    }
+    for (int c0 = 0; c0 < maxlim; c0 += ATT_KC) {
+        const int nk = maxlim - c0 < ATT_KC ? maxlim - c0 : ATT_KC;
+        /* The chunk's keys, transposed (kt[d][key]), and values (vb[key][d]). */
+        for (int k = 0; k < ATT_KC; k++) {
+            if (k < nk) {
+                int p = c0 + k;
+                size_t off = (((size_t)bt[p / bs] * (size_t)nkv + (size_t)g) * (size_t)bs +
+                              (size_t)(p % bs)) *
+                             (size_t)hd;
+                ATT_NAME(att_load)(krow, j->kc, sh->kv_dtype, off, hd);
+                ATT_NAME(att_load)(vb + (size_t)k * hd, j->vc, sh->kv_dtype, off, hd);
+            } else {
+                memset(krow, 0, (size_t)hd * sizeof *krow);
+            }
+            for (int d = 0; d < hd; d++) {
+                kt[(size_t)d * ATT_KC + k] = krow[d];
+            }
+        }
+        for (int r = 0; r < rows; r++) {
+            int nv = lim[r] - c0 < nk ? lim[r] - c0 : nk;
+            if (nv <= 0) {
+                continue; /* this row sees none of the chunk */
+            }
+            /* Scores of the chunk's 32 keys: two vectors of 16 lanes. */
+            att_v16 s0 = {0}, s1 = {0};
+            const float *qv = qr[r];
+            for (int d = 0; d < hd; d++) {
+                const float *kr = kt + (size_t)d * ATT_KC;
+                s0 += qv[d] * att_ld(kr);
+                s1 += qv[d] * att_ld(kr + 16);
+            }
+            att_i16 ok0 = att_iota(0) < nv, ok1 = att_iota(16) < nv;
+            s0 = att_sel(ok0, s0 * scale, att_splat(-INFINITY));
+            s1 = att_sel(ok1, s1 * scale, att_splat(-INFINITY));
+            const float mx = att_hmax(att_sel(s0 > s1, s0, s1));
+            const float mn = m[r] > mx ? m[r] : mx;
+            const float f = m[r] == -INFINITY ? 0.0f : expf(m[r] - mn);
+            s0 = att_sel(ok0, att_exp(s0 - mn), att_splat(0.0f));
+            s1 = att_sel(ok1, att_exp(s1 - mn), att_splat(0.0f));
+            l[r] = l[r] * f + att_hsum(s0 + s1);
+            m[r] = mn;
+            float p[ATT_KC];
+            memcpy(p, &s0, sizeof s0);
+            memcpy(p + 16, &s1, sizeof s1);
+            /* acc = acc * f + p . V, 64 then 16 columns at a time in registers. */
+            float *a = acc + (size_t)r * hd;
+            int i0 = 0;
+            for (; i0 + 64 <= hd; i0 += 64) {
+                att_v16 a0 = att_ld(a + i0) * f, a1 = att_ld(a + i0 + 16) * f;
+                att_v16 a2 = att_ld(a + i0 + 32) * f, a3 = att_ld(a + i0 + 48) * f;
+                for (int k = 0; k < nv; k++) {
+                    const float *vr = vb + (size_t)k * hd + i0;
+                    a0 += p[k] * att_ld(vr);
+                    a1 += p[k] * att_ld(vr + 16);
+                    a2 += p[k] * att_ld(vr + 32);
+                    a3 += p[k] * att_ld(vr + 48);
+                }
+                att_st(a + i0, a0);
+                att_st(a + i0 + 16, a1);
+                att_st(a + i0 + 32, a2);
+                att_st(a + i0 + 48, a3);
+            }
+            for (; i0 + 16 <= hd; i0 += 16) {
+                att_v16 a0 = att_ld(a + i0) * f;
+                for (int k = 0; k < nv; k++) {
+                    a0 += p[k] * att_ld(vb + (size_t)k * hd + i0);
+                }
+                att_st(a + i0, a0);
+            }
+            for (int i = i0; i < hd; i++) {
+                float v = a[i] * f;
+                for (int k = 0; k < nv; k++) {
+                    v += p[k] * vb[(size_t)k * hd + i];
+                }
+                a[i] = v;
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        int t = t0 + r / nh, h = h0 + r % nh;
+        float *o = j->out + ((size_t)t * (size_t)sh->n_heads + (size_t)h) * (size_t)hd;
+        const float *a = acc + (size_t)r * hd;
+        float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        for (int i = 0; i < hd; i++) {
+            o[i] = a[i] * inv;
+        }
+    }
+}
+
+#undef att_ld
+#undef att_st
+#undef att_splat
+#undef att_iota
+#undef att_sel
+#undef att_hmax
+#undef att_hsum
+#undef att_exp
+#undef ATT_INL
+#undef ATT_NAME
+#undef ATT_CAT
+#undef ATT_CAT2
