@@ -162,63 +162,111 @@ ATT_TARGET static void ATT_NAME(att_tile)(const att_job *j, int s, int g, int t0
                 kt[(size_t)d * ATT_KC + k] = krow[d];
             }
         }
-        for (int r = 0; r < rows; r++) {
-            int nv = lim[r] - c0 < nk ? lim[r] - c0 : nk;
-            if (nv <= 0) {
-                continue; /* this row sees none of the chunk */
+        /* Four rows at a time: their scores share each load of kt and give
+         * eight independent FMA chains. */
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            float p[4][ATT_KC], f[4];
+            int nv[4];
+            const float *q4[4];
+            for (int i = 0; i < 4; i++) {
+                int r = r0 + i < rows ? r0 + i : rows - 1;
+                nv[i] = r0 + i < rows ? lim[r] - c0 : 0;
+                nv[i] = nv[i] < 0 ? 0 : nv[i] > nk ? nk : nv[i];
+                q4[i] = qr[r];
             }
-            /* Scores of the chunk's 32 keys: two vectors of 16 lanes. */
-            att_v16 s0 = {0}, s1 = {0};
-            const float *qv = qr[r];
+            if (nv[0] + nv[1] + nv[2] + nv[3] == 0) {
+                continue; /* none of the four sees the chunk */
+            }
+            att_v16 sc[4][2] = {{{0}}};
             for (int d = 0; d < hd; d++) {
-                const float *kr = kt + (size_t)d * ATT_KC;
-                s0 += qv[d] * att_ld(kr);
-                s1 += qv[d] * att_ld(kr + 16);
-            }
-            att_i16 ok0 = att_iota(0) < nv, ok1 = att_iota(16) < nv;
-            s0 = att_sel(ok0, s0 * scale, att_splat(-INFINITY));
-            s1 = att_sel(ok1, s1 * scale, att_splat(-INFINITY));
-            const float mx = att_hmax(att_sel(s0 > s1, s0, s1));
-            const float mn = m[r] > mx ? m[r] : mx;
-            const float f = m[r] == -INFINITY ? 0.0f : expf(m[r] - mn);
-            s0 = att_sel(ok0, att_exp(s0 - mn), att_splat(0.0f));
-            s1 = att_sel(ok1, att_exp(s1 - mn), att_splat(0.0f));
-            l[r] = l[r] * f + att_hsum(s0 + s1);
-            m[r] = mn;
-            float p[ATT_KC];
-            memcpy(p, &s0, sizeof s0);
-            memcpy(p + 16, &s1, sizeof s1);
-            /* acc = acc * f + p . V, 64 then 16 columns at a time in registers. */
-            float *a = acc + (size_t)r * hd;
-            int i0 = 0;
-            for (; i0 + 64 <= hd; i0 += 64) {
-                att_v16 a0 = att_ld(a + i0) * f, a1 = att_ld(a + i0 + 16) * f;
-                att_v16 a2 = att_ld(a + i0 + 32) * f, a3 = att_ld(a + i0 + 48) * f;
-                for (int k = 0; k < nv; k++) {
-                    const float *vr = vb + (size_t)k * hd + i0;
-                    a0 += p[k] * att_ld(vr);
-                    a1 += p[k] * att_ld(vr + 16);
-                    a2 += p[k] * att_ld(vr + 32);
-                    a3 += p[k] * att_ld(vr + 48);
+                const att_v16 k0 = att_ld(kt + (size_t)d * ATT_KC),
+                              k1 = att_ld(kt + (size_t)d * ATT_KC + 16);
+                for (int i = 0; i < 4; i++) {
+                    sc[i][0] += q4[i][d] * k0;
+                    sc[i][1] += q4[i][d] * k1;
                 }
-                att_st(a + i0, a0);
-                att_st(a + i0 + 16, a1);
-                att_st(a + i0 + 32, a2);
-                att_st(a + i0 + 48, a3);
             }
-            for (; i0 + 16 <= hd; i0 += 16) {
-                att_v16 a0 = att_ld(a + i0) * f;
-                for (int k = 0; k < nv; k++) {
-                    a0 += p[k] * att_ld(vb + (size_t)k * hd + i0);
+            for (int i = 0; i < 4; i++) {
+                if (nv[i] == 0) { /* the row's accumulator stays as it is */
+                    f[i] = 1.0f;
+                    memset(p[i], 0, sizeof p[i]);
+                    continue;
                 }
-                att_st(a + i0, a0);
+                int r = r0 + i;
+                att_i16 ok0 = att_iota(0) < nv[i], ok1 = att_iota(16) < nv[i];
+                att_v16 s0 = att_sel(ok0, sc[i][0] * scale, att_splat(-INFINITY));
+                att_v16 s1 = att_sel(ok1, sc[i][1] * scale, att_splat(-INFINITY));
+                const float mx = att_hmax(att_sel(s0 > s1, s0, s1));
+                const float mn = m[r] > mx ? m[r] : mx;
+                f[i] = m[r] == -INFINITY ? 0.0f : expf(m[r] - mn);
+                s0 = att_sel(ok0, att_exp(s0 - mn), att_splat(0.0f));
+                s1 = att_sel(ok1, att_exp(s1 - mn), att_splat(0.0f));
+                l[r] = l[r] * f[i] + att_hsum(s0 + s1);
+                m[r] = mn;
+                memcpy(p[i], &s0, sizeof s0);
+                memcpy(p[i] + 16, &s1, sizeof s1);
             }
-            for (int i = i0; i < hd; i++) {
-                float v = a[i] * f;
-                for (int k = 0; k < nv; k++) {
-                    v += p[k] * vb[(size_t)k * hd + i];
+            /* acc = acc * f + p . V, two rows and 64 columns at a time in
+             * registers (p is 0 past a row's keys, so a pair runs to the
+             * longer of the two). */
+            for (int i = 0; i < 4 && r0 + i < rows; i += 2) {
+                const int two = r0 + i + 1 < rows, n = nv[i] > nv[i + 1] ? nv[i] : nv[i + 1];
+                float *a = acc + (size_t)(r0 + i) * hd, *ar = two ? a + hd : a;
+                const float *pa = p[i], *pb = p[i + 1];
+                const float fa = f[i], fb = two ? f[i + 1] : f[i];
+                int i0 = 0;
+                for (; i0 + 64 <= hd; i0 += 64) {
+                    att_v16 a0 = att_ld(a + i0) * fa, a1 = att_ld(a + i0 + 16) * fa;
+                    att_v16 a2 = att_ld(a + i0 + 32) * fa, a3 = att_ld(a + i0 + 48) * fa;
+                    att_v16 b0 = att_ld(ar + i0) * fb, b1 = att_ld(ar + i0 + 16) * fb;
+                    att_v16 b2 = att_ld(ar + i0 + 32) * fb, b3 = att_ld(ar + i0 + 48) * fb;
+                    for (int k = 0; k < n; k++) {
+                        const float *vr = vb + (size_t)k * hd + i0;
+                        const att_v16 v0 = att_ld(vr), v1 = att_ld(vr + 16), v2 = att_ld(vr + 32),
+                                      v3 = att_ld(vr + 48);
+                        a0 += pa[k] * v0;
+                        a1 += pa[k] * v1;
+                        a2 += pa[k] * v2;
+                        a3 += pa[k] * v3;
+                        b0 += pb[k] * v0;
+                        b1 += pb[k] * v1;
+                        b2 += pb[k] * v2;
+                        b3 += pb[k] * v3;
+                    }
+                    if (two) {
+                        att_st(ar + i0, b0);
+                        att_st(ar + i0 + 16, b1);
+                        att_st(ar + i0 + 32, b2);
+                        att_st(ar + i0 + 48, b3);
+                    }
+                    att_st(a + i0, a0);
+                    att_st(a + i0 + 16, a1);
+                    att_st(a + i0 + 32, a2);
+                    att_st(a + i0 + 48, a3);
                 }
-                a[i] = v;
+                for (; i0 + 16 <= hd; i0 += 16) {
+                    att_v16 a0 = att_ld(a + i0) * fa, b0 = att_ld(ar + i0) * fb;
+                    for (int k = 0; k < n; k++) {
+                        const att_v16 v0 = att_ld(vb + (size_t)k * hd + i0);
+                        a0 += pa[k] * v0;
+                        b0 += pb[k] * v0;
+                    }
+                    if (two) {
+                        att_st(ar + i0, b0);
+                    }
+                    att_st(a + i0, a0);
+                }
+                for (int c = i0; c < hd; c++) {
+                    float va = a[c] * fa, vbb = ar[c] * fb;
+                    for (int k = 0; k < n; k++) {
+                        va += pa[k] * vb[(size_t)k * hd + c];
+                        vbb += pb[k] * vb[(size_t)k * hd + c];
+                    }
+                    if (two) {
+                        ar[c] = vbb;
+                    }
+                    a[c] = va;
+                }
             }
         }
     }
