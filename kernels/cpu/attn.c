@@ -81,7 +81,7 @@ static void att_task(void *ctx, size_t begin, size_t end, int tid)
 {
     const att_job *j = ctx;
     const int hd = j->sh->head_dim, nkv = j->sh->n_kv_heads;
-    float scratch[(size_t)(ATT_ROWS + 2 * ATT_KC + 1) * (size_t)hd];
+    float scratch[(size_t)(ATT_ROWS + 3 * ATT_KC) * (size_t)hd];
     (void)tid;
     for (size_t i = begin; i < end; i++) {
         size_t per_token = (size_t)nkv * (size_t)j->splits;

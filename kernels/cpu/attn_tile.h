@@ -17,6 +17,7 @@
 #define att_hmax  ATT_NAME(att_hmax)
 #define att_hsum  ATT_NAME(att_hsum)
 #define att_exp   ATT_NAME(att_exp)
+#define att_dot   ATT_NAME(att_dot)
 #define ATT_INL   ATT_TARGET static inline __attribute__((always_inline))
 
 ATT_INL att_v16 att_ld(const float *p)
@@ -52,22 +53,31 @@ ATT_INL att_v16 att_sel(att_i16 mask, att_v16 a, att_v16 b)
     return a;
 }
 
+/* Lanes folded in halves (16 -> 8 -> 4 -> 2 -> 1), a tree of four steps. */
+#define ATT_FOLD(v, op)                                                                   \
+    do {                                                                                  \
+        static const att_i16 h8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0}; \
+        static const att_i16 h4 = {4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};       \
+        static const att_i16 h2 = {2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};       \
+        static const att_i16 h1 = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};       \
+        v = op(v, __builtin_shuffle(v, h8));                                              \
+        v = op(v, __builtin_shuffle(v, h4));                                              \
+        v = op(v, __builtin_shuffle(v, h2));                                              \
+        v = op(v, __builtin_shuffle(v, h1));                                              \
+    } while (0)
+#define ATT_ADD(a, b) ((a) + (b))
+#define ATT_MAX(a, b) att_sel((a) > (b), (a), (b))
+
 ATT_INL float att_hmax(att_v16 v)
 {
-    float m = v[0];
-    for (int i = 1; i < 16; i++) {
-        m = v[i] > m ? v[i] : m;
-    }
-    return m;
+    ATT_FOLD(v, ATT_MAX);
+    return v[0];
 }
 
 ATT_INL float att_hsum(att_v16 v)
 {
-    float s = 0.0f;
-    for (int i = 0; i < 16; i++) {
-        s += v[i];
-    }
-    return s;
+    ATT_FOLD(v, ATT_ADD);
+    return v[0];
 }
 
 /* e^X lane by lane for X <= 0 (0 below -87.3, where e^X is below FLT_MIN):
@@ -92,35 +102,51 @@ ATT_INL att_v16 att_exp(att_v16 x)
     return p * s;
 }
 
-/* D[0..n) = the cache row at element OFF as f32. */
-ATT_TARGET static inline void ATT_NAME(att_load)(float *d, const void *cache, fy_dtype dt,
-                                                 size_t off, int n)
+/* The cache row at element OFF as f32: the row itself for an F32 cache, else
+ * converted into BUF[0..n). */
+ATT_TARGET static inline const float *ATT_NAME(att_row)(float *buf, const void *cache, fy_dtype dt,
+                                                        size_t off, int n)
 {
     if (dt == FY_DT_F32) {
-        memcpy(d, (const float *)cache + off, (size_t)n * sizeof *d);
-        return;
+        return (const float *)cache + off;
     }
     const uint16_t *s = (const uint16_t *)cache + off;
     int i = 0;
     if (dt == FY_DT_BF16) {
-        uint32_t *u = (uint32_t *)(void *)d;
+        uint32_t *u = (uint32_t *)(void *)buf;
         for (; i < n; i++) {
             u[i] = (uint32_t)s[i] << 16;
         }
-        return;
+        return buf;
     }
 #ifdef ATT_F16C
     for (; i + 8 <= n; i += 8) {
-        _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+        _mm256_storeu_ps(buf + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
     }
 #endif
     for (; i < n; i++) {
-        d[i] = fy_f16_to_f32(s[i]);
+        buf[i] = fy_f16_to_f32(s[i]);
     }
+    return buf;
+}
+
+/* Q . K over N floats. */
+ATT_INL float att_dot(const float *q, const float *k, int n)
+{
+    att_v16 v = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        v += att_ld(q + i) * att_ld(k + i);
+    }
+    float d = att_hsum(v);
+    for (; i < n; i++) {
+        d += q[i] * k[i];
+    }
+    return d;
 }
 
 /* The tile: query heads [h0, h1) (all under KV head G) of the tokens [t0, t1)
- * of sequence S. SCRATCH holds (ATT_ROWS + 2 * ATT_KC + 1) * head_dim floats. */
+ * of sequence S. SCRATCH holds (ATT_ROWS + 3 * ATT_KC) * head_dim floats. */
 ATT_TARGET static void ATT_NAME(att_tile)(const att_job *j, int s, int g, int t0, int t1, int h0,
                                           int h1, float *scratch)
 {
@@ -130,8 +156,9 @@ ATT_TARGET static void ATT_NAME(att_tile)(const att_job *j, int s, int g, int t0
     const int nh = h1 - h0, rows = (t1 - t0) * nh;
     const float scale = sh->scale;
     const int32_t *bt = b->block_tables + (size_t)s * (size_t)b->max_blocks;
-    float *acc = scratch, *kt = acc + (size_t)ATT_ROWS * hd, *vb = kt + (size_t)hd * ATT_KC;
-    float *krow = vb + (size_t)ATT_KC * hd;
+    float *acc = scratch, *kt = acc + (size_t)ATT_ROWS * hd, *kb = kt + (size_t)hd * ATT_KC;
+    float *vb = kb + (size_t)ATT_KC * hd;
+    const float *kp[ATT_KC], *vp[ATT_KC];
     float m[ATT_ROWS], l[ATT_ROWS];
     int lim[ATT_ROWS], maxlim = 0;
     const float *qr[ATT_ROWS];
@@ -146,20 +173,21 @@ ATT_TARGET static void ATT_NAME(att_tile)(const att_job *j, int s, int g, int t0
     }
     for (int c0 = 0; c0 < maxlim; c0 += ATT_KC) {
         const int nk = maxlim - c0 < ATT_KC ? maxlim - c0 : ATT_KC;
-        /* The chunk's keys, transposed (kt[d][key]), and values (vb[key][d]). */
-        for (int k = 0; k < ATT_KC; k++) {
-            if (k < nk) {
-                int p = c0 + k;
-                size_t off = (((size_t)bt[p / bs] * (size_t)nkv + (size_t)g) * (size_t)bs +
-                              (size_t)(p % bs)) *
-                             (size_t)hd;
-                ATT_NAME(att_load)(krow, j->kc, sh->kv_dtype, off, hd);
-                ATT_NAME(att_load)(vb + (size_t)k * hd, j->vc, sh->kv_dtype, off, hd);
-            } else {
-                memset(krow, 0, (size_t)hd * sizeof *krow);
-            }
-            for (int d = 0; d < hd; d++) {
-                kt[(size_t)d * ATT_KC + k] = krow[d];
+        /* The chunk's rows (converted to f32 when the cache is not), and
+         * for tiles of four rows or more the keys transposed, kt[d][key]. */
+        for (int k = 0; k < nk; k++) {
+            int p = c0 + k;
+            size_t off =
+                (((size_t)bt[p / bs] * (size_t)nkv + (size_t)g) * (size_t)bs + (size_t)(p % bs)) *
+                (size_t)hd;
+            kp[k] = ATT_NAME(att_row)(kb + (size_t)k * hd, j->kc, sh->kv_dtype, off, hd);
+            vp[k] = ATT_NAME(att_row)(vb + (size_t)k * hd, j->vc, sh->kv_dtype, off, hd);
+        }
+        if (rows >= 4) {
+            for (int k = 0; k < ATT_KC; k++) {
+                for (int d = 0; d < hd; d++) {
+                    kt[(size_t)d * ATT_KC + k] = k < nk ? kp[k][d] : 0.0f;
+                }
             }
         }
         /* Four rows at a time: their scores share each load of kt and give
@@ -178,12 +206,23 @@ ATT_TARGET static void ATT_NAME(att_tile)(const att_job *j, int s, int g, int t0
                 continue; /* none of the four sees the chunk */
             }
             att_v16 sc[4][2] = {{{0}}};
-            for (int d = 0; d < hd; d++) {
-                const att_v16 k0 = att_ld(kt + (size_t)d * ATT_KC),
-                              k1 = att_ld(kt + (size_t)d * ATT_KC + 16);
-                for (int i = 0; i < 4; i++) {
-                    sc[i][0] += q4[i][d] * k0;
-                    sc[i][1] += q4[i][d] * k1;
+            if (rows >= 4) {
+                for (int d = 0; d < hd; d++) {
+                    const att_v16 k0 = att_ld(kt + (size_t)d * ATT_KC),
+                                  k1 = att_ld(kt + (size_t)d * ATT_KC + 16);
+                    for (int i = 0; i < 4; i++) {
+                        sc[i][0] += q4[i][d] * k0;
+                        sc[i][1] += q4[i][d] * k1;
+                    }
+                }
+            } else { /* a decode's few rows: dots straight on the rows */
+                for (int i = 0; i < rows; i++) {
+                    float d[ATT_KC] = {0};
+                    for (int k = 0; k < nv[i]; k++) {
+                        d[k] = att_dot(q4[i], kp[k], hd);
+                    }
+                    sc[i][0] = att_ld(d);
+                    sc[i][1] = att_ld(d + 16);
                 }
             }
             for (int i = 0; i < 4; i++) {
@@ -221,7 +260,7 @@ ATT_TARGET static void ATT_NAME(att_tile)(const att_job *j, int s, int g, int t0
                     att_v16 b0 = att_ld(ar + i0) * fb, b1 = att_ld(ar + i0 + 16) * fb;
                     att_v16 b2 = att_ld(ar + i0 + 32) * fb, b3 = att_ld(ar + i0 + 48) * fb;
                     for (int k = 0; k < n; k++) {
-                        const float *vr = vb + (size_t)k * hd + i0;
+                        const float *vr = vp[k] + i0;
                         const att_v16 v0 = att_ld(vr), v1 = att_ld(vr + 16), v2 = att_ld(vr + 32),
                                       v3 = att_ld(vr + 48);
                         a0 += pa[k] * v0;
@@ -247,7 +286,7 @@ ATT_TARGET static void ATT_NAME(att_tile)(const att_job *j, int s, int g, int t0
                 for (; i0 + 16 <= hd; i0 += 16) {
                     att_v16 a0 = att_ld(a + i0) * fa, b0 = att_ld(ar + i0) * fb;
                     for (int k = 0; k < n; k++) {
-                        const att_v16 v0 = att_ld(vb + (size_t)k * hd + i0);
+                        const att_v16 v0 = att_ld(vp[k] + i0);
                         a0 += pa[k] * v0;
                         b0 += pb[k] * v0;
                     }
@@ -259,8 +298,8 @@ ATT_TARGET static void ATT_NAME(att_tile)(const att_job *j, int s, int g, int t0
                 for (int c = i0; c < hd; c++) {
                     float va = a[c] * fa, vbb = ar[c] * fb;
                     for (int k = 0; k < n; k++) {
-                        va += pa[k] * vb[(size_t)k * hd + c];
-                        vbb += pb[k] * vb[(size_t)k * hd + c];
+                        va += pa[k] * vp[k][c];
+                        vbb += pb[k] * vp[k][c];
                     }
                     if (two) {
                         ar[c] = vbb;
@@ -289,7 +328,11 @@ ATT_TARGET static void ATT_NAME(att_tile)(const att_job *j, int s, int g, int t0
 #undef att_hmax
 #undef att_hsum
 #undef att_exp
+#undef att_dot
 #undef ATT_INL
+#undef ATT_FOLD
+#undef ATT_ADD
+#undef ATT_MAX
 #undef ATT_NAME
 #undef ATT_CAT
 #undef ATT_CAT2
