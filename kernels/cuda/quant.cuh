@@ -96,17 +96,25 @@ static inline const char *fy_cu_dtype_name(int dt)
 
 // --- dequantization ---------------------------------------------------------------
 
+// The loops below are unrolled on the device (constant indices keep fy_w8 in
+// registers); the host compiler, for the host-side test, knows no such pragma.
+#ifdef __CUDA_ARCH__
+#define FY_Q_UNROLL _Pragma("unroll")
+#else
+#define FY_Q_UNROLL
+#endif
+
 // Eight weights in registers (constant indices only, like fy_f8).
 struct fy_w8 {
     float v[8];
 };
 
-__device__ __forceinline__ float fy_q_half(const uint8_t *p)
+__host__ __device__ __forceinline__ float fy_q_half(const uint8_t *p)
 {
     return __half2float(__ushort_as_half((unsigned short)(p[0] | p[1] << 8)));
 }
 
-__device__ __forceinline__ uint32_t fy_q_u32(const uint8_t *p)
+__host__ __device__ __forceinline__ uint32_t fy_q_u32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
@@ -116,11 +124,11 @@ __device__ __forceinline__ uint32_t fy_q_u32(const uint8_t *p)
 // for the symmetric types, d*q + m for the others (adding nothing, not even
 // 0, to the symmetric ones keeps the reference's signed zeros).
 template <bool HAS_M, bool HAS_QH>
-__device__ __forceinline__ fy_w8 fy_q_nibble32(const uint8_t *qs, uint32_t qh, float d, float m,
-                                               int bias, int j)
+__host__ __device__ __forceinline__ fy_w8 fy_q_nibble32(const uint8_t *qs, uint32_t qh, float d,
+                                                        float m, int bias, int j)
 {
     fy_w8 r;
-#pragma unroll
+    FY_Q_UNROLL
     for (int i = 0; i < 8; i++) {
         const int n = j + i;
         const int byte = qs[n & 15];
@@ -134,7 +142,7 @@ __device__ __forceinline__ fy_w8 fy_q_nibble32(const uint8_t *qs, uint32_t qh, f
 }
 
 // Q4_K / Q5_K: sub-block s = j / 32 of 32 weights with 6-bit scale and min.
-template <bool HAS_QH> __device__ __forceinline__ fy_w8 fy_q_k45(const uint8_t *b, int j)
+template <bool HAS_QH> __host__ __device__ __forceinline__ fy_w8 fy_q_k45(const uint8_t *b, int j)
 {
     const uint8_t *sc = b + 4, *qh = b + 16, *qs = b + (HAS_QH ? 48 : 16);
     const int s = j >> 5, l0 = j & 31;
@@ -149,7 +157,7 @@ template <bool HAS_QH> __device__ __forceinline__ fy_w8 fy_q_k45(const uint8_t *
     const float ds = fy_q_half(b) * (float)scale, dm = fy_q_half(b + 2) * (float)mn;
     const uint8_t *q = qs + 32 * (s >> 1);
     fy_w8 r;
-#pragma unroll
+    FY_Q_UNROLL
     for (int i = 0; i < 8; i++) {
         const int l = l0 + i;
         int v = s & 1 ? q[l] >> 4 : q[l] & 0x0f;
@@ -164,13 +172,13 @@ template <bool HAS_QH> __device__ __forceinline__ fy_w8 fy_q_k45(const uint8_t *
 // Q6_K: weight n = 128*h + 32*g + l takes its low 4 bits from
 // ql[64*h + l + 32*(g&1)] (low nibble for g < 2), its top 2 from bits 2g of
 // qh[32*h + l], and int8 scale 8*h + 2*g + l/16; 8 weights share h, g, scale.
-__device__ __forceinline__ fy_w8 fy_q_q6k(const uint8_t *b, int j)
+__host__ __device__ __forceinline__ fy_w8 fy_q_q6k(const uint8_t *b, int j)
 {
     const int h = j >> 7, g = (j >> 5) & 3, l0 = j & 31;
     const uint8_t *ql = b + 64 * h + 32 * (g & 1), *qh = b + 128 + 32 * h;
     const float s = fy_q_half(b + 208) * (float)(int8_t)b[192 + 8 * h + 2 * g + (l0 >> 4)];
     fy_w8 r;
-#pragma unroll
+    FY_Q_UNROLL
     for (int i = 0; i < 8; i++) {
         const int l = l0 + i;
         const int lo = g < 2 ? ql[l] & 0x0f : ql[l] >> 4;
@@ -182,13 +190,14 @@ __device__ __forceinline__ fy_w8 fy_q_q6k(const uint8_t *b, int j)
 
 // Weights J .. J+7 of the block at B of block type DT (J a multiple of 8
 // below the block's weight count). B may point to global or shared memory,
-// at any alignment.
-template <int DT> __device__ __forceinline__ fy_w8 fy_q_dequant8(const uint8_t *b, int j)
+// at any alignment. Host-callable too, so tests/gpu/test_quant_host checks
+// it against fy_q_dequant on machines without a GPU.
+template <int DT> __host__ __device__ __forceinline__ fy_w8 fy_q_dequant8(const uint8_t *b, int j)
 {
     if (DT == FY_DT_Q8_0) {
         const float d = fy_q_half(b);
         fy_w8 r;
-#pragma unroll
+        FY_Q_UNROLL
         for (int i = 0; i < 8; i++) {
             r.v[i] = d * (float)(int8_t)b[2 + j + i];
         }
