@@ -59,6 +59,17 @@ static int greedy(fy_fwd *f, int vocab, const int32_t *prompt, int np, int nc, i
     return rc;
 }
 
+/* PATH parsed, or NULL after saying why. */
+static json_t *load_json(const char *path)
+{
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    if (!j) {
+        printf("FAIL: %s: %s\n", path, jerr.text);
+    }
+    return j;
+}
+
 /* --- tiny256-*.gguf: block-type weights against llama.cpp ------------------------------ */
 
 #define GGUF_STEPS 32  /* greedy ids llama_cpp_reference.json has per case */
@@ -211,10 +222,8 @@ static int test_gguf(fy_backend *be, const char *td)
         printf("skipped: %s is absent\n", path);
         return 0;
     }
-    json_error_t jerr;
-    json_t *ref = json_load_file(path, 0, &jerr);
+    json_t *ref = load_json(path);
     if (!ref) {
-        printf("FAIL: %s: %s\n", path, jerr.text);
         return 1;
     }
     int fails = 0;
@@ -280,10 +289,8 @@ int main(void)
         printf("FAIL: %s\n", err);
         return 1;
     }
-    json_error_t jerr;
-    json_t *exp = json_load_file(path, 0, &jerr);
+    json_t *exp = load_json(path);
     if (!exp) {
-        printf("FAIL: %s: %s\n", path, jerr.text);
         return 1;
     }
     const json_t *pj = json_object_get(exp, "prompt_ids_with_bos"),
