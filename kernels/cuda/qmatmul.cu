@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(FY_QMV_WARPS * 32)
                   int T)
 {
     constexpr int BW = fy_cu_block_weights(DT), BB = fy_cu_block_bytes(DT);
-    __shared__ float xs[FY_QMV_MAX_T][FY_QMV_K];
+    __shared__ __align__(16) float xs[FY_QMV_MAX_T][FY_QMV_K]; // read as float4
     __shared__ __align__(16) uint8_t stage[FY_QMV_WARPS][FY_QMV_STAGE];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int r = blockIdx.x * FY_QMV_WARPS + warp;
@@ -59,22 +59,7 @@ __global__ void __launch_bounds__(FY_QMV_WARPS * 32)
         int off = 0;
         if (live) {
             const uint8_t *g = w + (size_t)r * row_bytes + (size_t)(k0 / BW) * BB;
-            const int n = nw / BW * BB;
-            const uintptr_t a = (uintptr_t)g & ~(uintptr_t)15;
-            off = (int)((uintptr_t)g - a);
-            const int units = (off + n + 15) >> 4;
-            for (int u = lane; u < units; u += 32) {
-                const uint8_t *ua = (const uint8_t *)(a + 16 * (uintptr_t)u);
-                if (ua >= g && ua + 16 <= g + n) {
-                    *(uint4 *)(st + 16 * u) = __ldg((const uint4 *)ua);
-                } else {
-                    for (int b = 0; b < 16; b++) {
-                        if (ua + b >= g && ua + b < g + n) {
-                            st[16 * u + b] = __ldg(ua + b);
-                        }
-                    }
-                }
-            }
+            off = fy_q_stage(st, g, nw / BW * BB, lane, 32);
         }
         __syncthreads();
         if (!live) {

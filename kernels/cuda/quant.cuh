@@ -225,6 +225,38 @@ template <int DT> __host__ __device__ __forceinline__ fy_w8 fy_q_dequant8(const 
     return fy_q_q6k(b, j);
 }
 
+// --- staging ------------------------------------------------------------------------
+
+// Copies the N bytes at G (any alignment) into ST (16-byte aligned) as
+// thread LANE of NLANES that together copy them: the aligned 16-byte window
+// around them in whole 16-byte loads, the partial 16 bytes at either end
+// byte by byte, so no byte outside [G, G+N) is read. Returns where G's first
+// byte lands in ST (G's offset in its 16 bytes); ST needs that plus N plus
+// 15 bytes. Host-callable for tests/gpu/test_quant_host.
+__host__ __device__ __forceinline__ int fy_q_stage(uint8_t *st, const uint8_t *g, int n, int lane,
+                                                   int nlanes)
+{
+    const uintptr_t a = (uintptr_t)g & ~(uintptr_t)15;
+    const int off = (int)((uintptr_t)g - a), units = (off + n + 15) >> 4;
+    for (int u = lane; u < units; u += nlanes) {
+        const uint8_t *ua = (const uint8_t *)(a + 16 * (uintptr_t)u);
+        if (ua >= g && ua + 16 <= g + n) {
+#ifdef __CUDA_ARCH__
+            *(uint4 *)(st + 16 * u) = __ldg((const uint4 *)ua);
+#else
+            *(uint4 *)(st + 16 * u) = *(const uint4 *)ua;
+#endif
+        } else {
+            for (int b = 0; b < 16; b++) {
+                if (ua + b >= g && ua + b < g + n) {
+                    st[16 * u + b] = ua[b];
+                }
+            }
+        }
+    }
+    return off;
+}
+
 // Returns F(fy_q_tag<DT>()) for block type DT, so a launch instantiates its
 // kernel for the type it is given (sizes: fy_cu_block_weights(DT), which is
 // constexpr); cudaErrorInvalidValue for a type that is not a block type.

@@ -2,7 +2,8 @@
 // fy_q_dequant8) run on the host against the CPU reference fy_q_dequant, bit
 // for bit, for every block type, on blocks of random bytes with random finite
 // f16 scales (every quant, scale and min pattern the layouts allow), and on
-// blocks fy_q_quantize wrote. The sizes quant.cuh repeats must equal
+// blocks fy_q_quantize wrote; and the decode kernel's staging copy
+// (fy_q_stage) at every alignment. The sizes quant.cuh repeats must equal
 // kernels/backend.c's. Needs no GPU: it checks the arithmetic the matmul and
 // embedding kernels share wherever the module builds.
 extern "C" {
@@ -114,9 +115,43 @@ template <int DT> static int check_type(void)
     return bad | check_blocks<DT>(blocks, n / BW, "quantized");
 }
 
+// fy_q_stage as a warp of 32 lanes runs it (each lane's 16-byte units are
+// its own), for every offset in 16 bytes and sizes around the unit: the
+// bytes land at the offset it returns, and nothing else of the stage is
+// written, so nothing outside the source run was copied.
+static int check_stage(void)
+{
+    static const int sizes[] = {1, 15, 16, 17, 18, 20, 22, 24, 34, 144, 176, 210, 16 * 34, 2 * 210};
+    alignas(16) static uint8_t src[16 * 40], st[16 * 40];
+    for (size_t i = 0; i < sizeof src; i++) {
+        src[i] = (uint8_t)rnd();
+    }
+    for (int off = 0; off < 16; off++) {
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            const int n = sizes[si];
+            memset(st, 0xa5, sizeof st);
+            int got = 0;
+            for (int lane = 0; lane < 32; lane++) {
+                got = fy_q_stage(st, src + 16 + off, n, lane, 32);
+            }
+            int ok = got == off && memcmp(st + off, src + 16 + off, (size_t)n) == 0;
+            for (size_t i = 0; ok && i < sizeof st; i++) {
+                ok = ((int)i >= off && (int)i < off + n) || st[i] == 0xa5;
+            }
+            if (!ok) {
+                printf("FAIL fy_q_stage: %d bytes at offset %d (returned %d)\n", n, off, got);
+                return 1;
+            }
+        }
+    }
+    printf("ok   fy_q_stage: every offset in 16 bytes, %zu sizes\n",
+           sizeof sizes / sizeof sizes[0]);
+    return 0;
+}
+
 int main(void)
 {
-    int bad = 0;
+    int bad = check_stage();
     bad |= check_type<FY_DT_Q8_0>();
     bad |= check_type<FY_DT_Q4_0>();
     bad |= check_type<FY_DT_Q4_1>();
