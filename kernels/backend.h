@@ -159,6 +159,7 @@ typedef struct fy_backend_ops {
     fy_dtype kv_dtype;  /* the KV cache element type "auto" picks (fy_kv_dtype_parse) */
     unsigned kv_dtypes; /* the KV element types cache_write and attention take: bit 1 << dtype */
     int host_memory;    /* 1: backend memory is host memory (weights used in place) */
+    unsigned weight_dtypes; /* the weight types embed and matmul take: bit 1 << dtype */
 
     void (*destroy)(fy_backend *be);
     void *(*alloc)(fy_backend *be, size_t bytes); /* NULL when out of memory */

@@ -58,7 +58,7 @@ static void usage(FILE *f, const fy_opt *opts)
             "  FILE.gguf      a GGUF file (v2 or v3, as llama.cpp, Ollama and LM Studio keep\n"
             "                 them) of architecture llama, qwen2 or qwen3, weights in F32, F16,\n"
             "                 BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K (kept\n"
-            "                 packed; block types run on --device cpu only for now); the\n"
+            "                 packed, on --device cpu and cuda alike); the\n"
             "                 tokenizer and the chat template (tokenizer.chat_template) come\n"
             "                 from the file;\n"
             "  ollama:NAME[:TAG]  the GGUF of a model pulled with Ollama, read from its store\n"

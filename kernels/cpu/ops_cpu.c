@@ -402,6 +402,7 @@ static const fy_backend_ops cpu_ops = {
     .kv_dtype = FY_DT_F32, /* auto: see the top of this file */
     .kv_dtypes = 1u << FY_DT_F32 | 1u << FY_DT_F16 | 1u << FY_DT_BF16,
     .host_memory = 1,
+    .weight_dtypes = (1u << FY_DT_COUNT) - 1, /* every type, F32 to Q6_K */
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .free = cpu_free,

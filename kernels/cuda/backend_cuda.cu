@@ -19,6 +19,7 @@
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/paged_attention.cuh"
 #include "kernels/cuda/prefill_attention.cuh"
+#include "kernels/cuda/quant.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/sampling.cuh"
 
@@ -153,6 +154,14 @@ static int fy_dtype_ok(fy_dtype dt)
     return dt == FY_DT_F32 || dt == FY_DT_F16 || dt == FY_DT_BF16;
 }
 
+// A weight of a matrix op (embed, matmul): a plain type, or a block type of
+// whole blocks per row.
+static int fy_weight_ok(const fy_tensor *w)
+{
+    return fy_dtype_ok(w->dtype) ||
+           (fy_cu_is_block(w->dtype) && w->cols % fy_cu_block_weights(w->dtype) == 0);
+}
+
 // --- memory ----------------------------------------------------------------------
 
 static void *cu_alloc(fy_backend *be, size_t bytes)
@@ -252,7 +261,7 @@ static void cu_embed(fy_backend *be, float *out, const fy_tensor *table, const i
     if (!c) {
         return;
     }
-    if (T <= 0 || !out || !ids || !table || !table->data || !fy_dtype_ok(table->dtype) ||
+    if (T <= 0 || !out || !ids || !table || !table->data || !fy_weight_ok(table) ||
         table->rows <= 0 || table->cols <= 0 || table->cols > INT32_MAX) {
         FY_BAD(c, "cuda embed: bad arguments (T=%d)", T);
         return;
@@ -287,7 +296,7 @@ static void cu_matmul(fy_backend *be, float *out, const float *x, const fy_tenso
     if (!c) {
         return;
     }
-    if (T <= 0 || !out || !x || !w || !w->data || !fy_dtype_ok(w->dtype) || w->rows <= 0 ||
+    if (T <= 0 || !out || !x || !w || !w->data || !fy_weight_ok(w) || w->rows <= 0 ||
         w->cols <= 0 || w->rows > INT32_MAX || w->cols > INT32_MAX ||
         (bias && bias->data && (!fy_dtype_ok(bias->dtype) || bias->rows * bias->cols != w->rows))) {
         FY_BAD(c, "cuda matmul: bad arguments (T=%d)", T);
@@ -315,13 +324,6 @@ static void cu_rope(fy_backend *be, float *q, float *k, const int32_t *pos, int 
         "rope");
 }
 
-// The KV cache's element type in messages (the module does not link
-// kernels/backend.c, where fy_dtype_name lives).
-static const char *fy_kv_type_name(fy_dtype dt)
-{
-    return dt == FY_DT_F32 ? "F32" : dt == FY_DT_F16 ? "F16" : dt == FY_DT_BF16 ? "BF16" : "?";
-}
-
 // Shape rules the attention kernels rely on.
 static int fy_attn_shape_ok(fy_cuda_be *c, const fy_attn_batch *b, const fy_attn_shape *sh,
                             const char *op)
@@ -339,7 +341,7 @@ static int fy_attn_shape_ok(fy_cuda_be *c, const fy_attn_batch *b, const fy_attn
                "BF16 or F32)",
                op, b ? b->n_tokens : 0, b ? b->n_seqs : 0, sh ? sh->n_heads : 0,
                sh ? sh->n_kv_heads : 0, sh ? sh->head_dim : 0, sh ? sh->block_size : 0,
-               fy_kv_type_name(sh ? sh->kv_dtype : FY_DT_F16), FY_PA_MAX_HEAD_DIM);
+               fy_cu_dtype_name(sh ? sh->kv_dtype : FY_DT_F16), FY_PA_MAX_HEAD_DIM);
         return 0;
     }
     return 1;
@@ -512,12 +514,16 @@ static void cu_destroy(fy_backend *be);
 // holds it to the CPU's F32 cache); BF16 and F32 run too (dtype.cuh).
 #define FY_CUDA_KV_TYPES (1u << FY_DT_F16 | 1u << FY_DT_BF16 | 1u << FY_DT_F32)
 
+// Weights: every type of kernels/backend.h, the block types through
+// qmatmul.cu and embed.cu.
+#define FY_CUDA_WEIGHT_TYPES ((1u << FY_DT_COUNT) - 1)
+
 static const fy_backend_ops fy_cuda_ops = {
-    "cuda",         FY_DT_F16,    FY_CUDA_KV_TYPES, 0,           cu_destroy,
-    cu_alloc,       cu_free,      cu_upload,        cu_download, cu_sync,
-    cu_mem_free,    cu_embed,     cu_rmsnorm,       cu_matmul,   cu_rope,
-    cu_cache_write, cu_attention, cu_silu_mul,      cu_add,      cu_gather_rows,
-    cu_block_copy,  cu_argmax,
+    "cuda",         FY_DT_F16,      FY_CUDA_KV_TYPES, 0,           FY_CUDA_WEIGHT_TYPES,
+    cu_destroy,     cu_alloc,       cu_free,          cu_upload,   cu_download,
+    cu_sync,        cu_mem_free,    cu_embed,         cu_rmsnorm,  cu_matmul,
+    cu_rope,        cu_cache_write, cu_attention,     cu_silu_mul, cu_add,
+    cu_gather_rows, cu_block_copy,  cu_argmax,
 };
 
 // --- C API beyond the table (cuda_api.h) -----------------------------------------

@@ -6,7 +6,8 @@
 #include <stdint.h>
 
 // out[t] = table[ids[t]] as f32, rows of DIM; TABLE is ROWS x DIM of dtype
-// DT. An id outside [0, ROWS) writes a zero row and sets FLAG in *FLAGS.
+// DT (a block type: rows of fy_cu_row_bytes(DT, DIM) packed bytes, DIM whole
+// blocks). An id outside [0, ROWS) writes a zero row and sets FLAG in *FLAGS.
 cudaError_t fy_embed_launch(cudaStream_t stream, float *out, const void *table, int dt,
                             int64_t rows, int dim, const int32_t *ids, int T, int *flags, int flag);
 

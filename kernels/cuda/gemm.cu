@@ -1,4 +1,4 @@
-// gemm.cu: cuBLAS GEMMs for the matmul op.
+// gemm.cu: cuBLAS GEMMs for the matmul op (block-type weights: qmatmul.cu).
 //
 // Row-major out[T][R] = x[T][C] . W[R][C]^T is, in cuBLAS's column-major
 // terms, out^T (R x T, ld R) = op(W) . x^T with W seen as a C x R matrix
@@ -6,6 +6,8 @@
 #include "kernels/cuda/gemm.cuh"
 
 #include "kernels/cuda/dtype.cuh"
+#include "kernels/cuda/qmatmul.cuh"
+#include "kernels/cuda/quant.cuh"
 
 __global__ void fy_to_half_kernel(__half *dst, const float *src, size_t n)
 {
@@ -43,7 +45,11 @@ void fy_cuda_gemm(fy_cuda_be *c, float *out, const float *x, const fy_tensor *w,
 {
     const int R = (int)w->rows, C = (int)w->cols;
     const float alpha = 1.0f, beta = 0.0f;
-    if (w->dtype == FY_DT_F32) {
+    if (fy_cu_is_block(w->dtype)) {
+        if (CUDA_CHECK(&c->err, fy_qmatmul_launch(c->stream, out, x, w->data, w->dtype, R, C, T))) {
+            return;
+        }
+    } else if (w->dtype == FY_DT_F32) {
         if (CUBLAS_CHECK(&c->err, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, R, T, C, &alpha,
                                               (const float *)w->data, C, x, C, &beta, out, R))) {
             return;

@@ -6,6 +6,7 @@
 // queues ncclAllReduce(sum, in place) on that backend's stream, so the
 // reduce orders after the rank's matmul without a host wait.
 #include "kernels/cuda/nccl.cuh"
+#include "kernels/cuda/quant.cuh"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,7 +165,14 @@ extern "C" int fy_cuda_tp_shard(fy_backend *be, const fy_tensor *w, int column, 
         return FY_EINVAL;
     }
     fy_cuda_be *c = fy_cuda__be(be);
-    const size_t es = w->dtype == FY_DT_F32 ? 4 : 2;
+    // Bytes of a row of the source and of the shard: a block type's rows are
+    // packed blocks, so a column split must fall on whole blocks.
+    const int bw = fy_cu_block_weights(w->dtype);
+    if (!bw || w->cols % bw) {
+        snprintf(err, errlen, "tp shard: a %s tensor with rows of %lld weights",
+                 fy_cu_dtype_name(w->dtype), (long long)w->cols);
+        return FY_EINVAL;
+    }
     // A 1-D tensor (rows == 1) is split along its only dimension when
     // column-parallel (a q/k/v bias) and replicated otherwise.
     const int one_d = w->rows == 1;
@@ -178,24 +186,25 @@ extern "C" int fy_cuda_tp_shard(fy_backend *be, const fy_tensor *w, int column, 
         rows = w->rows / n;
         r0 = rows * rank;
     } else if (column || !one_d) {
-        if (w->cols % n) {
-            snprintf(err, errlen, "tp shard: %lld columns do not split over %d ranks",
-                     (long long)w->cols, n);
+        if (w->cols % ((int64_t)n * bw)) {
+            snprintf(err, errlen,
+                     "tp shard: %lld columns do not split over %d ranks in whole %s blocks of %d",
+                     (long long)w->cols, n, fy_cu_dtype_name(w->dtype), bw);
             return FY_EINVAL;
         }
         cols = w->cols / n;
         c0 = cols * rank;
     }
-    void *d = be->ops->alloc(be, (size_t)(rows * cols) * es);
+    const size_t src_rb = fy_cu_row_bytes(w->dtype, w->cols), rb = fy_cu_row_bytes(w->dtype, cols);
+    void *d = be->ops->alloc(be, (size_t)rows * rb);
     if (!d) {
         snprintf(err, errlen, "tp shard: out of device memory for %lld x %lld", (long long)rows,
                  (long long)cols);
         return FY_ENOMEM;
     }
-    const char *src = (const char *)w->data + ((size_t)r0 * w->cols + (size_t)c0) * es;
+    const char *src = (const char *)w->data + (size_t)r0 * src_rb + fy_cu_row_bytes(w->dtype, c0);
     if (fy_cuda__enter(c) ||
-        CUDA_CHECK(&c->err, cudaMemcpy2DAsync(d, (size_t)cols * es, src, (size_t)w->cols * es,
-                                              (size_t)cols * es, (size_t)rows,
+        CUDA_CHECK(&c->err, cudaMemcpy2DAsync(d, rb, src, src_rb, rb, (size_t)rows,
                                               cudaMemcpyHostToDevice, c->stream)) ||
         CUDA_CHECK(&c->err, cudaStreamSynchronize(c->stream))) {
         snprintf(err, errlen, "tp shard: %s", c->err.msg);

@@ -1089,13 +1089,6 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
         return rc;
     }
     const fy_model *m = e->model;
-    if (o->device && strncmp(o->device, "cuda", 4) == 0 && m->packed[0]) {
-        /* Refused here, before any memory is placed, not at the first matmul. */
-        return fy_fail(err, errlen, FY_ENOTSUP,
-                       "%s: tensor '%s' is %s, and the CUDA backend has no kernels for ggml "
-                       "block types yet: serve this model with --device cpu",
-                       o->model_dir, m->packed, fy_dtype_name(m->packed_dtype));
-    }
     if (!o->tokenizer && m->gguf) {
         rc = fy_tokenizer_from_gguf(m->gguf, &e->tok, err, errlen);
     } else {

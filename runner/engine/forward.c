@@ -165,6 +165,14 @@ static int place_split(fy_fwd *f, fwd_rank *rk, const fy_tensor *src, int split,
                        char *err, size_t errlen)
 {
     int N = f->n_ranks;
+    if (src->data && !(rk->ops->weight_dtypes & 1u << src->dtype)) {
+        /* Before the first matmul, with the message naming what is missing. */
+        return fy_fail(err, errlen, FY_ENOTSUP,
+                       "the %s backend has no kernels for %s weights (a %lld x %lld tensor of "
+                       "this model): serve it with --device cpu",
+                       rk->ops->name, fy_dtype_name(src->dtype), (long long)src->rows,
+                       (long long)src->cols);
+    }
     if (!src->data || N == 1 || split == SPLIT_NONE) {
         return place(rk, src, dst);
     }
@@ -232,16 +240,17 @@ static int place_weights(fy_fwd *f, fwd_rank *rk, char *err, size_t errlen)
     if (!rk->layers || !rk->owned) {
         return FY_ENOMEM;
     }
-    if ((rc = place(rk, &m->embed, &rk->embed)) < 0) {
+    if ((rc = place_split(f, rk, &m->embed, SPLIT_NONE, &rk->embed, err, errlen)) < 0) {
         return rc;
     }
     if (rk->rank == 0) {
-        if ((rc = place(rk, &m->norm, &rk->norm)) < 0) {
+        if ((rc = place_split(f, rk, &m->norm, SPLIT_NONE, &rk->norm, err, errlen)) < 0) {
             return rc;
         }
         if (m->lm_head.data == m->embed.data) {
             rk->lm_head = rk->embed;
-        } else if ((rc = place(rk, &m->lm_head, &rk->lm_head)) < 0) {
+        } else if ((rc = place_split(f, rk, &m->lm_head, SPLIT_NONE, &rk->lm_head, err, errlen)) <
+                   0) {
             return rc;
         }
     }

@@ -78,10 +78,6 @@ typedef struct fy_model {
     /* The GGUF file the weights point into (its tokenizer and chat template
      * are read from it), alive as long as the model; NULL for a directory. */
     const fy_gguf *gguf;
-    /* The first weight of a ggml block type ("" when none) and its type, so a
-     * backend without kernels for them can be refused at start-up. */
-    char packed[FY_GGUF_MAX_NAME + 1];
-    fy_dtype packed_dtype;
     void *priv; /* mappings */
 } fy_model;
 

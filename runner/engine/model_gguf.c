@@ -404,10 +404,6 @@ static int get_tensor(gctx *c, const char *name, int64_t d0, int64_t d1, const c
         memcpy(copy, gt->data, (size_t)gt->n_bytes);
         t->data = copy;
     }
-    if (block && !c->m->packed[0]) {
-        snprintf(c->m->packed, sizeof c->m->packed, "%s", name);
-        c->m->packed_dtype = gt->type;
-    }
     c->m->weight_bytes += (size_t)gt->n_bytes;
     return 0;
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # ptxas_check.sh OBJDIR OUT: gathers the ptxas -v reports saved beside every
 # CUDA object (kernels/cuda/ptxas_capture.sh) into OUT, one line per kernel
-# and architecture, and fails when an attention kernel uses a stack frame,
+# and architecture, and fails when an attention kernel or a block-type
+# matmul or embedding kernel (qmatmul.cu, embed.cu) uses a stack frame,
 # spills registers or uses local memory on any architecture, or when the
 # reports are missing (so the check cannot pass by finding nothing).
 set -eu
@@ -47,23 +48,36 @@ cat "$objdir"/*.ptxas.txt | awk '
 $demangle <"$out.raw" >"$out"
 rm -f "$out.raw"
 echo "CUDA kernel resources ($(wc -l <"$out") kernel x arch entries) -> $out"
-# The attention kernels: decode v1/v2, its reduce, and prefill.
-attn=$(grep -E 'attention' "$out" || true)
-if [ -z "$attn" ]; then
-    echo "FAIL: no attention kernels in the ptxas reports"
-    exit 1
-fi
-for arch in sm_80 sm_90; do
-    if ! printf '%s\n' "$attn" | grep -q "^$arch"; then
-        echo "FAIL: no attention kernel was compiled for $arch"
+# The kernels held to no spills: attention (decode v1/v2, its reduce, and
+# prefill), and the block-type matmul (decode fy_qmv_kernel, tensor-core
+# fy_qmm_kernel) and embedding kernels, each of which must be there for every
+# block type (8) on sm_80 and sm_90.
+check_group() {
+    what=$1
+    pat=$2
+    want=$3
+    rows=$(grep -E "$pat" "$out" || true)
+    if [ -z "$rows" ]; then
+        echo "FAIL: no $what kernels in the ptxas reports"
         exit 1
     fi
-done
-printf '%s\n' "$attn"
-bad=$(printf '%s\n' "$attn" | grep -E 'stack=[1-9]|spill_st=[1-9]|spill_ld=[1-9]|lmem=[1-9]' || true)
-if [ -n "$bad" ]; then
-    echo "FAIL: attention kernels with a stack frame, register spills or local memory:"
-    printf '%s\n' "$bad"
-    exit 1
-fi
-echo "ok: no spills, stack frame or local memory in $(printf '%s\n' "$attn" | wc -l) attention kernel x arch entries"
+    for arch in sm_80 sm_90; do
+        n=$(printf '%s\n' "$rows" | grep -c "^$arch" || true)
+        if [ "$n" -lt "$want" ]; then
+            echo "FAIL: $n $what kernel(s) compiled for $arch, expected at least $want"
+            exit 1
+        fi
+    done
+    printf '%s\n' "$rows"
+    bad=$(printf '%s\n' "$rows" | grep -E 'stack=[1-9]|spill_st=[1-9]|spill_ld=[1-9]|lmem=[1-9]' || true)
+    if [ -n "$bad" ]; then
+        echo "FAIL: $what kernels with a stack frame, register spills or local memory:"
+        printf '%s\n' "$bad"
+        exit 1
+    fi
+    echo "ok: no spills, stack frame or local memory in $(printf '%s\n' "$rows" | wc -l) $what kernel x arch entries"
+}
+check_group attention 'attention' 1
+check_group "block-type decode matmul" 'fy_qmv_kernel' 8
+check_group "block-type tensor-core matmul" 'fy_qmm_kernel' 8
+check_group "block-type embedding" 'fy_embed_kernel<[1-9]' 8

@@ -1,6 +1,7 @@
 /* test_gpu_ops.c: every op of the CUDA backend against the CPU backend (the
  * reference) by relative error on random inputs: embeddings, RMSNorm and
- * matmul over F32/F16/BF16 weights, RoPE at large positions, SiLU-mul, add,
+ * matmul over F32/F16/BF16 weights, embeddings and matmul (decode sizes and
+ * batches) over every ggml block type, RoPE at large positions, SiLU-mul, add,
  * row gather, argmax with ties, reshape-and-cache with padding slots,
  * block copy, and attention over the paged cache for decode (single-pass
  * and partitioned, around the partition boundaries), prefill, chunked
@@ -17,6 +18,7 @@
  * slots, block tables, tolerances) on machines without a GPU. */
 #include "common/err.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/quant.h"
 #include "kernels/math.h"
 #ifdef FY_HAVE_CUDA
 #include "kernels/cuda/cuda_api.h"
@@ -150,7 +152,7 @@ typedef struct {
 
 static pair_tensor put_tensor(const void *host, fy_dtype dt, int64_t rows, int64_t cols)
 {
-    size_t n = (size_t)(rows * cols) * fy_dtype_size(dt);
+    size_t n = (size_t)rows * fy_dtype_row_bytes(dt, cols);
     pair_tensor t = {{put(ref, host, n), dt, rows, cols}, {put(dut, host, n), dt, rows, cols}};
     return t;
 }
@@ -162,6 +164,33 @@ static void drop_tensor(pair_tensor *t)
 }
 
 static const fy_dtype dtypes[] = {FY_DT_F32, FY_DT_F16, FY_DT_BF16};
+static const fy_dtype qtypes[] = {FY_DT_Q8_0, FY_DT_Q4_0, FY_DT_Q4_1, FY_DT_Q5_0,
+                                  FY_DT_Q5_1, FY_DT_Q4_K, FY_DT_Q5_K, FY_DT_Q6_K};
+#define N_QTYPES (int)(sizeof qtypes / sizeof qtypes[0])
+
+/* ROWS x COLS weights of block type DT, packed by the CPU quantizer
+ * (fy_q_quantize, as `ferry-runner quantize` writes them) from random values
+ * whose spread and offset change every 32 weights, so the blocks' scales,
+ * mins and the K-quants' 6-bit sub-block scales take many values. Returns
+ * the packed bytes; *DEQ gets fy_q_dequant's floats of them. */
+static void *rand_packed(fy_dtype dt, int64_t rows, int64_t cols, float **deq)
+{
+    size_t n = (size_t)(rows * cols);
+    float *w = xmalloc(n * sizeof *w);
+    for (size_t g = 0; g < n; g += 32) {
+        float spread = 0.02f + 0.09f * (frand() + 1.0f), offset = 0.05f * frand();
+        for (size_t i = g; i < g + 32; i++) {
+            w[i] = frand() * spread + offset;
+        }
+    }
+    void *p = xmalloc((size_t)rows * fy_dtype_row_bytes(dt, cols));
+    if (fy_q_quantize(dt, w, p, n) != 0 || fy_q_dequant(dt, p, w, n) != 0) {
+        fprintf(stderr, "FAIL: quantizing %zu weights to %s\n", n, fy_dtype_name(dt));
+        exit(1);
+    }
+    *deq = w;
+    return p;
+}
 
 /* --- elementwise, norm, GEMM ------------------------------------------------------ */
 
@@ -187,6 +216,42 @@ static void test_embed(void)
         drop_tensor(&t);
         drop(ref, ir), drop(dut, id), drop(ref, or), drop(dut, od);
         free(tab), free(h), free(a), free(r);
+    }
+}
+
+/* A block-type table (GGUF's token_embd is often Q8_0, Q4_K or Q6_K): one
+ * row gathered and dequantized, the same floats as the CPU's (the formulas
+ * are exact in float, kernels/cpu/quant.h), so the tolerance is 0. */
+static void test_embed_blocks(void)
+{
+    const int vocab = 37, dim = 768, T = 7;
+    const int32_t ids[7] = {0, 36, 5, 5, 17, 1, 35};
+    for (int k = 0; k < N_QTYPES; k++) {
+        float *deq;
+        void *h = rand_packed(qtypes[k], vocab, dim, &deq);
+        pair_tensor t = put_tensor(h, qtypes[k], vocab, dim);
+        int32_t *ir = put(ref, ids, sizeof ids), *id = put(dut, ids, sizeof ids);
+        size_t n = (size_t)T * dim;
+        float * or = put(ref, NULL, n * 4), *od = put(dut, NULL, n * 4);
+        ref->ops->embed(ref, or, &t.r, ir, T);
+        dut->ops->embed(dut, od, &t.d, id, T);
+        float *a = xmalloc(n * 4), *r = xmalloc(n * 4);
+        get(ref, r, or, n * 4);
+        get(dut, a, od, n * 4);
+        char name[96];
+        snprintf(name, sizeof name, "embed %s vocab %d dim %d", fy_dtype_name(qtypes[k]), vocab,
+                 dim);
+        check(name, rel_err(a, r, n), 0);
+        /* And those are fy_q_dequant's values of the rows asked for. */
+        double e = 0;
+        for (int i = 0; i < T; i++) {
+            e = fmax(e, rel_err(a + (size_t)i * dim, deq + (size_t)ids[i] * dim, (size_t)dim));
+        }
+        snprintf(name, sizeof name, "embed %s rows = fy_q_dequant's", fy_dtype_name(qtypes[k]));
+        check(name, e, 0);
+        drop_tensor(&t);
+        drop(ref, ir), drop(dut, id), drop(ref, or), drop(dut, od);
+        free(deq), free(h), free(a), free(r);
     }
 }
 
@@ -247,6 +312,53 @@ static void test_matmul(void)
             drop(ref, xr), drop(dut, xd), drop(ref, or), drop(dut, od);
             free(w), free(x), free(bias), free(wh), free(bh), free(a), free(r);
         }
+    }
+}
+
+/* Matmul over block-type weights at decode sizes (T <= 8: CUDA's fp32
+ * kernel) and batches (64, 300: its f16 tensor-core kernel), R odd so the
+ * last row block and tile are partial, against the reference CPU backend on
+ * F32 weights holding fy_q_dequant's values of the same packed bytes (exact
+ * fp32 arithmetic). Tolerances: CUDA decode sums in fp32 in another order
+ * (1e-5); CUDA batches round weights and activations to f16 (4e-3, as the F16
+ * GEMM); the CPU (--self-check) quantizes the activations to 8 bits per
+ * block (1e-2; it measures 4e-3). A wrong block layout, scale or nibble order costs O(1). */
+static double qmatmul_tol(int T)
+{
+    return self_check ? 1e-2 : T <= 8 ? 1e-5 : 4e-3;
+}
+
+static void test_qmatmul(void)
+{
+    const int Ts[] = {1, 3, 8, 64, 300};
+    const int R = 333, C = 512;
+    for (int k = 0; k < N_QTYPES; k++) {
+        float *deq;
+        void *wp = rand_packed(qtypes[k], R, C, &deq);
+        float *bias = rand_floats((size_t)R, 1.0f);
+        fy_tensor wr = {put(ref, deq, (size_t)R * C * 4), FY_DT_F32, R, C};
+        fy_tensor wd = {put(dut, wp, (size_t)R * fy_dtype_row_bytes(qtypes[k], C)), qtypes[k], R,
+                        C};
+        pair_tensor tb = put_tensor(bias, FY_DT_F32, 1, R);
+        for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+            const int T = Ts[ti], with_bias = ti % 2;
+            float *x = rand_floats((size_t)T * C, 1.0f);
+            float *xr = put(ref, x, (size_t)T * C * 4), *xd = put(dut, x, (size_t)T * C * 4);
+            float * or = put(ref, NULL, (size_t)T * R * 4), *od = put(dut, NULL, (size_t)T * R * 4);
+            float *a = xmalloc((size_t)T * R * 4), *r = xmalloc((size_t)T * R * 4);
+            ref->ops->matmul(ref, or, xr, &wr, with_bias ? &tb.r : NULL, T);
+            dut->ops->matmul(dut, od, xd, &wd, with_bias ? &tb.d : NULL, T);
+            get(ref, r, or, (size_t)T * R * 4);
+            get(dut, a, od, (size_t)T * R * 4);
+            char name[96];
+            snprintf(name, sizeof name, "matmul %s T %d R %d C %d%s", fy_dtype_name(qtypes[k]), T,
+                     R, C, with_bias ? " +bias" : "");
+            check(name, rel_err(a, r, (size_t)T * R), qmatmul_tol(T));
+            drop(ref, xr), drop(dut, xd), drop(ref, or), drop(dut, od);
+            free(x), free(a), free(r);
+        }
+        drop(ref, (void *)wr.data), drop(dut, (void *)wd.data), drop_tensor(&tb);
+        free(deq), free(wp), free(bias);
     }
 }
 
@@ -902,8 +1014,10 @@ int main(int argc, char **argv)
     printf("reference: cpu (kv %s); under test: %s (kv %s)\n", fy_dtype_name(kv_of(ref)),
            dut->ops->name, fy_dtype_name(kv_of(dut)));
     test_embed();
+    test_embed_blocks();
     test_rmsnorm();
     test_matmul();
+    test_qmatmul();
     test_rope();
     test_elementwise();
     test_argmax();

@@ -10,8 +10,8 @@
  *     MARGIN nats; then llama.cpp's whole sequence is scored with teacher
  *     forcing (prompt_logprobs) and each reference id's logprob, and the
  *     top-5 logprobs, agree within the file type's tolerance (see tol_for);
- *   - --device cuda with a block-type model is refused before anything is
- *     placed on a device.
+ *   - a backend without kernels for one of the model's weight types is
+ *     refused, naming the type, when the weights are placed.
  * The shared test data's cases skip with a message when it is absent. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +21,7 @@
 
 #include "common/err.h"
 #include "runner/engine/engine.h"
+#include "runner/engine/forward.h"
 #include "support/gguf_model.h"
 #include "support/model_fixture.h"
 
@@ -464,29 +465,40 @@ static void test_tiny256_vs_llama_cpp(void **state)
 
 /* --- Refusals ----------------------------------------------------------------------------- */
 
-static void test_cuda_refuses_block_types(void **state)
+/* A backend without kernels for a weight type the model has is refused when
+ * the forward pass places the weights, naming the type: here a CPU backend
+ * whose table leaves out Q8_0 (the CUDA backend has every type). */
+static void test_backend_without_kernels_refused(void **state)
 {
     (void)state;
     char tmp[] = "/tmp/fy_engine_gguf.XXXXXX";
     assert_non_null(mkdtemp(tmp));
-    char dir[64], path[64], err[1024] = "", want[1024];
+    char dir[64], path[64], err[1024] = "";
     snprintf(dir, sizeof dir, "%s/hf", tmp);
     snprintf(path, sizeof path, "%s/q8.gguf", tmp);
-    gm_opts o = {.wtype = GW_Q8_0};
-    assert_int_equal(gm_write_small(dir, path, 3, &o), 0);
-    uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
-    fy_engine_options eo = {.model_dir = path, .device = "cuda:0", .loop = &loop};
-    fy_engine *e = NULL;
-    assert_int_equal(fy_engine_create(&eo, &e, err, sizeof err), FY_ENOTSUP);
-    assert_null(e);
-    snprintf(want, sizeof want,
-             "%s: tensor 'token_embd.weight' is Q8_0, and the CUDA backend has no kernels for "
-             "ggml block types yet: serve this model with --device cpu",
-             path);
-    assert_string_equal(err, want);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    gm_opts go = {.wtype = GW_Q8_0};
+    assert_int_equal(gm_write_small(dir, path, 3, &go), 0);
+    fy_model *m = NULL;
+    assert_int_equal(fy_model_load(path, &m, err, sizeof err), 0);
+    fy_backend *cpu = NULL;
+    assert_int_equal(fy_backend_create("cpu", 1, &cpu, err, sizeof err), 0);
+    fy_backend_ops ops = *cpu->ops;
+    ops.weight_dtypes &= ~(1u << FY_DT_Q8_0);
+    fy_backend be = {&ops, cpu->impl};
+    fy_fwd_options fo = {.block_size = 16,
+                         .kv_bytes = (size_t)1 << 20,
+                         .max_batch_tokens = 16,
+                         .max_seqs = 1,
+                         .max_logit_rows = 1};
+    fy_fwd *f = NULL;
+    assert_int_equal(fy_fwd_create(m, &be, &fo, &f, err, sizeof err), FY_ENOTSUP);
+    assert_null(f);
+    assert_non_null(strstr(err, "the cpu backend has no kernels for Q8_0 weights"));
+    /* With its whole table the same backend runs the model. */
+    assert_int_equal(fy_fwd_create(m, cpu, &fo, &f, err, sizeof err), 0);
+    fy_fwd_destroy(f);
+    fy_backend_destroy(cpu);
+    fy_model_free(m);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     assert_int_equal(system(cmd), 0);
@@ -497,7 +509,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories_gguf_greedy),
         cmocka_unit_test(test_tiny256_vs_llama_cpp),
-        cmocka_unit_test(test_cuda_refuses_block_types),
+        cmocka_unit_test(test_backend_without_kernels_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -146,7 +146,7 @@ static void check_equiv(const equiv_case *k)
                      strcmp(arch, "llama") == 0 ? FY_ROPE_PAIRS_ADJACENT : FY_ROPE_PAIRS_HALF);
     assert_ptr_equal(gg->lm_head.data == gg->embed.data, hf->lm_head.data == hf->embed.data);
     assert_non_null(gg->gguf);
-    assert_string_equal(gg->packed, "");
+    assert_false(fy_dtype_is_block(gg->embed.dtype) || fy_dtype_is_block(gg->layers[0].q.dtype));
     float *la = logits_of(hf), *lb = logits_of(gg);
     /* Permuted q/k rows sum the attention scores in another order, and an
      * aligned copy or an F16/BF16 row is the same numbers: f32 rounding
@@ -256,8 +256,7 @@ static void test_names_and_packed(void **state)
     assert_int_equal(gm_write(path, src, &o), 0);
     fy_model *m = load_ok(path);
     assert_string_equal(m->name, "Tiny-Model.Q8_0"); /* no general.name: the stem */
-    assert_string_equal(m->packed, "token_embd.weight");
-    assert_int_equal(m->packed_dtype, FY_DT_Q8_0);
+    assert_int_equal(m->embed.dtype, FY_DT_Q8_0);
     assert_int_equal(m->layers[0].q.dtype, FY_DT_Q8_0);
     assert_int_equal(m->norm.dtype, FY_DT_F32);
     fy_model_free(m);
