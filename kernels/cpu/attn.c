@@ -30,8 +30,11 @@ struct att_job {
 };
 
 /* The 16-lane helpers are always inlined, so no vector crosses a call and
- * GCC's note that such a call's ABI would depend on the ISA does not apply. */
-#if defined(__GNUC__) && !defined(__clang__)
+ * the compilers' note that such a call's ABI would depend on the ISA does
+ * not apply. */
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wpsabi"
+#elif defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 typedef float att_v16 __attribute__((vector_size(64)));
@@ -51,9 +54,15 @@ typedef int32_t att_i16 __attribute__((vector_size(64)));
 #undef ATT_TARGET
 #undef ATT_SUFFIX
 
+/* GCC splits loops into 256-bit pieces unless told to prefer 512; clang has no
+ * such option and already lowers the 16-lane vectors to one zmm. */
+#if defined(__clang__)
+#define ATT_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")))
+#else
 #define ATT_TARGET  \
     __attribute__(( \
         target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,prefer-vector-width=512")))
+#endif
 #define ATT_SUFFIX avx512
 #include "kernels/cpu/attn_tile.h"
 #undef ATT_TARGET

@@ -54,16 +54,13 @@ ATT_INL att_v16 att_sel(att_i16 mask, att_v16 a, att_v16 b)
 }
 
 /* Lanes folded in halves (16 -> 8 -> 4 -> 2 -> 1), a tree of four steps. */
-#define ATT_FOLD(v, op)                                                                   \
-    do {                                                                                  \
-        static const att_i16 h8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0}; \
-        static const att_i16 h4 = {4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};       \
-        static const att_i16 h2 = {2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};       \
-        static const att_i16 h1 = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};       \
-        v = op(v, __builtin_shuffle(v, h8));                                              \
-        v = op(v, __builtin_shuffle(v, h4));                                              \
-        v = op(v, __builtin_shuffle(v, h2));                                              \
-        v = op(v, __builtin_shuffle(v, h1));                                              \
+#define ATT_FOLD(v, op)                                                                            \
+    do {                                                                                           \
+        v = op(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, \
+                                          0));                                                     \
+        v = op(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));  \
+        v = op(v, __builtin_shufflevector(v, v, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));  \
+        v = op(v, __builtin_shufflevector(v, v, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));  \
     } while (0)
 #define ATT_ADD(a, b) ((a) + (b))
 #define ATT_MAX(a, b) att_sel((a) > (b), (a), (b))
