@@ -783,6 +783,10 @@ MMX_FN void mmx_pack_q(uint8_t *dst, const fy_tensor *w, int64_t r0, int nr, int
                 if (r < w->rows) {
                     const uint8_t *src =
                         (const uint8_t *)w->data + (size_t)r * rb + (size_t)(k0 / bw + blk) * bb;
+                    if (r + 8 < w->rows) { /* the next 8 rows' block: short rows defeat the
+                                              hardware prefetcher */
+                        _mm_prefetch((const char *)(src + 8 * rb), _MM_HINT_T0);
+                    }
                     mmx_unpack_block(dt, src, ub[j], dws, ms);
                 } else {
                     memset(ub[j], 0, (size_t)bw);
