@@ -263,7 +263,7 @@ static int is_byte_name(fy_gguf_str s)
            strchr(hex, s.p[3]) && s.p[4] && strchr(hex, s.p[4]);
 }
 
-static int load_types(gg_ctx *gg)
+static int load_types(gg_ctx *gg, const fy_tokenizer *t)
 {
     fy_gguf_arr a;
     int rc = opt_arr(gg, K_TYPES, FY_GGUF_NTYPES, &a);
@@ -290,11 +290,11 @@ static int load_types(gg_ctx *gg)
                                 K_TYPES, (unsigned long long)i, (long long)k);
         }
         gg->ty[i] = (uint8_t)k;
-        if (k == GG_BYTE && !is_byte_name(token_str(gg, (int32_t)i))) {
+        fy_gguf_str s = {t->vstr[i], t->vlen[i]};
+        if (k == GG_BYTE && !is_byte_name(s)) {
             return fy__tok_fail(&gg->c, FY_EPARSE,
                                 "%s[%llu]: a byte token must read <0xNN>, not \"%.*s\"", K_TYPES,
-                                (unsigned long long)i, show_len(token_str(gg, (int32_t)i).len),
-                                token_str(gg, (int32_t)i).p);
+                                (unsigned long long)i, show_len(s.len), s.p);
         }
     }
     return 0;
@@ -574,7 +574,7 @@ static int build(gg_ctx *gg, fy_tokenizer *t)
                             show_len(model.len), model.p);
     }
     size_t pre = 0;
-    if ((rc = load_vocab(gg, t)) || (rc = load_scores(gg)) || (rc = load_types(gg)) ||
+    if ((rc = load_vocab(gg, t)) || (rc = load_scores(gg)) || (rc = load_types(gg, t)) ||
         (rc = load_added(gg, t))) {
         return rc;
     }
