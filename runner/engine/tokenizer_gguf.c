@@ -100,7 +100,7 @@ typedef struct {
     int32_t n;
     int spm;     /* model llama; else gpt2 */
     uint8_t *ty; /* [n] token types (GG_NORMAL when the file has none) */
-    float *sc;   /* [n] scores (llama) */
+    float *sc;   /* [n] scores (required for llama), or NULL */
 } gg_ctx;
 
 static int str_is(fy_gguf_str s, const char *lit)
@@ -156,11 +156,12 @@ static int opt_id(gg_ctx *gg, const char *key, int32_t def, int32_t *out)
     return 0;
 }
 
-/* An optional array of tokenizer.ggml.tokens' length; A->n is 0 when absent. */
-static int opt_arr(gg_ctx *gg, const char *key, fy_gguf_type elem, fy_gguf_arr *a)
+/* An array as long as tokenizer.ggml.tokens; unless REQUIRED, A->n is 0
+ * when the key is absent. */
+static int token_arr(gg_ctx *gg, const char *key, fy_gguf_type elem, int required, fy_gguf_arr *a)
 {
     memset(a, 0, sizeof *a);
-    if (!fy_gguf_find(gg->g, key)) {
+    if (!required && !fy_gguf_find(gg->g, key)) {
         return 0;
     }
     int rc = fy_gguf_get_arr(gg->g, key, elem, a, gg->c.err, gg->c.errlen);
@@ -169,16 +170,6 @@ static int opt_arr(gg_ctx *gg, const char *key, fy_gguf_type elem, fy_gguf_arr *
                           (unsigned long long)a->n, gg->n);
     }
     return rc;
-}
-
-static fy_gguf_str token_str(const gg_ctx *gg, int32_t i)
-{
-    fy_gguf_val v;
-    fy_gguf_str s = {"", 0};
-    if (fy_gguf_arr_get(&gg->tok, (uint64_t)i, &v) == 0 && v.type == FY_GGUF_STR) {
-        s = v.s;
-    }
-    return s;
 }
 
 /* ---- vocabulary, scores, types --------------------------------------------- */
@@ -200,7 +191,9 @@ static int load_vocab(gg_ctx *gg, fy_tokenizer *t)
         return rc;
     }
     for (int32_t i = 0; i < gg->n; i++) {
-        fy_gguf_str s = token_str(gg, i);
+        fy_gguf_val v;
+        fy_gguf_arr_get(&gg->tok, (uint64_t)i, &v); /* i < n: a string, by the element type */
+        fy_gguf_str s = v.s;
         if (s.len > TOK_MAX_TOKEN_BYTES) {
             return fy__tok_fail(&gg->c, FY_ETOOBIG, "%s[%d]: longer than %d bytes", K_TOKENS, i,
                                 TOK_MAX_TOKEN_BYTES);
@@ -233,14 +226,9 @@ static int load_vocab(gg_ctx *gg, fy_tokenizer *t)
 static int load_scores(gg_ctx *gg)
 {
     fy_gguf_arr a;
-    int rc =
-        gg->spm ? fy_gguf_get_arr(gg->g, K_SCORES, FY_GGUF_F32, &a, gg->c.err, gg->c.errlen) : 0;
-    if (rc || !gg->spm) {
-        return rc;
-    }
-    if (a.n != (uint64_t)gg->n) {
-        return fy__tok_fail(&gg->c, FY_EPARSE, "%s: %llu entries for %d tokens", K_SCORES,
-                            (unsigned long long)a.n, gg->n);
+    int rc = token_arr(gg, K_SCORES, FY_GGUF_F32, gg->spm, &a);
+    if (rc || a.n == 0) {
+        return rc; /* gpt2 needs none, but checks what it has */
     }
     if (!(gg->sc = malloc((size_t)gg->n * sizeof *gg->sc))) {
         return FY_ENOMEM;
@@ -263,10 +251,10 @@ static int is_byte_name(fy_gguf_str s)
            strchr(hex, s.p[3]) && s.p[4] && strchr(hex, s.p[4]);
 }
 
-static int load_types(gg_ctx *gg)
+static int load_types(gg_ctx *gg, const fy_tokenizer *t)
 {
     fy_gguf_arr a;
-    int rc = opt_arr(gg, K_TYPES, FY_GGUF_NTYPES, &a);
+    int rc = token_arr(gg, K_TYPES, FY_GGUF_NTYPES, 0, &a);
     if (rc) {
         return rc;
     }
@@ -290,11 +278,11 @@ static int load_types(gg_ctx *gg)
                                 K_TYPES, (unsigned long long)i, (long long)k);
         }
         gg->ty[i] = (uint8_t)k;
-        if (k == GG_BYTE && !is_byte_name(token_str(gg, (int32_t)i))) {
+        fy_gguf_str s = {t->vstr[i], t->vlen[i]};
+        if (k == GG_BYTE && !is_byte_name(s)) {
             return fy__tok_fail(&gg->c, FY_EPARSE,
                                 "%s[%llu]: a byte token must read <0xNN>, not \"%.*s\"", K_TYPES,
-                                (unsigned long long)i, show_len(token_str(gg, (int32_t)i).len),
-                                token_str(gg, (int32_t)i).p);
+                                (unsigned long long)i, show_len(s.len), s.p);
         }
     }
     return 0;
@@ -574,7 +562,7 @@ static int build(gg_ctx *gg, fy_tokenizer *t)
                             show_len(model.len), model.p);
     }
     size_t pre = 0;
-    if ((rc = load_vocab(gg, t)) || (rc = load_scores(gg)) || (rc = load_types(gg)) ||
+    if ((rc = load_vocab(gg, t)) || (rc = load_scores(gg)) || (rc = load_types(gg, t)) ||
         (rc = load_added(gg, t))) {
         return rc;
     }

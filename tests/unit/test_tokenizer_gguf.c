@@ -410,6 +410,13 @@ static void test_refusals(void **state)
          {GPT2_MERGES("ll"), .n_merges = 1},
          FY_EPARSE,
          "tokenizer.ggml.merges[0]: \"ll\" is not \"left right\""},
+        {"gpt2 scores",
+         {.model = "gpt2",
+          .merges = (const char *const[]){"l l"},
+          .n_merges = 1,
+          .scores_delta = 2},
+         FY_EPARSE,
+         "tokenizer.ggml.scores: 287 entries for 285 tokens"},
         {"no merges", {.model = "gpt2", .no_scores = 1}, FY_ENOENT, "tokenizer.ggml.merges"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
