@@ -83,7 +83,7 @@ static void admin_status(fy_gw *gw, fy_http_req *req)
                            gw->addr[GW_L_TUNNEL], "admin", gw->addr[GW_L_ADMIN], "public_scheme",
                            gw->public_plain ? "http" : "https", "runners_connected",
                            (json_int_t)fy_gw_tunnel_connected(gw), "requests_in_flight",
-                           (json_int_t)gw->n_px, "requests_waiting", (json_int_t)gw->n_waiting,
+                           (json_int_t)gw->n_px.n, "requests_waiting", (json_int_t)gw->n_waiting,
                            "requests_total", (json_int_t)gw->n_proxied, "draining", gw->draining));
 }
 

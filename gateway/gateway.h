@@ -6,7 +6,10 @@
  * listener, and the proxied public requests.
  *
  *   run.c     options, listeners, signals, drain, state file
- *   tunnel.c  tunnel connections, sessions, the registry, revocation
+ *   tunnel.c  tunnel connections, sessions, the registry, revocation; hands
+ *             each stream event to the stream's owner (tstream.h's ops) and
+ *             tells subscribers when a runner connects or a stream slot frees
+ *   tstream.c the stream core every proxied request and delivery sits on
  *   proxy.c   public /r/<runner>/... and /v1/... requests -> tunnel streams;
  *             /v1 requests are routed by their JSON body's model, waiting in
  *             a bounded queue when every runner serving it is at its limit
@@ -80,9 +83,38 @@ typedef struct gw_hd gw_hd;
 typedef struct gw_hook_rt gw_hook_rt;
 typedef struct gw_model gw_model;
 
-/* The first member of every tunnel stream's owner (fyp_session stream data),
- * so tunnel.c knows whose event it is. */
-enum { GW_SD_PX = 1, GW_SD_HOOKQ };
+/* What the tunnel tells its subscribers (fy_gw_tunnel_subscribe). */
+typedef enum {
+    GW_TUN_RUNNER_CONNECTED, /* a connection registered (HELLO accepted) */
+    GW_TUN_SLOT_FREED,       /* a stream ended somewhere: a slot may be free */
+} gw_tun_news;
+
+typedef struct gw_tun_sub {
+    struct gw_tun_sub *next;
+    void (*fn)(fy_gw *gw, gw_tun_news news, void *arg);
+    void *arg;
+} gw_tun_sub;
+
+/* Work in flight (public requests being proxied), with one watcher told
+ * when it falls to zero: run.c's drain watches it, so nothing that ends a
+ * request calls into run.c. */
+typedef struct {
+    size_t n;
+    void (*on_zero)(void *arg);
+    void *arg;
+} gw_count;
+
+static inline void gw_count_up(gw_count *c)
+{
+    c->n++;
+}
+
+static inline void gw_count_down(gw_count *c)
+{
+    if (--c->n == 0 && c->on_zero) {
+        c->on_zero(c->arg);
+    }
+}
 
 /* Webhooks. */
 #define FY_GW_HOOK_DEFAULT_MAX_BODY (1024 * 1024)      /* --max-body of a hook */
@@ -197,9 +229,11 @@ struct fy_gw {
     uv_check_t flush_check; /* runs the flushes, so a turn's frames go out in one write */
     uv_idle_t flush_idle;   /* active while dirty: the loop must not block before the check */
     uint64_t next_conn_id;
-    size_t n_tunnel;    /* gw_conn objects alive (FY_GW_MAX_TUNNEL_CONNS) */
-    size_t n_px;        /* public requests being proxied */
-    uint64_t n_proxied; /* total, for status */
+    size_t n_tunnel; /* gw_conn objects alive (FY_GW_MAX_TUNNEL_CONNS) */
+    gw_count n_px;   /* public requests being proxied */
+    gw_tun_sub *tun_subs;
+    gw_tun_sub v1_sub, hookq_sub; /* the /v1 queue's and the hook queue's */
+    uint64_t n_proxied;           /* total, for status */
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
@@ -215,9 +249,6 @@ struct fy_gw {
 
 /* `ferry-gateway run ARGS...` (ARGV[0] is "run"). Returns the exit status. */
 int fy_gw_run_main(int argc, char **argv);
-
-/* Called when a proxied request ends; finishes a drain when it was the last. */
-void fy_gw__px_done(fy_gw *gw);
 
 /* tunnel.c --------------------------------------------------------------- */
 
@@ -253,13 +284,17 @@ void fy_gw_tunnel_close_all(fy_gw *gw);
 
 size_t fy_gw_tunnel_connected(const fy_gw *gw);
 
+/* SUB (owned by the caller, alive until the gateway stops) hears every
+ * piece of news from now on. */
+void fy_gw_tunnel_subscribe(fy_gw *gw, gw_tun_sub *sub);
+
+/* Tells every subscriber NEWS (from the tunnel and its stream core). */
+void fy_gw_tunnel_publish(fy_gw *gw, gw_tun_news news);
+
 /* proxy.c ---------------------------------------------------------------- */
 
 /* The public listener's request handler (data: fy_gw *). */
 void fy_gw_public_request(fy_http_req *req, void *data);
-
-/* A stream event of connection C for proxied request ev->stream_data. */
-void fy_gw_px_event(gw_conn *c, const fyp_event *ev);
 
 /* A verified webhook request handed to the proxy: forwarded to RUNNER at
  * TARGET with BODY (malloc'd, owned by the callee from the call on; may be
@@ -276,9 +311,10 @@ void fy_gw_px_forward(fy_gw *gw, fy_http_req *req, const gw_forward *f);
  * routed by model). */
 void fy_gw_v1_request(fy_gw *gw, fy_http_req *req);
 
-/* A stream of some connection ended, or a connection registered: waiting
- * /v1 requests are looked at on the next loop turn. Cheap when none waits. */
-void fy_gw_v1_kick(fy_gw *gw);
+/* Sets up the wait queue: its timer, and its subscription to the tunnel
+ * (a stream ending anywhere or a runner connecting looks at the waiting
+ * requests on the next loop turn). */
+int fy_gw_v1_init(fy_gw *gw);
 
 /* Draining or stopping: every waiting /v1 request gets 503 now. */
 void fy_gw_v1_fail_waiting(fy_gw *gw, const char *code, const char *msg);
@@ -331,8 +367,6 @@ int fy_gw_hookq_init(fy_gw *gw);
 /* Looks at the queue on the next loop turn (an event was queued, a runner
  * connected, a delivery ended). */
 void fy_gw_hookq_kick(fy_gw *gw);
-/* A stream event for a delivery (ev->stream_data is a gw_hd). */
-void fy_gw_hookq_event(gw_conn *c, const fyp_event *ev);
 /* Stops the queue: deliveries in flight are cut (they stay queued). */
 void fy_gw_hookq_close(fy_gw *gw);
 

@@ -17,6 +17,7 @@
  * same x-ferry-delivery id (and x-ferry-attempt) so the receiver can drop
  * duplicates. */
 #include "gateway/gateway.h"
+#include "gateway/tstream.h"
 
 #include "common/crypto.h"
 #include "common/err.h"
@@ -31,15 +32,11 @@
 #define HQ_LOG "hookq"
 
 struct gw_hd {
-    int sd_kind; /* GW_SD_HOOKQ */
+    gw_ts ts; /* first: the stream (its conn is NULL once it is gone) */
     fy_gw *gw;
     gw_hd *next;
-    gw_conn *conn; /* NULL once the stream is gone */
-    uint32_t id;
-    int status; /* the runner's, 0 before its answer */
-    int ended;  /* the runner's half ended (the stream is finished) */
-    size_t sent;
-    int end_sent;
+    int status;       /* the runner's, 0 before its answer */
+    int ended;        /* the runner's half ended (the stream is finished) */
     uint64_t started; /* uv_now */
     char runner[FY_STORE_NAME_MAX];
     fy_store_hookq_item it;
@@ -65,6 +62,15 @@ void fy_gw_hookq_kick(fy_gw *gw)
     hq_arm(gw, 0);
 }
 
+/* A runner connected: events may be waiting for it. */
+static void hq_on_tunnel(fy_gw *gw, gw_tun_news news, void *arg)
+{
+    (void)arg;
+    if (news == GW_TUN_RUNNER_CONNECTED) {
+        hq_arm(gw, 0);
+    }
+}
+
 int fy_gw_hookq_init(fy_gw *gw)
 {
     int rc = uv_timer_init(gw->loop, &gw->hookq_timer);
@@ -72,6 +78,8 @@ int fy_gw_hookq_init(fy_gw *gw)
         return fy_err_from_uv(rc);
     }
     gw->hookq_timer.data = gw;
+    gw->hookq_sub = (gw_tun_sub){.fn = hq_on_tunnel};
+    fy_gw_tunnel_subscribe(gw, &gw->hookq_sub);
     hq_arm(gw, 0);
     return 0;
 }
@@ -92,26 +100,6 @@ static void hd_unlink(gw_hd *d)
     }
 }
 
-/* Leaves the stream (resetting it when RESET). */
-static void hd_detach(gw_hd *d, int reset)
-{
-    gw_conn *c = d->conn;
-    if (!c) {
-        return;
-    }
-    if (c->sess) {
-        if (reset) {
-            fyp_session_reset(c->sess, d->id, FYP_ERR_CANCEL);
-        }
-        fyp_session_set_stream_data(c->sess, d->id, NULL);
-        fy_gw_conn_kick(c);
-    }
-    c->n_px--;
-    d->conn = NULL;
-    fy_metric_add(d->gw->metrics.active_streams, NULL, -1);
-    fy_gw_v1_kick(d->gw);
-}
-
 static int64_t backoff_s(int64_t attempts)
 {
     int64_t b = 1;
@@ -125,7 +113,7 @@ static int64_t backoff_s(int64_t attempts)
 static void hd_finish(gw_hd *d, const char *why)
 {
     fy_gw *gw = d->gw;
-    hd_detach(d, !d->ended);
+    gw_ts_detach(&d->ts, !d->ended);
     hd_unlink(d);
     int64_t now = (int64_t)time(NULL);
     const char *labels[2] = {d->it.hook_id, NULL};
@@ -164,33 +152,18 @@ static void hd_finish(gw_hd *d, const char *why)
     hq_arm(gw, 0);
 }
 
-/* Sends what the windows take of the body, then END_STREAM. */
-static void hd_send(gw_hd *d)
+/* What is pending of the body went: END_STREAM. (0: wait for WRITABLE; < 0:
+ * its reset event ends the attempt.) */
+static void hd_sent(gw_hd *d, int rc)
 {
-    gw_conn *c = d->conn;
-    while (c && d->sent < d->it.body_len) {
-        ssize_t n = fyp_session_send_data(c->sess, d->id, d->it.body + d->sent,
-                                          d->it.body_len - d->sent, 0);
-        if (n <= 0) {
-            fy_gw_conn_kick(c);
-            return; /* 0: wait for WRITABLE; < 0: its reset event ends the attempt */
-        }
-        d->sent += (size_t)n;
-    }
-    if (c && !d->end_sent && fyp_session_send_data(c->sess, d->id, "", 0, 1) >= 0) {
-        d->end_sent = 1;
-    }
-    if (c) {
-        fy_gw_conn_kick(c);
+    if (rc == 1) {
+        gw_ts_end(&d->ts);
     }
 }
 
-void fy_gw_hookq_event(gw_conn *c, const fyp_event *ev)
+static void hd_on_event(gw_ts *ts, const fyp_event *ev)
 {
-    gw_hd *d = ev->stream_data;
-    if (d->conn != c || d->id != ev->stream_id) {
-        return;
-    }
+    gw_hd *d = (gw_hd *)ts;
     switch (ev->type) {
     case FYP_EV_RESPONSE:
         d->status = ev->u.response->status;
@@ -200,9 +173,7 @@ void fy_gw_hookq_event(gw_conn *c, const fyp_event *ev)
         }
         break;
     case FYP_EV_DATA:
-        if (ev->u.data.len) {
-            fyp_session_consume(c->sess, d->id, ev->u.data.len); /* the answer's body is dropped */
-        }
+        gw_ts_consume(ts, ev->u.data.len); /* the answer's body is dropped */
         if (ev->end_stream) {
             d->ended = 1;
             hd_finish(d, "");
@@ -213,10 +184,9 @@ void fy_gw_hookq_event(gw_conn *c, const fyp_event *ev)
         hd_finish(d, "");
         break;
     case FYP_EV_WRITABLE:
-        hd_send(d);
+        hd_sent(d, gw_ts_flush(ts));
         break;
     case FYP_EV_STREAM_RESET:
-        fyp_session_set_stream_data(c->sess, d->id, NULL);
         d->ended = 1; /* the session forgot the stream: nothing to reset */
         d->status = d->status >= 500 || d->status == 0 ? d->status : 0;
         hd_finish(d, fyp_errcode_name(ev->error_code));
@@ -225,6 +195,8 @@ void fy_gw_hookq_event(gw_conn *c, const fyp_event *ev)
         break;
     }
 }
+
+static const gw_ts_ops hd_ops = {hd_on_event};
 
 /* Opens the stream for D on C. */
 static int hd_start(gw_hd *d, gw_conn *c)
@@ -269,20 +241,16 @@ static int hd_start(gw_hd *d, gw_conn *c)
         .meta = {meta, 2},
         .headers = {f, n},
     };
-    uint32_t id = 0;
-    int rc = fyp_session_request(c->sess, &rq, d->it.body_len == 0, d, &id);
+    int rc = gw_ts_open(&d->ts, c, &rq, d->it.body_len == 0);
     free(f);
     json_decref(hj);
     if (rc) {
         return rc;
     }
-    d->conn = c;
-    d->id = id;
-    d->end_sent = d->it.body_len == 0;
     d->started = uv_now(d->gw->loop);
-    c->n_px++;
-    fy_metric_add(d->gw->metrics.active_streams, NULL, 1);
-    hd_send(d);
+    if (d->it.body_len) {
+        hd_sent(d, gw_ts_send(&d->ts, d->it.body, d->it.body_len, 1));
+    }
     return 0;
 }
 
@@ -338,7 +306,7 @@ static int hq_try(fy_gw *gw, const hq_head *hd, int64_t now)
         waiting = 1; /* offline: no attempt spent; the runner's HELLO kicks us */
         goto out;
     }
-    d->sd_kind = GW_SD_HOOKQ;
+    gw_ts_init(&d->ts, gw, &hd_ops);
     d->gw = gw;
     snprintf(d->runner, sizeof d->runner, "%s", h->runner);
     d->next = gw->deliveries;
@@ -400,7 +368,7 @@ void fy_gw_hookq_close(fy_gw *gw)
     while (gw->deliveries) {
         gw_hd *d = gw->deliveries;
         gw->deliveries = d->next;
-        hd_detach(d, 1);
+        gw_ts_detach(&d->ts, 1);
         hd_free(d); /* still queued: delivered after the restart */
     }
     if (gw->hookq_timer.data) {

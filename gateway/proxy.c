@@ -49,6 +49,7 @@
  * by its tunnel stream (until detached); callbacks take a temporary reference
  * because the HTTP server may finish a request (abort) from inside a call. */
 #include "gateway/gateway.h"
+#include "gateway/tstream.h"
 
 #include "common/crypto.h"
 #include "common/err.h"
@@ -67,34 +68,28 @@
 #define PX_LINGER_MS  5000 /* wait for the usage trailer after the client left */
 
 struct gw_px {
-    int sd_kind; /* GW_SD_PX: tells tunnel.c whose stream this is */
+    gw_ts ts; /* first: the tunnel stream (ts.conn NULL when not attached) */
     fy_gw *gw;
     fy_http_req *req; /* NULL once finished */
-    gw_conn *conn;    /* NULL when not attached to a tunnel stream */
-    uint32_t id;
     int refs;
     int status;
     uint8_t tries;
-    unsigned has_body : 1;      /* the public request has a body */
-    unsigned body_reading : 1;  /* fy_http_req_read_body was called */
-    unsigned body_done : 1;     /* the public body ended (all bytes received) */
-    unsigned end_sent : 1;      /* END_STREAM sent to the runner */
-    unsigned paused : 1;        /* public body paused for the tunnel window */
-    unsigned resp_started : 1;  /* the public response head was written */
-    unsigned drain_armed : 1;   /* waiting for the public socket to drain */
-    unsigned routed : 1;        /* a /r/ target: counted as route "/r" */
-    unsigned counted : 1;       /* in gw->n_px (being proxied) */
-    unsigned has_rr : 1;        /* RR holds the limiter's answer (headers to send) */
-    unsigned admitted : 1;      /* holds one of the key's concurrency slots */
-    unsigned client_gone : 1;   /* the client left with the whole body; awaiting the trailer */
-    unsigned v1 : 1;            /* a /v1 request: routed by model, counted as route "/v1" */
-    unsigned waiting : 1;       /* in the gateway's wait queue (holds a reference) */
-    unsigned pend_borrowed : 1; /* PEND points into BODY, which is kept for a retry */
-    int64_t resp_len;           /* the response's Content-Length, -1 when not known */
-    uv_timer_t *linger;         /* bounds the wait for the trailer once the client left */
-    uint64_t unconsumed;        /* response bytes written but not yet credited */
-    char *pend;                 /* request body bytes the window did not take */
-    size_t pend_len, pend_off;
+    unsigned has_body : 1;     /* the public request has a body */
+    unsigned body_reading : 1; /* fy_http_req_read_body was called */
+    unsigned body_done : 1;    /* the public body ended (all bytes received) */
+    unsigned paused : 1;       /* public body paused for the tunnel window */
+    unsigned resp_started : 1; /* the public response head was written */
+    unsigned drain_armed : 1;  /* waiting for the public socket to drain */
+    unsigned routed : 1;       /* a /r/ target: counted as route "/r" */
+    unsigned counted : 1;      /* in gw->n_px (being proxied) */
+    unsigned has_rr : 1;       /* RR holds the limiter's answer (headers to send) */
+    unsigned admitted : 1;     /* holds one of the key's concurrency slots */
+    unsigned client_gone : 1;  /* the client left with the whole body; awaiting the trailer */
+    unsigned v1 : 1;           /* a /v1 request: routed by model, counted as route "/v1" */
+    unsigned waiting : 1;      /* in the gateway's wait queue (holds a reference) */
+    int64_t resp_len;          /* the response's Content-Length, -1 when not known */
+    uv_timer_t *linger;        /* bounds the wait for the trailer once the client left */
+    uint64_t unconsumed;       /* response bytes written but not yet credited */
     uint64_t t0, t_head, bytes_in, bytes_out; /* t_head: hrtime of the response head */
     int64_t prompt_tokens, completion_tokens; /* from the usage trailer; -1 = none */
     fy_key *key;                              /* a reference; NULL before authentication */
@@ -123,30 +118,20 @@ static void px_ref(gw_px *px)
     px->refs++;
 }
 
-static void px_unref(gw_px *px)
+/* Not inlined: a caller holding its own reference across a call that drops
+ * another (px_detach) is safe, but GCC cannot see the count through the
+ * stream pointer the core was given and would warn of a use after free. */
+__attribute__((noinline)) static void px_unref(gw_px *px)
 {
     if (--px->refs > 0) {
         return;
     }
-    if (!px->pend_borrowed) {
-        free(px->pend);
-    }
+    gw_ts_clear(&px->ts);
     free(px->target);
     free(px->body);
     free(px->reply);
     fy_buf_free(&px->rbody);
     free(px);
-}
-
-/* Drops what is pending to send (BODY stays when PEND was borrowed). */
-static void px_pend_clear(gw_px *px)
-{
-    if (!px->pend_borrowed) {
-        free(px->pend);
-    }
-    px->pend = NULL;
-    px->pend_borrowed = 0;
-    px->pend_len = px->pend_off = 0;
 }
 
 static void v1_unqueue(gw_px *px);
@@ -155,22 +140,10 @@ static void v1_unqueue(gw_px *px);
  * it), so no further events arrive for PX. */
 static void px_detach(gw_px *px, int reset)
 {
-    gw_conn *c = px->conn;
-    if (!c) {
+    if (!px->ts.conn) {
         return;
     }
-    if (c->sess && px->id) {
-        if (reset) {
-            fyp_session_reset(c->sess, px->id, FYP_ERR_CANCEL);
-        }
-        fyp_session_set_stream_data(c->sess, px->id, NULL);
-        fy_gw_conn_kick(c);
-    }
-    c->n_px--;
-    px->conn = NULL;
-    px->id = 0;
-    fy_metric_add(px->gw->metrics.active_streams, NULL, -1);
-    fy_gw_v1_kick(px->gw);
+    gw_ts_detach(&px->ts, reset);
     px_unref(px);
 }
 
@@ -301,8 +274,7 @@ static void px_finish(gw_px *px, int how, int status, const char *code, const ch
     }
     if (px->counted) {
         px->counted = 0;
-        gw->n_px--;
-        fy_gw__px_done(gw);
+        gw_count_down(&gw->n_px);
     }
     px_unref(px);
 }
@@ -456,21 +428,12 @@ static int px_open(gw_px *px, const gw_conn *exclude)
     }
     for (size_t i = 0; i < nc; i++) {
         gw_conn *c = cand[i];
-        uint32_t id;
-        rc = fyp_session_request(c->sess, &rq, !px->has_body, px, &id);
+        rc = gw_ts_open(&px->ts, c, &rq, !px->has_body);
         if (rc == 0) {
             if (px->v1) {
                 snprintf(px->runner, sizeof px->runner, "%s", c->runner->name);
             }
-            px->conn = c;
-            px->id = id;
-            c->n_px++;
             px_ref(px);
-            fy_metric_add(gw->metrics.active_streams, NULL, 1);
-            if (!px->has_body) {
-                px->end_sent = 1;
-            }
-            fy_gw_conn_kick(c);
             break;
         }
         if (rc != FY_ELIMIT && rc != FY_ECLOSED && rc != FY_EAGAIN) {
@@ -508,60 +471,20 @@ static void px_open_fail(gw_px *px, int rc)
 
 static void v1_dispatch(gw_px *px, const gw_conn *exclude);
 
-/* Sends what is pending; 1 when all of it went. */
-static int px_send_pending(gw_px *px)
-{
-    gw_conn *c = px->conn;
-    while (px->pend && px->pend_off < px->pend_len) {
-        ssize_t n = fyp_session_send_data(c->sess, px->id, px->pend + px->pend_off,
-                                          px->pend_len - px->pend_off, 0);
-        if (n <= 0) {
-            return n == 0 ? 0 : -1;
-        }
-        px->pend_off += (size_t)n;
-    }
-    px_pend_clear(px);
-    return 1;
-}
-
-static void px_send_end(gw_px *px)
-{
-    if (px->end_sent || !px->conn) {
-        return;
-    }
-    /* Not NULL: the session computes data + 0, which is undefined for NULL. */
-    if (fyp_session_send_data(px->conn->sess, px->id, "", 0, 1) >= 0) {
-        px->end_sent = 1;
-    }
-    fy_gw_conn_kick(px->conn);
-}
-
 static void px_body_data(fy_http_req *req, const char *data, size_t len, void *arg)
 {
     gw_px *px = arg;
-    if (px->req != req || !px->conn || px->end_sent) {
+    if (px->req != req || !px->ts.conn || px->ts.end_sent) {
         return; /* the stream is gone: the rest of the body is dropped */
     }
     px->bytes_in += len;
-    gw_conn *c = px->conn;
-    ssize_t n = fyp_session_send_data(c->sess, px->id, data, len, 0);
-    fy_gw_conn_kick(c);
-    if (n < 0) {
-        return; /* reset or dead: its event finishes the request */
-    }
-    if ((size_t)n < len) {
-        size_t left = len - (size_t)n;
-        px->pend = malloc(left);
-        if (!px->pend) {
-            px_fail(px, 500, "internal_error", "out of memory");
-            return;
-        }
-        memcpy(px->pend, data + n, left);
-        px->pend_len = left;
-        px->pend_off = 0;
-        px->paused = 1;
+    int rc = gw_ts_send(&px->ts, data, len, 0);
+    if (rc == FY_ENOMEM) {
+        px_fail(px, 500, "internal_error", "out of memory");
+    } else if (rc == 0) {
+        px->paused = 1; /* the rest waits for the window */
         fy_http_req_pause(req);
-    }
+    } /* else all sent, or reset or dead: its event finishes the request */
 }
 
 static void px_body_end(fy_http_req *req, int status, void *arg)
@@ -577,26 +500,30 @@ static void px_body_end(fy_http_req *req, int status, void *arg)
         return;
     }
     px->body_done = 1;
-    if (!px->pend) {
-        px_send_end(px);
+    if (!gw_ts_pending(&px->ts)) {
+        gw_ts_end(&px->ts);
     }
 }
 
 static void px_on_writable(gw_px *px)
 {
-    if (!px->pend) {
-        return;
-    }
-    int rc = px_send_pending(px);
-    fy_gw_conn_kick(px->conn);
-    if (rc != 1) {
+    if (!gw_ts_pending(&px->ts) || gw_ts_flush(&px->ts) != 1) {
         return;
     }
     if (px->body_done) {
-        px_send_end(px);
+        gw_ts_end(&px->ts);
     } else if (px->paused && px->req) {
         px->paused = 0;
         fy_http_req_resume(px->req);
+    }
+}
+
+/* Sends the whole body read before (kept in BODY, so a refused stream can
+ * send it again), then END_STREAM once all of it went. */
+static void px_send_body(gw_px *px)
+{
+    if (gw_ts_send(&px->ts, px->body, px->body_len, 1) == 1) {
+        gw_ts_end(&px->ts);
     }
 }
 
@@ -606,12 +533,11 @@ static void px_on_drain(fy_http_req *req, void *arg)
 {
     gw_px *px = arg;
     px->drain_armed = 0;
-    if (px->req != req || !px->conn || !px->unconsumed) {
+    if (px->req != req || !px->ts.conn || !px->unconsumed) {
         return;
     }
-    fyp_session_consume(px->conn->sess, px->id, (size_t)px->unconsumed);
+    gw_ts_consume(&px->ts, (size_t)px->unconsumed);
     px->unconsumed = 0;
-    fy_gw_conn_kick(px->conn);
 }
 
 static int slice_ieq(fy_slice s, const char *lit)
@@ -686,7 +612,7 @@ static void px_on_response(gw_px *px, const fyp_event *ev)
     if (ev->end_stream && clen < 0) {
         clen = 0;
     }
-    if (px->v1 && !px->pend) {
+    if (px->v1 && !gw_ts_pending(&px->ts)) {
         /* All sent and answered: no retry can need the body any more. */
         free(px->body);
         px->body = NULL;
@@ -724,7 +650,7 @@ static void px_on_data(gw_px *px, const fyp_event *ev)
             return;
         }
         if (rc == 0 && !px->drain_armed) {
-            fyp_session_consume(px->conn->sess, px->id, d.len);
+            gw_ts_consume(&px->ts, d.len);
         } else {
             px->unconsumed += d.len;
             if (!px->drain_armed) {
@@ -735,18 +661,16 @@ static void px_on_data(gw_px *px, const fyp_event *ev)
     }
     if (ev->end_stream) {
         /* What the socket still holds is the server's to flush now. */
-        if (px->unconsumed) {
-            fyp_session_consume(px->conn->sess, px->id, (size_t)px->unconsumed);
-            px->unconsumed = 0;
-        }
+        gw_ts_consume(&px->ts, (size_t)px->unconsumed);
+        px->unconsumed = 0;
         px_finish(px, FIN_END, 0, NULL, NULL);
     }
 }
 
-static void px_on_reset(gw_px *px, gw_conn *c, const fyp_event *ev)
+static void px_on_reset(gw_px *px, const fyp_event *ev)
 {
+    gw_conn *c = px->ts.conn;
     /* The session forgot the stream: leave it without a reset of our own. */
-    fyp_session_set_stream_data(c->sess, px->id, NULL);
     px_detach(px, 0);
     if (!px->req) {
         return;
@@ -758,14 +682,13 @@ static void px_on_reset(gw_px *px, gw_conn *c, const fyp_event *ev)
         return;
     }
     if (ev->error_code == FYP_ERR_REFUSED_STREAM && !px->resp_started && px->bytes_in == 0 &&
-        !px->pend && ++px->tries < PX_MAX_TRIES) {
+        !gw_ts_pending(&px->ts) && ++px->tries < PX_MAX_TRIES) {
         /* Never processed by the runner (drain, or its stream limit): try
          * another connection. Only bodies not yet sent can be replayed. */
-        px->end_sent = 0;
         int rc = px_open(px, c);
         if (rc == 0) {
             if (px->body_done) {
-                px_send_end(px);
+                gw_ts_end(&px->ts);
             }
             return;
         }
@@ -793,12 +716,9 @@ static void px_on_usage(gw_px *px, const fyp_trailers *t)
     fy_metrics_gw_tokens(&px->gw->metrics, t->prompt_tokens, t->completion_tokens);
 }
 
-void fy_gw_px_event(gw_conn *c, const fyp_event *ev)
+static void px_on_event(gw_ts *ts, const fyp_event *ev)
 {
-    gw_px *px = ev->stream_data;
-    if (px->conn != c || px->id != ev->stream_id) {
-        return;
-    }
+    gw_px *px = (gw_px *)ts;
     px_ref(px);
     if (!px->req && ev->type != FYP_EV_STREAM_RESET) {
         px_detach(px, 1);
@@ -817,10 +737,8 @@ void fy_gw_px_event(gw_conn *c, const fyp_event *ev)
         case FYP_EV_TRAILERS:
             px_on_usage(px, ev->u.trailers);
             if (px->resp_started) {
-                if (px->unconsumed) {
-                    fyp_session_consume(c->sess, px->id, (size_t)px->unconsumed);
-                    px->unconsumed = 0;
-                }
+                gw_ts_consume(ts, (size_t)px->unconsumed);
+                px->unconsumed = 0;
                 px_finish(px, FIN_END, 0, NULL, NULL);
             } else {
                 px_fail(px, 502, "bad_response", "runner ended the stream without a response");
@@ -830,7 +748,7 @@ void fy_gw_px_event(gw_conn *c, const fyp_event *ev)
             px_on_writable(px);
             break;
         case FYP_EV_STREAM_RESET:
-            px_on_reset(px, c, ev);
+            px_on_reset(px, ev);
             break;
         default:
             break;
@@ -838,6 +756,8 @@ void fy_gw_px_event(gw_conn *c, const fyp_event *ev)
     }
     px_unref(px);
 }
+
+static const gw_ts_ops px_ops = {px_on_event};
 
 /* --- public entry ------------------------------------------------------------------ */
 
@@ -863,7 +783,7 @@ static void px_on_abort(fy_http_req *req, int status, void *arg)
         return;
     }
     px_ref(px);
-    if (px->conn && px->resp_started && px->resp_len >= 0 &&
+    if (px->ts.conn && px->resp_started && px->resp_len >= 0 &&
         px->bytes_out >= (uint64_t)px->resp_len && !px->client_gone &&
         (px->linger = malloc(sizeof *px->linger)) != NULL) {
         px->client_gone = 1;
@@ -943,7 +863,7 @@ static gw_px *px_new(fy_gw *gw, fy_http_req *req, uint64_t t0)
         fy_http_respond_error(req, 500, "internal_error", "out of memory");
         return NULL;
     }
-    px->sd_kind = GW_SD_PX;
+    gw_ts_init(&px->ts, gw, &px_ops);
     px->gw = gw;
     px->req = req;
     px->refs = 1;
@@ -985,15 +905,11 @@ void fy_gw_px_forward(fy_gw *gw, fy_http_req *req, const gw_forward *f)
         return;
     }
     px->hook = 1;
-    px->pend = f->body;
-    px->pend_len = f->body_len;
+    px->body = f->body; /* freed with PX */
+    px->body_len = f->body_len;
     px->bytes_in = f->body_len;
     px->body_done = 1;
     px->has_body = f->body_len > 0;
-    if (!px->has_body) {
-        free(px->pend);
-        px->pend = NULL;
-    }
     snprintf(px->runner, sizeof px->runner, "%s", f->runner);
     snprintf(px->hook_id, sizeof px->hook_id, "%s", f->hook_id);
     px->target = strdup(f->target);
@@ -1009,7 +925,7 @@ void fy_gw_px_forward(fy_gw *gw, fy_http_req *req, const gw_forward *f)
         return;
     }
     px->counted = 1;
-    gw->n_px++;
+    gw_count_up(&gw->n_px);
     gw->n_proxied++;
     fy_http_req_on_abort(req, px_on_abort, px);
     int rc = px_open(px, NULL);
@@ -1017,10 +933,8 @@ void fy_gw_px_forward(fy_gw *gw, fy_http_req *req, const gw_forward *f)
         px_open_fail(px, rc);
         return;
     }
-    if (px->pend) {
-        px_ref(px);
-        px_on_writable(px); /* sends what the windows take, then END_STREAM */
-        px_unref(px);
+    if (px->has_body) {
+        px_send_body(px); /* what the windows take, then END_STREAM */
     }
 }
 
@@ -1057,7 +971,7 @@ void fy_gw_public_request(fy_http_req *req, void *data)
     }
     px->has_body = fy_http_req_content_length(req) != 0;
     px->counted = 1;
-    gw->n_px++;
+    gw_count_up(&gw->n_px);
     gw->n_proxied++;
     fy_http_req_on_abort(req, px_on_abort, px);
     int rc = px_open(px, NULL);
@@ -1085,17 +999,11 @@ static int v1_queueable(int rc)
  * EXCLUDE) and sends the body. 0, or px_open's error (nothing was sent). */
 static int v1_send(gw_px *px, const gw_conn *exclude)
 {
-    px->end_sent = 0;
-    px_pend_clear(px);
     int rc = px_open(px, exclude);
     if (rc) {
         return rc;
     }
-    px->pend = px->body;
-    px->pend_len = px->body_len;
-    px->pend_off = 0;
-    px->pend_borrowed = 1;
-    px_on_writable(px); /* what the windows take now, the rest on FYP_EV_WRITABLE */
+    px_send_body(px); /* what the windows take now, the rest on FYP_EV_WRITABLE */
     return 0;
 }
 
@@ -1234,12 +1142,34 @@ static void v1_on_kick(uv_timer_t *t)
     }
 }
 
-void fy_gw_v1_kick(fy_gw *gw)
+/* Looks at the queue on the next loop turn. Cheap when none waits. */
+static void v1_kick(fy_gw *gw)
 {
     if (gw->n_waiting && gw->wait_kick_init && !uv_is_active((uv_handle_t *)&gw->wait_kick)) {
         gw->wait_kick.data = gw;
         uv_timer_start(&gw->wait_kick, v1_on_kick, 0, 0);
     }
+}
+
+/* A stream ended somewhere or a runner connected: a waiter may go now. */
+static void v1_on_tunnel(fy_gw *gw, gw_tun_news news, void *arg)
+{
+    (void)news;
+    (void)arg;
+    v1_kick(gw);
+}
+
+int fy_gw_v1_init(fy_gw *gw)
+{
+    int rc = uv_timer_init(gw->loop, &gw->wait_kick);
+    if (rc) {
+        return fy_err_from_uv(rc);
+    }
+    gw->wait_kick.data = gw;
+    gw->wait_kick_init = 1;
+    gw->v1_sub = (gw_tun_sub){.fn = v1_on_tunnel};
+    fy_gw_tunnel_subscribe(gw, &gw->v1_sub);
+    return 0;
 }
 
 void fy_gw_v1_fail_waiting(fy_gw *gw, const char *code, const char *msg)
@@ -1299,11 +1229,11 @@ static void v1_admit(gw_px *px)
     px->has_body = 1;
     px->body_done = 1;
     px->counted = 1;
-    gw->n_px++;
+    gw_count_up(&gw->n_px);
     gw->n_proxied++;
     if (m->n_waiting) {
         v1_enqueue(px); /* behind the requests already waiting for it */
-        fy_gw_v1_kick(gw);
+        v1_kick(gw);
     } else {
         v1_dispatch(px, NULL);
     }

@@ -167,9 +167,9 @@ static void gw_stop(fy_gw *gw)
         return;
     }
     gw->stopped = 1;
-    if (gw->n_px) {
+    if (gw->n_px.n) {
         fy_log_event(FY_LOG_WARN, RUN_LOG, "stopping with requests in flight",
-                     json_pack("{s:I}", "in_flight", (json_int_t)gw->n_px));
+                     json_pack("{s:I}", "in_flight", (json_int_t)gw->n_px.n));
     }
     for (int i = 0; i < GW_L_COUNT; i++) {
         listener_close(&gw->listeners[i]);
@@ -200,9 +200,11 @@ static void on_drain_timer(uv_timer_t *t)
     fy_log_event(FY_LOG_INFO, RUN_LOG, "gateway stopped", NULL);
 }
 
-void fy_gw__px_done(fy_gw *gw)
+/* The last request in flight ended (gw->n_px's watcher). */
+static void on_idle(void *arg)
 {
-    if (gw->draining && !gw->stopped && gw->n_px == 0) {
+    fy_gw *gw = arg;
+    if (gw->draining && !gw->stopped) {
         /* From the loop, not from inside whatever finished the request. */
         uv_timer_start(&gw->drain_timer, on_drain_timer, 0, 0);
     }
@@ -222,14 +224,14 @@ static void on_signal(uv_signal_t *h, int signum)
     gw->draining = 1;
     fy_log_event(FY_LOG_INFO, RUN_LOG, "draining",
                  json_pack("{s:s,s:I,s:I}", "signal", signum == SIGINT ? "SIGINT" : "SIGTERM",
-                           "in_flight", (json_int_t)gw->n_px, "timeout_ms",
+                           "in_flight", (json_int_t)gw->n_px.n, "timeout_ms",
                            (json_int_t)gw->drain_timeout_ms));
     listener_close(&gw->listeners[GW_L_PUBLIC]);
     listener_close(&gw->listeners[GW_L_TUNNEL]);
     fy_gw_tunnel_goaway_all(gw);
     /* Nothing new is opened on a draining tunnel: waiting requests end now. */
     fy_gw_v1_fail_waiting(gw, "gateway_draining", "the gateway is shutting down");
-    uv_timer_start(&gw->drain_timer, on_drain_timer, gw->n_px ? gw->drain_timeout_ms : 0, 0);
+    uv_timer_start(&gw->drain_timer, on_drain_timer, gw->n_px.n ? gw->drain_timeout_ms : 0, 0);
 }
 
 static void on_sighup(uv_signal_t *h, int signum)
@@ -386,7 +388,7 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
     if ((rc = fy_tls_config_new(&to, &gw->tls_tunnel, err, errlen))) {
         return rc;
     }
-    if ((rc = fy_gw_tunnel_init(gw)) || (rc = fy_gw_hookq_init(gw))) {
+    if ((rc = fy_gw_tunnel_init(gw)) || (rc = fy_gw_v1_init(gw)) || (rc = fy_gw_hookq_init(gw))) {
         snprintf(err, errlen, "event loop: %s", fy_strerror(rc));
         return rc;
     }
@@ -549,9 +551,7 @@ int fy_gw_run_main(int argc, char **argv)
     uv_signal_init(&loop, &gw->sig_hup);
     uv_timer_init(&loop, &gw->drain_timer);
     uv_timer_init(&loop, &gw->usage_timer);
-    uv_timer_init(&loop, &gw->wait_kick);
-    gw->wait_kick.data = gw;
-    gw->wait_kick_init = 1;
+    gw->n_px = (gw_count){.on_zero = on_idle, .arg = gw};
     gw->sig_term.data = gw->sig_int.data = gw->sig_hup.data = gw;
     gw->drain_timer.data = gw->usage_timer.data = gw;
     int rc = setup(gw, err, sizeof err);

@@ -16,6 +16,7 @@
  * not read makes the session output grow only as far as the flow-control
  * windows allow. */
 #include "gateway/gateway.h"
+#include "gateway/tstream.h"
 
 #include "common/crypto.h"
 #include "common/err.h"
@@ -151,6 +152,19 @@ gw_conn *fy_gw_conn_pick(gw_runner *r, const gw_conn *exclude)
         }
     }
     return best;
+}
+
+void fy_gw_tunnel_subscribe(fy_gw *gw, gw_tun_sub *sub)
+{
+    sub->next = gw->tun_subs;
+    gw->tun_subs = sub;
+}
+
+void fy_gw_tunnel_publish(fy_gw *gw, gw_tun_news news)
+{
+    for (gw_tun_sub *s = gw->tun_subs; s; s = s->next) {
+        s->fn(gw, news, s->arg);
+    }
 }
 
 size_t fy_gw_tunnel_connected(const fy_gw *gw)
@@ -357,8 +371,7 @@ static void conn_on_hello(gw_conn *c, const fyp_event *ev)
         fyp_session_terminate(c->sess, FYP_ERR_INTERNAL, "out of memory");
         return;
     }
-    fy_gw_hookq_kick(c->gw); /* events may be waiting for this runner */
-    fy_gw_v1_kick(c->gw);    /* and requests for its models */
+    fy_gw_tunnel_publish(c->gw, GW_TUN_RUNNER_CONNECTED); /* work may wait for it */
     json_t *f = conn_fields(c);
     json_t *models = json_array();
     for (size_t i = 0; i < c->n_models; i++) {
@@ -390,10 +403,11 @@ static void conn_on_event(fyp_session *s, const fyp_event *ev, void *data)
     case FYP_EV_REQUEST:
         break; /* runner-side event; the session never emits it here */
     default:
-        if (ev->stream_data && *(const int *)ev->stream_data == GW_SD_HOOKQ) {
-            fy_gw_hookq_event(c, ev);
-        } else if (ev->stream_data) {
-            fy_gw_px_event(c, ev);
+        if (ev->stream_data) {
+            gw_ts *ts = ev->stream_data;
+            if (ts->conn == c && ts->id == ev->stream_id) {
+                ts->ops->on_event(ts, ev);
+            }
         } else if (ev->type == FYP_EV_DATA && ev->u.data.len) {
             /* A stream whose public side is gone: return the credit. */
             fyp_session_consume(s, ev->stream_id, ev->u.data.len);
@@ -421,9 +435,7 @@ static void conn_on_read(fy_stream *s, ssize_t n, const fy_slice *buf)
         return;
     }
     int rc = fyp_session_recv(c->sess, buf->base, (size_t)n);
-    if (c->gw->n_waiting) {
-        fy_gw_v1_kick(c->gw); /* a finished stream (an RST ACK too) may free a slot */
-    }
+    fy_gw_tunnel_publish(c->gw, GW_TUN_SLOT_FREED); /* an RST ACK, say, frees one */
     if (rc < 0 && rc != FY_ECLOSED && !c->closing) {
         json_t *f = conn_fields(c);
         json_object_set_new(f, "error", json_string(fyp_session_error_msg(c->sess)));
