@@ -14,7 +14,8 @@
  *             /v1 requests are routed by their JSON body's model, waiting in
  *             a bounded queue when every runner serving it is at its limit
  *   models.c  the model index (model name -> registered connections whose
- *             HELLO announced it) and the least-outstanding pick
+ *             HELLO announced it)
+ *   pick.c    the one connection picker (runner or model, least outstanding)
  *   enroll.c  POST /v1/enroll (CSR + one-time token -> runner certificate)
  *   admin.c   the admin API (status, tokens, runners, keys, hooks, usage, /metrics)
  *   hooks.c   public /hooks/<id> requests: body cap, signature check, replay
@@ -262,10 +263,6 @@ void fy_gw_tunnel_accept(fy_gw *gw, fy_stream *tcp);
 /* The registry entry for NAME, or NULL when it has no live connection. */
 gw_runner *fy_gw_runner_find(fy_gw *gw, const char *name);
 
-/* The connection to open a new stream on: ready, not draining, fewest
- * proxied requests; skipping EXCLUDE. NULL when none. */
-gw_conn *fy_gw_conn_pick(gw_runner *r, const gw_conn *exclude);
-
 /* Schedules writing the session's pending output to the stream (at the end
  * of this loop turn, so everything a turn queued goes out in one TLS write)
  * and closing the connection when the session wants it. Call after every
@@ -341,17 +338,31 @@ gw_model *fy_gw_model_find(fy_gw *gw, const char *name);
  * when the last waiter leaves a model no connection serves. */
 void fy_gw_model_waiters(fy_gw *gw, gw_model *m, int delta);
 
-/* 1 when C can take a new stream now: registered, ready, not draining or
- * closing, below the runner's MAX_CONCURRENT_STREAMS. */
+/* pick.c: the one connection picker ----------------------------------------- */
+
+/* 1 when C may take new streams at all: registered, its session ready, not
+ * draining or closing. */
+int fy_gw_conn_usable(const gw_conn *c);
+
+/* 1 when C can take a new stream now: usable and below the runner's
+ * MAX_CONCURRENT_STREAMS. */
 int fy_gw_conn_has_room(const gw_conn *c);
 
 /* M's connections that can take a stream now (fy_gw_conn_has_room), except
  * EXCLUDE, into OUT[0..MAX) best first: fewest requests outstanding at the
  * runner (over all its connections), then at the connection. Returns how
  * many. *USABLE (may be NULL) is set to the number of M's connections that
- * are usable at all (ready, not draining or closing) whether full or not. */
+ * are usable at all (fy_gw_conn_usable) whether full or not. */
 size_t fy_gw_model_pick(gw_model *m, const gw_conn *exclude, gw_conn **out, size_t max,
                         size_t *usable);
+
+/* The same over runner R's connections (R may be NULL: none), requiring
+ * room for a stream only when ROOM. */
+size_t fy_gw_runner_pick(gw_runner *r, const gw_conn *exclude, int room, gw_conn **out, size_t max,
+                         size_t *usable);
+
+/* R's best usable connection (room or not), except EXCLUDE; NULL when none. */
+gw_conn *fy_gw_conn_pick(gw_runner *r, const gw_conn *exclude);
 
 /* hooks.c / hookq.c --------------------------------------------------------- */
 

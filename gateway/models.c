@@ -133,64 +133,6 @@ int fy_gw_models_add(gw_conn *c, const fy_slice *models, size_t n)
     return 0;
 }
 
-static int conn_usable(const gw_conn *c)
-{
-    return c->runner && !c->draining && !c->closing && c->sess && fyp_session_ready(c->sess);
-}
-
-int fy_gw_conn_has_room(const gw_conn *c)
-{
-    if (!conn_usable(c)) {
-        return 0;
-    }
-    const fyp_settings *ps = fyp_session_peer_settings(c->sess);
-    return !ps || fyp_session_stream_count(c->sess) < ps->max_concurrent_streams;
-}
-
-static size_t runner_outstanding(const gw_runner *r)
-{
-    size_t n = 0;
-    for (const gw_conn *c = r->conns; c; c = c->rnext) {
-        n += c->n_px;
-    }
-    return n;
-}
-
-size_t fy_gw_model_pick(gw_model *m, const gw_conn *exclude, gw_conn **out, size_t max,
-                        size_t *usable)
-{
-    size_t n = 0, u = 0;
-    /* Insertion sort by (runner load, connection load): MAX is small. */
-    size_t load[max ? max : 1];
-    for (size_t i = 0; m && i < m->n_conns; i++) {
-        gw_conn *c = m->conns[i];
-        if (c == exclude || !conn_usable(c)) {
-            continue;
-        }
-        u++;
-        if (!fy_gw_conn_has_room(c)) {
-            continue;
-        }
-        size_t l = runner_outstanding(c->runner);
-        size_t k = n < max ? n++ : max;
-        while (k > 0 && (load[k - 1] > l || (load[k - 1] == l && out[k - 1]->n_px > c->n_px))) {
-            if (k < max) {
-                out[k] = out[k - 1];
-                load[k] = load[k - 1];
-            }
-            k--;
-        }
-        if (k < max) {
-            out[k] = c;
-            load[k] = l;
-        }
-    }
-    if (usable) {
-        *usable = u;
-    }
-    return n;
-}
-
 void fy_gw_model_waiters(fy_gw *gw, gw_model *m, int delta)
 {
     if (delta > 0) {

@@ -49,6 +49,7 @@
  * by its tunnel stream (until detached); callbacks take a temporary reference
  * because the HTTP server may finish a request (abort) from inside a call. */
 #include "gateway/gateway.h"
+#include "gateway/fwdhead.h"
 #include "gateway/tstream.h"
 
 #include "common/crypto.h"
@@ -296,20 +297,6 @@ static int px_open(gw_px *px, const gw_conn *exclude);
 static void px_body_data(fy_http_req *req, const char *data, size_t len, void *arg);
 static void px_body_end(fy_http_req *req, int status, void *arg);
 
-typedef struct {
-    fyp_field f[FY_HTTP_MAX_HEADERS + 6]; /* + the gateway's own */
-    size_t n;
-} field_list;
-
-static void fl_add(field_list *fl, const char *name, size_t nl, const char *value, size_t vl)
-{
-    if (fl->n < sizeof fl->f / sizeof fl->f[0]) {
-        fl->f[fl->n].name = FY_SLICE(name, nl);
-        fl->f[fl->n].value = FY_SLICE(value, vl);
-        fl->n++;
-    }
-}
-
 /* Builds the REQUEST and opens it on the least busy usable connection. */
 static int px_open(gw_px *px, const gw_conn *exclude)
 {
@@ -330,56 +317,16 @@ static int px_open(gw_px *px, const gw_conn *exclude)
         snprintf(target, sizeof target, "%s%s", slash ? "/" : "", rest);
     }
 
-    field_list *fl = malloc(sizeof *fl);
-    fy_buf xff;
-    fy_buf_init(&xff, 2 * FY_HTTP_MAX_HEADER_BYTES);
-    if (!fl) {
-        return FY_ENOMEM;
-    }
-    fl->n = 0;
-    size_t nh;
-    const fy_http_header *h = fy_http_req_headers(req, &nh);
-    const char *connection = fy_http_req_header(req, "connection");
-    const char *host = fy_http_req_header(req, "host");
-    for (size_t i = 0; i < nh; i++) {
-        const char *hn = h[i].name;
-        size_t nl = h[i].name_len;
-        if (fy_http_hop_by_hop(hn, nl, connection)) {
-            continue;
-        }
-        if (nl == 15 && strncasecmp(hn, "x-forwarded-for", nl) == 0) {
-            fy_buf_append(&xff, h[i].value, h[i].value_len);
-            fy_buf_append(&xff, ", ", 2);
-            continue;
-        }
-        if ((nl == 17 && strncasecmp(hn, "x-forwarded-proto", nl) == 0) ||
-            (nl == 16 && strncasecmp(hn, "x-forwarded-host", nl) == 0)) {
-            continue; /* ours replace whatever the client claimed */
-        }
-        if (nl == 6 && strncasecmp(hn, "expect", nl) == 0) {
-            continue; /* answered here: the public server sends 100 Continue */
-        }
-        if (!px->hook && ((nl == 13 && strncasecmp(hn, "authorization", nl) == 0) ||
-                          (nl == 9 && strncasecmp(hn, "x-api-key", nl) == 0))) {
-            continue; /* the API key is the gateway's: never shown to a runner */
-        }
-        if (nl >= 8 && strncasecmp(hn, "x-ferry-", 8) == 0) {
-            continue; /* the gateway's to say (x-ferry-key-id): a client cannot */
-        }
-        fl_add(fl, hn, nl, h[i].value, h[i].value_len);
-    }
-    const char *key_id = px->key ? fy_key_id(px->key) : NULL;
-    if (key_id) {
-        fl_add(fl, "x-ferry-key-id", 14, key_id, strlen(key_id));
-    }
+    gw_fwd_request *fl = malloc(sizeof *fl);
     char peer[64];
     fy_gw_peer_host(fy_http_req_peer(req), peer, sizeof peer);
-    fy_buf_append_str(&xff, peer);
-    fl_add(fl, "x-forwarded-for", 15, xff.data ? xff.data : "", xff.len);
-    const char *proto = gw->public_plain ? "http" : "https";
-    fl_add(fl, "x-forwarded-proto", 17, proto, strlen(proto));
-    if (host && host[0]) {
-        fl_add(fl, "x-forwarded-host", 16, host, strlen(host));
+    const char *key_id = px->key ? fy_key_id(px->key) : NULL;
+    gw_fwd_info info = {peer, gw->public_plain ? "http" : "https", key_id, px->hook};
+    size_t nh;
+    const fy_http_header *h = fy_http_req_headers(req, &nh);
+    if (!fl || fy_gw_fwd_request(fl, h, nh, &info)) {
+        free(fl);
+        return FY_ENOMEM;
     }
     fyp_field meta[4] = {{FY_SLICE_STR("request-id"), FY_SLICE(px->reqid, strlen(px->reqid))}};
     size_t nm = 1;
@@ -401,31 +348,15 @@ static int px_open(gw_px *px, const gw_conn *exclude)
         .headers = {fl->f, fl->n},
     };
 
+    /* Candidates best first, only connections with room for a stream: for
+     * /v1 the runners serving the model, otherwise the route's runner. */
     gw_conn *cand[PX_MAX_CHOICE];
-    size_t nc = 0;
-    int rc;
-    if (px->v1) {
-        /* The runners serving the model, least outstanding first; only
-         * connections with room for a stream. */
-        size_t usable = 0;
-        nc = fy_gw_model_pick(fy_gw_model_find(gw, px->model), exclude, cand, PX_MAX_CHOICE,
-                              &usable);
-        rc = nc || usable ? FY_ELIMIT : FY_ENOENT;
-    } else {
-        /* Candidates by fewest streams; a full or closing one is skipped. */
-        gw_runner *r = fy_gw_runner_find(gw, name);
-        for (gw_conn *c = r ? r->conns : NULL; c && nc < PX_MAX_CHOICE; c = c->rnext) {
-            if (c != exclude && !c->draining && !c->closing && fyp_session_ready(c->sess)) {
-                size_t k = nc++;
-                while (k > 0 && cand[k - 1]->n_px > c->n_px) {
-                    cand[k] = cand[k - 1];
-                    k--;
-                }
-                cand[k] = c;
-            }
-        }
-        rc = nc ? FY_ECLOSED : FY_ENOENT;
-    }
+    size_t usable = 0;
+    size_t nc = px->v1 ? fy_gw_model_pick(fy_gw_model_find(gw, px->model), exclude, cand,
+                                          PX_MAX_CHOICE, &usable)
+                       : fy_gw_runner_pick(fy_gw_runner_find(gw, name), exclude, 1, cand,
+                                           PX_MAX_CHOICE, &usable);
+    int rc = nc || usable ? FY_ELIMIT : FY_ENOENT;
     for (size_t i = 0; i < nc; i++) {
         gw_conn *c = cand[i];
         rc = gw_ts_open(&px->ts, c, &rq, !px->has_body);
@@ -440,7 +371,7 @@ static int px_open(gw_px *px, const gw_conn *exclude)
             break; /* the request itself is at fault (too big, invalid) */
         }
     }
-    fy_buf_free(&xff);
+    fy_gw_fwd_request_free(fl);
     free(fl);
     return rc;
 }
@@ -540,74 +471,15 @@ static void px_on_drain(fy_http_req *req, void *arg)
     px->unconsumed = 0;
 }
 
-static int slice_ieq(fy_slice s, const char *lit)
-{
-    size_t n = strlen(lit);
-    return s.len == n && strncasecmp(s.base, lit, n) == 0;
-}
-
 static void px_on_response(gw_px *px, const fyp_event *ev)
 {
     const fyp_response *rs = ev->u.response;
-    /* The loop is single-threaded. */
-    static fy_http_header hs[FYP_MAX_HEADER_FIELDS + 2 + FY_RL_MAX_HEADERS];
+    static gw_fwd_response fr; /* the loop is single-threaded */
     fy_rl_header_buf hb;
-    char connection[512] = "";
-    size_t n = 0;
-    int64_t clen = -1;
-    int sse = 0;
-    for (size_t i = 0; i < rs->headers.n; i++) {
-        const fyp_field *f = &rs->headers.v[i];
-        if (slice_ieq(f->name, "connection") && f->value.len < sizeof connection) {
-            memcpy(connection, f->value.base, f->value.len);
-            connection[f->value.len] = '\0';
-        }
-    }
-    for (size_t i = 0; i < rs->headers.n; i++) {
-        const fyp_field *f = &rs->headers.v[i];
-        if (slice_ieq(f->name, "content-length")) {
-            int64_t v = 0;
-            size_t k;
-            for (k = 0; k < f->value.len && f->value.base[k] >= '0' && f->value.base[k] <= '9' &&
-                        v < (INT64_MAX - 9) / 10;
-                 k++) {
-                v = v * 10 + (f->value.base[k] - '0');
-            }
-            if (k == f->value.len && k > 0) {
-                clen = v;
-            }
-            continue;
-        }
-        if (fy_http_hop_by_hop(f->name.base, f->name.len, connection[0] ? connection : NULL) ||
-            slice_ieq(f->name, "date")) {
-            continue;
-        }
-        if (px->has_rr && f->name.len > 12 && strncasecmp(f->name.base, "x-ratelimit-", 12) == 0) {
-            continue; /* the gateway's limits are the ones this client is under */
-        }
-        if (slice_ieq(f->name, "content-type") && f->value.len >= 17 &&
-            strncasecmp(f->value.base, "text/event-stream", 17) == 0) {
-            sse = 1;
-        }
-        hs[n].name = f->name.base;
-        hs[n].name_len = f->name.len;
-        hs[n].value = f->value.len ? f->value.base : "";
-        hs[n].value_len = f->value.len;
-        n++;
-    }
-    if (sse) {
-        /* Event streams must not be buffered or cached by anything in front. */
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++) {
-            fy_slice nm = FY_SLICE(hs[i].name, hs[i].name_len);
-            if (!slice_ieq(nm, "cache-control") && !slice_ieq(nm, "x-accel-buffering")) {
-                hs[k++] = hs[i];
-            }
-        }
-        n = k;
-        hs[n++] = (fy_http_header){"Cache-Control", "no-cache", 13, 8};
-        hs[n++] = (fy_http_header){"X-Accel-Buffering", "no", 17, 2};
-    }
+    fy_gw_fwd_response(&fr, rs->headers.v, rs->headers.n, px->has_rr);
+    fy_http_header *hs = fr.h;
+    size_t n = fr.n;
+    int64_t clen = fr.content_length;
     px_rl_headers(px, &hb, hs, &n);
     if (ev->end_stream && clen < 0) {
         clen = 0;

@@ -137,23 +137,6 @@ static void registry_remove(gw_conn *c)
     free(r);
 }
 
-gw_conn *fy_gw_conn_pick(gw_runner *r, const gw_conn *exclude)
-{
-    gw_conn *best = NULL;
-    if (!r) {
-        return NULL;
-    }
-    for (gw_conn *c = r->conns; c; c = c->rnext) {
-        if (c == exclude || c->draining || c->closing || !fyp_session_ready(c->sess)) {
-            continue;
-        }
-        if (!best || c->n_px < best->n_px) {
-            best = c;
-        }
-    }
-    return best;
-}
-
 void fy_gw_tunnel_subscribe(fy_gw *gw, gw_tun_sub *sub)
 {
     sub->next = gw->tun_subs;
