@@ -10,16 +10,21 @@
  *             each stream event to the stream's owner (tstream.h's ops) and
  *             tells subscribers when a runner connects or a stream slot frees
  *   tstream.c the stream core every proxied request and delivery sits on
- *   proxy.c   public /r/<runner>/... and /v1/... requests -> tunnel streams;
- *             /v1 requests are routed by their JSON body's model, waiting in
- *             a bounded queue when every runner serving it is at its limit
+ *   router.c  the public listener: each request to its kind by path
+ *   px.c      a public request proxied down a tunnel stream: admission
+ *             helpers, headers, body, response, the one end (px.h); the
+ *             kinds over it:
+ *   raw.c       /r/<runner>/... requests, their body streamed
+ *   v1.c        /v1 requests routed by their JSON body's model, waiting in
+ *               a bounded queue when every runner serving it is at its limit
+ *   hooks.c     public /hooks/<id> requests: body cap, signature check,
+ *               replay refusal, per-hook rate limit, then forwarded (sync,
+ *               px.h) or queued
  *   models.c  the model index (model name -> registered connections whose
  *             HELLO announced it)
  *   pick.c    the one connection picker (runner or model, least outstanding)
  *   enroll.c  POST /v1/enroll (CSR + one-time token -> runner certificate)
  *   admin.c   the admin API (status, tokens, runners, keys, hooks, usage, /metrics)
- *   hooks.c   public /hooks/<id> requests: body cap, signature check, replay
- *             refusal, per-hook rate limit, then proxy.c (sync) or the queue
  *   hookq.c   async hooks: the durable queue in the store, delivered in order
  *             per hook down the tunnel, with retries and backoff
  *   hookverify.c  the signature schemes, pure (unit-tested and fuzzed)
@@ -288,21 +293,13 @@ void fy_gw_tunnel_subscribe(fy_gw *gw, gw_tun_sub *sub);
 /* Tells every subscriber NEWS (from the tunnel and its stream core). */
 void fy_gw_tunnel_publish(fy_gw *gw, gw_tun_news news);
 
-/* proxy.c ---------------------------------------------------------------- */
+/* router.c, raw.c, v1.c: the public request path (px.h is their core) ---------------------------------------------------------------- */
 
 /* The public listener's request handler (data: fy_gw *). */
 void fy_gw_public_request(fy_http_req *req, void *data);
 
-/* A verified webhook request handed to the proxy: forwarded to RUNNER at
- * TARGET with BODY (malloc'd, owned by the callee from the call on; may be
- * NULL when BODY_LEN is 0); REQ is finished with the runner's answer. */
-typedef struct {
-    const char *runner, *target, *hook_id;
-    char *body;
-    size_t body_len;
-    uint64_t t0; /* uv_hrtime() when the request arrived */
-} gw_forward;
-void fy_gw_px_forward(fy_gw *gw, fy_http_req *req, const gw_forward *f);
+/* A public request whose path starts with /r/ (raw.c). */
+void fy_gw_raw_request(fy_gw *gw, fy_http_req *req);
 
 /* A public request whose path is /v1 or starts with /v1/ (the OpenAI API,
  * routed by model). */

@@ -10,15 +10,16 @@
  *   - sync: the runner must be connected (503 otherwise, and nothing is
  *     remembered, so the tool's own retry can succeed); GitHub's delivery id
  *     is recorded (a repeat within FY_GW_HOOK_REPLAY_WINDOW_S is a replay:
- *     401) and the request goes to proxy.c, which forwards it with the
- *     original body and headers and relays the runner's answer;
+ *     401) and the request is forwarded (px.h) with the original body and
+ *     headers, its own Authorization included, and the runner's answer
+ *     relayed;
  *   - async: GitHub's delivery id is recorded, the event is written to the
  *     durable queue (one fsync) and 202 is answered with its delivery id;
  *     hookq.c delivers it.
  * Nothing reaches a runner before its signature was verified. The secrets
  * are read from the store for each request (so a rotation or a delete takes
  * effect on the next one) and wiped after use. */
-#include "gateway/gateway.h"
+#include "gateway/px.h"
 
 #include "common/crypto.h"
 #include "common/err.h"
@@ -244,6 +245,41 @@ static void hook_enqueue(gw_hr *hr)
     fy_gw_hookq_kick(gw);
 }
 
+static const gw_px_ops hook_ops = {
+    .route = "/hooks",
+    .keep_auth = 1,
+    .pick = gw_px_pick_runner,
+    .on_refused = gw_px_replay,
+};
+
+/* A verified synchronous hook request: forwarded to the hook's runner at
+ * TARGET with the body read before, the runner's answer relayed. */
+static void hook_forward(gw_hr *hr, const char *target)
+{
+    fy_gw *gw = hr->gw;
+    gw_px *px = gw_px_new(gw, hr->req, hr->t0, &hook_ops);
+    if (!px) {
+        return;
+    }
+    px->body = fy_buf_steal(&hr->body, &px->body_len); /* freed with PX */
+    px->bytes_in = px->body_len;
+    px->body_done = 1;
+    px->has_body = px->body_len > 0;
+    snprintf(px->runner, sizeof px->runner, "%s", hr->h->runner);
+    snprintf(px->hook_id, sizeof px->hook_id, "%s", hr->h->id);
+    if (!gw_px_set_target(px, target)) {
+        return;
+    }
+    if (gw->draining) {
+        gw_px_finish(px, GW_FIN_ERROR, 503, "gateway_draining", "the gateway is shutting down");
+        return;
+    }
+    if (!gw_px_runner_ready(px)) {
+        return;
+    }
+    gw_px_proxy(px);
+}
+
 /* The whole body is here: verify, limit, then forward or queue. */
 static void hook_dispatch(gw_hr *hr)
 {
@@ -309,11 +345,7 @@ static void hook_dispatch(gw_hr *hr)
         return;
     }
     count(gw, h->id, "forwarded");
-    size_t len = 0;
-    gw_forward f = {.runner = h->runner, .target = target, .hook_id = h->id, .t0 = hr->t0};
-    f.body_len = hr->body.len;
-    f.body = fy_buf_steal(&hr->body, &len);
-    fy_gw_px_forward(gw, hr->req, &f);
+    hook_forward(hr, target);
     free(target);
 }
 
