@@ -709,8 +709,9 @@ int fy_rn_run_main(int argc, char **argv)
         .tls = tls,
         .heartbeat_timeout_ms = hb_timeout,
         .max_streams = (uint32_t)max_streams,
-        .upstream = r.upstream,
-        .api = r.api,
+        .open_stream = r.api ? fy_rn_apistream_open : fy_rn_stream_open,
+        .open_arg = r.api ? (void *)r.api : (void *)r.upstream,
+        .serves_api = r.api != NULL,
         .models = models,
         .n_models = n_models,
     };

@@ -71,8 +71,7 @@ typedef struct fy_rn_link {
 typedef struct fy_rn_stream fy_rn_stream;
 typedef struct fy_rn_conn fy_rn_conn;
 
-/* What every kind of tunnel stream starts with: its connection's list link
- * and the handlers the tunnel calls with the session's events about it. */
+/* The handlers the tunnel calls with the session's events about a stream. */
 typedef struct fy_rn_stream_ops {
     /* Request body bytes (valid during the call) and/or its end. */
     void (*on_data)(void *st, const char *data, size_t len, int end);
@@ -83,10 +82,72 @@ typedef struct fy_rn_stream_ops {
     void (*on_reset)(void *st, uint32_t code, int remote);
 } fy_rn_stream_ops;
 
+/* A stream the gateway opened, as upstream.c and apistream.c serve it: the
+ * first member of each, driven by tunnel.c's stream helper (fy_rn_st_*).
+ * The tunnel hands it the session's events through OPS and, when its
+ * connection dies, resets every stream still attached (on_reset, remote 0),
+ * each once. */
 typedef struct {
-    fy_rn_link link; /* first */
+    fy_rn_link link; /* first: the connection's list of live streams */
     const fy_rn_stream_ops *ops;
+    fy_rn_conn *conn;
+    uint32_t id;
+    fy_buf out;                /* response bytes the windows did not take yet */
+    fyp_trailers trailers;     /* sent to end the half when has_trailers */
+    unsigned finishing : 1;    /* end the half once `out` is sent */
+    unsigned has_trailers : 1; /* end it with TRAILERS, not END_STREAM */
+    unsigned resp_ended : 1;   /* our half ended */
 } fy_rn_stream_base;
+
+/* A REQUEST arrived on stream ID of CONN: the stream's server (upstream.c or
+ * apistream.c, chosen by run.c) takes it: it attaches a stream (or refuses
+ * it) and answers. ARG is the server's. */
+typedef void (*fy_rn_open_fn)(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
+                              int end_stream);
+
+/* --- The stream helper (tunnel.c) --------------------------------------------- */
+
+/* Attaches ST (zeroed) to stream ID of CONN: linked into the connection's
+ * list, the session's stream data; `out` holds at most OUT_MAX bytes. */
+void fy_rn_st_attach(fy_rn_stream_base *st, const fy_rn_stream_ops *ops, fy_rn_conn *conn,
+                     uint32_t id, size_t out_max);
+
+/* Resets stream ID of CONN that no stream could be made for (out of memory). */
+void fy_rn_st_refuse(fy_rn_conn *conn, uint32_t id);
+
+/* Sends the RESPONSE head (the half stays open). Returns 0 or the session's
+ * error (FY_ETOOBIG: headers over the tunnel's limit). */
+int fy_rn_st_respond(fy_rn_stream_base *st, const fyp_response *r);
+
+/* Sends DATA[0..LEN) as far as the windows allow (after what `out` holds:
+ * then all of it is queued). Returns 0 when all of it went, 1 when some waits
+ * in `out` for FYP_EV_WRITABLE (fy_rn_st_pump), FY_ETOOBIG or FY_ENOMEM when
+ * `out` cannot hold the rest, or another negative code when the session
+ * refused (the stream is to be reset). */
+int fy_rn_st_write(fy_rn_stream_base *st, const char *data, size_t len);
+
+/* Ends the half once `out` is sent: with TRAILERS (copied), or END_STREAM
+ * when NULL. Then call fy_rn_st_pump. */
+void fy_rn_st_finish(fy_rn_stream_base *st, const fyp_trailers *trailers);
+
+/* Sends what `out` holds as far as the windows allow, then ends the half
+ * when finishing. Returns 0 when nothing waits (resp_ended says whether the
+ * half ended), 1 when bytes wait for FYP_EV_WRITABLE, or a negative code
+ * when the session refused (the stream is to be reset). */
+int fy_rn_st_pump(fy_rn_stream_base *st);
+
+/* Returns LEN bytes of request credit to the gateway. */
+void fy_rn_st_consume(fy_rn_stream_base *st, size_t len);
+
+/* Resets the stream with CODE; then the owner detaches and frees it. */
+void fy_rn_st_reset(fy_rn_stream_base *st, uint32_t code);
+
+/* Unlinks ST from its connection and the session, and frees `out`; no event
+ * arrives for it afterwards. */
+void fy_rn_st_detach(fy_rn_stream_base *st);
+
+/* "gw HOST:PORT #N" of ST's connection, for logs. */
+const char *fy_rn_st_label(const fy_rn_stream_base *st);
 
 typedef struct {
     const char *url;          /* http://127.0.0.1:PORT[/base] */
@@ -125,7 +186,7 @@ const char *fy_rn_upstream_base(const fy_rn_upstream *up);
  * the upstream's) is stored as the session's stream data and linked into
  * CONN's list (when out of memory it is reset instead). Resetting it cancels
  * the upstream call at once. */
-void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
+void fy_rn_stream_open(void *up, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
                        int end_stream);
 
 /* --- The upstream's models (upmodels.c) --------------------------------------- */
@@ -185,7 +246,7 @@ void fy_rn_models_free(fy_rn_models *w);
  * header, which only the gateway can set on a tunnel). The response goes out
  * under the tunnel's flow control; a generation's usage ends it as TRAILERS.
  * A reset cancels the call (the engine request is aborted). */
-void fy_rn_apistream_open(fy_api *api, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
+void fy_rn_apistream_open(void *api, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
                           int end_stream);
 
 /* --- Tunnel (tunnel.c) ---------------------------------------------------- */
@@ -203,9 +264,11 @@ typedef struct {
     /* Reconnect policy: wait = random(0, min(max, base * 2^n)); n resets once
      * a connection stayed up for stable_ms. */
     uint64_t backoff_base_ms, backoff_max_ms, stable_ms;
-    /* Exactly one of these serves the streams. */
-    fy_rn_upstream *upstream;
-    fy_api *api;
+    /* What serves the streams: fy_rn_stream_open with an fy_rn_upstream, or
+     * fy_rn_apistream_open with an fy_api (SERVES_API: the HELLO says so). */
+    fy_rn_open_fn open_stream;
+    void *open_arg;
+    int serves_api;
     /* Model ids announced in HELLO (copied: at most FYP_MAX_MODELS, each
      * 1..255 visible ASCII bytes, together within FY_RN_MODELS_BYTES). With
      * an upstream, the capabilities are "upstream" and, when it announces
@@ -244,17 +307,6 @@ unsigned fy_rn_tunnel_ready_count(const fy_rn_tunnel *t);
 /* The full-jitter wait before attempt N (0-based) for a random value R in
  * [0, 1): R * min(max, base * 2^n). Exposed for tests. */
 uint64_t fy_rn_backoff_ms(uint64_t base, uint64_t max, unsigned n, double r);
-
-/* For upstream.c: the session of CONN, and a request to write its pending
- * output soon (coalesced once per loop iteration). */
-fyp_session *fy_rn__conn_session(fy_rn_conn *c);
-void fy_rn__conn_kick(fy_rn_conn *c);
-/* CONN's list of live streams (a sentinel): each fy_rn_stream starts with an
- * fy_rn_link and links itself in while alive, so a connection that goes away
- * can release every stream still on it. */
-fy_rn_link *fy_rn__conn_streams(fy_rn_conn *c);
-/* "gw HOST:PORT #N", for logs. */
-const char *fy_rn__conn_label(const fy_rn_conn *c);
 
 /* --- Commands --------------------------------------------------------------- */
 

@@ -129,21 +129,6 @@ static double random_unit(void)
 
 /* --- connection memory ---------------------------------------------------------- */
 
-fyp_session *fy_rn__conn_session(fy_rn_conn *c)
-{
-    return c->sess;
-}
-
-fy_rn_link *fy_rn__conn_streams(fy_rn_conn *c)
-{
-    return &c->streams;
-}
-
-const char *fy_rn__conn_label(const fy_rn_conn *c)
-{
-    return c->label;
-}
-
 static void conn_unref(fy_rn_conn *c)
 {
     if (--c->refs > 0) {
@@ -275,13 +260,126 @@ static void on_idle(uv_idle_t *h)
     conn_flush(c);
 }
 
-void fy_rn__conn_kick(fy_rn_conn *c)
+static void conn_kick(fy_rn_conn *c)
 {
     if (c->kicked || c->closing || c->dead) {
         return;
     }
     c->kicked = 1;
     uv_idle_start(&c->idle, on_idle);
+}
+
+/* --- the stream helper (runner.h) --------------------------------------------------- */
+
+void fy_rn_st_attach(fy_rn_stream_base *st, const fy_rn_stream_ops *ops, fy_rn_conn *conn,
+                     uint32_t id, size_t out_max)
+{
+    st->ops = ops;
+    st->conn = conn;
+    st->id = id;
+    fy_buf_init(&st->out, out_max);
+    fy_rn_link *head = &conn->streams;
+    st->link.next = head->next;
+    st->link.prev = head;
+    head->next->prev = &st->link;
+    head->next = &st->link;
+    fyp_session_set_stream_data(conn->sess, id, st);
+}
+
+void fy_rn_st_refuse(fy_rn_conn *conn, uint32_t id)
+{
+    fyp_session_reset(conn->sess, id, FYP_ERR_INTERNAL);
+    conn_kick(conn);
+}
+
+int fy_rn_st_respond(fy_rn_stream_base *st, const fyp_response *r)
+{
+    int rc = fyp_session_respond(st->conn->sess, st->id, r, 0);
+    conn_kick(st->conn);
+    return rc;
+}
+
+int fy_rn_st_write(fy_rn_stream_base *st, const char *data, size_t len)
+{
+    if (st->out.len == 0) {
+        ssize_t n = fyp_session_send_data(st->conn->sess, st->id, data, len, 0);
+        if (n < 0) {
+            return (int)n;
+        }
+        conn_kick(st->conn);
+        data += n;
+        len -= (size_t)n;
+        if (len == 0) {
+            return 0;
+        }
+    }
+    int rc = fy_buf_append(&st->out, data, len);
+    return rc ? rc : 1;
+}
+
+void fy_rn_st_finish(fy_rn_stream_base *st, const fyp_trailers *trailers)
+{
+    st->finishing = 1;
+    if (trailers) {
+        st->trailers = *trailers;
+        st->has_trailers = 1;
+    }
+}
+
+int fy_rn_st_pump(fy_rn_stream_base *st)
+{
+    fyp_session *s = st->conn->sess;
+    int end_now = st->finishing && !st->has_trailers;
+    if (st->out.len) {
+        ssize_t n = fyp_session_send_data(s, st->id, st->out.data, st->out.len, end_now);
+        if (n < 0) {
+            return (int)n;
+        }
+        fy_buf_consume(&st->out, (size_t)n);
+        conn_kick(st->conn);
+        if (st->out.len) {
+            return 1; /* FYP_EV_WRITABLE will come */
+        }
+        st->resp_ended = (unsigned)end_now; /* END_STREAM went with the last bytes */
+    }
+    if (st->finishing && !st->resp_ended) {
+        int rc = st->has_trailers ? fyp_session_send_trailers(s, st->id, &st->trailers)
+                                  : (int)fyp_session_send_data(s, st->id, "", 0, 1);
+        if (rc < 0) {
+            return rc;
+        }
+        st->resp_ended = 1;
+        conn_kick(st->conn);
+    }
+    return 0;
+}
+
+void fy_rn_st_consume(fy_rn_stream_base *st, size_t len)
+{
+    if (len) {
+        fyp_session_consume(st->conn->sess, st->id, len);
+        conn_kick(st->conn);
+    }
+}
+
+void fy_rn_st_reset(fy_rn_stream_base *st, uint32_t code)
+{
+    fyp_session_reset(st->conn->sess, st->id, code);
+    conn_kick(st->conn);
+}
+
+void fy_rn_st_detach(fy_rn_stream_base *st)
+{
+    st->link.prev->next = st->link.next;
+    st->link.next->prev = st->link.prev;
+    st->link.next = st->link.prev = &st->link;
+    fyp_session_set_stream_data(st->conn->sess, st->id, NULL);
+    fy_buf_free(&st->out);
+}
+
+const char *fy_rn_st_label(const fy_rn_stream_base *st)
+{
+    return st->conn->label;
 }
 
 /* --- closing ---------------------------------------------------------------------- */
@@ -411,11 +509,7 @@ static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
         break;
     }
     case FYP_EV_REQUEST:
-        if (t->o.api) {
-            fy_rn_apistream_open(t->o.api, c, ev->stream_id, ev->u.request, ev->end_stream);
-        } else {
-            fy_rn_stream_open(t->o.upstream, c, ev->stream_id, ev->u.request, ev->end_stream);
-        }
+        t->o.open_stream(t->o.open_arg, c, ev->stream_id, ev->u.request, ev->end_stream);
         break;
     case FYP_EV_DATA:
         if (st) {
@@ -558,8 +652,8 @@ static void on_handshake(fy_stream *s, int status, void *arg)
         sc.settings.max_concurrent_streams = t->o.max_streams;
     }
     sc.name = t->name;
-    sc.caps = t->o.api ? caps_api : caps_up;
-    sc.n_caps = t->o.api || t->o.n_models == 0 ? 1 : 2;
+    sc.caps = t->o.serves_api ? caps_api : caps_up;
+    sc.n_caps = t->o.serves_api || t->o.n_models == 0 ? 1 : 2;
     c->gen = t->models_gen;
     sc.models = t->o.models;
     sc.n_models = t->o.n_models;
@@ -722,7 +816,7 @@ static void conn_recycle(fy_rn_conn *c)
     sl->conn = NULL;
     c->slot = NULL;
     fyp_session_goaway(c->sess, FYP_ERR_NONE, "the runner's models changed");
-    fy_rn__conn_kick(c);
+    conn_kick(c);
     json_t *f = json_object();
     json_add_common(f, c);
     fy_log_event(FY_LOG_INFO, "tunnel", "reconnecting to announce the new models", f);
@@ -769,7 +863,7 @@ int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunne
 {
     *out = NULL;
     if (!o->name || !*o->name || strlen(o->name) >= FY_RN_NAME_MAX || o->ngateways == 0 ||
-        !o->tls || !o->upstream == !o->api) {
+        !o->tls || !o->open_stream) {
         return FY_EINVAL;
     }
     fy_rn_tunnel *t = calloc(1, sizeof *t);
@@ -918,7 +1012,7 @@ void fy_rn_tunnel_drain(fy_rn_tunnel *t, uint64_t timeout_ms, fy_rn_tunnel_done_
         next = c->next;
         if (c->state == C_READY && !fyp_session_dead(c->sess)) {
             fyp_session_goaway(c->sess, FYP_ERR_NONE, "runner shutting down");
-            fy_rn__conn_kick(c);
+            conn_kick(c);
         } else {
             conn_close(c, FY_LOG_INFO, "shutting down");
         }

@@ -41,25 +41,21 @@ struct fy_rn_upstream {
 };
 
 struct fy_rn_stream {
-    fy_rn_stream_base base; /* first: the connection's list holds these */
+    fy_rn_stream_base base; /* first: the tunnel stream (its `out` holds what
+                               the windows did not take yet) */
     fy_rn_upstream *up;
-    fy_rn_conn *conn;
-    uint32_t id;
     fy_http_call *call;
-    fy_buf out;        /* response body the windows did not take yet */
     size_t unconsumed; /* request bytes delivered but not yet credited */
     uint64_t t0;
     uint64_t req_bytes, resp_bytes;
     int status;
     const char *outcome;
-    unsigned req_ended : 1;   /* the gateway's half ended */
-    unsigned streaming : 1;   /* the call takes a streamed body */
-    unsigned blocked : 1;     /* the call's body queue is above its watermark */
-    unsigned paused : 1;      /* the call's response is paused */
-    unsigned responded : 1;   /* RESPONSE sent */
-    unsigned resp_ended : 1;  /* our END_STREAM sent */
-    unsigned end_pending : 1; /* send END_STREAM once `out` is empty */
-    unsigned canceled : 1;    /* reset by the gateway or lost with the connection */
+    unsigned req_ended : 1; /* the gateway's half ended */
+    unsigned streaming : 1; /* the call takes a streamed body */
+    unsigned blocked : 1;   /* the call's body queue is above its watermark */
+    unsigned paused : 1;    /* the call's response is paused */
+    unsigned responded : 1; /* RESPONSE sent */
+    unsigned canceled : 1;  /* reset by the gateway or lost with the connection */
     char rid[64];
     char method[FYP_MAX_METHOD_LEN + 1];
     char path[UP_LOG_PATH_MAX];
@@ -142,22 +138,14 @@ void fy_rn_upstream_stats_get(const fy_rn_upstream *up, fy_rn_upstream_stats *ou
 
 /* --- helpers ---------------------------------------------------------------- */
 
-static fyp_session *st_sess(fy_rn_stream *st)
-{
-    return fy_rn__conn_session(st->conn);
-}
-
 /* Returns the credit held back for request bytes the call had not drained:
  * once the call is gone nothing holds them, and the rest of the body must
  * still be able to arrive (to be dropped). */
 static void st_release_credit(fy_rn_stream *st)
 {
     st->blocked = 0;
-    if (st->unconsumed) {
-        fyp_session_consume(st_sess(st), st->id, st->unconsumed);
-        st->unconsumed = 0;
-        fy_rn__conn_kick(st->conn);
-    }
+    fy_rn_st_consume(&st->base, st->unconsumed);
+    st->unconsumed = 0;
 }
 
 static void st_free(fy_rn_stream *st)
@@ -167,13 +155,7 @@ static void st_free(fy_rn_stream *st)
         fy_http_call_cancel(st->call);
         st->call = NULL;
     }
-    if (st->unconsumed) {
-        fyp_session_consume(st_sess(st), st->id, st->unconsumed);
-        fy_rn__conn_kick(st->conn);
-    }
-    st->base.link.prev->next = st->base.link.next;
-    st->base.link.next->prev = st->base.link.prev;
-    fyp_session_set_stream_data(st_sess(st), st->id, NULL);
+    fy_rn_st_consume(&st->base, st->unconsumed);
     up->st.active--;
     if (!st->outcome) {
         up->st.completed++;
@@ -188,14 +170,14 @@ static void st_free(fy_rn_stream *st)
                            "method", st->method, "path", st->path, "status", st->status, "outcome",
                            st->outcome ? st->outcome : "ok", "ms", (json_int_t)ms, "bytes_in",
                            (json_int_t)st->req_bytes, "bytes_out", (json_int_t)st->resp_bytes,
-                           "conn", fy_rn__conn_label(st->conn)));
-    fy_buf_free(&st->out);
+                           "conn", fy_rn_st_label(&st->base)));
+    fy_rn_st_detach(&st->base);
     free(st);
 }
 
 static void st_maybe_finish(fy_rn_stream *st)
 {
-    if (st->resp_ended && st->req_ended) {
+    if (st->base.resp_ended && st->req_ended) {
         st_free(st);
     }
 }
@@ -205,53 +187,28 @@ static void st_reset(fy_rn_stream *st, uint32_t code, const char *outcome)
 {
     st->outcome = outcome;
     st->unconsumed = 0; /* the reset drops unconsumed data and returns its credit */
-    fyp_session_reset(st_sess(st), st->id, code);
-    fy_rn__conn_kick(st->conn);
+    fy_rn_st_reset(&st->base, code);
     st_free(st);
 }
 
 /* Sends what `out` holds as far as the windows allow; then END_STREAM when
- * the response is complete, or resumes the paused call. Returns 1 when ST was
- * freed. */
+ * the response is complete (finishing), or resumes the paused call. Returns 1
+ * when ST was freed. */
 static int st_pump(fy_rn_stream *st)
 {
-    fyp_session *s = st_sess(st);
-    if (st->out.len) {
-        ssize_t n = fyp_session_send_data(s, st->id, st->out.data, st->out.len,
-                                          st->end_pending && !st->call);
-        if (n < 0) {
-            st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
-            return 1;
-        }
-        fy_buf_consume(&st->out, (size_t)n);
-        fy_rn__conn_kick(st->conn);
-        if (st->out.len) {
-            return 0; /* FYP_EV_WRITABLE will come */
-        }
-        if (st->end_pending && !st->call) {
-            st->resp_ended = 1; /* END_STREAM went with the last bytes */
-            if (st->req_ended) {
-                st_free(st);
-                return 1;
-            }
-            return 0;
-        }
+    int rc = fy_rn_st_pump(&st->base);
+    if (rc < 0) {
+        st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
+        return 1;
     }
-    if (st->end_pending && !st->call && !st->resp_ended) {
-        ssize_t n = fyp_session_send_data(s, st->id, "", 0, 1);
-        if (n < 0) {
-            st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
-            return 1;
-        }
-        st->resp_ended = 1;
-        fy_rn__conn_kick(st->conn);
-        if (st->req_ended) {
-            st_free(st);
-            return 1;
-        }
-        return 0;
+    if (rc == 1) {
+        return 0; /* FYP_EV_WRITABLE will come */
     }
-    if (st->paused && st->call) {
+    if (st->base.resp_ended && st->req_ended) {
+        st_free(st);
+        return 1;
+    }
+    if (!st->base.finishing && st->paused && st->call) {
         st->paused = 0;
         fy_http_call_resume(st->call);
     }
@@ -272,18 +229,17 @@ static int st_respond_error(fy_rn_stream *st, int status, const char *code, cons
     fyp_response r = {.status = (uint16_t)status, .headers = {hdrs, 2}};
     st->status = status;
     st->outcome = code;
-    if (fyp_session_respond(st_sess(st), st->id, &r, 0)) {
+    if (fy_rn_st_respond(&st->base, &r)) {
         st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
         return 1;
     }
     st->responded = 1;
-    fy_buf_reset(&st->out);
-    if (fy_buf_append(&st->out, body, n)) {
+    fy_buf_reset(&st->base.out);
+    if (fy_buf_append(&st->base.out, body, n)) {
         st_reset(st, FYP_ERR_INTERNAL, "out_of_memory");
         return 1;
     }
-    st->end_pending = 1;
-    fy_rn__conn_kick(st->conn);
+    fy_rn_st_finish(&st->base, NULL);
     return st_pump(st);
 }
 
@@ -368,7 +324,7 @@ static void call_on_response(fy_http_call *call, const fy_http_response *res, vo
         return;
     }
     fyp_response r = {.status = (uint16_t)status, .headers = {f, n}};
-    int rc = fyp_session_respond(st_sess(st), st->id, &r, 0);
+    int rc = fy_rn_st_respond(&st->base, &r);
     if (rc == FY_ETOOBIG) {
         fy_http_call_cancel(call);
         st->call = NULL;
@@ -383,34 +339,25 @@ static void call_on_response(fy_http_call *call, const fy_http_response *res, vo
     }
     st->status = status;
     st->responded = 1;
-    fy_rn__conn_kick(st->conn);
 }
 
 static void call_on_data(fy_http_call *call, const char *data, size_t len, void *arg)
 {
     fy_rn_stream *st = arg;
-    if (!st->responded || st->end_pending) {
+    if (!st->responded || st->base.finishing) {
         return; /* answered with an error already; the rest is dropped */
     }
     st->resp_bytes += len;
-    if (st->out.len == 0) {
-        ssize_t n = fyp_session_send_data(st_sess(st), st->id, data, len, 0);
-        if (n < 0) {
-            st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
-            return;
-        }
-        fy_rn__conn_kick(st->conn);
-        data += n;
-        len -= (size_t)n;
-        if (len == 0) {
-            return;
-        }
-    }
-    /* The windows are full: keep the rest and stop reading the upstream. */
-    if (fy_buf_append(&st->out, data, len)) {
-        st_reset(st, FYP_ERR_INTERNAL, "out_of_memory");
+    int rc = fy_rn_st_write(&st->base, data, len);
+    if (rc == 0) {
         return;
     }
+    if (rc < 0) {
+        st_reset(st, FYP_ERR_INTERNAL,
+                 rc == FY_ENOMEM || rc == FY_ETOOBIG ? "out_of_memory" : "tunnel_error");
+        return;
+    }
+    /* The windows are full: the rest waits in `out`; stop reading the upstream. */
     if (!st->paused) {
         st->paused = 1;
         fy_http_call_pause(call);
@@ -423,7 +370,7 @@ static void call_on_done(fy_http_call *call, int status, void *arg)
     fy_rn_stream *st = arg;
     st->call = NULL; /* freed when this returns */
     st_release_credit(st);
-    if (st->end_pending) {
+    if (st->base.finishing) {
         st_pump(st); /* an error answer is on its way */
         return;
     }
@@ -431,7 +378,7 @@ static void call_on_done(fy_http_call *call, int status, void *arg)
         st_upstream_failed(st, status);
         return;
     }
-    st->end_pending = 1;
+    fy_rn_st_finish(&st->base, NULL);
     st_pump(st);
 }
 
@@ -448,31 +395,21 @@ static void st_on_writable(void *arg);
 static void st_on_reset(void *arg, uint32_t code, int remote);
 static const fy_rn_stream_ops st_ops = {st_on_data, st_on_writable, st_on_reset};
 
-void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
+void fy_rn_stream_open(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
                        int end_stream)
 {
-    fyp_session *s = fy_rn__conn_session(conn);
+    fy_rn_upstream *up = arg;
     fy_rn_stream *st = calloc(1, sizeof *st);
     char *url = NULL, *arena = NULL;
     fy_http_header *hdrs = NULL;
     if (!st) {
-        fyp_session_reset(s, id, FYP_ERR_INTERNAL);
-        fy_rn__conn_kick(conn);
+        fy_rn_st_refuse(conn, id);
         return;
     }
-    st->base.ops = &st_ops;
+    fy_rn_st_attach(&st->base, &st_ops, conn, id, UP_OUT_MAX);
     st->up = up;
-    st->conn = conn;
-    st->id = id;
     st->t0 = uv_hrtime() / 1000000;
     st->req_ended = end_stream != 0;
-    fy_buf_init(&st->out, UP_OUT_MAX);
-    fy_rn_link *head = fy_rn__conn_streams(conn);
-    st->base.link.next = head->next;
-    st->base.link.prev = head;
-    head->next->prev = &st->base.link;
-    head->next = &st->base.link;
-    fyp_session_set_stream_data(s, id, st);
     up->st.started++;
     up->st.active++;
 
@@ -576,12 +513,10 @@ void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const 
 static void st_on_data(void *arg, const char *data, size_t len, int end)
 {
     fy_rn_stream *st = arg;
-    fyp_session *s = st_sess(st);
     st->req_bytes += len;
     if (len && !(st->call && st->streaming)) {
         /* No call takes it (finished or failed): drop it, return the credit. */
-        fyp_session_consume(s, st->id, len);
-        fy_rn__conn_kick(st->conn);
+        fy_rn_st_consume(&st->base, len);
     } else if (len) {
         int rc = fy_http_call_write(st->call, data, len);
         if (rc < 0 && rc != FY_ECLOSED) {
@@ -591,16 +526,14 @@ static void st_on_data(void *arg, const char *data, size_t len, int end)
             st_reset(st, FYP_ERR_INTERNAL, "body_refused");
             return;
         }
-        if (rc == FY_ECLOSED) {
-            /* Its connection is failing and on_done will tell: drop it. */
-            fyp_session_consume(s, st->id, len);
-        } else if (st->blocked || rc == 1) {
+        if (rc != FY_ECLOSED && (st->blocked || rc == 1)) {
             st->blocked = 1;
-            st->unconsumed += len;
+            st->unconsumed += len; /* credited when the call drains */
         } else {
-            fyp_session_consume(s, st->id, len);
+            /* Taken, or its connection is failing and on_done will tell
+             * (dropped): the credit goes back now. */
+            fy_rn_st_consume(&st->base, len);
         }
-        fy_rn__conn_kick(st->conn);
     }
     if (end) {
         st->req_ended = 1;
@@ -634,7 +567,7 @@ static void st_on_reset(void *arg, uint32_t code, int remote)
     fy_rn_stream *st = arg;
     /* The session already dropped the stream's unconsumed data. */
     st->unconsumed = 0;
-    if (st->resp_ended) {
+    if (st->base.resp_ended) {
         /* The whole response went out; the gateway only gave up sending the
          * rest of a request body nobody reads. */
         st_free(st);
