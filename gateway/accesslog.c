@@ -1,6 +1,7 @@
 #include "gateway/accesslog.h"
 
 #include "common/err.h"
+#include "common/utf8.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -104,9 +105,9 @@ uint64_t fy_accesslog_errors(fy_accesslog *log)
     return atomic_load(&log->errors);
 }
 
-/* A JSON string for S (LEN bytes), or null. Bytes that are not valid UTF-8
- * (a stranger's path can hold anything) become '?', so the line stays
- * valid JSON. */
+/* A JSON string for S (LEN bytes), or null. Bytes that are not part of a
+ * valid UTF-8 character (a stranger's path can hold anything) become '?', so
+ * the line stays valid JSON. */
 static json_t *jstr(const char *s, size_t len)
 {
     if (!s) {
@@ -120,11 +121,7 @@ static json_t *jstr(const char *s, size_t len)
     if (!c) {
         return NULL;
     }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char b = (unsigned char)s[i];
-        c[i] = b >= 0x80 || b == 0 ? '?' : (char)b;
-    }
-    j = json_stringn(c, len);
+    j = json_stringn(c, fy_utf8_scrub(s, len, "?", 1, c));
     free(c);
     return j;
 }

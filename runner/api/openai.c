@@ -10,6 +10,7 @@
 
 #include "common/crypto.h"
 #include "common/err.h"
+#include "common/utf8.h"
 #include "common/http.h"
 
 #include <math.h>
@@ -32,8 +33,8 @@ int fy_oai_fail(fy_oai_error *e, int status, const char *param, const char *code
 }
 
 /* A JSON string of S[0..N), with each byte of an invalid UTF-8 sequence
- * replaced by U+FFFD (engine text is valid already; token pieces may not
- * be). */
+ * (and each NUL) replaced by U+FFFD (engine text is valid already; token
+ * pieces may not be). */
 static json_t *jstr(const char *s, size_t n)
 {
     json_t *j = json_stringn(s, n);
@@ -44,29 +45,7 @@ static json_t *jstr(const char *s, size_t n)
     if (!o) {
         return NULL;
     }
-    size_t k = 0;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        int ok = len > 0 && i + len <= n && c != 0;
-        for (size_t b = 1; ok && b < len; b++) {
-            ok = ((unsigned char)s[i + b] & 0xC0) == 0x80;
-        }
-        if (ok && len > 1) {
-            json_t *t = json_stringn(s + i, len); /* overlong or surrogate? */
-            ok = t != NULL;
-            json_decref(t);
-        }
-        if (ok) {
-            memcpy(o + k, s + i, len);
-            k += len;
-            i += len;
-        } else {
-            memcpy(o + k, "\xEF\xBF\xBD", 3);
-            k += 3;
-            i++;
-        }
-    }
+    size_t k = fy_utf8_scrub(s, n, "\xEF\xBF\xBD", 3, o);
     j = json_stringn(o, k);
     free(o);
     return j;

@@ -11,6 +11,7 @@
 #define FY_ENGINE_STOP_H
 
 #include "common/buf.h"
+#include "common/utf8.h"
 
 #include <stddef.h>
 
@@ -36,8 +37,5 @@ int fy_stop_push(fy_stop *st, const char *text, size_t len, fy_buf *out);
 
 /* End of the stream without a stop string: the held text is final. */
 int fy_stop_flush(fy_stop *st, fy_buf *out);
-
-/* 1 when S[0..N) is valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
-int fy_utf8_valid(const char *s, size_t n);
 
 #endif

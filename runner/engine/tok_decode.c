@@ -24,75 +24,7 @@
 
 #define TOK_OUT_MAX ((size_t)TOK_MAX_TEXT * 4)
 
-/* ---- UTF-8 ---------------------------------------------------------------- */
-
-/* How many bytes at S (of N) form a valid prefix of one character; *NEED gets
- * the character's full length (0 when the first byte cannot start one). */
-static size_t utf8_prefix(const unsigned char *s, size_t n, size_t *need)
-{
-    unsigned c = s[0], lo = 0x80, hi = 0xbf;
-    size_t len;
-    if (c < 0x80) {
-        *need = 1;
-        return 1;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        lo = c == 0xe0 ? 0xa0 : 0x80;
-        hi = c == 0xed ? 0x9f : 0xbf;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        lo = c == 0xf0 ? 0x90 : 0x80;
-        hi = c == 0xf4 ? 0x8f : 0xbf;
-    } else {
-        *need = 0;
-        return 0;
-    }
-    *need = len;
-    size_t i = 1;
-    if (i < n && s[i] >= lo && s[i] <= hi) {
-        i++;
-        while (i < len && i < n && (s[i] & 0xc0) == 0x80) {
-            i++;
-        }
-    }
-    return i;
-}
-
-size_t fy__tok_utf8_char(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    size_t need, m;
-    if (n == 0 || (m = utf8_prefix(s, n, &need)) != need || need == 0) {
-        return 0;
-    }
-    static const unsigned char lead_mask[5] = {0, 0x7f, 0x1f, 0x0f, 0x07};
-    uint32_t v = s[0] & lead_mask[m];
-    for (size_t i = 1; i < m; i++) {
-        v = (v << 6) | (s[i] & 0x3f);
-    }
-    *cp = v;
-    return m;
-}
-
-int fy__tok_utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        if (p[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need, m = utf8_prefix(p + i, n - i, &need);
-        if (need == 0 || m != need) {
-            return 0;
-        }
-        i += m;
-    }
-    return 1;
-}
+/* ---- characters ----------------------------------------------------------- */
 
 /* The Unicode White_Space property (what Rust's char::is_whitespace tests). */
 int fy__tok_is_space(uint32_t cp)
@@ -100,39 +32,6 @@ int fy__tok_is_space(uint32_t cp)
     return (cp >= 9 && cp <= 13) || cp == 32 || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
            (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f ||
            cp == 0x205f || cp == 0x3000;
-}
-
-long fy__tok_utf8_sanitize(const char *s, size_t n, int final, fy_buf *out)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0, run = 0; /* run: start of valid bytes not yet copied */
-    int rc;
-    while (i < n) {
-        if (p[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need, m = utf8_prefix(p + i, n - i, &need);
-        if (need && m == need) {
-            i += m;
-            continue;
-        }
-        if ((rc = fy_buf_append(out, s + run, i - run))) {
-            return rc;
-        }
-        if (need && i + m == n && !final) {
-            return (long)i; /* incomplete: wait for more bytes */
-        }
-        if ((rc = fy_buf_append(out, "\xef\xbf\xbd", 3))) {
-            return rc;
-        }
-        i += m ? m : 1;
-        run = i;
-    }
-    if ((rc = fy_buf_append(out, s + run, n - run))) {
-        return rc;
-    }
-    return (long)n;
 }
 
 /* ---- one token's decoder chain ------------------------------------------ */
@@ -168,7 +67,7 @@ static int step_bytelevel(const fy_tokenizer *t, const char *s, size_t n, fy_buf
     size_t start = o->len;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        size_t k = fy__tok_utf8_char((const unsigned char *)s + i, n - i, &cp);
+        size_t k = fy_utf8_char(s + i, n - i, &cp);
         if (k == 0 || cp >= 324 || t->bl_dec[cp] < 0) {
             o->len = start;
             return fy_buf_append(o, s, n);
@@ -306,7 +205,7 @@ int fy_tokenizer_decode(const fy_tokenizer *t, const int32_t *ids, size_t n, int
         skip++;
     }
     if (rc == 0) {
-        long k = fy__tok_utf8_sanitize(raw.data ? raw.data + skip : "", raw.len - skip, 1, &txt);
+        long k = fy_utf8_sanitize(raw.data ? raw.data + skip : "", raw.len - skip, 1, &txt);
         rc = k < 0 ? (int)k : fy_buf_append(&txt, "", 0);
     }
     if (rc == 0 && !fy_buf_cstr(&txt)) {
@@ -351,7 +250,7 @@ fy_detok *fy_detok_new(const fy_tokenizer *t, int skip_special)
 
 static int emit(fy_detok *d, int final, const char **out, size_t *len)
 {
-    long k = fy__tok_utf8_sanitize(d->pend.data ? d->pend.data : "", d->pend.len, final, &d->out);
+    long k = fy_utf8_sanitize(d->pend.data ? d->pend.data : "", d->pend.len, final, &d->out);
     if (k < 0) {
         return (int)k;
     }

@@ -154,7 +154,7 @@ static int re_exec(const pcre2_code *re, const char *s, size_t n, size_t off, ui
 static size_t char_len(const char *s, size_t n)
 {
     uint32_t cp;
-    size_t k = fy__tok_utf8_char((const unsigned char *)s, n, &cp);
+    size_t k = fy_utf8_char(s, n, &cp);
     return k ? k : 1;
 }
 
@@ -451,7 +451,7 @@ static int norm_lower(const char *s, size_t n, fy_buf *out)
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0;) {
         uint32_t cp;
-        size_t k = fy__tok_utf8_char((const unsigned char *)s + i, n - i, &cp);
+        size_t k = fy_utf8_char(s + i, n - i, &cp);
         if (k == 0) {
             return FY_EINVAL;
         }
@@ -468,8 +468,7 @@ static int norm_strip(const tok_step *st, const char *s, size_t n, fy_buf *out)
     size_t b = 0, e = n;
     uint32_t cp;
     size_t k;
-    while (st->left && b < e && (k = fy__tok_utf8_char((const unsigned char *)s + b, e - b, &cp)) &&
-           fy__tok_is_space(cp)) {
+    while (st->left && b < e && (k = fy_utf8_char(s + b, e - b, &cp)) && fy__tok_is_space(cp)) {
         b += k;
     }
     while (st->right && e > b) {
@@ -477,8 +476,7 @@ static int norm_strip(const tok_step *st, const char *s, size_t n, fy_buf *out)
         while (j > b && ((unsigned char)s[j] & 0xc0) == 0x80) {
             j--;
         }
-        if (!(k = fy__tok_utf8_char((const unsigned char *)s + j, e - j, &cp)) ||
-            !fy__tok_is_space(cp)) {
+        if (!(k = fy_utf8_char(s + j, e - j, &cp)) || !fy__tok_is_space(cp)) {
             break;
         }
         e = j;
@@ -726,7 +724,7 @@ static int encode_segment(tok_enc *e, const char *s, size_t n, int first)
 static int is_word_char(const char *s, size_t n)
 {
     uint32_t cp;
-    if (!fy__tok_utf8_char((const unsigned char *)s, n, &cp)) {
+    if (!fy_utf8_char(s, n, &cp)) {
         return 0;
     }
     utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
@@ -767,7 +765,7 @@ static const tok_added *added_at(const fy_tokenizer *t, const char *s, size_t po
 static int space_at(const char *s, size_t n)
 {
     uint32_t cp;
-    return fy__tok_utf8_char((const unsigned char *)s, n, &cp) && fy__tok_is_space(cp);
+    return fy_utf8_char(s, n, &cp) && fy__tok_is_space(cp);
 }
 
 static int encode_text(tok_enc *e, const char *s, size_t n, int parse_special)
@@ -811,7 +809,7 @@ int fy_tokenizer_encode(const fy_tokenizer *t, const char *text, size_t len,
     if (len > TOK_MAX_TEXT) {
         return FY_ETOOBIG;
     }
-    if (!fy__tok_utf8_valid(text ? text : "", len)) {
+    if (!fy_utf8_valid(text ? text : "", len)) {
         return FY_EINVAL;
     }
     fy_encode_options none = {0, 0};

@@ -8,6 +8,7 @@
 #include "runner/engine/tokenizer.h"
 
 #include "common/buf.h"
+#include "common/utf8.h"
 
 #include <pcre2.h>
 #include <stddef.h>
@@ -204,10 +205,7 @@ int32_t fy__tok_vocab_find(const fy_tokenizer *t, const char *s, size_t n);
 /* Merge of (A, B): 1 and *RANK, *ID when it exists. */
 int fy__tok_merge_find(const fy_tokenizer *t, int32_t a, int32_t b, int32_t *rank, int32_t *id);
 
-/* UTF-8: length of the valid character at S (at most N bytes), 0 when the
- * bytes there are not one (overlong, surrogate, > U+10FFFF or truncated). */
-size_t fy__tok_utf8_char(const unsigned char *s, size_t n, uint32_t *cp);
-int fy__tok_utf8_valid(const char *s, size_t n);
+/* UTF-8 is common/utf8.h's. */
 int fy__tok_is_space(uint32_t cp);
 
 /* Applies the per-token decoder chain to token ID; FIRST selects the first
@@ -222,11 +220,5 @@ int fy__tok_re_replace(const pcre2_code *re, const char *s, size_t n, const char
 /* Appends S[0..N) to OUT with every occurrence of A (ALEN > 0) replaced by REP. */
 int fy__tok_replace_lit(const char *s, size_t n, const char *a, size_t alen, const char *rep,
                         size_t replen, fy_buf *out);
-
-/* Appends S[0..N) to OUT with each maximal ill-formed subsequence replaced by
- * U+FFFD (as Rust's from_utf8_lossy does). Unless FINAL, a valid but
- * incomplete character at the end is left unconsumed. Returns the bytes
- * consumed, or a negative FY_E* code. */
-long fy__tok_utf8_sanitize(const char *s, size_t n, int final, fy_buf *out);
 
 #endif

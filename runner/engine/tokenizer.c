@@ -371,7 +371,7 @@ static int char_field(tok_ctx *c, json_t *o, const char *key, const char *where,
     }
     size_t n = strlen(v);
     uint32_t cp;
-    if (n == 0 || fy__tok_utf8_char((const unsigned char *)v, n, &cp) != n) {
+    if (n == 0 || fy_utf8_char(v, n, &cp) != n) {
         return fy__tok_fail(c, FY_EPARSE, "%s.%s: expected exactly one character", where, key);
     }
     *out = v;

@@ -198,7 +198,7 @@ static int load_vocab(gg_ctx *gg, fy_tokenizer *t)
             return fy__tok_fail(&gg->c, FY_ETOOBIG, "%s[%d]: longer than %d bytes", K_TOKENS, i,
                                 TOK_MAX_TOKEN_BYTES);
         }
-        if (memchr(s.p, 0, s.len) || !fy__tok_utf8_valid(s.p, s.len)) {
+        if (memchr(s.p, 0, s.len) || !fy_utf8_valid(s.p, s.len)) {
             return fy__tok_fail(&gg->c, FY_EPARSE, "%s[%d]: not valid UTF-8 text (or holds NUL)",
                                 K_TOKENS, i);
         }

@@ -139,7 +139,7 @@ static char *decode_both(const fy_tokenizer *t, const int32_t *ids, size_t n, in
     if (fy_tokenizer_decode(t, ids, n, skip, &full, len) != 0) {
         abort();
     }
-    if (!fy__tok_utf8_valid(full, *len) || full[*len] != 0) {
+    if (!fy_utf8_valid(full, *len) || full[*len] != 0) {
         abort();
     }
     fy_detok *d = fy_detok_new(t, skip);
@@ -151,7 +151,7 @@ static char *decode_both(const fy_tokenizer *t, const int32_t *ids, size_t n, in
         const char *c;
         size_t cl;
         int rc = i < n ? fy_detok_push(d, ids[i], &c, &cl) : fy_detok_finish(d, &c, &cl);
-        if (rc || !fy__tok_utf8_valid(c, cl) || at + cl > *len || memcmp(full + at, c, cl) != 0) {
+        if (rc || !fy_utf8_valid(c, cl) || at + cl > *len || memcmp(full + at, c, cl) != 0) {
             abort();
         }
         at += cl;
@@ -212,7 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int32_t *ids = NULL;
     size_t nids = 0;
     int rc = fy_tokenizer_encode(t, text, n, &o, &ids, &nids);
-    int valid = fy__tok_utf8_valid(text, n);
+    int valid = fy_utf8_valid(text, n);
     if (valid != (rc == 0) || (rc && rc != FY_EINVAL)) {
         abort();
     }

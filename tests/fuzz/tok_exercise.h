@@ -21,7 +21,7 @@ static inline void exercise(const fy_tokenizer *t, const uint8_t *data, size_t s
     if (fy_tokenizer_encode(t, sample, sizeof sample - 1, &o, &ids, &n) == 0) {
         char *out = NULL;
         size_t len;
-        if (fy_tokenizer_decode(t, ids, n, 0, &out, &len) == 0 && !fy__tok_utf8_valid(out, len)) {
+        if (fy_tokenizer_decode(t, ids, n, 0, &out, &len) == 0 && !fy_utf8_valid(out, len)) {
             abort();
         }
         free(out);
@@ -33,7 +33,7 @@ static inline void exercise(const fy_tokenizer *t, const uint8_t *data, size_t s
         size_t cl;
         int32_t id =
             (int32_t)((uint32_t)data[i] << 8 | data[i + 1]) % (fy_tokenizer_vocab_size(t) + 2);
-        if (fy_detok_push(d, id, &c, &cl) == 0 && !fy__tok_utf8_valid(c, cl)) {
+        if (fy_detok_push(d, id, &c, &cl) == 0 && !fy_utf8_valid(c, cl)) {
             abort();
         }
     }

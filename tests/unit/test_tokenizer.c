@@ -612,11 +612,11 @@ static char *check_continuation(const fy_tokenizer *t, const int32_t *p, size_t 
     for (size_t i = 0; i <= ng; i++) {
         int ra = i < ng ? fy_detok_push(a, g[i], &chunk, &len) : fy_detok_finish(a, &chunk, &len);
         assert_int_equal(ra, 0);
-        assert_true(fy__tok_utf8_valid(chunk, len));
+        assert_true(fy_utf8_valid(chunk, len));
         assert_int_equal(fy_buf_append(&fed, chunk, len), 0);
         int rb = i < ng ? fy_detok_push(b, g[i], &chunk, &len) : fy_detok_finish(b, &chunk, &len);
         assert_int_equal(rb, 0);
-        assert_true(fy__tok_utf8_valid(chunk, len));
+        assert_true(fy_utf8_valid(chunk, len));
         assert_int_equal(fy_buf_append(&primed, chunk, len), 0);
     }
     if (!bytes_eq(primed.data, primed.len, fed.data, fed.len) || head.len + fed.len != flen ||

@@ -62,7 +62,7 @@ static inline void expect_stream(const fy_tokenizer *t, const int32_t *prime, si
     size_t len;
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(fy_detok_push(d, ids[i], &chunk, &len), 0);
-        assert_true(fy__tok_utf8_valid(chunk, len));
+        assert_true(fy_utf8_valid(chunk, len));
         assert_int_equal(fy_buf_append(&acc, chunk, len), 0);
     }
     assert_int_equal(fy_detok_finish(d, &chunk, &len), 0);
@@ -190,7 +190,7 @@ static inline int check_decode(const fy_tokenizer *t, const int32_t *ids, size_t
         const char *chunk;
         size_t cl;
         rc = i < nids ? fy_detok_push(d, ids[i], &chunk, &cl) : fy_detok_finish(d, &chunk, &cl);
-        if (rc || !fy__tok_utf8_valid(chunk, cl) || alen + cl > n * 3 + 16) {
+        if (rc || !fy_utf8_valid(chunk, cl) || alen + cl > n * 3 + 16) {
             snprintf(why, whylen, "detok chunk %zu invalid (rc %d)", i, rc);
             ok = 0;
             break;
