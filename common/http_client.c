@@ -1220,3 +1220,79 @@ void fy_http_call_cancel(fy_http_call *call)
     }
     call_free(call);
 }
+
+/* --- the blocking fetch ------------------------------------------------------------ */
+
+typedef struct {
+    fy_http_fetch_result *res;
+    int done, status;
+} fetch_state;
+
+static void fetch_on_response(fy_http_call *call, const fy_http_response *r, void *arg)
+{
+    (void)call;
+    ((fetch_state *)arg)->res->status = r->status;
+}
+
+static void fetch_on_data(fy_http_call *call, const char *data, size_t len, void *arg)
+{
+    fetch_state *fs = arg;
+    if (fy_buf_append(&fs->res->body, data, len)) {
+        fy_http_call_cancel(call); /* an answer this large is not the one expected */
+        fs->status = FY_ETOOBIG;
+        fs->done = 1;
+    }
+}
+
+static void fetch_on_done(fy_http_call *call, int status, void *arg)
+{
+    (void)call;
+    fetch_state *fs = arg;
+    fs->status = status;
+    fs->done = 1;
+}
+
+int fy_http_fetch(const fy_http_fetch_options *o, fy_http_fetch_result *res)
+{
+    uv_loop_t loop;
+    fy_http_client *client = NULL;
+    fetch_state fs = {res, 0, 0};
+    res->stage = FY_FETCH_SETUP;
+    res->status = 0;
+    fy_buf_init(&res->body, o->max_response);
+    if (uv_loop_init(&loop)) {
+        return FY_EUV;
+    }
+    fy_http_client_options co = {
+        .tls = o->tls,
+        .connect_timeout_ms = o->timeout_ms,
+        .read_timeout_ms = o->timeout_ms,
+    };
+    int rc = fy_http_client_new(&loop, &co, &client);
+    if (rc == 0) {
+        fy_http_call_options call = {
+            .method = o->method,
+            .url = o->url,
+            .headers = o->headers,
+            .nheaders = o->nheaders,
+            .body = o->body,
+            .body_len = o->body_len,
+            .cbs = {fetch_on_response, fetch_on_data, fetch_on_done, NULL},
+            .arg = &fs,
+        };
+        res->stage = FY_FETCH_START;
+        rc = fy_http_call_start(client, &call, NULL);
+    }
+    if (rc == 0) {
+        res->stage = FY_FETCH_CALL;
+        while (!fs.done && uv_run(&loop, UV_RUN_ONCE)) {
+        }
+        rc = fs.done ? fs.status : FY_EIO; /* FY_EIO: the loop ran dry without an answer */
+    }
+    if (client) {
+        fy_http_client_close(client);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return rc;
+}
