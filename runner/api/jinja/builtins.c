@@ -1,0 +1,1407 @@
+/* builtins.c: the filters, tests, methods and global functions a template
+ * can call, on values the evaluator has already computed. */
+#include "runner/api/jinja/jinja_internal.h"
+
+#include "common/buf.h"
+#include "common/err.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------ builtins
+ * Names known to the compiler. Each table maps a name to an id used by the
+ * evaluator's switch; a name missing here is refused at compile time. */
+
+enum {
+    F_ABS = 1,
+    F_CAPITALIZE,
+    F_COUNT,
+    F_DEFAULT,
+    F_ESCAPE,
+    F_FIRST,
+    F_FLOAT,
+    F_INDENT,
+    F_INT,
+    F_ITEMS,
+    F_JOIN,
+    F_LAST,
+    F_LENGTH,
+    F_LIST,
+    F_LOWER,
+    F_MAP,
+    F_MAX,
+    F_MIN,
+    F_REJECT,
+    F_REJECTATTR,
+    F_REPLACE,
+    F_REVERSE,
+    F_SAFE,
+    F_SELECT,
+    F_SELECTATTR,
+    F_SORT,
+    F_STRING,
+    F_SUM,
+    F_TITLE,
+    F_TOJSON,
+    F_TRIM,
+    F_UNIQUE,
+    F_UPPER,
+    F_WORDCOUNT,
+};
+
+typedef struct {
+    const char *name;
+    int id;
+} name_id;
+
+static const name_id filter_names[] = {
+    {"abs", F_ABS},
+    {"capitalize", F_CAPITALIZE},
+    {"count", F_COUNT},
+    {"d", F_DEFAULT},
+    {"default", F_DEFAULT},
+    {"e", F_ESCAPE},
+    {"escape", F_ESCAPE},
+    {"first", F_FIRST},
+    {"float", F_FLOAT},
+    {"indent", F_INDENT},
+    {"int", F_INT},
+    {"items", F_ITEMS},
+    {"join", F_JOIN},
+    {"last", F_LAST},
+    {"length", F_LENGTH},
+    {"list", F_LIST},
+    {"lower", F_LOWER},
+    {"map", F_MAP},
+    {"max", F_MAX},
+    {"min", F_MIN},
+    {"reject", F_REJECT},
+    {"rejectattr", F_REJECTATTR},
+    {"replace", F_REPLACE},
+    {"reverse", F_REVERSE},
+    {"safe", F_SAFE},
+    {"select", F_SELECT},
+    {"selectattr", F_SELECTATTR},
+    {"sort", F_SORT},
+    {"string", F_STRING},
+    {"sum", F_SUM},
+    {"title", F_TITLE},
+    {"tojson", F_TOJSON},
+    {"trim", F_TRIM},
+    {"unique", F_UNIQUE},
+    {"upper", F_UPPER},
+    {"wordcount", F_WORDCOUNT},
+};
+
+enum {
+    TS_DEFINED = 1,
+    TS_UNDEFINED,
+    TS_NONE,
+    TS_STRING,
+    TS_NUMBER,
+    TS_INTEGER,
+    TS_FLOAT,
+    TS_BOOLEAN,
+    TS_MAPPING,
+    TS_SEQUENCE,
+    TS_ITERABLE,
+    TS_TRUE,
+    TS_FALSE,
+    TS_ODD,
+    TS_EVEN,
+    TS_DIVISIBLEBY,
+    TS_EQ,
+    TS_NE,
+    TS_LT,
+    TS_LE,
+    TS_GT,
+    TS_GE,
+    TS_IN,
+    TS_LOWER,
+    TS_UPPER,
+    TS_CALLABLE,
+    TS_SAMEAS,
+};
+
+static const name_id test_names[] = {
+    {"defined", TS_DEFINED},
+    {"undefined", TS_UNDEFINED},
+    {"none", TS_NONE},
+    {"string", TS_STRING},
+    {"number", TS_NUMBER},
+    {"integer", TS_INTEGER},
+    {"float", TS_FLOAT},
+    {"boolean", TS_BOOLEAN},
+    {"mapping", TS_MAPPING},
+    {"sequence", TS_SEQUENCE},
+    {"iterable", TS_ITERABLE},
+    {"true", TS_TRUE},
+    {"false", TS_FALSE},
+    {"odd", TS_ODD},
+    {"even", TS_EVEN},
+    {"divisibleby", TS_DIVISIBLEBY},
+    {"equalto", TS_EQ},
+    {"eq", TS_EQ},
+    {"==", TS_EQ},
+    {"ne", TS_NE},
+    {"!=", TS_NE},
+    {"lt", TS_LT},
+    {"<", TS_LT},
+    {"lessthan", TS_LT},
+    {"le", TS_LE},
+    {"<=", TS_LE},
+    {"gt", TS_GT},
+    {">", TS_GT},
+    {"greaterthan", TS_GT},
+    {"ge", TS_GE},
+    {">=", TS_GE},
+    {"in", TS_IN},
+    {"lower", TS_LOWER},
+    {"upper", TS_UPPER},
+    {"callable", TS_CALLABLE},
+    {"sameas", TS_SAMEAS},
+};
+
+enum { FN_RANGE = 1, FN_NAMESPACE, FN_DICT, FN_RAISE, FN_STRFTIME };
+
+static const name_id func_names[] = {
+    {"range", FN_RANGE},           {"namespace", FN_NAMESPACE},   {"dict", FN_DICT},
+    {"raise_exception", FN_RAISE}, {"strftime_now", FN_STRFTIME},
+};
+
+enum {
+    M_STRIP = 1,
+    M_LSTRIP,
+    M_RSTRIP,
+    M_UPPER,
+    M_LOWER,
+    M_TITLE,
+    M_CAPITALIZE,
+    M_STARTSWITH,
+    M_ENDSWITH,
+    M_SPLIT,
+    M_REPLACE,
+    M_FIND,
+    M_COUNT,
+    M_JOIN,
+    M_ITEMS,
+    M_GET,
+    M_KEYS,
+    M_VALUES,
+};
+
+static const name_id method_names[] = {
+    {"strip", M_STRIP},
+    {"lstrip", M_LSTRIP},
+    {"rstrip", M_RSTRIP},
+    {"upper", M_UPPER},
+    {"lower", M_LOWER},
+    {"title", M_TITLE},
+    {"capitalize", M_CAPITALIZE},
+    {"startswith", M_STARTSWITH},
+    {"endswith", M_ENDSWITH},
+    {"split", M_SPLIT},
+    {"replace", M_REPLACE},
+    {"find", M_FIND},
+    {"count", M_COUNT},
+    {"join", M_JOIN},
+    {"items", M_ITEMS},
+    {"get", M_GET},
+    {"keys", M_KEYS},
+    {"values", M_VALUES},
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static int lookup(const name_id *t, size_t n, const char *s, size_t len)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strlen(t[i].name) == len && memcmp(t[i].name, s, len) == 0) {
+            return t[i].id;
+        }
+    }
+    return 0;
+}
+
+static const char *name_of(const name_id *t, size_t n, int id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (t[i].id == id) {
+            return t[i].name;
+        }
+    }
+    return "?";
+}
+
+/* ------------------------------------------------------------------ strings */
+
+/* Is code point CP one of the code points of CHARS (NULL: whitespace)? */
+static int in_charset(int32_t cp, const json_t *chars)
+{
+    if (!chars) {
+        return fy_jinja__is_space_cp(cp);
+    }
+    const char *s = S(chars);
+    size_t n = SL(chars);
+    for (size_t i = 0; i < n;) {
+        int32_t c;
+        i += fy_jinja__u8_next(s, n, i, &c);
+        if (c == cp) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* WHICH: 1 left, 2 right, 3 both. */
+static json_t *str_strip(ctx *x, const json_t *v, const json_t *chars, int which, int line)
+{
+    const char *s = S(v);
+    size_t n = SL(v), a = 0, b = n;
+    if (which & 1) {
+        while (a < b) {
+            int32_t cp;
+            size_t k = fy_jinja__u8_next(s, n, a, &cp);
+            if (!in_charset(cp, chars)) {
+                break;
+            }
+            a += k;
+        }
+    }
+    if (which & 2) {
+        while (b > a) {
+            size_t p = b - 1;
+            while (p > a && ((unsigned char)s[p] & 0xC0) == 0x80) {
+                p--;
+            }
+            int32_t cp;
+            fy_jinja__u8_next(s, n, p, &cp);
+            if (!in_charset(cp, chars)) {
+                break;
+            }
+            b = p;
+        }
+    }
+    return fy_jinja__mkstr(x, s + a, b - a, line);
+}
+
+enum { CASE_UPPER = 1, CASE_LOWER, CASE_PYTITLE, CASE_JTITLE, CASE_CAPITALIZE };
+
+static json_t *str_case(ctx *x, const json_t *v, int mode, int line)
+{
+    const char *s = S(v);
+    size_t n = SL(v);
+    fy_buf b;
+    fy_buf_init(&b, x->max_str);
+    int prev_cased = 0, word_start = 1;
+    for (size_t i = 0; i < n;) {
+        int32_t cp;
+        size_t k = fy_jinja__u8_next(s, n, i, &cp);
+        if (cp < 0) {
+            if (fy_jinja__buf_put(x, &b, s + i, k)) {
+                goto fail;
+            }
+            i += k;
+            continue;
+        }
+        int32_t o = cp;
+        switch (mode) {
+        case CASE_UPPER:
+            o = utf8proc_toupper(cp);
+            break;
+        case CASE_LOWER:
+            o = utf8proc_tolower(cp);
+            break;
+        case CASE_PYTITLE:
+            o = prev_cased ? utf8proc_tolower(cp) : utf8proc_totitle(cp);
+            prev_cased = fy_jinja__is_cased(cp);
+            break;
+        case CASE_JTITLE: {
+            /* Jinja's title filter: words begin after whitespace - ( { [ <. */
+            int sep = fy_jinja__is_space_cp(cp) || cp == '-' || cp == '(' || cp == '{' ||
+                      cp == '[' || cp == '<';
+            o = sep ? cp : word_start ? utf8proc_totitle(cp) : utf8proc_tolower(cp);
+            word_start = sep;
+            break;
+        }
+        case CASE_CAPITALIZE:
+            o = i == 0 ? utf8proc_totitle(cp) : utf8proc_tolower(cp);
+            break;
+        }
+        char enc[8];
+        if (fy_jinja__buf_put(x, &b, enc, utf8_put(enc, o))) {
+            goto fail;
+        }
+        i += k;
+    }
+    json_t *r = fy_jinja__mkstr(x, b.data, b.len, line);
+    fy_buf_free(&b);
+    return r;
+fail:
+    fy_buf_free(&b);
+    return NULL;
+}
+
+static json_t *str_split(ctx *x, const json_t *v, const json_t *sep, long long maxsplit, int line)
+{
+    const char *s = S(v);
+    size_t n = SL(v), i = 0;
+    json_t *l = fy_jinja__mkarray(x, 0, line);
+    if (!l) {
+        return NULL;
+    }
+    if (sep && SL(sep) == 0) {
+        json_decref(l);
+        return fy_jinja__rfail(x, FY_EINVAL, line, "empty separator");
+    }
+    long long splits = 0;
+    if (!sep) {
+        /* Runs of whitespace separate; leading and trailing ones are dropped. */
+        for (;;) {
+            while (i < n) {
+                int32_t cp;
+                size_t k = fy_jinja__u8_next(s, n, i, &cp);
+                if (!fy_jinja__is_space_cp(cp)) {
+                    break;
+                }
+                i += k;
+            }
+            if (i >= n) {
+                break;
+            }
+            size_t j = i;
+            if (maxsplit >= 0 && splits >= maxsplit) {
+                j = n;
+                while (j > i) {
+                    size_t p = j - 1;
+                    while (p > i && ((unsigned char)s[p] & 0xC0) == 0x80) {
+                        p--;
+                    }
+                    int32_t cp;
+                    fy_jinja__u8_next(s, n, p, &cp);
+                    if (!fy_jinja__is_space_cp(cp)) {
+                        break;
+                    }
+                    j = p;
+                }
+            } else {
+                while (j < n) {
+                    int32_t cp;
+                    size_t k = fy_jinja__u8_next(s, n, j, &cp);
+                    if (fy_jinja__is_space_cp(cp)) {
+                        break;
+                    }
+                    j += k;
+                }
+            }
+            if (fy_jinja__charge(x, 16, line) ||
+                fy_jinja__append_owned(x, l, fy_jinja__mkstr(x, s + i, j - i, line)) || x->rc) {
+                json_decref(l);
+                return NULL;
+            }
+            splits++;
+            i = j;
+        }
+        return l;
+    }
+    for (;;) {
+        const char *hit = NULL;
+        if (maxsplit < 0 || splits < maxsplit) {
+            hit = memmem(s + i, n - i, S(sep), SL(sep));
+        }
+        size_t j = hit ? (size_t)(hit - s) : n;
+        if (fy_jinja__charge(x, 16, line) ||
+            fy_jinja__append_owned(x, l, fy_jinja__mkstr(x, s + i, j - i, line)) || x->rc) {
+            json_decref(l);
+            return NULL;
+        }
+        if (!hit) {
+            return l;
+        }
+        splits++;
+        i = j + SL(sep);
+    }
+}
+
+static json_t *str_replace(ctx *x, const json_t *v, const json_t *old, const json_t *new_,
+                           long long count, int line)
+{
+    const char *s = S(v);
+    size_t n = SL(v), i = 0;
+    fy_buf b;
+    fy_buf_init(&b, x->max_str);
+    long long done = 0;
+    if (SL(old) == 0) {
+        /* Python inserts NEW before every code point and at the end. */
+        for (;;) {
+            if ((count < 0 || done < count) && fy_jinja__buf_put(x, &b, S(new_), SL(new_))) {
+                goto fail;
+            }
+            done++;
+            if (i >= n) {
+                break;
+            }
+            int32_t cp;
+            size_t k = fy_jinja__u8_next(s, n, i, &cp);
+            if (fy_jinja__buf_put(x, &b, s + i, k)) {
+                goto fail;
+            }
+            i += k;
+        }
+    } else {
+        while (i <= n) {
+            const char *hit =
+                count < 0 || done < count ? memmem(s + i, n - i, S(old), SL(old)) : NULL;
+            size_t j = hit ? (size_t)(hit - s) : n;
+            if (fy_jinja__buf_put(x, &b, s + i, j - i)) {
+                goto fail;
+            }
+            if (!hit) {
+                break;
+            }
+            if (fy_jinja__buf_put(x, &b, S(new_), SL(new_))) {
+                goto fail;
+            }
+            done++;
+            i = j + SL(old);
+        }
+    }
+    json_t *r = fy_jinja__mkstr(x, b.data, b.len, line);
+    fy_buf_free(&b);
+    return r;
+fail:
+    fy_buf_free(&b);
+    return NULL;
+}
+
+/* startswith / endswith with a string or a list of strings. */
+static json_t *str_affix(ctx *x, const json_t *v, const json_t *what, int end, int line)
+{
+    if (what && json_is_array(what)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(what, i, e)
+        {
+            json_t *r = str_affix(x, v, e, end, line);
+            if (!r || json_is_true(r)) {
+                return r;
+            }
+        }
+        return json_false();
+    }
+    if (!is_str(what)) {
+        return fy_jinja__rfail(x, FY_EINVAL, line,
+                               "%s first arg must be str or a tuple of str, not %s",
+                               end ? "endswith" : "startswith", fy_jinja__type_name(what));
+    }
+    size_t n = SL(v), k = SL(what);
+    if (k > n) {
+        return json_false();
+    }
+    return mkbool(memcmp(S(v) + (end ? n - k : 0), S(what), k) == 0);
+}
+
+static json_t *str_join(ctx *x, const json_t *sep, const json_t *items, const char *attr,
+                        int strict, int line)
+{
+    json_t *l = fy_jinja__to_list(x, items, line);
+    if (!l) {
+        return NULL;
+    }
+    fy_buf b;
+    fy_buf_init(&b, x->max_str);
+    size_t i;
+    json_t *e, *r = NULL;
+    json_array_foreach(l, i, e)
+    {
+        if (attr) {
+            e = fy_jinja__get_attr(e, attr, strlen(attr));
+        }
+        if (strict && !is_str(e)) {
+            fy_jinja__rfail(x, FY_EINVAL, line,
+                            "sequence item %zu: expected str instance, %s found", i,
+                            fy_jinja__type_name(e));
+            goto out;
+        }
+        if ((i && fy_jinja__buf_put(x, &b, S(sep), SL(sep))) ||
+            fy_jinja__put_value(x, &b, e, 0, 0)) {
+            goto out;
+        }
+    }
+    r = fy_jinja__mkstr(x, b.data, b.len, line);
+out:
+    fy_buf_free(&b);
+    json_decref(l);
+    return r;
+}
+
+/* ------------------------------------------------------------------ methods and functions */
+
+static json_t *dict_items(ctx *x, const json_t *d, int line)
+{
+    json_t *l = fy_jinja__mkarray(x, json_object_size(d), line);
+    const char *k;
+    json_t *e;
+    if (!l) {
+        return NULL;
+    }
+    json_object_foreach((json_t *)d, k, e)
+    {
+        json_t *pair = json_array();
+        if (!pair || fy_jinja__append_owned(x, pair, fy_jinja__mkstr(x, k, strlen(k), line)) ||
+            json_array_append(pair, e) || fy_jinja__append_owned(x, l, pair)) {
+            json_decref(l);
+            return x->rc ? NULL : fy_jinja__nomem(x);
+        }
+    }
+    return l;
+}
+
+json_t *fy_jinja__call_method(ctx *x, const node *n, const json_t *obj, args_t *a)
+{
+    int line = n->line;
+    const json_t *s1, *s2;
+    long long i1;
+    int present;
+    if (!obj) {
+        return fy_jinja__fail_undef(x, line);
+    }
+    if (json_is_object(obj)) {
+        switch (n->op) {
+        case M_ITEMS:
+            return dict_items(x, obj, line);
+        case M_KEYS:
+            return fy_jinja__to_list(x, obj, line);
+        case M_VALUES: {
+            json_t *l = fy_jinja__mkarray(x, json_object_size(obj), line);
+            const char *k;
+            json_t *e;
+            json_object_foreach((json_t *)obj, k, e)
+            {
+                (void)k;
+                if (l && json_array_append(l, e)) {
+                    json_decref(l);
+                    return fy_jinja__nomem(x);
+                }
+            }
+            return l;
+        }
+        case M_GET: {
+            json_t *key = fy_jinja__arg(a, 0, NULL, &present),
+                   *def = fy_jinja__arg(a, 1, NULL, &present);
+            json_t *v = is_str(key) ? json_object_getn(obj, S(key), SL(key)) : NULL;
+            if (v) {
+                return json_incref(v);
+            }
+            return present ? json_incref(def) : json_null();
+        }
+        }
+    } else if (json_is_string(obj)) {
+        switch (n->op) {
+        case M_STRIP:
+        case M_LSTRIP:
+        case M_RSTRIP:
+            if (fy_jinja__arg_str(x, a, 0, NULL, &s1, n->name, line)) {
+                return NULL;
+            }
+            return str_strip(x, obj, s1, n->op == M_STRIP ? 3 : n->op == M_LSTRIP ? 1 : 2, line);
+        case M_UPPER:
+            return str_case(x, obj, CASE_UPPER, line);
+        case M_LOWER:
+            return str_case(x, obj, CASE_LOWER, line);
+        case M_TITLE:
+            return str_case(x, obj, CASE_PYTITLE, line);
+        case M_CAPITALIZE:
+            return str_case(x, obj, CASE_CAPITALIZE, line);
+        case M_STARTSWITH:
+        case M_ENDSWITH:
+            return str_affix(x, obj, fy_jinja__arg(a, 0, NULL, &present), n->op == M_ENDSWITH,
+                             line);
+        case M_SPLIT:
+            if (fy_jinja__arg_str(x, a, 0, "sep", &s1, "split", line) ||
+                fy_jinja__arg_int(x, a, 1, "maxsplit", -1, &i1, "split", line)) {
+                return NULL;
+            }
+            return str_split(x, obj, s1, i1, line);
+        case M_REPLACE:
+            if (fy_jinja__arg_str(x, a, 0, NULL, &s1, "replace", line) ||
+                fy_jinja__arg_str(x, a, 1, NULL, &s2, "replace", line) ||
+                fy_jinja__arg_int(x, a, 2, "count", -1, &i1, "replace", line)) {
+                return NULL;
+            }
+            if (!s1 || !s2) {
+                return fy_jinja__rfail(x, FY_EINVAL, line, "replace expects two string arguments");
+            }
+            return str_replace(x, obj, s1, s2, i1, line);
+        case M_FIND:
+        case M_COUNT: {
+            if (fy_jinja__arg_str(x, a, 0, NULL, &s1, n->name, line)) {
+                return NULL;
+            }
+            if (!s1) {
+                return fy_jinja__rfail(x, FY_EINVAL, line, "%s expects a string argument", n->name);
+            }
+            if (n->op == M_FIND) {
+                const char *hit = memmem(S(obj), SL(obj), S(s1), SL(s1));
+                return fy_jinja__checked_int(
+                    x, 1, hit ? (long long)fy_jinja__u8_len(S(obj), (size_t)(hit - S(obj))) : -1,
+                    line);
+            }
+            if (SL(s1) == 0) {
+                return fy_jinja__checked_int(x, 1, (long long)fy_jinja__u8_len(S(obj), SL(obj)) + 1,
+                                             line);
+            }
+            long long cnt = 0;
+            for (const char *p = S(obj), *e = S(obj) + SL(obj);
+                 (p = memmem(p, (size_t)(e - p), S(s1), SL(s1))); p += SL(s1)) {
+                cnt++;
+            }
+            return fy_jinja__checked_int(x, 1, cnt, line);
+        }
+        case M_JOIN:
+            return str_join(x, obj, fy_jinja__arg(a, 0, NULL, &present), NULL, 1, line);
+        }
+    }
+    return fy_jinja__rfail(x, FY_EINVAL, line, "'%s' object has no attribute '%s'",
+                           fy_jinja__type_name(obj), n->name);
+}
+
+json_t *fy_jinja__call_function(ctx *x, const node *n, args_t *a)
+{
+    int line = n->line;
+    int present;
+    switch (n->op) {
+    case FN_RANGE: {
+        long long v[3] = {0, 0, 1};
+        size_t np = fy_jinja__npositional(a);
+        if (np < 1 || np > 3) {
+            return fy_jinja__rfail(x, FY_EINVAL, line, "range expects 1 to 3 integer arguments");
+        }
+        for (size_t i = 0; i < np; i++) {
+            if (fy_jinja__arg_int(x, a, i, NULL, 0, &v[np == 1 ? 1 : i], "range", line)) {
+                return NULL;
+            }
+        }
+        if (v[2] == 0) {
+            return fy_jinja__rfail(x, FY_EINVAL, line, "range() arg 3 must not be zero");
+        }
+        long double span = (long double)v[1] - (long double)v[0];
+        long double cnt = span / (long double)v[2];
+        size_t count = cnt > 0 ? (size_t)ceill(cnt) : 0;
+        json_t *l = fy_jinja__mkarray(x, count, line);
+        for (size_t i = 0; l && i < count; i++) {
+            if (fy_jinja__append_owned(x, l, json_integer(v[0] + (long long)i * v[2]))) {
+                json_decref(l);
+                return NULL;
+            }
+        }
+        return l;
+    }
+    case FN_NAMESPACE:
+    case FN_DICT: {
+        json_t *o = json_object();
+        if (!o || fy_jinja__charge(x, 64, line)) {
+            json_decref(o);
+            return o ? NULL : fy_jinja__nomem(x);
+        }
+        for (size_t i = 0; i < a->n; i++) {
+            if (!a->kw[i]) {
+                if (a->v[i] && json_is_object(a->v[i]) && !json_object_update(o, a->v[i])) {
+                    continue;
+                }
+                json_decref(o);
+                return fy_jinja__rfail(x, FY_EINVAL, line, "%s() takes keyword arguments or a dict",
+                                       n->name);
+            }
+            if (json_object_set(o, a->kw[i], a->v[i] ? a->v[i] : json_null())) {
+                json_decref(o);
+                return fy_jinja__nomem(x);
+            }
+        }
+        if (n->op == FN_NAMESPACE && json_array_append(x->namespaces, o)) {
+            json_decref(o);
+            return fy_jinja__nomem(x);
+        }
+        return o;
+    }
+    case FN_RAISE: {
+        json_t *m = fy_jinja__arg(a, 0, NULL, &present);
+        json_t *s = fy_jinja__to_str(x, m, line);
+        if (!s) {
+            return NULL;
+        }
+        fy_jinja__rfail(x, FY_EINVAL, 0, FY_JINJA_RAISED_PREFIX "%s", S(s));
+        json_decref(s);
+        return NULL;
+    }
+    case FN_STRFTIME: {
+        const json_t *f;
+        if (fy_jinja__arg_str(x, a, 0, NULL, &f, "strftime_now", line)) {
+            return NULL;
+        }
+        if (!f) {
+            return fy_jinja__rfail(x, FY_EINVAL, line, "strftime_now expects a format string");
+        }
+        char out[256];
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        size_t k = SL(f) < 128 ? strftime(out, sizeof out, S(f), &tm) : 0;
+        return fy_jinja__mkstr(x, out, k, line);
+    }
+    }
+    return fy_jinja__rfail(x, FY_EINVAL, line, "unknown function");
+}
+
+/* ------------------------------------------------------------------ tests and filters */
+
+int fy_jinja__apply_test(ctx *x, int id, const json_t *v, args_t *a, int line)
+{
+    int present;
+    json_t *o = fy_jinja__arg(a, 0, NULL, &present);
+    switch (id) {
+    case TS_DEFINED:
+        return v != NULL;
+    case TS_UNDEFINED:
+        return v == NULL;
+    case TS_NONE:
+        return v && json_is_null(v);
+    case TS_STRING:
+        return is_str(v);
+    case TS_NUMBER:
+        return is_num(v);
+    case TS_INTEGER:
+        return v && json_is_integer(v);
+    case TS_FLOAT:
+        return v && json_is_real(v);
+    case TS_BOOLEAN:
+        return v && json_is_boolean(v);
+    case TS_MAPPING:
+        return v && json_is_object(v);
+    case TS_SEQUENCE:
+    case TS_ITERABLE:
+        return v && (json_is_array(v) || json_is_string(v) || json_is_object(v));
+    case TS_TRUE:
+        return v && json_is_true(v);
+    case TS_FALSE:
+        return v && json_is_false(v);
+    case TS_CALLABLE:
+        return 0;
+    case TS_LOWER:
+    case TS_UPPER: {
+        if (!is_str(v)) {
+            return 0;
+        }
+        json_t *c = str_case(x, v, id == TS_LOWER ? CASE_LOWER : CASE_UPPER, line);
+        int r = c && fy_jinja__values_eq(c, v, 0);
+        json_decref(c);
+        return x->rc ? -1 : r;
+    }
+    case TS_ODD:
+    case TS_EVEN:
+    case TS_DIVISIBLEBY: {
+        if (!is_intlike(v)) {
+            fy_jinja__rfail(x, FY_EINVAL, line, "test '%s' needs an integer, got %s",
+                            name_of(test_names, NELEM(test_names), id), fy_jinja__type_name(v));
+            return -1;
+        }
+        long long i = ival(v);
+        if (id == TS_ODD) {
+            return i % 2 != 0;
+        }
+        if (id == TS_EVEN) {
+            return i % 2 == 0;
+        }
+        if (!is_intlike(o) || ival(o) == 0) {
+            fy_jinja__rfail(x, FY_EINVAL, line, "divisibleby needs a nonzero integer argument");
+            return -1;
+        }
+        return ival(o) == -1 || i % ival(o) == 0;
+    }
+    case TS_SAMEAS:
+        if (v && o && (json_is_null(v) || json_is_boolean(v))) {
+            return json_typeof(v) == json_typeof(o);
+        }
+        return v == o;
+    case TS_EQ:
+        return fy_jinja__compare(x, CMP_EQ, v, o, line);
+    case TS_NE:
+        return fy_jinja__compare(x, CMP_NE, v, o, line);
+    case TS_LT:
+        return fy_jinja__compare(x, CMP_LT, v, o, line);
+    case TS_LE:
+        return fy_jinja__compare(x, CMP_LE, v, o, line);
+    case TS_GT:
+        return fy_jinja__compare(x, CMP_GT, v, o, line);
+    case TS_GE:
+        return fy_jinja__compare(x, CMP_GE, v, o, line);
+    case TS_IN:
+        return fy_jinja__contains(x, v, o, line);
+    }
+    fy_jinja__rfail(x, FY_EINVAL, line, "unknown test");
+    return -1;
+}
+
+/* select / reject / selectattr / rejectattr / map over V. */
+static json_t *filter_each(ctx *x, int id, const json_t *v, args_t *a, int line)
+{
+    int present;
+    const char *attr = NULL;
+    json_t *l = fy_jinja__to_list(x, v, line), *res = NULL;
+    if (!l) {
+        return NULL;
+    }
+    int is_attr = id == F_SELECTATTR || id == F_REJECTATTR;
+    int keep_when = id == F_SELECT || id == F_SELECTATTR;
+    int fid = 0, tid = 0;
+    args_t rest = *a;
+    if (id == F_MAP) {
+        json_t *at = fy_jinja__arg(a, 0, "attribute", &present);
+        if (present && is_str(at) && !(a->n && !a->kw[0])) {
+            attr = S(at);
+        } else {
+            json_t *fname = fy_jinja__arg(a, 0, NULL, &present);
+            if (!is_str(fname) ||
+                !(fid = lookup(filter_names, NELEM(filter_names), S(fname), SL(fname)))) {
+                fy_jinja__rfail(x, FY_EINVAL, line,
+                                "map needs attribute= or a supported filter name");
+                goto out;
+            }
+            rest.skip = a->skip + 1;
+        }
+    } else {
+        size_t ti = 0;
+        if (is_attr) {
+            json_t *at = fy_jinja__arg(a, 0, NULL, &present);
+            if (!is_str(at)) {
+                fy_jinja__rfail(x, FY_EINVAL, line, "%s needs an attribute name",
+                                name_of(filter_names, NELEM(filter_names), id));
+                goto out;
+            }
+            attr = S(at);
+            ti = 1;
+        }
+        json_t *tname = fy_jinja__arg(a, ti, NULL, &present);
+        if (present) {
+            if (!is_str(tname) ||
+                !(tid = lookup(test_names, NELEM(test_names), S(tname), SL(tname)))) {
+                fy_jinja__rfail(x, FY_EINVAL, line, "unsupported test '%s'",
+                                is_str(tname) ? S(tname) : "?");
+                goto out;
+            }
+        }
+        rest.skip = a->skip + ti + 1;
+    }
+    if (!(res = fy_jinja__mkarray(x, json_array_size(l), line))) {
+        goto out;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(l, i, e)
+    {
+        if (fy_jinja__step(x, line)) {
+            goto fail;
+        }
+        json_t *val = attr ? fy_jinja__get_attr(e, attr, strlen(attr)) : e;
+        if (id == F_MAP) {
+            json_t *m = fid ? fy_jinja__apply_filter(x, fid, val, &rest, line) : json_incref(val);
+            if (x->rc || fy_jinja__append_owned(x, res, m)) {
+                json_decref(m);
+                goto fail;
+            }
+            continue;
+        }
+        int t = tid ? fy_jinja__apply_test(x, tid, val, &rest, line) : fy_jinja__truthy(val);
+        if (t < 0) {
+            goto fail;
+        }
+        if (t == keep_when && json_array_append(res, e)) {
+            fy_jinja__nomem(x);
+            goto fail;
+        }
+    }
+    goto out;
+fail:
+    json_decref(res);
+    res = NULL;
+out:
+    json_decref(l);
+    return res;
+}
+
+/* Python's int(): an int, a truncated float, or a parsed string; else DEF. */
+static json_t *to_int(ctx *x, const json_t *v, long long def, int line)
+{
+    if (is_intlike(v)) {
+        return fy_jinja__checked_int(x, 1, ival(v), line);
+    }
+    if (v && json_is_real(v)) {
+        double d = json_real_value(v);
+        return fy_jinja__checked_int(x, 1, isfinite(d) && fabs(d) < 9.2e18 ? (long long)d : def,
+                                     line);
+    }
+    if (is_str(v) && SL(v) < 64) {
+        char buf[64], *end;
+        memcpy(buf, S(v), SL(v));
+        buf[SL(v)] = 0;
+        errno = 0;
+        long long i = strtoll(buf, &end, 10);
+        while (*end && is_ws(*end)) {
+            end++;
+        }
+        if (!errno && end != buf && !*end) {
+            return fy_jinja__checked_int(x, 1, i, line);
+        }
+        double d = strtod(buf, &end);
+        while (*end && is_ws(*end)) {
+            end++;
+        }
+        if (end != buf && !*end && isfinite(d) && fabs(d) < 9.2e18) {
+            return fy_jinja__checked_int(x, 1, (long long)d, line);
+        }
+    }
+    return fy_jinja__checked_int(x, 1, def, line);
+}
+
+static json_t *to_float(ctx *x, const json_t *v, double def)
+{
+    if (is_num(v)) {
+        return fy_jinja__mkreal(x, dval(v));
+    }
+    if (is_str(v) && SL(v) < 64) {
+        char buf[64], *end;
+        memcpy(buf, S(v), SL(v));
+        buf[SL(v)] = 0;
+        double d = strtod(buf, &end);
+        if (end != buf && !*end) {
+            return fy_jinja__mkreal(x, d);
+        }
+    }
+    return fy_jinja__mkreal(x, def);
+}
+
+static json_t *sort_list(ctx *x, const json_t *v, args_t *a, int line)
+{
+    int present;
+    json_t *l = fy_jinja__to_list(x, v, line);
+    if (!l) {
+        return NULL;
+    }
+    int rev = fy_jinja__arg_bool(a, 0, "reverse"), cs = fy_jinja__arg_bool(a, 1, "case_sensitive");
+    json_t *at = fy_jinja__arg(a, 2, "attribute", &present);
+    const char *attr = is_str(at) ? S(at) : NULL;
+    size_t n = json_array_size(l);
+    json_t *r = fy_jinja__mkarray(x, n, line), *keys = fy_jinja__mkarray(x, n, line);
+    if (!r || !keys || fy_jinja__charge(x, n * n / 4 + 1, line)) {
+        goto fail;
+    }
+    /* Insertion sort (stable) on keys lowercased unless case_sensitive; the
+     * charge above bounds its quadratic cost. */
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(l, i);
+        json_t *k = attr ? fy_jinja__get_attr(e, attr, strlen(attr)) : e;
+        k = is_str(k) && !cs ? str_case(x, k, CASE_LOWER, line) : json_incref(k);
+        if (x->rc) {
+            goto fail;
+        }
+        size_t pos = i;
+        while (pos > 0) {
+            int c;
+            if (fy_jinja__values_order(json_array_get(keys, pos - 1), k, &c, 0)) {
+                json_decref(k);
+                fy_jinja__rfail(
+                    x, FY_EINVAL, line, "sort: values of types '%s' and '%s' cannot be ordered",
+                    fy_jinja__type_name(json_array_get(keys, pos - 1)), fy_jinja__type_name(k));
+                goto fail;
+            }
+            if (rev ? c >= 0 : c <= 0) {
+                break;
+            }
+            pos--;
+        }
+        if (json_array_insert_new(keys, pos, k ? k : json_null()) || json_array_insert(r, pos, e)) {
+            fy_jinja__nomem(x);
+            goto fail;
+        }
+    }
+    json_decref(keys);
+    json_decref(l);
+    return r;
+fail:
+    json_decref(keys);
+    json_decref(r);
+    json_decref(l);
+    return NULL;
+}
+
+static json_t *indent_str(ctx *x, const json_t *s, long long width, int first, int blank, int line)
+{
+    fy_buf b;
+    fy_buf_init(&b, x->max_str);
+    const char *p = S(s), *e = p + SL(s);
+    int at_start = 1;
+    if (width < 0 || width > 1024) {
+        width = 4;
+    }
+    for (int lineno = 0; p <= e; lineno++) {
+        const char *nl = memchr(p, '\n', (size_t)(e - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(e - p);
+        int pad = (lineno > 0 || first) && (len > 0 || blank);
+        for (long long i = 0; pad && i < width; i++) {
+            if (fy_jinja__buf_put(x, &b, " ", 1)) {
+                goto fail;
+            }
+        }
+        if (fy_jinja__buf_put(x, &b, p, len) || (nl && fy_jinja__buf_put(x, &b, "\n", 1))) {
+            goto fail;
+        }
+        at_start = 0;
+        if (!nl) {
+            break;
+        }
+        p = nl + 1;
+    }
+    (void)at_start;
+    json_t *r = fy_jinja__mkstr(x, b.data, b.len, line);
+    fy_buf_free(&b);
+    return r;
+fail:
+    fy_buf_free(&b);
+    return NULL;
+}
+
+static json_t *minmax(ctx *x, const json_t *v, int want_max, int line)
+{
+    json_t *l = fy_jinja__to_list(x, v, line), *best = NULL;
+    size_t i;
+    json_t *e;
+    if (!l) {
+        return NULL;
+    }
+    json_array_foreach(l, i, e)
+    {
+        int c;
+        if (!best) {
+            best = e;
+            continue;
+        }
+        if (fy_jinja__values_order(e, best, &c, 0)) {
+            json_decref(l);
+            return fy_jinja__rfail(x, FY_EINVAL, line,
+                                   "values of types '%s' and '%s' cannot be ordered",
+                                   fy_jinja__type_name(e), fy_jinja__type_name(best));
+        }
+        if (want_max ? c > 0 : c < 0) {
+            best = e;
+        }
+    }
+    json_incref(best);
+    json_decref(l);
+    return best;
+}
+
+json_t *fy_jinja__apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line)
+{
+    int present;
+    const json_t *s1, *s2;
+    long long i1;
+    json_t *tmp, *r;
+    if (fy_jinja__step(x, line)) {
+        return NULL;
+    }
+    switch (id) {
+    case F_SAFE:
+        return json_incref((json_t *)v);
+    case F_DEFAULT: {
+        json_t *d = fy_jinja__arg(a, 0, "default_value", &present);
+        if (!v || (fy_jinja__arg_bool(a, 1, "boolean") && !fy_jinja__truthy(v))) {
+            return present ? json_incref(d) : fy_jinja__mkstr(x, "", 0, line);
+        }
+        return json_incref((json_t *)v);
+    }
+    case F_STRING:
+        return fy_jinja__to_str(x, v, line);
+    case F_LENGTH:
+    case F_COUNT:
+        if (!v) {
+            return fy_jinja__checked_int(x, 1, 0, line);
+        }
+        if (json_is_string(v)) {
+            return fy_jinja__checked_int(x, 1, (long long)fy_jinja__u8_len(S(v), SL(v)), line);
+        }
+        if (json_is_array(v) || json_is_object(v)) {
+            return fy_jinja__checked_int(
+                x, 1, (long long)(json_is_array(v) ? json_array_size(v) : json_object_size(v)),
+                line);
+        }
+        return fy_jinja__rfail(x, FY_EINVAL, line, "object of type '%s' has no len()",
+                               fy_jinja__type_name(v));
+    case F_TOJSON: {
+        long long ind;
+        if (fy_jinja__arg_int(x, a, 0, "indent", -1, &ind, "tojson", line)) {
+            return NULL;
+        }
+        fy_buf b;
+        fy_buf_init(&b, x->max_str);
+        r = fy_jinja__put_json(x, &b, v,
+                               ind < 0    ? -1
+                               : ind > 64 ? 64
+                                          : (int)ind,
+                               0, 0)
+                ? NULL
+                : fy_jinja__mkstr(x, b.data, b.len, line);
+        fy_buf_free(&b);
+        if (!r && x->err && !strstr(x->err, "(template line")) {
+            size_t l = strlen(x->err);
+            snprintf(x->err + l, x->errlen - l, " (template line %d)", line);
+        }
+        return r;
+    }
+    case F_FIRST:
+    case F_LAST: {
+        if (v && json_is_string(v)) {
+            json_t *idx = json_integer(id == F_FIRST ? 0 : -1);
+            r = idx ? fy_jinja__get_item(x, v, idx, line) : fy_jinja__nomem(x);
+            json_decref(idx);
+            return r;
+        }
+        if (!(tmp = fy_jinja__to_list(x, v, line))) {
+            return NULL;
+        }
+        size_t n = json_array_size(tmp);
+        r = n ? json_incref(json_array_get(tmp, id == F_FIRST ? 0 : n - 1)) : NULL;
+        json_decref(tmp);
+        return r;
+    }
+    case F_LIST:
+        return fy_jinja__to_list(x, v, line);
+    case F_JOIN: {
+        json_t *at = fy_jinja__arg(a, 1, "attribute", &present);
+        if (fy_jinja__arg_str(x, a, 0, "d", &s1, "join", line)) {
+            return NULL;
+        }
+        json_t *empty = s1 ? NULL : json_string("");
+        r = str_join(x, s1 ? s1 : empty, v, is_str(at) ? S(at) : NULL, 0, line);
+        json_decref(empty);
+        return r;
+    }
+    case F_INT: {
+        if (fy_jinja__arg_int(x, a, 0, "default", 0, &i1, "int", line)) {
+            return NULL;
+        }
+        return to_int(x, v, i1, line);
+    }
+    case F_FLOAT: {
+        json_t *d = fy_jinja__arg(a, 0, "default", &present);
+        return to_float(x, v, is_num(d) ? dval(d) : 0.0);
+    }
+    case F_ABS:
+        if (is_intlike(v)) {
+            return fy_jinja__checked_int(x, ival(v) != LLONG_MIN, llabs(ival(v)), line);
+        }
+        if (is_num(v)) {
+            return fy_jinja__mkreal(x, fabs(dval(v)));
+        }
+        return fy_jinja__rfail(x, FY_EINVAL, line, "bad operand type for abs(): '%s'",
+                               fy_jinja__type_name(v));
+    case F_ITEMS:
+        if (!v) {
+            return fy_jinja__mkarray(x, 0, line);
+        }
+        if (!json_is_object(v)) {
+            return fy_jinja__rfail(x, FY_EINVAL, line, "items expects a mapping, got %s",
+                                   fy_jinja__type_name(v));
+        }
+        return dict_items(x, v, line);
+    case F_SELECT:
+    case F_REJECT:
+    case F_SELECTATTR:
+    case F_REJECTATTR:
+    case F_MAP:
+        return filter_each(x, id, v, a, line);
+    case F_REVERSE: {
+        if (is_str(v)) {
+            fy_buf b;
+            fy_buf_init(&b, x->max_str);
+            for (size_t e = SL(v); e > 0;) {
+                size_t p = e - 1;
+                while (p > 0 && ((unsigned char)S(v)[p] & 0xC0) == 0x80) {
+                    p--;
+                }
+                if (fy_jinja__buf_put(x, &b, S(v) + p, e - p)) {
+                    fy_buf_free(&b);
+                    return NULL;
+                }
+                e = p;
+            }
+            r = fy_jinja__mkstr(x, b.data, b.len, line);
+            fy_buf_free(&b);
+            return r;
+        }
+        if (!(tmp = fy_jinja__to_list(x, v, line))) {
+            return NULL;
+        }
+        size_t n = json_array_size(tmp);
+        r = fy_jinja__mkarray(x, n, line);
+        for (size_t i = 0; r && i < n; i++) {
+            if (json_array_append(r, json_array_get(tmp, n - 1 - i))) {
+                json_decref(r);
+                r = fy_jinja__nomem(x);
+            }
+        }
+        json_decref(tmp);
+        return r;
+    }
+    case F_SORT:
+        return sort_list(x, v, a, line);
+    case F_UNIQUE: {
+        if (!(tmp = fy_jinja__to_list(x, v, line))) {
+            return NULL;
+        }
+        size_t n = json_array_size(tmp);
+        r = fy_jinja__mkarray(x, n, line);
+        if (r && fy_jinja__charge(x, n * n / 4 + 1, line)) {
+            json_decref(r);
+            r = NULL;
+        }
+        for (size_t i = 0; r && i < n; i++) {
+            json_t *e = json_array_get(tmp, i);
+            if (fy_jinja__contains(x, e, r, line) == 0 && json_array_append(r, e)) {
+                json_decref(r);
+                r = fy_jinja__nomem(x);
+            }
+        }
+        json_decref(tmp);
+        return r;
+    }
+    case F_SUM: {
+        json_t *at = fy_jinja__arg(a, 0, "attribute", &present),
+               *start = fy_jinja__arg(a, 1, "start", &present);
+        if (!(tmp = fy_jinja__to_list(x, v, line))) {
+            return NULL;
+        }
+        r = present && start ? json_incref(start) : json_integer(0);
+        size_t i;
+        json_t *e;
+        json_array_foreach(tmp, i, e)
+        {
+            json_t *val = is_str(at) ? fy_jinja__get_attr(e, S(at), SL(at)) : e;
+            json_t *nr = r ? fy_jinja__binop(x, OP_ADD, r, val, line) : NULL;
+            json_decref(r);
+            if (!(r = nr)) {
+                break;
+            }
+        }
+        json_decref(tmp);
+        return r;
+    }
+    case F_MAX:
+    case F_MIN:
+        return minmax(x, v, id == F_MAX, line);
+    case F_WORDCOUNT: {
+        if (!(tmp = fy_jinja__to_str(x, v, line))) {
+            return NULL;
+        }
+        long long words = 0;
+        int in_word = 0;
+        for (size_t i = 0; i < SL(tmp); i++) {
+            unsigned char ch = (unsigned char)S(tmp)[i];
+            int w = isalnum(ch) || ch == '_' || ch >= 0x80;
+            words += w && !in_word;
+            in_word = w;
+        }
+        json_decref(tmp);
+        return fy_jinja__checked_int(x, 1, words, line);
+    }
+    default:
+        break;
+    }
+    /* The rest work on str(value). */
+    if (!(tmp = fy_jinja__to_str(x, v, line))) {
+        return NULL;
+    }
+    r = NULL;
+    switch (id) {
+    case F_UPPER:
+        r = str_case(x, tmp, CASE_UPPER, line);
+        break;
+    case F_LOWER:
+        r = str_case(x, tmp, CASE_LOWER, line);
+        break;
+    case F_TITLE:
+        r = str_case(x, tmp, CASE_JTITLE, line);
+        break;
+    case F_CAPITALIZE:
+        r = str_case(x, tmp, CASE_CAPITALIZE, line);
+        break;
+    case F_TRIM:
+        if (!fy_jinja__arg_str(x, a, 0, "chars", &s1, "trim", line)) {
+            r = str_strip(x, tmp, s1, 3, line);
+        }
+        break;
+    case F_REPLACE:
+        if (!fy_jinja__arg_str(x, a, 0, NULL, &s1, "replace", line) &&
+            !fy_jinja__arg_str(x, a, 1, NULL, &s2, "replace", line) &&
+            !fy_jinja__arg_int(x, a, 2, "count", -1, &i1, "replace", line)) {
+            r = s1 && s2
+                    ? str_replace(x, tmp, s1, s2, i1, line)
+                    : fy_jinja__rfail(x, FY_EINVAL, line, "replace expects two string arguments");
+        }
+        break;
+    case F_ESCAPE: {
+        json_t *amp = json_string("&"), *amp2 = json_string("&amp;");
+        r = amp && amp2 ? str_replace(x, tmp, amp, amp2, -1, line) : fy_jinja__nomem(x);
+        json_decref(amp);
+        json_decref(amp2);
+        static const char *const pairs[][2] = {
+            {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&#34;"}, {"'", "&#39;"}};
+        for (size_t i = 0; r && i < NELEM(pairs); i++) {
+            json_t *o = json_string(pairs[i][0]), *nw = json_string(pairs[i][1]);
+            json_t *nr = o && nw ? str_replace(x, r, o, nw, -1, line) : fy_jinja__nomem(x);
+            json_decref(o);
+            json_decref(nw);
+            json_decref(r);
+            r = nr;
+        }
+        break;
+    }
+    case F_INDENT: {
+        if (!fy_jinja__arg_int(x, a, 0, "width", 4, &i1, "indent", line)) {
+            r = indent_str(x, tmp, i1, fy_jinja__arg_bool(a, 1, "first"),
+                           fy_jinja__arg_bool(a, 2, "blank"), line);
+        }
+        break;
+    }
+    default:
+        r = fy_jinja__rfail(x, FY_EINVAL, line, "unknown filter");
+    }
+    json_decref(tmp);
+    return r;
+}
+
+int fy_jinja__find_filter(const char *s, size_t len)
+{
+    return lookup(filter_names, NELEM(filter_names), s, len);
+}
+
+int fy_jinja__find_test(const char *s, size_t len)
+{
+    return lookup(test_names, NELEM(test_names), s, len);
+}
+
+int fy_jinja__find_function(const char *s, size_t len)
+{
+    return lookup(func_names, NELEM(func_names), s, len);
+}
+
+int fy_jinja__find_method(const char *s, size_t len)
+{
+    return lookup(method_names, NELEM(method_names), s, len);
+}
