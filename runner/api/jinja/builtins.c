@@ -19,86 +19,10 @@
  * Names known to the compiler. Each table maps a name to an id used by the
  * evaluator's switch; a name missing here is refused at compile time. */
 
-enum {
-    F_ABS = 1,
-    F_CAPITALIZE,
-    F_COUNT,
-    F_DEFAULT,
-    F_ESCAPE,
-    F_FIRST,
-    F_FLOAT,
-    F_INDENT,
-    F_INT,
-    F_ITEMS,
-    F_JOIN,
-    F_LAST,
-    F_LENGTH,
-    F_LIST,
-    F_LOWER,
-    F_MAP,
-    F_MAX,
-    F_MIN,
-    F_REJECT,
-    F_REJECTATTR,
-    F_REPLACE,
-    F_REVERSE,
-    F_SAFE,
-    F_SELECT,
-    F_SELECTATTR,
-    F_SORT,
-    F_STRING,
-    F_SUM,
-    F_TITLE,
-    F_TOJSON,
-    F_TRIM,
-    F_UNIQUE,
-    F_UPPER,
-    F_WORDCOUNT,
-};
-
 typedef struct {
     const char *name;
     int id;
 } name_id;
-
-static const name_id filter_names[] = {
-    {"abs", F_ABS},
-    {"capitalize", F_CAPITALIZE},
-    {"count", F_COUNT},
-    {"d", F_DEFAULT},
-    {"default", F_DEFAULT},
-    {"e", F_ESCAPE},
-    {"escape", F_ESCAPE},
-    {"first", F_FIRST},
-    {"float", F_FLOAT},
-    {"indent", F_INDENT},
-    {"int", F_INT},
-    {"items", F_ITEMS},
-    {"join", F_JOIN},
-    {"last", F_LAST},
-    {"length", F_LENGTH},
-    {"list", F_LIST},
-    {"lower", F_LOWER},
-    {"map", F_MAP},
-    {"max", F_MAX},
-    {"min", F_MIN},
-    {"reject", F_REJECT},
-    {"rejectattr", F_REJECTATTR},
-    {"replace", F_REPLACE},
-    {"reverse", F_REVERSE},
-    {"safe", F_SAFE},
-    {"select", F_SELECT},
-    {"selectattr", F_SELECTATTR},
-    {"sort", F_SORT},
-    {"string", F_STRING},
-    {"sum", F_SUM},
-    {"title", F_TITLE},
-    {"tojson", F_TOJSON},
-    {"trim", F_TRIM},
-    {"unique", F_UNIQUE},
-    {"upper", F_UPPER},
-    {"wordcount", F_WORDCOUNT},
-};
 
 enum {
     TS_DEFINED = 1,
@@ -219,6 +143,32 @@ static const name_id method_names[] = {
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Binary search of a table sorted by name (strcmp order) whose entries, N
+ * of them STRIDE bytes apart, each start with a const char *name: the index
+ * + 1 of the entry named S[0..LEN), or 0. S need not be NUL-terminated. */
+static int find_sorted(const void *table, size_t n, size_t stride, const char *s, size_t len)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *name = *(const char *const *)((const char *)table + mid * stride);
+        size_t nl = strlen(name);
+        int c = memcmp(name, s, nl < len ? nl : len);
+        if (c == 0) {
+            c = nl < len ? -1 : nl > len;
+        }
+        if (c == 0) {
+            return (int)mid + 1;
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return 0;
+}
 
 static int lookup(const name_id *t, size_t n, const char *s, size_t len)
 {
@@ -849,88 +799,107 @@ int fy_jinja__apply_test(ctx *x, int id, const json_t *v, args_t *a, int line)
     return -1;
 }
 
-/* select / reject / selectattr / rejectattr / map over V. */
-static json_t *filter_each(ctx *x, int id, const json_t *v, args_t *a, int line)
+/* What filter_each does with each item. */
+enum { EACH_SELECT, EACH_REJECT, EACH_SELECTATTR, EACH_REJECTATTR, EACH_MAP };
+
+static const char *const each_names[] = {"select", "reject", "selectattr", "rejectattr", "map"};
+
+/* The plan of one filter_each call, read from its arguments. */
+typedef struct {
+    const char *attr; /* the attribute looked at, or NULL for the item */
+    int fid, tid;     /* map's filter, select's test (0: none) */
+    args_t rest;      /* the arguments left for that filter or test */
+} each_plan;
+
+/* map(attribute=...) or map('filter', args...). */
+static int plan_map(ctx *x, args_t *a, each_plan *p, int line)
 {
     int present;
-    const char *attr = NULL;
+    json_t *at = fy_jinja__arg(a, 0, "attribute", &present);
+    if (present && is_str(at) && !(a->n && !a->kw[0])) {
+        p->attr = S(at);
+        return 0;
+    }
+    json_t *fname = fy_jinja__arg(a, 0, NULL, &present);
+    if (!is_str(fname) || !(p->fid = fy_jinja__find_filter(S(fname), SL(fname)))) {
+        fy_jinja__rfail(x, FY_EINVAL, line, "map needs attribute= or a supported filter name");
+        return -1;
+    }
+    p->rest.skip = a->skip + 1;
+    return 0;
+}
+
+/* select('test', args...), selectattr('attr', 'test', args...) and the rejects. */
+static int plan_select(ctx *x, int mode, args_t *a, each_plan *p, int line)
+{
+    int present;
+    size_t ti = 0;
+    if (mode == EACH_SELECTATTR || mode == EACH_REJECTATTR) {
+        json_t *at = fy_jinja__arg(a, 0, NULL, &present);
+        if (!is_str(at)) {
+            fy_jinja__rfail(x, FY_EINVAL, line, "%s needs an attribute name", each_names[mode]);
+            return -1;
+        }
+        p->attr = S(at);
+        ti = 1;
+    }
+    json_t *tname = fy_jinja__arg(a, ti, NULL, &present);
+    if (present && (!is_str(tname) || !(p->tid = fy_jinja__find_test(S(tname), SL(tname))))) {
+        fy_jinja__rfail(x, FY_EINVAL, line, "unsupported test '%s'",
+                        is_str(tname) ? S(tname) : "?");
+        return -1;
+    }
+    p->rest.skip = a->skip + ti + 1;
+    return 0;
+}
+
+/* Adds item E (its value VAL) of filter_each to RES: 0, or -1 with x->rc set. */
+static int each_item(ctx *x, int mode, each_plan *p, json_t *res, json_t *e, int line)
+{
+    json_t *val = p->attr ? fy_jinja__get_attr(e, p->attr, strlen(p->attr)) : e;
+    if (mode == EACH_MAP) {
+        json_t *m =
+            p->fid ? fy_jinja__apply_filter(x, p->fid, val, &p->rest, line) : json_incref(val);
+        if (x->rc || fy_jinja__append_owned(x, res, m)) {
+            json_decref(m);
+            return -1;
+        }
+        return 0;
+    }
+    int t = p->tid ? fy_jinja__apply_test(x, p->tid, val, &p->rest, line) : fy_jinja__truthy(val);
+    if (t < 0) {
+        return -1;
+    }
+    int keep_when = mode == EACH_SELECT || mode == EACH_SELECTATTR;
+    if (t == keep_when && json_array_append(res, e)) {
+        fy_jinja__nomem(x);
+        return -1;
+    }
+    return 0;
+}
+
+/* select / reject / selectattr / rejectattr / map over V. */
+static json_t *filter_each(ctx *x, int mode, const json_t *v, args_t *a, int line)
+{
     json_t *l = fy_jinja__to_list(x, v, line), *res = NULL;
     if (!l) {
         return NULL;
     }
-    int is_attr = id == F_SELECTATTR || id == F_REJECTATTR;
-    int keep_when = id == F_SELECT || id == F_SELECTATTR;
-    int fid = 0, tid = 0;
-    args_t rest = *a;
-    if (id == F_MAP) {
-        json_t *at = fy_jinja__arg(a, 0, "attribute", &present);
-        if (present && is_str(at) && !(a->n && !a->kw[0])) {
-            attr = S(at);
-        } else {
-            json_t *fname = fy_jinja__arg(a, 0, NULL, &present);
-            if (!is_str(fname) ||
-                !(fid = lookup(filter_names, NELEM(filter_names), S(fname), SL(fname)))) {
-                fy_jinja__rfail(x, FY_EINVAL, line,
-                                "map needs attribute= or a supported filter name");
-                goto out;
-            }
-            rest.skip = a->skip + 1;
-        }
-    } else {
-        size_t ti = 0;
-        if (is_attr) {
-            json_t *at = fy_jinja__arg(a, 0, NULL, &present);
-            if (!is_str(at)) {
-                fy_jinja__rfail(x, FY_EINVAL, line, "%s needs an attribute name",
-                                name_of(filter_names, NELEM(filter_names), id));
-                goto out;
-            }
-            attr = S(at);
-            ti = 1;
-        }
-        json_t *tname = fy_jinja__arg(a, ti, NULL, &present);
-        if (present) {
-            if (!is_str(tname) ||
-                !(tid = lookup(test_names, NELEM(test_names), S(tname), SL(tname)))) {
-                fy_jinja__rfail(x, FY_EINVAL, line, "unsupported test '%s'",
-                                is_str(tname) ? S(tname) : "?");
-                goto out;
-            }
-        }
-        rest.skip = a->skip + ti + 1;
-    }
-    if (!(res = fy_jinja__mkarray(x, json_array_size(l), line))) {
+    each_plan p = {.rest = *a};
+    if ((mode == EACH_MAP ? plan_map(x, a, &p, line) : plan_select(x, mode, a, &p, line)) ||
+        !(res = fy_jinja__mkarray(x, json_array_size(l), line))) {
         goto out;
     }
     size_t i;
     json_t *e;
     json_array_foreach(l, i, e)
     {
-        if (fy_jinja__step(x, line)) {
-            goto fail;
-        }
-        json_t *val = attr ? fy_jinja__get_attr(e, attr, strlen(attr)) : e;
-        if (id == F_MAP) {
-            json_t *m = fid ? fy_jinja__apply_filter(x, fid, val, &rest, line) : json_incref(val);
-            if (x->rc || fy_jinja__append_owned(x, res, m)) {
-                json_decref(m);
-                goto fail;
-            }
-            continue;
-        }
-        int t = tid ? fy_jinja__apply_test(x, tid, val, &rest, line) : fy_jinja__truthy(val);
-        if (t < 0) {
-            goto fail;
-        }
-        if (t == keep_when && json_array_append(res, e)) {
-            fy_jinja__nomem(x);
-            goto fail;
+        if (fy_jinja__step(x, line) || each_item(x, mode, &p, res, e, line)) {
+            json_decref(res);
+            res = NULL;
+            break;
         }
     }
-    goto out;
-fail:
-    json_decref(res);
-    res = NULL;
 out:
     json_decref(l);
     return res;
@@ -1107,288 +1076,454 @@ static json_t *minmax(ctx *x, const json_t *v, int want_max, int line)
     return best;
 }
 
-json_t *fy_jinja__apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line)
+/* ------------------------------------------------------------------ the filters
+ * Each is (ctx, value, arguments, line) -> a new value, or NULL with x->rc
+ * set (a NULL without x->rc is an undefined result, as first of []). */
+
+static json_t *f_safe(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return json_incref((json_t *)v);
+}
+
+static json_t *f_default(ctx *x, const json_t *v, args_t *a, int line)
 {
     int present;
-    const json_t *s1, *s2;
-    long long i1;
-    json_t *tmp, *r;
-    if (fy_jinja__step(x, line)) {
+    json_t *d = fy_jinja__arg(a, 0, "default_value", &present);
+    if (!v || (fy_jinja__arg_bool(a, 1, "boolean") && !fy_jinja__truthy(v))) {
+        return present ? json_incref(d) : fy_jinja__mkstr(x, "", 0, line);
+    }
+    return json_incref((json_t *)v);
+}
+
+static json_t *f_string(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return fy_jinja__to_str(x, v, line);
+}
+
+static json_t *f_length(ctx *x, const json_t *v, args_t *a, int line)
+{
+    if (!v) {
+        return fy_jinja__checked_int(x, 1, 0, line);
+    }
+    if (json_is_string(v)) {
+        return fy_jinja__checked_int(x, 1, (long long)fy_jinja__u8_len(S(v), SL(v)), line);
+    }
+    if (json_is_array(v) || json_is_object(v)) {
+        return fy_jinja__checked_int(
+            x, 1, (long long)(json_is_array(v) ? json_array_size(v) : json_object_size(v)), line);
+    }
+    return fy_jinja__rfail(x, FY_EINVAL, line, "object of type '%s' has no len()",
+                           fy_jinja__type_name(v));
+}
+
+static json_t *f_tojson(ctx *x, const json_t *v, args_t *a, int line)
+{
+    long long ind;
+    if (fy_jinja__arg_int(x, a, 0, "indent", -1, &ind, "tojson", line)) {
         return NULL;
     }
-    switch (id) {
-    case F_SAFE:
-        return json_incref((json_t *)v);
-    case F_DEFAULT: {
-        json_t *d = fy_jinja__arg(a, 0, "default_value", &present);
-        if (!v || (fy_jinja__arg_bool(a, 1, "boolean") && !fy_jinja__truthy(v))) {
-            return present ? json_incref(d) : fy_jinja__mkstr(x, "", 0, line);
-        }
-        return json_incref((json_t *)v);
+    fy_buf b;
+    fy_buf_init(&b, x->max_str);
+    int indent = ind < 0 ? -1 : ind > 64 ? 64 : (int)ind;
+    json_t *r =
+        fy_jinja__put_json(x, &b, v, indent, 0, 0) ? NULL : fy_jinja__mkstr(x, b.data, b.len, line);
+    fy_buf_free(&b);
+    if (!r && x->err && !strstr(x->err, "(template line")) {
+        size_t l = strlen(x->err);
+        snprintf(x->err + l, x->errlen - l, " (template line %d)", line);
     }
-    case F_STRING:
-        return fy_jinja__to_str(x, v, line);
-    case F_LENGTH:
-    case F_COUNT:
-        if (!v) {
-            return fy_jinja__checked_int(x, 1, 0, line);
-        }
-        if (json_is_string(v)) {
-            return fy_jinja__checked_int(x, 1, (long long)fy_jinja__u8_len(S(v), SL(v)), line);
-        }
-        if (json_is_array(v) || json_is_object(v)) {
-            return fy_jinja__checked_int(
-                x, 1, (long long)(json_is_array(v) ? json_array_size(v) : json_object_size(v)),
-                line);
-        }
-        return fy_jinja__rfail(x, FY_EINVAL, line, "object of type '%s' has no len()",
+    return r;
+}
+
+/* first and last: a string's first or last character, a sequence's item. */
+static json_t *first_last(ctx *x, const json_t *v, int last, int line)
+{
+    json_t *r;
+    if (v && json_is_string(v)) {
+        json_t *idx = json_integer(last ? -1 : 0);
+        r = idx ? fy_jinja__get_item(x, v, idx, line) : fy_jinja__nomem(x);
+        json_decref(idx);
+        return r;
+    }
+    json_t *tmp = fy_jinja__to_list(x, v, line);
+    if (!tmp) {
+        return NULL;
+    }
+    size_t n = json_array_size(tmp);
+    r = n ? json_incref(json_array_get(tmp, last ? n - 1 : 0)) : NULL;
+    json_decref(tmp);
+    return r;
+}
+
+static json_t *f_first(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return first_last(x, v, 0, line);
+}
+
+static json_t *f_last(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return first_last(x, v, 1, line);
+}
+
+static json_t *f_list(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return fy_jinja__to_list(x, v, line);
+}
+
+static json_t *f_join(ctx *x, const json_t *v, args_t *a, int line)
+{
+    int present;
+    const json_t *s1;
+    json_t *at = fy_jinja__arg(a, 1, "attribute", &present);
+    if (fy_jinja__arg_str(x, a, 0, "d", &s1, "join", line)) {
+        return NULL;
+    }
+    json_t *empty = s1 ? NULL : json_string("");
+    json_t *r = str_join(x, s1 ? s1 : empty, v, is_str(at) ? S(at) : NULL, 0, line);
+    json_decref(empty);
+    return r;
+}
+
+static json_t *f_int(ctx *x, const json_t *v, args_t *a, int line)
+{
+    long long def;
+    if (fy_jinja__arg_int(x, a, 0, "default", 0, &def, "int", line)) {
+        return NULL;
+    }
+    return to_int(x, v, def, line);
+}
+
+static json_t *f_float(ctx *x, const json_t *v, args_t *a, int line)
+{
+    int present;
+    json_t *d = fy_jinja__arg(a, 0, "default", &present);
+    return to_float(x, v, is_num(d) ? dval(d) : 0.0);
+}
+
+static json_t *f_abs(ctx *x, const json_t *v, args_t *a, int line)
+{
+    if (is_intlike(v)) {
+        return fy_jinja__checked_int(x, ival(v) != LLONG_MIN, llabs(ival(v)), line);
+    }
+    if (is_num(v)) {
+        return fy_jinja__mkreal(x, fabs(dval(v)));
+    }
+    return fy_jinja__rfail(x, FY_EINVAL, line, "bad operand type for abs(): '%s'",
+                           fy_jinja__type_name(v));
+}
+
+static json_t *f_items(ctx *x, const json_t *v, args_t *a, int line)
+{
+    if (!v) {
+        return fy_jinja__mkarray(x, 0, line);
+    }
+    if (!json_is_object(v)) {
+        return fy_jinja__rfail(x, FY_EINVAL, line, "items expects a mapping, got %s",
                                fy_jinja__type_name(v));
-    case F_TOJSON: {
-        long long ind;
-        if (fy_jinja__arg_int(x, a, 0, "indent", -1, &ind, "tojson", line)) {
-            return NULL;
-        }
-        fy_buf b;
-        fy_buf_init(&b, x->max_str);
-        r = fy_jinja__put_json(x, &b, v,
-                               ind < 0    ? -1
-                               : ind > 64 ? 64
-                                          : (int)ind,
-                               0, 0)
-                ? NULL
-                : fy_jinja__mkstr(x, b.data, b.len, line);
-        fy_buf_free(&b);
-        if (!r && x->err && !strstr(x->err, "(template line")) {
-            size_t l = strlen(x->err);
-            snprintf(x->err + l, x->errlen - l, " (template line %d)", line);
-        }
-        return r;
     }
-    case F_FIRST:
-    case F_LAST: {
-        if (v && json_is_string(v)) {
-            json_t *idx = json_integer(id == F_FIRST ? 0 : -1);
-            r = idx ? fy_jinja__get_item(x, v, idx, line) : fy_jinja__nomem(x);
-            json_decref(idx);
-            return r;
+    return dict_items(x, v, line);
+}
+
+static json_t *f_select(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return filter_each(x, EACH_SELECT, v, a, line);
+}
+
+static json_t *f_reject(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return filter_each(x, EACH_REJECT, v, a, line);
+}
+
+static json_t *f_selectattr(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return filter_each(x, EACH_SELECTATTR, v, a, line);
+}
+
+static json_t *f_rejectattr(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return filter_each(x, EACH_REJECTATTR, v, a, line);
+}
+
+static json_t *f_map(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return filter_each(x, EACH_MAP, v, a, line);
+}
+
+/* A string reversed by code point (continuation bytes stay with their lead). */
+static json_t *reverse_str(ctx *x, const json_t *v, int line)
+{
+    fy_buf b;
+    fy_buf_init(&b, x->max_str);
+    for (size_t e = SL(v); e > 0;) {
+        size_t p = e - 1;
+        while (p > 0 && ((unsigned char)S(v)[p] & 0xC0) == 0x80) {
+            p--;
         }
-        if (!(tmp = fy_jinja__to_list(x, v, line))) {
-            return NULL;
-        }
-        size_t n = json_array_size(tmp);
-        r = n ? json_incref(json_array_get(tmp, id == F_FIRST ? 0 : n - 1)) : NULL;
-        json_decref(tmp);
-        return r;
-    }
-    case F_LIST:
-        return fy_jinja__to_list(x, v, line);
-    case F_JOIN: {
-        json_t *at = fy_jinja__arg(a, 1, "attribute", &present);
-        if (fy_jinja__arg_str(x, a, 0, "d", &s1, "join", line)) {
-            return NULL;
-        }
-        json_t *empty = s1 ? NULL : json_string("");
-        r = str_join(x, s1 ? s1 : empty, v, is_str(at) ? S(at) : NULL, 0, line);
-        json_decref(empty);
-        return r;
-    }
-    case F_INT: {
-        if (fy_jinja__arg_int(x, a, 0, "default", 0, &i1, "int", line)) {
-            return NULL;
-        }
-        return to_int(x, v, i1, line);
-    }
-    case F_FLOAT: {
-        json_t *d = fy_jinja__arg(a, 0, "default", &present);
-        return to_float(x, v, is_num(d) ? dval(d) : 0.0);
-    }
-    case F_ABS:
-        if (is_intlike(v)) {
-            return fy_jinja__checked_int(x, ival(v) != LLONG_MIN, llabs(ival(v)), line);
-        }
-        if (is_num(v)) {
-            return fy_jinja__mkreal(x, fabs(dval(v)));
-        }
-        return fy_jinja__rfail(x, FY_EINVAL, line, "bad operand type for abs(): '%s'",
-                               fy_jinja__type_name(v));
-    case F_ITEMS:
-        if (!v) {
-            return fy_jinja__mkarray(x, 0, line);
-        }
-        if (!json_is_object(v)) {
-            return fy_jinja__rfail(x, FY_EINVAL, line, "items expects a mapping, got %s",
-                                   fy_jinja__type_name(v));
-        }
-        return dict_items(x, v, line);
-    case F_SELECT:
-    case F_REJECT:
-    case F_SELECTATTR:
-    case F_REJECTATTR:
-    case F_MAP:
-        return filter_each(x, id, v, a, line);
-    case F_REVERSE: {
-        if (is_str(v)) {
-            fy_buf b;
-            fy_buf_init(&b, x->max_str);
-            for (size_t e = SL(v); e > 0;) {
-                size_t p = e - 1;
-                while (p > 0 && ((unsigned char)S(v)[p] & 0xC0) == 0x80) {
-                    p--;
-                }
-                if (fy_jinja__buf_put(x, &b, S(v) + p, e - p)) {
-                    fy_buf_free(&b);
-                    return NULL;
-                }
-                e = p;
-            }
-            r = fy_jinja__mkstr(x, b.data, b.len, line);
+        if (fy_jinja__buf_put(x, &b, S(v) + p, e - p)) {
             fy_buf_free(&b);
-            return r;
-        }
-        if (!(tmp = fy_jinja__to_list(x, v, line))) {
             return NULL;
         }
-        size_t n = json_array_size(tmp);
-        r = fy_jinja__mkarray(x, n, line);
-        for (size_t i = 0; r && i < n; i++) {
-            if (json_array_append(r, json_array_get(tmp, n - 1 - i))) {
-                json_decref(r);
-                r = fy_jinja__nomem(x);
-            }
-        }
-        json_decref(tmp);
-        return r;
+        e = p;
     }
-    case F_SORT:
-        return sort_list(x, v, a, line);
-    case F_UNIQUE: {
-        if (!(tmp = fy_jinja__to_list(x, v, line))) {
-            return NULL;
-        }
-        size_t n = json_array_size(tmp);
-        r = fy_jinja__mkarray(x, n, line);
-        if (r && fy_jinja__charge(x, n * n / 4 + 1, line)) {
-            json_decref(r);
-            r = NULL;
-        }
-        for (size_t i = 0; r && i < n; i++) {
-            json_t *e = json_array_get(tmp, i);
-            if (fy_jinja__contains(x, e, r, line) == 0 && json_array_append(r, e)) {
-                json_decref(r);
-                r = fy_jinja__nomem(x);
-            }
-        }
-        json_decref(tmp);
-        return r;
+    json_t *r = fy_jinja__mkstr(x, b.data, b.len, line);
+    fy_buf_free(&b);
+    return r;
+}
+
+static json_t *f_reverse(ctx *x, const json_t *v, args_t *a, int line)
+{
+    if (is_str(v)) {
+        return reverse_str(x, v, line);
     }
-    case F_SUM: {
-        json_t *at = fy_jinja__arg(a, 0, "attribute", &present),
-               *start = fy_jinja__arg(a, 1, "start", &present);
-        if (!(tmp = fy_jinja__to_list(x, v, line))) {
-            return NULL;
-        }
-        r = present && start ? json_incref(start) : json_integer(0);
-        size_t i;
-        json_t *e;
-        json_array_foreach(tmp, i, e)
-        {
-            json_t *val = is_str(at) ? fy_jinja__get_attr(e, S(at), SL(at)) : e;
-            json_t *nr = r ? fy_jinja__binop(x, OP_ADD, r, val, line) : NULL;
-            json_decref(r);
-            if (!(r = nr)) {
-                break;
-            }
-        }
-        json_decref(tmp);
-        return r;
-    }
-    case F_MAX:
-    case F_MIN:
-        return minmax(x, v, id == F_MAX, line);
-    case F_WORDCOUNT: {
-        if (!(tmp = fy_jinja__to_str(x, v, line))) {
-            return NULL;
-        }
-        long long words = 0;
-        int in_word = 0;
-        for (size_t i = 0; i < SL(tmp); i++) {
-            unsigned char ch = (unsigned char)S(tmp)[i];
-            int w = isalnum(ch) || ch == '_' || ch >= 0x80;
-            words += w && !in_word;
-            in_word = w;
-        }
-        json_decref(tmp);
-        return fy_jinja__checked_int(x, 1, words, line);
-    }
-    default:
-        break;
-    }
-    /* The rest work on str(value). */
-    if (!(tmp = fy_jinja__to_str(x, v, line))) {
+    json_t *tmp = fy_jinja__to_list(x, v, line);
+    if (!tmp) {
         return NULL;
     }
-    r = NULL;
-    switch (id) {
-    case F_UPPER:
-        r = str_case(x, tmp, CASE_UPPER, line);
-        break;
-    case F_LOWER:
-        r = str_case(x, tmp, CASE_LOWER, line);
-        break;
-    case F_TITLE:
-        r = str_case(x, tmp, CASE_JTITLE, line);
-        break;
-    case F_CAPITALIZE:
-        r = str_case(x, tmp, CASE_CAPITALIZE, line);
-        break;
-    case F_TRIM:
-        if (!fy_jinja__arg_str(x, a, 0, "chars", &s1, "trim", line)) {
-            r = str_strip(x, tmp, s1, 3, line);
-        }
-        break;
-    case F_REPLACE:
-        if (!fy_jinja__arg_str(x, a, 0, NULL, &s1, "replace", line) &&
-            !fy_jinja__arg_str(x, a, 1, NULL, &s2, "replace", line) &&
-            !fy_jinja__arg_int(x, a, 2, "count", -1, &i1, "replace", line)) {
-            r = s1 && s2
-                    ? str_replace(x, tmp, s1, s2, i1, line)
-                    : fy_jinja__rfail(x, FY_EINVAL, line, "replace expects two string arguments");
-        }
-        break;
-    case F_ESCAPE: {
-        json_t *amp = json_string("&"), *amp2 = json_string("&amp;");
-        r = amp && amp2 ? str_replace(x, tmp, amp, amp2, -1, line) : fy_jinja__nomem(x);
-        json_decref(amp);
-        json_decref(amp2);
-        static const char *const pairs[][2] = {
-            {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&#34;"}, {"'", "&#39;"}};
-        for (size_t i = 0; r && i < NELEM(pairs); i++) {
-            json_t *o = json_string(pairs[i][0]), *nw = json_string(pairs[i][1]);
-            json_t *nr = o && nw ? str_replace(x, r, o, nw, -1, line) : fy_jinja__nomem(x);
-            json_decref(o);
-            json_decref(nw);
+    size_t n = json_array_size(tmp);
+    json_t *r = fy_jinja__mkarray(x, n, line);
+    for (size_t i = 0; r && i < n; i++) {
+        if (json_array_append(r, json_array_get(tmp, n - 1 - i))) {
             json_decref(r);
-            r = nr;
+            r = fy_jinja__nomem(x);
         }
-        break;
-    }
-    case F_INDENT: {
-        if (!fy_jinja__arg_int(x, a, 0, "width", 4, &i1, "indent", line)) {
-            r = indent_str(x, tmp, i1, fy_jinja__arg_bool(a, 1, "first"),
-                           fy_jinja__arg_bool(a, 2, "blank"), line);
-        }
-        break;
-    }
-    default:
-        r = fy_jinja__rfail(x, FY_EINVAL, line, "unknown filter");
     }
     json_decref(tmp);
     return r;
 }
 
+static json_t *f_sort(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return sort_list(x, v, a, line);
+}
+
+static json_t *f_unique(ctx *x, const json_t *v, args_t *a, int line)
+{
+    json_t *tmp = fy_jinja__to_list(x, v, line);
+    if (!tmp) {
+        return NULL;
+    }
+    size_t n = json_array_size(tmp);
+    json_t *r = fy_jinja__mkarray(x, n, line);
+    if (r && fy_jinja__charge(x, n * n / 4 + 1, line)) {
+        json_decref(r);
+        r = NULL;
+    }
+    for (size_t i = 0; r && i < n; i++) {
+        json_t *e = json_array_get(tmp, i);
+        if (fy_jinja__contains(x, e, r, line) == 0 && json_array_append(r, e)) {
+            json_decref(r);
+            r = fy_jinja__nomem(x);
+        }
+    }
+    json_decref(tmp);
+    return r;
+}
+
+static json_t *f_sum(ctx *x, const json_t *v, args_t *a, int line)
+{
+    int present;
+    json_t *at = fy_jinja__arg(a, 0, "attribute", &present);
+    json_t *start = fy_jinja__arg(a, 1, "start", &present);
+    json_t *tmp = fy_jinja__to_list(x, v, line);
+    if (!tmp) {
+        return NULL;
+    }
+    json_t *r = present && start ? json_incref(start) : json_integer(0);
+    size_t i;
+    json_t *e;
+    json_array_foreach(tmp, i, e)
+    {
+        json_t *val = is_str(at) ? fy_jinja__get_attr(e, S(at), SL(at)) : e;
+        json_t *nr = r ? fy_jinja__binop(x, OP_ADD, r, val, line) : NULL;
+        json_decref(r);
+        if (!(r = nr)) {
+            break;
+        }
+    }
+    json_decref(tmp);
+    return r;
+}
+
+static json_t *f_max(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return minmax(x, v, 1, line);
+}
+
+static json_t *f_min(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return minmax(x, v, 0, line);
+}
+
+static json_t *f_wordcount(ctx *x, const json_t *v, args_t *a, int line)
+{
+    json_t *tmp = fy_jinja__to_str(x, v, line);
+    if (!tmp) {
+        return NULL;
+    }
+    long long words = 0;
+    int in_word = 0;
+    for (size_t i = 0; i < SL(tmp); i++) {
+        unsigned char ch = (unsigned char)S(tmp)[i];
+        int w = isalnum(ch) || ch == '_' || ch >= 0x80;
+        words += w && !in_word;
+        in_word = w;
+    }
+    json_decref(tmp);
+    return fy_jinja__checked_int(x, 1, words, line);
+}
+
+/* The filters below work on str(value): they convert it first, then read
+ * their arguments, as the one switch they came from did. */
+
+static json_t *case_filter(ctx *x, const json_t *v, int mode, int line)
+{
+    json_t *tmp = fy_jinja__to_str(x, v, line);
+    json_t *r = tmp ? str_case(x, tmp, mode, line) : NULL;
+    json_decref(tmp);
+    return r;
+}
+
+static json_t *f_upper(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return case_filter(x, v, CASE_UPPER, line);
+}
+
+static json_t *f_lower(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return case_filter(x, v, CASE_LOWER, line);
+}
+
+static json_t *f_title(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return case_filter(x, v, CASE_JTITLE, line);
+}
+
+static json_t *f_capitalize(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return case_filter(x, v, CASE_CAPITALIZE, line);
+}
+
+static json_t *f_trim(ctx *x, const json_t *v, args_t *a, int line)
+{
+    const json_t *chars;
+    json_t *tmp = fy_jinja__to_str(x, v, line), *r = NULL;
+    if (tmp && !fy_jinja__arg_str(x, a, 0, "chars", &chars, "trim", line)) {
+        r = str_strip(x, tmp, chars, 3, line);
+    }
+    json_decref(tmp);
+    return r;
+}
+
+static json_t *f_replace(ctx *x, const json_t *v, args_t *a, int line)
+{
+    const json_t *s1, *s2;
+    long long count;
+    json_t *tmp = fy_jinja__to_str(x, v, line), *r = NULL;
+    if (tmp && !fy_jinja__arg_str(x, a, 0, NULL, &s1, "replace", line) &&
+        !fy_jinja__arg_str(x, a, 1, NULL, &s2, "replace", line) &&
+        !fy_jinja__arg_int(x, a, 2, "count", -1, &count, "replace", line)) {
+        r = s1 && s2 ? str_replace(x, tmp, s1, s2, count, line)
+                     : fy_jinja__rfail(x, FY_EINVAL, line, "replace expects two string arguments");
+    }
+    json_decref(tmp);
+    return r;
+}
+
+/* Replaces every FROM in R (consumed) with TO; returns the new string. */
+static json_t *replace_all(ctx *x, json_t *r, const char *from, const char *to, int line)
+{
+    json_t *o = json_string(from), *nw = json_string(to);
+    json_t *nr = o && nw ? str_replace(x, r, o, nw, -1, line) : fy_jinja__nomem(x);
+    json_decref(o);
+    json_decref(nw);
+    json_decref(r);
+    return nr;
+}
+
+static json_t *f_escape(ctx *x, const json_t *v, args_t *a, int line)
+{
+    static const char *const pairs[][2] = {
+        {"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&#34;"}, {"'", "&#39;"}};
+    json_t *r = fy_jinja__to_str(x, v, line);
+    for (size_t i = 0; r && i < NELEM(pairs); i++) {
+        r = replace_all(x, r, pairs[i][0], pairs[i][1], line);
+    }
+    return r;
+}
+
+static json_t *f_indent(ctx *x, const json_t *v, args_t *a, int line)
+{
+    long long width;
+    json_t *tmp = fy_jinja__to_str(x, v, line), *r = NULL;
+    if (tmp && !fy_jinja__arg_int(x, a, 0, "width", 4, &width, "indent", line)) {
+        r = indent_str(x, tmp, width, fy_jinja__arg_bool(a, 1, "first"),
+                       fy_jinja__arg_bool(a, 2, "blank"), line);
+    }
+    json_decref(tmp);
+    return r;
+}
+
+/* Sorted by name (strcmp order), for fy_jinja__find_filter's binary search;
+ * "d" and "e" are Jinja's aliases of default and escape. */
+static const fy_jinja_filter filters[] = {
+    {"abs", f_abs},
+    {"capitalize", f_capitalize},
+    {"count", f_length},
+    {"d", f_default},
+    {"default", f_default},
+    {"e", f_escape},
+    {"escape", f_escape},
+    {"first", f_first},
+    {"float", f_float},
+    {"indent", f_indent},
+    {"int", f_int},
+    {"items", f_items},
+    {"join", f_join},
+    {"last", f_last},
+    {"length", f_length},
+    {"list", f_list},
+    {"lower", f_lower},
+    {"map", f_map},
+    {"max", f_max},
+    {"min", f_min},
+    {"reject", f_reject},
+    {"rejectattr", f_rejectattr},
+    {"replace", f_replace},
+    {"reverse", f_reverse},
+    {"safe", f_safe},
+    {"select", f_select},
+    {"selectattr", f_selectattr},
+    {"sort", f_sort},
+    {"string", f_string},
+    {"sum", f_sum},
+    {"title", f_title},
+    {"tojson", f_tojson},
+    {"trim", f_trim},
+    {"unique", f_unique},
+    {"upper", f_upper},
+    {"wordcount", f_wordcount},
+};
+
+const fy_jinja_filter *fy_jinja__filters(size_t *n)
+{
+    *n = NELEM(filters);
+    return filters;
+}
+
 int fy_jinja__find_filter(const char *s, size_t len)
 {
-    return lookup(filter_names, NELEM(filter_names), s, len);
+    return find_sorted(filters, NELEM(filters), sizeof filters[0], s, len);
+}
+
+json_t *fy_jinja__apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line)
+{
+    if (fy_jinja__step(x, line)) {
+        return NULL;
+    }
+    if (id < 1 || (size_t)id > NELEM(filters)) {
+        return fy_jinja__rfail(x, FY_EINVAL, line, "unknown filter");
+    }
+    return filters[id - 1].fn(x, v, a, line);
 }
 
 int fy_jinja__find_test(const char *s, size_t len)

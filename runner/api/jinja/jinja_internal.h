@@ -264,14 +264,28 @@ int fy_jinja__parse(compiler *c);
 
 /* ------------------------------------------------------------------ builtins.c: filters, tests, methods, functions */
 
+/* A filter: V (NULL: undefined) filtered with the arguments A, as a new
+ * value; NULL with x->rc set on error (NULL without it: undefined). */
+typedef json_t *fy_jinja_filter_fn(ctx *x, const json_t *v, args_t *a, int line);
+
+typedef struct {
+    const char *name;
+    fy_jinja_filter_fn *fn;
+} fy_jinja_filter;
+
+/* The filter table, sorted by name in strcmp order; *N gets its size. */
+const fy_jinja_filter *fy_jinja__filters(size_t *n);
+
 /* The id of the builtin named S[0..LEN), which the evaluator passes back to
- * the fy_jinja__apply_* and fy_jinja__call_* below; 0 when there is none. */
+ * the fy_jinja__apply_* and fy_jinja__call_* below; 0 when there is none.
+ * A filter's id is its index in fy_jinja__filters() + 1. */
 int fy_jinja__find_filter(const char *s, size_t len);
 int fy_jinja__find_test(const char *s, size_t len);
 int fy_jinja__find_function(const char *s, size_t len);
 int fy_jinja__find_method(const char *s, size_t len);
 
-/* Applies filter ID to V (NULL: undefined) with arguments A at LINE. */
+/* Counts a step, then applies filter ID to V (NULL: undefined) with
+ * arguments A at LINE; an ID not in the table fails with "unknown filter". */
 json_t *fy_jinja__apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line);
 
 /* Applies test ID to V with arguments A: 1 or 0, or -1 with x->rc set. */
