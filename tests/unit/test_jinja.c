@@ -547,6 +547,32 @@ static void test_filter_table(void **state)
     expect_output("{{ 'a<b' | e }}|{{ none | d('x') }}", NULL, 0, "a&lt;b|None");
 }
 
+/* The test table: sorted, complete, and every name usable after "is"; a
+ * name not in it is refused when compiling, and by select() when rendering. */
+static void test_test_table(void **state)
+{
+    (void)state;
+    size_t n;
+    const fy_jinja_test *t = fy_jinja__tests(&n);
+    const char *names[64];
+    assert_true(n <= sizeof names / sizeof names[0]);
+    for (size_t i = 0; i < n; i++) {
+        names[i] = t[i].name;
+        assert_non_null(t[i].fn);
+        char src[96], err[256];
+        snprintf(src, sizeof src, "{{ x is %s }}", t[i].name);
+        fy_jinja *tmpl = NULL;
+        assert_int_equal(fy_jinja_compile(src, strlen(src), 0, &tmpl, err, sizeof err), 0);
+        fy_jinja_free(tmpl);
+    }
+    check_table(names, n, fy_jinja__find_test);
+    expect_error("{{ x is frob }}", NULL, FY_ENOTSUP, "unsupported test 'frob' at line 1");
+    expect_error("{{ [1] | select('frob') | list }}", NULL, FY_EINVAL, "unsupported test 'frob'");
+    expect_error("{{ 'a' is odd }}", NULL, FY_EINVAL, "test 'odd' needs an integer, got str");
+    expect_output("{{ [1, 2, 3] | select('odd') | join(',') }}|{{ 2 is <= 3 }}", NULL, 0,
+                  "1,3|True");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -554,7 +580,7 @@ int main(void)
         cmocka_unit_test(test_whitespace_hf),  cmocka_unit_test(test_compile_errors),
         cmocka_unit_test(test_render_errors),  cmocka_unit_test(test_limits),
         cmocka_unit_test(test_depth_and_size), cmocka_unit_test(test_render_is_pure),
-        cmocka_unit_test(test_filter_table),
+        cmocka_unit_test(test_filter_table),   cmocka_unit_test(test_test_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,75 +24,6 @@ typedef struct {
     int id;
 } name_id;
 
-enum {
-    TS_DEFINED = 1,
-    TS_UNDEFINED,
-    TS_NONE,
-    TS_STRING,
-    TS_NUMBER,
-    TS_INTEGER,
-    TS_FLOAT,
-    TS_BOOLEAN,
-    TS_MAPPING,
-    TS_SEQUENCE,
-    TS_ITERABLE,
-    TS_TRUE,
-    TS_FALSE,
-    TS_ODD,
-    TS_EVEN,
-    TS_DIVISIBLEBY,
-    TS_EQ,
-    TS_NE,
-    TS_LT,
-    TS_LE,
-    TS_GT,
-    TS_GE,
-    TS_IN,
-    TS_LOWER,
-    TS_UPPER,
-    TS_CALLABLE,
-    TS_SAMEAS,
-};
-
-static const name_id test_names[] = {
-    {"defined", TS_DEFINED},
-    {"undefined", TS_UNDEFINED},
-    {"none", TS_NONE},
-    {"string", TS_STRING},
-    {"number", TS_NUMBER},
-    {"integer", TS_INTEGER},
-    {"float", TS_FLOAT},
-    {"boolean", TS_BOOLEAN},
-    {"mapping", TS_MAPPING},
-    {"sequence", TS_SEQUENCE},
-    {"iterable", TS_ITERABLE},
-    {"true", TS_TRUE},
-    {"false", TS_FALSE},
-    {"odd", TS_ODD},
-    {"even", TS_EVEN},
-    {"divisibleby", TS_DIVISIBLEBY},
-    {"equalto", TS_EQ},
-    {"eq", TS_EQ},
-    {"==", TS_EQ},
-    {"ne", TS_NE},
-    {"!=", TS_NE},
-    {"lt", TS_LT},
-    {"<", TS_LT},
-    {"lessthan", TS_LT},
-    {"le", TS_LE},
-    {"<=", TS_LE},
-    {"gt", TS_GT},
-    {">", TS_GT},
-    {"greaterthan", TS_GT},
-    {"ge", TS_GE},
-    {">=", TS_GE},
-    {"in", TS_IN},
-    {"lower", TS_LOWER},
-    {"upper", TS_UPPER},
-    {"callable", TS_CALLABLE},
-    {"sameas", TS_SAMEAS},
-};
-
 enum { FN_RANGE = 1, FN_NAMESPACE, FN_DICT, FN_RAISE, FN_STRFTIME };
 
 static const name_id func_names[] = {
@@ -178,16 +109,6 @@ static int lookup(const name_id *t, size_t n, const char *s, size_t len)
         }
     }
     return 0;
-}
-
-static const char *name_of(const name_id *t, size_t n, int id)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (t[i].id == id) {
-            return t[i].name;
-        }
-    }
-    return "?";
 }
 
 /* ------------------------------------------------------------------ strings */
@@ -710,94 +631,244 @@ json_t *fy_jinja__call_function(ctx *x, const node *n, args_t *a)
     return fy_jinja__rfail(x, FY_EINVAL, line, "unknown function");
 }
 
-/* ------------------------------------------------------------------ tests and filters */
+/* ------------------------------------------------------------------ the tests
+ * Each is (ctx, value, arguments, line) -> 1 or 0, or -1 with x->rc set. V is
+ * NULL for an undefined value; the tests' one argument is positional. */
+
+static json_t *test_arg(args_t *a)
+{
+    int present;
+    return fy_jinja__arg(a, 0, NULL, &present);
+}
+
+static int t_defined(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return v != NULL;
+}
+
+static int t_undefined(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return v == NULL;
+}
+
+static int t_none(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return v && json_is_null(v);
+}
+
+static int t_string(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return is_str(v);
+}
+
+static int t_number(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return is_num(v);
+}
+
+static int t_integer(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return v && json_is_integer(v);
+}
+
+static int t_float(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return v && json_is_real(v);
+}
+
+static int t_boolean(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return v && json_is_boolean(v);
+}
+
+static int t_mapping(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return v && json_is_object(v);
+}
+
+/* sequence and iterable: what a for loop can walk. */
+static int t_iterable(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return v && (json_is_array(v) || json_is_string(v) || json_is_object(v));
+}
+
+static int t_true(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return v && json_is_true(v);
+}
+
+static int t_false(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return v && json_is_false(v);
+}
+
+static int t_callable(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return 0;
+}
+
+/* lower and upper: a string its own lower or upper case. */
+static int case_test(ctx *x, const json_t *v, int mode, int line)
+{
+    if (!is_str(v)) {
+        return 0;
+    }
+    json_t *c = str_case(x, v, mode, line);
+    int r = c && fy_jinja__values_eq(c, v, 0);
+    json_decref(c);
+    return x->rc ? -1 : r;
+}
+
+static int t_lower(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return case_test(x, v, CASE_LOWER, line);
+}
+
+static int t_upper(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return case_test(x, v, CASE_UPPER, line);
+}
+
+/* The integer value the test NAME needs: 0, or -1 (recorded) when V has none. */
+static int int_operand(ctx *x, const json_t *v, const char *name, int line)
+{
+    if (!is_intlike(v)) {
+        fy_jinja__rfail(x, FY_EINVAL, line, "test '%s' needs an integer, got %s", name,
+                        fy_jinja__type_name(v));
+        return -1;
+    }
+    return 0;
+}
+
+static int t_odd(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return int_operand(x, v, "odd", line) ? -1 : ival(v) % 2 != 0;
+}
+
+static int t_even(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return int_operand(x, v, "even", line) ? -1 : ival(v) % 2 == 0;
+}
+
+static int t_divisibleby(ctx *x, const json_t *v, args_t *a, int line)
+{
+    json_t *o = test_arg(a);
+    if (int_operand(x, v, "divisibleby", line)) {
+        return -1;
+    }
+    if (!is_intlike(o) || ival(o) == 0) {
+        fy_jinja__rfail(x, FY_EINVAL, line, "divisibleby needs a nonzero integer argument");
+        return -1;
+    }
+    return ival(o) == -1 || ival(v) % ival(o) == 0;
+}
+
+static int t_sameas(ctx *x, const json_t *v, args_t *a, int line)
+{
+    json_t *o = test_arg(a);
+    if (v && o && (json_is_null(v) || json_is_boolean(v))) {
+        return json_typeof(v) == json_typeof(o);
+    }
+    return v == o;
+}
+
+static int t_eq(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return fy_jinja__compare(x, CMP_EQ, v, test_arg(a), line);
+}
+
+static int t_ne(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return fy_jinja__compare(x, CMP_NE, v, test_arg(a), line);
+}
+
+static int t_lt(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return fy_jinja__compare(x, CMP_LT, v, test_arg(a), line);
+}
+
+static int t_le(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return fy_jinja__compare(x, CMP_LE, v, test_arg(a), line);
+}
+
+static int t_gt(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return fy_jinja__compare(x, CMP_GT, v, test_arg(a), line);
+}
+
+static int t_ge(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return fy_jinja__compare(x, CMP_GE, v, test_arg(a), line);
+}
+
+static int t_in(ctx *x, const json_t *v, args_t *a, int line)
+{
+    return fy_jinja__contains(x, v, test_arg(a), line);
+}
+
+/* Sorted by name (strcmp order: the operator spellings come first), for
+ * fy_jinja__find_test's binary search; several names alias one test. */
+static const fy_jinja_test tests[] = {
+    {"!=", t_ne},
+    {"<", t_lt},
+    {"<=", t_le},
+    {"==", t_eq},
+    {">", t_gt},
+    {">=", t_ge},
+    {"boolean", t_boolean},
+    {"callable", t_callable},
+    {"defined", t_defined},
+    {"divisibleby", t_divisibleby},
+    {"eq", t_eq},
+    {"equalto", t_eq},
+    {"even", t_even},
+    {"false", t_false},
+    {"float", t_float},
+    {"ge", t_ge},
+    {"greaterthan", t_gt},
+    {"gt", t_gt},
+    {"in", t_in},
+    {"integer", t_integer},
+    {"iterable", t_iterable},
+    {"le", t_le},
+    {"lessthan", t_lt},
+    {"lower", t_lower},
+    {"lt", t_lt},
+    {"mapping", t_mapping},
+    {"ne", t_ne},
+    {"none", t_none},
+    {"number", t_number},
+    {"odd", t_odd},
+    {"sameas", t_sameas},
+    {"sequence", t_iterable},
+    {"string", t_string},
+    {"true", t_true},
+    {"undefined", t_undefined},
+    {"upper", t_upper},
+};
+
+const fy_jinja_test *fy_jinja__tests(size_t *n)
+{
+    *n = NELEM(tests);
+    return tests;
+}
+
+int fy_jinja__find_test(const char *s, size_t len)
+{
+    return find_sorted(tests, NELEM(tests), sizeof tests[0], s, len);
+}
 
 int fy_jinja__apply_test(ctx *x, int id, const json_t *v, args_t *a, int line)
 {
-    int present;
-    json_t *o = fy_jinja__arg(a, 0, NULL, &present);
-    switch (id) {
-    case TS_DEFINED:
-        return v != NULL;
-    case TS_UNDEFINED:
-        return v == NULL;
-    case TS_NONE:
-        return v && json_is_null(v);
-    case TS_STRING:
-        return is_str(v);
-    case TS_NUMBER:
-        return is_num(v);
-    case TS_INTEGER:
-        return v && json_is_integer(v);
-    case TS_FLOAT:
-        return v && json_is_real(v);
-    case TS_BOOLEAN:
-        return v && json_is_boolean(v);
-    case TS_MAPPING:
-        return v && json_is_object(v);
-    case TS_SEQUENCE:
-    case TS_ITERABLE:
-        return v && (json_is_array(v) || json_is_string(v) || json_is_object(v));
-    case TS_TRUE:
-        return v && json_is_true(v);
-    case TS_FALSE:
-        return v && json_is_false(v);
-    case TS_CALLABLE:
-        return 0;
-    case TS_LOWER:
-    case TS_UPPER: {
-        if (!is_str(v)) {
-            return 0;
-        }
-        json_t *c = str_case(x, v, id == TS_LOWER ? CASE_LOWER : CASE_UPPER, line);
-        int r = c && fy_jinja__values_eq(c, v, 0);
-        json_decref(c);
-        return x->rc ? -1 : r;
+    if (id < 1 || (size_t)id > NELEM(tests)) {
+        fy_jinja__rfail(x, FY_EINVAL, line, "unknown test");
+        return -1;
     }
-    case TS_ODD:
-    case TS_EVEN:
-    case TS_DIVISIBLEBY: {
-        if (!is_intlike(v)) {
-            fy_jinja__rfail(x, FY_EINVAL, line, "test '%s' needs an integer, got %s",
-                            name_of(test_names, NELEM(test_names), id), fy_jinja__type_name(v));
-            return -1;
-        }
-        long long i = ival(v);
-        if (id == TS_ODD) {
-            return i % 2 != 0;
-        }
-        if (id == TS_EVEN) {
-            return i % 2 == 0;
-        }
-        if (!is_intlike(o) || ival(o) == 0) {
-            fy_jinja__rfail(x, FY_EINVAL, line, "divisibleby needs a nonzero integer argument");
-            return -1;
-        }
-        return ival(o) == -1 || i % ival(o) == 0;
-    }
-    case TS_SAMEAS:
-        if (v && o && (json_is_null(v) || json_is_boolean(v))) {
-            return json_typeof(v) == json_typeof(o);
-        }
-        return v == o;
-    case TS_EQ:
-        return fy_jinja__compare(x, CMP_EQ, v, o, line);
-    case TS_NE:
-        return fy_jinja__compare(x, CMP_NE, v, o, line);
-    case TS_LT:
-        return fy_jinja__compare(x, CMP_LT, v, o, line);
-    case TS_LE:
-        return fy_jinja__compare(x, CMP_LE, v, o, line);
-    case TS_GT:
-        return fy_jinja__compare(x, CMP_GT, v, o, line);
-    case TS_GE:
-        return fy_jinja__compare(x, CMP_GE, v, o, line);
-    case TS_IN:
-        return fy_jinja__contains(x, v, o, line);
-    }
-    fy_jinja__rfail(x, FY_EINVAL, line, "unknown test");
-    return -1;
+    return tests[id - 1].fn(x, v, a, line);
 }
+
+/* ------------------------------------------------------------------ filters over items */
 
 /* What filter_each does with each item. */
 enum { EACH_SELECT, EACH_REJECT, EACH_SELECTATTR, EACH_REJECTATTR, EACH_MAP };
@@ -1524,11 +1595,6 @@ json_t *fy_jinja__apply_filter(ctx *x, int id, const json_t *v, args_t *a, int l
         return fy_jinja__rfail(x, FY_EINVAL, line, "unknown filter");
     }
     return filters[id - 1].fn(x, v, a, line);
-}
-
-int fy_jinja__find_test(const char *s, size_t len)
-{
-    return lookup(test_names, NELEM(test_names), s, len);
 }
 
 int fy_jinja__find_function(const char *s, size_t len)

@@ -276,9 +276,21 @@ typedef struct {
 /* The filter table, sorted by name in strcmp order; *N gets its size. */
 const fy_jinja_filter *fy_jinja__filters(size_t *n);
 
+/* A test: 1 when V (NULL: undefined) passes with the arguments A, else 0;
+ * -1 with x->rc set on error. */
+typedef int fy_jinja_test_fn(ctx *x, const json_t *v, args_t *a, int line);
+
+typedef struct {
+    const char *name;
+    fy_jinja_test_fn *fn;
+} fy_jinja_test;
+
+/* The test table, sorted by name in strcmp order; *N gets its size. */
+const fy_jinja_test *fy_jinja__tests(size_t *n);
+
 /* The id of the builtin named S[0..LEN), which the evaluator passes back to
  * the fy_jinja__apply_* and fy_jinja__call_* below; 0 when there is none.
- * A filter's id is its index in fy_jinja__filters() + 1. */
+ * A filter's or test's id is its index in its table + 1. */
 int fy_jinja__find_filter(const char *s, size_t len);
 int fy_jinja__find_test(const char *s, size_t len);
 int fy_jinja__find_function(const char *s, size_t len);
@@ -288,7 +300,8 @@ int fy_jinja__find_method(const char *s, size_t len);
  * arguments A at LINE; an ID not in the table fails with "unknown filter". */
 json_t *fy_jinja__apply_filter(ctx *x, int id, const json_t *v, args_t *a, int line);
 
-/* Applies test ID to V with arguments A: 1 or 0, or -1 with x->rc set. */
+/* Applies test ID to V with arguments A: 1 or 0, or -1 with x->rc set (an
+ * ID not in the table fails with "unknown test"). */
 int fy_jinja__apply_test(ctx *x, int id, const json_t *v, args_t *a, int line);
 
 /* Calls method n->op (named n->name) on OBJ with arguments A. */
