@@ -573,14 +573,43 @@ static void test_test_table(void **state)
                   "1,3|True");
 }
 
+/* The method and global function tables: sorted and complete; a method
+ * called on a type without it fails at render time with Python's message. */
+static void test_method_function_tables(void **state)
+{
+    (void)state;
+    static const char *const methods[] = {
+        "capitalize", "count",      "endswith", "find",   "get",     "items",
+        "join",       "keys",       "lower",    "lstrip", "replace", "rstrip",
+        "split",      "startswith", "strip",    "title",  "upper",   "values",
+    };
+    static const char *const functions[] = {"dict", "namespace", "raise_exception", "range",
+                                            "strftime_now"};
+    check_table(methods, sizeof methods / sizeof methods[0], fy_jinja__find_method);
+    check_table(functions, sizeof functions / sizeof functions[0], fy_jinja__find_function);
+    expect_error("{{ {'a': 1}.strip() }}", NULL, FY_EINVAL,
+                 "'dict' object has no attribute 'strip'");
+    expect_error("{{ 'a'.keys() }}", NULL, FY_EINVAL, "'str' object has no attribute 'keys'");
+    expect_error("{{ 'a'.count(1) }}", NULL, FY_EINVAL, "count expects a string argument");
+    expect_error("{{ dict(1) }}", NULL, FY_EINVAL, "dict() takes keyword arguments or a dict");
+    expect_output("{{ ' a '.strip() }}|{{ {'k': 2}.get('k') }}|{{ range(3) | list }}", NULL, 0,
+                  "a|2|[0, 1, 2]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_constructs),     cmocka_unit_test(test_whitespace_plain),
-        cmocka_unit_test(test_whitespace_hf),  cmocka_unit_test(test_compile_errors),
-        cmocka_unit_test(test_render_errors),  cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_depth_and_size), cmocka_unit_test(test_render_is_pure),
-        cmocka_unit_test(test_filter_table),   cmocka_unit_test(test_test_table),
+        cmocka_unit_test(test_constructs),
+        cmocka_unit_test(test_whitespace_plain),
+        cmocka_unit_test(test_whitespace_hf),
+        cmocka_unit_test(test_compile_errors),
+        cmocka_unit_test(test_render_errors),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_depth_and_size),
+        cmocka_unit_test(test_render_is_pure),
+        cmocka_unit_test(test_filter_table),
+        cmocka_unit_test(test_test_table),
+        cmocka_unit_test(test_method_function_tables),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

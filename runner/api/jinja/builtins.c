@@ -15,65 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-/* ------------------------------------------------------------------ builtins
- * Names known to the compiler. Each table maps a name to an id used by the
- * evaluator's switch; a name missing here is refused at compile time. */
-
-typedef struct {
-    const char *name;
-    int id;
-} name_id;
-
-enum { FN_RANGE = 1, FN_NAMESPACE, FN_DICT, FN_RAISE, FN_STRFTIME };
-
-static const name_id func_names[] = {
-    {"range", FN_RANGE},           {"namespace", FN_NAMESPACE},   {"dict", FN_DICT},
-    {"raise_exception", FN_RAISE}, {"strftime_now", FN_STRFTIME},
-};
-
-enum {
-    M_STRIP = 1,
-    M_LSTRIP,
-    M_RSTRIP,
-    M_UPPER,
-    M_LOWER,
-    M_TITLE,
-    M_CAPITALIZE,
-    M_STARTSWITH,
-    M_ENDSWITH,
-    M_SPLIT,
-    M_REPLACE,
-    M_FIND,
-    M_COUNT,
-    M_JOIN,
-    M_ITEMS,
-    M_GET,
-    M_KEYS,
-    M_VALUES,
-};
-
-static const name_id method_names[] = {
-    {"strip", M_STRIP},
-    {"lstrip", M_LSTRIP},
-    {"rstrip", M_RSTRIP},
-    {"upper", M_UPPER},
-    {"lower", M_LOWER},
-    {"title", M_TITLE},
-    {"capitalize", M_CAPITALIZE},
-    {"startswith", M_STARTSWITH},
-    {"endswith", M_ENDSWITH},
-    {"split", M_SPLIT},
-    {"replace", M_REPLACE},
-    {"find", M_FIND},
-    {"count", M_COUNT},
-    {"join", M_JOIN},
-    {"items", M_ITEMS},
-    {"get", M_GET},
-    {"keys", M_KEYS},
-    {"values", M_VALUES},
-};
-
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+/* ------------------------------------------------------------------ lookup */
 
 /* Binary search of a table sorted by name (strcmp order) whose entries, N
  * of them STRIDE bytes apart, each start with a const char *name: the index
@@ -96,16 +38,6 @@ static int find_sorted(const void *table, size_t n, size_t stride, const char *s
             lo = mid + 1;
         } else {
             hi = mid;
-        }
-    }
-    return 0;
-}
-
-static int lookup(const name_id *t, size_t n, const char *s, size_t len)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (strlen(t[i].name) == len && memcmp(t[i].name, s, len) == 0) {
-            return t[i].id;
         }
     }
     return 0;
@@ -435,200 +367,349 @@ static json_t *dict_items(ctx *x, const json_t *d, int line)
     return l;
 }
 
+/* ------------------------------------------------------------------ methods
+ * Each is (ctx, object, arguments, line) -> a new value, or NULL with x->rc
+ * set; the table says which type of object has it. */
+
+static json_t *m_items(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    return dict_items(x, obj, line);
+}
+
+static json_t *m_keys(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    return fy_jinja__to_list(x, obj, line);
+}
+
+static json_t *m_values(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    json_t *l = fy_jinja__mkarray(x, json_object_size(obj), line);
+    const char *k;
+    json_t *e;
+    json_object_foreach((json_t *)obj, k, e)
+    {
+        (void)k;
+        if (l && json_array_append(l, e)) {
+            json_decref(l);
+            return fy_jinja__nomem(x);
+        }
+    }
+    return l;
+}
+
+static json_t *m_get(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    int present;
+    json_t *key = fy_jinja__arg(a, 0, NULL, &present), *def = fy_jinja__arg(a, 1, NULL, &present);
+    json_t *v = is_str(key) ? json_object_getn(obj, S(key), SL(key)) : NULL;
+    if (v) {
+        return json_incref(v);
+    }
+    return present ? json_incref(def) : json_null();
+}
+
+/* strip, lstrip and rstrip (WHICH: 3, 1, 2) with optional characters. */
+static json_t *strip_method(ctx *x, const json_t *obj, args_t *a, int which, const char *name,
+                            int line)
+{
+    const json_t *chars;
+    if (fy_jinja__arg_str(x, a, 0, NULL, &chars, name, line)) {
+        return NULL;
+    }
+    return str_strip(x, obj, chars, which, line);
+}
+
+static json_t *m_strip(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    return strip_method(x, obj, a, 3, "strip", line);
+}
+
+static json_t *m_lstrip(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    return strip_method(x, obj, a, 1, "lstrip", line);
+}
+
+static json_t *m_rstrip(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    return strip_method(x, obj, a, 2, "rstrip", line);
+}
+
+static json_t *m_upper(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    return str_case(x, obj, CASE_UPPER, line);
+}
+
+static json_t *m_lower(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    return str_case(x, obj, CASE_LOWER, line);
+}
+
+static json_t *m_title(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    return str_case(x, obj, CASE_PYTITLE, line);
+}
+
+static json_t *m_capitalize(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    return str_case(x, obj, CASE_CAPITALIZE, line);
+}
+
+static json_t *m_startswith(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    int present;
+    return str_affix(x, obj, fy_jinja__arg(a, 0, NULL, &present), 0, line);
+}
+
+static json_t *m_endswith(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    int present;
+    return str_affix(x, obj, fy_jinja__arg(a, 0, NULL, &present), 1, line);
+}
+
+static json_t *m_split(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    const json_t *sep;
+    long long maxsplit;
+    if (fy_jinja__arg_str(x, a, 0, "sep", &sep, "split", line) ||
+        fy_jinja__arg_int(x, a, 1, "maxsplit", -1, &maxsplit, "split", line)) {
+        return NULL;
+    }
+    return str_split(x, obj, sep, maxsplit, line);
+}
+
+static json_t *m_replace(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    const json_t *s1, *s2;
+    long long count;
+    if (fy_jinja__arg_str(x, a, 0, NULL, &s1, "replace", line) ||
+        fy_jinja__arg_str(x, a, 1, NULL, &s2, "replace", line) ||
+        fy_jinja__arg_int(x, a, 2, "count", -1, &count, "replace", line)) {
+        return NULL;
+    }
+    if (!s1 || !s2) {
+        return fy_jinja__rfail(x, FY_EINVAL, line, "replace expects two string arguments");
+    }
+    return str_replace(x, obj, s1, s2, count, line);
+}
+
+/* The string argument find and count (NAME) need: 0, or -1 (recorded). */
+static int needle_arg(ctx *x, args_t *a, const char *name, const json_t **out, int line)
+{
+    if (fy_jinja__arg_str(x, a, 0, NULL, out, name, line)) {
+        return -1;
+    }
+    if (!*out) {
+        fy_jinja__rfail(x, FY_EINVAL, line, "%s expects a string argument", name);
+        return -1;
+    }
+    return 0;
+}
+
+static json_t *m_find(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    const json_t *s1;
+    if (needle_arg(x, a, "find", &s1, line)) {
+        return NULL;
+    }
+    const char *hit = memmem(S(obj), SL(obj), S(s1), SL(s1));
+    long long at = hit ? (long long)fy_jinja__u8_len(S(obj), (size_t)(hit - S(obj))) : -1;
+    return fy_jinja__checked_int(x, 1, at, line);
+}
+
+static json_t *m_count(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    const json_t *s1;
+    if (needle_arg(x, a, "count", &s1, line)) {
+        return NULL;
+    }
+    if (SL(s1) == 0) {
+        return fy_jinja__checked_int(x, 1, (long long)fy_jinja__u8_len(S(obj), SL(obj)) + 1, line);
+    }
+    long long cnt = 0;
+    for (const char *p = S(obj), *e = S(obj) + SL(obj);
+         (p = memmem(p, (size_t)(e - p), S(s1), SL(s1))); p += SL(s1)) {
+        cnt++;
+    }
+    return fy_jinja__checked_int(x, 1, cnt, line);
+}
+
+static json_t *m_join(ctx *x, const json_t *obj, args_t *a, int line)
+{
+    int present;
+    return str_join(x, obj, fy_jinja__arg(a, 0, NULL, &present), NULL, 1, line);
+}
+
+/* A method: its name, the type of object that has it, and what it does. */
+typedef struct {
+    const char *name;
+    json_type on;
+    json_t *(*fn)(ctx *x, const json_t *obj, args_t *a, int line);
+} method;
+
+/* Sorted by name (strcmp order), for fy_jinja__find_method. */
+static const method methods[] = {
+    {"capitalize", JSON_STRING, m_capitalize},
+    {"count", JSON_STRING, m_count},
+    {"endswith", JSON_STRING, m_endswith},
+    {"find", JSON_STRING, m_find},
+    {"get", JSON_OBJECT, m_get},
+    {"items", JSON_OBJECT, m_items},
+    {"join", JSON_STRING, m_join},
+    {"keys", JSON_OBJECT, m_keys},
+    {"lower", JSON_STRING, m_lower},
+    {"lstrip", JSON_STRING, m_lstrip},
+    {"replace", JSON_STRING, m_replace},
+    {"rstrip", JSON_STRING, m_rstrip},
+    {"split", JSON_STRING, m_split},
+    {"startswith", JSON_STRING, m_startswith},
+    {"strip", JSON_STRING, m_strip},
+    {"title", JSON_STRING, m_title},
+    {"upper", JSON_STRING, m_upper},
+    {"values", JSON_OBJECT, m_values},
+};
+
+int fy_jinja__find_method(const char *s, size_t len)
+{
+    return find_sorted(methods, NELEM(methods), sizeof methods[0], s, len);
+}
+
 json_t *fy_jinja__call_method(ctx *x, const node *n, const json_t *obj, args_t *a)
 {
-    int line = n->line;
-    const json_t *s1, *s2;
-    long long i1;
-    int present;
     if (!obj) {
-        return fy_jinja__fail_undef(x, line);
+        return fy_jinja__fail_undef(x, n->line);
     }
-    if (json_is_object(obj)) {
-        switch (n->op) {
-        case M_ITEMS:
-            return dict_items(x, obj, line);
-        case M_KEYS:
-            return fy_jinja__to_list(x, obj, line);
-        case M_VALUES: {
-            json_t *l = fy_jinja__mkarray(x, json_object_size(obj), line);
-            const char *k;
-            json_t *e;
-            json_object_foreach((json_t *)obj, k, e)
-            {
-                (void)k;
-                if (l && json_array_append(l, e)) {
-                    json_decref(l);
-                    return fy_jinja__nomem(x);
-                }
-            }
-            return l;
-        }
-        case M_GET: {
-            json_t *key = fy_jinja__arg(a, 0, NULL, &present),
-                   *def = fy_jinja__arg(a, 1, NULL, &present);
-            json_t *v = is_str(key) ? json_object_getn(obj, S(key), SL(key)) : NULL;
-            if (v) {
-                return json_incref(v);
-            }
-            return present ? json_incref(def) : json_null();
-        }
-        }
-    } else if (json_is_string(obj)) {
-        switch (n->op) {
-        case M_STRIP:
-        case M_LSTRIP:
-        case M_RSTRIP:
-            if (fy_jinja__arg_str(x, a, 0, NULL, &s1, n->name, line)) {
-                return NULL;
-            }
-            return str_strip(x, obj, s1, n->op == M_STRIP ? 3 : n->op == M_LSTRIP ? 1 : 2, line);
-        case M_UPPER:
-            return str_case(x, obj, CASE_UPPER, line);
-        case M_LOWER:
-            return str_case(x, obj, CASE_LOWER, line);
-        case M_TITLE:
-            return str_case(x, obj, CASE_PYTITLE, line);
-        case M_CAPITALIZE:
-            return str_case(x, obj, CASE_CAPITALIZE, line);
-        case M_STARTSWITH:
-        case M_ENDSWITH:
-            return str_affix(x, obj, fy_jinja__arg(a, 0, NULL, &present), n->op == M_ENDSWITH,
-                             line);
-        case M_SPLIT:
-            if (fy_jinja__arg_str(x, a, 0, "sep", &s1, "split", line) ||
-                fy_jinja__arg_int(x, a, 1, "maxsplit", -1, &i1, "split", line)) {
-                return NULL;
-            }
-            return str_split(x, obj, s1, i1, line);
-        case M_REPLACE:
-            if (fy_jinja__arg_str(x, a, 0, NULL, &s1, "replace", line) ||
-                fy_jinja__arg_str(x, a, 1, NULL, &s2, "replace", line) ||
-                fy_jinja__arg_int(x, a, 2, "count", -1, &i1, "replace", line)) {
-                return NULL;
-            }
-            if (!s1 || !s2) {
-                return fy_jinja__rfail(x, FY_EINVAL, line, "replace expects two string arguments");
-            }
-            return str_replace(x, obj, s1, s2, i1, line);
-        case M_FIND:
-        case M_COUNT: {
-            if (fy_jinja__arg_str(x, a, 0, NULL, &s1, n->name, line)) {
-                return NULL;
-            }
-            if (!s1) {
-                return fy_jinja__rfail(x, FY_EINVAL, line, "%s expects a string argument", n->name);
-            }
-            if (n->op == M_FIND) {
-                const char *hit = memmem(S(obj), SL(obj), S(s1), SL(s1));
-                return fy_jinja__checked_int(
-                    x, 1, hit ? (long long)fy_jinja__u8_len(S(obj), (size_t)(hit - S(obj))) : -1,
-                    line);
-            }
-            if (SL(s1) == 0) {
-                return fy_jinja__checked_int(x, 1, (long long)fy_jinja__u8_len(S(obj), SL(obj)) + 1,
-                                             line);
-            }
-            long long cnt = 0;
-            for (const char *p = S(obj), *e = S(obj) + SL(obj);
-                 (p = memmem(p, (size_t)(e - p), S(s1), SL(s1))); p += SL(s1)) {
-                cnt++;
-            }
-            return fy_jinja__checked_int(x, 1, cnt, line);
-        }
-        case M_JOIN:
-            return str_join(x, obj, fy_jinja__arg(a, 0, NULL, &present), NULL, 1, line);
-        }
+    if (n->op >= 1 && (size_t)n->op <= NELEM(methods) &&
+        json_typeof(obj) == methods[n->op - 1].on) {
+        return methods[n->op - 1].fn(x, obj, a, n->line);
     }
-    return fy_jinja__rfail(x, FY_EINVAL, line, "'%s' object has no attribute '%s'",
+    return fy_jinja__rfail(x, FY_EINVAL, n->line, "'%s' object has no attribute '%s'",
                            fy_jinja__type_name(obj), n->name);
+}
+
+/* ------------------------------------------------------------------ global functions */
+
+static json_t *fn_range(ctx *x, args_t *a, int line)
+{
+    long long v[3] = {0, 0, 1};
+    size_t np = fy_jinja__npositional(a);
+    if (np < 1 || np > 3) {
+        return fy_jinja__rfail(x, FY_EINVAL, line, "range expects 1 to 3 integer arguments");
+    }
+    for (size_t i = 0; i < np; i++) {
+        if (fy_jinja__arg_int(x, a, i, NULL, 0, &v[np == 1 ? 1 : i], "range", line)) {
+            return NULL;
+        }
+    }
+    if (v[2] == 0) {
+        return fy_jinja__rfail(x, FY_EINVAL, line, "range() arg 3 must not be zero");
+    }
+    long double span = (long double)v[1] - (long double)v[0];
+    long double cnt = span / (long double)v[2];
+    size_t count = cnt > 0 ? (size_t)ceill(cnt) : 0;
+    json_t *l = fy_jinja__mkarray(x, count, line);
+    for (size_t i = 0; l && i < count; i++) {
+        if (fy_jinja__append_owned(x, l, json_integer(v[0] + (long long)i * v[2]))) {
+            json_decref(l);
+            return NULL;
+        }
+    }
+    return l;
+}
+
+/* dict() and namespace() (NAME): a dict of the keyword arguments, merged
+ * over any dicts given positionally. */
+static json_t *make_dict(ctx *x, args_t *a, const char *name, int line)
+{
+    json_t *o = json_object();
+    if (!o || fy_jinja__charge(x, 64, line)) {
+        json_decref(o);
+        return o ? NULL : fy_jinja__nomem(x);
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        if (!a->kw[i]) {
+            if (a->v[i] && json_is_object(a->v[i]) && !json_object_update(o, a->v[i])) {
+                continue;
+            }
+            json_decref(o);
+            return fy_jinja__rfail(x, FY_EINVAL, line, "%s() takes keyword arguments or a dict",
+                                   name);
+        }
+        if (json_object_set(o, a->kw[i], a->v[i] ? a->v[i] : json_null())) {
+            json_decref(o);
+            return fy_jinja__nomem(x);
+        }
+    }
+    return o;
+}
+
+static json_t *fn_dict(ctx *x, args_t *a, int line)
+{
+    return make_dict(x, a, "dict", line);
+}
+
+/* A namespace is a dict remembered in x->namespaces, so set ns.attr can
+ * tell it from a plain one. */
+static json_t *fn_namespace(ctx *x, args_t *a, int line)
+{
+    json_t *o = make_dict(x, a, "namespace", line);
+    if (o && json_array_append(x->namespaces, o)) {
+        json_decref(o);
+        return fy_jinja__nomem(x);
+    }
+    return o;
+}
+
+static json_t *fn_raise(ctx *x, args_t *a, int line)
+{
+    int present;
+    json_t *s = fy_jinja__to_str(x, fy_jinja__arg(a, 0, NULL, &present), line);
+    if (!s) {
+        return NULL;
+    }
+    fy_jinja__rfail(x, FY_EINVAL, 0, FY_JINJA_RAISED_PREFIX "%s", S(s));
+    json_decref(s);
+    return NULL;
+}
+
+static json_t *fn_strftime(ctx *x, args_t *a, int line)
+{
+    const json_t *f;
+    if (fy_jinja__arg_str(x, a, 0, NULL, &f, "strftime_now", line)) {
+        return NULL;
+    }
+    if (!f) {
+        return fy_jinja__rfail(x, FY_EINVAL, line, "strftime_now expects a format string");
+    }
+    char out[256];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    size_t k = SL(f) < 128 ? strftime(out, sizeof out, S(f), &tm) : 0;
+    return fy_jinja__mkstr(x, out, k, line);
+}
+
+typedef struct {
+    const char *name;
+    json_t *(*fn)(ctx *x, args_t *a, int line);
+} function;
+
+/* Sorted by name (strcmp order), for fy_jinja__find_function. */
+static const function functions[] = {
+    {"dict", fn_dict},   {"namespace", fn_namespace},   {"raise_exception", fn_raise},
+    {"range", fn_range}, {"strftime_now", fn_strftime},
+};
+
+int fy_jinja__find_function(const char *s, size_t len)
+{
+    return find_sorted(functions, NELEM(functions), sizeof functions[0], s, len);
 }
 
 json_t *fy_jinja__call_function(ctx *x, const node *n, args_t *a)
 {
-    int line = n->line;
-    int present;
-    switch (n->op) {
-    case FN_RANGE: {
-        long long v[3] = {0, 0, 1};
-        size_t np = fy_jinja__npositional(a);
-        if (np < 1 || np > 3) {
-            return fy_jinja__rfail(x, FY_EINVAL, line, "range expects 1 to 3 integer arguments");
-        }
-        for (size_t i = 0; i < np; i++) {
-            if (fy_jinja__arg_int(x, a, i, NULL, 0, &v[np == 1 ? 1 : i], "range", line)) {
-                return NULL;
-            }
-        }
-        if (v[2] == 0) {
-            return fy_jinja__rfail(x, FY_EINVAL, line, "range() arg 3 must not be zero");
-        }
-        long double span = (long double)v[1] - (long double)v[0];
-        long double cnt = span / (long double)v[2];
-        size_t count = cnt > 0 ? (size_t)ceill(cnt) : 0;
-        json_t *l = fy_jinja__mkarray(x, count, line);
-        for (size_t i = 0; l && i < count; i++) {
-            if (fy_jinja__append_owned(x, l, json_integer(v[0] + (long long)i * v[2]))) {
-                json_decref(l);
-                return NULL;
-            }
-        }
-        return l;
+    if (n->op < 1 || (size_t)n->op > NELEM(functions)) {
+        return fy_jinja__rfail(x, FY_EINVAL, n->line, "unknown function");
     }
-    case FN_NAMESPACE:
-    case FN_DICT: {
-        json_t *o = json_object();
-        if (!o || fy_jinja__charge(x, 64, line)) {
-            json_decref(o);
-            return o ? NULL : fy_jinja__nomem(x);
-        }
-        for (size_t i = 0; i < a->n; i++) {
-            if (!a->kw[i]) {
-                if (a->v[i] && json_is_object(a->v[i]) && !json_object_update(o, a->v[i])) {
-                    continue;
-                }
-                json_decref(o);
-                return fy_jinja__rfail(x, FY_EINVAL, line, "%s() takes keyword arguments or a dict",
-                                       n->name);
-            }
-            if (json_object_set(o, a->kw[i], a->v[i] ? a->v[i] : json_null())) {
-                json_decref(o);
-                return fy_jinja__nomem(x);
-            }
-        }
-        if (n->op == FN_NAMESPACE && json_array_append(x->namespaces, o)) {
-            json_decref(o);
-            return fy_jinja__nomem(x);
-        }
-        return o;
-    }
-    case FN_RAISE: {
-        json_t *m = fy_jinja__arg(a, 0, NULL, &present);
-        json_t *s = fy_jinja__to_str(x, m, line);
-        if (!s) {
-            return NULL;
-        }
-        fy_jinja__rfail(x, FY_EINVAL, 0, FY_JINJA_RAISED_PREFIX "%s", S(s));
-        json_decref(s);
-        return NULL;
-    }
-    case FN_STRFTIME: {
-        const json_t *f;
-        if (fy_jinja__arg_str(x, a, 0, NULL, &f, "strftime_now", line)) {
-            return NULL;
-        }
-        if (!f) {
-            return fy_jinja__rfail(x, FY_EINVAL, line, "strftime_now expects a format string");
-        }
-        char out[256];
-        time_t now = time(NULL);
-        struct tm tm;
-        localtime_r(&now, &tm);
-        size_t k = SL(f) < 128 ? strftime(out, sizeof out, S(f), &tm) : 0;
-        return fy_jinja__mkstr(x, out, k, line);
-    }
-    }
-    return fy_jinja__rfail(x, FY_EINVAL, line, "unknown function");
+    return functions[n->op - 1].fn(x, a, n->line);
 }
 
 /* ------------------------------------------------------------------ the tests
@@ -1595,14 +1676,4 @@ json_t *fy_jinja__apply_filter(ctx *x, int id, const json_t *v, args_t *a, int l
         return fy_jinja__rfail(x, FY_EINVAL, line, "unknown filter");
     }
     return filters[id - 1].fn(x, v, a, line);
-}
-
-int fy_jinja__find_function(const char *s, size_t len)
-{
-    return lookup(func_names, NELEM(func_names), s, len);
-}
-
-int fy_jinja__find_method(const char *s, size_t len)
-{
-    return lookup(method_names, NELEM(method_names), s, len);
 }

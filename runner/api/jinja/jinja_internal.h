@@ -290,7 +290,7 @@ const fy_jinja_test *fy_jinja__tests(size_t *n);
 
 /* The id of the builtin named S[0..LEN), which the evaluator passes back to
  * the fy_jinja__apply_* and fy_jinja__call_* below; 0 when there is none.
- * A filter's or test's id is its index in its table + 1. */
+ * An id is the index of the name in its table (each sorted by strcmp) + 1. */
 int fy_jinja__find_filter(const char *s, size_t len);
 int fy_jinja__find_test(const char *s, size_t len);
 int fy_jinja__find_function(const char *s, size_t len);
@@ -304,7 +304,8 @@ json_t *fy_jinja__apply_filter(ctx *x, int id, const json_t *v, args_t *a, int l
  * ID not in the table fails with "unknown test"). */
 int fy_jinja__apply_test(ctx *x, int id, const json_t *v, args_t *a, int line);
 
-/* Calls method n->op (named n->name) on OBJ with arguments A. */
+/* Calls method n->op (named n->name) on OBJ with arguments A; fails with
+ * "'<type>' object has no attribute '<name>'" when OBJ's type lacks it. */
 json_t *fy_jinja__call_method(ctx *x, const node *n, const json_t *obj, args_t *a);
 
 /* Calls global function n->op (named n->name) with arguments A. */
