@@ -141,202 +141,255 @@ out:
 
 /* ------------------------------------------------------------------ eval */
 
+static json_t *eval_name(ctx *x, const node *n)
+{
+    json_t *v = lookup_var(x, n->name);
+    if (!v) {
+        x->undef_name = n->name;
+    }
+    return json_incref(v);
+}
+
+static json_t *eval_list(ctx *x, const node *n)
+{
+    json_t *r = fy_jinja__mkarray(x, n->nargs, n->line);
+    if (!r) {
+        return NULL;
+    }
+    for (size_t i = 0; i < n->nargs; i++) {
+        json_t *a = eval(x, n->args[i]);
+        if (x->rc || fy_jinja__append_owned(x, r, a)) {
+            json_decref(r);
+            return NULL;
+        }
+    }
+    return r;
+}
+
+static json_t *eval_dict(ctx *x, const node *n)
+{
+    json_t *r;
+    if (fy_jinja__charge(x, 64 + n->nargs * 32, n->line) || !(r = json_object())) {
+        return x->rc ? NULL : fy_jinja__nomem(x);
+    }
+    for (size_t i = 0; i + 1 < n->nargs; i += 2) {
+        json_t *a = eval(x, n->args[i]);
+        json_t *b = x->rc ? NULL : eval(x, n->args[i + 1]);
+        if (!x->rc && !is_str(a)) {
+            fy_jinja__rfail(x, FY_EINVAL, n->line, "dict keys must be strings, not %s",
+                            fy_jinja__type_name(a));
+        }
+        if (!x->rc && json_object_setn_nocheck(r, S(a), SL(a), b ? b : json_null())) {
+            fy_jinja__nomem(x);
+        }
+        json_decref(a);
+        json_decref(b);
+        if (x->rc) {
+            json_decref(r);
+            return NULL;
+        }
+    }
+    return r;
+}
+
+/* The object n->a of an attribute, subscript or method: NULL when it failed
+ * or (recorded as an error) when it is undefined. */
+static json_t *eval_object(ctx *x, const node *n)
+{
+    json_t *a = eval(x, n->a);
+    if (x->rc) {
+        return NULL;
+    }
+    return a ? a : fy_jinja__fail_undef(x, n->line);
+}
+
+static json_t *eval_attr(ctx *x, const node *n)
+{
+    json_t *a = eval_object(x, n);
+    if (!a) {
+        return NULL;
+    }
+    json_t *r = json_incref(fy_jinja__get_attr(a, n->name, strlen(n->name)));
+    if (!r) {
+        x->undef_name = n->name;
+    }
+    json_decref(a);
+    return r;
+}
+
+static json_t *eval_item(ctx *x, const node *n)
+{
+    json_t *a = eval_object(x, n), *r = NULL;
+    if (!a) {
+        return NULL;
+    }
+    json_t *b = eval(x, n->b);
+    if (!x->rc) {
+        r = b ? fy_jinja__get_item(x, a, b, n->line) : fy_jinja__fail_undef(x, n->line);
+    }
+    json_decref(a);
+    json_decref(b);
+    return r;
+}
+
+static json_t *eval_call(ctx *x, const node *n)
+{
+    args_t args;
+    if (eval_args(x, n, &args)) {
+        return NULL;
+    }
+    json_t *r = fy_jinja__call_function(x, n, &args);
+    fy_jinja__free_args(&args);
+    return r;
+}
+
+/* E_METHOD, E_FILTER and E_TEST: n->a, then the arguments, then the builtin. */
+static json_t *eval_applied(ctx *x, const node *n)
+{
+    args_t args;
+    json_t *a = eval(x, n->a), *r = NULL;
+    if (x->rc) {
+        return NULL;
+    }
+    if (!eval_args(x, n, &args)) {
+        if (n->kind == E_METHOD) {
+            r = fy_jinja__call_method(x, n, a, &args);
+        } else if (n->kind == E_FILTER) {
+            r = fy_jinja__apply_filter(x, n->op, a, &args, n->line);
+        } else {
+            int t = fy_jinja__apply_test(x, n->op, a, &args, n->line);
+            r = t < 0 ? NULL : mkbool(n->neg ? !t : t);
+        }
+        fy_jinja__free_args(&args);
+    }
+    json_decref(a);
+    return r;
+}
+
+/* Unary - and +. */
+static json_t *eval_sign(ctx *x, const node *n)
+{
+    json_t *a = eval(x, n->a), *r;
+    if (x->rc) {
+        return NULL;
+    }
+    if (!is_num(a)) {
+        r = a ? fy_jinja__rfail(x, FY_EINVAL, n->line, "bad operand type for unary %c: '%s'",
+                                n->kind == E_NEG ? '-' : '+', fy_jinja__type_name(a))
+              : fy_jinja__fail_undef(x, n->line);
+    } else if (n->kind == E_POS) {
+        r = is_intlike(a) ? fy_jinja__checked_int(x, 1, ival(a), n->line) : json_incref(a);
+    } else if (is_intlike(a)) {
+        r = fy_jinja__checked_int(x, ival(a) != LLONG_MIN, -ival(a), n->line);
+    } else {
+        r = fy_jinja__mkreal(x, -json_real_value(a));
+    }
+    json_decref(a);
+    return r;
+}
+
+static json_t *eval_not(ctx *x, const node *n)
+{
+    json_t *a = eval(x, n->a);
+    json_t *r = x->rc ? NULL : mkbool(!fy_jinja__truthy(a));
+    json_decref(a);
+    return r;
+}
+
+/* and / or: Python's, returning the deciding operand. */
+static json_t *eval_logic(ctx *x, const node *n)
+{
+    json_t *a = eval(x, n->a);
+    if (x->rc) {
+        return NULL;
+    }
+    if (fy_jinja__truthy(a) == (n->kind == E_OR)) {
+        return a;
+    }
+    json_decref(a);
+    return eval(x, n->b);
+}
+
+static json_t *eval_bin(ctx *x, const node *n)
+{
+    json_t *a = eval(x, n->a);
+    json_t *b = x->rc ? NULL : eval(x, n->b);
+    json_t *r = x->rc ? NULL : fy_jinja__binop(x, n->op, a, b, n->line);
+    json_decref(a);
+    json_decref(b);
+    return r;
+}
+
+/* a < b < c is (a < b) and (b < c), each operand evaluated once. */
+static json_t *eval_cmp(ctx *x, const node *n)
+{
+    int ok = 1;
+    json_t *a = eval(x, n->args[0]), *b = NULL;
+    for (size_t i = 1; !x->rc && ok && i < n->nargs; i++) {
+        b = eval(x, n->args[i]);
+        if (x->rc) {
+            break;
+        }
+        int c = fy_jinja__compare(x, n->ops[i - 1], a, b, n->line);
+        ok = c > 0;
+        json_decref(a);
+        a = b;
+        b = NULL;
+    }
+    json_decref(a);
+    json_decref(b);
+    return x->rc ? NULL : mkbool(ok);
+}
+
+/* a if b else c (c may be absent: undefined). */
+static json_t *eval_cond(ctx *x, const node *n)
+{
+    json_t *a = eval(x, n->b);
+    if (x->rc) {
+        return NULL;
+    }
+    json_t *r = fy_jinja__truthy(a) ? eval(x, n->a) : n->c ? eval(x, n->c) : NULL;
+    json_decref(a);
+    return r;
+}
+
 static json_t *eval_inner(ctx *x, const node *n)
 {
-    json_t *a = NULL, *b = NULL, *r = NULL;
-    args_t args;
     switch (n->kind) {
     case E_LIT:
         return json_incref(n->lit);
-    case E_NAME: {
-        json_t *v = lookup_var(x, n->name);
-        if (!v) {
-            x->undef_name = n->name;
-        }
-        return json_incref(v);
-    }
-    case E_LIST: {
-        if (!(r = fy_jinja__mkarray(x, n->nargs, n->line))) {
-            return NULL;
-        }
-        for (size_t i = 0; i < n->nargs; i++) {
-            a = eval(x, n->args[i]);
-            if (x->rc || fy_jinja__append_owned(x, r, a)) {
-                json_decref(r);
-                return NULL;
-            }
-        }
-        return r;
-    }
-    case E_DICT: {
-        if (fy_jinja__charge(x, 64 + n->nargs * 32, n->line) || !(r = json_object())) {
-            return x->rc ? NULL : fy_jinja__nomem(x);
-        }
-        for (size_t i = 0; i + 1 < n->nargs; i += 2) {
-            a = eval(x, n->args[i]);
-            b = x->rc ? NULL : eval(x, n->args[i + 1]);
-            if (!x->rc && !is_str(a)) {
-                fy_jinja__rfail(x, FY_EINVAL, n->line, "dict keys must be strings, not %s",
-                                fy_jinja__type_name(a));
-            }
-            if (!x->rc && json_object_setn_nocheck(r, S(a), SL(a), b ? b : json_null())) {
-                fy_jinja__nomem(x);
-            }
-            json_decref(a);
-            json_decref(b);
-            if (x->rc) {
-                json_decref(r);
-                return NULL;
-            }
-        }
-        return r;
-    }
+    case E_NAME:
+        return eval_name(x, n);
+    case E_LIST:
+        return eval_list(x, n);
+    case E_DICT:
+        return eval_dict(x, n);
     case E_ATTR:
-        a = eval(x, n->a);
-        if (x->rc) {
-            return NULL;
-        }
-        if (!a) {
-            return fy_jinja__fail_undef(x, n->line);
-        }
-        r = json_incref(fy_jinja__get_attr(a, n->name, strlen(n->name)));
-        if (!r) {
-            x->undef_name = n->name;
-        }
-        json_decref(a);
-        return r;
+        return eval_attr(x, n);
     case E_ITEM:
-        a = eval(x, n->a);
-        if (x->rc) {
-            return NULL;
-        }
-        if (!a) {
-            return fy_jinja__fail_undef(x, n->line);
-        }
-        b = eval(x, n->b);
-        if (!x->rc) {
-            if (!b) {
-                fy_jinja__fail_undef(x, n->line);
-            } else {
-                r = fy_jinja__get_item(x, a, b, n->line);
-            }
-        }
-        json_decref(a);
-        json_decref(b);
-        return r;
+        return eval_item(x, n);
     case E_SLICE:
         return eval_slice(x, n);
     case E_CALL:
-        if (eval_args(x, n, &args)) {
-            return NULL;
-        }
-        r = fy_jinja__call_function(x, n, &args);
-        fy_jinja__free_args(&args);
-        return r;
+        return eval_call(x, n);
     case E_METHOD:
-        a = eval(x, n->a);
-        if (x->rc) {
-            return NULL;
-        }
-        if (!eval_args(x, n, &args)) {
-            r = fy_jinja__call_method(x, n, a, &args);
-            fy_jinja__free_args(&args);
-        }
-        json_decref(a);
-        return r;
     case E_FILTER:
-        a = eval(x, n->a);
-        if (x->rc) {
-            return NULL;
-        }
-        if (!eval_args(x, n, &args)) {
-            r = fy_jinja__apply_filter(x, n->op, a, &args, n->line);
-            fy_jinja__free_args(&args);
-        }
-        json_decref(a);
-        return r;
-    case E_TEST: {
-        a = eval(x, n->a);
-        if (x->rc) {
-            return NULL;
-        }
-        if (!eval_args(x, n, &args)) {
-            int t = fy_jinja__apply_test(x, n->op, a, &args, n->line);
-            fy_jinja__free_args(&args);
-            r = t < 0 ? NULL : mkbool(n->neg ? !t : t);
-        }
-        json_decref(a);
-        return r;
-    }
+    case E_TEST:
+        return eval_applied(x, n);
     case E_NEG:
     case E_POS:
-        a = eval(x, n->a);
-        if (x->rc) {
-            return NULL;
-        }
-        if (!is_num(a)) {
-            r = a ? fy_jinja__rfail(x, FY_EINVAL, n->line, "bad operand type for unary %c: '%s'",
-                                    n->kind == E_NEG ? '-' : '+', fy_jinja__type_name(a))
-                  : fy_jinja__fail_undef(x, n->line);
-        } else if (n->kind == E_POS) {
-            r = is_intlike(a) ? fy_jinja__checked_int(x, 1, ival(a), n->line) : json_incref(a);
-        } else if (is_intlike(a)) {
-            r = fy_jinja__checked_int(x, ival(a) != LLONG_MIN, -ival(a), n->line);
-        } else {
-            r = fy_jinja__mkreal(x, -json_real_value(a));
-        }
-        json_decref(a);
-        return r;
+        return eval_sign(x, n);
     case E_NOT:
-        a = eval(x, n->a);
-        r = x->rc ? NULL : mkbool(!fy_jinja__truthy(a));
-        json_decref(a);
-        return r;
+        return eval_not(x, n);
     case E_AND:
     case E_OR:
-        a = eval(x, n->a);
-        if (x->rc) {
-            return NULL;
-        }
-        if (fy_jinja__truthy(a) == (n->kind == E_OR)) {
-            return a;
-        }
-        json_decref(a);
-        return eval(x, n->b);
+        return eval_logic(x, n);
     case E_BIN:
-        a = eval(x, n->a);
-        b = x->rc ? NULL : eval(x, n->b);
-        r = x->rc ? NULL : fy_jinja__binop(x, n->op, a, b, n->line);
-        json_decref(a);
-        json_decref(b);
-        return r;
-    case E_CMP: {
-        /* a < b < c is (a < b) and (b < c), each operand evaluated once. */
-        int ok = 1;
-        a = eval(x, n->args[0]);
-        for (size_t i = 1; !x->rc && ok && i < n->nargs; i++) {
-            b = eval(x, n->args[i]);
-            if (x->rc) {
-                break;
-            }
-            int c = fy_jinja__compare(x, n->ops[i - 1], a, b, n->line);
-            ok = c > 0;
-            json_decref(a);
-            a = b;
-            b = NULL;
-        }
-        json_decref(a);
-        json_decref(b);
-        return x->rc ? NULL : mkbool(ok);
-    }
+        return eval_bin(x, n);
+    case E_CMP:
+        return eval_cmp(x, n);
     case E_COND:
-        a = eval(x, n->b);
-        if (x->rc) {
-            return NULL;
-        }
-        r = fy_jinja__truthy(a) ? eval(x, n->a) : n->c ? eval(x, n->c) : NULL;
-        json_decref(a);
-        return r;
+        return eval_cond(x, n);
     }
     return fy_jinja__rfail(x, FY_EINVAL, n->line, "unknown expression");
 }
