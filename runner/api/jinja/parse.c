@@ -233,139 +233,142 @@ static int parse_call_args(compiler *c, node *n)
     return 0;
 }
 
+/* Adjacent string literals concatenate, as in Python. */
+static node *parse_strings(compiler *c, int line)
+{
+    fy_buf b;
+    fy_buf_init(&b, FY_JINJA_MAX_SOURCE);
+    while (cur(c)->type == T_STRING) {
+        if (fy_buf_append(&b, cur(c)->s, cur(c)->n)) {
+            fy_buf_free(&b);
+            fy_jinja__cfail(c, FY_ENOMEM, 0, "out of memory");
+            return NULL;
+        }
+        c->pos++;
+    }
+    node *n = new_lit(c, json_stringn_nocheck(b.data ? b.data : "", b.len), line);
+    fy_buf_free(&b);
+    return n;
+}
+
+/* A name token T (already consumed): a constant, or a variable; a keyword
+ * here is refused. */
+static node *parse_name(compiler *c, const token *t, int line)
+{
+    if (tok_is_name(t, "true") || tok_is_name(t, "True")) {
+        return new_lit(c, json_true(), line);
+    }
+    if (tok_is_name(t, "false") || tok_is_name(t, "False")) {
+        return new_lit(c, json_false(), line);
+    }
+    if (tok_is_name(t, "none") || tok_is_name(t, "None")) {
+        return new_lit(c, json_null(), line);
+    }
+    static const char *const kws[] = {"and", "or", "not", "in", "is", "if", "else"};
+    for (size_t i = 0; i < NELEM(kws); i++) {
+        if (tok_is_name(t, kws[i])) {
+            c->pos--;
+            unexpected(c, "an expression");
+            return NULL;
+        }
+    }
+    node *n = new_node(c, E_NAME, line);
+    if (n && !(n->name = fy_jinja__cstrdup(c, t->s, t->n))) {
+        return NULL;
+    }
+    return n;
+}
+
+/* After "(": a parenthesised expression, or a tuple (kept as a list). */
+static node *parse_paren(compiler *c, int line)
+{
+    if (accept_op(c, ")")) {
+        return new_node(c, E_LIST, line);
+    }
+    node *first = parse_expr(c);
+    if (!first) {
+        return NULL;
+    }
+    if (accept_op(c, ")")) {
+        return first;
+    }
+    node *n = new_node(c, E_LIST, line);
+    nodevec nv = {0};
+    if (!n || nv_push(c, &nv, first, NULL)) {
+        return NULL;
+    }
+    while (accept_op(c, ",")) {
+        if (tok_is_op(cur(c), ")")) {
+            break;
+        }
+        node *e = parse_expr(c);
+        if (!e || nv_push(c, &nv, e, NULL)) {
+            return NULL;
+        }
+    }
+    if (expect_op(c, ")")) {
+        return NULL;
+    }
+    n->args = nv.v;
+    n->nargs = nv.n;
+    return n;
+}
+
+/* After "[" (a list) or "{" (a dict, DICT set): the items up to CLOSE, each
+ * a key: value pair for a dict, with an optional trailing comma. */
+static node *parse_display(compiler *c, int dict, const char *close, int line)
+{
+    node *n = new_node(c, dict ? E_DICT : E_LIST, line);
+    nodevec nv = {0};
+    if (!n) {
+        return NULL;
+    }
+    while (!tok_is_op(cur(c), close)) {
+        node *k = parse_expr(c);
+        if (!k || (dict && expect_op(c, ":"))) {
+            return NULL;
+        }
+        node *v = dict ? parse_expr(c) : NULL;
+        if ((dict && !v) || nv_push(c, &nv, k, NULL) || (dict && nv_push(c, &nv, v, NULL))) {
+            return NULL;
+        }
+        if (!accept_op(c, ",")) {
+            break;
+        }
+    }
+    if (expect_op(c, close)) {
+        return NULL;
+    }
+    n->args = nv.v;
+    n->nargs = nv.n;
+    return n;
+}
+
 static node *parse_primary(compiler *c)
 {
     token *t = cur(c);
     int line = t->line;
-    if (t->type == T_STRING) {
-        /* Adjacent literals concatenate, as in Python. */
-        fy_buf b;
-        fy_buf_init(&b, FY_JINJA_MAX_SOURCE);
-        while (cur(c)->type == T_STRING) {
-            if (fy_buf_append(&b, cur(c)->s, cur(c)->n)) {
-                fy_buf_free(&b);
-                fy_jinja__cfail(c, FY_ENOMEM, 0, "out of memory");
-                return NULL;
-            }
-            c->pos++;
-        }
-        node *n = new_lit(c, json_stringn_nocheck(b.data ? b.data : "", b.len), line);
-        fy_buf_free(&b);
-        return n;
-    }
-    if (t->type == T_INT) {
+    switch (t->type) {
+    case T_STRING:
+        return parse_strings(c, line);
+    case T_INT:
         c->pos++;
         return new_lit(c, json_integer(t->ival), line);
-    }
-    if (t->type == T_FLOAT) {
+    case T_FLOAT:
         c->pos++;
         return new_lit(c, json_real(t->fval), line);
-    }
-    if (t->type == T_NAME) {
+    case T_NAME:
         c->pos++;
-        if (tok_is_name(t, "true") || tok_is_name(t, "True")) {
-            return new_lit(c, json_true(), line);
-        }
-        if (tok_is_name(t, "false") || tok_is_name(t, "False")) {
-            return new_lit(c, json_false(), line);
-        }
-        if (tok_is_name(t, "none") || tok_is_name(t, "None")) {
-            return new_lit(c, json_null(), line);
-        }
-        static const char *const kws[] = {"and", "or", "not", "in", "is", "if", "else"};
-        for (size_t i = 0; i < NELEM(kws); i++) {
-            if (tok_is_name(t, kws[i])) {
-                c->pos--;
-                unexpected(c, "an expression");
-                return NULL;
-            }
-        }
-        node *n = new_node(c, E_NAME, line);
-        if (n && !(n->name = fy_jinja__cstrdup(c, t->s, t->n))) {
-            return NULL;
-        }
-        return n;
+        return parse_name(c, t, line);
     }
     if (accept_op(c, "(")) {
-        /* A parenthesised expression, or a tuple (kept as a list). */
-        if (accept_op(c, ")")) {
-            return new_node(c, E_LIST, line);
-        }
-        node *first = parse_expr(c);
-        if (!first) {
-            return NULL;
-        }
-        if (accept_op(c, ")")) {
-            return first;
-        }
-        node *n = new_node(c, E_LIST, line);
-        nodevec nv = {0};
-        if (!n || nv_push(c, &nv, first, NULL)) {
-            return NULL;
-        }
-        while (accept_op(c, ",")) {
-            if (tok_is_op(cur(c), ")")) {
-                break;
-            }
-            node *e = parse_expr(c);
-            if (!e || nv_push(c, &nv, e, NULL)) {
-                return NULL;
-            }
-        }
-        if (expect_op(c, ")")) {
-            return NULL;
-        }
-        n->args = nv.v;
-        n->nargs = nv.n;
-        return n;
+        return parse_paren(c, line);
     }
     if (accept_op(c, "[")) {
-        node *n = new_node(c, E_LIST, line);
-        nodevec nv = {0};
-        if (!n) {
-            return NULL;
-        }
-        while (!tok_is_op(cur(c), "]")) {
-            node *e = parse_expr(c);
-            if (!e || nv_push(c, &nv, e, NULL)) {
-                return NULL;
-            }
-            if (!accept_op(c, ",")) {
-                break;
-            }
-        }
-        if (expect_op(c, "]")) {
-            return NULL;
-        }
-        n->args = nv.v;
-        n->nargs = nv.n;
-        return n;
+        return parse_display(c, 0, "]", line);
     }
     if (accept_op(c, "{")) {
-        node *n = new_node(c, E_DICT, line);
-        nodevec nv = {0};
-        if (!n) {
-            return NULL;
-        }
-        while (!tok_is_op(cur(c), "}")) {
-            node *k = parse_expr(c);
-            if (!k || expect_op(c, ":")) {
-                return NULL;
-            }
-            node *v = parse_expr(c);
-            if (!v || nv_push(c, &nv, k, NULL) || nv_push(c, &nv, v, NULL)) {
-                return NULL;
-            }
-            if (!accept_op(c, ",")) {
-                break;
-            }
-        }
-        if (expect_op(c, "}")) {
-            return NULL;
-        }
-        n->args = nv.v;
-        n->nargs = nv.n;
-        return n;
+        return parse_display(c, 1, "}", line);
     }
     unexpected(c, "an expression");
     return NULL;

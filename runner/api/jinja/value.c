@@ -400,10 +400,129 @@ json_t *fy_jinja__to_str(ctx *x, const json_t *v, int line)
     return s;
 }
 
+/* A JSON string literal of S[0..N), non-ASCII bytes kept as they are. */
+static int json_put_string(ctx *x, fy_buf *b, const char *s, size_t n)
+{
+    char tmp[16];
+    if (fy_jinja__buf_put(x, b, "\"", 1)) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        const char *e = NULL;
+        switch (ch) {
+        case '"':
+            e = "\\\"";
+            break;
+        case '\\':
+            e = "\\\\";
+            break;
+        case '\n':
+            e = "\\n";
+            break;
+        case '\r':
+            e = "\\r";
+            break;
+        case '\t':
+            e = "\\t";
+            break;
+        case '\b':
+            e = "\\b";
+            break;
+        case '\f':
+            e = "\\f";
+            break;
+        default:
+            if (ch < 0x20) {
+                snprintf(tmp, sizeof tmp, "\\u%04x", ch);
+                e = tmp;
+            }
+        }
+        if (e ? fy_jinja__buf_put(x, b, e, strlen(e)) : fy_jinja__buf_put(x, b, s + i, 1)) {
+            return -1;
+        }
+    }
+    return fy_jinja__buf_put(x, b, "\"", 1);
+}
+
+/* A number as Python's json writes it (NaN and Infinity included). */
+static int json_put_number(ctx *x, fy_buf *b, const json_t *v)
+{
+    char tmp[64];
+    if (json_is_integer(v)) {
+        snprintf(tmp, sizeof tmp, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return fy_jinja__buf_put(x, b, tmp, strlen(tmp));
+    }
+    double d = json_real_value(v);
+    if (isnan(d)) {
+        return fy_jinja__buf_put(x, b, "NaN", 3);
+    }
+    if (isinf(d)) {
+        return d < 0 ? fy_jinja__buf_put(x, b, "-Infinity", 9)
+                     : fy_jinja__buf_put(x, b, "Infinity", 8);
+    }
+    fmt_float(d, tmp, sizeof tmp);
+    return fy_jinja__buf_put(x, b, tmp, strlen(tmp));
+}
+
+/* With INDENT >= 0: a newline and INDENT * LEVEL spaces; else nothing. */
+static int json_put_break(ctx *x, fy_buf *b, int indent, int level)
+{
+    if (indent < 0) {
+        return 0;
+    }
+    if (fy_jinja__buf_put(x, b, "\n", 1)) {
+        return -1;
+    }
+    for (int s = 0; s < indent * level; s++) {
+        if (fy_jinja__buf_put(x, b, " ", 1)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A list or dict V (N > 0 items), each item on its own line when INDENT >= 0. */
+static int json_put_container(ctx *x, fy_buf *b, const json_t *v, size_t n, int indent, int level,
+                              int depth)
+{
+    int arr = json_is_array(v);
+    if (fy_jinja__buf_put(x, b, arr ? "[" : "{", 1)) {
+        return -1;
+    }
+    void *it = arr ? NULL : json_object_iter((json_t *)v);
+    for (size_t i = 0; i < n; i++) {
+        if ((i && fy_jinja__buf_put(x, b, indent >= 0 ? "," : ", ", indent >= 0 ? 1 : 2)) ||
+            json_put_break(x, b, indent, level + 1)) {
+            return -1;
+        }
+        json_t *e;
+        if (arr) {
+            e = json_array_get(v, i);
+        } else {
+            const char *k = json_object_iter_key(it);
+            e = json_object_iter_value(it);
+            it = json_object_iter_next((json_t *)v, it);
+            json_t *ks = json_string_nocheck(k);
+            int rc = ks ? fy_jinja__put_json(x, b, ks, indent, level + 1, depth + 1) : -1;
+            json_decref(ks);
+            if (rc || fy_jinja__buf_put(x, b, ": ", 2)) {
+                return -1;
+            }
+        }
+        if (fy_jinja__put_json(x, b, e, indent, level + 1, depth + 1)) {
+            return -1;
+        }
+    }
+    if (json_put_break(x, b, indent, level)) {
+        return -1;
+    }
+    return fy_jinja__buf_put(x, b, arr ? "]" : "}", 1);
+}
+
 /* json.dumps(V, ensure_ascii=False, indent=INDENT) as Hugging Face's tojson. */
 int fy_jinja__put_json(ctx *x, fy_buf *b, const json_t *v, int indent, int level, int depth)
 {
-    char tmp[64];
     if (depth > VALUE_DEPTH) {
         fy_jinja__rfail(x, FY_EINVAL, 0, "value nests deeper than %d levels", VALUE_DEPTH);
         return -1;
@@ -413,64 +532,11 @@ int fy_jinja__put_json(ctx *x, fy_buf *b, const json_t *v, int indent, int level
         return -1;
     }
     switch (json_typeof(v)) {
-    case JSON_STRING: {
-        const char *s = S(v);
-        size_t n = SL(v);
-        if (fy_jinja__buf_put(x, b, "\"", 1)) {
-            return -1;
-        }
-        for (size_t i = 0; i < n; i++) {
-            unsigned char ch = (unsigned char)s[i];
-            const char *e = NULL;
-            switch (ch) {
-            case '"':
-                e = "\\\"";
-                break;
-            case '\\':
-                e = "\\\\";
-                break;
-            case '\n':
-                e = "\\n";
-                break;
-            case '\r':
-                e = "\\r";
-                break;
-            case '\t':
-                e = "\\t";
-                break;
-            case '\b':
-                e = "\\b";
-                break;
-            case '\f':
-                e = "\\f";
-                break;
-            default:
-                if (ch < 0x20) {
-                    snprintf(tmp, sizeof tmp, "\\u%04x", ch);
-                    e = tmp;
-                }
-            }
-            if (e ? fy_jinja__buf_put(x, b, e, strlen(e)) : fy_jinja__buf_put(x, b, s + i, 1)) {
-                return -1;
-            }
-        }
-        return fy_jinja__buf_put(x, b, "\"", 1);
-    }
+    case JSON_STRING:
+        return json_put_string(x, b, S(v), SL(v));
     case JSON_INTEGER:
-        snprintf(tmp, sizeof tmp, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        return fy_jinja__buf_put(x, b, tmp, strlen(tmp));
-    case JSON_REAL: {
-        double d = json_real_value(v);
-        if (isnan(d)) {
-            return fy_jinja__buf_put(x, b, "NaN", 3);
-        }
-        if (isinf(d)) {
-            return d < 0 ? fy_jinja__buf_put(x, b, "-Infinity", 9)
-                         : fy_jinja__buf_put(x, b, "Infinity", 8);
-        }
-        fmt_float(d, tmp, sizeof tmp);
-        return fy_jinja__buf_put(x, b, tmp, strlen(tmp));
-    }
+    case JSON_REAL:
+        return json_put_number(x, b, v);
     case JSON_TRUE:
         return fy_jinja__buf_put(x, b, "true", 4);
     case JSON_FALSE:
@@ -479,60 +545,11 @@ int fy_jinja__put_json(ctx *x, fy_buf *b, const json_t *v, int indent, int level
         return fy_jinja__buf_put(x, b, "null", 4);
     case JSON_ARRAY:
     case JSON_OBJECT: {
-        int arr = json_is_array(v);
-        size_t n = arr ? json_array_size(v) : json_object_size(v);
+        size_t n = json_is_array(v) ? json_array_size(v) : json_object_size(v);
         if (n == 0) {
-            return fy_jinja__buf_put(x, b, arr ? "[]" : "{}", 2);
+            return fy_jinja__buf_put(x, b, json_is_array(v) ? "[]" : "{}", 2);
         }
-        if (fy_jinja__buf_put(x, b, arr ? "[" : "{", 1)) {
-            return -1;
-        }
-        size_t i = 0;
-        const char *k = NULL;
-        json_t *e = NULL;
-        void *it = arr ? NULL : json_object_iter((json_t *)v);
-        for (i = 0; i < n; i++) {
-            if (i && fy_jinja__buf_put(x, b, indent >= 0 ? "," : ", ", indent >= 0 ? 1 : 2)) {
-                return -1;
-            }
-            if (indent >= 0) {
-                if (fy_jinja__buf_put(x, b, "\n", 1)) {
-                    return -1;
-                }
-                for (int s = 0; s < indent * (level + 1); s++) {
-                    if (fy_jinja__buf_put(x, b, " ", 1)) {
-                        return -1;
-                    }
-                }
-            }
-            if (arr) {
-                e = json_array_get(v, i);
-            } else {
-                k = json_object_iter_key(it);
-                e = json_object_iter_value(it);
-                it = json_object_iter_next((json_t *)v, it);
-                json_t *ks = json_string_nocheck(k);
-                int rc = ks ? fy_jinja__put_json(x, b, ks, indent, level + 1, depth + 1) : -1;
-                json_decref(ks);
-                if (rc || fy_jinja__buf_put(x, b, ": ", 2)) {
-                    return -1;
-                }
-            }
-            if (fy_jinja__put_json(x, b, e, indent, level + 1, depth + 1)) {
-                return -1;
-            }
-        }
-        if (indent >= 0) {
-            if (fy_jinja__buf_put(x, b, "\n", 1)) {
-                return -1;
-            }
-            for (int s = 0; s < indent * level; s++) {
-                if (fy_jinja__buf_put(x, b, " ", 1)) {
-                    return -1;
-                }
-            }
-        }
-        return fy_jinja__buf_put(x, b, arr ? "]" : "}", 1);
+        return json_put_container(x, b, v, n, indent, level, depth);
     }
     }
     return 0;
