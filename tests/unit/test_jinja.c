@@ -3,7 +3,8 @@
  * 3.1 under Hugging Face's settings when they were written), whitespace
  * control with and without trim_blocks/lstrip_blocks, compile-time refusal
  * of unsupported constructs with their line, render errors, and the limits
- * on output, steps, working memory and nesting. */
+ * on output, steps, working memory and nesting, and the builtin tables
+ * (sorted, every name found, an unknown one refused). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 
 #include "common/err.h"
 #include "runner/api/jinja.h"
+#include "runner/api/jinja/jinja_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -492,13 +494,122 @@ static void test_render_is_pure(void **state)
     fy_jinja_free(t);
 }
 
+/* Checks one builtin table: names strictly sorted (the finder binary
+ * searches), each found at its index + 1 (also when not NUL-terminated),
+ * and near misses not found. */
+static void check_table(const char *const *names, size_t n, int (*find)(const char *, size_t))
+{
+    assert_true(n > 0);
+    for (size_t i = 0; i < n; i++) {
+        char buf[64];
+        size_t len = strlen(names[i]);
+        assert_true(len + 2 < sizeof buf);
+        if (i > 0) {
+            assert_true(strcmp(names[i - 1], names[i]) < 0);
+        }
+        assert_int_equal(find(names[i], len), (int)i + 1);
+        memcpy(buf, names[i], len);
+        memcpy(buf + len, "zz", 3);
+        assert_int_equal(find(buf, len), (int)i + 1);
+        if (!(i + 1 < n && strcmp(names[i + 1], buf) == 0)) {
+            assert_int_equal(find(buf, len + 2), 0);
+        }
+    }
+    assert_int_equal(find("", 0), 0);
+    assert_int_equal(find("no_such_builtin", 15), 0);
+    assert_int_equal(find("abs\0x", 5), 0);
+}
+
+/* The filter table: sorted, complete, and every name usable in a template;
+ * a name not in it is refused when compiling, and by map() when rendering. */
+static void test_filter_table(void **state)
+{
+    (void)state;
+    size_t n;
+    const fy_jinja_filter *f = fy_jinja__filters(&n);
+    const char *names[64];
+    assert_true(n <= sizeof names / sizeof names[0]);
+    for (size_t i = 0; i < n; i++) {
+        names[i] = f[i].name;
+        assert_non_null(f[i].fn);
+        char src[96], err[256];
+        snprintf(src, sizeof src, "{{ x | %s }}", f[i].name);
+        fy_jinja *t = NULL;
+        assert_int_equal(fy_jinja_compile(src, strlen(src), 0, &t, err, sizeof err), 0);
+        fy_jinja_free(t);
+    }
+    check_table(names, n, fy_jinja__find_filter);
+    assert_int_equal(fy_jinja__find_filter("upper", 5), fy_jinja__find_filter("upperx", 5));
+    expect_error("{{ x | frob }}", NULL, FY_ENOTSUP, "unsupported filter 'frob' at line 1");
+    expect_error("{{ [1] | map('frob') | list }}", NULL, FY_EINVAL,
+                 "map needs attribute= or a supported filter name");
+    expect_output("{{ ['a', 'b'] | map('upper') | join(',') }}", NULL, 0, "A,B");
+    expect_output("{{ 'a<b' | e }}|{{ none | d('x') }}", NULL, 0, "a&lt;b|None");
+}
+
+/* The test table: sorted, complete, and every name usable after "is"; a
+ * name not in it is refused when compiling, and by select() when rendering. */
+static void test_test_table(void **state)
+{
+    (void)state;
+    size_t n;
+    const fy_jinja_test *t = fy_jinja__tests(&n);
+    const char *names[64];
+    assert_true(n <= sizeof names / sizeof names[0]);
+    for (size_t i = 0; i < n; i++) {
+        names[i] = t[i].name;
+        assert_non_null(t[i].fn);
+        char src[96], err[256];
+        snprintf(src, sizeof src, "{{ x is %s }}", t[i].name);
+        fy_jinja *tmpl = NULL;
+        assert_int_equal(fy_jinja_compile(src, strlen(src), 0, &tmpl, err, sizeof err), 0);
+        fy_jinja_free(tmpl);
+    }
+    check_table(names, n, fy_jinja__find_test);
+    expect_error("{{ x is frob }}", NULL, FY_ENOTSUP, "unsupported test 'frob' at line 1");
+    expect_error("{{ [1] | select('frob') | list }}", NULL, FY_EINVAL, "unsupported test 'frob'");
+    expect_error("{{ 'a' is odd }}", NULL, FY_EINVAL, "test 'odd' needs an integer, got str");
+    expect_output("{{ [1, 2, 3] | select('odd') | join(',') }}|{{ 2 is <= 3 }}", NULL, 0,
+                  "1,3|True");
+}
+
+/* The method and global function tables: sorted and complete; a method
+ * called on a type without it fails at render time with Python's message. */
+static void test_method_function_tables(void **state)
+{
+    (void)state;
+    static const char *const methods[] = {
+        "capitalize", "count",      "endswith", "find",   "get",     "items",
+        "join",       "keys",       "lower",    "lstrip", "replace", "rstrip",
+        "split",      "startswith", "strip",    "title",  "upper",   "values",
+    };
+    static const char *const functions[] = {"dict", "namespace", "raise_exception", "range",
+                                            "strftime_now"};
+    check_table(methods, sizeof methods / sizeof methods[0], fy_jinja__find_method);
+    check_table(functions, sizeof functions / sizeof functions[0], fy_jinja__find_function);
+    expect_error("{{ {'a': 1}.strip() }}", NULL, FY_EINVAL,
+                 "'dict' object has no attribute 'strip'");
+    expect_error("{{ 'a'.keys() }}", NULL, FY_EINVAL, "'str' object has no attribute 'keys'");
+    expect_error("{{ 'a'.count(1) }}", NULL, FY_EINVAL, "count expects a string argument");
+    expect_error("{{ dict(1) }}", NULL, FY_EINVAL, "dict() takes keyword arguments or a dict");
+    expect_output("{{ ' a '.strip() }}|{{ {'k': 2}.get('k') }}|{{ range(3) | list }}", NULL, 0,
+                  "a|2|[0, 1, 2]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_constructs),     cmocka_unit_test(test_whitespace_plain),
-        cmocka_unit_test(test_whitespace_hf),  cmocka_unit_test(test_compile_errors),
-        cmocka_unit_test(test_render_errors),  cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_depth_and_size), cmocka_unit_test(test_render_is_pure),
+        cmocka_unit_test(test_constructs),
+        cmocka_unit_test(test_whitespace_plain),
+        cmocka_unit_test(test_whitespace_hf),
+        cmocka_unit_test(test_compile_errors),
+        cmocka_unit_test(test_render_errors),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_depth_and_size),
+        cmocka_unit_test(test_render_is_pure),
+        cmocka_unit_test(test_filter_table),
+        cmocka_unit_test(test_test_table),
+        cmocka_unit_test(test_method_function_tables),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
