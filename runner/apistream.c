@@ -23,13 +23,10 @@
 #define AS_PATH_MAX 256
 
 typedef struct {
-    fy_rn_stream_base base;
+    fy_rn_stream_base base; /* first */
     fy_api *api;
-    fy_rn_conn *conn;
-    uint32_t id;
     fy_api_call *call;
     fy_buf body;
-    fy_buf out;
     fyp_trailers usage;
     char key_id[128];
     char method[FYP_MAX_METHOD_LEN + 1];
@@ -37,65 +34,32 @@ typedef struct {
     unsigned req_ended : 1;
     unsigned handled : 1;   /* given to the API (or answered) */
     unsigned finishing : 1; /* the API finished: END_STREAM/TRAILERS once `out` is sent */
-    unsigned resp_ended : 1;
     unsigned has_usage : 1;
     unsigned in_reset : 1; /* on_reset is cancelling the call */
 } api_stream;
 
-static fyp_session *as_sess(api_stream *st)
-{
-    return fy_rn__conn_session(st->conn);
-}
-
 static void as_free(api_stream *st)
 {
-    st->base.link.prev->next = st->base.link.next;
-    st->base.link.next->prev = st->base.link.prev;
-    fyp_session_set_stream_data(as_sess(st), st->id, NULL);
     fy_buf_free(&st->body);
-    fy_buf_free(&st->out);
-    free(st);
+    fy_rn_stream_free(&st->base);
 }
 
 static void as_reset(api_stream *st, uint32_t code)
 {
-    fyp_session_reset(as_sess(st), st->id, code);
-    fy_rn__conn_kick(st->conn);
+    fy_rn_stream_reset(&st->base, code);
     as_free(st);
 }
 
-/* Sends what `out` holds, then ends the half once the API finished.
- * Returns 1 when ST was freed. */
+/* Sends what `out` holds, then ends the half once the API finished (with
+ * the usage as TRAILERS when it reported one). Returns 1 when ST was freed. */
 static int as_pump(api_stream *st)
 {
-    fyp_session *s = as_sess(st);
-    if (st->out.len) {
-        int end_now = st->finishing && !st->has_usage;
-        ssize_t n = fyp_session_send_data(s, st->id, st->out.data, st->out.len, end_now);
-        if (n < 0) {
-            as_reset(st, FYP_ERR_INTERNAL);
-            return 1;
-        }
-        fy_buf_consume(&st->out, (size_t)n);
-        fy_rn__conn_kick(st->conn);
-        if (st->out.len) {
-            return 0; /* FYP_EV_WRITABLE will come */
-        }
-        if (end_now) {
-            st->resp_ended = 1;
-        }
+    int rc = fy_rn_stream_flush(&st->base, st->finishing, st->has_usage ? &st->usage : NULL);
+    if (rc < 0) {
+        as_reset(st, FYP_ERR_INTERNAL);
+        return 1;
     }
-    if (st->finishing && !st->resp_ended) {
-        int rc = st->has_usage ? fyp_session_send_trailers(s, st->id, &st->usage)
-                               : (int)fyp_session_send_data(s, st->id, "", 0, 1);
-        if (rc < 0) {
-            as_reset(st, FYP_ERR_INTERNAL);
-            return 1;
-        }
-        st->resp_ended = 1;
-        fy_rn__conn_kick(st->conn);
-    }
-    if (st->resp_ended && st->req_ended) {
+    if (st->base.ended && st->req_ended) {
         as_free(st);
         return 1;
     }
@@ -121,9 +85,7 @@ static int as_head(api_stream *st, int status, const fy_http_header *h, size_t n
         k++;
     }
     fyp_response r = {.status = (uint16_t)status, .headers = {f, k}};
-    int rc = fyp_session_respond(as_sess(st), st->id, &r, 0);
-    fy_rn__conn_kick(st->conn);
-    return rc;
+    return fy_rn_stream_respond(&st->base, &r);
 }
 
 static void as_set_usage(api_stream *st, const fy_oai_usage *u)
@@ -147,8 +109,7 @@ static int tp_respond(void *t, int status, const fy_http_header *h, size_t n, co
         return FY_ECLOSED;
     }
     /* A whole body is in memory already: `out` may hold all of it. */
-    st->out.max = len + st->out.len + 1;
-    if (len && fy_buf_append(&st->out, body, len)) {
+    if (fy_rn_stream_queue(&st->base, body, len)) {
         as_reset(st, FYP_ERR_INTERNAL);
         return FY_ENOMEM;
     }
@@ -167,17 +128,10 @@ static int tp_start(void *t, int status, const fy_http_header *h, size_t n)
 static int tp_write(void *t, const char *data, size_t len)
 {
     api_stream *st = t;
-    if (st->out.len == 0) {
-        ssize_t n = fyp_session_send_data(as_sess(st), st->id, data, len, 0);
-        if (n < 0) {
-            return (int)n;
-        }
-        fy_rn__conn_kick(st->conn);
-        data += n;
-        len -= (size_t)n;
-    }
-    /* The windows are full (a slow public client): keep a bounded backlog. */
-    return len ? fy_buf_append(&st->out, data, len) : 0;
+    /* The windows are full (a slow public client): the queue is a bounded
+     * backlog, over which the API gives up. */
+    int rc = fy_rn_stream_write(&st->base, data, len);
+    return rc < 0 ? rc : 0;
 }
 
 static int tp_end(void *t, const fy_oai_usage *u)
@@ -238,8 +192,7 @@ static void as_on_data(void *arg, const char *data, size_t len, int end)
 {
     api_stream *st = arg;
     if (len) {
-        fyp_session_consume(as_sess(st), st->id, len);
-        fy_rn__conn_kick(st->conn);
+        fy_rn_stream_consume(&st->base, len);
     }
     if (!st->handled && len && fy_buf_append(&st->body, data, len)) {
         fy_buf_free(&st->body);
@@ -255,7 +208,7 @@ static void as_on_data(void *arg, const char *data, size_t len, int end)
     st->req_ended = 1;
     if (!st->handled) {
         as_serve(st);
-    } else if (st->resp_ended) {
+    } else if (st->base.ended) {
         as_free(st);
     }
 }
@@ -290,25 +243,13 @@ static void field_copy(char *dst, size_t cap, fy_slice v)
 void fy_rn_apistream_open(fy_api *api, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
                           int end_stream)
 {
-    fyp_session *s = fy_rn__conn_session(conn);
-    api_stream *st = calloc(1, sizeof *st);
+    api_stream *st =
+        (api_stream *)fy_rn_stream_new(conn, id, sizeof *st, &as_ops, FY_API_MAX_BACKLOG);
     if (!st) {
-        fyp_session_reset(s, id, FYP_ERR_INTERNAL);
-        fy_rn__conn_kick(conn);
         return;
     }
-    st->base.ops = &as_ops;
     st->api = api;
-    st->conn = conn;
-    st->id = id;
     fy_buf_init(&st->body, FY_API_MAX_BODY);
-    fy_buf_init(&st->out, FY_API_MAX_BACKLOG);
-    fy_rn_link *head = fy_rn__conn_streams(conn);
-    st->base.link.next = head->next;
-    st->base.link.prev = head;
-    head->next->prev = &st->base.link;
-    head->next = &st->base.link;
-    fyp_session_set_stream_data(s, id, st);
 
     field_copy(st->method, sizeof st->method, req->method);
     size_t pl = 0;

@@ -5,7 +5,8 @@
  *   run.c       `ferry-runner run`: options, config file, signals, drain, exit
  *   tunnel.c    N outbound mTLS connections spread over the gateways, each a
  *               proto session (HELLO, heartbeats, GOAWAY), reconnected with
- *               full-jitter exponential backoff
+ *               full-jitter exponential backoff; and the stream helper the
+ *               two kinds of stream below share (fy_rn_stream_*)
  *   upstream.c  one tunnel stream <-> one HTTP call to the local upstream,
  *               bodies streamed both ways under the tunnel's flow control
  *   upmodels.c  the upstream's models, read from its /v1/models at start and
@@ -60,33 +61,103 @@ int fy_rn_hostport_parse(const char *text, char *host, size_t hostlen, int *port
  * ("AB:CD:..." as openssl prints it) into 32 bytes. Returns 0 or FY_EINVAL. */
 int fy_rn_fingerprint_parse(const char *text, uint8_t out[32]);
 
-/* --- Upstream (upstream.c) ------------------------------------------------ */
+/* --- Tunnel streams (tunnel.c) ------------------------------------------------- */
 
-typedef struct fy_rn_upstream fy_rn_upstream;
+typedef struct fy_rn_conn fy_rn_conn;
+typedef struct fy_rn_stream_base fy_rn_stream_base;
 
 /* An intrusive doubly-linked list node. */
 typedef struct fy_rn_link {
     struct fy_rn_link *prev, *next;
 } fy_rn_link;
-typedef struct fy_rn_stream fy_rn_stream;
-typedef struct fy_rn_conn fy_rn_conn;
 
-/* What every kind of tunnel stream starts with: its connection's list link
- * and the handlers the tunnel calls with the session's events about it. */
+/* The handlers the tunnel calls with the session's events about a stream
+ * (the stream's fy_rn_stream_base is their first argument). */
 typedef struct fy_rn_stream_ops {
     /* Request body bytes (valid during the call) and/or its end. */
     void (*on_data)(void *st, const char *data, size_t len, int end);
-    /* The stream's send window opened again. */
+    /* The stream's send window opened again: fy_rn_stream_flush. */
     void (*on_writable)(void *st);
     /* The stream is gone from the session (reset by the gateway, or the
-     * connection died): stop its work and free it. */
+     * connection died): stop its work and fy_rn_stream_free it. */
     void (*on_reset)(void *st, uint32_t code, int remote);
 } fy_rn_stream_ops;
 
-typedef struct {
-    fy_rn_link link; /* first */
+/* What every kind of tunnel stream starts with; tunnel.c's stream helper
+ * (below) owns these fields, the stream's module only reads `out.len`. */
+struct fy_rn_stream_base {
+    fy_rn_link link; /* first: in its connection's list while alive */
     const fy_rn_stream_ops *ops;
-} fy_rn_stream_base;
+    fy_rn_conn *conn;
+    uint32_t id;
+    fy_buf out;         /* response bytes the windows did not take yet */
+    unsigned ended : 1; /* this side's half ended (END_STREAM or TRAILERS) */
+};
+
+/* The one helper upstream.c and apistream.c serve their streams with: the
+ * stream's place on its connection, its response under the session's flow
+ * control, its end and its reset. Every call that queues session output
+ * also asks the connection to write it soon (coalesced once per loop
+ * iteration), so callers never touch the session or the connection. */
+
+/* A new stream of SIZE bytes (zeroed; SIZE >= sizeof(fy_rn_stream_base),
+ * the base first) for stream ID of CONN, served by OPS: linked into CONN's
+ * list (a connection that dies calls on_reset for every stream still on it)
+ * and set as the session's stream data, so the session's events about it
+ * reach OPS. Response bytes the windows do not take are queued up to
+ * OUT_MAX. Returns the stream, or NULL when out of memory (the stream is
+ * then reset: the gateway sees INTERNAL_ERROR). */
+fy_rn_stream_base *fy_rn_stream_new(fy_rn_conn *conn, uint32_t id, size_t size,
+                                    const fy_rn_stream_ops *ops, size_t out_max);
+
+/* Unlinks SB from its connection, which forgets it (no more events arrive
+ * for it), drops what is queued and frees SB. Call once, from the stream's
+ * own free; the stream must be reset or ended before (or gone from the
+ * session). NULL ok. */
+void fy_rn_stream_free(fy_rn_stream_base *sb);
+
+/* Sends the RESPONSE head R (no END_STREAM). Returns 0 or
+ * fyp_session_respond's error (FY_ETOOBIG: the fields do not fit a frame;
+ * any other: the stream is gone). */
+int fy_rn_stream_respond(fy_rn_stream_base *sb, const fyp_response *r);
+
+/* Sends DATA[0..LEN) as far as the windows allow, after what is queued, and
+ * queues the rest (copied). Returns 0 when all of it went, 1 when some is
+ * queued (FYP_EV_WRITABLE will come: fy_rn_stream_flush), FY_ECLOSED when
+ * the session refused it (the stream is gone or the session dead), or
+ * FY_ETOOBIG / FY_ENOMEM when the queue cannot take the rest (nothing of it
+ * is queued). */
+int fy_rn_stream_write(fy_rn_stream_base *sb, const char *data, size_t len);
+
+/* Queues DATA[0..LEN) (copied) without sending it: a whole body already in
+ * memory, bounded by whoever made it, so the queue's cap is raised to hold
+ * it. fy_rn_stream_flush sends it, so the last bytes can carry END_STREAM.
+ * Returns 0 or FY_ENOMEM. */
+int fy_rn_stream_queue(fy_rn_stream_base *sb, const char *data, size_t len);
+
+/* Sends what is queued as far as the windows allow. When END and the queue
+ * emptied, ends this side's half once (sb->ended): with TRAILERS when
+ * TRAILERS is not NULL, else END_STREAM on the last bytes (or an empty DATA
+ * when there were none left). Returns 1 when nothing is queued any more
+ * (and the half ended if END), 0 when bytes wait for FYP_EV_WRITABLE, or
+ * FY_ECLOSED when the session refused (reset the stream). */
+int fy_rn_stream_flush(fy_rn_stream_base *sb, int end, const fyp_trailers *trailers);
+
+/* Returns LEN bytes of request credit to the gateway. */
+void fy_rn_stream_consume(fy_rn_stream_base *sb, size_t len);
+
+/* Resets the stream with CODE (FYP_ERR_INTERNAL, ...): the gateway sees it
+ * and the session forgets the stream (its unconsumed data dropped, its
+ * credit returned). The caller frees SB next. */
+void fy_rn_stream_reset(fy_rn_stream_base *sb, uint32_t code);
+
+/* "HOST:PORT#N" of the stream's connection, for logs. */
+const char *fy_rn_stream_label(const fy_rn_stream_base *sb);
+
+/* --- Upstream (upstream.c) ------------------------------------------------ */
+
+typedef struct fy_rn_upstream fy_rn_upstream;
+typedef struct fy_rn_stream fy_rn_stream;
 
 typedef struct {
     const char *url;          /* http://127.0.0.1:PORT[/base] */
@@ -244,17 +315,6 @@ unsigned fy_rn_tunnel_ready_count(const fy_rn_tunnel *t);
 /* The full-jitter wait before attempt N (0-based) for a random value R in
  * [0, 1): R * min(max, base * 2^n). Exposed for tests. */
 uint64_t fy_rn_backoff_ms(uint64_t base, uint64_t max, unsigned n, double r);
-
-/* For upstream.c: the session of CONN, and a request to write its pending
- * output soon (coalesced once per loop iteration). */
-fyp_session *fy_rn__conn_session(fy_rn_conn *c);
-void fy_rn__conn_kick(fy_rn_conn *c);
-/* CONN's list of live streams (a sentinel): each fy_rn_stream starts with an
- * fy_rn_link and links itself in while alive, so a connection that goes away
- * can release every stream still on it. */
-fy_rn_link *fy_rn__conn_streams(fy_rn_conn *c);
-/* "gw HOST:PORT #N", for logs. */
-const char *fy_rn__conn_label(const fy_rn_conn *c);
 
 /* --- Commands --------------------------------------------------------------- */
 

@@ -14,7 +14,11 @@
  * replacement at once. A connection is a small state machine whose memory is
  * freed only after its stream and libuv handles have closed (refs). Session
  * output is written from a uv_idle callback, so many streams' DATA made in
- * one loop iteration leave in one write. */
+ * one loop iteration leave in one write.
+ *
+ * The stream helper (fy_rn_stream_*) is how upstream.c and apistream.c
+ * reach a connection: calls go from them to here, and from here to them
+ * only through their stream's ops table. */
 #include "runner/runner.h"
 
 #include "common/crypto.h"
@@ -128,21 +132,6 @@ static double random_unit(void)
 }
 
 /* --- connection memory ---------------------------------------------------------- */
-
-fyp_session *fy_rn__conn_session(fy_rn_conn *c)
-{
-    return c->sess;
-}
-
-fy_rn_link *fy_rn__conn_streams(fy_rn_conn *c)
-{
-    return &c->streams;
-}
-
-const char *fy_rn__conn_label(const fy_rn_conn *c)
-{
-    return c->label;
-}
 
 static void conn_unref(fy_rn_conn *c)
 {
@@ -275,13 +264,132 @@ static void on_idle(uv_idle_t *h)
     conn_flush(c);
 }
 
-void fy_rn__conn_kick(fy_rn_conn *c)
+static void conn_kick(fy_rn_conn *c)
 {
     if (c->kicked || c->closing || c->dead) {
         return;
     }
     c->kicked = 1;
     uv_idle_start(&c->idle, on_idle);
+}
+
+/* --- streams ---------------------------------------------------------------------- */
+
+fy_rn_stream_base *fy_rn_stream_new(fy_rn_conn *c, uint32_t id, size_t size,
+                                    const fy_rn_stream_ops *ops, size_t out_max)
+{
+    fy_rn_stream_base *sb = calloc(1, size);
+    if (!sb) {
+        fyp_session_reset(c->sess, id, FYP_ERR_INTERNAL);
+        conn_kick(c);
+        return NULL;
+    }
+    sb->ops = ops;
+    sb->conn = c;
+    sb->id = id;
+    fy_buf_init(&sb->out, out_max);
+    sb->link.next = c->streams.next;
+    sb->link.prev = &c->streams;
+    c->streams.next->prev = &sb->link;
+    c->streams.next = &sb->link;
+    fyp_session_set_stream_data(c->sess, id, sb);
+    return sb;
+}
+
+void fy_rn_stream_free(fy_rn_stream_base *sb)
+{
+    if (!sb) {
+        return;
+    }
+    sb->link.prev->next = sb->link.next;
+    sb->link.next->prev = sb->link.prev;
+    fyp_session_set_stream_data(sb->conn->sess, sb->id, NULL);
+    fy_buf_free(&sb->out);
+    free(sb);
+}
+
+int fy_rn_stream_respond(fy_rn_stream_base *sb, const fyp_response *r)
+{
+    int rc = fyp_session_respond(sb->conn->sess, sb->id, r, 0);
+    conn_kick(sb->conn);
+    return rc;
+}
+
+int fy_rn_stream_write(fy_rn_stream_base *sb, const char *data, size_t len)
+{
+    if (sb->out.len == 0) {
+        ssize_t n = fyp_session_send_data(sb->conn->sess, sb->id, data, len, 0);
+        if (n < 0) {
+            return FY_ECLOSED;
+        }
+        conn_kick(sb->conn);
+        data += n;
+        len -= (size_t)n;
+        if (len == 0) {
+            return 0;
+        }
+    }
+    int rc = fy_buf_append(&sb->out, data, len);
+    return rc ? rc : 1;
+}
+
+int fy_rn_stream_queue(fy_rn_stream_base *sb, const char *data, size_t len)
+{
+    if (sb->out.len + len >= sb->out.max) {
+        sb->out.max = sb->out.len + len + 1;
+    }
+    return len ? fy_buf_append(&sb->out, data, len) : 0;
+}
+
+/* The upstream's and the API's streams had one rule here: the end leaves only
+ * once the queue is empty, on the last DATA unless TRAILERS follow. They
+ * differ in the end's frame (the API's usage goes as TRAILERS: TRAILERS) and
+ * in what an emptied queue lets go on (the upstream resumes its paused call):
+ * that stays with them. */
+int fy_rn_stream_flush(fy_rn_stream_base *sb, int end, const fyp_trailers *trailers)
+{
+    fyp_session *s = sb->conn->sess;
+    if (sb->out.len) {
+        /* END_STREAM rides on the last bytes, unless TRAILERS end the half. */
+        int end_now = end && !trailers;
+        ssize_t n = fyp_session_send_data(s, sb->id, sb->out.data, sb->out.len, end_now);
+        if (n < 0) {
+            return FY_ECLOSED;
+        }
+        fy_buf_consume(&sb->out, (size_t)n);
+        conn_kick(sb->conn);
+        if (sb->out.len) {
+            return 0;
+        }
+        sb->ended |= end_now;
+    }
+    if (end && !sb->ended) {
+        int rc = trailers ? fyp_session_send_trailers(s, sb->id, trailers)
+                          : (int)fyp_session_send_data(s, sb->id, "", 0, 1);
+        if (rc < 0) {
+            return FY_ECLOSED;
+        }
+        sb->ended = 1;
+        conn_kick(sb->conn);
+    }
+    return 1;
+}
+
+void fy_rn_stream_consume(fy_rn_stream_base *sb, size_t len)
+{
+    fyp_session_consume(sb->conn->sess, sb->id, len);
+    conn_kick(sb->conn);
+}
+
+void fy_rn_stream_reset(fy_rn_stream_base *sb, uint32_t code)
+{
+    fyp_session_reset(sb->conn->sess, sb->id, code);
+    conn_kick(sb->conn);
+}
+
+const char *fy_rn_stream_label(const fy_rn_stream_base *sb)
+{
+    return sb->conn->label;
 }
 
 /* --- closing ---------------------------------------------------------------------- */
@@ -722,7 +830,7 @@ static void conn_recycle(fy_rn_conn *c)
     sl->conn = NULL;
     c->slot = NULL;
     fyp_session_goaway(c->sess, FYP_ERR_NONE, "the runner's models changed");
-    fy_rn__conn_kick(c);
+    conn_kick(c);
     json_t *f = json_object();
     json_add_common(f, c);
     fy_log_event(FY_LOG_INFO, "tunnel", "reconnecting to announce the new models", f);
@@ -918,7 +1026,7 @@ void fy_rn_tunnel_drain(fy_rn_tunnel *t, uint64_t timeout_ms, fy_rn_tunnel_done_
         next = c->next;
         if (c->state == C_READY && !fyp_session_dead(c->sess)) {
             fyp_session_goaway(c->sess, FYP_ERR_NONE, "runner shutting down");
-            fy_rn__conn_kick(c);
+            conn_kick(c);
         } else {
             conn_close(c, FY_LOG_INFO, "shutting down");
         }

@@ -3,7 +3,7 @@
  * Request: REQUEST's method, target and headers (hop-by-hop ones and Host
  * dropped: the client names the upstream itself) start a call; DATA is
  * written to the call as it arrives. Credit for those bytes goes back to the
- * gateway (fyp_session_consume) only once the call took them without going
+ * gateway (fy_rn_stream_consume) only once the call took them without going
  * over its high watermark; past it, credit waits for the call's drain, so a
  * slow upstream stops the gateway, which stops reading the public client.
  *
@@ -43,10 +43,7 @@ struct fy_rn_upstream {
 struct fy_rn_stream {
     fy_rn_stream_base base; /* first: the connection's list holds these */
     fy_rn_upstream *up;
-    fy_rn_conn *conn;
-    uint32_t id;
     fy_http_call *call;
-    fy_buf out;        /* response body the windows did not take yet */
     size_t unconsumed; /* request bytes delivered but not yet credited */
     uint64_t t0;
     uint64_t req_bytes, resp_bytes;
@@ -56,8 +53,7 @@ struct fy_rn_stream {
     unsigned streaming : 1;   /* the call takes a streamed body */
     unsigned blocked : 1;     /* the call's body queue is above its watermark */
     unsigned paused : 1;      /* the call's response is paused */
-    unsigned responded : 1;   /* RESPONSE sent */
-    unsigned resp_ended : 1;  /* our END_STREAM sent */
+    unsigned responded : 1;   /* RESPONSE sent (base.ended: our END_STREAM too) */
     unsigned end_pending : 1; /* send END_STREAM once `out` is empty */
     unsigned canceled : 1;    /* reset by the gateway or lost with the connection */
     char rid[64];
@@ -142,11 +138,6 @@ void fy_rn_upstream_stats_get(const fy_rn_upstream *up, fy_rn_upstream_stats *ou
 
 /* --- helpers ---------------------------------------------------------------- */
 
-static fyp_session *st_sess(fy_rn_stream *st)
-{
-    return fy_rn__conn_session(st->conn);
-}
-
 /* Returns the credit held back for request bytes the call had not drained:
  * once the call is gone nothing holds them, and the rest of the body must
  * still be able to arrive (to be dropped). */
@@ -154,9 +145,8 @@ static void st_release_credit(fy_rn_stream *st)
 {
     st->blocked = 0;
     if (st->unconsumed) {
-        fyp_session_consume(st_sess(st), st->id, st->unconsumed);
+        fy_rn_stream_consume(&st->base, st->unconsumed);
         st->unconsumed = 0;
-        fy_rn__conn_kick(st->conn);
     }
 }
 
@@ -167,13 +157,7 @@ static void st_free(fy_rn_stream *st)
         fy_http_call_cancel(st->call);
         st->call = NULL;
     }
-    if (st->unconsumed) {
-        fyp_session_consume(st_sess(st), st->id, st->unconsumed);
-        fy_rn__conn_kick(st->conn);
-    }
-    st->base.link.prev->next = st->base.link.next;
-    st->base.link.next->prev = st->base.link.prev;
-    fyp_session_set_stream_data(st_sess(st), st->id, NULL);
+    st_release_credit(st);
     up->st.active--;
     if (!st->outcome) {
         up->st.completed++;
@@ -188,14 +172,13 @@ static void st_free(fy_rn_stream *st)
                            "method", st->method, "path", st->path, "status", st->status, "outcome",
                            st->outcome ? st->outcome : "ok", "ms", (json_int_t)ms, "bytes_in",
                            (json_int_t)st->req_bytes, "bytes_out", (json_int_t)st->resp_bytes,
-                           "conn", fy_rn__conn_label(st->conn)));
-    fy_buf_free(&st->out);
-    free(st);
+                           "conn", fy_rn_stream_label(&st->base)));
+    fy_rn_stream_free(&st->base);
 }
 
 static void st_maybe_finish(fy_rn_stream *st)
 {
-    if (st->resp_ended && st->req_ended) {
+    if (st->base.ended && st->req_ended) {
         st_free(st);
     }
 }
@@ -205,8 +188,7 @@ static void st_reset(fy_rn_stream *st, uint32_t code, const char *outcome)
 {
     st->outcome = outcome;
     st->unconsumed = 0; /* the reset drops unconsumed data and returns its credit */
-    fyp_session_reset(st_sess(st), st->id, code);
-    fy_rn__conn_kick(st->conn);
+    fy_rn_stream_reset(&st->base, code);
     st_free(st);
 }
 
@@ -215,36 +197,15 @@ static void st_reset(fy_rn_stream *st, uint32_t code, const char *outcome)
  * freed. */
 static int st_pump(fy_rn_stream *st)
 {
-    fyp_session *s = st_sess(st);
-    if (st->out.len) {
-        ssize_t n = fyp_session_send_data(s, st->id, st->out.data, st->out.len,
-                                          st->end_pending && !st->call);
-        if (n < 0) {
-            st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
-            return 1;
-        }
-        fy_buf_consume(&st->out, (size_t)n);
-        fy_rn__conn_kick(st->conn);
-        if (st->out.len) {
-            return 0; /* FYP_EV_WRITABLE will come */
-        }
-        if (st->end_pending && !st->call) {
-            st->resp_ended = 1; /* END_STREAM went with the last bytes */
-            if (st->req_ended) {
-                st_free(st);
-                return 1;
-            }
-            return 0;
-        }
+    int rc = fy_rn_stream_flush(&st->base, st->end_pending && !st->call, NULL);
+    if (rc < 0) {
+        st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
+        return 1;
     }
-    if (st->end_pending && !st->call && !st->resp_ended) {
-        ssize_t n = fyp_session_send_data(s, st->id, "", 0, 1);
-        if (n < 0) {
-            st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
-            return 1;
-        }
-        st->resp_ended = 1;
-        fy_rn__conn_kick(st->conn);
+    if (rc == 0) {
+        return 0; /* FYP_EV_WRITABLE will come */
+    }
+    if (st->base.ended) {
         if (st->req_ended) {
             st_free(st);
             return 1;
@@ -272,18 +233,17 @@ static int st_respond_error(fy_rn_stream *st, int status, const char *code, cons
     fyp_response r = {.status = (uint16_t)status, .headers = {hdrs, 2}};
     st->status = status;
     st->outcome = code;
-    if (fyp_session_respond(st_sess(st), st->id, &r, 0)) {
+    if (fy_rn_stream_respond(&st->base, &r)) {
         st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
         return 1;
     }
     st->responded = 1;
-    fy_buf_reset(&st->out);
-    if (fy_buf_append(&st->out, body, n)) {
+    /* Nothing is queued yet: body bytes are queued only after a RESPONSE. */
+    if (fy_rn_stream_queue(&st->base, body, n)) {
         st_reset(st, FYP_ERR_INTERNAL, "out_of_memory");
         return 1;
     }
     st->end_pending = 1;
-    fy_rn__conn_kick(st->conn);
     return st_pump(st);
 }
 
@@ -326,12 +286,6 @@ static int named_in_connection(const fyp_field *f, size_t n, const char *name, s
     return 0;
 }
 
-static int name_is(fy_slice s, const char *name)
-{
-    size_t n = strlen(name);
-    return s.len == n && strncasecmp(s.base, name, n) == 0;
-}
-
 /* --- the call's callbacks ----------------------------------------------------- */
 
 static void call_on_response(fy_http_call *call, const fy_http_response *res, void *arg)
@@ -368,7 +322,7 @@ static void call_on_response(fy_http_call *call, const fy_http_response *res, vo
         return;
     }
     fyp_response r = {.status = (uint16_t)status, .headers = {f, n}};
-    int rc = fyp_session_respond(st_sess(st), st->id, &r, 0);
+    int rc = fy_rn_stream_respond(&st->base, &r);
     if (rc == FY_ETOOBIG) {
         fy_http_call_cancel(call);
         st->call = NULL;
@@ -383,7 +337,6 @@ static void call_on_response(fy_http_call *call, const fy_http_response *res, vo
     }
     st->status = status;
     st->responded = 1;
-    fy_rn__conn_kick(st->conn);
 }
 
 static void call_on_data(fy_http_call *call, const char *data, size_t len, void *arg)
@@ -393,24 +346,15 @@ static void call_on_data(fy_http_call *call, const char *data, size_t len, void 
         return; /* answered with an error already; the rest is dropped */
     }
     st->resp_bytes += len;
-    if (st->out.len == 0) {
-        ssize_t n = fyp_session_send_data(st_sess(st), st->id, data, len, 0);
-        if (n < 0) {
-            st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
-            return;
-        }
-        fy_rn__conn_kick(st->conn);
-        data += n;
-        len -= (size_t)n;
-        if (len == 0) {
-            return;
-        }
-    }
-    /* The windows are full: keep the rest and stop reading the upstream. */
-    if (fy_buf_append(&st->out, data, len)) {
-        st_reset(st, FYP_ERR_INTERNAL, "out_of_memory");
+    int rc = fy_rn_stream_write(&st->base, data, len);
+    if (rc == 0) {
         return;
     }
+    if (rc < 0) {
+        st_reset(st, FYP_ERR_INTERNAL, rc == FY_ECLOSED ? "tunnel_error" : "out_of_memory");
+        return;
+    }
+    /* The windows are full: the rest is queued; stop reading the upstream. */
     if (!st->paused) {
         st->paused = 1;
         fy_http_call_pause(call);
@@ -451,28 +395,15 @@ static const fy_rn_stream_ops st_ops = {st_on_data, st_on_writable, st_on_reset}
 void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
                        int end_stream)
 {
-    fyp_session *s = fy_rn__conn_session(conn);
-    fy_rn_stream *st = calloc(1, sizeof *st);
+    fy_rn_stream *st = (fy_rn_stream *)fy_rn_stream_new(conn, id, sizeof *st, &st_ops, UP_OUT_MAX);
     char *url = NULL, *arena = NULL;
     fy_http_header *hdrs = NULL;
     if (!st) {
-        fyp_session_reset(s, id, FYP_ERR_INTERNAL);
-        fy_rn__conn_kick(conn);
         return;
     }
-    st->base.ops = &st_ops;
     st->up = up;
-    st->conn = conn;
-    st->id = id;
     st->t0 = uv_hrtime() / 1000000;
     st->req_ended = end_stream != 0;
-    fy_buf_init(&st->out, UP_OUT_MAX);
-    fy_rn_link *head = fy_rn__conn_streams(conn);
-    st->base.link.next = head->next;
-    st->base.link.prev = head;
-    head->next->prev = &st->base.link;
-    head->next = &st->base.link;
-    fyp_session_set_stream_data(s, id, st);
     up->st.started++;
     up->st.active++;
 
@@ -511,12 +442,12 @@ void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const 
     char *p = arena;
     for (size_t i = 0; i < req->headers.n; i++) {
         const fyp_field *f = &req->headers.v[i];
-        if (fy_http_hop_by_hop(f->name.base, f->name.len, NULL) || name_is(f->name, "host") ||
-            name_is(f->name, "expect") ||
+        if (fy_http_hop_by_hop(f->name.base, f->name.len, NULL) || fy_slice_ieq(f->name, "host") ||
+            fy_slice_ieq(f->name, "expect") ||
             named_in_connection(req->headers.v, req->headers.n, f->name.base, f->name.len)) {
             continue;
         }
-        if (name_is(f->name, "content-length")) {
+        if (fy_slice_ieq(f->name, "content-length")) {
             char v[24];
             char *end;
             if (f->value.len > 0 && f->value.len < sizeof v) {
@@ -576,12 +507,10 @@ void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const 
 static void st_on_data(void *arg, const char *data, size_t len, int end)
 {
     fy_rn_stream *st = arg;
-    fyp_session *s = st_sess(st);
     st->req_bytes += len;
     if (len && !(st->call && st->streaming)) {
         /* No call takes it (finished or failed): drop it, return the credit. */
-        fyp_session_consume(s, st->id, len);
-        fy_rn__conn_kick(st->conn);
+        fy_rn_stream_consume(&st->base, len);
     } else if (len) {
         int rc = fy_http_call_write(st->call, data, len);
         if (rc < 0 && rc != FY_ECLOSED) {
@@ -591,16 +520,15 @@ static void st_on_data(void *arg, const char *data, size_t len, int end)
             st_reset(st, FYP_ERR_INTERNAL, "body_refused");
             return;
         }
-        if (rc == FY_ECLOSED) {
-            /* Its connection is failing and on_done will tell: drop it. */
-            fyp_session_consume(s, st->id, len);
-        } else if (st->blocked || rc == 1) {
+        if (rc != FY_ECLOSED && (st->blocked || rc == 1)) {
+            /* Past the call's watermark: the credit waits for its drain. */
             st->blocked = 1;
             st->unconsumed += len;
         } else {
-            fyp_session_consume(s, st->id, len);
+            /* Taken; or its connection is failing and on_done will tell,
+             * so the bytes are dropped. Either way the credit goes back. */
+            fy_rn_stream_consume(&st->base, len);
         }
-        fy_rn__conn_kick(st->conn);
     }
     if (end) {
         st->req_ended = 1;
@@ -634,7 +562,7 @@ static void st_on_reset(void *arg, uint32_t code, int remote)
     fy_rn_stream *st = arg;
     /* The session already dropped the stream's unconsumed data. */
     st->unconsumed = 0;
-    if (st->resp_ended) {
+    if (st->base.ended) {
         /* The whole response went out; the gateway only gave up sending the
          * rest of a request body nobody reads. */
         st_free(st);
