@@ -240,9 +240,10 @@ static void field_copy(char *dst, size_t cap, fy_slice v)
     dst[n] = '\0';
 }
 
-void fy_rn_apistream_open(fy_api *api, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
-                          int end_stream)
+static void as_open(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
+                    int end_stream)
 {
+    fy_api *api = arg;
     api_stream *st =
         (api_stream *)fy_rn_stream_new(conn, id, sizeof *st, &as_ops, FY_API_MAX_BACKLOG);
     if (!st) {
@@ -280,4 +281,9 @@ void fy_rn_apistream_open(fy_api *api, fy_rn_conn *conn, uint32_t id, const fyp_
         st->req_ended = 1;
         as_serve(st);
     }
+}
+
+fy_rn_opener fy_rn_apistream_opener(fy_api *api)
+{
+    return (fy_rn_opener){as_open, api};
 }

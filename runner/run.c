@@ -784,8 +784,8 @@ static int run_tunnel(run_ctx *r, const run_opts *o)
         .tls = r->tls,
         .heartbeat_timeout_ms = o->hb_timeout,
         .max_streams = (uint32_t)o->max_streams,
-        .upstream = r->upstream,
-        .api = r->api,
+        .opener = r->api ? fy_rn_apistream_opener(r->api) : fy_rn_upstream_opener(r->upstream),
+        .api = r->api != NULL,
         .models = models,
         .n_models = n_models,
     };

@@ -154,6 +154,15 @@ void fy_rn_stream_reset(fy_rn_stream_base *sb, uint32_t code);
 /* "HOST:PORT#N" of the stream's connection, for logs. */
 const char *fy_rn_stream_label(const fy_rn_stream_base *sb);
 
+/* Who serves the streams the gateways open: OPEN runs for each REQUEST on
+ * stream ID of CONN (REQ valid during the call) with ARG, and makes the
+ * stream with fy_rn_stream_new (or resets it). So the tunnel calls the
+ * stream's module only through this and the stream's ops. */
+typedef struct {
+    void (*open)(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_request *req, int end_stream);
+    void *arg;
+} fy_rn_opener;
+
 /* --- Upstream (upstream.c) ------------------------------------------------ */
 
 typedef struct fy_rn_upstream fy_rn_upstream;
@@ -189,15 +198,10 @@ void fy_rn_upstream_stats_get(const fy_rn_upstream *up, fy_rn_upstream_stats *ou
  * are appended to. */
 const char *fy_rn_upstream_base(const fy_rn_upstream *up);
 
-/* The tunnel hands each session event about a stream to these. */
-
-/* A REQUEST arrived on stream ID of CONN: starts the upstream call, or
- * answers an error at once. The stream (an fy_rn_stream_base whose ops are
- * the upstream's) is stored as the session's stream data and linked into
- * CONN's list (when out of memory it is reset instead). Resetting it cancels
- * the upstream call at once. */
-void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
-                       int end_stream);
+/* The tunnel's opener for UP (which outlives the tunnel): a REQUEST starts
+ * the upstream call, or is answered an error at once. Resetting the stream
+ * cancels the upstream call at once. */
+fy_rn_opener fy_rn_upstream_opener(fy_rn_upstream *up);
 
 /* --- The upstream's models (upmodels.c) --------------------------------------- */
 
@@ -250,14 +254,14 @@ void fy_rn_models_free(fy_rn_models *w);
 
 /* --- API streams (apistream.c) ------------------------------------------------ */
 
-/* A REQUEST arrived on stream ID of CONN for the built-in API: the body is
- * read (up to FY_API_MAX_BODY; 413 above), then served by fy_api_handle with
- * the key id from the REQUEST's `key-id` metadata (or its x-ferry-key-id
- * header, which only the gateway can set on a tunnel). The response goes out
- * under the tunnel's flow control; a generation's usage ends it as TRAILERS.
- * A reset cancels the call (the engine request is aborted). */
-void fy_rn_apistream_open(fy_api *api, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
-                          int end_stream);
+/* The tunnel's opener for API (which outlives the tunnel): a REQUEST's body
+ * is read (up to FY_API_MAX_BODY; 413 above), then served by fy_api_handle
+ * with the key id from the REQUEST's `key-id` metadata (or its
+ * x-ferry-key-id header, which only the gateway can set on a tunnel). The
+ * response goes out under the tunnel's flow control; a generation's usage
+ * ends it as TRAILERS. A reset cancels the call (the engine request is
+ * aborted). */
+fy_rn_opener fy_rn_apistream_opener(fy_api *api);
 
 /* --- Tunnel (tunnel.c) ---------------------------------------------------- */
 
@@ -274,9 +278,11 @@ typedef struct {
     /* Reconnect policy: wait = random(0, min(max, base * 2^n)); n resets once
      * a connection stayed up for stable_ms. */
     uint64_t backoff_base_ms, backoff_max_ms, stable_ms;
-    /* Exactly one of these serves the streams. */
-    fy_rn_upstream *upstream;
-    fy_api *api;
+    /* Serves every stream (fy_rn_upstream_opener or fy_rn_apistream_opener). */
+    fy_rn_opener opener;
+    /* 1 when the opener is the built-in API: the only capability is
+     * "openai". Else it is the upstream: see models. */
+    int api;
     /* Model ids announced in HELLO (copied: at most FYP_MAX_MODELS, each
      * 1..255 visible ASCII bytes, together within FY_RN_MODELS_BYTES). With
      * an upstream, the capabilities are "upstream" and, when it announces

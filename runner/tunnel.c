@@ -519,11 +519,7 @@ static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
         break;
     }
     case FYP_EV_REQUEST:
-        if (t->o.api) {
-            fy_rn_apistream_open(t->o.api, c, ev->stream_id, ev->u.request, ev->end_stream);
-        } else {
-            fy_rn_stream_open(t->o.upstream, c, ev->stream_id, ev->u.request, ev->end_stream);
-        }
+        t->o.opener.open(t->o.opener.arg, c, ev->stream_id, ev->u.request, ev->end_stream);
         break;
     case FYP_EV_DATA:
         if (st) {
@@ -877,7 +873,7 @@ int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunne
 {
     *out = NULL;
     if (!o->name || !*o->name || strlen(o->name) >= FY_RN_NAME_MAX || o->ngateways == 0 ||
-        !o->tls || !o->upstream == !o->api) {
+        !o->tls || !o->opener.open) {
         return FY_EINVAL;
     }
     fy_rn_tunnel *t = calloc(1, sizeof *t);

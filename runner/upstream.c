@@ -392,9 +392,10 @@ static void st_on_writable(void *arg);
 static void st_on_reset(void *arg, uint32_t code, int remote);
 static const fy_rn_stream_ops st_ops = {st_on_data, st_on_writable, st_on_reset};
 
-void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
-                       int end_stream)
+static void st_open(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
+                    int end_stream)
 {
+    fy_rn_upstream *up = arg;
     fy_rn_stream *st = (fy_rn_stream *)fy_rn_stream_new(conn, id, sizeof *st, &st_ops, UP_OUT_MAX);
     char *url = NULL, *arena = NULL;
     fy_http_header *hdrs = NULL;
@@ -502,6 +503,11 @@ void fy_rn_stream_open(fy_rn_upstream *up, fy_rn_conn *conn, uint32_t id, const 
             st_upstream_failed(st, rc);
         }
     }
+}
+
+fy_rn_opener fy_rn_upstream_opener(fy_rn_upstream *up)
+{
+    return (fy_rn_opener){st_open, up};
 }
 
 static void st_on_data(void *arg, const char *data, size_t len, int end)
