@@ -181,9 +181,7 @@ static void on_signal(uv_signal_t *h, int signum)
     }
 }
 
-/* Loads the engine, the chat template and the API; starts the local
- * listener when LISTEN is set. Returns 0, or 1/2 (exit status) after
- * printing why. */
+/* The options of model mode (--model and what goes with it). */
 typedef struct {
     const char *model, *served_name, *listen, *device, *chat_template, *gpu_util, *kv_dtype;
     uint64_t kv_bytes, ping_ms;
@@ -317,7 +315,10 @@ static int gguf_template(const fy_engine *e, const char *override, fy_chat_templ
     return 0;
 }
 
-static int model_start(run_ctx *r, const model_opts *m)
+/* Loads the engine and the chat template (into r->engine, r->tmpl; a model
+ * without a template is served without chat). *T0 is when loading began.
+ * Returns 0, or 1/2 (exit status) after printing why. */
+static int model_load(run_ctx *r, const model_opts *m, uint64_t *t0)
 {
     char err[1024];
     fy_engine_options eo = {
@@ -340,7 +341,7 @@ static int model_start(run_ctx *r, const model_opts *m)
     if (hf_dir) {
         rc = fy_chat_template_load(m->model, m->chat_template, &r->tmpl, err, sizeof err);
     }
-    uint64_t t0 = uv_hrtime();
+    *t0 = uv_hrtime();
     if (rc == 0 || rc == FY_ENOENT) {
         int lrc = fy_engine_create(&eo, &r->engine, err, sizeof err);
         if (lrc) {
@@ -363,6 +364,43 @@ static int model_start(run_ctx *r, const model_opts *m)
                 err);
         return 2;
     }
+    return 0;
+}
+
+/* Starts the local listener on m->listen for the API. Returns 0, or 2 after
+ * printing why not. */
+static int model_listen(run_ctx *r, const model_opts *m, const char *name)
+{
+    fy_http_server_options ho = {
+        .listen = m->listen,
+        .on_request = fy_api_http_handler,
+        .data = r->api,
+        .max_body = FY_API_MAX_BODY,
+        /* A long generation may send nothing for a while between
+         * tokens; pings keep streams alive, so only idle keep-alive
+         * connections time out. */
+        .server_header = "ferry-runner",
+    };
+    int rc = fy_http_server_new(&r->loop, &ho, &r->http);
+    if (rc) {
+        fprintf(stderr, "ferry-runner run: cannot listen on %s: %s\n", m->listen, fy_strerror(rc));
+        return 2;
+    }
+    fy_log_event(FY_LOG_INFO, "runner", "listening",
+                 json_pack("{s:s, s:i, s:s}", "listen", m->listen, "port",
+                           fy_http_server_port(r->http), "model", name));
+    return 0;
+}
+
+/* Loads the model, makes the API over it and starts the local listener when
+ * m->listen is set. Returns 0, or 1/2 (exit status) after printing why. */
+static int model_start(run_ctx *r, const model_opts *m)
+{
+    uint64_t t0 = 0;
+    int rc = model_load(r, m, &t0);
+    if (rc) {
+        return rc;
+    }
     const char *name = m->served_name ? m->served_name : fy_engine_model_name(r->engine);
     fy_api_options ao = {
         .loop = &r->loop,
@@ -384,27 +422,7 @@ static int model_start(run_ctx *r, const model_opts *m)
                            fy_engine_max_context(r->engine), "kv_cache_dtype", es.kv_dtype,
                            "kv_cache_blocks", es.blocks_total, "load_ms",
                            (json_int_t)((uv_hrtime() - t0) / 1000000)));
-    if (m->listen) {
-        fy_http_server_options ho = {
-            .listen = m->listen,
-            .on_request = fy_api_http_handler,
-            .data = r->api,
-            .max_body = FY_API_MAX_BODY,
-            /* A long generation may send nothing for a while between
-             * tokens; pings keep streams alive, so only idle keep-alive
-             * connections time out. */
-            .server_header = "ferry-runner",
-        };
-        if ((rc = fy_http_server_new(&r->loop, &ho, &r->http))) {
-            fprintf(stderr, "ferry-runner run: cannot listen on %s: %s\n", m->listen,
-                    fy_strerror(rc));
-            return 2;
-        }
-        fy_log_event(FY_LOG_INFO, "runner", "listening",
-                     json_pack("{s:s, s:i, s:s}", "listen", m->listen, "port",
-                               fy_http_server_port(r->http), "model", name));
-    }
-    return 0;
+    return m->listen ? model_listen(r, m, name) : 0;
 }
 
 /* What `run` was asked: filled by run_parse (the config file, then the
@@ -754,6 +772,26 @@ static void log_started(const run_opts *o, const fy_rn_tunnel_options *tno, cons
                            "heartbeat_timeout_ms", (json_int_t)o->hb_timeout));
 }
 
+/* The tunnel's options that come from O and what R serves with. */
+static void tunnel_options(fy_rn_tunnel_options *tno, const run_ctx *r, const run_opts *o)
+{
+    *tno = (fy_rn_tunnel_options){
+        .connections = (unsigned)o->connections,
+        .tls = r->tls,
+        .heartbeat_timeout_ms = o->hb_timeout,
+        .max_streams = (uint32_t)o->max_streams,
+        .opener = r->api ? fy_rn_apistream_opener(r->api) : fy_rn_upstream_opener(r->upstream),
+        .api = r->api != NULL,
+    };
+    /* For tests: a faster reconnect policy. */
+    const char *tb = getenv("FERRY_TEST_BACKOFF_MS");
+    if (tb) {
+        tno->backoff_base_ms = strtoull(tb, NULL, 10);
+        tno->backoff_max_ms = tno->backoff_base_ms * 8;
+        tno->stable_ms = tno->backoff_base_ms * 4;
+    }
+}
+
 /* Serves through the gateways until drained: enrollment, TLS, the models to
  * announce, the tunnel. Returns the exit status. */
 static int run_tunnel(run_ctx *r, const run_opts *o)
@@ -776,26 +814,13 @@ static int run_tunnel(run_ctx *r, const run_opts *o)
         return 1;
     }
     run_signals_start(r);
-    fy_rn_tunnel_options tno = {
-        .name = e.name,
-        .gateways = gw,
-        .ngateways = ngw,
-        .connections = (unsigned)o->connections,
-        .tls = r->tls,
-        .heartbeat_timeout_ms = o->hb_timeout,
-        .max_streams = (uint32_t)o->max_streams,
-        .opener = r->api ? fy_rn_apistream_opener(r->api) : fy_rn_upstream_opener(r->upstream),
-        .api = r->api != NULL,
-        .models = models,
-        .n_models = n_models,
-    };
-    /* For tests: a faster reconnect policy. */
-    const char *tb = getenv("FERRY_TEST_BACKOFF_MS");
-    if (tb) {
-        tno.backoff_base_ms = strtoull(tb, NULL, 10);
-        tno.backoff_max_ms = tno.backoff_base_ms * 8;
-        tno.stable_ms = tno.backoff_base_ms * 4;
-    }
+    fy_rn_tunnel_options tno;
+    tunnel_options(&tno, r, o);
+    tno.name = e.name;
+    tno.gateways = gw;
+    tno.ngateways = ngw;
+    tno.models = models;
+    tno.n_models = n_models;
     int rc = fy_rn_tunnel_new(&r->loop, &tno, &r->tunnel);
     if (rc) {
         fprintf(stderr, "ferry-runner run: cannot start the tunnel: %s\n", fy_strerror(rc));

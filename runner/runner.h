@@ -83,8 +83,8 @@ typedef struct fy_rn_stream_ops {
     void (*on_reset)(void *st, uint32_t code, int remote);
 } fy_rn_stream_ops;
 
-/* What every kind of tunnel stream starts with; tunnel.c's stream helper
- * (below) owns these fields, the stream's module only reads `out.len`. */
+/* What every kind of tunnel stream starts with. The stream helper below
+ * (tunnel.c) writes these fields; the stream's module only reads them. */
 struct fy_rn_stream_base {
     fy_rn_link link; /* first: in its connection's list while alive */
     const fy_rn_stream_ops *ops;
