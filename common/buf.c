@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void fy_buf_init(fy_buf *b, size_t max)
 {
@@ -140,4 +141,10 @@ char *fy_buf_steal(fy_buf *b, size_t *len)
     b->len = 0;
     b->cap = 0;
     return p;
+}
+
+int fy_slice_ieq(fy_slice s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && strncasecmp(s.base, lit, n) == 0;
 }

@@ -18,6 +18,10 @@ typedef struct {
 #define FY_SLICE(p, n)  ((fy_slice){(char *)(p), (n)})
 #define FY_SLICE_STR(s) ((fy_slice){(char *)(s), sizeof(s) - 1})
 
+/* 1 when S holds exactly the bytes of LIT, ASCII letters compared without
+ * case (as HTTP field names are), else 0. */
+int fy_slice_ieq(fy_slice s, const char *lit);
+
 typedef struct {
     char *data; /* NULL until the first append */
     size_t len; /* bytes in use */

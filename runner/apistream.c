@@ -23,43 +23,43 @@
 #define AS_PATH_MAX 256
 
 typedef struct {
-    fy_rn_stream_base base; /* first: the tunnel stream (its `out`: the response
-                               bytes the windows did not take, bounded for
-                               streamed bodies) */
+    fy_rn_stream_base base; /* first */
     fy_api *api;
     fy_api_call *call;
     fy_buf body;
+    fyp_trailers usage;
     char key_id[128];
     char method[FYP_MAX_METHOD_LEN + 1];
     char path[AS_PATH_MAX];
     unsigned req_ended : 1;
-    unsigned handled : 1;  /* given to the API (or answered) */
+    unsigned handled : 1;   /* given to the API (or answered) */
+    unsigned finishing : 1; /* the API finished: END_STREAM/TRAILERS once `out` is sent */
+    unsigned has_usage : 1;
     unsigned in_reset : 1; /* on_reset is cancelling the call */
 } api_stream;
 
 static void as_free(api_stream *st)
 {
-    fy_rn_st_detach(&st->base);
     fy_buf_free(&st->body);
-    free(st);
+    fy_rn_stream_free(&st->base);
 }
 
 static void as_reset(api_stream *st, uint32_t code)
 {
-    fy_rn_st_reset(&st->base, code);
+    fy_rn_stream_reset(&st->base, code);
     as_free(st);
 }
 
-/* Sends what `out` holds, then ends the half once the API finished.
- * Returns 1 when ST was freed. */
+/* Sends what `out` holds, then ends the half once the API finished (with
+ * the usage as TRAILERS when it reported one). Returns 1 when ST was freed. */
 static int as_pump(api_stream *st)
 {
-    int rc = fy_rn_st_pump(&st->base);
+    int rc = fy_rn_stream_flush(&st->base, st->finishing, st->has_usage ? &st->usage : NULL);
     if (rc < 0) {
         as_reset(st, FYP_ERR_INTERNAL);
         return 1;
     }
-    if (rc == 0 && st->base.resp_ended && st->req_ended) {
+    if (st->base.ended && st->req_ended) {
         as_free(st);
         return 1;
     }
@@ -85,20 +85,18 @@ static int as_head(api_stream *st, int status, const fy_http_header *h, size_t n
         k++;
     }
     fyp_response r = {.status = (uint16_t)status, .headers = {f, k}};
-    return fy_rn_st_respond(&st->base, &r);
+    return fy_rn_stream_respond(&st->base, &r);
 }
 
-/* The API finished: the half ends once `out` is sent, with the usage as
- * TRAILERS when there is one. */
-static void as_finish(api_stream *st, const fy_oai_usage *u)
+static void as_set_usage(api_stream *st, const fy_oai_usage *u)
 {
-    fyp_trailers t = {.has_usage = 1};
     if (u) {
-        t.prompt_tokens = (uint32_t)(u->prompt_tokens > 0 ? u->prompt_tokens : 0);
-        t.completion_tokens = (uint32_t)(u->completion_tokens > 0 ? u->completion_tokens : 0);
+        st->has_usage = 1;
+        st->usage.has_usage = 1;
+        st->usage.prompt_tokens = (uint32_t)(u->prompt_tokens > 0 ? u->prompt_tokens : 0);
+        st->usage.completion_tokens =
+            (uint32_t)(u->completion_tokens > 0 ? u->completion_tokens : 0);
     }
-    fy_rn_st_finish(&st->base, u ? &t : NULL);
-    as_pump(st);
 }
 
 static int tp_respond(void *t, int status, const fy_http_header *h, size_t n, const char *body,
@@ -111,12 +109,13 @@ static int tp_respond(void *t, int status, const fy_http_header *h, size_t n, co
         return FY_ECLOSED;
     }
     /* A whole body is in memory already: `out` may hold all of it. */
-    st->base.out.max = len + st->base.out.len + 1;
-    if (len && fy_buf_append(&st->base.out, body, len)) {
+    if (fy_rn_stream_queue(&st->base, body, len)) {
         as_reset(st, FYP_ERR_INTERNAL);
         return FY_ENOMEM;
     }
-    as_finish(st, u);
+    as_set_usage(st, u);
+    st->finishing = 1;
+    as_pump(st);
     return 0;
 }
 
@@ -129,8 +128,9 @@ static int tp_start(void *t, int status, const fy_http_header *h, size_t n)
 static int tp_write(void *t, const char *data, size_t len)
 {
     api_stream *st = t;
-    /* The windows are full (a slow public client): `out` is a bounded backlog. */
-    int rc = fy_rn_st_write(&st->base, data, len);
+    /* The windows are full (a slow public client): the queue is a bounded
+     * backlog, over which the API gives up. */
+    int rc = fy_rn_stream_write(&st->base, data, len);
     return rc < 0 ? rc : 0;
 }
 
@@ -138,7 +138,9 @@ static int tp_end(void *t, const fy_oai_usage *u)
 {
     api_stream *st = t;
     st->call = NULL;
-    as_finish(st, u);
+    as_set_usage(st, u);
+    st->finishing = 1;
+    as_pump(st);
     return 0;
 }
 
@@ -189,7 +191,9 @@ static void as_fail(api_stream *st, int status, const char *code, const char *ms
 static void as_on_data(void *arg, const char *data, size_t len, int end)
 {
     api_stream *st = arg;
-    fy_rn_st_consume(&st->base, len);
+    if (len) {
+        fy_rn_stream_consume(&st->base, len);
+    }
     if (!st->handled && len && fy_buf_append(&st->body, data, len)) {
         fy_buf_free(&st->body);
         if (end) {
@@ -204,7 +208,7 @@ static void as_on_data(void *arg, const char *data, size_t len, int end)
     st->req_ended = 1;
     if (!st->handled) {
         as_serve(st);
-    } else if (st->base.resp_ended) {
+    } else if (st->base.ended) {
         as_free(st);
     }
 }
@@ -236,15 +240,15 @@ static void field_copy(char *dst, size_t cap, fy_slice v)
     dst[n] = '\0';
 }
 
-void fy_rn_apistream_open(void *api, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
-                          int end_stream)
+static void as_open(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
+                    int end_stream)
 {
-    api_stream *st = calloc(1, sizeof *st);
+    fy_api *api = arg;
+    api_stream *st =
+        (api_stream *)fy_rn_stream_new(conn, id, sizeof *st, &as_ops, FY_API_MAX_BACKLOG);
     if (!st) {
-        fy_rn_st_refuse(conn, id);
         return;
     }
-    fy_rn_st_attach(&st->base, &as_ops, conn, id, FY_API_MAX_BACKLOG);
     st->api = api;
     fy_buf_init(&st->body, FY_API_MAX_BODY);
 
@@ -277,4 +281,9 @@ void fy_rn_apistream_open(void *api, fy_rn_conn *conn, uint32_t id, const fyp_re
         st->req_ended = 1;
         as_serve(st);
     }
+}
+
+fy_rn_opener fy_rn_apistream_opener(fy_api *api)
+{
+    return (fy_rn_opener){as_open, api};
 }

@@ -32,10 +32,12 @@ typedef struct {
     fy_chat_template *tmpl;
     fy_api *api;
     fy_http_server *http;
+    fy_tls_config *tls; /* the tunnel's; outlives it */
     uint64_t drain_ms;
     int signals;
     int stopping; /* parts still closing: tunnel, listener */
     int drained;
+    int signals_open; /* sigterm and sigint initialised */
 } run_ctx;
 
 static void usage(FILE *f, const fy_opt *opts)
@@ -179,9 +181,7 @@ static void on_signal(uv_signal_t *h, int signum)
     }
 }
 
-/* Loads the engine, the chat template and the API; starts the local
- * listener when LISTEN is set. Returns 0, or 1/2 (exit status) after
- * printing why. */
+/* The options of model mode (--model and what goes with it). */
 typedef struct {
     const char *model, *served_name, *listen, *device, *chat_template, *gpu_util, *kv_dtype;
     uint64_t kv_bytes, ping_ms;
@@ -315,7 +315,10 @@ static int gguf_template(const fy_engine *e, const char *override, fy_chat_templ
     return 0;
 }
 
-static int model_start(run_ctx *r, const model_opts *m)
+/* Loads the engine and the chat template (into r->engine, r->tmpl; a model
+ * without a template is served without chat). *T0 is when loading began.
+ * Returns 0, or 1/2 (exit status) after printing why. */
+static int model_load(run_ctx *r, const model_opts *m, uint64_t *t0)
 {
     char err[1024];
     fy_engine_options eo = {
@@ -338,7 +341,7 @@ static int model_start(run_ctx *r, const model_opts *m)
     if (hf_dir) {
         rc = fy_chat_template_load(m->model, m->chat_template, &r->tmpl, err, sizeof err);
     }
-    uint64_t t0 = uv_hrtime();
+    *t0 = uv_hrtime();
     if (rc == 0 || rc == FY_ENOENT) {
         int lrc = fy_engine_create(&eo, &r->engine, err, sizeof err);
         if (lrc) {
@@ -361,6 +364,43 @@ static int model_start(run_ctx *r, const model_opts *m)
                 err);
         return 2;
     }
+    return 0;
+}
+
+/* Starts the local listener on m->listen for the API. Returns 0, or 2 after
+ * printing why not. */
+static int model_listen(run_ctx *r, const model_opts *m, const char *name)
+{
+    fy_http_server_options ho = {
+        .listen = m->listen,
+        .on_request = fy_api_http_handler,
+        .data = r->api,
+        .max_body = FY_API_MAX_BODY,
+        /* A long generation may send nothing for a while between
+         * tokens; pings keep streams alive, so only idle keep-alive
+         * connections time out. */
+        .server_header = "ferry-runner",
+    };
+    int rc = fy_http_server_new(&r->loop, &ho, &r->http);
+    if (rc) {
+        fprintf(stderr, "ferry-runner run: cannot listen on %s: %s\n", m->listen, fy_strerror(rc));
+        return 2;
+    }
+    fy_log_event(FY_LOG_INFO, "runner", "listening",
+                 json_pack("{s:s, s:i, s:s}", "listen", m->listen, "port",
+                           fy_http_server_port(r->http), "model", name));
+    return 0;
+}
+
+/* Loads the model, makes the API over it and starts the local listener when
+ * m->listen is set. Returns 0, or 1/2 (exit status) after printing why. */
+static int model_start(run_ctx *r, const model_opts *m)
+{
+    uint64_t t0 = 0;
+    int rc = model_load(r, m, &t0);
+    if (rc) {
+        return rc;
+    }
     const char *name = m->served_name ? m->served_name : fy_engine_model_name(r->engine);
     fy_api_options ao = {
         .loop = &r->loop,
@@ -382,283 +422,299 @@ static int model_start(run_ctx *r, const model_opts *m)
                            fy_engine_max_context(r->engine), "kv_cache_dtype", es.kv_dtype,
                            "kv_cache_blocks", es.blocks_total, "load_ms",
                            (json_int_t)((uv_hrtime() - t0) / 1000000)));
-    if (m->listen) {
-        fy_http_server_options ho = {
-            .listen = m->listen,
-            .on_request = fy_api_http_handler,
-            .data = r->api,
-            .max_body = FY_API_MAX_BODY,
-            /* A long generation may send nothing for a while between
-             * tokens; pings keep streams alive, so only idle keep-alive
-             * connections time out. */
-            .server_header = "ferry-runner",
-        };
-        if ((rc = fy_http_server_new(&r->loop, &ho, &r->http))) {
-            fprintf(stderr, "ferry-runner run: cannot listen on %s: %s\n", m->listen,
-                    fy_strerror(rc));
-            return 2;
-        }
-        fy_log_event(FY_LOG_INFO, "runner", "listening",
-                     json_pack("{s:s, s:i, s:s}", "listen", m->listen, "port",
-                               fy_http_server_port(r->http), "model", name));
-    }
-    return 0;
+    return m->listen ? model_listen(r, m, name) : 0;
 }
 
-int fy_rn_run_main(int argc, char **argv)
+/* What `run` was asked: filled by run_parse (the config file, then the
+ * command line), checked by run_validate, used by run_start. */
+typedef struct {
+    const char *data_dir, *upstream, *config, *port_file;
+    fy_strlist gateways;
+    long long connections, max_streams;
+    uint64_t hb_timeout, drain, up_timeout, models_refresh;
+    int help, check;
+    int npos; /* positional arguments given (none is accepted) */
+    model_opts mo;
+    fy_cli_log_opts log;
+    json_t *cfg_root; /* the config file: its strings are what O points to */
+} run_opts;
+
+#define RUN_NOPTS 40 /* room in the option table, its end included */
+
+/* Sets O to the defaults and OPTS to the option table writing into O. */
+static void run_opts_init(run_opts *o, fy_opt opts[RUN_NOPTS])
 {
-    const char *data_dir = NULL, *upstream = NULL, *config = NULL, *port_file = NULL;
-    fy_strlist gateways = {0};
-    long long connections = 2, max_streams = 4096;
-    uint64_t hb_timeout = 30000, drain = 30000, up_timeout = 300000, models_refresh = 60000;
-    int help = 0, check = 0;
-    model_opts mo = {.ping_ms = FY_API_PING_MS};
-    fy_cli_log_opts log = {0};
-    const fy_opt opts[] = {
-        {"data-dir", FY_OPT_STR, &data_dir, "DIR",
+    memset(o, 0, sizeof *o);
+    o->connections = 2;
+    o->max_streams = 4096;
+    o->hb_timeout = 30000;
+    o->drain = 30000;
+    o->up_timeout = 300000;
+    o->models_refresh = 60000;
+    o->mo.ping_ms = FY_API_PING_MS;
+    const fy_opt v[] = {
+        {"data-dir", FY_OPT_STR, &o->data_dir, "DIR",
          "the enrolled runner directory (required with --upstream)"},
-        {"upstream", FY_OPT_STR, &upstream, "URL",
+        {"upstream", FY_OPT_STR, &o->upstream, "URL",
          "the local HTTP server to publish, http://127.0.0.1:PORT[/base]"},
-        {"model", FY_OPT_STR, &mo.model, "DIR|FILE.gguf|ollama:NAME[:TAG]",
+        {"model", FY_OPT_STR, &o->mo.model, "DIR|FILE.gguf|ollama:NAME[:TAG]",
          "serve this model with the built-in engine: a Hugging Face directory, a GGUF file, "
          "or a model in Ollama's store"},
-        {"served-model-name", FY_OPT_STR, &mo.served_name, "NAME",
+        {"served-model-name", FY_OPT_STR, &o->mo.served_name, "NAME",
          "the model id clients use (default: the directory's name; for GGUF, NAME:TAG from "
          "Ollama, else general.name, else the file's name without .gguf)"},
-        {"listen", FY_OPT_STR, &mo.listen, "ADDR:PORT",
+        {"listen", FY_OPT_STR, &o->mo.listen, "ADDR:PORT",
          "serve the API locally too (default 127.0.0.1:8080 without --data-dir)"},
-        {"device", FY_OPT_STR, &mo.device, "cpu|cuda[:N]", "where the engine runs (default cpu)"},
-        {"kv-cache-memory", FY_OPT_SIZE, &mo.kv_bytes, "SIZE",
+        {"device", FY_OPT_STR, &o->mo.device, "cpu|cuda[:N]",
+         "where the engine runs (default cpu)"},
+        {"kv-cache-memory", FY_OPT_SIZE, &o->mo.kv_bytes, "SIZE",
          "KV cache memory, e.g. 4GiB (default 1GiB)"},
-        {"gpu-memory-utilization", FY_OPT_STR, &mo.gpu_util, "F",
+        {"gpu-memory-utilization", FY_OPT_STR, &o->mo.gpu_util, "F",
          "on a GPU, give the KV cache this fraction (0 < F <= 1) of the memory left free "
          "after the weights, instead of --kv-cache-memory"},
-        {"kv-cache-dtype", FY_OPT_STR, &mo.kv_dtype, "auto|f32|f16|bf16",
+        {"kv-cache-dtype", FY_OPT_STR, &o->mo.kv_dtype, "auto|f32|f16|bf16",
          "the KV cache's element type; auto is f32 on the CPU (f16 keeps greedy outputs but "
          "moves logits ~5e-4 off the exact reference) and f16 on CUDA. "
          "f16 and bf16 take half of f32's bytes, so a given --kv-cache-memory holds twice the "
          "sequences"},
-        {"tensor-parallel", FY_OPT_INT, &mo.tensor_parallel, "N",
+        {"tensor-parallel", FY_OPT_INT, &o->mo.tensor_parallel, "N",
          "split the model over N ranks: GPUs cuda:D..D+N-1 with --device cuda:D, or N CPU "
          "ranks (default 1)"},
-        {"max-num-seqs", FY_OPT_INT, &mo.max_seqs, "N", "sequences per engine step (default 64)"},
-        {"max-num-batched-tokens", FY_OPT_INT, &mo.max_batched, "N",
+        {"max-num-seqs", FY_OPT_INT, &o->mo.max_seqs, "N",
+         "sequences per engine step (default 64)"},
+        {"max-num-batched-tokens", FY_OPT_INT, &o->mo.max_batched, "N",
          "token budget per engine step (default 512)"},
-        {"max-queue", FY_OPT_INT, &mo.max_queue, "N",
+        {"max-queue", FY_OPT_INT, &o->mo.max_queue, "N",
          "requests waiting for the engine before 503 (default 256)"},
-        {"chat-template", FY_OPT_STR, &mo.chat_template, "FILE",
+        {"chat-template", FY_OPT_STR, &o->mo.chat_template, "FILE",
          "a Jinja chat template replacing the model's"},
-        {"threads", FY_OPT_INT, &mo.threads, "N", "CPU engine threads (default: one per core)"},
-        {"sse-ping-interval", FY_OPT_DURATION, &mo.ping_ms, "DURATION",
+        {"threads", FY_OPT_INT, &o->mo.threads, "N", "CPU engine threads (default: one per core)"},
+        {"sse-ping-interval", FY_OPT_DURATION, &o->mo.ping_ms, "DURATION",
          "SSE ': ping' comment after this long without a token (default 5s)"},
-        {"listen-port-file", FY_OPT_STR, &port_file, "FILE",
+        {"listen-port-file", FY_OPT_STR, &o->port_file, "FILE",
          "write the local listener's port here once bound (for scripts using port 0)"},
-        {"gateway", FY_OPT_STRLIST, &gateways, "HOST:PORT",
+        {"gateway", FY_OPT_STRLIST, &o->gateways, "HOST:PORT",
          "a gateway's tunnel listener; repeat for several (default: the enrolled one)"},
-        {"connections", FY_OPT_INT, &connections, "N",
+        {"connections", FY_OPT_INT, &o->connections, "N",
          "tunnel connections to keep, spread over the gateways (default 2)"},
-        {"heartbeat-timeout", FY_OPT_DURATION, &hb_timeout, "DURATION",
+        {"heartbeat-timeout", FY_OPT_DURATION, &o->hb_timeout, "DURATION",
          "declare a silent gateway dead after this (default 30s, at least 3s)"},
-        {"drain-timeout", FY_OPT_DURATION, &drain, "DURATION",
+        {"drain-timeout", FY_OPT_DURATION, &o->drain, "DURATION",
          "on SIGTERM, wait at most this for requests in flight (default 30s)"},
-        {"upstream-timeout", FY_OPT_DURATION, &up_timeout, "DURATION",
+        {"upstream-timeout", FY_OPT_DURATION, &o->up_timeout, "DURATION",
          "answer 504 when the upstream sends nothing for this long (default 5m)"},
-        {"upstream-models-refresh", FY_OPT_DURATION, &models_refresh, "DURATION",
+        {"upstream-models-refresh", FY_OPT_DURATION, &o->models_refresh, "DURATION",
          "read the upstream's /v1/models again this often and announce its models "
          "(default 1m; 0s: only at start)"},
-        {"max-streams", FY_OPT_INT, &max_streams, "N",
+        {"max-streams", FY_OPT_INT, &o->max_streams, "N",
          "concurrent requests accepted per connection (default 4096)"},
-        {"config", FY_OPT_STR, &config, "FILE", "read options from this JSON file first"},
-        {"check-config", FY_OPT_FLAG, &check, NULL,
+        {"config", FY_OPT_STR, &o->config, "FILE", "read options from this JSON file first"},
+        {"check-config", FY_OPT_FLAG, &o->check, NULL,
          "check the options and the config file, print them and exit"},
-        FY_CLI_LOG_OPTS(&log),
-        {"help", FY_OPT_FLAG, &help, NULL, "show this help"},
+        FY_CLI_LOG_OPTS(&o->log),
+        {"help", FY_OPT_FLAG, &o->help, NULL, "show this help"},
         {0},
     };
+    _Static_assert(sizeof v / sizeof v[0] <= RUN_NOPTS, "RUN_NOPTS is too small");
+    memcpy(opts, v, sizeof v);
+}
+
+/* Reads the config file (with --config) and then the command line into O:
+ * gateways on the command line replace the file's list. Returns -1 to go
+ * on, or the exit status: 0 after --help, 2 after printing why the options
+ * were refused. */
+static int run_parse(run_opts *o, const fy_opt *opts, int argc, char **argv)
+{
     char err[512];
     char *pos[argc > 0 ? argc : 1];
-    int npos = 0, status = 1;
-    json_t *cfg_root = NULL;
-    fy_tls_config *tls = NULL;
-    run_ctx r;
-    memset(&r, 0, sizeof r);
-    int loop_ok = 0;
-
     const char *cfg_path = fy_args_find(argc - 1, argv + 1, "config");
     if (cfg_path) {
-        cfg_root = fy_config_load(cfg_path, opts, err, sizeof err);
-        if (!cfg_root) {
+        o->cfg_root = fy_config_load(cfg_path, opts, err, sizeof err);
+        if (!o->cfg_root) {
             fprintf(stderr, "ferry-runner run: %s\n", err);
             return 2;
         }
     }
-    /* Gateways on the command line replace the config file's list. */
-    fy_strlist from_cfg = gateways;
-    memset(&gateways, 0, sizeof gateways);
-    if (fy_args_parse(opts, argc - 1, argv + 1, pos, &npos, err, sizeof err) ||
-        fy_cli_log_apply(&log, err, sizeof err)) {
+    fy_strlist from_cfg = o->gateways;
+    memset(&o->gateways, 0, sizeof o->gateways);
+    if (fy_args_parse(opts, argc - 1, argv + 1, pos, &o->npos, err, sizeof err) ||
+        fy_cli_log_apply(&o->log, err, sizeof err)) {
         fprintf(stderr, "ferry-runner run: %s\n", err);
-        status = 2;
-        goto out;
+        return 2;
     }
-    if (gateways.n == 0) {
-        gateways = from_cfg;
+    if (o->gateways.n == 0) {
+        o->gateways = from_cfg;
     }
-    if (help) {
+    if (o->help) {
         usage(stdout, opts);
-        status = 0;
-        goto out;
+        return 0;
     }
-    const char *problem = NULL;
-    char host[256];
+    return -1;
+}
+
+/* What is wrong with the choice between --model and --upstream and the
+ * options that go with each, or NULL. ERR holds the message when it is not
+ * a constant. */
+static const char *mode_problem(run_opts *o, char *err, size_t errlen)
+{
+    const model_opts *m = &o->mo;
+    if (o->npos) {
+        return "unexpected argument (see --help)";
+    }
+    if (m->model && o->upstream) {
+        return "give --model or --upstream, not both";
+    }
+    if (!m->model && (!o->data_dir || !o->upstream)) {
+        return "--data-dir and --upstream are required (see --help)";
+    }
+    if (!m->model && (m->listen || m->served_name || m->chat_template || m->device || m->gpu_util ||
+                      m->tensor_parallel || m->kv_bytes || m->kv_dtype)) {
+        return "--listen, --served-model-name, --chat-template, --device, "
+               "--kv-cache-memory, --kv-cache-dtype, --gpu-memory-utilization and "
+               "--tensor-parallel need --model";
+    }
+    return m->model ? model_opts_check(&o->mo, err, errlen) : NULL;
+}
+
+/* The first option out of its range, or NULL. */
+static const char *range_problem(const run_opts *o)
+{
+    const model_opts *m = &o->mo;
+    if (m->threads < 0 || m->threads > 1024) {
+        return "--threads must be 0 to 1024";
+    }
+    if (m->max_seqs < 0 || m->max_seqs > 4096 || m->max_batched < 0 || m->max_batched > 1048576 ||
+        m->max_queue < 0 || m->max_queue > 1000000) {
+        return "--max-num-seqs, --max-num-batched-tokens or --max-queue out of range";
+    }
+    if (m->ping_ms < 100 || m->ping_ms > 600000) {
+        return "--sse-ping-interval must be 100ms to 10m";
+    }
+    if (o->connections < 1 || o->connections > RUN_MAX_CONNECTIONS) {
+        return "--connections must be 1 to 64";
+    }
+    if (o->hb_timeout < 3000 || o->hb_timeout > 1800000) {
+        return "--heartbeat-timeout must be 3s to 30m";
+    }
+    if (o->drain > 3600000) {
+        return "--drain-timeout must be at most 1h";
+    }
+    if (o->up_timeout < 1000 || o->up_timeout > 86400000) {
+        return "--upstream-timeout must be 1s to 24h";
+    }
+    if (o->models_refresh != 0 && (o->models_refresh < 1000 || o->models_refresh > 86400000)) {
+        return "--upstream-models-refresh must be 0s or 1s to 24h";
+    }
+    if (o->max_streams < 1 || o->max_streams > 100000) {
+        return "--max-streams must be 1 to 100000";
+    }
+    return NULL;
+}
+
+/* Checks O: the mode, the ranges, then each --gateway. Then fills the
+ * default that depends on the mode (a model without a gateway serves
+ * locally, like vllm serve). Returns -1 to go on, or 2 after printing what
+ * is wrong. */
+static int run_validate(run_opts *o)
+{
+    char err[512], host[256];
     int port;
-    if (npos) {
-        problem = "unexpected argument (see --help)";
-    } else if (mo.model && upstream) {
-        problem = "give --model or --upstream, not both";
-    } else if (!mo.model && (!data_dir || !upstream)) {
-        problem = "--data-dir and --upstream are required (see --help)";
-    } else if (!mo.model && (mo.listen || mo.served_name || mo.chat_template || mo.device ||
-                             mo.gpu_util || mo.tensor_parallel || mo.kv_bytes || mo.kv_dtype)) {
-        problem = "--listen, --served-model-name, --chat-template, --device, "
-                  "--kv-cache-memory, --kv-cache-dtype, --gpu-memory-utilization and "
-                  "--tensor-parallel need --model";
-    } else if (mo.model && (problem = model_opts_check(&mo, err, sizeof err))) {
-        /* problem says what */
-    } else if (mo.threads < 0 || mo.threads > 1024) {
-        problem = "--threads must be 0 to 1024";
-    } else if (mo.max_seqs < 0 || mo.max_seqs > 4096 || mo.max_batched < 0 ||
-               mo.max_batched > 1048576 || mo.max_queue < 0 || mo.max_queue > 1000000) {
-        problem = "--max-num-seqs, --max-num-batched-tokens or --max-queue out of range";
-    } else if (mo.ping_ms < 100 || mo.ping_ms > 600000) {
-        problem = "--sse-ping-interval must be 100ms to 10m";
-    } else if (connections < 1 || connections > RUN_MAX_CONNECTIONS) {
-        problem = "--connections must be 1 to 64";
-    } else if (hb_timeout < 3000 || hb_timeout > 1800000) {
-        problem = "--heartbeat-timeout must be 3s to 30m";
-    } else if (drain > 3600000) {
-        problem = "--drain-timeout must be at most 1h";
-    } else if (up_timeout < 1000 || up_timeout > 86400000) {
-        problem = "--upstream-timeout must be 1s to 24h";
-    } else if (models_refresh != 0 && (models_refresh < 1000 || models_refresh > 86400000)) {
-        problem = "--upstream-models-refresh must be 0s or 1s to 24h";
-    } else if (max_streams < 1 || max_streams > 100000) {
-        problem = "--max-streams must be 1 to 100000";
+    const char *problem = mode_problem(o, err, sizeof err);
+    if (!problem) {
+        problem = range_problem(o);
     }
-    for (size_t i = 0; !problem && i < gateways.n; i++) {
-        if (fy_rn_hostport_parse(gateways.v[i], host, sizeof host, &port)) {
-            snprintf(err, sizeof err, "--gateway '%s' is not HOST:PORT", gateways.v[i]);
+    for (size_t i = 0; !problem && i < o->gateways.n; i++) {
+        if (fy_rn_hostport_parse(o->gateways.v[i], host, sizeof host, &port)) {
+            snprintf(err, sizeof err, "--gateway '%s' is not HOST:PORT", o->gateways.v[i]);
             problem = err;
         }
     }
     if (problem) {
         fprintf(stderr, "ferry-runner run: %s\n", problem);
-        status = 2;
-        goto out;
+        return 2;
     }
-    if (uv_loop_init(&r.loop)) {
-        fprintf(stderr, "ferry-runner run: cannot create an event loop\n");
-        goto out;
+    if (o->mo.model && !o->data_dir && !o->mo.listen) {
+        o->mo.listen = "127.0.0.1:8080";
     }
-    loop_ok = 1;
-    int rc = 0;
-    if (mo.model && !data_dir && !mo.listen) {
-        mo.listen = "127.0.0.1:8080"; /* no gateway: serve locally, like vllm serve */
-    }
-    if (upstream) {
-        fy_rn_upstream_options uo = {.url = upstream, .timeout_ms = (unsigned)up_timeout};
-        rc = fy_rn_upstream_new(&r.loop, &uo, &r.upstream, err, sizeof err);
-        if (rc) {
-            fprintf(stderr, "ferry-runner run: %s\n", err);
-            status = rc == FY_ENOMEM ? 1 : 2;
-            goto out;
-        }
-    }
-    if (check && mo.model) {
+    return -1;
+}
+
+/* --check-config: the options as they will be used. */
+static void run_print_config(const run_opts *o)
+{
+    const model_opts *m = &o->mo;
+    if (m->model) {
         printf("config ok\n  model              %s\n  listen             %s\n  data-dir           "
                "%s\n  device             %s\n  tensor-parallel    %lld\n",
-               mo.model, mo.listen ? mo.listen : "(none)", data_dir ? data_dir : "(none)",
-               mo.device ? mo.device : "cpu", mo.tensor_parallel > 1 ? mo.tensor_parallel : 1);
-        if (mo.kv_fraction > 0) {
-            printf("  gpu-memory-utilization %g\n", mo.kv_fraction);
+               m->model, m->listen ? m->listen : "(none)", o->data_dir ? o->data_dir : "(none)",
+               m->device ? m->device : "cpu", m->tensor_parallel > 1 ? m->tensor_parallel : 1);
+        if (m->kv_fraction > 0) {
+            printf("  gpu-memory-utilization %g\n", m->kv_fraction);
         }
-        printf("  kv-cache-dtype     %s\n", mo.kv_dtype ? mo.kv_dtype : "auto");
-        status = 0;
-        goto out;
+        printf("  kv-cache-dtype     %s\n", m->kv_dtype ? m->kv_dtype : "auto");
+        return;
     }
-    if (check) {
-        printf("config ok\n  data-dir           %s\n  upstream           %s\n", data_dir, upstream);
-        for (size_t i = 0; i < gateways.n; i++) {
-            printf("  gateway            %s\n", gateways.v[i]);
-        }
-        if (gateways.n == 0) {
-            printf("  gateway            (the enrolled one, from %s/%s)\n", data_dir, FY_RN_CONFIG);
-        }
-        printf("  connections        %lld\n  heartbeat-timeout  %llu ms\n"
-               "  drain-timeout      %llu ms\n  upstream-timeout   %llu ms\n"
-               "  max-streams        %lld\n  upstream-models-refresh %llu ms\n",
-               connections, (unsigned long long)hb_timeout, (unsigned long long)drain,
-               (unsigned long long)up_timeout, max_streams, (unsigned long long)models_refresh);
-        status = 0;
-        goto out;
+    printf("config ok\n  data-dir           %s\n  upstream           %s\n", o->data_dir,
+           o->upstream);
+    for (size_t i = 0; i < o->gateways.n; i++) {
+        printf("  gateway            %s\n", o->gateways.v[i]);
     }
+    if (o->gateways.n == 0) {
+        printf("  gateway            (the enrolled one, from %s/%s)\n", o->data_dir, FY_RN_CONFIG);
+    }
+    printf("  connections        %lld\n  heartbeat-timeout  %llu ms\n"
+           "  drain-timeout      %llu ms\n  upstream-timeout   %llu ms\n"
+           "  max-streams        %lld\n  upstream-models-refresh %llu ms\n",
+           o->connections, (unsigned long long)o->hb_timeout, (unsigned long long)o->drain,
+           (unsigned long long)o->up_timeout, o->max_streams,
+           (unsigned long long)o->models_refresh);
+}
 
-    signal(SIGPIPE, SIG_IGN);
-    uv_signal_init(&r.loop, &r.sigterm);
-    uv_signal_init(&r.loop, &r.sigint);
-    r.sigterm.data = r.sigint.data = &r;
-    r.drain_ms = drain;
-    if (mo.model) {
-        if ((rc = model_start(&r, &mo))) {
-            status = rc;
-            goto out_signals;
-        }
-        if (port_file) {
-            char pb[16];
-            snprintf(pb, sizeof pb, "%d\n", r.http ? fy_http_server_port(r.http) : 0);
-            fy_file_write_atomic(port_file, pb, strlen(pb), 0644);
-        }
-        if (!data_dir) {
-            uv_signal_start(&r.sigterm, on_signal, SIGTERM);
-            uv_signal_start(&r.sigint, on_signal, SIGINT);
-            uv_run(&r.loop, UV_RUN_DEFAULT);
-            status = r.drained ? 0 : 1;
-            goto out;
-        }
-    }
+static void run_signals_start(run_ctx *r)
+{
+    uv_signal_start(&r->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&r->sigint, on_signal, SIGINT);
+}
 
-    fy_rn_enrollment e;
-    if ((rc = fy_rn_enrollment_load(data_dir, &e, err, sizeof err))) {
-        if (rc == FY_ENOENT) {
-            fprintf(stderr,
-                    "ferry-runner run: %s is not an enrolled runner directory (no %s); run "
-                    "'ferry-runner enroll' first\n",
-                    data_dir, FY_RN_CONFIG);
-        } else {
-            fprintf(stderr, "ferry-runner run: %s\n", err);
-        }
-        goto out_signals;
+/* Reads the enrollment of O's data dir and picks the gateways: the command
+ * line's, else the enrolled ones (into GW, *NGW of them). Returns -1 to go
+ * on, or the exit status after printing why not. */
+static int run_enrollment(const run_opts *o, fy_rn_enrollment *e, const char **gw, size_t *ngw)
+{
+    char err[512];
+    int rc = fy_rn_enrollment_load(o->data_dir, e, err, sizeof err);
+    if (rc == FY_ENOENT) {
+        fprintf(stderr,
+                "ferry-runner run: %s is not an enrolled runner directory (no %s); run "
+                "'ferry-runner enroll' first\n",
+                o->data_dir, FY_RN_CONFIG);
+        return 1;
+    } else if (rc) {
+        fprintf(stderr, "ferry-runner run: %s\n", err);
+        return 1;
     }
-    const char *gw_list[FY_STRLIST_MAX];
-    size_t ngw = 0;
-    for (size_t i = 0; i < gateways.n; i++) {
-        gw_list[ngw++] = gateways.v[i];
+    *ngw = 0;
+    for (size_t i = 0; i < o->gateways.n; i++) {
+        gw[(*ngw)++] = o->gateways.v[i];
     }
-    for (size_t i = 0; ngw == 0 && i < e.ngateways; i++) {
-        gw_list[i] = e.gateways[i];
-        if (i + 1 == e.ngateways) {
-            ngw = e.ngateways;
-        }
+    for (size_t i = 0; o->gateways.n == 0 && i < e->ngateways; i++) {
+        gw[(*ngw)++] = e->gateways[i];
     }
-    if (ngw == 0) {
+    if (*ngw == 0) {
         fprintf(stderr, "ferry-runner run: no gateway: give --gateway HOST:PORT\n");
-        status = 2;
-        goto out_signals;
+        return 2;
     }
-    char key[4096], cert[4096], ca[4096];
-    fy_path_join(key, sizeof key, data_dir, FY_RN_KEY);
-    fy_path_join(cert, sizeof cert, data_dir, FY_RN_CERT);
-    fy_path_join(ca, sizeof ca, data_dir, FY_RN_CA);
+    return -1;
+}
+
+/* The tunnel's TLS configuration from DIR's key, certificate and CA (into
+ * r->tls). Returns 0, or 1 after printing why not. */
+static int run_tls(run_ctx *r, const char *dir)
+{
+    char key[4096], cert[4096], ca[4096], err[512];
+    fy_path_join(key, sizeof key, dir, FY_RN_KEY);
+    fy_path_join(cert, sizeof cert, dir, FY_RN_CERT);
+    fy_path_join(ca, sizeof ca, dir, FY_RN_CA);
     struct stat sb;
     if (stat(key, &sb) == 0 && (sb.st_mode & 077)) {
         fy_log_event(FY_LOG_WARN, "runner", "the private key is readable by other users",
@@ -671,103 +727,210 @@ int fy_rn_run_main(int argc, char **argv)
         .ca_file = ca,
         .alpn = (const char **)alpn,
     };
-    if (fy_tls_config_new(&to, &tls, err, sizeof err)) {
+    if (fy_tls_config_new(&to, &r->tls, err, sizeof err)) {
         fprintf(stderr, "ferry-runner run: %s\n", err);
-        goto out_signals;
+        return 1;
     }
-    const char *served =
-        r.api ? (mo.served_name ? mo.served_name : fy_engine_model_name(r.engine)) : NULL;
-    const char *const *models = served ? &served : NULL;
-    size_t n_models = served ? 1 : 0;
-    if (r.upstream) {
-        /* Announce what the upstream serves from the first HELLO on: read
-         * its /v1/models (bounded by the read's deadline) before dialling. */
-        fy_rn_models_options mw = {
-            .base = fy_rn_upstream_base(r.upstream),
-            .refresh_ms = models_refresh,
-            .on_change = on_models,
-            .arg = &r,
-        };
-        if ((rc = fy_rn_models_new(&r.loop, &mw, &r.models))) {
-            fprintf(stderr, "ferry-runner run: cannot read the upstream's models: %s\n",
-                    fy_strerror(rc));
-            goto out_signals;
-        }
-        while (!fy_rn_models_ready(r.models)) {
-            uv_run(&r.loop, UV_RUN_ONCE);
-        }
-        n_models = fy_rn_models_get(r.models, &models);
-    }
-    uv_signal_start(&r.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&r.sigint, on_signal, SIGINT);
+    return 0;
+}
 
-    fy_rn_tunnel_options tno = {
-        .name = e.name,
-        .gateways = gw_list,
-        .ngateways = ngw,
-        .connections = (unsigned)connections,
-        .tls = tls,
-        .heartbeat_timeout_ms = hb_timeout,
-        .max_streams = (uint32_t)max_streams,
-        .open_stream = r.api ? fy_rn_apistream_open : fy_rn_stream_open,
-        .open_arg = r.api ? (void *)r.api : (void *)r.upstream,
-        .serves_api = r.api != NULL,
-        .models = models,
-        .n_models = n_models,
+/* Announces what the upstream serves from the first HELLO on: reads its
+ * /v1/models (bounded by the read's deadline) before dialling, and keeps
+ * reading it every --upstream-models-refresh. Returns 0, or 1 after
+ * printing why not. */
+static int run_upstream_models(run_ctx *r, const run_opts *o, const char *const **models, size_t *n)
+{
+    fy_rn_models_options mw = {
+        .base = fy_rn_upstream_base(r->upstream),
+        .refresh_ms = o->models_refresh,
+        .on_change = on_models,
+        .arg = r,
+    };
+    int rc = fy_rn_models_new(&r->loop, &mw, &r->models);
+    if (rc) {
+        fprintf(stderr, "ferry-runner run: cannot read the upstream's models: %s\n",
+                fy_strerror(rc));
+        return 1;
+    }
+    while (!fy_rn_models_ready(r->models)) {
+        uv_run(&r->loop, UV_RUN_ONCE);
+    }
+    *n = fy_rn_models_get(r->models, models);
+    return 0;
+}
+
+static void log_started(const run_opts *o, const fy_rn_tunnel_options *tno, const char *served)
+{
+    json_t *gwj = json_array();
+    for (size_t i = 0; i < tno->ngateways; i++) {
+        json_array_append_new(gwj, json_string(tno->gateways[i]));
+    }
+    fy_log_event(FY_LOG_INFO, "runner", "started",
+                 json_pack("{s:s, s:o, s:I, s:s, s:I}", "runner", tno->name, "gateways", gwj,
+                           "connections", (json_int_t)o->connections,
+                           o->upstream ? "upstream" : "model", o->upstream ? o->upstream : served,
+                           "heartbeat_timeout_ms", (json_int_t)o->hb_timeout));
+}
+
+/* The tunnel's options that come from O and what R serves with. */
+static void tunnel_options(fy_rn_tunnel_options *tno, const run_ctx *r, const run_opts *o)
+{
+    *tno = (fy_rn_tunnel_options){
+        .connections = (unsigned)o->connections,
+        .tls = r->tls,
+        .heartbeat_timeout_ms = o->hb_timeout,
+        .max_streams = (uint32_t)o->max_streams,
+        .opener = r->api ? fy_rn_apistream_opener(r->api) : fy_rn_upstream_opener(r->upstream),
+        .api = r->api != NULL,
     };
     /* For tests: a faster reconnect policy. */
     const char *tb = getenv("FERRY_TEST_BACKOFF_MS");
     if (tb) {
-        tno.backoff_base_ms = strtoull(tb, NULL, 10);
-        tno.backoff_max_ms = tno.backoff_base_ms * 8;
-        tno.stable_ms = tno.backoff_base_ms * 4;
+        tno->backoff_base_ms = strtoull(tb, NULL, 10);
+        tno->backoff_max_ms = tno->backoff_base_ms * 8;
+        tno->stable_ms = tno->backoff_base_ms * 4;
     }
-    if ((rc = fy_rn_tunnel_new(&r.loop, &tno, &r.tunnel))) {
+}
+
+/* Serves through the gateways until drained: enrollment, TLS, the models to
+ * announce, the tunnel. Returns the exit status. */
+static int run_tunnel(run_ctx *r, const run_opts *o)
+{
+    fy_rn_enrollment e;
+    const char *gw[FY_STRLIST_MAX > FY_RN_MAX_GATEWAYS ? FY_STRLIST_MAX : FY_RN_MAX_GATEWAYS];
+    size_t ngw = 0;
+    int status = run_enrollment(o, &e, gw, &ngw);
+    if (status >= 0) {
+        return status;
+    }
+    if (run_tls(r, o->data_dir)) {
+        return 1;
+    }
+    const char *served =
+        r->api ? (o->mo.served_name ? o->mo.served_name : fy_engine_model_name(r->engine)) : NULL;
+    const char *const *models = served ? &served : NULL;
+    size_t n_models = served ? 1 : 0;
+    if (r->upstream && run_upstream_models(r, o, &models, &n_models)) {
+        return 1;
+    }
+    run_signals_start(r);
+    fy_rn_tunnel_options tno;
+    tunnel_options(&tno, r, o);
+    tno.name = e.name;
+    tno.gateways = gw;
+    tno.ngateways = ngw;
+    tno.models = models;
+    tno.n_models = n_models;
+    int rc = fy_rn_tunnel_new(&r->loop, &tno, &r->tunnel);
+    if (rc) {
         fprintf(stderr, "ferry-runner run: cannot start the tunnel: %s\n", fy_strerror(rc));
-        goto out_signals;
+        return 1;
     }
-    json_t *gwj = json_array();
-    for (size_t i = 0; i < ngw; i++) {
-        json_array_append_new(gwj, json_string(gw_list[i]));
-    }
-    fy_log_event(FY_LOG_INFO, "runner", "started",
-                 json_pack("{s:s, s:o, s:I, s:s, s:I}", "runner", e.name, "gateways", gwj,
-                           "connections", (json_int_t)connections, upstream ? "upstream" : "model",
-                           upstream ? upstream : served, "heartbeat_timeout_ms",
-                           (json_int_t)hb_timeout));
-    uv_run(&r.loop, UV_RUN_DEFAULT);
-    status = r.drained ? 0 : 1;
-    goto out;
-out_signals:
-    /* Started nothing that runs: close what model mode opened. */
-    uv_close((uv_handle_t *)&r.sigterm, NULL);
-    uv_close((uv_handle_t *)&r.sigint, NULL);
-    if (r.http) {
-        fy_http_server_close(r.http, NULL, NULL);
-        r.http = NULL;
-    }
-    fy_api_free(r.api);
-    r.api = NULL;
-    if (r.engine) {
-        fy_engine_destroy(r.engine);
-        r.engine = NULL;
-    }
-out:
-    fy_rn_models_free(r.models);
-    r.models = NULL;
-    if (r.upstream) {
-        fy_rn_upstream_free(r.upstream);
-        r.upstream = NULL;
-    }
-    if (loop_ok) {
-        uv_run(&r.loop, UV_RUN_DEFAULT);
-        if (uv_loop_close(&r.loop)) {
-            fy_log_event(FY_LOG_WARN, "runner", "event loop closed with handles open", NULL);
+    log_started(o, &tno, served);
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    return r->drained ? 0 : 1;
+}
+
+/* Everything after the loop exists: the upstream (checked by
+ * --check-config too), the signals, the model, then the tunnel unless the
+ * model serves only locally. Returns the exit status. */
+static int run_serve(run_ctx *r, const run_opts *o)
+{
+    char err[512];
+    if (o->upstream) {
+        fy_rn_upstream_options uo = {.url = o->upstream, .timeout_ms = (unsigned)o->up_timeout};
+        int rc = fy_rn_upstream_new(&r->loop, &uo, &r->upstream, err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "ferry-runner run: %s\n", err);
+            return rc == FY_ENOMEM ? 1 : 2;
         }
     }
-    fy_rn_tunnel_free(r.tunnel);
-    fy_chat_template_free(r.tmpl);
-    fy_tls_config_free(tls);
-    json_decref(cfg_root);
+    if (o->check) {
+        run_print_config(o);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_signal_init(&r->loop, &r->sigterm);
+    uv_signal_init(&r->loop, &r->sigint);
+    r->sigterm.data = r->sigint.data = r;
+    r->signals_open = 1;
+    r->drain_ms = o->drain;
+    if (o->mo.model) {
+        int rc = model_start(r, &o->mo);
+        if (rc) {
+            return rc;
+        }
+        if (o->port_file) {
+            char pb[16];
+            snprintf(pb, sizeof pb, "%d\n", r->http ? fy_http_server_port(r->http) : 0);
+            fy_file_write_atomic(o->port_file, pb, strlen(pb), 0644);
+        }
+        if (!o->data_dir) {
+            run_signals_start(r);
+            uv_run(&r->loop, UV_RUN_DEFAULT);
+            return r->drained ? 0 : 1;
+        }
+    }
+    return run_tunnel(r, o);
+}
+
+/* Frees what run_serve left: when it did not run until stopped, what model
+ * mode opened first; then the loop is run until every handle closed. */
+static void run_close(run_ctx *r)
+{
+    if (r->signals_open && !r->drained) {
+        uv_close((uv_handle_t *)&r->sigterm, NULL);
+        uv_close((uv_handle_t *)&r->sigint, NULL);
+        if (r->http) {
+            fy_http_server_close(r->http, NULL, NULL);
+            r->http = NULL;
+        }
+        fy_api_free(r->api);
+        r->api = NULL;
+        if (r->engine) {
+            fy_engine_destroy(r->engine);
+            r->engine = NULL;
+        }
+    }
+    fy_rn_models_free(r->models);
+    r->models = NULL;
+    fy_rn_upstream_free(r->upstream);
+    r->upstream = NULL;
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&r->loop)) {
+        fy_log_event(FY_LOG_WARN, "runner", "event loop closed with handles open", NULL);
+    }
+    fy_rn_tunnel_free(r->tunnel);
+    fy_chat_template_free(r->tmpl);
+    fy_tls_config_free(r->tls);
+}
+
+/* Makes the loop, serves, and frees it all. Returns the exit status. */
+static int run_start(const run_opts *o)
+{
+    run_ctx r;
+    memset(&r, 0, sizeof r);
+    if (uv_loop_init(&r.loop)) {
+        fprintf(stderr, "ferry-runner run: cannot create an event loop\n");
+        return 1;
+    }
+    int status = run_serve(&r, o);
+    run_close(&r);
+    return status;
+}
+
+int fy_rn_run_main(int argc, char **argv)
+{
+    run_opts o;
+    fy_opt opts[RUN_NOPTS] = {{0}};
+    run_opts_init(&o, opts);
+    int status = run_parse(&o, opts, argc, argv);
+    if (status < 0) {
+        status = run_validate(&o);
+    }
+    if (status < 0) {
+        status = run_start(&o);
+    }
+    json_decref(o.cfg_root);
     return status;
 }

@@ -5,7 +5,8 @@
  *   run.c       `ferry-runner run`: options, config file, signals, drain, exit
  *   tunnel.c    N outbound mTLS connections spread over the gateways, each a
  *               proto session (HELLO, heartbeats, GOAWAY), reconnected with
- *               full-jitter exponential backoff
+ *               full-jitter exponential backoff; and the stream helper the
+ *               two kinds of stream below share (fy_rn_stream_*)
  *   upstream.c  one tunnel stream <-> one HTTP call to the local upstream,
  *               bodies streamed both ways under the tunnel's flow control
  *   upmodels.c  the upstream's models, read from its /v1/models at start and
@@ -60,94 +61,112 @@ int fy_rn_hostport_parse(const char *text, char *host, size_t hostlen, int *port
  * ("AB:CD:..." as openssl prints it) into 32 bytes. Returns 0 or FY_EINVAL. */
 int fy_rn_fingerprint_parse(const char *text, uint8_t out[32]);
 
-/* --- Upstream (upstream.c) ------------------------------------------------ */
+/* --- Tunnel streams (tunnel.c) ------------------------------------------------- */
 
-typedef struct fy_rn_upstream fy_rn_upstream;
+typedef struct fy_rn_conn fy_rn_conn;
+typedef struct fy_rn_stream_base fy_rn_stream_base;
 
 /* An intrusive doubly-linked list node. */
 typedef struct fy_rn_link {
     struct fy_rn_link *prev, *next;
 } fy_rn_link;
-typedef struct fy_rn_stream fy_rn_stream;
-typedef struct fy_rn_conn fy_rn_conn;
 
-/* The handlers the tunnel calls with the session's events about a stream. */
+/* The handlers the tunnel calls with the session's events about a stream
+ * (the stream's fy_rn_stream_base is their first argument). */
 typedef struct fy_rn_stream_ops {
     /* Request body bytes (valid during the call) and/or its end. */
     void (*on_data)(void *st, const char *data, size_t len, int end);
-    /* The stream's send window opened again. */
+    /* The stream's send window opened again: fy_rn_stream_flush. */
     void (*on_writable)(void *st);
     /* The stream is gone from the session (reset by the gateway, or the
-     * connection died): stop its work and free it. */
+     * connection died): stop its work and fy_rn_stream_free it. */
     void (*on_reset)(void *st, uint32_t code, int remote);
 } fy_rn_stream_ops;
 
-/* A stream the gateway opened, as upstream.c and apistream.c serve it: the
- * first member of each, driven by tunnel.c's stream helper (fy_rn_st_*).
- * The tunnel hands it the session's events through OPS and, when its
- * connection dies, resets every stream still attached (on_reset, remote 0),
- * each once. */
-typedef struct {
-    fy_rn_link link; /* first: the connection's list of live streams */
+/* What every kind of tunnel stream starts with. The stream helper below
+ * (tunnel.c) writes these fields; the stream's module only reads them. */
+struct fy_rn_stream_base {
+    fy_rn_link link; /* first: in its connection's list while alive */
     const fy_rn_stream_ops *ops;
     fy_rn_conn *conn;
     uint32_t id;
-    fy_buf out;                /* response bytes the windows did not take yet */
-    fyp_trailers trailers;     /* sent to end the half when has_trailers */
-    unsigned finishing : 1;    /* end the half once `out` is sent */
-    unsigned has_trailers : 1; /* end it with TRAILERS, not END_STREAM */
-    unsigned resp_ended : 1;   /* our half ended */
-} fy_rn_stream_base;
+    fy_buf out;         /* response bytes the windows did not take yet */
+    unsigned ended : 1; /* this side's half ended (END_STREAM or TRAILERS) */
+};
 
-/* A REQUEST arrived on stream ID of CONN: the stream's server (upstream.c or
- * apistream.c, chosen by run.c) takes it: it attaches a stream (or refuses
- * it) and answers. ARG is the server's. */
-typedef void (*fy_rn_open_fn)(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
-                              int end_stream);
+/* The one helper upstream.c and apistream.c serve their streams with: the
+ * stream's place on its connection, its response under the session's flow
+ * control, its end and its reset. Every call that queues session output
+ * also asks the connection to write it soon (coalesced once per loop
+ * iteration), so callers never touch the session or the connection. */
 
-/* --- The stream helper (tunnel.c) --------------------------------------------- */
+/* A new stream of SIZE bytes (zeroed; SIZE >= sizeof(fy_rn_stream_base),
+ * the base first) for stream ID of CONN, served by OPS: linked into CONN's
+ * list (a connection that dies calls on_reset for every stream still on it)
+ * and set as the session's stream data, so the session's events about it
+ * reach OPS. Response bytes the windows do not take are queued up to
+ * OUT_MAX. Returns the stream, or NULL when out of memory (the stream is
+ * then reset: the gateway sees INTERNAL_ERROR). */
+fy_rn_stream_base *fy_rn_stream_new(fy_rn_conn *conn, uint32_t id, size_t size,
+                                    const fy_rn_stream_ops *ops, size_t out_max);
 
-/* Attaches ST (zeroed) to stream ID of CONN: linked into the connection's
- * list, the session's stream data; `out` holds at most OUT_MAX bytes. */
-void fy_rn_st_attach(fy_rn_stream_base *st, const fy_rn_stream_ops *ops, fy_rn_conn *conn,
-                     uint32_t id, size_t out_max);
+/* Unlinks SB from its connection, which forgets it (no more events arrive
+ * for it), drops what is queued and frees SB. Call once, from the stream's
+ * own free; the stream must be reset or ended before (or gone from the
+ * session). NULL ok. */
+void fy_rn_stream_free(fy_rn_stream_base *sb);
 
-/* Resets stream ID of CONN that no stream could be made for (out of memory). */
-void fy_rn_st_refuse(fy_rn_conn *conn, uint32_t id);
+/* Sends the RESPONSE head R (no END_STREAM). Returns 0 or
+ * fyp_session_respond's error (FY_ETOOBIG: the fields do not fit a frame;
+ * any other: the stream is gone). */
+int fy_rn_stream_respond(fy_rn_stream_base *sb, const fyp_response *r);
 
-/* Sends the RESPONSE head (the half stays open). Returns 0 or the session's
- * error (FY_ETOOBIG: headers over the tunnel's limit). */
-int fy_rn_st_respond(fy_rn_stream_base *st, const fyp_response *r);
+/* Sends DATA[0..LEN) as far as the windows allow, after what is queued, and
+ * queues the rest (copied). Returns 0 when all of it went, 1 when some is
+ * queued (FYP_EV_WRITABLE will come: fy_rn_stream_flush), FY_ECLOSED when
+ * the session refused it (the stream is gone or the session dead), or
+ * FY_ETOOBIG / FY_ENOMEM when the queue cannot take the rest (nothing of it
+ * is queued). */
+int fy_rn_stream_write(fy_rn_stream_base *sb, const char *data, size_t len);
 
-/* Sends DATA[0..LEN) as far as the windows allow (after what `out` holds:
- * then all of it is queued). Returns 0 when all of it went, 1 when some waits
- * in `out` for FYP_EV_WRITABLE (fy_rn_st_pump), FY_ETOOBIG or FY_ENOMEM when
- * `out` cannot hold the rest, or another negative code when the session
- * refused (the stream is to be reset). */
-int fy_rn_st_write(fy_rn_stream_base *st, const char *data, size_t len);
+/* Queues DATA[0..LEN) (copied) without sending it: a whole body already in
+ * memory, bounded by whoever made it, so the queue's cap is raised to hold
+ * it. fy_rn_stream_flush sends it, so the last bytes can carry END_STREAM.
+ * Returns 0 or FY_ENOMEM. */
+int fy_rn_stream_queue(fy_rn_stream_base *sb, const char *data, size_t len);
 
-/* Ends the half once `out` is sent: with TRAILERS (copied), or END_STREAM
- * when NULL. Then call fy_rn_st_pump. */
-void fy_rn_st_finish(fy_rn_stream_base *st, const fyp_trailers *trailers);
-
-/* Sends what `out` holds as far as the windows allow, then ends the half
- * when finishing. Returns 0 when nothing waits (resp_ended says whether the
- * half ended), 1 when bytes wait for FYP_EV_WRITABLE, or a negative code
- * when the session refused (the stream is to be reset). */
-int fy_rn_st_pump(fy_rn_stream_base *st);
+/* Sends what is queued as far as the windows allow. When END and the queue
+ * emptied, ends this side's half once (sb->ended): with TRAILERS when
+ * TRAILERS is not NULL, else END_STREAM on the last bytes (or an empty DATA
+ * when there were none left). Returns 1 when nothing is queued any more
+ * (and the half ended if END), 0 when bytes wait for FYP_EV_WRITABLE, or
+ * FY_ECLOSED when the session refused (reset the stream). */
+int fy_rn_stream_flush(fy_rn_stream_base *sb, int end, const fyp_trailers *trailers);
 
 /* Returns LEN bytes of request credit to the gateway. */
-void fy_rn_st_consume(fy_rn_stream_base *st, size_t len);
+void fy_rn_stream_consume(fy_rn_stream_base *sb, size_t len);
 
-/* Resets the stream with CODE; then the owner detaches and frees it. */
-void fy_rn_st_reset(fy_rn_stream_base *st, uint32_t code);
+/* Resets the stream with CODE (FYP_ERR_INTERNAL, ...): the gateway sees it
+ * and the session forgets the stream (its unconsumed data dropped, its
+ * credit returned). The caller frees SB next. */
+void fy_rn_stream_reset(fy_rn_stream_base *sb, uint32_t code);
 
-/* Unlinks ST from its connection and the session, and frees `out`; no event
- * arrives for it afterwards. */
-void fy_rn_st_detach(fy_rn_stream_base *st);
+/* "HOST:PORT#N" of the stream's connection, for logs. */
+const char *fy_rn_stream_label(const fy_rn_stream_base *sb);
 
-/* "gw HOST:PORT #N" of ST's connection, for logs. */
-const char *fy_rn_st_label(const fy_rn_stream_base *st);
+/* Who serves the streams the gateways open: OPEN runs for each REQUEST on
+ * stream ID of CONN (REQ valid during the call) with ARG, and makes the
+ * stream with fy_rn_stream_new (or resets it). So the tunnel calls the
+ * stream's module only through this and the stream's ops. */
+typedef struct {
+    void (*open)(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_request *req, int end_stream);
+    void *arg;
+} fy_rn_opener;
+
+/* --- Upstream (upstream.c) ------------------------------------------------ */
+
+typedef struct fy_rn_upstream fy_rn_upstream;
+typedef struct fy_rn_stream fy_rn_stream;
 
 typedef struct {
     const char *url;          /* http://127.0.0.1:PORT[/base] */
@@ -179,15 +198,10 @@ void fy_rn_upstream_stats_get(const fy_rn_upstream *up, fy_rn_upstream_stats *ou
  * are appended to. */
 const char *fy_rn_upstream_base(const fy_rn_upstream *up);
 
-/* The tunnel hands each session event about a stream to these. */
-
-/* A REQUEST arrived on stream ID of CONN: starts the upstream call, or
- * answers an error at once. The stream (an fy_rn_stream_base whose ops are
- * the upstream's) is stored as the session's stream data and linked into
- * CONN's list (when out of memory it is reset instead). Resetting it cancels
- * the upstream call at once. */
-void fy_rn_stream_open(void *up, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
-                       int end_stream);
+/* The tunnel's opener for UP (which outlives the tunnel): a REQUEST starts
+ * the upstream call, or is answered an error at once. Resetting the stream
+ * cancels the upstream call at once. */
+fy_rn_opener fy_rn_upstream_opener(fy_rn_upstream *up);
 
 /* --- The upstream's models (upmodels.c) --------------------------------------- */
 
@@ -240,14 +254,14 @@ void fy_rn_models_free(fy_rn_models *w);
 
 /* --- API streams (apistream.c) ------------------------------------------------ */
 
-/* A REQUEST arrived on stream ID of CONN for the built-in API: the body is
- * read (up to FY_API_MAX_BODY; 413 above), then served by fy_api_handle with
- * the key id from the REQUEST's `key-id` metadata (or its x-ferry-key-id
- * header, which only the gateway can set on a tunnel). The response goes out
- * under the tunnel's flow control; a generation's usage ends it as TRAILERS.
- * A reset cancels the call (the engine request is aborted). */
-void fy_rn_apistream_open(void *api, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
-                          int end_stream);
+/* The tunnel's opener for API (which outlives the tunnel): a REQUEST's body
+ * is read (up to FY_API_MAX_BODY; 413 above), then served by fy_api_handle
+ * with the key id from the REQUEST's `key-id` metadata (or its
+ * x-ferry-key-id header, which only the gateway can set on a tunnel). The
+ * response goes out under the tunnel's flow control; a generation's usage
+ * ends it as TRAILERS. A reset cancels the call (the engine request is
+ * aborted). */
+fy_rn_opener fy_rn_apistream_opener(fy_api *api);
 
 /* --- Tunnel (tunnel.c) ---------------------------------------------------- */
 
@@ -264,11 +278,11 @@ typedef struct {
     /* Reconnect policy: wait = random(0, min(max, base * 2^n)); n resets once
      * a connection stayed up for stable_ms. */
     uint64_t backoff_base_ms, backoff_max_ms, stable_ms;
-    /* What serves the streams: fy_rn_stream_open with an fy_rn_upstream, or
-     * fy_rn_apistream_open with an fy_api (SERVES_API: the HELLO says so). */
-    fy_rn_open_fn open_stream;
-    void *open_arg;
-    int serves_api;
+    /* Serves every stream (fy_rn_upstream_opener or fy_rn_apistream_opener). */
+    fy_rn_opener opener;
+    /* 1 when the opener is the built-in API: the only capability is
+     * "openai". Else it is the upstream: see models. */
+    int api;
     /* Model ids announced in HELLO (copied: at most FYP_MAX_MODELS, each
      * 1..255 visible ASCII bytes, together within FY_RN_MODELS_BYTES). With
      * an upstream, the capabilities are "upstream" and, when it announces

@@ -14,7 +14,11 @@
  * replacement at once. A connection is a small state machine whose memory is
  * freed only after its stream and libuv handles have closed (refs). Session
  * output is written from a uv_idle callback, so many streams' DATA made in
- * one loop iteration leave in one write. */
+ * one loop iteration leave in one write.
+ *
+ * The stream helper (fy_rn_stream_*) is how upstream.c and apistream.c
+ * reach a connection: calls go from them to here, and from here to them
+ * only through their stream's ops table. */
 #include "runner/runner.h"
 
 #include "common/crypto.h"
@@ -269,117 +273,123 @@ static void conn_kick(fy_rn_conn *c)
     uv_idle_start(&c->idle, on_idle);
 }
 
-/* --- the stream helper (runner.h) --------------------------------------------------- */
+/* --- streams ---------------------------------------------------------------------- */
 
-void fy_rn_st_attach(fy_rn_stream_base *st, const fy_rn_stream_ops *ops, fy_rn_conn *conn,
-                     uint32_t id, size_t out_max)
+fy_rn_stream_base *fy_rn_stream_new(fy_rn_conn *c, uint32_t id, size_t size,
+                                    const fy_rn_stream_ops *ops, size_t out_max)
 {
-    st->ops = ops;
-    st->conn = conn;
-    st->id = id;
-    fy_buf_init(&st->out, out_max);
-    fy_rn_link *head = &conn->streams;
-    st->link.next = head->next;
-    st->link.prev = head;
-    head->next->prev = &st->link;
-    head->next = &st->link;
-    fyp_session_set_stream_data(conn->sess, id, st);
+    fy_rn_stream_base *sb = calloc(1, size);
+    if (!sb) {
+        fyp_session_reset(c->sess, id, FYP_ERR_INTERNAL);
+        conn_kick(c);
+        return NULL;
+    }
+    sb->ops = ops;
+    sb->conn = c;
+    sb->id = id;
+    fy_buf_init(&sb->out, out_max);
+    sb->link.next = c->streams.next;
+    sb->link.prev = &c->streams;
+    c->streams.next->prev = &sb->link;
+    c->streams.next = &sb->link;
+    fyp_session_set_stream_data(c->sess, id, sb);
+    return sb;
 }
 
-void fy_rn_st_refuse(fy_rn_conn *conn, uint32_t id)
+void fy_rn_stream_free(fy_rn_stream_base *sb)
 {
-    fyp_session_reset(conn->sess, id, FYP_ERR_INTERNAL);
-    conn_kick(conn);
+    if (!sb) {
+        return;
+    }
+    sb->link.prev->next = sb->link.next;
+    sb->link.next->prev = sb->link.prev;
+    fyp_session_set_stream_data(sb->conn->sess, sb->id, NULL);
+    fy_buf_free(&sb->out);
+    free(sb);
 }
 
-int fy_rn_st_respond(fy_rn_stream_base *st, const fyp_response *r)
+int fy_rn_stream_respond(fy_rn_stream_base *sb, const fyp_response *r)
 {
-    int rc = fyp_session_respond(st->conn->sess, st->id, r, 0);
-    conn_kick(st->conn);
+    int rc = fyp_session_respond(sb->conn->sess, sb->id, r, 0);
+    conn_kick(sb->conn);
     return rc;
 }
 
-int fy_rn_st_write(fy_rn_stream_base *st, const char *data, size_t len)
+int fy_rn_stream_write(fy_rn_stream_base *sb, const char *data, size_t len)
 {
-    if (st->out.len == 0) {
-        ssize_t n = fyp_session_send_data(st->conn->sess, st->id, data, len, 0);
+    if (sb->out.len == 0) {
+        ssize_t n = fyp_session_send_data(sb->conn->sess, sb->id, data, len, 0);
         if (n < 0) {
-            return (int)n;
+            return FY_ECLOSED;
         }
-        conn_kick(st->conn);
+        conn_kick(sb->conn);
         data += n;
         len -= (size_t)n;
         if (len == 0) {
             return 0;
         }
     }
-    int rc = fy_buf_append(&st->out, data, len);
+    int rc = fy_buf_append(&sb->out, data, len);
     return rc ? rc : 1;
 }
 
-void fy_rn_st_finish(fy_rn_stream_base *st, const fyp_trailers *trailers)
+int fy_rn_stream_queue(fy_rn_stream_base *sb, const char *data, size_t len)
 {
-    st->finishing = 1;
-    if (trailers) {
-        st->trailers = *trailers;
-        st->has_trailers = 1;
+    if (sb->out.len + len >= sb->out.max) {
+        sb->out.max = sb->out.len + len + 1;
     }
+    return len ? fy_buf_append(&sb->out, data, len) : 0;
 }
 
-int fy_rn_st_pump(fy_rn_stream_base *st)
+/* The upstream's and the API's streams had one rule here: the end leaves only
+ * once the queue is empty, on the last DATA unless TRAILERS follow. They
+ * differ in the end's frame (the API's usage goes as TRAILERS: TRAILERS) and
+ * in what an emptied queue lets go on (the upstream resumes its paused call):
+ * that stays with them. */
+int fy_rn_stream_flush(fy_rn_stream_base *sb, int end, const fyp_trailers *trailers)
 {
-    fyp_session *s = st->conn->sess;
-    int end_now = st->finishing && !st->has_trailers;
-    if (st->out.len) {
-        ssize_t n = fyp_session_send_data(s, st->id, st->out.data, st->out.len, end_now);
+    fyp_session *s = sb->conn->sess;
+    if (sb->out.len) {
+        /* END_STREAM rides on the last bytes, unless TRAILERS end the half. */
+        int end_now = end && !trailers;
+        ssize_t n = fyp_session_send_data(s, sb->id, sb->out.data, sb->out.len, end_now);
         if (n < 0) {
-            return (int)n;
+            return FY_ECLOSED;
         }
-        fy_buf_consume(&st->out, (size_t)n);
-        conn_kick(st->conn);
-        if (st->out.len) {
-            return 1; /* FYP_EV_WRITABLE will come */
+        fy_buf_consume(&sb->out, (size_t)n);
+        conn_kick(sb->conn);
+        if (sb->out.len) {
+            return 0;
         }
-        st->resp_ended = (unsigned)end_now; /* END_STREAM went with the last bytes */
+        sb->ended |= end_now;
     }
-    if (st->finishing && !st->resp_ended) {
-        int rc = st->has_trailers ? fyp_session_send_trailers(s, st->id, &st->trailers)
-                                  : (int)fyp_session_send_data(s, st->id, "", 0, 1);
+    if (end && !sb->ended) {
+        int rc = trailers ? fyp_session_send_trailers(s, sb->id, trailers)
+                          : (int)fyp_session_send_data(s, sb->id, "", 0, 1);
         if (rc < 0) {
-            return rc;
+            return FY_ECLOSED;
         }
-        st->resp_ended = 1;
-        conn_kick(st->conn);
+        sb->ended = 1;
+        conn_kick(sb->conn);
     }
-    return 0;
+    return 1;
 }
 
-void fy_rn_st_consume(fy_rn_stream_base *st, size_t len)
+void fy_rn_stream_consume(fy_rn_stream_base *sb, size_t len)
 {
-    if (len) {
-        fyp_session_consume(st->conn->sess, st->id, len);
-        conn_kick(st->conn);
-    }
+    fyp_session_consume(sb->conn->sess, sb->id, len);
+    conn_kick(sb->conn);
 }
 
-void fy_rn_st_reset(fy_rn_stream_base *st, uint32_t code)
+void fy_rn_stream_reset(fy_rn_stream_base *sb, uint32_t code)
 {
-    fyp_session_reset(st->conn->sess, st->id, code);
-    conn_kick(st->conn);
+    fyp_session_reset(sb->conn->sess, sb->id, code);
+    conn_kick(sb->conn);
 }
 
-void fy_rn_st_detach(fy_rn_stream_base *st)
+const char *fy_rn_stream_label(const fy_rn_stream_base *sb)
 {
-    st->link.prev->next = st->link.next;
-    st->link.next->prev = st->link.prev;
-    st->link.next = st->link.prev = &st->link;
-    fyp_session_set_stream_data(st->conn->sess, st->id, NULL);
-    fy_buf_free(&st->out);
-}
-
-const char *fy_rn_st_label(const fy_rn_stream_base *st)
-{
-    return st->conn->label;
+    return sb->conn->label;
 }
 
 /* --- closing ---------------------------------------------------------------------- */
@@ -509,7 +519,7 @@ static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
         break;
     }
     case FYP_EV_REQUEST:
-        t->o.open_stream(t->o.open_arg, c, ev->stream_id, ev->u.request, ev->end_stream);
+        t->o.opener.open(t->o.opener.arg, c, ev->stream_id, ev->u.request, ev->end_stream);
         break;
     case FYP_EV_DATA:
         if (st) {
@@ -652,8 +662,8 @@ static void on_handshake(fy_stream *s, int status, void *arg)
         sc.settings.max_concurrent_streams = t->o.max_streams;
     }
     sc.name = t->name;
-    sc.caps = t->o.serves_api ? caps_api : caps_up;
-    sc.n_caps = t->o.serves_api || t->o.n_models == 0 ? 1 : 2;
+    sc.caps = t->o.api ? caps_api : caps_up;
+    sc.n_caps = t->o.api || t->o.n_models == 0 ? 1 : 2;
     c->gen = t->models_gen;
     sc.models = t->o.models;
     sc.n_models = t->o.n_models;
@@ -863,7 +873,7 @@ int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunne
 {
     *out = NULL;
     if (!o->name || !*o->name || strlen(o->name) >= FY_RN_NAME_MAX || o->ngateways == 0 ||
-        !o->tls || !o->open_stream) {
+        !o->tls || !o->opener.open) {
         return FY_EINVAL;
     }
     fy_rn_tunnel *t = calloc(1, sizeof *t);

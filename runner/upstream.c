@@ -3,7 +3,7 @@
  * Request: REQUEST's method, target and headers (hop-by-hop ones and Host
  * dropped: the client names the upstream itself) start a call; DATA is
  * written to the call as it arrives. Credit for those bytes goes back to the
- * gateway (fyp_session_consume) only once the call took them without going
+ * gateway (fy_rn_stream_consume) only once the call took them without going
  * over its high watermark; past it, credit waits for the call's drain, so a
  * slow upstream stops the gateway, which stops reading the public client.
  *
@@ -41,8 +41,7 @@ struct fy_rn_upstream {
 };
 
 struct fy_rn_stream {
-    fy_rn_stream_base base; /* first: the tunnel stream (its `out` holds what
-                               the windows did not take yet) */
+    fy_rn_stream_base base; /* first: the connection's list holds these */
     fy_rn_upstream *up;
     fy_http_call *call;
     size_t unconsumed; /* request bytes delivered but not yet credited */
@@ -50,12 +49,13 @@ struct fy_rn_stream {
     uint64_t req_bytes, resp_bytes;
     int status;
     const char *outcome;
-    unsigned req_ended : 1; /* the gateway's half ended */
-    unsigned streaming : 1; /* the call takes a streamed body */
-    unsigned blocked : 1;   /* the call's body queue is above its watermark */
-    unsigned paused : 1;    /* the call's response is paused */
-    unsigned responded : 1; /* RESPONSE sent */
-    unsigned canceled : 1;  /* reset by the gateway or lost with the connection */
+    unsigned req_ended : 1;   /* the gateway's half ended */
+    unsigned streaming : 1;   /* the call takes a streamed body */
+    unsigned blocked : 1;     /* the call's body queue is above its watermark */
+    unsigned paused : 1;      /* the call's response is paused */
+    unsigned responded : 1;   /* RESPONSE sent (base.ended: our END_STREAM too) */
+    unsigned end_pending : 1; /* send END_STREAM once `out` is empty */
+    unsigned canceled : 1;    /* reset by the gateway or lost with the connection */
     char rid[64];
     char method[FYP_MAX_METHOD_LEN + 1];
     char path[UP_LOG_PATH_MAX];
@@ -144,8 +144,10 @@ void fy_rn_upstream_stats_get(const fy_rn_upstream *up, fy_rn_upstream_stats *ou
 static void st_release_credit(fy_rn_stream *st)
 {
     st->blocked = 0;
-    fy_rn_st_consume(&st->base, st->unconsumed);
-    st->unconsumed = 0;
+    if (st->unconsumed) {
+        fy_rn_stream_consume(&st->base, st->unconsumed);
+        st->unconsumed = 0;
+    }
 }
 
 static void st_free(fy_rn_stream *st)
@@ -155,7 +157,7 @@ static void st_free(fy_rn_stream *st)
         fy_http_call_cancel(st->call);
         st->call = NULL;
     }
-    fy_rn_st_consume(&st->base, st->unconsumed);
+    st_release_credit(st);
     up->st.active--;
     if (!st->outcome) {
         up->st.completed++;
@@ -170,14 +172,13 @@ static void st_free(fy_rn_stream *st)
                            "method", st->method, "path", st->path, "status", st->status, "outcome",
                            st->outcome ? st->outcome : "ok", "ms", (json_int_t)ms, "bytes_in",
                            (json_int_t)st->req_bytes, "bytes_out", (json_int_t)st->resp_bytes,
-                           "conn", fy_rn_st_label(&st->base)));
-    fy_rn_st_detach(&st->base);
-    free(st);
+                           "conn", fy_rn_stream_label(&st->base)));
+    fy_rn_stream_free(&st->base);
 }
 
 static void st_maybe_finish(fy_rn_stream *st)
 {
-    if (st->base.resp_ended && st->req_ended) {
+    if (st->base.ended && st->req_ended) {
         st_free(st);
     }
 }
@@ -187,28 +188,31 @@ static void st_reset(fy_rn_stream *st, uint32_t code, const char *outcome)
 {
     st->outcome = outcome;
     st->unconsumed = 0; /* the reset drops unconsumed data and returns its credit */
-    fy_rn_st_reset(&st->base, code);
+    fy_rn_stream_reset(&st->base, code);
     st_free(st);
 }
 
 /* Sends what `out` holds as far as the windows allow; then END_STREAM when
- * the response is complete (finishing), or resumes the paused call. Returns 1
- * when ST was freed. */
+ * the response is complete, or resumes the paused call. Returns 1 when ST was
+ * freed. */
 static int st_pump(fy_rn_stream *st)
 {
-    int rc = fy_rn_st_pump(&st->base);
+    int rc = fy_rn_stream_flush(&st->base, st->end_pending && !st->call, NULL);
     if (rc < 0) {
         st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
         return 1;
     }
-    if (rc == 1) {
+    if (rc == 0) {
         return 0; /* FYP_EV_WRITABLE will come */
     }
-    if (st->base.resp_ended && st->req_ended) {
-        st_free(st);
-        return 1;
+    if (st->base.ended) {
+        if (st->req_ended) {
+            st_free(st);
+            return 1;
+        }
+        return 0;
     }
-    if (!st->base.finishing && st->paused && st->call) {
+    if (st->paused && st->call) {
         st->paused = 0;
         fy_http_call_resume(st->call);
     }
@@ -229,17 +233,17 @@ static int st_respond_error(fy_rn_stream *st, int status, const char *code, cons
     fyp_response r = {.status = (uint16_t)status, .headers = {hdrs, 2}};
     st->status = status;
     st->outcome = code;
-    if (fy_rn_st_respond(&st->base, &r)) {
+    if (fy_rn_stream_respond(&st->base, &r)) {
         st_reset(st, FYP_ERR_INTERNAL, "tunnel_error");
         return 1;
     }
     st->responded = 1;
-    fy_buf_reset(&st->base.out);
-    if (fy_buf_append(&st->base.out, body, n)) {
+    /* Nothing is queued yet: body bytes are queued only after a RESPONSE. */
+    if (fy_rn_stream_queue(&st->base, body, n)) {
         st_reset(st, FYP_ERR_INTERNAL, "out_of_memory");
         return 1;
     }
-    fy_rn_st_finish(&st->base, NULL);
+    st->end_pending = 1;
     return st_pump(st);
 }
 
@@ -282,12 +286,6 @@ static int named_in_connection(const fyp_field *f, size_t n, const char *name, s
     return 0;
 }
 
-static int name_is(fy_slice s, const char *name)
-{
-    size_t n = strlen(name);
-    return s.len == n && strncasecmp(s.base, name, n) == 0;
-}
-
 /* --- the call's callbacks ----------------------------------------------------- */
 
 static void call_on_response(fy_http_call *call, const fy_http_response *res, void *arg)
@@ -324,7 +322,7 @@ static void call_on_response(fy_http_call *call, const fy_http_response *res, vo
         return;
     }
     fyp_response r = {.status = (uint16_t)status, .headers = {f, n}};
-    int rc = fy_rn_st_respond(&st->base, &r);
+    int rc = fy_rn_stream_respond(&st->base, &r);
     if (rc == FY_ETOOBIG) {
         fy_http_call_cancel(call);
         st->call = NULL;
@@ -344,20 +342,19 @@ static void call_on_response(fy_http_call *call, const fy_http_response *res, vo
 static void call_on_data(fy_http_call *call, const char *data, size_t len, void *arg)
 {
     fy_rn_stream *st = arg;
-    if (!st->responded || st->base.finishing) {
+    if (!st->responded || st->end_pending) {
         return; /* answered with an error already; the rest is dropped */
     }
     st->resp_bytes += len;
-    int rc = fy_rn_st_write(&st->base, data, len);
+    int rc = fy_rn_stream_write(&st->base, data, len);
     if (rc == 0) {
         return;
     }
     if (rc < 0) {
-        st_reset(st, FYP_ERR_INTERNAL,
-                 rc == FY_ENOMEM || rc == FY_ETOOBIG ? "out_of_memory" : "tunnel_error");
+        st_reset(st, FYP_ERR_INTERNAL, rc == FY_ECLOSED ? "tunnel_error" : "out_of_memory");
         return;
     }
-    /* The windows are full: the rest waits in `out`; stop reading the upstream. */
+    /* The windows are full: the rest is queued; stop reading the upstream. */
     if (!st->paused) {
         st->paused = 1;
         fy_http_call_pause(call);
@@ -370,7 +367,7 @@ static void call_on_done(fy_http_call *call, int status, void *arg)
     fy_rn_stream *st = arg;
     st->call = NULL; /* freed when this returns */
     st_release_credit(st);
-    if (st->base.finishing) {
+    if (st->end_pending) {
         st_pump(st); /* an error answer is on its way */
         return;
     }
@@ -378,7 +375,7 @@ static void call_on_done(fy_http_call *call, int status, void *arg)
         st_upstream_failed(st, status);
         return;
     }
-    fy_rn_st_finish(&st->base, NULL);
+    st->end_pending = 1;
     st_pump(st);
 }
 
@@ -395,18 +392,16 @@ static void st_on_writable(void *arg);
 static void st_on_reset(void *arg, uint32_t code, int remote);
 static const fy_rn_stream_ops st_ops = {st_on_data, st_on_writable, st_on_reset};
 
-void fy_rn_stream_open(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
-                       int end_stream)
+static void st_open(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_request *req,
+                    int end_stream)
 {
     fy_rn_upstream *up = arg;
-    fy_rn_stream *st = calloc(1, sizeof *st);
+    fy_rn_stream *st = (fy_rn_stream *)fy_rn_stream_new(conn, id, sizeof *st, &st_ops, UP_OUT_MAX);
     char *url = NULL, *arena = NULL;
     fy_http_header *hdrs = NULL;
     if (!st) {
-        fy_rn_st_refuse(conn, id);
         return;
     }
-    fy_rn_st_attach(&st->base, &st_ops, conn, id, UP_OUT_MAX);
     st->up = up;
     st->t0 = uv_hrtime() / 1000000;
     st->req_ended = end_stream != 0;
@@ -448,12 +443,12 @@ void fy_rn_stream_open(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_reque
     char *p = arena;
     for (size_t i = 0; i < req->headers.n; i++) {
         const fyp_field *f = &req->headers.v[i];
-        if (fy_http_hop_by_hop(f->name.base, f->name.len, NULL) || name_is(f->name, "host") ||
-            name_is(f->name, "expect") ||
+        if (fy_http_hop_by_hop(f->name.base, f->name.len, NULL) || fy_slice_ieq(f->name, "host") ||
+            fy_slice_ieq(f->name, "expect") ||
             named_in_connection(req->headers.v, req->headers.n, f->name.base, f->name.len)) {
             continue;
         }
-        if (name_is(f->name, "content-length")) {
+        if (fy_slice_ieq(f->name, "content-length")) {
             char v[24];
             char *end;
             if (f->value.len > 0 && f->value.len < sizeof v) {
@@ -510,13 +505,18 @@ void fy_rn_stream_open(void *arg, fy_rn_conn *conn, uint32_t id, const fyp_reque
     }
 }
 
+fy_rn_opener fy_rn_upstream_opener(fy_rn_upstream *up)
+{
+    return (fy_rn_opener){st_open, up};
+}
+
 static void st_on_data(void *arg, const char *data, size_t len, int end)
 {
     fy_rn_stream *st = arg;
     st->req_bytes += len;
     if (len && !(st->call && st->streaming)) {
         /* No call takes it (finished or failed): drop it, return the credit. */
-        fy_rn_st_consume(&st->base, len);
+        fy_rn_stream_consume(&st->base, len);
     } else if (len) {
         int rc = fy_http_call_write(st->call, data, len);
         if (rc < 0 && rc != FY_ECLOSED) {
@@ -527,12 +527,13 @@ static void st_on_data(void *arg, const char *data, size_t len, int end)
             return;
         }
         if (rc != FY_ECLOSED && (st->blocked || rc == 1)) {
+            /* Past the call's watermark: the credit waits for its drain. */
             st->blocked = 1;
-            st->unconsumed += len; /* credited when the call drains */
+            st->unconsumed += len;
         } else {
-            /* Taken, or its connection is failing and on_done will tell
-             * (dropped): the credit goes back now. */
-            fy_rn_st_consume(&st->base, len);
+            /* Taken; or its connection is failing and on_done will tell,
+             * so the bytes are dropped. Either way the credit goes back. */
+            fy_rn_stream_consume(&st->base, len);
         }
     }
     if (end) {
@@ -567,7 +568,7 @@ static void st_on_reset(void *arg, uint32_t code, int remote)
     fy_rn_stream *st = arg;
     /* The session already dropped the stream's unconsumed data. */
     st->unconsumed = 0;
-    if (st->base.resp_ended) {
+    if (st->base.ended) {
         /* The whole response went out; the gateway only gave up sending the
          * rest of a request body nobody reads. */
         st_free(st);

@@ -94,6 +94,30 @@ static void test_buf_cap(void **state)
     fy_buf_free(&b);
 }
 
+static void test_slice_ieq(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        size_t len;
+        const char *lit;
+        int eq;
+    } cases[] = {
+        {"Host", 4, "host", 1},
+        {"CONTENT-LENGTH", 14, "content-length", 1},
+        {"host", 4, "hostname", 0}, /* a prefix is not equal */
+        {"hostname", 8, "host", 0},
+        {"hostname", 4, "host", 1}, /* only LEN bytes count */
+        {"hosu", 4, "host", 0},
+        {"", 0, "", 1},
+        {"x", 1, "", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(fy_slice_ieq(FY_SLICE(cases[i].s, cases[i].len), cases[i].lit),
+                         cases[i].eq);
+    }
+}
+
 static void test_parse_size_duration(void **state)
 {
     (void)state;
@@ -322,10 +346,15 @@ static void test_log_levels(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_err_table),   cmocka_unit_test(test_err_from_uv),
-        cmocka_unit_test(test_buf_cap),     cmocka_unit_test(test_parse_size_duration),
-        cmocka_unit_test(test_args_parse),  cmocka_unit_test(test_args_errors),
-        cmocka_unit_test(test_config_load), cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_err_table),
+        cmocka_unit_test(test_err_from_uv),
+        cmocka_unit_test(test_buf_cap),
+        cmocka_unit_test(test_slice_ieq),
+        cmocka_unit_test(test_parse_size_duration),
+        cmocka_unit_test(test_args_parse),
+        cmocka_unit_test(test_args_errors),
+        cmocka_unit_test(test_config_load),
+        cmocka_unit_test(test_log_levels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
