@@ -141,8 +141,6 @@ static int hexval(char ch)
     return -1;
 }
 
-/* Lexes a string literal at S[*I] (the opening quote) with Python's escapes;
- * unknown escapes stay as written, as in Python. */
 /* Jinja writes every \r\n and \r of template text and string literals as
  * \n. Returns the new length (S is rewritten in place). */
 size_t fy_jinja__normalize_newlines(char *s, size_t n)
@@ -159,16 +157,65 @@ size_t fy_jinja__normalize_newlines(char *s, size_t n)
     return o;
 }
 
+/* The byte a one-letter escape \E stands for, or -1 when E is not one. */
+static int simple_escape(char e)
+{
+    static const char map[][2] = {{'n', '\n'}, {'t', '\t'}, {'r', '\r'}, {'\\', '\\'}, {'\'', '\''},
+                                  {'"', '"'},  {'a', '\a'}, {'b', '\b'}, {'f', '\f'},  {'v', '\v'}};
+    for (size_t i = 0; i < NELEM(map); i++) {
+        if (map[i][0] == e) {
+            return map[i][1];
+        }
+    }
+    return -1;
+}
+
+/* Decodes the escape whose letter is at S[*K] (the backslash before it),
+ * inside a literal ending at S[J], into OUT + *O; *K is left on its last
+ * byte. Returns 0, or the error recorded for a truncated \x, \u or \U. */
+static int lex_escape(compiler *c, const char *s, size_t j, size_t *k, char *out, size_t *o,
+                      int *line)
+{
+    char e = s[*k];
+    int ch = simple_escape(e), digits = e == 'x' ? 2 : e == 'u' ? 4 : e == 'U' ? 8 : 0;
+    long v = 0;
+    if (ch >= 0) {
+        out[(*o)++] = (char)ch;
+    } else if (e == '\n') {
+        (*line)++; /* line continuation */
+    } else if (digits) {
+        for (int m = 0; m < digits; m++) {
+            int h = *k + 1 < j ? hexval(s[*k + 1]) : -1;
+            if (h < 0) {
+                return fy_jinja__cfail(c, FY_EPARSE, *line,
+                                       "truncated \\%c escape in string literal", e);
+            }
+            v = v * 16 + h;
+            (*k)++;
+        }
+        *o += utf8_put(out + *o, v);
+    } else if (e >= '0' && e <= '7') {
+        for (int m = 0; m < 3 && *k < j && s[*k] >= '0' && s[*k] <= '7'; m++) {
+            v = v * 8 + (s[(*k)++] - '0');
+        }
+        (*k)--;
+        *o += utf8_put(out + *o, v);
+    } else {
+        out[(*o)++] = '\\';
+        out[(*o)++] = e;
+    }
+    return 0;
+}
+
+/* Lexes a string literal at S[*I] (the opening quote) with Python's escapes;
+ * unknown escapes stay as written, as in Python. */
 static int lex_string(compiler *c, const char *s, size_t n, size_t *i, int *line)
 {
     char q = s[*i];
     size_t j = *i + 1;
     int start_line = *line;
     while (j < n && s[j] != q) {
-        if (s[j] == '\\' && j + 1 < n) {
-            j++;
-        }
-        j++;
+        j += s[j] == '\\' && j + 1 < n ? 2 : 1;
     }
     if (j >= n) {
         return fy_jinja__cfail(c, FY_EPARSE, start_line, "unterminated string literal");
@@ -187,84 +234,10 @@ static int lex_string(compiler *c, const char *s, size_t n, size_t *i, int *line
         if (s[k] == '\r') {
             out[o++] = '\n';
             k += k + 1 < j && s[k + 1] == '\n';
-            continue;
-        }
-        if (s[k] != '\\') {
+        } else if (s[k] != '\\') {
             out[o++] = s[k];
-            continue;
-        }
-        char e = s[++k];
-        int digits = 0;
-        switch (e) {
-        case 'n':
-            out[o++] = '\n';
-            break;
-        case 't':
-            out[o++] = '\t';
-            break;
-        case 'r':
-            out[o++] = '\r';
-            break;
-        case '\\':
-            out[o++] = '\\';
-            break;
-        case '\'':
-            out[o++] = '\'';
-            break;
-        case '"':
-            out[o++] = '"';
-            break;
-        case 'a':
-            out[o++] = '\a';
-            break;
-        case 'b':
-            out[o++] = '\b';
-            break;
-        case 'f':
-            out[o++] = '\f';
-            break;
-        case 'v':
-            out[o++] = '\v';
-            break;
-        case '\n':
-            (*line)++;
-            break; /* line continuation */
-        case 'x':
-            digits = 2;
-            break;
-        case 'u':
-            digits = 4;
-            break;
-        case 'U':
-            digits = 8;
-            break;
-        default:
-            if (e >= '0' && e <= '7') {
-                long v = 0;
-                int m = 0;
-                while (m < 3 && k < j && s[k] >= '0' && s[k] <= '7') {
-                    v = v * 8 + (s[k++] - '0');
-                    m++;
-                }
-                k--;
-                o += utf8_put(out + o, v);
-            } else {
-                out[o++] = '\\';
-                out[o++] = e;
-            }
-        }
-        if (digits) {
-            long v = 0;
-            for (int m = 0; m < digits; m++) {
-                int h = k + 1 < j ? hexval(s[k + 1]) : -1;
-                if (h < 0) {
-                    return fy_jinja__cfail(c, FY_EPARSE, *line,
-                                           "truncated \\%c escape in string literal", e);
-                }
-                v = v * 16 + h;
-                k++;
-            }
-            o += utf8_put(out + o, v);
+        } else if (++k, lex_escape(c, s, j, &k, out, &o, line)) {
+            return c->rc;
         }
     }
     out[o] = 0;
