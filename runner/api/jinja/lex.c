@@ -414,6 +414,75 @@ static size_t skip_newline(const char *s, size_t n, size_t i, int *line)
     return i;
 }
 
+/* The offset of the next "{{", "{%" or "{#" at or after POS, or N. */
+static size_t next_tag(const char *s, size_t n, size_t pos)
+{
+    for (size_t i = pos; i + 1 < n; i++) {
+        if (s[i] == '{' && (s[i + 1] == '{' || s[i + 1] == '%' || s[i + 1] == '#')) {
+            return i;
+        }
+    }
+    return n;
+}
+
+/* Emits the text S[POS..TAG) as a T_TEXT token after whitespace control:
+ * its leading whitespace goes when LSTRIP_NEXT (the tag before it ended in
+ * "-"), its trailing whitespace before a "{{-"/"{%-"/"{#-" tag, and with
+ * lstrip_blocks the indentation before a block or comment tag ("{%+" keeps
+ * it). *LINE advances over the text. Returns 0 or the error recorded. */
+static int lex_text(compiler *c, const char *s, size_t n, size_t pos, size_t tag, int *line,
+                    int lstrip_next)
+{
+    const char *text = s + pos;
+    size_t tlen = tag - pos;
+    int text_line = *line;
+    *line += count_nl(text, tlen);
+    while (lstrip_next && tlen && is_ws(*text)) {
+        text_line += *text == '\n';
+        text++;
+        tlen--;
+    }
+    if (tag < n) {
+        char kind = s[tag + 1], mod = tag + 2 < n ? s[tag + 2] : 0;
+        if (mod == '-') {
+            while (tlen && is_ws(text[tlen - 1])) {
+                tlen--;
+            }
+        } else if (mod != '+' && kind != '{' && (c->flags & FY_JINJA_LSTRIP_BLOCKS)) {
+            lstrip_line(s, text, &tlen);
+        }
+    }
+    if (tlen) {
+        token *t = emit_tok(c, T_TEXT, text_line);
+        if (!t) {
+            return c->rc;
+        }
+        t->s = text;
+        t->n = tlen;
+    }
+    return 0;
+}
+
+/* Skips the comment whose body starts at *POS, past its "#}"; *TRIM_AFTER
+ * gets its closing "-" or "+" if any. Returns 0 or the error recorded. */
+static int lex_comment(compiler *c, const char *s, size_t n, size_t *pos, int *line,
+                       char *trim_after)
+{
+    size_t end = *pos;
+    while (end + 1 < n && !(s[end] == '#' && s[end + 1] == '}')) {
+        end++;
+    }
+    if (end + 1 >= n) {
+        return fy_jinja__cfail(c, FY_EPARSE, *line, "unclosed comment");
+    }
+    *line += count_nl(s + *pos, end - *pos);
+    if (end > *pos && (s[end - 1] == '-' || s[end - 1] == '+')) {
+        *trim_after = s[end - 1];
+    }
+    *pos = end + 2;
+    return 0;
+}
+
 int fy_jinja__lex(compiler *c)
 {
     const char *s = c->src;
@@ -428,80 +497,28 @@ int fy_jinja__lex(compiler *c)
     size_t pos = 0;
     int line = 1, lstrip_next = 0;
     for (;;) {
-        size_t tag = n;
-        for (size_t i = pos; i + 1 < n; i++) {
-            if (s[i] == '{' && (s[i + 1] == '{' || s[i + 1] == '%' || s[i + 1] == '#')) {
-                tag = i;
-                break;
-            }
-        }
-        const char *text = s + pos;
-        size_t tlen = tag - pos;
-        int text_line = line;
-        line += count_nl(text, tlen);
-        if (lstrip_next) {
-            while (tlen && is_ws(*text)) {
-                text_line += *text == '\n';
-                text++;
-                tlen--;
-            }
-            lstrip_next = 0;
-        }
-        char kind = 0, mod = 0;
-        if (tag < n) {
-            kind = s[tag + 1];
-            mod = tag + 2 < n ? s[tag + 2] : 0;
-            if (mod == '-') {
-                while (tlen && is_ws(text[tlen - 1])) {
-                    tlen--;
-                }
-            } else if (mod == '+' && kind != '{') {
-                /* {%+ keeps the whitespace before the tag. */
-            } else if (kind != '{' && (c->flags & FY_JINJA_LSTRIP_BLOCKS)) {
-                lstrip_line(s, text, &tlen);
-            }
-        }
-        if (tlen) {
-            token *t = emit_tok(c, T_TEXT, text_line);
-            if (!t) {
-                return c->rc;
-            }
-            t->s = text;
-            t->n = tlen;
+        size_t tag = next_tag(s, n, pos);
+        if (lex_text(c, s, n, pos, tag, &line, lstrip_next)) {
+            return c->rc;
         }
         if (tag >= n) {
             break;
         }
-        pos = tag + 2;
-        if (mod == '-' || (mod == '+' && kind != '{')) {
-            pos++;
-        }
-        char trim_after = 0;
+        char kind = s[tag + 1], mod = tag + 2 < n ? s[tag + 2] : 0, trim_after = 0;
+        pos = tag + 2 + (mod == '-' || (mod == '+' && kind != '{'));
+        int rc;
         if (kind == '#') {
-            size_t end = pos;
-            while (end + 1 < n && !(s[end] == '#' && s[end + 1] == '}')) {
-                end++;
-            }
-            if (end + 1 >= n) {
-                return fy_jinja__cfail(c, FY_EPARSE, line, "unclosed comment");
-            }
-            line += count_nl(s + pos, end - pos);
-            if (end > pos && (s[end - 1] == '-' || s[end - 1] == '+')) {
-                trim_after = s[end - 1];
-            }
-            pos = end + 2;
+            rc = lex_comment(c, s, n, &pos, &line, &trim_after);
+        } else if (!emit_tok(c, kind == '{' ? T_VAR_BEGIN : T_BLOCK_BEGIN, line)) {
+            return c->rc;
         } else {
-            if (!emit_tok(c, kind == '{' ? T_VAR_BEGIN : T_BLOCK_BEGIN, line)) {
-                return c->rc;
-            }
-            int rc = lex_tag(c, s, n, &pos, &line, kind, &trim_after);
-            if (rc) {
-                return rc;
-            }
+            rc = lex_tag(c, s, n, &pos, &line, kind, &trim_after);
         }
-        if (trim_after == '-') {
-            lstrip_next = 1;
-        } else if (trim_after != '+' && kind != '{' && (c->flags & FY_JINJA_TRIM_BLOCKS)) {
+        if (rc) {
+            return rc;
+        }
+        lstrip_next = trim_after == '-';
+        if (!lstrip_next && trim_after != '+' && kind != '{' && (c->flags & FY_JINJA_TRIM_BLOCKS)) {
             pos = skip_newline(s, n, pos, &line);
         }
     }
