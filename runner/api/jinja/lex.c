@@ -314,6 +314,74 @@ static int lex_number(compiler *c, const char *s, size_t n, size_t *i, int line)
 static const char *const ops2[] = {"//", "**", "==", "!=", "<=", ">="};
 static const char ops1[] = "+-*/%~<>=()[]{},.:|";
 
+/* The length of the tag's closing delimiter at P ("}}" or "%}", after an
+ * optional "-", or "+" in a block tag), 0 if there is none; *MOD gets the
+ * "-" or "+". */
+static size_t tag_close(const char *p, size_t left, char kind, char *mod)
+{
+    char close = kind == '{' ? '}' : '%';
+    if (left >= 3 && (p[0] == '-' || (p[0] == '+' && kind == '%')) && p[1] == close &&
+        p[2] == '}') {
+        *mod = p[0];
+        return 3;
+    }
+    return left >= 2 && p[0] == close && p[1] == '}' ? 2 : 0;
+}
+
+/* Emits a token of TYPE spelled P[0..LEN) and moves *I past it. */
+static int emit_span(compiler *c, int type, const char *p, size_t len, size_t *i, int line)
+{
+    token *t = emit_tok(c, type, line);
+    if (!t) {
+        return c->rc;
+    }
+    t->s = p;
+    t->n = len;
+    *i += len;
+    return 0;
+}
+
+/* The length of the operator at P (LEFT bytes remain), 0 if there is none. */
+static size_t op_len(const char *p, size_t left)
+{
+    for (size_t k = 0; k < NELEM(ops2); k++) {
+        if (left >= 2 && memcmp(p, ops2[k], 2) == 0) {
+            return 2;
+        }
+    }
+    return strchr(ops1, p[0]) ? 1 : 0;
+}
+
+/* Lexes one name, number, string or operator at S[*I] inside a tag; *BRACES
+ * counts the open "{" so that a dict's "}" is not taken for the tag's end. */
+static int lex_tag_token(compiler *c, const char *s, size_t n, size_t *i, int *line, int *braces)
+{
+    const char *p = s + *i;
+    size_t left = n - *i;
+    unsigned char ch = (unsigned char)p[0];
+    if (isalpha(ch) || ch == '_') {
+        size_t j = 1;
+        while (j < left && (isalnum((unsigned char)p[j]) || p[j] == '_')) {
+            j++;
+        }
+        return emit_span(c, T_NAME, p, j, i, *line);
+    }
+    if (isdigit(ch)) {
+        return lex_number(c, s, n, i, *line);
+    }
+    if (ch == '\'' || ch == '"') {
+        return lex_string(c, s, n, i, line);
+    }
+    size_t oplen = op_len(p, left);
+    if (!oplen) {
+        return fy_jinja__cfail(c, FY_EPARSE, *line, "unexpected character '%c' in tag",
+                               isprint(ch) ? ch : '?');
+    }
+    *braces += ch == '{';
+    *braces -= ch == '}' && *braces > 0;
+    return emit_span(c, T_OP, p, oplen, i, *line);
+}
+
 /* Lexes the inside of a {{ }} or {% %} tag starting at *I, through its closing
  * delimiter. Returns 0, sets *TRIM_AFTER to '-' (strip following whitespace),
  * '+' (keep it) or 0. */
@@ -331,70 +399,17 @@ static int lex_tag(compiler *c, const char *s, size_t n, size_t *i, int *line, c
             return fy_jinja__cfail(c, FY_EPARSE, start_line, "unclosed %s tag",
                                    kind == '{' ? "{{" : "{%");
         }
-        const char *p = s + *i;
-        size_t left = n - *i;
-        char close = kind == '{' ? '}' : '%';
-        if (braces == 0 || kind == '%') {
-            size_t skip = 0;
-            char mod = 0;
-            if (left >= 3 && (p[0] == '-' || (p[0] == '+' && kind == '%')) && p[1] == close &&
-                p[2] == '}') {
-                mod = p[0];
-                skip = 3;
-            } else if (left >= 2 && p[0] == close && p[1] == '}') {
-                skip = 2;
-            }
-            if (skip) {
-                if (!emit_tok(c, kind == '{' ? T_VAR_END : T_BLOCK_END, *line)) {
-                    return c->rc;
-                }
-                *i += skip;
-                *trim_after = mod;
-                return 0;
-            }
-        }
-        unsigned char ch = (unsigned char)p[0];
-        int rc = 0;
-        if (isalpha(ch) || ch == '_') {
-            size_t j = 1;
-            while (j < left && (isalnum((unsigned char)p[j]) || p[j] == '_')) {
-                j++;
-            }
-            token *t = emit_tok(c, T_NAME, *line);
-            if (!t) {
+        char mod = 0;
+        size_t close = braces == 0 || kind == '%' ? tag_close(s + *i, n - *i, kind, &mod) : 0;
+        if (close) {
+            if (!emit_tok(c, kind == '{' ? T_VAR_END : T_BLOCK_END, *line)) {
                 return c->rc;
             }
-            t->s = p;
-            t->n = j;
-            *i += j;
-        } else if (isdigit(ch)) {
-            rc = lex_number(c, s, n, i, *line);
-        } else if (ch == '\'' || ch == '"') {
-            rc = lex_string(c, s, n, i, line);
-        } else {
-            size_t oplen = 0;
-            for (size_t k = 0; k < NELEM(ops2); k++) {
-                if (left >= 2 && memcmp(p, ops2[k], 2) == 0) {
-                    oplen = 2;
-                }
-            }
-            if (!oplen && strchr(ops1, ch)) {
-                oplen = 1;
-            }
-            if (!oplen) {
-                return fy_jinja__cfail(c, FY_EPARSE, *line, "unexpected character '%c' in tag",
-                                       isprint(ch) ? ch : '?');
-            }
-            braces += ch == '{';
-            braces -= ch == '}' && braces > 0;
-            token *t = emit_tok(c, T_OP, *line);
-            if (!t) {
-                return c->rc;
-            }
-            t->s = p;
-            t->n = oplen;
-            *i += oplen;
+            *i += close;
+            *trim_after = mod;
+            return 0;
         }
+        int rc = lex_tag_token(c, s, n, i, line, &braces);
         if (rc) {
             return rc;
         }
