@@ -314,6 +314,46 @@ static int put_repr_str(ctx *x, fy_buf *b, const char *s, size_t n)
     return fy_jinja__buf_put(x, b, &q, 1);
 }
 
+/* A list as Python prints it: its items' repr()s. */
+static int put_list(ctx *x, fy_buf *b, const json_t *v, int depth)
+{
+    size_t i;
+    json_t *e;
+    if (fy_jinja__buf_put(x, b, "[", 1)) {
+        return -1;
+    }
+    json_array_foreach(v, i, e)
+    {
+        if ((i && fy_jinja__buf_put(x, b, ", ", 2)) || fy_jinja__put_value(x, b, e, 1, depth + 1)) {
+            return -1;
+        }
+    }
+    return fy_jinja__buf_put(x, b, "]", 1);
+}
+
+/* A dict as Python prints it, a namespace() wrapped in <Namespace ...>. */
+static int put_dict(ctx *x, fy_buf *b, const json_t *v, int depth)
+{
+    const char *k;
+    json_t *e;
+    int first = 1, ns = fy_jinja__is_namespace(x, v);
+    if (ns && fy_jinja__buf_put(x, b, "<Namespace ", 11)) {
+        return -1;
+    }
+    if (fy_jinja__buf_put(x, b, "{", 1)) {
+        return -1;
+    }
+    json_object_foreach((json_t *)v, k, e)
+    {
+        if ((!first && fy_jinja__buf_put(x, b, ", ", 2)) || put_repr_str(x, b, k, strlen(k)) ||
+            fy_jinja__buf_put(x, b, ": ", 2) || fy_jinja__put_value(x, b, e, 1, depth + 1)) {
+            return -1;
+        }
+        first = 0;
+    }
+    return fy_jinja__buf_put(x, b, ns ? "}>" : "}", ns ? 2 : 1);
+}
+
 /* Appends str(V) (REPR: repr(V), for list and dict members) to B. */
 int fy_jinja__put_value(ctx *x, fy_buf *b, const json_t *v, int repr, int depth)
 {
@@ -340,41 +380,10 @@ int fy_jinja__put_value(ctx *x, fy_buf *b, const json_t *v, int repr, int depth)
         return fy_jinja__buf_put(x, b, "False", 5);
     case JSON_NULL:
         return fy_jinja__buf_put(x, b, "None", 4);
-    case JSON_ARRAY: {
-        size_t i;
-        json_t *e;
-        if (fy_jinja__buf_put(x, b, "[", 1)) {
-            return -1;
-        }
-        json_array_foreach(v, i, e)
-        {
-            if ((i && fy_jinja__buf_put(x, b, ", ", 2)) ||
-                fy_jinja__put_value(x, b, e, 1, depth + 1)) {
-                return -1;
-            }
-        }
-        return fy_jinja__buf_put(x, b, "]", 1);
-    }
-    case JSON_OBJECT: {
-        const char *k;
-        json_t *e;
-        int first = 1, ns = fy_jinja__is_namespace(x, v);
-        if (ns && fy_jinja__buf_put(x, b, "<Namespace ", 11)) {
-            return -1;
-        }
-        if (fy_jinja__buf_put(x, b, "{", 1)) {
-            return -1;
-        }
-        json_object_foreach((json_t *)v, k, e)
-        {
-            if ((!first && fy_jinja__buf_put(x, b, ", ", 2)) || put_repr_str(x, b, k, strlen(k)) ||
-                fy_jinja__buf_put(x, b, ": ", 2) || fy_jinja__put_value(x, b, e, 1, depth + 1)) {
-                return -1;
-            }
-            first = 0;
-        }
-        return fy_jinja__buf_put(x, b, ns ? "}>" : "}", ns ? 2 : 1);
-    }
+    case JSON_ARRAY:
+        return put_list(x, b, v, depth);
+    case JSON_OBJECT:
+        return put_dict(x, b, v, depth);
     }
     return 0;
 }
