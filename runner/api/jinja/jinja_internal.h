@@ -101,7 +101,7 @@ typedef struct node node;
 struct node {
     int kind;
     int line;
-    int op;
+    int op; /* E_BIN: OP_*; E_CALL, E_METHOD, E_FILTER, E_TEST: the builtin's id */
     int neg;
     const char *name;
     const char *name2; /* second loop target, or the attribute of set ns.attr */
@@ -166,8 +166,9 @@ typedef struct {
     const char *undef_name;
 } ctx;
 
-/* ------------------------------------------------------------------ expressions */
+/* ------------------------------------------------------------------ call arguments */
 
+/* The evaluated arguments of a call, filter or test (references owned). */
 typedef struct {
     json_t *v[MAX_ARGS]; /* NULL: undefined */
     const char *kw[MAX_ARGS];
@@ -175,7 +176,11 @@ typedef struct {
     size_t skip; /* leading positional arguments already consumed (map, select) */
 } args_t;
 
-/* ------------------------------------------------------------------ small value helpers */
+/* ------------------------------------------------------------------ small value helpers
+ * S and SL: a string value's bytes and length. The is_* tests take NULL
+ * (undefined) and count booleans as integers, as Python does; ival and dval
+ * read a number or boolean. is_ws is ASCII whitespace; utf8_put writes CP
+ * (U+FFFD when out of range) as UTF-8 and returns its length. */
 
 static inline const char *S(const json_t *v)
 {
@@ -222,7 +227,6 @@ static inline int is_ws(char ch)
     return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
 }
 
-/* Appends the UTF-8 encoding of CP to P; returns bytes written. */
 static inline size_t utf8_put(char *p, long cp)
 {
     if (cp < 0 || cp > 0x10FFFF) {
@@ -372,7 +376,8 @@ int fy_jinja__put_json(ctx *x, fy_buf *b, const json_t *v, int indent, int level
 /* Python's str(V) as a new string value. */
 json_t *fy_jinja__to_str(ctx *x, const json_t *v, int line);
 
-/* V as a new list: a list's items, a string's characters, a dict's keys. */
+/* V as a list (a new reference): a list itself, a string's characters, a
+ * dict's keys, [] for undefined; other types fail as not iterable. */
 json_t *fy_jinja__to_list(ctx *x, const json_t *v, int line);
 
 /* Python's == (1 or 0), following at most VALUE_DEPTH levels. */
@@ -394,7 +399,8 @@ int fy_jinja__compare(ctx *x, int op, const json_t *a, const json_t *b, int line
 /* OBJ.NAME[0..N) for a dict; a borrowed reference, NULL when absent. */
 json_t *fy_jinja__get_attr(const json_t *obj, const char *name, size_t n);
 
-/* OBJ[KEY] for a list, string or dict (negative indexes from the end). */
+/* OBJ[KEY] for a list, string (by code point) or dict, negative indexes
+ * counting from the end; NULL (undefined, no error) when there is none. */
 json_t *fy_jinja__get_item(ctx *x, const json_t *obj, const json_t *key, int line);
 
 /* Drops the references A holds. */
