@@ -545,6 +545,9 @@ static void test_filter_table(void **state)
                  "map needs attribute= or a supported filter name");
     expect_output("{{ ['a', 'b'] | map('upper') | join(',') }}", NULL, 0, "A,B");
     expect_output("{{ 'a<b' | e }}|{{ none | d('x') }}", NULL, 0, "a&lt;b|None");
+    /* The key that cannot be ordered is named after its type, not freed first. */
+    expect_error("{{ [1, 'a'] | sort }}", NULL, FY_EINVAL,
+                 "sort: values of types 'int' and 'str' cannot be ordered");
 }
 
 /* The test table: sorted, complete, and every name usable after "is"; a

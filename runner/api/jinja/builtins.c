@@ -1169,10 +1169,11 @@ static json_t *sort_list(ctx *x, const json_t *v, args_t *a, int line)
         while (pos > 0) {
             int c;
             if (fy_jinja__values_order(json_array_get(keys, pos - 1), k, &c, 0)) {
-                json_decref(k);
+                /* The message names K's type, so K is released after it. */
                 fy_jinja__rfail(
                     x, FY_EINVAL, line, "sort: values of types '%s' and '%s' cannot be ordered",
                     fy_jinja__type_name(json_array_get(keys, pos - 1)), fy_jinja__type_name(k));
+                json_decref(k);
                 goto fail;
             }
             if (rev ? c >= 0 : c <= 0) {
