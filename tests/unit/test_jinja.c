@@ -1,10 +1,11 @@
-/* Unit tests for the Jinja-subset interpreter (runner/api/jinja.c): every
- * construct against expected strings (cross-checked with Python's jinja2
- * 3.1 under Hugging Face's settings when they were written), whitespace
- * control with and without trim_blocks/lstrip_blocks, compile-time refusal
- * of unsupported constructs with their line, render errors, and the limits
- * on output, steps, working memory and nesting, and the builtin tables
- * (sorted, every name found, an unknown one refused). */
+/* Unit tests for the Jinja-subset interpreter (runner/api/jinja.c and its
+ * parts in runner/api/jinja/): every construct against expected strings
+ * (cross-checked with Python's jinja2 3.1 under Hugging Face's settings when
+ * they were written), whitespace control with and without
+ * trim_blocks/lstrip_blocks, compile-time refusal of unsupported constructs
+ * with their line, render errors, the limits on output, steps, working
+ * memory and nesting, and the builtin tables (sorted, every name found, an
+ * unknown one refused). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

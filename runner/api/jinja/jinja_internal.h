@@ -3,11 +3,12 @@
  * part offers another. Only runner/api/jinja.c, the files of
  * runner/api/jinja/ and their unit tests include it.
  *
- * Which file calls which (no file calls one listed before it in its row):
- *   compile:  jinja.c -> parse.c -> lex.c
- *                        parse.c -> builtins.c (resolving builtin names)
- *   render:   eval.c -> builtins.c -> value.c
- *             eval.c -> value.c
+ * Which file calls which; calls go only this way, never back:
+ *   compile:  jinja.c -> parse.c, lex.c
+ *             parse.c -> lex.c, builtins.c (resolving builtin names)
+ *   render:   eval.c -> builtins.c, value.c
+ *             builtins.c -> value.c
+ * lex.c and value.c call no other part.
  * lex.c also owns the compiler's basics (arena, first error); value.c owns the
  * renderer's (first error, the step and memory budgets, value constructors,
  * printing, comparison, argument access). Builtins never evaluate AST nodes:
