@@ -24,8 +24,10 @@
 
 #include "common/buf.h"
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <utf8proc.h>
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -234,6 +236,21 @@ static inline size_t utf8_put(char *p, long cp)
         cp = 0xFFFD;
     }
     return (size_t)utf8proc_encode_char((utf8proc_int32_t)cp, (utf8proc_uint8_t *)p);
+}
+
+/* Writes FMT's message into ERR[0..ERRLEN) (nothing when ERR is NULL or
+ * ERRLEN 0), then, when LINE > 0 and it fits, where it happened: " at line N"
+ * for a compile error, " (template line N)" for a render error (RENDER). */
+__attribute__((format(printf, 5, 0))) static inline void
+fy_jinja__put_error(char *err, size_t errlen, int render, int line, const char *fmt, va_list ap)
+{
+    if (!err || !errlen) {
+        return;
+    }
+    int n = vsnprintf(err, errlen, fmt, ap);
+    if (n >= 0 && (size_t)n < errlen && line > 0) {
+        snprintf(err + n, errlen - (size_t)n, render ? " (template line %d)" : " at line %d", line);
+    }
 }
 
 /* ------------------------------------------------------------------ lex.c: compiler basics, lexer */

@@ -48,23 +48,16 @@ void fy_jinja__arena_free(arena_chunk *c)
     }
 }
 
-/* Records the first error (with its line) and returns its code. */
-
 int fy_jinja__cfail(compiler *c, int rc, int line, const char *fmt, ...)
 {
     if (c->rc) {
         return c->rc;
     }
     c->rc = rc;
-    if (c->err && c->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(c->err, c->errlen, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < c->errlen && line > 0) {
-            snprintf(c->err + n, c->errlen - (size_t)n, " at line %d", line);
-        }
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    fy_jinja__put_error(c->err, c->errlen, 0, line, fmt, ap);
+    va_end(ap);
     return rc;
 }
 

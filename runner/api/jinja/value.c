@@ -23,15 +23,10 @@ json_t *fy_jinja__rfail(ctx *x, int rc, int line, const char *fmt, ...)
         return NULL;
     }
     x->rc = rc;
-    if (x->err && x->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(x->err, x->errlen, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < x->errlen && line > 0) {
-            snprintf(x->err + n, x->errlen - (size_t)n, " (template line %d)", line);
-        }
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    fy_jinja__put_error(x->err, x->errlen, 1, line, fmt, ap);
+    va_end(ap);
     return NULL;
 }
 
