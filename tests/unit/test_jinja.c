@@ -1,10 +1,11 @@
-/* Unit tests for the Jinja-subset interpreter (runner/api/jinja.c): every
- * construct against expected strings (cross-checked with Python's jinja2
- * 3.1 under Hugging Face's settings when they were written), whitespace
- * control with and without trim_blocks/lstrip_blocks, compile-time refusal
- * of unsupported constructs with their line, render errors, and the limits
- * on output, steps, working memory and nesting, and the builtin tables
- * (sorted, every name found, an unknown one refused). */
+/* Unit tests for the Jinja-subset interpreter (runner/api/jinja.c and its
+ * parts in runner/api/jinja/): every construct against expected strings
+ * (cross-checked with Python's jinja2 3.1 under Hugging Face's settings when
+ * they were written), whitespace control with and without
+ * trim_blocks/lstrip_blocks, compile-time refusal of unsupported constructs
+ * with their line, render errors, the limits on output, steps, working
+ * memory and nesting, and the builtin tables (sorted, every name found, an
+ * unknown one refused). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -545,6 +546,9 @@ static void test_filter_table(void **state)
                  "map needs attribute= or a supported filter name");
     expect_output("{{ ['a', 'b'] | map('upper') | join(',') }}", NULL, 0, "A,B");
     expect_output("{{ 'a<b' | e }}|{{ none | d('x') }}", NULL, 0, "a&lt;b|None");
+    /* The key that cannot be ordered is named after its type, not freed first. */
+    expect_error("{{ [1, 'a'] | sort }}", NULL, FY_EINVAL,
+                 "sort: values of types 'int' and 'str' cannot be ordered");
 }
 
 /* The test table: sorted, complete, and every name usable after "is"; a

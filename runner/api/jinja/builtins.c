@@ -152,10 +152,104 @@ fail:
     return NULL;
 }
 
+/* The first byte at or after I of S[0..N) that does not start a space. */
+static size_t skip_spaces(const char *s, size_t n, size_t i)
+{
+    while (i < n) {
+        int32_t cp;
+        size_t k = fy_jinja__u8_next(s, n, i, &cp);
+        if (!fy_jinja__is_space_cp(cp)) {
+            break;
+        }
+        i += k;
+    }
+    return i;
+}
+
+/* The first byte at or after I of S[0..N) that starts a space, or N. */
+static size_t word_end(const char *s, size_t n, size_t i)
+{
+    while (i < n) {
+        int32_t cp;
+        size_t k = fy_jinja__u8_next(s, n, i, &cp);
+        if (fy_jinja__is_space_cp(cp)) {
+            break;
+        }
+        i += k;
+    }
+    return i;
+}
+
+/* The end of S[I..N) once trailing spaces are dropped. */
+static size_t trim_end(const char *s, size_t n, size_t i)
+{
+    size_t j = n;
+    while (j > i) {
+        size_t p = j - 1;
+        while (p > i && ((unsigned char)s[p] & 0xC0) == 0x80) {
+            p--;
+        }
+        int32_t cp;
+        fy_jinja__u8_next(s, n, p, &cp);
+        if (!fy_jinja__is_space_cp(cp)) {
+            break;
+        }
+        j = p;
+    }
+    return j;
+}
+
+/* Appends S[I..J) to the list L: 0, or -1 with x->rc set. */
+static int push_piece(ctx *x, json_t *l, const char *s, size_t i, size_t j, int line)
+{
+    if (fy_jinja__charge(x, 16, line) ||
+        fy_jinja__append_owned(x, l, fy_jinja__mkstr(x, s + i, j - i, line)) || x->rc) {
+        return -1;
+    }
+    return 0;
+}
+
+/* str.split() without a separator into L: runs of whitespace separate, and
+ * leading and trailing ones are dropped. */
+static int split_spaces(ctx *x, json_t *l, const char *s, size_t n, long long maxsplit, int line)
+{
+    for (long long splits = 0;; splits++) {
+        size_t i = skip_spaces(s, n, 0);
+        if (i >= n) {
+            return 0;
+        }
+        size_t j = maxsplit >= 0 && splits >= maxsplit ? trim_end(s, n, i) : word_end(s, n, i);
+        if (push_piece(x, l, s, i, j, line)) {
+            return -1;
+        }
+        s += j;
+        n -= j;
+    }
+}
+
+/* str.split(SEP) into L. */
+static int split_sep(ctx *x, json_t *l, const char *s, size_t n, const json_t *sep,
+                     long long maxsplit, int line)
+{
+    size_t i = 0;
+    for (long long splits = 0;; splits++) {
+        const char *hit = NULL;
+        if (maxsplit < 0 || splits < maxsplit) {
+            hit = memmem(s + i, n - i, S(sep), SL(sep));
+        }
+        size_t j = hit ? (size_t)(hit - s) : n;
+        if (push_piece(x, l, s, i, j, line)) {
+            return -1;
+        }
+        if (!hit) {
+            return 0;
+        }
+        i = j + SL(sep);
+    }
+}
+
 static json_t *str_split(ctx *x, const json_t *v, const json_t *sep, long long maxsplit, int line)
 {
-    const char *s = S(v);
-    size_t n = SL(v), i = 0;
     json_t *l = fy_jinja__mkarray(x, 0, line);
     if (!l) {
         return NULL;
@@ -164,73 +258,12 @@ static json_t *str_split(ctx *x, const json_t *v, const json_t *sep, long long m
         json_decref(l);
         return fy_jinja__rfail(x, FY_EINVAL, line, "empty separator");
     }
-    long long splits = 0;
-    if (!sep) {
-        /* Runs of whitespace separate; leading and trailing ones are dropped. */
-        for (;;) {
-            while (i < n) {
-                int32_t cp;
-                size_t k = fy_jinja__u8_next(s, n, i, &cp);
-                if (!fy_jinja__is_space_cp(cp)) {
-                    break;
-                }
-                i += k;
-            }
-            if (i >= n) {
-                break;
-            }
-            size_t j = i;
-            if (maxsplit >= 0 && splits >= maxsplit) {
-                j = n;
-                while (j > i) {
-                    size_t p = j - 1;
-                    while (p > i && ((unsigned char)s[p] & 0xC0) == 0x80) {
-                        p--;
-                    }
-                    int32_t cp;
-                    fy_jinja__u8_next(s, n, p, &cp);
-                    if (!fy_jinja__is_space_cp(cp)) {
-                        break;
-                    }
-                    j = p;
-                }
-            } else {
-                while (j < n) {
-                    int32_t cp;
-                    size_t k = fy_jinja__u8_next(s, n, j, &cp);
-                    if (fy_jinja__is_space_cp(cp)) {
-                        break;
-                    }
-                    j += k;
-                }
-            }
-            if (fy_jinja__charge(x, 16, line) ||
-                fy_jinja__append_owned(x, l, fy_jinja__mkstr(x, s + i, j - i, line)) || x->rc) {
-                json_decref(l);
-                return NULL;
-            }
-            splits++;
-            i = j;
-        }
-        return l;
+    if (sep ? split_sep(x, l, S(v), SL(v), sep, maxsplit, line)
+            : split_spaces(x, l, S(v), SL(v), maxsplit, line)) {
+        json_decref(l);
+        return NULL;
     }
-    for (;;) {
-        const char *hit = NULL;
-        if (maxsplit < 0 || splits < maxsplit) {
-            hit = memmem(s + i, n - i, S(sep), SL(sep));
-        }
-        size_t j = hit ? (size_t)(hit - s) : n;
-        if (fy_jinja__charge(x, 16, line) ||
-            fy_jinja__append_owned(x, l, fy_jinja__mkstr(x, s + i, j - i, line)) || x->rc) {
-            json_decref(l);
-            return NULL;
-        }
-        if (!hit) {
-            return l;
-        }
-        splits++;
-        i = j + SL(sep);
-    }
+    return l;
 }
 
 static json_t *str_replace(ctx *x, const json_t *v, const json_t *old, const json_t *new_,
@@ -1136,10 +1169,11 @@ static json_t *sort_list(ctx *x, const json_t *v, args_t *a, int line)
         while (pos > 0) {
             int c;
             if (fy_jinja__values_order(json_array_get(keys, pos - 1), k, &c, 0)) {
-                json_decref(k);
+                /* The message names K's type, so K is released after it. */
                 fy_jinja__rfail(
                     x, FY_EINVAL, line, "sort: values of types '%s' and '%s' cannot be ordered",
                     fy_jinja__type_name(json_array_get(keys, pos - 1)), fy_jinja__type_name(k));
+                json_decref(k);
                 goto fail;
             }
             if (rev ? c >= 0 : c <= 0) {

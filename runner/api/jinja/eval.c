@@ -68,6 +68,70 @@ static long long slice_bound(const json_t *v, long long def, long long len, int 
     return i;
 }
 
+/* Code points START, START + STEP, ... (before STOP) of the string OBJ. */
+static json_t *slice_str(ctx *x, const json_t *obj, long long start, long long stop,
+                         long long stepv, int line)
+{
+    fy_buf b;
+    fy_buf_init(&b, x->max_str);
+    for (long long i = start; stepv < 0 ? i > stop : i < stop; i += stepv) {
+        size_t a = fy_jinja__u8_off(S(obj), SL(obj), (size_t)i);
+        size_t e = fy_jinja__u8_off(S(obj), SL(obj), (size_t)i + 1);
+        if (fy_jinja__buf_put(x, &b, S(obj) + a, e - a)) {
+            fy_buf_free(&b);
+            return NULL;
+        }
+    }
+    json_t *res = fy_jinja__mkstr(x, b.data, b.len, line);
+    fy_buf_free(&b);
+    return res;
+}
+
+/* Items START, START + STEP, ... (before STOP) of the list OBJ. */
+static json_t *slice_list(ctx *x, const json_t *obj, long long start, long long stop,
+                          long long stepv, int line)
+{
+    int neg = stepv < 0;
+    long long cnt = neg ? (start > stop ? (start - stop - 1) / -stepv + 1 : 0)
+                        : (stop > start ? (stop - start - 1) / stepv + 1 : 0);
+    json_t *res = fy_jinja__mkarray(x, (size_t)cnt, line);
+    for (long long i = start; res && (neg ? i > stop : i < stop); i += stepv) {
+        if (fy_jinja__append_owned(x, res, json_incref(json_array_get(obj, (size_t)i)))) {
+            json_decref(res);
+            res = NULL;
+        }
+    }
+    return res;
+}
+
+/* OBJ[P0:P1:P2] once the bounds are evaluated (each NULL or null: absent). */
+static json_t *slice_value(ctx *x, const json_t *obj, json_t *const parts[3], int line)
+{
+    for (int i = 0; i < 3; i++) {
+        if (parts[i] && !json_is_null(parts[i]) && !is_intlike(parts[i])) {
+            return fy_jinja__rfail(x, FY_EINVAL, line,
+                                   "slice indices must be integers or none, not %s",
+                                   fy_jinja__type_name(parts[i]));
+        }
+    }
+    long long stepv = parts[2] && !json_is_null(parts[2]) ? ival(parts[2]) : 1;
+    if (stepv == 0) {
+        return fy_jinja__rfail(x, FY_EINVAL, line, "slice step cannot be zero");
+    }
+    int isstr = json_is_string(obj);
+    if (!isstr && !json_is_array(obj)) {
+        return fy_jinja__rfail(x, FY_EINVAL, line, "'%s' object is not subscriptable",
+                               fy_jinja__type_name(obj));
+    }
+    long long len =
+        isstr ? (long long)fy_jinja__u8_len(S(obj), SL(obj)) : (long long)json_array_size(obj);
+    int neg = stepv < 0;
+    long long start = slice_bound(parts[0], neg ? len - 1 : 0, len, neg);
+    long long stop = slice_bound(parts[1], neg ? -1 : len, len, neg);
+    return isstr ? slice_str(x, obj, start, stop, stepv, line)
+                 : slice_list(x, obj, start, stop, stepv, line);
+}
+
 static json_t *eval_slice(ctx *x, const node *n)
 {
     json_t *obj = eval(x, n->a), *parts[3] = {NULL, NULL, NULL}, *res = NULL;
@@ -78,62 +142,20 @@ static json_t *eval_slice(ctx *x, const node *n)
     if (!obj) {
         return fy_jinja__fail_undef(x, n->line);
     }
-    for (int i = 0; i < 3; i++) {
+    int i = 0;
+    for (; i < 3; i++) {
         if (pn[i] && !(parts[i] = eval(x, pn[i])) && x->rc) {
-            goto out;
+            break;
         }
         if (parts[i] && !json_is_null(parts[i]) && !is_intlike(parts[i])) {
-            fy_jinja__rfail(x, FY_EINVAL, n->line, "slice indices must be integers or none, not %s",
-                            fy_jinja__type_name(parts[i]));
-            goto out;
+            break; /* slice_value names the bad index */
         }
     }
-    long long stepv = parts[2] && !json_is_null(parts[2]) ? ival(parts[2]) : 1;
-    if (stepv == 0) {
-        fy_jinja__rfail(x, FY_EINVAL, n->line, "slice step cannot be zero");
-        goto out;
+    if (!x->rc) {
+        res = slice_value(x, obj, parts, n->line);
     }
-    int isstr = json_is_string(obj);
-    if (!isstr && !json_is_array(obj)) {
-        fy_jinja__rfail(x, FY_EINVAL, n->line, "'%s' object is not subscriptable",
-                        fy_jinja__type_name(obj));
-        goto out;
-    }
-    long long len =
-        isstr ? (long long)fy_jinja__u8_len(S(obj), SL(obj)) : (long long)json_array_size(obj);
-    int neg = stepv < 0;
-    long long start = slice_bound(parts[0], neg ? len - 1 : 0, len, neg);
-    long long stop = slice_bound(parts[1], neg ? -1 : len, len, neg);
-    if (isstr) {
-        fy_buf b;
-        fy_buf_init(&b, x->max_str);
-        for (long long i = start; neg ? i > stop : i < stop; i += stepv) {
-            size_t a = fy_jinja__u8_off(S(obj), SL(obj), (size_t)i);
-            size_t e = fy_jinja__u8_off(S(obj), SL(obj), (size_t)i + 1);
-            if (fy_jinja__buf_put(x, &b, S(obj) + a, e - a)) {
-                fy_buf_free(&b);
-                goto out;
-            }
-        }
-        res = fy_jinja__mkstr(x, b.data, b.len, n->line);
-        fy_buf_free(&b);
-    } else {
-        long long cnt = neg ? (start > stop ? (start - stop - 1) / -stepv + 1 : 0)
-                            : (stop > start ? (stop - start - 1) / stepv + 1 : 0);
-        if (!(res = fy_jinja__mkarray(x, (size_t)cnt, n->line))) {
-            goto out;
-        }
-        for (long long i = start; neg ? i > stop : i < stop; i += stepv) {
-            if (fy_jinja__append_owned(x, res, json_incref(json_array_get(obj, (size_t)i)))) {
-                json_decref(res);
-                res = NULL;
-                goto out;
-            }
-        }
-    }
-out:
     json_decref(obj);
-    for (int i = 0; i < 3; i++) {
+    for (i = 0; i < 3; i++) {
         json_decref(parts[i]);
     }
     return res;
@@ -483,6 +505,48 @@ static json_t *loop_object(ctx *x, json_t *items, size_t i, size_t len, int line
     return o;
 }
 
+/* "for x in xs if cond": the items for which COND holds, filtered before
+ * the loop runs so that loop.* counts kept items. Consumes ITEMS. */
+static json_t *filter_loop_items(ctx *x, const node *n, json_t *items)
+{
+    json_t *kept = fy_jinja__mkarray(x, json_array_size(items), n->line);
+    size_t i;
+    json_t *e;
+    json_array_foreach(items, i, e)
+    {
+        if (!kept || fy_jinja__step(x, n->line) || push_scope(x, n->line)) {
+            break;
+        }
+        json_t *c = bind_targets(x, n, e) ? NULL : eval(x, n->b);
+        int keep = !x->rc && fy_jinja__truthy(c);
+        json_decref(c);
+        pop_scope(x);
+        if (x->rc || (keep && json_array_append(kept, e))) {
+            break;
+        }
+    }
+    json_decref(items);
+    if (x->rc || !kept) {
+        json_decref(kept);
+        return x->rc ? NULL : fy_jinja__nomem(x);
+    }
+    return kept;
+}
+
+/* One pass of the loop body over item I of ITEMS (LEN of them), in its own
+ * scope with the loop variables and "loop" bound. */
+static void loop_pass(ctx *x, const node *n, json_t *items, size_t i, size_t len)
+{
+    json_t *loop = loop_object(x, items, i, len, n->line);
+    if (loop && !bind_targets(x, n, json_array_get(items, i))) {
+        if (!set_var(x, "loop", loop)) { /* set_var took the reference */
+            exec_list(x, n->body);
+        }
+    } else {
+        json_decref(loop);
+    }
+}
+
 static int exec_for(ctx *x, const node *n)
 {
     json_t *it = eval(x, n->a);
@@ -491,33 +555,11 @@ static int exec_for(ctx *x, const node *n)
     }
     json_t *items = fy_jinja__to_list(x, it, n->line);
     json_decref(it);
+    if (items && n->b) {
+        items = filter_loop_items(x, n, items);
+    }
     if (!items) {
         return -1;
-    }
-    if (n->b) {
-        /* "for x in xs if cond": filter first, so loop.* counts kept items. */
-        json_t *kept = fy_jinja__mkarray(x, json_array_size(items), n->line);
-        size_t i;
-        json_t *e;
-        json_array_foreach(items, i, e)
-        {
-            if (!kept || fy_jinja__step(x, n->line) || push_scope(x, n->line)) {
-                break;
-            }
-            json_t *c = bind_targets(x, n, e) ? NULL : eval(x, n->b);
-            int keep = !x->rc && fy_jinja__truthy(c);
-            json_decref(c);
-            pop_scope(x);
-            if (x->rc || (keep && json_array_append(kept, e))) {
-                break;
-            }
-        }
-        json_decref(items);
-        if (x->rc || !kept) {
-            json_decref(kept);
-            return x->rc ? -1 : (fy_jinja__nomem(x), -1);
-        }
-        items = kept;
     }
     size_t len = json_array_size(items);
     if (len == 0 && n->orelse) {
@@ -528,14 +570,7 @@ static int exec_for(ctx *x, const node *n)
         if (fy_jinja__step(x, n->line) || push_scope(x, n->line)) {
             break;
         }
-        json_t *loop = loop_object(x, items, i, len, n->line);
-        if (loop && !bind_targets(x, n, json_array_get(items, i))) {
-            if (!set_var(x, "loop", loop)) { /* set_var took the reference */
-                exec_list(x, n->body);
-            }
-        } else {
-            json_decref(loop);
-        }
+        loop_pass(x, n, items, i, len);
         pop_scope(x);
         if (x->rc) {
             break;

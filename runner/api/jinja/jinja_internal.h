@@ -3,11 +3,12 @@
  * part offers another. Only runner/api/jinja.c, the files of
  * runner/api/jinja/ and their unit tests include it.
  *
- * Which file calls which (no file calls one listed before it in its row):
- *   compile:  jinja.c -> parse.c -> lex.c
- *                        parse.c -> builtins.c (resolving builtin names)
- *   render:   eval.c -> builtins.c -> value.c
- *             eval.c -> value.c
+ * Which file calls which; calls go only this way, never back:
+ *   compile:  jinja.c -> parse.c, lex.c
+ *             parse.c -> lex.c, builtins.c (resolving builtin names)
+ *   render:   eval.c -> builtins.c, value.c
+ *             builtins.c -> value.c
+ * lex.c and value.c call no other part.
  * lex.c also owns the compiler's basics (arena, first error); value.c owns the
  * renderer's (first error, the step and memory budgets, value constructors,
  * printing, comparison, argument access). Builtins never evaluate AST nodes:
@@ -23,8 +24,10 @@
 
 #include "common/buf.h"
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <utf8proc.h>
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -101,7 +104,7 @@ typedef struct node node;
 struct node {
     int kind;
     int line;
-    int op;
+    int op; /* E_BIN: OP_*; E_CALL, E_METHOD, E_FILTER, E_TEST: the builtin's id */
     int neg;
     const char *name;
     const char *name2; /* second loop target, or the attribute of set ns.attr */
@@ -166,8 +169,9 @@ typedef struct {
     const char *undef_name;
 } ctx;
 
-/* ------------------------------------------------------------------ expressions */
+/* ------------------------------------------------------------------ call arguments */
 
+/* The evaluated arguments of a call, filter or test (references owned). */
 typedef struct {
     json_t *v[MAX_ARGS]; /* NULL: undefined */
     const char *kw[MAX_ARGS];
@@ -175,7 +179,11 @@ typedef struct {
     size_t skip; /* leading positional arguments already consumed (map, select) */
 } args_t;
 
-/* ------------------------------------------------------------------ small value helpers */
+/* ------------------------------------------------------------------ small value helpers
+ * S and SL: a string value's bytes and length. The is_* tests take NULL
+ * (undefined) and count booleans as integers, as Python does; ival and dval
+ * read a number or boolean. is_ws is ASCII whitespace; utf8_put writes CP
+ * (U+FFFD when out of range) as UTF-8 and returns its length. */
 
 static inline const char *S(const json_t *v)
 {
@@ -222,13 +230,27 @@ static inline int is_ws(char ch)
     return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
 }
 
-/* Appends the UTF-8 encoding of CP to P; returns bytes written. */
 static inline size_t utf8_put(char *p, long cp)
 {
     if (cp < 0 || cp > 0x10FFFF) {
         cp = 0xFFFD;
     }
     return (size_t)utf8proc_encode_char((utf8proc_int32_t)cp, (utf8proc_uint8_t *)p);
+}
+
+/* Writes FMT's message into ERR[0..ERRLEN) (nothing when ERR is NULL or
+ * ERRLEN 0), then, when LINE > 0 and it fits, where it happened: " at line N"
+ * for a compile error, " (template line N)" for a render error (RENDER). */
+__attribute__((format(printf, 5, 0))) static inline void
+fy_jinja__put_error(char *err, size_t errlen, int render, int line, const char *fmt, va_list ap)
+{
+    if (!err || !errlen) {
+        return;
+    }
+    int n = vsnprintf(err, errlen, fmt, ap);
+    if (n >= 0 && (size_t)n < errlen && line > 0) {
+        snprintf(err + n, errlen - (size_t)n, render ? " (template line %d)" : " at line %d", line);
+    }
 }
 
 /* ------------------------------------------------------------------ lex.c: compiler basics, lexer */
@@ -372,7 +394,8 @@ int fy_jinja__put_json(ctx *x, fy_buf *b, const json_t *v, int indent, int level
 /* Python's str(V) as a new string value. */
 json_t *fy_jinja__to_str(ctx *x, const json_t *v, int line);
 
-/* V as a new list: a list's items, a string's characters, a dict's keys. */
+/* V as a list (a new reference): a list itself, a string's characters, a
+ * dict's keys, [] for undefined; other types fail as not iterable. */
 json_t *fy_jinja__to_list(ctx *x, const json_t *v, int line);
 
 /* Python's == (1 or 0), following at most VALUE_DEPTH levels. */
@@ -394,7 +417,8 @@ int fy_jinja__compare(ctx *x, int op, const json_t *a, const json_t *b, int line
 /* OBJ.NAME[0..N) for a dict; a borrowed reference, NULL when absent. */
 json_t *fy_jinja__get_attr(const json_t *obj, const char *name, size_t n);
 
-/* OBJ[KEY] for a list, string or dict (negative indexes from the end). */
+/* OBJ[KEY] for a list, string (by code point) or dict, negative indexes
+ * counting from the end; NULL (undefined, no error) when there is none. */
 json_t *fy_jinja__get_item(ctx *x, const json_t *obj, const json_t *key, int line);
 
 /* Drops the references A holds. */

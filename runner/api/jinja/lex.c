@@ -48,23 +48,16 @@ void fy_jinja__arena_free(arena_chunk *c)
     }
 }
 
-/* Records the first error (with its line) and returns its code. */
-
 int fy_jinja__cfail(compiler *c, int rc, int line, const char *fmt, ...)
 {
     if (c->rc) {
         return c->rc;
     }
     c->rc = rc;
-    if (c->err && c->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(c->err, c->errlen, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < c->errlen && line > 0) {
-            snprintf(c->err + n, c->errlen - (size_t)n, " at line %d", line);
-        }
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    fy_jinja__put_error(c->err, c->errlen, 0, line, fmt, ap);
+    va_end(ap);
     return rc;
 }
 
@@ -141,8 +134,6 @@ static int hexval(char ch)
     return -1;
 }
 
-/* Lexes a string literal at S[*I] (the opening quote) with Python's escapes;
- * unknown escapes stay as written, as in Python. */
 /* Jinja writes every \r\n and \r of template text and string literals as
  * \n. Returns the new length (S is rewritten in place). */
 size_t fy_jinja__normalize_newlines(char *s, size_t n)
@@ -159,16 +150,65 @@ size_t fy_jinja__normalize_newlines(char *s, size_t n)
     return o;
 }
 
+/* The byte a one-letter escape \E stands for, or -1 when E is not one. */
+static int simple_escape(char e)
+{
+    static const char map[][2] = {{'n', '\n'}, {'t', '\t'}, {'r', '\r'}, {'\\', '\\'}, {'\'', '\''},
+                                  {'"', '"'},  {'a', '\a'}, {'b', '\b'}, {'f', '\f'},  {'v', '\v'}};
+    for (size_t i = 0; i < NELEM(map); i++) {
+        if (map[i][0] == e) {
+            return map[i][1];
+        }
+    }
+    return -1;
+}
+
+/* Decodes the escape whose letter is at S[*K] (the backslash before it),
+ * inside a literal ending at S[J], into OUT + *O; *K is left on its last
+ * byte. Returns 0, or the error recorded for a truncated \x, \u or \U. */
+static int lex_escape(compiler *c, const char *s, size_t j, size_t *k, char *out, size_t *o,
+                      int *line)
+{
+    char e = s[*k];
+    int ch = simple_escape(e), digits = e == 'x' ? 2 : e == 'u' ? 4 : e == 'U' ? 8 : 0;
+    long v = 0;
+    if (ch >= 0) {
+        out[(*o)++] = (char)ch;
+    } else if (e == '\n') {
+        (*line)++; /* line continuation */
+    } else if (digits) {
+        for (int m = 0; m < digits; m++) {
+            int h = *k + 1 < j ? hexval(s[*k + 1]) : -1;
+            if (h < 0) {
+                return fy_jinja__cfail(c, FY_EPARSE, *line,
+                                       "truncated \\%c escape in string literal", e);
+            }
+            v = v * 16 + h;
+            (*k)++;
+        }
+        *o += utf8_put(out + *o, v);
+    } else if (e >= '0' && e <= '7') {
+        for (int m = 0; m < 3 && *k < j && s[*k] >= '0' && s[*k] <= '7'; m++) {
+            v = v * 8 + (s[(*k)++] - '0');
+        }
+        (*k)--;
+        *o += utf8_put(out + *o, v);
+    } else {
+        out[(*o)++] = '\\';
+        out[(*o)++] = e;
+    }
+    return 0;
+}
+
+/* Lexes a string literal at S[*I] (the opening quote) with Python's escapes;
+ * unknown escapes stay as written, as in Python. */
 static int lex_string(compiler *c, const char *s, size_t n, size_t *i, int *line)
 {
     char q = s[*i];
     size_t j = *i + 1;
     int start_line = *line;
     while (j < n && s[j] != q) {
-        if (s[j] == '\\' && j + 1 < n) {
-            j++;
-        }
-        j++;
+        j += s[j] == '\\' && j + 1 < n ? 2 : 1;
     }
     if (j >= n) {
         return fy_jinja__cfail(c, FY_EPARSE, start_line, "unterminated string literal");
@@ -187,84 +227,10 @@ static int lex_string(compiler *c, const char *s, size_t n, size_t *i, int *line
         if (s[k] == '\r') {
             out[o++] = '\n';
             k += k + 1 < j && s[k + 1] == '\n';
-            continue;
-        }
-        if (s[k] != '\\') {
+        } else if (s[k] != '\\') {
             out[o++] = s[k];
-            continue;
-        }
-        char e = s[++k];
-        int digits = 0;
-        switch (e) {
-        case 'n':
-            out[o++] = '\n';
-            break;
-        case 't':
-            out[o++] = '\t';
-            break;
-        case 'r':
-            out[o++] = '\r';
-            break;
-        case '\\':
-            out[o++] = '\\';
-            break;
-        case '\'':
-            out[o++] = '\'';
-            break;
-        case '"':
-            out[o++] = '"';
-            break;
-        case 'a':
-            out[o++] = '\a';
-            break;
-        case 'b':
-            out[o++] = '\b';
-            break;
-        case 'f':
-            out[o++] = '\f';
-            break;
-        case 'v':
-            out[o++] = '\v';
-            break;
-        case '\n':
-            (*line)++;
-            break; /* line continuation */
-        case 'x':
-            digits = 2;
-            break;
-        case 'u':
-            digits = 4;
-            break;
-        case 'U':
-            digits = 8;
-            break;
-        default:
-            if (e >= '0' && e <= '7') {
-                long v = 0;
-                int m = 0;
-                while (m < 3 && k < j && s[k] >= '0' && s[k] <= '7') {
-                    v = v * 8 + (s[k++] - '0');
-                    m++;
-                }
-                k--;
-                o += utf8_put(out + o, v);
-            } else {
-                out[o++] = '\\';
-                out[o++] = e;
-            }
-        }
-        if (digits) {
-            long v = 0;
-            for (int m = 0; m < digits; m++) {
-                int h = k + 1 < j ? hexval(s[k + 1]) : -1;
-                if (h < 0) {
-                    return fy_jinja__cfail(c, FY_EPARSE, *line,
-                                           "truncated \\%c escape in string literal", e);
-                }
-                v = v * 16 + h;
-                k++;
-            }
-            o += utf8_put(out + o, v);
+        } else if (++k, lex_escape(c, s, j, &k, out, &o, line)) {
+            return c->rc;
         }
     }
     out[o] = 0;
@@ -341,6 +307,74 @@ static int lex_number(compiler *c, const char *s, size_t n, size_t *i, int line)
 static const char *const ops2[] = {"//", "**", "==", "!=", "<=", ">="};
 static const char ops1[] = "+-*/%~<>=()[]{},.:|";
 
+/* The length of the tag's closing delimiter at P ("}}" or "%}", after an
+ * optional "-", or "+" in a block tag), 0 if there is none; *MOD gets the
+ * "-" or "+". */
+static size_t tag_close(const char *p, size_t left, char kind, char *mod)
+{
+    char close = kind == '{' ? '}' : '%';
+    if (left >= 3 && (p[0] == '-' || (p[0] == '+' && kind == '%')) && p[1] == close &&
+        p[2] == '}') {
+        *mod = p[0];
+        return 3;
+    }
+    return left >= 2 && p[0] == close && p[1] == '}' ? 2 : 0;
+}
+
+/* Emits a token of TYPE spelled P[0..LEN) and moves *I past it. */
+static int emit_span(compiler *c, int type, const char *p, size_t len, size_t *i, int line)
+{
+    token *t = emit_tok(c, type, line);
+    if (!t) {
+        return c->rc;
+    }
+    t->s = p;
+    t->n = len;
+    *i += len;
+    return 0;
+}
+
+/* The length of the operator at P (LEFT bytes remain), 0 if there is none. */
+static size_t op_len(const char *p, size_t left)
+{
+    for (size_t k = 0; k < NELEM(ops2); k++) {
+        if (left >= 2 && memcmp(p, ops2[k], 2) == 0) {
+            return 2;
+        }
+    }
+    return strchr(ops1, p[0]) ? 1 : 0;
+}
+
+/* Lexes one name, number, string or operator at S[*I] inside a tag; *BRACES
+ * counts the open "{" so that a dict's "}" is not taken for the tag's end. */
+static int lex_tag_token(compiler *c, const char *s, size_t n, size_t *i, int *line, int *braces)
+{
+    const char *p = s + *i;
+    size_t left = n - *i;
+    unsigned char ch = (unsigned char)p[0];
+    if (isalpha(ch) || ch == '_') {
+        size_t j = 1;
+        while (j < left && (isalnum((unsigned char)p[j]) || p[j] == '_')) {
+            j++;
+        }
+        return emit_span(c, T_NAME, p, j, i, *line);
+    }
+    if (isdigit(ch)) {
+        return lex_number(c, s, n, i, *line);
+    }
+    if (ch == '\'' || ch == '"') {
+        return lex_string(c, s, n, i, line);
+    }
+    size_t oplen = op_len(p, left);
+    if (!oplen) {
+        return fy_jinja__cfail(c, FY_EPARSE, *line, "unexpected character '%c' in tag",
+                               isprint(ch) ? ch : '?');
+    }
+    *braces += ch == '{';
+    *braces -= ch == '}' && *braces > 0;
+    return emit_span(c, T_OP, p, oplen, i, *line);
+}
+
 /* Lexes the inside of a {{ }} or {% %} tag starting at *I, through its closing
  * delimiter. Returns 0, sets *TRIM_AFTER to '-' (strip following whitespace),
  * '+' (keep it) or 0. */
@@ -358,70 +392,17 @@ static int lex_tag(compiler *c, const char *s, size_t n, size_t *i, int *line, c
             return fy_jinja__cfail(c, FY_EPARSE, start_line, "unclosed %s tag",
                                    kind == '{' ? "{{" : "{%");
         }
-        const char *p = s + *i;
-        size_t left = n - *i;
-        char close = kind == '{' ? '}' : '%';
-        if (braces == 0 || kind == '%') {
-            size_t skip = 0;
-            char mod = 0;
-            if (left >= 3 && (p[0] == '-' || (p[0] == '+' && kind == '%')) && p[1] == close &&
-                p[2] == '}') {
-                mod = p[0];
-                skip = 3;
-            } else if (left >= 2 && p[0] == close && p[1] == '}') {
-                skip = 2;
-            }
-            if (skip) {
-                if (!emit_tok(c, kind == '{' ? T_VAR_END : T_BLOCK_END, *line)) {
-                    return c->rc;
-                }
-                *i += skip;
-                *trim_after = mod;
-                return 0;
-            }
-        }
-        unsigned char ch = (unsigned char)p[0];
-        int rc = 0;
-        if (isalpha(ch) || ch == '_') {
-            size_t j = 1;
-            while (j < left && (isalnum((unsigned char)p[j]) || p[j] == '_')) {
-                j++;
-            }
-            token *t = emit_tok(c, T_NAME, *line);
-            if (!t) {
+        char mod = 0;
+        size_t close = braces == 0 || kind == '%' ? tag_close(s + *i, n - *i, kind, &mod) : 0;
+        if (close) {
+            if (!emit_tok(c, kind == '{' ? T_VAR_END : T_BLOCK_END, *line)) {
                 return c->rc;
             }
-            t->s = p;
-            t->n = j;
-            *i += j;
-        } else if (isdigit(ch)) {
-            rc = lex_number(c, s, n, i, *line);
-        } else if (ch == '\'' || ch == '"') {
-            rc = lex_string(c, s, n, i, line);
-        } else {
-            size_t oplen = 0;
-            for (size_t k = 0; k < NELEM(ops2); k++) {
-                if (left >= 2 && memcmp(p, ops2[k], 2) == 0) {
-                    oplen = 2;
-                }
-            }
-            if (!oplen && strchr(ops1, ch)) {
-                oplen = 1;
-            }
-            if (!oplen) {
-                return fy_jinja__cfail(c, FY_EPARSE, *line, "unexpected character '%c' in tag",
-                                       isprint(ch) ? ch : '?');
-            }
-            braces += ch == '{';
-            braces -= ch == '}' && braces > 0;
-            token *t = emit_tok(c, T_OP, *line);
-            if (!t) {
-                return c->rc;
-            }
-            t->s = p;
-            t->n = oplen;
-            *i += oplen;
+            *i += close;
+            *trim_after = mod;
+            return 0;
         }
+        int rc = lex_tag_token(c, s, n, i, line, &braces);
         if (rc) {
             return rc;
         }
@@ -441,6 +422,75 @@ static size_t skip_newline(const char *s, size_t n, size_t i, int *line)
     return i;
 }
 
+/* The offset of the next "{{", "{%" or "{#" at or after POS, or N. */
+static size_t next_tag(const char *s, size_t n, size_t pos)
+{
+    for (size_t i = pos; i + 1 < n; i++) {
+        if (s[i] == '{' && (s[i + 1] == '{' || s[i + 1] == '%' || s[i + 1] == '#')) {
+            return i;
+        }
+    }
+    return n;
+}
+
+/* Emits the text S[POS..TAG) as a T_TEXT token after whitespace control:
+ * its leading whitespace goes when LSTRIP_NEXT (the tag before it ended in
+ * "-"), its trailing whitespace before a "{{-"/"{%-"/"{#-" tag, and with
+ * lstrip_blocks the indentation before a block or comment tag ("{%+" keeps
+ * it). *LINE advances over the text. Returns 0 or the error recorded. */
+static int lex_text(compiler *c, const char *s, size_t n, size_t pos, size_t tag, int *line,
+                    int lstrip_next)
+{
+    const char *text = s + pos;
+    size_t tlen = tag - pos;
+    int text_line = *line;
+    *line += count_nl(text, tlen);
+    while (lstrip_next && tlen && is_ws(*text)) {
+        text_line += *text == '\n';
+        text++;
+        tlen--;
+    }
+    if (tag < n) {
+        char kind = s[tag + 1], mod = tag + 2 < n ? s[tag + 2] : 0;
+        if (mod == '-') {
+            while (tlen && is_ws(text[tlen - 1])) {
+                tlen--;
+            }
+        } else if (mod != '+' && kind != '{' && (c->flags & FY_JINJA_LSTRIP_BLOCKS)) {
+            lstrip_line(s, text, &tlen);
+        }
+    }
+    if (tlen) {
+        token *t = emit_tok(c, T_TEXT, text_line);
+        if (!t) {
+            return c->rc;
+        }
+        t->s = text;
+        t->n = tlen;
+    }
+    return 0;
+}
+
+/* Skips the comment whose body starts at *POS, past its "#}"; *TRIM_AFTER
+ * gets its closing "-" or "+" if any. Returns 0 or the error recorded. */
+static int lex_comment(compiler *c, const char *s, size_t n, size_t *pos, int *line,
+                       char *trim_after)
+{
+    size_t end = *pos;
+    while (end + 1 < n && !(s[end] == '#' && s[end + 1] == '}')) {
+        end++;
+    }
+    if (end + 1 >= n) {
+        return fy_jinja__cfail(c, FY_EPARSE, *line, "unclosed comment");
+    }
+    *line += count_nl(s + *pos, end - *pos);
+    if (end > *pos && (s[end - 1] == '-' || s[end - 1] == '+')) {
+        *trim_after = s[end - 1];
+    }
+    *pos = end + 2;
+    return 0;
+}
+
 int fy_jinja__lex(compiler *c)
 {
     const char *s = c->src;
@@ -455,80 +505,28 @@ int fy_jinja__lex(compiler *c)
     size_t pos = 0;
     int line = 1, lstrip_next = 0;
     for (;;) {
-        size_t tag = n;
-        for (size_t i = pos; i + 1 < n; i++) {
-            if (s[i] == '{' && (s[i + 1] == '{' || s[i + 1] == '%' || s[i + 1] == '#')) {
-                tag = i;
-                break;
-            }
-        }
-        const char *text = s + pos;
-        size_t tlen = tag - pos;
-        int text_line = line;
-        line += count_nl(text, tlen);
-        if (lstrip_next) {
-            while (tlen && is_ws(*text)) {
-                text_line += *text == '\n';
-                text++;
-                tlen--;
-            }
-            lstrip_next = 0;
-        }
-        char kind = 0, mod = 0;
-        if (tag < n) {
-            kind = s[tag + 1];
-            mod = tag + 2 < n ? s[tag + 2] : 0;
-            if (mod == '-') {
-                while (tlen && is_ws(text[tlen - 1])) {
-                    tlen--;
-                }
-            } else if (mod == '+' && kind != '{') {
-                /* {%+ keeps the whitespace before the tag. */
-            } else if (kind != '{' && (c->flags & FY_JINJA_LSTRIP_BLOCKS)) {
-                lstrip_line(s, text, &tlen);
-            }
-        }
-        if (tlen) {
-            token *t = emit_tok(c, T_TEXT, text_line);
-            if (!t) {
-                return c->rc;
-            }
-            t->s = text;
-            t->n = tlen;
+        size_t tag = next_tag(s, n, pos);
+        if (lex_text(c, s, n, pos, tag, &line, lstrip_next)) {
+            return c->rc;
         }
         if (tag >= n) {
             break;
         }
-        pos = tag + 2;
-        if (mod == '-' || (mod == '+' && kind != '{')) {
-            pos++;
-        }
-        char trim_after = 0;
+        char kind = s[tag + 1], mod = tag + 2 < n ? s[tag + 2] : 0, trim_after = 0;
+        pos = tag + 2 + (mod == '-' || (mod == '+' && kind != '{'));
+        int rc;
         if (kind == '#') {
-            size_t end = pos;
-            while (end + 1 < n && !(s[end] == '#' && s[end + 1] == '}')) {
-                end++;
-            }
-            if (end + 1 >= n) {
-                return fy_jinja__cfail(c, FY_EPARSE, line, "unclosed comment");
-            }
-            line += count_nl(s + pos, end - pos);
-            if (end > pos && (s[end - 1] == '-' || s[end - 1] == '+')) {
-                trim_after = s[end - 1];
-            }
-            pos = end + 2;
+            rc = lex_comment(c, s, n, &pos, &line, &trim_after);
+        } else if (!emit_tok(c, kind == '{' ? T_VAR_BEGIN : T_BLOCK_BEGIN, line)) {
+            return c->rc;
         } else {
-            if (!emit_tok(c, kind == '{' ? T_VAR_BEGIN : T_BLOCK_BEGIN, line)) {
-                return c->rc;
-            }
-            int rc = lex_tag(c, s, n, &pos, &line, kind, &trim_after);
-            if (rc) {
-                return rc;
-            }
+            rc = lex_tag(c, s, n, &pos, &line, kind, &trim_after);
         }
-        if (trim_after == '-') {
-            lstrip_next = 1;
-        } else if (trim_after != '+' && kind != '{' && (c->flags & FY_JINJA_TRIM_BLOCKS)) {
+        if (rc) {
+            return rc;
+        }
+        lstrip_next = trim_after == '-';
+        if (!lstrip_next && trim_after != '+' && kind != '{' && (c->flags & FY_JINJA_TRIM_BLOCKS)) {
             pos = skip_newline(s, n, pos, &line);
         }
     }

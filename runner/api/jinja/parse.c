@@ -416,78 +416,75 @@ static node *parse_subscript(compiler *c, node *obj, int line)
     return n;
 }
 
+/* After ".": an attribute, or an item for a number (x.0 is x[0]). */
+static node *parse_dot(compiler *c, node *n, int line)
+{
+    token *t = cur(c);
+    if (t->type == T_INT) {
+        c->pos++;
+        node *idx = new_lit(c, json_integer(t->ival), line);
+        node *it = new_node(c, E_ITEM, line);
+        if (!idx || !it) {
+            return NULL;
+        }
+        it->a = n;
+        it->b = idx;
+        return it;
+    }
+    if (t->type != T_NAME) {
+        unexpected(c, "an attribute name");
+        return NULL;
+    }
+    c->pos++;
+    node *at = new_node(c, E_ATTR, line);
+    if (!at || !(at->name = fy_jinja__cstrdup(c, t->s, t->n))) {
+        return NULL;
+    }
+    at->a = n;
+    return at;
+}
+
+/* After "(": a call of N, which must name a global function or be a
+ * method of an object (N an attribute); either is resolved here. */
+static node *parse_call(compiler *c, node *n, int line)
+{
+    int method = n->kind == E_ATTR;
+    if (n->kind != E_NAME && !method) {
+        fy_jinja__cfail(c, FY_ENOTSUP, line, "unsupported call of a computed value");
+        return NULL;
+    }
+    size_t len = strlen(n->name);
+    int id = method ? fy_jinja__find_method(n->name, len) : fy_jinja__find_function(n->name, len);
+    if (!id) {
+        fy_jinja__cfail(c, FY_ENOTSUP, line, "unsupported %s '%s'", method ? "method" : "function",
+                        n->name);
+        return NULL;
+    }
+    node *call = new_node(c, method ? E_METHOD : E_CALL, line);
+    if (!call) {
+        return NULL;
+    }
+    call->op = id;
+    call->name = n->name;
+    call->a = method ? n->a : NULL;
+    return parse_call_args(c, call) ? NULL : call;
+}
+
 static node *parse_postfix(compiler *c, node *n)
 {
-    for (;;) {
+    while (n) {
         int line = cur(c)->line;
         if (accept_op(c, ".")) {
-            token *t = cur(c);
-            if (t->type == T_INT) {
-                c->pos++;
-                node *idx = new_lit(c, json_integer(t->ival), line);
-                node *it = new_node(c, E_ITEM, line);
-                if (!idx || !it) {
-                    return NULL;
-                }
-                it->a = n;
-                it->b = idx;
-                n = it;
-                continue;
-            }
-            if (t->type != T_NAME) {
-                unexpected(c, "an attribute name");
-                return NULL;
-            }
-            c->pos++;
-            node *at = new_node(c, E_ATTR, line);
-            if (!at || !(at->name = fy_jinja__cstrdup(c, t->s, t->n))) {
-                return NULL;
-            }
-            at->a = n;
-            n = at;
+            n = parse_dot(c, n, line);
         } else if (accept_op(c, "[")) {
-            if (!(n = parse_subscript(c, n, line))) {
-                return NULL;
-            }
+            n = parse_subscript(c, n, line);
         } else if (accept_op(c, "(")) {
-            node *call;
-            if (n->kind == E_NAME) {
-                int id = fy_jinja__find_function(n->name, strlen(n->name));
-                if (!id) {
-                    fy_jinja__cfail(c, FY_ENOTSUP, line, "unsupported function '%s'", n->name);
-                    return NULL;
-                }
-                call = new_node(c, E_CALL, line);
-                if (!call) {
-                    return NULL;
-                }
-                call->op = id;
-                call->name = n->name;
-            } else if (n->kind == E_ATTR) {
-                int id = fy_jinja__find_method(n->name, strlen(n->name));
-                if (!id) {
-                    fy_jinja__cfail(c, FY_ENOTSUP, line, "unsupported method '%s'", n->name);
-                    return NULL;
-                }
-                call = new_node(c, E_METHOD, line);
-                if (!call) {
-                    return NULL;
-                }
-                call->op = id;
-                call->name = n->name;
-                call->a = n->a;
-            } else {
-                fy_jinja__cfail(c, FY_ENOTSUP, line, "unsupported call of a computed value");
-                return NULL;
-            }
-            if (parse_call_args(c, call)) {
-                return NULL;
-            }
-            n = call;
+            n = parse_call(c, n, line);
         } else {
             return n;
         }
     }
+    return NULL;
 }
 
 /* Can the current token start a test's bare argument ("is divisibleby 3")? */
@@ -509,78 +506,88 @@ static int starts_test_arg(compiler *c)
     return tok_is_op(t, "[") || tok_is_op(t, "{");
 }
 
+/* After "|": a filter, resolved here, with optional arguments. */
+static node *parse_filter(compiler *c, node *n, int line)
+{
+    token *t = cur(c);
+    if (t->type != T_NAME) {
+        unexpected(c, "a filter name");
+        return NULL;
+    }
+    c->pos++;
+    int id = fy_jinja__find_filter(t->s, t->n);
+    if (!id) {
+        fy_jinja__cfail(c, FY_ENOTSUP, line, "unsupported filter '%.*s'", (int)t->n, t->s);
+        return NULL;
+    }
+    node *f = new_node(c, E_FILTER, line);
+    if (!f) {
+        return NULL;
+    }
+    f->op = id;
+    f->a = n;
+    return accept_op(c, "(") && parse_call_args(c, f) ? NULL : f;
+}
+
+/* A test's one bare argument ("is divisibleby 3") into F. */
+static int parse_test_arg(compiler *c, node *f)
+{
+    node *arg = parse_primary(c);
+    if (!arg || !(arg = parse_postfix(c, arg))) {
+        return -1;
+    }
+    nodevec nv = {0};
+    if (nv_push(c, &nv, arg, NULL)) {
+        return -1;
+    }
+    f->args = nv.v;
+    f->kwnames = nv.kw;
+    f->nargs = 1;
+    return 0;
+}
+
+/* After "is": [not] a test (a name or an operator), resolved here, with
+ * arguments in parentheses, one bare argument, or none. */
+static node *parse_test(compiler *c, node *n, int line)
+{
+    int neg = accept_name(c, "not");
+    token *t = cur(c);
+    if (t->type != T_NAME && t->type != T_OP) {
+        unexpected(c, "a test name");
+        return NULL;
+    }
+    int id = fy_jinja__find_test(t->s, t->n);
+    if (!id) {
+        fy_jinja__cfail(c, FY_ENOTSUP, line, "unsupported test '%.*s'", (int)t->n, t->s);
+        return NULL;
+    }
+    c->pos++;
+    node *f = new_node(c, E_TEST, line);
+    if (!f) {
+        return NULL;
+    }
+    f->op = id;
+    f->neg = neg;
+    f->a = n;
+    if (accept_op(c, "(")) {
+        return parse_call_args(c, f) ? NULL : f;
+    }
+    return starts_test_arg(c) && parse_test_arg(c, f) ? NULL : f;
+}
+
 static node *parse_filters(compiler *c, node *n)
 {
-    for (;;) {
+    while (n) {
         int line = cur(c)->line;
         if (accept_op(c, "|")) {
-            token *t = cur(c);
-            if (t->type != T_NAME) {
-                unexpected(c, "a filter name");
-                return NULL;
-            }
-            c->pos++;
-            int id = fy_jinja__find_filter(t->s, t->n);
-            if (!id) {
-                fy_jinja__cfail(c, FY_ENOTSUP, line, "unsupported filter '%.*s'", (int)t->n, t->s);
-                return NULL;
-            }
-            node *f = new_node(c, E_FILTER, line);
-            if (!f) {
-                return NULL;
-            }
-            f->op = id;
-            f->a = n;
-            if (accept_op(c, "(") && parse_call_args(c, f)) {
-                return NULL;
-            }
-            n = f;
+            n = parse_filter(c, n, line);
         } else if (accept_name(c, "is")) {
-            int neg = accept_name(c, "not");
-            token *t = cur(c);
-            int id = 0;
-            if (t->type == T_NAME) {
-                id = fy_jinja__find_test(t->s, t->n);
-            } else if (t->type == T_OP) {
-                id = fy_jinja__find_test(t->s, t->n);
-            } else {
-                unexpected(c, "a test name");
-                return NULL;
-            }
-            if (!id) {
-                fy_jinja__cfail(c, FY_ENOTSUP, line, "unsupported test '%.*s'", (int)t->n, t->s);
-                return NULL;
-            }
-            c->pos++;
-            node *f = new_node(c, E_TEST, line);
-            if (!f) {
-                return NULL;
-            }
-            f->op = id;
-            f->neg = neg;
-            f->a = n;
-            if (accept_op(c, "(")) {
-                if (parse_call_args(c, f)) {
-                    return NULL;
-                }
-            } else if (starts_test_arg(c)) {
-                node *arg = parse_primary(c);
-                if (!arg || !(arg = parse_postfix(c, arg))) {
-                    return NULL;
-                }
-                nodevec nv = {0};
-                if (nv_push(c, &nv, arg, NULL)) {
-                    return NULL;
-                }
-                f->args = nv.v;
-                f->kwnames = nv.kw;
-                f->nargs = 1;
-            }
-            n = f;
+            n = parse_test(c, n, line);
         } else {
             return n;
         }
     }
+    return NULL;
 }
 
 static node *parse_unary(compiler *c, int with_filter)

@@ -23,15 +23,10 @@ json_t *fy_jinja__rfail(ctx *x, int rc, int line, const char *fmt, ...)
         return NULL;
     }
     x->rc = rc;
-    if (x->err && x->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(x->err, x->errlen, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < x->errlen && line > 0) {
-            snprintf(x->err + n, x->errlen - (size_t)n, " (template line %d)", line);
-        }
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    fy_jinja__put_error(x->err, x->errlen, 1, line, fmt, ap);
+    va_end(ap);
     return NULL;
 }
 
@@ -314,6 +309,46 @@ static int put_repr_str(ctx *x, fy_buf *b, const char *s, size_t n)
     return fy_jinja__buf_put(x, b, &q, 1);
 }
 
+/* A list as Python prints it: its items' repr()s. */
+static int put_list(ctx *x, fy_buf *b, const json_t *v, int depth)
+{
+    size_t i;
+    json_t *e;
+    if (fy_jinja__buf_put(x, b, "[", 1)) {
+        return -1;
+    }
+    json_array_foreach(v, i, e)
+    {
+        if ((i && fy_jinja__buf_put(x, b, ", ", 2)) || fy_jinja__put_value(x, b, e, 1, depth + 1)) {
+            return -1;
+        }
+    }
+    return fy_jinja__buf_put(x, b, "]", 1);
+}
+
+/* A dict as Python prints it, a namespace() wrapped in <Namespace ...>. */
+static int put_dict(ctx *x, fy_buf *b, const json_t *v, int depth)
+{
+    const char *k;
+    json_t *e;
+    int first = 1, ns = fy_jinja__is_namespace(x, v);
+    if (ns && fy_jinja__buf_put(x, b, "<Namespace ", 11)) {
+        return -1;
+    }
+    if (fy_jinja__buf_put(x, b, "{", 1)) {
+        return -1;
+    }
+    json_object_foreach((json_t *)v, k, e)
+    {
+        if ((!first && fy_jinja__buf_put(x, b, ", ", 2)) || put_repr_str(x, b, k, strlen(k)) ||
+            fy_jinja__buf_put(x, b, ": ", 2) || fy_jinja__put_value(x, b, e, 1, depth + 1)) {
+            return -1;
+        }
+        first = 0;
+    }
+    return fy_jinja__buf_put(x, b, ns ? "}>" : "}", ns ? 2 : 1);
+}
+
 /* Appends str(V) (REPR: repr(V), for list and dict members) to B. */
 int fy_jinja__put_value(ctx *x, fy_buf *b, const json_t *v, int repr, int depth)
 {
@@ -340,41 +375,10 @@ int fy_jinja__put_value(ctx *x, fy_buf *b, const json_t *v, int repr, int depth)
         return fy_jinja__buf_put(x, b, "False", 5);
     case JSON_NULL:
         return fy_jinja__buf_put(x, b, "None", 4);
-    case JSON_ARRAY: {
-        size_t i;
-        json_t *e;
-        if (fy_jinja__buf_put(x, b, "[", 1)) {
-            return -1;
-        }
-        json_array_foreach(v, i, e)
-        {
-            if ((i && fy_jinja__buf_put(x, b, ", ", 2)) ||
-                fy_jinja__put_value(x, b, e, 1, depth + 1)) {
-                return -1;
-            }
-        }
-        return fy_jinja__buf_put(x, b, "]", 1);
-    }
-    case JSON_OBJECT: {
-        const char *k;
-        json_t *e;
-        int first = 1, ns = fy_jinja__is_namespace(x, v);
-        if (ns && fy_jinja__buf_put(x, b, "<Namespace ", 11)) {
-            return -1;
-        }
-        if (fy_jinja__buf_put(x, b, "{", 1)) {
-            return -1;
-        }
-        json_object_foreach((json_t *)v, k, e)
-        {
-            if ((!first && fy_jinja__buf_put(x, b, ", ", 2)) || put_repr_str(x, b, k, strlen(k)) ||
-                fy_jinja__buf_put(x, b, ": ", 2) || fy_jinja__put_value(x, b, e, 1, depth + 1)) {
-                return -1;
-            }
-            first = 0;
-        }
-        return fy_jinja__buf_put(x, b, ns ? "}>" : "}", ns ? 2 : 1);
-    }
+    case JSON_ARRAY:
+        return put_list(x, b, v, depth);
+    case JSON_OBJECT:
+        return put_dict(x, b, v, depth);
     }
     return 0;
 }
@@ -930,103 +934,124 @@ static const char *op_name(int op)
     return op > 0 && op <= OP_CAT ? names[op] : "?";
 }
 
+/* a ~ b: both as strings, concatenated. */
+static json_t *cat_values(ctx *x, const json_t *a, const json_t *b, int line)
+{
+    json_t *sa = fy_jinja__to_str(x, a, line), *sb = sa ? fy_jinja__to_str(x, b, line) : NULL;
+    json_t *res = sa && sb ? concat_str(x, sa, sb, line) : NULL;
+    json_decref(sa);
+    json_decref(sb);
+    return res;
+}
+
+/* Python's // and % (OP), flooring toward negative infinity. */
+static json_t *floor_div_mod(ctx *x, int op, int ints, long long ia, long long ib, double da,
+                             double db, int line)
+{
+    if (db == 0) {
+        return fy_jinja__rfail(x, FY_EINVAL, line, "integer division or modulo by zero");
+    }
+    if (!ints) {
+        double m = fmod(da, db);
+        if (m != 0 && ((m < 0) != (db < 0))) {
+            m += db;
+        }
+        return fy_jinja__mkreal(x, op == OP_FDIV ? floor(da / db) : m);
+    }
+    if (ia == LLONG_MIN && ib == -1) {
+        return fy_jinja__rfail(x, FY_EINVAL, line, "integer overflow");
+    }
+    long long q = ia / ib, m = ia % ib;
+    if (m != 0 && ((m < 0) != (ib < 0))) {
+        q--;
+        m += ib;
+    }
+    return fy_jinja__checked_int(x, 1, op == OP_FDIV ? q : m, line);
+}
+
+/* IA ** IB for IB >= 0, failing on overflow: |ia| >= 2 overflows within 63
+ * multiplications, so the loop is short. */
+static json_t *int_pow(ctx *x, long long ia, long long ib, int line)
+{
+    long long acc = 1;
+    if (ia == 0 || ia == 1) {
+        acc = ib == 0 ? 1 : ia;
+    } else if (ia == -1) {
+        acc = ib % 2 ? -1 : 1;
+    } else {
+        for (long long i = 0; i < ib; i++) {
+            if (__builtin_mul_overflow(acc, ia, &acc)) {
+                return fy_jinja__rfail(x, FY_EINVAL, line, "integer overflow");
+            }
+        }
+    }
+    return fy_jinja__checked_int(x, 1, acc, line);
+}
+
+/* Arithmetic on two numbers (booleans count as 0 and 1). */
+static json_t *num_binop(ctx *x, int op, const json_t *a, const json_t *b, int line)
+{
+    int ints = is_intlike(a) && is_intlike(b), ok = 1;
+    long long ia = ints ? ival(a) : 0, ib = ints ? ival(b) : 0, r = 0;
+    double da = dval(a), db = dval(b);
+    switch (op) {
+    case OP_ADD:
+        if (!ints) {
+            return fy_jinja__mkreal(x, da + db);
+        }
+        ok = !__builtin_add_overflow(ia, ib, &r);
+        break;
+    case OP_SUB:
+        if (!ints) {
+            return fy_jinja__mkreal(x, da - db);
+        }
+        ok = !__builtin_sub_overflow(ia, ib, &r);
+        break;
+    case OP_MUL:
+        if (!ints) {
+            return fy_jinja__mkreal(x, da * db);
+        }
+        ok = !__builtin_mul_overflow(ia, ib, &r);
+        break;
+    case OP_DIV:
+        if (db == 0) {
+            return fy_jinja__rfail(x, FY_EINVAL, line, "division by zero");
+        }
+        return fy_jinja__mkreal(x, da / db);
+    case OP_FDIV:
+    case OP_MOD:
+        return floor_div_mod(x, op, ints, ia, ib, da, db, line);
+    case OP_POW:
+        return ints && ib >= 0 ? int_pow(x, ia, ib, line) : fy_jinja__mkreal(x, pow(da, db));
+    default:
+        return fy_jinja__rfail(x, FY_EINVAL, line,
+                               "unsupported operand type(s) for %s: '%s' and '%s'", op_name(op),
+                               fy_jinja__type_name(a), fy_jinja__type_name(b));
+    }
+    return fy_jinja__checked_int(x, ok, r, line);
+}
+
 json_t *fy_jinja__binop(ctx *x, int op, const json_t *a, const json_t *b, int line)
 {
-    long long r = 0;
-    int ok;
     if (op == OP_CAT) {
-        json_t *sa = fy_jinja__to_str(x, a, line), *sb = sa ? fy_jinja__to_str(x, b, line) : NULL,
-               *res = NULL;
-        if (sa && sb) {
-            res = concat_str(x, sa, sb, line);
-        }
-        json_decref(sa);
-        json_decref(sb);
-        return res;
+        return cat_values(x, a, b, line);
     }
     if (!a || !b) {
         return fy_jinja__fail_undef(x, line);
     }
     if (is_num(a) && is_num(b)) {
-        int ints = is_intlike(a) && is_intlike(b);
-        long long ia = ints ? ival(a) : 0, ib = ints ? ival(b) : 0;
-        double da = dval(a), db = dval(b);
-        switch (op) {
-        case OP_ADD:
-            if (!ints) {
-                return fy_jinja__mkreal(x, da + db);
-            }
-            ok = !__builtin_add_overflow(ia, ib, &r);
-            return fy_jinja__checked_int(x, ok, r, line);
-        case OP_SUB:
-            if (!ints) {
-                return fy_jinja__mkreal(x, da - db);
-            }
-            ok = !__builtin_sub_overflow(ia, ib, &r);
-            return fy_jinja__checked_int(x, ok, r, line);
-        case OP_MUL:
-            if (!ints) {
-                return fy_jinja__mkreal(x, da * db);
-            }
-            ok = !__builtin_mul_overflow(ia, ib, &r);
-            return fy_jinja__checked_int(x, ok, r, line);
-        case OP_DIV:
-            if (db == 0) {
-                return fy_jinja__rfail(x, FY_EINVAL, line, "division by zero");
-            }
-            return fy_jinja__mkreal(x, da / db);
-        case OP_FDIV:
-        case OP_MOD:
-            if (db == 0) {
-                return fy_jinja__rfail(x, FY_EINVAL, line, "integer division or modulo by zero");
-            }
-            if (ints) {
-                if (ia == LLONG_MIN && ib == -1) {
-                    return fy_jinja__rfail(x, FY_EINVAL, line, "integer overflow");
-                }
-                long long q = ia / ib, m = ia % ib;
-                if (m != 0 && ((m < 0) != (ib < 0))) {
-                    q--;
-                    m += ib;
-                }
-                return fy_jinja__checked_int(x, 1, op == OP_FDIV ? q : m, line);
-            } else {
-                double m = fmod(da, db);
-                if (m != 0 && ((m < 0) != (db < 0))) {
-                    m += db;
-                }
-                return fy_jinja__mkreal(x, op == OP_FDIV ? floor(da / db) : m);
-            }
-        case OP_POW:
-            if (ints && ib >= 0) {
-                /* |ia| >= 2 overflows within 63 multiplications. */
-                long long acc = 1;
-                if (ia == 0 || ia == 1) {
-                    acc = ib == 0 ? 1 : ia;
-                } else if (ia == -1) {
-                    acc = ib % 2 ? -1 : 1;
-                } else {
-                    for (long long i = 0; i < ib; i++) {
-                        if (__builtin_mul_overflow(acc, ia, &acc)) {
-                            return fy_jinja__rfail(x, FY_EINVAL, line, "integer overflow");
-                        }
-                    }
-                }
-                return fy_jinja__checked_int(x, 1, acc, line);
-            }
-            return fy_jinja__mkreal(x, pow(da, db));
-        }
+        return num_binop(x, op, a, b, line);
     }
     if (op == OP_ADD && is_str(a) && is_str(b)) {
         return concat_str(x, a, b, line);
     }
     if (op == OP_ADD && json_is_array(a) && json_is_array(b)) {
-        json_t *r2 = fy_jinja__mkarray(x, json_array_size(a) + json_array_size(b), line);
-        if (r2 && (json_array_extend(r2, (json_t *)a) || json_array_extend(r2, (json_t *)b))) {
-            json_decref(r2);
+        json_t *r = fy_jinja__mkarray(x, json_array_size(a) + json_array_size(b), line);
+        if (r && (json_array_extend(r, (json_t *)a) || json_array_extend(r, (json_t *)b))) {
+            json_decref(r);
             return fy_jinja__nomem(x);
         }
-        return r2;
+        return r;
     }
     if (op == OP_MUL && (is_str(a) || json_is_array(a)) && is_intlike(b)) {
         return repeat(x, a, ival(b), line);
