@@ -258,14 +258,15 @@ static void test_reset_with_output_queued(void **state)
 {
     fixture *fx = *state;
     test_stream *st = open_stream(fx);
+    uint32_t id = st->base.id;
     assert_int_equal(fy_rn_stream_write(&st->base, body, BODY), 1);
     assert_true(st->base.out.len > 0);
     /* The gateway gives up on it: the runner frees it once, queue and all. */
-    assert_int_equal(fyp_session_reset(fx->g, st->base.id, FYP_ERR_CANCEL), 0);
+    assert_int_equal(fyp_session_reset(fx->g, id, FYP_ERR_CANCEL), 0);
     exchange(fx);
     assert_int_equal(freed, 1);
     assert_true(fx->c->streams.next == &fx->c->streams);
-    assert_null(fyp_session_stream_data(fx->c->sess, st->base.id));
+    assert_null(fyp_session_stream_data(fx->c->sess, id));
 }
 
 static void test_local_reset(void **state)
