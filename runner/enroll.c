@@ -12,7 +12,7 @@
 #include "common/crypto.h"
 #include "common/err.h"
 #include "common/fsutil.h"
-#include "common/http_client.h"
+#include "common/http_fetch.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/secret.h"
@@ -29,39 +29,6 @@
 #define ENROLL_MAX_RESPONSE (256 * 1024)
 #define ENROLL_TIMEOUT_MS   30000
 #define ENROLL_CSR_SUBJECT  "CN=ferry-runner,O=ferry runner"
-
-typedef struct {
-    int done;
-    int status; /* on_done status */
-    int http_status;
-    fy_buf body;
-} enroll_call;
-
-static void on_response(fy_http_call *call, const fy_http_response *res, void *arg)
-{
-    (void)call;
-    enroll_call *ec = arg;
-    ec->http_status = res->status;
-}
-
-static void on_data(fy_http_call *call, const char *data, size_t len, void *arg)
-{
-    enroll_call *ec = arg;
-    if (fy_buf_append(&ec->body, data, len)) {
-        /* A response this large is not the gateway's: give up on it. */
-        fy_http_call_cancel(call);
-        ec->status = FY_ETOOBIG;
-        ec->done = 1;
-    }
-}
-
-static void on_done(fy_http_call *call, int status, void *arg)
-{
-    (void)call;
-    enroll_call *ec = arg;
-    ec->status = status;
-    ec->done = 1;
-}
 
 static void usage(FILE *f, const fy_opt *opts)
 {
@@ -146,12 +113,8 @@ int fy_rn_enroll_main(int argc, char **argv)
     int port = 0;
     char *key_pem = NULL, *csr_pem = NULL, *ca_text = NULL, *req_body = NULL;
     fy_tls_config *tls = NULL, *check = NULL;
-    fy_http_client *client = NULL;
     json_t *resp = NULL;
-    uv_loop_t loop;
-    int loop_ok = 0;
-    enroll_call ec = {0};
-    fy_buf_init(&ec.body, ENROLL_MAX_RESPONSE);
+    fy_http_fetch_result fr = {0};
 
     if (fy_args_parse(opts, argc - 1, argv + 1, pos, &npos, err, sizeof err)) {
         fprintf(stderr, "ferry-runner enroll: %s\n", err);
@@ -208,20 +171,6 @@ int fy_rn_enroll_main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    if (uv_loop_init(&loop)) {
-        fprintf(stderr, "ferry-runner enroll: cannot create an event loop\n");
-        goto out;
-    }
-    loop_ok = 1;
-    fy_http_client_options co = {
-        .tls = tls,
-        .connect_timeout_ms = ENROLL_TIMEOUT_MS,
-        .read_timeout_ms = ENROLL_TIMEOUT_MS,
-    };
-    if (fy_http_client_new(&loop, &co, &client)) {
-        fprintf(stderr, "ferry-runner enroll: out of memory\n");
-        goto out;
-    }
     json_t *body = json_pack("{s:s, s:s}", "token", token, "csr", csr_pem);
     req_body = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -237,39 +186,36 @@ int fy_rn_enroll_main(int argc, char **argv)
         {"Content-Type", "application/json", 0, 0},
         {"Accept", "application/json", 0, 0},
     };
-    fy_http_call_options call = {
+    fy_http_fetch_options call = {
         .method = "POST",
         .url = url,
         .headers = hdrs,
         .nheaders = 2,
         .body = req_body,
         .body_len = strlen(req_body),
-        .cbs = {.on_response = on_response, .on_data = on_data, .on_done = on_done},
-        .arg = &ec,
+        .tls = tls,
+        .timeout_ms = ENROLL_TIMEOUT_MS,
+        .max_body = ENROLL_MAX_RESPONSE,
     };
-    if ((rc = fy_http_call_start(client, &call, NULL))) {
-        fprintf(stderr, "ferry-runner enroll: cannot reach %s: %s\n", gateway, transport_hint(rc));
-        goto out;
-    }
-    while (!ec.done && uv_run(&loop, UV_RUN_ONCE)) {
-    }
-    if (!ec.done) {
-        ec.status = FY_EIO; /* the loop ran dry without an answer */
-    }
-    if (ec.status) {
-        fprintf(stderr, "ferry-runner enroll: cannot enroll with %s: %s\n", gateway,
-                transport_hint(ec.status));
+    if ((rc = fy_http_fetch(&call, &fr, err, sizeof err))) {
+        if (fr.stage == FY_HTTP_FETCH_SETUP) {
+            fprintf(stderr, "ferry-runner enroll: %s\n", rc == FY_EUV ? err : "out of memory");
+        } else {
+            fprintf(stderr, "ferry-runner enroll: cannot %s %s: %s\n",
+                    fr.stage == FY_HTTP_FETCH_START ? "reach" : "enroll with", gateway,
+                    transport_hint(rc));
+        }
         goto out;
     }
     json_error_t je;
-    resp = json_loadb(ec.body.data ? ec.body.data : "", ec.body.len, 0, &je);
-    if (ec.http_status != 200) {
+    resp = json_loadb(fr.body.data ? fr.body.data : "", fr.body.len, 0, &je);
+    if (fr.status != 200) {
         json_t *e = json_object_get(resp, "error");
         const char *msg = json_string_value(json_object_get(e, "message"));
         const char *code = json_string_value(json_object_get(e, "code"));
         fprintf(stderr,
                 "ferry-runner enroll: the gateway refused the enrollment: %s (HTTP %d%s%s)\n",
-                msg ? msg : "no reason given", ec.http_status, code ? ", " : "", code ? code : "");
+                msg ? msg : "no reason given", fr.status, code ? ", " : "", code ? code : "");
         goto out;
     }
     const char *name = json_string_value(json_object_get(resp, "runner"));
@@ -373,13 +319,6 @@ int fy_rn_enroll_main(int argc, char **argv)
                            ci.fingerprint_str));
     status = 0;
 out:
-    if (client) {
-        fy_http_client_close(client);
-    }
-    if (loop_ok) {
-        uv_run(&loop, UV_RUN_DEFAULT);
-        uv_loop_close(&loop);
-    }
     fy_tls_config_free(tls);
     fy_tls_config_free(check);
     fy_x509_key_pem_free(key_pem);
@@ -391,7 +330,7 @@ out:
         free(req_body);
     }
     json_decref(resp);
-    fy_buf_free(&ec.body);
+    fy_buf_free(&fr.body);
     fy_secure_zero(pin, sizeof pin);
     return status;
 }

@@ -5,7 +5,7 @@
 #include "common/crypto.h"
 #include "common/err.h"
 #include "common/fsutil.h"
-#include "common/http_client.h"
+#include "common/http_fetch.h"
 #include "common/limits.h"
 
 #include <ctype.h>
@@ -162,66 +162,31 @@ const char *fy_ctl_ca_file(fy_ctl *c)
     return c->ca;
 }
 
-typedef struct {
-    int done, status, http_status;
-    fy_buf body;
-} ctl_call;
-
-static void on_response(fy_http_call *call, const fy_http_response *res, void *arg)
+/* Why the admin API could not be reached, for the user. */
+static const char *transport_hint(int rc)
 {
-    (void)call;
-    ((ctl_call *)arg)->http_status = res->status;
-}
-
-static void on_data(fy_http_call *call, const char *data, size_t len, void *arg)
-{
-    ctl_call *cc = arg;
-    if (fy_buf_append(&cc->body, data, len)) {
-        fy_http_call_cancel(call);
-        cc->status = FY_ETOOBIG;
-        cc->done = 1;
+    switch (rc) {
+    case FY_ECERT:
+        return "the admin listener's certificate does not chain to the CA file, or is not valid "
+               "for that host";
+    case FY_ECONNREFUSED:
+        return "connection refused (is the gateway running?)";
+    default:
+        return fy_strerror(rc);
     }
-}
-
-static void on_done(fy_http_call *call, int status, void *arg)
-{
-    (void)call;
-    ctl_call *cc = arg;
-    cc->status = status;
-    cc->done = 1;
 }
 
 int fy_ctl_call(fy_ctl *c, const char *method, const char *path, json_t *body, fy_ctl_result *res,
                 char *err, size_t errlen)
 {
-    uv_loop_t loop;
-    fy_http_client *client = NULL;
+    fy_http_fetch_result fr = {0};
     char *text = NULL;
-    ctl_call cc = {0};
     int rc;
     res->status = 0;
     res->json = NULL;
-    fy_buf_init(&cc.body, CTL_MAX_RESPONSE);
-    if (uv_loop_init(&loop)) {
-        snprintf(err, errlen, "cannot create an event loop");
-        return FY_EUV;
-    }
-    fy_http_client_options co = {
-        .tls = c->tls,
-        .connect_timeout_ms = CTL_TIMEOUT_MS,
-        .read_timeout_ms = CTL_TIMEOUT_MS,
-    };
-    if ((rc = fy_http_client_new(&loop, &co, &client))) {
-        snprintf(err, errlen, "cannot create the HTTP client: %s", fy_strerror(rc));
-        goto out;
-    }
-    if (body) {
-        text = json_dumps(body, JSON_COMPACT);
-        if (!text) {
-            rc = FY_ENOMEM;
-            snprintf(err, errlen, "out of memory");
-            goto out;
-        }
+    if (body && !(text = json_dumps(body, JSON_COMPACT))) {
+        snprintf(err, errlen, "out of memory");
+        return FY_ENOMEM;
     }
     char url[1024];
     snprintf(url, sizeof url, "%s%s", c->base, path);
@@ -230,44 +195,30 @@ int fy_ctl_call(fy_ctl *c, const char *method, const char *path, json_t *body, f
         {"Accept", "application/json", 0, 0},
         {"Content-Type", "application/json", 0, 0},
     };
-    fy_http_call_options o = {
+    fy_http_fetch_options o = {
         .method = method,
         .url = url,
         .headers = hdrs,
         .nheaders = body ? 3 : 2,
         .body = text,
         .body_len = text ? strlen(text) : 0,
-        .cbs = {.on_response = on_response, .on_data = on_data, .on_done = on_done},
-        .arg = &cc,
+        .tls = c->tls,
+        .timeout_ms = CTL_TIMEOUT_MS,
+        .max_body = CTL_MAX_RESPONSE,
     };
-    if ((rc = fy_http_call_start(client, &o, NULL)) == 0) {
-        while (!cc.done && uv_run(&loop, UV_RUN_ONCE)) {
-        }
-        rc = cc.done ? cc.status : FY_EIO;
+    rc = fy_http_fetch(&o, &fr, err, errlen);
+    if (rc && fr.stage != FY_HTTP_FETCH_SETUP) {
+        snprintf(err, errlen, "cannot reach the admin API at %s: %s", c->base, transport_hint(rc));
+    } else if (rc == 0) {
+        res->status = fr.status;
+        json_error_t je;
+        res->json = fr.body.len ? json_loadb(fr.body.data, fr.body.len, 0, &je) : NULL;
     }
-    if (rc) {
-        const char *why = rc == FY_ECERT
-                              ? "the admin listener's certificate does not chain to the CA file, "
-                                "or is not valid for that host"
-                          : rc == FY_ECONNREFUSED ? "connection refused (is the gateway running?)"
-                                                  : fy_strerror(rc);
-        snprintf(err, errlen, "cannot reach the admin API at %s: %s", c->base, why);
-        goto out;
-    }
-    res->status = cc.http_status;
-    json_error_t je;
-    res->json = cc.body.len ? json_loadb(cc.body.data, cc.body.len, 0, &je) : NULL;
-out:
-    fy_http_client_close(client);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
     if (text) {
         fy_secure_zero(text, strlen(text));
     }
     free(text);
-    if (cc.body.data) {
-        fy_buf_wipe(&cc.body); /* may hold a new secret */
-    }
+    fy_buf_wipe(&fr.body); /* may hold a new secret */
     return rc;
 }
 
