@@ -129,15 +129,24 @@ static int apply_value(const fy_opt *o, const char *v, char *err, size_t errlen)
     return rc;
 }
 
-int fy_args_parse(const fy_opt *opts, int argc, char **argv, char **pos, int *npos, char *err,
-                  size_t errlen)
+/* What the scan does with each option it reads: 0 goes on; anything else
+ * stops the scan and is returned. */
+typedef int (*args_visit)(const fy_opt *o, const char *v, void *arg, char *err, size_t errlen);
+
+/* Reads ARGV as fy_args_parse() describes, storing positionals into POS
+ * (when not NULL) and handing each option with its value to VISIT. */
+static int args_scan(const fy_opt *opts, int argc, char **argv, char **pos, int *npos,
+                     args_visit visit, void *arg, char *err, size_t errlen)
 {
     int np = 0;
     for (int i = 0; i < argc; i++) {
         char *a = argv[i];
         if (strcmp(a, "--") == 0) {
             while (++i < argc) {
-                pos[np++] = argv[i];
+                if (pos) {
+                    pos[np] = argv[i];
+                }
+                np++;
             }
             break;
         }
@@ -145,7 +154,10 @@ int fy_args_parse(const fy_opt *opts, int argc, char **argv, char **pos, int *np
             if (a[0] == '-' && a[1] == 'h' && a[2] == '\0') {
                 a = "--help";
             } else {
-                pos[np++] = a;
+                if (pos) {
+                    pos[np] = a;
+                }
+                np++;
                 continue;
             }
         }
@@ -172,13 +184,52 @@ int fy_args_parse(const fy_opt *opts, int argc, char **argv, char **pos, int *np
                      o->metavar ? o->metavar : "VALUE");
             return FY_EINVAL;
         }
-        int rc = apply_value(o, v, err, errlen);
+        int rc = visit(o, v, arg, err, errlen);
         if (rc) {
             return rc;
         }
     }
     *npos = np;
     return 0;
+}
+
+static int visit_apply(const fy_opt *o, const char *v, void *arg, char *err, size_t errlen)
+{
+    (void)arg;
+    return apply_value(o, v, err, errlen);
+}
+
+int fy_args_parse(const fy_opt *opts, int argc, char **argv, char **pos, int *npos, char *err,
+                  size_t errlen)
+{
+    return args_scan(opts, argc, argv, pos, npos, visit_apply, NULL, err, errlen);
+}
+
+typedef struct {
+    int (*allowed)(const char *name, void *arg);
+    void *arg;
+    const fy_opt *refused;
+} refuse_ctx;
+
+static int visit_refuse(const fy_opt *o, const char *v, void *arg, char *err, size_t errlen)
+{
+    (void)v, (void)err, (void)errlen;
+    refuse_ctx *r = arg;
+    if (r->allowed(o->name, r->arg)) {
+        return 0;
+    }
+    r->refused = o;
+    return 1;
+}
+
+const fy_opt *fy_args_refused(const fy_opt *opts, int argc, char **argv,
+                              int (*allowed)(const char *name, void *arg), void *arg)
+{
+    refuse_ctx r = {allowed, arg, NULL};
+    char err[256]; /* unused: ARGV parsed already */
+    int npos;
+    args_scan(opts, argc, argv, NULL, &npos, visit_refuse, &r, err, sizeof err);
+    return r.refused;
 }
 
 const char *fy_args_find(int argc, char **argv, const char *name)

@@ -42,6 +42,14 @@ typedef struct {
 int fy_args_parse(const fy_opt *opts, int argc, char **argv, char **pos, int *npos, char *err,
                   size_t errlen);
 
+/* The first option given in ARGV[0..ARGC) (read as fy_args_parse() reads
+ * it against OPTS; values are not applied) whose name ALLOWED refuses
+ * (returns 0 for), or NULL when none is. For tools whose commands each take
+ * some of one table's options: parse with the whole table, then ask which
+ * option the chosen command does not take. */
+const fy_opt *fy_args_refused(const fy_opt *opts, int argc, char **argv,
+                              int (*allowed)(const char *name, void *arg), void *arg);
+
 /* Returns the value given for option NAME in argv ("--NAME V" or
  * "--NAME=V"), or NULL. Used to find --config before the full parse. */
 const char *fy_args_find(int argc, char **argv, const char *name);

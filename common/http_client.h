@@ -119,35 +119,4 @@ void fy_http_call_resume(fy_http_call *call);
  * callbacks (except on_done, after which CALL is already gone). */
 void fy_http_call_cancel(fy_http_call *call);
 
-/* --- A blocking fetch (command-line tools) ----------------------------------- */
-
-typedef struct {
-    fy_tls_config *tls;  /* for https:// (NULL: http:// only) */
-    unsigned timeout_ms; /* connect, and each read */
-    const char *method, *url;
-    const fy_http_header *headers;
-    size_t nheaders;
-    const char *body; /* may be NULL when BODY_LEN is 0 */
-    size_t body_len;
-    size_t max_response; /* response body cap */
-} fy_http_fetch_options;
-
-/* Where a fetch stopped. */
-enum { FY_FETCH_SETUP, FY_FETCH_START, FY_FETCH_CALL };
-
-typedef struct {
-    int stage;  /* FY_FETCH_*: how far it got */
-    int status; /* the HTTP status, once a response head arrived */
-    fy_buf body;
-} fy_http_fetch_result;
-
-/* Runs one request to completion on a private event loop (blocking).
- * Returns 0 with RES->status and RES->body, or an error with RES->stage
- * saying where: SETUP (FY_EUV: no loop; FY_ENOMEM...), START (the call could
- * not start: a bad URL, FY_ECONNREFUSED...), CALL (FY_ECERT, FY_ETIMEDOUT,
- * FY_ETOOBIG for a body over MAX_RESPONSE, FY_EIO when the loop ran dry
- * without an answer...). RES->body is initialised either way: the caller
- * frees it (fy_buf_wipe when it may hold a secret). */
-int fy_http_fetch(const fy_http_fetch_options *o, fy_http_fetch_result *res);
-
 #endif

@@ -1,6 +1,7 @@
 /* utf8.c: well-formed UTF-8 (utf8.h). */
 #include "common/utf8.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* How many bytes at S (N > 0) form a valid prefix of one character: the
@@ -127,4 +128,19 @@ size_t fy_utf8_scrub(const char *s, size_t n, const char *repl, size_t repl_len,
     }
     out[k] = '\0';
     return k;
+}
+
+json_t *fy_utf8_json(const char *s, size_t n, const char *repl, size_t repl_len)
+{
+    json_t *j = json_stringn(s, n);
+    if (j) {
+        return j;
+    }
+    char *o = malloc(n * (repl_len > 1 ? repl_len : 1) + 1);
+    if (!o) {
+        return NULL;
+    }
+    j = json_stringn(o, fy_utf8_scrub(s, n, repl, repl_len, o));
+    free(o);
+    return j;
 }

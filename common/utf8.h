@@ -7,6 +7,7 @@
 
 #include "common/buf.h"
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,5 +32,10 @@ long fy_utf8_sanitize(const char *s, size_t n, int final, fy_buf *out);
  * or C string. OUT holds N * max(REPL_LEN, 1) + 1 bytes; it is
  * NUL-terminated. Returns its length. */
 size_t fy_utf8_scrub(const char *s, size_t n, const char *repl, size_t repl_len, char *out);
+
+/* A JSON string of S[0..N): the bytes as they are when they are valid UTF-8
+ * (NULs included), else as fy_utf8_scrub() with REPL repairs them. Returns a
+ * new reference, or NULL when out of memory. */
+json_t *fy_utf8_json(const char *s, size_t n, const char *repl, size_t repl_len);
 
 #endif

@@ -110,20 +110,7 @@ uint64_t fy_accesslog_errors(fy_accesslog *log)
  * the line stays valid JSON. */
 static json_t *jstr(const char *s, size_t len)
 {
-    if (!s) {
-        return json_null();
-    }
-    json_t *j = json_stringn(s, len);
-    if (j) {
-        return j;
-    }
-    char *c = malloc(len + 1);
-    if (!c) {
-        return NULL;
-    }
-    j = json_stringn(c, fy_utf8_scrub(s, len, "?", 1, c));
-    free(c);
-    return j;
+    return s ? fy_utf8_json(s, len, "?", 1) : json_null();
 }
 
 static json_t *jstr0(const char *s)

@@ -5,7 +5,7 @@
 #include "common/crypto.h"
 #include "common/err.h"
 #include "common/fsutil.h"
-#include "common/http_client.h"
+#include "common/http_fetch.h"
 #include "common/limits.h"
 
 #include <ctype.h>
@@ -162,20 +162,31 @@ const char *fy_ctl_ca_file(fy_ctl *c)
     return c->ca;
 }
 
+/* Why the admin API could not be reached, for the user. */
+static const char *transport_hint(int rc)
+{
+    switch (rc) {
+    case FY_ECERT:
+        return "the admin listener's certificate does not chain to the CA file, or is not valid "
+               "for that host";
+    case FY_ECONNREFUSED:
+        return "connection refused (is the gateway running?)";
+    default:
+        return fy_strerror(rc);
+    }
+}
+
 int fy_ctl_call(fy_ctl *c, const char *method, const char *path, json_t *body, fy_ctl_result *res,
                 char *err, size_t errlen)
 {
-    char *text = NULL;
     fy_http_fetch_result fr = {0};
+    char *text = NULL;
     int rc;
     res->status = 0;
     res->json = NULL;
-    if (body) {
-        text = json_dumps(body, JSON_COMPACT);
-        if (!text) {
-            snprintf(err, errlen, "out of memory");
-            return FY_ENOMEM;
-        }
+    if (body && !(text = json_dumps(body, JSON_COMPACT))) {
+        snprintf(err, errlen, "out of memory");
+        return FY_ENOMEM;
     }
     char url[1024];
     snprintf(url, sizeof url, "%s%s", c->base, path);
@@ -185,29 +196,20 @@ int fy_ctl_call(fy_ctl *c, const char *method, const char *path, json_t *body, f
         {"Content-Type", "application/json", 0, 0},
     };
     fy_http_fetch_options o = {
-        .tls = c->tls,
-        .timeout_ms = CTL_TIMEOUT_MS,
         .method = method,
         .url = url,
         .headers = hdrs,
         .nheaders = body ? 3 : 2,
         .body = text,
         .body_len = text ? strlen(text) : 0,
-        .max_response = CTL_MAX_RESPONSE,
+        .tls = c->tls,
+        .timeout_ms = CTL_TIMEOUT_MS,
+        .max_body = CTL_MAX_RESPONSE,
     };
-    rc = fy_http_fetch(&o, &fr);
-    if (rc == FY_EUV && fr.stage == FY_FETCH_SETUP) {
-        snprintf(err, errlen, "cannot create an event loop");
-    } else if (rc && fr.stage == FY_FETCH_SETUP) {
-        snprintf(err, errlen, "cannot create the HTTP client: %s", fy_strerror(rc));
-    } else if (rc) {
-        const char *why = rc == FY_ECERT
-                              ? "the admin listener's certificate does not chain to the CA file, "
-                                "or is not valid for that host"
-                          : rc == FY_ECONNREFUSED ? "connection refused (is the gateway running?)"
-                                                  : fy_strerror(rc);
-        snprintf(err, errlen, "cannot reach the admin API at %s: %s", c->base, why);
-    } else {
+    rc = fy_http_fetch(&o, &fr, err, errlen);
+    if (rc && fr.stage != FY_HTTP_FETCH_SETUP) {
+        snprintf(err, errlen, "cannot reach the admin API at %s: %s", c->base, transport_hint(rc));
+    } else if (rc == 0) {
         res->status = fr.status;
         json_error_t je;
         res->json = fr.body.len ? json_loadb(fr.body.data, fr.body.len, 0, &je) : NULL;
@@ -216,9 +218,7 @@ int fy_ctl_call(fy_ctl *c, const char *method, const char *path, json_t *body, f
         fy_secure_zero(text, strlen(text));
     }
     free(text);
-    if (fr.body.data) {
-        fy_buf_wipe(&fr.body); /* may hold a new secret */
-    }
+    fy_buf_wipe(&fr.body); /* may hold a new secret */
     return rc;
 }
 

@@ -1,9 +1,10 @@
 /* ctl.h: the `ferry` admin CLI's client for a gateway's admin API.
  *
- *   ferry.c  options, commands, output (tables or --json)
+ *   ferry.c  the command table (each command's options, argument, check and
+ *            handler), output (tables or --json)
  *   api.c    finding the admin listener (a local data dir's state.json, or
  *            --admin URL), the admin token and the CA; one synchronous HTTPS
- *            call at a time on a private libuv loop */
+ *            call at a time (fy_http_fetch, common/http_fetch.h) */
 #ifndef FY_CTL_H
 #define FY_CTL_H
 

@@ -11,6 +11,7 @@
 #include "common/x509.h"
 #include "gateway/cli/ctl.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -535,82 +536,502 @@ static int valid_key_id(const char *s)
     return 1;
 }
 
-/* --- main ------------------------------------------------------------------------------ */
+/* --- the command table -------------------------------------------------------------------- */
 
-int main(int argc, char **argv)
+/* Everything the command line sets; each command reads its part. */
+typedef struct {
+    int help, version, as_json;
+    const char *data_dir, *admin, *token_file, *ca;
+    const char *name, *ttl, *key, *by;
+    key_opts ko;
+    fy_ctl_hook_opts ho;
+    fy_cli_log_opts log;
+    const char *arg; /* the command's argument (a NAME or an ID), or NULL */
+    int argc;        /* the arguments after the program name (for fy_args_find) */
+    char **argv;
+} ferry_args;
+
+/* The whole option table: the shared options first, then every command's
+ * (each command names which of these it takes). */
+#define FERRY_OPTIONS(a)                                                                          \
+    {                                                                                             \
+        {"data-dir", FY_OPT_STR, &(a)->data_dir, "DIR",                                           \
+         "a gateway's data directory on this machine"},                                           \
+            {"admin", FY_OPT_STR, &(a)->admin, "URL",                                             \
+             "a gateway's admin listener, https://HOST:PORT"},                                    \
+            {"admin-token-file", FY_OPT_STR, &(a)->token_file, "FILE",                            \
+             "file with the admin token (default with --data-dir: DIR/admin.token)"},             \
+            {"ca", FY_OPT_STR, &(a)->ca, "FILE",                                                  \
+             "CA of the admin listener's certificate (default DIR/ca.crt, else the system CAs)"}, \
+            {"json", FY_OPT_FLAG, &(a)->as_json, NULL, "print the API's JSON instead of tables"}, \
+            {"name", FY_OPT_STR, &(a)->name, "NAME",                                              \
+             "tokens create: the runner to bind; keys create/update: the key's name"},            \
+            {"ttl", FY_OPT_STR, &(a)->ttl, "DURATION",                                            \
+             "tokens create: lifetime (default 1h, at most 30d)"},                                \
+            {"owner", FY_OPT_STR, &(a)->ko.owner, "TEXT",                                         \
+             "keys create/update: who the key is for"},                                           \
+            {"rpm", FY_OPT_INT, &(a)->ko.rpm, "N",                                                \
+             "keys create/update: requests per minute (0: no limit)"},                            \
+            {"burst", FY_OPT_INT, &(a)->ko.burst, "N",                                            \
+             "keys create/update: requests --rpm admits at once, 1..rpm (default ceil(rpm/6), "   \
+             "ten "                                                                               \
+             "seconds' worth; 0: back to the default); needs an rpm limit"},                      \
+            {"tpm", FY_OPT_INT, &(a)->ko.tpm, "N",                                                \
+             "keys create/update: tokens per minute (0: no limit)"},                              \
+            {"concurrency", FY_OPT_INT, &(a)->ko.concurrency, "N",                                \
+             "keys create/update: requests in flight at once (0: no limit)"},                     \
+            {"models", FY_OPT_STR, &(a)->ko.models, "a,b",                                        \
+             "keys create/update: models allowed (default any)"},                                 \
+            {"runners", FY_OPT_STR, &(a)->ko.runners, "r1,r2",                                    \
+             "keys create/update: runners allowed (default any)"},                                \
+            {"hooks", FY_OPT_STR, &(a)->ko.hooks, "h1,h2",                                        \
+             "keys create/update: hooks allowed (default any)"},                                  \
+            {"expires", FY_OPT_STR, &(a)->ko.expires, "DURATION",                                 \
+             "keys create/update: lifetime from now (30d, 12h; update: or never)"},               \
+            {"runner", FY_OPT_STR, &(a)->ho.runner, "RUNNER",                                     \
+             "hooks create: the runner to forward to"},                                           \
+            {"path", FY_OPT_STR, &(a)->ho.path, "/PATH", "hooks create: the path on the runner"}, \
+            {"verify", FY_OPT_STR, &(a)->ho.verify, "KIND",                                       \
+             "hooks create: github, stripe, slack, hmac-sha256 or none"},                         \
+            {"secret-file", FY_OPT_STR, &(a)->ho.secret_file, "FILE",                             \
+             "hooks create/rotate-secret: file holding the signing secret"},                      \
+            {"tolerance", FY_OPT_STR, &(a)->ho.tolerance, "DURATION",                             \
+             "hooks create: how far a signed timestamp may be from now (default 300s)"},          \
+            {"async", FY_OPT_FLAG, &(a)->ho.async, NULL,                                          \
+             "hooks create: answer 202 at once and deliver from the durable queue"},              \
+            {"header", FY_OPT_STR, &(a)->ho.header, "NAME",                                       \
+             "hooks create (hmac-sha256): signature header"},                                     \
+            {"encoding", FY_OPT_STR, &(a)->ho.encoding, "hex|base64",                             \
+             "hooks create (hmac-sha256): signature encoding (default hex)"},                     \
+            {"timestamp-header", FY_OPT_STR, &(a)->ho.ts_header, "NAME",                          \
+             "hooks create (hmac-sha256): signed timestamp header (signs \"<ts>.<body>\")"},      \
+            {"max-body", FY_OPT_SIZE, &(a)->ho.max_body, "SIZE",                                  \
+             "hooks create: largest body (default 1MiB, at most 16MiB)"},                         \
+            {"grace", FY_OPT_STR, &(a)->ho.grace, "DURATION",                                     \
+             "hooks rotate-secret: how long the old secret stays valid (default 24h)"},           \
+            {"key", FY_OPT_STR, &(a)->key, "ID", "usage: only this key"},                         \
+            {"by", FY_OPT_STR, &(a)->by, "total|hour", "usage: totals (default) or per hour"},    \
+            {"help", FY_OPT_FLAG, &(a)->help, NULL, "show this help and exit"},                   \
+            {"version", FY_OPT_FLAG, &(a)->version, NULL,                                         \
+             "show version and library versions and exit"},                                       \
+            FY_CLI_LOG_OPTS(&(a)->log), {0},                                                      \
+    }
+
+/* The options every command takes. */
+static const char *const opts_shared[] = {"data-dir",   "admin", "admin-token-file", "ca",
+                                          "json",       "help",  "version",          "log-level",
+                                          "log-format", NULL};
+
+typedef struct {
+    const char *group, *sub;     /* "keys" "create"; sub is NULL for a one-word command */
+    const char *arg;             /* the argument it needs ("key ID"), or NULL for none */
+    const char *const *opts;     /* its own options beyond the shared ones, NULL-ended */
+    int (*check)(ferry_args *a); /* refuses bad values: prints why, returns 2; 0 ok. May be NULL */
+    int (*run)(fy_ctl *c, const ferry_args *a); /* the exit status */
+} ferry_cmd;
+
+/* Prints "ferry: MESSAGE" and returns 2, the usage-error exit status. */
+static int refuse(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int refuse(const char *fmt, ...)
 {
-    int help = 0, version = 0, as_json = 0;
-    const char *data_dir = NULL, *admin = NULL, *token_file = NULL, *ca = NULL;
-    const char *name = NULL, *ttl = NULL, *key = NULL, *by = NULL;
-    key_opts ko = {.rpm = -1, .tpm = -1, .concurrency = -1, .burst = -1};
-    fy_ctl_hook_opts ho = {.rpm = -1};
-    fy_cli_log_opts log = {0};
-    const fy_opt opts[] = {
-        {"data-dir", FY_OPT_STR, &data_dir, "DIR", "a gateway's data directory on this machine"},
-        {"admin", FY_OPT_STR, &admin, "URL", "a gateway's admin listener, https://HOST:PORT"},
-        {"admin-token-file", FY_OPT_STR, &token_file, "FILE",
-         "file with the admin token (default with --data-dir: DIR/admin.token)"},
-        {"ca", FY_OPT_STR, &ca, "FILE",
-         "CA of the admin listener's certificate (default DIR/ca.crt, else the system CAs)"},
-        {"json", FY_OPT_FLAG, &as_json, NULL, "print the API's JSON instead of tables"},
-        {"name", FY_OPT_STR, &name, "NAME",
-         "tokens create: the runner to bind; keys create/update: the key's name"},
-        {"ttl", FY_OPT_STR, &ttl, "DURATION", "tokens create: lifetime (default 1h, at most 30d)"},
-        {"owner", FY_OPT_STR, &ko.owner, "TEXT", "keys create/update: who the key is for"},
-        {"rpm", FY_OPT_INT, &ko.rpm, "N", "keys create/update: requests per minute (0: no limit)"},
-        {"burst", FY_OPT_INT, &ko.burst, "N",
-         "keys create/update: requests --rpm admits at once, 1..rpm (default ceil(rpm/6), ten "
-         "seconds' worth; 0: back to the default); needs an rpm limit"},
-        {"tpm", FY_OPT_INT, &ko.tpm, "N", "keys create/update: tokens per minute (0: no limit)"},
-        {"concurrency", FY_OPT_INT, &ko.concurrency, "N",
-         "keys create/update: requests in flight at once (0: no limit)"},
-        {"models", FY_OPT_STR, &ko.models, "a,b",
-         "keys create/update: models allowed (default any)"},
-        {"runners", FY_OPT_STR, &ko.runners, "r1,r2",
-         "keys create/update: runners allowed (default any)"},
-        {"hooks", FY_OPT_STR, &ko.hooks, "h1,h2",
-         "keys create/update: hooks allowed (default any)"},
-        {"expires", FY_OPT_STR, &ko.expires, "DURATION",
-         "keys create/update: lifetime from now (30d, 12h; update: or never)"},
-        {"runner", FY_OPT_STR, &ho.runner, "RUNNER", "hooks create: the runner to forward to"},
-        {"path", FY_OPT_STR, &ho.path, "/PATH", "hooks create: the path on the runner"},
-        {"verify", FY_OPT_STR, &ho.verify, "KIND",
-         "hooks create: github, stripe, slack, hmac-sha256 or none"},
-        {"secret-file", FY_OPT_STR, &ho.secret_file, "FILE",
-         "hooks create/rotate-secret: file holding the signing secret"},
-        {"tolerance", FY_OPT_STR, &ho.tolerance, "DURATION",
-         "hooks create: how far a signed timestamp may be from now (default 300s)"},
-        {"async", FY_OPT_FLAG, &ho.async, NULL,
-         "hooks create: answer 202 at once and deliver from the durable queue"},
-        {"header", FY_OPT_STR, &ho.header, "NAME", "hooks create (hmac-sha256): signature header"},
-        {"encoding", FY_OPT_STR, &ho.encoding, "hex|base64",
-         "hooks create (hmac-sha256): signature encoding (default hex)"},
-        {"timestamp-header", FY_OPT_STR, &ho.ts_header, "NAME",
-         "hooks create (hmac-sha256): signed timestamp header (signs \"<ts>.<body>\")"},
-        {"max-body", FY_OPT_SIZE, &ho.max_body, "SIZE",
-         "hooks create: largest body (default 1MiB, at most 16MiB)"},
-        {"grace", FY_OPT_STR, &ho.grace, "DURATION",
-         "hooks rotate-secret: how long the old secret stays valid (default 24h)"},
-        {"key", FY_OPT_STR, &key, "ID", "usage: only this key"},
-        {"by", FY_OPT_STR, &by, "total|hour", "usage: totals (default) or per hour"},
-        {"help", FY_OPT_FLAG, &help, NULL, "show this help and exit"},
-        {"version", FY_OPT_FLAG, &version, NULL, "show version and library versions and exit"},
-        FY_CLI_LOG_OPTS(&log),
-        {0},
-    };
-    char err[512];
-    char *pos[argc > 0 ? argc : 1];
-    int npos = 0;
-    if (fy_args_parse(opts, argc - 1, argv + 1, pos, &npos, err, sizeof err) ||
-        fy_cli_log_apply(&log, err, sizeof err)) {
-        fprintf(stderr, "ferry: %s\n", err);
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ferry: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 2;
+}
+
+static int has_name(const char *const *names, const char *name)
+{
+    for (; *names; names++) {
+        if (strcmp(*names, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* --- checks: each command's values, before anything is sent ---------------------------- */
+
+static int check_tokens_create(ferry_args *a)
+{
+    uint64_t ttl_ms;
+    if (!a->name) {
+        return refuse("tokens create needs --name RUNNER");
+    }
+    if (!valid_name(a->name)) {
+        return refuse("--name must be 1 to 63 of a-z, 0-9 and '-', not starting with '-'");
+    }
+    if (a->ttl && (fy_parse_duration_ms(a->ttl, &ttl_ms) || ttl_ms < 1000)) {
+        return refuse("--ttl must be a duration like 90s, 1h or 7d");
+    }
+    return 0;
+}
+
+static int check_runner_name(ferry_args *a)
+{
+    return valid_name(a->arg) ? 0 : refuse("'%s' is not a runner name", a->arg);
+}
+
+static int check_key_id_of(const char *id)
+{
+    return valid_key_id(id) ? 0
+                            : refuse("'%s' is not a key id (key_...; see 'ferry keys list')", id);
+}
+
+static int check_key_id(ferry_args *a)
+{
+    return check_key_id_of(a->arg);
+}
+
+/* A number option read as -1 was given as -1 (fy_args_find tells). */
+static int given_negative(const ferry_args *a, long long v, const char *name)
+{
+    return v < -1 || (v == -1 && fy_args_find(a->argc, a->argv, name));
+}
+
+/* The limits and lifetime of keys create/update. */
+static int check_key_limits(ferry_args *a, int update)
+{
+    const key_opts *ko = &a->ko;
+    uint64_t exp_ms;
+    if (given_negative(a, ko->rpm, "rpm") || given_negative(a, ko->tpm, "tpm") ||
+        given_negative(a, ko->concurrency, "concurrency")) {
+        return refuse("--rpm, --tpm and --concurrency take a number >= 0 (0: no limit)");
+    }
+    if (given_negative(a, ko->burst, "burst")) {
+        return refuse("--burst takes a number from 1 to the key's rpm (0: the default, "
+                      "ceil(rpm/6))");
+    }
+    if (ko->expires && !(update && strcmp(ko->expires, "never") == 0) &&
+        (fy_parse_duration_ms(ko->expires, &exp_ms) || exp_ms < 1000 || exp_ms % 1000)) {
+        return refuse("--expires must be a duration like 2s, 12h or 30d%s",
+                      update ? " (or never)" : "");
+    }
+    return 0;
+}
+
+static int check_key_name(const ferry_args *a)
+{
+    if (a->name && (!a->name[0] || strlen(a->name) > 127)) {
+        return refuse("--name must be 1 to 127 characters");
+    }
+    return 0;
+}
+
+static int check_keys_create(ferry_args *a)
+{
+    if (!a->name) {
+        return refuse("keys create needs --name NAME");
+    }
+    int rc = check_key_name(a);
+    return rc ? rc : check_key_limits(a, 0);
+}
+
+static int check_keys_update(ferry_args *a)
+{
+    const key_opts *ko = &a->ko;
+    int fields = ko->owner || ko->models || ko->runners || ko->hooks || ko->expires ||
+                 ko->rpm != -1 || ko->tpm != -1 || ko->concurrency != -1 || ko->burst != -1;
+    if (!a->name && !fields) {
+        return refuse("keys update needs something to change (see --help)");
+    }
+    int rc = check_key_name(a);
+    if (!rc) {
+        rc = check_key_limits(a, 1);
+    }
+    return rc ? rc : check_key_id(a);
+}
+
+static int check_usage(ferry_args *a)
+{
+    if (a->key && check_key_id_of(a->key)) {
         return 2;
     }
-    if (help) {
+    if (a->by && strcmp(a->by, "total") != 0 && strcmp(a->by, "hour") != 0) {
+        return refuse("--by must be total or hour");
+    }
+    return 0;
+}
+
+/* Why hooks create's options do not fit together, or NULL. */
+static const char *hook_problem(const ferry_args *a)
+{
+    const fy_ctl_hook_opts *ho = &a->ho;
+    const char *name = a->name;
+    int hmac = ho->verify && strcmp(ho->verify, "hmac-sha256") == 0;
+    return !name || !name[0] || strlen(name) > 127 ? "hooks create needs --name (1..127 chars)"
+           : !ho->runner || !valid_name(ho->runner)
+               ? "hooks create needs --runner RUNNER (a runner name)"
+           : !ho->path || ho->path[0] != '/' ? "hooks create needs --path /PATH"
+           : !ho->verify ? "hooks create needs --verify github|stripe|slack|hmac-sha256|none"
+           : !ho->secret_file && strcmp(ho->verify, "none") != 0
+               ? "hooks create needs --secret-file FILE (the tool's signing secret)"
+           : (ho->header || ho->encoding || ho->ts_header) && !hmac
+               ? "--header, --encoding and --timestamp-header go with --verify hmac-sha256"
+           : hmac && !ho->header ? "--verify hmac-sha256 needs --header NAME (the signature header)"
+           : ho->encoding && strcmp(ho->encoding, "hex") != 0 && strcmp(ho->encoding, "base64") != 0
+               ? "--encoding must be hex or base64"
+               : NULL;
+}
+
+static int check_hooks_create(ferry_args *a)
+{
+    const char *bad = hook_problem(a);
+    if (bad) {
+        return refuse("%s", bad);
+    }
+    /* --rpm lands in the key options' field; here it is the hook's. */
+    a->ho.rpm = a->ko.rpm;
+    a->ko.rpm = -1;
+    if (given_negative(a, a->ho.rpm, "rpm")) {
+        return refuse("--rpm takes a number >= 0 (0: no limit)");
+    }
+    return 0;
+}
+
+static int check_hook_id(ferry_args *a)
+{
+    if (strncmp(a->arg, "hk_", 3) != 0 || strlen(a->arg) > 40) {
+        return refuse("'%s' is not a hook id (hk_...; see 'ferry hooks list')", a->arg);
+    }
+    return 0;
+}
+
+static int check_hooks_rotate(ferry_args *a)
+{
+    if (!a->ho.secret_file) {
+        return refuse("hooks rotate-secret needs --secret-file FILE (the new secret)");
+    }
+    return check_hook_id(a);
+}
+
+/* --- handlers: the command, once its values are right ------------------------------------ */
+
+static int run_status(fy_ctl *c, const ferry_args *a)
+{
+    return cmd_status(c, a->as_json);
+}
+
+static int run_tokens_create(fy_ctl *c, const ferry_args *a)
+{
+    return cmd_tokens_create(c, a->as_json, a->name, a->ttl);
+}
+
+static int run_tokens_list(fy_ctl *c, const ferry_args *a)
+{
+    return cmd_tokens_list(c, a->as_json);
+}
+
+static int run_runners_list(fy_ctl *c, const ferry_args *a)
+{
+    return cmd_runners_list(c, a->as_json);
+}
+
+static int run_runners_revoke(fy_ctl *c, const ferry_args *a)
+{
+    return cmd_runners_revoke(c, a->as_json, a->arg);
+}
+
+static int run_keys_create(fy_ctl *c, const ferry_args *a)
+{
+    key_opts ko = a->ko;
+    ko.name = a->name;
+    return cmd_keys_create(c, a->as_json, &ko);
+}
+
+static int run_keys_list(fy_ctl *c, const ferry_args *a)
+{
+    return cmd_keys_list(c, a->as_json);
+}
+
+static int run_keys_update(fy_ctl *c, const ferry_args *a)
+{
+    key_opts ko = a->ko;
+    ko.name = a->name;
+    return cmd_keys_update(c, a->as_json, a->arg, &ko);
+}
+
+static int run_keys_revoke(fy_ctl *c, const ferry_args *a)
+{
+    return cmd_keys_revoke(c, a->as_json, a->arg);
+}
+
+static int run_usage(fy_ctl *c, const ferry_args *a)
+{
+    return cmd_usage(c, a->as_json, a->key, a->by);
+}
+
+static int run_hooks_create(fy_ctl *c, const ferry_args *a)
+{
+    fy_ctl_hook_opts ho = a->ho;
+    ho.name = a->name;
+    return fy_ctl_hooks_create(c, a->as_json, &ho);
+}
+
+static int run_hooks_list(fy_ctl *c, const ferry_args *a)
+{
+    return fy_ctl_hooks_list(c, a->as_json);
+}
+
+static int run_hooks_delete(fy_ctl *c, const ferry_args *a)
+{
+    return fy_ctl_hooks_delete(c, a->as_json, a->arg);
+}
+
+static int run_hooks_rotate(fy_ctl *c, const ferry_args *a)
+{
+    return fy_ctl_hooks_rotate(c, a->as_json, a->arg, &a->ho);
+}
+
+static const char *const opts_none[] = {NULL};
+static const char *const opts_tokens_create[] = {"name", "ttl", NULL};
+static const char *const opts_keys[] = {"name",  "owner",       "rpm",    "burst",
+                                        "tpm",   "concurrency", "models", "runners",
+                                        "hooks", "expires",     NULL};
+static const char *const opts_hooks_create[] = {
+    "name",      "runner", "path",   "verify",   "secret-file",
+    "tolerance", "async",  "header", "encoding", "timestamp-header",
+    "max-body",  "rpm",    NULL};
+static const char *const opts_hooks_rotate[] = {"secret-file", "grace", NULL};
+static const char *const opts_usage[] = {"key", "by", NULL};
+
+/* Every command, in the order --help lists them. */
+static const ferry_cmd commands[] = {
+    {"status", NULL, NULL, opts_none, NULL, run_status},
+    {"tokens", "create", NULL, opts_tokens_create, check_tokens_create, run_tokens_create},
+    {"tokens", "list", NULL, opts_none, NULL, run_tokens_list},
+    {"runners", "list", NULL, opts_none, NULL, run_runners_list},
+    {"runners", "revoke", "runner NAME", opts_none, check_runner_name, run_runners_revoke},
+    {"keys", "create", NULL, opts_keys, check_keys_create, run_keys_create},
+    {"keys", "list", NULL, opts_none, NULL, run_keys_list},
+    {"keys", "update", "key ID", opts_keys, check_keys_update, run_keys_update},
+    {"keys", "revoke", "key ID", opts_none, check_key_id, run_keys_revoke},
+    {"hooks", "create", NULL, opts_hooks_create, check_hooks_create, run_hooks_create},
+    {"hooks", "list", NULL, opts_none, NULL, run_hooks_list},
+    {"hooks", "delete", "hook ID", opts_none, check_hook_id, run_hooks_delete},
+    {"hooks", "rotate-secret", "hook ID", opts_hooks_rotate, check_hooks_rotate, run_hooks_rotate},
+    {"usage", NULL, NULL, opts_usage, check_usage, run_usage},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+/* --- parse, validate, start -------------------------------------------------------------- */
+
+/* "keys update" */
+static void cmd_words(const ferry_cmd *cmd, char *out, size_t n)
+{
+    snprintf(out, n, "%s%s%s", cmd->group, cmd->sub ? " " : "", cmd->sub ? cmd->sub : "");
+}
+
+typedef struct {
+    int (*match)(const ferry_cmd *cmd, const char *key);
+    void (*item)(const ferry_cmd *cmd, char *out, size_t n);
+    const char *conj; /* " or ", " and " */
+} cmd_list_kind;
+
+/* Lists the commands KIND matches with KEY into OUT, each as KIND writes it,
+ * as "a", "a or b", "a, b or c". */
+static void cmd_list(const cmd_list_kind *kind, const char *key, char *out, size_t len)
+{
+    char item[80];
+    size_t n = 0, i = 0;
+    for (size_t k = 0; k < NCOMMANDS; k++) {
+        n += kind->match(&commands[k], key) != 0;
+    }
+    out[0] = '\0';
+    for (size_t k = 0; k < NCOMMANDS; k++) {
+        if (kind->match(&commands[k], key)) {
+            kind->item(&commands[k], item, sizeof item);
+            const char *sep = i == 0 ? "" : i + 1 == n ? kind->conj : ", ";
+            size_t used = strlen(out);
+            snprintf(out + used, len - used, "%s%s", sep, item);
+            i++;
+        }
+    }
+}
+
+static int in_group(const ferry_cmd *cmd, const char *group)
+{
+    return strcmp(cmd->group, group) == 0;
+}
+
+/* "update ID" */
+static void sub_with_arg(const ferry_cmd *cmd, char *out, size_t n)
+{
+    const char *arg = cmd->arg ? strrchr(cmd->arg, ' ') : NULL;
+    snprintf(out, n, "%s%s", cmd->sub, arg ? arg : "");
+}
+
+static int takes_own(const ferry_cmd *cmd, const char *opt)
+{
+    return has_name(cmd->opts, opt);
+}
+
+/* "'keys update'" */
+static void quoted_words(const ferry_cmd *cmd, char *out, size_t n)
+{
+    char words[64];
+    cmd_words(cmd, words, sizeof words);
+    snprintf(out, n, "'%s'", words);
+}
+
+/* Prints that GROUP needs one of its subcommands ("create, list, update ID or
+ * revoke ID"), and returns 2. */
+static int refuse_group(const char *group)
+{
+    static const cmd_list_kind subs = {in_group, sub_with_arg, " or "};
+    char list[256];
+    cmd_list(&subs, group, list, sizeof list);
+    return refuse("'%s' needs a subcommand: %s (see --help)", group, list);
+}
+
+/* The command POS[0..NPOS) names, with A->arg set; or NULL with the exit
+ * status in *RC after saying what is wrong. */
+static const ferry_cmd *cmd_find(ferry_args *a, char **pos, int npos, int *rc)
+{
+    const ferry_cmd *cmd = NULL;
+    int group = 0;
+    for (size_t k = 0; k < NCOMMANDS && !cmd; k++) {
+        const ferry_cmd *c = &commands[k];
+        if (strcmp(c->group, pos[0]) == 0) {
+            group = 1;
+            cmd = !c->sub || (npos >= 2 && strcmp(c->sub, pos[1]) == 0) ? c : NULL;
+        }
+    }
+    if (!cmd) {
+        *rc = group ? refuse_group(pos[0]) : refuse("unknown command '%s' (see --help)", pos[0]);
+        return NULL;
+    }
+    int words = cmd->sub ? 2 : 1, want = words + (cmd->arg != NULL);
+    char name[64];
+    cmd_words(cmd, name, sizeof name);
+    if (npos != want) {
+        *rc = npos < want ? refuse("%s needs the %s", name, cmd->arg)
+                          : refuse("unexpected argument (see --help)");
+        return NULL;
+    }
+    a->arg = cmd->arg ? pos[words] : NULL;
+    return cmd;
+}
+
+/* Reads the command line into A and finds the command. Returns -1 to go on
+ * (with *CMD), or the exit status (after --help, --version or a usage
+ * error). */
+static int ferry_parse(ferry_args *a, const fy_opt *opts, char **pos, const ferry_cmd **cmd)
+{
+    char err[512];
+    int npos = 0, rc = -1;
+    if (fy_args_parse(opts, a->argc, a->argv, pos, &npos, err, sizeof err) ||
+        fy_cli_log_apply(&a->log, err, sizeof err)) {
+        return refuse("%s", err);
+    }
+    if (a->help) {
         usage(stdout, opts);
         return 0;
     }
-    if (version) {
+    if (a->version) {
         fy_cli_print_version(stdout, "ferry");
         return 0;
     }
@@ -618,278 +1039,73 @@ int main(int argc, char **argv)
         usage(stderr, opts);
         return 2;
     }
-    /* Which command, and are its arguments right? */
-    enum {
-        C_NONE,
-        C_STATUS,
-        C_TCREATE,
-        C_TLIST,
-        C_RLIST,
-        C_RREVOKE,
-        C_KCREATE,
-        C_KLIST,
-        C_KUPDATE,
-        C_KREVOKE,
-        C_USAGE,
-        C_HCREATE,
-        C_HLIST,
-        C_HDELETE,
-        C_HROTATE
-    } cmd = C_NONE;
-    const char *cmdname = pos[0];
-    int want = 1;
-    if (strcmp(pos[0], "status") == 0) {
-        cmd = C_STATUS;
-    } else if (strcmp(pos[0], "tokens") == 0 && npos >= 2) {
-        cmd = strcmp(pos[1], "create") == 0 ? C_TCREATE
-              : strcmp(pos[1], "list") == 0 ? C_TLIST
-                                            : C_NONE;
-        want = 2;
-    } else if (strcmp(pos[0], "runners") == 0 && npos >= 2) {
-        cmd = strcmp(pos[1], "list") == 0     ? C_RLIST
-              : strcmp(pos[1], "revoke") == 0 ? C_RREVOKE
-                                              : C_NONE;
-        want = cmd == C_RREVOKE ? 3 : 2;
-    } else if (strcmp(pos[0], "keys") == 0 && npos >= 2) {
-        cmd = strcmp(pos[1], "create") == 0   ? C_KCREATE
-              : strcmp(pos[1], "list") == 0   ? C_KLIST
-              : strcmp(pos[1], "update") == 0 ? C_KUPDATE
-              : strcmp(pos[1], "revoke") == 0 ? C_KREVOKE
-                                              : C_NONE;
-        want = cmd == C_KUPDATE || cmd == C_KREVOKE ? 3 : 2;
-    } else if (strcmp(pos[0], "usage") == 0) {
-        cmd = C_USAGE;
-    } else if (strcmp(pos[0], "hooks") == 0 && npos >= 2) {
-        cmd = strcmp(pos[1], "create") == 0          ? C_HCREATE
-              : strcmp(pos[1], "list") == 0          ? C_HLIST
-              : strcmp(pos[1], "delete") == 0        ? C_HDELETE
-              : strcmp(pos[1], "rotate-secret") == 0 ? C_HROTATE
-                                                     : C_NONE;
-        want = cmd == C_HDELETE || cmd == C_HROTATE ? 3 : 2;
-    }
-    if (cmd == C_NONE) {
-        if (strcmp(cmdname, "hooks") == 0) {
-            fprintf(stderr, "ferry: 'hooks' needs a subcommand: create, list, delete ID or "
-                            "rotate-secret ID (see --help)\n");
-        } else if (strcmp(cmdname, "tokens") == 0 || strcmp(cmdname, "runners") == 0 ||
-                   strcmp(cmdname, "keys") == 0) {
-            fprintf(stderr, "ferry: '%s' needs a subcommand: %s (see --help)\n", cmdname,
-                    cmdname[0] == 't'   ? "create or list"
-                    : cmdname[0] == 'k' ? "create, list, update ID or revoke ID"
-                                        : "list or revoke NAME");
-        } else {
-            fprintf(stderr, "ferry: unknown command '%s' (see --help)\n", cmdname);
-        }
-        return 2;
-    }
-    if (npos != want) {
-        fprintf(stderr, "ferry: %s\n",
-                cmd == C_RREVOKE && npos < want   ? "runners revoke needs the runner NAME"
-                : cmd == C_KREVOKE && npos < want ? "keys revoke needs the key ID"
-                : cmd == C_KUPDATE && npos < want ? "keys update needs the key ID"
-                : cmd == C_HDELETE && npos < want ? "hooks delete needs the hook ID"
-                : cmd == C_HROTATE && npos < want ? "hooks rotate-secret needs the hook ID"
-                                                  : "unexpected argument (see --help)");
-        return 2;
-    }
-    int hook_fields = ho.runner || ho.path || ho.verify || ho.tolerance || ho.async || ho.header ||
-                      ho.encoding || ho.ts_header || ho.max_body;
-    if (hook_fields && cmd != C_HCREATE) {
-        fprintf(stderr, "ferry: --runner, --path, --verify, --tolerance, --async, --header, "
-                        "--encoding, --timestamp-header and --max-body go with 'hooks create'\n");
-        return 2;
-    }
-    if (ho.secret_file && cmd != C_HCREATE && cmd != C_HROTATE) {
-        fprintf(stderr, "ferry: --secret-file goes with 'hooks create' and 'hooks "
-                        "rotate-secret'\n");
-        return 2;
-    }
-    if (ho.grace && cmd != C_HROTATE) {
-        fprintf(stderr, "ferry: --grace goes with 'hooks rotate-secret'\n");
-        return 2;
-    }
-    if (cmd == C_HCREATE) {
-        const char *bad =
-            !name || !name[0] || strlen(name) > 127 ? "hooks create needs --name (1..127 chars)"
-            : !ho.runner || !valid_name(ho.runner)  ? "hooks create needs --runner RUNNER (a "
-                                                      "runner name)"
-            : !ho.path || ho.path[0] != '/'         ? "hooks create needs --path /PATH"
-            : !ho.verify ? "hooks create needs --verify github|stripe|slack|hmac-sha256|none"
-            : !ho.secret_file && strcmp(ho.verify, "none") != 0
-                ? "hooks create needs --secret-file FILE (the tool's signing secret)"
-            : (ho.header || ho.encoding || ho.ts_header) && strcmp(ho.verify, "hmac-sha256") != 0
-                ? "--header, --encoding and --timestamp-header go with --verify hmac-sha256"
-            : strcmp(ho.verify, "hmac-sha256") == 0 && !ho.header
-                ? "--verify hmac-sha256 needs --header NAME (the signature header)"
-            : ho.encoding && strcmp(ho.encoding, "hex") != 0 && strcmp(ho.encoding, "base64") != 0
-                ? "--encoding must be hex or base64"
-                : NULL;
-        if (bad) {
-            fprintf(stderr, "ferry: %s\n", bad);
-            return 2;
-        }
-        ho.name = name;
-        ho.rpm = ko.rpm;
-        ko.rpm = -1; /* not a key field here */
-        if (ho.rpm == -1 && fy_args_find(argc - 1, argv + 1, "rpm")) {
-            ho.rpm = -2;
-        }
-    }
-    if (cmd == C_HROTATE && !ho.secret_file) {
-        fprintf(stderr, "ferry: hooks rotate-secret needs --secret-file FILE (the new secret)\n");
-        return 2;
-    }
-    if ((cmd == C_HDELETE || cmd == C_HROTATE) &&
-        (strncmp(pos[2], "hk_", 3) != 0 || strlen(pos[2]) > 40)) {
-        fprintf(stderr, "ferry: '%s' is not a hook id (hk_...; see 'ferry hooks list')\n", pos[2]);
-        return 2;
-    }
-    int key_cmd = cmd == C_KCREATE || cmd == C_KUPDATE;
-    int key_fields = ko.owner || ko.models || ko.runners || ko.hooks || ko.expires ||
-                     ko.rpm != -1 || ko.tpm != -1 || ko.concurrency != -1 || ko.burst != -1;
-    if (name && cmd != C_TCREATE && !key_cmd && cmd != C_HCREATE) {
-        fprintf(stderr, "ferry: --name goes with 'tokens create', 'keys create', 'keys "
-                        "update' and 'hooks create'\n");
-        return 2;
-    }
-    if (ttl && cmd != C_TCREATE) {
-        fprintf(stderr, "ferry: --ttl goes with 'tokens create'\n");
-        return 2;
-    }
-    if (key_fields && !key_cmd) {
-        fprintf(stderr, "ferry: --owner, --rpm, --burst, --tpm, --concurrency, --models, "
-                        "--runners, --hooks and --expires go with 'keys create' and 'keys "
-                        "update'\n");
-        return 2;
-    }
-    if ((key || by) && cmd != C_USAGE) {
-        fprintf(stderr, "ferry: --key and --by go with 'usage'\n");
-        return 2;
-    }
-    if (cmd == C_KCREATE && !name) {
-        fprintf(stderr, "ferry: keys create needs --name NAME\n");
-        return 2;
-    }
-    if (cmd == C_KUPDATE && !name && !key_fields) {
-        fprintf(stderr, "ferry: keys update needs something to change (see --help)\n");
-        return 2;
-    }
-    if (key_cmd && name && (!name[0] || strlen(name) > 127)) {
-        fprintf(stderr, "ferry: --name must be 1 to 127 characters\n");
-        return 2;
-    }
-    if (ho.rpm < -1) {
-        fprintf(stderr, "ferry: --rpm takes a number >= 0 (0: no limit)\n");
-        return 2;
-    }
-    if ((ko.rpm < -1 || ko.tpm < -1 || ko.concurrency < -1) ||
-        (ko.rpm == -1 && cmd != C_HCREATE && fy_args_find(argc - 1, argv + 1, "rpm")) ||
-        (ko.tpm == -1 && fy_args_find(argc - 1, argv + 1, "tpm")) ||
-        (ko.concurrency == -1 && fy_args_find(argc - 1, argv + 1, "concurrency"))) {
-        fprintf(stderr, "ferry: --rpm, --tpm and --concurrency take a number >= 0 (0: no "
-                        "limit)\n");
-        return 2;
-    }
-    if (ko.burst < -1 || (ko.burst == -1 && fy_args_find(argc - 1, argv + 1, "burst"))) {
-        fprintf(stderr, "ferry: --burst takes a number from 1 to the key's rpm (0: the default, "
-                        "ceil(rpm/6))\n");
-        return 2;
-    }
+    *cmd = cmd_find(a, pos, npos, &rc);
+    return rc;
+}
 
-    uint64_t exp_ms;
-    if (ko.expires && !(cmd == C_KUPDATE && strcmp(ko.expires, "never") == 0) &&
-        (fy_parse_duration_ms(ko.expires, &exp_ms) || exp_ms < 1000 || exp_ms % 1000)) {
-        fprintf(stderr, "ferry: --expires must be a duration like 2s, 12h or 30d%s\n",
-                cmd == C_KUPDATE ? " (or never)" : "");
+static int cmd_takes(const char *name, void *arg)
+{
+    const ferry_cmd *cmd = arg;
+    return has_name(opts_shared, name) || has_name(cmd->opts, name);
+}
+
+/* Refuses an option the command does not take, naming the commands that do:
+ * one message for every command. Returns 2, or 0 when all are its own. */
+static int refuse_foreign(const fy_opt *opts, const ferry_args *a, const ferry_cmd *cmd)
+{
+    const fy_opt *o = fy_args_refused(opts, a->argc, a->argv, cmd_takes, (void *)cmd);
+    if (!o) {
+        return 0;
+    }
+    static const cmd_list_kind takers = {takes_own, quoted_words, " and "};
+    char list[256], name[64];
+    cmd_list(&takers, o->name, list, sizeof list);
+    cmd_words(cmd, name, sizeof name);
+    return refuse("--%s does not go with '%s' (it can only go with %s)", o->name, name, list);
+}
+
+/* Refuses what the command cannot take or take so. Returns -1 to go on, or 2. */
+static int ferry_validate(ferry_args *a, const fy_opt *opts, const ferry_cmd *cmd)
+{
+    if (refuse_foreign(opts, a, cmd) || (cmd->check && cmd->check(a))) {
         return 2;
     }
-    if ((cmd == C_KUPDATE || cmd == C_KREVOKE) && !valid_key_id(pos[2])) {
-        fprintf(stderr, "ferry: '%s' is not a key id (key_...; see 'ferry keys list')\n", pos[2]);
-        return 2;
-    }
-    if (key && !valid_key_id(key)) {
-        fprintf(stderr, "ferry: '%s' is not a key id (key_...; see 'ferry keys list')\n", key);
-        return 2;
-    }
-    if (by && strcmp(by, "total") != 0 && strcmp(by, "hour") != 0) {
-        fprintf(stderr, "ferry: --by must be total or hour\n");
-        return 2;
-    }
-    if (cmd == C_TCREATE && !name) {
-        fprintf(stderr, "ferry: tokens create needs --name RUNNER\n");
-        return 2;
-    }
-    if (cmd == C_TCREATE && !valid_name(name)) {
-        fprintf(stderr, "ferry: --name must be 1 to 63 of a-z, 0-9 and '-', not starting with "
-                        "'-'\n");
-        return 2;
-    }
-    uint64_t ttl_ms;
-    if (ttl && (fy_parse_duration_ms(ttl, &ttl_ms) || ttl_ms < 1000)) {
-        fprintf(stderr, "ferry: --ttl must be a duration like 90s, 1h or 7d\n");
-        return 2;
-    }
-    if (cmd == C_RREVOKE && !valid_name(pos[2])) {
-        fprintf(stderr, "ferry: '%s' is not a runner name\n", pos[2]);
-        return 2;
-    }
+    return -1;
+}
+
+/* Reaches the gateway and runs the command. Returns the exit status. */
+static int ferry_start(const ferry_args *a, const ferry_cmd *cmd)
+{
+    char err[512];
     fy_ctl *c = NULL;
-    fy_ctl_options co = {
-        .data_dir = data_dir, .admin_url = admin, .token_file = token_file, .ca_file = ca};
+    fy_ctl_options co = {.data_dir = a->data_dir,
+                         .admin_url = a->admin,
+                         .token_file = a->token_file,
+                         .ca_file = a->ca};
     int rc = fy_ctl_open(&co, &c, err, sizeof err);
     if (rc) {
         fprintf(stderr, "ferry: %s\n", err);
         return rc == FY_EINVAL ? 2 : 1;
     }
-    int status;
-    switch (cmd) {
-    case C_STATUS:
-        status = cmd_status(c, as_json);
-        break;
-    case C_TCREATE:
-        status = cmd_tokens_create(c, as_json, name, ttl);
-        break;
-    case C_TLIST:
-        status = cmd_tokens_list(c, as_json);
-        break;
-    case C_RLIST:
-        status = cmd_runners_list(c, as_json);
-        break;
-    case C_RREVOKE:
-        status = cmd_runners_revoke(c, as_json, pos[2]);
-        break;
-    case C_KCREATE:
-        ko.name = name;
-        status = cmd_keys_create(c, as_json, &ko);
-        break;
-    case C_KLIST:
-        status = cmd_keys_list(c, as_json);
-        break;
-    case C_KUPDATE:
-        ko.name = name;
-        status = cmd_keys_update(c, as_json, pos[2], &ko);
-        break;
-    case C_KREVOKE:
-        status = cmd_keys_revoke(c, as_json, pos[2]);
-        break;
-    case C_USAGE:
-        status = cmd_usage(c, as_json, key, by);
-        break;
-    case C_HCREATE:
-        status = fy_ctl_hooks_create(c, as_json, &ho);
-        break;
-    case C_HLIST:
-        status = fy_ctl_hooks_list(c, as_json);
-        break;
-    case C_HDELETE:
-        status = fy_ctl_hooks_delete(c, as_json, pos[2]);
-        break;
-    case C_HROTATE:
-        status = fy_ctl_hooks_rotate(c, as_json, pos[2], &ho);
-        break;
-    default:
-        status = 2;
-    }
+    int status = cmd->run(c, a);
     fy_ctl_close(c);
     return status;
+}
+
+int main(int argc, char **argv)
+{
+    ferry_args a = {
+        .ko = {.rpm = -1, .tpm = -1, .concurrency = -1, .burst = -1},
+        .ho = {.rpm = -1},
+        .argc = argc - 1,
+        .argv = argv + 1,
+    };
+    const fy_opt opts[] = FERRY_OPTIONS(&a);
+    char *pos[argc > 0 ? argc : 1];
+    const ferry_cmd *cmd = NULL;
+    int rc = ferry_parse(&a, opts, pos, &cmd);
+    if (rc < 0) {
+        rc = ferry_validate(&a, opts, cmd);
+    }
+    return rc < 0 ? ferry_start(&a, cmd) : rc;
 }

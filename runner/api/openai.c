@@ -37,18 +37,7 @@ int fy_oai_fail(fy_oai_error *e, int status, const char *param, const char *code
  * pieces may not be). */
 static json_t *jstr(const char *s, size_t n)
 {
-    json_t *j = json_stringn(s, n);
-    if (j) {
-        return j;
-    }
-    char *o = malloc(n * 3 + 1);
-    if (!o) {
-        return NULL;
-    }
-    size_t k = fy_utf8_scrub(s, n, "\xEF\xBF\xBD", 3, o);
-    j = json_stringn(o, k);
-    free(o);
-    return j;
+    return fy_utf8_json(s, n, "\xEF\xBF\xBD", 3);
 }
 
 char *fy_oai_error_json(const fy_oai_error *e, size_t *len)

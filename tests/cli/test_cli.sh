@@ -35,6 +35,31 @@ for b in ferry-gateway ferry-runner ferry; do
     grep -q "is not debug, info, warn, error or off" <<<"$err" || fail "$b log-level message: $err"
 done
 
+# Each ferry command takes only its own options (and the shared ones): one of
+# another command is refused before any gateway is reached, with one message.
+foreign() { # foreign WORDS OPTION VALUE [ARGS...]: `ferry WORDS ARGS... OPTION VALUE` (VALUE '': a flag) exits 2 and says so
+    local words=$1 opt=$2 value=$3
+    shift 3
+    set +e
+    # shellcheck disable=SC2086 # WORDS are the command's words
+    err=$("$bin/ferry" $words "$@" "$opt" ${value:+"$value"} --data-dir /nonexistent 2>&1 >/dev/null); rc=$?
+    set -e
+    [[ $rc == 2 ]] || fail "ferry $words $opt: exited $rc, want 2"
+    grep -qF -- "ferry: $opt does not go with '$words' (it can only go with " <<<"$err" ||
+        fail "ferry $words $opt: $err"
+}
+foreign 'keys create' --ttl 1h --name k
+foreign 'keys list' --burst 3
+foreign 'hooks create' --grace 24h --name h
+foreign 'hooks rotate-secret' --async '' hk_x --secret-file /dev/null
+foreign status --key key_abc
+foreign usage --name x
+foreign 'tokens create' --rpm 5 --name r1
+set +e
+err=$("$bin/ferry" keys list --burst 3 2>&1 >/dev/null)
+set -e
+grep -qF "(it can only go with 'keys create' and 'keys update')" <<<"$err" || fail "foreign option: $err"
+
 # The runner reports its compute backends.
 "$bin/ferry-runner" --version | grep -q "backend cpu: .*cores" || fail "runner does not list the CPU backend"
 "$bin/ferry-runner" --version | grep -q "backend cuda: " || fail "runner does not list the CUDA backend"

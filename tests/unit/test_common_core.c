@@ -239,6 +239,37 @@ static void test_args_errors(void **state)
     }
 }
 
+static int allow_listed(const char *name, void *arg)
+{
+    for (const char *const *n = arg; *n; n++) {
+        if (strcmp(*n, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void test_args_refused(void **state)
+{
+    (void)state;
+    opts_t o = {0};
+    const fy_opt opts[] = OPTS_TABLE(&o);
+    static const char *const some[] = {"name", "n", NULL};
+    /* "--flag" as the value of --name is not an option; the last flag is. */
+    char *argv[] = {"run", "--name", "--flag", "--n=3", "--flag", "--", "--size"};
+    const fy_opt *r = fy_args_refused(opts, 7, argv, allow_listed, (void *)some);
+    assert_non_null(r);
+    assert_string_equal(r->name, "flag");
+    assert_int_equal(o.n, 0); /* values are not applied */
+    /* Nothing refused: after "--" is positional. */
+    assert_null(fy_args_refused(opts, 4, argv, allow_listed, (void *)some));
+    char *argv2[] = {"--n", "1", "--", "--size"};
+    assert_null(fy_args_refused(opts, 4, argv2, allow_listed, (void *)some));
+    char *argv3[] = {"-h"};
+    r = fy_args_refused(opts, 1, argv3, allow_listed, (void *)some);
+    assert_null(r); /* -h is --help, which this table does not know */
+}
+
 static char *write_tmp(const char *content)
 {
     char *path = strdup("/tmp/fy-config-XXXXXX");
@@ -353,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_parse_size_duration),
         cmocka_unit_test(test_args_parse),
         cmocka_unit_test(test_args_errors),
+        cmocka_unit_test(test_args_refused),
         cmocka_unit_test(test_config_load),
         cmocka_unit_test(test_log_levels),
     };

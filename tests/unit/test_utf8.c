@@ -118,6 +118,25 @@ static void test_scrub(void **state)
     assert_string_equal(out, "");
 }
 
+static void test_json(void **state)
+{
+    (void)state;
+    /* Valid text is kept byte for byte, NUL included. */
+    json_t *j = fy_utf8_json(S("a\0\xc3\xa9"), "?", 1);
+    assert_non_null(j);
+    assert_int_equal(json_string_length(j), 4);
+    assert_memory_equal(json_string_value(j), "a\0\xc3\xa9", 4);
+    json_decref(j);
+    /* Otherwise each bad byte (and then each NUL) is the replacement. */
+    j = fy_utf8_json(S("a\0\xe6\x97"), "\xef\xbf\xbd", 3);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(j), "a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+    json_decref(j);
+    j = fy_utf8_json(S("\xff/x"), "?", 1);
+    assert_string_equal(json_string_value(j), "?/x");
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -125,6 +144,7 @@ int main(void)
         cmocka_unit_test(test_sanitize_maximal_subparts),
         cmocka_unit_test(test_sanitize_incremental),
         cmocka_unit_test(test_scrub),
+        cmocka_unit_test(test_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
