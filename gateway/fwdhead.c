@@ -8,8 +8,7 @@
 
 static int name_is(const char *name, size_t len, const char *lit)
 {
-    size_t n = strlen(lit);
-    return len == n && strncasecmp(name, lit, n) == 0;
+    return fy_slice_ieq(FY_SLICE(name, len), lit);
 }
 
 static int name_has_prefix(const char *name, size_t len, const char *lit)
