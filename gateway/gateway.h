@@ -43,6 +43,7 @@
 #define FY_GATEWAY_GATEWAY_H
 
 #include "common/http.h"
+#include "common/link/link.h"
 #include "common/tls.h"
 #include "gateway/accesslog.h"
 #include "gateway/keys.h"
@@ -175,11 +176,10 @@ struct gw_conn {
     fy_gw *gw;
     gw_conn *next, *prev; /* every tunnel connection of the gateway */
     gw_conn *rnext;       /* the runner's connections, once registered */
-    gw_conn *dnext;       /* the gateway's connections with output to flush */
     gw_runner *runner;    /* set once HELLO was accepted */
-    fy_stream *s;         /* TLS stream; NULL once handed to the enrollment server */
-    fyp_session *sess;    /* NULL until the TLS handshake chose ferry/1 */
-    uv_timer_t timer;     /* heartbeat tick, then the close linger */
+    fy_stream *s;         /* TLS stream during the handshake (the link's after) */
+    fy_link *link;        /* NULL until the TLS handshake chose ferry/1 */
+    fyp_session *sess;    /* the link's session, or NULL */
     uint64_t id;
     int64_t since; /* unix seconds */
     uint64_t rtt_us;
@@ -187,14 +187,10 @@ struct gw_conn {
     char **models; /* what its HELLO announced (deduplicated), once registered */
     size_t n_models;
     char peer[64];
-    char cn[128];            /* client certificate CN (the runner name) */
-    char fingerprint[72];    /* "sha256:<hex>" of the client certificate */
-    unsigned timer_init : 1; /* timer initialised (must be closed) */
-    unsigned draining : 1;   /* GOAWAY sent or received: route nothing new here */
-    unsigned closing : 1;    /* graceful close begun (shutdown sent) */
-    unsigned hard : 1;       /* handles are being closed */
-    unsigned dirty : 1;      /* in the gateway's flush list */
-    int refs;                /* open handles (stream, timer) */
+    char cn[128];          /* client certificate CN (the runner name) */
+    char fingerprint[72];  /* "sha256:<hex>" of the client certificate */
+    unsigned draining : 1; /* GOAWAY sent or received: route nothing new here */
+    unsigned closing : 1;  /* ending: the link (or the handshake's stream) is closing */
 };
 
 struct fy_gw {
@@ -231,9 +227,6 @@ struct fy_gw {
     uint64_t kick_gen;
     uv_timer_t wait_kick; /* looks at the wait queue on the next loop turn */
     int wait_kick_init;
-    gw_conn *dirty;         /* connections to flush at the end of this loop turn */
-    uv_check_t flush_check; /* runs the flushes, so a turn's frames go out in one write */
-    uv_idle_t flush_idle;   /* active while dirty: the loop must not block before the check */
     uint64_t next_conn_id;
     size_t n_tunnel; /* gw_conn objects alive (FY_GW_MAX_TUNNEL_CONNS) */
     gw_count n_px;   /* public requests being proxied */
@@ -258,9 +251,6 @@ int fy_gw_run_main(int argc, char **argv);
 
 /* tunnel.c --------------------------------------------------------------- */
 
-/* Initialises the flush machinery (before any connection is accepted). */
-int fy_gw_tunnel_init(fy_gw *gw);
-
 /* Takes an accepted TCP stream on the tunnel listener: TLS, then ALPN decides
  * between a tunnel session and the enrollment server. */
 void fy_gw_tunnel_accept(fy_gw *gw, fy_stream *tcp);
@@ -268,10 +258,9 @@ void fy_gw_tunnel_accept(fy_gw *gw, fy_stream *tcp);
 /* The registry entry for NAME, or NULL when it has no live connection. */
 gw_runner *fy_gw_runner_find(fy_gw *gw, const char *name);
 
-/* Schedules writing the session's pending output to the stream (at the end
- * of this loop turn, so everything a turn queued goes out in one TLS write)
- * and closing the connection when the session wants it. Call after every
- * session call that may queue output. Safe from inside session callbacks. */
+/* Output was queued on C's session: its link writes it at the end of this
+ * loop turn (fy_link_kick). Call after every session call that may queue
+ * output. Safe from inside session callbacks, and on NULL. */
 void fy_gw_conn_kick(gw_conn *c);
 
 /* Drops every connection of runner NAME now (GOAWAY CODE with REASON): their

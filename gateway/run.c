@@ -388,7 +388,7 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
     if ((rc = fy_tls_config_new(&to, &gw->tls_tunnel, err, errlen))) {
         return rc;
     }
-    if ((rc = fy_gw_tunnel_init(gw)) || (rc = fy_gw_v1_init(gw)) || (rc = fy_gw_hookq_init(gw))) {
+    if ((rc = fy_gw_v1_init(gw)) || (rc = fy_gw_hookq_init(gw))) {
         snprintf(err, errlen, "event loop: %s", fy_strerror(rc));
         return rc;
     }

@@ -8,15 +8,14 @@
  * holds for that runner, not revoked. Accepted connections join the registry
  * (runner name -> connections), which the public proxy picks from.
  *
- * Output: session calls queue frames into the session's output buffer; the
- * connection is marked dirty and a uv_check handle writes every dirty
- * connection's output once per loop turn (a copy per write, since the
- * session's buffer moves on its next call). Writes stop above the stream's
- * high watermark and resume from the write callback, so a runner that does
- * not read makes the session output grow only as far as the flow-control
- * windows allow. */
+ * A session's I/O (end-of-turn writes, backpressure, heartbeat ticks, the
+ * close and its linger) is common/link: this file only decides what the
+ * session's events mean here. Before the handshake ends, the connection
+ * holds its TLS stream itself; after it, the link does. */
 #include "gateway/gateway.h"
 #include "gateway/tstream.h"
+
+#include "common/link/link.h"
 
 #include "common/crypto.h"
 #include "common/err.h"
@@ -29,22 +28,10 @@
 
 #define TUN_LOG "tunnel"
 
-typedef struct {
-    gw_conn *c;
-    char data[];
-} conn_wbuf;
-
-static void conn_hard_close(gw_conn *c);
-static void conn_on_tick(uv_timer_t *t);
-static void conn_begin_close(gw_conn *c, uint32_t code, const char *reason);
-
 /* --- lifetime ---------------------------------------------------------------- */
 
-static void conn_unref(gw_conn *c)
+static void conn_free(gw_conn *c)
 {
-    if (--c->refs > 0) {
-        return;
-    }
     fy_gw *gw = c->gw;
     if (c->prev) {
         c->prev->next = c->next;
@@ -54,19 +41,22 @@ static void conn_unref(gw_conn *c)
     if (c->next) {
         c->next->prev = c->prev;
     }
-    fyp_session_free(c->sess);
     gw->n_tunnel--;
     free(c);
 }
 
 static void conn_stream_closed(fy_stream *s)
 {
-    conn_unref(s->data);
+    conn_free(s->data);
 }
 
-static void conn_timer_closed(uv_handle_t *h)
+/* Closes a connection still in its TLS handshake (it has no link yet). */
+static void conn_close_stream(gw_conn *c)
 {
-    conn_unref(h->data);
+    if (c->s && !c->closing) {
+        c->closing = c->draining = 1;
+        fy_stream_close(c->s, conn_stream_closed);
+    }
 }
 
 /* --- registry ------------------------------------------------------------------ */
@@ -165,156 +155,6 @@ static json_t *conn_fields(const gw_conn *c)
                      "peer", c->peer);
 }
 
-/* --- output ----------------------------------------------------------------------- */
-
-static void conn_write_done(fy_stream *s, int status, void *arg)
-{
-    conn_wbuf *w = arg;
-    gw_conn *c = w->c;
-    (void)s;
-    free(w);
-    if (status < 0 && !c->hard) {
-        if (!c->closing) {
-            fy_log_event(FY_LOG_INFO, TUN_LOG, "tunnel write failed",
-                         json_pack("{s:s,s:I,s:s}", "runner", c->cn, "conn", (json_int_t)c->id,
-                                   "error", fy_err_name(status)));
-        }
-        conn_hard_close(c);
-    } else if (!c->hard) {
-        fy_gw_conn_kick(c);
-    }
-    conn_unref(c);
-}
-
-/* Writes as much pending output as the stream's watermark allows. */
-static void conn_flush(gw_conn *c)
-{
-    while (!c->hard && !c->closing && c->sess && fyp_session_output_size(c->sess) > 0) {
-        if (fy_stream_write_queue_size(c->s) >= FY_STREAM_HIGH_WATERMARK) {
-            return; /* conn_write_done flushes again */
-        }
-        fy_slice out;
-        size_t n = fyp_session_output(c->sess, &out);
-        conn_wbuf *w = malloc(sizeof *w + n);
-        if (!w) {
-            conn_hard_close(c);
-            return;
-        }
-        w->c = c;
-        memcpy(w->data, out.base, n);
-        fy_slice sl = {w->data, n};
-        int rc = fy_stream_write(c->s, &sl, 1, conn_write_done, w);
-        if (rc == FY_EAGAIN) {
-            free(w);
-            return;
-        }
-        if (rc) {
-            free(w);
-            conn_hard_close(c);
-            return;
-        }
-        c->refs++;
-        fyp_session_output_consume(c->sess, n);
-    }
-}
-
-/* Flushes, then closes when the session is done. */
-static void conn_service(gw_conn *c)
-{
-    if (c->hard || !c->sess) {
-        return;
-    }
-    conn_flush(c);
-    if (!c->hard && !c->closing && fyp_session_want_close(c->sess)) {
-        conn_begin_close(c, FYP_ERR_NONE, NULL);
-    }
-}
-
-static void on_flush_check(uv_check_t *h)
-{
-    fy_gw *gw = h->data;
-    while (gw->dirty) {
-        gw_conn *c = gw->dirty;
-        gw->dirty = c->dnext;
-        c->dnext = NULL;
-        c->dirty = 0;
-        conn_service(c);
-        conn_unref(c);
-    }
-    uv_check_stop(h);
-    uv_idle_stop(&gw->flush_idle);
-}
-
-static void on_flush_idle(uv_idle_t *h)
-{
-    (void)h; /* only there to make the poll phase return at once */
-}
-
-void fy_gw_conn_kick(gw_conn *c)
-{
-    if (!c || c->dirty || c->hard || !c->sess) {
-        return;
-    }
-    fy_gw *gw = c->gw;
-    c->dirty = 1;
-    c->refs++;
-    c->dnext = gw->dirty;
-    gw->dirty = c;
-    uv_check_start(&gw->flush_check, on_flush_check);
-    /* A kick from a timer, idle or pending callback comes before the poll
-     * phase: an active idle handle keeps poll from blocking until then. */
-    uv_idle_start(&gw->flush_idle, on_flush_idle);
-}
-
-/* --- closing ------------------------------------------------------------------------ */
-
-/* Closes the handles now; streams still open get their reset events first. */
-static void conn_hard_close(gw_conn *c)
-{
-    if (c->hard) {
-        return;
-    }
-    c->hard = 1;
-    c->closing = 1;
-    c->draining = 1;
-    registry_remove(c);
-    if (c->sess && !fyp_session_dead(c->sess)) {
-        fyp_session_terminate(c->sess, FYP_ERR_INTERNAL, "connection closed");
-    }
-    if (c->timer_init) {
-        uv_timer_stop(&c->timer);
-        uv_close((uv_handle_t *)&c->timer, conn_timer_closed);
-    }
-    if (c->s) {
-        fy_stream_close(c->s, conn_stream_closed);
-    }
-}
-
-/* Graceful close: ends the session (GOAWAY CODE unless NONE), flushes, sends
- * close_notify + FIN, then waits briefly for the runner's end. */
-static void conn_begin_close(gw_conn *c, uint32_t code, const char *reason)
-{
-    if (c->closing || c->hard) {
-        return;
-    }
-    c->draining = 1;
-    registry_remove(c);
-    if (c->sess && code != FYP_ERR_NONE) {
-        fyp_session_terminate(c->sess, code, reason);
-    }
-    conn_flush(c);
-    if (c->hard) {
-        return;
-    }
-    c->closing = 1;
-    if (!c->timer_init || fy_stream_shutdown(c->s) != 0) {
-        conn_hard_close(c);
-        return;
-    }
-    uv_timer_stop(&c->timer);
-    uv_timer_start(&c->timer, conn_on_tick, FY_GW_CLOSE_LINGER_MS, 0);
-}
-
 /* --- sessions ---------------------------------------------------------------------- */
 
 static const char *hello_refusal(gw_conn *c, const fyp_hello *h)
@@ -366,9 +206,9 @@ static void conn_on_hello(gw_conn *c, const fyp_event *ev)
     fy_log_event(FY_LOG_INFO, TUN_LOG, "runner connected", f);
 }
 
-static void conn_on_event(fyp_session *s, const fyp_event *ev, void *data)
+static void conn_on_event(fy_link *l, const fyp_event *ev)
 {
-    gw_conn *c = data;
+    gw_conn *c = fy_link_data(l);
     switch (ev->type) {
     case FYP_EV_HELLO:
         conn_on_hello(c, ev);
@@ -393,63 +233,76 @@ static void conn_on_event(fyp_session *s, const fyp_event *ev, void *data)
             }
         } else if (ev->type == FYP_EV_DATA && ev->u.data.len) {
             /* A stream whose public side is gone: return the credit. */
-            fyp_session_consume(s, ev->stream_id, ev->u.data.len);
+            fyp_session_consume(c->sess, ev->stream_id, ev->u.data.len);
         }
         break;
     }
-    fy_gw_conn_kick(c);
 }
 
-static void conn_on_read(fy_stream *s, ssize_t n, const fy_slice *buf)
+static void conn_on_recv(fy_link *l, int rc)
 {
-    gw_conn *c = s->data;
-    if (c->hard || !c->sess) {
-        return;
-    }
-    if (n < 0) {
-        if (!c->closing) {
-            int had = c->runner != NULL;
-            json_t *f = conn_fields(c);
-            json_object_set_new(f, "reason", json_string(fy_err_name((int)n)));
-            fy_log_event(had ? FY_LOG_INFO : FY_LOG_DEBUG, TUN_LOG, "tunnel connection ended", f);
-        }
-        fyp_session_recv_eof(c->sess);
-        conn_hard_close(c);
-        return;
-    }
-    int rc = fyp_session_recv(c->sess, buf->base, (size_t)n);
+    gw_conn *c = fy_link_data(l);
     fy_gw_tunnel_publish(c->gw, GW_TUN_SLOT_FREED); /* an RST ACK, say, frees one */
     if (rc < 0 && rc != FY_ECLOSED && !c->closing) {
         json_t *f = conn_fields(c);
         json_object_set_new(f, "error", json_string(fyp_session_error_msg(c->sess)));
         fy_log_event(FY_LOG_WARN, TUN_LOG, "tunnel protocol error", f);
     }
-    fy_gw_conn_kick(c);
 }
 
-static void conn_on_tick(uv_timer_t *t)
+/* The link ended: route nothing more here, and say why when it is news. */
+static void conn_on_end(fy_link *l, const fy_link_end *end)
 {
-    gw_conn *c = t->data;
-    if (c->closing) {
-        conn_hard_close(c); /* the linger after our FIN ran out */
+    gw_conn *c = fy_link_data(l);
+    int was_local = c->closing; /* fy_gw_tunnel_* asked */
+    c->closing = c->draining = 1;
+    int had = c->runner != NULL;
+    registry_remove(c);
+    if (was_local) {
         return;
     }
-    int rc = fyp_session_tick(c->sess);
-    if (rc == FY_ETIMEDOUT) {
-        json_t *f = conn_fields(c);
-        json_object_set_new(f, "error", json_string(fyp_session_error_msg(c->sess)));
+    json_t *f = conn_fields(c);
+    switch (end->reason) {
+    case FY_LINK_PEER_CLOSED:
+    case FY_LINK_READ_FAILED:
+        json_object_set_new(f, "reason", json_string(fy_err_name(end->err)));
+        fy_log_event(had ? FY_LOG_INFO : FY_LOG_DEBUG, TUN_LOG, "tunnel connection ended", f);
+        return;
+    case FY_LINK_WRITE_FAILED:
+        json_object_set_new(f, "error", json_string(fy_err_name(end->err)));
+        fy_log_event(FY_LOG_INFO, TUN_LOG, "tunnel write failed", f);
+        return;
+    case FY_LINK_HEARTBEAT:
+        json_object_set_new(f, "error", json_string(end->msg));
         fy_log_event(FY_LOG_WARN, TUN_LOG, "runner heartbeat timeout", f);
+        return;
+    default:
+        json_decref(f); /* drained, refused or a protocol error: logged already */
+        return;
     }
-    uint64_t every = fyp_session_heartbeat_ms(c->sess) / 4;
-    if (every < 50) {
-        every = 50;
-    }
-    if (uv_timer_get_repeat(t) != every) {
-        uv_timer_set_repeat(t, every);
-    }
-    fy_gw_conn_kick(c);
 }
 
+static void conn_on_free(fy_link *l)
+{
+    conn_free(fy_link_data(l));
+}
+
+static const fy_link_ops conn_link_ops = {
+    .on_event = conn_on_event,
+    .on_recv = conn_on_recv,
+    .on_end = conn_on_end,
+    .on_free = conn_on_free,
+};
+
+void fy_gw_conn_kick(gw_conn *c)
+{
+    if (c) {
+        fy_link_kick(c->link);
+    }
+}
+
+/* The handshake chose ferry/1 with a client certificate: the TLS stream
+ * becomes the session's link. */
 static int conn_start_session(gw_conn *c, const fy_tls_peer *peer)
 {
     fy_gw *gw = c->gw;
@@ -457,38 +310,37 @@ static int conn_start_session(gw_conn *c, const fy_tls_peer *peer)
     memcpy(c->fingerprint, "sha256:", 7);
     fy_hex_encode(peer->fingerprint, sizeof peer->fingerprint, c->fingerprint + 7,
                   sizeof c->fingerprint - 7);
-    fyp_session_config cfg = {
-        .role = FYP_ROLE_GATEWAY,
-        .name = "ferry-gateway",
-        .on_event = conn_on_event,
+    fy_link_config lc = {
+        .loop = gw->loop,
+        .stream = c->s,
+        .session = {.role = FYP_ROLE_GATEWAY, .name = "ferry-gateway"},
+        .linger_ms = FY_GW_CLOSE_LINGER_MS,
+        .ops = &conn_link_ops,
         .data = c,
     };
-    fyp_settings_default(&cfg.settings);
-    cfg.settings.heartbeat_ms = (uint32_t)gw->heartbeat_ms;
-    int rc = fyp_session_new(&cfg, &c->sess);
+    fyp_settings_default(&lc.session.settings);
+    lc.session.settings.heartbeat_ms = (uint32_t)gw->heartbeat_ms;
+    int rc = fy_link_start(&lc, &c->link);
     if (rc) {
+        c->s->data = c; /* still ours: closed by the caller */
         return rc;
     }
-    uv_timer_init(gw->loop, &c->timer);
-    c->timer.data = c;
-    c->timer_init = 1;
-    c->refs++;
-    uint64_t every = gw->heartbeat_ms / 4 ? gw->heartbeat_ms / 4 : 50;
-    uv_timer_start(&c->timer, conn_on_tick, every, every);
-    return fy_stream_read_start(c->s);
+    c->s = NULL;
+    c->sess = fy_link_session(c->link);
+    return 0;
 }
 
 static void conn_on_handshake(fy_stream *tls, int status, void *arg)
 {
     gw_conn *c = arg;
     fy_gw *gw = c->gw;
-    if (c->hard) {
+    if (c->closing) {
         return;
     }
     if (status) {
         fy_log_event(FY_LOG_INFO, TUN_LOG, "tunnel TLS handshake failed",
                      json_pack("{s:s,s:s}", "peer", c->peer, "error", fy_strerror(status)));
-        conn_hard_close(c);
+        conn_close_stream(c);
         return;
     }
     const char *alpn = fy_tls_alpn(tls);
@@ -497,23 +349,22 @@ static void conn_on_handshake(fy_stream *tls, int status, void *arg)
         c->s = NULL;
         tls->data = NULL;
         tls->on_read = NULL;
-        c->hard = 1;
         fy_http_server_attach(gw->enroll_srv, tls);
-        conn_unref(c);
+        conn_free(c);
         return;
     }
     fy_tls_peer peer;
     if (fy_tls_peer_get(tls, &peer) != 0 || !peer.present || !peer.cn[0]) {
         fy_log_event(FY_LOG_WARN, TUN_LOG, "tunnel refused: no client certificate",
                      json_pack("{s:s}", "peer", c->peer));
-        conn_hard_close(c);
+        conn_close_stream(c);
         return;
     }
     int rc = conn_start_session(c, &peer);
     if (rc) {
         fy_log_event(FY_LOG_ERROR, TUN_LOG, "cannot start a tunnel session",
                      json_pack("{s:s,s:s}", "peer", c->peer, "error", fy_strerror(rc)));
-        conn_hard_close(c);
+        conn_close_stream(c);
     }
 }
 
@@ -537,8 +388,6 @@ void fy_gw_tunnel_accept(fy_gw *gw, fy_stream *tcp)
     }
     c->s = s;
     s->data = c;
-    s->on_read = conn_on_read;
-    c->refs = 1;
     gw->n_tunnel++;
     c->next = gw->conns;
     if (gw->conns) {
@@ -549,25 +398,13 @@ void fy_gw_tunnel_accept(fy_gw *gw, fy_stream *tcp)
 
 /* --- gateway-wide operations ----------------------------------------------------- */
 
-int fy_gw_tunnel_init(fy_gw *gw)
-{
-    int rc = uv_check_init(gw->loop, &gw->flush_check);
-    if (!rc) {
-        rc = uv_idle_init(gw->loop, &gw->flush_idle);
-        if (rc) {
-            uv_close((uv_handle_t *)&gw->flush_check, NULL);
-        }
-    }
-    gw->flush_check.data = gw;
-    return fy_err_from_uv(rc);
-}
-
 int fy_gw_tunnel_drop_runner(fy_gw *gw, const char *name, uint32_t code, const char *reason)
 {
     int n = 0;
     for (gw_conn *c = gw->conns; c; c = c->next) {
-        if (!c->closing && c->sess && strcmp(c->cn, name) == 0) {
-            conn_begin_close(c, code, reason);
+        if (!c->closing && c->link && strcmp(c->cn, name) == 0) {
+            c->closing = 1; /* the caller logs why */
+            fy_link_close(c->link, code, reason);
             n++;
         }
     }
@@ -580,26 +417,23 @@ void fy_gw_tunnel_goaway_all(fy_gw *gw)
         if (c->closing) {
             continue;
         }
-        if (!c->sess) {
-            conn_hard_close(c); /* still in the TLS handshake */
+        if (!c->link) {
+            conn_close_stream(c); /* still in the TLS handshake */
             continue;
         }
         c->draining = 1;
-        fyp_session_goaway(c->sess, FYP_ERR_NONE, "gateway shutting down");
-        fy_gw_conn_kick(c);
+        fy_link_goaway(c->link, "gateway shutting down");
     }
 }
 
 void fy_gw_tunnel_close_all(fy_gw *gw)
 {
     for (gw_conn *c = gw->conns; c; c = c->next) {
-        conn_hard_close(c);
-    }
-    if (gw->flush_check.loop && !uv_is_closing((uv_handle_t *)&gw->flush_check)) {
-        /* Dirty connections keep a reference until the check runs; run it
-         * now so they can be freed. */
-        on_flush_check(&gw->flush_check);
-        uv_close((uv_handle_t *)&gw->flush_check, NULL);
-        uv_close((uv_handle_t *)&gw->flush_idle, NULL);
+        if (c->link) {
+            c->closing = 1;
+            fy_link_abort(c->link, "connection closed");
+        } else {
+            conn_close_stream(c);
+        }
     }
 }
