@@ -12,9 +12,9 @@
  * A graceful GOAWAY from the gateway detaches the connection from its slot:
  * it keeps serving its streams until they finish while the slot dials a
  * replacement at once. A connection is a small state machine whose memory is
- * freed only after its stream and libuv handles have closed (refs). Session
- * output is written from a uv_idle callback, so many streams' DATA made in
- * one loop iteration leave in one write.
+ * freed only once nothing holds it (refs: the connect in flight, then its
+ * stream, then its link). Once TLS chose ferry/1 the session runs on a link
+ * (common/link): end-of-turn writes, backpressure, ticks and the close.
  *
  * The stream helper (fy_rn_stream_*) is how upstream.c and apistream.c
  * reach a connection: calls go from them to here, and from here to them
@@ -24,6 +24,7 @@
 #include "common/crypto.h"
 #include "common/err.h"
 #include "common/limits.h"
+#include "common/link/link.h"
 #include "common/log.h"
 
 #include <stdio.h>
@@ -32,7 +33,6 @@
 
 #define TN_CONNECT_TIMEOUT_MS 10000
 #define TN_CLOSE_GRACE_MS     1000 /* a closing connection's last writes get this long */
-#define TN_WRITE_CHUNK        (256 * 1024)
 
 typedef enum { C_CONNECTING = 0, C_TLS, C_HELLO, C_READY, C_CLOSING } conn_state;
 
@@ -53,19 +53,16 @@ struct fy_rn_conn {
     unsigned gen; /* the tunnel's models_gen when this connection's HELLO was made */
     char label[340];
     conn_state state;
-    fy_stream *s;
-    fyp_session *sess;
-    uv_timer_t timer; /* session ticks, then the close grace */
-    uv_idle_t idle;   /* deferred flush */
+    fy_stream *s;      /* TCP, then TLS, until the link takes it */
+    fy_link *link;     /* once TLS chose ferry/1 */
+    fyp_session *sess; /* the link's */
     fy_rn_link streams;
-    int refs;
-    unsigned writes;   /* stream writes in flight */
+    int refs;          /* the connect in flight, then the stream, then the link */
     uint64_t ready_at; /* ms, uv_now */
     uint64_t rtt_us;
-    unsigned tick_ms;
-    unsigned kicked : 1;
+    int close_level; /* conn_close's, for the log line the link's end makes */
+    unsigned connecting : 1;
     unsigned closing : 1;
-    unsigned dead : 1; /* the fy_stream is closed (or never was) */
     unsigned lost : 1; /* the transport ended: stream resets are local */
 };
 
@@ -139,35 +136,14 @@ static void conn_unref(fy_rn_conn *c)
         return;
     }
     fy_rn_tunnel *t = c->t;
-    fyp_session_free(c->sess);
     free(c);
     t->nconns--;
     tunnel_check_done(t);
 }
 
-static void conn_handle_closed(uv_handle_t *h)
-{
-    conn_unref(h->data);
-}
-
 static void conn_stream_closed(fy_stream *s)
 {
-    fy_rn_conn *c = s->data;
-    conn_unref(c);
-}
-
-/* Closes the stream and handles; memory goes with the last of them. */
-static void conn_release(fy_rn_conn *c)
-{
-    if (c->dead) {
-        return;
-    }
-    c->dead = 1;
-    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->idle, conn_handle_closed);
-    if (c->s) {
-        fy_stream_close(c->s, conn_stream_closed);
-    }
+    conn_unref(s->data);
 }
 
 static void json_add_common(json_t *f, fy_rn_conn *c)
@@ -176,101 +152,9 @@ static void json_add_common(json_t *f, fy_rn_conn *c)
     json_object_set_new(f, "conn", json_integer(c->seq));
 }
 
-/* --- writing --------------------------------------------------------------------- */
-
-static void conn_flush(fy_rn_conn *c);
-
-static void on_write(fy_stream *s, int status, void *arg)
-{
-    fy_rn_conn *c = s->data;
-    free(arg);
-    c->writes--;
-    if (c->closing) {
-        if (c->writes == 0) {
-            conn_release(c);
-        }
-        return;
-    }
-    if (status) {
-        char why[128];
-        snprintf(why, sizeof why, "write to the gateway failed: %s", fy_strerror(status));
-        conn_close(c, FY_LOG_WARN, why);
-        return;
-    }
-    conn_flush(c);
-}
-
-/* Writes pending session output while the stream's queue is below its high
- * watermark (the rest stays in the session, whose size the windows bound).
- * Returns 0 or the write error. */
-static int conn_write_output(fy_rn_conn *c)
-{
-    while (fy_stream_write_queue_size(c->s) < FY_STREAM_HIGH_WATERMARK) {
-        fy_slice out;
-        size_t n = fyp_session_output(c->sess, &out);
-        if (n == 0) {
-            break;
-        }
-        if (n > TN_WRITE_CHUNK) {
-            n = TN_WRITE_CHUNK;
-        }
-        char *copy = malloc(n);
-        if (!copy) {
-            return FY_ENOMEM;
-        }
-        memcpy(copy, out.base, n);
-        fy_slice sl = {copy, n};
-        int rc = fy_stream_write(c->s, &sl, 1, on_write, copy);
-        if (rc) {
-            free(copy);
-            return rc;
-        }
-        c->writes++;
-        fyp_session_output_consume(c->sess, n);
-    }
-    return 0;
-}
-
-/* Writes what it can, then closes the connection if the session is done
- * with it (drained, or dead with its GOAWAY written). */
-static void conn_flush(fy_rn_conn *c)
-{
-    if (!c->s || !c->sess || c->dead || c->closing) {
-        return;
-    }
-    int rc = conn_write_output(c);
-    if (rc) {
-        char why[128];
-        snprintf(why, sizeof why, "write to the gateway failed: %s", fy_strerror(rc));
-        conn_close(c, FY_LOG_WARN, why);
-        return;
-    }
-    if (fyp_session_want_close(c->sess) && fyp_session_output_size(c->sess) == 0) {
-        if (fyp_session_dead(c->sess)) {
-            char why[256];
-            snprintf(why, sizeof why, "session ended: %s", fyp_session_error_msg(c->sess));
-            conn_close(c, FY_LOG_WARN, why);
-        } else {
-            conn_close(c, FY_LOG_INFO, "drained");
-        }
-    }
-}
-
-static void on_idle(uv_idle_t *h)
-{
-    fy_rn_conn *c = h->data;
-    uv_idle_stop(h);
-    c->kicked = 0;
-    conn_flush(c);
-}
-
 static void conn_kick(fy_rn_conn *c)
 {
-    if (c->kicked || c->closing || c->dead) {
-        return;
-    }
-    c->kicked = 1;
-    uv_idle_start(&c->idle, on_idle);
+    fy_link_kick(c->link);
 }
 
 /* --- streams ---------------------------------------------------------------------- */
@@ -394,25 +278,18 @@ const char *fy_rn_stream_label(const fy_rn_stream_base *sb)
 
 /* --- closing ---------------------------------------------------------------------- */
 
-static void on_close_grace(uv_timer_t *tm)
-{
-    conn_release(tm->data);
-}
-
 static void slot_schedule(slot *sl, int was_stable);
 
-/* Ends C: its streams are reset (upstream calls cancelled), the last output
- * (a GOAWAY) gets a short grace to leave, then everything is released. The
- * slot, if C still had one, dials again after its backoff. */
-static void conn_close(fy_rn_conn *c, int level, const char *why)
+/* What ending C means to the tunnel, whatever ended it: the log line, its
+ * streams released (upstream calls cancelled), out of the tunnel's list, and
+ * its slot, if it still had one, dialling again after the backoff. */
+static void conn_ended(fy_rn_conn *c, int level, const char *why)
 {
-    if (c->closing) {
-        return;
-    }
     fy_rn_tunnel *t = c->t;
     int was_ready = c->state == C_READY;
     uint64_t up_ms = was_ready ? uv_now(t->loop) - c->ready_at : 0;
     c->closing = 1;
+    c->lost = 1;
     c->state = C_CLOSING;
     json_t *f = json_object();
     json_add_common(f, c);
@@ -422,14 +299,9 @@ static void conn_close(fy_rn_conn *c, int level, const char *why)
     }
     fy_log_event((fy_log_level)level, "tunnel", was_ready ? "disconnected" : "connection failed",
                  f);
-    c->lost = 1;
-    /* A session that ended gracefully (GOAWAY both ways, no stream left)
-     * needs no second GOAWAY; any other gets one with the error. */
-    if (c->sess && !fyp_session_dead(c->sess) && !fyp_session_want_close(c->sess)) {
-        fyp_session_terminate(c->sess, FYP_ERR_INTERNAL, why);
-    }
-    /* Streams the session no longer reported (finished on the wire but still
-     * held here) are released too. */
+    /* Every stream goes now, before the session resets what it still
+     * knows of (they find no stream data then), including those finished
+     * on the wire but still held here. */
     while (c->streams.next != &c->streams) {
         fy_rn_stream_base *sb = (fy_rn_stream_base *)c->streams.next;
         sb->ops->on_reset(sb, FYP_ERR_INTERNAL, 0);
@@ -443,81 +315,97 @@ static void conn_close(fy_rn_conn *c, int level, const char *why)
         c->next->prev = c->prev;
     }
     c->prev = c->next = NULL;
-    uv_idle_stop(&c->idle);
-    c->kicked = 0;
     slot *sl = c->slot;
     if (sl) {
         sl->conn = NULL;
         c->slot = NULL;
-    }
-    /* Try to get the last output (a GOAWAY) out; release when it is written
-     * or after the grace. */
-    if (c->s && c->sess) {
-        conn_write_output(c);
-    }
-    if (c->writes == 0) {
-        conn_release(c);
-    } else {
-        uv_timer_stop(&c->timer);
-        uv_timer_start(&c->timer, on_close_grace, TN_CLOSE_GRACE_MS, 0);
-    }
-    if (sl) {
         slot_schedule(sl, was_ready && up_ms >= t->o.stable_ms);
     }
     tunnel_check_done(t);
 }
 
+/* Ends C. A session gets GOAWAY INTERNAL_ERROR with WHY (unless it ended
+ * gracefully) and its last output a short grace to leave; a connection
+ * still dialling or shaking hands is closed at once. */
+static void conn_close(fy_rn_conn *c, int level, const char *why)
+{
+    if (c->closing) {
+        return;
+    }
+    if (c->link) {
+        c->close_level = level;
+        fy_link_close(c->link, FYP_ERR_INTERNAL, why); /* its on_end calls conn_ended */
+        return;
+    }
+    conn_ended(c, level, why);
+    if (c->s) {
+        fy_stream_close(c->s, conn_stream_closed);
+        c->s = NULL;
+    } else if (!c->connecting) {
+        conn_unref(c); /* nothing in flight holds it */
+    }
+}
+
 /* --- the session ----------------------------------------------------------------- */
 
-static void on_tick(uv_timer_t *tm)
+static void conn_on_goaway(fy_rn_conn *c, const fyp_goaway *g)
 {
-    fy_rn_conn *c = tm->data;
-    if (c->closing || !c->sess) {
-        return;
+    fy_rn_tunnel *t = c->t;
+    char dbg[200];
+    snprintf(dbg, sizeof dbg, "%.*s", (int)(g->debug.len < 190 ? g->debug.len : 190),
+             g->debug.base ? g->debug.base : "");
+    json_t *f = json_object();
+    json_add_common(f, c);
+    json_object_set_new(f, "code", json_string(fyp_errcode_name(g->error_code)));
+    json_object_set_new(f, "message", json_string(dbg));
+    if (g->error_code == FYP_ERR_NONE) {
+        /* The gateway drains: finish here, take new work elsewhere. */
+        fy_log_event(FY_LOG_INFO, "tunnel", "gateway draining this connection", f);
+        slot *sl = c->slot;
+        if (sl && !t->draining) {
+            /* Through the backoff: a gateway that keeps sending GOAWAY
+             * right after the handshake must not make us spin. */
+            uint64_t up_ms = uv_now(t->loop) - c->ready_at;
+            sl->conn = NULL;
+            c->slot = NULL;
+            slot_schedule(sl, up_ms >= t->o.stable_ms);
+        }
+    } else if (g->error_code == FYP_ERR_REJECTED) {
+        fy_log_event(FY_LOG_ERROR, "tunnel",
+                     "the gateway rejected this runner (revoked, or enrolled again "
+                     "elsewhere?); retrying with backoff",
+                     f);
+    } else {
+        fy_log_event(FY_LOG_WARN, "tunnel", "the gateway ended the connection", f);
     }
-    int rc = fyp_session_tick(c->sess);
-    if (rc == FY_ETIMEDOUT) {
-        char why[256];
-        snprintf(why, sizeof why, "heartbeat timeout: %s", fyp_session_error_msg(c->sess));
-        conn_close(c, FY_LOG_WARN, why);
-        return;
-    }
-    conn_flush(c);
 }
 
-static void set_tick(fy_rn_conn *c, unsigned hb_ms)
+static void conn_on_hello(fy_rn_conn *c, const fyp_event *ev)
 {
-    unsigned every = hb_ms / 4;
-    if (every < 50) {
-        every = 50;
+    fy_rn_tunnel *t = c->t;
+    c->state = C_READY;
+    c->ready_at = uv_now(t->loop);
+    json_t *f = json_object();
+    json_add_common(f, c);
+    json_object_set_new(f, "runner", json_string(t->name));
+    json_object_set_new(f, "version", json_integer(ev->version));
+    json_object_set_new(f, "heartbeat_ms", json_integer(fyp_session_heartbeat_ms(c->sess)));
+    json_object_set_new(f, "models", json_integer(t->o.n_models));
+    fy_log_event(FY_LOG_INFO, "tunnel", "connected", f);
+    if (c->gen != t->models_gen) {
+        conn_recycle(c); /* the models changed while it shook hands */
     }
-    c->tick_ms = every;
-    uv_timer_stop(&c->timer);
-    uv_timer_start(&c->timer, on_tick, every, every);
 }
 
-static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
+/* The session's events: requests to the opener, the rest to their stream. */
+static void conn_event(fy_rn_conn *c, const fyp_event *ev)
 {
-    fy_rn_conn *c = data;
     fy_rn_tunnel *t = c->t;
     fy_rn_stream_base *st = ev->stream_data;
     switch (ev->type) {
-    case FYP_EV_HELLO: {
-        c->state = C_READY;
-        c->ready_at = uv_now(t->loop);
-        set_tick(c, fyp_session_heartbeat_ms(s));
-        json_t *f = json_object();
-        json_add_common(f, c);
-        json_object_set_new(f, "runner", json_string(t->name));
-        json_object_set_new(f, "version", json_integer(ev->version));
-        json_object_set_new(f, "heartbeat_ms", json_integer(fyp_session_heartbeat_ms(s)));
-        json_object_set_new(f, "models", json_integer(t->o.n_models));
-        fy_log_event(FY_LOG_INFO, "tunnel", "connected", f);
-        if (c->gen != t->models_gen) {
-            conn_recycle(c); /* the models changed while it shook hands */
-        }
+    case FYP_EV_HELLO:
+        conn_on_hello(c, ev);
         break;
-    }
     case FYP_EV_REQUEST:
         t->o.opener.open(t->o.opener.arg, c, ev->stream_id, ev->u.request, ev->end_stream);
         break;
@@ -525,7 +413,7 @@ static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
         if (st) {
             st->ops->on_data(st, ev->u.data.base, ev->u.data.len, ev->end_stream);
         } else if (ev->u.data.len) {
-            fyp_session_consume(s, ev->stream_id, ev->u.data.len);
+            fyp_session_consume(c->sess, ev->stream_id, ev->u.data.len);
         }
         break;
     case FYP_EV_TRAILERS:
@@ -544,37 +432,9 @@ static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
             st->ops->on_reset(st, ev->error_code, ev->remote && !c->lost);
         }
         break;
-    case FYP_EV_GOAWAY: {
-        const fyp_goaway *g = ev->u.goaway;
-        char dbg[200];
-        snprintf(dbg, sizeof dbg, "%.*s", (int)(g->debug.len < 190 ? g->debug.len : 190),
-                 g->debug.base ? g->debug.base : "");
-        json_t *f = json_object();
-        json_add_common(f, c);
-        json_object_set_new(f, "code", json_string(fyp_errcode_name(g->error_code)));
-        json_object_set_new(f, "message", json_string(dbg));
-        if (g->error_code == FYP_ERR_NONE) {
-            /* The gateway drains: finish here, take new work elsewhere. */
-            fy_log_event(FY_LOG_INFO, "tunnel", "gateway draining this connection", f);
-            slot *sl = c->slot;
-            if (sl && !t->draining) {
-                /* Through the backoff: a gateway that keeps sending GOAWAY
-                 * right after the handshake must not make us spin. */
-                uint64_t up_ms = uv_now(t->loop) - c->ready_at;
-                sl->conn = NULL;
-                c->slot = NULL;
-                slot_schedule(sl, up_ms >= t->o.stable_ms);
-            }
-        } else if (g->error_code == FYP_ERR_REJECTED) {
-            fy_log_event(FY_LOG_ERROR, "tunnel",
-                         "the gateway rejected this runner (revoked, or enrolled again "
-                         "elsewhere?); retrying with backoff",
-                         f);
-        } else {
-            fy_log_event(FY_LOG_WARN, "tunnel", "the gateway ended the connection", f);
-        }
+    case FYP_EV_GOAWAY:
+        conn_on_goaway(c, ev->u.goaway);
         break;
-    }
     case FYP_EV_PING_RTT:
         c->rtt_us = ev->rtt_us;
         break;
@@ -583,35 +443,75 @@ static void on_session_event(fyp_session *s, const fyp_event *ev, void *data)
     }
 }
 
-static void conn_on_read(fy_stream *s, ssize_t n, const fy_slice *buf)
+static void link_on_event(fy_link *l, const fyp_event *ev)
 {
-    fy_rn_conn *c = s->data;
-    if (c->closing) {
-        return;
-    }
-    if (n < 0) {
-        char why[160];
-        if (n == FY_EEOF || n == FY_ECONNRESET) {
-            snprintf(why, sizeof why, "the gateway closed the connection%s",
-                     n == FY_ECONNRESET ? " (reset)" : "");
-        } else {
-            snprintf(why, sizeof why, "read failed: %s", fy_strerror((int)n));
-        }
-        c->lost = 1;
-        fyp_session_recv_eof(c->sess);
-        conn_close(c, FY_LOG_WARN, why);
-        return;
-    }
-    int rc = fyp_session_recv(c->sess, buf->base, buf->len);
+    conn_event(fy_link_data(l), ev);
+}
+
+static void link_on_recv(fy_link *l, int rc)
+{
+    fy_rn_conn *c = fy_link_data(l);
     if (rc < 0 && rc != FY_ECLOSED) {
-        /* GOAWAY with the error is queued: flush, then close. */
+        /* GOAWAY with the error is queued: the link flushes, then ends. */
         json_t *f = json_object();
         json_add_common(f, c);
         json_object_set_new(f, "error", json_string(fyp_session_error_msg(c->sess)));
         fy_log_event(FY_LOG_WARN, "tunnel", "protocol error from the gateway", f);
     }
-    conn_flush(c);
 }
+
+static void link_on_end(fy_link *l, const fy_link_end *end)
+{
+    fy_rn_conn *c = fy_link_data(l);
+    if (c->closing) {
+        return;
+    }
+    char why[320];
+    int level = FY_LOG_WARN;
+    switch (end->reason) {
+    case FY_LINK_PEER_CLOSED:
+        snprintf(why, sizeof why, "the gateway closed the connection%s",
+                 end->err == FY_ECONNRESET ? " (reset)" : "");
+        break;
+    case FY_LINK_READ_FAILED:
+        snprintf(why, sizeof why, "read failed: %s", end->msg);
+        break;
+    case FY_LINK_WRITE_FAILED:
+        snprintf(why, sizeof why, "write to the gateway failed: %s", end->msg);
+        break;
+    case FY_LINK_HEARTBEAT:
+        snprintf(why, sizeof why, "heartbeat timeout: %s", end->msg);
+        break;
+    case FY_LINK_FINISHED:
+        if (fyp_session_dead(c->sess)) {
+            snprintf(why, sizeof why, "session ended: %s", end->msg);
+        } else {
+            level = FY_LOG_INFO;
+            snprintf(why, sizeof why, "drained");
+        }
+        break;
+    default:
+        level = c->close_level;
+        snprintf(why, sizeof why, "%s", end->msg);
+        break;
+    }
+    conn_ended(c, level, why);
+}
+
+static void link_on_free(fy_link *l)
+{
+    fy_rn_conn *c = fy_link_data(l);
+    c->link = NULL;
+    c->sess = NULL;
+    conn_unref(c);
+}
+
+static const fy_link_ops conn_link_ops = {
+    .on_event = link_on_event,
+    .on_recv = link_on_recv,
+    .on_end = link_on_end,
+    .on_free = link_on_free,
+};
 
 /* --- dialing ---------------------------------------------------------------------- */
 
@@ -646,10 +546,16 @@ static void on_handshake(fy_stream *s, int status, void *arg)
     /* An upstream that lists models speaks the OpenAI API too. */
     static const char *const caps_up[] = {"upstream", "openai"};
     static const char *const caps_api[] = {"openai"};
-    fyp_session_config sc;
-    memset(&sc, 0, sizeof sc);
-    sc.role = FYP_ROLE_RUNNER;
-    fyp_settings_default(&sc.settings);
+    fy_link_config lc = {
+        .loop = t->loop,
+        .stream = s,
+        .linger_ms = TN_CLOSE_GRACE_MS,
+        .ops = &conn_link_ops,
+        .data = c,
+    };
+    fyp_session_config *sc = &lc.session;
+    sc->role = FYP_ROLE_RUNNER;
+    fyp_settings_default(&sc->settings);
     uint64_t hb = t->o.heartbeat_timeout_ms / FYP_HEARTBEAT_MISSES;
     if (hb < FYP_MIN_HEARTBEAT_MS) {
         hb = FYP_MIN_HEARTBEAT_MS;
@@ -657,37 +563,32 @@ static void on_handshake(fy_stream *s, int status, void *arg)
     if (hb > FYP_MAX_HEARTBEAT_MS) {
         hb = FYP_MAX_HEARTBEAT_MS;
     }
-    sc.settings.heartbeat_ms = (uint32_t)hb;
+    sc->settings.heartbeat_ms = (uint32_t)hb;
     if (t->o.max_streams) {
-        sc.settings.max_concurrent_streams = t->o.max_streams;
+        sc->settings.max_concurrent_streams = t->o.max_streams;
     }
-    sc.name = t->name;
-    sc.caps = t->o.api ? caps_api : caps_up;
-    sc.n_caps = t->o.api || t->o.n_models == 0 ? 1 : 2;
+    sc->name = t->name;
+    sc->caps = t->o.api ? caps_api : caps_up;
+    sc->n_caps = t->o.api || t->o.n_models == 0 ? 1 : 2;
     c->gen = t->models_gen;
-    sc.models = t->o.models;
-    sc.n_models = t->o.n_models;
-    sc.on_event = on_session_event;
-    sc.data = c;
-    int rc = fyp_session_new(&sc, &c->sess);
+    sc->models = t->o.models;
+    sc->n_models = t->o.n_models;
+    int rc = fy_link_start(&lc, &c->link);
     if (rc) {
-        conn_close(c, FY_LOG_ERROR, "cannot create the tunnel session");
+        s->data = c; /* still ours: conn_close closes it */
+        conn_close(c, FY_LOG_ERROR, "cannot start the tunnel session");
         return;
     }
+    c->s = NULL; /* the link's now, with the reference it held */
+    c->sess = fy_link_session(c->link);
     c->state = C_HELLO;
-    s->on_read = conn_on_read;
-    if (fy_stream_read_start(s)) {
-        conn_close(c, FY_LOG_WARN, "cannot read from the gateway");
-        return;
-    }
-    set_tick(c, (unsigned)hb);
-    conn_flush(c); /* HELLO */
 }
 
 static void on_tcp(fy_stream *s, int status, void *arg)
 {
     fy_rn_conn *c = arg;
     fy_rn_tunnel *t = c->t;
+    c->connecting = 0;
     if (c->closing) {
         if (s) {
             fy_stream_close(s, NULL);
@@ -699,7 +600,6 @@ static void on_tcp(fy_stream *s, int status, void *arg)
         char why[160];
         snprintf(why, sizeof why, "cannot connect: %s", fy_strerror(status));
         conn_close(c, FY_LOG_WARN, why);
-        conn_unref(c);
         return;
     }
     c->state = C_TLS;
@@ -707,7 +607,6 @@ static void on_tcp(fy_stream *s, int status, void *arg)
     c->s = fy_tls_stream_new(t->o.tls, s, c->gw->host, on_handshake, c);
     if (!c->s) {
         conn_close(c, FY_LOG_ERROR, "out of memory");
-        conn_unref(c);
         return;
     }
     c->s->data = c;
@@ -727,10 +626,8 @@ static void slot_connect(slot *sl)
     c->seq = ++t->seq;
     snprintf(c->label, sizeof c->label, "%s#%u", c->gw->text, c->seq);
     c->streams.next = c->streams.prev = &c->streams;
-    uv_timer_init(t->loop, &c->timer);
-    uv_idle_init(t->loop, &c->idle);
-    c->timer.data = c->idle.data = c;
-    c->refs = 2; /* timer, idle */
+    c->refs = 1; /* the connect in flight, then the stream, then the link */
+    c->connecting = 1;
     t->nconns++;
     c->next = t->conns;
     if (t->conns) {
@@ -738,13 +635,12 @@ static void slot_connect(slot *sl)
     }
     t->conns = c;
     sl->conn = c;
-    c->refs++; /* the connect in flight, then the stream */
     int rc = fy_tcp_connect(t->loop, c->gw->host, c->gw->port, TN_CONNECT_TIMEOUT_MS, on_tcp, c);
     if (rc) {
         char why[160];
         snprintf(why, sizeof why, "cannot connect: %s", fy_strerror(rc));
+        c->connecting = 0;
         conn_close(c, FY_LOG_WARN, why);
-        conn_unref(c);
     }
 }
 
@@ -825,8 +721,7 @@ static void conn_recycle(fy_rn_conn *c)
     }
     sl->conn = NULL;
     c->slot = NULL;
-    fyp_session_goaway(c->sess, FYP_ERR_NONE, "the runner's models changed");
-    conn_kick(c);
+    fy_link_goaway(c->link, "the runner's models changed");
     json_t *f = json_object();
     json_add_common(f, c);
     fy_log_event(FY_LOG_INFO, "tunnel", "reconnecting to announce the new models", f);
@@ -1021,8 +916,7 @@ void fy_rn_tunnel_drain(fy_rn_tunnel *t, uint64_t timeout_ms, fy_rn_tunnel_done_
     for (fy_rn_conn *c = t->conns; c; c = next) {
         next = c->next;
         if (c->state == C_READY && !fyp_session_dead(c->sess)) {
-            fyp_session_goaway(c->sess, FYP_ERR_NONE, "runner shutting down");
-            conn_kick(c);
+            fy_link_goaway(c->link, "runner shutting down");
         } else {
             conn_close(c, FY_LOG_INFO, "shutting down");
         }

@@ -58,8 +58,9 @@ static const fy_rn_stream_ops ts_ops = {ts_on_data, ts_on_writable, ts_on_reset}
 static void rn_event(fyp_session *s, const fyp_event *ev, void *data)
 {
     fy_rn_conn *c = data;
+    (void)s;
     if (ev->type != FYP_EV_REQUEST) {
-        on_session_event(s, ev, data);
+        conn_event(c, ev);
         return;
     }
     last = (test_stream *)fy_rn_stream_new(c, ev->stream_id, sizeof *last, &ts_ops, BODY);
@@ -89,6 +90,7 @@ typedef struct {
     fy_rn_tunnel t;
     gw_addr gw;
     fy_rn_conn *c;
+    fyp_session *r; /* the runner's session (a link would own it) */
     fyp_session *g;
 } fixture;
 
@@ -146,13 +148,10 @@ static int setup(void **state)
     c->seq = 1;
     snprintf(c->label, sizeof c->label, "%s#1", fx->gw.text);
     c->streams.next = c->streams.prev = &c->streams;
-    uv_timer_init(&fx->loop, &c->timer);
-    uv_idle_init(&fx->loop, &c->idle);
-    c->timer.data = c->idle.data = c;
-    c->refs = 2; /* timer, idle: no socket in this test */
+    c->refs = 1; /* no socket and no link in this test: nothing else holds it */
     fx->t.conns = c;
     fx->t.nconns = 1;
-    c->sess = session(FYP_ROLE_RUNNER, rn_event, c);
+    c->sess = fx->r = session(FYP_ROLE_RUNNER, rn_event, c);
     fx->g = session(FYP_ROLE_GATEWAY, gw_event, NULL);
     fx->c = c;
     exchange(fx);
@@ -177,6 +176,7 @@ static int teardown(void **state)
     assert_int_equal(fx->t.nconns, 0);
     assert_int_equal(uv_loop_close(&fx->loop), 0);
     fyp_session_free(fx->g);
+    fyp_session_free(fx->r);
     free(fx);
     return 0;
 }
