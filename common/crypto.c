@@ -21,14 +21,31 @@
 struct fy_rng {
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg;
-    pid_t pid; /* process the DRBG state was last (re)seeded in */
+    unsigned fork_gen; /* rng_fork_gen when the DRBG state was last (re)seeded */
 };
+
+/* Bumped in the child of every fork (pthread_atfork), so a generator can
+ * tell that it runs in a copy of its process without a getpid(2) per call:
+ * on a request path that syscall was one of the few a request made. */
+static volatile unsigned rng_fork_gen = 1;
+static pthread_once_t rng_atfork_once = PTHREAD_ONCE_INIT;
+
+static void rng__forked(void)
+{
+    rng_fork_gen++;
+}
+
+static void rng__atfork_init(void)
+{
+    pthread_atfork(NULL, NULL, rng__forked);
+}
 
 static void rng__init(fy_rng *r)
 {
+    pthread_once(&rng_atfork_once, rng__atfork_init);
     mbedtls_entropy_init(&r->entropy);
     mbedtls_ctr_drbg_init(&r->drbg);
-    r->pid = 0;
+    r->fork_gen = 0;
 }
 
 static int rng__seed(fy_rng *r, const char *personalization)
@@ -39,7 +56,7 @@ static int rng__seed(fy_rng *r, const char *personalization)
     if (rc != 0) {
         return FY_ECRYPTO;
     }
-    r->pid = getpid();
+    r->fork_gen = rng_fork_gen;
     return 0;
 }
 
@@ -47,7 +64,7 @@ static void rng__wipe(fy_rng *r)
 {
     mbedtls_ctr_drbg_free(&r->drbg);
     mbedtls_entropy_free(&r->entropy);
-    r->pid = 0;
+    r->fork_gen = 0;
 }
 
 /* Generates N bytes; the caller serialises access to R. */
@@ -56,13 +73,13 @@ static int rng__generate(fy_rng *r, unsigned char *out, size_t n)
     int rc = 0;
     /* A forked child starts with a copy of the parent's DRBG state: without a
      * reseed both processes would emit the same bytes. */
-    pid_t pid = getpid();
-    if (pid != r->pid) {
+    unsigned gen = rng_fork_gen;
+    if (gen != r->fork_gen) {
         if (mbedtls_ctr_drbg_reseed(&r->drbg, NULL, 0) != 0) {
             rc = FY_ECRYPTO;
             goto out;
         }
-        r->pid = pid;
+        r->fork_gen = gen;
     }
     while (n > 0) {
         size_t chunk = n < MBEDTLS_CTR_DRBG_MAX_REQUEST ? n : MBEDTLS_CTR_DRBG_MAX_REQUEST;

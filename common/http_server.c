@@ -88,6 +88,7 @@ struct srv_conn {
     llhttp_t parser;
     fy_buf pending;
     wbuf *spare;
+    wbuf *out; /* small writes of this loop turn, not yet written (conn_write) */
     uint64_t tmark, tdue, last_read;
     int refs;
     int in_parse;
@@ -128,6 +129,8 @@ struct fy_http_server {
 static const llhttp_settings_t srv_settings;
 
 #define WBUF_KEEP (16 * 1024) /* a spare write buffer larger than this is freed */
+/* Writes smaller than this are gathered per loop turn (see conn_write). */
+#define OUT_GATHER (16 * 1024)
 
 static void conn_close(srv_conn *c, int status);
 static void conn_defer(srv_conn *c);
@@ -169,6 +172,10 @@ static void conn_free(srv_conn *c)
         fy_buf_free(&c->spare->b);
         free(c->spare);
     }
+    if (c->out) {
+        fy_buf_free(&c->out->b);
+        free(c->out);
+    }
     free(c);
     srv_unref(srv);
 }
@@ -192,13 +199,19 @@ static void conn_timer_closed(uv_handle_t *h)
     conn_unref(h->data);
 }
 
-/* Closes the connection at once (queued writes are dropped). A request the
+/* Closes the connection at once (writes the stream still queues are dropped). A request the
  * handler still owns gets its abort callback with STATUS. */
+static int conn_out_flush(srv_conn *c);
+
 static void conn_close(srv_conn *c, int status)
 {
     if (c->closing) {
         return;
     }
+    /* What was written before the close was made goes to the stream, as it
+     * would have without the gathering (a cut-short response, say, so the
+     * client sees how far it got). */
+    conn_out_flush(c);
     c->closing = 1;
     c->srv->st.active--;
     c->refs++;
@@ -275,20 +288,77 @@ static void conn_write_done(fy_stream *s, int status, void *arg)
     conn_unref(c);
 }
 
-/* Writes W's bytes (W is given back when done), or a static slice when W is
- * NULL. */
-static int conn_write(srv_conn *c, wbuf *w, const char *stat, size_t statlen)
+/* Hands W's bytes to the stream (W is given back when done). */
+static int conn_write_now(srv_conn *c, wbuf *w)
 {
-    fy_slice sl = w ? FY_SLICE(w->b.data, w->b.len) : FY_SLICE(stat, statlen);
+    fy_slice sl = FY_SLICE(w->b.data, w->b.len);
     int rc = fy_stream_write(c->s, &sl, 1, conn_write_done, w);
     if (rc) {
-        if (w) {
-            wbuf_put(c, w);
-        }
+        wbuf_put(c, w);
         return rc;
     }
     c->writes++;
     c->refs++;
+    return 0;
+}
+
+/* Writes what conn_write gathered. Returns 0 or the write's error. */
+static int conn_out_flush(srv_conn *c)
+{
+    wbuf *w = c->out;
+    if (!w) {
+        return 0;
+    }
+    c->out = NULL;
+    return conn_write_now(c, w);
+}
+
+/* Writes W's bytes (W is given back), or a static slice when W is NULL.
+ * Small writes made in one loop turn are gathered and leave together, from
+ * the idle callback or when the response ends: a response head and a short
+ * body are then one TLS record and one write(2), not two. Returns 0 or the
+ * write's error (the caller closes). */
+static int conn_write(srv_conn *c, wbuf *w, const char *stat, size_t statlen)
+{
+    const char *p = w ? w->b.data : stat;
+    size_t n = w ? w->b.len : statlen;
+    if (n >= OUT_GATHER) {
+        int rc = conn_out_flush(c);
+        if (rc) {
+            if (w) {
+                wbuf_put(c, w);
+            }
+            return rc;
+        }
+        if (!w) {
+            fy_slice sl = FY_SLICE(stat, statlen);
+            rc = fy_stream_write(c->s, &sl, 1, conn_write_done, NULL);
+            if (!rc) {
+                c->writes++;
+                c->refs++;
+            }
+            return rc;
+        }
+        return conn_write_now(c, w);
+    }
+    if (!c->out && w) {
+        c->out = w;
+    } else {
+        if (!c->out && !(c->out = wbuf_get(c, n))) {
+            return FY_ENOMEM;
+        }
+        int rc = fy_buf_append(&c->out->b, p, n);
+        if (w) {
+            wbuf_put(c, w);
+        }
+        if (rc) {
+            return rc;
+        }
+    }
+    if (c->out->b.len >= OUT_GATHER) {
+        return conn_out_flush(c);
+    }
+    conn_defer(c);
     return 0;
 }
 
@@ -711,7 +781,7 @@ static void conn_linger(srv_conn *c)
         return;
     }
     c->lingering = 1;
-    if (fy_stream_shutdown(c->s)) {
+    if (conn_out_flush(c) || fy_stream_shutdown(c->s)) {
         conn_close(c, 0);
         return;
     }
@@ -1175,7 +1245,7 @@ static void conn_on_read(fy_stream *s, ssize_t n, const fy_slice *buf)
              * progress is treated as gone (as nginx does): the handler
              * learns at once instead of at its next write. */
             conn_close(c, (int)n);
-        } else if (c->writes > 0) {
+        } else if (c->writes > 0 || c->out) {
             /* Let the last response flush, then close. */
             c->close_after = 1;
             conn_linger(c);
@@ -1229,6 +1299,9 @@ static void srv_idle_cb(uv_idle_t *h)
         c->dnext = NULL;
         c->deferred = 0;
         fy_http_req *r = &c->req;
+        if (!c->closing && conn_out_flush(c)) {
+            conn_close(c, FY_EIO);
+        }
         if (!c->closing && r->body_end_pending && r->active) {
             r->body_end_pending = 0;
             if (r->bmode == BODY_STREAM && r->body.len && r->on_data) {
@@ -1834,6 +1907,10 @@ int fy_http_res_end(fy_http_req *req)
         if (rc) {
             conn_close(c, rc);
         }
+    }
+    /* A whole response leaves now, not at the end of the turn. */
+    if (!rc && !c->closing && (rc = conn_out_flush(c)) != 0) {
+        conn_close(c, rc);
     }
     req_finish(c);
     return rc;

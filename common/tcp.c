@@ -32,6 +32,7 @@ typedef struct {
     tcp_wreq *head, *tail;
     tcp_wreq *free_reqs;
     int nfree;
+    unsigned inflight; /* of them, gone to uv_write and not yet done */
 } tcp_stream;
 
 struct tcp_wreq {
@@ -146,6 +147,7 @@ static void tcp_write_done(uv_write_t *req, int status)
 {
     tcp_wreq *w = (tcp_wreq *)req;
     w->done = 1;
+    w->ts->inflight--;
     w->status = fy_err_from_uv(status);
     if (!w->ts->base.closing) {
         tcp_drain(w->ts);
@@ -180,10 +182,13 @@ static int tcp_write(fy_stream *s, const fy_slice *bufs, size_t nbufs, fy_stream
     int rc = 0;
     uv_buf_t *rest = ub;
     size_t nrest = nbufs;
-    /* With nothing queued, write straight to the socket: a small response
+    /* With nothing in flight, write straight to the socket: a small response
      * then costs one write(2) and no poll-for-writable round trip. The
-     * callback still runs later, from the idle handle. */
-    if (!ts->head && ts->tcp->write_queue_size == 0 && total > 0) {
+     * callback still runs later, from the idle handle. Writes that finished
+     * this way but whose callbacks have not run yet are no reason to queue:
+     * their bytes are in the kernel already, and a uv_write would cost an
+     * epoll_ctl (libuv re-arms the watcher when its queue drains). */
+    if (ts->inflight == 0 && ts->tcp->write_queue_size == 0 && total > 0) {
         int n = uv_try_write((uv_stream_t *)ts->tcp, ub, (unsigned)nbufs);
         if (n == (int)total) {
             w->done = 1;
@@ -209,6 +214,7 @@ static int tcp_write(fy_stream *s, const fy_slice *bufs, size_t nbufs, fy_stream
         rc = fy_err_from_uv(rc);
         goto fail;
     }
+    ts->inflight++;
 queue:
     if (ts->tail) {
         ts->tail->next = w;
