@@ -320,6 +320,7 @@ static cl_conn *conn_new(fy_http_client *cl, cl_origin *o)
     k->hp.offs = k->offs;
     k->hp.h = k->hdrs;
     k->hp.max = FY_HTTP_CLIENT_MAX_RESPONSE_HEADERS;
+    k->hp.cap = FY_HTTP_CLIENT_MAX_RESPONSE_HEADERS;
     fy_buf_init(&k->hp.arena, FY_HTTP_CLIENT_MAX_RESPONSE_HEADER);
     fy_buf_init(&k->pending, FY_HTTP_MAX_PENDING_BYTES);
     uv_timer_init(cl->loop, &k->timer);

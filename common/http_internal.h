@@ -41,6 +41,12 @@ typedef struct {
     fy__http_hdr_off *offs;
     fy_http_header *h;
     size_t n, max;
+    /* Entries offs[] and h[] have room for. An owner that gives no arrays
+     * (cap 0) gets them grown on demand, up to MAX, and frees them with
+     * fy__http_hdr_free: a connection that waits holds room for the fields
+     * its requests had, not for FY_HTTP_MAX_HEADERS of them. */
+    size_t cap;
+    int grown; /* offs and h are ours (fy__http_hdr_free) */
     int state; /* 0 none, 1 in name, 2 in value, 3 value done */
 } fy__http_hdrs;
 
@@ -51,5 +57,7 @@ int fy__http_hdr_value_done(fy__http_hdrs *hp);
 /* Points h[] at the arena; call once the block is complete. */
 void fy__http_hdr_fixup(fy__http_hdrs *hp);
 void fy__http_hdr_reset(fy__http_hdrs *hp);
+/* Frees the arrays grown by fy__http_hdr_field (not the arena). */
+void fy__http_hdr_free(fy__http_hdrs *hp);
 
 #endif

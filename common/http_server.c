@@ -35,9 +35,7 @@ typedef enum { BODY_NONE = 0, BODY_STREAM, BODY_BUFFER, BODY_DISCARD } body_mode
 
 struct fy_http_req {
     srv_conn *c;
-    fy__http_hdrs hp; /* arena: target\0 headers... path\0 */
-    fy__http_hdr_off offs[FY_HTTP_MAX_HEADERS];
-    fy_http_header hdrs[FY_HTTP_MAX_HEADERS];
+    fy__http_hdrs hp; /* arena: target\0 headers... path\0; fields grown as needed */
     uint32_t url_len;
     size_t hdr_bytes; /* request line + header bytes seen, for the 431 cap */
     const char *method, *target, *path, *query;
@@ -166,6 +164,7 @@ static void conn_free(srv_conn *c)
         c->next->prev = c->prev;
     }
     fy_buf_free(&c->req.hp.arena);
+    fy__http_hdr_free(&c->req.hp);
     fy_buf_free(&c->req.body);
     fy_buf_free(&c->pending);
     if (c->spare) {
@@ -961,7 +960,7 @@ static int check_te(srv_conn *c)
     size_t it = 0;
     const char *v;
     int other = 0;
-    while ((v = fy_http_header_next(r->hdrs, r->hp.n, "transfer-encoding", &it))) {
+    while ((v = fy_http_header_next(r->hp.h, r->hp.n, "transfer-encoding", &it))) {
         const char *q = v;
         while (*q) {
             while (*q == ' ' || *q == '\t' || *q == ',') {
@@ -1044,7 +1043,7 @@ static int on_headers_complete(llhttp_t *p)
     } else if (p->flags & F_CONTENT_LENGTH) {
         r->content_length = (int64_t)p->content_length;
     }
-    const char *expect = fy_http_header_find(r->hdrs, r->hp.n, "expect");
+    const char *expect = fy_http_header_find(r->hp.h, r->hp.n, "expect");
     if (expect) {
         if (strcasecmp(expect, "100-continue") != 0) {
             return parse_fail(c, 417, "expectation_failed",
@@ -1366,8 +1365,6 @@ static int conn_new(fy_http_server *srv, fy_stream *s, int wrap_tls)
     s->data = c;
     s->on_read = conn_on_read;
     c->req.c = c;
-    c->req.hp.offs = c->req.offs;
-    c->req.hp.h = c->req.hdrs;
     c->req.hp.max = FY_HTTP_MAX_HEADERS;
     fy_buf_init(&c->req.hp.arena, 2 * FY_HTTP_MAX_HEADER_BYTES + 64);
     fy_buf_init(&c->req.body, (size_t)srv->o.max_body);
@@ -1584,12 +1581,12 @@ int fy_http_req_version(const fy_http_req *req)
 const fy_http_header *fy_http_req_headers(const fy_http_req *req, size_t *n)
 {
     *n = req->hp.n;
-    return req->hdrs;
+    return req->hp.h;
 }
 
 const char *fy_http_req_header(const fy_http_req *req, const char *name)
 {
-    return fy_http_header_find(req->hdrs, req->hp.n, name);
+    return fy_http_header_find(req->hp.h, req->hp.n, name);
 }
 
 int64_t fy_http_req_content_length(const fy_http_req *req)

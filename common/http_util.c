@@ -459,11 +459,55 @@ static const unsigned char tchar[256] = {
 /* Shared header-arena parsing. During parsing, names and values are appended
  * to the arena with offsets recorded; pointers are fixed up once the block is
  * complete because the arena may move while it grows. */
+/* Room for one more field: the owner's arrays, or ours grown. */
+static int hdr_room(fy__http_hdrs *hp)
+{
+    if (hp->n >= hp->max) {
+        return FY_ELIMIT;
+    }
+    if (hp->n < hp->cap) {
+        return 0;
+    }
+    if (hp->cap && !hp->grown) {
+        return FY_ELIMIT; /* fixed arrays smaller than max: the owner's cap */
+    }
+    size_t cap = hp->cap ? hp->cap * 2 : 16;
+    if (cap > hp->max) {
+        cap = hp->max;
+    }
+    fy__http_hdr_off *offs = realloc(hp->offs, cap * sizeof *offs);
+    if (!offs) {
+        return FY_ENOMEM;
+    }
+    hp->offs = offs;
+    fy_http_header *h = realloc(hp->h, cap * sizeof *h);
+    if (!h) {
+        return FY_ENOMEM;
+    }
+    hp->h = h;
+    hp->cap = cap;
+    hp->grown = 1;
+    return 0;
+}
+
+void fy__http_hdr_free(fy__http_hdrs *hp)
+{
+    if (hp->grown) {
+        free(hp->offs);
+        free(hp->h);
+        hp->offs = NULL;
+        hp->h = NULL;
+        hp->cap = 0;
+        hp->grown = 0;
+    }
+}
+
 int fy__http_hdr_field(fy__http_hdrs *hp, const char *at, size_t len)
 {
     if (hp->state != 1) {
-        if (hp->n >= hp->max) {
-            return FY_ELIMIT;
+        int rc = hdr_room(hp);
+        if (rc) {
+            return rc;
         }
         hp->offs[hp->n].name_off = (uint32_t)hp->arena.len;
         hp->offs[hp->n].name_len = 0;

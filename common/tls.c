@@ -168,8 +168,17 @@ struct tls_stream {
     char sni[256];        /* server: the name the client asked for */
     unsigned char ip[16]; /* client: IP literal to match, when ip_len */
     size_t ip_len;
-    unsigned char plain[TLS_PLAIN_BUF];
 };
+
+/* Plaintext is gathered in one buffer per thread, not per connection: a
+ * gateway holding 10,000 idle HTTPS streams would otherwise hold 10,000 of
+ * them (16 KiB each, as much as mbedTLS's own record buffers). on_read may
+ * only use the bytes during the call (stream.h), so a buffer that is free
+ * again once the read loop returns is enough; a read loop that runs inside
+ * another's callback (a nested delivery) takes a buffer of its own. The
+ * bytes are wiped when the loop is done with them. */
+static _Thread_local unsigned char tls_plain[TLS_PLAIN_BUF];
+static _Thread_local int tls_plain_busy;
 
 static const fy_stream_vtable tls_vtable;
 
@@ -672,16 +681,16 @@ static void tls_handshake_done(tls_stream *ts)
 /* Decrypts buffered records and hands plaintext to on_read in batches of up
  * to TLS_PLAIN_BUF, then any terminal status. Stops as soon as the user
  * pauses or closes. */
-static void tls_read_loop(tls_stream *ts)
+static void tls_read_loop_in(tls_stream *ts, unsigned char *plain, size_t *used)
 {
     size_t plen = 0;
     while (!ts->base.closing && ts->reading && !ts->read_done) {
         if (ts->term == 0) {
             size_t before = in_avail(ts);
-            int rc = mbedtls_ssl_read(&ts->ssl, ts->plain + plen, sizeof ts->plain - plen);
+            int rc = mbedtls_ssl_read(&ts->ssl, plain + plen, TLS_PLAIN_BUF - plen);
             if (rc > 0) {
                 plen += (size_t)rc;
-                if (plen < sizeof ts->plain) {
+                if (plen < TLS_PLAIN_BUF) {
                     continue;
                 }
             } else if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
@@ -713,7 +722,8 @@ static void tls_read_loop(tls_stream *ts)
                 continue;
             }
             /* Deliver a full batch, or what we have before waiting. */
-            fy_slice sl = {(char *)ts->plain, plen};
+            fy_slice sl = {(char *)plain, plen};
+            *used = plen > *used ? plen : *used;
             plen = 0;
             if (ts->base.on_read) {
                 ts->base.on_read(&ts->base, (ssize_t)sl.len, &sl);
@@ -721,7 +731,8 @@ static void tls_read_loop(tls_stream *ts)
             continue;
         }
         if (plen > 0) {
-            fy_slice sl = {(char *)ts->plain, plen};
+            fy_slice sl = {(char *)plain, plen};
+            *used = plen > *used ? plen : *used;
             plen = 0;
             if (ts->base.on_read) {
                 ts->base.on_read(&ts->base, (ssize_t)sl.len, &sl);
@@ -733,6 +744,34 @@ static void tls_read_loop(tls_stream *ts)
             ts->base.on_read(&ts->base, ts->term, NULL);
         }
     }
+}
+
+static void tls_read_loop(tls_stream *ts)
+{
+    size_t used = 0;
+    if (!tls_plain_busy) {
+        tls_plain_busy = 1;
+        tls_read_loop_in(ts, tls_plain, &used);
+        mbedtls_platform_zeroize(tls_plain, used);
+        tls_plain_busy = 0;
+        return;
+    }
+    unsigned char *own = malloc(TLS_PLAIN_BUF);
+    if (!own) {
+        if (!ts->err) {
+            ts->err = FY_ENOMEM;
+        }
+        if (!ts->read_done && !ts->base.closing && ts->reading) {
+            ts->read_done = 1; /* reads end with the error, as any other */
+            if (ts->base.on_read) {
+                ts->base.on_read(&ts->base, FY_ENOMEM, NULL);
+            }
+        }
+        return;
+    }
+    tls_read_loop_in(ts, own, &used);
+    mbedtls_platform_zeroize(own, used);
+    free(own);
 }
 
 /* Advances the handshake and/or the reads with whatever input is buffered,
@@ -1006,7 +1045,6 @@ static void tls_release(tls_stream *ts)
     ts->out = NULL;
     mbedtls_ssl_free(&ts->ssl);
     fy_buf_free(&ts->in);
-    mbedtls_platform_zeroize(ts->plain, sizeof ts->plain);
     ts->cfg->nstreams--;
     if (ts->close_cb) {
         ts->close_cb(&ts->base);
