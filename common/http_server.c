@@ -1840,6 +1840,26 @@ int fy_http_res_write(fy_http_req *req, const void *data, size_t len)
         }
         req->resp_remaining -= (int64_t)len;
     }
+    if (len >= OUT_GATHER && c->s->write_copies) {
+        /* The stream copies as it writes (TLS encrypts at once): the body
+         * goes from the caller's memory, framed by two small slices. */
+        char head[24];
+        fy_slice sl[3] = {FY_SLICE(head, 0), FY_SLICE(data, len), FY_SLICE("\r\n", 0)};
+        if (req->resp_chunked) {
+            sl[0].len = fy__http_chunk_head(head, len);
+            sl[2].len = 2;
+        }
+        int rc = conn_out_flush(c);
+        if (!rc && (rc = fy_stream_write(c->s, sl, 3, conn_write_done, NULL)) == 0) {
+            c->writes++;
+            c->refs++;
+        }
+        if (rc) {
+            conn_close(c, rc);
+            return FY_ECLOSED;
+        }
+        return fy_stream_write_queue_size(c->s) > FY_STREAM_HIGH_WATERMARK ? 1 : 0;
+    }
     wbuf *w = wbuf_get(c, len + 32);
     if (!w) {
         return FY_ENOMEM;

@@ -56,6 +56,11 @@ struct fy_stream {
     void *data;                /* owner's pointer, untouched by the stream */
     fy_stream_read_cb on_read; /* set before read_start */
     int closing;               /* set once close was called */
+    /* 1 when fy_stream_write has made its own copy of the bytes by the time
+     * it returns (TLS once its handshake is done: the bytes are encrypted
+     * at once), so the caller may reuse them then; the callback still
+     * runs. 0: the bytes must stay valid until the callback. */
+    int write_copies;
 };
 
 static inline int fy_stream_read_start(fy_stream *s)

@@ -58,6 +58,13 @@
  * we send, fit; bigger writes get a one-off allocation. */
 #define TLS_CHUNK_STD  (32 * 1024)
 #define TLS_CHUNK_POOL 64
+/* Larger chunks (a tunnel link's writes are up to 256 KiB of plaintext) are
+ * kept too, a few, in sizes rounded up to TLS_CHUNK_BIG_STEP: a fresh
+ * allocation of that size is an mmap whose every page faults on first
+ * touch and is unmapped again on free, which perf showed as a third of the
+ * runner's time in a large download. */
+#define TLS_CHUNK_BIG_STEP (64 * 1024)
+#define TLS_CHUNK_BIG_POOL 4
 
 /* --- policy ------------------------------------------------------------- */
 
@@ -70,6 +77,17 @@ static const int tls_ciphersuites[] = {
     MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
     MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
     MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    0,
+};
+
+/* The same suites with ChaCha20-Poly1305 first (fy_tls_options.prefer_chacha). */
+static const int tls_ciphersuites_chacha[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
     0,
 };
 
@@ -124,6 +142,8 @@ struct fy_tls_config {
     mbedtls_ctr_drbg_context drbg;
     tls_chunk *pool;
     size_t npool;
+    tls_chunk *big_pool; /* chunks above TLS_CHUNK_STD, any size */
+    size_t nbig;
     /* Gathers small slices of one write into full records (writes are
      * synchronous and the config is used by one thread, so one suffices). */
     unsigned char scratch[MBEDTLS_SSL_OUT_CONTENT_LEN];
@@ -260,15 +280,35 @@ static int tls_map_err(tls_stream *ts, int rc, const char *what)
 
 /* --- chunks ------------------------------------------------------------- */
 
+/* A kept chunk of at least NEED bytes, unlinked from the big pool. */
+static tls_chunk *chunk_big_take(fy_tls_config *cfg, size_t need)
+{
+    for (tls_chunk **pp = &cfg->big_pool; *pp; pp = &(*pp)->next) {
+        if ((*pp)->cap >= need) {
+            tls_chunk *c = *pp;
+            *pp = c->next;
+            cfg->nbig--;
+            return c;
+        }
+    }
+    return NULL;
+}
+
 static tls_chunk *chunk_get(fy_tls_config *cfg, size_t need)
 {
-    tls_chunk *c;
+    tls_chunk *c = NULL;
     if (need <= TLS_CHUNK_STD && cfg->pool) {
         c = cfg->pool;
         cfg->pool = c->next;
         cfg->npool--;
-    } else {
-        size_t cap = need <= TLS_CHUNK_STD ? TLS_CHUNK_STD : need;
+    } else if (need > TLS_CHUNK_STD) {
+        c = chunk_big_take(cfg, need);
+    }
+    if (!c) {
+        size_t cap = TLS_CHUNK_STD;
+        if (need > TLS_CHUNK_STD) {
+            cap = (need + TLS_CHUNK_BIG_STEP - 1) / TLS_CHUNK_BIG_STEP * TLS_CHUNK_BIG_STEP;
+        }
         c = malloc(sizeof *c + cap);
         if (!c) {
             return NULL;
@@ -292,6 +332,12 @@ static void chunk_put(fy_tls_config *cfg, tls_chunk *c)
         c->next = cfg->pool;
         cfg->pool = c;
         cfg->npool++;
+        return;
+    }
+    if (c->cap > TLS_CHUNK_STD && cfg->nbig < TLS_CHUNK_BIG_POOL) {
+        c->next = cfg->big_pool;
+        cfg->big_pool = c;
+        cfg->nbig++;
         return;
     }
     free(c);
@@ -634,6 +680,7 @@ static void tls_handshake_done(tls_stream *ts)
 {
     uv_timer_stop(&ts->timer);
     ts->state = TLS_OPEN;
+    ts->base.write_copies = 1; /* tls_send_user encrypts into chunks of its own */
     if (fy_log_enabled(FY_LOG_DEBUG)) {
         char peer[64];
         const char *alpn = mbedtls_ssl_get_alpn_protocol(&ts->ssl);
@@ -1554,7 +1601,7 @@ int fy_tls_config_new(const fy_tls_options *o, fy_tls_config **out, char *err, s
     }
     mbedtls_ssl_conf_min_version(c, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_max_version(c, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
-    mbedtls_ssl_conf_ciphersuites(c, tls_ciphersuites);
+    mbedtls_ssl_conf_ciphersuites(c, o->prefer_chacha ? tls_ciphersuites_chacha : tls_ciphersuites);
     mbedtls_ssl_conf_curves(c, tls_curves);
     mbedtls_ssl_conf_renegotiation(c, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
     mbedtls_ssl_conf_legacy_renegotiation(c, MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION);
@@ -1608,6 +1655,11 @@ void fy_tls_config_free(fy_tls_config *cfg)
         /* Streams still point at it: leaking beats a use after free. */
         FY_ERROR(TLS_LOG, "fy_tls_config_free with %d open stream(s); not freed", cfg->nstreams);
         return;
+    }
+    while (cfg->big_pool) {
+        tls_chunk *c = cfg->big_pool;
+        cfg->big_pool = c->next;
+        free(c);
     }
     while (cfg->pool) {
         tls_chunk *c = cfg->pool;

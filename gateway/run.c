@@ -385,6 +385,7 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
     to.ca_file = rca;
     to.optional_client_cert = 1;
     to.alpn = alpn_tunnel;
+    to.prefer_chacha = 1; /* the runner prefers it too: see fy_tls_options */
     if ((rc = fy_tls_config_new(&to, &gw->tls_tunnel, err, errlen))) {
         return rc;
     }

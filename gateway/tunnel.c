@@ -320,6 +320,7 @@ static int conn_start_session(gw_conn *c, const fy_tls_peer *peer)
     };
     fyp_settings_default(&lc.session.settings);
     lc.session.settings.heartbeat_ms = (uint32_t)gw->heartbeat_ms;
+    lc.session.settings.initial_stream_window = FY_LINK_STREAM_WINDOW;
     int rc = fy_link_start(&lc, &c->link);
     if (rc) {
         c->s->data = c; /* still ours: closed by the caller */

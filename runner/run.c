@@ -726,6 +726,7 @@ static int run_tls(run_ctx *r, const char *dir)
         .key_file = key,
         .ca_file = ca,
         .alpn = (const char **)alpn,
+        .prefer_chacha = 1, /* the tunnel: see fy_tls_options */
     };
     if (fy_tls_config_new(&to, &r->tls, err, sizeof err)) {
         fprintf(stderr, "ferry-runner run: %s\n", err);

@@ -564,6 +564,7 @@ static void on_handshake(fy_stream *s, int status, void *arg)
         hb = FYP_MAX_HEARTBEAT_MS;
     }
     sc->settings.heartbeat_ms = (uint32_t)hb;
+    sc->settings.initial_stream_window = FY_LINK_STREAM_WINDOW;
     if (t->o.max_streams) {
         sc->settings.max_concurrent_streams = t->o.max_streams;
     }

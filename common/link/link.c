@@ -12,6 +12,7 @@
 #define LINK_TICK_MIN_MS 50
 #define LINK_LINGER_MS   1000
 #define LINK_HANDLES     4
+#define LINK_BULK_READ   (16 * 1024) /* a read this large writes what it freed at once */
 
 struct fy_link {
     uv_loop_t *loop;
@@ -95,7 +96,8 @@ static void link_on_write(fy_stream *s, int status, void *arg)
 
 /* Hands pending output to the stream, FY_LINK_WRITE_CAP at a time, while its
  * queue is below the high watermark. The session's buffer moves on its next
- * call, so each write gets its own copy. Returns 0 or the write error. */
+ * call: a stream that copies on write (TLS) is given the session's bytes
+ * themselves, any other a copy of its own. Returns 0 or the write error. */
 static int link_write(fy_link *l)
 {
     while (fy_stream_write_queue_size(l->s) < FY_STREAM_HIGH_WATERMARK) {
@@ -107,12 +109,14 @@ static int link_write(fy_link *l)
         if (n > FY_LINK_WRITE_CAP) {
             n = FY_LINK_WRITE_CAP;
         }
-        char *copy = malloc(n);
-        if (!copy) {
-            return FY_ENOMEM;
+        char *copy = NULL;
+        if (!l->s->write_copies) {
+            if (!(copy = malloc(n))) {
+                return FY_ENOMEM;
+            }
+            memcpy(copy, out.base, n);
         }
-        memcpy(copy, out.base, n);
-        fy_slice sl = {copy, n};
+        fy_slice sl = {copy ? copy : out.base, n};
         int rc = fy_stream_write(l->s, &sl, 1, link_on_write, copy);
         if (rc == FY_EAGAIN) {
             free(copy);
@@ -264,6 +268,14 @@ static void link_on_read(fy_stream *s, ssize_t n, const fy_slice *buf)
     int rc = fyp_session_recv(l->sess, buf->base, (size_t)n);
     if (l->ops->on_recv) {
         l->ops->on_recv(l, rc);
+    }
+    if ((size_t)n >= LINK_BULK_READ && !l->released && fyp_session_output_size(l->sess) > 0) {
+        /* Bulk data is coming in (libuv reads up to 32 times per socket in
+         * one turn): the credit it freed leaves now, not after the whole
+         * window was read, so the sender refills while we work on the rest
+         * instead of waiting for us. */
+        link_service(l);
+        return;
     }
     fy_link_kick(l);
 }
