@@ -30,8 +30,13 @@
 
 /* TLS (common/tls). */
 #define FY_TLS_HANDSHAKE_TIMEOUT_MS 10000
-#define FY_TLS_MAX_WRITE_QUEUE      (1024 * 1024) /* encrypted bytes queued before writes fail */
-#define FY_TLS_PEM_MAX_BYTES        (1024 * 1024) /* certificate/key files read at most */
+/* Encrypted bytes queued before writes fail. A writer that pauses at
+ * FY_STREAM_HIGH_WATERMARK may still owe what its source had in flight: the
+ * gateway relaying a tunnel stream writes up to the stream window
+ * (FY_LINK_STREAM_WINDOW, 1 MiB) past the watermark, so this must exceed
+ * both together (gateway/px.c checks it at compile time). */
+#define FY_TLS_MAX_WRITE_QUEUE (2 * 1024 * 1024)
+#define FY_TLS_PEM_MAX_BYTES   (1024 * 1024) /* certificate/key files read at most */
 
 /* Streams: a writer should pause its source above the high watermark and
  * resume below the low one (see fy_stream_write_queue_size). */

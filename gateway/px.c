@@ -230,7 +230,7 @@ int gw_px_open(gw_px *px, const gw_conn *exclude)
     char peer[64];
     fy_gw_peer_host(fy_http_req_peer(req), peer, sizeof peer);
     const char *key_id = px->key ? fy_key_id(px->key) : NULL;
-    gw_fwd_info info = {peer, gw->public_plain ? "http" : "https", key_id, px->ops->keep_auth};
+    gw_fwd_info info = {peer, gw->opt.public_plain ? "http" : "https", key_id, px->ops->keep_auth};
     size_t nh;
     const fy_http_header *h = fy_http_req_headers(req, &nh);
     if (!fl || fy_gw_fwd_request(fl, h, nh, &info)) {
@@ -408,6 +408,12 @@ static void px_on_response(gw_px *px, const fyp_event *ev)
         gw_px_finish(px, GW_FIN_END, 0, NULL, NULL);
     }
 }
+
+/* A response paused at the watermark still gets what the stream window had
+ * in flight; the public TLS stream must take it rather than fail the write. */
+_Static_assert(FY_TLS_MAX_WRITE_QUEUE >
+                   FY_STREAM_HIGH_WATERMARK + FY_LINK_STREAM_WINDOW + FY_LINK_STREAM_WINDOW / 64,
+               "the TLS write queue cap is below what a paused response may still write");
 
 static void px_on_data(gw_px *px, const fyp_event *ev)
 {
