@@ -70,7 +70,7 @@ static int authorized(fy_gw *gw, fy_http_req *req)
     while (n && (t[n - 1] == ' ' || t[n - 1] == '\t')) {
         n--;
     }
-    return fy_secret_matches(t, n, gw->admin_hash);
+    return fy_secret_matches(t, n, gw->trust.admin_hash);
 }
 
 /* --- status ------------------------------------------------------------------- */
@@ -79,12 +79,13 @@ static void admin_status(fy_gw *gw, fy_http_req *req)
 {
     respond_json(req, 200,
                  json_pack("{s:s,s:{s:s,s:s,s:s},s:s,s:I,s:I,s:I,s:I,s:b}", "version", FY_VERSION,
-                           "listeners", "public", gw->addr[GW_L_PUBLIC], "tunnel",
-                           gw->addr[GW_L_TUNNEL], "admin", gw->addr[GW_L_ADMIN], "public_scheme",
-                           gw->public_plain ? "http" : "https", "runners_connected",
-                           (json_int_t)fy_gw_tunnel_connected(gw), "requests_in_flight",
-                           (json_int_t)gw->n_px.n, "requests_waiting", (json_int_t)gw->n_waiting,
-                           "requests_total", (json_int_t)gw->n_proxied, "draining", gw->draining));
+                           "listeners", "public", gw->net.addr[GW_L_PUBLIC], "tunnel",
+                           gw->net.addr[GW_L_TUNNEL], "admin", gw->net.addr[GW_L_ADMIN],
+                           "public_scheme", gw->opt.public_plain ? "http" : "https",
+                           "runners_connected", (json_int_t)fy_gw_tunnel_connected(gw),
+                           "requests_in_flight", (json_int_t)gw->n_px.n, "requests_waiting",
+                           (json_int_t)gw->v1.n_waiting, "requests_total",
+                           (json_int_t)gw->n_proxied, "draining", gw->draining));
 }
 
 /* --- tokens --------------------------------------------------------------------- */

@@ -43,8 +43,8 @@ static int sign_csr(fy_gw *gw, const char *csr, const char *subject, int64_t now
                     char *err, size_t errlen)
 {
     fy_x509_sign_options so = {
-        .ca_cert_pem = gw->runner_ca_pem,
-        .ca_key_pem = gw->runner_ca_key_pem,
+        .ca_cert_pem = gw->trust.runner_ca_pem,
+        .ca_key_pem = gw->trust.runner_ca_key_pem,
         .csr_pem = csr,
         .subject = subject,
         .not_before = now - FY_X509_BACKDATE_SECONDS,
@@ -126,9 +126,9 @@ static void enroll(fy_gw *gw, fy_http_req *req)
     fy_log_event(FY_LOG_INFO, ENR_LOG, "runner enrolled",
                  json_pack("{s:s,s:s,s:s}", "runner", name, "fingerprint", info.fingerprint_str,
                            "peer", fy_http_req_peer(req)));
-    respond_json(
-        req, 200,
-        json_pack("{s:s,s:s,s:s}", "runner", name, "certificate", cert, "ca", gw->trust_ca_pem));
+    respond_json(req, 200,
+                 json_pack("{s:s,s:s,s:s}", "runner", name, "certificate", cert, "ca",
+                           gw->trust.trust_ca_pem));
 out:
     if (token) {
         fy_secure_zero((char *)token, strlen(token));

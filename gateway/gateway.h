@@ -193,9 +193,11 @@ struct gw_conn {
     unsigned closing : 1;  /* ending: the link (or the handshake's stream) is closing */
 };
 
-struct fy_gw {
-    uv_loop_t *loop;
-    /* Options (strings point into argv or a config root). */
+/* The gateway's state, one struct per module that owns it: a file reads
+ * another module's part only where the comment says so. */
+
+/* Options (run.c parses them; strings point into argv or a config root). */
+typedef struct {
     const char *data_dir;
     const char *public_listen, *tunnel_listen, *admin_listen;
     const char *tls_cert, *tls_key;
@@ -204,44 +206,79 @@ struct fy_gw {
     uint64_t heartbeat_ms, drain_timeout_ms, max_body;
     uint64_t queue_timeout_ms; /* --queue-timeout: a /v1 request's wait for a runner */
     long long max_connections;
+} gw_opts;
 
-    fy_store *store;
-    fy_keys *keys;             /* API keys: the index the request path checks */
-    fy_metrics_gw metrics;     /* GET /metrics on the admin listener */
-    fy_accesslog *access;      /* one line per public request */
-    int access_stderr;         /* the access log goes through fy_log_event */
+/* Listeners and their TLS (run.c's; tunnel.c hands enrollment connections
+ * to enroll_srv and admin.c reports addr). */
+typedef struct {
     fy_tls_config *tls_server; /* public and admin listeners */
     fy_tls_config *tls_tunnel; /* tunnel listener: optional client cert, ALPN */
     fy_http_server *public_srv, *admin_srv, *enroll_srv;
     gw_listener listeners[GW_L_COUNT];
     char addr[GW_L_COUNT][64]; /* bound addresses, "127.0.0.1:PORT" */
-    uint8_t admin_hash[32];    /* SHA-256 of the admin token */
+} gw_net;
+
+/* What the data directory trusts (run.c loads it; admin.c and enroll.c use it). */
+typedef struct {
+    uint8_t admin_hash[32]; /* SHA-256 of the admin token */
     char *runner_ca_pem, *runner_ca_key_pem;
     char *trust_ca_pem; /* what an enrolled runner must trust for the tunnel */
+} gw_trust;
 
+/* The tunnel registry (tunnel.c's; models.c keeps the model index). */
+typedef struct {
     gw_runner *runners;
-    gw_model *models; /* the model index */
+    gw_model *models; /* the model index (models.c) */
     gw_conn *conns;
+    uint64_t next_conn_id;
+    size_t n_tunnel; /* gw_conn objects alive (FY_GW_MAX_TUNNEL_CONNS) */
+    gw_tun_sub *subs;
+} gw_tunnel_state;
+
+/* The /v1 wait queue (v1.c's; admin.c reports n_waiting). */
+typedef struct {
     gw_px *wait_head, *wait_tail; /* /v1 requests waiting for a runner, oldest first */
     size_t n_waiting;
     uint64_t kick_gen;
     uv_timer_t wait_kick; /* looks at the wait queue on the next loop turn */
     int wait_kick_init;
-    uint64_t next_conn_id;
-    size_t n_tunnel; /* gw_conn objects alive (FY_GW_MAX_TUNNEL_CONNS) */
-    gw_count n_px;   /* public requests being proxied */
-    gw_tun_sub *tun_subs;
-    gw_tun_sub v1_sub, hookq_sub; /* the /v1 queue's and the hook queue's */
-    uint64_t n_proxied;           /* total, for status */
+    gw_tun_sub sub;
+} gw_v1_queue;
 
-    uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t drain_timer;
-    uv_timer_t usage_timer; /* fy_store_usage_flush every FY_STORE_USAGE_FLUSH_MS */
+/* Webhooks (hooks.c's limiters; hookq.c's async queue). */
+typedef struct {
     gw_hook_rt *hooks;      /* per-hook limiters, created on first use */
     gw_hd *deliveries;      /* async hook deliveries in flight (one per hook at most) */
     uv_timer_t hookq_timer; /* drives the async queue */
-    int draining;           /* SIGTERM seen: no new public work, runners told to drain */
-    int stopped;            /* everything is being closed */
+    gw_tun_sub hookq_sub;
+} gw_hook_state;
+
+/* The daemon's own handles (run.c's). */
+typedef struct {
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t drain_timer;
+    uv_timer_t usage_timer; /* fy_store_usage_flush every FY_STORE_USAGE_FLUSH_MS */
+} gw_life;
+
+struct fy_gw {
+    uv_loop_t *loop;
+    gw_opts opt;
+    gw_net net;
+    gw_trust trust;
+    gw_tunnel_state tun;
+    gw_v1_queue v1;
+    gw_hook_state hk;
+    gw_life life;
+    /* Shared by the request path: */
+    fy_store *store;
+    fy_keys *keys;         /* API keys: the index the request path checks */
+    fy_metrics_gw metrics; /* GET /metrics on the admin listener */
+    fy_accesslog *access;  /* one line per public request */
+    int access_stderr;     /* the access log goes through fy_log_event */
+    gw_count n_px;         /* public requests being proxied */
+    uint64_t n_proxied;    /* total, for status */
+    int draining;          /* SIGTERM seen: no new public work, runners told to drain */
+    int stopped;           /* everything is being closed */
 };
 
 /* run.c ------------------------------------------------------------------ */

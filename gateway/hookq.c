@@ -50,11 +50,11 @@ static void hq_arm(fy_gw *gw, uint64_t ms)
     if (gw->stopped || gw->draining) {
         return;
     }
-    if (uv_is_active((uv_handle_t *)&gw->hookq_timer) &&
-        uv_timer_get_due_in(&gw->hookq_timer) <= ms) {
+    if (uv_is_active((uv_handle_t *)&gw->hk.hookq_timer) &&
+        uv_timer_get_due_in(&gw->hk.hookq_timer) <= ms) {
         return;
     }
-    uv_timer_start(&gw->hookq_timer, hq_tick, ms, 0);
+    uv_timer_start(&gw->hk.hookq_timer, hq_tick, ms, 0);
 }
 
 void fy_gw_hookq_kick(fy_gw *gw)
@@ -73,13 +73,13 @@ static void hq_on_tunnel(fy_gw *gw, gw_tun_news news, void *arg)
 
 int fy_gw_hookq_init(fy_gw *gw)
 {
-    int rc = uv_timer_init(gw->loop, &gw->hookq_timer);
+    int rc = uv_timer_init(gw->loop, &gw->hk.hookq_timer);
     if (rc) {
         return fy_err_from_uv(rc);
     }
-    gw->hookq_timer.data = gw;
-    gw->hookq_sub = (gw_tun_sub){.fn = hq_on_tunnel};
-    fy_gw_tunnel_subscribe(gw, &gw->hookq_sub);
+    gw->hk.hookq_timer.data = gw;
+    gw->hk.hookq_sub = (gw_tun_sub){.fn = hq_on_tunnel};
+    fy_gw_tunnel_subscribe(gw, &gw->hk.hookq_sub);
     hq_arm(gw, 0);
     return 0;
 }
@@ -92,7 +92,7 @@ static void hd_free(gw_hd *d)
 
 static void hd_unlink(gw_hd *d)
 {
-    for (gw_hd **p = &d->gw->deliveries; *p; p = &(*p)->next) {
+    for (gw_hd **p = &d->gw->hk.deliveries; *p; p = &(*p)->next) {
         if (*p == d) {
             *p = d->next;
             return;
@@ -276,7 +276,7 @@ static void head_row(const char *hook_id, int64_t seq, void *arg)
 
 static gw_hd *in_flight(fy_gw *gw, const char *hook_id)
 {
-    gw_hd *d = gw->deliveries;
+    gw_hd *d = gw->hk.deliveries;
     while (d && strcmp(d->it.hook_id, hook_id) != 0) {
         d = d->next;
     }
@@ -309,8 +309,8 @@ static int hq_try(fy_gw *gw, const hq_head *hd, int64_t now)
     gw_ts_init(&d->ts, gw, &hd_ops);
     d->gw = gw;
     snprintf(d->runner, sizeof d->runner, "%s", h->runner);
-    d->next = gw->deliveries;
-    gw->deliveries = d;
+    d->next = gw->hk.deliveries;
+    gw->hk.deliveries = d;
     int rc = hd_start(d, c);
     if (rc) {
         hd_finish(d, fy_strerror(rc)); /* counts an attempt, backs off */
@@ -336,7 +336,7 @@ static void hq_tick(uv_timer_t *t)
     }
     uint64_t now_ms = uv_now(gw->loop);
     /* An attempt without an answer in time is cut and retried. */
-    for (gw_hd *d = gw->deliveries, *next; d; d = next) {
+    for (gw_hd *d = gw->hk.deliveries, *next; d; d = next) {
         next = d->next;
         if (now_ms - d->started >= FY_GW_HOOKQ_TIMEOUT_MS) {
             hd_finish(d, "no answer in time");
@@ -349,7 +349,7 @@ static void hq_tick(uv_timer_t *t)
         return;
     }
     int64_t now = (int64_t)time(NULL);
-    int waiting = gw->deliveries != NULL;
+    int waiting = gw->hk.deliveries != NULL;
     for (size_t i = 0; i < heads.n; i++) {
         if (in_flight(gw, heads.v[i].hook_id)) {
             waiting = 1;
@@ -365,13 +365,13 @@ static void hq_tick(uv_timer_t *t)
 
 void fy_gw_hookq_close(fy_gw *gw)
 {
-    while (gw->deliveries) {
-        gw_hd *d = gw->deliveries;
-        gw->deliveries = d->next;
+    while (gw->hk.deliveries) {
+        gw_hd *d = gw->hk.deliveries;
+        gw->hk.deliveries = d->next;
         gw_ts_detach(&d->ts, 1);
         hd_free(d); /* still queued: delivered after the restart */
     }
-    if (gw->hookq_timer.data) {
-        uv_close((uv_handle_t *)&gw->hookq_timer, NULL);
+    if (gw->hk.hookq_timer.data) {
+        uv_close((uv_handle_t *)&gw->hk.hookq_timer, NULL);
     }
 }

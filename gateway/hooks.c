@@ -105,7 +105,7 @@ static void hr_error(fy_gw *gw, fy_http_req *req, uint64_t t0, const char *hook,
 
 static gw_hook_rt *hook_rt(fy_gw *gw, const fy_store_hook *h)
 {
-    gw_hook_rt *rt = gw->hooks;
+    gw_hook_rt *rt = gw->hk.hooks;
     while (rt && strcmp(rt->id, h->id) != 0) {
         rt = rt->next;
     }
@@ -117,8 +117,8 @@ static gw_hook_rt *hook_rt(fy_gw *gw, const fy_store_hook *h)
         snprintf(rt->id, sizeof rt->id, "%s", h->id);
         rt->rpm = h->rpm;
         fy_rl_init(&rt->rl, &lim);
-        rt->next = gw->hooks;
-        gw->hooks = rt;
+        rt->next = gw->hk.hooks;
+        gw->hk.hooks = rt;
     } else if (rt->rpm != h->rpm) {
         rt->rpm = h->rpm;
         fy_rl_set_limits(&rt->rl, &lim, fy_rl_now());
@@ -128,7 +128,7 @@ static gw_hook_rt *hook_rt(fy_gw *gw, const fy_store_hook *h)
 
 void fy_gw_hook_forget(fy_gw *gw, const char *id)
 {
-    for (gw_hook_rt **p = &gw->hooks; *p; p = &(*p)->next) {
+    for (gw_hook_rt **p = &gw->hk.hooks; *p; p = &(*p)->next) {
         if (strcmp((*p)->id, id) == 0) {
             gw_hook_rt *rt = *p;
             *p = rt->next;
@@ -140,9 +140,9 @@ void fy_gw_hook_forget(fy_gw *gw, const char *id)
 
 void fy_gw_hooks_free(fy_gw *gw)
 {
-    while (gw->hooks) {
-        gw_hook_rt *rt = gw->hooks;
-        gw->hooks = rt->next;
+    while (gw->hk.hooks) {
+        gw_hook_rt *rt = gw->hk.hooks;
+        gw->hk.hooks = rt->next;
         free(rt);
     }
 }
@@ -190,7 +190,7 @@ static char *hook_headers_json(fy_gw *gw, fy_http_req *req, size_t body_len)
     snprintf(xff + xl, sizeof xff - xl, "%s", peer);
     json_array_append_new(a, json_pack("[s,s]", "x-forwarded-for", xff));
     json_array_append_new(
-        a, json_pack("[s,s]", "x-forwarded-proto", gw->public_plain ? "http" : "https"));
+        a, json_pack("[s,s]", "x-forwarded-proto", gw->opt.public_plain ? "http" : "https"));
     if (host && host[0]) {
         json_array_append_new(a, json_pack("[s,s]", "x-forwarded-host", host));
     }

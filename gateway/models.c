@@ -23,7 +23,7 @@
 
 gw_model *fy_gw_model_find(fy_gw *gw, const char *name)
 {
-    for (gw_model *m = gw->models; m; m = m->next) {
+    for (gw_model *m = gw->tun.models; m; m = m->next) {
         if (strcmp(m->name, name) == 0) {
             return m;
         }
@@ -58,15 +58,15 @@ static int model_attach(fy_gw *gw, const char *name, gw_conn *c)
     }
     m->conns[m->n_conns++] = c;
     if (fresh) {
-        m->next = gw->models;
-        gw->models = m;
+        m->next = gw->tun.models;
+        gw->tun.models = m;
     }
     return 0;
 }
 
 static void model_detach(fy_gw *gw, const char *name, gw_conn *c)
 {
-    gw_model **pp = &gw->models;
+    gw_model **pp = &gw->tun.models;
     while (*pp && strcmp((*pp)->name, name) != 0) {
         pp = &(*pp)->next;
     }
@@ -143,7 +143,7 @@ void fy_gw_model_waiters(fy_gw *gw, gw_model *m, int delta)
         m->n_waiting--;
     }
     if (m->n_waiting == 0 && m->n_conns == 0) {
-        for (gw_model **pp = &gw->models; *pp; pp = &(*pp)->next) {
+        for (gw_model **pp = &gw->tun.models; *pp; pp = &(*pp)->next) {
             if (*pp == m) {
                 *pp = m->next;
                 break;

@@ -76,23 +76,24 @@ static void on_connection(uv_stream_t *ls, int status)
         fy_gw_tunnel_accept(gw, s);
         break;
     case GW_L_PUBLIC:
-        if (!gw->public_plain && !(s = fy_tls_stream_new(gw->tls_server, s, NULL, NULL, NULL))) {
+        if (!gw->opt.public_plain &&
+            !(s = fy_tls_stream_new(gw->net.tls_server, s, NULL, NULL, NULL))) {
             return;
         }
-        fy_http_server_attach(gw->public_srv, s);
+        fy_http_server_attach(gw->net.public_srv, s);
         break;
     default:
-        if (!(s = fy_tls_stream_new(gw->tls_server, s, NULL, NULL, NULL))) {
+        if (!(s = fy_tls_stream_new(gw->net.tls_server, s, NULL, NULL, NULL))) {
             return;
         }
-        fy_http_server_attach(gw->admin_srv, s);
+        fy_http_server_attach(gw->net.admin_srv, s);
         break;
     }
 }
 
 static int listener_open(fy_gw *gw, int kind, const char *addr, char *err, size_t errlen)
 {
-    gw_listener *l = &gw->listeners[kind];
+    gw_listener *l = &gw->net.listeners[kind];
     struct sockaddr_storage ss;
     if (fy_addr_parse(addr, &ss)) {
         snprintf(err, errlen, "--%s-listen: '%s' is not ADDR:PORT", listener_names[kind], addr);
@@ -114,7 +115,7 @@ static int listener_open(fy_gw *gw, int kind, const char *addr, char *err, size_
     struct sockaddr_storage bound;
     int blen = sizeof bound;
     uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &blen);
-    fy_addr_format((struct sockaddr *)&bound, gw->addr[kind], sizeof gw->addr[kind]);
+    fy_addr_format((struct sockaddr *)&bound, gw->net.addr[kind], sizeof gw->net.addr[kind]);
     return 0;
 }
 
@@ -130,7 +131,7 @@ static void listener_close(gw_listener *l)
 
 static int state_path(fy_gw *gw, char *out, size_t outlen)
 {
-    return fy_path_join(out, outlen, gw->data_dir, FY_GW_STATE);
+    return fy_path_join(out, outlen, gw->opt.data_dir, FY_GW_STATE);
 }
 
 static int state_write(fy_gw *gw)
@@ -140,10 +141,10 @@ static int state_write(fy_gw *gw)
     if (rc) {
         return rc;
     }
-    json_t *o =
-        json_pack("{s:i,s:s,s:s,s:s,s:s}", "pid", (int)getpid(), "public", gw->addr[GW_L_PUBLIC],
-                  "public_scheme", gw->public_plain ? "http" : "https", "tunnel",
-                  gw->addr[GW_L_TUNNEL], "admin", gw->addr[GW_L_ADMIN]);
+    json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:s}", "pid", (int)getpid(), "public",
+                          gw->net.addr[GW_L_PUBLIC], "public_scheme",
+                          gw->opt.public_plain ? "http" : "https", "tunnel",
+                          gw->net.addr[GW_L_TUNNEL], "admin", gw->net.addr[GW_L_ADMIN]);
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(o);
     if (!text) {
@@ -172,23 +173,23 @@ static void gw_stop(fy_gw *gw)
                      json_pack("{s:I}", "in_flight", (json_int_t)gw->n_px.n));
     }
     for (int i = 0; i < GW_L_COUNT; i++) {
-        listener_close(&gw->listeners[i]);
+        listener_close(&gw->net.listeners[i]);
     }
     fy_gw_hookq_close(gw); /* before the tunnels: its streams are reset on live sessions */
     fy_gw_v1_fail_waiting(gw, "gateway_draining", "the gateway is shutting down");
     fy_gw_v1_close(gw);
     fy_gw_tunnel_close_all(gw);
-    fy_http_server_close(gw->public_srv, NULL, NULL);
-    fy_http_server_close(gw->admin_srv, NULL, NULL);
-    fy_http_server_close(gw->enroll_srv, NULL, NULL);
-    gw->public_srv = gw->admin_srv = gw->enroll_srv = NULL;
-    uv_close((uv_handle_t *)&gw->sig_term, NULL);
-    uv_close((uv_handle_t *)&gw->sig_int, NULL);
-    uv_close((uv_handle_t *)&gw->sig_hup, NULL);
-    uv_close((uv_handle_t *)&gw->drain_timer, NULL);
-    uv_close((uv_handle_t *)&gw->usage_timer, NULL);
+    fy_http_server_close(gw->net.public_srv, NULL, NULL);
+    fy_http_server_close(gw->net.admin_srv, NULL, NULL);
+    fy_http_server_close(gw->net.enroll_srv, NULL, NULL);
+    gw->net.public_srv = gw->net.admin_srv = gw->net.enroll_srv = NULL;
+    uv_close((uv_handle_t *)&gw->life.sig_term, NULL);
+    uv_close((uv_handle_t *)&gw->life.sig_int, NULL);
+    uv_close((uv_handle_t *)&gw->life.sig_hup, NULL);
+    uv_close((uv_handle_t *)&gw->life.drain_timer, NULL);
+    uv_close((uv_handle_t *)&gw->life.usage_timer, NULL);
     char path[4096];
-    if (gw->addr[GW_L_PUBLIC][0] && state_path(gw, path, sizeof path) == 0) {
+    if (gw->net.addr[GW_L_PUBLIC][0] && state_path(gw, path, sizeof path) == 0) {
         unlink(path);
     }
 }
@@ -206,7 +207,7 @@ static void on_idle(void *arg)
     fy_gw *gw = arg;
     if (gw->draining && !gw->stopped) {
         /* From the loop, not from inside whatever finished the request. */
-        uv_timer_start(&gw->drain_timer, on_drain_timer, 0, 0);
+        uv_timer_start(&gw->life.drain_timer, on_drain_timer, 0, 0);
     }
 }
 
@@ -225,13 +226,14 @@ static void on_signal(uv_signal_t *h, int signum)
     fy_log_event(FY_LOG_INFO, RUN_LOG, "draining",
                  json_pack("{s:s,s:I,s:I}", "signal", signum == SIGINT ? "SIGINT" : "SIGTERM",
                            "in_flight", (json_int_t)gw->n_px.n, "timeout_ms",
-                           (json_int_t)gw->drain_timeout_ms));
-    listener_close(&gw->listeners[GW_L_PUBLIC]);
-    listener_close(&gw->listeners[GW_L_TUNNEL]);
+                           (json_int_t)gw->opt.drain_timeout_ms));
+    listener_close(&gw->net.listeners[GW_L_PUBLIC]);
+    listener_close(&gw->net.listeners[GW_L_TUNNEL]);
     fy_gw_tunnel_goaway_all(gw);
     /* Nothing new is opened on a draining tunnel: waiting requests end now. */
     fy_gw_v1_fail_waiting(gw, "gateway_draining", "the gateway is shutting down");
-    uv_timer_start(&gw->drain_timer, on_drain_timer, gw->n_px.n ? gw->drain_timeout_ms : 0, 0);
+    uv_timer_start(&gw->life.drain_timer, on_drain_timer, gw->n_px.n ? gw->opt.drain_timeout_ms : 0,
+                   0);
 }
 
 static void on_sighup(uv_signal_t *h, int signum)
@@ -241,10 +243,10 @@ static void on_sighup(uv_signal_t *h, int signum)
     int rc = fy_accesslog_reopen(gw->access);
     if (rc) {
         fy_log_event(FY_LOG_ERROR, RUN_LOG, "cannot reopen the access log",
-                     json_pack("{s:s,s:s}", "path", gw->access_log, "error", fy_strerror(rc)));
+                     json_pack("{s:s,s:s}", "path", gw->opt.access_log, "error", fy_strerror(rc)));
     } else if (!gw->access_stderr) {
         fy_log_event(FY_LOG_INFO, RUN_LOG, "access log reopened",
-                     json_pack("{s:s}", "path", gw->access_log));
+                     json_pack("{s:s}", "path", gw->opt.access_log));
     }
 }
 
@@ -318,7 +320,7 @@ static int last_cert_pem(const char *file, char **out, char *err, size_t errlen)
 static int load_admin_token(fy_gw *gw, char *err, size_t errlen)
 {
     char *tok = NULL;
-    int rc = read_pem(gw->data_dir, FY_GW_ADMIN_TOKEN, &tok, err, errlen);
+    int rc = read_pem(gw->opt.data_dir, FY_GW_ADMIN_TOKEN, &tok, err, errlen);
     if (rc) {
         return rc;
     }
@@ -327,10 +329,10 @@ static int load_admin_token(fy_gw *gw, char *err, size_t errlen)
         n--;
     }
     if (!fy_secret_well_formed(FY_GW_ADMIN_TOKEN_PREFIX, tok, n)) {
-        snprintf(err, errlen, "%s/%s is not an admin token", gw->data_dir, FY_GW_ADMIN_TOKEN);
+        snprintf(err, errlen, "%s/%s is not an admin token", gw->opt.data_dir, FY_GW_ADMIN_TOKEN);
         rc = FY_EPARSE;
     } else {
-        fy_secret_hash(tok, n, gw->admin_hash);
+        fy_secret_hash(tok, n, gw->trust.admin_hash);
     }
     fy_secure_zero(tok, strlen(tok));
     free(tok);
@@ -342,23 +344,25 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
     int rc;
     char path[4096], cert[4096], key[4096], rca[4096];
     if ((rc = load_admin_token(gw, err, errlen)) ||
-        (rc = read_pem(gw->data_dir, FY_GW_RUNNER_CA_CERT, &gw->runner_ca_pem, err, errlen)) ||
-        (rc = read_pem(gw->data_dir, FY_GW_RUNNER_CA_KEY, &gw->runner_ca_key_pem, err, errlen))) {
+        (rc = read_pem(gw->opt.data_dir, FY_GW_RUNNER_CA_CERT, &gw->trust.runner_ca_pem, err,
+                       errlen)) ||
+        (rc = read_pem(gw->opt.data_dir, FY_GW_RUNNER_CA_KEY, &gw->trust.runner_ca_key_pem, err,
+                       errlen))) {
         return rc;
     }
-    if (gw->tls_cert) {
-        snprintf(cert, sizeof cert, "%s", gw->tls_cert);
-        snprintf(key, sizeof key, "%s", gw->tls_key);
-        rc = last_cert_pem(cert, &gw->trust_ca_pem, err, errlen);
+    if (gw->opt.tls_cert) {
+        snprintf(cert, sizeof cert, "%s", gw->opt.tls_cert);
+        snprintf(key, sizeof key, "%s", gw->opt.tls_key);
+        rc = last_cert_pem(cert, &gw->trust.trust_ca_pem, err, errlen);
     } else {
-        fy_path_join(cert, sizeof cert, gw->data_dir, FY_GW_SERVER_CERT);
-        fy_path_join(key, sizeof key, gw->data_dir, FY_GW_SERVER_KEY);
-        rc = read_pem(gw->data_dir, FY_GW_CA_CERT, &gw->trust_ca_pem, err, errlen);
+        fy_path_join(cert, sizeof cert, gw->opt.data_dir, FY_GW_SERVER_CERT);
+        fy_path_join(key, sizeof key, gw->opt.data_dir, FY_GW_SERVER_KEY);
+        rc = read_pem(gw->opt.data_dir, FY_GW_CA_CERT, &gw->trust.trust_ca_pem, err, errlen);
     }
     if (rc) {
         return rc;
     }
-    fy_path_join(path, sizeof path, gw->data_dir, FY_GW_DB);
+    fy_path_join(path, sizeof path, gw->opt.data_dir, FY_GW_DB);
     if ((rc = fy_store_open(path, &gw->store, err, errlen))) {
         return rc;
     }
@@ -370,23 +374,23 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
         snprintf(err, errlen, "metrics: %s", fy_strerror(rc));
         return rc;
     }
-    gw->access_stderr = strcmp(gw->access_log, "-") == 0;
-    if ((rc = fy_accesslog_open(gw->access_log, &gw->access))) {
-        snprintf(err, errlen, "--access-log %.600s: %s", gw->access_log, fy_strerror(rc));
+    gw->access_stderr = strcmp(gw->opt.access_log, "-") == 0;
+    if ((rc = fy_accesslog_open(gw->opt.access_log, &gw->access))) {
+        snprintf(err, errlen, "--access-log %.600s: %s", gw->opt.access_log, fy_strerror(rc));
         return rc;
     }
     static const char *alpn_https[] = {"http/1.1", NULL};
     static const char *alpn_tunnel[] = {FY_GW_ALPN_TUNNEL, "http/1.1", NULL};
     fy_tls_options to = {.is_server = 1, .cert_file = cert, .key_file = key, .alpn = alpn_https};
-    if ((rc = fy_tls_config_new(&to, &gw->tls_server, err, errlen))) {
+    if ((rc = fy_tls_config_new(&to, &gw->net.tls_server, err, errlen))) {
         return rc;
     }
-    fy_path_join(rca, sizeof rca, gw->data_dir, FY_GW_RUNNER_CA_CERT);
+    fy_path_join(rca, sizeof rca, gw->opt.data_dir, FY_GW_RUNNER_CA_CERT);
     to.ca_file = rca;
     to.optional_client_cert = 1;
     to.alpn = alpn_tunnel;
     to.prefer_chacha = 1; /* the runner prefers it too: see fy_tls_options */
-    if ((rc = fy_tls_config_new(&to, &gw->tls_tunnel, err, errlen))) {
+    if ((rc = fy_tls_config_new(&to, &gw->net.tls_tunnel, err, errlen))) {
         return rc;
     }
     if ((rc = fy_gw_v1_init(gw)) || (rc = fy_gw_hookq_init(gw))) {
@@ -396,8 +400,8 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
     fy_http_server_options po = {
         .on_request = fy_gw_public_request,
         .data = gw,
-        .max_body = gw->max_body,
-        .max_connections = (unsigned)gw->max_connections,
+        .max_body = gw->opt.max_body,
+        .max_connections = (unsigned)gw->opt.max_connections,
     };
     fy_http_server_options ao = {
         .on_request = fy_gw_admin_request,
@@ -412,21 +416,22 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
         .max_body = FY_GW_ENROLL_MAX_BODY,
         .max_connections = FY_GW_ENROLL_MAX_CONNS,
     };
-    if ((rc = fy_http_server_new(gw->loop, &po, &gw->public_srv)) ||
-        (rc = fy_http_server_new(gw->loop, &ao, &gw->admin_srv)) ||
-        (rc = fy_http_server_new(gw->loop, &eo, &gw->enroll_srv))) {
+    if ((rc = fy_http_server_new(gw->loop, &po, &gw->net.public_srv)) ||
+        (rc = fy_http_server_new(gw->loop, &ao, &gw->net.admin_srv)) ||
+        (rc = fy_http_server_new(gw->loop, &eo, &gw->net.enroll_srv))) {
         snprintf(err, errlen, "HTTP server: %s", fy_strerror(rc));
         return rc;
     }
-    if ((rc = listener_open(gw, GW_L_PUBLIC, gw->public_listen, err, errlen)) ||
-        (rc = listener_open(gw, GW_L_TUNNEL, gw->tunnel_listen, err, errlen)) ||
-        (rc = listener_open(gw, GW_L_ADMIN, gw->admin_listen, err, errlen))) {
+    if ((rc = listener_open(gw, GW_L_PUBLIC, gw->opt.public_listen, err, errlen)) ||
+        (rc = listener_open(gw, GW_L_TUNNEL, gw->opt.tunnel_listen, err, errlen)) ||
+        (rc = listener_open(gw, GW_L_ADMIN, gw->opt.admin_listen, err, errlen))) {
         return rc;
     }
-    uv_timer_start(&gw->usage_timer, on_usage_timer, FY_STORE_USAGE_FLUSH_MS,
+    uv_timer_start(&gw->life.usage_timer, on_usage_timer, FY_STORE_USAGE_FLUSH_MS,
                    FY_STORE_USAGE_FLUSH_MS);
     if ((rc = state_write(gw))) {
-        snprintf(err, errlen, "cannot write %s/%s: %s", gw->data_dir, FY_GW_STATE, fy_strerror(rc));
+        snprintf(err, errlen, "cannot write %s/%s: %s", gw->opt.data_dir, FY_GW_STATE,
+                 fy_strerror(rc));
         return rc;
     }
     return 0;
@@ -457,41 +462,42 @@ int fy_gw_run_main(int argc, char **argv)
         fprintf(stderr, "ferry-gateway run: out of memory\n");
         return 1;
     }
-    gw->public_listen = FY_GW_DEFAULT_PUBLIC;
-    gw->tunnel_listen = FY_GW_DEFAULT_TUNNEL;
-    gw->admin_listen = FY_GW_DEFAULT_ADMIN;
-    gw->heartbeat_ms = FY_GW_DEFAULT_HEARTBEAT;
-    gw->drain_timeout_ms = FY_GW_DEFAULT_DRAIN;
-    gw->max_body = FY_GW_DEFAULT_MAX_BODY;
-    gw->queue_timeout_ms = FY_GW_DEFAULT_QUEUE_TIMEOUT;
-    gw->max_connections = FY_HTTP_MAX_CONNECTIONS;
-    gw->access_log = "-";
+    gw->opt.public_listen = FY_GW_DEFAULT_PUBLIC;
+    gw->opt.tunnel_listen = FY_GW_DEFAULT_TUNNEL;
+    gw->opt.admin_listen = FY_GW_DEFAULT_ADMIN;
+    gw->opt.heartbeat_ms = FY_GW_DEFAULT_HEARTBEAT;
+    gw->opt.drain_timeout_ms = FY_GW_DEFAULT_DRAIN;
+    gw->opt.max_body = FY_GW_DEFAULT_MAX_BODY;
+    gw->opt.queue_timeout_ms = FY_GW_DEFAULT_QUEUE_TIMEOUT;
+    gw->opt.max_connections = FY_HTTP_MAX_CONNECTIONS;
+    gw->opt.access_log = "-";
     const fy_opt opts[] = {
-        {"data-dir", FY_OPT_STR, &gw->data_dir, "DIR", "data directory made by init (required)"},
+        {"data-dir", FY_OPT_STR, &gw->opt.data_dir, "DIR",
+         "data directory made by init (required)"},
         {"config", FY_OPT_STR, &config, "FILE", "JSON config file (keys are option names)"},
-        {"public-listen", FY_OPT_STR, &gw->public_listen, "ADDR:PORT",
+        {"public-listen", FY_OPT_STR, &gw->opt.public_listen, "ADDR:PORT",
          "public listener (default " FY_GW_DEFAULT_PUBLIC ")"},
-        {"tunnel-listen", FY_OPT_STR, &gw->tunnel_listen, "ADDR:PORT",
+        {"tunnel-listen", FY_OPT_STR, &gw->opt.tunnel_listen, "ADDR:PORT",
          "tunnel listener for runners (default " FY_GW_DEFAULT_TUNNEL ")"},
-        {"admin-listen", FY_OPT_STR, &gw->admin_listen, "ADDR:PORT",
+        {"admin-listen", FY_OPT_STR, &gw->opt.admin_listen, "ADDR:PORT",
          "admin listener (default " FY_GW_DEFAULT_ADMIN ")"},
-        {"public-plain", FY_OPT_FLAG, &gw->public_plain, NULL,
+        {"public-plain", FY_OPT_FLAG, &gw->opt.public_plain, NULL,
          "serve the public listener as plain HTTP (behind a TLS load balancer)"},
-        {"tls-cert", FY_OPT_STR, &gw->tls_cert, "FILE",
+        {"tls-cert", FY_OPT_STR, &gw->opt.tls_cert, "FILE",
          "certificate chain (PEM) for the listeners (default DIR/server.crt)"},
-        {"tls-key", FY_OPT_STR, &gw->tls_key, "FILE", "private key (PEM) for --tls-cert"},
-        {"heartbeat", FY_OPT_DURATION, &gw->heartbeat_ms, "TIME",
+        {"tls-key", FY_OPT_STR, &gw->opt.tls_key, "FILE", "private key (PEM) for --tls-cert"},
+        {"heartbeat", FY_OPT_DURATION, &gw->opt.heartbeat_ms, "TIME",
          "tunnel heartbeat interval; a runner silent for 3 intervals is dropped (default 5s)"},
-        {"drain-timeout", FY_OPT_DURATION, &gw->drain_timeout_ms, "TIME",
+        {"drain-timeout", FY_OPT_DURATION, &gw->opt.drain_timeout_ms, "TIME",
          "on SIGTERM, how long requests in flight may take to finish (default 30s)"},
-        {"max-body", FY_OPT_SIZE, &gw->max_body, "BYTES",
+        {"max-body", FY_OPT_SIZE, &gw->opt.max_body, "BYTES",
          "largest public request body, streamed (default 1GiB)"},
-        {"queue-timeout", FY_OPT_DURATION, &gw->queue_timeout_ms, "TIME",
+        {"queue-timeout", FY_OPT_DURATION, &gw->opt.queue_timeout_ms, "TIME",
          "how long a /v1 request waits when every runner serving its model is at its stream "
          "limit, then 503 (default 10s; 0: no wait)"},
-        {"max-connections", FY_OPT_INT, &gw->max_connections, "N",
+        {"max-connections", FY_OPT_INT, &gw->opt.max_connections, "N",
          "public connections at once (default 10000)"},
-        {"access-log", FY_OPT_STR, &gw->access_log, "FILE",
+        {"access-log", FY_OPT_STR, &gw->opt.access_log, "FILE",
          "JSON access log, one line per public request (default '-': the log on stderr)"},
         FY_CLI_LOG_OPTS(&log),
         {"help", FY_OPT_FLAG, &help, NULL, "show this help"},
@@ -527,14 +533,15 @@ int fy_gw_run_main(int argc, char **argv)
         goto out;
     }
     const char *bad =
-        !gw->data_dir                       ? "--data-dir DIR is required"
-        : npos                              ? "unexpected argument (see --help)"
-        : (!gw->tls_cert) != (!gw->tls_key) ? "--tls-cert and --tls-key go together"
-        : (gw->heartbeat_ms < FYP_MIN_HEARTBEAT_MS || gw->heartbeat_ms > FYP_MAX_HEARTBEAT_MS)
+        !gw->opt.data_dir                           ? "--data-dir DIR is required"
+        : npos                                      ? "unexpected argument (see --help)"
+        : (!gw->opt.tls_cert) != (!gw->opt.tls_key) ? "--tls-cert and --tls-key go together"
+        : (gw->opt.heartbeat_ms < FYP_MIN_HEARTBEAT_MS ||
+           gw->opt.heartbeat_ms > FYP_MAX_HEARTBEAT_MS)
             ? "--heartbeat must be between 1s and 10m"
-        : gw->max_connections < 1                        ? "--max-connections must be at least 1"
-        : gw->queue_timeout_ms > FY_GW_MAX_QUEUE_TIMEOUT ? "--queue-timeout must be at most 10m"
-                                                         : NULL;
+        : gw->opt.max_connections < 1 ? "--max-connections must be at least 1"
+        : gw->opt.queue_timeout_ms > FY_GW_MAX_QUEUE_TIMEOUT ? "--queue-timeout must be at most 10m"
+                                                             : NULL;
     if (bad) {
         fprintf(stderr, "ferry-gateway run: %s\n", bad);
         status = 2;
@@ -547,14 +554,14 @@ int fy_gw_run_main(int argc, char **argv)
     }
     loop_ok = 1;
     gw->loop = &loop;
-    uv_signal_init(&loop, &gw->sig_term);
-    uv_signal_init(&loop, &gw->sig_int);
-    uv_signal_init(&loop, &gw->sig_hup);
-    uv_timer_init(&loop, &gw->drain_timer);
-    uv_timer_init(&loop, &gw->usage_timer);
+    uv_signal_init(&loop, &gw->life.sig_term);
+    uv_signal_init(&loop, &gw->life.sig_int);
+    uv_signal_init(&loop, &gw->life.sig_hup);
+    uv_timer_init(&loop, &gw->life.drain_timer);
+    uv_timer_init(&loop, &gw->life.usage_timer);
     gw->n_px = (gw_count){.on_zero = on_idle, .arg = gw};
-    gw->sig_term.data = gw->sig_int.data = gw->sig_hup.data = gw;
-    gw->drain_timer.data = gw->usage_timer.data = gw;
+    gw->life.sig_term.data = gw->life.sig_int.data = gw->life.sig_hup.data = gw;
+    gw->life.drain_timer.data = gw->life.usage_timer.data = gw;
     int rc = setup(gw, err, sizeof err);
     if (rc) {
         fprintf(stderr, "ferry-gateway run: %s\n", err);
@@ -562,13 +569,13 @@ int fy_gw_run_main(int argc, char **argv)
         uv_run(&loop, UV_RUN_DEFAULT);
         goto out;
     }
-    uv_signal_start(&gw->sig_term, on_signal, SIGTERM);
-    uv_signal_start(&gw->sig_int, on_signal, SIGINT);
-    uv_signal_start(&gw->sig_hup, on_sighup, SIGHUP);
+    uv_signal_start(&gw->life.sig_term, on_signal, SIGTERM);
+    uv_signal_start(&gw->life.sig_int, on_signal, SIGINT);
+    uv_signal_start(&gw->life.sig_hup, on_sighup, SIGHUP);
     fy_log_event(FY_LOG_INFO, RUN_LOG, "gateway listening",
-                 json_pack("{s:s,s:s,s:s,s:s,s:i}", "public", gw->addr[GW_L_PUBLIC],
-                           "public_scheme", gw->public_plain ? "http" : "https", "tunnel",
-                           gw->addr[GW_L_TUNNEL], "admin", gw->addr[GW_L_ADMIN], "pid",
+                 json_pack("{s:s,s:s,s:s,s:s,s:i}", "public", gw->net.addr[GW_L_PUBLIC],
+                           "public_scheme", gw->opt.public_plain ? "http" : "https", "tunnel",
+                           gw->net.addr[GW_L_TUNNEL], "admin", gw->net.addr[GW_L_ADMIN], "pid",
                            (int)getpid()));
     uv_run(&loop, UV_RUN_DEFAULT);
     status = 0;
@@ -577,8 +584,8 @@ out:
         fprintf(stderr, "ferry-gateway run: event loop still had open handles\n");
         status = status ? status : 1;
     }
-    fy_tls_config_free(gw->tls_server);
-    fy_tls_config_free(gw->tls_tunnel);
+    fy_tls_config_free(gw->net.tls_server);
+    fy_tls_config_free(gw->net.tls_tunnel);
     /* Every request has ended (the loop ran dry), so no key is held. */
     fy_keys_free(gw->keys);
     fy_gw_hooks_free(gw);
@@ -588,9 +595,9 @@ out:
         fprintf(stderr, "ferry-gateway run: the last usage could not be written\n");
     }
     fy_store_close(gw->store);
-    free(gw->runner_ca_pem);
-    fy_x509_key_pem_free(gw->runner_ca_key_pem);
-    free(gw->trust_ca_pem);
+    free(gw->trust.runner_ca_pem);
+    fy_x509_key_pem_free(gw->trust.runner_ca_key_pem);
+    free(gw->trust.trust_ca_pem);
     json_decref(peek);
     json_decref(cfg_dir);
     json_decref(cfg_file);

@@ -35,13 +35,13 @@ static void conn_free(gw_conn *c)
     fy_gw *gw = c->gw;
     if (c->prev) {
         c->prev->next = c->next;
-    } else if (gw->conns == c) {
-        gw->conns = c->next;
+    } else if (gw->tun.conns == c) {
+        gw->tun.conns = c->next;
     }
     if (c->next) {
         c->next->prev = c->prev;
     }
-    gw->n_tunnel--;
+    gw->tun.n_tunnel--;
     free(c);
 }
 
@@ -63,7 +63,7 @@ static void conn_close_stream(gw_conn *c)
 
 gw_runner *fy_gw_runner_find(fy_gw *gw, const char *name)
 {
-    for (gw_runner *r = gw->runners; r; r = r->next) {
+    for (gw_runner *r = gw->tun.runners; r; r = r->next) {
         if (strcmp(r->name, name) == 0) {
             return r;
         }
@@ -85,8 +85,8 @@ static int registry_add(gw_conn *c)
             return FY_ENOMEM;
         }
         memcpy(r->name, c->cn, n + 1);
-        r->next = gw->runners;
-        gw->runners = r;
+        r->next = gw->tun.runners;
+        gw->tun.runners = r;
         fy_metric_add(gw->metrics.connected_runners, NULL, 1);
     }
     c->rnext = r->conns;
@@ -118,7 +118,7 @@ static void registry_remove(gw_conn *c)
         return;
     }
     fy_metric_add(gw->metrics.connected_runners, NULL, -1);
-    for (gw_runner **pp = &gw->runners; *pp; pp = &(*pp)->next) {
+    for (gw_runner **pp = &gw->tun.runners; *pp; pp = &(*pp)->next) {
         if (*pp == r) {
             *pp = r->next;
             break;
@@ -129,13 +129,13 @@ static void registry_remove(gw_conn *c)
 
 void fy_gw_tunnel_subscribe(fy_gw *gw, gw_tun_sub *sub)
 {
-    sub->next = gw->tun_subs;
-    gw->tun_subs = sub;
+    sub->next = gw->tun.subs;
+    gw->tun.subs = sub;
 }
 
 void fy_gw_tunnel_publish(fy_gw *gw, gw_tun_news news)
 {
-    for (gw_tun_sub *s = gw->tun_subs; s; s = s->next) {
+    for (gw_tun_sub *s = gw->tun.subs; s; s = s->next) {
         s->fn(gw, news, s->arg);
     }
 }
@@ -143,7 +143,7 @@ void fy_gw_tunnel_publish(fy_gw *gw, gw_tun_news news)
 size_t fy_gw_tunnel_connected(const fy_gw *gw)
 {
     size_t n = 0;
-    for (const gw_runner *r = gw->runners; r; r = r->next) {
+    for (const gw_runner *r = gw->tun.runners; r; r = r->next) {
         n += r->n_conns;
     }
     return n;
@@ -319,7 +319,7 @@ static int conn_start_session(gw_conn *c, const fy_tls_peer *peer)
         .data = c,
     };
     fyp_settings_default(&lc.session.settings);
-    lc.session.settings.heartbeat_ms = (uint32_t)gw->heartbeat_ms;
+    lc.session.settings.heartbeat_ms = (uint32_t)gw->opt.heartbeat_ms;
     lc.session.settings.initial_stream_window = FY_LINK_STREAM_WINDOW;
     int rc = fy_link_start(&lc, &c->link);
     if (rc) {
@@ -350,7 +350,7 @@ static void conn_on_handshake(fy_stream *tls, int status, void *arg)
         c->s = NULL;
         tls->data = NULL;
         tls->on_read = NULL;
-        fy_http_server_attach(gw->enroll_srv, tls);
+        fy_http_server_attach(gw->net.enroll_srv, tls);
         conn_free(c);
         return;
     }
@@ -373,28 +373,28 @@ void fy_gw_tunnel_accept(fy_gw *gw, fy_stream *tcp)
 {
     /* A stranger can open connections without finishing a handshake (each
      * is bounded by the TLS handshake timeout); their number is bounded too. */
-    gw_conn *c = gw->n_tunnel < FY_GW_MAX_TUNNEL_CONNS ? calloc(1, sizeof *c) : NULL;
+    gw_conn *c = gw->tun.n_tunnel < FY_GW_MAX_TUNNEL_CONNS ? calloc(1, sizeof *c) : NULL;
     if (!c) {
         fy_stream_close(tcp, NULL);
         return;
     }
     c->gw = gw;
-    c->id = ++gw->next_conn_id;
+    c->id = ++gw->tun.next_conn_id;
     c->since = (int64_t)time(NULL);
     fy_stream_peer_name(tcp, c->peer, sizeof c->peer);
-    fy_stream *s = fy_tls_stream_new(gw->tls_tunnel, tcp, NULL, conn_on_handshake, c);
+    fy_stream *s = fy_tls_stream_new(gw->net.tls_tunnel, tcp, NULL, conn_on_handshake, c);
     if (!s) {
         free(c);
         return;
     }
     c->s = s;
     s->data = c;
-    gw->n_tunnel++;
-    c->next = gw->conns;
-    if (gw->conns) {
-        gw->conns->prev = c;
+    gw->tun.n_tunnel++;
+    c->next = gw->tun.conns;
+    if (gw->tun.conns) {
+        gw->tun.conns->prev = c;
     }
-    gw->conns = c;
+    gw->tun.conns = c;
 }
 
 /* --- gateway-wide operations ----------------------------------------------------- */
@@ -402,7 +402,7 @@ void fy_gw_tunnel_accept(fy_gw *gw, fy_stream *tcp)
 int fy_gw_tunnel_drop_runner(fy_gw *gw, const char *name, uint32_t code, const char *reason)
 {
     int n = 0;
-    for (gw_conn *c = gw->conns; c; c = c->next) {
+    for (gw_conn *c = gw->tun.conns; c; c = c->next) {
         if (!c->closing && c->link && strcmp(c->cn, name) == 0) {
             c->closing = 1; /* the caller logs why */
             fy_link_close(c->link, code, reason);
@@ -414,7 +414,7 @@ int fy_gw_tunnel_drop_runner(fy_gw *gw, const char *name, uint32_t code, const c
 
 void fy_gw_tunnel_goaway_all(fy_gw *gw)
 {
-    for (gw_conn *c = gw->conns; c; c = c->next) {
+    for (gw_conn *c = gw->tun.conns; c; c = c->next) {
         if (c->closing) {
             continue;
         }
@@ -429,7 +429,7 @@ void fy_gw_tunnel_goaway_all(fy_gw *gw)
 
 void fy_gw_tunnel_close_all(fy_gw *gw)
 {
-    for (gw_conn *c = gw->conns; c; c = c->next) {
+    for (gw_conn *c = gw->tun.conns; c; c = c->next) {
         if (c->link) {
             c->closing = 1;
             fy_link_abort(c->link, "connection closed");

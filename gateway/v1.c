@@ -76,7 +76,7 @@ static void v1_on_wait_timeout(uv_timer_t *t)
     }
     gw_px_ref(px);
     char why[64];
-    snprintf(why, sizeof why, "waited %.1f s", (double)px->gw->queue_timeout_ms / 1000.0);
+    snprintf(why, sizeof why, "waited %.1f s", (double)px->gw->opt.queue_timeout_ms / 1000.0);
     v1_busy(px, why);
     gw_px_unref(px);
 }
@@ -96,8 +96,8 @@ static void v1_enqueue(gw_px *px)
         gw_px_finish(px, GW_FIN_ERROR, 503, "gateway_draining", "the gateway is shutting down");
         return;
     }
-    if (gw->queue_timeout_ms == 0 || gw->n_waiting >= FY_GW_V1_MAX_WAITING) {
-        v1_busy(px, gw->queue_timeout_ms ? "the wait queue is full" : "at their stream limit");
+    if (gw->opt.queue_timeout_ms == 0 || gw->v1.n_waiting >= FY_GW_V1_MAX_WAITING) {
+        v1_busy(px, gw->opt.queue_timeout_ms ? "the wait queue is full" : "at their stream limit");
         return;
     }
     uv_timer_t *t = malloc(sizeof *t);
@@ -107,18 +107,18 @@ static void v1_enqueue(gw_px *px)
     }
     uv_timer_init(gw->loop, t);
     t->data = px;
-    uv_timer_start(t, v1_on_wait_timeout, gw->queue_timeout_ms, 0);
+    uv_timer_start(t, v1_on_wait_timeout, gw->opt.queue_timeout_ms, 0);
     px->wait_timer = t;
     px->waiting = 1;
     px->wnext = NULL;
-    px->wprev = gw->wait_tail;
-    if (gw->wait_tail) {
-        gw->wait_tail->wnext = px;
+    px->wprev = gw->v1.wait_tail;
+    if (gw->v1.wait_tail) {
+        gw->v1.wait_tail->wnext = px;
     } else {
-        gw->wait_head = px;
+        gw->v1.wait_head = px;
     }
-    gw->wait_tail = px;
-    gw->n_waiting++;
+    gw->v1.wait_tail = px;
+    gw->v1.n_waiting++;
     fy_metric_add(gw->metrics.waiting, NULL, 1);
     fy_gw_model_waiters(gw, m, 1);
     gw_px_ref(px); /* the queue's */
@@ -134,15 +134,15 @@ static void v1_unqueue(gw_px *px)
     if (px->wprev) {
         px->wprev->wnext = px->wnext;
     } else {
-        gw->wait_head = px->wnext;
+        gw->v1.wait_head = px->wnext;
     }
     if (px->wnext) {
         px->wnext->wprev = px->wprev;
     } else {
-        gw->wait_tail = px->wprev;
+        gw->v1.wait_tail = px->wprev;
     }
     px->wnext = px->wprev = NULL;
-    gw->n_waiting--;
+    gw->v1.n_waiting--;
     fy_metric_add(gw->metrics.waiting, NULL, -1);
     gw_model *m = fy_gw_model_find(gw, px->model);
     if (m) {
@@ -175,8 +175,8 @@ static void v1_dispatch(gw_px *px, const gw_conn *exclude)
 static void v1_on_kick(uv_timer_t *t)
 {
     fy_gw *gw = t->data;
-    uint64_t gen = ++gw->kick_gen;
-    for (gw_px *px = gw->wait_head, *next; px; px = next) {
+    uint64_t gen = ++gw->v1.kick_gen;
+    for (gw_px *px = gw->v1.wait_head, *next; px; px = next) {
         next = px->wnext;
         gw_model *m = fy_gw_model_find(gw, px->model);
         if (!m || m->kick_gen == gen) {
@@ -198,9 +198,10 @@ static void v1_on_kick(uv_timer_t *t)
 /* Looks at the queue on the next loop turn. Cheap when none waits. */
 static void v1_kick(fy_gw *gw)
 {
-    if (gw->n_waiting && gw->wait_kick_init && !uv_is_active((uv_handle_t *)&gw->wait_kick)) {
-        gw->wait_kick.data = gw;
-        uv_timer_start(&gw->wait_kick, v1_on_kick, 0, 0);
+    if (gw->v1.n_waiting && gw->v1.wait_kick_init &&
+        !uv_is_active((uv_handle_t *)&gw->v1.wait_kick)) {
+        gw->v1.wait_kick.data = gw;
+        uv_timer_start(&gw->v1.wait_kick, v1_on_kick, 0, 0);
     }
 }
 
@@ -214,21 +215,21 @@ static void v1_on_tunnel(fy_gw *gw, gw_tun_news news, void *arg)
 
 int fy_gw_v1_init(fy_gw *gw)
 {
-    int rc = uv_timer_init(gw->loop, &gw->wait_kick);
+    int rc = uv_timer_init(gw->loop, &gw->v1.wait_kick);
     if (rc) {
         return fy_err_from_uv(rc);
     }
-    gw->wait_kick.data = gw;
-    gw->wait_kick_init = 1;
-    gw->v1_sub = (gw_tun_sub){.fn = v1_on_tunnel};
-    fy_gw_tunnel_subscribe(gw, &gw->v1_sub);
+    gw->v1.wait_kick.data = gw;
+    gw->v1.wait_kick_init = 1;
+    gw->v1.sub = (gw_tun_sub){.fn = v1_on_tunnel};
+    fy_gw_tunnel_subscribe(gw, &gw->v1.sub);
     return 0;
 }
 
 void fy_gw_v1_fail_waiting(fy_gw *gw, const char *code, const char *msg)
 {
-    while (gw->wait_head) {
-        gw_px *px = gw->wait_head;
+    while (gw->v1.wait_head) {
+        gw_px *px = gw->v1.wait_head;
         gw_px_ref(px);
         gw_px_finish(px, GW_FIN_ERROR, 503, code, msg);
         gw_px_unref(px);
@@ -237,9 +238,9 @@ void fy_gw_v1_fail_waiting(fy_gw *gw, const char *code, const char *msg)
 
 void fy_gw_v1_close(fy_gw *gw)
 {
-    if (gw->wait_kick_init) {
-        gw->wait_kick_init = 0;
-        uv_close((uv_handle_t *)&gw->wait_kick, NULL);
+    if (gw->v1.wait_kick_init) {
+        gw->v1.wait_kick_init = 0;
+        uv_close((uv_handle_t *)&gw->v1.wait_kick, NULL);
     }
 }
 
@@ -337,7 +338,7 @@ static void v1_models(gw_px *px, const char *id)
 {
     fy_gw *gw = px->gw;
     size_t n = 0, k = 0;
-    for (gw_model *m = gw->models; m; m = m->next) {
+    for (gw_model *m = gw->tun.models; m; m = m->next) {
         n++;
     }
     gw_model **v = calloc(n ? n : 1, sizeof *v);
@@ -346,7 +347,7 @@ static void v1_models(gw_px *px, const char *id)
         gw_px_finish(px, GW_FIN_ERROR, 500, "internal_error", "out of memory");
         return;
     }
-    for (gw_model *m = gw->models; m; m = m->next) {
+    for (gw_model *m = gw->tun.models; m; m = m->next) {
         if (m->n_conns > 0 && (!id || strcmp(m->name, id) == 0) &&
             fy_keys_authorize(gw->keys, px->key, FY_SCOPE_MODEL, m->name) == FY_AUTH_OK) {
             v[k++] = m;
@@ -406,7 +407,7 @@ void fy_gw_v1_request(fy_gw *gw, fy_http_req *req)
             "the gateway routes POST /v1/... by the body's model, and answers GET /v1/models");
         return;
     }
-    uint64_t cap = gw->max_body < FY_GW_V1_MAX_BODY ? gw->max_body : FY_GW_V1_MAX_BODY;
+    uint64_t cap = gw->opt.max_body < FY_GW_V1_MAX_BODY ? gw->opt.max_body : FY_GW_V1_MAX_BODY;
     int64_t cl = fy_http_req_content_length(req);
     if (cl == 0) {
         px->param = "model";

@@ -273,7 +273,7 @@ static void test_models_index(void **state)
     assert_null(fy_gw_model_find(gw, "m1"));
     tconn_free(&b1);
     tconn_free(&b2);
-    assert_null(gw->models);
+    assert_null(gw->tun.models);
     free(gw);
 }
 
