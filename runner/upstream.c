@@ -273,7 +273,7 @@ static int named_in_connection(const fyp_field *f, size_t n, const char *name, s
     memcpy(tok, name, len);
     tok[len] = '\0';
     for (size_t i = 0; i < n; i++) {
-        if (f[i].name.len == 10 && strncasecmp(f[i].name.base, "connection", 10) == 0) {
+        if (fy_slice_ieq(f[i].name, "connection")) {
             char v[512];
             size_t vl = f[i].value.len < sizeof v - 1 ? f[i].value.len : sizeof v - 1;
             memcpy(v, f[i].value.base, vl);

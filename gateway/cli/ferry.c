@@ -17,59 +17,6 @@
 #include <string.h>
 #include <time.h>
 
-static void usage(FILE *f, const fy_opt *opts)
-{
-    fprintf(f,
-            "Usage: ferry [OPTIONS] COMMAND\n\n"
-            "ferry manages a gateway through its admin API. Reach a gateway on this machine\n"
-            "with --data-dir DIR (its state.json, admin.token and ca.crt are used), or a\n"
-            "remote one with --admin https://HOST:PORT --admin-token-file FILE --ca FILE.\n\n"
-            "Commands:\n"
-            "  status                          the gateway's listeners and counters\n"
-            "  tokens create --name RUNNER [--ttl 1h]\n"
-            "                                  a one-time enrollment token bound to RUNNER\n"
-            "                                  (printed alone on the last line)\n"
-            "  tokens list                     enrollment tokens (never their secrets)\n"
-            "  runners list                    enrolled runners, their connections and\n"
-            "                                  requests in flight\n"
-            "  runners revoke NAME             revoke a runner: its connections drop at once\n"
-            "                                  and it cannot reconnect\n"
-            "  keys create --name NAME [--owner TEXT] [--rpm N [--burst N]] [--tpm N]\n"
-            "              [--concurrency N] [--models a,b] [--runners r1,r2] [--hooks h1]\n"
-            "              [--expires 30d]\n"
-            "                                  a new API key (printed once, alone on the last\n"
-            "                                  line); limits of 0 or omitted mean none, empty\n"
-            "                                  scopes mean any. --rpm N admits a burst of\n"
-            "                                  ceil(N/6) requests at once (ten seconds' worth),\n"
-            "                                  then one every 60/N s; --burst sets it (1..N)\n"
-            "  keys list                       API keys: id, name, prefix, limits, scopes,\n"
-            "                                  created, last used, usage (never the key)\n"
-            "  keys update ID [--name NAME] [--owner TEXT] [--rpm N] [--burst N] [--tpm N]\n"
-            "              [--concurrency N] [--models a,b] [--runners r1,r2] [--hooks h1]\n"
-            "              [--expires 30d|never]\n"
-            "                                  change a key; the next request sees the change\n"
-            "                                  ('' clears a scope list: any)\n"
-            "  keys revoke ID                  revoke a key: its next request is refused\n"
-            "  hooks create --name NAME --runner RUNNER --path /PATH\n"
-            "               --verify github|stripe|slack|hmac-sha256|none --secret-file FILE\n"
-            "               [--tolerance 300s] [--async] [--rpm N] [--max-body 1MiB]\n"
-            "               [--header NAME [--encoding hex|base64] [--timestamp-header NAME]]\n"
-            "                                  a webhook endpoint; prints its public URL\n"
-            "                                  /hooks/<id> alone on the last line. Requests are\n"
-            "                                  verified before anything reaches the runner\n"
-            "                                  (--header etc. configure hmac-sha256)\n"
-            "  hooks list                      hooks, their delivery counts (never secrets)\n"
-            "  hooks delete ID                 delete a hook and its queued events\n"
-            "  hooks rotate-secret ID --secret-file FILE [--grace 24h]\n"
-            "                                  new secret; the old one is still accepted for\n"
-            "                                  the grace period\n"
-            "  usage [--key ID] [--by total|hour]\n"
-            "                                  requests, tokens and bytes per key\n\n"
-            "Exit status: 0 ok, 1 API or network error, 2 usage error.\n\n"
-            "Options:\n");
-    fy_args_usage(f, opts);
-}
-
 static const char *jstr(json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
@@ -628,6 +575,9 @@ typedef struct {
     const char *const *opts;     /* its own options beyond the shared ones, NULL-ended */
     int (*check)(ferry_args *a); /* refuses bad values: prints why, returns 2; 0 ok. May be NULL */
     int (*run)(fy_ctl *c, const ferry_args *a); /* the exit status */
+    /* For --help: what follows the command's words ("--name RUNNER [--ttl 1h]",
+     * lines after the first indented to line up), and what it does. */
+    const char *synopsis, *help;
 } ferry_cmd;
 
 /* Prints "ferry: MESSAGE" and returns 2, the usage-error exit status. */
@@ -900,20 +850,50 @@ static const char *const opts_usage[] = {"key", "by", NULL};
 
 /* Every command, in the order --help lists them. */
 static const ferry_cmd commands[] = {
-    {"status", NULL, NULL, opts_none, NULL, run_status},
-    {"tokens", "create", NULL, opts_tokens_create, check_tokens_create, run_tokens_create},
-    {"tokens", "list", NULL, opts_none, NULL, run_tokens_list},
-    {"runners", "list", NULL, opts_none, NULL, run_runners_list},
-    {"runners", "revoke", "runner NAME", opts_none, check_runner_name, run_runners_revoke},
-    {"keys", "create", NULL, opts_keys, check_keys_create, run_keys_create},
-    {"keys", "list", NULL, opts_none, NULL, run_keys_list},
-    {"keys", "update", "key ID", opts_keys, check_keys_update, run_keys_update},
-    {"keys", "revoke", "key ID", opts_none, check_key_id, run_keys_revoke},
-    {"hooks", "create", NULL, opts_hooks_create, check_hooks_create, run_hooks_create},
-    {"hooks", "list", NULL, opts_none, NULL, run_hooks_list},
-    {"hooks", "delete", "hook ID", opts_none, check_hook_id, run_hooks_delete},
-    {"hooks", "rotate-secret", "hook ID", opts_hooks_rotate, check_hooks_rotate, run_hooks_rotate},
-    {"usage", NULL, NULL, opts_usage, check_usage, run_usage},
+    {"status", NULL, NULL, opts_none, NULL, run_status, "", "the gateway's listeners and counters"},
+    {"tokens", "create", NULL, opts_tokens_create, check_tokens_create, run_tokens_create,
+     "--name RUNNER [--ttl 1h]",
+     "a one-time enrollment token bound to RUNNER\n(printed alone on the last line)"},
+    {"tokens", "list", NULL, opts_none, NULL, run_tokens_list, "",
+     "enrollment tokens (never their secrets)"},
+    {"runners", "list", NULL, opts_none, NULL, run_runners_list, "",
+     "enrolled runners, their connections and\nrequests in flight"},
+    {"runners", "revoke", "runner NAME", opts_none, check_runner_name, run_runners_revoke, "NAME",
+     "revoke a runner: its connections drop at once\nand it cannot reconnect"},
+    {"keys", "create", NULL, opts_keys, check_keys_create, run_keys_create,
+     "--name NAME [--owner TEXT] [--rpm N [--burst N]] [--tpm N]\n"
+     "[--concurrency N] [--models a,b] [--runners r1,r2] [--hooks h1]\n"
+     "[--expires 30d]",
+     "a new API key (printed once, alone on the last\nline); limits of 0 or omitted mean none, "
+     "empty\n"
+     "scopes mean any. --rpm N admits a burst of\nceil(N/6) requests at once (ten seconds' "
+     "worth),\n"
+     "then one every 60/N s; --burst sets it (1..N)"},
+    {"keys", "list", NULL, opts_none, NULL, run_keys_list, "",
+     "API keys: id, name, prefix, limits, scopes,\ncreated, last used, usage (never the key)"},
+    {"keys", "update", "key ID", opts_keys, check_keys_update, run_keys_update,
+     "ID [--name NAME] [--owner TEXT] [--rpm N] [--burst N] [--tpm N]\n"
+     "[--concurrency N] [--models a,b] [--runners r1,r2] [--hooks h1]\n"
+     "[--expires 30d|never]",
+     "change a key; the next request sees the change\n('' clears a scope list: any)"},
+    {"keys", "revoke", "key ID", opts_none, check_key_id, run_keys_revoke, "ID",
+     "revoke a key: its next request is refused"},
+    {"hooks", "create", NULL, opts_hooks_create, check_hooks_create, run_hooks_create,
+     "--name NAME --runner RUNNER --path /PATH\n"
+     "--verify github|stripe|slack|hmac-sha256|none --secret-file FILE\n"
+     "[--tolerance 300s] [--async] [--rpm N] [--max-body 1MiB]\n"
+     "[--header NAME [--encoding hex|base64] [--timestamp-header NAME]]",
+     "a webhook endpoint; prints its public URL\n/hooks/<id> alone on the last line. Requests are\n"
+     "verified before anything reaches the runner\n(--header etc. configure hmac-sha256)"},
+    {"hooks", "list", NULL, opts_none, NULL, run_hooks_list, "",
+     "hooks, their delivery counts (never secrets)"},
+    {"hooks", "delete", "hook ID", opts_none, check_hook_id, run_hooks_delete, "ID",
+     "delete a hook and its queued events"},
+    {"hooks", "rotate-secret", "hook ID", opts_hooks_rotate, check_hooks_rotate, run_hooks_rotate,
+     "ID --secret-file FILE [--grace 24h]",
+     "new secret; the old one is still accepted for\nthe grace period"},
+    {"usage", NULL, NULL, opts_usage, check_usage, run_usage, "[--key ID] [--by total|hour]",
+     "requests, tokens and bytes per key"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -923,6 +903,57 @@ static const ferry_cmd commands[] = {
 static void cmd_words(const ferry_cmd *cmd, char *out, size_t n)
 {
     snprintf(out, n, "%s%s%s", cmd->group, cmd->sub ? " " : "", cmd->sub ? cmd->sub : "");
+}
+
+/* --help: the command list comes from the table, so a command's words,
+ * synopsis and help cannot drift from what the parser accepts. */
+#define HELP_COL 34
+
+/* Prints TEXT's lines, the first after COL - USED spaces, the rest indented
+ * by COL. */
+static void help_lines(FILE *f, const char *text, int used, int col)
+{
+    for (int first = 1; *text; first = 0) {
+        const char *nl = strchr(text, '\n');
+        int n = nl ? (int)(nl - text) : (int)strlen(text);
+        fprintf(f, "%*s%.*s\n", first ? col - used : col, "", n, text);
+        text += n + (nl != NULL);
+    }
+}
+
+static void usage(FILE *f, const fy_opt *opts)
+{
+    fprintf(f, "Usage: ferry [OPTIONS] COMMAND\n\n"
+               "ferry manages a gateway through its admin API. Reach a gateway on this machine\n"
+               "with --data-dir DIR (its state.json, admin.token and ca.crt are used), or a\n"
+               "remote one with --admin https://HOST:PORT --admin-token-file FILE --ca FILE.\n\n"
+               "Commands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const ferry_cmd *c = &commands[i];
+        char words[64];
+        cmd_words(c, words, sizeof words);
+        int used = fprintf(f, "  %s", words);
+        const char *syn = c->synopsis;
+        int indent = used + 1; /* continuation lines line up after the words */
+        while (*syn) {
+            const char *nl = strchr(syn, '\n');
+            int n = nl ? (int)(nl - syn) : (int)strlen(syn);
+            used += fprintf(f, "%*s%.*s", syn == c->synopsis ? 1 : indent, "", n, syn);
+            syn += n;
+            if (*syn == '\n') {
+                fputc('\n', f);
+                syn++;
+                used = 0;
+            }
+        }
+        if (used >= HELP_COL - 1 || strchr(c->synopsis, '\n')) {
+            fputc('\n', f);
+            used = 0;
+        }
+        help_lines(f, c->help, used, HELP_COL);
+    }
+    fprintf(f, "\nExit status: 0 ok, 1 API or network error, 2 usage error.\n\nOptions:\n");
+    fy_args_usage(f, opts);
 }
 
 typedef struct {
