@@ -20,10 +20,10 @@
  * A write that fails is counted (fy_accesslog_errors), never retried and
  * never fails the request.
  *
- * Integration (gateway/run.c, proxy.c):
- *   run.c:   fy_accesslog_open(cfg->access_log, &gw->access) at start-up,
+ * Integration (gateway/run.c, px.c):
+ *   run.c:   fy_accesslog_open(gw->opt.access_log, &gw->access) at start-up,
  *            fy_accesslog_reopen on SIGHUP, fy_accesslog_close at exit;
- *   proxy.c: when a request ends (finished, failed or aborted), fill a
+ *   px.c:    when a request ends (finished, failed or aborted), fill a
  *            fy_accesslog_entry from the request and call
  *            fy_accesslog_write(gw->access, &e).
  *

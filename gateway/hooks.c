@@ -160,7 +160,7 @@ static char *hook_target(const fy_store_hook *h, fy_http_req *req)
 }
 
 /* The headers an async delivery carries, as JSON [[name, value], ...]: the
- * request's end-to-end headers (what proxy.c forwards for a sync hook) and
+ * request's end-to-end headers (what px.c forwards for a sync hook) and
  * the gateway's x-forwarded-* and the body's Content-Length. */
 static char *hook_headers_json(fy_gw *gw, fy_http_req *req, size_t body_len)
 {

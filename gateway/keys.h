@@ -18,7 +18,7 @@
  * wiped after the lookup. fy_keys_create hands the new key to the caller
  * once; the caller shows it and wipes its buffer (fy_secure_zero).
  *
- * Integration (gateway/proxy.c, public routes):
+ * Integration (gateway/px.c, for every kind of public request):
  *   fy_key *k = NULL;
  *   size_t nh; const fy_http_header *h = fy_http_req_headers(req, &nh);
  *   fy_auth_outcome o = fy_keys_authenticate(gw->keys, h, nh, time(NULL), &k);

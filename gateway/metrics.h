@@ -9,7 +9,7 @@
  *                       fy_buf b; fy_buf_init(&b, FY_METRICS_MAX_TEXT);
  *                       fy_metrics_render(gw->metrics.reg, &b);
  *                       respond 200, Content-Type FY_METRICS_CONTENT_TYPE;
- *   gateway/proxy.c:  when a request ends:
+ *   gateway/px.c:     when a request ends:
  *                       fy_metrics_gw_request(&gw->metrics, route, status,
  *                                             seconds, ttfb_seconds, in, out);
  *                     on a failed check: fy_metrics_gw_auth_failure(..,

@@ -1,7 +1,7 @@
 /* ratelimit.h: per-key rate limits: requests per minute (GCRA), tokens per
  * minute (a token bucket charged after the response) and requests in flight.
  *
- * Integration (gateway/proxy.c), one limiter per key, reached through
+ * Integration (gateway/px.c), one limiter per key, reached through
  * fy_key_rl() (gateway/keys.h):
  *   1. after authentication, before routing:
  *        fy_rl_result rr;

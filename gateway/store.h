@@ -26,7 +26,7 @@
  *   timer:     uv_timer every FY_STORE_USAGE_FLUSH_MS calling
  *              fy_store_usage_flush; call it once more before fy_store_close
  *              on a graceful stop (close also flushes, as a last resort);
- *   requests:  when a request with a key ends (gateway/proxy.c):
+ *   requests:  when a request with a key ends (gateway/px.c):
  *                fy_store_usage_add(gw->store, fy_key_id(k), time(NULL),
  *                  &(fy_store_usage){1, prompt, completion, in, out});
  *              memory only, so it is safe on the loop thread;

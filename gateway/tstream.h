@@ -1,5 +1,5 @@
 /* tstream.h: a tunnel stream the gateway opened to a runner, the one core
- * every kind of proxied work sits on: public requests (proxy.c) and queued
+ * every kind of proxied work sits on: public requests (px.c) and queued
  * webhook deliveries (hookq.c).
  *
  * The owner embeds a gw_ts and gives it an ops table; the session's stream
