@@ -198,10 +198,11 @@ static void conn_timer_closed(uv_handle_t *h)
     conn_unref(h->data);
 }
 
-/* Closes the connection at once (writes the stream still queues are dropped). A request the
- * handler still owns gets its abort callback with STATUS. */
 static int conn_out_flush(srv_conn *c);
 
+/* Closes the connection at once (writes the stream still queues are
+ * dropped). A request the handler still owns gets its abort callback with
+ * STATUS. */
 static void conn_close(srv_conn *c, int status)
 {
     if (c->closing) {
@@ -287,18 +288,27 @@ static void conn_write_done(fy_stream *s, int status, void *arg)
     conn_unref(c);
 }
 
-/* Hands W's bytes to the stream (W is given back when done). */
-static int conn_write_now(srv_conn *c, wbuf *w)
+/* Hands SL[0..N) to the stream; W, when given, holds the bytes and is given
+ * back when done (or now, on an error). Returns 0 or the write's error. */
+static int conn_write_slices(srv_conn *c, const fy_slice *sl, size_t n, wbuf *w)
 {
-    fy_slice sl = FY_SLICE(w->b.data, w->b.len);
-    int rc = fy_stream_write(c->s, &sl, 1, conn_write_done, w);
+    int rc = fy_stream_write(c->s, sl, n, conn_write_done, w);
     if (rc) {
-        wbuf_put(c, w);
+        if (w) {
+            wbuf_put(c, w);
+        }
         return rc;
     }
     c->writes++;
     c->refs++;
     return 0;
+}
+
+/* Hands W's bytes to the stream (W is given back when done). */
+static int conn_write_now(srv_conn *c, wbuf *w)
+{
+    fy_slice sl = FY_SLICE(w->b.data, w->b.len);
+    return conn_write_slices(c, &sl, 1, w);
 }
 
 /* Writes what conn_write gathered. Returns 0 or the write's error. */
@@ -331,12 +341,7 @@ static int conn_write(srv_conn *c, wbuf *w, const char *stat, size_t statlen)
         }
         if (!w) {
             fy_slice sl = FY_SLICE(stat, statlen);
-            rc = fy_stream_write(c->s, &sl, 1, conn_write_done, NULL);
-            if (!rc) {
-                c->writes++;
-                c->refs++;
-            }
-            return rc;
+            return conn_write_slices(c, &sl, 1, NULL);
         }
         return conn_write_now(c, w);
     }
@@ -1850,9 +1855,8 @@ int fy_http_res_write(fy_http_req *req, const void *data, size_t len)
             sl[2].len = 2;
         }
         int rc = conn_out_flush(c);
-        if (!rc && (rc = fy_stream_write(c->s, sl, 3, conn_write_done, NULL)) == 0) {
-            c->writes++;
-            c->refs++;
+        if (!rc) {
+            rc = conn_write_slices(c, sl, 3, NULL);
         }
         if (rc) {
             conn_close(c, rc);

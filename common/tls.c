@@ -795,16 +795,9 @@ static void tls_read_loop_in(tls_stream *ts, unsigned char *plain, size_t *used)
 
 static void tls_read_loop(tls_stream *ts)
 {
-    size_t used = 0;
-    if (!tls_plain_busy) {
-        tls_plain_busy = 1;
-        tls_read_loop_in(ts, tls_plain, &used);
-        mbedtls_platform_zeroize(tls_plain, used);
-        tls_plain_busy = 0;
-        return;
-    }
-    unsigned char *own = malloc(TLS_PLAIN_BUF);
-    if (!own) {
+    int shared = !tls_plain_busy;
+    unsigned char *plain = shared ? tls_plain : malloc(TLS_PLAIN_BUF);
+    if (!plain) {
         if (!ts->err) {
             ts->err = FY_ENOMEM;
         }
@@ -816,9 +809,15 @@ static void tls_read_loop(tls_stream *ts)
         }
         return;
     }
-    tls_read_loop_in(ts, own, &used);
-    mbedtls_platform_zeroize(own, used);
-    free(own);
+    tls_plain_busy = 1;
+    size_t used = 0;
+    tls_read_loop_in(ts, plain, &used);
+    mbedtls_platform_zeroize(plain, used);
+    if (shared) {
+        tls_plain_busy = 0;
+    } else {
+        free(plain);
+    }
 }
 
 /* Advances the handshake and/or the reads with whatever input is buffered,

@@ -34,6 +34,12 @@ struct fy_link {
 };
 
 static void link_release(fy_link *l);
+
+/* A session with heartbeat interval HB_MS is ticked every quarter of it. */
+static unsigned link_tick_ms(uint32_t hb_ms)
+{
+    return hb_ms / 4 < LINK_TICK_MIN_MS ? LINK_TICK_MIN_MS : hb_ms / 4;
+}
 static void link_end(fy_link *l, fy_link_reason reason, int err, const char *msg, uint32_t code);
 
 /* --- lifetime ------------------------------------------------------------------------ */
@@ -288,10 +294,7 @@ static void link_on_tick(uv_timer_t *t)
         return;
     }
     /* The interval follows what HELLO negotiated. */
-    unsigned every = fyp_session_heartbeat_ms(l->sess) / 4;
-    if (every < LINK_TICK_MIN_MS) {
-        every = LINK_TICK_MIN_MS;
-    }
+    unsigned every = link_tick_ms(fyp_session_heartbeat_ms(l->sess));
     if (every != l->tick_ms) {
         l->tick_ms = every;
         uv_timer_set_repeat(t, every);
@@ -345,8 +348,7 @@ int fy_link_start(const fy_link_config *cfg, fy_link **out)
     uv_idle_init(l->loop, &l->idle);
     l->timer.data = l->check.data = l->idle.data = l;
     l->handles = LINK_HANDLES;
-    unsigned every = sc.settings.heartbeat_ms / 4;
-    l->tick_ms = every < LINK_TICK_MIN_MS ? LINK_TICK_MIN_MS : every;
+    l->tick_ms = link_tick_ms(sc.settings.heartbeat_ms);
     uv_timer_start(&l->timer, link_on_tick, l->tick_ms, l->tick_ms);
     fy_link_kick(l);
     *out = l;
@@ -361,9 +363,4 @@ fyp_session *fy_link_session(const fy_link *l)
 void *fy_link_data(const fy_link *l)
 {
     return l->data;
-}
-
-int fy_link_ending(const fy_link *l)
-{
-    return l->ended;
 }

@@ -94,9 +94,6 @@ int fy_link_start(const fy_link_config *cfg, fy_link **out);
 fyp_session *fy_link_session(const fy_link *l);
 void *fy_link_data(const fy_link *l);
 
-/* 1 once the link ended (it will serve nothing more). */
-int fy_link_ending(const fy_link *l);
-
 /* Output was queued on the session: write it at the end of this loop turn.
  * Cheap when called many times in one turn. Safe on NULL. */
 void fy_link_kick(fy_link *l);
