@@ -63,7 +63,6 @@ struct fy_rn_conn {
     int close_level; /* conn_close's, for the log line the link's end makes */
     unsigned connecting : 1;
     unsigned closing : 1;
-    unsigned lost : 1; /* the transport ended: stream resets are local */
 };
 
 struct slot {
@@ -289,7 +288,6 @@ static void conn_ended(fy_rn_conn *c, int level, const char *why)
     int was_ready = c->state == C_READY;
     uint64_t up_ms = was_ready ? uv_now(t->loop) - c->ready_at : 0;
     c->closing = 1;
-    c->lost = 1;
     c->state = C_CLOSING;
     json_t *f = json_object();
     json_add_common(f, c);
@@ -429,7 +427,10 @@ static void conn_event(fy_rn_conn *c, const fyp_event *ev)
         break;
     case FYP_EV_STREAM_RESET:
         if (st) {
-            st->ops->on_reset(st, ev->error_code, ev->remote && !c->lost);
+            /* A connection that ended released its streams (conn_ended)
+             * before the session's own resets, so a reset seen here is the
+             * gateway's when it says so. */
+            st->ops->on_reset(st, ev->error_code, ev->remote);
         }
         break;
     case FYP_EV_GOAWAY:
