@@ -274,6 +274,95 @@ int fy_gb_choice(fy_gbuild *b, const int *alts, int n)
     return b->rc ? b->rc : r;
 }
 
+static int cprange_cmp(const void *a, const void *b)
+{
+    const fy_cprange *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static int utf8_len(uint32_t c)
+{
+    return c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+}
+
+static void utf8_put(uint32_t c, int n, uint8_t *o)
+{
+    static const uint8_t lead[5] = {0, 0, 0xC0, 0xE0, 0xF0};
+    for (int i = n - 1; i > 0; i--) {
+        o[i] = (uint8_t)(0x80 | (c & 0x3F));
+        c >>= 6;
+    }
+    o[0] = (uint8_t)(n == 1 ? c : lead[n] | c);
+}
+
+/* Adds to RULE the alternatives spelling [LO, HI] (one encoded length) as
+ * sequences of byte ranges: the range is split until, at every byte, the
+ * bytes between LO's and HI's encodings are exactly the code points between
+ * (the way regex engines compile Unicode classes to UTF-8 automata). */
+static void charclass_split(fy_gbuild *b, int rule, uint32_t lo, uint32_t hi, int *first)
+{
+    int n = utf8_len(lo);
+    for (int i = 1; i < n; i++) {
+        uint32_t m = (1u << (6 * i)) - 1;
+        if ((lo & ~m) != (hi & ~m)) {
+            if ((lo & m) != 0) {
+                charclass_split(b, rule, lo, lo | m, first);
+                charclass_split(b, rule, (lo | m) + 1, hi, first);
+                return;
+            }
+            if ((hi & m) != m) {
+                charclass_split(b, rule, lo, (hi & ~m) - 1, first);
+                charclass_split(b, rule, hi & ~m, hi, first);
+                return;
+            }
+        }
+    }
+    uint8_t l[4], h[4];
+    utf8_put(lo, n, l);
+    utf8_put(hi, n, h);
+    if (!*first) {
+        fy_gb_alt(b, rule);
+    }
+    *first = 0;
+    for (int i = 0; i < n; i++) {
+        fy_gb_byte_range(b, rule, l[i], h[i]);
+    }
+}
+
+int fy_gb_charclass(fy_gbuild *b, const fy_cprange *r, int n)
+{
+    if (b->rc) {
+        return b->rc;
+    }
+    fy_cprange *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
+    if (!v) {
+        return b_fail(b, FY_ENOMEM);
+    }
+    memcpy(v, r, (size_t)n * sizeof *r);
+    qsort(v, (size_t)n, sizeof *v, cprange_cmp);
+    int rule = fy_gb_rule(b), first = 1;
+    /* Merge, then cut at the encoded-length boundaries and the surrogates. */
+    static const uint32_t cuts[][2] = {
+        {0, 0x7F}, {0x80, 0x7FF}, {0x800, 0xD7FF}, {0xE000, 0xFFFF}, {0x10000, 0x10FFFF}};
+    for (int i = 0; i < n && rule >= 0;) {
+        uint32_t lo = v[i].lo, hi = v[i].hi;
+        for (i++; i < n && v[i].lo <= hi + 1 && hi != UINT32_MAX; i++) {
+            hi = v[i].hi > hi ? v[i].hi : hi;
+        }
+        for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
+            uint32_t a = lo > cuts[k][0] ? lo : cuts[k][0], z = hi < cuts[k][1] ? hi : cuts[k][1];
+            if (a <= z && lo <= hi) {
+                charclass_split(b, rule, a, z, &first);
+            }
+        }
+    }
+    free(v);
+    if (rule >= 0 && first) {
+        return b_fail(b, FY_EINVAL);
+    }
+    return b->rc ? b->rc : rule;
+}
+
 /* --- The frozen grammar ------------------------------------------------------------------ */
 
 struct fy_grammar {

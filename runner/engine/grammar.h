@@ -77,6 +77,16 @@ int fy_gb_ref(fy_gbuild *b, int rule, int target);
 int fy_gb_repeat(fy_gbuild *b, int rule, int target, int min, int max);
 /* A new rule matching one of the rules ALTS[0..N) (N >= 1). */
 int fy_gb_choice(fy_gbuild *b, const int *alts, int n);
+/* A code point range [lo, hi] (inclusive). */
+typedef struct {
+    uint32_t lo, hi;
+} fy_cprange;
+
+/* A new rule matching one character, UTF-8 encoded, whose code point is in
+ * the union of R[0..N) (any order, overlaps allowed; surrogates and code
+ * points past U+10FFFF are never matched). Returns the rule id, or FY_EINVAL
+ * when the union is empty. */
+int fy_gb_charclass(fy_gbuild *b, const fy_cprange *r, int n);
 /* The builder's error (0 when none). */
 int fy_gbuild_error(const fy_gbuild *b);
 

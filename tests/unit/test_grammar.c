@@ -277,12 +277,66 @@ static void test_random_walks(void **state)
     fy_grammar_unref(g);
 }
 
+/* One character of a Unicode class, as UTF-8: every code point of the
+ * class and no other, and no ill-formed sequence (overlong, surrogate, past
+ * U+10FFFF). */
+static void test_charclass(void **state)
+{
+    (void)state;
+    fy_gbuild *b = NULL;
+    assert_int_equal(fy_gbuild_new(&b), 0);
+    const fy_cprange r[] = {{0x20, 0x21}, {0x23, 0x10FFFF}, {0x100, 0x200}}; /* not '"' */
+    int c = fy_gb_charclass(b, r, 3);
+    assert_true(c >= 0);
+    fy_grammar *g = finish(b, c);
+    static const uint32_t yes[] = {0x20,    0x21,    0x23,    0x7F,     0x80,     0x7FF,  0x800,
+                                   0xFFF,   0x1000,  0xD7FF,  0xE000,   0xFFFD,   0xFFFF, 0x10000,
+                                   0x3FFFF, 0x40000, 0xFFFFF, 0x100000, 0x10FFFF, 0xE9,   0x4E2D};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        char u[5] = {0};
+        uint32_t cp = yes[i];
+        if (cp < 0x80) {
+            u[0] = (char)cp;
+        } else if (cp < 0x800) {
+            u[0] = (char)(0xC0 | (cp >> 6));
+            u[1] = (char)(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+            u[0] = (char)(0xE0 | (cp >> 12));
+            u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+            u[2] = (char)(0x80 | (cp & 0x3F));
+        } else {
+            u[0] = (char)(0xF0 | (cp >> 18));
+            u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+            u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+            u[3] = (char)(0x80 | (cp & 0x3F));
+        }
+        if (!accepts(g, u)) {
+            fail_msg("U+%04X refused", cp);
+        }
+    }
+    static const char *const no[] = {"\"",
+                                     "\x1f",
+                                     "\xc0\x80",
+                                     "\xc1\xbf",
+                                     "\xe0\x80\x80",
+                                     "\xed\xa0\x80",
+                                     "\xf0\x80\x80\x80",
+                                     "\xf4\x90\x80\x80",
+                                     "\xf5\x80\x80\x80",
+                                     "\x80",
+                                     "ab"};
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+        assert_false(accepts(g, no[i]));
+    }
+    fy_grammar_unref(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_language),     cmocka_unit_test(test_refused_grammars),
         cmocka_unit_test(test_depth_cap),    cmocka_unit_test(test_masker),
-        cmocka_unit_test(test_random_walks),
+        cmocka_unit_test(test_random_walks), cmocka_unit_test(test_charclass),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
