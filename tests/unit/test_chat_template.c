@@ -1,6 +1,8 @@
 /* Unit tests for chat templates (runner/api/chat_template.c): the templates
- * that Llama 2, Llama 3, Mistral v0.1 and v0.3, Qwen2 (ChatML), Qwen2.5
- * (tools) and Zephyr ship on Hugging Face, written down verbatim, rendered
+ * that Llama 2, Llama 3, Llama 3.1 and 3.2 (tools), Mistral v0.1, v0.3 and
+ * Nemo (tools), Qwen2 (ChatML), Qwen2.5 (tools) and Zephyr ship on Hugging
+ * Face, written down verbatim (the newer ones as llama.cpp keeps them in
+ * models/templates/, fetched from Hugging Face unchanged), rendered
  * against exact expected strings (computed by hand and cross-checked with
  * Python's jinja2 3.1 under apply_chat_template's settings); the template of
  * $FERRY_TESTDATA/tokenizers/llama2; the ways a model directory carries its
@@ -235,6 +237,334 @@ static const char tmpl_qwen25[] =
     "    {{- '<|im_start|>assistant\\n' }}\n"
     "{%- endif %}\n";
 
+/* Llama 3.1 Instruct (meta-llama/Llama-3.1-8B-Instruct): tools as JSON in the
+ * first user message by default, builtin_tools through ipython and <|eom_id|>. */
+static const char tmpl_llama31[] =
+    "{{- bos_token }}\n"
+    "{%- if custom_tools is defined %}\n"
+    "    {%- set tools = custom_tools %}\n"
+    "{%- endif %}\n"
+    "{%- if not tools_in_user_message is defined %}\n"
+    "    {%- set tools_in_user_message = true %}\n"
+    "{%- endif %}\n"
+    "{%- if not date_string is defined %}\n"
+    "    {%- set date_string = \"26 Jul 2024\" %}\n"
+    "{%- endif %}\n"
+    "{%- if not tools is defined %}\n"
+    "    {%- set tools = none %}\n"
+    "{%- endif %}\n"
+    "\n"
+    "{#- This block extracts the system message, so we can slot it into the right place. #}\n"
+    "{%- if messages[0]['role'] == 'system' %}\n"
+    "    {%- set system_message = messages[0]['content']|trim %}\n"
+    "    {%- set messages = messages[1:] %}\n"
+    "{%- else %}\n"
+    "    {%- set system_message = \"\" %}\n"
+    "{%- endif %}\n"
+    "\n"
+    "{#- System message + builtin tools #}\n"
+    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n"
+    "{%- if builtin_tools is defined or tools is not none %}\n"
+    "    {{- \"Environment: ipython\\n\" }}\n"
+    "{%- endif %}\n"
+    "{%- if builtin_tools is defined %}\n"
+    "    {{- \"Tools: \" + builtin_tools | reject('equalto', 'code_interpreter') | join(\", \")"
+    " + \"\\n\\n\"}}\n"
+    "{%- endif %}\n"
+    "{{- \"Cutting Knowledge Date: December 2023\\n\" }}\n"
+    "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}\n"
+    "{%- if tools is not none and not tools_in_user_message %}\n"
+    "    {{- \"You have access to the following functions. To call a function, please respond w"
+    "ith JSON for a function call.\" }}\n"
+    "    {{- 'Respond in the format {\"name\": function name, \"parameters\": dictionary of arg"
+    "ument name and its value}.' }}\n"
+    "    {{- \"Do not use variables.\\n\\n\" }}\n"
+    "    {%- for t in tools %}\n"
+    "        {{- t | tojson(indent=4) }}\n"
+    "        {{- \"\\n\\n\" }}\n"
+    "    {%- endfor %}\n"
+    "{%- endif %}\n"
+    "{{- system_message }}\n"
+    "{{- \"<|eot_id|>\" }}\n"
+    "\n"
+    "{#- Custom tools are passed in a user message with some extra guidance #}\n"
+    "{%- if tools_in_user_message and not tools is none %}\n"
+    "    {#- Extract the first user message so we can plug it in here #}\n"
+    "    {%- if messages | length != 0 %}\n"
+    "        {%- set first_user_message = messages[0]['content']|trim %}\n"
+    "        {%- set messages = messages[1:] %}\n"
+    "    {%- else %}\n"
+    "        {{- raise_exception(\"Cannot put tools in the first user message when there's no f"
+    "irst user message!\") }}\n"
+    "{%- endif %}\n"
+    "    {{- '<|start_header_id|>user<|end_header_id|>\\n\\n' -}}\n"
+    "    {{- \"Given the following functions, please respond with a JSON for a function call \""
+    " }}\n"
+    "    {{- \"with its proper arguments that best answers the given prompt.\\n\\n\" }}\n"
+    "    {{- 'Respond in the format {\"name\": function name, \"parameters\": dictionary of arg"
+    "ument name and its value}.' }}\n"
+    "    {{- \"Do not use variables.\\n\\n\" }}\n"
+    "    {%- for t in tools %}\n"
+    "        {{- t | tojson(indent=4) }}\n"
+    "        {{- \"\\n\\n\" }}\n"
+    "    {%- endfor %}\n"
+    "    {{- first_user_message + \"<|eot_id|>\"}}\n"
+    "{%- endif %}\n"
+    "\n"
+    "{%- for message in messages %}\n"
+    "    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in mes"
+    "sage) %}\n"
+    "        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['"
+    "content'] | trim + '<|eot_id|>' }}\n"
+    "    {%- elif 'tool_calls' in message %}\n"
+    "        {%- if not message.tool_calls|length == 1 %}\n"
+    "            {{- raise_exception(\"This model only supports single tool-calls at once!\") }"
+    "}\n"
+    "        {%- endif %}\n"
+    "        {%- set tool_call = message.tool_calls[0].function %}\n"
+    "        {%- if builtin_tools is defined and tool_call.name in builtin_tools %}\n"
+    "            {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}\n"
+    "            {{- \"<|python_tag|>\" + tool_call.name + \".call(\" }}\n"
+    "            {%- for arg_name, arg_val in tool_call.arguments | items %}\n"
+    "                {{- arg_name + '=\"' + arg_val + '\"' }}\n"
+    "                {%- if not loop.last %}\n"
+    "                    {{- \", \" }}\n"
+    "                {%- endif %}\n"
+    "                {%- endfor %}\n"
+    "            {{- \")\" }}\n"
+    "        {%- else  %}\n"
+    "            {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}\n"
+    "            {{- '{\"name\": \"' + tool_call.name + '\", ' }}\n"
+    "            {{- '\"parameters\": ' }}\n"
+    "            {{- tool_call.arguments | tojson }}\n"
+    "            {{- \"}\" }}\n"
+    "        {%- endif %}\n"
+    "        {%- if builtin_tools is defined %}\n"
+    "            {#- This means we're in ipython mode #}\n"
+    "            {{- \"<|eom_id|>\" }}\n"
+    "        {%- else %}\n"
+    "            {{- \"<|eot_id|>\" }}\n"
+    "        {%- endif %}\n"
+    "    {%- elif message.role == \"tool\" or message.role == \"ipython\" %}\n"
+    "        {{- \"<|start_header_id|>ipython<|end_header_id|>\\n\\n\" }}\n"
+    "        {%- if message.content is mapping or message.content is iterable %}\n"
+    "            {{- message.content | tojson }}\n"
+    "        {%- else %}\n"
+    "            {{- message.content }}\n"
+    "        {%- endif %}\n"
+    "        {{- \"<|eot_id|>\" }}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n"
+    "{%- endif %}\n";
+
+/* Llama 3.2 Instruct (meta-llama/Llama-3.2-3B-Instruct): 3.1 without builtin
+ * tools, and today's date through strftime_now when the renderer defines it. */
+static const char tmpl_llama32[] =
+    "{{- bos_token }}\n"
+    "{%- if custom_tools is defined %}\n"
+    "    {%- set tools = custom_tools %}\n"
+    "{%- endif %}\n"
+    "{%- if not tools_in_user_message is defined %}\n"
+    "    {%- set tools_in_user_message = true %}\n"
+    "{%- endif %}\n"
+    "{%- if not date_string is defined %}\n"
+    "    {%- if strftime_now is defined %}\n"
+    "        {%- set date_string = strftime_now(\"%d %b %Y\") %}\n"
+    "    {%- else %}\n"
+    "        {%- set date_string = \"26 Jul 2024\" %}\n"
+    "    {%- endif %}\n"
+    "{%- endif %}\n"
+    "{%- if not tools is defined %}\n"
+    "    {%- set tools = none %}\n"
+    "{%- endif %}\n"
+    "\n"
+    "{#- This block extracts the system message, so we can slot it into the right place. #}\n"
+    "{%- if messages[0]['role'] == 'system' %}\n"
+    "    {%- set system_message = messages[0]['content']|trim %}\n"
+    "    {%- set messages = messages[1:] %}\n"
+    "{%- else %}\n"
+    "    {%- set system_message = \"\" %}\n"
+    "{%- endif %}\n"
+    "\n"
+    "{#- System message #}\n"
+    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n"
+    "{%- if tools is not none %}\n"
+    "    {{- \"Environment: ipython\\n\" }}\n"
+    "{%- endif %}\n"
+    "{{- \"Cutting Knowledge Date: December 2023\\n\" }}\n"
+    "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}\n"
+    "{%- if tools is not none and not tools_in_user_message %}\n"
+    "    {{- \"You have access to the following functions. To call a function, please respond w"
+    "ith JSON for a function call.\" }}\n"
+    "    {{- 'Respond in the format {\"name\": function name, \"parameters\": dictionary of arg"
+    "ument name and its value}.' }}\n"
+    "    {{- \"Do not use variables.\\n\\n\" }}\n"
+    "    {%- for t in tools %}\n"
+    "        {{- t | tojson(indent=4) }}\n"
+    "        {{- \"\\n\\n\" }}\n"
+    "    {%- endfor %}\n"
+    "{%- endif %}\n"
+    "{{- system_message }}\n"
+    "{{- \"<|eot_id|>\" }}\n"
+    "\n"
+    "{#- Custom tools are passed in a user message with some extra guidance #}\n"
+    "{%- if tools_in_user_message and not tools is none %}\n"
+    "    {#- Extract the first user message so we can plug it in here #}\n"
+    "    {%- if messages | length != 0 %}\n"
+    "        {%- set first_user_message = messages[0]['content']|trim %}\n"
+    "        {%- set messages = messages[1:] %}\n"
+    "    {%- else %}\n"
+    "        {{- raise_exception(\"Cannot put tools in the first user message when there's no f"
+    "irst user message!\") }}\n"
+    "{%- endif %}\n"
+    "    {{- '<|start_header_id|>user<|end_header_id|>\\n\\n' -}}\n"
+    "    {{- \"Given the following functions, please respond with a JSON for a function call \""
+    " }}\n"
+    "    {{- \"with its proper arguments that best answers the given prompt.\\n\\n\" }}\n"
+    "    {{- 'Respond in the format {\"name\": function name, \"parameters\": dictionary of arg"
+    "ument name and its value}.' }}\n"
+    "    {{- \"Do not use variables.\\n\\n\" }}\n"
+    "    {%- for t in tools %}\n"
+    "        {{- t | tojson(indent=4) }}\n"
+    "        {{- \"\\n\\n\" }}\n"
+    "    {%- endfor %}\n"
+    "    {{- first_user_message + \"<|eot_id|>\"}}\n"
+    "{%- endif %}\n"
+    "\n"
+    "{%- for message in messages %}\n"
+    "    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in mes"
+    "sage) %}\n"
+    "        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['"
+    "content'] | trim + '<|eot_id|>' }}\n"
+    "    {%- elif 'tool_calls' in message %}\n"
+    "        {%- if not message.tool_calls|length == 1 %}\n"
+    "            {{- raise_exception(\"This model only supports single tool-calls at once!\") }"
+    "}\n"
+    "        {%- endif %}\n"
+    "        {%- set tool_call = message.tool_calls[0].function %}\n"
+    "        {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}\n"
+    "        {{- '{\"name\": \"' + tool_call.name + '\", ' }}\n"
+    "        {{- '\"parameters\": ' }}\n"
+    "        {{- tool_call.arguments | tojson }}\n"
+    "        {{- \"}\" }}\n"
+    "        {{- \"<|eot_id|>\" }}\n"
+    "    {%- elif message.role == \"tool\" or message.role == \"ipython\" %}\n"
+    "        {{- \"<|start_header_id|>ipython<|end_header_id|>\\n\\n\" }}\n"
+    "        {%- if message.content is mapping or message.content is iterable %}\n"
+    "            {{- message.content | tojson }}\n"
+    "        {%- else %}\n"
+    "            {{- message.content }}\n"
+    "        {%- endif %}\n"
+    "        {{- \"<|eot_id|>\" }}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n"
+    "{%- endif %}\n";
+
+/* Mistral-Nemo-Instruct-2407: v0.3's tool format without the spaces after
+ * [INST], [AVAILABLE_TOOLS], [TOOL_CALLS] and [TOOL_RESULTS], and assistant
+ * content untrimmed. */
+static const char tmpl_mistral_nemo[] =
+    "{%- if messages[0][\"role\"] == \"system\" %}\n"
+    "    {%- set system_message = messages[0][\"content\"] %}\n"
+    "    {%- set loop_messages = messages[1:] %}\n"
+    "{%- else %}\n"
+    "    {%- set loop_messages = messages %}\n"
+    "{%- endif %}\n"
+    "{%- if not tools is defined %}\n"
+    "    {%- set tools = none %}\n"
+    "{%- endif %}\n"
+    "{%- set user_messages = loop_messages | selectattr(\"role\", \"equalto\", \"user\") | list"
+    " %}\n"
+    "\n"
+    "{#- This block checks for alternating user/assistant messages, skipping tool calling messa"
+    "ges #}\n"
+    "{%- set ns = namespace() %}\n"
+    "{%- set ns.index = 0 %}\n"
+    "{%- for message in loop_messages %}\n"
+    "    {%- if not (message.role == \"tool\" or message.role == \"tool_results\" or (message.t"
+    "ool_calls is defined and message.tool_calls is not none)) %}\n"
+    "        {%- if (message[\"role\"] == \"user\") != (ns.index % 2 == 0) %}\n"
+    "            {{- raise_exception(\"After the optional system message, conversation roles mu"
+    "st alternate user/assistant/user/assistant/...\") }}\n"
+    "        {%- endif %}\n"
+    "        {%- set ns.index = ns.index + 1 %}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "\n"
+    "{{- bos_token }}\n"
+    "{%- for message in loop_messages %}\n"
+    "    {%- if message[\"role\"] == \"user\" %}\n"
+    "        {%- if tools is not none and (message == user_messages[-1]) %}\n"
+    "            {{- \"[AVAILABLE_TOOLS][\" }}\n"
+    "            {%- for tool in tools %}\n"
+    "                {%- set tool = tool.function %}\n"
+    "                {{- '{\"type\": \"function\", \"function\": {' }}\n"
+    "                {%- for key, val in tool.items() if key != \"return\" %}\n"
+    "                    {%- if val is string %}\n"
+    "                        {{- '\"' + key + '\": \"' + val + '\"' }}\n"
+    "                    {%- else %}\n"
+    "                        {{- '\"' + key + '\": ' + val|tojson }}\n"
+    "                    {%- endif %}\n"
+    "                    {%- if not loop.last %}\n"
+    "                        {{- \", \" }}\n"
+    "                    {%- endif %}\n"
+    "                {%- endfor %}\n"
+    "                {{- \"}}\" }}\n"
+    "                {%- if not loop.last %}\n"
+    "                    {{- \", \" }}\n"
+    "                {%- else %}\n"
+    "                    {{- \"]\" }}\n"
+    "                {%- endif %}\n"
+    "            {%- endfor %}\n"
+    "            {{- \"[/AVAILABLE_TOOLS]\" }}\n"
+    "            {%- endif %}\n"
+    "        {%- if loop.last and system_message is defined %}\n"
+    "            {{- \"[INST]\" + system_message + \"\\n\\n\" + message[\"content\"] + \"[/INST"
+    "]\" }}\n"
+    "        {%- else %}\n"
+    "            {{- \"[INST]\" + message[\"content\"] + \"[/INST]\" }}\n"
+    "        {%- endif %}\n"
+    "    {%- elif (message.tool_calls is defined and message.tool_calls is not none) %}\n"
+    "        {{- \"[TOOL_CALLS][\" }}\n"
+    "        {%- for tool_call in message.tool_calls %}\n"
+    "            {%- set out = tool_call.function|tojson %}\n"
+    "            {{- out[:-1] }}\n"
+    "            {%- if not tool_call.id is defined or tool_call.id|length != 9 %}\n"
+    "                {{- raise_exception(\"Tool call IDs should be alphanumeric strings with le"
+    "ngth 9!\") }}\n"
+    "            {%- endif %}\n"
+    "            {{- ', \"id\": \"' + tool_call.id + '\"}' }}\n"
+    "            {%- if not loop.last %}\n"
+    "                {{- \", \" }}\n"
+    "            {%- else %}\n"
+    "                {{- \"]\" + eos_token }}\n"
+    "            {%- endif %}\n"
+    "        {%- endfor %}\n"
+    "    {%- elif message[\"role\"] == \"assistant\" %}\n"
+    "        {{- message[\"content\"] + eos_token}}\n"
+    "    {%- elif message[\"role\"] == \"tool_results\" or message[\"role\"] == \"tool\" %}\n"
+    "        {%- if message.content is defined and message.content.content is defined %}\n"
+    "            {%- set content = message.content.content %}\n"
+    "        {%- else %}\n"
+    "            {%- set content = message.content %}\n"
+    "        {%- endif %}\n"
+    "        {{- '[TOOL_RESULTS]{\"content\": ' + content|string + \", \" }}\n"
+    "        {%- if not message.tool_call_id is defined or message.tool_call_id|length != 9 %}"
+    "\n"
+    "            {{- raise_exception(\"Tool call IDs should be alphanumeric strings with length"
+    " 9!\") }}\n"
+    "        {%- endif %}\n"
+    "        {{- '\"call_id\": \"' + message.tool_call_id + '\"}[/TOOL_RESULTS]' }}\n"
+    "    {%- else %}\n"
+    "        {{- raise_exception(\"Only user and assistant roles are supported, with the except"
+    "ion of an initial optional system message!\") }}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n";
+
 #define CONV_SINGLE "[{\"role\": \"user\", \"content\": \" Hi there! \"}]"
 #define CONV_MULTI                                                                                 \
     "[{\"role\": \"user\", \"content\": \" Hi there! \"}, {\"role\": \"assistant\", \"content\": " \
@@ -252,6 +582,21 @@ static const char tmpl_qwen25[] =
     "\"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}}]}, "     \
     "{\"role\": \"tool\", \"tool_call_id\": \"abcdefghi\", \"content\": \"22C\"}, {\"role\": " \
     "\"assistant\", \"content\": \"It is 22C.\"}, {\"role\": \"user\", \"content\": \"Thanks\"}]"
+/* Two calls in one assistant turn, answered by two tool messages. */
+#define CONV_PARALLEL                                                                      \
+    "[{\"role\": \"user\", \"content\": \"Paris or Rome?\"}, {\"role\": \"assistant\", "   \
+    "\"content\": null, \"tool_calls\": [{\"id\": \"abcdefghi\", \"type\": \"function\", " \
+    "\"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}}, "   \
+    "{\"id\": \"jklmnopqr\", \"type\": \"function\", \"function\": {\"name\": "            \
+    "\"get_weather\", \"arguments\": {\"city\": \"Rome\"}}}]}, {\"role\": \"tool\", "      \
+    "\"tool_call_id\": \"abcdefghi\", \"content\": \"22C\"}, {\"role\": \"tool\", "        \
+    "\"tool_call_id\": \"jklmnopqr\", \"content\": \"25C\"}, {\"role\": \"assistant\", "   \
+    "\"content\": \"Rome, at 25C.\"}]"
+/* A tool call whose id Mistral's templates refuse (not 9 characters). */
+#define CONV_BAD_ID                                                                           \
+    "[{\"role\": \"user\", \"content\": \"Paris?\"}, {\"role\": \"assistant\", \"content\": " \
+    "null, \"tool_calls\": [{\"id\": \"call_1\", \"type\": \"function\", \"function\": "      \
+    "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}}]}]"
 #define TOOLS_JSON                                                                                 \
     "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Get "  \
     "the weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": " \
@@ -264,45 +609,47 @@ struct family_case {
     int add_generation_prompt;
     const char *want;     /* NULL: rendering must fail */
     const char *want_err; /* the raise_exception message ("" any error) */
+    const char *tools;    /* the request's tools as JSON, NULL: none */
 };
 
 static const struct family_case family_cases[] = {
-    {"llama2", tmpl_llama2, CONV_SINGLE, 0, "<s>[INST] Hi there! [/INST]", NULL},
-    {"llama2", tmpl_llama2, CONV_SINGLE, 1, "<s>[INST] Hi there! [/INST]", NULL},
+    {"llama2", tmpl_llama2, CONV_SINGLE, 0, "<s>[INST] Hi there! [/INST]", NULL, NULL},
+    {"llama2", tmpl_llama2, CONV_SINGLE, 1, "<s>[INST] Hi there! [/INST]", NULL, NULL},
     {"llama2", tmpl_llama2, CONV_MULTI, 0,
-     "<s>[INST] Hi there! [/INST] Hello. </s><s>[INST] What is 2+2? [/INST]", NULL},
+     "<s>[INST] Hi there! [/INST] Hello. </s><s>[INST] What is 2+2? [/INST]", NULL, NULL},
     {"llama2", tmpl_llama2, CONV_MULTI, 1,
-     "<s>[INST] Hi there! [/INST] Hello. </s><s>[INST] What is 2+2? [/INST]", NULL},
+     "<s>[INST] Hi there! [/INST] Hello. </s><s>[INST] What is 2+2? [/INST]", NULL, NULL},
     {"llama2", tmpl_llama2, CONV_SYSTEM, 0,
      "<s>[INST] <<SYS>>\n"
      "You are terse.\n"
      "<</SYS>>\n"
      "\n"
      " Hi there! [/INST] Hello. </s><s>[INST] What is 2+2? [/INST]",
-     NULL},
+     NULL, NULL},
     {"llama2", tmpl_llama2, CONV_SYSTEM, 1,
      "<s>[INST] <<SYS>>\n"
      "You are terse.\n"
      "<</SYS>>\n"
      "\n"
      " Hi there! [/INST] Hello. </s><s>[INST] What is 2+2? [/INST]",
-     NULL},
+     NULL, NULL},
     {"llama2", tmpl_llama2, CONV_BAD_ALTERNATION, 0, NULL,
-     "Conversation roles must alternate user/assistant/user/assistant/..."},
+     "Conversation roles must alternate user/assistant/user/assistant/...", NULL},
     {"llama2", tmpl_llama2, CONV_BAD_ALTERNATION, 1, NULL,
-     "Conversation roles must alternate user/assistant/user/assistant/..."},
-    {"llama2", tmpl_llama2, CONV_TOOLS, 1, NULL, ""}, /* 'None' has no attribute 'strip' */
+     "Conversation roles must alternate user/assistant/user/assistant/...", NULL},
+    {"llama2", tmpl_llama2, CONV_TOOLS, 1, NULL, "",
+     TOOLS_JSON}, /* 'None' has no attribute 'strip' */
     {"llama3", tmpl_llama3, CONV_SINGLE, 0,
      "<s><|start_header_id|>user<|end_header_id|>\n"
      "\n"
      "Hi there!<|eot_id|>",
-     NULL},
+     NULL, NULL},
     {"llama3", tmpl_llama3, CONV_SINGLE, 1,
      "<s><|start_header_id|>user<|end_header_id|>\n"
      "\n"
      "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
      "\n",
-     NULL},
+     NULL, NULL},
     {"llama3", tmpl_llama3, CONV_MULTI, 0,
      "<s><|start_header_id|>user<|end_header_id|>\n"
      "\n"
@@ -311,7 +658,7 @@ static const struct family_case family_cases[] = {
      "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
      "\n"
      "What is 2+2?<|eot_id|>",
-     NULL},
+     NULL, NULL},
     {"llama3", tmpl_llama3, CONV_MULTI, 1,
      "<s><|start_header_id|>user<|end_header_id|>\n"
      "\n"
@@ -321,7 +668,7 @@ static const struct family_case family_cases[] = {
      "\n"
      "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
      "\n",
-     NULL},
+     NULL, NULL},
     {"llama3", tmpl_llama3, CONV_SYSTEM, 0,
      "<s><|start_header_id|>system<|end_header_id|>\n"
      "\n"
@@ -332,7 +679,7 @@ static const struct family_case family_cases[] = {
      "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
      "\n"
      "What is 2+2?<|eot_id|>",
-     NULL},
+     NULL, NULL},
     {"llama3", tmpl_llama3, CONV_SYSTEM, 1,
      "<s><|start_header_id|>system<|end_header_id|>\n"
      "\n"
@@ -344,14 +691,14 @@ static const struct family_case family_cases[] = {
      "\n"
      "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
      "\n",
-     NULL},
+     NULL, NULL},
     {"llama3", tmpl_llama3, CONV_BAD_ALTERNATION, 0,
      "<s><|start_header_id|>user<|end_header_id|>\n"
      "\n"
      "Hi there!<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
      "\n"
      "What is 2+2?<|eot_id|>",
-     NULL},
+     NULL, NULL},
     {"llama3", tmpl_llama3, CONV_BAD_ALTERNATION, 1,
      "<s><|start_header_id|>user<|end_header_id|>\n"
      "\n"
@@ -359,7 +706,7 @@ static const struct family_case family_cases[] = {
      "\n"
      "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
      "\n",
-     NULL},
+     NULL, NULL},
     {"llama3", tmpl_llama3, CONV_TOOLS, 1,
      "<s><|start_header_id|>user<|end_header_id|>\n"
      "\n"
@@ -373,45 +720,47 @@ static const struct family_case family_cases[] = {
      "\n"
      "Thanks<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
      "\n",
-     NULL},
-    {"mistral01", tmpl_mistral01, CONV_SINGLE, 0, "<s>[INST]  Hi there!  [/INST]", NULL},
-    {"mistral01", tmpl_mistral01, CONV_SINGLE, 1, "<s>[INST]  Hi there!  [/INST]", NULL},
+     NULL, TOOLS_JSON},
+    {"mistral01", tmpl_mistral01, CONV_SINGLE, 0, "<s>[INST]  Hi there!  [/INST]", NULL, NULL},
+    {"mistral01", tmpl_mistral01, CONV_SINGLE, 1, "<s>[INST]  Hi there!  [/INST]", NULL, NULL},
     {"mistral01", tmpl_mistral01, CONV_MULTI, 0,
-     "<s>[INST]  Hi there!  [/INST]Hello. </s>[INST] What is 2+2? [/INST]", NULL},
+     "<s>[INST]  Hi there!  [/INST]Hello. </s>[INST] What is 2+2? [/INST]", NULL, NULL},
     {"mistral01", tmpl_mistral01, CONV_MULTI, 1,
-     "<s>[INST]  Hi there!  [/INST]Hello. </s>[INST] What is 2+2? [/INST]", NULL},
+     "<s>[INST]  Hi there!  [/INST]Hello. </s>[INST] What is 2+2? [/INST]", NULL, NULL},
     {"mistral01", tmpl_mistral01, CONV_SYSTEM, 0, NULL,
-     "Conversation roles must alternate user/assistant/user/assistant/..."},
+     "Conversation roles must alternate user/assistant/user/assistant/...", NULL},
     {"mistral01", tmpl_mistral01, CONV_SYSTEM, 1, NULL,
-     "Conversation roles must alternate user/assistant/user/assistant/..."},
+     "Conversation roles must alternate user/assistant/user/assistant/...", NULL},
     {"mistral01", tmpl_mistral01, CONV_BAD_ALTERNATION, 0, NULL,
-     "Conversation roles must alternate user/assistant/user/assistant/..."},
+     "Conversation roles must alternate user/assistant/user/assistant/...", NULL},
     {"mistral01", tmpl_mistral01, CONV_BAD_ALTERNATION, 1, NULL,
-     "Conversation roles must alternate user/assistant/user/assistant/..."},
-    {"mistral01", tmpl_mistral01, CONV_TOOLS, 1, NULL,
-     ""}, /* unsupported operand type(s) for +: 'NoneType' and 'str' */
-    {"mistral03", tmpl_mistral03, CONV_SINGLE, 0, "<s>[INST]  Hi there! [/INST]", NULL},
-    {"mistral03", tmpl_mistral03, CONV_SINGLE, 1, "<s>[INST]  Hi there! [/INST]", NULL},
+     "Conversation roles must alternate user/assistant/user/assistant/...", NULL},
+    {"mistral01", tmpl_mistral01, CONV_TOOLS, 1, NULL, "",
+     TOOLS_JSON}, /* unsupported operand type(s) for +: 'NoneType' and 'str' */
+    {"mistral03", tmpl_mistral03, CONV_SINGLE, 0, "<s>[INST]  Hi there! [/INST]", NULL, NULL},
+    {"mistral03", tmpl_mistral03, CONV_SINGLE, 1, "<s>[INST]  Hi there! [/INST]", NULL, NULL},
     {"mistral03", tmpl_mistral03, CONV_MULTI, 0,
-     "<s>[INST]  Hi there! [/INST] Hello.</s>[INST] What is 2+2?[/INST]", NULL},
+     "<s>[INST]  Hi there! [/INST] Hello.</s>[INST] What is 2+2?[/INST]", NULL, NULL},
     {"mistral03", tmpl_mistral03, CONV_MULTI, 1,
-     "<s>[INST]  Hi there! [/INST] Hello.</s>[INST] What is 2+2?[/INST]", NULL},
+     "<s>[INST]  Hi there! [/INST] Hello.</s>[INST] What is 2+2?[/INST]", NULL, NULL},
     {"mistral03", tmpl_mistral03, CONV_SYSTEM, 0,
      "<s>[INST]  Hi there! [/INST] Hello.</s>[INST] You are terse.\n"
      "\n"
      "What is 2+2?[/INST]",
-     NULL},
+     NULL, NULL},
     {"mistral03", tmpl_mistral03, CONV_SYSTEM, 1,
      "<s>[INST]  Hi there! [/INST] Hello.</s>[INST] You are terse.\n"
      "\n"
      "What is 2+2?[/INST]",
-     NULL},
+     NULL, NULL},
     {"mistral03", tmpl_mistral03, CONV_BAD_ALTERNATION, 0, NULL,
      "After the optional system message, conversation roles must alternate user/assistant/user/"
-     "assistant/..."},
+     "assistant/...",
+     NULL},
     {"mistral03", tmpl_mistral03, CONV_BAD_ALTERNATION, 1, NULL,
      "After the optional system message, conversation roles must alternate user/assistant/user/"
-     "assistant/..."},
+     "assistant/...",
+     NULL},
     {"mistral03", tmpl_mistral03, CONV_TOOLS, 1,
      "<s>[INST] What is 2+2?[/INST][TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\""
      "city\": \"Paris\"}, \"id\": \"abcdefghi\"}]</s>[TOOL_RESULTS] {\"content\": 22C, \"call_i"
@@ -419,20 +768,20 @@ static const struct family_case family_cases[] = {
      "\", \"function\": {\"name\": \"get_weather\", \"description\": \"Get the weather\", \"par"
      "ameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"r"
      "equired\": [\"city\"]}}}][/AVAILABLE_TOOLS][INST] Thanks[/INST]",
-     NULL},
+     NULL, TOOLS_JSON},
     {"qwen2", tmpl_qwen2, CONV_SINGLE, 0,
      "<|im_start|>system\n"
      "You are a helpful assistant.<|im_end|>\n"
      "<|im_start|>user\n"
      " Hi there! <|im_end|>\n",
-     NULL},
+     NULL, NULL},
     {"qwen2", tmpl_qwen2, CONV_SINGLE, 1,
      "<|im_start|>system\n"
      "You are a helpful assistant.<|im_end|>\n"
      "<|im_start|>user\n"
      " Hi there! <|im_end|>\n"
      "<|im_start|>assistant\n",
-     NULL},
+     NULL, NULL},
     {"qwen2", tmpl_qwen2, CONV_MULTI, 0,
      "<|im_start|>system\n"
      "You are a helpful assistant.<|im_end|>\n"
@@ -442,7 +791,7 @@ static const struct family_case family_cases[] = {
      "Hello. <|im_end|>\n"
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n",
-     NULL},
+     NULL, NULL},
     {"qwen2", tmpl_qwen2, CONV_MULTI, 1,
      "<|im_start|>system\n"
      "You are a helpful assistant.<|im_end|>\n"
@@ -453,7 +802,7 @@ static const struct family_case family_cases[] = {
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n"
      "<|im_start|>assistant\n",
-     NULL},
+     NULL, NULL},
     {"qwen2", tmpl_qwen2, CONV_SYSTEM, 0,
      "<|im_start|>system\n"
      "You are terse.<|im_end|>\n"
@@ -463,7 +812,7 @@ static const struct family_case family_cases[] = {
      "Hello. <|im_end|>\n"
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n",
-     NULL},
+     NULL, NULL},
     {"qwen2", tmpl_qwen2, CONV_SYSTEM, 1,
      "<|im_start|>system\n"
      "You are terse.<|im_end|>\n"
@@ -474,7 +823,7 @@ static const struct family_case family_cases[] = {
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n"
      "<|im_start|>assistant\n",
-     NULL},
+     NULL, NULL},
     {"qwen2", tmpl_qwen2, CONV_BAD_ALTERNATION, 0,
      "<|im_start|>system\n"
      "You are a helpful assistant.<|im_end|>\n"
@@ -482,7 +831,7 @@ static const struct family_case family_cases[] = {
      " Hi there! <|im_end|>\n"
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n",
-     NULL},
+     NULL, NULL},
     {"qwen2", tmpl_qwen2, CONV_BAD_ALTERNATION, 1,
      "<|im_start|>system\n"
      "You are a helpful assistant.<|im_end|>\n"
@@ -491,18 +840,18 @@ static const struct family_case family_cases[] = {
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n"
      "<|im_start|>assistant\n",
-     NULL},
-    {"qwen2", tmpl_qwen2, CONV_TOOLS, 1, NULL,
-     ""}, /* can only concatenate str (not "NoneType") to str */
+     NULL, NULL},
+    {"qwen2", tmpl_qwen2, CONV_TOOLS, 1, NULL, "",
+     TOOLS_JSON}, /* can only concatenate str (not "NoneType") to str */
     {"zephyr", tmpl_zephyr, CONV_SINGLE, 0,
      "<|user|>\n"
      " Hi there! </s>\n",
-     NULL},
+     NULL, NULL},
     {"zephyr", tmpl_zephyr, CONV_SINGLE, 1,
      "<|user|>\n"
      " Hi there! </s>\n"
      "<|assistant|>\n",
-     NULL},
+     NULL, NULL},
     {"zephyr", tmpl_zephyr, CONV_MULTI, 0,
      "<|user|>\n"
      " Hi there! </s>\n"
@@ -510,7 +859,7 @@ static const struct family_case family_cases[] = {
      "Hello. </s>\n"
      "<|user|>\n"
      "What is 2+2?</s>\n",
-     NULL},
+     NULL, NULL},
     {"zephyr", tmpl_zephyr, CONV_MULTI, 1,
      "<|user|>\n"
      " Hi there! </s>\n"
@@ -519,7 +868,7 @@ static const struct family_case family_cases[] = {
      "<|user|>\n"
      "What is 2+2?</s>\n"
      "<|assistant|>\n",
-     NULL},
+     NULL, NULL},
     {"zephyr", tmpl_zephyr, CONV_SYSTEM, 0,
      "<|system|>\n"
      "You are terse.</s>\n"
@@ -529,7 +878,7 @@ static const struct family_case family_cases[] = {
      "Hello. </s>\n"
      "<|user|>\n"
      "What is 2+2?</s>\n",
-     NULL},
+     NULL, NULL},
     {"zephyr", tmpl_zephyr, CONV_SYSTEM, 1,
      "<|system|>\n"
      "You are terse.</s>\n"
@@ -540,35 +889,35 @@ static const struct family_case family_cases[] = {
      "<|user|>\n"
      "What is 2+2?</s>\n"
      "<|assistant|>\n",
-     NULL},
+     NULL, NULL},
     {"zephyr", tmpl_zephyr, CONV_BAD_ALTERNATION, 0,
      "<|user|>\n"
      " Hi there! </s>\n"
      "<|user|>\n"
      "What is 2+2?</s>\n",
-     NULL},
+     NULL, NULL},
     {"zephyr", tmpl_zephyr, CONV_BAD_ALTERNATION, 1,
      "<|user|>\n"
      " Hi there! </s>\n"
      "<|user|>\n"
      "What is 2+2?</s>\n"
      "<|assistant|>\n",
-     NULL},
-    {"zephyr", tmpl_zephyr, CONV_TOOLS, 1, NULL,
-     ""}, /* can only concatenate str (not "NoneType") to str */
+     NULL, NULL},
+    {"zephyr", tmpl_zephyr, CONV_TOOLS, 1, NULL, "",
+     TOOLS_JSON}, /* can only concatenate str (not "NoneType") to str */
     {"qwen25", tmpl_qwen25, CONV_SINGLE, 0,
      "<|im_start|>system\n"
      "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
      "<|im_start|>user\n"
      " Hi there! <|im_end|>\n",
-     NULL},
+     NULL, NULL},
     {"qwen25", tmpl_qwen25, CONV_SINGLE, 1,
      "<|im_start|>system\n"
      "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
      "<|im_start|>user\n"
      " Hi there! <|im_end|>\n"
      "<|im_start|>assistant\n",
-     NULL},
+     NULL, NULL},
     {"qwen25", tmpl_qwen25, CONV_MULTI, 0,
      "<|im_start|>system\n"
      "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
@@ -578,7 +927,7 @@ static const struct family_case family_cases[] = {
      "Hello. <|im_end|>\n"
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n",
-     NULL},
+     NULL, NULL},
     {"qwen25", tmpl_qwen25, CONV_MULTI, 1,
      "<|im_start|>system\n"
      "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
@@ -589,7 +938,7 @@ static const struct family_case family_cases[] = {
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n"
      "<|im_start|>assistant\n",
-     NULL},
+     NULL, NULL},
     {"qwen25", tmpl_qwen25, CONV_SYSTEM, 0,
      "<|im_start|>system\n"
      "You are terse.<|im_end|>\n"
@@ -599,7 +948,7 @@ static const struct family_case family_cases[] = {
      "Hello. <|im_end|>\n"
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n",
-     NULL},
+     NULL, NULL},
     {"qwen25", tmpl_qwen25, CONV_SYSTEM, 1,
      "<|im_start|>system\n"
      "You are terse.<|im_end|>\n"
@@ -610,7 +959,7 @@ static const struct family_case family_cases[] = {
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n"
      "<|im_start|>assistant\n",
-     NULL},
+     NULL, NULL},
     {"qwen25", tmpl_qwen25, CONV_BAD_ALTERNATION, 0,
      "<|im_start|>system\n"
      "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
@@ -618,7 +967,7 @@ static const struct family_case family_cases[] = {
      " Hi there! <|im_end|>\n"
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n",
-     NULL},
+     NULL, NULL},
     {"qwen25", tmpl_qwen25, CONV_BAD_ALTERNATION, 1,
      "<|im_start|>system\n"
      "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
@@ -627,7 +976,7 @@ static const struct family_case family_cases[] = {
      "<|im_start|>user\n"
      "What is 2+2?<|im_end|>\n"
      "<|im_start|>assistant\n",
-     NULL},
+     NULL, NULL},
     {"qwen25", tmpl_qwen25, CONV_TOOLS, 1,
      "<|im_start|>system\n"
      "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n"
@@ -663,7 +1012,787 @@ static const struct family_case family_cases[] = {
      "<|im_start|>user\n"
      "Thanks<|im_end|>\n"
      "<|im_start|>assistant\n",
+     NULL, TOOLS_JSON},
+    {"llama31", tmpl_llama31, CONV_SINGLE, 0,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|>",
+     NULL, NULL},
+    {"llama31", tmpl_llama31, CONV_SINGLE, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, NULL},
+    {"llama31", tmpl_llama31, CONV_SYSTEM, 0,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|>",
+     NULL, NULL},
+    {"llama31", tmpl_llama31, CONV_SYSTEM, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, NULL},
+    {"llama31", tmpl_llama31, CONV_SINGLE, 0,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "Hi there!<|eot_id|>",
+     NULL, TOOLS_JSON},
+    {"llama31", tmpl_llama31, CONV_SINGLE, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, TOOLS_JSON},
+    {"llama31", tmpl_llama31, CONV_SYSTEM, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, TOOLS_JSON},
+    {"llama31", tmpl_llama31, CONV_TOOLS, 0,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}<|eot_id|><|start_head"
+     "er_id|>ipython<|end_header_id|>\n"
+     "\n"
+     "\"22C\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "It is 22C.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Thanks<|eot_id|>",
+     NULL, TOOLS_JSON},
+    {"llama31", tmpl_llama31, CONV_TOOLS, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}<|eot_id|><|start_head"
+     "er_id|>ipython<|end_header_id|>\n"
+     "\n"
+     "\"22C\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "It is 22C.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Thanks<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, TOOLS_JSON},
+    {"llama31", tmpl_llama31, CONV_TOOLS, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}<|eot_id|><|start_head"
+     "er_id|>ipython<|end_header_id|>\n"
+     "\n"
+     "\"22C\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "It is 22C.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Thanks<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, NULL},
+    {"llama31", tmpl_llama31, CONV_PARALLEL, 1, NULL,
+     "This model only supports single tool-calls at once!", TOOLS_JSON},
+    {"llama32", tmpl_llama32, CONV_SINGLE, 0,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|>",
+     NULL, NULL},
+    {"llama32", tmpl_llama32, CONV_SINGLE, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, NULL},
+    {"llama32", tmpl_llama32, CONV_SYSTEM, 0,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|>",
+     NULL, NULL},
+    {"llama32", tmpl_llama32, CONV_SYSTEM, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, NULL},
+    {"llama32", tmpl_llama32, CONV_SINGLE, 0,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "Hi there!<|eot_id|>",
+     NULL, TOOLS_JSON},
+    {"llama32", tmpl_llama32, CONV_SINGLE, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, TOOLS_JSON},
+    {"llama32", tmpl_llama32, CONV_SYSTEM, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, TOOLS_JSON},
+    {"llama32", tmpl_llama32, CONV_TOOLS, 0,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}<|eot_id|><|start_head"
+     "er_id|>ipython<|end_header_id|>\n"
+     "\n"
+     "\"22C\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "It is 22C.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Thanks<|eot_id|>",
+     NULL, TOOLS_JSON},
+    {"llama32", tmpl_llama32, CONV_TOOLS, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}<|eot_id|><|start_head"
+     "er_id|>ipython<|end_header_id|>\n"
+     "\n"
+     "\"22C\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "It is 22C.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Thanks<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, TOOLS_JSON},
+    {"llama32", tmpl_llama32, CONV_TOOLS, 1,
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}<|eot_id|><|start_head"
+     "er_id|>ipython<|end_header_id|>\n"
+     "\n"
+     "\"22C\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "It is 22C.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Thanks<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL, NULL},
+    {"llama32", tmpl_llama32, CONV_PARALLEL, 1, NULL,
+     "This model only supports single tool-calls at once!", TOOLS_JSON},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_SINGLE, 0, "<s>[INST] Hi there! [/INST]", NULL, NULL},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_SINGLE, 1, "<s>[INST] Hi there! [/INST]", NULL, NULL},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_MULTI, 1,
+     "<s>[INST] Hi there! [/INST]Hello. </s>[INST]What is 2+2?[/INST]", NULL, NULL},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_SYSTEM, 0,
+     "<s>[INST] Hi there! [/INST]Hello. </s>[INST]You are terse.\n"
+     "\n"
+     "What is 2+2?[/INST]",
+     NULL, NULL},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_SYSTEM, 1,
+     "<s>[INST] Hi there! [/INST]Hello. </s>[INST]You are terse.\n"
+     "\n"
+     "What is 2+2?[/INST]",
+     NULL, NULL},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_BAD_ALTERNATION, 1, NULL,
+     "After the optional system message, conversation roles must alternate user/assistant/user"
+     "/assistant/...",
      NULL},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_SINGLE, 1,
+     "<s>[AVAILABLE_TOOLS][{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+     "\"description\": \"Get the weather\", \"parameters\": {\"type\": \"object\", \"propertie"
+     "s\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}][/AVAILABLE_TOOLS]["
+     "INST] Hi there! [/INST]",
+     NULL, TOOLS_JSON},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_SYSTEM, 1,
+     "<s>[INST] Hi there! [/INST]Hello. </s>[AVAILABLE_TOOLS][{\"type\": \"function\", \"funct"
+     "ion\": {\"name\": \"get_weather\", \"description\": \"Get the weather\", \"parameters\":"
+     " {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\""
+     ": [\"city\"]}}}][/AVAILABLE_TOOLS][INST]You are terse.\n"
+     "\n"
+     "What is 2+2?[/INST]",
+     NULL, TOOLS_JSON},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_TOOLS, 0,
+     "<s>[INST]What is 2+2?[/INST][TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"c"
+     "ity\": \"Paris\"}, \"id\": \"abcdefghi\"}]</s>[TOOL_RESULTS]{\"content\": 22C, \"call_id"
+     "\": \"abcdefghi\"}[/TOOL_RESULTS]It is 22C.</s>[AVAILABLE_TOOLS][{\"type\": \"function\""
+     ", \"function\": {\"name\": \"get_weather\", \"description\": \"Get the weather\", \"para"
+     "meters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"r"
+     "equired\": [\"city\"]}}}][/AVAILABLE_TOOLS][INST]Thanks[/INST]",
+     NULL, TOOLS_JSON},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_TOOLS, 1,
+     "<s>[INST]What is 2+2?[/INST][TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"c"
+     "ity\": \"Paris\"}, \"id\": \"abcdefghi\"}]</s>[TOOL_RESULTS]{\"content\": 22C, \"call_id"
+     "\": \"abcdefghi\"}[/TOOL_RESULTS]It is 22C.</s>[AVAILABLE_TOOLS][{\"type\": \"function\""
+     ", \"function\": {\"name\": \"get_weather\", \"description\": \"Get the weather\", \"para"
+     "meters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"r"
+     "equired\": [\"city\"]}}}][/AVAILABLE_TOOLS][INST]Thanks[/INST]",
+     NULL, TOOLS_JSON},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_PARALLEL, 0,
+     "<s>[AVAILABLE_TOOLS][{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+     "\"description\": \"Get the weather\", \"parameters\": {\"type\": \"object\", \"propertie"
+     "s\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}][/AVAILABLE_TOOLS]["
+     "INST]Paris or Rome?[/INST][TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"cit"
+     "y\": \"Paris\"}, \"id\": \"abcdefghi\"}, {\"name\": \"get_weather\", \"arguments\": {\"c"
+     "ity\": \"Rome\"}, \"id\": \"jklmnopqr\"}]</s>[TOOL_RESULTS]{\"content\": 22C, \"call_id"
+     "\": \"abcdefghi\"}[/TOOL_RESULTS][TOOL_RESULTS]{\"content\": 25C, \"call_id\": \"jklmnop"
+     "qr\"}[/TOOL_RESULTS]Rome, at 25C.</s>",
+     NULL, TOOLS_JSON},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_PARALLEL, 1,
+     "<s>[AVAILABLE_TOOLS][{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+     "\"description\": \"Get the weather\", \"parameters\": {\"type\": \"object\", \"propertie"
+     "s\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}][/AVAILABLE_TOOLS]["
+     "INST]Paris or Rome?[/INST][TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"cit"
+     "y\": \"Paris\"}, \"id\": \"abcdefghi\"}, {\"name\": \"get_weather\", \"arguments\": {\"c"
+     "ity\": \"Rome\"}, \"id\": \"jklmnopqr\"}]</s>[TOOL_RESULTS]{\"content\": 22C, \"call_id"
+     "\": \"abcdefghi\"}[/TOOL_RESULTS][TOOL_RESULTS]{\"content\": 25C, \"call_id\": \"jklmnop"
+     "qr\"}[/TOOL_RESULTS]Rome, at 25C.</s>",
+     NULL, TOOLS_JSON},
+    {"mistral_nemo", tmpl_mistral_nemo, CONV_BAD_ID, 1, NULL,
+     "Tool call IDs should be alphanumeric strings with length 9!", TOOLS_JSON},
+    {"mistral03", tmpl_mistral03, CONV_SINGLE, 1,
+     "<s>[AVAILABLE_TOOLS] [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\","
+     " \"description\": \"Get the weather\", \"parameters\": {\"type\": \"object\", \"properti"
+     "es\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}][/AVAILABLE_TOOLS]"
+     "[INST]  Hi there! [/INST]",
+     NULL, TOOLS_JSON},
+    {"mistral03", tmpl_mistral03, CONV_PARALLEL, 1,
+     "<s>[AVAILABLE_TOOLS] [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\","
+     " \"description\": \"Get the weather\", \"parameters\": {\"type\": \"object\", \"properti"
+     "es\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}][/AVAILABLE_TOOLS]"
+     "[INST] Paris or Rome?[/INST][TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\""
+     "city\": \"Paris\"}, \"id\": \"abcdefghi\"}, {\"name\": \"get_weather\", \"arguments\": {"
+     "\"city\": \"Rome\"}, \"id\": \"jklmnopqr\"}]</s>[TOOL_RESULTS] {\"content\": 22C, \"call"
+     "_id\": \"abcdefghi\"}[/TOOL_RESULTS][TOOL_RESULTS] {\"content\": 25C, \"call_id\": \"jkl"
+     "mnopqr\"}[/TOOL_RESULTS] Rome, at 25C.</s>",
+     NULL, TOOLS_JSON},
+    {"mistral03", tmpl_mistral03, CONV_BAD_ID, 1, NULL,
+     "Tool call IDs should be alphanumeric strings with length 9!", TOOLS_JSON},
+    {"qwen25", tmpl_qwen25, CONV_SINGLE, 1,
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n"
+     "\n"
+     "# Tools\n"
+     "\n"
+     "You may call one or more functions to assist with the user query.\n"
+     "\n"
+     "You are provided with function signatures within <tools></tools> XML tags:\n"
+     "<tools>\n"
+     "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Ge"
+     "t the weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"ty"
+     "pe\": \"string\"}}, \"required\": [\"city\"]}}}\n"
+     "</tools>\n"
+     "\n"
+     "For each function call, return a json object with function name and arguments within <to"
+     "ol_call></tool_call> XML tags:\n"
+     "<tool_call>\n"
+     "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+     "</tool_call><|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL, TOOLS_JSON},
+    {"qwen25", tmpl_qwen25, CONV_TOOLS, 0,
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n"
+     "\n"
+     "# Tools\n"
+     "\n"
+     "You may call one or more functions to assist with the user query.\n"
+     "\n"
+     "You are provided with function signatures within <tools></tools> XML tags:\n"
+     "<tools>\n"
+     "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Ge"
+     "t the weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"ty"
+     "pe\": \"string\"}}, \"required\": [\"city\"]}}}\n"
+     "</tools>\n"
+     "\n"
+     "For each function call, return a json object with function name and arguments within <to"
+     "ol_call></tool_call> XML tags:\n"
+     "<tool_call>\n"
+     "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+     "</tool_call><|im_end|>\n"
+     "<|im_start|>user\n"
+     "What is 2+2?<|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "<tool_call>\n"
+     "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+     "</tool_call><|im_end|>\n"
+     "<|im_start|>user\n"
+     "<tool_response>\n"
+     "22C\n"
+     "</tool_response><|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "It is 22C.<|im_end|>\n"
+     "<|im_start|>user\n"
+     "Thanks<|im_end|>\n",
+     NULL, TOOLS_JSON},
+    {"qwen25", tmpl_qwen25, CONV_PARALLEL, 0,
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n"
+     "\n"
+     "# Tools\n"
+     "\n"
+     "You may call one or more functions to assist with the user query.\n"
+     "\n"
+     "You are provided with function signatures within <tools></tools> XML tags:\n"
+     "<tools>\n"
+     "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Ge"
+     "t the weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"ty"
+     "pe\": \"string\"}}, \"required\": [\"city\"]}}}\n"
+     "</tools>\n"
+     "\n"
+     "For each function call, return a json object with function name and arguments within <to"
+     "ol_call></tool_call> XML tags:\n"
+     "<tool_call>\n"
+     "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+     "</tool_call><|im_end|>\n"
+     "<|im_start|>user\n"
+     "Paris or Rome?<|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "<tool_call>\n"
+     "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+     "</tool_call>\n"
+     "<tool_call>\n"
+     "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n"
+     "</tool_call><|im_end|>\n"
+     "<|im_start|>user\n"
+     "<tool_response>\n"
+     "22C\n"
+     "</tool_response>\n"
+     "<tool_response>\n"
+     "25C\n"
+     "</tool_response><|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "Rome, at 25C.<|im_end|>\n",
+     NULL, TOOLS_JSON},
+    {"qwen25", tmpl_qwen25, CONV_PARALLEL, 1,
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n"
+     "\n"
+     "# Tools\n"
+     "\n"
+     "You may call one or more functions to assist with the user query.\n"
+     "\n"
+     "You are provided with function signatures within <tools></tools> XML tags:\n"
+     "<tools>\n"
+     "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Ge"
+     "t the weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"ty"
+     "pe\": \"string\"}}, \"required\": [\"city\"]}}}\n"
+     "</tools>\n"
+     "\n"
+     "For each function call, return a json object with function name and arguments within <to"
+     "ol_call></tool_call> XML tags:\n"
+     "<tool_call>\n"
+     "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+     "</tool_call><|im_end|>\n"
+     "<|im_start|>user\n"
+     "Paris or Rome?<|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "<tool_call>\n"
+     "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+     "</tool_call>\n"
+     "<tool_call>\n"
+     "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n"
+     "</tool_call><|im_end|>\n"
+     "<|im_start|>user\n"
+     "<tool_response>\n"
+     "22C\n"
+     "</tool_response>\n"
+     "<tool_response>\n"
+     "25C\n"
+     "</tool_response><|im_end|>\n"
+     "<|im_start|>assistant\n"
+     "Rome, at 25C.<|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL, TOOLS_JSON},
 };
 
 static char *render_case(const struct family_case *c, int *rc, char *err, size_t errlen)
@@ -675,8 +1804,9 @@ static char *render_case(const struct family_case *c, int *rc, char *err, size_t
         fail_msg("%s: compile failed: %s", c->family, cerr);
     }
     json_t *msgs = json_loads(c->messages, 0, NULL);
-    json_t *tools = strcmp(c->messages, CONV_TOOLS) == 0 ? json_loads(TOOLS_JSON, 0, NULL) : NULL;
+    json_t *tools = json_loads(c->tools ? c->tools : "null", JSON_DECODE_ANY, NULL);
     assert_non_null(msgs);
+    assert_non_null(tools);
     char *out = NULL;
     size_t len = 0;
     *rc =
@@ -1023,11 +2153,10 @@ static void test_python_crosscheck(void **state)
     json_t *batch = json_array();
     for (size_t i = 0; i < n; i++) {
         const struct family_case *c = &family_cases[i];
-        int tools = strcmp(c->messages, CONV_TOOLS) == 0;
         json_t *vars = json_pack("{s:o,s:s,s:s,s:b,s:o}", "messages",
                                  json_loads(c->messages, 0, NULL), "bos_token", "<s>", "eos_token",
                                  "</s>", "add_generation_prompt", c->add_generation_prompt, "tools",
-                                 tools ? json_loads(TOOLS_JSON, 0, NULL) : json_null());
+                                 json_loads(c->tools ? c->tools : "null", JSON_DECODE_ANY, NULL));
         assert_non_null(vars);
         assert_int_equal(json_array_append_new(batch, json_pack("[s,o]", c->tmpl, vars)), 0);
     }
