@@ -603,6 +603,21 @@ static const char tmpl_mistral_nemo[] =
     "the weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": " \
     "\"string\"}}, \"required\": [\"city\"]}}}]"
 
+/* Llama 3.1's builtin tools: a call of one (brave_search) and its ipython result. */
+#define CONV_BUILTIN                                                                               \
+    "[{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": "      \
+    "\"Weather in Paris?\"}, {\"role\": \"assistant\", \"content\": null, \"tool_calls\": "        \
+    "[{\"id\": \"abcdefghi\", \"type\": \"function\", \"function\": {\"name\": \"brave_search\", " \
+    "\"arguments\": {\"query\": \"weather Paris\"}}}]}, {\"role\": \"ipython\", \"content\": "     \
+    "\"Sunny, 22C\"}]"
+/* Tools whose JSON is awkward to indent: non-ASCII text, empty containers,
+ * numbers, booleans and null. */
+#define TOOLS_AWKWARD                                                                               \
+    "[{\"type\": \"function\", \"function\": {\"name\": \"météo\", \"description\": \"Temps — " \
+    "天気 \\\"now\\\"\\n\", \"parameters\": {\"type\": \"object\", \"properties\": {}, "          \
+    "\"required\": [], \"x\": [1, 1.5, -2e-07, true, false, null, {}, [[]]]}}}]"
+#define SPECIAL_TOKENS "\"bos_token\": \"<s>\", \"eos_token\": \"</s>\""
+
 /* Stands in an expected string for today's date (Llama 3.2 calls strftime_now). */
 #define TODAY_MARK "@TODAY@"
 
@@ -1799,6 +1814,291 @@ static const struct family_case family_cases[] = {
      NULL, TOOLS_JSON},
 };
 
+/* Variables Hugging Face passes only as apply_chat_template's extra keyword
+ * arguments (builtin_tools, custom_tools, tools_in_user_message,
+ * date_string), which fy_chat_template_render does not take: these cases
+ * render through the interpreter directly, under the same settings. */
+struct kwarg_case {
+    const char *name;
+    const char *tmpl;
+    const char *vars; /* every variable, as a JSON object */
+    const char *want; /* NULL: rendering must fail with want_err */
+    const char *want_err;
+};
+
+static const struct kwarg_case kwarg_cases[] = {
+    {"llama31 builtin_tools", tmpl_llama31,
+     "{\"messages\": " CONV_BUILTIN ", " SPECIAL_TOKENS
+     ", \"add_generation_prompt\": true, \"builtin_tools\": [\"brave_search\", \"wolfram_alpha\", "
+     "\"code_interpreter\"], \"date_string\": \"01 Jan 2025\"}",
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Tools: brave_search, wolfram_alpha\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 01 Jan 2025\n"
+     "\n"
+     "Be brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Weather in Paris?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "<|python_tag|>brave_search.call(query=\"weather Paris\")<|eom_id|><|start_header_id|>ipy"
+     "thon<|end_header_id|>\n"
+     "\n"
+     "\"Sunny, 22C\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL},
+    {"llama31 builtin_tools, custom call", tmpl_llama31,
+     "{\"messages\": " CONV_TOOLS ", " SPECIAL_TOKENS
+     ", \"add_generation_prompt\": false, \"builtin_tools\": [\"brave_search\"], "
+     "\"tools\": " TOOLS_JSON "}",
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Tools: brave_search\n"
+     "\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}<|eom_id|><|start_head"
+     "er_id|>ipython<|end_header_id|>\n"
+     "\n"
+     "\"22C\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "It is 22C.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Thanks<|eot_id|>",
+     NULL},
+    {"llama31 tools in the system message", tmpl_llama31,
+     "{\"messages\": " CONV_TOOLS ", " SPECIAL_TOKENS
+     ", \"add_generation_prompt\": true, \"tools_in_user_message\": false, "
+     "\"tools\": " TOOLS_AWKWARD "}",
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "You have access to the following functions. To call a function, please respond with JSON"
+     " for a function call.Respond in the format {\"name\": function name, \"parameters\": dic"
+     "tionary of argument name and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"météo\",\n"
+     "        \"description\": \"Temps — 天気 \\\"now\\\"\\n\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {},\n"
+     "            \"required\": [],\n"
+     "            \"x\": [\n"
+     "                1,\n"
+     "                1.5,\n"
+     "                -2e-07,\n"
+     "                true,\n"
+     "                false,\n"
+     "                null,\n"
+     "                {},\n"
+     "                [\n"
+     "                    []\n"
+     "                ]\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}<|eot_id|><|start_head"
+     "er_id|>ipython<|end_header_id|>\n"
+     "\n"
+     "\"22C\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "It is 22C.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Thanks<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL},
+    {"llama31 custom_tools", tmpl_llama31,
+     "{\"messages\": " CONV_SINGLE ", " SPECIAL_TOKENS
+     ", \"add_generation_prompt\": true, \"custom_tools\": " TOOLS_JSON "}",
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 26 Jul 2024\n"
+     "\n"
+     "<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"get_weather\",\n"
+     "        \"description\": \"Get the weather\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {\n"
+     "                \"city\": {\n"
+     "                    \"type\": \"string\"\n"
+     "                }\n"
+     "            },\n"
+     "            \"required\": [\n"
+     "                \"city\"\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL},
+    {"llama31 no first user message", tmpl_llama31,
+     "{\"messages\": "
+     "[{\"role\": \"system\", \"content\": \"x\"}]"
+     ", " SPECIAL_TOKENS ", \"add_generation_prompt\": true, \"tools\": " TOOLS_JSON "}",
+     NULL, "Cannot put tools in the first user message when there's no first user message!"},
+    {"llama32 date_string", tmpl_llama32,
+     "{\"messages\": " CONV_SYSTEM ", " SPECIAL_TOKENS
+     ", \"add_generation_prompt\": true, \"date_string\": \"01 Jan 2025\", "
+     "\"tools\": " TOOLS_AWKWARD "}",
+     "<s><|start_header_id|>system<|end_header_id|>\n"
+     "\n"
+     "Environment: ipython\n"
+     "Cutting Knowledge Date: December 2023\n"
+     "Today Date: 01 Jan 2025\n"
+     "\n"
+     "You are terse.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "Given the following functions, please respond with a JSON for a function call with its p"
+     "roper arguments that best answers the given prompt.\n"
+     "\n"
+     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument n"
+     "ame and its value}.Do not use variables.\n"
+     "\n"
+     "{\n"
+     "    \"type\": \"function\",\n"
+     "    \"function\": {\n"
+     "        \"name\": \"météo\",\n"
+     "        \"description\": \"Temps — 天気 \\\"now\\\"\\n\",\n"
+     "        \"parameters\": {\n"
+     "            \"type\": \"object\",\n"
+     "            \"properties\": {},\n"
+     "            \"required\": [],\n"
+     "            \"x\": [\n"
+     "                1,\n"
+     "                1.5,\n"
+     "                -2e-07,\n"
+     "                true,\n"
+     "                false,\n"
+     "                null,\n"
+     "                {},\n"
+     "                [\n"
+     "                    []\n"
+     "                ]\n"
+     "            ]\n"
+     "        }\n"
+     "    }\n"
+     "}\n"
+     "\n"
+     "Hi there!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n"
+     "Hello.<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+     "\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+     "\n",
+     NULL},
+    {"qwen25 awkward tools", tmpl_qwen25,
+     "{\"messages\": " CONV_SINGLE ", " SPECIAL_TOKENS
+     ", \"add_generation_prompt\": true, \"tools\": " TOOLS_AWKWARD "}",
+     "<|im_start|>system\n"
+     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n"
+     "\n"
+     "# Tools\n"
+     "\n"
+     "You may call one or more functions to assist with the user query.\n"
+     "\n"
+     "You are provided with function signatures within <tools></tools> XML tags:\n"
+     "<tools>\n"
+     "{\"type\": \"function\", \"function\": {\"name\": \"météo\", \"description\": \"Temps — "
+     "天気 \\\"now\\\"\\n\", \"parameters\": {\"type\": \"object\", \"properties\": {}, \"requir"
+     "ed\": [], \"x\": [1, 1.5, -2e-07, true, false, null, {}, [[]]]}}}\n"
+     "</tools>\n"
+     "\n"
+     "For each function call, return a json object with function name and arguments within <to"
+     "ol_call></tool_call> XML tags:\n"
+     "<tool_call>\n"
+     "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+     "</tool_call><|im_end|>\n"
+     "<|im_start|>user\n"
+     " Hi there! <|im_end|>\n"
+     "<|im_start|>assistant\n",
+     NULL},
+    {"mistral_nemo awkward tools", tmpl_mistral_nemo,
+     "{\"messages\": " CONV_SINGLE ", " SPECIAL_TOKENS
+     ", \"add_generation_prompt\": true, \"tools\": " TOOLS_AWKWARD "}",
+     "<s>[AVAILABLE_TOOLS][{\"type\": \"function\", \"function\": {\"name\": \"météo\", \"desc"
+     "ription\": \"Temps — 天気 \"now\"\n"
+     "\", \"parameters\": {\"type\": \"object\", \"properties\": {}, \"required\": [], \"x\": "
+     "[1, 1.5, -2e-07, true, false, null, {}, [[]]]}}}][/AVAILABLE_TOOLS][INST] Hi there! [/IN"
+     "ST]",
+     NULL},
+};
+
+static char *render_kwarg_case(const struct kwarg_case *c, int *rc, char *err, size_t errlen)
+{
+    fy_jinja *t = NULL;
+    char *out = NULL;
+    json_t *vars = json_loads(c->vars, 0, NULL);
+    assert_non_null(vars);
+    if (fy_jinja_compile(c->tmpl, strlen(c->tmpl), FY_JINJA_TRIM_BLOCKS | FY_JINJA_LSTRIP_BLOCKS,
+                         &t, err, errlen)) {
+        fail_msg("%s: compile failed: %s", c->name, err);
+    }
+    *rc = fy_jinja_render(t, vars, NULL, &out, NULL, err, errlen);
+    fy_jinja_free(t);
+    json_decref(vars);
+    return out;
+}
+
 static char *render_case(const struct family_case *c, int *rc, char *err, size_t errlen)
 {
     fy_chat_template *t = NULL;
@@ -1881,6 +2181,25 @@ static void test_families(void **state)
                  !strstr(err, c->want_err))) {
                 fail_msg("case %zu (%s): error [%s], want [%s]", i, c->family, err, c->want_err);
             }
+        }
+        free(out);
+    }
+}
+
+static void test_kwargs(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof kwarg_cases / sizeof kwarg_cases[0]; i++) {
+        const struct kwarg_case *c = &kwarg_cases[i];
+        char err[512];
+        int rc;
+        char *out = render_kwarg_case(c, &rc, err, sizeof err);
+        if (c->want && (rc || strcmp(out, c->want) != 0)) {
+            fail_msg("%s: rc %d [%s]\n got:  [%s]\n want: [%s]", c->name, rc, err, out ? out : "",
+                     c->want);
+        }
+        if (!c->want && (rc != FY_EINVAL || !strstr(err, c->want_err))) {
+            fail_msg("%s: rc %d [%s], want FY_EINVAL [%s]", c->name, rc, err, c->want_err);
         }
         free(out);
     }
@@ -2201,13 +2520,20 @@ static void test_python_crosscheck(void **state)
         assert_non_null(vars);
         assert_int_equal(json_array_append_new(batch, json_pack("[s,o]", c->tmpl, vars)), 0);
     }
+    size_t nk = sizeof kwarg_cases / sizeof kwarg_cases[0];
+    for (size_t i = 0; i < nk; i++) {
+        json_t *vars = json_loads(kwarg_cases[i].vars, 0, NULL);
+        assert_non_null(vars);
+        assert_int_equal(
+            json_array_append_new(batch, json_pack("[s,o]", kwarg_cases[i].tmpl, vars)), 0);
+    }
     assert_int_equal(json_dump_file(batch, in, 0), 0);
     json_decref(batch);
     snprintf(cmd, sizeof cmd, "%s %s %s %s", python, script, in, outp);
     assert_int_equal(system(cmd), 0);
     json_t *res = json_load_file(outp, 0, NULL);
     assert_non_null(res);
-    assert_int_equal(json_array_size(res), n);
+    assert_int_equal(json_array_size(res), n + nk);
     for (size_t i = 0; i < n; i++) {
         const struct family_case *c = &family_cases[i];
         const char *status = json_string_value(json_array_get(json_array_get(res, i), 0));
@@ -2226,7 +2552,20 @@ static void test_python_crosscheck(void **state)
         }
         free(ours);
     }
-    printf("cross-checked %zu cases against python jinja2\n", n);
+    for (size_t i = 0; i < nk; i++) {
+        const struct kwarg_case *c = &kwarg_cases[i];
+        const char *status = json_string_value(json_array_get(json_array_get(res, n + i), 0));
+        const char *py = json_string_value(json_array_get(json_array_get(res, n + i), 1));
+        char err[512];
+        int rc;
+        char *ours = render_kwarg_case(c, &rc, err, sizeof err);
+        if (strcmp(status, "OK") == 0 ? rc || strcmp(ours, py) != 0 : !rc) {
+            fail_msg("%s: jinja2 %s [%s], ours rc %d [%s] %s", c->name, status, py, rc,
+                     ours ? ours : "", err);
+        }
+        free(ours);
+    }
+    printf("cross-checked %zu cases against python jinja2\n", n + nk);
     json_decref(res);
     remove_dir(dir);
 }
@@ -2234,9 +2573,9 @@ static void test_python_crosscheck(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_families),          cmocka_unit_test(test_testdata_llama2),
-        cmocka_unit_test(test_load_sources),      cmocka_unit_test(test_messages),
-        cmocka_unit_test(test_python_crosscheck),
+        cmocka_unit_test(test_families),        cmocka_unit_test(test_kwargs),
+        cmocka_unit_test(test_testdata_llama2), cmocka_unit_test(test_load_sources),
+        cmocka_unit_test(test_messages),        cmocka_unit_test(test_python_crosscheck),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
