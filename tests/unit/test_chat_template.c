@@ -3,8 +3,9 @@
  * Nemo (tools), Qwen2 (ChatML), Qwen2.5 (tools) and Zephyr ship on Hugging
  * Face, written down verbatim (the newer ones as llama.cpp keeps them in
  * models/templates/, fetched from Hugging Face unchanged), rendered
- * against exact expected strings (computed by hand and cross-checked with
- * Python's jinja2 3.1 under apply_chat_template's settings); the template of
+ * against exact expected strings (the older ones computed by hand, the newer
+ * ones taken from Python's jinja2 3.1 and read through, all cross-checked
+ * with it under apply_chat_template's settings); the template of
  * $FERRY_TESTDATA/tokenizers/llama2; the ways a model directory carries its
  * template; message normalisation; and, when python3 has jinja2, a live
  * cross-check of every case against it. */
