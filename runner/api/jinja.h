@@ -24,7 +24,9 @@
  * tuples, true/True, false/False, none/None), names, .attr, [item], [a:b:c]
  * slices, unary - + not, ** * / // % + - ~, comparisons, in / not in, and/or,
  * "x if c else y", filters "| name(args)", tests "is [not] name(args)".
- * Functions: range, namespace, dict, raise_exception(msg), strftime_now(fmt).
+ * Functions: range, namespace, dict, raise_exception(msg), strftime_now(fmt)
+ * (local time, as Hugging Face's). A function's name that no variable shadows
+ * is "defined" and "callable", as in Jinja2 (Llama 3.2 tests strftime_now).
  * String methods: strip lstrip rstrip upper lower title capitalize startswith
  * endswith split replace find count join; dict methods: items get keys values.
  * Filters: abs capitalize count d default e escape first float indent int

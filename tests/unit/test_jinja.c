@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define HF_FLAGS (FY_JINJA_TRIM_BLOCKS | FY_JINJA_LSTRIP_BLOCKS)
 
@@ -598,6 +599,39 @@ static void test_method_function_tables(void **state)
     expect_error("{{ dict(1) }}", NULL, FY_EINVAL, "dict() takes keyword arguments or a dict");
     expect_output("{{ ' a '.strip() }}|{{ {'k': 2}.get('k') }}|{{ range(3) | list }}", NULL, 0,
                   "a|2|[0, 1, 2]");
+
+    /* A global function's name is defined and callable, as in Jinja2, unless
+     * a variable shadows it; other names and attributes are not. */
+    expect_output("{{ strftime_now is defined }}|{{ strftime_now is not defined }}|{{ range is "
+                  "undefined }}|{{ raise_exception is callable }}|{{ frob is defined }}|{{ d."
+                  "range is defined }}",
+                  "{\"d\": {}}", 0, "True|False|False|True|False|False");
+    expect_output("{{ range is callable }}|{{ range is defined }}", "{\"range\": 1}", 0,
+                  "False|True");
+    expect_output("{% set strftime_now = none %}{{ strftime_now is none }}", NULL, 0, "True");
+
+    /* Llama 3.2's date line, today's date in the C locale as Python's
+     * datetime.now().strftime writes it (checked around the render, in case
+     * it crosses midnight). */
+    char before[32], after[32], want[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(before, sizeof before, "%d %b %Y", localtime_r(&now, &tm));
+    const char *src = "{%- if strftime_now is defined %}{%- set date_string = strftime_now(\"%d "
+                      "%b %Y\") %}{%- else %}{%- set date_string = \"26 Jul 2024\" %}{%- endif "
+                      "%}Today Date: {{ date_string }}";
+    char err[512];
+    int rc;
+    char *out = render(src, NULL, HF_FLAGS, NULL, &rc, err, sizeof err);
+    assert_int_equal(rc, 0);
+    now = time(NULL);
+    strftime(after, sizeof after, "%d %b %Y", localtime_r(&now, &tm));
+    snprintf(want, sizeof want, "Today Date: %s", before);
+    if (strcmp(out, want) != 0) {
+        snprintf(want, sizeof want, "Today Date: %s", after);
+        assert_string_equal(out, want);
+    }
+    free(out);
 }
 
 int main(void)

@@ -265,9 +265,38 @@ static json_t *eval_call(ctx *x, const node *n)
     return r;
 }
 
+/* "NAME is [not] defined / undefined / callable" where NAME is a global
+ * function no variable shadows: 1 or 0 for the test before n->neg, or -1
+ * when that is not the case. In Jinja2 a global function is a variable like
+ * any other, and templates probe for one before calling it: Llama 3.2's
+ * writes today's date when "strftime_now is defined", which Hugging Face's
+ * renderer makes true. Functions are not values here, so the three tests
+ * that can see one are answered from the name. */
+static int test_function_name(ctx *x, const node *n)
+{
+    if (n->kind != E_TEST || n->a->kind != E_NAME || lookup_var(x, n->a->name) ||
+        !fy_jinja__find_function(n->a->name, strlen(n->a->name))) {
+        return -1;
+    }
+    size_t ntests;
+    const fy_jinja_test *tests = fy_jinja__tests(&ntests);
+    if (n->op < 1 || (size_t)n->op > ntests) {
+        return -1;
+    }
+    const char *name = tests[n->op - 1].name;
+    if (strcmp(name, "defined") == 0 || strcmp(name, "callable") == 0) {
+        return 1;
+    }
+    return strcmp(name, "undefined") == 0 ? 0 : -1;
+}
+
 /* E_METHOD, E_FILTER and E_TEST: n->a, then the arguments, then the builtin. */
 static json_t *eval_applied(ctx *x, const node *n)
 {
+    int fn = test_function_name(x, n);
+    if (fn >= 0) {
+        return mkbool(n->neg ? !fn : fn);
+    }
     args_t args;
     json_t *a = eval(x, n->a), *r = NULL;
     if (x->rc) {
