@@ -43,6 +43,13 @@
 #define FY_STREAM_HIGH_WATERMARK (256 * 1024)
 #define FY_STREAM_LOW_WATERMARK  (64 * 1024)
 
+/* Constrained decoding (runner/api/jsonschema.h, runner/engine/grammar.h):
+ * a schema's serialized size and nesting; the grammar it compiles to is
+ * capped by FY_GRAMMAR_MAX_RULES / _ELEMENTS and its parse state by
+ * FY_GRAMMAR_MAX_STACKS / _DEPTH (grammar.h). */
+#define FY_JSONSCHEMA_MAX_BYTES (128 * 1024)
+#define FY_JSONSCHEMA_MAX_DEPTH 32
+
 /* Config files. */
 #define FY_CONFIG_MAX_BYTES (1024 * 1024)
 

@@ -663,9 +663,9 @@ static void emit(xctx *x, const frame *w, int d)
 }
 
 /* Expands the stack W[0..D) until every resulting stack's top is a byte set
- * (or the stack is empty: accepting), emitting each into X->out. Each case
- * restores what it changed in W before returning, so the caller's stack is
- * intact for its next alternative. */
+ * (or the stack is empty: accepting), emitting each into X->out. Returns
+ * with W[0..D) as it found them (each case puts back its top frame), so a
+ * caller's stack is intact for its next alternative. */
 static void expand(xctx *x, frame *w, int d)
 {
     if (--x->budget < 0 || x->oom) {
@@ -680,7 +680,10 @@ static void expand(xctx *x, frame *w, int d)
     const gel *e = &g->el[t.pos];
     switch (e->kind) {
     case G_END:
-        expand(x, w, d - 1); /* the frame below already points past its reference */
+        /* The frame below already points past its reference. Expanding it
+         * may push over this frame's slot: put it back. */
+        expand(x, w, d - 1);
+        w[d - 1] = t;
         return;
     case G_BYTES:
         emit(x, w, d);
