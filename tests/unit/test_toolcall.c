@@ -399,6 +399,127 @@ static void test_table(void **state)
     }
 }
 
+/* Mutations of the table's texts (markers, brackets, quotes spliced in, bytes
+ * cut out), each parsed by every family whole, byte by byte and in random
+ * pieces: the three must agree and keep the contract, whatever the text. */
+static uint32_t rng_next(uint32_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+
+static int results_equal(result *a, result *b)
+{
+    if (a->broken || b->broken || a->n != b->n ||
+        strcmp(fy_buf_cstr(&a->content), fy_buf_cstr(&b->content)) != 0) {
+        return 0;
+    }
+    for (int i = 0; i < a->n; i++) {
+        if (strcmp(fy_buf_cstr(&a->names[i]), fy_buf_cstr(&b->names[i])) != 0 ||
+            strcmp(fy_buf_cstr(&a->args[i]), fy_buf_cstr(&b->args[i])) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void test_mutations(void **state)
+{
+    (void)state;
+    static const char *const bits[] = {
+        "<tool_call>",
+        "</tool_call>",
+        "[TOOL_CALLS]",
+        "[ARGS]",
+        "<|python_tag|>",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        "\\",
+        ",",
+        ";",
+        ":",
+        " ",
+        "\n",
+        "\"name\": \"f\"",
+        "\"arguments\": ",
+        "\"parameters\": {}",
+        "\xc3\xa9",
+        "\xf0\x9f\x98\x80",
+        "<",
+        "[TOOL",
+    };
+    uint32_t seed = 0x9e3779b9u;
+    char text[1024];
+    size_t cuts[3];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (int m = 0; m < 64; m++) {
+            size_t len = strlen(cases[i].text);
+            memcpy(text, cases[i].text, len);
+            for (int k = 0, edits = 1 + (int)(rng_next(&seed) % 3); k < edits; k++) {
+                size_t at = len ? rng_next(&seed) % (len + 1) : 0;
+                if (rng_next(&seed) % 2 && at < len) {
+                    size_t cut = 1 + rng_next(&seed) % (len - at);
+                    memmove(text + at, text + at + cut, len - at - cut);
+                    len -= cut;
+                } else {
+                    const char *b = bits[rng_next(&seed) % (sizeof bits / sizeof bits[0])];
+                    size_t bl = strlen(b);
+                    if (len + bl >= sizeof text) {
+                        continue;
+                    }
+                    memmove(text + at + bl, text + at, len - at);
+                    memcpy(text + at, b, bl);
+                    len += bl;
+                }
+            }
+            text[len] = 0;
+            if (!fy_utf8_valid(text, len)) {
+                continue;
+            }
+            for (fy_toolcall_family f = H; f <= M; f++) {
+                tc_case c = {f, text, "", 0, {{0}}};
+                result whole, bytes, pieces;
+                run_cuts(&c, NULL, 0, &whole);
+                size_t *all = malloc((len + 1) * sizeof *all);
+                assert_non_null(all);
+                for (size_t k = 0; k < len; k++) {
+                    all[k] = k + 1;
+                }
+                run_cuts(&c, all, len, &bytes);
+                free(all);
+                for (int k = 0; k < 3; k++) {
+                    cuts[k] = len ? rng_next(&seed) % (len + 1) : 0;
+                }
+                /* Sorted: pieces run forward. */
+                for (int a = 0; a < 3; a++) {
+                    for (int b = a + 1; b < 3; b++) {
+                        if (cuts[b] < cuts[a]) {
+                            size_t t = cuts[a];
+                            cuts[a] = cuts[b];
+                            cuts[b] = t;
+                        }
+                    }
+                }
+                run_cuts(&c, cuts, 3, &pieces);
+                if (!results_equal(&whole, &bytes) || !results_equal(&whole, &pieces)) {
+                    print_error("%s: \"%s\"\n  whole: \"%s\" %d\n  bytes: \"%s\" %d\n",
+                                fy_toolcall_family_name(f), text, fy_buf_cstr(&whole.content),
+                                whole.n, fy_buf_cstr(&bytes.content), bytes.n);
+                    fail();
+                }
+                result_free(&whole);
+                result_free(&bytes);
+                result_free(&pieces);
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------ the families */
 
 static void test_family_parse(void **state)
@@ -617,9 +738,10 @@ static void test_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table),           cmocka_unit_test(test_family_parse),
-        cmocka_unit_test(test_family_detect),   cmocka_unit_test(test_new_and_none),
-        cmocka_unit_test(test_callback_errors), cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_table),        cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_family_parse), cmocka_unit_test(test_family_detect),
+        cmocka_unit_test(test_new_and_none), cmocka_unit_test(test_callback_errors),
+        cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
