@@ -299,22 +299,22 @@ static int emit_string_args(fy_toolcall_parser *p, const char *v, size_t n)
  * ended, or the call has at END without it ending. */
 static int finish_args(fy_toolcall_parser *p, size_t end)
 {
-    size_t vend = p->args_closed ? p->args_end : end;
-    const char *v = p->held.data + p->args_start;
-    int rc = 0;
-    if (!p->have_args) {
-        rc = emit_args(p, "{}", 2);
-    } else if (p->args_done) {
-        rc = 0;
-    } else if (p->args_kind == '{') {
-        rc = flush_args(p, vend, 1);
-    } else if (p->args_kind == '"' && p->args_closed) {
-        rc = emit_string_args(p, v, vend - p->args_start);
-    } else {
-        rc = emit_args(p, v, vend - p->args_start);
+    if (p->args_done) {
+        return 0;
     }
     p->args_done = 1;
-    return rc;
+    if (!p->have_args) {
+        return emit_args(p, "{}", 2);
+    }
+    size_t vend = p->args_closed ? p->args_end : end;
+    if (p->args_kind == '{') {
+        return flush_args(p, vend, 1);
+    }
+    const char *v = p->held.data + p->args_start;
+    if (p->args_kind == '"' && p->args_closed) {
+        return emit_string_args(p, v, vend - p->args_start);
+    }
+    return emit_args(p, v, vend - p->args_start);
 }
 
 /* ---------------------------------------------------------------- call ends */
@@ -329,7 +329,8 @@ static void call_reset(fy_toolcall_parser *p)
     fy_buf_reset(&p->name);
 }
 
-/* The call ended well at END: its text is dropped and the machine goes on in NEXT. */
+/* The call ends at END (its arguments finished, its text dropped); the
+ * machine goes on in NEXT. */
 static int call_done(fy_toolcall_parser *p, size_t end, int next)
 {
     if (finish_args(p, end)) {
