@@ -23,6 +23,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "runner/engine/forward.h"
+#include "runner/engine/grammar.h"
 #include "runner/engine/kvcache.h"
 #include "runner/engine/sampler.h"
 #include "runner/engine/sched.h"
@@ -69,6 +70,7 @@ typedef struct {
     fy_detok *detok;
     size_t text_bytes; /* the detokenizer's text so far (tokens' text offsets) */
     fy_stop stop;
+    fy_gstate *gs; /* constrained decoding's parse state, or NULL */
     int finished;
     /* Under mu. */
     outbuf out;
@@ -135,6 +137,12 @@ struct fy_engine {
     step_out *stepped; /* [max_seqs] sequences whose logits came out of a step */
     int rows;          /* rows of logits a step may return (fy_fwd_max_logit_rows) */
     fy_buf scratch;    /* one sample's new text in a step */
+    /* Constrained decoding: each token's bytes (NULL for special tokens),
+     * the masker (made at the first constrained request) and a mask. */
+    const char **tok_bytes;
+    size_t *tok_lens;
+    fy_gmasker *masker;
+    uint32_t *allow;
     int vocab, max_ctx, block_size;
     size_t block_bytes;
     int eos[FY_MODEL_MAX_EOS + 1];
@@ -188,6 +196,8 @@ static void sample_engine_free(fy__sample *s)
 {
     fy_detok_free(s->detok);
     s->detok = NULL;
+    fy_gstate_free(s->gs);
+    s->gs = NULL;
     fy_stop_free(&s->stop);
     free(s->seq.tokens);
     s->seq.tokens = NULL;
@@ -215,6 +225,7 @@ static void req_free(fy_engine *e, fy__req *r)
     free(r->samples);
     free(r->stop_ids);
     free(r->logit_bias);
+    fy_grammar_unref(r->sp.grammar);
     free(r);
 }
 
@@ -365,14 +376,66 @@ static int is_stop_token(const fy_engine *e, const fy__req *r, int32_t id)
 
 static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *g);
 
+/* The tokens S's grammar allows next (NULL: S is unconstrained, or it must
+ * end: *WHY then says how, FY_FINISH_NONE when it need not). */
+static const uint32_t *grammar_mask(fy_engine *e, fy__sample *s, fy_finish *why)
+{
+    *why = FY_FINISH_NONE;
+    if (!s->gs) {
+        return NULL;
+    }
+    if (!e->masker) {
+        int rc =
+            fy_gmasker_new(e->vocab, e->tok_bytes, e->tok_lens, e->eos, e->n_eos, 0, &e->masker);
+        if (rc < 0) {
+            *why = FY_FINISH_ERROR;
+            return NULL;
+        }
+    }
+    int n = 0;
+    const uint32_t *m = fy_gmasker_mask(e->masker, s->gs, &n);
+    if (!m) {
+        *why = FY_FINISH_ERROR;
+        return NULL;
+    }
+    int words = fy_gmasker_words(e->masker);
+    memcpy(e->allow, m, (size_t)words * sizeof *m);
+    if (s->req->sp.ignore_eos) {
+        for (int i = 0; i < e->n_eos; i++) {
+            if (e->allow[e->eos[i] >> 5] & (1u << (e->eos[i] & 31))) {
+                e->allow[e->eos[i] >> 5] &= ~(1u << (e->eos[i] & 31));
+                n--;
+            }
+        }
+    }
+    if (n <= 0) {
+        /* Only EOS could follow (ignore_eos), or no token spells what the
+         * grammar needs next. */
+        *why = fy_gstate_accepting(s->gs) ? FY_FINISH_STOP : FY_FINISH_ERROR;
+        return NULL;
+    }
+    return e->allow;
+}
+
 /* Samples S's next token from ROW (overwritten) and emits what it makes final. */
 static void sample_next(fy_engine *e, fy__sample *s, float *row)
 {
     fy__req *r = s->req;
     fy_seq *q = &s->seq;
     fy_gen_token g;
-    fy_sampler_pick(e->sampler, &r->sp, r->seed, s->index, row, q->tokens, q->n_tokens, q->n_prompt,
-                    &g);
+    fy_finish why;
+    const uint32_t *allow = grammar_mask(e, s, &why);
+    if (why != FY_FINISH_NONE) {
+        sample_finish(e, s, why,
+                      why == FY_FINISH_ERROR
+                          ? "constrained decoding: no token of the vocabulary can continue the "
+                            "output"
+                          : NULL,
+                      1);
+        return;
+    }
+    fy_sampler_pick_masked(e->sampler, &r->sp, allow, r->seed, s->index, row, q->tokens,
+                           q->n_tokens, q->n_prompt, &g);
     sample_accept(e, s, &g);
 }
 
@@ -381,7 +444,7 @@ static void sample_next(fy_engine *e, fy__sample *s, float *row)
  * logits are, so only the id crosses to the host. */
 static int argmax_only(const fy__req *r)
 {
-    return r->n == 1 && fy_sampling_is_plain_argmax(&r->sp);
+    return r->n == 1 && !r->sp.grammar && fy_sampling_is_plain_argmax(&r->sp);
 }
 
 /* Appends G's token to S and emits what it makes final. */
@@ -394,6 +457,7 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
     q->tokens[q->n_tokens++] = id;
     g.text_offset = s->text_bytes;
     fy_finish finish = FY_FINISH_NONE;
+    int stop_string = 0;
     fy_buf_reset(&e->scratch);
     if (is_stop_token(e, r, id)) {
         finish = FY_FINISH_STOP;
@@ -403,6 +467,17 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
         if (fy_detok_push(s->detok, id, &t, &n) == 0 && n > 0) {
             s->text_bytes += n;
             if (fy_stop_push(&s->stop, t, n, &e->scratch) == 1) {
+                finish = FY_FINISH_STOP;
+                stop_string = 1;
+            }
+        }
+        if (s->gs) {
+            size_t nb = 0;
+            const char *bytes = fy_tokenizer_token_bytes(e->tok, id, &nb);
+            /* The mask allowed only what the state takes; a sentence that
+             * can't go on is over. */
+            if (fy_gstate_feed(s->gs, bytes, nb) == 0 && fy_gstate_accepting(s->gs) &&
+                !fy_gstate_can_continue(s->gs) && finish == FY_FINISH_NONE) {
                 finish = FY_FINISH_STOP;
             }
         }
@@ -418,8 +493,7 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
     if (finish != FY_FINISH_NONE) {
         /* A stop string ends the text where it matched; otherwise whatever
          * the detokenizer and the matcher still hold is final. */
-        int matched = finish == FY_FINISH_STOP && !is_stop_token(e, r, id);
-        sample_finish(e, s, finish, NULL, !matched);
+        sample_finish(e, s, finish, NULL, !stop_string);
     }
 }
 
@@ -812,6 +886,7 @@ static int req_new(fy_engine *e, const fy_engine_request *q, fy__req **out, char
     r->sp.stop = NULL;
     r->sp.stop_ids = NULL;
     r->sp.logit_bias = NULL; /* the copy below */
+    r->sp.grammar = fy_grammar_ref(sp->grammar);
     r->cb = q->cb;
     r->arg = q->arg;
     r->n_prompt = q->n_prompt;
@@ -859,7 +934,10 @@ static int req_new(fy_engine *e, const fy_engine_request *q, fy__req **out, char
                                              FY_STOP_MAX, FY_STOP_MAX_BYTES)
                                    : rc;
         }
-        s->detok = fy_detok_new(e->tok, 1);
+        s->detok = fy_detok_new(e->tok, !sp->keep_special);
+        if (sp->grammar && (rc = fy_gstate_new(sp->grammar, &s->gs)) < 0) {
+            return rc;
+        }
         s->seq.tokens = malloc((size_t)cap * sizeof *s->seq.tokens);
         if (!s->detok || !s->seq.tokens ||
             fy_detok_prime(s->detok, q->prompt, (size_t)q->n_prompt) < 0) {
@@ -1045,6 +1123,14 @@ static void engine_free_parts(fy_engine *e)
     free(e->fs);
     free(e->stepped);
     fy_buf_free(&e->scratch);
+    fy_gmasker_free(e->masker);
+    free(e->tok_bytes);
+    free(e->tok_lens);
+    free(e->allow);
+    e->masker = NULL;
+    e->tok_bytes = NULL;
+    e->tok_lens = NULL;
+    e->allow = NULL;
     e->sched = NULL;
     e->kv = NULL;
     e->fwd = NULL;
@@ -1145,9 +1231,18 @@ static int engine_setup(fy_engine *e, char *err, size_t errlen)
     e->row = malloc((size_t)e->vocab * sizeof *e->row);
     e->fs = calloc((size_t)o->max_seqs, sizeof *e->fs);
     e->stepped = calloc((size_t)o->max_seqs, sizeof *e->stepped);
-    if (!e->logits || !e->ids || !e->row || !e->fs || !e->stepped) {
+    e->tok_bytes = calloc((size_t)e->vocab, sizeof *e->tok_bytes);
+    e->tok_lens = calloc((size_t)e->vocab, sizeof *e->tok_lens);
+    e->allow = calloc((size_t)(e->vocab + 31) / 32, sizeof *e->allow);
+    if (!e->logits || !e->ids || !e->row || !e->fs || !e->stepped || !e->tok_bytes ||
+        !e->tok_lens || !e->allow) {
         return fy_fail(err, errlen, FY_ENOMEM, "engine: out of memory for %d x %d logits", e->rows,
                        e->vocab);
+    }
+    for (int i = 0; i < e->vocab; i++) {
+        if (!fy_tokenizer_is_special(e->tok, i)) {
+            e->tok_bytes[i] = fy_tokenizer_token_bytes(e->tok, i, &e->tok_lens[i]);
+        }
     }
     fy_buf_init(&e->scratch, FY_ENGINE_TEXT_MAX);
     e->stats.blocks_total = e->stats.blocks_free = nb;

@@ -77,6 +77,8 @@ typedef struct {
     float bias; /* [-100, 100] */
 } fy_logit_bias;
 
+typedef struct fy_grammar fy_grammar; /* runner/engine/grammar.h */
+
 typedef struct {
     float temperature;        /* 0 = greedy; default 1 */
     float top_p;              /* (0,1]; default 1 */
@@ -103,6 +105,20 @@ typedef struct {
     int ignore_eos;
     const fy_logit_bias *logit_bias; /* added to the logits before penalties (copied) */
     int n_logit_bias;                /* 0 .. FY_MAX_LOGIT_BIAS */
+    /* Constrained decoding (NULL: none). Each sample's text is a sentence of
+     * the grammar's, or a prefix of one when max_tokens, the context or a
+     * stop string cut it short: at each step only tokens whose bytes keep
+     * the text inside the language are allowed (grammar.h's masker, before
+     * logit_bias, penalties and temperature), EOS only once the text is a
+     * whole sentence, and a sample whose sentence can't continue finishes
+     * (FY_FINISH_STOP) without waiting for EOS. Each of the n samples has
+     * its own parse state; it lives with the sample, so preemption and
+     * recompute leave it as it was. The engine takes a reference at submit. */
+    fy_grammar *grammar;
+    /* 1: a sample's text includes special tokens' text (tool-call markers
+     * such as "[TOOL_CALLS]" or "<|python_tag|>"); EOS and stop tokens stay
+     * out of it. */
+    int keep_special;
 } fy_sampling;
 
 /* Fills S with the defaults above (max_tokens 16, logprobs and prompt_logprobs -1). */

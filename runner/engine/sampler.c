@@ -337,13 +337,41 @@ int fy_sampling_is_plain_argmax(const fy_sampling *s)
            s->frequency_penalty == 0.0f;
 }
 
+/* Tokens ALLOW does not have get -inf: whatever follows can't pick them. */
+static void apply_mask(float *l, int vocab, const uint32_t *allow)
+{
+    for (int w = 0; w * 32 < vocab; w++) {
+        uint32_t m = allow[w];
+        if (m == UINT32_MAX) {
+            continue;
+        }
+        int end = w * 32 + 32 < vocab ? w * 32 + 32 : vocab;
+        for (int i = w * 32; i < end; i++) {
+            if (!((m >> (i & 31)) & 1)) {
+                l[i] = -INFINITY;
+            }
+        }
+    }
+}
+
 int32_t fy_sampler_pick(fy_sampler *sm, const fy_sampling *s, uint64_t seed, int index,
                         float *logits, const int32_t *tokens, int n_tokens, int n_prompt,
                         fy_gen_token *out)
 {
+    return fy_sampler_pick_masked(sm, s, NULL, seed, index, logits, tokens, n_tokens, n_prompt,
+                                  out);
+}
+
+int32_t fy_sampler_pick_masked(fy_sampler *sm, const fy_sampling *s, const uint32_t *allow,
+                               uint64_t seed, int index, float *logits, const int32_t *tokens,
+                               int n_tokens, int n_prompt, fy_gen_token *out)
+{
     memset(out, 0, sizeof *out);
     if (s->logprobs >= 0) {
         memcpy(sm->raw, logits, (size_t)sm->vocab * sizeof *logits);
+    }
+    if (allow) {
+        apply_mask(logits, sm->vocab, allow);
     }
     for (int i = 0; i < s->n_logit_bias; i++) {
         int32_t t = s->logit_bias[i].id;

@@ -1,6 +1,6 @@
 /* sampler.h: picking the next token from a row of logits.
  *
- * Order of the transforms (vLLM's): logit_bias (added), repetition penalty (HF/CTRL, over the
+ * Order of the transforms (vLLM's): a constrained request's mask, logit_bias (added), repetition penalty (HF/CTRL, over the
  * prompt and the generated tokens), presence and frequency penalties
  * (OpenAI, over the generated tokens), then greedy (temperature 0: argmax,
  * lowest id on ties) or temperature, top-k, top-p, min-p and a draw.
@@ -59,5 +59,14 @@ void fy_sampler_logprobs(const fy_sampler *sm, const float *logits, int32_t id, 
 int32_t fy_sampler_pick(fy_sampler *sm, const fy_sampling *s, uint64_t seed, int index,
                         float *logits, const int32_t *tokens, int n_tokens, int n_prompt,
                         fy_gen_token *out);
+
+/* fy_sampler_pick over only the tokens ALLOW has (bit I of allow[I / 32];
+ * NULL: all): the others' logits become -inf before logit_bias, penalties,
+ * temperature and top-k/p (constrained decoding's mask; the logprobs
+ * reported stay those of the raw distribution). ALLOW must have at least
+ * one token. */
+int32_t fy_sampler_pick_masked(fy_sampler *sm, const fy_sampling *s, const uint32_t *allow,
+                               uint64_t seed, int index, float *logits, const int32_t *tokens,
+                               int n_tokens, int n_prompt, fy_gen_token *out);
 
 #endif

@@ -20,7 +20,9 @@
 #include <cmocka.h>
 
 #include "common/err.h"
+#include "runner/api/jsonschema.h"
 #include "runner/engine/engine.h"
+#include "runner/engine/grammar.h"
 #include "runner/engine/stop.h"
 
 #include <jansson.h>
@@ -985,6 +987,112 @@ static void test_prompt_logprobs(void **state)
     ctx_close(&c);
 }
 
+/* A grammar from a JSON Schema (the test's own, compiled or failed). */
+static fy_grammar *schema_grammar(const char *text)
+{
+    json_t *schema = json_loads(text, 0, NULL);
+    assert_non_null(schema);
+    fy_gbuild *b = NULL;
+    assert_int_equal(fy_gbuild_new(&b), 0);
+    fy_jsonschema_error je;
+    int root = fy_jsonschema_compile(b, schema, 1, &je);
+    if (root < 0) {
+        fail_msg("schema: %s at %s", je.message, je.pointer);
+    }
+    fy_grammar *g = NULL;
+    char err[256];
+    assert_int_equal(fy_gbuild_finish(b, root, &g, err, sizeof err), 0);
+    fy_gbuild_free(b);
+    json_decref(schema);
+    return g;
+}
+
+/* 1 when TEXT[0..LEN) is a whole sentence of G. */
+static int grammar_accepts(fy_grammar *g, const char *text, size_t len)
+{
+    fy_gstate *st = NULL;
+    assert_int_equal(fy_gstate_new(g, &st), 0);
+    int ok = fy_gstate_feed(st, text, len) == 0 && fy_gstate_accepting(st);
+    fy_gstate_free(st);
+    return ok;
+}
+
+static const char constrained_schema[] =
+    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":6},"
+    "\"age\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":120},\"pet\":{\"enum\":[\"cat\","
+    "\"dog\",null]},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"boolean\"},"
+    "\"maxItems\":3}},\"required\":[\"name\",\"age\",\"pet\",\"tags\"]}";
+
+/* Constrained decoding in the engine: n = 4 samples at temperature 1 of a
+ * model that knows nothing of JSON, in a batch with unconstrained requests,
+ * in a KV pool small enough to preempt. Every sample's text is a whole
+ * sentence of the schema's grammar, parses, and ends with STOP; the same
+ * request alone gives the same texts (the parse state survives preemption
+ * and batching); a max_tokens cut gives LENGTH and a prefix. */
+static void test_constrained(void **state)
+{
+    (void)state;
+    need_model();
+    enum { N = 4, LEN = 400 };
+    fy_grammar *g = schema_grammar(constrained_schema);
+    static coll alone, together, other[6], cut;
+    static int32_t op[6][64];
+    fy_sampling s = seeded(LEN, 77);
+    s.grammar = g;
+    ctx c;
+    ctx_open(&c, 0, 16, 16);
+    size_t block_bytes = stats(&c).block_bytes;
+    submit(&c, &alone, g_prompt, g_n_prompt, N, &s, NULL);
+    run(&c);
+    ctx_close(&c);
+
+    ctx_open(&c, block_bytes * 40, 16, 16);
+    for (int i = 0; i < 6; i++) {
+        mkprompt(op[i], 20 + i, 300u + (uint32_t)i);
+        fy_sampling o = greedy(150);
+        o.ignore_eos = 1;
+        submit(&c, &other[i], op[i], 20 + i, 1, &o, NULL);
+    }
+    submit(&c, &together, g_prompt, g_n_prompt, N, &s, NULL);
+    fy_sampling sc = s;
+    sc.max_tokens = 3;
+    submit(&c, &cut, g_prompt, g_n_prompt, 1, &sc, NULL);
+    run(&c);
+    fy_engine_stats st = settle(&c);
+    assert_true(st.preemptions > 0);
+    ctx_close(&c);
+    fy_grammar_unref(g); /* the engine's references are gone with it */
+
+    g = schema_grammar(constrained_schema);
+    for (int i = 0; i < N; i++) {
+        const char *t = alone.text[i];
+        size_t n = alone.text_len[i];
+        assert_int_equal(alone.finish[i], FY_FINISH_STOP);
+        if (!grammar_accepts(g, t, n)) {
+            fail_msg("sample %d: not a sentence: [%.*s]", i, (int)n, t);
+        }
+        json_error_t je;
+        json_t *v = json_loadb(t, n, 0, &je);
+        if (!v) {
+            fail_msg("sample %d: [%.*s] is not JSON: %s", i, (int)n, t, je.text);
+        }
+        json_int_t age = json_integer_value(json_object_get(v, "age"));
+        assert_true(age >= 0 && age <= 120);
+        assert_true(json_array_size(json_object_get(v, "tags")) <= 3);
+        json_decref(v);
+        assert_int_equal(together.text_len[i], n);
+        assert_memory_equal(together.text[i], t, n);
+        assert_int_equal(together.finish[i], FY_FINISH_STOP);
+    }
+    assert_int_equal(cut.finish[0], FY_FINISH_LENGTH);
+    assert_int_equal(cut.n_ids[0], 3);
+    fy_gstate *gs = NULL;
+    assert_int_equal(fy_gstate_new(g, &gs), 0);
+    assert_int_equal(fy_gstate_feed(gs, cut.text[0], cut.text_len[0]), 0);
+    fy_gstate_free(gs);
+    fy_grammar_unref(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -994,6 +1102,7 @@ int main(void)
         cmocka_unit_test(test_bounded_queue),         cmocka_unit_test(test_stops_and_length),
         cmocka_unit_test(test_completion_text),       cmocka_unit_test(test_logit_bias),
         cmocka_unit_test(test_prompt_logprobs),       cmocka_unit_test(test_kv_dtype),
+        cmocka_unit_test(test_constrained),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
