@@ -11,6 +11,7 @@
 #include "runner/api/chat_template.h"
 #include "runner/api/jinja.h"
 #include "runner/api/server.h"
+#include "runner/api/toolcall.h"
 #include "runner/engine/engine.h"
 
 #include <signal.h>
@@ -184,6 +185,7 @@ static void on_signal(uv_signal_t *h, int signum)
 /* The options of model mode (--model and what goes with it). */
 typedef struct {
     const char *model, *served_name, *listen, *device, *chat_template, *gpu_util, *kv_dtype;
+    const char *tool_parser; /* --tool-call-parser */
     uint64_t kv_bytes, ping_ms;
     long long max_seqs, max_batched, threads, max_queue, tensor_parallel;
     double kv_fraction; /* --gpu-memory-utilization, parsed */
@@ -257,6 +259,12 @@ static const char *model_opts_check(model_opts *m, char *err, size_t errlen)
                    "needs --device cuda[:N] (on the CPU, use --kv-cache-memory)";
         }
         m->kv_fraction = f;
+    }
+    fy_toolcall_family fam;
+    if (m->tool_parser && fy_toolcall_family_parse(m->tool_parser, &fam) < 0) {
+        snprintf(err, errlen, "--tool-call-parser '%s': expected hermes, llama3 or mistral",
+                 m->tool_parser);
+        return err;
     }
     fy_dtype kv;
     if (fy_kv_dtype_parse(m->kv_dtype, NULL, &kv, err, errlen) < 0) {
@@ -408,6 +416,7 @@ static int model_start(run_ctx *r, const model_opts *m)
         .tmpl = r->tmpl,
         .model_name = name,
         .ping_ms = (unsigned)m->ping_ms,
+        .tool_call_parser = m->tool_parser,
     };
     if (fy_api_new(&ao, &r->api)) {
         fprintf(stderr, "ferry-runner run: out of memory\n");
@@ -488,6 +497,8 @@ static void run_opts_init(run_opts *o, fy_opt opts[RUN_NOPTS])
          "requests waiting for the engine before 503 (default 256)"},
         {"chat-template", FY_OPT_STR, &o->mo.chat_template, "FILE",
          "a Jinja chat template replacing the model's"},
+        {"tool-call-parser", FY_OPT_STR, &o->mo.tool_parser, "hermes|llama3|mistral",
+         "how tool calls are read from the model's text (default: from the chat template)"},
         {"threads", FY_OPT_INT, &o->mo.threads, "N", "CPU engine threads (default: one per core)"},
         {"sse-ping-interval", FY_OPT_DURATION, &o->mo.ping_ms, "DURATION",
          "SSE ': ping' comment after this long without a token (default 5s)"},
@@ -568,8 +579,8 @@ static const char *mode_problem(run_opts *o, char *err, size_t errlen)
         return "--data-dir and --upstream are required (see --help)";
     }
     if (!m->model && (m->listen || m->served_name || m->chat_template || m->device || m->gpu_util ||
-                      m->tensor_parallel || m->kv_bytes || m->kv_dtype)) {
-        return "--listen, --served-model-name, --chat-template, --device, "
+                      m->tensor_parallel || m->kv_bytes || m->kv_dtype || m->tool_parser)) {
+        return "--listen, --served-model-name, --chat-template, --tool-call-parser, --device, "
                "--kv-cache-memory, --kv-cache-dtype, --gpu-memory-utilization and "
                "--tensor-parallel need --model";
     }

@@ -20,6 +20,8 @@
 struct fy_chat_template {
     fy_jinja *tmpl;
     char *origin;
+    char *source; /* the template text (its tool-call family is read from it) */
+    size_t source_len;
     char *bos, *eos, *unk, *pad;
 };
 
@@ -43,6 +45,7 @@ void fy_chat_template_free(fy_chat_template *t)
     }
     fy_jinja_free(t->tmpl);
     free(t->origin);
+    free(t->source);
     free(t->bos);
     free(t->eos);
     free(t->unk);
@@ -61,11 +64,17 @@ static int ct_build(const char *source, size_t len, const json_t *cfg, const cha
         return fy_fail(err, errlen, FY_ENOMEM, "out of memory");
     }
     t->origin = strdup(origin);
+    t->source = malloc(len + 1);
+    if (t->source) {
+        memcpy(t->source, source, len);
+        t->source[len] = 0;
+        t->source_len = len;
+    }
     t->bos = token_text(cfg, "bos_token");
     t->eos = token_text(cfg, "eos_token");
     t->unk = token_text(cfg, "unk_token");
     t->pad = token_text(cfg, "pad_token");
-    if (!t->origin || !t->bos || !t->eos || !t->unk || !t->pad) {
+    if (!t->origin || !t->source || !t->bos || !t->eos || !t->unk || !t->pad) {
         fy_chat_template_free(t);
         return fy_fail(err, errlen, FY_ENOMEM, "out of memory");
     }
@@ -336,6 +345,12 @@ const char *fy_chat_template_bos(const fy_chat_template *t)
 const char *fy_chat_template_eos(const fy_chat_template *t)
 {
     return t->eos;
+}
+
+const char *fy_chat_template_source(const fy_chat_template *t, size_t *len)
+{
+    *len = t->source_len;
+    return t->source;
 }
 
 const char *fy_chat_template_origin(const fy_chat_template *t)

@@ -63,6 +63,9 @@ int fy_chat_template_render(const fy_chat_template *t, const json_t *messages, c
 const char *fy_chat_template_bos(const fy_chat_template *t);
 const char *fy_chat_template_eos(const fy_chat_template *t);
 
+/* The template's text (*LEN its length), valid while T lives. */
+const char *fy_chat_template_source(const fy_chat_template *t, size_t *len);
+
 /* Where the template came from (a path, or "<string>"), for logs. */
 const char *fy_chat_template_origin(const fy_chat_template *t);
 

@@ -57,7 +57,7 @@ char *fy_oai_error_json(const fy_oai_error *e, size_t *len)
 
 /* --- typed getters: 0 absent (or null), 1 present and valid, -1 error ------ */
 
-static const char *jtype(const json_t *v)
+const char *fy__oai_jtype(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
@@ -86,7 +86,7 @@ static int get_bool(const json_t *root, const char *key, int *out, fy_oai_error 
     }
     if (!json_is_boolean(v)) {
         return fy_oai_fail(e, 400, key, "invalid_type", "'%s' must be a boolean, got %s", key,
-                           jtype(v));
+                           fy__oai_jtype(v));
     }
     *out = json_is_true(v);
     return 1;
@@ -101,7 +101,7 @@ static int get_number(const json_t *root, const char *key, double lo, double hi,
     }
     if (!json_is_number(v)) {
         return fy_oai_fail(e, 400, key, "invalid_type", "'%s' must be a number, got %s", key,
-                           jtype(v));
+                           fy__oai_jtype(v));
     }
     double x = json_number_value(v);
     if (!isfinite(x) || x > hi || x < lo || (lo_open && x == lo)) {
@@ -127,7 +127,7 @@ static int get_int(const json_t *root, const char *key, long long lo, long long 
         x = (long long)json_real_value(v);
     } else {
         return fy_oai_fail(e, 400, key, "invalid_type", "'%s' must be an integer, got %s", key,
-                           jtype(v));
+                           fy__oai_jtype(v));
     }
     if (x < lo || x > hi) {
         return fy_oai_fail(e, 400, key, "invalid_value",
@@ -145,7 +145,7 @@ static int get_string(const json_t *root, const char *key, const char **out, fy_
     }
     if (!json_is_string(v)) {
         return fy_oai_fail(e, 400, key, "invalid_type", "'%s' must be a string, got %s", key,
-                           jtype(v));
+                           fy__oai_jtype(v));
     }
     *out = json_string_value(v);
     return 1;
@@ -171,14 +171,15 @@ static int parse_stop(fy_oai_request *r, fy_oai_error *e)
         items = NULL;
     } else if (!json_is_string(v)) {
         return fy_oai_fail(e, 400, "stop", "invalid_type",
-                           "'stop' must be a string or a list of strings, got %s", jtype(v));
+                           "'stop' must be a string or a list of strings, got %s",
+                           fy__oai_jtype(v));
     }
     for (size_t i = 0; i < n; i++) {
         json_t *s = items ? items[i] : json_array_get(v, i);
         if (!json_is_string(s)) {
             return fy_oai_fail(e, 400, "stop", "invalid_type",
                                "'stop' must be a string or a list of strings, item %zu is %s", i,
-                               jtype(s));
+                               fy__oai_jtype(s));
         }
         size_t len = json_string_length(s);
         if (len == 0 || len > FY_OAI_MAX_STOP_LEN || strlen(json_string_value(s)) != len) {
@@ -226,7 +227,7 @@ static int parse_logit_bias(fy_oai_request *r, fy_oai_error *e)
     if (!json_is_object(v)) {
         return fy_oai_fail(e, 400, "logit_bias", "invalid_type",
                            "'logit_bias' must be an object mapping token ids to biases, got %s",
-                           jtype(v));
+                           fy__oai_jtype(v));
     }
     size_t n = json_object_size(v), kl;
     if (n > FY_OAI_MAX_LOGIT_BIAS) {
@@ -257,7 +258,7 @@ static int parse_logit_bias(fy_oai_request *r, fy_oai_error *e)
         if (!json_is_number(x)) {
             return fy_oai_fail(e, 400, "logit_bias", "invalid_type",
                                "'logit_bias' value for token %lld must be a number, got %s", id,
-                               jtype(x));
+                               fy__oai_jtype(x));
         }
         double b = json_number_value(x);
         if (!isfinite(b) || b < -100 || b > 100) {
@@ -349,14 +350,6 @@ static int refuse_unsupported(fy_oai_request *r, fy_oai_error *e)
     if (v && !json_is_null(v)) {
         return fy_oai_fail(e, 400, "suffix", "unsupported_parameter", "'suffix' is not supported");
     }
-    v = json_object_get(r->root, "response_format");
-    if (v && !json_is_null(v)) {
-        json_t *t = json_is_object(v) ? json_object_get(v, "type") : NULL;
-        if (!json_is_string(t) || strcmp(json_string_value(t), "text") != 0) {
-            return fy_oai_fail(e, 400, "response_format", "unsupported_parameter",
-                               "only 'response_format' {\"type\": \"text\"} is supported");
-        }
-    }
     return 0;
 }
 
@@ -375,7 +368,7 @@ static int parse_ids(const json_t *p, const char *what, int32_t **ids, size_t *n
         json_t *x = json_array_get(p, i);
         if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > INT32_MAX) {
             return fy_oai_fail(e, 400, "prompt", "invalid_value",
-                               "%s: token %zu is not a token id (%s)", what, i, jtype(x));
+                               "%s: token %zu is not a token id (%s)", what, i, fy__oai_jtype(x));
         }
         (*ids)[i] = (int32_t)json_integer_value(x);
     }
@@ -395,7 +388,7 @@ static int parse_prompt(fy_oai_request *r, fy_oai_error *e)
         return fy_oai_fail(e, 400, "prompt", "invalid_type",
                            "'prompt' must be a string, a list of strings, a list of token ids or "
                            "a list of token-id lists, got %s",
-                           jtype(p));
+                           fy__oai_jtype(p));
     }
     size_t n = json_is_array(p) ? json_array_size(p) : 1;
     if (n == 0) {
@@ -425,7 +418,7 @@ static int parse_prompt(fy_oai_request *r, fy_oai_error *e)
         if (batch && json_typeof(x) != json_typeof(first)) {
             return fy_oai_fail(e, 400, "prompt", "invalid_type",
                                "a batch of prompts is all strings or all token-id lists: %s is %s",
-                               what, jtype(x));
+                               what, fy__oai_jtype(x));
         }
         if (json_is_string(x)) {
             q->text = json_string_value(x);
@@ -461,7 +454,7 @@ static int parse_content(const json_t *c, size_t i, int may_be_null, fy_oai_erro
     if (!json_is_array(c)) {
         return fy_oai_fail(e, 400, param, "invalid_type",
                            "'%s' must be a string or a list of content parts, got %s", param,
-                           jtype(c));
+                           fy__oai_jtype(c));
     }
     size_t j;
     json_t *part;
@@ -496,7 +489,7 @@ static int parse_messages(fy_oai_request *r, fy_oai_error *e)
     }
     if (!json_is_array(m)) {
         return fy_oai_fail(e, 400, "messages", "invalid_type",
-                           "'messages' must be a list of messages, got %s", jtype(m));
+                           "'messages' must be a list of messages, got %s", fy__oai_jtype(m));
     }
     size_t n = json_array_size(m);
     if (n == 0) {
@@ -514,7 +507,7 @@ static int parse_messages(fy_oai_request *r, fy_oai_error *e)
         if (!json_is_object(msg)) {
             snprintf(param, sizeof param, "messages[%zu]", i);
             return fy_oai_fail(e, 400, param, "invalid_type", "'%s' must be an object, got %s",
-                               param, jtype(msg));
+                               param, fy__oai_jtype(msg));
         }
         snprintf(param, sizeof param, "messages[%zu].role", i);
         json_t *role = json_object_get(msg, "role");
@@ -543,6 +536,9 @@ static int parse_messages(fy_oai_request *r, fy_oai_error *e)
             return fy_oai_fail(e, 400, "tools", "invalid_type", "'tools' must be a list");
         }
         r->tools = tools;
+    }
+    if (fy__oai_parse_tools(r, e)) {
+        return -1;
     }
     if (get_bool(r->root, "add_generation_prompt", &r->add_generation_prompt, e) < 0 ||
         get_bool(r->root, "continue_final_message", &r->continue_final_message, e) < 0) {
@@ -670,9 +666,13 @@ int fy_oai_parse(fy_oai_kind kind, const char *body, size_t len, fy_oai_request 
             /* The echoed prompt's tokens get logprobs as the completion's do. */
             r->sampling.prompt_logprobs = r->logprobs;
         }
-        return parse_prompt(r, e);
+        if (parse_prompt(r, e)) {
+            return -1;
+        }
+    } else if (parse_messages(r, e)) {
+        return -1;
     }
-    return parse_messages(r, e);
+    return fy__oai_parse_output(r, e);
 }
 
 void fy_oai_request_free(fy_oai_request *r)
@@ -774,8 +774,16 @@ char *fy_oai_response_json(fy_oai_kind kind, const char *id, int64_t created, co
         json_t *ch = json_pack("{s:i}", "index", i);
         json_t *text = jstr(c->text ? c->text : "", c->text ? c->text_len : 0);
         if (kind == FY_OAI_CHAT) {
-            json_object_set_new(ch, "message",
-                                json_pack("{s:s, s:o}", "role", "assistant", "content", text));
+            int calls = c->tool_calls && json_array_size(c->tool_calls) > 0;
+            if (calls && c->text_len == 0) {
+                json_decref(text);
+                text = json_null();
+            }
+            json_t *msg = json_pack("{s:s, s:o}", "role", "assistant", "content", text);
+            if (calls) {
+                json_object_set(msg, "tool_calls", c->tool_calls);
+            }
+            json_object_set_new(ch, "message", msg);
         } else {
             json_object_set_new(ch, "text", text);
         }
@@ -814,6 +822,14 @@ char *fy_oai_chunk_sse(fy_oai_kind kind, const char *id, int64_t created, const 
     json_object_set_new(ch, "logprobs", jlogprobs(logprobs));
     json_object_set_new(ch, "finish_reason",
                         finish_reason ? json_string(finish_reason) : json_null());
+    json_object_set_new(root, "choices", json_pack("[o]", ch));
+    return dump_free(root, "data: ", "\n\n", len);
+}
+
+char *fy__oai_chunk_dump(const char *id, int64_t created, const char *model, json_t *ch,
+                         size_t *len)
+{
+    json_t *root = envelope(FY_OAI_CHAT, 1, id, created, model);
     json_object_set_new(root, "choices", json_pack("[o]", ch));
     return dump_free(root, "data: ", "\n\n", len);
 }

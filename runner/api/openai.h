@@ -31,6 +31,8 @@
 #define FY_OAI_MAX_CHOICES             128       /* prompts x n */
 #define FY_OAI_MAX_COMPLETION_LOGPROBS 5         /* completions' logprobs int (OpenAI's cap) */
 #define FY_OAI_MAX_LOGIT_BIAS          FY_MAX_LOGIT_BIAS /* logit_bias entries (OpenAI: 300) */
+#define FY_OAI_MAX_TOOLS               128               /* tools (OpenAI: 128) */
+#define FY_OAI_MAX_CHOICE              256               /* structured_outputs.choice strings */
 
 typedef enum { FY_OAI_COMPLETION = 1, FY_OAI_CHAT } fy_oai_kind;
 
@@ -42,6 +44,22 @@ typedef struct {
     size_t n_ids;
 } fy_oai_prompt;
 
+/* What the output is constrained to (response_format, structured_outputs). */
+typedef enum {
+    FY_OAI_OUT_TEXT = 0,    /* free text */
+    FY_OAI_OUT_JSON_OBJECT, /* any JSON object */
+    FY_OAI_OUT_JSON_SCHEMA, /* JSON valid against `schema` */
+    FY_OAI_OUT_REGEX,       /* a string the `regex` matches in full */
+    FY_OAI_OUT_CHOICE,      /* one of the `choices` strings */
+} fy_oai_output;
+
+typedef enum {
+    FY_OAI_TOOL_NONE = 0, /* no tools, or tool_choice "none": plain text */
+    FY_OAI_TOOL_AUTO,     /* the model may call tools (parsed from its text) */
+    FY_OAI_TOOL_REQUIRED, /* it must call one or more (constrained) */
+    FY_OAI_TOOL_NAMED,    /* it must call `tool_name` (constrained) */
+} fy_oai_tool_choice;
+
 typedef struct {
     fy_oai_kind kind;
     json_t *root;      /* the parsed body (owned) */
@@ -52,8 +70,21 @@ typedef struct {
     int n_prompts;
     int echo; /* the prompt's text (and with logprobs, its tokens') before the completion's */
     /* Chat. */
-    const json_t *messages;     /* borrowed from root */
-    const json_t *tools;        /* NULL when absent */
+    const json_t *messages; /* borrowed from root */
+    const json_t *tools;    /* NULL when absent; each checked: {"type": "function",
+                                 * "function": {"name", "parameters"?, "strict"?}}, names unique */
+    fy_oai_tool_choice tool_choice;
+    const char *tool_name;    /* NAMED */
+    const json_t *named_tool; /* NAMED: its entry of tools */
+    int parallel_tool_calls;  /* default 1 */
+    /* Output constraints (both kinds). */
+    fy_oai_output output;
+    const char *output_param; /* the parameter that asked, for errors */
+    const json_t *schema;     /* JSON_SCHEMA (borrowed from root) */
+    int schema_strict;
+    const char *regex; /* REGEX */
+    size_t regex_len;
+    const json_t *choices;      /* CHOICE: a list of strings */
     int add_generation_prompt;  /* vLLM extension; default 1 */
     int continue_final_message; /* vLLM extension */
     /* Both. */
@@ -117,8 +148,10 @@ typedef struct {
 typedef struct {
     const char *text;
     size_t text_len;
-    const char *finish_reason; /* "stop", "length", or NULL while streaming */
+    const char *finish_reason; /* "stop", "length", "tool_calls", or NULL while streaming */
     json_t *logprobs;          /* a logprobs object (borrowed), or NULL */
+    json_t *tool_calls;        /* chat: a list of fy_oai_tool_call_json (borrowed), or NULL;
+                                * with calls and no text, "content" is null */
 } fy_oai_choice;
 
 /* "cmpl-<24 hex>" / "chatcmpl-<24 hex>" from 12 random bytes. */
@@ -143,8 +176,31 @@ char *fy_oai_chunk_sse(fy_oai_kind kind, const char *id, int64_t created, const 
 char *fy_oai_usage_chunk_sse(fy_oai_kind kind, const char *id, int64_t created, const char *model,
                              const fy_oai_usage *u, size_t *len);
 
+/* A chat chunk for choice INDEX carrying one piece of tool call CALL_INDEX:
+ * its first has CALL_ID and NAME (then "type": "function" too), the later
+ * ones NULL for both and the next ARGS piece. ROLE_FIRST as above. */
+char *fy_oai_tool_chunk_sse(const char *id, int64_t created, const char *model, int index,
+                            int role_first, int call_index, const char *call_id, const char *name,
+                            const char *args, size_t args_len, size_t *len);
+
+/* {"id", "type": "function", "function": {"name", "arguments"}} (a new
+ * reference; NULL when out of memory). */
+json_t *fy_oai_tool_call_json(const char *id, const char *name, const char *args, size_t args_len);
+
+/* A new tool call id: "call_" and 24 random letters and digits, or (NINE)
+ * 9 of them, as Mistral's templates require. */
+void fy_oai_tool_call_id(char *out, size_t outlen, int nine);
+
 /* An error inside a stream: "data: {"error":...}\n\n". */
 char *fy_oai_error_sse(const fy_oai_error *e, size_t *len);
+
+/* Internal to openai*.c: the tools / output parsers (after the sampling
+ * parameters and the messages), and a chat chunk's envelope around CH. */
+int fy__oai_parse_tools(fy_oai_request *r, fy_oai_error *e);
+const char *fy__oai_jtype(const json_t *v); /* "an object", "a string", ... for messages */
+int fy__oai_parse_output(fy_oai_request *r, fy_oai_error *e);
+char *fy__oai_chunk_dump(const char *id, int64_t created, const char *model, json_t *ch,
+                         size_t *len);
 
 #define FY_OAI_SSE_DONE "data: [DONE]\n\n"
 #define FY_OAI_SSE_PING ": ping\n\n"

@@ -11,6 +11,8 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "runner/api/constrain.h"
+#include "runner/api/toolcall.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +29,16 @@ struct fy_api {
     int64_t created;
     fy_api_call *calls; /* live generation calls */
     fy_api_stats st;
+    fy_constrain *cons;        /* compiled output constraints */
+    fy_toolcall_family family; /* how tool calls are read from text (auto tool choice) */
 };
+
+/* A tool call of a choice, as it is read from the text. */
+typedef struct {
+    char id[48];
+    char *name;
+    fy_buf args;
+} tcall;
 
 /* One choice: prompt P's sample J is choice P * n + J. */
 typedef struct {
@@ -37,6 +48,14 @@ typedef struct {
     int done;
     int completion_tokens;
     const char *finish;
+    /* Tools: the parser over the text, the calls it found, and for its
+     * callbacks the call and this choice's index. */
+    fy_toolcall_parser *tcp;
+    tcall *calls;
+    int n_calls;
+    int primed; /* the parser read what comes before the text */
+    fy_api_call *call;
+    int index;
 } sample;
 
 /* One prompt of the call: one engine request of n samples. */
@@ -78,9 +97,14 @@ struct fy_api_call {
     uint64_t last_write;
     int failed; /* an error finish: its message is in err */
     fy_oai_error err;
-    int in_tp; /* inside a transport call: a cancel now is left to its caller */
-    int gone;  /* cancelled from inside a transport call */
+    int in_tp;           /* inside a transport call: a cancel now is left to its caller */
+    int gone;            /* cancelled from inside a transport call */
+    fy_grammar *grammar; /* the output constraint, or NULL */
+    fy_buf pend;         /* streamed: chunks the tool parser made, written after it returns */
+    int oom;             /* building a chunk failed */
 };
+
+static json_t *tool_calls_json(const sample *s);
 
 /* --- plain answers ------------------------------------------------------------ */
 
@@ -167,11 +191,20 @@ static void call_release(fy_api_call *c)
         part_free(&c->parts[i]);
     }
     for (int i = 0; c->s && i < c->n_choices; i++) {
-        fy_buf_free(&c->s[i].text);
-        json_decref(c->s[i].logprobs);
+        sample *s = &c->s[i];
+        fy_buf_free(&s->text);
+        json_decref(s->logprobs);
+        fy_toolcall_parser_free(s->tcp);
+        for (int k = 0; k < s->n_calls; k++) {
+            free(s->calls[k].name);
+            fy_buf_free(&s->calls[k].args);
+        }
+        free(s->calls);
     }
     free(c->parts);
     free(c->s);
+    fy_grammar_unref(c->grammar);
+    fy_buf_free(&c->pend);
     fy_oai_request_free(&c->r);
 }
 
@@ -286,6 +319,8 @@ static void call_respond(fy_api_call *c)
         ch[i].text_len = c->s[i].text.len;
         ch[i].finish_reason = c->s[i].finish;
         ch[i].logprobs = c->s[i].logprobs;
+        ch[i].tool_calls = tool_calls_json(&c->s[i]);
+        ok = c->s[i].n_calls == 0 || ch[i].tool_calls;
         if (p->plp && c->s[i].logprobs) {
             ok = (own[i] = fy_oai_logprobs_concat(p->plp, c->s[i].logprobs)) != NULL;
             ch[i].logprobs = own[i];
@@ -298,6 +333,7 @@ static void call_respond(fy_api_call *c)
     }
     for (int i = 0; own && i < c->n_choices; i++) {
         json_decref(own[i]);
+        json_decref(ch[i].tool_calls);
     }
     free(own);
     free(ch);
@@ -412,6 +448,135 @@ static void hold_text(fy_api_call *c, sample *s, const char *text, size_t len)
     c->text_total += len;
 }
 
+/* --- tool calls ------------------------------------------------------------------- */
+
+/* Appends a built chunk to the call's pending bytes (streamed tools). */
+static int pend_chunk(fy_api_call *c, char *chunk, size_t len)
+{
+    int rc = chunk ? fy_buf_append(&c->pend, chunk, len) : FY_ENOMEM;
+    free(chunk);
+    if (rc < 0) {
+        c->oom = 1;
+    }
+    return rc;
+}
+
+static int tc_content(void *arg, const char *text, size_t len)
+{
+    sample *s = arg;
+    fy_api_call *c = s->call;
+    if (!c->r.stream) {
+        hold_text(c, s, text, len);
+        return c->failed ? FY_ETOOBIG : 0;
+    }
+    size_t n;
+    char *chunk = fy_oai_chunk_sse(FY_OAI_CHAT, c->id, c->created, c->api->model, s->index,
+                                   !s->started, text, len, NULL, NULL, &n);
+    s->started = 1;
+    return pend_chunk(c, chunk, n);
+}
+
+static int tc_begin(void *arg, int index, const char *name, size_t len)
+{
+    sample *s = arg;
+    fy_api_call *c = s->call;
+    tcall *nc = realloc(s->calls, (size_t)(s->n_calls + 1) * sizeof *nc);
+    if (!nc) {
+        return FY_ENOMEM;
+    }
+    s->calls = nc;
+    tcall *t = &s->calls[s->n_calls];
+    memset(t, 0, sizeof *t);
+    if (!(t->name = strndup(name, len))) {
+        return FY_ENOMEM;
+    }
+    s->n_calls++;
+    fy_buf_init(&t->args, FY_TOOLCALL_MAX_BYTES);
+    fy_oai_tool_call_id(t->id, sizeof t->id, c->api->family == FY_TOOLCALL_MISTRAL);
+    if (!c->r.stream) {
+        return 0;
+    }
+    size_t n;
+    char *chunk = fy_oai_tool_chunk_sse(c->id, c->created, c->api->model, s->index, !s->started,
+                                        index, t->id, t->name, "", 0, &n);
+    s->started = 1;
+    return pend_chunk(c, chunk, n);
+}
+
+static int tc_args(void *arg, int index, const char *piece, size_t len)
+{
+    sample *s = arg;
+    fy_api_call *c = s->call;
+    if (index < 0 || index >= s->n_calls) {
+        return FY_EINVAL;
+    }
+    if (!c->r.stream) {
+        return fy_buf_append(&s->calls[index].args, piece, len);
+    }
+    size_t n;
+    char *chunk = fy_oai_tool_chunk_sse(c->id, c->created, c->api->model, s->index, 0, index, NULL,
+                                        NULL, piece, len, &n);
+    return pend_chunk(c, chunk, n);
+}
+
+static const fy_toolcall_ops tc_ops = {tc_content, tc_begin, tc_args};
+
+/* The parser of choice S for R's tool choice. "required" output is a list
+ * of {"name", "parameters"}: the Mistral parser reads it after its marker;
+ * a named tool's output is its arguments: the same parser reads it inside
+ * a call written up to them (finished by tool_parser_end). */
+static int tool_parser_new(fy_api *a, const fy_oai_request *r, sample *s)
+{
+    fy_toolcall_family f = r->tool_choice == FY_OAI_TOOL_AUTO ? a->family : FY_TOOLCALL_MISTRAL;
+    return fy_toolcall_parser_new(f, &tc_ops, s, &s->tcp);
+}
+
+/* What the parser reads before choice S's first text (at its first event,
+ * so a streamed call's head goes out as a chunk). */
+static int tool_parser_prime(const fy_oai_request *r, sample *s)
+{
+    s->primed = 1;
+    if (r->tool_choice == FY_OAI_TOOL_REQUIRED) {
+        return fy_toolcall_push(s->tcp, "[TOOL_CALLS]", 12);
+    }
+    if (r->tool_choice == FY_OAI_TOOL_NAMED) {
+        char head[128];
+        int n = snprintf(head, sizeof head,
+                         "[TOOL_CALLS][{\"name\": \"%s\", \"arguments\": ", r->tool_name);
+        return fy_toolcall_push(s->tcp, head, (size_t)n);
+    }
+    return 0;
+}
+
+/* The end of choice S's text: the parser's last words. */
+static int tool_parser_end(fy_api_call *c, sample *s)
+{
+    int rc = 0;
+    if (c->r.tool_choice == FY_OAI_TOOL_NAMED) {
+        rc = fy_toolcall_push(s->tcp, "}]", 2);
+    }
+    return rc ? rc : fy_toolcall_finish(s->tcp);
+}
+
+/* The tool_calls list of choice S (NULL when it made none). */
+static json_t *tool_calls_json(const sample *s)
+{
+    if (s->n_calls == 0) {
+        return NULL;
+    }
+    json_t *l = json_array();
+    for (int i = 0; l && i < s->n_calls; i++) {
+        const tcall *t = &s->calls[i];
+        json_t *j = fy_oai_tool_call_json(t->id, t->name, t->args.data ? t->args.data : "{}",
+                                          t->args.data ? t->args.len : 2);
+        if (!j || json_array_append_new(l, j) < 0) {
+            json_decref(l);
+            return NULL;
+        }
+    }
+    return l;
+}
+
 static void on_engine_event(const fy_engine_event *ev, void *arg)
 {
     part *p = arg;
@@ -468,7 +633,40 @@ static void on_engine_event(const fy_engine_event *ev, void *arg)
         lp = c->r.stream ? into : NULL;
     }
     s->completion_tokens = ev->completion_tokens;
-    if (c->r.stream) {
+    if (s->tcp) {
+        /* The text goes through the tool parser; what it makes of it is
+         * content or calls (streamed: chunks written after it returns). */
+        fy_buf_reset(&c->pend);
+        int rc = s->primed ? 0 : tool_parser_prime(&c->r, s);
+        if (rc == 0) {
+            rc = fy_toolcall_push(s->tcp, ev->text, ev->text_len);
+        }
+        if (rc == 0 && finish) {
+            rc = tool_parser_end(c, s);
+        }
+        if (finish && s->n_calls > 0 && ev->finish == FY_FINISH_STOP) {
+            finish = "tool_calls";
+        }
+        if ((rc < 0 || c->oom) && !c->failed) {
+            c->failed = 1;
+            fy_oai_fail(&c->err, 500, NULL, "tool_parse_error", "reading tool calls: %s",
+                        fy_strerror(rc < 0 ? rc : FY_ENOMEM));
+        }
+        if (c->r.stream) {
+            fy_engine_event quiet = *ev;
+            quiet.text = "";
+            quiet.text_len = 0;
+            if (c->pend.len && call_write(c, c->pend.data, c->pend.len)) {
+                json_decref(lp);
+                return;
+            }
+            rc = stream_event(c, &quiet, index, lp, finish);
+            json_decref(lp);
+            if (rc) {
+                return;
+            }
+        }
+    } else if (c->r.stream) {
         int rc = stream_event(c, ev, index, lp, finish);
         json_decref(lp);
         if (rc) {
@@ -693,6 +891,11 @@ static int part_setup(fy_api *a, fy_api_call *c, int i, int *max_tokens, fy_oai_
     for (int j = 0; j < c->r.n; j++) {
         sample *s = &c->s[i * c->r.n + j];
         fy_buf_init(&s->text, FY_API_MAX_TEXT);
+        s->call = c;
+        s->index = i * c->r.n + j;
+        if (c->r.tool_choice != FY_OAI_TOOL_NONE && tool_parser_new(a, &c->r, s) < 0) {
+            return fy_oai_fail(e, 500, NULL, "out_of_memory", "out of memory");
+        }
         if (c->r.logprobs >= 0 && !c->r.stream && !(s->logprobs = fy_oai_logprobs_new(c->r.kind))) {
             return fy_oai_fail(e, 500, NULL, "out_of_memory", "out of memory");
         }
@@ -740,6 +943,29 @@ static int part_submit(fy_api *a, fy_api_call *c, int i, int max_tokens, const c
     return 0;
 }
 
+/* The grammar C's output must follow, and what reading tool calls needs.
+ * Returns 0 or -1 with E filled. */
+static int constrain(fy_api *a, fy_api_call *c, fy_oai_error *e)
+{
+    fy_oai_request *r = &c->r;
+    if (r->tool_choice == FY_OAI_TOOL_AUTO && a->family == FY_TOOLCALL_NONE) {
+        return fy_oai_fail(e, 400, "tool_choice", "invalid_value",
+                           "tool_choice \"auto\" needs a tool-call parser, and this model's chat "
+                           "template names none: start the runner with --tool-call-parser "
+                           "hermes|llama3|mistral, or ask for \"required\" or a named tool");
+    }
+    if (fy_constrain_request(a->cons, r, &c->grammar, e) < 0) {
+        return -1;
+    }
+    r->sampling.grammar = c->grammar;
+    /* Llama 3's <|python_tag|> and Mistral's [TOOL_CALLS] are special
+     * tokens: their parsers need the text (Hermes' <tool_call> is not). */
+    r->sampling.keep_special =
+        r->tool_choice == FY_OAI_TOOL_AUTO &&
+        (a->family == FY_TOOLCALL_LLAMA3 || a->family == FY_TOOLCALL_MISTRAL);
+    return 0;
+}
+
 static const fy_http_header sse_hdr[] = {
     {"content-type", "text/event-stream", 0, 0},
     {"cache-control", "no-cache", 0, 0},
@@ -778,9 +1004,10 @@ static fy_api_call *generate(fy_api *a, fy_oai_kind kind, const fy_api_request *
         fy_oai_fail(&e, 500, NULL, "out_of_memory", "out of memory");
         goto fail;
     }
-    if (check_logit_bias(a, &c->r, &e)) {
+    if (check_logit_bias(a, &c->r, &e) || constrain(a, c, &e)) {
         goto fail;
     }
+    fy_buf_init(&c->pend, FY_API_MAX_BACKLOG);
     for (int i = 0; i < c->n_parts; i++) {
         if (part_setup(a, c, i, &max_tokens[i], &e)) {
             goto fail;
@@ -1106,6 +1333,20 @@ int fy_api_new(const fy_api_options *o, fy_api **out)
     snprintf(a->model, sizeof a->model, "%s", o->model_name);
     a->ping_ms = o->ping_ms ? o->ping_ms : FY_API_PING_MS;
     a->created = (int64_t)time(NULL);
+    if (o->tool_call_parser) {
+        if (fy_toolcall_family_parse(o->tool_call_parser, &a->family) < 0) {
+            free(a);
+            return FY_EINVAL;
+        }
+    } else if (a->tmpl) {
+        size_t len;
+        const char *src = fy_chat_template_source(a->tmpl, &len);
+        a->family = fy_toolcall_family_detect(src, len);
+    }
+    if (fy_constrain_new(&a->cons) < 0) {
+        free(a);
+        return FY_ENOMEM;
+    }
     *out = a;
     return 0;
 }
@@ -1118,6 +1359,7 @@ void fy_api_free(fy_api *a)
     while (a->calls) {
         call_abort(a->calls);
     }
+    fy_constrain_free(a->cons);
     free(a);
 }
 

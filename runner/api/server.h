@@ -38,6 +38,10 @@ typedef struct {
     const fy_chat_template *tmpl; /* NULL: chat requests get a 400 */
     const char *model_name;       /* the id clients use (copied) */
     unsigned ping_ms;             /* 0: FY_API_PING_MS */
+    /* How tool calls are read from the model's text: "hermes", "llama3",
+     * "mistral" (runner/api/toolcall.h); NULL: the family the chat
+     * template's text prompts for. */
+    const char *tool_call_parser;
 } fy_api_options;
 
 int fy_api_new(const fy_api_options *o, fy_api **out);

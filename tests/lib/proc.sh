@@ -50,16 +50,25 @@ wait_for() {
 
 # npm_install_once PACKAGE_JSON DEST: installs PACKAGE_JSON's dependencies
 # into DEST/node_modules (normally under the build dir), once: again only when
-# the package.json changed. Returns 1 (log in $TMP/npm.log) when npm fails.
+# the package.json (or its lock file) changed. With a package-lock.json beside
+# it, `npm ci` installs exactly the pinned versions. Returns 1 (log in
+# $TMP/npm.log) when npm fails.
 npm_install_once() {
-    local pkg=$1 dest=$2
+    local pkg=$1 dest=$2 lock
+    lock=$(dirname "$1")/package-lock.json
     command -v node >/dev/null && command -v npm >/dev/null || return 1
     mkdir -p "$dest"
-    if cmp -s "$pkg" "$dest/package.json" && [[ -f $dest/.installed ]]; then
+    if cmp -s "$pkg" "$dest/package.json" && [[ -f $dest/.installed ]] &&
+        { [[ ! -f $lock ]] || cmp -s "$lock" "$dest/package-lock.json"; }; then
         return 0
     fi
     rm -f "$dest/.installed"
     cp "$pkg" "$dest/package.json"
-    (cd "$dest" && timeout 300 npm install --no-audit --no-fund --loglevel=error) >"$TMP/npm.log" 2>&1 || return 1
+    local cmd=install
+    if [[ -f $lock ]]; then
+        cp "$lock" "$dest/package-lock.json"
+        cmd=ci
+    fi
+    (cd "$dest" && timeout 300 npm "$cmd" --no-audit --no-fund --loglevel=error) >"$TMP/npm.log" 2>&1 || return 1
     touch "$dest/.installed"
 }

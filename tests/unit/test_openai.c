@@ -98,7 +98,65 @@ static void test_invalid(void **state)
         {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":-100.5}}", "logit_bias"},
         {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":\"1\"}}", "logit_bias"},
         {FY_OAI_CHAT, "{" MSGS ",\"logit_bias\":{\"5\":null}}", "logit_bias"},
-        {FY_OAI_CHAT, "{" MSGS ",\"response_format\":{\"type\":\"json_object\"}}",
+        {FY_OAI_CHAT, "{" MSGS ",\"response_format\":{\"type\":\"xml\"}}", "response_format.type"},
+        {FY_OAI_CHAT, "{" MSGS ",\"response_format\":\"json\"}", "response_format.type"},
+        {FY_OAI_CHAT, "{" MSGS ",\"response_format\":{\"type\":\"json_schema\"}}",
+         "response_format.json_schema"},
+        {FY_OAI_CHAT,
+         "{" MSGS ",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":"
+         "\"a b\",\"schema\":{}}}}",
+         "response_format.json_schema.name"},
+        {FY_OAI_CHAT,
+         "{" MSGS ",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":"
+         "\"ab\",\"schema\":3}}}",
+         "response_format.json_schema.schema"},
+        {FY_OAI_CHAT,
+         "{" MSGS ",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":"
+         "\"ab\",\"schema\":{},\"strict\":\"yes\"}}}",
+         "response_format.json_schema.strict"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"grammar\":\"a\"}}",
+         "structured_outputs.grammar"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"choice\":[]}}",
+         "structured_outputs.choice"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"choice\":[\"a\",1]}}",
+         "structured_outputs.choice"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"regex\":\"\"}}",
+         "structured_outputs.regex"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"json\":\"[1\"}}",
+         "structured_outputs.json"},
+        {FY_OAI_COMPLETION,
+         "{\"prompt\":\"x\",\"structured_outputs\":{\"regex\":\"a\",\"choice\":[\"b\"]}}",
+         "structured_outputs.choice"},
+        {FY_OAI_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":[]}", "structured_outputs"},
+        {FY_OAI_CHAT, "{" MSGS ",\"tools\":[{\"type\":\"code\"}]}", "tools[0]"},
+        {FY_OAI_CHAT, "{" MSGS ",\"tools\":[{\"type\":\"function\"}]}", "tools[0].function"},
+        {FY_OAI_CHAT,
+         "{" MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a.b\"}}]}",
+         "tools[0].function.name"},
+        {FY_OAI_CHAT,
+         "{" MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":"
+         "\"function\",\"function\":{\"name\":\"f\"}}]}",
+         "tools[1].function.name"},
+        {FY_OAI_CHAT,
+         "{" MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+         "\"parameters\":[]}}]}",
+         "tools[0].function.parameters"},
+        {FY_OAI_CHAT, "{" MSGS ",\"tool_choice\":\"required\"}", "tool_choice"},
+        {FY_OAI_CHAT,
+         "{" MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":\"always\"}",
+         "tool_choice"},
+        {FY_OAI_CHAT,
+         "{" MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}",
+         "tool_choice.function.name"},
+        {FY_OAI_CHAT,
+         "{" MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"parallel_tool_calls\":1}",
+         "parallel_tool_calls"},
+        {FY_OAI_CHAT,
+         "{" MSGS ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"response_format\":{\"type\":\"json_object\"}}",
          "response_format"},
         {FY_OAI_CHAT, "{}", "messages"},
         {FY_OAI_CHAT, "{\"messages\":[]}", "messages"},
@@ -324,7 +382,7 @@ static void test_error_json(void **state)
 static void test_responses(void **state)
 {
     (void)state;
-    fy_oai_choice ch[2] = {{"Hello", 5, "stop", NULL}, {"W\xff", 2, "length", NULL}};
+    fy_oai_choice ch[2] = {{"Hello", 5, "stop", NULL, NULL}, {"W\xff", 2, "length", NULL, NULL}};
     fy_oai_usage u = {5, 7, 2};
     size_t len;
     char *s = fy_oai_response_json(FY_OAI_COMPLETION, "cmpl-1", 100, "m", ch, 2, &u, &len);
