@@ -83,7 +83,7 @@ static void pre_init(pre *p, const char *pat)
     p->mc = pcre2_match_context_create(NULL);
     assert_non_null(p->md);
     assert_non_null(p->mc);
-    pcre2_set_match_limit(p->mc, 100000);
+    pcre2_set_match_limit(p->mc, 5000);
 }
 
 static void pre_close(pre *p)
@@ -490,17 +490,20 @@ static void test_json_cross(void **state)
     static const char *const pats[] = {".*",        "[^a]{0,4}",         "[\\x00-\\x1f\"\\\\]+x",
                                        "\\D\\W\\S", "(a\"|\\\\b|\\n)*",  "[^\\w\\s]*",
                                        "\\s+",      "[\\u0000-\\u00ff]*"};
+    size_t n_pats = sizeof pats / sizeof pats[0], n_cases = sizeof cases / sizeof cases[0];
     uint64_t rng = 11;
-    for (size_t p = 0; p < sizeof pats / sizeof pats[0]; p++) {
-        fy_grammar *gj = compile(pats[p], FY_REGEX_JSON_STRING);
-        fy_grammar *gr = compile(pats[p], FY_REGEX_RAW);
+    for (size_t p = 0; p < n_pats + n_cases; p++) {
+        const char *pat = p < n_pats ? pats[p] : cases[p - n_pats].pat;
+        const char *ppat = p < n_pats || !cases[p - n_pats].pcre ? pat : cases[p - n_pats].pcre;
+        fy_grammar *gj = compile(pat, FY_REGEX_JSON_STRING);
+        fy_grammar *gr = compile(pat, FY_REGEX_RAW);
         pre re;
-        pre_init(&re, pats[p]);
+        pre_init(&re, ppat);
         for (int mode = 0; mode < 2; mode++) {
             fy_gstate *st = NULL, *other = NULL;
             assert_int_equal(fy_gstate_new(mode ? gj : gr, &st), 0);
             assert_int_equal(fy_gstate_new(mode ? gr : gj, &other), 0);
-            for (int walk = 0; walk < 400; walk++) {
+            for (int walk = 0; walk < 200; walk++) {
                 char s[64];
                 size_t n = 0;
                 fy_gstate_reset(st);
@@ -535,11 +538,11 @@ static void test_json_cross(void **state)
                 if (mode) {
                     long rn = json_decode(s, n, raw);
                     if (rn < 0) {
-                        fail_msg("/%s/ JSON walk \"%.*s\" does not decode", pats[p], (int)n, s);
+                        fail_msg("/%s/ JSON walk \"%.*s\" does not decode", pat, (int)n, s);
                     }
                     size_t sn = json_encode(raw, (size_t)rn, spelled);
                     if (sn != n || memcmp(spelled, s, n) != 0) {
-                        fail_msg("/%s/ JSON walk \"%.*s\" is not the canonical spelling", pats[p],
+                        fail_msg("/%s/ JSON walk \"%.*s\" is not the canonical spelling", pat,
                                  (int)n, s);
                     }
                     assert_true(pcre_match(&re, raw, (size_t)rn));
@@ -547,7 +550,7 @@ static void test_json_cross(void **state)
                 } else {
                     size_t sn = json_encode(s, n, spelled);
                     if (!accepts_n(other, spelled, sn)) {
-                        fail_msg("/%s/ JSON refuses \"%.*s\"", pats[p], (int)sn, spelled);
+                        fail_msg("/%s/ JSON refuses \"%.*s\"", pat, (int)sn, spelled);
                     }
                 }
             }
@@ -705,6 +708,31 @@ static void test_caps(void **state)
     p[n++] = ')';
     p[n++] = '*';
     assert_int_equal(compile_rc(p, n, err, sizeof err), FY_ELIMIT);
+    /* The deepest nesting, of alternations and nullable repetitions, still
+     * parses within the state's depth cap. */
+    static const char *const deep[][4] = {{"(x|", "a", ")*", "xaxa"},
+                                          {"(a?", "b", ")*c?", "abcabbc"},
+                                          {"((y?z?)", "w", ")+", "yzwzwyw"}};
+    for (size_t d = 0; d < sizeof deep / sizeof deep[0]; d++) {
+        n = 0;
+        int times = d == 2 ? FY_REGEX_MAX_DEPTH / 2 : FY_REGEX_MAX_DEPTH;
+        for (int i = 0; i < times; i++) {
+            memcpy(p + n, deep[d][0], strlen(deep[d][0]));
+            n += strlen(deep[d][0]);
+        }
+        memcpy(p + n, deep[d][1], strlen(deep[d][1]));
+        n += strlen(deep[d][1]);
+        for (int i = 0; i < times; i++) {
+            memcpy(p + n, deep[d][2], strlen(deep[d][2]));
+            n += strlen(deep[d][2]);
+        }
+        p[n] = 0;
+        fy_grammar *g = compile(p, FY_REGEX_JSON_STRING);
+        if (!accepts(g, deep[d][1]) || !accepts(g, deep[d][3])) {
+            fail_msg("/%s/ refuses \"%s\" or \"%s\"", p, deep[d][1], deep[d][3]);
+        }
+        fy_grammar_unref(g);
+    }
     free(p);
     /* The builder's own error comes back. */
     fy_gbuild *b = NULL;
