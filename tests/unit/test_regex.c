@@ -193,6 +193,8 @@ static const rcase cases[] = {
     {"[\\[\\]\\\\^-]+", NULL, {"[]\\^-"}, {"a"}},
     {"[a^]", NULL, {"a", "^"}, {"b"}},
     {"}", NULL, {"}"}, {""}},
+    {"a{0,3}a{2}a*?b\\d{1,2}\\d[0-9]+", NULL, {"aab000", "aaaaaaaab1234"}, {"ab000", "aab00"}},
+    {"[ab]{2}[ab]?[ba]{1,2}", NULL, {"abb", "aaaaa"}, {"ab", "aaaaaa"}},
 };
 
 /* The characters (as UTF-8 strings) random candidates are made of: the
@@ -702,12 +704,17 @@ static void test_caps(void **state)
     n = 0;
     p[n++] = '(';
     for (int i = 0; i < 400; i++) {
-        p[n++] = 'a';
+        p[n++] = "ab"[i & 1]; /* not a?a?: that would merge into a{0,400} */
         p[n++] = '?';
     }
     p[n++] = ')';
     p[n++] = '*';
     assert_int_equal(compile_rc(p, n, err, sizeof err), FY_ELIMIT);
+    assert_non_null(strstr(err, "optional parts in one repeated sequence"));
+    for (size_t i = 1; i < n - 2; i += 2) {
+        p[i] = 'a';
+    }
+    assert_true(compile_rc(p, n, err, sizeof err) >= 0);
     /* The deepest nesting, of alternations and nullable repetitions, still
      * parses within the state's depth cap. */
     static const char *const deep[][4] = {{"(x|", "a", ")*", "xaxa"},
@@ -769,6 +776,19 @@ static void test_growth(void **state)
         cross_check(&c, g);
         fy_grammar_unref(g);
     }
+    /* Adjacent repetitions of one atom merge: long strings of the language
+     * are not lost to the parse state's stack cap. */
+    fy_grammar *m = compile("a{0,500}a{0,500}", FY_REGEX_RAW);
+    char *many = malloc(1001);
+    assert_non_null(many);
+    memset(many, 'a', 1001);
+    fy_gstate *st = NULL;
+    assert_int_equal(fy_gstate_new(m, &st), 0);
+    assert_true(accepts_n(st, many, 1000));
+    assert_false(accepts_n(st, many, 1001));
+    fy_gstate_free(st);
+    fy_grammar_unref(m);
+    free(many);
     /* A literal of the longest pattern is one rule of its bytes. */
     char *p = malloc(FY_REGEX_MAX_LEN);
     assert_non_null(p);
