@@ -541,11 +541,6 @@ static int64_t escape(rx *x, size_t at, int in_class, int *set)
         return c;
     }
     if (c >= 0x80) {
-        x->pos--;
-        int64_t v = next_utf8(x);
-        if (v < 0) {
-            return -1;
-        }
         return RX_FAIL(x, FY_EINVAL,
                        "escape of a non-ASCII character at offset %zu is not "
                        "supported",
@@ -880,6 +875,53 @@ static int parse_quant(rx *x, int atom, int *quantified)
     return mk_rep(x, atom, (int)mn, (int)mx);
 }
 
+/* The single-character atom of item N (a character, a class, or one of
+ * them repeated) into *ATOM with its counts; 0 when N is something else. */
+static int single_item(const rx *x, int n, int *atom, int *min, int *max)
+{
+    const rnode *d = &x->nd[n];
+    if (d->kind == N_REP) {
+        *min = d->min;
+        *max = d->max;
+        n = d->a;
+        d = &x->nd[n];
+    } else {
+        *min = *max = 1;
+    }
+    *atom = n;
+    return d->kind == N_CHAR || d->kind == N_CLASS;
+}
+
+/* Merges the scratch stack's last two items when they repeat the same
+ * single-character atom (a{0,5}a{0,5} is a{0,10}): the same language, and
+ * the parse state then keeps one count instead of one stack per split. */
+static int merge_last(rx *x, int base)
+{
+    if (x->n_scr - base < 2) {
+        return 0;
+    }
+    int p = x->scr[x->n_scr - 2], q = x->scr[x->n_scr - 1], a, b, amin, amax, bmin, bmax;
+    if (!single_item(x, p, &a, &amin, &amax) || !single_item(x, q, &b, &bmin, &bmax) ||
+        (x->nd[p].kind != N_REP && x->nd[q].kind != N_REP)) {
+        return 0;
+    }
+    const rnode *da = &x->nd[a], *db = &x->nd[b];
+    int same = a == b || (da->kind == db->kind && da->kind == N_CHAR && da->a == db->a) ||
+               (da->kind == db->kind && da->kind == N_CLASS && da->n == db->n &&
+                memcmp(x->rg + da->a, x->rg + db->a, (size_t)da->n * sizeof *x->rg) == 0);
+    int min = amin + bmin, max = amax < 0 || bmax < 0 ? -1 : amax + bmax;
+    if (!same || min > FY_REGEX_MAX_REPEAT || max > FY_REGEX_MAX_REPEAT) {
+        return 0;
+    }
+    int r = mk_rep(x, a, min, max);
+    if (r < 0) {
+        return -1;
+    }
+    x->n_scr--;
+    x->scr[x->n_scr - 1] = r;
+    return 0;
+}
+
 /* A sequence, up to '|', ')' or the end. */
 static int parse_cat(rx *x)
 {
@@ -902,9 +944,12 @@ static int parse_cat(rx *x)
         }
         quantified = 0;
         have = a >= 0;
-        if (have && scr_push(x, a) < 0) {
+        if (have && (merge_last(x, base) < 0 || scr_push(x, a) < 0)) {
             return -1;
         }
+    }
+    if (merge_last(x, base) < 0) {
+        return -1;
     }
     int r = mk_cat(x, x->scr + base, x->n_scr - base);
     x->n_scr = base;

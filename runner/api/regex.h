@@ -38,19 +38,23 @@
  * possessive quantifiers (*+ ++ ?+ {n}+), inline flags ((?i) (?i: ...),
  * atomic groups, comments, conditionals, recursion, branch reset, Unicode
  * property escapes (\p{..} \P{..}), POSIX classes ([:alpha:]), any other
- * escape of a letter or digit, '{,m}', unbalanced ( ) [ ], a class starting
- * with ']' (PCRE and JavaScript read it differently), a range out of order,
- * a range with a shorthand end ([\d-z]), a quantifier with nothing to repeat
- * (also one right after another: a**), {n,m} with n > m, invalid UTF-8, and
- * a pattern no string matches.
+ * escape of a letter or digit (\a \e \cX \h \R \Q ...), an escaped
+ * control or non-ASCII character, octal escapes (\01), '{,m}', unbalanced
+ * ( ) [ ], a class starting with ']' (PCRE and JavaScript read it
+ * differently), a range out of order, a range with a shorthand end
+ * ([\d-z]), a quantifier with nothing to repeat (also one right after
+ * another: a**), {n,m} with n > m, invalid UTF-8, and a pattern no string
+ * matches.
  *
  * Generation: an unbounded (or bounded) repetition of something that can
  * match the empty string is rewritten to repeat its non-empty part from 0
  * ((a?)* is (a)*), so the grammar never loops on nothing; each construct is
  * built once and referenced, so the grammar grows with the pattern, not with
- * its expansion. Highly ambiguous patterns (a{0,500}a{0,500}) may need more
- * live parse stacks than FY_GRAMMAR_MAX_STACKS, past which the parse state
- * drops some (what it allows stays a subset of the language). */
+ * its expansion. Adjacent repetitions of one character or class merge
+ * (a{0,5}a{2} is a{2,7}). Other ambiguous patterns (a{0,500}b?a{0,500}) may
+ * need more live parse stacks than FY_GRAMMAR_MAX_STACKS, past which the
+ * parse state drops some: what it allows stays a subset of the language, but
+ * a long enough string of the language may be refused. */
 #ifndef FY_API_REGEX_H
 #define FY_API_REGEX_H
 
