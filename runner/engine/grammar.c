@@ -338,7 +338,9 @@ int fy_gb_charclass(fy_gbuild *b, const fy_cprange *r, int n)
     if (!v) {
         return b_fail(b, FY_ENOMEM);
     }
-    memcpy(v, r, (size_t)n * sizeof *r);
+    if (n > 0) {
+        memcpy(v, r, (size_t)n * sizeof *r);
+    }
     qsort(v, (size_t)n, sizeof *v, cprange_cmp);
     int rule = fy_gb_rule(b), first = 1;
     /* Merge, then cut at the encoded-length boundaries and the surrogates. */
@@ -528,7 +530,9 @@ int fy_gbuild_finish(fy_gbuild *b, int root, fy_grammar **out, char *err, size_t
         fy_grammar_unref(fy_grammar_ref(g)); /* refs 0 -> 1 -> free */
         return FY_ENOMEM;
     }
-    memcpy(g->sets, b->sets, (size_t)b->n_sets * sizeof *g->sets);
+    if (b->n_sets) {
+        memcpy(g->sets, b->sets, (size_t)b->n_sets * sizeof *g->sets);
+    }
     g->n_sets = b->n_sets;
     int ai = 0;
     for (int r = 0; r < b->n_rules; r++) {
@@ -536,7 +540,9 @@ int fy_gbuild_finish(fy_gbuild *b, int root, fy_grammar **out, char *err, size_t
         for (int j = 0; j < b->rules[r].n_alts; j++) {
             const elist *l = &b->rules[r].alts[j];
             g->alt_start[ai++] = (uint32_t)g->n_el;
-            memcpy(g->el + g->n_el, l->v, (size_t)l->n * sizeof *l->v);
+            if (l->n) {
+                memcpy(g->el + g->n_el, l->v, (size_t)l->n * sizeof *l->v);
+            }
             g->n_el += l->n;
             g->el[g->n_el++] = (gel){.kind = G_END};
         }
@@ -755,7 +761,9 @@ static int stacks_copy(stacks *dst, const stacks *src)
     if (grow((void **)&dst->fr, &dst->cap_fr, src->n_fr, sizeof *dst->fr) < 0) {
         return FY_ENOMEM;
     }
-    memcpy(dst->fr, src->fr, (size_t)src->n_fr * sizeof *src->fr);
+    if (src->n_fr) {
+        memcpy(dst->fr, src->fr, (size_t)src->n_fr * sizeof *src->fr);
+    }
     dst->n_fr = src->n_fr;
     dst->n_st = src->n_st;
     dst->accepting = src->accepting;
@@ -926,7 +934,9 @@ int fy_gmasker_new(int vocab, const char *const *bytes, const size_t *lens, cons
     m->end_ids = malloc((size_t)(n_end > 0 ? n_end : 1) * sizeof *m->end_ids);
     int rc = !m->tok_next || !m->mask || !m->end_ids ? FY_ENOMEM : 0;
     if (rc == 0) {
-        memcpy(m->end_ids, end_ids, (size_t)n_end * sizeof *end_ids);
+        if (n_end > 0) {
+            memcpy(m->end_ids, end_ids, (size_t)n_end * sizeof *end_ids);
+        }
         m->n_end = n_end;
         rc = grow((void **)&m->nodes, &m->cap_nodes, 1, sizeof *m->nodes);
     }
