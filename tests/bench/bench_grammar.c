@@ -256,31 +256,42 @@ int main(int argc, char **argv)
         return 1;
     }
     round_t r;
-    enum { T1 = 160 };
-    printf("\nbatch 1, temperature 1, up to %d tokens:\n", T1);
-    double free1 = run(&loop, e, 1, 0, NULL, T1, 7, &r);
-    printf("  unconstrained:            %7.2f ms/token (%d tokens)\n", free1 * 1e3, r.tokens + 1);
+    enum { T1 = 160, T64 = 24, REPS = 3 };
+    /* A first run faults the weights in; then each figure is the best of
+     * REPS runs, unconstrained and constrained taking turns, so a slow
+     * moment of the machine does not land on one side only. */
+    run(&loop, e, 1, 0, NULL, 32, 1, &r);
+    printf("\nbatch 1, temperature 1, %d tokens:\n", T1);
     double cold = run(&loop, e, 1, 1, g, T1, 7, &r);
-    printf("  constrained, cold masks:  %7.2f ms/token (%d tokens, %s)  %+.1f%%\n", cold * 1e3,
-           r.tokens + 1, r.finished_stop ? "schema complete" : "cut at max_tokens",
+    int cold_tokens = r.tokens + 1, complete = r.finished_stop;
+    double free1 = 1e9, warm = 1e9;
+    for (int k = 0; k < REPS; k++) {
+        double t = run(&loop, e, 1, 0, NULL, T1, 7, &r);
+        free1 = t < free1 ? t : free1;
+        t = run(&loop, e, 1, 1, g, T1, 7, &r);
+        warm = t < warm ? t : warm;
+    }
+    printf("  unconstrained:            %7.2f ms/token (best of %d)\n", free1 * 1e3, REPS);
+    printf("  constrained, cold masks:  %7.2f ms/token (%d tokens, %s, first run)  %+.1f%%\n",
+           cold * 1e3, cold_tokens, complete ? "schema complete" : "cut at max_tokens",
            100.0 * (cold / free1 - 1));
-    double warm = run(&loop, e, 1, 1, g, T1, 7, &r);
-    printf("  constrained, warm masks:  %7.2f ms/token (%d tokens)  %+.1f%%  (goal <= +5%%)\n",
-           warm * 1e3, r.tokens + 1, 100.0 * (warm / free1 - 1));
-    double again = run(&loop, e, 1, 0, NULL, T1, 7, &r);
-    printf("  unconstrained again:      %7.2f ms/token (run-to-run spread %+.1f%%)\n",
-           again * 1e3, 100.0 * (again / free1 - 1));
+    printf("  constrained, warm masks:  %7.2f ms/token (best of %d)  %+.1f%%  (goal <= +5%%)\n",
+           warm * 1e3, REPS, 100.0 * (warm / free1 - 1));
 
-    enum { T64 = 24 };
     printf("\nbatch 64, %d tokens each:\n", T64);
-    double all_free = run(&loop, e, 64, 0, NULL, T64, 100, &r);
-    printf("  64 unconstrained:               %7.2f ms/step\n", all_free * 1e3);
-    double quarter = run(&loop, e, 64, 16, g, T64, 200, &r);
-    printf("  48 + 16 constrained (cold):     %7.2f ms/step  %+.1f%%\n", quarter * 1e3,
-           100.0 * (quarter / all_free - 1));
-    quarter = run(&loop, e, 64, 16, g, T64, 200, &r);
-    printf("  48 + 16 constrained (warm):     %7.2f ms/step  %+.1f%%\n", quarter * 1e3,
-           100.0 * (quarter / all_free - 1));
+    double qcold = run(&loop, e, 64, 16, g, T64, 200, &r);
+    double all_free = 1e9, quarter = 1e9;
+    for (int k = 0; k < REPS; k++) {
+        double t = run(&loop, e, 64, 0, NULL, T64, 200, &r);
+        all_free = t < all_free ? t : all_free;
+        t = run(&loop, e, 64, 16, g, T64, 200, &r);
+        quarter = t < quarter ? t : quarter;
+    }
+    printf("  64 unconstrained:               %7.2f ms/step (best of %d)\n", all_free * 1e3, REPS);
+    printf("  48 + 16 constrained, cold:      %7.2f ms/step (first run)  %+.1f%%\n", qcold * 1e3,
+           100.0 * (qcold / all_free - 1));
+    printf("  48 + 16 constrained, warm:      %7.2f ms/step (best of %d)  %+.1f%%\n", quarter * 1e3,
+           REPS, 100.0 * (quarter / all_free - 1));
     fy_engine_destroy(e);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
