@@ -9,6 +9,7 @@
 
 #include "common/err.h"
 #include "common/limits.h"
+#include "runner/api/regex.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -825,8 +826,23 @@ static int compile_string(jsc *c, const json_t *s)
         return js_fail(c, FY_EINVAL, "'pattern' together with 'format' is not supported");
     }
     if (pat) {
-        ptr_push(c, "pattern");
-        return js_fail(c, FY_EINVAL, "'pattern' is not supported yet");
+        size_t old = ptr_push(c, "pattern");
+        if (!json_is_string(pat)) {
+            return js_fail(c, FY_EINVAL, "'pattern' must be a string");
+        }
+        char err[256] = "";
+        int body = -1;
+        rc = fy_regex_compile(c->b, json_string_value(pat), json_string_length(pat),
+                              FY_REGEX_JSON_STRING, &body, err, sizeof err);
+        if (rc < 0) {
+            return js_fail(c, rc, "%s", err);
+        }
+        ptr_pop(c, old);
+        int r = fy_gb_rule(c->b);
+        fy_gb_lit(c->b, r, "\"", 1);
+        fy_gb_ref(c->b, r, body);
+        fy_gb_lit(c->b, r, "\"", 1);
+        return js_built(c, r);
     }
     if (fmt) {
         const char *f = json_string_value(fmt);

@@ -125,6 +125,12 @@ static const struct accept_case accept_cases[] = {
     {"{\"type\":\"string\",\"format\":\"uuid\"}",
      {"\"123e4567-e89b-12d3-a456-426614174000\""},
      {"\"123e4567e89b12d3a456426614174000\"", "\"123e4567-e89b-12d3-a456-42661417400g\""}},
+    {"{\"type\":\"string\",\"pattern\":\"^[A-Z]{2}-\\\\d{3}$\"}",
+     {"\"AB-123\""},
+     {"\"ab-123\"", "\"AB-12\"", "\"AB-1234\""}},
+    {"{\"type\":\"string\",\"pattern\":\"a\\\"b|c\\\\\\\\d\"}",
+     {"\"a\\\"b\"", "\"c\\\\d\""},
+     {"\"a\"b\"", "\"cd\""}},
     {"{}", {"1", "\"s\"", "[1,{\"a\":null}]", "{\"x\":[true]}"}, {"", "[1,"}},
     {"{\"title\":\"T\",\"description\":\"d\",\"type\":\"integer\",\"default\":1}", {"1"}, {"x"}},
 };
@@ -189,6 +195,9 @@ static const struct refuse_case refuse_cases[] = {
     {"{\"$defs\":{\"a\":{\"type\":\"integer\",\"bogus\":1}},\"$ref\":\"#/$defs/a\"}", FY_EINVAL,
      "/$defs/a/bogus", "'bogus'"},
     {"false", FY_EINVAL, "", "accepts nothing"},
+    {"{\"type\":\"string\",\"pattern\":\"(?=a)b\"}", FY_EINVAL, "/pattern", "lookahead"},
+    {"{\"type\":\"string\",\"pattern\":\"a\",\"maxLength\":3}", FY_EINVAL, "/pattern",
+     "minLength/maxLength"},
 };
 
 static void test_refusals(void **state)
