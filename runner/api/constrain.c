@@ -47,11 +47,17 @@ void fy_constrain_get_stats(const fy_constrain *c, fy_constrain_stats *st)
 
 /* The canonical text of R's constraint (malloc'd), or NULL when it has none
  * (*OOM set when out of memory). */
-static char *constraint_key(const fy_oai_request *r, int *oom)
+static char *constraint_key(const fy_oai_request *r, fy_toolcall_family family, int *oom)
 {
     json_t *k = NULL;
     *oom = 0;
-    if (r->tool_choice == FY_OAI_TOOL_REQUIRED) {
+    if (r->tool_choice == FY_OAI_TOOL_AUTO) {
+        if (!fy_constrain_trigger(r, family)) {
+            return NULL;
+        }
+        k = json_pack("{s:s, s:i, s:b, s:O}", "k", "auto", "family", (int)family, "parallel",
+                      r->parallel_tool_calls, "tools", r->tools);
+    } else if (r->tool_choice == FY_OAI_TOOL_REQUIRED) {
         k = json_pack("{s:s, s:b, s:O}", "k", "required", "parallel", r->parallel_tool_calls,
                       "tools", r->tools);
     } else if (r->tool_choice == FY_OAI_TOOL_NAMED) {
@@ -113,9 +119,20 @@ static void key_colon(fy_gbuild *b, int rule, const char *key, int ws)
     fy_gb_ref(b, rule, ws);
 }
 
-/* [ ws {"name": NAME, "parameters": ARGS} ( , ws ... )* ws ] with one item
- * per call (one alone unless PARALLEL). */
-static int required_rule(fy_gbuild *b, const fy_oai_request *r, int ws, fy_oai_error *e)
+/* How a list of calls is written: OPEN item (SEP ws item)* CLOSE, each
+ * item {"name": NAME, ARGS_KEY: ARGS}. */
+typedef struct {
+    const char *open, *sep, *close, *args_key;
+} calls_shape;
+
+/* "required": the list constrain.h describes. */
+static const calls_shape required_shape = {"[", ",", "]", "\"parameters\""};
+
+/* The calls R's tools allow, in SHAPE; one alone unless parallel_tool_calls.
+ * A tool's arguments follow its schema; under ONLY_STRICT (tool_choice
+ * auto) a tool that is not strict takes any object. */
+static int calls_rule(fy_gbuild *b, const fy_oai_request *r, int ws, const calls_shape *shape,
+                      int only_strict, fy_oai_error *e)
 {
     size_t n = json_array_size(r->tools);
     int *items = calloc(n, sizeof *items);
@@ -126,13 +143,15 @@ static int required_rule(fy_gbuild *b, const fy_oai_request *r, int ws, fy_oai_e
     int rc = 0;
     for (size_t i = 0; i < n && rc >= 0; i++) {
         const json_t *t = json_array_get(r->tools, i);
-        int args = tool_args(b, t, i, e);
+        const json_t *f = json_object_get(t, "function");
+        int args = only_strict && !json_is_true(json_object_get(f, "strict"))
+                       ? fy_jsonschema_any(b, 1)
+                       : tool_args(b, t, i, e);
         if (args < 0) {
             rc = args;
             break;
         }
-        const char *name =
-            json_string_value(json_object_get(json_object_get(t, "function"), "name"));
+        const char *name = json_string_value(json_object_get(f, "name"));
         int it = fy_gb_rule(b);
         fy_gb_lit(b, it, "{", 1);
         fy_gb_ref(b, it, ws);
@@ -143,7 +162,7 @@ static int required_rule(fy_gbuild *b, const fy_oai_request *r, int ws, fy_oai_e
         fy_gb_ref(b, it, ws);
         fy_gb_lit(b, it, ",", 1);
         fy_gb_ref(b, it, ws);
-        key_colon(b, it, "\"parameters\"", ws);
+        key_colon(b, it, shape->args_key, ws);
         fy_gb_ref(b, it, args);
         fy_gb_ref(b, it, ws);
         fy_gb_lit(b, it, "}", 1);
@@ -153,29 +172,65 @@ static int required_rule(fy_gbuild *b, const fy_oai_request *r, int ws, fy_oai_e
     if (rc >= 0) {
         int item = fy_gb_choice(b, items, (int)n), more = fy_gb_rule(b);
         list = fy_gb_rule(b);
-        fy_gb_lit(b, more, ",", 1);
+        fy_gb_lit(b, more, shape->sep, strlen(shape->sep));
         fy_gb_ref(b, more, ws);
         fy_gb_ref(b, more, item);
         fy_gb_ref(b, more, ws);
-        fy_gb_lit(b, list, "[", 1);
+        fy_gb_lit(b, list, shape->open, strlen(shape->open));
         fy_gb_ref(b, list, ws);
         fy_gb_ref(b, list, item);
         fy_gb_ref(b, list, ws);
-        if (r->parallel_tool_calls) {
+        if (r->parallel_tool_calls && shape->sep[0]) {
             fy_gb_repeat(b, list, more, 0, -1);
         }
-        fy_gb_lit(b, list, "]", 1);
+        fy_gb_lit(b, list, shape->close, strlen(shape->close));
     }
     free(items);
     return rc < 0 ? rc : list;
 }
 
+/* tool_choice auto with a strict tool: what a call looks like once its
+ * marker (the trigger) was written, per family. Hermes: one object and
+ * </tool_call> (the next call has its own marker); Llama 3: calls after
+ * <|python_tag|>, ';'-separated; Mistral: the list after [TOOL_CALLS]. */
+static const struct {
+    fy_toolcall_family family;
+    const char *trigger;
+    calls_shape shape;
+} lazy_shapes[] = {
+    {FY_TOOLCALL_HERMES, "<tool_call>", {"", "", "</tool_call>", "\"arguments\""}},
+    {FY_TOOLCALL_LLAMA3, "<|python_tag|>", {"", ";", "", "\"parameters\""}},
+    {FY_TOOLCALL_MISTRAL, "[TOOL_CALLS]", {"[", ",", "]", "\"arguments\""}},
+};
+
+static int any_strict(const fy_oai_request *r)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(r->tools, i, t)
+    {
+        if (json_is_true(json_object_get(json_object_get(t, "function"), "strict"))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The body rule of R's constraint in B (without the leading whitespace). */
-static int body_rule(fy_gbuild *b, const fy_oai_request *r, int ws, int *lead_ws, fy_oai_error *e)
+static int body_rule(fy_gbuild *b, const fy_oai_request *r, fy_toolcall_family family, int ws,
+                     int *lead_ws, fy_oai_error *e)
 {
     *lead_ws = 1;
     if (r->tool_choice == FY_OAI_TOOL_REQUIRED) {
-        return required_rule(b, r, ws, e);
+        return calls_rule(b, r, ws, &required_shape, 0, e);
+    }
+    if (r->tool_choice == FY_OAI_TOOL_AUTO) {
+        for (size_t i = 0; i < sizeof lazy_shapes / sizeof lazy_shapes[0]; i++) {
+            if (lazy_shapes[i].family == family) {
+                return calls_rule(b, r, ws, &lazy_shapes[i].shape, 1, e);
+            }
+        }
+        return FY_EINVAL;
     }
     if (r->tool_choice == FY_OAI_TOOL_NAMED) {
         size_t i = 0;
@@ -227,7 +282,8 @@ static int body_rule(fy_gbuild *b, const fy_oai_request *r, int ws, int *lead_ws
     }
 }
 
-static int compile(const fy_oai_request *r, fy_grammar **out, fy_oai_error *e)
+static int compile(const fy_oai_request *r, fy_toolcall_family family, fy_grammar **out,
+                   fy_oai_error *e)
 {
     fy_gbuild *b = NULL;
     if (fy_gbuild_new(&b) < 0) {
@@ -235,7 +291,7 @@ static int compile(const fy_oai_request *r, fy_grammar **out, fy_oai_error *e)
     }
     e->status = 0;
     int ws = fy_jsonschema_ws(b), lead = 1;
-    int body = body_rule(b, r, ws, &lead, e);
+    int body = body_rule(b, r, family, ws, &lead, e);
     int rc = 0;
     if (body < 0) {
         if (e->status == 0) {
@@ -267,12 +323,25 @@ static int compile(const fy_oai_request *r, fy_grammar **out, fy_oai_error *e)
     return rc;
 }
 
-int fy_constrain_request(fy_constrain *c, const fy_oai_request *r, fy_grammar **out,
-                         fy_oai_error *e)
+const char *fy_constrain_trigger(const fy_oai_request *r, fy_toolcall_family family)
+{
+    if (r->tool_choice != FY_OAI_TOOL_AUTO || !any_strict(r)) {
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof lazy_shapes / sizeof lazy_shapes[0]; i++) {
+        if (lazy_shapes[i].family == family) {
+            return lazy_shapes[i].trigger;
+        }
+    }
+    return NULL;
+}
+
+int fy_constrain_request(fy_constrain *c, const fy_oai_request *r, fy_toolcall_family family,
+                         fy_grammar **out, fy_oai_error *e)
 {
     *out = NULL;
     int oom;
-    char *key = constraint_key(r, &oom);
+    char *key = constraint_key(r, family, &oom);
     if (!key) {
         return oom ? fy_oai_fail(e, 500, NULL, "out_of_memory", "out of memory") : 0;
     }
@@ -293,7 +362,7 @@ int fy_constrain_request(fy_constrain *c, const fy_oai_request *r, fy_grammar **
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     fy_grammar *g = NULL;
-    if (compile(r, &g, e) < 0) {
+    if (compile(r, family, &g, e) < 0) {
         free(key);
         return -1;
     }

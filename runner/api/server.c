@@ -954,10 +954,11 @@ static int constrain(fy_api *a, fy_api_call *c, fy_oai_error *e)
                            "template names none: start the runner with --tool-call-parser "
                            "hermes|llama3|mistral, or ask for \"required\" or a named tool");
     }
-    if (fy_constrain_request(a->cons, r, &c->grammar, e) < 0) {
+    if (fy_constrain_request(a->cons, r, a->family, &c->grammar, e) < 0) {
         return -1;
     }
     r->sampling.grammar = c->grammar;
+    r->sampling.grammar_trigger = fy_constrain_trigger(r, a->family);
     /* Llama 3's <|python_tag|> and Mistral's [TOOL_CALLS] are special
      * tokens: their parsers need the text (Hermes' <tool_call> is not). */
     r->sampling.keep_special =

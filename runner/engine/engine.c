@@ -41,6 +41,7 @@
 #define FY_ENGINE_MAX_STOP_IDS 64         /* extra stop token ids per request */
 #define FY_ENGINE_TEXT_MAX     (16 << 20) /* text one sample may have waiting for the loop */
 #define FY_ENGINE_LIVE_BUCKETS 1024
+#define FY_ENGINE_MAX_TRIGGER  64 /* bytes of a lazy grammar's marker */
 
 typedef struct fy__req fy__req;
 
@@ -70,7 +71,10 @@ typedef struct {
     fy_detok *detok;
     size_t text_bytes; /* the detokenizer's text so far (tokens' text offsets) */
     fy_stop stop;
-    fy_gstate *gs; /* constrained decoding's parse state, or NULL */
+    fy_gstate *gs;                    /* constrained decoding's parse state, or NULL */
+    int gs_active;                    /* the grammar applies now (always, unless it is lazy) */
+    char tail[FY_ENGINE_MAX_TRIGGER]; /* lazy: the text's last bytes, for a marker across tokens */
+    size_t tail_len;
     int finished;
     /* Under mu. */
     outbuf out;
@@ -85,6 +89,8 @@ struct fy__req {
     fy_sampling sp;
     int32_t *stop_ids;
     fy_logit_bias *logit_bias;
+    char trigger[FY_ENGINE_MAX_TRIGGER]; /* a lazy grammar's marker ("" when none) */
+    size_t trigger_len;
     char key[FY_SCHED_KEY_MAX];
     fy_engine_cb cb;
     void *arg;
@@ -381,7 +387,7 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *g);
 static const uint32_t *grammar_mask(fy_engine *e, fy__sample *s, fy_finish *why)
 {
     *why = FY_FINISH_NONE;
-    if (!s->gs) {
+    if (!s->gs || !s->gs_active) {
         return NULL;
     }
     if (!e->masker) {
@@ -447,6 +453,40 @@ static int argmax_only(const fy__req *r)
     return r->n == 1 && !r->sp.grammar && fy_sampling_is_plain_argmax(&r->sp);
 }
 
+/* A lazy grammar's sample took TEXT[0..N): when its marker is complete,
+ * the grammar starts on the bytes after it. TAIL keeps the last bytes
+ * before, so a marker split across tokens is found. */
+static void lazy_watch(fy__sample *s, const char *text, size_t n)
+{
+    const fy__req *r = s->req;
+    char buf[2 * FY_ENGINE_MAX_TRIGGER];
+    size_t keep = r->trigger_len - 1;
+    /* TEXT in pieces of at most FY_ENGINE_MAX_TRIGGER bytes, each after the
+     * tail the previous one left. */
+    size_t from = 0;
+    const char *hit = NULL;
+    while (!hit && from < n) {
+        size_t take = n - from < FY_ENGINE_MAX_TRIGGER ? n - from : FY_ENGINE_MAX_TRIGGER;
+        memcpy(buf, s->tail, s->tail_len);
+        memcpy(buf + s->tail_len, text + from, take);
+        size_t len = s->tail_len + take;
+        hit = memmem(buf, len, r->trigger, r->trigger_len);
+        if (hit) {
+            size_t end = (size_t)(hit - buf) + r->trigger_len; /* in buf */
+            size_t after = end - s->tail_len + from;           /* in text */
+            s->gs_active =
+                fy_gstate_reset(s->gs) == 0 && fy_gstate_feed(s->gs, text + after, n - after) == 0;
+            s->tail_len = 0;
+            return;
+        }
+        /* Keep the last KEEP bytes as the tail and go on. */
+        size_t k = len < keep ? len : keep;
+        memmove(s->tail, buf + len - k, k);
+        s->tail_len = k;
+        from += take;
+    }
+}
+
 /* Appends G's token to S and emits what it makes final. */
 static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
 {
@@ -471,15 +511,22 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
                 stop_string = 1;
             }
         }
-        if (s->gs) {
+        if (s->gs && s->gs_active) {
             size_t nb = 0;
             const char *bytes = fy_tokenizer_token_bytes(e->tok, id, &nb);
             /* The mask allowed only what the state takes; a sentence that
-             * can't go on is over. */
+             * can't go on is over (a lazy grammar waits for its marker). */
             if (fy_gstate_feed(s->gs, bytes, nb) == 0 && fy_gstate_accepting(s->gs) &&
                 !fy_gstate_can_continue(s->gs) && finish == FY_FINISH_NONE) {
-                finish = FY_FINISH_STOP;
+                if (r->trigger_len) {
+                    s->gs_active = 0;
+                    s->tail_len = 0;
+                } else {
+                    finish = FY_FINISH_STOP;
+                }
             }
+        } else if (s->gs && n > 0) {
+            lazy_watch(s, t, n);
         }
     }
     int done = q->n_tokens - q->n_prompt;
@@ -887,6 +934,11 @@ static int req_new(fy_engine *e, const fy_engine_request *q, fy__req **out, char
     r->sp.stop_ids = NULL;
     r->sp.logit_bias = NULL; /* the copy below */
     r->sp.grammar = fy_grammar_ref(sp->grammar);
+    r->sp.grammar_trigger = NULL; /* the copy: */
+    if (sp->grammar && sp->grammar_trigger) {
+        r->trigger_len = strlen(sp->grammar_trigger);
+        memcpy(r->trigger, sp->grammar_trigger, r->trigger_len);
+    }
     r->cb = q->cb;
     r->arg = q->arg;
     r->n_prompt = q->n_prompt;
@@ -938,6 +990,7 @@ static int req_new(fy_engine *e, const fy_engine_request *q, fy__req **out, char
         if (sp->grammar && (rc = fy_gstate_new(sp->grammar, &s->gs)) < 0) {
             return rc;
         }
+        s->gs_active = r->trigger_len == 0;
         s->seq.tokens = malloc((size_t)cap * sizeof *s->seq.tokens);
         if (!s->detok || !s->seq.tokens ||
             fy_detok_prime(s->detok, q->prompt, (size_t)q->n_prompt) < 0) {
@@ -1000,6 +1053,12 @@ static int check_request(fy_engine *e, const fy_engine_request *q, char *err, si
             return fy_fail(err, errlen, FY_EINVAL,
                            "stop_token_ids: id %d is outside the vocabulary", (int)sp->stop_ids[i]);
         }
+    }
+    if (sp->grammar_trigger && (!sp->grammar || !sp->grammar_trigger[0] ||
+                                strlen(sp->grammar_trigger) >= FY_ENGINE_MAX_TRIGGER)) {
+        return fy_fail(err, errlen, FY_EINVAL,
+                       "grammar_trigger: 1 to %d bytes, and only with a grammar",
+                       FY_ENGINE_MAX_TRIGGER - 1);
     }
     for (int i = 0; i < sp->n_logit_bias; i++) {
         if (sp->logit_bias[i].id < 0 || sp->logit_bias[i].id >= e->vocab) {

@@ -115,6 +115,12 @@ typedef struct {
      * its own parse state; it lives with the sample, so preemption and
      * recompute leave it as it was. The engine takes a reference at submit. */
     fy_grammar *grammar;
+    /* A lazy grammar (NULL: it applies from the first token): the text is
+     * free until this marker appears in it (across tokens); the grammar then
+     * applies to what follows, and once its sentence is whole the text is
+     * free again until the next marker (tool_choice auto with strict tools:
+     * each call is constrained from its marker on). Copied at submit. */
+    const char *grammar_trigger;
     /* 1: a sample's text includes special tokens' text (tool-call markers
      * such as "[TOOL_CALLS]" or "<|python_tag|>"); EOS and stop tokens stay
      * out of it. */

@@ -225,9 +225,9 @@ int main(int argc, char **argv)
     }
     fy_grammar *c1 = NULL, *c2 = NULL;
     double t0 = now_s();
-    fy_constrain_request(cons, &rq, &c1, &oe);
+    fy_constrain_request(cons, &rq, FY_TOOLCALL_NONE, &c1, &oe);
     double t1 = now_s();
-    fy_constrain_request(cons, &rq, &c2, &oe);
+    fy_constrain_request(cons, &rq, FY_TOOLCALL_NONE, &c2, &oe);
     double t2 = now_s();
     fy_constrain_stats cs;
     fy_constrain_get_stats(cons, &cs);

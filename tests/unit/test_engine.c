@@ -23,6 +23,7 @@
 #include "runner/api/jsonschema.h"
 #include "runner/engine/engine.h"
 #include "runner/engine/grammar.h"
+#include "support/grammar_support.h"
 #include "runner/engine/stop.h"
 
 #include <jansson.h>
@@ -1007,16 +1008,6 @@ static fy_grammar *schema_grammar(const char *text)
     return g;
 }
 
-/* 1 when TEXT[0..LEN) is a whole sentence of G. */
-static int grammar_accepts(fy_grammar *g, const char *text, size_t len)
-{
-    fy_gstate *st = NULL;
-    assert_int_equal(fy_gstate_new(g, &st), 0);
-    int ok = fy_gstate_feed(st, text, len) == 0 && fy_gstate_accepting(st);
-    fy_gstate_free(st);
-    return ok;
-}
-
 static const char constrained_schema[] =
     "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":6},"
     "\"age\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":120},\"pet\":{\"enum\":[\"cat\","
@@ -1093,6 +1084,57 @@ static void test_constrained(void **state)
     fy_grammar_unref(g);
 }
 
+/* A lazy grammar (grammar_trigger): greedy text is the model's own until
+ * the marker ("named", in the expected greedy text), then a sentence of the
+ * grammar (" <" [a-z]{2,4} ">"), then free again: the text goes on past the
+ * sentence to max_tokens, and its start is the expected text's. */
+static void test_lazy_grammar(void **state)
+{
+    (void)state;
+    need_model();
+    fy_gbuild *b = NULL;
+    assert_int_equal(fy_gbuild_new(&b), 0);
+    int letter = fy_gb_rule(b), root = fy_gb_rule(b);
+    fy_gb_byte_range(b, letter, 'a', 'z');
+    fy_gb_lit(b, root, " <", 2);
+    fy_gb_repeat(b, root, letter, 2, 4);
+    fy_gb_lit(b, root, ">", 1);
+    fy_grammar *g = NULL;
+    char err[256];
+    assert_int_equal(fy_gbuild_finish(b, root, &g, err, sizeof err), 0);
+    fy_gbuild_free(b);
+    static coll k;
+    ctx c;
+    ctx_open(&c, 0, 4, 4);
+    fy_sampling s = greedy(60);
+    s.ignore_eos = 1;
+    s.grammar = g;
+    s.grammar_trigger = "named";
+    submit(&c, &k, g_prompt, g_n_prompt, 1, &s, NULL);
+    run(&c);
+    ctx_close(&c);
+    fy_grammar_unref(g);
+    const char *at = strstr(g_text, "named");
+    assert_non_null(at);
+    size_t pre = (size_t)(at - g_text) + 5;
+    char *t = k.text[0];
+    t[k.text_len[0]] = 0;
+    if (strncmp(t, g_text, pre) != 0) {
+        fail_msg("before the marker the text is the model's own: [%s]", t);
+    }
+    const char *p = t + pre;
+    size_t letters = 0;
+    assert_true(p[0] == ' ' && p[1] == '<');
+    for (p += 2; *p >= 'a' && *p <= 'z'; p++) {
+        letters++;
+    }
+    if (letters < 2 || letters > 4 || *p != '>') {
+        fail_msg("after the marker: [%s]", t + pre);
+    }
+    assert_true(strlen(p + 1) > 0); /* free text after the sentence */
+    assert_int_equal(k.finish[0], FY_FINISH_LENGTH);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1102,7 +1144,7 @@ int main(void)
         cmocka_unit_test(test_bounded_queue),         cmocka_unit_test(test_stops_and_length),
         cmocka_unit_test(test_completion_text),       cmocka_unit_test(test_logit_bias),
         cmocka_unit_test(test_prompt_logprobs),       cmocka_unit_test(test_kv_dtype),
-        cmocka_unit_test(test_constrained),
+        cmocka_unit_test(test_constrained),           cmocka_unit_test(test_lazy_grammar),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -10,20 +10,11 @@
 
 #include "common/err.h"
 #include "runner/engine/grammar.h"
+#include "support/grammar_support.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* 1 when S is a whole sentence of G. */
-static int accepts(fy_grammar *g, const char *s)
-{
-    fy_gstate *st = NULL;
-    assert_int_equal(fy_gstate_new(g, &st), 0);
-    int ok = fy_gstate_feed(st, s, strlen(s)) == 0 && fy_gstate_accepting(st);
-    fy_gstate_free(st);
-    return ok;
-}
 
 /* 1 when S is a prefix of some sentence of G. */
 static int prefix_ok(fy_grammar *g, const char *s)

@@ -13,6 +13,7 @@
 #include "common/err.h"
 #include "common/limits.h"
 #include "runner/api/jsonschema.h"
+#include "support/grammar_support.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,15 +41,6 @@ static fy_grammar *compile_text(const char *schema, int *rc, fy_jsonschema_error
     fy_gbuild_free(b);
     json_decref(s);
     return g;
-}
-
-static int accepts(fy_grammar *g, const char *s)
-{
-    fy_gstate *st = NULL;
-    assert_int_equal(fy_gstate_new(g, &st), 0);
-    int ok = fy_gstate_feed(st, s, strlen(s)) == 0 && fy_gstate_accepting(st);
-    fy_gstate_free(st);
-    return ok;
 }
 
 struct accept_case {
