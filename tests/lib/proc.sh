@@ -58,6 +58,18 @@ npm_install_once() {
     lock=$(dirname "$1")/package-lock.json
     command -v node >/dev/null && command -v npm >/dev/null || return 1
     mkdir -p "$dest"
+    # Tests sharing DEST may run at once (ctest -j): one installs, the
+    # others wait for it on the lock and then find it done.
+    exec {NPM_LOCK_FD}>"$dest.lock"
+    flock -w 600 "$NPM_LOCK_FD" || return 1
+    npm_install_locked "$pkg" "$dest" "$lock"
+    local rc=$?
+    flock -u "$NPM_LOCK_FD"
+    exec {NPM_LOCK_FD}>&-
+    return $rc
+}
+npm_install_locked() {
+    local pkg=$1 dest=$2 lock=$3
     if cmp -s "$pkg" "$dest/package.json" && [[ -f $dest/.installed ]] &&
         { [[ ! -f $lock ]] || cmp -s "$lock" "$dest/package-lock.json"; }; then
         return 0
