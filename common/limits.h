@@ -44,11 +44,17 @@
 #define FY_STREAM_LOW_WATERMARK  (64 * 1024)
 
 /* Constrained decoding (runner/api/jsonschema.h, runner/engine/grammar.h):
- * a schema's serialized size and nesting; the grammar it compiles to is
- * capped by FY_GRAMMAR_MAX_RULES / _ELEMENTS and its parse state by
- * FY_GRAMMAR_MAX_STACKS / _DEPTH (grammar.h). */
+ * a schema's serialized size and nesting, the grammar it compiles to (rules,
+ * elements, a repetition's bound; each past its cap is a 400 naming it),
+ * and the parse state's stacks and their depth (past those a state keeps
+ * the stacks it has: what it allows stays inside the language). */
 #define FY_JSONSCHEMA_MAX_BYTES (128 * 1024)
 #define FY_JSONSCHEMA_MAX_DEPTH 32
+#define FY_GRAMMAR_MAX_RULES    4096   /* rules in one grammar */
+#define FY_GRAMMAR_MAX_ELEMENTS 65536  /* elements over all alternatives */
+#define FY_GRAMMAR_MAX_STACKS   64     /* live parse stacks in one state */
+#define FY_GRAMMAR_MAX_DEPTH    128    /* frames in one stack (nesting) */
+#define FY_GRAMMAR_REPEAT_MAX   100000 /* a bounded repetition's max */
 
 /* Config files. */
 #define FY_CONFIG_MAX_BYTES (1024 * 1024)

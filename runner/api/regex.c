@@ -951,7 +951,7 @@ static int parse_cat(rx *x)
     if (merge_last(x, base) < 0) {
         return -1;
     }
-    int r = mk_cat(x, x->scr + base, x->n_scr - base);
+    int r = mk_cat(x, x->scr ? x->scr + base : NULL, x->n_scr - base);
     x->n_scr = base;
     return r;
 }
@@ -969,7 +969,7 @@ static int parse_alt(rx *x)
         }
         x->pos++;
     }
-    int r = mk_alt(x, x->scr + base, x->n_scr - base);
+    int r = mk_alt(x, x->scr ? x->scr + base : NULL, x->n_scr - base);
     x->n_scr = base;
     return r;
 }

@@ -27,14 +27,10 @@
 #ifndef FY_ENGINE_GRAMMAR_H
 #define FY_ENGINE_GRAMMAR_H
 
+#include "common/limits.h" /* FY_GRAMMAR_MAX_*: the caps on a grammar and its parse state */
+
 #include <stddef.h>
 #include <stdint.h>
-
-#define FY_GRAMMAR_MAX_RULES    4096   /* rules in one grammar */
-#define FY_GRAMMAR_MAX_ELEMENTS 65536  /* elements over all alternatives */
-#define FY_GRAMMAR_MAX_STACKS   64     /* live stacks in one state */
-#define FY_GRAMMAR_MAX_DEPTH    128    /* frames in one stack (nesting) */
-#define FY_GRAMMAR_REPEAT_MAX   100000 /* a bounded repetition's max */
 
 typedef struct fy_grammar fy_grammar;
 

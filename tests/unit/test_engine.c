@@ -1026,7 +1026,7 @@ static void test_constrained(void **state)
     need_model();
     enum { N = 4, LEN = 400 };
     fy_grammar *g = schema_grammar(constrained_schema);
-    static coll alone, together, other[6], cut;
+    static coll alone, together, other[6], cut, stopped;
     static int32_t op[6][64];
     fy_sampling s = seeded(LEN, 77);
     s.grammar = g;
@@ -1048,6 +1048,12 @@ static void test_constrained(void **state)
     fy_sampling sc = s;
     sc.max_tokens = 3;
     submit(&c, &cut, g_prompt, g_n_prompt, 1, &sc, NULL);
+    /* A stop string inside the constrained text ends it there. */
+    fy_sampling ss = s;
+    const char *stops[] = {":"};
+    ss.stop = stops;
+    ss.n_stop = 1;
+    submit(&c, &stopped, g_prompt, g_n_prompt, 1, &ss, NULL);
     run(&c);
     fy_engine_stats st = settle(&c);
     assert_true(st.preemptions > 0);
@@ -1075,6 +1081,9 @@ static void test_constrained(void **state)
         assert_memory_equal(together.text[i], t, n);
         assert_int_equal(together.finish[i], FY_FINISH_STOP);
     }
+    assert_int_equal(stopped.finish[0], FY_FINISH_STOP);
+    assert_null(memchr(stopped.text[0], ':', stopped.text_len[0]));
+    assert_non_null(memchr(stopped.text[0], '"', stopped.text_len[0])); /* a key began */
     assert_int_equal(cut.finish[0], FY_FINISH_LENGTH);
     assert_int_equal(cut.n_ids[0], 3);
     fy_gstate *gs = NULL;

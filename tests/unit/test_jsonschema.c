@@ -240,6 +240,20 @@ static void test_caps(void **state)
     assert_int_equal(rc, FY_ELIMIT);
     assert_non_null(strstr(e.message, "bytes"));
     free(wide);
+    /* An enum of 10,000 seven-letter strings: under the byte cap, over the
+     * grammar's element cap. */
+    char *many = malloc(200 * 1024);
+    assert_non_null(many);
+    n = (size_t)sprintf(many, "{\"enum\":[");
+    for (int i = 0; i < 10000; i++) {
+        n += (size_t)sprintf(many + n, "%s\"s%06d\"", i ? "," : "", i);
+    }
+    sprintf(many + n, "]}");
+    assert_true(strlen(many) < FY_JSONSCHEMA_MAX_BYTES);
+    assert_null(compile_text(many, &rc, &e));
+    assert_int_equal(rc, FY_ELIMIT);
+    assert_non_null(strstr(e.message, "caps"));
+    free(many);
 }
 
 /* Random texts of each accepting schema, a byte at a time from the bytes the
