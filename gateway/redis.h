@@ -17,8 +17,11 @@
  * Connections. A client holds two connections to the server: one for
  * commands and one for pub/sub (a subscribed connection can run nothing
  * else). Each connection sends AUTH (when a password is set) and the command
- * connection SELECT (when DB is not 0) before the client reports itself up,
- * so no command ever runs unauthenticated or in the wrong database. When a
+ * connection SELECT (when DB is not 0), and both a PING (which also catches
+ * a server that wants a password the client lacks), before the client
+ * reports itself up, so no command ever runs unauthenticated or in the
+ * wrong database; the pub/sub connection then subscribes to every channel
+ * and UP waits for the server to confirm them all. When a
  * connection attempt fails, the handshake fails or times out, or either
  * connection drops, both are closed, the client reports itself down, and it
  * tries again after a delay that doubles from backoff_min_ms up to
@@ -38,7 +41,8 @@
  *   - UP: the command is written at once.
  *   - CONNECTING (only the first attempt after fy_redis_new): the command is
  *     held in a queue of at most cfg.max_queued commands and written when
- *     the handshake succeeds, or failed with FY_EUNREACH when it does not.
+ *     the handshake succeeds, or failed with FY_EUNREACH when it does not
+ *     (max_queued 0: no queue, every such command gets FY_ELIMIT).
  *   - DOWN (including every reconnect attempt): fy_redis_cmd returns
  *     FY_EUNREACH at once; nothing is queued, so an outage costs the request
  *     path nothing and the caller falls back at once.
