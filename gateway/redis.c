@@ -214,9 +214,7 @@ static int read_password(const char *file, fy_redis_config *cfg, char *err, size
         rc = fy_fail(err, errlen, rc, "redis password file %s: %s", file, fy_strerror(rc));
         goto out;
     }
-    n = strcspn(buf, "\r\n"); /* the first line; the file may hold a NUL: stop there too */
-    if (n > strlen(buf))
-        n = strlen(buf);
+    n = strcspn(buf, "\r\n"); /* the first line (a NUL in the file ends it too) */
     if (n == 0) {
         rc = fy_fail(err, errlen, FY_EINVAL, "redis password file %s: empty first line", file);
         goto out;
