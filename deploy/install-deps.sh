@@ -11,12 +11,14 @@ build_pkgs=(
 )
 test_pkgs=(
   libcmocka-dev curl openssl ca-certificates clang libclang-rt-14-dev clang-format
-  wrk nginx-light python3 procps stress-ng
+  wrk nginx-light python3 procps stress-ng redis-server
   python3-torch python3-numpy python3-jinja2
 )
 
 # stress-ng: tests/run.sh --stress keeps every core busy while the suite runs;
 # python3-torch: tests/engine_ref checks the forward pass against PyTorch;
+# redis-server: test_gateway_redis starts its own server on a unix socket in a
+# temporary directory (the system service Debian enables is not used);
 # python3-jinja2: test_chat_template cross-checks the chat templates with jinja2.
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")
 

@@ -19,6 +19,7 @@ ferry_pkg(JANSSON jansson libjansson-dev)
 ferry_pkg(SQLITE sqlite3 libsqlite3-dev)
 ferry_pkg(PCRE2 libpcre2-8 libpcre2-dev)
 ferry_pkg(UTF8PROC libutf8proc libutf8proc-dev)
+ferry_pkg(HIREDIS hiredis libhiredis-dev)
 
 # mbedTLS 2.28 ships no pkg-config file on Debian 12.
 find_path(MBEDTLS_INCLUDE_DIR mbedtls/ssl.h)
