@@ -497,6 +497,7 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
     q->tokens[q->n_tokens++] = id;
     g.text_offset = s->text_bytes;
     fy_finish finish = FY_FINISH_NONE;
+    const char *why = NULL;
     int stop_string = 0;
     fy_buf_reset(&e->scratch);
     if (is_stop_token(e, r, id)) {
@@ -514,10 +515,19 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
         if (s->gs && s->gs_active) {
             size_t nb = 0;
             const char *bytes = fy_tokenizer_token_bytes(e->tok, id, &nb);
-            /* The mask allowed only what the state takes; a sentence that
-             * can't go on is over (a lazy grammar waits for its marker). */
-            if (fy_gstate_feed(s->gs, bytes, nb) == 0 && fy_gstate_accepting(s->gs) &&
-                !fy_gstate_can_continue(s->gs) && finish == FY_FINISH_NONE) {
+            /* The mask allowed only what the state takes (the walk and the
+             * feed are the same steps), so a refusal is a bug: the sample
+             * ends with an error rather than leave the language. A
+             * sentence that can't go on is over (a lazy grammar waits for
+             * its marker). */
+            int frc = fy_gstate_feed(s->gs, bytes, nb);
+            if (frc < 0 && finish == FY_FINISH_NONE) {
+                finish = FY_FINISH_ERROR;
+                why = frc == FY_ENOMEM ? "constrained decoding: out of memory"
+                                       : "constrained decoding: the grammar refused a token "
+                                         "its mask allowed";
+            } else if (frc == 0 && fy_gstate_accepting(s->gs) && !fy_gstate_can_continue(s->gs) &&
+                       finish == FY_FINISH_NONE) {
                 if (r->trigger_len) {
                     s->gs_active = 0;
                     s->tail_len = 0;
@@ -540,7 +550,7 @@ static void sample_accept(fy_engine *e, fy__sample *s, const fy_gen_token *gp)
     if (finish != FY_FINISH_NONE) {
         /* A stop string ends the text where it matched; otherwise whatever
          * the detokenizer and the matcher still hold is final. */
-        sample_finish(e, s, finish, NULL, !stop_string);
+        sample_finish(e, s, finish, why, !stop_string);
     }
 }
 
