@@ -641,10 +641,17 @@ typedef struct {
     stacks *out;
     int budget;
     int oom;
+    int first_only; /* stop at the first stack (or acceptance): is the result non-empty? */
+    int found;
 } xctx;
 
 static void emit(xctx *x, const frame *w, int d)
 {
+    if (x->first_only) {
+        x->found = 1;
+        x->budget = -1; /* the rest of the expansion returns at once */
+        return;
+    }
     stacks *o = x->out;
     uint64_t h = frames_hash(w, d);
     for (int i = 0; i < o->n_st; i++) {
@@ -678,7 +685,12 @@ static void expand(xctx *x, frame *w, int d)
         return;
     }
     if (d == 0) {
-        x->out->accepting = 1;
+        if (x->first_only) {
+            x->found = 1;
+            x->budget = -1;
+        } else {
+            x->out->accepting = 1;
+        }
         return;
     }
     const fy_grammar *g = x->g;
@@ -729,7 +741,7 @@ static void expand(xctx *x, frame *w, int d)
 static int initial(const fy_grammar *g, stacks *out, frame *work)
 {
     stacks_clear(out);
-    xctx x = {g, out, G_EXPAND_BUDGET, 0};
+    xctx x = {g, out, G_EXPAND_BUDGET, 0, 0, 0};
     for (uint32_t a = g->rule_alt0[g->root]; a < g->rule_alt0[g->root + 1]; a++) {
         work[0] = (frame){g->alt_start[a], 0};
         expand(&x, work, 1);
@@ -741,7 +753,7 @@ static int initial(const fy_grammar *g, stacks *out, frame *work)
 static int step(const fy_grammar *g, const stacks *in, unsigned b, stacks *out, frame *work)
 {
     stacks_clear(out);
-    xctx x = {g, out, G_EXPAND_BUDGET, 0};
+    xctx x = {g, out, G_EXPAND_BUDGET, 0, 0, 0};
     for (int i = 0; i < in->n_st; i++) {
         int d = in->len[i];
         const frame *s = in->fr + in->off[i];
@@ -754,6 +766,26 @@ static int step(const fy_grammar *g, const stacks *in, unsigned b, stacks *out, 
         expand(&x, work, d);
     }
     return x.oom ? FY_ENOMEM : 0;
+}
+
+/* 1 when byte B leaves some stack of IN alive: step() without building the
+ * result. The expansion runs in the same order under the same budget, so it
+ * answers exactly what step's result being empty would. */
+static int step_any(const fy_grammar *g, const stacks *in, unsigned b, frame *work)
+{
+    xctx x = {g, NULL, G_EXPAND_BUDGET, 0, 1, 0};
+    for (int i = 0; i < in->n_st && !x.found; i++) {
+        int d = in->len[i];
+        const frame *s = in->fr + in->off[i];
+        const gel *e = &g->el[s[d - 1].pos];
+        if (!fy_byteset_has(&g->sets[e->a], b)) {
+            continue;
+        }
+        memcpy(work, s, (size_t)d * sizeof *s);
+        work[d - 1] = (frame){s[d - 1].pos + 1, 0};
+        expand(&x, work, d);
+    }
+    return x.found;
 }
 
 static int stacks_copy(stacks *dst, const stacks *src)
@@ -1029,6 +1061,13 @@ static int walk(fy_gmasker *m, const fy_grammar *g, int node, int d, int *count)
     next_bytes(g, &m->depth[d], &next);
     for (int c = m->nodes[node].first_child; c >= 0; c = m->nodes[c].next_sibling) {
         if (!fy_byteset_has(&next, m->nodes[c].byte)) {
+            continue;
+        }
+        if (m->nodes[c].first_child < 0 || d + 1 >= G_MAX_TOKEN) {
+            /* A leaf: only whether some stack survives matters. */
+            if (step_any(g, &m->depth[d], m->nodes[c].byte, m->work)) {
+                allow_ends(m, c, count);
+            }
             continue;
         }
         stacks *s = &m->depth[d + 1];
