@@ -383,50 +383,28 @@ struct fy_grammar {
 
 static atomic_uint_fast64_t g_next_id = 1;
 
-/* Nullable rules: a fixpoint over "some alternative has only nullable
- * elements". */
-static void compute_nullable(const fy_grammar *g, uint8_t *nullable)
+/* A fixpoint over rules: R is marked once some alternative has only
+ * elements that hold. An element holds when it is a byte set and BYTES_HOLD
+ * (productive: a finite sentence exists; nullable: it can match nothing, so
+ * byte sets never hold), a reference to a marked rule, or a repetition whose
+ * minimum is 0 or whose rule is marked. */
+static void rule_fixpoint(const fy_grammar *g, int bytes_hold, uint8_t *mark)
 {
-    memset(nullable, 0, (size_t)g->n_rules);
+    memset(mark, 0, (size_t)g->n_rules);
     for (int changed = 1; changed;) {
         changed = 0;
         for (int r = 0; r < g->n_rules; r++) {
-            if (nullable[r]) {
+            if (mark[r]) {
                 continue;
             }
-            for (uint32_t a = g->rule_alt0[r]; a < g->rule_alt0[r + 1] && !nullable[r]; a++) {
+            for (uint32_t a = g->rule_alt0[r]; a < g->rule_alt0[r + 1] && !mark[r]; a++) {
                 int all = 1;
                 for (const gel *e = &g->el[g->alt_start[a]]; e->kind != G_END && all; e++) {
-                    all = (e->kind == G_REF && nullable[e->a]) ||
-                          (e->kind == G_REPEAT && (e->min == 0 || nullable[e->a]));
+                    all = (e->kind == G_BYTES && bytes_hold) || (e->kind == G_REF && mark[e->a]) ||
+                          (e->kind == G_REPEAT && (e->min == 0 || mark[e->a]));
                 }
                 if (all) {
-                    nullable[r] = 1;
-                    changed = 1;
-                }
-            }
-        }
-    }
-}
-
-/* Rules that can match some finite sentence (productive), by fixpoint. */
-static void compute_productive(const fy_grammar *g, uint8_t *prod)
-{
-    memset(prod, 0, (size_t)g->n_rules);
-    for (int changed = 1; changed;) {
-        changed = 0;
-        for (int r = 0; r < g->n_rules; r++) {
-            if (prod[r]) {
-                continue;
-            }
-            for (uint32_t a = g->rule_alt0[r]; a < g->rule_alt0[r + 1] && !prod[r]; a++) {
-                int all = 1;
-                for (const gel *e = &g->el[g->alt_start[a]]; e->kind != G_END && all; e++) {
-                    all = e->kind == G_BYTES || (e->kind == G_REF && prod[e->a]) ||
-                          (e->kind == G_REPEAT && (e->min == 0 || prod[e->a]));
-                }
-                if (all) {
-                    prod[r] = 1;
+                    mark[r] = 1;
                     changed = 1;
                 }
             }
@@ -472,8 +450,8 @@ static int grammar_check(const fy_grammar *g, char *err, size_t errlen)
         return FY_ENOMEM;
     }
     uint8_t *nullable = flags, *prod = flags + g->n_rules, *colour = flags + 2 * g->n_rules;
-    compute_nullable(g, nullable);
-    compute_productive(g, prod);
+    rule_fixpoint(g, 0, nullable);
+    rule_fixpoint(g, 1, prod);
     int rc = 0;
     for (int i = 0; i < g->n_el && rc == 0; i++) {
         const gel *e = &g->el[i];
