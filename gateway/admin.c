@@ -56,6 +56,63 @@ static void respond_json(fy_http_req *req, int status, json_t *o)
     free(text);
 }
 
+/* --- writes through the shared state (--shared) ----------------------------------------
+ *
+ * With --shared a write goes to Redis first (gateway/shared.h) and is
+ * answered when Redis acknowledged it; CALL carries the request meanwhile. */
+
+typedef struct {
+    fy_gw *gw;
+    fy_http_req *req;
+    fy_store_key key;
+    fy_store_runner runner;
+    char secret[FY_SECRET_MAX]; /* a new key or token, shown once */
+    json_t *root;               /* the request's body (updates) */
+    int64_t now;
+} adm_call;
+
+static adm_call *call_new(fy_gw *gw, fy_http_req *req)
+{
+    adm_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        fy_http_respond_error(req, 500, "internal_error", "out of memory");
+        return NULL;
+    }
+    c->gw = gw;
+    c->req = req;
+    c->now = (int64_t)time(NULL);
+    return c;
+}
+
+static void call_free(adm_call *c)
+{
+    json_decref(c->root);
+    fy_secure_zero(c, sizeof *c);
+    free(c);
+}
+
+/* Answers a write the shared state could not take (RC). */
+static void shared_refused(fy_http_req *req, int rc)
+{
+    if (rc == FY_EUNREACH || rc == FY_ECONNRESET || rc == FY_ECANCELED) {
+        fy_http_respond_error(req, 503, "shared_state_unavailable",
+                              "the gateway cannot reach its shared state (Redis): writes are "
+                              "refused until it is back; nothing was changed");
+        return;
+    }
+    fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+}
+
+/* Starts a shared write: RC is what the shared call returned; on failure
+ * answers and frees C. */
+static void call_started(adm_call *c, int rc)
+{
+    if (rc) {
+        shared_refused(c->req, rc);
+        call_free(c);
+    }
+}
+
 static int authorized(fy_gw *gw, fy_http_req *req)
 {
     const char *h = fy_http_req_header(req, "authorization");
@@ -115,6 +172,40 @@ static void tokens_list(fy_gw *gw, fy_http_req *req)
     respond_json(req, 200, json_pack("{s:o}", "tokens", a));
 }
 
+static void token_created(void *data, int err)
+{
+    adm_call *c = data;
+    if (err) {
+        shared_refused(c->req, err);
+    } else {
+        fy_log_event(FY_LOG_INFO, ADM_LOG, "enrollment token created",
+                     json_pack("{s:s,s:s,s:s}", "id", c->key.id, "runner", c->runner.name, "shared",
+                               "redis"));
+        respond_json(c->req, 201,
+                     json_pack("{s:s,s:s,s:s,s:I}", "id", c->key.id, "token", c->secret, "runner",
+                               c->runner.name, "expires_at", (json_int_t)c->key.expires_at));
+    }
+    call_free(c);
+}
+
+static void tokens_create_shared(fy_gw *gw, fy_http_req *req, const char *id,
+                                 const uint8_t hash[32], const char *name, int64_t now,
+                                 long long ttl, const char *token)
+{
+    adm_call *c = call_new(gw, req);
+    if (!c) {
+        return;
+    }
+    fy_store_token t = {.created_at = now, .expires_at = now + ttl};
+    snprintf(t.id, sizeof t.id, "%s", id);
+    snprintf(t.runner_name, sizeof t.runner_name, "%s", name);
+    snprintf(c->key.id, sizeof c->key.id, "%s", id);
+    snprintf(c->runner.name, sizeof c->runner.name, "%s", name);
+    snprintf(c->secret, sizeof c->secret, "%s", token);
+    c->key.expires_at = now + ttl;
+    call_started(c, fy_shared_token_add(gw->shared, &t, hash, token_created, c));
+}
+
 static void tokens_create(fy_gw *gw, fy_http_req *req)
 {
     fy_slice body = fy_http_req_body(req);
@@ -153,6 +244,10 @@ static void tokens_create(fy_gw *gw, fy_http_req *req)
     fy_hex_encode(rnd, sizeof rnd, id + 4, sizeof id - 4);
     fy_secret_hash(token, strlen(token), hash);
     int64_t now = (int64_t)time(NULL);
+    if (gw->shared) {
+        tokens_create_shared(gw, req, id, hash, name, now, ttl, token);
+        goto out;
+    }
     int rc = fy_store_token_add(gw->store, id, hash, name, now, now + ttl);
     if (rc) {
         fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
@@ -211,26 +306,63 @@ static void runners_list(fy_gw *gw, fy_http_req *req)
     respond_json(req, 200, json_pack("{s:o}", "runners", x.a));
 }
 
-static void runner_revoke(fy_gw *gw, fy_http_req *req, const char *name)
+static void runner_revoked(fy_gw *gw, fy_http_req *req, const char *name, int64_t now)
 {
-    char msg[160];
-    int64_t now = (int64_t)time(NULL);
-    int rc = fy_store_valid_name(name) ? fy_store_runner_revoke(gw->store, name, now) : FY_ENOENT;
-    if (rc == FY_ENOENT) {
-        snprintf(msg, sizeof msg, "no enrolled runner named '%.64s'", name);
-        fy_http_respond_error(req, 404, "runner_not_found", msg);
-        return;
-    }
-    if (rc) {
-        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
-        return;
-    }
     int dropped = fy_gw_tunnel_drop_runner(gw, name, FYP_ERR_REJECTED, "runner revoked");
     fy_log_event(FY_LOG_WARN, ADM_LOG, "runner revoked",
                  json_pack("{s:s,s:i}", "runner", name, "connections_dropped", dropped));
     respond_json(req, 200,
                  json_pack("{s:s,s:I,s:i}", "name", name, "revoked_at", (json_int_t)now,
                            "connections_dropped", dropped));
+}
+
+static void runner_revoked_shared(void *data, int err)
+{
+    adm_call *c = data;
+    if (err) {
+        shared_refused(c->req, err);
+    } else {
+        runner_revoked(c->gw, c->req, c->runner.name, c->runner.revoked_at);
+    }
+    call_free(c);
+}
+
+static void runner_not_found(fy_http_req *req, const char *name)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "no enrolled runner named '%.64s'", name);
+    fy_http_respond_error(req, 404, "runner_not_found", msg);
+}
+
+static void runner_revoke(fy_gw *gw, fy_http_req *req, const char *name)
+{
+    int64_t now = (int64_t)time(NULL);
+    if (gw->shared) {
+        adm_call *c = call_new(gw, req);
+        if (!c) {
+            return;
+        }
+        if (!fy_store_valid_name(name) || fy_store_runner_get(gw->store, name, &c->runner)) {
+            runner_not_found(req, name);
+            call_free(c);
+            return;
+        }
+        if (!c->runner.revoked_at) {
+            c->runner.revoked_at = now;
+        }
+        call_started(c, fy_shared_runner_put(gw->shared, &c->runner, runner_revoked_shared, c));
+        return;
+    }
+    int rc = fy_store_valid_name(name) ? fy_store_runner_revoke(gw->store, name, now) : FY_ENOENT;
+    if (rc == FY_ENOENT) {
+        runner_not_found(req, name);
+        return;
+    }
+    if (rc) {
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+        return;
+    }
+    runner_revoked(gw, req, name, now);
 }
 
 /* --- API keys ------------------------------------------------------------------------ */
@@ -444,6 +576,43 @@ static int key_from_json(json_t *root, fy_store_key *k, int create, int64_t now,
     return 0;
 }
 
+static void key_created(fy_http_req *req, const fy_store_key *k, const char *secret)
+{
+    fy_log_event(FY_LOG_INFO, ADM_LOG, "API key created",
+                 json_pack("{s:s,s:s,s:s}", "id", k->id, "name", k->name, "prefix", k->prefix));
+    json_t *o = key_json(k);
+    json_object_set_new(o, "key", json_string(secret));
+    respond_json(req, 201, o); /* wipes its text */
+}
+
+static void key_created_shared(void *data, int err)
+{
+    adm_call *c = data;
+    if (err) {
+        shared_refused(c->req, err);
+    } else {
+        key_created(c->req, &c->key, c->secret);
+    }
+    call_free(c);
+}
+
+static void keys_create_shared(fy_gw *gw, fy_http_req *req, const fy_store_key *t, int64_t now)
+{
+    adm_call *c = call_new(gw, req);
+    if (!c) {
+        return;
+    }
+    int rc = fy_keys_mint(t, now, c->secret, &c->key);
+    if (rc) {
+        fy_http_respond_error(req, rc == FY_EINVAL ? 400 : 500,
+                              rc == FY_EINVAL ? "invalid_request" : "internal_error",
+                              fy_strerror(rc));
+        call_free(c);
+        return;
+    }
+    call_started(c, fy_shared_key_put(gw->shared, &c->key, key_created_shared, c));
+}
+
 static void keys_create(fy_gw *gw, fy_http_req *req)
 {
     fy_slice body = fy_http_req_body(req);
@@ -460,17 +629,17 @@ static void keys_create(fy_gw *gw, fy_http_req *req)
         fy_http_respond_error(req, 400, "invalid_request", msg);
         goto out;
     }
+    if (gw->shared) {
+        keys_create_shared(gw, req, t, now);
+        goto out;
+    }
     int rc = fy_keys_create(gw->keys, t, now, secret, t);
     if (rc) {
         fy_http_respond_error(req, rc == FY_EINVAL ? 400 : 500,
                               rc == FY_EINVAL ? "invalid_request" : "store_error", fy_strerror(rc));
         goto out;
     }
-    fy_log_event(FY_LOG_INFO, ADM_LOG, "API key created",
-                 json_pack("{s:s,s:s,s:s}", "id", t->id, "name", t->name, "prefix", t->prefix));
-    json_t *o = key_json(t);
-    json_object_set_new(o, "key", json_string(secret));
-    respond_json(req, 201, o); /* wipes its text */
+    key_created(req, t, secret);
 out:
     fy_secure_zero(secret, sizeof secret);
     free(t);
@@ -551,11 +720,78 @@ static void key_get(fy_gw *gw, fy_http_req *req, const char *id)
     free(k);
 }
 
+/* --shared: updates and revocations start from the record in Redis (this
+ * replica's cache may lag a write made elsewhere by milliseconds). */
+static void key_put_answered(void *data, int err)
+{
+    adm_call *c = data;
+    if (err) {
+        shared_refused(c->req, err);
+    } else if (c->key.revoked_at && !c->root) {
+        fy_log_event(FY_LOG_WARN, ADM_LOG, "API key revoked", json_pack("{s:s}", "id", c->key.id));
+        respond_json(c->req, 200,
+                     json_pack("{s:s,s:s,s:I}", "id", c->key.id, "name", c->key.name, "revoked_at",
+                               (json_int_t)c->key.revoked_at));
+    } else {
+        fy_log_event(FY_LOG_INFO, ADM_LOG, "API key updated", json_pack("{s:s}", "id", c->key.id));
+        respond_json(c->req, 200, key_json(&c->key));
+    }
+    call_free(c);
+}
+
+static void key_fetched(void *data, int err)
+{
+    adm_call *c = data;
+    char msg[256];
+    if (err == FY_ENOENT) {
+        key_not_found(c->req, c->key.id[0] ? c->key.id : "");
+    } else if (err) {
+        shared_refused(c->req, err);
+    } else if (c->root && key_from_json(c->root, &c->key, 0, c->now, msg, sizeof msg)) {
+        fy_http_respond_error(c->req, 400, "invalid_request", msg);
+    } else {
+        if (!c->root && !c->key.revoked_at) {
+            c->key.revoked_at = c->now;
+        }
+        int rc = fy_shared_key_put(c->gw->shared, &c->key, key_put_answered, c);
+        if (!rc) {
+            return;
+        }
+        shared_refused(c->req, rc);
+    }
+    call_free(c);
+}
+
+/* Reads key ID from Redis, then applies the body ROOT (NULL: revokes). */
+static void key_change_shared(fy_gw *gw, fy_http_req *req, const char *id, json_t *root)
+{
+    adm_call *c = call_new(gw, req);
+    if (!c) {
+        json_decref(root);
+        return;
+    }
+    c->root = root;
+    if (!valid_key_id(id)) {
+        key_not_found(req, id);
+        call_free(c);
+        return;
+    }
+    snprintf(c->key.id, sizeof c->key.id, "%s", id);
+    call_started(c, fy_shared_key_get(gw->shared, id, &c->key, key_fetched, c));
+}
+
 static void key_update(fy_gw *gw, fy_http_req *req, const char *id)
 {
     fy_slice body = fy_http_req_body(req);
     json_error_t jerr;
     json_t *root = body.len ? json_loadb(body.base, body.len, 0, &jerr) : NULL;
+    if (gw->shared) {
+        if (!root) {
+            root = json_null(); /* key_from_json explains what the body must be */
+        }
+        key_change_shared(gw, req, id, root);
+        return;
+    }
     fy_store_key *k = calloc(1, sizeof *k);
     char msg[256];
     int rc = !k ? FY_ENOMEM : valid_key_id(id) ? fy_store_key_get(gw->store, id, k) : FY_ENOENT;
@@ -590,6 +826,10 @@ out:
 
 static void key_revoke(fy_gw *gw, fy_http_req *req, const char *id)
 {
+    if (gw->shared) {
+        key_change_shared(gw, req, id, NULL);
+        return;
+    }
     int64_t now = (int64_t)time(NULL);
     int rc = valid_key_id(id) ? fy_keys_revoke(gw->keys, id, now) : FY_ENOENT;
     if (rc == FY_ENOENT) {

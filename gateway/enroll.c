@@ -53,6 +53,11 @@ static int sign_csr(fy_gw *gw, const char *csr, const char *subject, int64_t now
     return fy_x509_csr_sign(&so, cert, err, errlen);
 }
 
+static void enrolled(fy_gw *gw, fy_http_req *req, const char *csr, const char *name, int64_t now);
+static void refuse_token(fy_http_req *req, int rc);
+static void enroll_shared(fy_gw *gw, fy_http_req *req, const uint8_t hash[32], const char *csr,
+                          int64_t now);
+
 static void enroll(fy_gw *gw, fy_http_req *req)
 {
     fy_slice body = fy_http_req_body(req);
@@ -60,7 +65,7 @@ static void enroll(fy_gw *gw, fy_http_req *req)
     json_t *root = json_loadb(body.base, body.len, 0, &jerr);
     fy_secure_zero(body.base, body.len); /* it held the token */
     const char *token = NULL, *csr = NULL;
-    char *cert = NULL, *probe = NULL;
+    char *probe = NULL;
     char err[256], name[FY_STORE_NAME_MAX];
     if (root && json_is_object(root)) {
         token = json_string_value(json_object_get(root, "token"));
@@ -86,8 +91,60 @@ static void enroll(fy_gw *gw, fy_http_req *req)
     }
     uint8_t hash[32];
     fy_secret_hash(token, tlen, hash);
+    if (gw->shared) {
+        enroll_shared(gw, req, hash, csr, now);
+        goto out;
+    }
     int rc = fy_store_token_consume(gw->store, hash, now, name);
+    if (!rc) {
+        enrolled(gw, req, csr, name, now);
+        goto out;
+    }
+    refuse_token(req, rc);
+out:
+    if (token) {
+        fy_secure_zero((char *)token, strlen(token));
+    }
+    json_decref(root);
+    free(probe);
+}
+
+static void enrolled_shared(fy_gw *gw, fy_http_req *req, const char *name, const fy_x509_info *info,
+                            char *cert, int64_t now);
+static void answer(fy_gw *gw, fy_http_req *req, const char *name, const char *fingerprint,
+                   char *cert);
+
+/* The token was good for runner NAME: its certificate, recorded. */
+static void enrolled(fy_gw *gw, fy_http_req *req, const char *csr, const char *name, int64_t now)
+{
+    char err[256];
+    char *cert = NULL;
+    char subject[FY_STORE_NAME_MAX + 32];
+    snprintf(subject, sizeof subject, "CN=%s,O=ferry runner", name);
+    fy_x509_info info;
+    if (sign_csr(gw, csr, subject, now, &cert, err, sizeof err) ||
+        fy_x509_info_get(cert, strlen(cert), &info, err, sizeof err)) {
+        fy_http_respond_error(req, 500, "internal_error", err);
+        free(cert);
+        return;
+    }
+    if (gw->shared) {
+        enrolled_shared(gw, req, name, &info, cert, now);
+        return;
+    }
+    int rc = fy_store_runner_enroll(gw->store, name, info.fingerprint_str, info.serial, now);
     if (rc) {
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+        free(cert);
+        return;
+    }
+    answer(gw, req, name, info.fingerprint_str, cert);
+}
+
+/* Answers a token the store (or the shared state) refused with RC. */
+static void refuse_token(fy_http_req *req, int rc)
+{
+    {
         static const struct {
             int rc;
             const char *code, *msg;
@@ -102,40 +159,116 @@ static void enroll(fy_gw *gw, fy_http_req *req)
                     FY_LOG_WARN, ENR_LOG, "enrollment refused",
                     json_pack("{s:s,s:s}", "reason", why[i].code, "peer", fy_http_req_peer(req)));
                 fy_http_respond_error(req, 401, why[i].code, why[i].msg);
-                goto out;
+                return;
             }
         }
+        if (rc == FY_EUNREACH || rc == FY_ECONNRESET || rc == FY_ECANCELED) {
+            fy_http_respond_error(req, 503, "shared_state_unavailable",
+                                  "the gateway cannot reach its shared state (Redis) to check "
+                                  "the token; retry shortly (the token was not used)");
+            return;
+        }
         fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
-        goto out;
     }
-    char subject[FY_STORE_NAME_MAX + 32];
-    snprintf(subject, sizeof subject, "CN=%s,O=ferry runner", name);
-    fy_x509_info info;
-    if (sign_csr(gw, csr, subject, now, &cert, err, sizeof err) ||
-        fy_x509_info_get(cert, strlen(cert), &info, err, sizeof err)) {
-        fy_http_respond_error(req, 500, "internal_error", err);
-        goto out;
-    }
-    rc = fy_store_runner_enroll(gw->store, name, info.fingerprint_str, info.serial, now);
-    if (rc) {
-        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
-        goto out;
-    }
+}
+
+/* Recorded: connections with an older certificate go; the answer. */
+static void answer(fy_gw *gw, fy_http_req *req, const char *name, const char *fingerprint,
+                   char *cert)
+{
     /* A runner enrolled again: connections with its old certificate go. */
-    fy_gw_tunnel_drop_runner(gw, name, FYP_ERR_REJECTED, "runner enrolled again");
+    fy_gw_tunnel_drop_stale(gw, name, fingerprint);
     fy_log_event(FY_LOG_INFO, ENR_LOG, "runner enrolled",
-                 json_pack("{s:s,s:s,s:s}", "runner", name, "fingerprint", info.fingerprint_str,
-                           "peer", fy_http_req_peer(req)));
+                 json_pack("{s:s,s:s,s:s}", "runner", name, "fingerprint", fingerprint, "peer",
+                           fy_http_req_peer(req)));
     respond_json(req, 200,
                  json_pack("{s:s,s:s,s:s}", "runner", name, "certificate", cert, "ca",
                            gw->trust.trust_ca_pem));
-out:
-    if (token) {
-        fy_secure_zero((char *)token, strlen(token));
-    }
-    json_decref(root);
     free(cert);
-    free(probe);
+}
+
+/* --- with --shared: the token is consumed, and the runner recorded, in Redis ---- */
+
+typedef struct {
+    fy_gw *gw;
+    fy_http_req *req;
+    char *csr, *cert;
+    char name[FY_STORE_NAME_MAX];
+    fy_store_runner r;
+    int64_t now;
+} enroll_call;
+
+static void call_free(enroll_call *c)
+{
+    free(c->csr);
+    free(c->cert);
+    free(c);
+}
+
+static void on_recorded(void *data, int err)
+{
+    enroll_call *c = data;
+    if (err) {
+        refuse_token(c->req, err == FY_EUNREACH || err == FY_ECONNRESET ? err : FY_EIO);
+    } else {
+        answer(c->gw, c->req, c->name, c->r.fingerprint, c->cert);
+        c->cert = NULL;
+    }
+    call_free(c);
+}
+
+static void enrolled_shared(fy_gw *gw, fy_http_req *req, const char *name, const fy_x509_info *info,
+                            char *cert, int64_t now)
+{
+    enroll_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        free(cert);
+        fy_http_respond_error(req, 500, "internal_error", "out of memory");
+        return;
+    }
+    *c = (enroll_call){.gw = gw, .req = req, .cert = cert, .now = now};
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->r = (fy_store_runner){.enrolled_at = now};
+    snprintf(c->r.name, sizeof c->r.name, "%s", name);
+    snprintf(c->r.fingerprint, sizeof c->r.fingerprint, "%s", info->fingerprint_str);
+    snprintf(c->r.serial, sizeof c->r.serial, "%s", info->serial);
+    int rc = fy_shared_runner_put(gw->shared, &c->r, on_recorded, c);
+    if (rc) {
+        on_recorded(c, rc);
+    }
+}
+
+static void on_consumed(void *data, int err)
+{
+    enroll_call *c = data;
+    if (err) {
+        refuse_token(c->req, err);
+    } else {
+        enrolled(c->gw, c->req, c->csr, c->name, c->now);
+    }
+    call_free(c);
+}
+
+static void enroll_shared(fy_gw *gw, fy_http_req *req, const uint8_t hash[32], const char *csr,
+                          int64_t now)
+{
+    enroll_call *c = calloc(1, sizeof *c);
+    if (c && !(c->csr = strdup(csr))) {
+        free(c);
+        c = NULL;
+    }
+    if (!c) {
+        fy_http_respond_error(req, 500, "internal_error", "out of memory");
+        return;
+    }
+    c->gw = gw;
+    c->req = req;
+    c->now = now;
+    int rc = fy_shared_token_consume(gw->shared, hash, now, c->name, on_consumed, c);
+    if (rc) {
+        refuse_token(req, rc);
+        call_free(c);
+    }
 }
 
 void fy_gw_enroll_request(fy_http_req *req, void *data)

@@ -49,6 +49,7 @@
 #include "gateway/keys.h"
 #include "gateway/metrics.h"
 #include "gateway/ratelimit.h"
+#include "gateway/shared.h"
 #include "gateway/store.h"
 #include "proto/session.h"
 
@@ -206,6 +207,10 @@ typedef struct {
     uint64_t heartbeat_ms, drain_timeout_ms, max_body;
     uint64_t queue_timeout_ms; /* --queue-timeout: a /v1 request's wait for a runner */
     long long max_connections;
+    const char *shared_url;           /* --shared redis://... or unix://...; NULL: SQLite alone */
+    const char *shared_password_file; /* --shared-password-file */
+    const char *shared_failure;       /* --shared-failure closed|open */
+    int shared_fail_open;             /* --shared-failure open */
 } gw_opts;
 
 /* Listeners and their TLS (run.c's; tunnel.c hands enrollment connections
@@ -272,6 +277,7 @@ struct fy_gw {
     /* Shared by the request path: */
     fy_store *store;
     fy_keys *keys;         /* API keys: the index the request path checks */
+    fy_shared *shared;     /* --shared: the state replicas share in Redis; NULL without */
     fy_metrics_gw metrics; /* GET /metrics on the admin listener */
     fy_accesslog *access;  /* one line per public request */
     int access_stderr;     /* the access log goes through fy_log_event */
@@ -303,6 +309,10 @@ void fy_gw_conn_kick(gw_conn *c);
 /* Drops every connection of runner NAME now (GOAWAY CODE with REASON): their
  * streams end at once. Returns how many were dropped. */
 int fy_gw_tunnel_drop_runner(fy_gw *gw, const char *name, uint32_t code, const char *reason);
+
+/* Closes runner NAME's connections whose certificate is not FINGERPRINT (it
+ * enrolled again, on another replica). Returns how many. */
+int fy_gw_tunnel_drop_stale(fy_gw *gw, const char *name, const char *fingerprint);
 
 /* Graceful drain: GOAWAY NO_ERROR to every runner. */
 void fy_gw_tunnel_goaway_all(fy_gw *gw);

@@ -27,6 +27,7 @@ struct fy_key {
      * One allocation holds all three. */
     char *scopes[N_SCOPES];
     char *scope_mem;
+    fy_rl_limits full; /* the record's limits, before the keyring's share */
     fy_rl rl;
 };
 
@@ -44,6 +45,7 @@ struct fy_keys {
     size_t cap; /* power of two; at most 3/4 full */
     size_t count;
     size_t scope_bytes;
+    int64_t share; /* limiters enforce limit / share (fy_keys_set_share) */
 };
 
 /* --- outcomes ------------------------------------------------------------------- */
@@ -273,6 +275,22 @@ static void limits_of(const fy_store_key *r, fy_rl_limits *lim)
         .rpm = r->rpm, .tpm = r->tpm, .concurrency = r->concurrency, .burst = r->burst};
 }
 
+/* V / SHARE, rounded down so SHARE limiters together never exceed V, but at
+ * least 1 so a limit that is on stays on. */
+static int64_t share_of(int64_t v, int64_t share)
+{
+    return v <= 0 || share <= 1 ? v : v / share > 0 ? v / share : 1;
+}
+
+/* The limits K's limiter enforces: its record's, divided by the share. */
+static void shared_limits(const fy_rl_limits *full, int64_t share, fy_rl_limits *lim)
+{
+    *lim = (fy_rl_limits){.rpm = share_of(full->rpm, share),
+                          .tpm = share_of(full->tpm, share),
+                          .concurrency = share_of(full->concurrency, share),
+                          .burst = share_of(full->burst, share)};
+}
+
 /* The checks create and update share: scopes, expiry, a burst that fits rpm. */
 static int template_valid(const fy_store_key *r)
 {
@@ -281,7 +299,7 @@ static int template_valid(const fy_store_key *r)
            fy_rl_check_burst(r->rpm, r->burst, NULL, 0) == 0;
 }
 
-static fy_key *entry_new(const fy_store_key *r, size_t *scope_bytes)
+static fy_key *entry_new(const fy_store_key *r, int64_t share, size_t *scope_bytes)
 {
     fy_key *k = calloc(1, sizeof *k);
     if (!k) {
@@ -297,7 +315,8 @@ static fy_key *entry_new(const fy_store_key *r, size_t *scope_bytes)
     memcpy(k->hash, r->hash, sizeof k->hash);
     snprintf(k->id, sizeof k->id, "%s", r->id);
     fy_rl_limits lim;
-    limits_of(r, &lim);
+    limits_of(r, &k->full);
+    shared_limits(&k->full, share, &lim);
     fy_rl_init(&k->rl, &lim);
     return k;
 }
@@ -385,7 +404,7 @@ static int insert(fy_keys *kr, fy_key *k)
 static int add_record(fy_keys *kr, const fy_store_key *r)
 {
     size_t sb = 0;
-    fy_key *k = entry_new(r, &sb);
+    fy_key *k = entry_new(r, kr->share, &sb);
     if (!k) {
         return FY_ENOMEM;
     }
@@ -424,6 +443,7 @@ int fy_keys_new(fy_store *st, fy_keys **out)
         return FY_ENOMEM;
     }
     kr->st = st;
+    kr->share = 1;
     pthread_mutex_init(&kr->mu, NULL);
     int rc = reserve(kr);
     if (!rc && st) {
@@ -535,6 +555,35 @@ fy_auth_outcome fy_keys_authorize(fy_keys *kr, fy_key *k, fy_scope_kind kind, co
 
 /* --- admin operations ---------------------------------------------------------- */
 
+int fy_keys_mint(const fy_store_key *t, int64_t now, char secret[FY_SECRET_MAX], fy_store_key *out)
+{
+    secret[0] = 0;
+    *out = *t;
+    out->created_at = now;
+    out->revoked_at = 0;
+    out->last_used_at = 0;
+    if (!template_valid(out)) {
+        return FY_EINVAL;
+    }
+    uint8_t idraw[ID_RANDOM_BYTES];
+    memcpy(out->id, "key_", 4);
+    int rc = fy_random_bytes(idraw, sizeof idraw);
+    if (!rc) {
+        rc = fy_b64url_encode(idraw, sizeof idraw, out->id + 4, sizeof out->id - 4);
+    }
+    if (!rc) {
+        rc = fy_secret_new(FY_KEY_PREFIX, secret, FY_SECRET_MAX);
+    }
+    if (rc) {
+        fy_secure_zero(secret, FY_SECRET_MAX);
+        return rc;
+    }
+    memcpy(out->prefix, secret, FY_STORE_KEY_PREFIX_LEN);
+    out->prefix[FY_STORE_KEY_PREFIX_LEN] = 0;
+    fy_secret_hash(secret, strlen(secret), out->hash);
+    return 0;
+}
+
 int fy_keys_create(fy_keys *kr, const fy_store_key *t, int64_t now, char secret[FY_SECRET_MAX],
                    fy_store_key *out)
 {
@@ -546,30 +595,14 @@ int fy_keys_create(fy_keys *kr, const fy_store_key *t, int64_t now, char secret[
     if (!r) {
         return FY_ENOMEM;
     }
-    *r = *t;
-    r->created_at = now;
-    r->revoked_at = 0;
-    r->last_used_at = 0;
-    if (!template_valid(r)) {
-        rc = FY_EINVAL;
-        goto out;
-    }
     /* A fresh id and secret per attempt; a collision (EEXIST) is as likely
      * as guessing a key, but retrying costs nothing. */
     for (int attempt = 0; attempt < 3; attempt++) {
-        uint8_t idraw[ID_RANDOM_BYTES];
-        memcpy(r->id, "key_", 4);
-        if ((rc = fy_random_bytes(idraw, sizeof idraw)) ||
-            (rc = fy_b64url_encode(idraw, sizeof idraw, r->id + 4, sizeof r->id - 4)) ||
-            (rc = fy_secret_new(FY_KEY_PREFIX, secret, FY_SECRET_MAX))) {
+        if ((rc = fy_keys_mint(t, now, secret, r))) {
             goto out;
         }
-        memcpy(r->prefix, secret, FY_STORE_KEY_PREFIX_LEN);
-        r->prefix[FY_STORE_KEY_PREFIX_LEN] = 0;
-        fy_secret_hash(secret, strlen(secret), r->hash);
-
         fy_key_release(k);
-        if (!(k = entry_new(r, &sb))) {
+        if (!(k = entry_new(r, kr->share, &sb))) {
             rc = FY_ENOMEM;
             goto out;
         }
@@ -616,6 +649,26 @@ out:
     fy_secure_zero(r->hash, sizeof r->hash);
     free(r);
     return rc;
+}
+
+/* Gives entry K the mutable fields of record R: limits (history kept),
+ * expiry, and the packed scope lists SCOPES in MEM (SB bytes), which K takes. */
+static void entry_set(fy_keys *kr, fy_key *k, const fy_store_key *r, char *scopes[N_SCOPES],
+                      char *mem, size_t sb)
+{
+    fy_rl_limits lim;
+    pthread_mutex_lock(&kr->mu);
+    limits_of(r, &k->full);
+    shared_limits(&k->full, kr->share, &lim);
+    fy_rl_set_limits(&k->rl, &lim, fy_rl_now());
+    char *old = k->scope_mem;
+    kr->scope_bytes = kr->scope_bytes - packed_size(k->scopes) + sb;
+    memcpy(k->scopes, scopes, N_SCOPES * sizeof *scopes);
+    k->scope_mem = mem;
+    k->expires_at = r->expires_at;
+    pthread_mutex_unlock(&kr->mu);
+    /* Readers of scopes hold the lock, so the old lists are unreachable. */
+    free(old);
 }
 
 /* The entry for key ID, with a reference, or NULL. With a store the hash
@@ -671,20 +724,58 @@ int fy_keys_update(fy_keys *kr, const fy_store_key *upd)
         free(mem);
         return rc;
     }
-    fy_rl_limits lim;
-    limits_of(upd, &lim);
-    fy_rl_set_limits(&k->rl, &lim, fy_rl_now());
-    pthread_mutex_lock(&kr->mu);
-    char *old = k->scope_mem;
-    kr->scope_bytes = kr->scope_bytes - packed_size(k->scopes) + sb;
-    memcpy(k->scopes, scopes, sizeof scopes);
-    k->scope_mem = mem;
-    k->expires_at = upd->expires_at;
-    pthread_mutex_unlock(&kr->mu);
-    /* Readers of scopes hold the lock, so the old lists are unreachable. */
-    free(old);
+    entry_set(kr, k, upd, scopes, mem, sb);
     fy_key_release(k);
     return 0;
+}
+
+int fy_keys_apply(fy_keys *kr, const fy_store_key *r)
+{
+    char *scopes[N_SCOPES], *mem = NULL;
+    size_t sb = 0;
+    if (!template_valid(r) || r->revoked_at < 0) {
+        return FY_EINVAL;
+    }
+    int rc = kr->st ? fy_store_key_put(kr->st, r) : 0;
+    if (rc) {
+        return rc;
+    }
+    pthread_mutex_lock(&kr->mu);
+    fy_key *k = find(kr->slots, kr->cap, r->hash)->k;
+    if (k) {
+        atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&kr->mu);
+    if (!k) {
+        return add_record(kr, r);
+    }
+    if ((rc = pack_scopes(r, scopes, &mem, &sb)) == 0) {
+        entry_set(kr, k, r, scopes, mem, sb);
+        if (r->revoked_at) {
+            atomic_store_explicit(&k->revoked, 1, memory_order_release);
+        }
+    }
+    fy_key_release(k);
+    return rc;
+}
+
+void fy_keys_set_share(fy_keys *kr, int64_t share)
+{
+    share = share < 1 ? 1 : share;
+    int64_t now = fy_rl_now();
+    pthread_mutex_lock(&kr->mu);
+    if (share != kr->share) {
+        kr->share = share;
+        for (size_t i = 0; i < kr->cap; i++) {
+            fy_key *k = kr->slots[i].k;
+            if (k) {
+                fy_rl_limits lim;
+                shared_limits(&k->full, share, &lim);
+                fy_rl_set_limits(&k->rl, &lim, now);
+            }
+        }
+    }
+    pthread_mutex_unlock(&kr->mu);
 }
 
 int fy_keys_revoke(fy_keys *kr, const char *id, int64_t now)

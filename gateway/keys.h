@@ -131,6 +131,28 @@ size_t fy_keys_count(fy_keys *kr);
 int fy_keys_create(fy_keys *kr, const fy_store_key *t, int64_t now, char secret[FY_SECRET_MAX],
                    fy_store_key *out);
 
+/* Makes a new key from the template T at NOW without storing it: checks T
+ * as fy_keys_create does, then fills OUT (id, prefix, hash, created_at; no
+ * revocation) and SECRET (the key text, to show once and wipe). For a
+ * keyring whose records are written elsewhere first (gateway/shared.h),
+ * which then calls fy_keys_apply. Returns 0, FY_EINVAL, FY_ECRYPTO. */
+int fy_keys_mint(const fy_store_key *t, int64_t now, char secret[FY_SECRET_MAX], fy_store_key *out);
+
+/* Takes record R as it is, revocation included: written to the store
+ * (fy_store_key_put) and then to the index, inserted or replacing the
+ * entry with R's hash (its limiter keeps its history, as with update). How
+ * a replica follows keys another replica created or changed. Returns 0,
+ * FY_EINVAL, FY_ENOMEM or the store's error. */
+int fy_keys_apply(fy_keys *kr, const fy_store_key *r);
+
+/* Makes every limiter enforce each limit / SHARE (rounded down, at least 1
+ * for a limit that is on): with SHARE replicas limiting one key each on
+ * their own, together they admit no more than the key's limit. A replica
+ * sets this to the number of live replicas while the shared limiter is
+ * unreachable (gateway/shared.h); 1 restores the whole limits. History is
+ * kept as with an update. */
+void fy_keys_set_share(fy_keys *kr, int64_t share);
+
 /* Applies the mutable fields of K (as fy_store_key_update) to the store and
  * then to the index: new limits apply to the next request (the limiter keeps
  * its history), new scopes and expiry likewise. Returns 0, FY_EINVAL,

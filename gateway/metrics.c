@@ -571,10 +571,22 @@ int fy_metrics_gw_init(fy_metrics_gw *g)
         m, "ferry_hook_deliveries_total",
         "Async webhook delivery attempts by hook id and result (delivered, retry, dead).", 2,
         hook_result);
+    g->shared_up = fy_metrics_gauge(
+        m, "ferry_shared_up",
+        "1 while the shared state (--shared, Redis) is reachable; 0 when it is down or unused.", 0,
+        NULL);
+    g->shared_replicas =
+        fy_metrics_gauge(m, "ferry_shared_replicas",
+                         "Gateway replicas alive at the last heartbeat (--shared).", 0, NULL);
+    g->shared_local = fy_metrics_counter(
+        m, "ferry_shared_local_admissions_total",
+        "Requests admitted or refused by this replica's own limiter at limit / replicas, "
+        "because the shared state was unreachable.",
+        0, NULL);
     if (!g->requests || !g->duration || !g->ttfb || !g->bytes_received || !g->bytes_sent ||
         !g->tokens || !g->active_streams || !g->connected_runners || !g->tunnel_connections ||
         !g->waiting || !g->ratelimited || !g->auth_failures || !g->hook_requests ||
-        !g->hook_deliveries) {
+        !g->hook_deliveries || !g->shared_up || !g->shared_replicas || !g->shared_local) {
         fy_metrics_gw_close(g);
         return FY_ENOMEM;
     }

@@ -109,6 +109,9 @@ typedef struct {
     fy_metric *auth_failures;      /* ferry_auth_failures_total{reason} */
     fy_metric *hook_requests;      /* ferry_hook_requests_total{hook,outcome} */
     fy_metric *hook_deliveries;    /* ferry_hook_deliveries_total{hook,result} */
+    fy_metric *shared_up;          /* ferry_shared_up: 1 while Redis (--shared) is reachable */
+    fy_metric *shared_replicas;    /* ferry_shared_replicas: replicas alive at the last heartbeat */
+    fy_metric *shared_local;       /* ferry_shared_local_admissions_total: decided locally (down) */
 } fy_metrics_gw;
 
 /* Latency buckets in seconds, shared by the duration and TTFB histograms:

@@ -35,6 +35,7 @@
 #include "common/crypto.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/secret.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,7 +103,8 @@ static void px_account(gw_px *px, int status, int answered_here, size_t err_byte
             .bytes_in = px->bytes_in,
             .bytes_out = out,
         };
-        int rc = fy_store_usage_add(gw->store, key_id, (int64_t)time(NULL), &u);
+        int rc = gw->shared ? fy_shared_usage_add(gw->shared, key_id, (int64_t)time(NULL), &u)
+                            : fy_store_usage_add(gw->store, key_id, (int64_t)time(NULL), &u);
         if (rc) {
             FY_WARN(PX_LOG, "usage of %s not recorded: %s", key_id, fy_strerror(rc));
         }
@@ -130,7 +132,12 @@ static void px_account(gw_px *px, int status, int answered_here, size_t err_byte
     }
     if (px->admitted) {
         px->admitted = 0;
-        fy_rl_release(fy_key_rl(px->key));
+        if (px->lease) {
+            fy_shared_release(gw->shared, px->lease); /* before the key goes */
+            px->lease = NULL;
+        } else {
+            fy_rl_release(fy_key_rl(px->key));
+        }
     }
     fy_key_release(px->key);
     px->key = NULL;
@@ -474,9 +481,11 @@ static void px_on_usage(gw_px *px, const fyp_trailers *t)
     }
     px->prompt_tokens = t->prompt_tokens;
     px->completion_tokens = t->completion_tokens;
-    if (px->key) {
-        fy_rl_charge(fy_key_rl(px->key), fy_rl_now(),
-                     (int64_t)t->prompt_tokens + (int64_t)t->completion_tokens);
+    int64_t used = (int64_t)t->prompt_tokens + (int64_t)t->completion_tokens;
+    if (px->lease) {
+        fy_shared_charge(px->gw->shared, px->lease, used);
+    } else if (px->key) {
+        fy_rl_charge(fy_key_rl(px->key), fy_rl_now(), used);
     }
     fy_metrics_gw_tokens(&px->gw->metrics, t->prompt_tokens, t->completion_tokens);
 }
@@ -570,55 +579,142 @@ void gw_px_refuse(gw_px *px, fy_auth_outcome o)
     gw_px_finish(px, GW_FIN_ERROR, status, code, msg);
 }
 
-/* The key's limits; on a denial finishes PX with 429 and returns 0. */
-int gw_px_limits(gw_px *px)
+/* The limiter's answer RR (allowed or not) for PX. */
+static void px_limited(gw_px *px)
+{
+    if (!px->rr.allowed) {
+        fy_metrics_gw_ratelimited(&px->gw->metrics, fy_rl_kind_name(px->rr.denied_by));
+        gw_px_finish(px, GW_FIN_ERROR, 429, fy_rl_kind_code(px->rr.denied_by),
+                     fy_rl_kind_message(px->rr.denied_by));
+        return;
+    }
+    px->admitted = 1;
+    px->next(px);
+}
+
+static void px_shared_unavailable(gw_px *px)
+{
+    gw_px_finish(px, GW_FIN_ERROR, 503, "shared_state_unavailable",
+                 "the gateway cannot reach its shared state (Redis) to decide on this request; "
+                 "retry shortly");
+}
+
+static void on_admission(void *data, const fy_shared_admission *a)
+{
+    gw_px *px = data;
+    if (!px->req) {
+        fy_shared_release(px->gw->shared, a->lease); /* finished meanwhile */
+    } else if (a->unavailable) {
+        px_shared_unavailable(px);
+    } else if (a->auth != FY_AUTH_OK) {
+        gw_px_refuse(px, a->auth);
+    } else {
+        px->rr = a->rr;
+        px->lease = a->lease;
+        px_limited(px);
+    }
+    gw_px_unref(px);
+}
+
+void gw_px_limits(gw_px *px, gw_px_next next)
 {
     fy_gw *gw = px->gw;
     px->has_rr = 1;
-    if (!fy_rl_acquire(fy_key_rl(px->key), fy_rl_now(), &px->rr)) {
-        fy_metrics_gw_ratelimited(&gw->metrics, fy_rl_kind_name(px->rr.denied_by));
-        gw_px_finish(px, GW_FIN_ERROR, 429, fy_rl_kind_code(px->rr.denied_by),
-                     fy_rl_kind_message(px->rr.denied_by));
-        return 0;
+    px->next = next;
+    if (gw->shared) {
+        gw_px_ref(px);
+        fy_shared_admit(gw->shared, px->key, on_admission, px);
+        return;
     }
-    px->admitted = 1;
-    return 1;
+    fy_rl_acquire(fy_key_rl(px->key), fy_rl_now(), &px->rr);
+    px_limited(px);
 }
 
-/* Authentication (and, for ROUTE 1, the runner scope); on refusal finishes
- * PX and returns 0. */
-int gw_px_authenticate(gw_px *px, int route)
+static void px_auth_check(gw_px *px, int may_look_up);
+
+static void on_key_lookup(void *data, int err)
+{
+    gw_px *px = data;
+    if (px->req) {
+        if (err && err != FY_ENOENT && !px->gw->opt.shared_fail_open) {
+            px_shared_unavailable(px);
+        } else {
+            px_auth_check(px, 0);
+        }
+    }
+    gw_px_unref(px);
+}
+
+/* Asks the shared state about the key PX presented, which this replica has
+ * not seen. Returns 1 when PX waits for the answer or was finished. */
+static int px_look_up(gw_px *px)
+{
+    fy_gw *gw = px->gw;
+    size_t nh, len;
+    const char *key;
+    const fy_http_header *h = fy_http_req_headers(px->req, &nh);
+    if (fy_keys_parse(h, nh, &key, &len) != FY_AUTH_OK) {
+        return 0;
+    }
+    uint8_t hash[32];
+    fy_secret_hash(key, len, hash);
+    int rc = fy_shared_key_lookup(gw->shared, hash, on_key_lookup, px);
+    fy_secure_zero(hash, sizeof hash);
+    if (rc == 0) {
+        gw_px_ref(px);
+        return 1;
+    }
+    if (rc == FY_EUNREACH && !gw->opt.shared_fail_open) {
+        px_shared_unavailable(px);
+        return 1;
+    }
+    return 0; /* too many lookups at once: refused as unknown */
+}
+
+static void px_auth_check(gw_px *px, int may_look_up)
 {
     fy_gw *gw = px->gw;
     size_t nh;
     const fy_http_header *h = fy_http_req_headers(px->req, &nh);
     fy_auth_outcome o = fy_keys_authenticate(gw->keys, h, nh, (int64_t)time(NULL), &px->key);
-    if (o == FY_AUTH_OK && route == 1) {
+    if (o == FY_AUTH_UNKNOWN && may_look_up && gw->shared && px_look_up(px)) {
+        return;
+    }
+    if (o == FY_AUTH_OK && px->route == 1) {
         o = fy_keys_authorize(gw->keys, px->key, FY_SCOPE_RUNNER, px->runner);
     }
     if (o != FY_AUTH_OK) {
         gw_px_refuse(px, o);
-        return 0;
+        return;
     }
-    return 1;
+    px->next(px);
 }
 
-/* Authentication, scopes and limits; on refusal finishes PX and returns 0. */
-int gw_px_admit(gw_px *px, int route)
+void gw_px_authenticate(gw_px *px, int route, gw_px_next next)
 {
-    fy_gw *gw = px->gw;
-    if (!gw_px_authenticate(px, route)) {
-        return 0;
-    }
-    if (route < 0) {
+    px->route = (int8_t)route;
+    px->next = next;
+    px_auth_check(px, 1);
+}
+
+/* Authenticated: the route, draining, then the limits. */
+static void px_admit_authed(gw_px *px)
+{
+    if (px->route < 0) {
         gw_px_finish(px, GW_FIN_ERROR, 404, "runner_not_found", "no runner by that name");
-        return 0;
+        return;
     }
-    if (gw->draining) {
+    if (px->gw->draining) {
         gw_px_finish(px, GW_FIN_ERROR, 503, "gateway_draining", "the gateway is shutting down");
-        return 0;
+        return;
     }
-    return gw_px_limits(px);
+    gw_px_limits(px, px->then);
+}
+
+void gw_px_admit(gw_px *px, int route, gw_px_next next)
+{
+    px->then = next;
+    gw_px_authenticate(px, route, px_admit_authed);
 }
 
 gw_px *gw_px_new(fy_gw *gw, fy_http_req *req, uint64_t t0, const gw_px_ops *ops)

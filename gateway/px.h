@@ -68,8 +68,12 @@ struct gw_px {
     uint64_t t0, t_head, bytes_in, bytes_out; /* t_head: hrtime of the response head */
     int64_t prompt_tokens, completion_tokens; /* from the usage trailer; -1 = none */
     fy_key *key;                              /* a reference; NULL before authentication */
-    fy_rl_result rr;                          /* the key's limits at admission */
-    char runner[FY_STORE_NAME_MAX];           /* the runner asked for, or (v1) the one chosen */
+    fy_shared_lease *lease;         /* the shared limiter's slot (--shared), once admitted */
+    void (*next)(gw_px *px);        /* where admission goes on (gw_px_next) */
+    void (*then)(gw_px *px);        /* gw_px_admit's NEXT, after the limits */
+    int8_t route;                   /* the route of an admission in progress */
+    fy_rl_result rr;                /* the key's limits at admission */
+    char runner[FY_STORE_NAME_MAX]; /* the runner asked for, or (v1) the one chosen */
     char reqid[20];
     char *target;                       /* the runner-side target, set by the kind */
     char hook_id[FY_STORE_HOOK_ID_MAX]; /* a webhook's id (REQUEST metadata), or "" */
@@ -106,16 +110,22 @@ void gw_px_finish(gw_px *px, int how, int status, const char *code, const char *
 /* An error before the response head, or an abort after it. */
 void gw_px_fail(gw_px *px, int status, const char *code, const char *msg);
 
-/* Authentication (and, for ROUTE 1, the runner scope of PX->runner); on a
- * refusal finishes PX and returns 0. */
-int gw_px_authenticate(gw_px *px, int route);
+/* Where an admission goes on once it let PX through. It runs later (the
+ * shared state answered) or before the admission call returns (decided
+ * here), and never once PX was finished (say, its client left meanwhile). */
+typedef void (*gw_px_next)(gw_px *px);
 
-/* The key's limits; on a denial finishes PX with 429 and returns 0. */
-int gw_px_limits(gw_px *px);
+/* Authentication (and, for ROUTE 1, the runner scope of PX->runner), then
+ * NEXT; on a refusal finishes PX instead. With --shared, a key this replica
+ * has not seen is looked up in Redis first. */
+void gw_px_authenticate(gw_px *px, int route, gw_px_next next);
+
+/* The key's limits, then NEXT; on a denial finishes PX with 429 instead. */
+void gw_px_limits(gw_px *px, gw_px_next next);
 
 /* Authentication, scopes (ROUTE as fy_gw_route_split returned it: -1 is a
- * 404), draining and limits; on a refusal finishes PX and returns 0. */
-int gw_px_admit(gw_px *px, int route);
+ * 404), draining and limits, then NEXT; on a refusal finishes PX. */
+void gw_px_admit(gw_px *px, int route, gw_px_next next);
 
 /* Finishes PX with the answer to a failed key check O. */
 void gw_px_refuse(gw_px *px, fy_auth_outcome o);

@@ -19,6 +19,25 @@ static const gw_px_ops raw_ops = {
     .on_refused = gw_px_replay,
 };
 
+/* Admitted: the runner, then the request goes down its tunnel. */
+static void raw_admitted(gw_px *px)
+{
+    const char *rest;
+    int slash;
+    char name[FY_STORE_NAME_MAX];
+    fy_gw_route_split(fy_http_req_target(px->req), name, &rest, &slash);
+    if (!gw_px_runner_ready(px)) {
+        return;
+    }
+    char target[FY_HTTP_MAX_URL_BYTES + 2];
+    snprintf(target, sizeof target, "%s%s", slash ? "/" : "", rest);
+    if (!gw_px_set_target(px, target)) {
+        return;
+    }
+    px->has_body = fy_http_req_content_length(px->req) != 0;
+    gw_px_proxy(px);
+}
+
 void fy_gw_raw_request(fy_gw *gw, fy_http_req *req)
 {
     gw_px *px = gw_px_new(gw, req, uv_hrtime(), &raw_ops);
@@ -28,14 +47,5 @@ void fy_gw_raw_request(fy_gw *gw, fy_http_req *req)
     const char *rest;
     int slash;
     int route = fy_gw_route_split(fy_http_req_target(req), px->runner, &rest, &slash);
-    if (!gw_px_admit(px, route) || !gw_px_runner_ready(px)) {
-        return;
-    }
-    char target[FY_HTTP_MAX_URL_BYTES + 2];
-    snprintf(target, sizeof target, "%s%s", slash ? "/" : "", rest);
-    if (!gw_px_set_target(px, target)) {
-        return;
-    }
-    px->has_body = fy_http_req_content_length(req) != 0;
-    gw_px_proxy(px);
+    gw_px_admit(px, route, raw_admitted);
 }

@@ -12,6 +12,7 @@
 #include "common/secret.h"
 #include "common/x509.h"
 #include "gateway/datadir.h"
+#include "gateway/shared_seed.h"
 
 #include <jansson.h>
 #include <signal.h>
@@ -188,6 +189,9 @@ static void gw_stop(fy_gw *gw)
     uv_close((uv_handle_t *)&gw->life.sig_hup, NULL);
     uv_close((uv_handle_t *)&gw->life.drain_timer, NULL);
     uv_close((uv_handle_t *)&gw->life.usage_timer, NULL);
+    /* After the servers: requests they ended gave their leases back. */
+    fy_shared_free(gw->shared);
+    gw->shared = NULL;
     char path[4096];
     if (gw->net.addr[GW_L_PUBLIC][0] && state_path(gw, path, sizeof path) == 0) {
         unlink(path);
@@ -339,10 +343,77 @@ static int load_admin_token(fy_gw *gw, char *err, size_t errlen)
     return rc;
 }
 
+/* --- the shared state (--shared) ---------------------------------------------------- */
+
+/* Another replica enrolled or revoked runner R: its connections here that
+ * no longer match go. */
+static void on_shared_runner(void *data, const fy_store_runner *r)
+{
+    fy_gw *gw = data;
+    if (r->revoked_at) {
+        fy_gw_tunnel_drop_runner(gw, r->name, FYP_ERR_REJECTED, "runner revoked");
+    } else {
+        fy_gw_tunnel_drop_stale(gw, r->name, r->fingerprint);
+    }
+}
+
+/* This replica's heartbeat: its listeners and the runners connected here. */
+static json_t *shared_announce(void *data)
+{
+    fy_gw *gw = data;
+    json_t *runners = json_object();
+    for (gw_runner *r = gw->tun.runners; r; r = r->next) {
+        json_object_set_new(runners, r->name, json_integer((json_int_t)r->n_conns));
+    }
+    return json_pack("{s:s,s:s,s:s,s:o}", "public", gw->net.addr[GW_L_PUBLIC], "tunnel",
+                     gw->net.addr[GW_L_TUNNEL], "admin", gw->net.addr[GW_L_ADMIN], "runners",
+                     runners);
+}
+
+static const fy_shared_ops shared_ops = {.on_runner = on_shared_runner,
+                                         .announce = shared_announce};
+
+/* Before anything is read from the data dir: the deployment's files come
+ * from Redis (the same runner CA, server certificate and admin token on
+ * every replica). One blocking round trip at start-up, before the loop. */
+static int shared_prepare(fy_gw *gw, fy_redis_config *cfg, char *err, size_t errlen)
+{
+    char why[512];
+    int rc = fy_redis_config_parse(gw->opt.shared_url, gw->opt.shared_password_file, cfg, why,
+                                   sizeof why);
+    if (rc) {
+        snprintf(err, errlen, "--shared: %s", why);
+        return rc;
+    }
+    if ((rc = fy_shared_seed_fetch(cfg, gw->opt.data_dir, why, sizeof why))) {
+        snprintf(err, errlen, "--shared: %s", why);
+    }
+    return rc;
+}
+
+static int shared_start(fy_gw *gw, const fy_redis_config *cfg, char *err, size_t errlen)
+{
+    fy_shared_options so = {
+        .loop = gw->loop,
+        .store = gw->store,
+        .keys = gw->keys,
+        .metrics = &gw->metrics,
+        .ops = &shared_ops,
+        .data = gw,
+        .fail_open = gw->opt.shared_fail_open,
+    };
+    return fy_shared_new(&so, cfg, &gw->shared, err, errlen);
+}
+
 static int setup(fy_gw *gw, char *err, size_t errlen)
 {
     int rc;
     char path[4096], cert[4096], key[4096], rca[4096];
+    fy_redis_config cfg;
+    if (gw->opt.shared_url && (rc = shared_prepare(gw, &cfg, err, errlen))) {
+        fy_redis_config_wipe(&cfg);
+        return rc;
+    }
     if ((rc = load_admin_token(gw, err, errlen)) ||
         (rc = read_pem(gw->opt.data_dir, FY_GW_RUNNER_CA_CERT, &gw->trust.runner_ca_pem, err,
                        errlen)) ||
@@ -373,6 +444,13 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
     if ((rc = fy_metrics_gw_init(&gw->metrics))) {
         snprintf(err, errlen, "metrics: %s", fy_strerror(rc));
         return rc;
+    }
+    if (gw->opt.shared_url) {
+        rc = shared_start(gw, &cfg, err, errlen);
+        fy_redis_config_wipe(&cfg);
+        if (rc) {
+            return rc;
+        }
     }
     gw->access_stderr = strcmp(gw->opt.access_log, "-") == 0;
     if ((rc = fy_accesslog_open(gw->opt.access_log, &gw->access))) {
@@ -499,6 +577,14 @@ int fy_gw_run_main(int argc, char **argv)
          "public connections at once (default 10000)"},
         {"access-log", FY_OPT_STR, &gw->opt.access_log, "FILE",
          "JSON access log, one line per public request (default '-': the log on stderr)"},
+        {"shared", FY_OPT_STR, &gw->opt.shared_url, "URL",
+         "share keys, runners, limits and usage with other replicas in Redis: "
+         "redis://HOST[:PORT][/DB] or unix:///PATH[?db=N] (default: none, SQLite alone)"},
+        {"shared-password-file", FY_OPT_STR, &gw->opt.shared_password_file, "FILE",
+         "the Redis password, the first line of FILE (never on the command line)"},
+        {"shared-failure", FY_OPT_STR, &gw->opt.shared_failure, "closed|open",
+         "while Redis is unreachable, a key this replica has not cached is refused with 503 "
+         "(closed, the default) or as unknown with 401 (open)"},
         FY_CLI_LOG_OPTS(&log),
         {"help", FY_OPT_FLAG, &help, NULL, "show this help"},
         {0},
@@ -541,12 +627,19 @@ int fy_gw_run_main(int argc, char **argv)
             ? "--heartbeat must be between 1s and 10m"
         : gw->opt.max_connections < 1 ? "--max-connections must be at least 1"
         : gw->opt.queue_timeout_ms > FY_GW_MAX_QUEUE_TIMEOUT ? "--queue-timeout must be at most 10m"
-                                                             : NULL;
+        : gw->opt.shared_failure && strcmp(gw->opt.shared_failure, "closed") != 0 &&
+                strcmp(gw->opt.shared_failure, "open") != 0
+            ? "--shared-failure is closed or open"
+        : (gw->opt.shared_password_file || gw->opt.shared_failure) && !gw->opt.shared_url
+            ? "--shared-password-file and --shared-failure go with --shared URL"
+            : NULL;
     if (bad) {
         fprintf(stderr, "ferry-gateway run: %s\n", bad);
         status = 2;
         goto out;
     }
+    gw->opt.shared_fail_open =
+        gw->opt.shared_failure && strcmp(gw->opt.shared_failure, "open") == 0;
     signal(SIGPIPE, SIG_IGN);
     if (uv_loop_init(&loop) != 0) {
         fprintf(stderr, "ferry-gateway run: cannot create the event loop\n");

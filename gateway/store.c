@@ -366,6 +366,30 @@ int fy_store_runner_enroll(fy_store *st, const char *name, const char *fingerpri
     return rc;
 }
 
+int fy_store_runner_put(fy_store *st, const fy_store_runner *r)
+{
+    if (!r || !fy_store_valid_name(r->name) || r->revoked_at < 0) {
+        return FY_EINVAL;
+    }
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(st,
+                     "INSERT INTO runners(name, fingerprint, serial, enrolled_at, revoked_at) "
+                     "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(name) DO UPDATE SET "
+                     "fingerprint = ?2, serial = ?3, enrolled_at = ?4, revoked_at = ?5",
+                     &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, r->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, r->fingerprint, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, r->serial, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 4, r->enrolled_at);
+    sqlite3_bind_int64(q, 5, r->revoked_at);
+    rc = sqlite3_step(q) == SQLITE_DONE ? 0 : db_err(st, "runner put");
+    sqlite3_finalize(q);
+    return rc;
+}
+
 static void read_runner(sqlite3_stmt *q, fy_store_runner *r)
 {
     copy_text(r->name, sizeof r->name, q, 0);
@@ -648,6 +672,46 @@ int fy_store_key_create(fy_store *st, const fy_store_key *k)
         } else {
             rc = db_err(st, "key create");
         }
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int fy_store_key_put(fy_store *st, const fy_store_key *k)
+{
+    if (!k || !valid_key(k) || k->revoked_at < 0) {
+        return FY_EINVAL;
+    }
+    sqlite3_stmt *q = NULL;
+    int rc = prepare(st,
+                     "INSERT INTO api_keys(id, name, owner, prefix, hash, rpm, tpm, concurrency, "
+                     "models, runners, hooks, created_at, expires_at, burst, revoked_at) "
+                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
+                     "ON CONFLICT(id) DO UPDATE SET name = ?2, owner = ?3, prefix = ?4, "
+                     "hash = ?5, rpm = ?6, tpm = ?7, concurrency = ?8, models = ?9, "
+                     "runners = ?10, hooks = ?11, created_at = ?12, expires_at = ?13, "
+                     "burst = ?14, revoked_at = ?15",
+                     &q);
+    if (rc) {
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, k->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, k->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, k->owner, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, k->prefix, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 5, k->hash, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 6, k->rpm);
+    sqlite3_bind_int64(q, 7, k->tpm);
+    sqlite3_bind_int64(q, 8, k->concurrency);
+    sqlite3_bind_int64(q, 12, k->created_at);
+    sqlite3_bind_int64(q, 13, k->expires_at);
+    sqlite3_bind_int64(q, 14, k->burst);
+    sqlite3_bind_int64(q, 15, k->revoked_at);
+    if ((rc = bind_scopes(q, 9, k)) == 0) {
+        int step = sqlite3_step(q);
+        rc = step == SQLITE_DONE         ? 0
+             : step == SQLITE_CONSTRAINT ? FY_EEXIST /* another id has this hash */
+                                         : db_err(st, "key put");
     }
     sqlite3_finalize(q);
     return rc;

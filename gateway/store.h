@@ -95,6 +95,12 @@ typedef struct {
 int fy_store_runner_enroll(fy_store *st, const char *name, const char *fingerprint,
                            const char *serial, int64_t now);
 
+/* Writes runner R as it is, revocation included, creating or replacing the
+ * record of R->name: how a replica's store, a cache of the shared state
+ * (gateway/shared.h), takes a record another replica wrote. Returns 0
+ * (durable), FY_EINVAL or FY_EIO. */
+int fy_store_runner_put(fy_store *st, const fy_store_runner *r);
+
 /* Fetches runner NAME. Returns 0 or FY_ENOENT. */
 int fy_store_runner_get(fy_store *st, const char *name, fy_store_runner *out);
 
@@ -145,6 +151,13 @@ int fy_store_scope_valid(const char *s);
  * Returns 0 (durable), FY_EINVAL (bad id, name, limits or scopes), FY_EEXIST
  * (same id or same hash) or FY_EIO. */
 int fy_store_key_create(fy_store *st, const fy_store_key *k);
+
+/* Writes key K as it is (every field but last_used_at, revoked_at included),
+ * creating or replacing the record of K->id: how a replica's store, a cache
+ * of the shared state (gateway/shared.h), takes a record another replica
+ * wrote. Returns 0 (durable), FY_EINVAL, FY_EEXIST (another id has K's hash)
+ * or FY_EIO. */
+int fy_store_key_put(fy_store *st, const fy_store_key *k);
 
 /* Fetches the key with ID or with HASH. Revoked keys are returned too (with
  * revoked_at set). Returns 0 or FY_ENOENT (or FY_EIO). */

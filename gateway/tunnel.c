@@ -412,6 +412,20 @@ int fy_gw_tunnel_drop_runner(fy_gw *gw, const char *name, uint32_t code, const c
     return n;
 }
 
+int fy_gw_tunnel_drop_stale(fy_gw *gw, const char *name, const char *fingerprint)
+{
+    int n = 0;
+    for (gw_conn *c = gw->tun.conns; c; c = c->next) {
+        if (!c->closing && c->link && strcmp(c->cn, name) == 0 &&
+            strcmp(c->fingerprint, fingerprint) != 0) {
+            c->closing = 1;
+            fy_link_close(c->link, FYP_ERR_REJECTED, "runner enrolled again");
+            n++;
+        }
+    }
+    return n;
+}
+
 void fy_gw_tunnel_goaway_all(fy_gw *gw)
 {
     for (gw_conn *c = gw->tun.conns; c; c = c->next) {

@@ -253,6 +253,8 @@ static void v1_not_found(gw_px *px)
     gw_px_finish(px, GW_FIN_ERROR, 404, "model_not_found", msg);
 }
 
+static void v1_admitted(gw_px *px);
+
 /* The whole body is here: model, scope, limits, then a runner. */
 static void v1_admit(gw_px *px)
 {
@@ -272,9 +274,13 @@ static void v1_admit(gw_px *px)
         gw_px_finish(px, GW_FIN_ERROR, 503, "gateway_draining", "the gateway is shutting down");
         return;
     }
-    if (!gw_px_limits(px)) {
-        return;
-    }
+    gw_px_limits(px, v1_admitted);
+}
+
+/* Within the key's limits: a runner for the model, now or from the queue. */
+static void v1_admitted(gw_px *px)
+{
+    fy_gw *gw = px->gw;
     gw_model *m = fy_gw_model_find(gw, px->model);
     if (!m || m->n_conns == 0) {
         v1_not_found(px);
@@ -380,15 +386,28 @@ static void v1_models(gw_px *px, const char *id)
     gw_px_finish(px, GW_FIN_REPLY, 200, NULL, NULL);
 }
 
+static void v1_authed(gw_px *px);
+
 void fy_gw_v1_request(fy_gw *gw, fy_http_req *req)
 {
     gw_px *px = gw_px_new(gw, req, uv_hrtime(), &v1_ops);
-    if (!px) {
-        return;
+    if (px) {
+        gw_px_authenticate(px, 0, v1_authed);
     }
-    if (!gw_px_authenticate(px, 0)) {
-        return;
-    }
+}
+
+/* GET /v1/models[/ID] once within the key's limits. */
+static void v1_models_admitted(gw_px *px)
+{
+    const char *path = fy_http_req_path(px->req);
+    v1_models(px, path[10] ? path + 11 : NULL);
+}
+
+/* Authenticated: models are answered here, the rest read whole, then routed. */
+static void v1_authed(gw_px *px)
+{
+    fy_gw *gw = px->gw;
+    fy_http_req *req = px->req;
     if (gw->draining) {
         gw_px_finish(px, GW_FIN_ERROR, 503, "gateway_draining", "the gateway is shutting down");
         return;
@@ -396,9 +415,7 @@ void fy_gw_v1_request(fy_gw *gw, fy_http_req *req)
     const char *path = fy_http_req_path(req), *method = fy_http_req_method(req);
     if (strcmp(method, "GET") == 0 &&
         (strcmp(path, "/v1/models") == 0 || (strncmp(path, "/v1/models/", 11) == 0 && path[11]))) {
-        if (gw_px_limits(px)) {
-            v1_models(px, path[10] ? path + 11 : NULL);
-        }
+        gw_px_limits(px, v1_models_admitted);
         return;
     }
     if (strcmp(method, "POST") != 0) {
