@@ -211,6 +211,7 @@ typedef struct {
     const char *shared_password_file; /* --shared-password-file */
     const char *shared_failure;       /* --shared-failure closed|open */
     int shared_fail_open;             /* --shared-failure open */
+    uint64_t shared_lease_ms;         /* --shared-lease: concurrency leases' TTL */
 } gw_opts;
 
 /* Listeners and their TLS (run.c's; tunnel.c hands enrollment connections

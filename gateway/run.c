@@ -401,6 +401,7 @@ static int shared_start(fy_gw *gw, const fy_redis_config *cfg, char *err, size_t
         .ops = &shared_ops,
         .data = gw,
         .fail_open = gw->opt.shared_fail_open,
+        .lease_ttl_ms = (unsigned)gw->opt.shared_lease_ms,
     };
     return fy_shared_new(&so, cfg, &gw->shared, err, errlen);
 }
@@ -585,6 +586,9 @@ int fy_gw_run_main(int argc, char **argv)
         {"shared-failure", FY_OPT_STR, &gw->opt.shared_failure, "closed|open",
          "while Redis is unreachable, a key this replica has not cached is refused with 503 "
          "(closed, the default) or as unknown with 401 (open)"},
+        {"shared-lease", FY_OPT_DURATION, &gw->opt.shared_lease_ms, "TIME",
+         "a concurrency slot held by a replica that died comes back after this (default 30s; "
+         "live replicas renew theirs every third of it)"},
         FY_CLI_LOG_OPTS(&log),
         {"help", FY_OPT_FLAG, &help, NULL, "show this help"},
         {0},
@@ -630,8 +634,12 @@ int fy_gw_run_main(int argc, char **argv)
         : gw->opt.shared_failure && strcmp(gw->opt.shared_failure, "closed") != 0 &&
                 strcmp(gw->opt.shared_failure, "open") != 0
             ? "--shared-failure is closed or open"
-        : (gw->opt.shared_password_file || gw->opt.shared_failure) && !gw->opt.shared_url
-            ? "--shared-password-file and --shared-failure go with --shared URL"
+        : (gw->opt.shared_password_file || gw->opt.shared_failure || gw->opt.shared_lease_ms) &&
+                !gw->opt.shared_url
+            ? "--shared-password-file, --shared-failure and --shared-lease go with --shared URL"
+        : gw->opt.shared_lease_ms && (gw->opt.shared_lease_ms < 1000 ||
+                                      gw->opt.shared_lease_ms > 24ULL * 3600 * 1000)
+            ? "--shared-lease must be between 1s and 24h"
             : NULL;
     if (bad) {
         fprintf(stderr, "ferry-gateway run: %s\n", bad);

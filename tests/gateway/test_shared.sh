@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Several gateways sharing one Redis (--shared): 3 replicas, 1 real
+# redis-server (unix socket, appendonly), 2 runners connected to every
+# replica, clients spread over the replicas. Limits stay exact across
+# replicas (the anchors' failures: LiteLLM #2730, rpm x replicas; #27736,
+# tpm x replicas): one key at 20 rpm never admits more than one limiter's
+# bound, tokens per minute are charged once for all, and concurrency 4 with
+# 20 parallel streams lets exactly 4 reach the upstream. A key created on
+# one replica works at once on the others; a revocation on one is a 401 on
+# the others on their very next request; a dead replica's concurrency slots
+# come back within the lease TTL; a runner with --gateway repeated has a
+# connection to each replica; enrollment tokens are good once across all.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/redis.sh"
+FAIL_LOGS=(gw.*.log runner.*.out redis.r/log)
+
+redis_start
+upstream_start
+
+# Replica data dirs: A seeds the deployment, B and C join it.
+declare -A DIR PUBS TUNS ADMS PIDOF
+for r in a b c; do DIR[$r]=$TMP/gw-$r; done
+"$BIN/ferry-gateway" init --data-dir "${DIR[a]}" --shared "$REDIS_URL" >"$TMP/init.a" 2>&1 ||
+    fail "init --shared (seed): $(cat "$TMP/init.a")"
+for r in b c; do
+    "$BIN/ferry-gateway" init --data-dir "${DIR[$r]}" --shared "$REDIS_URL" >"$TMP/init.$r" 2>&1 ||
+        fail "init --shared (join $r): $(cat "$TMP/init.$r")"
+    cmp -s "${DIR[a]}/admin.token" "${DIR[$r]}/admin.token" &&
+        cmp -s "${DIR[a]}/runner-ca.crt" "${DIR[$r]}/runner-ca.crt" ||
+        fail "replica $r did not join the same deployment"
+done
+ADMIN_TOKEN=$(cat "${DIR[a]}/admin.token")
+CA=${DIR[a]}/ca.crt
+
+# replica_start R [ARGS...]: ferry-gateway run --shared on R's dir.
+replica_start() {
+    local r=$1
+    shift
+    rm -f "${DIR[$r]}/state.json"
+    "$BIN/ferry-gateway" run --data-dir "${DIR[$r]}" --public-listen 127.0.0.1:0 \
+        --tunnel-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --shared "$REDIS_URL" \
+        --shared-lease 3s "$@" >>"$TMP/gw.$r.log" 2>&1 &
+    PIDOF[$r]=$!
+    PIDS+=("${PIDOF[$r]}")
+    wait_for 20 grep -q "\"pid\": ${PIDOF[$r]}" "${DIR[$r]}/state.json" ||
+        fail "replica $r did not start: $(tail -n 5 "$TMP/gw.$r.log")"
+    PUBS[$r]=$(json_get "${DIR[$r]}/state.json" public)
+    TUNS[$r]=$(json_get "${DIR[$r]}/state.json" tunnel)
+    ADMS[$r]=$(json_get "${DIR[$r]}/state.json" admin)
+    wait_for 20 shared_up "$r" || fail "replica $r never reached Redis: $(tail -n 5 "$TMP/gw.$r.log")"
+}
+# on R CMD...: the ferry CLI against replica R.
+on() {
+    local r=$1
+    shift
+    "$BIN/ferry" --data-dir "${DIR[$r]}" "$@"
+}
+metrics_of() {
+    curl -sS --max-time 5 --cacert "$CA" -H "Authorization: Bearer $ADMIN_TOKEN" \
+        "https://${ADMS[$1]}/metrics"
+}
+shared_up() { metrics_of "$1" | grep -q '^ferry_shared_up 1$'; }
+replicas_are() { metrics_of "$1" | grep -q "^ferry_shared_replicas $2\$"; }
+# at R KEY [CURL ARGS...] PATH: a public request to replica R with KEY.
+at() {
+    local r=$1 k=$2
+    shift 2
+    local path=${!#}
+    curl -sS --max-time 30 --cacert "$CA" -H "Authorization: Bearer $k" "${@:1:$#-1}" \
+        "https://${PUBS[$r]}$path"
+}
+code_at() {
+    local r=$1 k=$2
+    shift 2
+    at "$r" "$k" -o /dev/null -w '%{http_code}' "$@"
+}
+# mkkey_on R NAME ARGS...: a new key made through replica R: KEY, KID.
+mkkey_on() {
+    local r=$1
+    shift
+    on "$r" keys create --name "$@" >"$TMP/mkkey.out" || fail "keys create on $r: $(cat "$TMP/mkkey.out")"
+    KEY=$(tail -n1 "$TMP/mkkey.out")
+    KID=$(sed -n 's/^API key \(key_[^ ]*\) .*/\1/p' "$TMP/mkkey.out")
+    [[ $KEY == fy_* && $KID == key_* ]] || fail "keys create output: $(cat "$TMP/mkkey.out")"
+}
+conns_on() {
+    curl -sS --max-time 5 --cacert "$CA" -H "Authorization: Bearer $ADMIN_TOKEN" \
+        "https://${ADMS[$1]}/admin/v1/runners" |
+        python3 -c "import json,sys; j=json.load(sys.stdin); print(sum(len(r['connections']) for r in j['runners'] if r['name']=='$2'))"
+}
+conns_on_are() { [[ $(conns_on "$1" "$2") == "$3" ]]; }
+
+for r in a b c; do replica_start "$r"; done
+for r in a b c; do wait_for 20 replicas_are "$r" 3 || fail "replica $r does not count 3 replicas"; done
+pass "3 replicas on one Redis: one deployment, each up and counting 3"
+
+# --- runners: enrolled on one replica, connected to all ----------------------------------
+# An enrollment token made on A, used on B: good once, across replicas.
+tok() {
+    curl -sS --max-time 10 --cacert "$CA" -H "Authorization: Bearer $ADMIN_TOKEN" \
+        -H 'Content-Type: application/json' --data "{\"runner\":\"$1\",\"ttl\":\"1h\"}" \
+        "https://${ADMS[$2]}/admin/v1/tokens" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p'
+}
+for name in alpha beta; do
+    t=$(tok "$name" a)
+    [[ -n $t ]] || fail "token for $name"
+    "$TBIN/gw_test_runner" enroll --gateway "${TUNS[b]}" --token "$t" --ca "$CA" --dir "$TMP/r-$name" \
+        >"$TMP/enroll.out" 2>&1 || fail "enroll $name on B with A's token: $(cat "$TMP/enroll.out")"
+    rc=0
+    "$TBIN/gw_test_runner" enroll --gateway "${TUNS[c]}" --token "$t" --ca "$CA" --dir "$TMP/r-$name-again" \
+        >"$TMP/enroll2.out" 2>&1 || rc=$?
+    [[ $rc != 0 ]] && grep -q 'token_used\|already used' "$TMP/enroll2.out" ||
+        fail "a token used on B was accepted again on C: $(cat "$TMP/enroll2.out")"
+done
+# Each runner keeps a connection to every replica (one test-runner process
+# per replica; ferry-runner's --gateway repeated is checked below).
+for name in alpha beta; do
+    for r in a b c; do
+        NRN=$((NRN + 1))
+        "$TBIN/gw_test_runner" run --gateway "${TUNS[$r]}" --dir "$TMP/r-$name" \
+            --upstream "http://127.0.0.1:$UP" >"$TMP/runner.$NRN.out" 2>&1 &
+        PIDS+=($!)
+    done
+done
+for r in a b c; do
+    for name in alpha beta; do
+        wait_for 30 conns_on_are "$r" "$name" 1 || fail "runner $name is not connected to replica $r"
+    done
+done
+c=$(code_at b "$(on a keys create --name probe | tail -n1)" /r/beta/fixed)
+[[ $c == 200 ]] || fail "a key made on A, used at once on B: $c"
+pass "tokens made on A, used once on B (C refuses the second use); both runners on every replica; a key made on A works on B at once"
+
+# --- 50 clients spread over the replicas ----------------------------------------------------
+# spread N KEY PATH: N clients at once, client i on replica i mod 3; prints
+# "OK LIMITED D_MS" (D_MS spans the whole run: it contains the limiter's window).
+spread() {
+    read -r OK LIMITED D_MS < <(python3 - "$1" "$2" "$3" "$CA" "${PUBS[a]}" "${PUBS[b]}" "${PUBS[c]}" <<'PY'
+import http.client, ssl, sys, threading, time
+n, key, path, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+pubs = sys.argv[5:]
+ctx = ssl.create_default_context(cafile=ca)
+conns = []
+for i in range(n):
+    host, port = pubs[i % len(pubs)].rsplit(":", 1)
+    c = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=60)
+    c.connect()
+    conns.append(c)
+go = threading.Barrier(n + 1)
+codes = [None] * n
+def one(i):
+    go.wait()
+    conns[i].request("GET", f"{path}?c={i}", headers={"Authorization": "Bearer " + key})
+    r = conns[i].getresponse()
+    r.read()
+    codes[i] = r.status
+threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+for t in threads:
+    t.start()
+t0 = time.monotonic()
+go.wait()
+for t in threads:
+    t.join()
+d_ms = int((time.monotonic() - t0) * 1000) + 1
+ok, limited = codes.count(200), codes.count(429)
+if ok + limited != n:
+    sys.exit(f"other answers than 200/429: {sorted(codes)}")
+print(ok, limited, d_ms)
+PY
+    )
+    [[ -n ${OK:-} ]] || fail "parallel clients failed"
+}
+
+# rpm 20: T = 3 s, burst ceil(20/6) = 4. Three replicas each limiting alone
+# would admit 12 at once.
+mkkey_on a rpm20 --rpm 20
+spread 50 "$KEY" /r/alpha/fixed
+bound=$((4 + (D_MS + 2999) / 3000 - 1))
+echo "  rpm 20, 50 clients over 3 replicas: $OK admitted, $LIMITED refused in $D_MS ms (bound $bound)"
+((OK >= 4)) || fail "a fresh key's burst of 4 was not admitted: $OK"
+((OK <= bound)) || fail "$OK admitted across replicas, more than one limiter's bound $bound"
+pass "one key at 20 rpm, 50 clients over 3 replicas: never more than burst + ceil(W/T) - 1"
+
+# --- tokens per minute, charged once for all replicas --------------------------------------
+# tfull (the bucket's "full again" time in Redis) moves when a charge lands.
+tfull() { redis_cli hget "ferry:{k:$1}:rl" tfull; }
+charged_since() { [[ $(tfull "$1") != "$2" ]]; }
+mkkey_on b tpm --tpm 1000
+TPM_ID=$KID TPM=$KEY
+i=0
+for r in a b c a; do
+    before=$(tfull "$TPM_ID")
+    c=$(code_at "$r" "$TPM" -H 'x-test-usage: 400,200' -D "$TMP/h.$i" /r/alpha/fixed)
+    codes[$i]=$c
+    [[ $c == 200 ]] && { wait_for 20 charged_since "$TPM_ID" "$before" || fail "usage of request $i never charged"; }
+    i=$((i + 1))
+done
+# 1000 tokens: 600 on A (400 left), 600 on B (-200: admitted while not
+# negative), then C is refused until the refill pays the debt (12 s).
+[[ ${codes[0]} == 200 && ${codes[1]} == 200 && ${codes[2]} == 429 && ${codes[3]} == 429 ]] ||
+    fail "tpm across replicas: ${codes[*]} (want 200 200 429 429)"
+grep -qi '^x-ratelimit-remaining-tokens: 0' "$TMP/h.2" || fail "C's 429 does not say the bucket is empty: $(cat "$TMP/h.2")"
+pass "tokens per minute: one bucket for all replicas (200 on A, 200 on B, 429 on C and A)"
+
+# --- concurrency 4, 20 parallel streams, counted at the upstream ---------------------------
+mkkey_on c cc4 --concurrency 4
+CC=$KEY
+for i in $(seq 0 19); do
+    r=$(echo a b c | cut -d' ' -f$((i % 3 + 1)))
+    (code_at "$r" "$CC" "/r/alpha/gate?name=g1" >"$TMP/cc.$i") &
+done
+done_all() { (($(cat "$TMP"/cc.* 2>/dev/null | grep -c .) == 20)); }
+refused_16() { (($(cat "$TMP"/cc.* 2>/dev/null | grep -c '^429$') == 16)); }
+wait_for 60 refused_16 || fail "not 16 refusals: $(cat "$TMP"/cc.* | sort | uniq -c)"
+wait_for 30 up_stat_is gated 4 || fail "upstream holds $(up_stat gated), want 4"
+release g1
+wait_for 60 done_all || fail "gated requests did not finish"
+[[ $(grep -c '^200$' "$TMP"/cc.* | awk -F: '{s+=$2} END {print s}') == 4 ]] ||
+    fail "concurrency 4 across replicas: $(cat "$TMP"/cc.* | sort | uniq -c)"
+pass "concurrency 4 with 20 parallel streams over 3 replicas: exactly 4 reached the upstream"
+
+# --- revocation on A: 401 on B and C on their next request ----------------------------------
+mkkey_on a rev
+REV=$KEY REV_ID=$KID
+for r in a b c; do [[ $(code_at "$r" "$REV" /r/alpha/fixed) == 200 ]] || fail "key rev before revoke on $r"; done
+on a keys revoke "$REV_ID" >/dev/null || fail "revoke on A"
+for r in b c a; do
+    c=$(code_at "$r" "$REV" /r/alpha/fixed)
+    [[ $c == 401 ]] || fail "revoked on A, next request on $r: $c"
+done
+pass "revoked on A: 401 on B and C on their very next request"
+
+# --- a dead replica's slots come back within the lease TTL (3 s here) -------------------------
+mkkey_on a cc1 --concurrency 1
+CC1=$KEY
+(code_at a "$CC1" "/r/alpha/gate?name=g2" >"$TMP/held") &
+wait_for 30 up_stat_is gated 1 || fail "the held request did not reach the upstream"
+[[ $(code_at b "$CC1" /r/alpha/fixed) == 429 ]] || fail "the slot held through A is not counted on B"
+kill -9 "${PIDOF[a]}"
+wait "${PIDOF[a]}" 2>/dev/null || true
+slot_back() { [[ $(code_at b "$CC1" /r/alpha/fixed) == 200 ]]; }
+wait_for 30 slot_back || fail "the dead replica's slot never came back"
+for r in b c; do wait_for 30 replicas_are "$r" 2 || fail "replica $r still counts A as alive"; done
+release g2
+pass "a replica killed holding a slot: the slot is back within the lease TTL; the others count 2 replicas"
+
+# --- ferry-runner with --gateway repeated: one connection per replica ------------------------
+replica_start a
+t=$(tok gamma c)
+"$BIN/ferry-runner" enroll --gateway "${TUNS[c]}" --token "$t" --ca "$CA" --data-dir "$TMP/r-gamma" \
+    >"$TMP/enroll.out" 2>&1 || fail "ferry-runner enroll on C: $(cat "$TMP/enroll.out")"
+NRN=$((NRN + 1))
+FERRY_TEST_BACKOFF_MS=100 "$BIN/ferry-runner" run --data-dir "$TMP/r-gamma" --upstream "http://127.0.0.1:$UP" \
+    --gateway "${TUNS[a]}" --gateway "${TUNS[b]}" --gateway "${TUNS[c]}" --connections 3 \
+    >"$TMP/runner.$NRN.out" 2>&1 &
+PIDS+=($!)
+for r in a b c; do
+    wait_for 30 conns_on_are "$r" gamma 1 || fail "ferry-runner gamma has $(conns_on "$r" gamma) connections on $r, want 1"
+done
+for r in a b c; do
+    [[ $(code_at "$r" "$(on b keys create --name g$r | tail -n1)" /r/gamma/fixed) == 200 ]] ||
+        fail "runner gamma through replica $r"
+done
+pass "ferry-runner --gateway x3 --connections 3: one connection on each replica, requests through each"
