@@ -268,7 +268,28 @@ out:
 typedef struct {
     fy_gw *gw;
     json_t *a;
+    json_t *info; /* --shared: every replica's announcement, or NULL */
 } runner_ctx;
+
+/* --shared: the replicas runner NAME is connected to, from their heartbeats. */
+static json_t *runner_replicas(const runner_ctx *x, const char *name)
+{
+    json_t *a = json_array();
+    const char *id;
+    json_t *rep;
+    json_object_foreach(x->info, id, rep)
+    {
+        json_t *n = json_object_get(json_object_get(rep, "runners"), name);
+        if (json_integer_value(n) > 0) {
+            json_array_append_new(
+                a, json_pack("{s:s,s:O?,s:O?,s:O,s:b}", "replica", id, "public",
+                             json_object_get(rep, "public"), "tunnel",
+                             json_object_get(rep, "tunnel"), "connections", n, "this",
+                             strcmp(id, fy_shared_replica_id(x->gw->shared)) == 0));
+        }
+    }
+    return a;
+}
 
 static void runner_row(const fy_store_runner *sr, void *arg)
 {
@@ -287,23 +308,55 @@ static void runner_row(const fy_store_runner *sr, void *arg)
                                                "streams", (json_int_t)c->n_px, "rtt_ms",
                                                (double)c->rtt_us / 1000.0, "models", models));
     }
-    json_array_append_new(
-        x->a, json_pack("{s:s,s:s,s:I,s:o,s:b,s:o,s:I}", "name", sr->name, "fingerprint",
-                        sr->fingerprint, "enrolled_at", (json_int_t)sr->enrolled_at, "revoked_at",
-                        time_or_null(sr->revoked_at), "connected", r != NULL, "connections", conns,
-                        "in_flight", (json_int_t)in_flight));
+    json_t *row = json_pack("{s:s,s:s,s:I,s:o,s:b,s:o,s:I}", "name", sr->name, "fingerprint",
+                            sr->fingerprint, "enrolled_at", (json_int_t)sr->enrolled_at,
+                            "revoked_at", time_or_null(sr->revoked_at), "connected", r != NULL,
+                            "connections", conns, "in_flight", (json_int_t)in_flight);
+    if (x->info) {
+        json_t *reps = runner_replicas(x, sr->name);
+        json_object_set_new(row, "connected", json_boolean(r || json_array_size(reps)));
+        json_object_set_new(row, "replicas", reps);
+    }
+    json_array_append_new(x->a, row);
 }
 
-static void runners_list(fy_gw *gw, fy_http_req *req)
+static void runners_answer(fy_gw *gw, fy_http_req *req, json_t *info)
 {
-    runner_ctx x = {gw, json_array()};
+    runner_ctx x = {gw, json_array(), info};
     int rc = fy_store_runner_list(gw->store, runner_row, &x);
     if (rc) {
         json_decref(x.a);
         fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
         return;
     }
-    respond_json(req, 200, json_pack("{s:o}", "runners", x.a));
+    json_t *o = json_pack("{s:o}", "runners", x.a);
+    if (gw->shared) {
+        /* Whether "replicas" covers every replica, or only this one's view. */
+        json_object_set_new(o, "shared", json_boolean(info != NULL));
+    }
+    respond_json(req, 200, o);
+}
+
+static void runners_info(void *data, int err, json_t *info)
+{
+    adm_call *c = data;
+    runners_answer(c->gw, c->req, err ? NULL : info);
+    call_free(c);
+}
+
+static void runners_list(fy_gw *gw, fy_http_req *req)
+{
+    adm_call *c = gw->shared ? call_new(gw, req) : NULL;
+    if (gw->shared && !c) {
+        return;
+    }
+    if (c && fy_shared_replicas_info(gw->shared, runners_info, c) == 0) {
+        return;
+    }
+    if (c) {
+        call_free(c); /* Redis is down: this replica's own view */
+    }
+    runners_answer(gw, req, NULL);
 }
 
 static void runner_revoked(fy_gw *gw, fy_http_req *req, const char *name, int64_t now)

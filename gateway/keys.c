@@ -289,6 +289,11 @@ static void shared_limits(const fy_rl_limits *full, int64_t share, fy_rl_limits 
                           .tpm = share_of(full->tpm, share),
                           .concurrency = share_of(full->concurrency, share),
                           .burst = share_of(full->burst, share)};
+    /* A default burst is ceil(rpm / 6) of the whole rpm, shared too: SHARE
+     * default bursts of the divided rpm could add up to more than it. */
+    if (share > 1 && full->rpm > 0) {
+        lim->burst = share_of(fy_rl_burst(full->rpm, full->burst), share);
+    }
 }
 
 /* The checks create and update share: scopes, expiry, a burst that fits rpm. */

@@ -637,8 +637,8 @@ int fy_gw_run_main(int argc, char **argv)
         : (gw->opt.shared_password_file || gw->opt.shared_failure || gw->opt.shared_lease_ms) &&
                 !gw->opt.shared_url
             ? "--shared-password-file, --shared-failure and --shared-lease go with --shared URL"
-        : gw->opt.shared_lease_ms && (gw->opt.shared_lease_ms < 1000 ||
-                                      gw->opt.shared_lease_ms > 24ULL * 3600 * 1000)
+        : gw->opt.shared_lease_ms &&
+                (gw->opt.shared_lease_ms < 1000 || gw->opt.shared_lease_ms > 24ULL * 3600 * 1000)
             ? "--shared-lease must be between 1s and 24h"
             : NULL;
     if (bad) {

@@ -958,6 +958,57 @@ int fy_shared_runner_put(fy_shared *sh, const fy_store_runner *r, fy_shared_done
     return op_sent(o);
 }
 
+/* --- replicas' announcements -------------------------------------------------------------- */
+
+typedef struct {
+    fy_shared_json_cb cb;
+    void *data;
+} info_call;
+
+static void on_info(void *data, int status, const fy_redis_reply *r)
+{
+    info_call *x = data;
+    json_t *o = NULL;
+    if (!status && (!r || r->type != FY_REDIS_REPLY_ARRAY || r->n % 2)) {
+        status = FY_EPROTO;
+    }
+    if (!status) {
+        o = json_object();
+        for (size_t i = 0; i + 1 < r->n; i += 2) {
+            const fy_redis_reply *f = &r->elem[i], *v = &r->elem[i + 1];
+            json_t *j = f->type == FY_REDIS_REPLY_STRING && v->type == FY_REDIS_REPLY_STRING
+                            ? json_loadb(v->str, v->len, 0, NULL)
+                            : NULL;
+            if (json_is_object(j) && f->len < FY_SHARED_REPLICA_ID_MAX) {
+                json_object_setn_new(o, f->str, f->len, j);
+            } else {
+                json_decref(j);
+            }
+        }
+    }
+    x->cb(x->data, status, o);
+    json_decref(o);
+    free(x);
+}
+
+int fy_shared_replicas_info(fy_shared *sh, fy_shared_json_cb cb, void *data)
+{
+    if (!sh->up) {
+        return FY_EUNREACH;
+    }
+    info_call *x = malloc(sizeof *x);
+    if (!x) {
+        return FY_ENOMEM;
+    }
+    *x = (info_call){cb, data};
+    const char *argv[] = {"HGETALL", FY_SH_REPLICA_INFO};
+    int rc = fy_redis_cmd(sh->cl, on_info, x, 2, argv, NULL);
+    if (rc) {
+        free(x);
+    }
+    return rc;
+}
+
 /* --- life ------------------------------------------------------------------------------------ */
 
 static void on_state(void *data, int up, int err, const char *reason)

@@ -169,6 +169,13 @@ int fy_shared_token_consume(fy_shared *sh, const uint8_t hash[32], int64_t now,
 /* Writes runner record R (enrolled or revoked) as fy_shared_key_put does. */
 int fy_shared_runner_put(fy_shared *sh, const fy_store_runner *r, fy_shared_done_cb cb, void *data);
 
+/* What every live replica announced with its last heartbeat: CB(DATA, 0,
+ * {replica id: {public, tunnel, admin, runners: {name: connections},
+ * heartbeat_at}}) (the object is the callee's; CB must not keep it), or an
+ * error and NULL. Returns as fy_shared_key_put. */
+typedef void (*fy_shared_json_cb)(void *data, int err, json_t *o);
+int fy_shared_replicas_info(fy_shared *sh, fy_shared_json_cb cb, void *data);
+
 /* --- usage ------------------------------------------------------------------------ */
 
 /* Adds DELTA to key KEY_ID's usage in the hour of NOW (memory only; written

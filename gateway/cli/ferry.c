@@ -199,6 +199,18 @@ static int cmd_runners_list(fy_ctl *c, int as_json)
                        (long long)json_integer_value(json_object_get(conn, "streams")),
                        json_number_value(json_object_get(conn, "rtt_ms")));
             }
+            json_t *rep;
+            json_array_foreach(json_object_get(x, "replicas"), j, rep)
+            {
+                printf("  replica %s%s  tunnel %s  connections %lld\n", jstr(rep, "replica"),
+                       json_is_true(json_object_get(rep, "this")) ? " (this one)" : "",
+                       jstr(rep, "tunnel"),
+                       (long long)json_integer_value(json_object_get(rep, "connections")));
+            }
+        }
+        if (json_is_false(json_object_get(r.json, "shared"))) {
+            printf("(the shared state is unreachable: connections to other replicas are not "
+                   "shown)\n");
         }
     }
     json_decref(r.json);

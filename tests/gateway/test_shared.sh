@@ -262,3 +262,62 @@ for r in a b c; do
         fail "runner gamma through replica $r"
 done
 pass "ferry-runner --gateway x3 --connections 3: one connection on each replica, requests through each"
+
+# Any replica lists the runners connected to any replica, with where.
+curl -sS --max-time 10 --cacert "$CA" -H "Authorization: Bearer $ADMIN_TOKEN" \
+    "https://${ADMS[b]}/admin/v1/runners" >"$TMP/runners.json"
+python3 - "$TMP/runners.json" "${TUNS[a]}" "${TUNS[b]}" "${TUNS[c]}" <<'PY' || fail "runners on B: $(cat "$TMP/runners.json")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["shared"] is True, j
+g = {r["name"]: r for r in j["runners"]}["gamma"]
+assert g["connected"], g
+tunnels = sorted(r["tunnel"] for r in g["replicas"])
+assert tunnels == sorted(sys.argv[2:5]), tunnels
+assert sum(r["this"] for r in g["replicas"]) == 1, g
+PY
+on c runners >"$TMP/runners.txt"
+[[ $(grep -c '^  replica rep_' "$TMP/runners.txt") -ge 3 ]] || fail "ferry runners on C: $(cat "$TMP/runners.txt")"
+pass "ferry runners on any replica lists each runner's connections on every replica"
+
+# --- Redis unreachable, then back ----------------------------------------------------------------
+mkkey_on a cached --rpm 60 # burst 10: while down, each of 3 replicas admits at most 10 / 3 = 3 at once
+CACHED=$KEY CACHED_ID=$KID
+mkkey_on b durable
+DURABLE=$KEY DURABLE_ID=$KID
+for r in a b c; do [[ $(code_at "$r" "$CACHED" /r/alpha/fixed) == 200 ]] || fail "cached key on $r"; done
+# kill -9 right after an acknowledged create: appendonly + appendfsync always keeps it.
+redis_kill9
+for r in a b c; do wait_for 30 eval '! shared_up '"$r" || fail "replica $r still reports Redis up"; done
+grep -q 'shared state unreachable' "$TMP/gw.b.log" || fail "no log line says the shared state is down"
+# Cached keys authenticate; limits are local at limit / 3.
+spread 30 "$CACHED" /r/beta/fixed
+echo "  Redis down, rpm 60 (burst 10) over 3 replicas: $OK admitted, $LIMITED refused in $D_MS ms"
+bound=$((3 * (3 + (D_MS + 2999) / 3000 - 1))) # per replica: rpm 20 (T = 3 s), burst 3
+((OK >= 3)) || fail "cached key refused while Redis is down: $OK admitted"
+((OK <= bound)) || fail "$OK admitted while down: more than 3 x (burst 3 + ceil(W/T) - 1) = $bound"
+# Writes: 503 saying why; a key no replica has cached: 503 (--shared-failure closed).
+rc=0
+on a keys create --name nope >"$TMP/w.out" 2>&1 || rc=$?
+[[ $rc != 0 ]] && grep -qi 'shared state' "$TMP/w.out" || fail "key create while Redis is down: $(cat "$TMP/w.out")"
+c=$(code_at c "fy_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' | head -c 43)" /r/alpha/fixed)
+[[ $c == 503 ]] || fail "an uncached key while Redis is down: $c (want 503 under --shared-failure closed)"
+metrics_of a | grep -q '^ferry_shared_local_admissions_total [1-9]' || fail "no local admissions counted"
+pass "Redis down: cached keys work, limits at limit / 3 per replica, writes 503, metric and log say so"
+
+redis_start
+for r in a b c; do wait_for 30 shared_up "$r" || fail "replica $r did not reconnect"; done
+for r in a b c; do
+    [[ $(code_at "$r" "$DURABLE" /r/alpha/fixed) == 200 ]] || fail "the key acknowledged before kill -9 of Redis, on $r"
+done
+on c keys revoke "$DURABLE_ID" >/dev/null || fail "revoke after recovery"
+for r in a b; do [[ $(code_at "$r" "$DURABLE" /r/alpha/fixed) == 401 ]] || fail "revoked after recovery, on $r"; done
+pass "Redis back: every replica reconnects without a restart; the key acknowledged before kill -9 survived (appendonly); writes work again"
+
+for r in a b c; do
+    kill -TERM "${PIDOF[$r]}"
+    rc=0
+    wait "${PIDOF[$r]}" || rc=$?
+    [[ $rc == 0 ]] || fail "replica $r exited with $rc"
+done
+pass "replicas stop cleanly"
