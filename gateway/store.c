@@ -320,12 +320,13 @@ int fy_store_token_consume(fy_store *st, const uint8_t hash[32], int64_t now,
     return rc;
 }
 
-int fy_store_token_list(fy_store *st, void (*cb)(const fy_store_token *t, void *arg), void *arg)
+int fy_store_token_list_hashed(
+    fy_store *st, void (*cb)(const fy_store_token *t, const uint8_t hash[32], void *arg), void *arg)
 {
     sqlite3_stmt *q = NULL;
     int rc = prepare(st,
-                     "SELECT id, runner_name, created_at, expires_at, used_at FROM enroll_tokens "
-                     "ORDER BY created_at DESC, id",
+                     "SELECT id, runner_name, created_at, expires_at, used_at, hash "
+                     "FROM enroll_tokens ORDER BY created_at DESC, id",
                      &q);
     if (rc) {
         return rc;
@@ -333,16 +334,38 @@ int fy_store_token_list(fy_store *st, void (*cb)(const fy_store_token *t, void *
     int step;
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
         fy_store_token t;
+        uint8_t hash[32] = {0};
         copy_text(t.id, sizeof t.id, q, 0);
         copy_text(t.runner_name, sizeof t.runner_name, q, 1);
         t.created_at = sqlite3_column_int64(q, 2);
         t.expires_at = sqlite3_column_int64(q, 3);
         t.used_at = sqlite3_column_int64(q, 4);
-        cb(&t, arg);
+        if (sqlite3_column_bytes(q, 5) == 32) {
+            memcpy(hash, sqlite3_column_blob(q, 5), 32);
+        }
+        cb(&t, hash, arg);
     }
     rc = step == SQLITE_DONE ? 0 : db_err(st, "token list");
     sqlite3_finalize(q);
     return rc;
+}
+
+typedef struct {
+    void (*cb)(const fy_store_token *t, void *arg);
+    void *arg;
+} token_list_ctx;
+
+static void token_list_unhashed(const fy_store_token *t, const uint8_t hash[32], void *arg)
+{
+    (void)hash;
+    token_list_ctx *c = arg;
+    c->cb(t, c->arg);
+}
+
+int fy_store_token_list(fy_store *st, void (*cb)(const fy_store_token *t, void *arg), void *arg)
+{
+    token_list_ctx c = {cb, arg};
+    return fy_store_token_list_hashed(st, token_list_unhashed, &c);
 }
 
 int fy_store_runner_enroll(fy_store *st, const char *name, const char *fingerprint,
@@ -524,14 +547,31 @@ int fy_store_scope_valid(const char *s)
 
 #define LIMIT_MAX ((int64_t)1 << 40) /* far above any real limit; keeps rate math in range */
 
+static int limit_ok(int64_t v)
+{
+    return v >= 0 && v <= LIMIT_MAX;
+}
+
+const char *fy_store_key_check(const fy_store_key *k)
+{
+    return !valid_key_id(k->id)                          ? "id"
+           : !valid_text(k->name, 1, sizeof k->name)     ? "name"
+           : !valid_text(k->owner, 0, sizeof k->owner)   ? "owner"
+           : !valid_text(k->prefix, 1, sizeof k->prefix) ? "prefix"
+           : !limit_ok(k->rpm)                           ? "rpm"
+           : !limit_ok(k->tpm)                           ? "tpm"
+           : !limit_ok(k->concurrency)                   ? "concurrency"
+           : !limit_ok(k->burst)                         ? "burst"
+           : k->expires_at < 0                           ? "expires_at"
+           : !fy_store_scope_valid(k->models)            ? "models"
+           : !fy_store_scope_valid(k->runners)           ? "runners"
+           : !fy_store_scope_valid(k->hooks)             ? "hooks"
+                                                         : NULL;
+}
+
 static int valid_key(const fy_store_key *k)
 {
-    return valid_key_id(k->id) && valid_text(k->name, 1, sizeof k->name) &&
-           valid_text(k->owner, 0, sizeof k->owner) && valid_text(k->prefix, 1, sizeof k->prefix) &&
-           k->rpm >= 0 && k->rpm <= LIMIT_MAX && k->tpm >= 0 && k->tpm <= LIMIT_MAX &&
-           k->concurrency >= 0 && k->concurrency <= LIMIT_MAX && k->burst >= 0 &&
-           k->burst <= LIMIT_MAX && k->expires_at >= 0 && fy_store_scope_valid(k->models) &&
-           fy_store_scope_valid(k->runners) && fy_store_scope_valid(k->hooks);
+    return fy_store_key_check(k) == NULL;
 }
 
 /* "a,b" -> "[\"a\",\"b\"]" (malloc'd), "" -> "[]". NULL when out of memory. */
@@ -1052,28 +1092,40 @@ static int valid_header_name(const char *s, int optional)
     return 1;
 }
 
-static int valid_hook(const fy_store_hook *h)
+const char *fy_store_hook_check(const fy_store_hook *h)
 {
     static const char *const kinds[] = {"github", "stripe", "slack", "hmac-sha256", "none"};
     int kind_ok = 0;
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
-        kind_ok |= strcmp(h->verify, kinds[i]) == 0;
+        kind_ok |= strncmp(h->verify, kinds[i], sizeof h->verify) == 0;
     }
-    int generic = strcmp(h->verify, "hmac-sha256") == 0;
+    int generic = strncmp(h->verify, "hmac-sha256", sizeof h->verify) == 0;
     size_t pl = strnlen(h->path, sizeof h->path);
     int path_ok = pl > 0 && pl < sizeof h->path && h->path[0] == '/';
     for (size_t i = 0; path_ok && i < pl; i++) {
         path_ok = h->path[i] > 0x20 && h->path[i] < 0x7f && h->path[i] != '#';
     }
-    return valid_hook_id(h->id) && valid_text(h->name, 1, sizeof h->name) &&
-           fy_store_valid_name(h->runner) && path_ok && kind_ok &&
-           (!generic ||
-            (valid_header_name(h->header, 0) && valid_header_name(h->ts_header, 1) &&
-             (strcmp(h->encoding, "hex") == 0 || strcmp(h->encoding, "base64") == 0))) &&
-           h->tolerance_s >= 1 && h->tolerance_s <= 86400 * 7 && h->rpm >= 0 &&
-           h->rpm <= LIMIT_MAX && h->max_body >= 1 && h->max_body <= (int64_t)1 << 40 &&
-           h->secret_len <= FY_STORE_HOOK_SECRET_MAX &&
-           (h->secret_len > 0 || strcmp(h->verify, "none") == 0);
+    int enc_ok = strncmp(h->encoding, "hex", sizeof h->encoding) == 0 ||
+                 strncmp(h->encoding, "base64", sizeof h->encoding) == 0;
+    return !valid_hook_id(h->id)                                                ? "id"
+           : !valid_text(h->name, 1, sizeof h->name)                            ? "name"
+           : !fy_store_valid_name(h->runner)                                    ? "runner"
+           : !path_ok                                                           ? "path"
+           : !kind_ok                                                           ? "verify"
+           : generic && !valid_header_name(h->header, 0)                        ? "header"
+           : generic && !valid_header_name(h->ts_header, 1)                     ? "ts_header"
+           : generic && !enc_ok                                                 ? "encoding"
+           : h->tolerance_s < 1 || h->tolerance_s > 86400 * 7                   ? "tolerance_s"
+           : !limit_ok(h->rpm)                                                  ? "rpm"
+           : h->max_body < 1 || h->max_body > (int64_t)1 << 40                  ? "max_body"
+           : h->secret_len > FY_STORE_HOOK_SECRET_MAX                           ? "secret"
+           : h->secret_len == 0 && strncmp(h->verify, "none", sizeof h->verify) ? "secret"
+                                                                                : NULL;
+}
+
+static int valid_hook(const fy_store_hook *h)
+{
+    return fy_store_hook_check(h) == NULL;
 }
 
 int fy_store_hook_create(fy_store *st, const fy_store_hook *h)

@@ -80,6 +80,13 @@ int fy_store_token_consume(fy_store *st, const uint8_t hash[32], int64_t now,
 /* Calls CB for every token, newest first. */
 int fy_store_token_list(fy_store *st, void (*cb)(const fy_store_token *t, void *arg), void *arg);
 
+/* The same, with each token's HASH (the SHA-256 of its secret, which
+ * identifies it): for copying the store elsewhere (`ferry-gateway migrate`). */
+int fy_store_token_list_hashed(fy_store *st,
+                               void (*cb)(const fy_store_token *t, const uint8_t hash[32],
+                                          void *arg),
+                               void *arg);
+
 /* --- runners ---------------------------------------------------------------- */
 
 typedef struct {
@@ -146,6 +153,12 @@ typedef struct {
 
 /* 1 when the scope list S is valid (see above); "" is valid (any). */
 int fy_store_scope_valid(const char *s);
+
+/* The name of the first field of K that fy_store_key_create would refuse
+ * ("id", "name", "owner", "prefix", "rpm", "tpm", "concurrency", "burst",
+ * "expires_at", "models", "runners", "hooks"), or NULL when K is valid. The
+ * hash and the timestamps other than expires_at are not checked. */
+const char *fy_store_key_check(const fy_store_key *k);
 
 /* Records key K (all fields but revoked_at and last_used_at, stored as 0).
  * Returns 0 (durable), FY_EINVAL (bad id, name, limits or scopes), FY_EEXIST
@@ -265,6 +278,12 @@ typedef struct {
 /* Records hook H (validated: id, name, runner name, path starting with '/',
  * verify kind). Returns 0 (durable), FY_EINVAL, FY_EEXIST or FY_EIO. */
 int fy_store_hook_create(fy_store *st, const fy_store_hook *h);
+
+/* The name of the first field of H that fy_store_hook_create would refuse
+ * ("id", "name", "runner", "path", "verify", "header", "ts_header",
+ * "encoding", "tolerance_s", "rpm", "max_body", "secret"), or NULL when H is
+ * valid. The previous secret, times and counters are not checked. */
+const char *fy_store_hook_check(const fy_store_hook *h);
 
 /* Fetches hook ID, secrets included (wipe OUT after use). Returns 0 or
  * FY_ENOENT (or FY_EIO). */

@@ -1,8 +1,8 @@
 /* gateway/redis: the asynchronous Redis client, against a real redis-server.
  *
- * Every test that needs a server starts its own on a unix socket in a fresh
- * temporary directory and kills it in the teardown (and, should this process
- * die, through PR_SET_PDEATHSIG). Nothing waits for a fixed time: the loop
+ * Every test that needs a server starts its own (support/redis_server.h) on
+ * a unix socket in a fresh temporary directory and kills it in the teardown
+ * (and, should this process die, through PR_SET_PDEATHSIG). Nothing waits for a fixed time: the loop
  * runs until a condition holds, under a generous deadline. Without
  * redis-server installed those tests are skipped, saying why. */
 #include <setjmp.h>
@@ -13,129 +13,21 @@
 
 #include "common/err.h"
 #include "gateway/redis.h"
+#include "support/redis_server.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 #include <uv.h>
-
-#define DEADLINE_MS 30000
-
-static char redis_bin[700];
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* ---- the server -------------------------------------------------------- */
-
-typedef struct {
-    char dir[48];
-    char sock[64];
-    char conf[128];
-    pid_t pid;
-} srv;
-
-static srv *live_srv; /* the teardown's, for the atexit net */
-
-static int can_connect(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0), ok;
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-static void srv_stop(srv *s, int sig)
-{
-    if (s->pid > 0) {
-        kill(s->pid, sig);
-        waitpid(s->pid, NULL, 0);
-        s->pid = 0;
-    }
-}
-
-/* Starts redis-server on S->sock (a password from S->conf when that file
- * exists) and waits until it accepts connections. */
-static void srv_start(srv *s)
-{
-    char logp[160];
-    struct stat st;
-    pid_t pid;
-
-    snprintf(logp, sizeof logp, "%s/log", s->dir);
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        const char *argv[20];
-        int i = 0, fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        argv[i++] = redis_bin;
-        if (stat(s->conf, &st) == 0)
-            argv[i++] = s->conf; /* requirepass lives here, not on the command line */
-        argv[i++] = "--port";
-        argv[i++] = "0";
-        argv[i++] = "--unixsocket";
-        argv[i++] = s->sock;
-        argv[i++] = "--unixsocketperm";
-        argv[i++] = "700";
-        argv[i++] = "--save";
-        argv[i++] = "";
-        argv[i++] = "--appendonly";
-        argv[i++] = "no";
-        argv[i++] = "--daemonize";
-        argv[i++] = "no";
-        argv[i++] = "--dir";
-        argv[i++] = s->dir;
-        argv[i] = NULL;
-        execv(redis_bin, (char *const *)argv);
-        _exit(127);
-    }
-    s->pid = pid;
-    for (uint64_t dl = now_ms() + DEADLINE_MS; !can_connect(s->sock);) {
-        int wst;
-        if (waitpid(pid, &wst, WNOHANG) == pid) {
-            s->pid = 0;
-            fail_msg("redis-server exited at start (see %s)", logp);
-        }
-        assert_true(now_ms() < dl);
-        struct timespec ts = {0, 5 * 1000000};
-        nanosleep(&ts, NULL); /* polling interval only; the deadline is the bound */
-    }
-}
-
-static void srv_cleanup_atexit(void)
-{
-    if (live_srv)
-        srv_stop(live_srv, SIGKILL);
-}
 
 /* ---- fixture ----------------------------------------------------------- */
 
 typedef struct {
     uv_loop_t loop;
     uv_timer_t tick;
-    srv s;
+    redis_srv s;
     fy_redis *cl[4];
 } fx;
 
@@ -148,22 +40,14 @@ static int setup(void **state)
 {
     fx *f;
 
-    if (!redis_bin[0]) {
-        print_message("redis-server not found on PATH (Debian package redis-server, "
-                      "deploy/install-deps.sh): skipping\n");
-        skip();
-    }
+    redis_srv_need();
     f = calloc(1, sizeof *f);
     assert_non_null(f);
-    snprintf(f->s.dir, sizeof f->s.dir, "/tmp/fy-redis-XXXXXX");
-    assert_non_null(mkdtemp(f->s.dir));
-    snprintf(f->s.sock, sizeof f->s.sock, "%s/r.sock", f->s.dir);
-    snprintf(f->s.conf, sizeof f->s.conf, "%s/redis.conf", f->s.dir);
+    redis_srv_init(&f->s);
     assert_int_equal(uv_loop_init(&f->loop), 0);
     /* Wakes UV_RUN_ONCE regularly so deadlines are checked. */
     uv_timer_init(&f->loop, &f->tick);
     uv_timer_start(&f->tick, on_tick, 10, 10);
-    live_srv = &f->s;
     *state = f;
     return 0;
 }
@@ -171,7 +55,6 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fx *f = *state;
-    char cmd[128];
 
     if (!f)
         return 0;
@@ -180,24 +63,12 @@ static int teardown(void **state)
     uv_close((uv_handle_t *)&f->tick, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
-    srv_stop(&f->s, SIGKILL);
-    live_srv = NULL;
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->s.dir);
-    if (system(cmd) != 0)
-        print_message("could not remove %s\n", f->s.dir);
+    redis_srv_cleanup(&f->s);
     free(f);
     return 0;
 }
 
-#define WAIT_UNTIL(f, cond)                                   \
-    do {                                                      \
-        uint64_t dl_ = now_ms() + DEADLINE_MS;                \
-        while (!(cond)) {                                     \
-            if (now_ms() > dl_)                               \
-                fail_msg("timed out waiting for: %s", #cond); \
-            uv_run(&(f)->loop, UV_RUN_ONCE);                  \
-        }                                                     \
-    } while (0)
+#define WAIT_UNTIL(f, cond) REDIS_WAIT_UNTIL(&(f)->loop, cond)
 
 /* ---- recorders --------------------------------------------------------- */
 
@@ -471,7 +342,7 @@ static void test_set_get_binary(void **state)
     size_t getlen[] = {3, 7};
     rep r1 = {0}, r2 = {0}, r0 = {0};
 
-    srv_start(&f->s);
+    redis_srv_start(&f->s);
     fy_redis *cl = new_client(f, 0, 0, NULL, &st);
     assert_false(fy_redis_is_up(cl));
     /* Issued while the first connect is under way: held, then sent. */
@@ -524,7 +395,7 @@ static void test_auth(void **state)
     const char *set[] = {"SET", "k", "v"};
 
     write_file(f->s.conf, "requirepass hunter2-redis\n", 26);
-    srv_start(&f->s);
+    redis_srv_start(&f->s);
     fy_redis *ok = new_client(f, 0, 0, "hunter2-redis", &good);
     fy_redis *wrong = new_client(f, 1, 0, "hunter3", &bad);
     fy_redis *anon = new_client(f, 2, 0, NULL, &none);
@@ -562,7 +433,7 @@ static void test_select(void **state)
     const char *get[] = {"GET", "where"};
     const char *info[] = {"CLIENT", "INFO"};
 
-    srv_start(&f->s);
+    redis_srv_start(&f->s);
     fy_redis *c3 = new_client(f, 0, 3, NULL, &s3);
     fy_redis *c0 = new_client(f, 1, 0, NULL, &s0);
     cmd_sync(f, c3, &r, 3, set);
@@ -593,13 +464,13 @@ static void test_pipeline(void **state)
     int turns = 0;
 
     memset(r, 0, sizeof r);
-    srv_start(&f->s);
+    redis_srv_start(&f->s);
     fy_redis *cl = new_client(f, 0, 0, NULL, &st);
     WAIT_UNTIL(f, st.ups == 1);
     for (int i = 0; i < N; i++)
         assert_int_equal(fy_redis_cmd(cl, on_rep, &r[i], 2, incr, NULL), 0);
-    for (uint64_t dl = now_ms() + DEADLINE_MS; r[N - 1].calls == 0; turns++) {
-        assert_true(now_ms() < dl);
+    for (uint64_t dl = redis_srv_now_ms() + REDIS_SRV_DEADLINE_MS; r[N - 1].calls == 0; turns++) {
+        assert_true(redis_srv_now_ms() < dl);
         uv_run(&f->loop, UV_RUN_ONCE);
     }
     for (int i = 0; i < N; i++) {
@@ -628,7 +499,7 @@ static void test_eval_noscript(void **state)
     const char *args[] = {"10"};
     const char *flush[] = {"SCRIPT", "FLUSH"};
 
-    srv_start(&f->s);
+    redis_srv_start(&f->s);
     fy_redis *cl = new_client(f, 0, 0, NULL, &st);
     WAIT_UNTIL(f, st.ups == 1);
     assert_int_equal(
@@ -709,7 +580,7 @@ static void test_pubsub_restart(void **state)
     const char *blpop[] = {"BLPOP", "never", "0"};
     const char *ping[] = {"PING"};
 
-    srv_start(&f->s);
+    redis_srv_start(&f->s);
     fy_redis *cl = new_client(f, 0, 0, NULL, &st);
     assert_int_equal(fy_redis_subscribe(cl, "news", 4, on_msg, &m), 0);
     assert_int_equal(fy_redis_subscribe(cl, "news", 4, on_msg, &m), FY_EEXIST);
@@ -728,7 +599,7 @@ static void test_pubsub_restart(void **state)
     WAIT_UNTIL(f, info_field(f, watch, "clients", "blocked_clients") == 1);
     fy_redis_free(watch);
     f->cl[1] = NULL;
-    srv_stop(&f->s, SIGKILL);
+    redis_srv_stop(&f->s, SIGKILL);
     WAIT_UNTIL(f, st.downs == 1 && blk.calls == 1);
     assert_int_equal(blk.status, FY_ECONNRESET);
     assert_false(fy_redis_is_up(cl));
@@ -739,7 +610,7 @@ static void test_pubsub_restart(void **state)
     assert_int_equal(r.calls, 0);
 
     /* Same socket, new server: UP again, resubscribed. */
-    srv_start(&f->s);
+    redis_srv_start(&f->s);
     WAIT_UNTIL(f, st.ups == 2);
     assert_int_equal(st.downs, 1);
     assert_int_equal(fy_redis_subscribed(cl), 1);
@@ -770,18 +641,18 @@ static void test_down_fail_fast(void **state)
     assert_int_equal(r.calls, 0);
 
     /* The server appears: the retry finds it. */
-    srv_start(&f->s);
+    redis_srv_start(&f->s);
     WAIT_UNTIL(f, st.ups == 1);
     cmd_sync(f, cl, &r, 1, ping);
     assert_int_equal(r.status, 0);
 
     /* kill -9 and restart, twice: down then up each time. */
     for (int i = 0; i < 2; i++) {
-        srv_stop(&f->s, SIGKILL);
+        redis_srv_stop(&f->s, SIGKILL);
         WAIT_UNTIL(f, st.downs == 2 + i);
         assert_int_equal(st.ups, 1 + i);
         assert_int_equal(fy_redis_cmd(cl, on_rep, &r, 1, ping, NULL), FY_EUNREACH);
-        srv_start(&f->s);
+        redis_srv_start(&f->s);
         WAIT_UNTIL(f, st.ups == 2 + i);
         cmd_sync(f, cl, &r, 1, ping);
         assert_int_equal(r.status, 0);
@@ -858,7 +729,7 @@ static void test_free_in_flight(void **state)
     const char *ping[] = {"PING"};
 
     memset(r, 0, sizeof r);
-    srv_start(&f->s);
+    redis_srv_start(&f->s);
 
     /* 1: commands written but unanswered (the loop has not run since), one
      * held forever by the server, and a subscription: each callback once
@@ -915,7 +786,7 @@ static void test_free_in_flight(void **state)
     publish(f, pub, "late", 4, 0);
     fy_redis_free(pub);
     f->cl[3] = NULL;
-    srv_stop(&f->s, SIGKILL);
+    redis_srv_stop(&f->s, SIGKILL);
     uv_close((uv_handle_t *)&f->tick, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     uv_timer_init(&f->loop, &f->tick); /* for the teardown to close */
@@ -928,26 +799,6 @@ static void test_free_in_flight(void **state)
     assert_int_equal(m.n, 0);
     assert_int_equal(st.ups, ups);
     assert_int_equal(st.downs, downs);
-}
-
-static void find_redis(void)
-{
-    const char *path = getenv("PATH");
-    char buf[4096];
-
-    if (access("/usr/bin/redis-server", X_OK) == 0) {
-        snprintf(redis_bin, sizeof redis_bin, "/usr/bin/redis-server");
-        return;
-    }
-    snprintf(buf, sizeof buf, "%s", path ? path : "");
-    for (char *save = NULL, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-        char cand[600];
-        snprintf(cand, sizeof cand, "%s/redis-server", d);
-        if (access(cand, X_OK) == 0) {
-            snprintf(redis_bin, sizeof redis_bin, "%s", cand);
-            return;
-        }
-    }
 }
 
 int main(void)
@@ -964,8 +815,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handshake_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_in_flight, setup, teardown),
     };
-    signal(SIGPIPE, SIG_IGN);
-    find_redis();
-    atexit(srv_cleanup_atexit);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
