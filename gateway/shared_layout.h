@@ -62,7 +62,8 @@
  * active), ver (bumped by every change). */
 #define FY_SH_KEY_LIVE_FMT FY_SH_PREFIX "{k:%s}:live"
 /* Hash: limiter state: tat (GCRA theoretical arrival time, µs), tfull (time
- * the token bucket is full again, µs). */
+ * the token bucket is full again, µs), and the limits they were computed
+ * for: t (the emission interval, µs), tpm (gateway/shared_limits.h). */
 #define FY_SH_KEY_RL_FMT FY_SH_PREFIX "{k:%s}:rl"
 /* Sorted set: concurrency leases: lease id -> expiry (Redis time, ms). */
 #define FY_SH_KEY_LEASES_FMT FY_SH_PREFIX "{k:%s}:cc"

@@ -54,6 +54,10 @@
  * is used instead (tests: deterministic time). NOW_S likewise for the
  * expiry check, in unix seconds. A key's calls must all use one clock.
  *
+ * Redis: 5 or later (scripts replicate their effects, so a script may read
+ * TIME and then write); every key one script touches shares the {k:KEYID}
+ * tag, so the layout works on a cluster.
+ *
  * Ownership and life: fy_shl_new registers the scripts on CL, which owns
  * them. fy_shl must not outlive CL. Operations in flight when fy_shl_free
  * runs still call back, exactly once, as CL delivers their replies (or

@@ -25,16 +25,9 @@
 /* ---- fixture ----------------------------------------------------------- */
 
 typedef struct {
-    uv_loop_t loop;
-    uv_timer_t tick;
-    redis_srv s;
+    redis_env e;
     fy_redis *cl[4];
 } fx;
-
-static void on_tick(uv_timer_t *t)
-{
-    (void)t;
-}
 
 static int setup(void **state)
 {
@@ -43,11 +36,7 @@ static int setup(void **state)
     redis_srv_need();
     f = calloc(1, sizeof *f);
     assert_non_null(f);
-    redis_srv_init(&f->s);
-    assert_int_equal(uv_loop_init(&f->loop), 0);
-    /* Wakes UV_RUN_ONCE regularly so deadlines are checked. */
-    uv_timer_init(&f->loop, &f->tick);
-    uv_timer_start(&f->tick, on_tick, 10, 10);
+    redis_env_init(&f->e);
     *state = f;
     return 0;
 }
@@ -60,15 +49,12 @@ static int teardown(void **state)
         return 0;
     for (int i = 0; i < 4; i++)
         fy_redis_free(f->cl[i]);
-    uv_close((uv_handle_t *)&f->tick, NULL);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&f->loop), 0);
-    redis_srv_cleanup(&f->s);
+    redis_env_close(&f->e);
     free(f);
     return 0;
 }
 
-#define WAIT_UNTIL(f, cond) REDIS_WAIT_UNTIL(&(f)->loop, cond)
+#define WAIT_UNTIL(f, cond) REDIS_WAIT_UNTIL(&(f)->e.loop, cond)
 
 /* ---- recorders --------------------------------------------------------- */
 
@@ -132,9 +118,9 @@ static fy_redis *new_client(fx *f, int slot, int db, const char *password, st_re
     fy_redis *cl = NULL;
 
     if (db)
-        snprintf(url, sizeof url, "unix://%s?db=%d", f->s.sock, db);
+        snprintf(url, sizeof url, "unix://%s?db=%d", f->e.s.sock, db);
     else
-        snprintf(url, sizeof url, "unix://%s", f->s.sock);
+        snprintf(url, sizeof url, "unix://%s", f->e.s.sock);
     assert_int_equal(fy_redis_config_parse(url, NULL, &cfg, err, sizeof err), 0);
     if (password) {
         snprintf(cfg.password, sizeof cfg.password, "%s", password);
@@ -142,7 +128,7 @@ static fy_redis *new_client(fx *f, int slot, int db, const char *password, st_re
     }
     cfg.backoff_min_ms = 5;
     cfg.backoff_max_ms = 100;
-    assert_int_equal(fy_redis_new(&f->loop, &cfg, &ops, st, &cl), 0);
+    assert_int_equal(fy_redis_new(&f->e.loop, &cfg, &ops, st, &cl), 0);
     fy_redis_config_wipe(&cfg);
     f->cl[slot] = cl;
     return cl;
@@ -342,7 +328,7 @@ static void test_set_get_binary(void **state)
     size_t getlen[] = {3, 7};
     rep r1 = {0}, r2 = {0}, r0 = {0};
 
-    redis_srv_start(&f->s);
+    redis_srv_start(&f->e.s);
     fy_redis *cl = new_client(f, 0, 0, NULL, &st);
     assert_false(fy_redis_is_up(cl));
     /* Issued while the first connect is under way: held, then sent. */
@@ -394,8 +380,8 @@ static void test_auth(void **state)
     rep r = {0};
     const char *set[] = {"SET", "k", "v"};
 
-    write_file(f->s.conf, "requirepass hunter2-redis\n", 26);
-    redis_srv_start(&f->s);
+    write_file(f->e.s.conf, "requirepass hunter2-redis\n", 26);
+    redis_srv_start(&f->e.s);
     fy_redis *ok = new_client(f, 0, 0, "hunter2-redis", &good);
     fy_redis *wrong = new_client(f, 1, 0, "hunter3", &bad);
     fy_redis *anon = new_client(f, 2, 0, NULL, &none);
@@ -433,7 +419,7 @@ static void test_select(void **state)
     const char *get[] = {"GET", "where"};
     const char *info[] = {"CLIENT", "INFO"};
 
-    redis_srv_start(&f->s);
+    redis_srv_start(&f->e.s);
     fy_redis *c3 = new_client(f, 0, 3, NULL, &s3);
     fy_redis *c0 = new_client(f, 1, 0, NULL, &s0);
     cmd_sync(f, c3, &r, 3, set);
@@ -464,14 +450,14 @@ static void test_pipeline(void **state)
     int turns = 0;
 
     memset(r, 0, sizeof r);
-    redis_srv_start(&f->s);
+    redis_srv_start(&f->e.s);
     fy_redis *cl = new_client(f, 0, 0, NULL, &st);
     WAIT_UNTIL(f, st.ups == 1);
     for (int i = 0; i < N; i++)
         assert_int_equal(fy_redis_cmd(cl, on_rep, &r[i], 2, incr, NULL), 0);
     for (uint64_t dl = redis_srv_now_ms() + REDIS_SRV_DEADLINE_MS; r[N - 1].calls == 0; turns++) {
         assert_true(redis_srv_now_ms() < dl);
-        uv_run(&f->loop, UV_RUN_ONCE);
+        uv_run(&f->e.loop, UV_RUN_ONCE);
     }
     for (int i = 0; i < N; i++) {
         assert_int_equal(r[i].calls, 1);
@@ -499,7 +485,7 @@ static void test_eval_noscript(void **state)
     const char *args[] = {"10"};
     const char *flush[] = {"SCRIPT", "FLUSH"};
 
-    redis_srv_start(&f->s);
+    redis_srv_start(&f->e.s);
     fy_redis *cl = new_client(f, 0, 0, NULL, &st);
     WAIT_UNTIL(f, st.ups == 1);
     assert_int_equal(
@@ -580,7 +566,7 @@ static void test_pubsub_restart(void **state)
     const char *blpop[] = {"BLPOP", "never", "0"};
     const char *ping[] = {"PING"};
 
-    redis_srv_start(&f->s);
+    redis_srv_start(&f->e.s);
     fy_redis *cl = new_client(f, 0, 0, NULL, &st);
     assert_int_equal(fy_redis_subscribe(cl, "news", 4, on_msg, &m), 0);
     assert_int_equal(fy_redis_subscribe(cl, "news", 4, on_msg, &m), FY_EEXIST);
@@ -599,7 +585,7 @@ static void test_pubsub_restart(void **state)
     WAIT_UNTIL(f, info_field(f, watch, "clients", "blocked_clients") == 1);
     fy_redis_free(watch);
     f->cl[1] = NULL;
-    redis_srv_stop(&f->s, SIGKILL);
+    redis_srv_stop(&f->e.s, SIGKILL);
     WAIT_UNTIL(f, st.downs == 1 && blk.calls == 1);
     assert_int_equal(blk.status, FY_ECONNRESET);
     assert_false(fy_redis_is_up(cl));
@@ -610,7 +596,7 @@ static void test_pubsub_restart(void **state)
     assert_int_equal(r.calls, 0);
 
     /* Same socket, new server: UP again, resubscribed. */
-    redis_srv_start(&f->s);
+    redis_srv_start(&f->e.s);
     WAIT_UNTIL(f, st.ups == 2);
     assert_int_equal(st.downs, 1);
     assert_int_equal(fy_redis_subscribed(cl), 1);
@@ -641,18 +627,18 @@ static void test_down_fail_fast(void **state)
     assert_int_equal(r.calls, 0);
 
     /* The server appears: the retry finds it. */
-    redis_srv_start(&f->s);
+    redis_srv_start(&f->e.s);
     WAIT_UNTIL(f, st.ups == 1);
     cmd_sync(f, cl, &r, 1, ping);
     assert_int_equal(r.status, 0);
 
     /* kill -9 and restart, twice: down then up each time. */
     for (int i = 0; i < 2; i++) {
-        redis_srv_stop(&f->s, SIGKILL);
+        redis_srv_stop(&f->e.s, SIGKILL);
         WAIT_UNTIL(f, st.downs == 2 + i);
         assert_int_equal(st.ups, 1 + i);
         assert_int_equal(fy_redis_cmd(cl, on_rep, &r, 1, ping, NULL), FY_EUNREACH);
-        redis_srv_start(&f->s);
+        redis_srv_start(&f->e.s);
         WAIT_UNTIL(f, st.ups == 2 + i);
         cmd_sync(f, cl, &r, 1, ping);
         assert_int_equal(r.status, 0);
@@ -674,14 +660,14 @@ static void test_handshake_timeout(void **state)
     int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
 
     assert_true(lfd >= 0);
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", f->s.sock);
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", f->e.s.sock);
     assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
     assert_int_equal(listen(lfd, 16), 0); /* the kernel completes connects; nobody reads */
-    snprintf(url, sizeof url, "unix://%s", f->s.sock);
+    snprintf(url, sizeof url, "unix://%s", f->e.s.sock);
     assert_int_equal(fy_redis_config_parse(url, NULL, &cfg, err, sizeof err), 0);
     cfg.connect_timeout_ms = 50;
     cfg.max_queued = 2;
-    assert_int_equal(fy_redis_new(&f->loop, &cfg, &ops, &st, &cl), 0);
+    assert_int_equal(fy_redis_new(&f->e.loop, &cfg, &ops, &st, &cl), 0);
     f->cl[0] = cl;
     assert_int_equal(fy_redis_cmd(cl, on_rep, &r[0], 1, ping, NULL), 0);
     assert_int_equal(fy_redis_cmd(cl, on_rep, &r[1], 1, ping, NULL), 0);
@@ -729,7 +715,7 @@ static void test_free_in_flight(void **state)
     const char *ping[] = {"PING"};
 
     memset(r, 0, sizeof r);
-    redis_srv_start(&f->s);
+    redis_srv_start(&f->e.s);
 
     /* 1: commands written but unanswered (the loop has not run since), one
      * held forever by the server, and a subscription: each callback once
@@ -786,10 +772,10 @@ static void test_free_in_flight(void **state)
     publish(f, pub, "late", 4, 0);
     fy_redis_free(pub);
     f->cl[3] = NULL;
-    redis_srv_stop(&f->s, SIGKILL);
-    uv_close((uv_handle_t *)&f->tick, NULL);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    uv_timer_init(&f->loop, &f->tick); /* for the teardown to close */
+    redis_srv_stop(&f->e.s, SIGKILL);
+    uv_close((uv_handle_t *)&f->e.tick, NULL);
+    uv_run(&f->e.loop, UV_RUN_DEFAULT);
+    uv_timer_init(&f->e.loop, &f->e.tick); /* for the teardown to close */
     for (int i = 0; i < N; i++)
         assert_int_equal(r[i].calls, 1);
     for (int i = 0; i < 10; i++)

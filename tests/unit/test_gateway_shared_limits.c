@@ -29,18 +29,11 @@
 /* ---- fixture ----------------------------------------------------------- */
 
 typedef struct {
-    uv_loop_t loop;
-    uv_timer_t tick;
-    redis_srv s;
+    redis_env e;
     fy_redis *cl[2];
     fy_shl *shl[2];
     int ups[2];
 } fx;
-
-static void on_tick(uv_timer_t *t)
-{
-    (void)t;
-}
 
 static void on_state(void *data, int up, int err, const char *reason)
 {
@@ -53,16 +46,16 @@ static void on_state(void *data, int up, int err, const char *reason)
 
 static const fy_redis_ops ops = {.on_state = on_state};
 
-#define WAIT_UNTIL(f, cond) REDIS_WAIT_UNTIL(&(f)->loop, cond)
+#define WAIT_UNTIL(f, cond) REDIS_WAIT_UNTIL(&(f)->e.loop, cond)
 
 static void connect_replica(fx *f, int i)
 {
     char url[200], err[256];
     fy_redis_config cfg;
 
-    snprintf(url, sizeof url, "unix://%s", f->s.sock);
+    snprintf(url, sizeof url, "unix://%s", f->e.s.sock);
     assert_int_equal(fy_redis_config_parse(url, NULL, &cfg, err, sizeof err), 0);
-    assert_int_equal(fy_redis_new(&f->loop, &cfg, &ops, &f->ups[i], &f->cl[i]), 0);
+    assert_int_equal(fy_redis_new(&f->e.loop, &cfg, &ops, &f->ups[i], &f->cl[i]), 0);
     fy_redis_config_wipe(&cfg);
     WAIT_UNTIL(f, f->ups[i] == 1);
     assert_int_equal(fy_shl_new(f->cl[i], &f->shl[i]), 0);
@@ -75,13 +68,9 @@ static int setup(void **state)
     redis_srv_need();
     f = calloc(1, sizeof *f);
     assert_non_null(f);
-    redis_srv_init(&f->s);
-    assert_int_equal(uv_loop_init(&f->loop), 0);
-    /* Wakes UV_RUN_ONCE regularly so deadlines are checked. */
-    uv_timer_init(&f->loop, &f->tick);
-    uv_timer_start(&f->tick, on_tick, 10, 10);
+    redis_env_init(&f->e);
     *state = f;
-    redis_srv_start(&f->s);
+    redis_srv_start(&f->e.s);
     connect_replica(f, 0);
     return 0;
 }
@@ -96,10 +85,7 @@ static int teardown(void **state)
         fy_shl_free(f->shl[i]);
         fy_redis_free(f->cl[i]);
     }
-    uv_close((uv_handle_t *)&f->tick, NULL);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&f->loop), 0);
-    redis_srv_cleanup(&f->s);
+    redis_env_close(&f->e);
     free(f);
     return 0;
 }
@@ -142,6 +128,16 @@ static int admit(fx *f, int i, const char *key, const char *lease, int64_t ttl_m
     if (out)
         *out = r.a;
     return r.err;
+}
+
+/* Admits on replica 0, requiring status WANT; returns the admission. */
+static fy_shl_admission admit_as(fx *f, const char *key, const char *lease, int64_t ttl_ms,
+                                 int64_t now_us, int64_t now_s, fy_shl_status want)
+{
+    fy_shl_admission a;
+    assert_int_equal(admit(f, 0, key, lease, ttl_ms, now_us, now_s, &a), 0);
+    assert_int_equal(a.status, want);
+    return a;
 }
 
 /* Waits for the count call just issued (RC its return) and returns N. */
@@ -346,6 +342,18 @@ static int run_sequence(fx *f, const char *key, const limits *start, const limit
     return admitted;
 }
 
+/* Prints what a cross-check saw and requires more than MIN denials of
+ * every kind, so the sequences really reach each limit. */
+static void report(const char *what, int admitted, const int denied[4], int min)
+{
+    print_message("%s: %d admitted, denied %d by requests, %d by tokens, %d by concurrency; "
+                  "every answer identical\n",
+                  what, admitted, denied[FY_RL_REQUESTS], denied[FY_RL_TOKENS],
+                  denied[FY_RL_CONCURRENCY]);
+    for (int k = FY_RL_REQUESTS; k <= FY_RL_CONCURRENCY; k++)
+        assert_true(denied[k] > min);
+}
+
 static void test_crosscheck(void **state)
 {
     fx *f = *state;
@@ -364,12 +372,7 @@ static void test_crosscheck(void **state)
             total += run_sequence(f, key, &cases[c], NULL, 0, 0, seed * 7919 + c, 300, denied);
         }
     }
-    print_message("cross-check: %d admitted, denied %d by requests, %d by tokens, %d by "
-                  "concurrency; every answer identical\n",
-                  total, denied[FY_RL_REQUESTS], denied[FY_RL_TOKENS], denied[FY_RL_CONCURRENCY]);
-    /* The sequences reach every kind of denial. */
-    for (int k = FY_RL_REQUESTS; k <= FY_RL_CONCURRENCY; k++)
-        assert_true(denied[k] > 50);
+    report("cross-check", total, denied, 50);
 }
 
 /* The same with the limits changing under way (rpm, burst, tpm, cc, off and
@@ -390,11 +393,117 @@ static void test_crosscheck_changes(void **state)
         total += run_sequence(f, key, &changes[seed % 8], changes, 8, 2 * SEC, seed * 104729, 400,
                               denied);
     }
-    print_message("cross-check with limit changes: %d admitted, denied %d by requests, %d by "
-                  "tokens, %d by concurrency; every answer identical\n",
-                  total, denied[FY_RL_REQUESTS], denied[FY_RL_TOKENS], denied[FY_RL_CONCURRENCY]);
-    for (int k = FY_RL_REQUESTS; k <= FY_RL_CONCURRENCY; k++)
-        assert_true(denied[k] > 20);
+    report("cross-check with limit changes", total, denied, 20);
+}
+
+/* Ties: waits of exactly one second on every limit that denies, so the
+ * order requests, tokens, concurrency decides which one is reported. */
+static void test_ties(void **state)
+{
+    fx *f = *state;
+    static const limits cases[] = {
+        {60, 1, 60, 1}, /* all three: requests */
+        {0, 0, 60, 1},  /* tokens and concurrency: tokens */
+        {60, 1, 0, 1},  /* requests and concurrency: requests */
+        {60, 1, 60, 0}, /* requests and tokens: requests */
+    };
+    static const fy_rl_kind want_kind[] = {FY_RL_REQUESTS, FY_RL_TOKENS, FY_RL_REQUESTS,
+                                           FY_RL_REQUESTS};
+
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char key[32];
+        fy_rl rl;
+        fy_rl_result want;
+        fy_shl_admission got;
+        int ok;
+
+        snprintf(key, sizeof key, "key_tie%zu", c);
+        set_both(f, key, &rl, &cases[c], T0, 1);
+        ok = fy_rl_acquire(&rl, T0 * US, &want);
+        assert_int_equal(admit(f, 0, key, "a", 60000, T0, T0 / SEC, &got), 0);
+        expect_same(&want, ok, &got, key, 0);
+        /* 61 tokens at 60 per minute: one second of debt. */
+        fy_rl_charge(&rl, T0 * US, 61);
+        charge(f, 0, key, 61, T0);
+        ok = fy_rl_acquire(&rl, T0 * US, &want);
+        assert_int_equal(admit(f, 0, key, "b", 60000, T0, T0 / SEC, &got), 0);
+        expect_same(&want, ok, &got, key, 1);
+        assert_int_equal(got.rr.denied_by, want_kind[c]);
+        assert_int_equal(got.rr.retry_after_ns, 1000000000LL);
+    }
+}
+
+/* Where µs and ns part: an interval or a refill that is not a whole number
+ * of µs is rounded up to the next µs (the shared limit is the stricter, by
+ * less than 1 µs); the bucket's edges; products past 2^53; the debt caps. */
+static void test_rounding(void **state)
+{
+    fx *f = *state;
+    fy_shl_admission a;
+    fy_rl rl;
+    fy_rl_result want;
+    const int64_t w = 60 * SEC;
+
+    /* rpm 7: T = 8571428.57 µs. */
+    live_write(f, "key_r7", 7, 7, 0, 0, 0, 0);
+    fy_rl_init(&rl, &(fy_rl_limits){.rpm = 7, .tpm = 7});
+    fy_rl_acquire(&rl, T0 * US, &want);
+    assert_int_equal(admit(f, 0, "key_r7", "a", 1000, T0, T0 / SEC, &a), 0);
+    assert_int_equal(a.rr.reset_requests_ns, 8571429 * US);
+    assert_int_equal(want.reset_requests_ns, 8571428572LL);
+    /* One token at 7 per minute: 8571428.57 µs of refill, rounded up. */
+    charge(f, 0, "key_r7", 1, T0);
+    fy_rl_charge(&rl, T0 * US, 1);
+    fy_rl_acquire(&rl, T0 * US, &want);
+    assert_int_equal(admit(f, 0, "key_r7", "b", 1000, T0, T0 / SEC, &a), 0);
+    assert_int_equal(a.rr.reset_tokens_ns, 8571429 * US);
+    assert_int_equal(want.reset_tokens_ns, 8571428572LL);
+    assert_int_equal(a.rr.remaining_tokens, want.remaining_tokens);
+
+    /* An empty bucket admits; a bucket one token in debt does not. */
+    live_write(f, "key_edge", 0, 60, 0, 0, 0, 0);
+    charge(f, 0, "key_edge", 60, T0);
+    a = admit_as(f, "key_edge", "a", 1000, T0, T0 / SEC, FY_SHL_OK);
+    assert_int_equal(a.rr.remaining_tokens, 0);
+    assert_int_equal(a.rr.reset_tokens_ns, w * US);
+    charge(f, 0, "key_edge", 1, T0);
+    a = admit_as(f, "key_edge", "b", 1000, T0, T0 / SEC, FY_SHL_DENIED);
+    assert_int_equal(a.rr.denied_by, FY_RL_TOKENS);
+    assert_int_equal(a.rr.retry_after_ns, SEC * US);
+    a = admit_as(f, "key_edge", "b", 1000, T0 + SEC, T0 / SEC, FY_SHL_OK);
+
+    /* The largest tpm: tokens * window and tpm * (window - owed) pass 2^53,
+     * and stay exact. */
+    /* (TOKENS leaves 3514 µs owed, where a product in doubles would round
+     * across a multiple of the window.) */
+    const int64_t tpm = FY_SHL_LIMIT_MAX - 1, tokens = 64394731;
+    live_write(f, "key_big", 0, tpm, 0, 0, 0, 0);
+    charge(f, 0, "key_big", tokens, T0);
+    assert_int_equal(admit(f, 0, "key_big", "a", 1000, T0, T0 / SEC, &a), 0);
+    unsigned __int128 p = (unsigned __int128)tokens * (uint64_t)w;
+    int64_t owed = (int64_t)((p + (uint64_t)tpm - 1) / (uint64_t)tpm);
+    int64_t left = (int64_t)((unsigned __int128)tpm * (uint64_t)(w - owed) / (uint64_t)w);
+    assert_int_equal(a.rr.reset_tokens_ns, owed * US);
+    assert_int_equal(a.rr.remaining_tokens, left);
+    /* A debt whose tokens * window is far past 2^53. */
+    const int64_t many = 3000000000007LL;
+    live_write(f, "key_big2", 0, tpm, 0, 0, 0, 0);
+    charge(f, 0, "key_big2", many, T0);
+    assert_int_equal(admit(f, 0, "key_big2", "a", 1000, T0, T0 / SEC, &a), 0);
+    p = (unsigned __int128)many * (uint64_t)w;
+    owed = (int64_t)((p + (uint64_t)tpm - 1) / (uint64_t)tpm);
+    assert_int_equal(a.rr.reset_tokens_ns, owed * US);
+    assert_int_equal(a.rr.retry_after_ns, (owed - w) * US);
+
+    /* The caps: one charge adds at most CAPQ, the bucket's end stays below
+     * CAPH (the local limiter's, in µs). */
+    live_write(f, "key_cap", 0, 1, 0, 0, 0, 0);
+    charge(f, 0, "key_cap", INT64_MAX, T0);
+    assert_int_equal(admit(f, 0, "key_cap", "a", 1000, T0, T0 / SEC, &a), 0);
+    assert_int_equal(a.rr.reset_tokens_ns, 2305843009213693LL * US);
+    charge(f, 0, "key_cap", INT64_MAX, T0);
+    assert_int_equal(admit(f, 0, "key_cap", "a", 1000, T0, T0 / SEC, &a), 0);
+    assert_int_equal(a.rr.reset_tokens_ns, (4611686018427387LL - T0) * US);
 }
 
 /* ---- two replicas ------------------------------------------------------ */
@@ -490,8 +599,7 @@ static void test_key_states(void **state)
     int64_t now = T0, now_s = T0 / SEC;
 
     /* Unknown: no live hash; nothing is written. */
-    assert_int_equal(admit(f, 0, "key_none", "l1", 1000, now, now_s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_UNKNOWN);
+    a = admit_as(f, "key_none", "l1", 1000, now, now_s, FY_SHL_UNKNOWN);
     assert_int_equal(a.ver, 0);
     assert_false(a.rr.allowed);
     assert_int_equal(exists(f, "ferry:{k:key_none}:rl"), 0);
@@ -501,18 +609,15 @@ static void test_key_states(void **state)
 
     /* A limit change applies to the very next admission. */
     assert_int_equal(live_write(f, "key_s", 60, 0, 0, 1, 0, 0), 1);
-    assert_int_equal(admit(f, 0, "key_s", "l1", 1000, now, now_s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
+    a = admit_as(f, "key_s", "l1", 1000, now, now_s, FY_SHL_OK);
     assert_int_equal(a.ver, 1);
     assert_int_equal(a.rr.limit_requests, 60);
     assert_int_equal(a.rr.remaining_requests, 0);
-    assert_int_equal(admit(f, 0, "key_s", "l2", 1000, now, now_s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_DENIED);
+    a = admit_as(f, "key_s", "l2", 1000, now, now_s, FY_SHL_DENIED);
     assert_int_equal(a.rr.denied_by, FY_RL_REQUESTS);
     assert_int_equal(a.rr.retry_after_ns, 1000000000LL);
     assert_int_equal(live_write(f, "key_s", 120, 0, 0, 2, 0, 0), 2);
-    assert_int_equal(admit(f, 0, "key_s", "l3", 1000, now, now_s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
+    a = admit_as(f, "key_s", "l3", 1000, now, now_s, FY_SHL_OK);
     assert_int_equal(a.ver, 2);
     assert_int_equal(a.rr.limit_requests, 120);
     assert_int_equal(a.rr.burst_requests, 2);
@@ -520,10 +625,8 @@ static void test_key_states(void **state)
 
     /* Expired: exp <= now; one second before, still fine. */
     assert_int_equal(live_write(f, "key_s", 0, 0, 0, 0, now_s + 1, 0), 3);
-    assert_int_equal(admit(f, 0, "key_s", "l4", 1000, now, now_s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
-    assert_int_equal(admit(f, 0, "key_s", "l5", 1000, now, now_s + 1, &a), 0);
-    assert_int_equal(a.status, FY_SHL_EXPIRED);
+    admit_as(f, "key_s", "l4", 1000, now, now_s, FY_SHL_OK);
+    a = admit_as(f, "key_s", "l5", 1000, now, now_s + 1, FY_SHL_EXPIRED);
     assert_int_equal(a.ver, 3);
     assert_false(a.rr.allowed);
     assert_int_equal(a.rr.in_flight, 0);
@@ -532,8 +635,7 @@ static void test_key_states(void **state)
     assert_int_equal(live_write(f, "key_s", 0, 0, 0, 0, 0, now_s - 5), 4);
     const char *zc[] = {"ZCARD", "ferry:{k:key_s}:cc"};
     long long before = cmd(f, 2, zc).integer;
-    assert_int_equal(admit(f, 0, "key_s", "l6", 1000, now, now_s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_REVOKED);
+    a = admit_as(f, "key_s", "l6", 1000, now, now_s, FY_SHL_REVOKED);
     assert_int_equal(a.ver, 4);
     assert_int_equal(cmd(f, 2, zc).integer, before);
     /* What a revoked key used is still charged. */
@@ -556,20 +658,16 @@ static void test_leases(void **state)
     const char *a_id[] = {"A"}, *both[] = {"A", "nope"};
 
     live_write(f, "key_l", 0, 0, 1, 0, 0, 0);
-    assert_int_equal(admit(f, 0, "key_l", "A", 10000, t, s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
+    a = admit_as(f, "key_l", "A", 10000, t, s, FY_SHL_OK);
     assert_int_equal(a.rr.in_flight, 1);
     assert_int_equal(a.rr.limit_concurrency, 1);
-    assert_int_equal(admit(f, 0, "key_l", "B", 10000, t + 5 * SEC, s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_DENIED);
+    a = admit_as(f, "key_l", "B", 10000, t + 5 * SEC, s, FY_SHL_DENIED);
     assert_int_equal(a.rr.denied_by, FY_RL_CONCURRENCY);
     assert_int_equal(a.rr.retry_after_ns, 1000000000LL);
     /* Not renewed: one ms before its expiry A still holds the slot, at its
      * expiry it is gone. */
-    assert_int_equal(admit(f, 0, "key_l", "B", 10000, t + 10 * SEC - 1000, s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_DENIED);
-    assert_int_equal(admit(f, 0, "key_l", "B", 10000, t + 10 * SEC, s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
+    admit_as(f, "key_l", "B", 10000, t + 10 * SEC - 1000, s, FY_SHL_DENIED);
+    a = admit_as(f, "key_l", "B", 10000, t + 10 * SEC, s, FY_SHL_OK);
     assert_int_equal(a.rr.in_flight, 1);
     assert_int_equal(renew(f, "key_l", a_id, 1, 10000, t + 11 * SEC), 0); /* A is not back */
     assert_int_equal(release(f, 0, "key_l", "A"), 0);
@@ -578,8 +676,7 @@ static void test_leases(void **state)
     assert_int_equal(renew(f, "key_l", both, 2, 10000, t + 16 * SEC), 0);
     const char *b_id[] = {"B", "nope"};
     assert_int_equal(renew(f, "key_l", b_id, 2, 10000, t + 16 * SEC), 1);
-    assert_int_equal(admit(f, 0, "key_l", "C", 10000, t + 25 * SEC, s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_DENIED);
+    admit_as(f, "key_l", "C", 10000, t + 25 * SEC, s, FY_SHL_DENIED);
     const char *pttl[] = {"PTTL", "ferry:{k:key_l}:cc"};
     raw p = cmd(f, 2, pttl);
     assert_true(p.integer > 60000 && p.integer <= 70000); /* a minute after the last lease */
@@ -587,12 +684,10 @@ static void test_leases(void **state)
     /* Released: the slot is free at once. */
     assert_int_equal(release(f, 0, "key_l", "B"), 1);
     assert_int_equal(release(f, 0, "key_l", "B"), 0);
-    assert_int_equal(admit(f, 0, "key_l", "C", 10000, t + 25 * SEC, s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
+    admit_as(f, "key_l", "C", 10000, t + 25 * SEC, s, FY_SHL_OK);
     /* The callback is optional. */
     assert_int_equal(fy_shl_release(f->shl[0], "key_l", "C", NULL, NULL), 0);
-    assert_int_equal(admit(f, 0, "key_l", "D", 10000, t + 25 * SEC, s, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
+    admit_as(f, "key_l", "D", 10000, t + 25 * SEC, s, FY_SHL_OK);
 }
 
 /* ---- malformed state, replies and arguments ---------------------------- */
@@ -644,8 +739,7 @@ static void test_malformed(void **state)
     assert_int_equal(fy_shl_admit(f->shl[0], long_id, "l", 1000, T0, 0, on_admission, &r),
                      FY_EINVAL);
     long_id[FY_SHL_KEY_ID_MAX] = 0; /* exactly the maximum is fine */
-    assert_int_equal(admit(f, 0, long_id, "l", 1000, T0, 0, &a), 0);
-    assert_int_equal(a.status, FY_SHL_UNKNOWN);
+    admit_as(f, long_id, "l", 1000, T0, 0, FY_SHL_UNKNOWN);
     assert_int_equal(fy_shl_admit(f->shl[0], "key_a", long_lease, 1000, T0, 0, on_admission, &r),
                      FY_EINVAL);
     assert_int_equal(fy_shl_admit(f->shl[0], "key_a", "", 1000, T0, 0, on_admission, &r),
@@ -751,11 +845,9 @@ static void test_noscript(void **state)
     const char *flush[] = {"SCRIPT", "FLUSH"};
 
     live_write(f, "key_n", 60, 600, 0, 0, 0, 0);
-    assert_int_equal(admit(f, 0, "key_n", "l1", 1000, T0, T0 / SEC, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
+    admit_as(f, "key_n", "l1", 1000, T0, T0 / SEC, FY_SHL_OK);
     assert_int_equal(cmd(f, 2, flush).status, 0);
-    assert_int_equal(admit(f, 0, "key_n", "l2", 1000, T0, T0 / SEC, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
+    a = admit_as(f, "key_n", "l2", 1000, T0, T0 / SEC, FY_SHL_OK);
     assert_int_equal(a.rr.remaining_requests, 8); /* the state survived: 2 of 10 used */
     assert_int_equal(cmd(f, 2, flush).status, 0);
     assert_int_equal(charge(f, 0, "key_n", 60, T0), 1);
@@ -773,8 +865,7 @@ static void test_redis_time(void **state)
     fy_shl_admission a;
 
     live_write(f, "key_t", 60, 600, 0, 5, 0, 0);
-    assert_int_equal(admit(f, 0, "key_t", "l1", 30000, -1, -1, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
+    a = admit_as(f, "key_t", "l1", 30000, -1, -1, FY_SHL_OK);
     /* A rested key's first request: one interval used, a full bucket. */
     assert_int_equal(a.rr.reset_requests_ns, 1000000000LL);
     assert_int_equal(a.rr.remaining_requests, 4);
@@ -782,8 +873,7 @@ static void test_redis_time(void **state)
     assert_int_equal(a.rr.reset_tokens_ns, 0);
     assert_int_equal(a.rr.in_flight, 1);
     assert_int_equal(charge(f, 0, "key_t", 6000, -1), 1); /* ten minutes of debt */
-    assert_int_equal(admit(f, 0, "key_t", "l2", 30000, -1, -1, &a), 0);
-    assert_int_equal(a.status, FY_SHL_DENIED);
+    a = admit_as(f, "key_t", "l2", 30000, -1, -1, FY_SHL_DENIED);
     assert_int_equal(a.rr.denied_by, FY_RL_TOKENS);
     assert_true(a.rr.retry_after_ns > 8 * 60 * 1000000000LL);
     const char *ids[] = {"l1"};
@@ -791,16 +881,12 @@ static void test_redis_time(void **state)
 
     /* Expiry against Redis's seconds: long past, far ahead. */
     live_write(f, "key_t2", 0, 0, 0, 0, 1, 0);
-    assert_int_equal(admit(f, 0, "key_t2", "l1", 30000, -1, -1, &a), 0);
-    assert_int_equal(a.status, FY_SHL_EXPIRED);
+    admit_as(f, "key_t2", "l1", 30000, -1, -1, FY_SHL_EXPIRED);
     live_write(f, "key_t2", 0, 0, 0, 0, (int64_t)1 << 40, 0);
-    assert_int_equal(admit(f, 0, "key_t2", "l1", 30000, -1, -1, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
+    admit_as(f, "key_t2", "l1", 30000, -1, -1, FY_SHL_OK);
     /* Explicit µs with Redis's seconds, and the other way round. */
-    assert_int_equal(admit(f, 0, "key_t2", "l2", 30000, T0, -1, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
-    assert_int_equal(admit(f, 0, "key_t2", "l3", 30000, -1, 2, &a), 0);
-    assert_int_equal(a.status, FY_SHL_OK);
+    admit_as(f, "key_t2", "l2", 30000, T0, -1, FY_SHL_OK);
+    admit_as(f, "key_t2", "l3", 30000, -1, 2, FY_SHL_OK);
 }
 
 int main(void)
@@ -809,6 +895,8 @@ int main(void)
         cmocka_unit_test(test_parse),
         cmocka_unit_test_setup_teardown(test_crosscheck, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crosscheck_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ties, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rounding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_replicas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_states, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leases, setup, teardown),

@@ -204,4 +204,34 @@ static inline void redis_srv_start(redis_srv *s)
     }
 }
 
+/* A loop for the clients and a server to talk to (not started). */
+typedef struct {
+    uv_loop_t loop;
+    uv_timer_t tick; /* wakes UV_RUN_ONCE regularly so deadlines are checked */
+    redis_srv s;
+} redis_env;
+
+static inline void redis_env_on_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Prepares E (skipping the test without redis-server). */
+static inline void redis_env_init(redis_env *e)
+{
+    redis_srv_init(&e->s);
+    assert_int_equal(uv_loop_init(&e->loop), 0);
+    uv_timer_init(&e->loop, &e->tick);
+    uv_timer_start(&e->tick, redis_env_on_tick, 10, 10);
+}
+
+/* Closes E's loop (free its clients first) and kills its server. */
+static inline void redis_env_close(redis_env *e)
+{
+    uv_close((uv_handle_t *)&e->tick, NULL);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&e->loop), 0);
+    redis_srv_cleanup(&e->s);
+}
+
 #endif
