@@ -961,6 +961,7 @@ int fy_shared_runner_put(fy_shared *sh, const fy_store_runner *r, fy_shared_done
 /* --- replicas' announcements -------------------------------------------------------------- */
 
 typedef struct {
+    fy_shared *sh;
     fy_shared_json_cb cb;
     void *data;
 } info_call;
@@ -973,13 +974,19 @@ static void on_info(void *data, int status, const fy_redis_reply *r)
         status = FY_EPROTO;
     }
     if (!status) {
+        /* Only replicas heard from lately: a dead one's last word stays in
+         * Redis until the others forget it (60 heartbeats). A few seconds
+         * of slack for clocks that differ between hosts. */
+        json_int_t alive =
+            (json_int_t)time(NULL) - 3 * (json_int_t)x->sh->o.heartbeat_ms / 1000 - 2;
         o = json_object();
         for (size_t i = 0; i + 1 < r->n; i += 2) {
             const fy_redis_reply *f = &r->elem[i], *v = &r->elem[i + 1];
             json_t *j = f->type == FY_REDIS_REPLY_STRING && v->type == FY_REDIS_REPLY_STRING
                             ? json_loadb(v->str, v->len, 0, NULL)
                             : NULL;
-            if (json_is_object(j) && f->len < FY_SHARED_REPLICA_ID_MAX) {
+            if (json_is_object(j) && f->len < FY_SHARED_REPLICA_ID_MAX &&
+                json_integer_value(json_object_get(j, "heartbeat_at")) >= alive) {
                 json_object_setn_new(o, f->str, f->len, j);
             } else {
                 json_decref(j);
@@ -1000,7 +1007,7 @@ int fy_shared_replicas_info(fy_shared *sh, fy_shared_json_cb cb, void *data)
     if (!x) {
         return FY_ENOMEM;
     }
-    *x = (info_call){cb, data};
+    *x = (info_call){sh, cb, data};
     const char *argv[] = {"HGETALL", FY_SH_REPLICA_INFO};
     int rc = fy_redis_cmd(sh->cl, on_info, x, 2, argv, NULL);
     if (rc) {
