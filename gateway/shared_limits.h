@@ -104,7 +104,7 @@ typedef struct {
 
 typedef struct fy_shl fy_shl;
 
-/* A admission's outcome: A is NULL unless ERR is 0, and valid only until
+/* An admission's outcome: A is NULL unless ERR is 0, and valid only until
  * the callback returns. */
 typedef void (*fy_shl_admit_cb)(void *data, int err, const fy_shl_admission *a);
 /* The other calls' outcome: N as each says; 0 when ERR is not 0. */
@@ -131,15 +131,16 @@ int fy_shl_admit(fy_shl *l, const char *key_id, const char *lease_id, int64_t le
 int fy_shl_charge(fy_shl *l, const char *key_id, int64_t tokens, int64_t now_us, fy_shl_count_cb cb,
                   void *data);
 
-/* Gives back lease LEASE_ID of KEY_ID (ZREM). N is 1 when it was held, 0
- * when it was not (already released, or expired). CB may be NULL. */
+/* Gives back lease LEASE_ID of KEY_ID (ZREM). N is 1 when it was in the
+ * lease set (an expired lease stays there until the next admission or
+ * renewal on the key sweeps it), 0 when not. CB may be NULL. */
 int fy_shl_release(fy_shl *l, const char *key_id, const char *lease_id, fy_shl_count_cb cb,
                    void *data);
 
 /* Extends each of LEASE_IDS[0..N) (1..FY_SHL_RENEW_MAX) still held by
  * KEY_ID to expire TTL_MS (1..FY_SHL_LEASE_TTL_MAX) after NOW_US; expired
- * and released ones are not brought back. CB's N: how many were renewed.
- * CB may be NULL. */
+ * and released ones are not brought back. CB's N: how many were renewed
+ * (an id given twice counts twice). CB may be NULL. */
 int fy_shl_renew(fy_shl *l, const char *key_id, const char *const *lease_ids, size_t n,
                  int64_t ttl_ms, int64_t now_us, fy_shl_count_cb cb, void *data);
 
