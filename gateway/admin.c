@@ -719,21 +719,55 @@ static void key_row(const fy_store_key *k, void *arg)
     json_array_append_new(x->a, o);
 }
 
+static void keys_list_rows(fy_gw *gw, fy_http_req *req, key_list_ctx *x)
+{
+    int rc = fy_store_key_list(gw->store, key_row, x);
+    json_decref(x->usage);
+    if (rc) {
+        json_decref(x->a);
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+        return;
+    }
+    respond_json(req, 200, json_pack("{s:o}", "keys", x->a));
+}
+
+static void keys_list_usage(void *data, int err, const fy_store_usage_row *rows, size_t n)
+{
+    adm_call *c = data;
+    key_list_ctx x = {json_object(), json_array()};
+    if (err) {
+        json_decref(x.usage);
+        json_decref(x.a);
+        shared_refused(c->req, err);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            usage_total_row(&rows[i], x.usage);
+        }
+        keys_list_rows(c->gw, c->req, &x);
+    }
+    call_free(c);
+}
+
 static void keys_list(fy_gw *gw, fy_http_req *req)
 {
+    if (gw->shared) {
+        adm_call *c = call_new(gw, req);
+        if (c) {
+            call_started(
+                c, fy_shared_usage_list(gw->shared, NULL, 0, INT64_MAX, 0, keys_list_usage, c));
+        }
+        return;
+    }
     key_list_ctx x = {json_object(), json_array()};
     /* Usage first: it flushes, so last_used_at is current too. */
     int rc = fy_store_usage_list(gw->store, NULL, 0, INT64_MAX, 0, usage_total_row, x.usage);
-    if (!rc) {
-        rc = fy_store_key_list(gw->store, key_row, &x);
-    }
-    json_decref(x.usage);
     if (rc) {
+        json_decref(x.usage);
         json_decref(x.a);
         fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
         return;
     }
-    respond_json(req, 200, json_pack("{s:o}", "keys", x.a));
+    keys_list_rows(gw, req, &x);
 }
 
 static int valid_key_id(const char *id)
@@ -948,6 +982,54 @@ static void usage_row(const fy_store_usage_row *row, void *arg)
     json_array_append_new(x->a, o);
 }
 
+typedef struct {
+    adm_call *c;
+    usage_ctx x;
+} usage_call;
+
+static void usage_shared_rows(void *data, int err, const fy_store_usage_row *rows, size_t n)
+{
+    usage_call *u = data;
+    if (err) {
+        json_decref(u->x.a);
+        shared_refused(u->c->req, err);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            usage_row(&rows[i], &u->x);
+        }
+        respond_json(
+            u->c->req, 200,
+            json_pack("{s:s,s:o}", "by", u->x.per_hour ? "hour" : "total", "usage", u->x.a));
+    }
+    json_decref(u->x.names);
+    call_free(u->c);
+    free(u);
+}
+
+/* --shared: every replica's usage, from Redis. Takes X's lists. */
+static void usage_list_shared(fy_gw *gw, fy_http_req *req, const usage_ctx *x, const char *key)
+{
+    usage_call *u = malloc(sizeof *u);
+    adm_call *c = u ? call_new(gw, req) : NULL;
+    if (!c) {
+        if (!u) {
+            fy_http_respond_error(req, 500, "internal_error", "out of memory");
+        }
+        free(u);
+        json_decref(x->names);
+        json_decref(x->a);
+        return;
+    }
+    *u = (usage_call){c, *x};
+    int rc = fy_shared_usage_list(gw->shared, key, 0, INT64_MAX, x->per_hour, usage_shared_rows, u);
+    if (rc) {
+        json_decref(u->x.names);
+        json_decref(u->x.a);
+        free(u);
+        call_started(c, rc);
+    }
+}
+
 static void usage_list(fy_gw *gw, fy_http_req *req)
 {
     char key[64], by[16];
@@ -968,6 +1050,10 @@ static void usage_list(fy_gw *gw, fy_http_req *req)
         json_decref(x.names);
         json_decref(x.a);
         key_not_found(req, key);
+        return;
+    }
+    if (!rc && gw->shared) {
+        usage_list_shared(gw, req, &x, has_key ? key : NULL);
         return;
     }
     if (!rc) {

@@ -577,6 +577,169 @@ static void on_usage_timer(uv_timer_t *t)
     usage_flush_now(t->data);
 }
 
+/* --- usage reports ---------------------------------------------------------------------- */
+
+typedef struct usage_list usage_list;
+typedef struct {
+    usage_list *ul;
+    char key_id[FY_STORE_KEY_ID_MAX];
+} usage_part;
+
+struct usage_list {
+    fy_shared_usage_cb cb;
+    void *data;
+    int per_hour, err;
+    int64_t from, to;
+    size_t pending, nparts;
+    usage_part *parts;
+    fy_store_usage_row *rows;
+    size_t n, cap;
+};
+
+static int row_cmp(const void *a, const void *b)
+{
+    const fy_store_usage_row *x = a, *y = b;
+    int c = strcmp(x->key_id, y->key_id);
+    return c ? c : (x->hour > y->hour) - (x->hour < y->hour);
+}
+
+/* One counter FIELD ("HOUR:r") = VALUE of key ID into UL's rows. */
+static void usage_cell_add(usage_list *ul, const char *id, const fy_redis_reply *f,
+                           const fy_redis_reply *v)
+{
+    char text[48], *end;
+    if (f->len >= sizeof text || v->type != FY_REDIS_REPLY_STRING || v->len > 20) {
+        return;
+    }
+    memcpy(text, f->str, f->len);
+    text[f->len] = 0;
+    long long hour = strtoll(text, &end, 10);
+    if (end == text || end[0] != ':' || !end[1] || end[2] || hour < 0 || hour < ul->from ||
+        hour >= ul->to) {
+        return; /* "last", or outside the range */
+    }
+    char num[24];
+    memcpy(num, v->str, v->len);
+    num[v->len] = 0;
+    unsigned long long n = strtoull(num, NULL, 10);
+    if (ul->n == ul->cap) {
+        size_t cap = ul->cap ? ul->cap * 2 : 64;
+        fy_store_usage_row *r = realloc(ul->rows, cap * sizeof *r);
+        if (!r) {
+            ul->err = FY_ENOMEM;
+            return;
+        }
+        ul->rows = r;
+        ul->cap = cap;
+    }
+    fy_store_usage_row *row = &ul->rows[ul->n++];
+    memset(row, 0, sizeof *row);
+    snprintf(row->key_id, sizeof row->key_id, "%s", id);
+    row->hour = ul->per_hour ? hour : 0;
+    static const char kinds[] = "rpcio"; /* the suffixes of FY_SH_KEY_USAGE_FMT's fields */
+    const char *kind = strchr(kinds, end[1]);
+    uint64_t *counter[] = {&row->u.requests, &row->u.prompt_tokens, &row->u.completion_tokens,
+                           &row->u.bytes_in, &row->u.bytes_out};
+    if (kind) {
+        *counter[kind - kinds] = n;
+    } else {
+        ul->n--;
+    }
+}
+
+static void usage_list_end(usage_list *ul)
+{
+    size_t m = 0;
+    if (!ul->err) {
+        qsort(ul->rows, ul->n, sizeof *ul->rows, row_cmp);
+        for (size_t i = 0; i < ul->n; i++) {
+            fy_store_usage_row *a = &ul->rows[i];
+            fy_store_usage_row *last = m ? &ul->rows[m - 1] : NULL;
+            if (last && last->hour == a->hour && strcmp(last->key_id, a->key_id) == 0) {
+                last->u.requests += a->u.requests;
+                last->u.prompt_tokens += a->u.prompt_tokens;
+                last->u.completion_tokens += a->u.completion_tokens;
+                last->u.bytes_in += a->u.bytes_in;
+                last->u.bytes_out += a->u.bytes_out;
+            } else {
+                ul->rows[m++] = *a;
+            }
+        }
+    }
+    ul->cb(ul->data, ul->err, ul->err ? NULL : ul->rows, ul->err ? 0 : m);
+    free(ul->rows);
+    free(ul->parts);
+    free(ul);
+}
+
+static void on_usage_hash(void *data, int status, const fy_redis_reply *r)
+{
+    usage_part *p = data;
+    usage_list *ul = p->ul;
+    if (status && !ul->err) {
+        ul->err = status;
+    }
+    if (!status && r && r->type == FY_REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i + 1 < r->n; i += 2) {
+            usage_cell_add(ul, p->key_id, &r->elem[i], &r->elem[i + 1]);
+        }
+    }
+    if (--ul->pending == 0) {
+        usage_list_end(ul);
+    }
+}
+
+static void usage_key_row(const fy_store_key *k, void *arg)
+{
+    usage_list *ul = arg;
+    if (ul->nparts < ul->pending) {
+        snprintf(ul->parts[ul->nparts++].key_id, FY_STORE_KEY_ID_MAX, "%s", k->id);
+    }
+}
+
+int fy_shared_usage_list(fy_shared *sh, const char *key_id, int64_t from, int64_t to, int per_hour,
+                         fy_shared_usage_cb cb, void *data)
+{
+    if (!sh->up) {
+        return FY_EUNREACH;
+    }
+    usage_list *ul = calloc(1, sizeof *ul);
+    if (!ul) {
+        return FY_ENOMEM;
+    }
+    *ul = (usage_list){.cb = cb, .data = data, .per_hour = per_hour, .from = from, .to = to};
+    ul->pending = key_id ? 1 : fy_keys_count(sh->o.keys);
+    ul->parts = calloc(ul->pending ? ul->pending : 1, sizeof *ul->parts);
+    if (!ul->parts) {
+        free(ul);
+        return FY_ENOMEM;
+    }
+    if (key_id) {
+        snprintf(ul->parts[0].key_id, FY_STORE_KEY_ID_MAX, "%s", key_id);
+        ul->nparts = 1;
+    } else if (fy_store_key_list(sh->o.store, usage_key_row, ul)) {
+        free(ul->parts);
+        free(ul);
+        return FY_EIO;
+    }
+    ul->pending = ul->nparts + 1; /* + 1: held until every command went out */
+    for (size_t i = 0; i < ul->nparts; i++) {
+        usage_part *p = &ul->parts[i];
+        char key[FY_SH_KEYNAME_MAX];
+        p->ul = ul;
+        fmt_key(key, FY_SH_KEY_USAGE_FMT, p->key_id);
+        const char *argv[] = {"HGETALL", key};
+        if (fy_redis_cmd(sh->cl, on_usage_hash, p, 2, argv, NULL)) {
+            ul->pending--;
+            ul->err = FY_EUNREACH;
+        }
+    }
+    if (--ul->pending == 0) {
+        usage_list_end(ul); /* nothing to read, or nothing went out */
+    }
+    return 0;
+}
+
 /* --- leases ------------------------------------------------------------------------------ */
 
 static void lease_link(fy_shared *sh, fy_shared_lease *l)

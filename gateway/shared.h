@@ -184,4 +184,15 @@ int fy_shared_replicas_info(fy_shared *sh, fy_shared_json_cb cb, void *data);
 int fy_shared_usage_add(fy_shared *sh, const char *key_id, int64_t now,
                         const fy_store_usage *delta);
 
+/* The usage in Redis (every replica's) of KEY_ID (NULL: every key this
+ * replica knows) in hours [FROM, TO), as fy_store_usage_list gives it: one
+ * row per key per hour when PER_HOUR, else one total per key (hour 0), by
+ * key id then hour; what this replica added in the last second may not be
+ * there yet. CB(DATA, 0, ROWS, N) (ROWS valid during the call), or an error;
+ * it may run before this returns (nothing to read). Returns 0, or
+ * FY_EUNREACH / FY_ENOMEM / FY_EIO, and then CB never runs. */
+typedef void (*fy_shared_usage_cb)(void *data, int err, const fy_store_usage_row *rows, size_t n);
+int fy_shared_usage_list(fy_shared *sh, const char *key_id, int64_t from, int64_t to, int per_hour,
+                         fy_shared_usage_cb cb, void *data);
+
 #endif

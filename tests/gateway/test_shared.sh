@@ -232,6 +232,20 @@ for r in b c a; do
 done
 pass "revoked on A: 401 on B and C on their very next request"
 
+# Usage: each replica writes its own once a second; any replica reports the sum.
+usage_is() {
+    on "$1" --json usage --key "$REV_ID" >"$TMP/u.json" 2>/dev/null &&
+        python3 -c "import json,sys; u=json.load(open(sys.argv[1]))['usage']; sys.exit(not (len(u) == 1 and u[0]['requests'] == $2))" "$TMP/u.json"
+}
+wait_for 30 usage_is c 3 || fail "usage on C of the key used once on each replica: $(cat "$TMP/u.json")"
+on b --json keys list >"$TMP/keys.json"
+python3 - "$TMP/keys.json" "$REV_ID" <<'PY' || fail "keys list usage on B: $(cat "$TMP/keys.json")"
+import json, sys
+k = {k["id"]: k for k in json.load(open(sys.argv[1]))["keys"]}[sys.argv[2]]
+assert k["usage"]["requests"] == 3 and k["revoked_at"], k
+PY
+pass "usage: one request on each replica, reported as 3 by any replica (ferry usage, keys list)"
+
 # --- a dead replica's slots come back within the lease TTL (3 s here) -------------------------
 mkkey_on a cc1 --concurrency 1
 CC1=$KEY
