@@ -865,7 +865,8 @@ void fy_shared_charge(fy_shared *sh, fy_shared_lease *l, int64_t tokens)
     if (tokens <= 0) {
         return;
     }
-    if (l->local || !sh->up || fy_shl_charge(sh->lim, l->key_id, tokens, -1, NULL, NULL) != 0) {
+    if (l->local || !sh || !sh->up ||
+        fy_shl_charge(sh->lim, l->key_id, tokens, -1, NULL, NULL) != 0) {
         fy_rl_charge(l->rl, fy_rl_now(), tokens);
     }
 }
@@ -877,7 +878,7 @@ void fy_shared_release(fy_shared *sh, fy_shared_lease *l)
     }
     if (l->local) {
         fy_rl_release(l->rl);
-    } else {
+    } else if (sh) { /* NULL: the shared state closed first (the lease expires by TTL) */
         lease_unlink(sh, l);
         /* Down: the lease expires with its TTL instead. */
         fy_shl_release(sh->lim, l->key_id, l->id, NULL, NULL);

@@ -125,10 +125,12 @@ typedef void (*fy_shared_admit_cb)(void *data, const fy_shared_admission *a);
 void fy_shared_admit(fy_shared *sh, fy_key *k, fy_shared_admit_cb cb, void *data);
 
 /* Charges TOKENS (the usage trailer's prompt + completion) to the limiter
- * that admitted L. */
+ * that admitted L (the key's local one when SH is NULL or down). */
 void fy_shared_charge(fy_shared *sh, fy_shared_lease *l, int64_t tokens);
 
-/* Gives L's concurrency slot back and frees L. Exactly once per lease. */
+/* Gives L's concurrency slot back and frees L. Exactly once per lease. SH
+ * may be NULL once the shared state was freed (a request that outlived it):
+ * L is then freed, and its slot in Redis expires with its TTL. */
 void fy_shared_release(fy_shared *sh, fy_shared_lease *l);
 
 /* --- the catalog ---------------------------------------------------------------- */
