@@ -32,26 +32,23 @@ static int write_file(const char *dir, const char *name, const char *data)
     return rc;
 }
 
-static void usage(FILE *f, const fy_opt *opts)
-{
-    fprintf(f, "Usage: ferry-gateway init --data-dir DIR [--hostname NAME]... [--tls-cert FILE "
-               "--tls-key FILE]\n"
-               "       ferry-gateway init --data-dir DIR --shared URL [--shared-password-file "
-               "FILE] [...]\n\n"
-               "Creates, once, a gateway data directory: the runner CA, a server certificate for\n"
-               "the public, tunnel and admin listeners (signed by a new dev CA, whose certificate\n"
-               "is DIR/ca.crt, unless --tls-cert/--tls-key are given), the admin token\n"
-               "(DIR/admin.token, mode 0600) and the store. Running it again on an initialised\n"
-               "directory changes nothing.\n\n"
-               "With --shared, DIR is one replica of a deployment whose state lives in Redis\n"
-               "(redis://HOST[:PORT][/DB] or unix:///path.sock[?db=N]). When Redis already\n"
-               "holds a deployment seed, DIR joins it: the seed's CAs, certificates, admin token\n"
-               "and gateway.json are written into DIR. Otherwise DIR is created as above (or\n"
-               "used as it is when initialised) and its files become the seed; of two replicas\n"
-               "seeding at once, one wins and the other adopts its seed. The Redis password is\n"
-               "read from --shared-password-file, never from the command line.\n\nOptions:\n");
-    fy_args_usage(f, opts);
-}
+static const char init_help[] =
+    "Usage: ferry-gateway init --data-dir DIR [--hostname NAME]... [--tls-cert FILE "
+    "--tls-key FILE]\n"
+    "       ferry-gateway init --data-dir DIR --shared URL [--shared-password-file "
+    "FILE] [...]\n\n"
+    "Creates, once, a gateway data directory: the runner CA, a server certificate for\n"
+    "the public, tunnel and admin listeners (signed by a new dev CA, whose certificate\n"
+    "is DIR/ca.crt, unless --tls-cert/--tls-key are given), the admin token\n"
+    "(DIR/admin.token, mode 0600) and the store. Running it again on an initialised\n"
+    "directory changes nothing.\n\n"
+    "With --shared, DIR is one replica of a deployment whose state lives in Redis\n"
+    "(redis://HOST[:PORT][/DB] or unix:///path.sock[?db=N]). When Redis already\n"
+    "holds a deployment seed, DIR joins it: the seed's CAs, certificates, admin token\n"
+    "and gateway.json are written into DIR. Otherwise DIR is created as above (or\n"
+    "used as it is when initialised) and its files become the seed; of two replicas\n"
+    "seeding at once, one wins and the other adopts its seed. The Redis password is\n"
+    "read from --shared-password-file, never from the command line.\n\nOptions:\n";
 
 typedef struct {
     const char *data_dir, *tls_cert, *tls_key, *shared, *shared_password_file;
@@ -76,16 +73,12 @@ static int init_parse(int argc, char **argv, init_opts *o)
         {"help", FY_OPT_FLAG, &o->help, NULL, "show this help"},
         {0},
     };
-    char err[512];
     char *pos[argc > 0 ? argc : 1];
     int npos = 0;
-    if (fy_args_parse(opts, argc - 1, argv + 1, pos, &npos, err, sizeof err)) {
-        fprintf(stderr, "ferry-gateway init: %s\n", err);
-        return 2;
-    }
-    if (o->help) {
-        usage(stdout, opts);
-        return 0;
+    int status =
+        fy_args_command(opts, argc, argv, pos, &npos, "ferry-gateway init", &o->help, init_help);
+    if (status >= 0) {
+        return status;
     }
     const char *why = !o->data_dir                      ? "--data-dir DIR is required"
                       : npos                            ? "unexpected argument (see --help)"

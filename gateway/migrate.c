@@ -359,20 +359,17 @@ static int write_usage(pipe_t *p, const rows *u, int counts[3])
 
 /* --- the command -------------------------------------------------------------------- */
 
-static void usage(FILE *f, const fy_opt *opts)
-{
-    fprintf(f, "Usage: ferry-gateway migrate --data-dir DIR --to URL [--shared-password-file "
-               "FILE]\n\n"
-               "Copies the store of the data directory DIR (API keys with their limits and\n"
-               "usage, runners, enrollment tokens, webhooks) into the shared Redis at URL, so\n"
-               "gateways started with `run --shared URL` share them. When Redis holds no\n"
-               "deployment seed yet, DIR's certificates and admin token become it (as\n"
-               "`init --shared` does); a Redis holding another deployment is refused. Running\n"
-               "it again changes nothing: it prints what it copied (new, updated, unchanged).\n"
-               "Stop the gateway on DIR first: what it writes afterwards is not copied.\n\n"
-               "Options:\n");
-    fy_args_usage(f, opts);
-}
+static const char migrate_help[] =
+    "Usage: ferry-gateway migrate --data-dir DIR --to URL [--shared-password-file "
+    "FILE]\n\n"
+    "Copies the store of the data directory DIR (API keys with their limits and\n"
+    "usage, runners, enrollment tokens, webhooks) into the shared Redis at URL, so\n"
+    "gateways started with `run --shared URL` share them. When Redis holds no\n"
+    "deployment seed yet, DIR's certificates and admin token become it (as\n"
+    "`init --shared` does); a Redis holding another deployment is refused. Running\n"
+    "it again changes nothing: it prints what it copied (new, updated, unchanged).\n"
+    "Stop the gateway on DIR first: what it writes afterwards is not copied.\n\n"
+    "Options:\n";
 
 typedef struct {
     const char *data_dir, *to, *password_file;
@@ -389,16 +386,12 @@ static int migrate_parse(int argc, char **argv, migrate_opts *o)
         {"help", FY_OPT_FLAG, &o->help, NULL, "show this help"},
         {0},
     };
-    char err[512];
     char *pos[argc > 0 ? argc : 1];
     int npos = 0;
-    if (fy_args_parse(opts, argc - 1, argv + 1, pos, &npos, err, sizeof err)) {
-        fprintf(stderr, "ferry-gateway migrate: %s\n", err);
-        return 2;
-    }
-    if (o->help) {
-        usage(stdout, opts);
-        return 0;
+    int status = fy_args_command(opts, argc, argv, pos, &npos, "ferry-gateway migrate", &o->help,
+                                 migrate_help);
+    if (status >= 0) {
+        return status;
     }
     const char *why = !o->data_dir ? "--data-dir DIR is required"
                       : !o->to     ? "--to URL is required"

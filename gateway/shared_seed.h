@@ -5,9 +5,10 @@
  * dir. A deployment is identified by its runner CA: two data dirs hold the
  * same deployment when their runner-ca.crt files are identical.
  *
- * What a seed read from Redis may hold is bounded: only the file names
- * listed in datadir.h for the seed are ever written (any other field is
- * ignored, so nothing from the server names a path), each value at most
+ * What a seed read from Redis may hold is bounded: only the eight seed
+ * files (runner-ca.crt/.key, ca.crt/.key, server.crt/.key, admin.token,
+ * gateway.json: datadir.h's names) are ever written; any other field is
+ * ignored, so nothing from the server names a path. Each value is at most
  * FY_SHARED_SEED_FILE_MAX bytes; runner-ca.crt, runner-ca.key, admin.token
  * and gateway.json are required and runner-ca.crt must be a certificate.
  *

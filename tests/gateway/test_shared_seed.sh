@@ -98,6 +98,15 @@ for round in 1 2 3; do
 done
 pass "two inits racing on an empty Redis end with one deployment, in both data dirs"
 
+redis_cli flushall >/dev/null
+(cd "$TMP/a" && sha256sum "${SEED_FILES[@]}") >"$TMP/sum1"
+"$G" init --data-dir "$TMP/a" --shared "$REDIS_URL" >"$TMP/a3.out" 2>&1 || fail "re-seed: $(cat "$TMP/a3.out")"
+grep -q '^seeded the shared deployment' "$TMP/a3.out" || fail "re-seed: $(cat "$TMP/a3.out")"
+grep -q '^initialised' "$TMP/a3.out" && fail "an initialised dir was initialised again"
+same_as_redis "$TMP/a"
+(cd "$TMP/a" && sha256sum "${SEED_FILES[@]}") | cmp -s - "$TMP/sum1" || fail "seeding changed the data dir"
+pass "an initialised data dir seeds an empty Redis with its own files, unchanged"
+
 # --- the password file -------------------------------------------------------------------
 mkdir -p "$TMP/redis.pw"
 echo "s3cret-pw-$$" >"$TMP/redis.pw/password"
