@@ -27,7 +27,21 @@
 #define FY_GW_ADMIN_TOKEN_PREFIX  "fya"
 #define FY_GW_ENROLL_TOKEN_PREFIX "fyt"
 
+#include <stddef.h>
+
+/* 1 when the data-dir file NAME holds a secret (the private keys and the
+ * admin token): written mode 0600, the others 0644. */
+int fy_gw_datadir_secret(const char *name);
+
+/* Writes LEN bytes of DATA to DIR/NAME atomically and durably, with NAME's
+ * mode. Returns 0 or an FY_E* code with ERR naming the path. */
+int fy_gw_datadir_write(const char *dir, const char *name, const void *data, size_t len, char *err,
+                        size_t errlen);
+
 /* `ferry-gateway init ARGS...` (ARGV[0] is "init"). Returns the exit status. */
 int fy_gw_init_main(int argc, char **argv);
+
+/* `ferry-gateway migrate ARGS...`: copies DIR's store into a shared Redis. */
+int fy_gw_migrate_main(int argc, char **argv);
 
 #endif

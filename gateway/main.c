@@ -15,8 +15,9 @@ static void usage(FILE *f, const fy_opt *opts)
                "The gateway is ferry's public side: it terminates HTTPS, authenticates\n"
                "callers and proxies their requests down runners' outbound tunnels.\n\n"
                "Commands:\n"
-               "  init   create a data directory (CAs, server certificate, admin token, store)\n"
-               "  run    serve: public, tunnel and admin listeners on an initialised directory\n\n"
+               "  init     create a data directory (CAs, server certificate, admin token, store)\n"
+               "  run      serve: public, tunnel and admin listeners on an initialised directory\n"
+               "  migrate  copy a data directory's store into a shared Redis (for run --shared)\n\n"
                "Run 'ferry-gateway COMMAND --help' for a command's options.\n\n"
                "Options:\n");
     fy_args_usage(f, opts);
@@ -34,6 +35,9 @@ int main(int argc, char **argv)
     }
     if (cmd < argc && strcmp(argv[cmd], "init") == 0) {
         return fy_gw_init_main(argc - cmd, argv + cmd);
+    }
+    if (cmd < argc && strcmp(argv[cmd], "migrate") == 0) {
+        return fy_gw_migrate_main(argc - cmd, argv + cmd);
     }
     if (cmd < argc && strcmp(argv[cmd], "run") == 0) {
         return fy_gw_run_main(argc - cmd, argv + cmd);
