@@ -1265,19 +1265,24 @@ static void hook_not_found(fy_http_req *req, const char *id)
     fy_http_respond_error(req, 404, "hook_not_found", msg);
 }
 
-/* A delete's end: RC from the store or the shared state. */
-static void hook_deleted(fy_gw *gw, fy_http_req *req, const char *id, int rc)
+/* Answers a hook write that failed with RC (from the store or the shared
+ * state). Returns 1 when it did (RC was not 0). */
+static int hook_write_failed(fy_gw *gw, fy_http_req *req, const char *id, int rc)
 {
     if (rc == FY_ENOENT) {
         hook_not_found(req, id);
-        return;
+    } else if (rc && gw->shared) {
+        shared_refused(req, rc);
+    } else if (rc) {
+        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
     }
-    if (rc) {
-        if (gw->shared) {
-            shared_refused(req, rc);
-        } else {
-            fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
-        }
+    return rc != 0;
+}
+
+/* A delete's end: RC from the store or the shared state. */
+static void hook_deleted(fy_gw *gw, fy_http_req *req, const char *id, int rc)
+{
+    if (hook_write_failed(gw, req, id, rc)) {
         return;
     }
     fy_gw_hook_forget(gw, id);
@@ -1309,16 +1314,7 @@ static void hook_delete(fy_gw *gw, fy_http_req *req, const char *id)
 static void hook_rotated(fy_gw *gw, fy_http_req *req, const char *id, int rc, int64_t now,
                          int64_t grace)
 {
-    if (rc == FY_ENOENT) {
-        hook_not_found(req, id);
-        return;
-    }
-    if (rc) {
-        if (gw->shared) {
-            shared_refused(req, rc);
-        } else {
-            fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
-        }
+    if (hook_write_failed(gw, req, id, rc)) {
         return;
     }
     fy_log_event(FY_LOG_WARN, ADM_LOG, "hook secret rotated",

@@ -896,6 +896,18 @@ int fy_shared_key_put(fy_shared *sh, const fy_store_key *k, fy_shared_done_cb cb
     return op_sent(o);
 }
 
+/* Sends O's HGET of ID in HASH, whose reply ON_REPLY reads; frees O when
+ * it could not be sent. */
+static int record_get(op *o, const char *hash, const char *id, fy_redis_reply_cb on_reply)
+{
+    const char *argv[] = {"HGET", hash, id};
+    int rc = fy_redis_cmd(o->sh->cl, on_reply, o, 3, argv, NULL);
+    if (rc) {
+        free(o);
+    }
+    return rc;
+}
+
 static void on_key_get(void *data, int status, const fy_redis_reply *r)
 {
     op *o = data;
@@ -918,12 +930,7 @@ int fy_shared_key_get(fy_shared *sh, const char *id, fy_store_key *out, fy_share
         return FY_ENOMEM;
     }
     o->out_key = out;
-    const char *argv[] = {"HGET", FY_SH_KEYS, id};
-    int rc = fy_redis_cmd(sh->cl, on_key_get, o, 3, argv, NULL);
-    if (rc) {
-        free(o);
-    }
-    return rc;
+    return record_get(o, FY_SH_KEYS, id, on_key_get);
 }
 
 static void plain_done(op *o, int err)
@@ -1003,6 +1010,23 @@ int fy_shared_token_consume(fy_shared *sh, const uint8_t hash[32], int64_t now,
     return rc;
 }
 
+/* Sends O's HSET of record TEXT (O's, wiped and freed here; NULL: out of
+ * memory) as field ID of HASH, then the PUBLISH of ID on CHAN. */
+static int record_put(op *o, const char *hash, const char *chan, const char *id, char *text)
+{
+    if (!text) {
+        free(o);
+        return FY_ENOMEM;
+    }
+    const char *rec[] = {"HSET", hash, id, text};
+    const char *pub[] = {"PUBLISH", chan, id};
+    op_cmd(o, 4, rec, NULL);
+    op_cmd(o, 3, pub, NULL);
+    fy_secure_zero(text, strlen(text));
+    free(text);
+    return op_sent(o);
+}
+
 static void runner_put_done(op *o, int err)
 {
     if (!err) {
@@ -1017,18 +1041,11 @@ int fy_shared_runner_put(fy_shared *sh, const fy_store_runner *r, fy_shared_done
         return FY_EUNREACH;
     }
     op *o = op_new(sh, runner_put_done, cb, data);
-    char *text = o ? fy_shc_runner_encode(r) : NULL;
-    if (!text) {
-        free(o);
-        return FY_ENOMEM;
+    if (o) {
+        o->runner = *r;
     }
-    o->runner = *r;
-    const char *rec[] = {"HSET", FY_SH_RUNNERS, r->name, text};
-    const char *pub[] = {"PUBLISH", FY_SH_CHAN_RUNNERS, r->name};
-    op_cmd(o, 4, rec, NULL);
-    op_cmd(o, 3, pub, NULL);
-    free(text);
-    return op_sent(o);
+    return record_put(o, FY_SH_RUNNERS, FY_SH_CHAN_RUNNERS, r->name,
+                      o ? fy_shc_runner_encode(r) : NULL);
 }
 
 /* --- hooks ---------------------------------------------------------------------------------- */
@@ -1123,19 +1140,10 @@ int fy_shared_hook_put(fy_shared *sh, const fy_store_hook *h, fy_shared_done_cb 
         return FY_EUNREACH;
     }
     op *o = op_new(sh, hook_put_done, cb, data);
-    char *text = o ? fy_shc_hook_encode(h) : NULL;
-    if (!text) {
-        free(o);
-        return FY_ENOMEM;
+    if (o) {
+        o->hook = *h;
     }
-    o->hook = *h;
-    const char *rec[] = {"HSET", FY_SH_HOOKS, h->id, text};
-    const char *pub[] = {"PUBLISH", FY_SH_CHAN_HOOKS, h->id};
-    op_cmd(o, 4, rec, NULL);
-    op_cmd(o, 3, pub, NULL);
-    fy_secure_zero(text, strlen(text));
-    free(text);
-    return op_sent(o);
+    return record_put(o, FY_SH_HOOKS, FY_SH_CHAN_HOOKS, h->id, o ? fy_shc_hook_encode(h) : NULL);
 }
 
 static void on_hook_get(void *data, int status, const fy_redis_reply *r)
@@ -1160,12 +1168,7 @@ int fy_shared_hook_get(fy_shared *sh, const char *id, fy_store_hook *out, fy_sha
         return FY_ENOMEM;
     }
     o->out_hook = out;
-    const char *argv[] = {"HGET", FY_SH_HOOKS, id};
-    int rc = fy_redis_cmd(sh->cl, on_hook_get, o, 3, argv, NULL);
-    if (rc) {
-        free(o);
-    }
-    return rc;
+    return record_get(o, FY_SH_HOOKS, id, on_hook_get);
 }
 
 /* HDEL's reply: how many records went (0: Redis had no such hook). */

@@ -84,3 +84,11 @@ tok() {
         -H 'Content-Type: application/json' --data "{\"runner\":\"$1\",\"ttl\":\"1h\"}" \
         "https://${ADMS[$2]}/admin/v1/tokens" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p'
 }
+# replica_stop R: SIGTERM; replica R must exit 0 (under the sanitizers: no
+# leak, no error).
+replica_stop() {
+    kill -TERM "${PIDOF[$1]}"
+    local rc=0
+    wait "${PIDOF[$1]}" || rc=$?
+    [[ $rc == 0 ]] || fail "replica $1 exited with $rc"
+}

@@ -144,11 +144,5 @@ curl -sS --max-time 10 -o /dev/null "http://127.0.0.1:$UP/release?name=g1" || fa
 wait_for 30 stream_empty || fail "the redelivered event was not acknowledged"
 pass "the delivering replica ($VICTIM) killed mid-delivery: another took over after the lease TTL and delivered it again with the same x-ferry-delivery id"
 
-for r in a b c; do
-    [[ $r == "$VICTIM" ]] && continue
-    kill -TERM "${PIDOF[$r]}"
-    rc=0
-    wait "${PIDOF[$r]}" || rc=$?
-    [[ $rc == 0 ]] || fail "replica $r exited with $rc"
-done
+for r in a b c; do [[ $r == "$VICTIM" ]] || replica_stop "$r"; done
 pass "replicas stop cleanly"
