@@ -270,9 +270,8 @@ int fy_shq_add(fy_shq *q, const fy_store_hookq_item *it, fy_shared_done_cb cb, v
                          at};
     size_t lens[13];
     for (int i = 0; i < 13; i++) {
-        lens[i] = strlen(add[i]);
+        lens[i] = i == 10 ? it->body_len : strlen(add[i]); /* the body: bytes, no NUL */
     }
-    lens[10] = it->body_len;
     int rc = call_send(g, on_group, 6, grp, NULL);
     if (rc) {
         c->cb = NULL;
@@ -486,11 +485,10 @@ int fy_shq_retry(fy_shq *q, const fy_store_hookq_item *it, const char *entry, in
         "XADD", key, "*", "d", it->delivery_id,   "t", it->target, "h", it->headers, "b", "", "a",
         at,     "n", n,   "e", error ? error : ""};
     size_t lens[17];
-    for (int i = 0; i < 17; i++) {
-        lens[i] = strlen(add[i]);
-    }
     add[10] = it->body ? it->body : "";
-    lens[10] = it->body_len;
+    for (int i = 0; i < 17; i++) {
+        lens[i] = i == 10 ? it->body_len : strlen(add[i]); /* the body: bytes, no NUL */
+    }
     int rc = queue_write(q, it->hook_id, 17, add, lens);
     return rc ? rc : entry_drop(q, it->hook_id, entry);
 }
