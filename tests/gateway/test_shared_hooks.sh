@@ -144,5 +144,33 @@ curl -sS --max-time 10 -o /dev/null "http://127.0.0.1:$UP/release?name=g1" || fa
 wait_for 30 stream_empty || fail "the redelivered event was not acknowledged"
 pass "the delivering replica ($VICTIM) killed mid-delivery: another took over after the lease TTL and delivered it again with the same x-ferry-delivery id"
 
+# --- Redis unreachable (--shared-failure closed, the default) --------------------------------
+LIVE=()
+for r in a b c; do [[ $r == "$VICTIM" ]] || LIVE+=("$r"); done
+R1=${LIVE[0]} R2=${LIVE[1]}
+printf '{"action":"down"}\n' >"$TMP/body"
+mkhook_on "$R1" gh3 --runner r1 --path /gh3 --verify github --secret-file "$TMP/gh.secret"
+GH3=$HOOK_ID
+wait_for 20 gh_ok "$R2" "$GH3" "$TMP/gh.secret" || fail "hook gh3 on $R2"
+redis_kill9
+for r in "$R1" "$R2"; do wait_for 30 eval '! shared_up '"$r" || fail "replica $r still reports Redis up"; done
+n=$(rec_count)
+c=$(gh_post "$R1" "$GH3" "$TMP/gh.secret" d-down-1)
+expect_status 503 "$c" "a GitHub delivery while Redis is down (the replay guard cannot tell)"
+grep -q '"code":"shared_state_unavailable"' "$TMP/resp" || fail "503 body: $(cat "$TMP/resp")"
+printf '{"seq":"down"}\n' >"$TMP/body"
+c=$(gh_post "$R2" "$EV" "$TMP/gh.secret" d-down-2)
+expect_status 503 "$c" "an async event while Redis is down"
+rec_count_is "$n" || fail "a request reached the upstream while Redis was down"
+rc=0
+on "$R1" hooks create --name nope --runner r1 --path /x --verify github --secret-file "$TMP/gh.secret" \
+    >"$TMP/w.out" 2>&1 || rc=$?
+[[ $rc != 0 ]] && grep -qi 'shared state' "$TMP/w.out" || fail "hook create while Redis is down: $(cat "$TMP/w.out")"
+redis_start
+for r in "$R1" "$R2"; do wait_for 30 shared_up "$r" || fail "replica $r did not reconnect"; done
+printf '{"action":"back"}\n' >"$TMP/body"
+gh_ok "$R1" "$GH3" "$TMP/gh.secret" || fail "a delivery after Redis came back: $(cat "$TMP/resp")"
+pass "Redis down: webhooks with a delivery id and async events 503 shared_state_unavailable, hook writes refused; back: accepted again"
+
 for r in a b c; do [[ $r == "$VICTIM" ]] || replica_stop "$r"; done
 pass "replicas stop cleanly"
