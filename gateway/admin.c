@@ -69,6 +69,11 @@ typedef struct {
     char secret[FY_SECRET_MAX]; /* a new key or token, shown once */
     json_t *root;               /* the request's body (updates) */
     int64_t now;
+    fy_store_hook hook;                           /* a hook written or rotated */
+    uint8_t new_secret[FY_STORE_HOOK_SECRET_MAX]; /* rotate: the new secret */
+    size_t new_len;
+    int64_t grace;
+    char hook_id[FY_STORE_HOOK_ID_MAX];
 } adm_call;
 
 static adm_call *call_new(fy_gw *gw, fy_http_req *req)
@@ -1237,6 +1242,25 @@ static int hook_from_json(json_t *root, fy_store_hook *h, char *msg, size_t msgl
     return 0;
 }
 
+static void hook_created(fy_http_req *req, const fy_store_hook *h, int64_t now)
+{
+    fy_log_event(FY_LOG_INFO, ADM_LOG, "hook created",
+                 json_pack("{s:s,s:s,s:s,s:s,s:b}", "id", h->id, "runner", h->runner, "path",
+                           h->path, "verify", h->verify, "async", h->async));
+    respond_json(req, 201, hook_json(h, now));
+}
+
+static void hook_created_shared(void *data, int err)
+{
+    adm_call *c = data;
+    if (err) {
+        shared_refused(c->req, err);
+    } else {
+        hook_created(c->req, &c->hook, c->now);
+    }
+    call_free(c);
+}
+
 static void hooks_create(fy_gw *gw, fy_http_req *req)
 {
     fy_slice body = fy_http_req_body(req);
@@ -1261,7 +1285,18 @@ static void hooks_create(fy_gw *gw, fy_http_req *req)
     memcpy(h->id, "hk_", 3);
     fy_b64url_encode(rnd, sizeof rnd, h->id + 3, sizeof h->id - 3);
     h->created_at = now;
-    int rc = fy_store_hook_create(gw->store, h);
+    int rc = gw->shared && fy_store_hook_check(h) ? FY_EINVAL : 0;
+    if (!rc && gw->shared) {
+        adm_call *c = call_new(gw, req);
+        if (c) {
+            c->hook = *h;
+            call_started(c, fy_shared_hook_put(gw->shared, &c->hook, hook_created_shared, c));
+        }
+        goto out;
+    }
+    if (!rc) {
+        rc = fy_store_hook_create(gw->store, h);
+    }
     if (rc) {
         fy_http_respond_error(req, rc == FY_EINVAL ? 400 : 500,
                               rc == FY_EINVAL ? "invalid_request" : "store_error",
@@ -1270,10 +1305,7 @@ static void hooks_create(fy_gw *gw, fy_http_req *req)
                                               : fy_strerror(rc));
         goto out;
     }
-    fy_log_event(FY_LOG_INFO, ADM_LOG, "hook created",
-                 json_pack("{s:s,s:s,s:s,s:s,s:b}", "id", h->id, "runner", h->runner, "path",
-                           h->path, "verify", h->verify, "async", h->async));
-    respond_json(req, 201, hook_json(h, now));
+    hook_created(req, h, now);
 out:
     if (h) {
         fy_secure_zero(h, sizeof *h);
@@ -1319,20 +1351,106 @@ static void hook_not_found(fy_http_req *req, const char *id)
     fy_http_respond_error(req, 404, "hook_not_found", msg);
 }
 
-static void hook_delete(fy_gw *gw, fy_http_req *req, const char *id)
+/* Answers a hook write that failed with RC (from the store or the shared
+ * state). Returns 1 when it did (RC was not 0). */
+static int hook_write_failed(fy_gw *gw, fy_http_req *req, const char *id, int rc)
 {
-    int rc = fy_store_hook_delete(gw->store, id);
     if (rc == FY_ENOENT) {
         hook_not_found(req, id);
-        return;
-    }
-    if (rc) {
+    } else if (rc && gw->shared) {
+        shared_refused(req, rc);
+    } else if (rc) {
         fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+    }
+    return rc != 0;
+}
+
+/* A delete's end: RC from the store or the shared state. */
+static void hook_deleted(fy_gw *gw, fy_http_req *req, const char *id, int rc)
+{
+    if (hook_write_failed(gw, req, id, rc)) {
         return;
     }
     fy_gw_hook_forget(gw, id);
     fy_log_event(FY_LOG_WARN, ADM_LOG, "hook deleted", json_pack("{s:s}", "id", id));
     respond_json(req, 200, json_pack("{s:s,s:b}", "id", id, "deleted", 1));
+}
+
+static void hook_deleted_shared(void *data, int err)
+{
+    adm_call *c = data;
+    hook_deleted(c->gw, c->req, c->hook.id, err);
+    call_free(c);
+}
+
+static void hook_delete(fy_gw *gw, fy_http_req *req, const char *id)
+{
+    if (!gw->shared) {
+        hook_deleted(gw, req, id, fy_store_hook_delete(gw->store, id));
+        return;
+    }
+    adm_call *c = call_new(gw, req);
+    if (c) {
+        snprintf(c->hook.id, sizeof c->hook.id, "%s", id);
+        call_started(c, fy_shared_hook_delete(gw->shared, c->hook.id, hook_deleted_shared, c));
+    }
+}
+
+/* A rotation's end: RC from the store or the shared state. */
+static void hook_rotated(fy_gw *gw, fy_http_req *req, const char *id, int rc, int64_t now,
+                         int64_t grace)
+{
+    if (hook_write_failed(gw, req, id, rc)) {
+        return;
+    }
+    fy_log_event(FY_LOG_WARN, ADM_LOG, "hook secret rotated",
+                 json_pack("{s:s,s:I}", "id", id, "grace_s", (json_int_t)grace));
+    respond_json(
+        req, 200,
+        json_pack("{s:s,s:I}", "id", id, "previous_secret_until", (json_int_t)(now + grace)));
+}
+
+static void hook_rotate_written(void *data, int err)
+{
+    adm_call *c = data;
+    hook_rotated(c->gw, c->req, c->hook.id, err, c->now, c->grace);
+    call_free(c);
+}
+
+/* --shared: the rotation starts from the record in Redis. */
+static void hook_rotate_fetched(void *data, int err)
+{
+    adm_call *c = data;
+    if (err) {
+        hook_rotated(c->gw, c->req, c->hook_id, err, c->now, c->grace);
+        call_free(c);
+        return;
+    }
+    fy_store_hook *h = &c->hook;
+    memcpy(h->prev_secret, h->secret, h->secret_len);
+    h->prev_len = h->secret_len;
+    memcpy(h->secret, c->new_secret, c->new_len);
+    h->secret_len = c->new_len;
+    h->prev_until = c->now + c->grace;
+    int rc = fy_shared_hook_put(c->gw->shared, h, hook_rotate_written, c);
+    if (rc) {
+        hook_rotated(c->gw, c->req, h->id, rc, c->now, c->grace);
+        call_free(c);
+    }
+}
+
+static void hook_rotate_shared(fy_gw *gw, fy_http_req *req, const char *id, const uint8_t *secret,
+                               size_t len, int64_t grace)
+{
+    adm_call *c = call_new(gw, req);
+    if (!c) {
+        return;
+    }
+    memcpy(c->new_secret, secret, len);
+    c->new_len = len;
+    c->grace = grace;
+    snprintf(c->hook_id, sizeof c->hook_id, "%s", id);
+    call_started(c, fy_shared_hook_get(gw->shared, id, &c->hook, hook_rotate_fetched, c));
 }
 
 static void hook_rotate(fy_gw *gw, fy_http_req *req, const char *id)
@@ -1354,20 +1472,12 @@ static void hook_rotate(fy_gw *gw, fy_http_req *req, const char *id)
         fy_http_respond_error(req, 400, "invalid_request", bad);
         goto out;
     }
-    int rc = fy_store_hook_rotate(gw->store, id, secret, len, now + grace);
-    if (rc == FY_ENOENT) {
-        hook_not_found(req, id);
+    if (gw->shared) {
+        hook_rotate_shared(gw, req, id, secret, len, grace);
         goto out;
     }
-    if (rc) {
-        fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
-        goto out;
-    }
-    fy_log_event(FY_LOG_WARN, ADM_LOG, "hook secret rotated",
-                 json_pack("{s:s,s:I}", "id", id, "grace_s", (json_int_t)grace));
-    respond_json(
-        req, 200,
-        json_pack("{s:s,s:I}", "id", id, "previous_secret_until", (json_int_t)(now + grace)));
+    hook_rotated(gw, req, id, fy_store_hook_rotate(gw->store, id, secret, len, now + grace), now,
+                 grace);
 out:
     fy_secure_zero(secret, sizeof secret);
     if (root) {

@@ -257,6 +257,7 @@ typedef struct {
     gw_hd *deliveries;      /* async hook deliveries in flight (one per hook at most) */
     uv_timer_t hookq_timer; /* drives the async queue */
     gw_tun_sub hookq_sub;
+    struct fy_shq *shq; /* --shared: the hooks' Redis streams (shared_hookq.h) */
 } gw_hook_state;
 
 /* The daemon's own handles (run.c's). */

@@ -15,8 +15,14 @@
  * answer, so a gateway killed between the runner's answer and that removal
  * delivers the event again after the restart; every delivery carries the
  * same x-ferry-delivery id (and x-ferry-attempt) so the receiver can drop
- * duplicates. */
+ * duplicates.
+ *
+ * Where the events come from is a backend (hq_backend): the store's queue,
+ * or with --shared the hooks' Redis Streams (gateway/shared_hookq.h), where
+ * one replica at a time delivers a given hook. The request, the stream,
+ * the deadline and the retry decisions here are the same for both. */
 #include "gateway/gateway.h"
+#include "gateway/shared_hookq.h"
 #include "gateway/tstream.h"
 
 #include "common/crypto.h"
@@ -37,11 +43,30 @@ struct gw_hd {
     gw_hd *next;
     int status;       /* the runner's, 0 before its answer */
     int ended;        /* the runner's half ended (the stream is finished) */
+    int fetching;     /* the backend is fetching IT: no stream yet */
+    int opened;       /* TS was initialised */
     uint64_t started; /* uv_now */
     char runner[FY_STORE_NAME_MAX];
+    char entry[FY_SHQ_ENTRY_MAX]; /* --shared: IT's stream entry id */
     fy_store_hookq_item it;
 };
 
+/* Where the events wait. */
+typedef struct {
+    /* Calls FN for every hook that may have an event waiting (SEQ: the
+     * local queue's head, else 0). */
+    int (*hooks)(fy_gw *gw, void (*fn)(const char *hook_id, int64_t seq, void *arg), void *arg);
+    /* Fetches D's hook's next event into D->it, then calls hq_have(D, rc)
+     * exactly once (0: an event, due or not; FY_ENOENT: none for us now). */
+    void (*next)(gw_hd *d);
+    /* D->it was delivered. */
+    int (*done)(gw_hd *d);
+    /* D->it was not: ATTEMPTS so far, next at NEXT_AT; DEAD: given up on. */
+    int (*retry)(gw_hd *d, int64_t attempts, int64_t next_at, int dead, const char *error);
+} hq_backend;
+
+static const hq_backend *hq_be(const fy_gw *gw);
+static void hq_have(gw_hd *d, int rc);
 static void hq_tick(uv_timer_t *t);
 
 /* Runs the tick in MS unless it is due sooner already. */
@@ -76,6 +101,14 @@ int fy_gw_hookq_init(fy_gw *gw)
     int rc = uv_timer_init(gw->loop, &gw->hk.hookq_timer);
     if (rc) {
         return fy_err_from_uv(rc);
+    }
+    if (gw->shared) {
+        unsigned ttl = fy_shared_lease_ttl_ms(gw->shared);
+        if ((rc = fy_shq_new(gw->loop, gw->shared, ttl ? ttl : FY_SHARED_LEASE_TTL_MS,
+                             &gw->hk.shq))) {
+            uv_close((uv_handle_t *)&gw->hk.hookq_timer, NULL);
+            return rc;
+        }
     }
     gw->hk.hookq_timer.data = gw;
     gw->hk.hookq_sub = (gw_tun_sub){.fn = hq_on_tunnel};
@@ -115,12 +148,13 @@ static void hd_finish(gw_hd *d, const char *why)
     fy_gw *gw = d->gw;
     gw_ts_detach(&d->ts, !d->ended);
     hd_unlink(d);
+    const hq_backend *be = hq_be(gw);
     int64_t now = (int64_t)time(NULL);
     const char *labels[2] = {d->it.hook_id, NULL};
     int rc;
     if (d->status >= 200 && d->status < 500) {
         labels[1] = "delivered";
-        rc = fy_store_hookq_done(gw->store, d->it.seq);
+        rc = be->done(d);
         fy_log_event(FY_LOG_INFO, HQ_LOG, "hook event delivered",
                      json_pack("{s:s,s:s,s:i,s:I}", "hook", d->it.hook_id, "delivery",
                                d->it.delivery_id, "status", d->status, "attempts",
@@ -135,8 +169,7 @@ static void hd_finish(gw_hd *d, const char *why)
             snprintf(err, sizeof err, "%s", why);
         }
         labels[1] = dead ? "dead" : "retry";
-        rc = fy_store_hookq_retry(gw->store, d->it.seq, attempts, now + backoff_s(attempts), dead,
-                                  err);
+        rc = be->retry(d, attempts, now + backoff_s(attempts), dead, err);
         fy_log_event(dead ? FY_LOG_ERROR : FY_LOG_WARN, HQ_LOG,
                      dead ? "hook event given up" : "hook event will be retried",
                      json_pack("{s:s,s:s,s:s,s:I,s:I}", "hook", d->it.hook_id, "delivery",
@@ -283,49 +316,55 @@ static gw_hd *in_flight(fy_gw *gw, const char *hook_id)
     return d;
 }
 
-/* Tries to start the head event SEQ of HOOK_ID. Returns 1 when it is still
- * waiting (runner offline, backoff), else 0. */
-static int hq_try(fy_gw *gw, const hq_head *hd, int64_t now)
+/* The backend's answer for D: start the event, or let it wait. */
+static void hq_have(gw_hd *d, int rc)
 {
-    gw_hd *d = calloc(1, sizeof *d);
+    fy_gw *gw = d->gw;
+    d->fetching = 0;
     fy_store_hook *h = malloc(sizeof *h);
-    int waiting = 0;
-    if (!d || !h || fy_store_hookq_get(gw->store, hd->seq, &d->it) != 0) {
-        waiting = 1;
-        goto out;
+    gw_conn *c = NULL;
+    /* Not due yet (backoff), the hook deleted meanwhile (its events went
+     * with it) or its runner offline (no attempt spent; its HELLO kicks us):
+     * the event waits. */
+    if (!rc && h && d->it.next_at <= (int64_t)time(NULL) &&
+        fy_store_hook_get(gw->store, d->it.hook_id, h) == 0) {
+        c = fy_gw_conn_pick(fy_gw_runner_find(gw, h->runner), NULL);
+        snprintf(d->runner, sizeof d->runner, "%s", h->runner);
     }
-    if (d->it.next_at > now) {
-        waiting = 1;
-        goto out;
-    }
-    if (fy_store_hook_get(gw->store, hd->hook_id, h) != 0) {
-        goto out; /* deleted meanwhile: its events went with it */
-    }
-    gw_conn *c = fy_gw_conn_pick(fy_gw_runner_find(gw, h->runner), NULL);
-    if (!c) {
-        waiting = 1; /* offline: no attempt spent; the runner's HELLO kicks us */
-        goto out;
-    }
-    gw_ts_init(&d->ts, gw, &hd_ops);
-    d->gw = gw;
-    snprintf(d->runner, sizeof d->runner, "%s", h->runner);
-    d->next = gw->hk.deliveries;
-    gw->hk.deliveries = d;
-    int rc = hd_start(d, c);
-    if (rc) {
-        hd_finish(d, fy_strerror(rc)); /* counts an attempt, backs off */
-    }
-    d = NULL;
-    waiting = 1;
-out:
     if (h) {
         fy_secure_zero(h, sizeof *h);
         free(h);
     }
-    if (d) {
+    if (!c) {
+        hd_unlink(d);
         hd_free(d);
+        return;
     }
-    return waiting;
+    gw_ts_init(&d->ts, gw, &hd_ops);
+    d->opened = 1;
+    if ((rc = hd_start(d, c))) {
+        hd_finish(d, fy_strerror(rc)); /* counts an attempt, backs off */
+    }
+}
+
+/* Looks at HOOK_ID's next event unless one is in flight already. */
+static void hq_look(const char *hook_id, int64_t seq, void *arg)
+{
+    fy_gw *gw = arg;
+    if (!hook_id || in_flight(gw, hook_id)) {
+        return;
+    }
+    gw_hd *d = calloc(1, sizeof *d);
+    if (!d) {
+        return;
+    }
+    d->gw = gw;
+    d->fetching = 1;
+    d->it.seq = seq;
+    snprintf(d->it.hook_id, sizeof d->it.hook_id, "%s", hook_id);
+    d->next = gw->hk.deliveries;
+    gw->hk.deliveries = d;
+    hq_be(gw)->next(d);
 }
 
 static void hq_tick(uv_timer_t *t)
@@ -338,37 +377,114 @@ static void hq_tick(uv_timer_t *t)
     /* An attempt without an answer in time is cut and retried. */
     for (gw_hd *d = gw->hk.deliveries, *next; d; d = next) {
         next = d->next;
-        if (now_ms - d->started >= FY_GW_HOOKQ_TIMEOUT_MS) {
+        if (!d->fetching && now_ms - d->started >= FY_GW_HOOKQ_TIMEOUT_MS) {
             hd_finish(d, "no answer in time");
         }
     }
     hq_heads heads = {calloc(FY_GW_HOOKQ_MAX_HEADS, sizeof(hq_head)), 0};
-    if (!heads.v || fy_store_hookq_heads(gw->store, head_row, &heads) != 0) {
-        free(heads.v);
-        hq_arm(gw, FY_GW_HOOKQ_TICK_MS);
-        return;
-    }
-    int64_t now = (int64_t)time(NULL);
-    int waiting = gw->hk.deliveries != NULL;
-    for (size_t i = 0; i < heads.n; i++) {
-        if (in_flight(gw, heads.v[i].hook_id)) {
-            waiting = 1;
-            continue;
+    if (heads.v && hq_be(gw)->hooks(gw, head_row, &heads) == 0) {
+        for (size_t i = 0; i < heads.n; i++) {
+            hq_look(heads.v[i].hook_id, heads.v[i].seq, gw);
         }
-        waiting |= hq_try(gw, &heads.v[i], now);
+    }
+    /* Shared: other replicas accept events too, so the streams are looked
+     * at on every tick. */
+    if (!heads.v || heads.n || gw->hk.deliveries || gw->hk.shq) {
+        hq_arm(gw, FY_GW_HOOKQ_TICK_MS);
     }
     free(heads.v);
-    if (waiting) {
-        hq_arm(gw, FY_GW_HOOKQ_TICK_MS);
+}
+
+/* --- the store's queue ------------------------------------------------------------ */
+
+static int local_hooks(fy_gw *gw, void (*fn)(const char *hook_id, int64_t seq, void *arg),
+                       void *arg)
+{
+    return fy_store_hookq_heads(gw->store, fn, arg);
+}
+
+static void local_next(gw_hd *d)
+{
+    int64_t seq = d->it.seq;
+    hq_have(d, fy_store_hookq_get(d->gw->store, seq, &d->it));
+}
+
+static int local_done(gw_hd *d)
+{
+    return fy_store_hookq_done(d->gw->store, d->it.seq);
+}
+
+static int local_retry(gw_hd *d, int64_t attempts, int64_t next_at, int dead, const char *error)
+{
+    return fy_store_hookq_retry(d->gw->store, d->it.seq, attempts, next_at, dead, error);
+}
+
+static const hq_backend local_be = {local_hooks, local_next, local_done, local_retry};
+
+/* --- the shared streams (--shared) ---------------------------------------------------- */
+
+typedef struct {
+    void (*fn)(const char *hook_id, int64_t seq, void *arg);
+    void *arg;
+} async_filter;
+
+static void async_row(const fy_store_hook *h, void *arg)
+{
+    async_filter *f = arg;
+    if (h->async) {
+        f->fn(h->id, 0, f->arg);
     }
+}
+
+/* The async hooks in the local cache of the shared catalog. */
+static int shared_hooks(fy_gw *gw, void (*fn)(const char *hook_id, int64_t seq, void *arg),
+                        void *arg)
+{
+    async_filter f = {fn, arg};
+    return fy_store_hook_list(gw->store, async_row, &f);
+}
+
+static void shared_fetched(void *data, int err)
+{
+    hq_have(data, err);
+}
+
+static void shared_next(gw_hd *d)
+{
+    int rc = fy_shq_next(d->gw->hk.shq, d->it.hook_id, &d->it, d->entry, shared_fetched, d);
+    if (rc) {
+        hq_have(d, rc);
+    }
+}
+
+static int shared_done(gw_hd *d)
+{
+    return fy_shq_done(d->gw->hk.shq, d->it.hook_id, d->entry);
+}
+
+static int shared_retry(gw_hd *d, int64_t attempts, int64_t next_at, int dead, const char *error)
+{
+    return fy_shq_retry(d->gw->hk.shq, &d->it, d->entry, attempts, next_at, dead, error);
+}
+
+static const hq_backend shared_be = {shared_hooks, shared_next, shared_done, shared_retry};
+
+static const hq_backend *hq_be(const fy_gw *gw)
+{
+    return gw->hk.shq ? &shared_be : &local_be;
 }
 
 void fy_gw_hookq_close(fy_gw *gw)
 {
+    /* First: no fetch still owed calls back into a delivery freed below. */
+    fy_shq_free(gw->hk.shq);
+    gw->hk.shq = NULL;
     while (gw->hk.deliveries) {
         gw_hd *d = gw->hk.deliveries;
         gw->hk.deliveries = d->next;
-        gw_ts_detach(&d->ts, 1);
+        if (d->opened) {
+            gw_ts_detach(&d->ts, 1);
+        }
         hd_free(d); /* still queued: delivered after the restart */
     }
     if (gw->hk.hookq_timer.data) {

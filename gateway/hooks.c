@@ -25,6 +25,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "gateway/hookverify.h"
+#include "gateway/shared_hookq.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -41,6 +42,8 @@ typedef struct {
     fy_store_hook *h;
     fy_buf body;
     uint64_t t0;
+    char delivery_id[40];               /* async: the event's, once queued */
+    char dlv[FY_HOOK_DELIVERY_MAX + 1]; /* GitHub's delivery id, for the replay guard */
 } gw_hr;
 
 static void hr_free(gw_hr *hr)
@@ -204,7 +207,52 @@ static char *hook_headers_json(fy_gw *gw, fy_http_req *req, size_t body_len)
     return text;
 }
 
-static void hook_enqueue(gw_hr *hr)
+/* The event is in the queue: 202 with its delivery id. */
+static void hook_queued(gw_hr *hr)
+{
+    fy_gw *gw = hr->gw;
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"status\":\"queued\",\"delivery_id\":\"%s\"}\n",
+                     hr->delivery_id);
+    fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
+                          {"x-ferry-delivery", hr->delivery_id, 0, 0}};
+    hr_account(gw, hr->req, hr->t0, hr->h->runner, 202, hr->body.len, (uint64_t)n);
+    fy_http_respond(hr->req, 202, h, 2, body, (size_t)n);
+    count(gw, hr->h->id, "queued");
+    fy_gw_hookq_kick(gw);
+}
+
+static void hook_not_queued(gw_hr *hr, int rc)
+{
+    FY_ERROR(HK_LOG, "hook %s: event not queued: %s", hr->h->id, fy_strerror(rc));
+    if (rc == FY_EUNREACH || rc == FY_ECONNRESET || rc == FY_ECANCELED) {
+        fy_http_header ra = {"Retry-After", "1", 0, 0};
+        hr_error(hr->gw, hr->req, hr->t0, hr->h->id, 503, "shared_state_unavailable",
+                 "shared_state_unavailable",
+                 "the gateway cannot reach its shared state (Redis): the event was not queued; "
+                 "retry",
+                 &ra, 1);
+        return;
+    }
+    hr_error(hr->gw, hr->req, hr->t0, hr->h->id, 500, "store_error", "store_error",
+             "the event could not be queued; retry", NULL, 0);
+}
+
+/* --shared: Redis answered the XADD. */
+static void hook_added(void *data, int err)
+{
+    gw_hr *hr = data;
+    if (err) {
+        hook_not_queued(hr, err);
+    } else {
+        hook_queued(hr);
+    }
+    hr_free(hr);
+}
+
+/* Queues the event: in the store, or (--shared) in the hook's stream.
+ * Returns 1 when HR was kept for an answer still to come. */
+static int hook_enqueue(gw_hr *hr)
 {
     fy_gw *gw = hr->gw;
     fy_store_hookq_item it = {0};
@@ -212,37 +260,34 @@ static void hook_enqueue(gw_hr *hr)
     fy_random_bytes(rnd, sizeof rnd);
     memcpy(it.delivery_id, "dlv_", 4);
     fy_hex_encode(rnd, sizeof rnd, it.delivery_id + 4, sizeof it.delivery_id - 4);
+    snprintf(hr->delivery_id, sizeof hr->delivery_id, "%s", it.delivery_id);
     snprintf(it.hook_id, sizeof it.hook_id, "%s", hr->h->id);
     char *target = hook_target(hr->h, hr->req);
     it.headers = hook_headers_json(gw, hr->req, hr->body.len);
     it.body = hr->body.data;
     it.body_len = hr->body.len;
     it.accepted_at = (int64_t)time(NULL);
-    int rc = target && it.headers ? 0 : FY_ENOMEM;
+    int rc = target && it.headers ? 0 : FY_ENOMEM, kept = 0;
     if (!rc && strlen(target) >= sizeof it.target) {
         rc = FY_ETOOBIG;
     }
     if (!rc) {
         snprintf(it.target, sizeof it.target, "%s", target);
-        rc = fy_store_hookq_add(gw->store, &it, NULL);
+        if (gw->hk.shq) {
+            rc = fy_shq_add(gw->hk.shq, &it, hook_added, hr);
+            kept = rc == 0;
+        } else {
+            rc = fy_store_hookq_add(gw->store, &it, NULL);
+        }
     }
     free(target);
     free(it.headers);
     if (rc) {
-        FY_ERROR(HK_LOG, "hook %s: event not queued: %s", hr->h->id, fy_strerror(rc));
-        hr_error(gw, hr->req, hr->t0, hr->h->id, 500, "store_error", "store_error",
-                 "the event could not be queued; retry", NULL, 0);
-        return;
+        hook_not_queued(hr, rc);
+    } else if (!kept) {
+        hook_queued(hr);
     }
-    char body[160];
-    int n = snprintf(body, sizeof body, "{\"status\":\"queued\",\"delivery_id\":\"%s\"}\n",
-                     it.delivery_id);
-    fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
-                          {"x-ferry-delivery", it.delivery_id, 0, 0}};
-    hr_account(gw, hr->req, hr->t0, hr->h->runner, 202, hr->body.len, (uint64_t)n);
-    fy_http_respond(hr->req, 202, h, 2, body, (size_t)n);
-    count(gw, hr->h->id, "queued");
-    fy_gw_hookq_kick(gw);
+    return kept;
 }
 
 static const gw_px_ops hook_ops = {
@@ -280,8 +325,78 @@ static void hook_forward(gw_hr *hr, const char *target)
     gw_px_proxy(px);
 }
 
-/* The whole body is here: verify, limit, then forward or queue. */
-static void hook_dispatch(gw_hr *hr)
+/* Verified, limited, not a replay: queue or forward. Returns 1 when HR was
+ * kept for an answer still to come. */
+static int hook_proceed(gw_hr *hr)
+{
+    fy_gw *gw = hr->gw;
+    fy_store_hook *h = hr->h;
+    if (h->async) {
+        return hook_enqueue(hr);
+    }
+    char *target = hook_target(h, hr->req);
+    if (!target) {
+        hr_error(gw, hr->req, hr->t0, h->id, 500, "internal_error", "internal_error",
+                 "out of memory", NULL, 0);
+        return 0;
+    }
+    count(gw, h->id, "forwarded");
+    hook_forward(hr, target);
+    free(target);
+    return 0;
+}
+
+/* The replay guard's answer RC (0: a new delivery id). Returns as
+ * hook_proceed. */
+static int hook_seen_answer(gw_hr *hr, int rc)
+{
+    fy_gw *gw = hr->gw;
+    if (rc == FY_EEXIST) {
+        hr_error(gw, hr->req, hr->t0, hr->h->id, 401, fy_hv_reason(FY_HV_REPLAY),
+                 fy_hv_code(FY_HV_REPLAY),
+                 "X-GitHub-Delivery was already received (a replay is refused)", NULL, 0);
+        return 0;
+    }
+    if (rc) {
+        hr_error(gw, hr->req, hr->t0, hr->h->id, 500, "store_error", "store_error",
+                 "the delivery id could not be recorded; retry", NULL, 0);
+        return 0;
+    }
+    return hook_proceed(hr);
+}
+
+/* --shared-failure closed, Redis unreachable: the replay guard cannot tell. */
+static void hook_seen_unavailable(gw_hr *hr)
+{
+    fy_http_header ra = {"Retry-After", "1", 0, 0};
+    hr_error(hr->gw, hr->req, hr->t0, hr->h->id, 503, "shared_state_unavailable",
+             "shared_state_unavailable",
+             "the gateway cannot reach its shared state (Redis) to check the delivery id; retry",
+             &ra, 1);
+}
+
+/* --shared: Redis answered the replay guard's SET NX. */
+static void hook_seen_shared(void *data, int err)
+{
+    gw_hr *hr = data;
+    int kept = 0;
+    if (err == 0 || err == FY_EEXIST || err == FY_EIO) {
+        kept = hook_seen_answer(hr, err);
+    } else if (!hr->gw->opt.shared_fail_open || err == FY_ECANCELED) {
+        hook_seen_unavailable(hr);
+    } else {
+        kept = hook_seen_answer(hr, fy_store_hook_seen(hr->gw->store, hr->h->id, hr->dlv,
+                                                       (int64_t)time(NULL),
+                                                       FY_GW_HOOK_REPLAY_WINDOW_S));
+    }
+    if (!kept) {
+        hr_free(hr);
+    }
+}
+
+/* The whole body is here: verify, limit, then forward or queue. Returns 1
+ * when HR was kept for an answer still to come (it is freed then). */
+static int hook_dispatch(gw_hr *hr)
 {
     fy_gw *gw = hr->gw;
     fy_store_hook *h = hr->h;
@@ -292,13 +407,13 @@ static void hook_dispatch(gw_hr *hr)
     if (fy_hook_verify(h, hs, nh, hr->body.data, hr->body.len, now, &vr) != FY_HV_OK) {
         hr_error(gw, hr->req, hr->t0, h->id, 401, fy_hv_reason(vr.outcome), fy_hv_code(vr.outcome),
                  vr.message, NULL, 0);
-        return;
+        return 0;
     }
     gw_hook_rt *rt = hook_rt(gw, h);
     if (!rt) {
         hr_error(gw, hr->req, hr->t0, h->id, 500, "internal_error", "internal_error",
                  "out of memory", NULL, 0);
-        return;
+        return 0;
     }
     fy_rl_result rr;
     if (!fy_rl_acquire(&rt->rl, fy_rl_now(), &rr)) {
@@ -307,7 +422,7 @@ static void hook_dispatch(gw_hr *hr)
         fy_metrics_gw_ratelimited(&gw->metrics, fy_rl_kind_name(rr.denied_by));
         hr_error(gw, hr->req, hr->t0, h->id, 429, "ratelimited", fy_rl_kind_code(rr.denied_by),
                  "Rate limit reached for this hook's requests per minute", hb.h, k);
-        return;
+        return 0;
     }
     fy_rl_release(&rt->rl); /* hooks limit the rate only, not requests in flight */
     if (!h->async && !fy_gw_conn_pick(fy_gw_runner_find(gw, h->runner), NULL)) {
@@ -316,37 +431,32 @@ static void hook_dispatch(gw_hr *hr)
         fy_http_header ra = {"Retry-After", "1", 0, 0};
         hr_error(gw, hr->req, hr->t0, h->id, 503, "runner_unavailable", "runner_unavailable", msg,
                  &ra, 1);
-        return;
+        return 0;
     }
-    if (vr.delivery) {
-        char dlv[FY_HOOK_DELIVERY_MAX + 1];
-        snprintf(dlv, sizeof dlv, "%.*s", (int)vr.delivery_len, vr.delivery);
-        int rc = fy_store_hook_seen(gw->store, h->id, dlv, now, FY_GW_HOOK_REPLAY_WINDOW_S);
-        if (rc == FY_EEXIST) {
-            hr_error(gw, hr->req, hr->t0, h->id, 401, fy_hv_reason(FY_HV_REPLAY),
-                     fy_hv_code(FY_HV_REPLAY),
-                     "X-GitHub-Delivery was already received (a replay is refused)", NULL, 0);
-            return;
+    if (!vr.delivery) {
+        return hook_proceed(hr);
+    }
+    char *dlv = hr->dlv;
+    snprintf(dlv, sizeof hr->dlv, "%.*s", (int)vr.delivery_len, vr.delivery);
+    if (gw->shared) {
+        int rc = fy_shared_hook_seen(gw->shared, h->id, dlv, FY_GW_HOOK_REPLAY_WINDOW_S,
+                                     hook_seen_shared, hr);
+        if (rc == 0) {
+            return 1;
         }
-        if (rc) {
-            hr_error(gw, hr->req, hr->t0, h->id, 500, "store_error", "store_error",
-                     "the delivery id could not be recorded; retry", NULL, 0);
-            return;
+        if (rc == FY_EINVAL) {
+            hr_error(gw, hr->req, hr->t0, h->id, 400, "bad_delivery_id", "invalid_request",
+                     "X-GitHub-Delivery must be 1..100 of [A-Za-z0-9._-]", NULL, 0);
+            return 0;
         }
+        if (!gw->opt.shared_fail_open) {
+            hook_seen_unavailable(hr);
+            return 0;
+        }
+        /* --shared-failure open: this replica's own memory of ids. */
     }
-    if (h->async) {
-        hook_enqueue(hr);
-        return;
-    }
-    char *target = hook_target(h, hr->req);
-    if (!target) {
-        hr_error(gw, hr->req, hr->t0, h->id, 500, "internal_error", "internal_error",
-                 "out of memory", NULL, 0);
-        return;
-    }
-    count(gw, h->id, "forwarded");
-    hook_forward(hr, target);
-    free(target);
+    return hook_seen_answer(
+        hr, fy_store_hook_seen(gw->store, h->id, dlv, now, FY_GW_HOOK_REPLAY_WINDOW_S));
 }
 
 static void hr_data(fy_http_req *req, const char *data, size_t len, void *arg)
@@ -370,8 +480,8 @@ static void hr_end(fy_http_req *req, int status, void *arg)
     gw_hr *hr = arg;
     if (status) {
         fy_http_res_abort(req); /* the client is gone or broke the body */
-    } else {
-        hook_dispatch(hr);
+    } else if (hook_dispatch(hr)) {
+        return; /* freed when its answer comes */
     }
     hr_free(hr);
 }

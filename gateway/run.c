@@ -370,8 +370,15 @@ static json_t *shared_announce(void *data)
                      runners);
 }
 
+/* Another replica deleted hook ID: its limiter here goes too. */
+static void on_shared_hook_gone(void *data, const char *id)
+{
+    fy_gw_hook_forget(data, id);
+}
+
 static const fy_shared_ops shared_ops = {.on_runner = on_shared_runner,
-                                         .announce = shared_announce};
+                                         .announce = shared_announce,
+                                         .on_hook_gone = on_shared_hook_gone};
 
 /* Before anything is read from the data dir: the deployment's files come
  * from Redis (the same runner CA, server certificate and admin token on

@@ -130,6 +130,8 @@ struct op {
     fy_store_key key;
     fy_store_runner runner;
     fy_store_key *out_key;
+    fy_store_hook hook;
+    fy_store_hook *out_hook;
     char *name_out;
     uint8_t hash[32];
     int step;
@@ -150,6 +152,7 @@ static void op_end(op *o, int err)
         o->cb(o->data, err);
     }
     fy_secure_zero(&o->key, sizeof o->key);
+    fy_secure_zero(&o->hook, sizeof o->hook);
     free(o);
 }
 
@@ -176,11 +179,13 @@ static void op_counted(void *data, int err, int64_t n)
     op_reply(data, err, NULL);
 }
 
-/* Sends one command of O. A failure to send counts as that command's reply. */
-static void op_cmd(op *o, int argc, const char *const *argv, const size_t *lens)
+/* Sends one command of O whose reply CB reads before it calls op_reply. A
+ * failure to send counts as that command's reply. */
+static void op_cmd_cb(op *o, fy_redis_reply_cb cb, int argc, const char *const *argv,
+                      const size_t *lens)
 {
     o->pending++;
-    int rc = fy_redis_cmd(o->sh->cl, op_reply, o, argc, argv, lens);
+    int rc = fy_redis_cmd(o->sh->cl, cb, o, argc, argv, lens);
     if (rc) {
         o->pending--;
         if (!o->err) {
@@ -190,6 +195,11 @@ static void op_cmd(op *o, int argc, const char *const *argv, const size_t *lens)
 }
 
 /* After the commands of O were sent: finishes O now when none went out. */
+static void op_cmd(op *o, int argc, const char *const *argv, const size_t *lens)
+{
+    op_cmd_cb(o, op_reply, argc, argv, lens);
+}
+
 static int op_sent(op *o)
 {
     if (o->pending == 0) {
@@ -264,13 +274,47 @@ static int runner_take(fy_shared *sh, const char *text, size_t len)
     return 0;
 }
 
+static int hook_take(fy_shared *sh, const char *text, size_t len);
+static void hook_gone(fy_shared *sh, const char *id);
+static void hooks_prune(fy_shared *sh, const char (*ids)[FY_STORE_HOOK_ID_MAX], size_t n);
+
 /* --- reading the whole catalog (on every connection) ------------------------------------ */
 
 typedef struct {
     fy_shared *sh;
-    const char *hash; /* FY_SH_KEYS or FY_SH_RUNNERS */
+    const char *hash; /* FY_SH_KEYS, FY_SH_RUNNERS or FY_SH_HOOKS */
     size_t seen;
+    char (*ids)[FY_STORE_HOOK_ID_MAX]; /* hooks: the ids read, to prune the cache after */
+    size_t cap;
+    int lost; /* an id could not be kept: no prune this time */
 } scan;
+
+static void scan_free(scan *s)
+{
+    free(s->ids);
+    free(s);
+}
+
+/* Remembers hook ID (the field of a record read) for the prune at the end. */
+static void scan_note(scan *s, const char *id, size_t len)
+{
+    if (len >= FY_STORE_HOOK_ID_MAX || s->lost) {
+        s->lost = 1;
+        return;
+    }
+    if (s->seen == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        void *p = realloc(s->ids, cap * sizeof *s->ids);
+        if (!p) {
+            s->lost = 1;
+            return;
+        }
+        s->ids = p;
+        s->cap = cap;
+    }
+    memcpy(s->ids[s->seen], id, len);
+    s->ids[s->seen][len] = 0;
+}
 
 static void scan_next(scan *s, const char *cursor, size_t len);
 
@@ -284,7 +328,7 @@ static void on_scan(void *data, int status, const fy_redis_reply *r)
             FY_WARN(SH_LOG, "reading %s stopped: %s", s->hash,
                     status ? fy_strerror(status) : "unexpected reply");
         }
-        free(s);
+        scan_free(s);
         return;
     }
     const fy_redis_reply *kv = r->elem[1].elem;
@@ -294,6 +338,9 @@ static void on_scan(void *data, int status, const fy_redis_reply *r)
         }
         if (strcmp(s->hash, FY_SH_KEYS) == 0) {
             key_take(s->sh, kv[i + 1].str, kv[i + 1].len, NULL);
+        } else if (strcmp(s->hash, FY_SH_HOOKS) == 0) {
+            scan_note(s, kv[i].str, kv[i].len);
+            hook_take(s->sh, kv[i + 1].str, kv[i + 1].len);
         } else {
             runner_take(s->sh, kv[i + 1].str, kv[i + 1].len);
         }
@@ -301,7 +348,10 @@ static void on_scan(void *data, int status, const fy_redis_reply *r)
     }
     if (r->elem[0].len == 1 && r->elem[0].str[0] == '0') {
         FY_INFO(SH_LOG, "read %zu records of %s", s->seen, s->hash);
-        free(s);
+        if (strcmp(s->hash, FY_SH_HOOKS) == 0 && !s->lost) {
+            hooks_prune(s->sh, (const char(*)[FY_STORE_HOOK_ID_MAX])s->ids, s->seen);
+        }
+        scan_free(s);
         return;
     }
     scan_next(s, r->elem[0].str, r->elem[0].len);
@@ -314,7 +364,7 @@ static void scan_next(scan *s, const char *cursor, size_t len)
     const char *argv[] = {"HSCAN", s->hash, cursor, "COUNT", count};
     size_t lens[] = {5, strlen(s->hash), len, 5, strlen(count)};
     if (fy_redis_cmd(s->sh->cl, on_scan, s, 5, argv, lens)) {
-        free(s);
+        scan_free(s);
     }
 }
 
@@ -329,31 +379,45 @@ static void catalog_read(fy_shared *sh, const char *hash)
 
 /* --- one record, re-read when a replica says it changed -------------------------------- */
 
+enum { REC_KEY, REC_RUNNER, REC_HOOK };
+
 typedef struct {
     fy_shared *sh;
-    int runner;
+    int runner;                    /* REC_... */
+    char id[FY_STORE_HOOK_ID_MAX]; /* REC_HOOK: deleted here when Redis has none */
 } reread;
 
 static void on_reread(void *data, int status, const fy_redis_reply *r)
 {
     reread *x = data;
     if (!status && r && r->type == FY_REDIS_REPLY_STRING) {
-        if (x->runner) {
+        if (x->runner == REC_RUNNER) {
             runner_take(x->sh, r->str, r->len);
+        } else if (x->runner == REC_HOOK) {
+            hook_take(x->sh, r->str, r->len);
         } else {
             key_take(x->sh, r->str, r->len, NULL);
         }
+    } else if (!status && r && r->type == FY_REDIS_REPLY_NIL && x->runner == REC_HOOK) {
+        hook_gone(x->sh, x->id);
     }
     free(x);
 }
 
 static void record_reread(fy_shared *sh, const char *hash, int runner, const char *id, size_t len)
 {
-    reread *x = malloc(sizeof *x);
+    reread *x = calloc(1, sizeof *x);
     if (!x) {
         return;
     }
-    *x = (reread){sh, runner};
+    *x = (reread){.sh = sh, .runner = runner};
+    if (runner == REC_HOOK) {
+        if (len >= sizeof x->id) {
+            free(x);
+            return;
+        }
+        memcpy(x->id, id, len);
+    }
     const char *argv[] = {"HGET", hash, id};
     size_t lens[] = {4, strlen(hash), len};
     if (fy_redis_cmd(sh->cl, on_reread, x, 3, argv, lens)) {
@@ -367,10 +431,19 @@ static void on_message(void *data, const char *chan, size_t chan_len, const char
     fy_shared *sh = data;
     int runner =
         chan_len == strlen(FY_SH_CHAN_RUNNERS) && memcmp(chan, FY_SH_CHAN_RUNNERS, chan_len) == 0;
+    int hook =
+        chan_len == strlen(FY_SH_CHAN_HOOKS) && memcmp(chan, FY_SH_CHAN_HOOKS, chan_len) == 0;
     if (msg_len == 0 || msg_len >= FY_STORE_HOOK_PATH_MAX) {
         return;
     }
-    record_reread(sh, runner ? FY_SH_RUNNERS : FY_SH_KEYS, runner, msg, msg_len);
+    record_reread(sh,
+                  hook     ? FY_SH_HOOKS
+                  : runner ? FY_SH_RUNNERS
+                           : FY_SH_KEYS,
+                  hook     ? REC_HOOK
+                  : runner ? REC_RUNNER
+                           : REC_KEY,
+                  msg, msg_len);
 }
 
 /* --- replicas ---------------------------------------------------------------------------- */
@@ -830,7 +903,7 @@ static void on_admit(void *data, int err, const fy_shl_admission *r)
                  : r->status == FY_SHL_EXPIRED ? FY_AUTH_EXPIRED
                                                : FY_AUTH_UNKNOWN;
         /* The cache was behind: bring it up to date for the next request. */
-        record_reread(sh, FY_SH_KEYS, 0, x->lease->key_id, strlen(x->lease->key_id));
+        record_reread(sh, FY_SH_KEYS, REC_KEY, x->lease->key_id, strlen(x->lease->key_id));
         free(x->lease);
         break;
     }
@@ -987,6 +1060,18 @@ int fy_shared_key_put(fy_shared *sh, const fy_store_key *k, fy_shared_done_cb cb
     return op_sent(o);
 }
 
+/* Sends O's HGET of ID in HASH, whose reply ON_REPLY reads; frees O when
+ * it could not be sent. */
+static int record_get(op *o, const char *hash, const char *id, fy_redis_reply_cb on_reply)
+{
+    const char *argv[] = {"HGET", hash, id};
+    int rc = fy_redis_cmd(o->sh->cl, on_reply, o, 3, argv, NULL);
+    if (rc) {
+        free(o);
+    }
+    return rc;
+}
+
 static void on_key_get(void *data, int status, const fy_redis_reply *r)
 {
     op *o = data;
@@ -1009,12 +1094,7 @@ int fy_shared_key_get(fy_shared *sh, const char *id, fy_store_key *out, fy_share
         return FY_ENOMEM;
     }
     o->out_key = out;
-    const char *argv[] = {"HGET", FY_SH_KEYS, id};
-    int rc = fy_redis_cmd(sh->cl, on_key_get, o, 3, argv, NULL);
-    if (rc) {
-        free(o);
-    }
-    return rc;
+    return record_get(o, FY_SH_KEYS, id, on_key_get);
 }
 
 static void plain_done(op *o, int err)
@@ -1094,6 +1174,23 @@ int fy_shared_token_consume(fy_shared *sh, const uint8_t hash[32], int64_t now,
     return rc;
 }
 
+/* Sends O's HSET of record TEXT (O's, wiped and freed here; NULL: out of
+ * memory) as field ID of HASH, then the PUBLISH of ID on CHAN. */
+static int record_put(op *o, const char *hash, const char *chan, const char *id, char *text)
+{
+    if (!text) {
+        free(o);
+        return FY_ENOMEM;
+    }
+    const char *rec[] = {"HSET", hash, id, text};
+    const char *pub[] = {"PUBLISH", chan, id};
+    op_cmd(o, 4, rec, NULL);
+    op_cmd(o, 3, pub, NULL);
+    fy_secure_zero(text, strlen(text));
+    free(text);
+    return op_sent(o);
+}
+
 static void runner_put_done(op *o, int err)
 {
     if (!err) {
@@ -1108,18 +1205,240 @@ int fy_shared_runner_put(fy_shared *sh, const fy_store_runner *r, fy_shared_done
         return FY_EUNREACH;
     }
     op *o = op_new(sh, runner_put_done, cb, data);
-    char *text = o ? fy_shc_runner_encode(r) : NULL;
-    if (!text) {
-        free(o);
+    if (o) {
+        o->runner = *r;
+    }
+    return record_put(o, FY_SH_RUNNERS, FY_SH_CHAN_RUNNERS, r->name,
+                      o ? fy_shc_runner_encode(r) : NULL);
+}
+
+/* --- hooks ---------------------------------------------------------------------------------- */
+
+/* Takes hook record TEXT (from Redis) into the local cache, unless the cache
+ * already holds exactly it. */
+static int hook_take(fy_shared *sh, const char *text, size_t len)
+{
+    char err[160];
+    fy_store_hook *h = calloc(1, sizeof *h), *have = calloc(1, sizeof *have);
+    int rc = !h || !have ? FY_ENOMEM : fy_shc_hook_decode(text, len, h, err, sizeof err);
+    if (rc == FY_EINVAL) {
+        FY_WARN(SH_LOG, "skipping a malformed hook record in Redis: %s", err);
+    }
+    if (!rc) {
+        int same = 0;
+        if (fy_store_hook_get(sh->o.store, h->id, have) == 0) {
+            char *mine = fy_shc_hook_encode(have);
+            same = mine && strlen(mine) == len && memcmp(mine, text, len) == 0;
+            if (mine) {
+                fy_secure_zero(mine, strlen(mine));
+            }
+            free(mine);
+        }
+        if (!same && (rc = fy_store_hook_put(sh->o.store, h))) {
+            FY_WARN(SH_LOG, "cannot cache hook %s: %s", h->id, fy_strerror(rc));
+        }
+    }
+    if (h) {
+        fy_secure_zero(h, sizeof *h);
+    }
+    if (have) {
+        fy_secure_zero(have, sizeof *have);
+    }
+    free(h);
+    free(have);
+    return rc;
+}
+
+/* Redis has no hook ID (any more): neither has the cache. */
+static void hook_gone(fy_shared *sh, const char *id)
+{
+    if (fy_store_hook_delete(sh->o.store, id) == 0) {
+        FY_INFO(SH_LOG, "hook %s deleted (by another replica)", id);
+        if (sh->o.ops && sh->o.ops->on_hook_gone) {
+            sh->o.ops->on_hook_gone(sh->o.data, id);
+        }
+    }
+}
+
+typedef struct {
+    fy_shared *sh;
+    const char (*ids)[FY_STORE_HOOK_ID_MAX];
+    size_t n;
+} prune_ctx;
+
+static void prune_row(const fy_store_hook *h, void *arg)
+{
+    prune_ctx *x = arg;
+    for (size_t i = 0; i < x->n; i++) {
+        if (strcmp(x->ids[i], h->id) == 0) {
+            return;
+        }
+    }
+    /* Not in the full read: asked once more, since a hook created while
+     * the read went on may have been missed by it; the answer decides. */
+    record_reread(x->sh, FY_SH_HOOKS, REC_HOOK, h->id, strlen(h->id));
+}
+
+/* After a full read of FY_SH_HOOKS that returned IDS[0..N): the cached
+ * hooks Redis did not return are checked, and deleted when it has none. */
+static void hooks_prune(fy_shared *sh, const char (*ids)[FY_STORE_HOOK_ID_MAX], size_t n)
+{
+    prune_ctx x = {sh, ids, n};
+    int rc = fy_store_hook_list(sh->o.store, prune_row, &x);
+    if (rc) {
+        FY_WARN(SH_LOG, "cannot list the cached hooks: %s", fy_strerror(rc));
+    }
+}
+
+static void hook_put_done(op *o, int err)
+{
+    if (!err) {
+        err = fy_store_hook_put(o->sh->o.store, &o->hook);
+    }
+    op_end(o, err);
+}
+
+int fy_shared_hook_put(fy_shared *sh, const fy_store_hook *h, fy_shared_done_cb cb, void *data)
+{
+    if (!sh->up) {
+        return FY_EUNREACH;
+    }
+    op *o = op_new(sh, hook_put_done, cb, data);
+    if (o) {
+        o->hook = *h;
+    }
+    return record_put(o, FY_SH_HOOKS, FY_SH_CHAN_HOOKS, h->id, o ? fy_shc_hook_encode(h) : NULL);
+}
+
+static void on_hook_get(void *data, int status, const fy_redis_reply *r)
+{
+    op *o = data;
+    char err[160];
+    int rc = status ? status
+             : !r || r->type != FY_REDIS_REPLY_STRING
+                 ? FY_ENOENT
+                 : fy_shc_hook_decode(r->str, r->len, o->out_hook, err, sizeof err);
+    op_end(o, rc);
+}
+
+int fy_shared_hook_get(fy_shared *sh, const char *id, fy_store_hook *out, fy_shared_done_cb cb,
+                       void *data)
+{
+    if (!sh->up) {
+        return FY_EUNREACH;
+    }
+    op *o = op_new(sh, NULL, cb, data);
+    if (!o) {
         return FY_ENOMEM;
     }
-    o->runner = *r;
-    const char *rec[] = {"HSET", FY_SH_RUNNERS, r->name, text};
-    const char *pub[] = {"PUBLISH", FY_SH_CHAN_RUNNERS, r->name};
-    op_cmd(o, 4, rec, NULL);
+    o->out_hook = out;
+    return record_get(o, FY_SH_HOOKS, id, on_hook_get);
+}
+
+/* HDEL's reply: how many records went (0: Redis had no such hook). */
+static void on_hook_hdel(void *data, int status, const fy_redis_reply *r)
+{
+    op *o = data;
+    o->step = !status && r && r->type == FY_REDIS_REPLY_INTEGER && r->integer > 0;
+    op_reply(data, status, r);
+}
+
+static void hook_delete_done(op *o, int err)
+{
+    if (!err) {
+        /* The cache follows Redis, whatever it held. */
+        int rc = fy_store_hook_delete(o->sh->o.store, o->hook.id);
+        err = rc && rc != FY_ENOENT ? rc : o->step ? 0 : FY_ENOENT;
+    }
+    op_end(o, err);
+}
+
+int fy_shared_hook_delete(fy_shared *sh, const char *id, fy_shared_done_cb cb, void *data)
+{
+    if (!sh->up) {
+        return FY_EUNREACH;
+    }
+    if (strlen(id) >= FY_STORE_HOOK_ID_MAX) {
+        return FY_ENOENT;
+    }
+    op *o = op_new(sh, hook_delete_done, cb, data);
+    if (!o) {
+        return FY_ENOMEM;
+    }
+    snprintf(o->hook.id, sizeof o->hook.id, "%s", id);
+    char q[FY_SH_KEYNAME_MAX], tries[FY_SH_KEYNAME_MAX], owner[FY_SH_KEYNAME_MAX],
+        dead[FY_SH_KEYNAME_MAX];
+    fmt_key(q, FY_SH_HOOK_STREAM_FMT, id);
+    fmt_key(tries, FY_SH_HOOK_TRIES_FMT, id);
+    fmt_key(owner, FY_SH_HOOK_OWNER_FMT, id);
+    fmt_key(dead, FY_SH_HOOK_DEAD_FMT, id);
+    const char *rec[] = {"HDEL", FY_SH_HOOKS, id};
+    /* Its queue goes with it, as in the SQLite store (one slot per key:
+     * the hook's keys share {h:ID}, the record is in {cat}). */
+    const char *del[] = {"DEL", q, tries, owner, dead};
+    const char *pub[] = {"PUBLISH", FY_SH_CHAN_HOOKS, id};
+    op_cmd_cb(o, on_hook_hdel, 3, rec, NULL);
+    op_cmd(o, 5, del, NULL);
     op_cmd(o, 3, pub, NULL);
-    free(text);
     return op_sent(o);
+}
+
+int fy_shared_delivery_valid(const char *delivery)
+{
+    size_t n = strlen(delivery);
+    if (n == 0 || n > FY_SHARED_DELIVERY_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = delivery[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* SET NX's answer: OK (new) or nil (already there: a replay). */
+static void on_seen(void *data, int status, const fy_redis_reply *r)
+{
+    op *o = data;
+    op_end(o, status ? status : r && r->type == FY_REDIS_REPLY_NIL ? FY_EEXIST : 0);
+}
+
+int fy_shared_hook_seen(fy_shared *sh, const char *hook_id, const char *delivery, int64_t window_s,
+                        fy_shared_done_cb cb, void *data)
+{
+    if (!fy_shared_delivery_valid(delivery) || strlen(hook_id) >= FY_STORE_HOOK_ID_MAX ||
+        window_s < 1) {
+        return FY_EINVAL;
+    }
+    if (!sh->up) {
+        return FY_EUNREACH;
+    }
+    op *o = op_new(sh, NULL, cb, data);
+    if (!o) {
+        return FY_ENOMEM;
+    }
+    char key[FY_SH_KEYNAME_MAX], ex[24];
+    snprintf(key, sizeof key, FY_SH_HOOK_SEEN_FMT, hook_id, delivery);
+    snprintf(ex, sizeof ex, "%" PRId64, window_s);
+    const char *argv[] = {"SET", key, "1", "NX", "EX", ex};
+    int rc = fy_redis_cmd(sh->cl, on_seen, o, 6, argv, NULL);
+    if (rc) {
+        free(o);
+    }
+    return rc;
+}
+
+fy_redis *fy_shared_redis(fy_shared *sh)
+{
+    return sh->cl;
+}
+
+unsigned fy_shared_lease_ttl_ms(const fy_shared *sh)
+{
+    return sh->o.lease_ttl_ms;
 }
 
 /* --- replicas' announcements -------------------------------------------------------------- */
@@ -1199,6 +1518,7 @@ static void on_state(void *data, int up, int err, const char *reason)
         /* Whatever changed while this replica could not hear it. */
         catalog_read(sh, FY_SH_KEYS);
         catalog_read(sh, FY_SH_RUNNERS);
+        catalog_read(sh, FY_SH_HOOKS);
         heartbeat(sh);
         usage_flush_now(sh);
     } else {
@@ -1254,6 +1574,9 @@ int fy_shared_new(const fy_shared_options *o, const fy_redis_config *cfg, fy_sha
     if (!rc) {
         rc = fy_redis_subscribe(sh->cl, FY_SH_CHAN_RUNNERS, strlen(FY_SH_CHAN_RUNNERS), on_message,
                                 sh);
+    }
+    if (!rc) {
+        rc = fy_redis_subscribe(sh->cl, FY_SH_CHAN_HOOKS, strlen(FY_SH_CHAN_HOOKS), on_message, sh);
     }
     if (!rc) {
         sh->hb = timer_new(sh, on_hb_timer, sh->o.heartbeat_ms);

@@ -24,6 +24,12 @@
  *     second, as the SQLite store does locally.
  *   - enrollment tokens: consumed by one script (check and mark in one
  *     step), so a token is good for one enrollment across all replicas.
+ *   - hooks: their records as keys' (written to Redis, cached in the local
+ *     store, published, re-read, read whole on every connection, where a
+ *     cached hook Redis no longer has is deleted here); GitHub delivery ids
+ *     seen (the replay guard) as one SET NX EX per id, so a replay is
+ *     refused on any replica; async hooks' events in one Redis Stream per
+ *     hook (gateway/shared_hookq.h), delivered by one replica at a time.
  *   - replicas: each writes a heartbeat; the number alive (heard from in
  *     the last 3 heartbeats) is what limits are divided by while Redis is
  *     unreachable.
@@ -62,6 +68,7 @@
 #define FY_SHARED_SCAN_COUNT      256   /* records per HSCAN page while reading the catalog */
 #define FY_SHARED_MAX_USAGE_CELLS 65536 /* (key, hour) cells waiting to be written */
 #define FY_SHARED_REPLICA_ID_MAX  32
+#define FY_SHARED_DELIVERY_MAX    100 /* bytes of a delivery id in a key name */
 
 typedef struct fy_shared fy_shared;
 
@@ -74,6 +81,9 @@ typedef struct {
     /* What this replica announces with its heartbeat (a JSON object, taken
      * over by the caller): listeners and the runners connected here. */
     json_t *(*announce)(void *data);
+    /* Hook ID was deleted in the shared state (by another replica) and is
+     * now gone from the local store too. */
+    void (*on_hook_gone)(void *data, const char *id);
 } fy_shared_ops;
 
 typedef struct {
@@ -177,6 +187,42 @@ int fy_shared_runner_put(fy_shared *sh, const fy_store_runner *r, fy_shared_done
  * error and NULL. Returns as fy_shared_key_put. */
 typedef void (*fy_shared_json_cb)(void *data, int err, json_t *o);
 int fy_shared_replicas_info(fy_shared *sh, fy_shared_json_cb cb, void *data);
+
+/* --- hooks -------------------------------------------------------------------------- */
+
+/* Writes hook record H (created or rotated: secrets included) as
+ * fy_shared_key_put does: Redis, then the local cache (fy_store_hook_put),
+ * then the other replicas are told. Returns and calls back as
+ * fy_shared_key_put. H is copied. */
+int fy_shared_hook_put(fy_shared *sh, const fy_store_hook *h, fy_shared_done_cb cb, void *data);
+
+/* Reads hook ID's record from Redis into *OUT (secrets included: the
+ * caller wipes it), which must stay valid until CB(DATA, 0 or FY_ENOENT).
+ * Returns as fy_shared_key_put. */
+int fy_shared_hook_get(fy_shared *sh, const char *id, fy_store_hook *out, fy_shared_done_cb cb,
+                       void *data);
+
+/* Deletes hook ID from Redis with its queue (stream, attempts, owner, dead
+ * events), then from the local cache, then tells the other replicas.
+ * CB(DATA, 0, or FY_ENOENT when Redis had no such hook). Returns as
+ * fy_shared_key_put. */
+int fy_shared_hook_delete(fy_shared *sh, const char *id, fy_shared_done_cb cb, void *data);
+
+/* 1 when DELIVERY may go into a key name: 1..FY_SHARED_DELIVERY_MAX bytes
+ * of [A-Za-z0-9._-] (GitHub's are GUIDs). */
+int fy_shared_delivery_valid(const char *delivery);
+
+/* The replay guard: records delivery id DELIVERY of hook HOOK_ID for
+ * WINDOW_S seconds (SET NX EX). CB(DATA, 0) when it is new, FY_EEXIST when
+ * it was seen within the window (on any replica), or a Redis error. Returns
+ * 0 (CB will run), FY_EINVAL (DELIVERY not valid, see above), FY_EUNREACH
+ * (down) or FY_ENOMEM; then CB never runs. */
+int fy_shared_hook_seen(fy_shared *sh, const char *hook_id, const char *delivery, int64_t window_s,
+                        fy_shared_done_cb cb, void *data);
+
+/* The client (for gateway/shared_hookq.h) and the lease TTL of the options. */
+fy_redis *fy_shared_redis(fy_shared *sh);
+unsigned fy_shared_lease_ttl_ms(const fy_shared *sh);
 
 /* --- usage ------------------------------------------------------------------------ */
 

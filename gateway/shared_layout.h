@@ -79,6 +79,15 @@
 /* Stream: the hook's queued deliveries, consumed by group FY_SH_HOOK_GROUP. */
 #define FY_SH_HOOK_STREAM_FMT FY_SH_PREFIX "{h:%s}:q"
 #define FY_SH_HOOK_GROUP      "ferry"
+/* String, SET NX PX: the replica delivering the hook's stream now (its
+ * replica id), renewed while it delivers; one at a time keeps the order. */
+#define FY_SH_HOOK_OWNER_FMT FY_SH_PREFIX "{h:%s}:owner"
+/* Hash: stream entry id -> "ATTEMPTS NEXT_AT" (failed attempts so far, unix
+ * second of the next one) for entries that failed at least once. */
+#define FY_SH_HOOK_TRIES_FMT FY_SH_PREFIX "{h:%s}:tries"
+/* Stream: the entries given up on (the fields of the queue's, plus
+ * "attempts" and "error"). */
+#define FY_SH_HOOK_DEAD_FMT FY_SH_PREFIX "{h:%s}:dead"
 
 /* --- pub/sub channels -------------------------------------------------------------- */
 

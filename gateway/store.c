@@ -1128,17 +1128,19 @@ static int valid_hook(const fy_store_hook *h)
     return fy_store_hook_check(h) == NULL;
 }
 
-int fy_store_hook_create(fy_store *st, const fy_store_hook *h)
+#define HOOK_INSERT                                                                   \
+    "INSERT INTO hooks(id, name, runner, path, verify, header, encoding, ts_header, " \
+    "tolerance, async, rpm, max_body, secret, prev_secret, prev_until, created_at) "  \
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+
+/* Runs SQL (HOOK_INSERT and what follows) with H's record fields bound. */
+static int hook_write(fy_store *st, const char *sql, const fy_store_hook *h, const char *what)
 {
-    if (!h || !valid_hook(h)) {
+    if (!h || !valid_hook(h) || h->prev_len > FY_STORE_HOOK_SECRET_MAX) {
         return FY_EINVAL;
     }
     sqlite3_stmt *q = NULL;
-    int rc = prepare(st,
-                     "INSERT INTO hooks(id, name, runner, path, verify, header, encoding, "
-                     "ts_header, tolerance, async, rpm, max_body, secret, created_at) "
-                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                     &q);
+    int rc = prepare(st, sql, &q);
     if (rc) {
         return rc;
     }
@@ -1155,13 +1157,29 @@ int fy_store_hook_create(fy_store *st, const fy_store_hook *h)
     sqlite3_bind_int64(q, 11, h->rpm);
     sqlite3_bind_int64(q, 12, h->max_body);
     sqlite3_bind_blob(q, 13, h->secret, (int)h->secret_len, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 14, h->created_at);
+    sqlite3_bind_blob(q, 14, h->prev_secret, (int)h->prev_len, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 15, h->prev_until);
+    sqlite3_bind_int64(q, 16, h->created_at);
     int step = sqlite3_step(q);
-    rc = step == SQLITE_DONE         ? 0
-         : step == SQLITE_CONSTRAINT ? FY_EEXIST
-                                     : db_err(st, "hook create");
+    rc = step == SQLITE_DONE ? 0 : step == SQLITE_CONSTRAINT ? FY_EEXIST : db_err(st, what);
     sqlite3_finalize(q);
     return rc;
+}
+
+int fy_store_hook_create(fy_store *st, const fy_store_hook *h)
+{
+    return hook_write(st, HOOK_INSERT, h, "hook create");
+}
+
+int fy_store_hook_put(fy_store *st, const fy_store_hook *h)
+{
+    return hook_write(st,
+                      HOOK_INSERT " ON CONFLICT(id) DO UPDATE SET name = ?2, runner = ?3, "
+                                  "path = ?4, verify = ?5, header = ?6, encoding = ?7, "
+                                  "ts_header = ?8, tolerance = ?9, async = ?10, rpm = ?11, "
+                                  "max_body = ?12, secret = ?13, prev_secret = ?14, "
+                                  "prev_until = ?15, created_at = ?16",
+                      h, "hook put");
 }
 
 #define HOOK_COLUMNS                                                                   \

@@ -279,6 +279,13 @@ typedef struct {
  * verify kind). Returns 0 (durable), FY_EINVAL, FY_EEXIST or FY_EIO. */
 int fy_store_hook_create(fy_store *st, const fy_store_hook *h);
 
+/* Records hook H whole, as fy_store_hook_create checks it, replacing the
+ * record of the same id if there is one (its secrets, previous secret and
+ * times included) but keeping that hook's queue and delivered count: the
+ * local cache of a record that lives in the shared state (gateway/shared.h).
+ * Returns 0 (durable), FY_EINVAL or FY_EIO. */
+int fy_store_hook_put(fy_store *st, const fy_store_hook *h);
+
 /* The name of the first field of H that fy_store_hook_create would refuse
  * ("id", "name", "runner", "path", "verify", "header", "ts_header",
  * "encoding", "tolerance_s", "rpm", "max_body", "secret"), or NULL when H is

@@ -17,78 +17,8 @@ FAIL_LOGS=(gw.*.log runner.*.out redis.r/log)
 redis_start
 upstream_start
 
-# Replica data dirs: A seeds the deployment, B and C join it.
-declare -A DIR PUBS TUNS ADMS PIDOF
-for r in a b c; do DIR[$r]=$TMP/gw-$r; done
-"$BIN/ferry-gateway" init --data-dir "${DIR[a]}" --shared "$REDIS_URL" >"$TMP/init.a" 2>&1 ||
-    fail "init --shared (seed): $(cat "$TMP/init.a")"
-for r in b c; do
-    "$BIN/ferry-gateway" init --data-dir "${DIR[$r]}" --shared "$REDIS_URL" >"$TMP/init.$r" 2>&1 ||
-        fail "init --shared (join $r): $(cat "$TMP/init.$r")"
-    cmp -s "${DIR[a]}/admin.token" "${DIR[$r]}/admin.token" &&
-        cmp -s "${DIR[a]}/runner-ca.crt" "${DIR[$r]}/runner-ca.crt" ||
-        fail "replica $r did not join the same deployment"
-done
-ADMIN_TOKEN=$(cat "${DIR[a]}/admin.token")
-CA=${DIR[a]}/ca.crt
-
-# replica_start R [ARGS...]: ferry-gateway run --shared on R's dir.
-replica_start() {
-    local r=$1
-    shift
-    rm -f "${DIR[$r]}/state.json"
-    "$BIN/ferry-gateway" run --data-dir "${DIR[$r]}" --public-listen 127.0.0.1:0 \
-        --tunnel-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --shared "$REDIS_URL" \
-        --shared-lease 3s "$@" >>"$TMP/gw.$r.log" 2>&1 &
-    PIDOF[$r]=$!
-    PIDS+=("${PIDOF[$r]}")
-    wait_for 20 grep -q "\"pid\": ${PIDOF[$r]}" "${DIR[$r]}/state.json" ||
-        fail "replica $r did not start: $(tail -n 5 "$TMP/gw.$r.log")"
-    PUBS[$r]=$(json_get "${DIR[$r]}/state.json" public)
-    TUNS[$r]=$(json_get "${DIR[$r]}/state.json" tunnel)
-    ADMS[$r]=$(json_get "${DIR[$r]}/state.json" admin)
-    wait_for 20 shared_up "$r" || fail "replica $r never reached Redis: $(tail -n 5 "$TMP/gw.$r.log")"
-}
-# on R CMD...: the ferry CLI against replica R.
-on() {
-    local r=$1
-    shift
-    "$BIN/ferry" --data-dir "${DIR[$r]}" "$@"
-}
-metrics_of() {
-    curl -sS --max-time 5 --cacert "$CA" -H "Authorization: Bearer $ADMIN_TOKEN" \
-        "https://${ADMS[$1]}/metrics"
-}
-shared_up() { metrics_of "$1" | grep -q '^ferry_shared_up 1$'; }
-replicas_are() { metrics_of "$1" | grep -q "^ferry_shared_replicas $2\$"; }
-# at R KEY [CURL ARGS...] PATH: a public request to replica R with KEY.
-at() {
-    local r=$1 k=$2
-    shift 2
-    local path=${!#}
-    curl -sS --max-time 30 --cacert "$CA" -H "Authorization: Bearer $k" "${@:1:$#-1}" \
-        "https://${PUBS[$r]}$path"
-}
-code_at() {
-    local r=$1 k=$2
-    shift 2
-    at "$r" "$k" -o /dev/null -w '%{http_code}' "$@"
-}
-# mkkey_on R NAME ARGS...: a new key made through replica R: KEY, KID.
-mkkey_on() {
-    local r=$1
-    shift
-    on "$r" keys create --name "$@" >"$TMP/mkkey.out" || fail "keys create on $r: $(cat "$TMP/mkkey.out")"
-    KEY=$(tail -n1 "$TMP/mkkey.out")
-    KID=$(sed -n 's/^API key \(key_[^ ]*\) .*/\1/p' "$TMP/mkkey.out")
-    [[ $KEY == fy_* && $KID == key_* ]] || fail "keys create output: $(cat "$TMP/mkkey.out")"
-}
-conns_on() {
-    curl -sS --max-time 5 --cacert "$CA" -H "Authorization: Bearer $ADMIN_TOKEN" \
-        "https://${ADMS[$1]}/admin/v1/runners" |
-        python3 -c "import json,sys; j=json.load(sys.stdin); print(sum(len(r['connections']) for r in j['runners'] if r['name']=='$2'))"
-}
-conns_on_are() { [[ $(conns_on "$1" "$2") == "$3" ]]; }
+source "$(dirname "$0")/shared_lib.sh"
+shared_init
 
 for r in a b c; do replica_start "$r"; done
 for r in a b c; do wait_for 20 replicas_are "$r" 3 || fail "replica $r does not count 3 replicas"; done
@@ -96,11 +26,6 @@ pass "3 replicas on one Redis: one deployment, each up and counting 3"
 
 # --- runners: enrolled on one replica, connected to all ----------------------------------
 # An enrollment token made on A, used on B: good once, across replicas.
-tok() {
-    curl -sS --max-time 10 --cacert "$CA" -H "Authorization: Bearer $ADMIN_TOKEN" \
-        -H 'Content-Type: application/json' --data "{\"runner\":\"$1\",\"ttl\":\"1h\"}" \
-        "https://${ADMS[$2]}/admin/v1/tokens" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p'
-}
 for name in alpha beta; do
     t=$(tok "$name" a)
     [[ -n $t ]] || fail "token for $name"

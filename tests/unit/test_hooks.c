@@ -216,6 +216,30 @@ static void test_store_hooks(void **state)
     assert_int_equal(fy_store_hookq_get(st, s1, &out), FY_ENOENT);
     assert_int_equal(fy_store_hookq_retry(st, s2, 20, T0, 1, "dead"), 0);
     assert_int_equal(fy_store_hookq_get(st, s2, &out), FY_ENOENT); /* dead: not delivered */
+    /* put: the whole record replaced (the cache of a shared record), the
+     * delivered count kept; a new id inserted; an invalid record refused. */
+    fy_store_hook put = got;
+    strcpy(put.name, "renamed");
+    memcpy(put.secret, "s3", 2);
+    memcpy(put.prev_secret, "s2", 2);
+    put.prev_until = T0 + 9;
+    put.rpm = 7;
+    put.delivered = 0;
+    assert_int_equal(fy_store_hook_put(st, &put), 0);
+    assert_int_equal(fy_store_hook_get(st, h.id, &got), 0);
+    assert_string_equal(got.name, "renamed");
+    assert_memory_equal(got.secret, "s3", 2);
+    assert_int_equal(got.prev_len, 2);
+    assert_memory_equal(got.prev_secret, "s2", 2);
+    assert_int_equal(got.prev_until, T0 + 9);
+    assert_int_equal(got.rpm, 7);
+    assert_int_equal(got.delivered, 1); /* s1 above */
+    strcpy(put.id, "hk_fresh");
+    assert_int_equal(fy_store_hook_put(st, &put), 0);
+    assert_int_equal(fy_store_hook_get(st, "hk_fresh", &got), 0);
+    assert_int_equal(got.created_at, put.created_at);
+    assert_int_equal(fy_store_hook_put(st, &bad), FY_EINVAL);
+    assert_int_equal(fy_store_hook_delete(st, "hk_fresh"), 0);
     assert_int_equal(fy_store_hook_delete(st, h.id), 0);
     assert_int_equal(fy_store_hook_delete(st, h.id), FY_ENOENT);
     assert_int_equal(fy_store_hook_get(st, h.id, &got), FY_ENOENT);
