@@ -165,8 +165,30 @@ static void token_row(const fy_store_token *t, void *arg)
                                          time_or_null(t->used_at)));
 }
 
+static void tokens_listed(void *data, int err, const fy_store_token *t, size_t n)
+{
+    adm_call *c = data;
+    if (err) {
+        shared_refused(c->req, err);
+    } else {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++) {
+            token_row(&t[i], a);
+        }
+        respond_json(c->req, 200, json_pack("{s:o}", "tokens", a));
+    }
+    call_free(c);
+}
+
 static void tokens_list(fy_gw *gw, fy_http_req *req)
 {
+    if (gw->shared) {
+        adm_call *c = call_new(gw, req);
+        if (c) {
+            call_started(c, fy_shared_token_list(gw->shared, tokens_listed, c));
+        }
+        return;
+    }
     json_t *a = json_array();
     int rc = fy_store_token_list(gw->store, token_row, a);
     if (rc) {

@@ -1191,6 +1191,62 @@ static int record_put(op *o, const char *hash, const char *chan, const char *id,
     return op_sent(o);
 }
 
+typedef struct {
+    fy_shared_tokens_cb cb;
+    void *data;
+} tokens_call;
+
+static int token_newer(const void *a, const void *b)
+{
+    const fy_store_token *x = a, *y = b;
+    return (x->created_at < y->created_at) - (x->created_at > y->created_at);
+}
+
+static void on_tokens(void *data, int status, const fy_redis_reply *r)
+{
+    tokens_call *x = data;
+    fy_store_token *t = NULL;
+    size_t n = 0;
+    if (!status && (!r || r->type != FY_REDIS_REPLY_ARRAY || r->n % 2)) {
+        status = FY_EPROTO;
+    }
+    if (!status && r->n && !(t = calloc(r->n / 2, sizeof *t))) {
+        status = FY_ENOMEM;
+    }
+    for (size_t i = 1; !status && i < r->n; i += 2) {
+        char err[160];
+        const fy_redis_reply *v = &r->elem[i];
+        if (v->type == FY_REDIS_REPLY_STRING &&
+            fy_shc_token_decode(v->str, v->len, &t[n], err, sizeof err) == 0) {
+            n++;
+        }
+    }
+    if (!status) {
+        qsort(t, n, sizeof *t, token_newer);
+    }
+    x->cb(x->data, status, t, n);
+    free(t);
+    free(x);
+}
+
+int fy_shared_token_list(fy_shared *sh, fy_shared_tokens_cb cb, void *data)
+{
+    if (!sh->up) {
+        return FY_EUNREACH;
+    }
+    tokens_call *x = malloc(sizeof *x);
+    if (!x) {
+        return FY_ENOMEM;
+    }
+    *x = (tokens_call){cb, data};
+    const char *argv[] = {"HGETALL", FY_SH_TOKENS};
+    int rc = fy_redis_cmd(sh->cl, on_tokens, x, 2, argv, NULL);
+    if (rc) {
+        free(x);
+    }
+    return rc;
+}
+
 static void runner_put_done(op *o, int err)
 {
     if (!err) {

@@ -178,6 +178,11 @@ int fy_shared_token_add(fy_shared *sh, const fy_store_token *t, const uint8_t ha
 int fy_shared_token_consume(fy_shared *sh, const uint8_t hash[32], int64_t now,
                             char name[FY_STORE_NAME_MAX], fy_shared_done_cb cb, void *data);
 
+/* Every enrollment token in Redis, newest first: CB(DATA, 0, T, N) (T
+ * valid during the call), or an error. Returns as fy_shared_key_put. */
+typedef void (*fy_shared_tokens_cb)(void *data, int err, const fy_store_token *t, size_t n);
+int fy_shared_token_list(fy_shared *sh, fy_shared_tokens_cb cb, void *data);
+
 /* Writes runner record R (enrolled or revoked) as fy_shared_key_put does. */
 int fy_shared_runner_put(fy_shared *sh, const fy_store_runner *r, fy_shared_done_cb cb, void *data);
 

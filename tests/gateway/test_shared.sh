@@ -54,6 +54,13 @@ for r in a b c; do
 done
 c=$(code_at b "$(on a keys create --name probe | tail -n1)" /r/beta/fixed)
 [[ $c == 200 ]] || fail "a key made on A, used at once on B: $c"
+curl -sS --max-time 10 --cacert "$CA" -H "Authorization: Bearer $ADMIN_TOKEN" \
+    "https://${ADMS[c]}/admin/v1/tokens" >"$TMP/tokens.json"
+python3 - "$TMP/tokens.json" <<'PY' || fail "tokens listed on C: $(cat "$TMP/tokens.json")"
+import json, sys
+t = {x["runner"]: x for x in json.load(open(sys.argv[1]))["tokens"]}
+assert t["alpha"]["used_at"] and t["beta"]["used_at"], t
+PY
 pass "tokens made on A, used once on B (C refuses the second use); both runners on every replica; a key made on A works on B at once"
 
 # --- 50 clients spread over the replicas ----------------------------------------------------
