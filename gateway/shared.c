@@ -1191,10 +1191,32 @@ static int record_put(op *o, const char *hash, const char *chan, const char *id,
     return op_sent(o);
 }
 
+/* A whole-hash read (HGETALL) answered to a caller's typed callback. */
 typedef struct {
-    fy_shared_tokens_cb cb;
+    fy_shared *sh;
+    void (*cb)(void);
     void *data;
-} tokens_call;
+} hash_call;
+
+/* Sends HGETALL HASH; ON gets a hash_call carrying CB and DATA. */
+static int hash_read(fy_shared *sh, const char *hash, fy_redis_reply_cb on, void (*cb)(void),
+                     void *data)
+{
+    if (!sh->up) {
+        return FY_EUNREACH;
+    }
+    hash_call *x = malloc(sizeof *x);
+    if (!x) {
+        return FY_ENOMEM;
+    }
+    *x = (hash_call){sh, cb, data};
+    const char *argv[] = {"HGETALL", hash};
+    int rc = fy_redis_cmd(sh->cl, on, x, 2, argv, NULL);
+    if (rc) {
+        free(x);
+    }
+    return rc;
+}
 
 static int token_newer(const void *a, const void *b)
 {
@@ -1204,7 +1226,7 @@ static int token_newer(const void *a, const void *b)
 
 static void on_tokens(void *data, int status, const fy_redis_reply *r)
 {
-    tokens_call *x = data;
+    hash_call *x = data;
     fy_store_token *t = NULL;
     size_t n = 0;
     if (!status && (!r || r->type != FY_REDIS_REPLY_ARRAY || r->n % 2)) {
@@ -1224,27 +1246,14 @@ static void on_tokens(void *data, int status, const fy_redis_reply *r)
     if (!status) {
         qsort(t, n, sizeof *t, token_newer);
     }
-    x->cb(x->data, status, t, n);
+    ((fy_shared_tokens_cb)x->cb)(x->data, status, t, n);
     free(t);
     free(x);
 }
 
 int fy_shared_token_list(fy_shared *sh, fy_shared_tokens_cb cb, void *data)
 {
-    if (!sh->up) {
-        return FY_EUNREACH;
-    }
-    tokens_call *x = malloc(sizeof *x);
-    if (!x) {
-        return FY_ENOMEM;
-    }
-    *x = (tokens_call){cb, data};
-    const char *argv[] = {"HGETALL", FY_SH_TOKENS};
-    int rc = fy_redis_cmd(sh->cl, on_tokens, x, 2, argv, NULL);
-    if (rc) {
-        free(x);
-    }
-    return rc;
+    return hash_read(sh, FY_SH_TOKENS, on_tokens, (void (*)(void))cb, data);
 }
 
 static void runner_put_done(op *o, int err)
@@ -1499,15 +1508,9 @@ unsigned fy_shared_lease_ttl_ms(const fy_shared *sh)
 
 /* --- replicas' announcements -------------------------------------------------------------- */
 
-typedef struct {
-    fy_shared *sh;
-    fy_shared_json_cb cb;
-    void *data;
-} info_call;
-
 static void on_info(void *data, int status, const fy_redis_reply *r)
 {
-    info_call *x = data;
+    hash_call *x = data;
     json_t *o = NULL;
     if (!status && (!r || r->type != FY_REDIS_REPLY_ARRAY || r->n % 2)) {
         status = FY_EPROTO;
@@ -1532,27 +1535,14 @@ static void on_info(void *data, int status, const fy_redis_reply *r)
             }
         }
     }
-    x->cb(x->data, status, o);
+    ((fy_shared_json_cb)x->cb)(x->data, status, o);
     json_decref(o);
     free(x);
 }
 
 int fy_shared_replicas_info(fy_shared *sh, fy_shared_json_cb cb, void *data)
 {
-    if (!sh->up) {
-        return FY_EUNREACH;
-    }
-    info_call *x = malloc(sizeof *x);
-    if (!x) {
-        return FY_ENOMEM;
-    }
-    *x = (info_call){sh, cb, data};
-    const char *argv[] = {"HGETALL", FY_SH_REPLICA_INFO};
-    int rc = fy_redis_cmd(sh->cl, on_info, x, 2, argv, NULL);
-    if (rc) {
-        free(x);
-    }
-    return rc;
+    return hash_read(sh, FY_SH_REPLICA_INFO, on_info, (void (*)(void))cb, data);
 }
 
 /* --- life ------------------------------------------------------------------------------------ */
