@@ -41,6 +41,7 @@ struct fy__rq {
     size_t cmdlen;
     fy_redis_script *script; /* an eval: NOSCRIPT means send once more as EVAL */
     int retried;
+    uint64_t sent_ms; /* uv_now when written (in flight) */
 };
 
 typedef struct {
@@ -84,7 +85,7 @@ struct fy_redis {
     int reported_err; /* the last DOWN error reported (0: none yet) */
     unsigned backoff_ms;
     fy__conn cmd, sub;
-    uv_timer_t retry_timer, hs_timer;
+    uv_timer_t retry_timer, hs_timer, watch_timer;
     int open_handles;
     fy__rq_list queued, inflight;
     fy__sub *subs;
@@ -248,6 +249,7 @@ int fy_redis_config_parse(const char *url, const char *password_file, fy_redis_c
     cfg->backoff_max_ms = FY_REDIS_DEFAULT_BACKOFF_MAX_MS;
     cfg->connect_timeout_ms = FY_REDIS_DEFAULT_CONNECT_TIMEOUT_MS;
     cfg->max_queued = FY_REDIS_DEFAULT_MAX_QUEUED;
+    cfg->command_timeout_ms = FY_REDIS_DEFAULT_COMMAND_TIMEOUT_MS;
     ulen = strnlen(url, FY_REDIS_MAX_URL + 1);
     if (ulen > FY_REDIS_MAX_URL) {
         rc = fy_fail(err, errlen, FY_ETOOBIG, "redis URL: over %d bytes", FY_REDIS_MAX_URL);
@@ -417,6 +419,7 @@ static int rq_send(fy_redis *cl, fy__rq *rq)
 
     if (!ac || redisAsyncFormattedCommand(ac, on_reply, rq, rq->cmd, rq->cmdlen) != REDIS_OK)
         return FY_EUNREACH;
+    rq->sent_ms = uv_now(cl->loop);
     rq_push(&cl->inflight, rq);
     if (!rq->script) {
         free(rq->cmd);
@@ -788,6 +791,22 @@ static void on_retry(uv_timer_t *t)
 
 /* ---- the client -------------------------------------------------------- */
 
+/* A server that accepts commands but stops answering (stopped, swapping,
+ * a long script) is as good as gone: the oldest command in flight bounds
+ * how long anyone waits for it. */
+static void on_watch(uv_timer_t *t)
+{
+    fy_redis *cl = t->data;
+    fy__rq *rq = cl->inflight.head;
+    char why[128];
+
+    if (cl->state != ST_UP || !rq || uv_now(cl->loop) - rq->sent_ms <= cl->cfg.command_timeout_ms)
+        return;
+    snprintf(why, sizeof why, "Redis did not answer a command within %u ms",
+             cl->cfg.command_timeout_ms);
+    client_fail(cl, NULL, FY_ETIMEDOUT, why);
+}
+
 int fy_redis_new(uv_loop_t *loop, const fy_redis_config *cfg, const fy_redis_ops *ops, void *data,
                  fy_redis **out)
 {
@@ -810,8 +829,13 @@ int fy_redis_new(uv_loop_t *loop, const fy_redis_config *cfg, const fy_redis_ops
     cl->sub.is_sub = 1;
     uv_timer_init(loop, &cl->retry_timer);
     uv_timer_init(loop, &cl->hs_timer);
-    cl->retry_timer.data = cl->hs_timer.data = cl;
-    cl->open_handles = 2;
+    uv_timer_init(loop, &cl->watch_timer);
+    cl->retry_timer.data = cl->hs_timer.data = cl->watch_timer.data = cl;
+    cl->open_handles = 3;
+    if (cfg->command_timeout_ms) {
+        unsigned every = cfg->command_timeout_ms / 4 ? cfg->command_timeout_ms / 4 : 1;
+        uv_timer_start(&cl->watch_timer, on_watch, every, every);
+    }
     /* From the loop, so no callback runs inside fy_redis_new. */
     uv_timer_start(&cl->retry_timer, on_retry, 0, 0);
     *out = cl;
@@ -854,6 +878,7 @@ void fy_redis_free(fy_redis *cl)
     cl->closing = 1;
     uv_close((uv_handle_t *)&cl->retry_timer, on_handle_closed);
     uv_close((uv_handle_t *)&cl->hs_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&cl->watch_timer, on_handle_closed);
     while ((rq = cl->queued.head)) {
         rq_remove(&cl->queued, rq);
         rq->cb(rq->data, FY_ECANCELED, NULL);

@@ -46,6 +46,9 @@
  *   - DOWN (including every reconnect attempt): fy_redis_cmd returns
  *     FY_EUNREACH at once; nothing is queued, so an outage costs the request
  *     path nothing and the caller falls back at once.
+ * A server that stops answering is treated as gone: when the oldest command
+ * in flight has waited cfg.command_timeout_ms, both connections close and
+ * the client goes DOWN (FY_ETIMEDOUT), as if the connection had dropped.
  * A command in flight when its connection drops fails with FY_ECONNRESET:
  * it may or may not have run on the server.
  *
@@ -85,6 +88,7 @@
 #define FY_REDIS_DEFAULT_BACKOFF_MAX_MS     10000
 #define FY_REDIS_DEFAULT_CONNECT_TIMEOUT_MS 5000 /* connect + AUTH + SELECT */
 #define FY_REDIS_DEFAULT_MAX_QUEUED         1024 /* commands held while first connecting */
+#define FY_REDIS_DEFAULT_COMMAND_TIMEOUT_MS 2000 /* an unanswered command: the server is down */
 
 typedef struct fy_redis_config {
     int is_unix;                      /* 1: PATH; 0: HOST and PORT */
@@ -98,6 +102,8 @@ typedef struct fy_redis_config {
     unsigned backoff_max_ms;     /* cap on the delay, >= backoff_min_ms */
     unsigned connect_timeout_ms; /* a handshake slower than this fails */
     unsigned max_queued;         /* commands held while first connecting */
+    unsigned command_timeout_ms; /* a command unanswered this long fails the
+                                  * connection like a drop (FY_ETIMEDOUT); 0: never */
 } fy_redis_config;
 
 /* Parses URL and reads PASSWORD_FILE (NULL or "" for none) into *CFG, with

@@ -269,6 +269,21 @@ on c keys revoke "$DURABLE_ID" >/dev/null || fail "revoke after recovery"
 for r in a b; do [[ $(code_at "$r" "$DURABLE" /r/gamma/fixed) == 401 ]] || fail "revoked after recovery, on $r"; done
 pass "Redis back: every replica reconnects without a restart; the key acknowledged before kill -9 survived (appendonly); writes work again"
 
+# A Redis that stops answering (SIGSTOP: its socket still accepts) is as
+# good as down: after the command timeout (2 s) requests are decided locally
+# instead of waiting; SIGCONT brings it back.
+mkkey_on a hang
+HANG=$KEY
+[[ $(code_at b "$HANG" /r/gamma/fixed) == 200 ]] || fail "key hang before the stop"
+kill -STOP "$REDIS_PID"
+c=$(code_at b "$HANG" /r/gamma/fixed)
+[[ $c == 200 ]] || fail "a cached key while Redis hangs: $c"
+wait_for 30 eval '! shared_up b' || fail "replica b still reports a hung Redis up"
+grep -q 'did not answer a command within' "$TMP/gw.b.log" || fail "no log line says Redis stopped answering"
+kill -CONT "$REDIS_PID"
+wait_for 30 shared_up b || fail "replica b did not come back after SIGCONT"
+pass "Redis hung (SIGSTOP): requests decided locally after the command timeout, not stuck; back after SIGCONT"
+
 for r in a b c; do
     kill -TERM "${PIDOF[$r]}"
     rc=0
