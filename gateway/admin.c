@@ -1354,6 +1354,56 @@ static void hook_row(const fy_store_hook *h, void *arg)
     json_array_append_new(x->a, hook_json(h, x->now));
 }
 
+/* --shared: the queue counts of every async hook come from its Redis Stream. */
+static void hooks_counted(void *data, int err, const int64_t *queued, const int64_t *dead)
+{
+    adm_call *c = data;
+    size_t k = 0, i;
+    json_t *h;
+    if (err) {
+        shared_refused(c->req, err);
+        call_free(c);
+        return;
+    }
+    json_array_foreach(json_object_get(c->root, "hooks"), i, h)
+    {
+        if (json_is_true(json_object_get(h, "async"))) {
+            json_object_set_new(h, "queued", json_integer((json_int_t)queued[k]));
+            json_object_set_new(h, "dead", json_integer((json_int_t)dead[k]));
+            k++;
+        }
+    }
+    respond_json(c->req, 200, json_incref(c->root));
+    call_free(c);
+}
+
+static void hooks_list_shared(fy_gw *gw, fy_http_req *req, json_t *a)
+{
+    adm_call *c = call_new(gw, req);
+    size_t n = 0, i;
+    json_t *h;
+    if (!c) {
+        json_decref(a);
+        return;
+    }
+    c->root = json_pack("{s:o}", "hooks", a);
+    const char **ids = calloc(json_array_size(a) + 1, sizeof *ids);
+    if (!ids) {
+        fy_http_respond_error(req, 500, "internal_error", "out of memory");
+        call_free(c);
+        return;
+    }
+    json_array_foreach(a, i, h)
+    {
+        if (json_is_true(json_object_get(h, "async"))) {
+            ids[n++] = json_string_value(json_object_get(h, "id"));
+        }
+    }
+    int rc = fy_shared_hook_counts(gw->shared, ids, n, hooks_counted, c);
+    free(ids);
+    call_started(c, rc);
+}
+
 static void hooks_list(fy_gw *gw, fy_http_req *req)
 {
     hook_list_ctx x = {json_array(), (int64_t)time(NULL)};
@@ -1361,6 +1411,10 @@ static void hooks_list(fy_gw *gw, fy_http_req *req)
     if (rc) {
         json_decref(x.a);
         fy_http_respond_error(req, 500, "store_error", fy_strerror(rc));
+        return;
+    }
+    if (gw->shared) {
+        hooks_list_shared(gw, req, x.a);
         return;
     }
     respond_json(req, 200, json_pack("{s:o}", "hooks", x.a));

@@ -1545,6 +1545,78 @@ int fy_shared_replicas_info(fy_shared *sh, fy_shared_json_cb cb, void *data)
     return hash_read(sh, FY_SH_REPLICA_INFO, on_info, (void (*)(void))cb, data);
 }
 
+/* --- hook queue lengths ------------------------------------------------------------------- */
+
+typedef struct {
+    fy_shared_counts_cb cb;
+    void *data;
+    size_t pending, n;
+    int err;
+    int64_t *len; /* queued[0..n), then dead[0..n) */
+} counts_call;
+
+typedef struct {
+    counts_call *c;
+    size_t i;
+} counts_part;
+
+static void counts_release(counts_call *c)
+{
+    if (--c->pending) {
+        return;
+    }
+    c->cb(c->data, c->err, c->err ? NULL : c->len, c->err ? NULL : c->len + c->n);
+    free(c->len);
+    free(c);
+}
+
+static void on_xlen(void *data, int status, const fy_redis_reply *r)
+{
+    counts_part *p = data;
+    counts_call *c = p->c;
+    if (status && !c->err) {
+        c->err = status;
+    } else if (!status && r && r->type == FY_REDIS_REPLY_INTEGER) {
+        c->len[p->i] = r->integer;
+    }
+    free(p);
+    counts_release(c);
+}
+
+int fy_shared_hook_counts(fy_shared *sh, const char *const *ids, size_t n, fy_shared_counts_cb cb,
+                          void *data)
+{
+    if (!sh->up) {
+        return FY_EUNREACH;
+    }
+    counts_call *c = calloc(1, sizeof *c);
+    if (!c || !(c->len = calloc(2 * n + 1, sizeof *c->len))) {
+        free(c);
+        return FY_ENOMEM;
+    }
+    *c = (counts_call){.cb = cb, .data = data, .pending = 1, .n = n, .len = c->len};
+    for (size_t i = 0; i < 2 * n; i++) {
+        char key[FY_SH_KEYNAME_MAX];
+        counts_part *p = malloc(sizeof *p);
+        fmt_key(key, i < n ? FY_SH_HOOK_STREAM_FMT : FY_SH_HOOK_DEAD_FMT, ids[i % n]);
+        const char *argv[] = {"XLEN", key};
+        if (!p) {
+            c->err = FY_ENOMEM;
+            break;
+        }
+        *p = (counts_part){c, i};
+        c->pending++;
+        if (fy_redis_cmd(sh->cl, on_xlen, p, 2, argv, NULL)) {
+            free(p);
+            c->pending--;
+            c->err = FY_EUNREACH;
+            break;
+        }
+    }
+    counts_release(c); /* may answer now, when nothing went out */
+    return 0;
+}
+
 /* --- life ------------------------------------------------------------------------------------ */
 
 static void on_state(void *data, int up, int err, const char *reason)

@@ -229,6 +229,14 @@ int fy_shared_hook_seen(fy_shared *sh, const char *hook_id, const char *delivery
 fy_redis *fy_shared_redis(fy_shared *sh);
 unsigned fy_shared_lease_ttl_ms(const fy_shared *sh);
 
+/* Events waiting (or being delivered) and given up on, from Redis, for the
+ * async hooks IDS[0..N): CB(DATA, 0, QUEUED, DEAD) (arrays of N, valid
+ * during the call), or an error. Returns as fy_shared_key_put. */
+typedef void (*fy_shared_counts_cb)(void *data, int err, const int64_t *queued,
+                                    const int64_t *dead);
+int fy_shared_hook_counts(fy_shared *sh, const char *const *ids, size_t n, fy_shared_counts_cb cb,
+                          void *data);
+
 /* --- usage ------------------------------------------------------------------------ */
 
 /* Adds DELTA to key KEY_ID's usage in the hour of NOW (memory only; written

@@ -128,6 +128,12 @@ expect_status 202 "$c" "the held event"
 DLV=$(sed -n 's/.*"delivery_id":"\(dlv_[0-9a-f]*\)".*/\1/p' "$TMP/resp")
 wait_for 30 rec_count_is $((n0 + 1)) || fail "the held event did not reach the upstream"
 [[ $(rec_header $((n0 + 1)) x-ferry-delivery) == "$DLV" ]] || fail "held event: delivery id"
+# Any replica's hook listing counts the event waiting in the stream.
+queued_is() {
+    "$BIN/ferry" --data-dir "${DIR[$1]}" --json hooks list >"$TMP/hl.json" &&
+        python3 -c "import json,sys; h={x['id']: x for x in json.load(open(sys.argv[1]))['hooks']}['$EV']; sys.exit(not (h['queued'] == $2 and h['dead'] == 0))" "$TMP/hl.json"
+}
+for r in a b c; do queued_is "$r" 1 || fail "hooks list on $r does not count the event in flight: $(cat "$TMP/hl.json")"; done
 OWNER=$(redis_cli get "ferry:{h:$EV}:owner")
 OPUB=$(redis_cli hget 'ferry:{cat}:replica-info' "$OWNER" | python3 -c 'import json,sys; print(json.load(sys.stdin)["public"])')
 VICTIM=
@@ -142,6 +148,9 @@ NEW=$(redis_cli get "ferry:{h:$EV}:owner")
 [[ -n $NEW && $NEW != "$OWNER" ]] || fail "the owner did not change: $NEW"
 curl -sS --max-time 10 -o /dev/null "http://127.0.0.1:$UP/release?name=g1" || fail "release g1"
 wait_for 30 stream_empty || fail "the redelivered event was not acknowledged"
+for r in a b c; do
+    [[ $r == "$VICTIM" ]] || queued_is "$r" 0 || fail "hooks list on $r after delivery: $(cat "$TMP/hl.json")"
+done
 pass "the delivering replica ($VICTIM) killed mid-delivery: another took over after the lease TTL and delivered it again with the same x-ferry-delivery id"
 
 # --- Redis unreachable (--shared-failure closed, the default) --------------------------------
