@@ -65,9 +65,12 @@ typedef struct {
 } usage_table;
 
 struct fy_shared_lease {
-    fy_shared_lease *prev, *next; /* in sh->leases while shared */
-    int local;                    /* decided by the local limiter */
-    fy_rl *rl;                    /* the key's local limiter (charges while down) */
+    fy_shared_lease *prev, *next; /* in sh->asking, then sh->leases, then sh->released */
+    fy_shared *sh;
+    fy_shared_admit_cb cb; /* while asking: whom to tell */
+    void *data;
+    int local; /* decided by the local limiter */
+    fy_rl *rl; /* the key's local limiter (charges while down) */
     char key_id[FY_STORE_KEY_ID_MAX];
     char id[FY_SHARED_REPLICA_ID_MAX + 24];
 };
@@ -82,15 +85,17 @@ struct fy_shared {
     int64_t replicas;
     int up, ever_up, closing;
     unsigned lookups;
-    fy_shared_lease leases; /* sentinel of the shared leases, for renewal */
-    size_t n_leases;
+    fy_shared_lease leases;   /* sentinel of the shared leases held, for renewal */
+    fy_shared_lease released; /* sentinel of those released this loop turn */
+    fy_shared_lease asking;   /* sentinel of the admissions asked this loop turn */
+    uv_prepare_t *batch;      /* sends both batches before the loop next waits */
     uv_timer_t *hb, *renew, *usage;
     usage_table pending;
 };
 
 /* --- timers ----------------------------------------------------------------------- */
 
-static void timer_closed(uv_handle_t *h)
+static void handle_closed(uv_handle_t *h)
 {
     free(h);
 }
@@ -110,7 +115,7 @@ static uv_timer_t *timer_new(fy_shared *sh, uv_timer_cb cb, uint64_t every)
 static void timer_free(uv_timer_t *t)
 {
     if (t) {
-        uv_close((uv_handle_t *)t, timer_closed);
+        uv_close((uv_handle_t *)t, handle_closed);
     }
 }
 
@@ -815,53 +820,106 @@ int fy_shared_usage_list(fy_shared *sh, const char *key_id, int64_t from, int64_
 
 /* --- leases ------------------------------------------------------------------------------ */
 
-static void lease_link(fy_shared *sh, fy_shared_lease *l)
+static void lease_link(fy_shared_lease *head, fy_shared_lease *l)
 {
-    l->next = sh->leases.next;
-    l->prev = &sh->leases;
-    sh->leases.next->prev = l;
-    sh->leases.next = l;
-    sh->n_leases++;
+    l->next = head->next;
+    l->prev = head;
+    head->next->prev = l;
+    head->next = l;
 }
 
-static void lease_unlink(fy_shared *sh, fy_shared_lease *l)
+static void lease_unlink(fy_shared_lease *l)
 {
     if (l->next) {
         l->prev->next = l->next;
         l->next->prev = l->prev;
         l->next = l->prev = NULL;
-        sh->n_leases--;
     }
 }
 
+/* Takes from list HEAD up to MAX leases of the key of its last lease (the
+ * oldest) into OUT, oldest first, unlinked; returns how many. */
+static size_t leases_of_one_key(fy_shared_lease *head, fy_shared_lease **out, size_t max)
+{
+    const char *key = head->prev->key_id;
+    size_t n = 0;
+    for (fy_shared_lease *l = head->prev, *prev; l != head && n < max; l = prev) {
+        prev = l->prev;
+        if (strcmp(l->key_id, key) == 0) {
+            lease_unlink(l);
+            out[n++] = l;
+        }
+    }
+    return n;
+}
+
+/* Renews every lease held, one script per key (ttl/3 after the last time). */
 static void on_renew_timer(uv_timer_t *t)
 {
     fy_shared *sh = t->data;
-    if (!sh->up) {
+    if (!sh->up || sh->leases.next == &sh->leases) {
         return;
     }
-    for (fy_shared_lease *l = sh->leases.next; l != &sh->leases; l = l->next) {
-        const char *ids[] = {l->id};
-        fy_shl_renew(sh->lim, l->key_id, ids, 1, sh->o.lease_ttl_ms, -1, NULL, NULL);
+    fy_shared_lease done = {.prev = &done, .next = &done}, *batch[FY_SHL_RENEW_MAX];
+    const char *ids[FY_SHL_RENEW_MAX];
+    while (sh->leases.next != &sh->leases) {
+        size_t n = leases_of_one_key(&sh->leases, batch, FY_SHL_RENEW_MAX);
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = batch[i]->id;
+            lease_link(&done, batch[i]);
+        }
+        fy_shl_renew(sh->lim, batch[0]->key_id, ids, n, sh->o.lease_ttl_ms, -1, NULL, NULL);
     }
+    /* Back on the held list, in the order they were. */
+    while (done.prev != &done) {
+        fy_shared_lease *l = done.prev;
+        lease_unlink(l);
+        lease_link(&sh->leases, l);
+    }
+}
+
+/* Releases wait for the end of the loop turn, so those of one turn go out
+ * as one ZREM per key. Down: they expire with their TTL. */
+static void flush_releases(fy_shared *sh)
+{
+    fy_shared_lease *batch[FY_SHL_RELEASE_MAX];
+    const char *ids[FY_SHL_RELEASE_MAX];
+    while (sh->released.next != &sh->released) {
+        size_t n = leases_of_one_key(&sh->released, batch, FY_SHL_RELEASE_MAX);
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = batch[i]->id;
+        }
+        if (sh->up) {
+            fy_shl_release(sh->lim, batch[0]->key_id, ids, n, NULL, NULL);
+        }
+        for (size_t i = 0; i < n; i++) {
+            free(batch[i]);
+        }
+    }
+}
+
+static void flush_asks(fy_shared *sh);
+
+/* Runs before the loop waits for I/O again: whatever this turn released or
+ * asked for goes out then, releases first, so their slots are free for the
+ * admissions. */
+static void on_batch(uv_prepare_t *p)
+{
+    fy_shared *sh = p->data;
+    uv_prepare_stop(p);
+    flush_releases(sh);
+    flush_asks(sh);
 }
 
 /* --- admission ----------------------------------------------------------------------------- */
 
-typedef struct {
-    fy_shared *sh;
-    fy_rl *rl;
-    fy_shared_lease *lease;
-    fy_shared_admit_cb cb;
-    void *data;
-} admit_ctx;
-
-static void admit_local(fy_shared *sh, fy_rl *rl, fy_shared_lease *l, fy_shared_admit_cb cb,
-                        void *data)
+static void admit_local(fy_shared *sh, fy_shared_lease *l)
 {
     fy_shared_admission a = {.auth = FY_AUTH_OK};
+    fy_shared_admit_cb cb = l->cb;
+    void *data = l->data;
     fy_metric_add(sh->o.metrics->shared_local, NULL, 1);
-    if (fy_rl_acquire(rl, fy_rl_now(), &a.rr)) {
+    if (fy_rl_acquire(l->rl, fy_rl_now(), &a.rr)) {
         l->local = 1;
         a.lease = l;
     } else {
@@ -872,65 +930,85 @@ static void admit_local(fy_shared *sh, fy_rl *rl, fy_shared_lease *l, fy_shared_
 
 static void on_admit(void *data, int err, const fy_shl_admission *r)
 {
-    admit_ctx *x = data;
-    fy_shared *sh = x->sh;
+    fy_shared_lease *l = data;
+    fy_shared *sh = l->sh;
     fy_shared_admission a = {.auth = FY_AUTH_OK};
+    fy_shared_admit_cb cb = l->cb;
+    void *cb_data = l->data;
     if (err == FY_ECANCELED) {
-        free(x->lease);
+        free(l);
         a.unavailable = 1;
-        x->cb(x->data, &a);
-        free(x);
+        cb(cb_data, &a);
         return;
     }
     if (err) {
         /* Redis went away with the script in flight (it may or may not have
          * run: a lease it took expires with its TTL). Decide here. */
-        admit_local(sh, x->rl, x->lease, x->cb, x->data);
-        free(x);
+        admit_local(sh, l);
         return;
     }
     a.rr = r->rr;
     switch (r->status) {
     case FY_SHL_OK:
-        a.lease = x->lease;
-        lease_link(sh, x->lease);
+        a.lease = l;
+        lease_link(&sh->leases, l);
         break;
     case FY_SHL_DENIED:
-        free(x->lease);
+        free(l);
         break;
     default:
         a.auth = r->status == FY_SHL_REVOKED   ? FY_AUTH_REVOKED
                  : r->status == FY_SHL_EXPIRED ? FY_AUTH_EXPIRED
                                                : FY_AUTH_UNKNOWN;
         /* The cache was behind: bring it up to date for the next request. */
-        record_reread(sh, FY_SH_KEYS, REC_KEY, x->lease->key_id, strlen(x->lease->key_id));
-        free(x->lease);
+        record_reread(sh, FY_SH_KEYS, REC_KEY, l->key_id, strlen(l->key_id));
+        free(l);
         break;
     }
-    x->cb(x->data, &a);
-    free(x);
+    cb(cb_data, &a);
+}
+
+/* The admissions asked this turn, one script per key; those that cannot be
+ * sent are decided locally. */
+static void flush_asks(fy_shared *sh)
+{
+    fy_shared_lease *batch[FY_SHL_ADMIT_MAX];
+    fy_shl_ask asks[FY_SHL_ADMIT_MAX];
+    while (sh->asking.next != &sh->asking) {
+        size_t n = leases_of_one_key(&sh->asking, batch, FY_SHL_ADMIT_MAX);
+        for (size_t i = 0; i < n; i++) {
+            asks[i] = (fy_shl_ask){batch[i]->id, on_admit, batch[i]};
+        }
+        if (!sh->up || fy_shl_admit_many(sh->lim, batch[0]->key_id, asks, n, sh->o.lease_ttl_ms, -1,
+                                         -1) != 0) {
+            for (size_t i = 0; i < n; i++) {
+                admit_local(sh, batch[i]);
+            }
+        }
+    }
 }
 
 void fy_shared_admit(fy_shared *sh, fy_key *k, fy_shared_admit_cb cb, void *data)
 {
     fy_shared_lease *l = calloc(1, sizeof *l);
-    admit_ctx *x = l && sh->up ? malloc(sizeof *x) : NULL;
     if (!l) {
         fy_shared_admission a = {.auth = FY_AUTH_OK, .unavailable = 1};
         cb(data, &a);
         return;
     }
+    l->sh = sh;
     l->rl = fy_key_rl(k);
+    l->cb = cb;
+    l->data = data;
     snprintf(l->key_id, sizeof l->key_id, "%s", fy_key_id(k));
     snprintf(l->id, sizeof l->id, "%s:%" PRIu64, sh->replica, ++sh->lease_seq);
-    if (x) {
-        *x = (admit_ctx){sh, l->rl, l, cb, data};
-        if (fy_shl_admit(sh->lim, l->key_id, l->id, sh->o.lease_ttl_ms, -1, -1, on_admit, x) == 0) {
-            return;
-        }
-        free(x);
+    if (!sh->up) {
+        admit_local(sh, l);
+        return;
     }
-    admit_local(sh, l->rl, l, cb, data);
+    /* Decided with the others of this loop turn on the same key. */
+    lease_link(&sh->asking, l);
+    uv_prepare_start(sh->batch, on_batch);
 }
 
 void fy_shared_charge(fy_shared *sh, fy_shared_lease *l, int64_t tokens)
@@ -949,14 +1027,16 @@ void fy_shared_release(fy_shared *sh, fy_shared_lease *l)
     if (!l) {
         return;
     }
-    if (l->local) {
-        fy_rl_release(l->rl);
-    } else if (sh) { /* NULL: the shared state closed first (the lease expires by TTL) */
-        lease_unlink(sh, l);
-        /* Down: the lease expires with its TTL instead. */
-        fy_shl_release(sh->lim, l->key_id, l->id, NULL, NULL);
+    if (l->local || !sh) { /* NULL: the shared state closed first (it expires by TTL) */
+        if (l->local) {
+            fy_rl_release(l->rl);
+        }
+        free(l);
+        return;
     }
-    free(l);
+    lease_unlink(l);
+    lease_link(&sh->released, l);
+    uv_prepare_start(sh->batch, on_batch);
 }
 
 /* --- key lookup ---------------------------------------------------------------------------- */
@@ -1667,6 +1747,8 @@ int fy_shared_new(const fy_shared_options *o, const fy_redis_config *cfg, fy_sha
         sh->o.lease_ttl_ms = FY_SHARED_LEASE_TTL_MS;
     }
     sh->leases.next = sh->leases.prev = &sh->leases;
+    sh->released.next = sh->released.prev = &sh->released;
+    sh->asking.next = sh->asking.prev = &sh->asking;
     sh->replicas = 1;
     uint8_t raw[9];
     int rc = fy_random_bytes(raw, sizeof raw);
@@ -1700,7 +1782,11 @@ int fy_shared_new(const fy_shared_options *o, const fy_redis_config *cfg, fy_sha
         sh->hb = timer_new(sh, on_hb_timer, sh->o.heartbeat_ms);
         sh->renew = timer_new(sh, on_renew_timer, sh->o.lease_ttl_ms / 3);
         sh->usage = timer_new(sh, on_usage_timer, FY_STORE_USAGE_FLUSH_MS);
-        rc = sh->hb && sh->renew && sh->usage ? 0 : FY_ENOMEM;
+        if ((sh->batch = malloc(sizeof *sh->batch))) {
+            uv_prepare_init(o->loop, sh->batch);
+            sh->batch->data = sh;
+        }
+        rc = sh->hb && sh->renew && sh->usage && sh->batch ? 0 : FY_ENOMEM;
     }
     if (rc) {
         snprintf(err, errlen, "shared state: %s", fy_strerror(rc));
@@ -1718,13 +1804,18 @@ void fy_shared_free(fy_shared *sh)
         return;
     }
     usage_flush_now(sh); /* written if the loop runs on long enough; else lost */
+    flush_releases(sh);  /* likewise */
+    flush_asks(sh);      /* answered by fy_redis_free below (unavailable) */
     sh->closing = 1;
     timer_free(sh->hb);
     timer_free(sh->renew);
     timer_free(sh->usage);
+    if (sh->batch) {
+        uv_close((uv_handle_t *)sh->batch, handle_closed);
+    }
     /* Leases still held (none once every request ended) expire by TTL. */
     while (sh->leases.next != &sh->leases) {
-        lease_unlink(sh, sh->leases.next);
+        lease_unlink(sh->leases.next);
     }
     fy_shl_free(sh->lim);
     fy_redis_free(sh->cl); /* every callback owed runs now, with FY_ECANCELED */

@@ -59,12 +59,12 @@
 
 /* Hash: the key's live state, which every admission reads: rpm, tpm, cc
  * (concurrency), burst, exp (expires_at, 0 never), rev (revoked_at, 0
- * active), ver (bumped by every change). */
+ * active), ver (bumped by every change); and its limiter state, written by
+ * the admissions: rl_tat (GCRA theoretical arrival time, µs), rl_tfull
+ * (time the token bucket is full again, µs), and the limits they were
+ * computed for: rl_t (the emission interval, µs), rl_tpm
+ * (gateway/shared_limits.h). */
 #define FY_SH_KEY_LIVE_FMT FY_SH_PREFIX "{k:%s}:live"
-/* Hash: limiter state: tat (GCRA theoretical arrival time, µs), tfull (time
- * the token bucket is full again, µs), and the limits they were computed
- * for: t (the emission interval, µs), tpm (gateway/shared_limits.h). */
-#define FY_SH_KEY_RL_FMT FY_SH_PREFIX "{k:%s}:rl"
 /* Sorted set: concurrency leases: lease id -> expiry (Redis time, ms). */
 #define FY_SH_KEY_LEASES_FMT FY_SH_PREFIX "{k:%s}:cc"
 /* Hash: usage: "HOUR:r|p|c|i|o" (HOUR the unix second the UTC hour starts;

@@ -25,21 +25,23 @@
 
 /* --- the scripts ------------------------------------------------------------------ */
 
-/* Helpers every script but live_lua starts with (fy_shl_new joins them). */
+/* Helpers every script but live_lua starts with (fy_shl_new joins them).
+ * Every redis.call costs a script a few microseconds of Redis's one core, so
+ * the scripts make as few as they can: one HMGET reads a key's limits and its
+ * limiter state together (one hash), one HSET writes the state back. */
 static const char prelude_lua[] =
     "-- W: the window; CAPQ, CAPH: the local limiter's caps on one duration\n"
     "-- (INT64_MAX / 4 ns) and on the bucket's end (INT64_MAX / 2 ns), in us.\n"
     "local W, CAPQ, CAPH = 60000000, 2305843009213693, 4611686018427387\n"
     "local LIM, MAX = 1099511627776, 9007199254740991\n"
     "local function fmt(x) return string.format('%.0f', x) end\n"
-    "-- A decimal integer 0..HI from Redis (false, nil: 0), else a script error.\n"
+    "-- An integer 0..HI from Redis (false, nil: 0), else a script error.\n"
     "local function int(v, what, hi)\n"
     "  if not v then return 0 end\n"
-    "  if type(v) ~= 'string' or #v > 16 or not string.match(v, '^%d+$') then\n"
-    "    error('ferry: ' .. what .. ' is not an integer')\n"
-    "  end\n"
     "  local x = tonumber(v)\n"
-    "  if x > hi then error('ferry: ' .. what .. ' is out of range') end\n"
+    "  if not x or x < 0 or x > hi or x % 1 ~= 0 then\n"
+    "    error('ferry: ' .. what .. ' is not an integer in range')\n"
+    "  end\n"
     "  return x\n"
     "end\n"
     "-- floor(A / B) and the remainder, exact for integers below 2^53 (the\n"
@@ -83,11 +85,15 @@ static const char prelude_lua[] =
     "  if s ~= '' then ts = int(s, 'now_s', MAX) end\n"
     "  return tus, ts\n"
     "end\n"
-    "-- The live hash KEYS[1] with T and TOL as fy_rl computes them (nil: the\n"
-    "-- key is unknown).\n"
-    "local function live()\n"
-    "  if redis.call('EXISTS', KEYS[1]) == 0 then return nil end\n"
-    "  local v = redis.call('HMGET', KEYS[1], 'rpm', 'tpm', 'cc', 'burst', 'exp', 'rev', 'ver')\n"
+    "-- The key's hash KEYS[1]: its limits L with T and TOL as fy_rl computes\n"
+    "-- them (nil: the key is unknown, none of its fields is set), and NOW's\n"
+    "-- limiter state ST (rl_*), carried over to L's limits as\n"
+    "-- fy_rl_set_limits does when they changed since it was written (dirty:\n"
+    "-- then it must be saved even if nothing is admitted).\n"
+    "local function load(clk_us, clk_s)\n"
+    "  local v = redis.call('HMGET', KEYS[1], 'rpm', 'tpm', 'cc', 'burst', 'exp', 'rev', 'ver',\n"
+    "    'rl_tat', 'rl_tfull', 'rl_t', 'rl_tpm')\n"
+    "  if not (v[1] or v[2] or v[3] or v[4] or v[5] or v[6] or v[7]) then return nil end\n"
     "  local l = {rpm = int(v[1], 'rpm', LIM), tpm = int(v[2], 'tpm', LIM),\n"
     "    cc = int(v[3], 'cc', LIM), burst = int(v[4], 'burst', LIM),\n"
     "    exp = int(v[5], 'exp', MAX), rev = int(v[6], 'rev', MAX), ver = int(v[7], 'ver', MAX)}\n"
@@ -100,15 +106,9 @@ static const char prelude_lua[] =
     "    if b > l.rpm then b = l.rpm end\n"
     "    l.tol = b * l.t\n"
     "  end\n"
-    "  return l\n"
-    "end\n"
-    "-- The limiter state KEYS[2] at NOW, carried over to L's limits as\n"
-    "-- fy_rl_set_limits does when they changed since it was written (dirty:\n"
-    "-- then it must be saved even if nothing is admitted).\n"
-    "local function state(l, now)\n"
-    "  local v = redis.call('HMGET', KEYS[2], 'tat', 'tfull', 't', 'tpm')\n"
-    "  local st = {tat = int(v[1], 'tat', MAX), tfull = int(v[2], 'tfull', MAX),\n"
-    "    t = int(v[3], 't', W), tpm = int(v[4], 'tpm', LIM), dirty = false}\n"
+    "  local st = {tat = int(v[8], 'rl_tat', MAX), tfull = int(v[9], 'rl_tfull', MAX),\n"
+    "    t = int(v[10], 'rl_t', W), tpm = int(v[11], 'rl_tpm', LIM), dirty = false}\n"
+    "  local now, now_s = clock(clk_us, clk_s)\n"
     "  if l.t ~= st.t then\n"
     "    if l.t > 0 and st.t > 0 then st.tat = rescale(st.tat, now, l.t, st.t)\n"
     "    elseif l.t > 0 then st.tat = 0 end\n"
@@ -119,91 +119,93 @@ static const char prelude_lua[] =
     "    elseif l.tpm > 0 then st.tfull = 0 end\n"
     "    st.tpm, st.dirty = l.tpm, true\n"
     "  end\n"
-    "  return st\n"
+    "  return l, st, now, now_s\n"
     "end\n"
-    "-- Writes ST back, to expire a minute after it is back at the initial state\n"
-    "-- (from then on a missing state means the same).\n"
-    "local function save(st, now)\n"
-    "  redis.call('HSET', KEYS[2], 'tat', fmt(st.tat), 'tfull', fmt(st.tfull),\n"
-    "    't', fmt(st.t), 'tpm', fmt(st.tpm))\n"
-    "  local left = math.max(st.tat, st.tfull) - now\n"
-    "  if left < 0 then left = 0 end\n"
-    "  redis.call('PEXPIRE', KEYS[2], fmt(idiv(left + 999, 1000) + 60000))\n"
-    "end\n"
-    "-- The lease set CC expires a minute after its last lease.\n"
-    "local function leases_expire(cc, now_ms)\n"
-    "  local top = redis.call('ZRANGE', cc, -1, -1, 'WITHSCORES')\n"
-    "  if top[2] then\n"
-    "    local left = tonumber(top[2]) - now_ms\n"
-    "    if left < 0 then left = 0 end\n"
-    "    redis.call('PEXPIRE', cc, fmt(left + 60000))\n"
-    "  end\n"
+    "local function save(st)\n"
+    "  redis.call('HSET', KEYS[1], 'rl_tat', fmt(st.tat), 'rl_tfull', fmt(st.tfull),\n"
+    "    'rl_t', fmt(st.t), 'rl_tpm', fmt(st.tpm))\n"
     "end\n";
 
-/* KEYS live, rl, cc; ARGV now_us|"", lease id, lease ttl ms, now_s|"".
- * fy_rl_acquire's evaluate, step for step. */
+/* KEYS key hash, leases; ARGV now_us|"", lease ttl ms, now_s|"", sweep
+ * ("1": drop the expired leases first), then one lease id per request.
+ * fy_rl_acquire's evaluate, step for step, for each request in turn at the
+ * same instant, as if they had arrived one after the other; one reply of
+ * R_COUNT integers per request. A revoked or expired key is refused before
+ * the state is carried over, so it writes nothing. */
 static const char admit_lua[] =
-    "local l = live()\n"
-    "if not l then return {2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0} end\n"
-    "local now, now_s = clock(ARGV[1], ARGV[4])\n"
-    "if l.rev > 0 then return {3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, l.ver} end\n"
+    "local n = #ARGV - 4\n"
+    "local function all(r) local o = {} for i = 1, n do o[i] = r end return o end\n"
+    "local l, st, now, now_s = load(ARGV[1], ARGV[3])\n"
+    "if not l then return all({2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}) end\n"
+    "if l.rev > 0 then return all({3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, l.ver}) end\n"
     "if l.exp > 0 and l.exp <= now_s then\n"
-    "  return {4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, l.ver}\n"
+    "  return all({4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, l.ver})\n"
     "end\n"
-    "local ttl = int(ARGV[3], 'lease ttl', MAX)\n"
-    "local st = state(l, now)\n"
-    "local wait_req, wait_tok, wait_conc = 0, 0, 0\n"
-    "local deny_req, deny_tok, deny_conc = false, false, false\n"
-    "local tat = math.max(st.tat, now)\n"
-    "if l.rpm > 0 then\n"
-    "  local nxt = tat + l.t - now\n"
-    "  if nxt > l.tol then deny_req = true; wait_req = nxt - l.tol end\n"
-    "end\n"
+    "local ttl = int(ARGV[2], 'lease ttl', MAX)\n"
     "local full = math.max(st.tfull, now)\n"
+    "local deny_tok, wait_tok = false, 0\n"
     "if l.tpm > 0 then\n"
     "  local debt = full - now - W -- > 0: the bucket is negative\n"
     "  if debt > 0 then deny_tok = true; wait_tok = debt end\n"
     "end\n"
-    "local now_ms = idiv(now, 1000)\n"
-    "redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now_ms))\n"
-    "local in_flight = redis.call('ZCARD', KEYS[3])\n"
-    "if l.cc > 0 and in_flight >= l.cc then deny_conc = true; wait_conc = 1000000 end\n"
-    "local allowed = not (deny_req or deny_tok or deny_conc)\n"
-    "if allowed then\n"
-    "  if l.rpm > 0 then tat = tat + l.t; st.tat = tat; st.dirty = true end\n"
-    "  redis.call('ZADD', KEYS[3], fmt(now_ms + ttl), ARGV[2])\n"
-    "  leases_expire(KEYS[3], now_ms)\n"
-    "  in_flight = in_flight + 1\n"
-    "end\n"
-    "if st.dirty then save(st, now) end\n"
-    "-- The longest wait, ties broken in the order requests, tokens, concurrency.\n"
-    "local by, retry = 0, 0\n"
-    "if not allowed then\n"
-    "  if deny_req then by = 1; retry = wait_req end\n"
-    "  if deny_tok and (by == 0 or wait_tok > retry) then by = 2; retry = wait_tok end\n"
-    "  if deny_conc and (by == 0 or wait_conc > retry) then by = 3; retry = wait_conc end\n"
-    "end\n"
-    "local lr, rr, rs, br = 0, 0, 0, 0\n"
-    "if l.rpm > 0 then\n"
-    "  local used = tat - now\n"
-    "  local left = l.tol - used\n"
-    "  lr, rs, br = l.rpm, used, idiv(l.tol, l.t)\n"
-    "  if left > 0 then rr = idiv(left, l.t) end\n"
-    "end\n"
+    "-- The token figures are the same for every request of the call.\n"
     "local lt, rt, rst = 0, 0, 0\n"
     "if l.tpm > 0 then\n"
     "  local owed = full - now -- time to full: 0 = full, > W = debt\n"
     "  lt, rst = l.tpm, owed\n"
     "  if owed < W then rt = muldiv(l.tpm, W - owed, W) end\n"
     "end\n"
-    "return {allowed and 0 or 1, by, retry, lr, rr, rs, br, lt, rt, rst, l.cc, in_flight, l.ver}\n";
+    "-- Leases: expired ones never count; the caller asks for a sweep now and\n"
+    "-- then, so the set does not grow with the dead ones.\n"
+    "local now_ms = idiv(now, 1000)\n"
+    "if ARGV[4] == '1' then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now_ms)) end\n"
+    "local in_flight = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now_ms), '+inf')\n"
+    "local held, score, adds, out = in_flight, fmt(now_ms + ttl), {}, {}\n"
+    "for i = 1, n do\n"
+    "  local wait_req, wait_conc, deny_req, deny_conc = 0, 0, false, false\n"
+    "  local tat = math.max(st.tat, now)\n"
+    "  if l.rpm > 0 then\n"
+    "    local nxt = tat + l.t - now\n"
+    "    if nxt > l.tol then deny_req = true; wait_req = nxt - l.tol end\n"
+    "  end\n"
+    "  if l.cc > 0 and in_flight >= l.cc then deny_conc = true; wait_conc = 1000000 end\n"
+    "  local allowed = not (deny_req or deny_tok or deny_conc)\n"
+    "  if allowed then\n"
+    "    if l.rpm > 0 then tat = tat + l.t; st.tat = tat; st.dirty = true end\n"
+    "    adds[#adds + 1] = score; adds[#adds + 1] = ARGV[4 + i]\n"
+    "    in_flight = in_flight + 1\n"
+    "  end\n"
+    "  -- The longest wait, ties broken in the order requests, tokens, concurrency.\n"
+    "  local by, retry = 0, 0\n"
+    "  if not allowed then\n"
+    "    if deny_req then by = 1; retry = wait_req end\n"
+    "    if deny_tok and (by == 0 or wait_tok > retry) then by = 2; retry = wait_tok end\n"
+    "    if deny_conc and (by == 0 or wait_conc > retry) then by = 3; retry = wait_conc end\n"
+    "  end\n"
+    "  local lr, rr, rs, br = 0, 0, 0, 0\n"
+    "  if l.rpm > 0 then\n"
+    "    local used = tat - now\n"
+    "    local left = l.tol - used\n"
+    "    lr, rs, br = l.rpm, used, idiv(l.tol, l.t)\n"
+    "    if left > 0 then rr = idiv(left, l.t) end\n"
+    "  end\n"
+    "  out[i] = {allowed and 0 or 1, by, retry, lr, rr, rs, br, lt, rt, rst, l.cc, in_flight,\n"
+    "    l.ver}\n"
+    "end\n"
+    "if #adds > 0 then\n"
+    "  redis.call('ZADD', KEYS[2], unpack(adds))\n"
+    "  -- The set lives a minute past its last lease: GT keeps a later expiry\n"
+    "  -- (another replica's longer TTL); with no live lease, set it afresh.\n"
+    "  if held == 0 then redis.call('PEXPIRE', KEYS[2], fmt(ttl + 60000))\n"
+    "  else redis.call('PEXPIRE', KEYS[2], fmt(ttl + 60000), 'GT') end\n"
+    "end\n"
+    "if st.dirty then save(st) end\n"
+    "return out\n";
 
-/* KEYS live, rl; ARGV now_us|"", tokens. fy_rl_charge. */
-static const char charge_lua[] = "local l = live()\n"
+/* KEYS key hash; ARGV now_us|"", tokens. fy_rl_charge. */
+static const char charge_lua[] = "local l, st, now = load(ARGV[1], '0')\n"
                                  "if not l then return 0 end\n"
-                                 "local now = clock(ARGV[1], '0')\n"
                                  "local tokens = int(ARGV[2], 'tokens', MAX)\n"
-                                 "local st = state(l, now)\n"
                                  "local charged = 0\n"
                                  "if l.tpm > 0 and tokens > 0 then\n"
                                  "  local q, r = muldiv(tokens, W, l.tpm)\n"
@@ -212,10 +214,10 @@ static const char charge_lua[] = "local l = live()\n"
                                  "  st.tfull = math.min(math.max(st.tfull, now) + q, CAPH)\n"
                                  "  st.dirty, charged = true, 1\n"
                                  "end\n"
-                                 "if st.dirty then save(st, now) end\n"
+                                 "if st.dirty then save(st) end\n"
                                  "return charged\n";
 
-/* KEYS cc; ARGV now_us|"", ttl ms, lease ids... */
+/* KEYS leases; ARGV now_us|"", ttl ms, lease ids... */
 static const char renew_lua[] =
     "local now = clock(ARGV[1], '0')\n"
     "local ttl = int(ARGV[2], 'lease ttl', MAX)\n"
@@ -228,10 +230,11 @@ static const char renew_lua[] =
     "    n = n + 1\n"
     "  end\n"
     "end\n"
-    "if n > 0 then leases_expire(KEYS[1], now_ms) end\n"
+    "if n > 0 then redis.call('PEXPIRE', KEYS[1], fmt(ttl + 60000), 'GT') end\n"
     "return n\n";
 
-/* KEYS live; ARGV rpm, tpm, cc, burst, exp, rev (validated by the caller). */
+/* KEYS key hash; ARGV rpm, tpm, cc, burst, exp, rev (validated by the
+ * caller). The limiter state (rl_*) in the same hash is kept. */
 static const char live_lua[] =
     "redis.call('HSET', KEYS[1], 'rpm', ARGV[1], 'tpm', ARGV[2], 'cc', ARGV[3],\n"
     "  'burst', ARGV[4], 'exp', ARGV[5], 'rev', ARGV[6])\n"
@@ -242,6 +245,7 @@ static const char live_lua[] =
 struct fy_shl {
     fy_redis *cl;
     fy_redis_script *admit, *charge, *renew, *live;
+    uint64_t admits; /* every FY_SHL_SWEEP_EVERY-th admission sweeps */
 };
 
 /* The elements of the admit script's reply, in order. */
@@ -264,10 +268,15 @@ enum {
 
 /* One operation in flight: whose callback to run. Freed by the trampoline. */
 typedef struct {
-    fy_shl_admit_cb admit;
     fy_shl_count_cb count;
     void *data;
 } shl_rq;
+
+/* An admission call in flight: the callback of each request, in order. */
+typedef struct {
+    size_t n;
+    fy_shl_ask asks[];
+} shl_many;
 
 /* Registers the prelude followed by BODY (the script registration copies
  * the source). */
@@ -341,8 +350,6 @@ _Static_assert(sizeof FY_SH_KEY_LEASES_FMT + FY_SHL_KEY_ID_MAX <= FY_SH_KEYNAME_
                "key names fit FY_SH_KEYNAME_MAX");
 _Static_assert(sizeof FY_SH_KEY_LIVE_FMT + FY_SHL_KEY_ID_MAX <= FY_SH_KEYNAME_MAX,
                "key names fit FY_SH_KEYNAME_MAX");
-_Static_assert(sizeof FY_SH_KEY_RL_FMT + FY_SHL_KEY_ID_MAX <= FY_SH_KEYNAME_MAX,
-               "key names fit FY_SH_KEYNAME_MAX");
 
 /* A time argument: "" for Redis's clock. */
 static int time_arg(int64_t t, char *buf, size_t len)
@@ -358,17 +365,18 @@ static int time_arg(int64_t t, char *buf, size_t len)
     return 0;
 }
 
-static shl_rq *rq_new(fy_shl_admit_cb admit, fy_shl_count_cb count, void *data)
+static shl_rq *rq_new(fy_shl_count_cb count, void *data)
 {
     shl_rq *rq = malloc(sizeof *rq);
     if (rq) {
-        *rq = (shl_rq){admit, count, data};
+        *rq = (shl_rq){count, data};
     }
     return rq;
 }
 
-/* Parses the admit script's reply R into *A: exactly R_COUNT integers in
- * range, the status and the denial consistent. Returns 0 or FY_EPROTO. */
+/* Parses one request's part R of the admit script's reply into *A:
+ * exactly R_COUNT integers in range, the status and the denial consistent.
+ * Returns 0 or FY_EPROTO. */
 static int parse_admission(const fy_redis_reply *r, fy_shl_admission *a)
 {
     int64_t v[R_COUNT];
@@ -410,14 +418,24 @@ static int parse_admission(const fy_redis_reply *r, fy_shl_admission *a)
     return 0;
 }
 
+/* The reply is one part per request, in order: each request gets its own,
+ * or all get the error (a reply of the wrong shape fails every request). */
 static void on_admit(void *data, int status, const fy_redis_reply *reply)
 {
-    shl_rq *rq = data;
-    fy_shl_admission a;
-    int err = status ? status : parse_admission(reply, &a);
+    shl_many *m = data;
+    fy_shl_admission a[FY_SHL_ADMIT_MAX];
+    int err = status;
 
-    rq->admit(rq->data, err, err ? NULL : &a);
-    free(rq);
+    if (!err && (reply->type != FY_REDIS_REPLY_ARRAY || reply->n != m->n || !reply->elem)) {
+        err = FY_EPROTO;
+    }
+    for (size_t i = 0; !err && i < m->n; i++) {
+        err = parse_admission(&reply->elem[i], &a[i]);
+    }
+    for (size_t i = 0; i < m->n; i++) {
+        m->asks[i].cb(m->asks[i].data, err, err ? NULL : &a[i]);
+    }
+    free(m);
 }
 
 /* The reply of charge, release, renew and live: one integer >= 0. */
@@ -455,62 +473,103 @@ static int run(fy_redis_script *s, shl_rq *rq, fy_redis_reply_cb on, int nkeys,
     return rc;
 }
 
-int fy_shl_admit(fy_shl *l, const char *key_id, const char *lease_id, int64_t lease_ttl_ms,
-                 int64_t now_us, int64_t now_s, fy_shl_admit_cb cb, void *data)
+int fy_shl_admit_many(fy_shl *l, const char *key_id, const fy_shl_ask *asks, size_t n,
+                      int64_t lease_ttl_ms, int64_t now_us, int64_t now_s)
 {
-    char live[FY_SH_KEYNAME_MAX], rl[FY_SH_KEYNAME_MAX], cc[FY_SH_KEYNAME_MAX];
+    char live[FY_SH_KEYNAME_MAX], cc[FY_SH_KEYNAME_MAX];
     char us[24], s[24], ttl[24];
+    const char *args[4 + FY_SHL_ADMIT_MAX];
+    shl_many *m;
+    int rc;
 
-    if (!l || !cb || !key_id_ok(key_id) || !lease_id_ok(lease_id) || lease_ttl_ms < 1 ||
+    if (!l || !asks || n < 1 || n > FY_SHL_ADMIT_MAX || !key_id_ok(key_id) || lease_ttl_ms < 1 ||
         lease_ttl_ms > FY_SHL_LEASE_TTL_MAX || time_arg(now_us, us, sizeof us) ||
         time_arg(now_s, s, sizeof s)) {
         return FY_EINVAL;
     }
+    for (size_t i = 0; i < n; i++) {
+        if (!asks[i].cb || !lease_id_ok(asks[i].lease_id)) {
+            return FY_EINVAL;
+        }
+        args[4 + i] = asks[i].lease_id;
+    }
     snprintf(live, sizeof live, FY_SH_KEY_LIVE_FMT, key_id);
-    snprintf(rl, sizeof rl, FY_SH_KEY_RL_FMT, key_id);
     snprintf(cc, sizeof cc, FY_SH_KEY_LEASES_FMT, key_id);
     snprintf(ttl, sizeof ttl, "%lld", (long long)lease_ttl_ms);
-    const char *keys[] = {live, rl, cc};
-    const char *args[] = {us, lease_id, ttl, s};
-    return run(l->admit, rq_new(cb, NULL, data), on_admit, 3, keys, 4, args);
+    const char *keys[] = {live, cc};
+    args[0] = us;
+    args[1] = ttl;
+    args[2] = s;
+    /* Expired leases never count; dropping them is only housekeeping. */
+    uint64_t into = l->admits % FY_SHL_SWEEP_EVERY;
+    args[3] = into == 0 || into + n > FY_SHL_SWEEP_EVERY ? "1" : "0";
+    if (!(m = malloc(sizeof *m + n * sizeof m->asks[0]))) {
+        return FY_ENOMEM;
+    }
+    m->n = n;
+    memcpy(m->asks, asks, n * sizeof asks[0]);
+    for (size_t i = 0; i < n; i++) {
+        m->asks[i].lease_id = NULL; /* the caller's: only the arguments keep it */
+    }
+    rc = fy_redis_eval(l->admit, on_admit, m, 2, keys, NULL, (int)(4 + n), args, NULL);
+    if (rc) {
+        free(m);
+        return rc;
+    }
+    l->admits += n;
+    return 0;
+}
+
+int fy_shl_admit(fy_shl *l, const char *key_id, const char *lease_id, int64_t lease_ttl_ms,
+                 int64_t now_us, int64_t now_s, fy_shl_admit_cb cb, void *data)
+{
+    const fy_shl_ask ask = {lease_id, cb, data};
+    return fy_shl_admit_many(l, key_id, &ask, 1, lease_ttl_ms, now_us, now_s);
 }
 
 int fy_shl_charge(fy_shl *l, const char *key_id, int64_t tokens, int64_t now_us, fy_shl_count_cb cb,
                   void *data)
 {
-    char live[FY_SH_KEYNAME_MAX], rl[FY_SH_KEYNAME_MAX], us[24], tok[24];
+    char live[FY_SH_KEYNAME_MAX], us[24], tok[24];
 
     if (!l || !key_id_ok(key_id) || time_arg(now_us, us, sizeof us)) {
         return FY_EINVAL;
     }
     snprintf(live, sizeof live, FY_SH_KEY_LIVE_FMT, key_id);
-    snprintf(rl, sizeof rl, FY_SH_KEY_RL_FMT, key_id);
     /* Beyond 2^53 tokens the debt is at its cap anyway. */
     snprintf(tok, sizeof tok, "%lld",
              (long long)(tokens < 0       ? 0
                          : tokens > MAX53 ? MAX53
                                           : tokens));
-    const char *keys[] = {live, rl};
+    const char *keys[] = {live};
     const char *args[] = {us, tok};
-    return run(l->charge, rq_new(NULL, cb, data), on_count, 2, keys, 2, args);
+    return run(l->charge, rq_new(cb, data), on_count, 1, keys, 2, args);
 }
 
-int fy_shl_release(fy_shl *l, const char *key_id, const char *lease_id, fy_shl_count_cb cb,
-                   void *data)
+int fy_shl_release(fy_shl *l, const char *key_id, const char *const *lease_ids, size_t n,
+                   fy_shl_count_cb cb, void *data)
 {
     char cc[FY_SH_KEYNAME_MAX];
+    const char *argv[2 + FY_SHL_RELEASE_MAX];
     shl_rq *rq;
     int rc;
 
-    if (!l || !key_id_ok(key_id) || !lease_id_ok(lease_id)) {
+    if (!l || !key_id_ok(key_id) || !lease_ids || n < 1 || n > FY_SHL_RELEASE_MAX) {
         return FY_EINVAL;
     }
+    for (size_t i = 0; i < n; i++) {
+        if (!lease_id_ok(lease_ids[i])) {
+            return FY_EINVAL;
+        }
+        argv[2 + i] = lease_ids[i];
+    }
     snprintf(cc, sizeof cc, FY_SH_KEY_LEASES_FMT, key_id);
-    if (!(rq = rq_new(NULL, cb, data))) {
+    if (!(rq = rq_new(cb, data))) {
         return FY_ENOMEM;
     }
-    const char *argv[] = {"ZREM", cc, lease_id};
-    rc = fy_redis_cmd(l->cl, on_count, rq, 3, argv, NULL);
+    argv[0] = "ZREM";
+    argv[1] = cc;
+    rc = fy_redis_cmd(l->cl, on_count, rq, (int)(2 + n), argv, NULL);
     if (rc) {
         free(rq);
     }
@@ -538,7 +597,7 @@ int fy_shl_renew(fy_shl *l, const char *key_id, const char *const *lease_ids, si
     args[0] = us;
     args[1] = ttl;
     const char *keys[] = {cc};
-    return run(l->renew, rq_new(NULL, cb, data), on_count, 1, keys, (int)(2 + n), args);
+    return run(l->renew, rq_new(cb, data), on_count, 1, keys, (int)(2 + n), args);
 }
 
 int fy_shl_live_write(fy_shl *l, const char *key_id, const fy_shl_live *lv, fy_shl_count_cb cb,
@@ -561,5 +620,5 @@ int fy_shl_live_write(fy_shl *l, const char *key_id, const fy_shl_live *lv, fy_s
     }
     snprintf(live, sizeof live, FY_SH_KEY_LIVE_FMT, key_id);
     const char *keys[] = {live};
-    return run(l->live, rq_new(NULL, cb, data), on_count, 1, keys, 6, args);
+    return run(l->live, rq_new(cb, data), on_count, 1, keys, 6, args);
 }

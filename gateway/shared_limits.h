@@ -33,11 +33,12 @@
  *     and exp <= now in unix seconds) are refused by the script itself, so a
  *     revocation written anywhere stops the next admission everywhere.
  *
- * Redis state per key, each with a PEXPIRE so idle keys' state goes away:
- * the limiter hash (FY_SH_KEY_RL_FMT: tat, tfull in µs; t, tpm the limits
- * they were computed for) lives until a minute after it is back at its
- * initial state (a full burst and a full bucket), when it no longer
- * matters; the lease set until a minute after its last lease expires.
+ * Redis state per key: the limiter state sits in the key's live hash beside
+ * its limits (rl_tat, rl_tfull in µs; rl_t, rl_tpm the limits they were
+ * computed for), so one HMGET reads both and one HSET writes it back; it
+ * is four fields per key, kept as long as the key. The lease set expires a
+ * minute after its last lease (PEXPIRE ... GT); expired leases never count
+ * and every FY_SHL_SWEEP_EVERY-th admission drops them.
  *
  * Errors. Every call returns 0, and then CB runs exactly once (on the loop,
  * never before the call returns), or a negative code, and then CB never
@@ -54,8 +55,8 @@
  * is used instead (tests: deterministic time). NOW_S likewise for the
  * expiry check, in unix seconds. A key's calls must all use one clock.
  *
- * Redis: 5 or later (scripts replicate their effects, so a script may read
- * TIME and then write); every key one script touches shares the {k:KEYID}
+ * Redis: 7.0 or later (PEXPIRE GT; scripts replicate their effects, so a
+ * script may read TIME and then write); every key one script touches shares the {k:KEYID}
  * tag, so the layout works on a cluster.
  *
  * Ownership and life: fy_shl_new registers the scripts on CL, which owns
@@ -75,6 +76,9 @@
 #define FY_SHL_KEY_ID_MAX    64   /* bytes in a key id ("key_" + 16 chars in practice) */
 #define FY_SHL_LEASE_ID_MAX  128  /* bytes in a lease id */
 #define FY_SHL_RENEW_MAX     1000 /* lease ids per fy_shl_renew call */
+#define FY_SHL_RELEASE_MAX   256  /* lease ids per fy_shl_release call */
+#define FY_SHL_ADMIT_MAX     64   /* requests per fy_shl_admit_many call */
+#define FY_SHL_SWEEP_EVERY   64   /* admissions per sweep of expired leases */
 #define FY_SHL_LEASE_TTL_MAX (7 * 24 * 3600 * 1000LL) /* ms: a week at most */
 #define FY_SHL_LIMIT_MAX     ((int64_t)1 << 40)       /* rpm, tpm, cc, burst (as the store) */
 
@@ -124,6 +128,20 @@ void fy_shl_free(fy_shl *l);
 int fy_shl_admit(fy_shl *l, const char *key_id, const char *lease_id, int64_t lease_ttl_ms,
                  int64_t now_us, int64_t now_s, fy_shl_admit_cb cb, void *data);
 
+/* One request of an admission call. */
+typedef struct {
+    const char *lease_id;
+    fy_shl_admit_cb cb;
+    void *data;
+} fy_shl_ask;
+
+/* fy_shl_admit for N requests of KEY_ID at once (1..FY_SHL_ADMIT_MAX), in
+ * one script: each is decided in turn, at the same instant, exactly as N
+ * fy_shl_admit calls in a row would decide them. Each ask's CB runs once
+ * with its own admission. */
+int fy_shl_admit_many(fy_shl *l, const char *key_id, const fy_shl_ask *asks, size_t n,
+                      int64_t lease_ttl_ms, int64_t now_us, int64_t now_s);
+
 /* Takes TOKENS from KEY_ID's token bucket at NOW_US, as fy_rl_charge (a
  * no-op when tpm is off, TOKENS <= 0 or the key is unknown; a revoked key
  * is still charged for what it used). N is 1 when the bucket was charged,
@@ -131,11 +149,11 @@ int fy_shl_admit(fy_shl *l, const char *key_id, const char *lease_id, int64_t le
 int fy_shl_charge(fy_shl *l, const char *key_id, int64_t tokens, int64_t now_us, fy_shl_count_cb cb,
                   void *data);
 
-/* Gives back lease LEASE_ID of KEY_ID (ZREM). N is 1 when it was in the
- * lease set (an expired lease stays there until the next admission or
- * renewal on the key sweeps it), 0 when not. CB may be NULL. */
-int fy_shl_release(fy_shl *l, const char *key_id, const char *lease_id, fy_shl_count_cb cb,
-                   void *data);
+/* Gives back leases LEASE_IDS[0..N) of KEY_ID (1..FY_SHL_RELEASE_MAX, one
+ * ZREM). The count is how many were in the lease set (an expired lease may
+ * be there until a sweep drops it). CB may be NULL. */
+int fy_shl_release(fy_shl *l, const char *key_id, const char *const *lease_ids, size_t n,
+                   fy_shl_count_cb cb, void *data);
 
 /* Extends each of LEASE_IDS[0..N) (1..FY_SHL_RENEW_MAX) still held by
  * KEY_ID to expire TTL_MS (1..FY_SHL_LEASE_TTL_MAX) after NOW_US; expired

@@ -41,6 +41,7 @@ gateway() {
     "$bin/ferry-gateway" run --data-dir "$dir" --public-listen 127.0.0.1:0 --tunnel-listen 127.0.0.1:0 \
         --admin-listen 127.0.0.1:0 --log-level warn "$@" 2>"$tmp/$name.log" &
     started $!
+    printf -v "PID_$name" '%s' "$!"
     wait_for 10 test -s "$dir/state.json" || { echo "bench_shared: gateway $name did not start" >&2; exit 1; }
     local st
     st() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$dir/state.json" "$1"; }
@@ -96,6 +97,9 @@ wrk_run() {
     fi
     awk '/^Requests\/sec/ {r=$2} / requests in / {n=$1} END {print r, n}' "$out"
 }
+# cpu_ms PID: user + system CPU the process has used, in ms.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$1/stat"; }
+redis_cpu_ms() { rcli info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%d", s * 1000}'; }
 evalsha_calls() { rcli info commandstats | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p'; }
 all_calls() { rcli info commandstats | sed -n 's/^cmdstat_[a-z|]*:calls=\([0-9]*\),.*/\1/p' | awk '{s+=$1} END {print s}'; }
 
@@ -105,15 +109,19 @@ wrk -t"$threads" -c"$conns" -d2s -H "Authorization: Bearer $k_shared" "https://$
 S=()
 R=()
 for ((r = 1; r <= rounds; r++)); do
-    read -r s _ < <(wrk_run "$PUB_solo" "$k_solo" "$conns")
-    e0=$(evalsha_calls) c0=$(all_calls)
+    g0=$(cpu_ms "$PID_solo")
+    read -r s ns < <(wrk_run "$PUB_solo" "$k_solo" "$conns")
+    g1=$(cpu_ms "$PID_solo")
+    e0=$(evalsha_calls) c0=$(all_calls) a0=$(cpu_ms "$PID_a") rc0=$(redis_cpu_ms)
     read -r a n < <(wrk_run "$PUB_a" "$k_shared" "$conns")
-    e1=$(evalsha_calls) c1=$(all_calls)
+    e1=$(evalsha_calls) c1=$(all_calls) a1=$(cpu_ms "$PID_a") rc1=$(redis_cpu_ms)
     S+=("$s")
     R+=("$a")
-    printf '  round %d: SQLite %8.0f req/s   shared (Redis) %8.0f req/s   Redis per request: %.2f EVALSHA, %.2f commands\n' \
-        "$r" "$s" "$a" "$(awk -v d=$((e1 - e0)) -v n="$n" 'BEGIN {print d / n}')" \
-        "$(awk -v d=$((c1 - c0)) -v n="$n" 'BEGIN {print d / n}')"
+    per() { awk -v d="$1" -v n="$2" -v k="$3" 'BEGIN {printf "%.2f", d * k / n}'; }
+    printf '  round %d: SQLite %8.0f req/s   shared (Redis) %8.0f req/s   Redis per request: %s EVALSHA, %s commands\n' \
+        "$r" "$s" "$a" "$(per $((e1 - e0)) "$n" 1)" "$(per $((c1 - c0)) "$n" 1)"
+    printf '           CPU per request: SQLite gateway %s us; shared replica %s us + redis-server %s us\n' \
+        "$(per $((g1 - g0)) "$ns" 1000)" "$(per $((a1 - a0)) "$n" 1000)" "$(per $((rc1 - rc0)) "$n" 1000)"
 done
 wrk_run "$PUB_a" "$k_shared" $((conns / 2)) >"$tmp/two_a" &
 wa=$!
@@ -131,3 +139,5 @@ print(f"  shared / SQLite = {r / s:.3f} (goal >= 0.85)")
 print(f"  two replicas at once: {two:8.0f} req/s ({float(sys.argv[3]):.0f} + {float(sys.argv[4]):.0f}); "
       f"two / one replica = {two / r:.3f} (one machine's cores: not a capacity figure)")
 PY
+echo "  redis-server's own figures for the whole run (INFO commandstats: calls, us per call):"
+rcli info commandstats | awk -F'[:,=]' '/^cmdstat_/ {sub("cmdstat_", "", $1); printf "    %-18s %10d calls %8.2f us\n", $1, $3, $7}' | sort -k2 -nr | head -12

@@ -115,7 +115,7 @@ pass "one key at 20 rpm, 50 clients over 3 replicas: never more than burst + cei
 
 # --- tokens per minute, charged once for all replicas --------------------------------------
 # tfull (the bucket's "full again" time in Redis) moves when a charge lands.
-tfull() { redis_cli hget "ferry:{k:$1}:rl" tfull; }
+tfull() { redis_cli hget "ferry:{k:$1}:live" rl_tfull; }
 charged_since() { [[ $(tfull "$1") != "$2" ]]; }
 mkkey_on b tpm --tpm 1000
 TPM_ID=$KID TPM=$KEY
