@@ -36,8 +36,9 @@
 #define FY_RN_CA     "ca.crt"      /* CA the gateway's tunnel listener is verified against */
 #define FY_RN_CONFIG "runner.json" /* {"name", "gateways": [...], "ca_fingerprint"} */
 
-#define FY_RN_MAX_GATEWAYS 16
-#define FY_RN_NAME_MAX     128
+#define FY_RN_MAX_GATEWAYS      16
+#define FY_RN_MAX_GATEWAY_ADDRS 64 /* dial targets once names are resolved */
+#define FY_RN_NAME_MAX          128
 
 typedef struct {
     char name[FY_RN_NAME_MAX];
@@ -271,8 +272,10 @@ typedef struct {
     const char *name;            /* enrolled runner name, sent in HELLO */
     const char *const *gateways; /* "HOST:PORT" each */
     size_t ngateways;
-    unsigned connections;          /* total connections, spread round-robin over gateways */
-    fy_tls_config *tls;            /* client cert + key, CA, ALPN ferry/1; outlives the tunnel */
+    unsigned connections; /* total connections, spread round-robin over the gateways' addresses
+                             (a name resolving to several gives one target per address),
+                             at least one each */
+    fy_tls_config *tls;   /* client cert + key, CA, ALPN ferry/1; outlives the tunnel */
     uint64_t heartbeat_timeout_ms; /* a silent gateway is declared dead after this */
     uint32_t max_streams;          /* MAX_CONCURRENT_STREAMS announced */
     /* Reconnect policy: wait = random(0, min(max, base * 2^n)); n resets once

@@ -1,8 +1,9 @@
 /* tunnel.c: the runner's outbound connections to its gateways.
  *
- * The tunnel keeps `connections` slots, assigned round-robin to the gateways
- * (slot i dials gateway i % n), so every gateway has a way down to this
- * runner. A slot's connection goes TCP connect -> TLS (client certificate,
+ * The tunnel keeps `connections` slots, assigned round-robin to the gateways'
+ * addresses (slot i dials target i % n; a name that resolves to several
+ * addresses, several replicas behind one name, is one target per address),
+ * so every gateway has a way down to this runner. A slot's connection goes TCP connect -> TLS (client certificate,
  * ALPN ferry/1) -> proto session (HELLO, heartbeats) -> ready. When it ends,
  * the slot dials again after a full-jitter exponential backoff:
  * wait = random(0, min(max, base * 2^n)), n counting failed attempts and
@@ -27,6 +28,8 @@
 #include "common/link/link.h"
 #include "common/log.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,10 +39,13 @@
 
 typedef enum { C_CONNECTING = 0, C_TLS, C_HELLO, C_READY, C_CLOSING } conn_state;
 
+/* One place a slot dials: HOST is the name TLS verifies, ADDR (when set)
+ * the address it connects to, one of several HOST resolved to. */
 typedef struct {
     char host[256];
     int port;
-    char text[300];
+    char addr[INET6_ADDRSTRLEN];
+    char text[320];
 } gw_addr;
 
 typedef struct slot slot;
@@ -637,7 +643,8 @@ static void slot_connect(slot *sl)
     }
     t->conns = c;
     sl->conn = c;
-    int rc = fy_tcp_connect(t->loop, c->gw->host, c->gw->port, TN_CONNECT_TIMEOUT_MS, on_tcp, c);
+    const char *to = c->gw->addr[0] ? c->gw->addr : c->gw->host;
+    int rc = fy_tcp_connect(t->loop, to, c->gw->port, TN_CONNECT_TIMEOUT_MS, on_tcp, c);
     if (rc) {
         char why[160];
         snprintf(why, sizeof why, "cannot connect: %s", fy_strerror(rc));
@@ -766,6 +773,100 @@ int fy_rn_tunnel_set_models(fy_rn_tunnel *t, const char *const *models, size_t n
 
 /* --- the tunnel ------------------------------------------------------------------ */
 
+/* Appends HOST:PORT with ADDR ("" to dial by name) to the list. */
+static int gws_add(gw_addr **v, size_t *n, const char *host, int port, const char *addr)
+{
+    if (*n >= FY_RN_MAX_GATEWAY_ADDRS) {
+        return 0; /* enough ways down: the rest are not dialled */
+    }
+    gw_addr *nv = realloc(*v, (*n + 1) * sizeof *nv);
+    if (!nv) {
+        return FY_ENOMEM;
+    }
+    *v = nv;
+    gw_addr *g = &nv[(*n)++];
+    memset(g, 0, sizeof *g);
+    snprintf(g->host, sizeof g->host, "%s", host);
+    g->port = port;
+    size_t na = strnlen(addr, sizeof g->addr - 1);
+    memcpy(g->addr, addr, na);
+    g->addr[na] = '\0';
+    if (na) {
+        snprintf(g->text, sizeof g->text, "%.255s:%d (%.45s)", host, port, g->addr);
+    } else {
+        snprintf(g->text, sizeof g->text, "%.255s:%d", host, port);
+    }
+    return 0;
+}
+
+/* The distinct addresses NAME resolves to now, as text, in resolver order;
+ * returns how many (0: it does not resolve now). */
+static size_t resolve_all(const char *name, char (*out)[INET6_ADDRSTRLEN], size_t max)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    size_t n = 0;
+    if (getaddrinfo(name, NULL, &hints, &res) != 0) {
+        return 0;
+    }
+    for (struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
+        char text[INET6_ADDRSTRLEN];
+        const void *a = ai->ai_family == AF_INET
+                            ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+                            : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+            !inet_ntop(ai->ai_family, a, text, sizeof text)) {
+            continue;
+        }
+        size_t j = 0;
+        while (j < n && strcmp(out[j], text) != 0) {
+            j++;
+        }
+        if (j == n) {
+            memcpy(out[n++], text, sizeof text);
+        }
+    }
+    freeaddrinfo(res);
+    return n;
+}
+
+/* One dial target per gateway address: a --gateway whose name resolves to
+ * several addresses (several replicas behind one name) gets one for each,
+ * so every replica has connections down to this runner. A name with one
+ * address, or none right now, is dialled by name, resolved at each dial.
+ * Resolved once, at start (the runner's start may wait on DNS; requests
+ * never do). */
+static int gws_expand(const char *const *gateways, size_t n, gw_addr **out, size_t *nout)
+{
+    gw_addr *v = NULL;
+    size_t nv = 0;
+    int rc = n ? 0 : FY_EINVAL;
+    for (size_t i = 0; !rc && i < n; i++) {
+        char host[256], addrs[FY_RN_MAX_GATEWAY_ADDRS][INET6_ADDRSTRLEN];
+        unsigned char bin[16];
+        int port;
+        if (fy_rn_hostport_parse(gateways[i], host, sizeof host, &port)) {
+            rc = FY_EINVAL;
+            break;
+        }
+        size_t na = inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1
+                        ? 0
+                        : resolve_all(host, addrs, FY_RN_MAX_GATEWAY_ADDRS);
+        if (na < 2) {
+            rc = gws_add(&v, &nv, host, port, "");
+        }
+        for (size_t j = 0; na >= 2 && !rc && j < na; j++) {
+            rc = gws_add(&v, &nv, host, port, addrs[j]);
+        }
+    }
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *nout = nv;
+    return 0;
+}
+
 int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunnel **out)
 {
     *out = NULL;
@@ -800,29 +901,20 @@ int fy_rn_tunnel_new(uv_loop_t *loop, const fy_rn_tunnel_options *o, fy_rn_tunne
         t->o.heartbeat_timeout_ms = 30000;
     }
     t->nslots = o->connections ? o->connections : 2;
-    if (t->nslots < o->ngateways) {
-        t->nslots = (unsigned)o->ngateways; /* at least one per gateway */
+    if ((rc = gws_expand(o->gateways, o->ngateways, &t->gws, &t->ngws))) {
+        free(t->models);
+        free(t);
+        return rc;
     }
-    t->gws = calloc(o->ngateways, sizeof *t->gws);
+    if (t->nslots < t->ngws) {
+        t->nslots = (unsigned)t->ngws; /* at least one per gateway address */
+    }
     t->slots = calloc(t->nslots, sizeof *t->slots);
-    if (!t->gws || !t->slots) {
+    if (!t->slots) {
         free(t->gws);
-        free(t->slots);
         free(t->models);
         free(t);
         return FY_ENOMEM;
-    }
-    t->ngws = o->ngateways;
-    for (size_t i = 0; i < o->ngateways; i++) {
-        gw_addr *g = &t->gws[i];
-        if (fy_rn_hostport_parse(o->gateways[i], g->host, sizeof g->host, &g->port)) {
-            free(t->gws);
-            free(t->slots);
-            free(t->models);
-            free(t);
-            return FY_EINVAL;
-        }
-        snprintf(g->text, sizeof g->text, "%s", o->gateways[i]);
     }
     uv_timer_init(loop, &t->drain_timer);
     t->drain_timer.data = t;

@@ -20,13 +20,14 @@ shared_init() {
     ADMIN_TOKEN=$(cat "${DIR[a]}/admin.token")
     CA=${DIR[a]}/ca.crt
 }
-# replica_start R [ARGS...]: ferry-gateway run --shared on R's dir.
+# replica_start R [ARGS...]: ferry-gateway run --shared on R's dir, its
+# tunnel on $TUN_LISTEN (default 127.0.0.1:0).
 replica_start() {
     local r=$1
     shift
     rm -f "${DIR[$r]}/state.json"
     "$BIN/ferry-gateway" run --data-dir "${DIR[$r]}" --public-listen 127.0.0.1:0 \
-        --tunnel-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --shared "$REDIS_URL" \
+        --tunnel-listen "${TUN_LISTEN:-127.0.0.1:0}" --admin-listen 127.0.0.1:0 --shared "$REDIS_URL" \
         --shared-lease 3s "$@" >>"$TMP/gw.$r.log" 2>&1 &
     PIDOF[$r]=$!
     PIDS+=("${PIDOF[$r]}")
