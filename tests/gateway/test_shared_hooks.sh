@@ -6,6 +6,8 @@
 # upstream once each, in order; and the replica delivering a hook, killed
 # with an event in flight, is taken over after the owner lease's TTL, the
 # event delivered again with the same x-ferry-delivery id (at least once).
+# With Redis down: 503 under --shared-failure closed; under open, each
+# replica's own replay guard.
 source "$(dirname "$0")/../hooks/lib.sh"
 source "$(dirname "$0")/../lib/redis.sh"
 source "$(dirname "$0")/shared_lib.sh"
@@ -180,6 +182,33 @@ for r in "$R1" "$R2"; do wait_for 30 shared_up "$r" || fail "replica $r did not 
 printf '{"action":"back"}\n' >"$TMP/body"
 gh_ok "$R1" "$GH3" "$TMP/gh.secret" || fail "a delivery after Redis came back: $(cat "$TMP/resp")"
 pass "Redis down: webhooks with a delivery id and async events 503 shared_state_unavailable, hook writes refused; back: accepted again"
+
+# --- Redis unreachable with --shared-failure open ----------------------------------------------
+# R1 restarted with open: while Redis is down, a delivery id is checked
+# against R1's own memory of ids (SQLite), so a new delivery is forwarded and
+# the same id again on R1 is a replay; a key nobody cached is a plain 401.
+replica_stop "$R1"
+TUN_LISTEN=${TUNS[$R1]} replica_start "$R1" --shared-failure open # where the runner dials
+wait_for 30 conns_on_are "$R1" r1 1 || fail "runner r1 did not reconnect to $R1"
+wait_for 20 gh_ok "$R1" "$GH3" "$TMP/gh.secret" || fail "hook gh3 on $R1 after its restart"
+redis_kill9
+wait_for 30 eval '! shared_up '"$R1" || fail "replica $R1 still reports Redis up"
+printf '{"action":"open"}
+' >"$TMP/body"
+n=$(rec_count)
+c=$(gh_post "$R1" "$GH3" "$TMP/gh.secret" d-open-1)
+expect_status 200 "$c" "a new GitHub delivery while Redis is down, under --shared-failure open"
+wait_for 20 rec_count_is $((n + 1)) || fail "the delivery did not reach the upstream"
+c=$(gh_post "$R1" "$GH3" "$TMP/gh.secret" d-open-1)
+expect_status 401 "$c" "the same delivery id again on the same replica while Redis is down"
+rec_count_is $((n + 1)) || fail "a replayed delivery reached the upstream"
+c=$(curl -sS --max-time 30 --cacert "$CA" -o /dev/null -w '%{http_code}' \
+    -H "Authorization: Bearer fy_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' | head -c 43)" \
+    "https://${PUBS[$R1]}/r/r1/fixed")
+expect_status 401 "$c" "a key nobody cached while Redis is down, under --shared-failure open"
+redis_start
+wait_for 30 shared_up "$R1" || fail "replica $R1 did not reconnect"
+pass "Redis down, --shared-failure open: a new delivery forwarded, the same id again a replay (local guard), an uncached key 401"
 
 for r in a b c; do [[ $r == "$VICTIM" ]] || replica_stop "$r"; done
 pass "replicas stop cleanly"
