@@ -728,7 +728,7 @@ static void usage_cell_add(usage_list *ul, const char *id, const fy_redis_reply 
 static void usage_list_end(usage_list *ul)
 {
     size_t m = 0;
-    if (!ul->err) {
+    if (!ul->err && ul->n) { /* none: rows may be NULL */
         qsort(ul->rows, ul->n, sizeof *ul->rows, row_cmp);
         for (size_t i = 0; i < ul->n; i++) {
             fy_store_usage_row *a = &ul->rows[i];
@@ -1323,7 +1323,7 @@ static void on_tokens(void *data, int status, const fy_redis_reply *r)
             n++;
         }
     }
-    if (!status) {
+    if (!status && n) { /* none: t may be NULL */
         qsort(t, n, sizeof *t, token_newer);
     }
     ((fy_shared_tokens_cb)x->cb)(x->data, status, t, n);
