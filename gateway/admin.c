@@ -19,6 +19,7 @@
  *   GET  /admin/v1/hooks               POST /admin/v1/hooks
  *   DELETE /admin/v1/hooks/ID          POST /admin/v1/hooks/ID/rotate-secret
  *   GET  /admin/v1/usage[?key=ID&by=hour|total]
+ *   GET  /admin/v1/overview            GET /admin/v1/traffic[/stream|/ID] (dash/traffic.h)
  *   GET  /metrics */
 #include "gateway/gateway.h"
 
@@ -46,18 +47,7 @@
 
 static void respond_json(fy_http_req *req, int status, json_t *o)
 {
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!text) {
-        fy_http_respond_error(req, 500, "internal_error", "out of memory");
-        return;
-    }
-    size_t n = strlen(text);
-    fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
-                          {"Cache-Control", "no-store", 0, 0}};
-    fy_http_respond(req, status, h, 2, text, n);
-    fy_secure_zero(text, n); /* may hold a new token */
-    free(text);
+    fy_gw_respond_json(req, status, o);
 }
 
 /* --- writes through the shared state (--shared) ----------------------------------------
@@ -172,6 +162,34 @@ static void admin_status(fy_gw *gw, fy_http_req *req)
                            "requests_in_flight", (json_int_t)gw->n_px.n, "requests_waiting",
                            (json_int_t)gw->v1.n_waiting, "requests_total",
                            (json_int_t)gw->n_proxied, "draining", gw->draining));
+}
+
+/* What the dashboard's overview shows: the registry and the request totals
+ * since start (every public request that ended, answered here or proxied). */
+static void admin_overview(fy_gw *gw, fy_http_req *req)
+{
+    const fy_traffic_totals *t = fy_dash_totals(gw->dash);
+    json_t *models = json_array(), *errs = json_object();
+    for (gw_model *m = gw->tun.models; m; m = m->next) {
+        if (m->n_conns) {
+            json_array_append_new(models, json_string(m->name));
+        }
+    }
+    for (int i = 0; i < 200; i++) {
+        if (t->by_status[i]) {
+            char code[8];
+            snprintf(code, sizeof code, "%d", 400 + i);
+            json_object_set_new(errs, code, json_integer((json_int_t)t->by_status[i]));
+        }
+    }
+    respond_json(
+        req, 200,
+        json_pack("{s:I,s:o,s:I,s:{s:I,s:I},s:I,s:I,s:o,s:I}", "runners_connected",
+                  (json_int_t)fy_gw_tunnel_connected(gw), "models", models, "requests_total",
+                  (json_int_t)t->requests, "tokens_total", "prompt", (json_int_t)t->prompt_tokens,
+                  "completion", (json_int_t)t->completion_tokens, "requests_waiting",
+                  (json_int_t)gw->v1.n_waiting, "requests_in_flight", (json_int_t)gw->n_px.n,
+                  "errors_by_status", errs, "uptime_s", (json_int_t)(time(NULL) - gw->started)));
 }
 
 /* --- tokens --------------------------------------------------------------------- */
@@ -992,23 +1010,6 @@ static void key_revoke(fy_gw *gw, fy_http_req *req, const char *id)
 
 /* --- usage ---------------------------------------------------------------------------- */
 
-/* Value of NAME in a query "a=1&b=2" into OUT ("" when absent). Values here
- * are ids and words: no percent-decoding. Returns 0 when absent. */
-static int query_get(const char *q, const char *name, char *out, size_t outlen)
-{
-    size_t nl = strlen(name);
-    out[0] = '\0';
-    for (const char *p = q; p && *p;) {
-        size_t n = strcspn(p, "&");
-        if (n > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
-            snprintf(out, outlen, "%.*s", (int)(n - nl - 1), p + nl + 1);
-            return 1;
-        }
-        p += n + (p[n] == '&');
-    }
-    return 0;
-}
-
 typedef struct {
     json_t *names; /* key id -> name */
     json_t *a;
@@ -1085,8 +1086,8 @@ static void usage_list(fy_gw *gw, fy_http_req *req)
 {
     char key[64], by[16];
     const char *q = fy_http_req_query(req);
-    int has_key = query_get(q, "key", key, sizeof key);
-    query_get(q, "by", by, sizeof by);
+    int has_key = fy_gw_query_get(q, "key", key, sizeof key);
+    fy_gw_query_get(q, "by", by, sizeof by);
     if (by[0] && strcmp(by, "hour") != 0 && strcmp(by, "total") != 0) {
         fy_http_respond_error(req, 400, "invalid_request", "by must be hour or total");
         return;
@@ -1710,6 +1711,15 @@ void fy_gw_admin_request(fy_http_req *req, void *data)
             admin_status(gw, req);
             return;
         }
+    } else if (strcmp(path, "/admin/v1/overview") == 0) {
+        if (get) {
+            admin_overview(gw, req);
+            return;
+        }
+    } else if (strncmp(path, "/admin/v1/traffic", 17) == 0 &&
+               (path[17] == '\0' || path[17] == '/')) {
+        fy_dash_traffic_request(gw->dash, req);
+        return;
     } else if (strcmp(path, "/admin/v1/tokens") == 0) {
         if (get) {
             tokens_list(gw, req);

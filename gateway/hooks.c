@@ -62,13 +62,14 @@ static void count(fy_gw *gw, const char *hook, const char *outcome)
     fy_metric_add(gw->metrics.hook_requests, v, 1);
 }
 
-/* The metrics and access-log line of a request answered here (not proxied). */
+/* The metrics and news (access log, dashboard) of a request answered here
+ * (not proxied). */
 static void hr_account(fy_gw *gw, fy_http_req *req, uint64_t t0, const char *runner, int status,
                        uint64_t in, uint64_t out)
 {
     double secs = (double)(uv_hrtime() - t0) / 1e9;
     fy_metrics_gw_request(&gw->metrics, "/hooks", status, secs, secs, in, out);
-    if (gw->access_stderr && !fy_log_enabled(FY_LOG_INFO)) {
+    if (!fy_reqdone_heard(&gw->done)) {
         return;
     }
     struct timespec ts;
@@ -86,7 +87,9 @@ static void hr_account(fy_gw *gw, fy_http_req *req, uint64_t t0, const char *run
         .prompt_tokens = -1,
         .completion_tokens = -1,
     };
-    fy_accesslog_write(gw->access, &e);
+    fy_reqdone d = {.e = &e, .kind = "hook"};
+    d.req_h = fy_http_req_headers(req, &d.n_req_h);
+    fy_reqdone_publish(&gw->done, &d);
 }
 
 /* Answers an error and records the request. */

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RUN_LOG "gateway"
@@ -164,6 +165,15 @@ static int state_write(fy_gw *gw)
     return rc;
 }
 
+/* The access log hears of every public request (reqdone.h). */
+static void access_line(const fy_reqdone *d, void *arg)
+{
+    fy_gw *gw = arg;
+    if (!gw->access_stderr || fy_log_enabled(FY_LOG_INFO)) {
+        fy_accesslog_write(gw->access, d->e);
+    }
+}
+
 static void gw_stop(fy_gw *gw)
 {
     if (gw->stopped) {
@@ -181,6 +191,7 @@ static void gw_stop(fy_gw *gw)
     fy_gw_v1_fail_waiting(gw, "gateway_draining", "the gateway is shutting down");
     fy_gw_v1_close(gw);
     fy_gw_tunnel_close_all(gw);
+    fy_dash_close(gw->dash); /* its live streams, before the admin server */
     fy_http_server_close(gw->net.public_srv, NULL, NULL);
     fy_http_server_close(gw->net.admin_srv, NULL, NULL);
     fy_http_server_close(gw->net.enroll_srv, NULL, NULL);
@@ -466,7 +477,15 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
         snprintf(err, errlen, "--access-log %.600s: %s", gw->opt.access_log, fy_strerror(rc));
         return rc;
     }
-    if ((rc = fy_dash_new(gw->trust.admin_hash, &gw->dash))) {
+    gw->access_sub = (fy_reqdone_sub){.fn = access_line, .arg = gw};
+    fy_reqdone_subscribe(&gw->done, &gw->access_sub);
+    gw->started = (int64_t)time(NULL);
+    fy_dash_config dc = {.loop = gw->loop,
+                         .admin_hash = gw->trust.admin_hash,
+                         .done = &gw->done,
+                         .store = gw->store,
+                         .keys = gw->keys};
+    if ((rc = fy_dash_new(&dc, &gw->dash))) {
         snprintf(err, errlen, "dashboard: %s", fy_strerror(rc));
         return rc;
     }

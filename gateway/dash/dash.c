@@ -24,28 +24,51 @@ const fy_http_header fy_dash_security_headers[FY_DASH_N_SECURITY] = {
 };
 
 struct fy_dash {
-    const uint8_t *admin_hash;
+    fy_dash_config cfg;
     fy_dash_sessions sessions;
     fy_dash_guard guard;
+    fy_traffic *traffic;
+    fy_reqdone_sub traffic_sub;
 };
 
-int fy_dash_new(const uint8_t admin_hash[32], fy_dash **out)
+int fy_dash_new(const fy_dash_config *cfg, fy_dash **out)
 {
     fy_dash *d = calloc(1, sizeof *d);
-    if (!d) {
+    if (!d || fy_traffic_new(cfg->loop, cfg->store, &d->traffic)) {
+        free(d);
         return FY_ENOMEM;
     }
-    d->admin_hash = admin_hash;
+    d->cfg = *cfg;
+    d->traffic_sub = (fy_reqdone_sub){.fn = fy_traffic_add, .arg = d->traffic, .want_headers = 1};
+    fy_reqdone_subscribe(cfg->done, &d->traffic_sub);
     *out = d;
     return 0;
+}
+
+void fy_dash_close(fy_dash *d)
+{
+    if (d) {
+        fy_traffic_close(d->traffic);
+    }
 }
 
 void fy_dash_free(fy_dash *d)
 {
     if (d) {
+        fy_traffic_free(d->traffic);
         fy_secure_zero(&d->sessions, sizeof d->sessions);
         free(d);
     }
+}
+
+void fy_dash_traffic_request(fy_dash *d, fy_http_req *req)
+{
+    fy_traffic_request(d->traffic, req);
+}
+
+const fy_traffic_totals *fy_dash_totals(const fy_dash *d)
+{
+    return fy_traffic_get_totals(d->traffic);
 }
 
 /* --- responses ------------------------------------------------------------------ */
@@ -177,7 +200,7 @@ static int token_ok(fy_dash *d, fy_http_req *req)
     json_t *root = body.len ? json_loadb(body.base, body.len, 0, &jerr) : NULL;
     json_t *t = json_object_get(root, "token");
     int ok = json_is_string(t) &&
-             fy_secret_matches(json_string_value(t), json_string_length(t), d->admin_hash);
+             fy_secret_matches(json_string_value(t), json_string_length(t), d->cfg.admin_hash);
     if (json_is_string(t)) {
         fy_secure_zero((char *)json_string_value(t), json_string_length(t));
     }

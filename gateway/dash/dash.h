@@ -34,6 +34,10 @@
 #define FY_GATEWAY_DASH_DASH_H
 
 #include "common/http.h"
+#include "gateway/dash/traffic.h"
+#include "gateway/keys.h"
+#include "gateway/reqdone.h"
+#include "gateway/store.h"
 
 #include <stdint.h>
 
@@ -55,10 +59,27 @@ extern const fy_http_header fy_dash_security_headers[FY_DASH_N_SECURITY];
 
 typedef struct fy_dash fy_dash;
 
-/* A dashboard that signs in with the admin token whose SHA-256 is
- * ADMIN_HASH (must outlive the dashboard). Returns 0 or FY_ENOMEM. */
-int fy_dash_new(const uint8_t admin_hash[32], fy_dash **out);
-void fy_dash_free(fy_dash *d); /* NULL is ok; ends every session */
+/* What the dashboard reads; everything must outlive it. */
+typedef struct {
+    uv_loop_t *loop;
+    const uint8_t *admin_hash; /* SHA-256 of the admin token sign-in takes */
+    fy_reqdone_hub *done;      /* the request news the live traffic subscribes to */
+    fy_store *store;           /* key names, usage */
+    fy_keys *keys;             /* the key holders' page checks keys here */
+} fy_dash_config;
+
+/* Returns 0 or FY_ENOMEM. */
+int fy_dash_new(const fy_dash_config *cfg, fy_dash **out);
+/* The gateway stops: live traffic streams end, timers close. NULL is ok. */
+void fy_dash_close(fy_dash *d);
+/* After the loop ran the close. NULL is ok; ends every session. */
+void fy_dash_free(fy_dash *d);
+
+/* Admin routes under /admin/v1/traffic (already authorized: traffic.h). */
+void fy_dash_traffic_request(fy_dash *d, fy_http_req *req);
+
+/* Totals since start for /admin/v1/overview (traffic.h). */
+const fy_traffic_totals *fy_dash_totals(const fy_dash *d);
 
 /* An admin listener request: 1 when it was a dashboard route (pages,
  * static files, /admin/v1/session), answered or being answered; 0 when it

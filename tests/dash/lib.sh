@@ -42,3 +42,26 @@ sadmin() {
     shift 2
     hreq "https://$ADM$p" -X "$m" -H "Cookie: ferry_session=$COOKIE" "$@"
 }
+
+# jcheck FILE EXPR: evaluates the Python expression EXPR with j = the JSON in
+# FILE; fails the test (with EXPR and the JSON) when it is false.
+jcheck() {
+    python3 - "$1" "$2" <<'PY' || fail "check failed: $2 on $(head -c 600 "$1")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+sys.exit(0 if eval(sys.argv[2]) else 1)
+PY
+}
+
+STORIES=${FERRY_TESTDATA:-/nonexistent}/models/stories260K
+# stories_runner NAME: enrolls runner NAME and runs it on stories260K with
+# its own engine; waits for its tunnel connection.
+stories_runner() {
+    [[ -f $STORIES/model.safetensors ]] || { echo "SKIP: stories260K not found under FERRY_TESTDATA"; exit 77; }
+    enroll "$1" "$TMP/rn.$1"
+    FAIL_LOGS+=("runner.$1.log")
+    FERRY_TEST_BACKOFF_MS=100 "$BIN/ferry-runner" run --data-dir "$TMP/rn.$1" --model "$STORIES" \
+        --connections 1 --threads 1 >"$TMP/runner.$1.log" 2>&1 &
+    PIDS+=("$!")
+    wait_for 60 conns_are "$1" 1 || fail "runner $1 did not connect"
+}
