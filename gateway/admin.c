@@ -489,18 +489,6 @@ static void runner_revoke(fy_gw *gw, fy_http_req *req, const char *name)
 
 /* --- API keys ------------------------------------------------------------------------ */
 
-/* "a,b" -> ["a","b"]; "" -> []. */
-static json_t *scope_array(const char *list)
-{
-    json_t *a = json_array();
-    for (const char *p = list; *p;) {
-        size_t n = strcspn(p, ",");
-        json_array_append_new(a, json_stringn(p, n));
-        p += n + (p[n] == ',');
-    }
-    return a;
-}
-
 static json_t *usage_json(const fy_store_usage *u)
 {
     return json_pack("{s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)u->requests, "prompt_tokens",
@@ -515,14 +503,15 @@ static json_t *usage_json(const fy_store_usage *u)
 static json_t *key_json(const fy_store_key *k)
 {
     int64_t burst = fy_rl_burst(k->rpm, k->burst);
-    return json_pack(
-        "{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:o,s:b,s:o,s:o,s:o,s:I,s:o,s:o,s:o}", "id", k->id, "name",
-        k->name, "owner", k->owner, "prefix", k->prefix, "rpm", (json_int_t)k->rpm, "tpm",
-        (json_int_t)k->tpm, "concurrency", (json_int_t)k->concurrency, "burst",
-        burst ? json_integer(burst) : json_null(), "burst_default", k->burst == 0, "models",
-        scope_array(k->models), "runners", scope_array(k->runners), "hooks", scope_array(k->hooks),
-        "created_at", (json_int_t)k->created_at, "expires_at", time_or_null(k->expires_at),
-        "revoked_at", time_or_null(k->revoked_at), "last_used_at", time_or_null(k->last_used_at));
+    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:o,s:b,s:o,s:o,s:o,s:I,s:o,s:o,s:o}", "id",
+                     k->id, "name", k->name, "owner", k->owner, "prefix", k->prefix, "rpm",
+                     (json_int_t)k->rpm, "tpm", (json_int_t)k->tpm, "concurrency",
+                     (json_int_t)k->concurrency, "burst", burst ? json_integer(burst) : json_null(),
+                     "burst_default", k->burst == 0, "models", fy_gw_scope_json(k->models),
+                     "runners", fy_gw_scope_json(k->runners), "hooks", fy_gw_scope_json(k->hooks),
+                     "created_at", (json_int_t)k->created_at, "expires_at",
+                     time_or_null(k->expires_at), "revoked_at", time_or_null(k->revoked_at),
+                     "last_used_at", time_or_null(k->last_used_at));
 }
 
 /* A scope list from JSON: an array of names or one comma-separated string

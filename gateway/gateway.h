@@ -434,6 +434,9 @@ void fy_gw_admin_request(fy_http_req *req, void *data);
  * shown once). 500 when O is NULL (out of memory). */
 void fy_gw_respond_json(fy_http_req *req, int status, json_t *o);
 
+/* A stored scope list "a,b" as ["a","b"] ("" gives []). */
+json_t *fy_gw_scope_json(const char *list);
+
 /* route.c: pure helpers ---------------------------------------------------- */
 
 /* Splits a public request target "/r/NAME/rest?q" into NAME (copied, at most

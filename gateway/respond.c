@@ -21,3 +21,14 @@ void fy_gw_respond_json(fy_http_req *req, int status, json_t *o)
     fy_secure_zero(text, n); /* may hold a new token or key */
     free(text);
 }
+
+json_t *fy_gw_scope_json(const char *list)
+{
+    json_t *a = json_array();
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        json_array_append_new(a, json_stringn(p, n));
+        p += n + (p[n] == ',');
+    }
+    return a;
+}

@@ -6,6 +6,7 @@
 #include "common/secret.h"
 #include "gateway/dash/assets.h"
 #include "gateway/dash/guard.h"
+#include "gateway/dash/keyholder.h"
 #include "gateway/dash/session.h"
 
 #include <jansson.h>
@@ -96,6 +97,18 @@ static void dash_error(fy_http_req *req, int pub, int status, const char *code, 
     fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
                           {"Cache-Control", "no-store", 0, 0}};
     dash_send(req, pub, status, h, 2, body, n);
+}
+
+/* The 429 of an address past its failed attempts. */
+static void too_many_failures(fy_http_req *req, int pub, int64_t retry, const char *msg)
+{
+    char ra[24], body[512];
+    snprintf(ra, sizeof ra, "%lld", (long long)retry);
+    size_t n = fy_http_error_json(body, sizeof body, 429, "rate_limit_exceeded", NULL, msg);
+    fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
+                          {"Cache-Control", "no-store", 0, 0},
+                          {"Retry-After", ra, 0, 0}};
+    dash_send(req, pub, 429, h, 3, body, n);
 }
 
 static void serve_asset(fy_http_req *req, int pub, const char *path)
@@ -218,13 +231,7 @@ static void sign_in(fy_dash *d, fy_http_req *req)
     int64_t mono = fy_rl_now(), retry;
     const char *peer = fy_http_req_peer(req);
     if (fy_dash_guard_blocked(&d->guard, peer, mono, &retry)) {
-        char ra[24], body[512];
-        snprintf(ra, sizeof ra, "%lld", (long long)retry);
-        size_t n = fy_http_error_json(body, sizeof body, 429, "rate_limit_exceeded", NULL,
-                                      "too many failed sign-ins from this address: try later");
-        fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
-                              {"Retry-After", ra, 0, 0}};
-        dash_send(req, 0, 429, h, 2, body, n);
+        too_many_failures(req, 0, retry, "too many failed sign-ins from this address: try later");
         return;
     }
     if (!token_ok(d, req)) {
@@ -308,10 +315,55 @@ int fy_dash_public_path(const char *path)
     return strncmp(path, "/dashboard", 10) == 0 && (path[10] == '\0' || path[10] == '/');
 }
 
+/* GET /dashboard/api/me: the caller's own key, by the key itself. */
+static void keyholder_me(fy_dash *d, fy_http_req *req)
+{
+    if (strcmp(fy_http_req_method(req), "GET") != 0) {
+        dash_error(req, 1, 405, "method_not_allowed", "method not allowed on this route");
+        return;
+    }
+    int64_t mono = fy_rl_now(), retry, now = (int64_t)time(NULL);
+    const char *peer = fy_http_req_peer(req);
+    if (fy_dash_guard_blocked(&d->guard, peer, mono, &retry)) {
+        too_many_failures(req, 1, retry, "too many requests with a bad key from this address");
+        return;
+    }
+    size_t nh;
+    const fy_http_header *h = fy_http_req_headers(req, &nh);
+    fy_key *k = NULL;
+    fy_auth_outcome o = fy_keys_authenticate(d->cfg.keys, h, nh, now, &k);
+    if (o != FY_AUTH_OK) {
+        const char *code, *msg;
+        int status = fy_auth_error(o, &code, &msg);
+        fy_dash_guard_fail(&d->guard, peer, mono);
+        fy_http_header eh[] = {{"Content-Type", "application/json", 0, 0},
+                               {"Cache-Control", "no-store", 0, 0},
+                               {"WWW-Authenticate", "Bearer", 0, 0}};
+        char body[1024];
+        size_t n = fy_http_error_json(body, sizeof body, status, code, NULL, msg);
+        dash_send(req, 1, status, eh, 3, body, n);
+        return;
+    }
+    json_t *j = fy_keyholder_json(d->cfg.store, k, now);
+    fy_key_release(k);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text) {
+        dash_error(req, 1, 500, "store_error", "the key's record or usage could not be read");
+        return;
+    }
+    fy_http_header jh[] = {{"Content-Type", "application/json", 0, 0},
+                           {"Cache-Control", "no-store", 0, 0}};
+    dash_send(req, 1, 200, jh, 2, text, strlen(text));
+    free(text);
+}
+
 void fy_dash_public_request(fy_dash *d, fy_http_req *req)
 {
     const char *path = fy_http_req_path(req);
-    if (strcmp(path, "/dashboard") == 0 || strcmp(path, "/dashboard/") == 0) {
+    if (strcmp(path, "/dashboard/api/me") == 0) {
+        keyholder_me(d, req);
+    } else if (strcmp(path, "/dashboard") == 0 || strcmp(path, "/dashboard/") == 0) {
         serve_asset(req, 1, "keyholder.html");
     } else if (strncmp(path, "/dashboard/static/", 18) == 0) {
         serve_asset(req, 1, path + 18);

@@ -13,6 +13,11 @@
  * On the public listener (router.c hands /dashboard and /dashboard/... here):
  *   GET /dashboard              the key holders' page (www/keyholder.html)
  *   GET /dashboard/static/PATH  the same embedded files as /static/PATH
+ *   GET /dashboard/api/me       "Authorization: Bearer <the caller's API key>":
+ *                               that key's limits, what is left of them and
+ *                               its usage (keyholder.h); a bad key is the
+ *                               401 of /v1, and bad keys count against the
+ *                               address like failed sign-ins (429)
  *
  * Security model. The session id is 32 random bytes (base64url) in the
  * cookie ferry_session (HttpOnly, Secure, SameSite=Strict, Max-Age 12 h);
