@@ -18,6 +18,7 @@
  *   POST /admin/v1/keys/ID/revoke
  *   GET  /admin/v1/hooks               POST /admin/v1/hooks
  *   DELETE /admin/v1/hooks/ID          POST /admin/v1/hooks/ID/rotate-secret
+ *   GET  /admin/v1/hooks/ID/deliveries (dash/traffic.h)
  *   GET  /admin/v1/usage[?key=ID&by=hour|total]
  *   GET  /admin/v1/overview            GET /admin/v1/traffic[/stream|/ID] (dash/traffic.h)
  *   GET  /metrics */
@@ -1675,6 +1676,12 @@ void fy_gw_admin_request(fy_http_req *req, void *data)
         }
         if (post) {
             hooks_create(gw, req);
+            return;
+        }
+    } else if ((r = id_route(path, hooks_prefix, "/deliveries", hid, sizeof hid, &act)) > 0 &&
+               act) {
+        if (get) {
+            fy_dash_hook_deliveries(gw->dash, req, hid);
             return;
         }
     } else if ((r = id_route(path, hooks_prefix, "/rotate-secret", hid, sizeof hid, &act)) != 0) {

@@ -148,6 +148,11 @@ static void px_publish(gw_px *px, int status, uint64_t out, double secs, double 
     fy_http_header kept[FY_REQDONE_HEADERS_MAX];
     fy_reqdone d = {.e = &e, .kind = px_kind(px), .resp_h = ah, .n_resp_h = an};
     d.req_h = fy_http_req_headers(req, &d.n_req_h);
+    if (px->hook_id[0]) {
+        d.hook_id = px->hook_id; /* verified before it was forwarded */
+        d.verified = "ok";
+        d.hook_state = "delivered";
+    }
     if (!ah && px->resp_head) {
         d.n_resp_h = px_kept_headers(px, kept);
         d.resp_h = kept;

@@ -6,8 +6,9 @@
  * (dash/traffic.h) subscribe. Publishers never know who listens, so the
  * request path does not call into either.
  *
- * Everything a fy_reqdone points to is valid only during the call: a
- * subscriber copies what it keeps. Single threaded (the gateway's loop). */
+ * Everything a fy_reqdone points to is valid only during the call (a
+ * subscriber copies what it keeps), but for KIND, VERIFIED and HOOK_STATE:
+ * static strings. Single threaded (the gateway's loop). */
 #ifndef FY_GATEWAY_REQDONE_H
 #define FY_GATEWAY_REQDONE_H
 
@@ -26,6 +27,12 @@ typedef struct {
     size_t n_req_h;
     const fy_http_header *resp_h; /* the response's, as sent (NULL when not kept) */
     size_t n_resp_h;
+    /* Webhooks (kind "hook"), else NULL: */
+    const char *hook_id;
+    const char *verified;    /* "ok", "bad_signature", "missing_signature", "stale",
+                              * "replayed"; NULL when it was not checked */
+    const char *hook_state;  /* "delivered" (forwarded), "queued", "refused" */
+    const char *delivery_id; /* an async event's "dlv_..." */
 } fy_reqdone;
 
 typedef struct fy_reqdone_sub {

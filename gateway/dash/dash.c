@@ -67,6 +67,11 @@ void fy_dash_traffic_request(fy_dash *d, fy_http_req *req)
     fy_traffic_request(d->traffic, req);
 }
 
+void fy_dash_hook_deliveries(fy_dash *d, fy_http_req *req, const char *hook_id)
+{
+    fy_traffic_deliveries(d->traffic, req, hook_id);
+}
+
 const fy_traffic_totals *fy_dash_totals(const fy_dash *d)
 {
     return fy_traffic_get_totals(d->traffic);

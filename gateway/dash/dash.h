@@ -83,6 +83,9 @@ void fy_dash_free(fy_dash *d);
 /* Admin routes under /admin/v1/traffic (already authorized: traffic.h). */
 void fy_dash_traffic_request(fy_dash *d, fy_http_req *req);
 
+/* GET /admin/v1/hooks/ID/deliveries (already authorized: traffic.h). */
+void fy_dash_hook_deliveries(fy_dash *d, fy_http_req *req, const char *hook_id);
+
 /* Totals since start for /admin/v1/overview (traffic.h). */
 const fy_traffic_totals *fy_dash_totals(const fy_dash *d);
 

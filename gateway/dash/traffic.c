@@ -32,6 +32,9 @@ typedef struct {
     char path[TR_PATH_MAX];
     char *heads; /* redacted: NUL-terminated names and values in turn */
     uint16_t n_req, n_resp;
+    const char *verified, *hook_state; /* webhooks: static strings, or NULL */
+    char hook_id[FY_STORE_HOOK_ID_MAX];
+    char delivery_id[40];
 } tr_rec;
 
 typedef struct {
@@ -218,6 +221,10 @@ static void rec_fill(fy_traffic *t, tr_rec *r, const fy_reqdone *d)
     snprintf(r->model, sizeof r->model, "%s", e->model ? e->model : "");
     snprintf(r->method, sizeof r->method, "%s", e->method ? e->method : "");
     path_copy(r->path, sizeof r->path, e->path ? e->path : "");
+    r->verified = d->verified;
+    r->hook_state = d->hook_state;
+    snprintf(r->hook_id, sizeof r->hook_id, "%s", d->hook_id ? d->hook_id : "");
+    snprintf(r->delivery_id, sizeof r->delivery_id, "%s", d->delivery_id ? d->delivery_id : "");
     fy_buf b;
     fy_buf_init(&b, FY_TRAFFIC_HEADERS_MAX);
     r->n_req = heads_put(&b, d->req_h, d->n_req_h);
@@ -244,6 +251,19 @@ static json_t *rec_json(const tr_rec *r)
                      r->status, "latency_ms", (double)(int64_t)(r->latency_ms * 10 + 0.5) / 10,
                      "prompt_tokens", count_or_null(r->prompt_tokens), "completion_tokens",
                      count_or_null(r->completion_tokens), "kind", r->kind);
+}
+
+/* A webhook request as one of its hook's deliveries. */
+static json_t *delivery_json(const tr_rec *r)
+{
+    int queued = r->hook_state && strcmp(r->hook_state, "queued") == 0;
+    return json_pack("{s:s,s:s,s:I,s:o,s:o,s:o,s:s,s:i,s:n,s:b}", "id",
+                     r->delivery_id[0] ? r->delivery_id : r->id, "request_id", r->id, "time",
+                     (json_int_t)r->time_ms, "status", json_integer(r->status), "latency_ms",
+                     json_real((double)(int64_t)(r->latency_ms * 10 + 0.5) / 10), "verified",
+                     r->verified ? json_string(r->verified) : json_null(), "state",
+                     r->hook_state ? r->hook_state : "refused", "attempts", queued ? 0 : 1,
+                     "replay_of", "captured", 0);
 }
 
 /* --- the stream ------------------------------------------------------------------- */
@@ -415,6 +435,35 @@ static void traffic_list(fy_traffic *t, fy_http_req *req)
         }
     }
     respond(req, json_pack("{s:o}", "requests", a));
+}
+
+void fy_traffic_deliveries(fy_traffic *t, fy_http_req *req, const char *hook_id)
+{
+    char lim[8];
+    long limit = 100;
+    if (param(fy_http_req_query(req), "limit", lim, sizeof lim)) {
+        lim[0] = 'x';
+        lim[1] = '\0';
+    }
+    if (lim[0]) {
+        char *end;
+        limit = strtol(lim, &end, 10);
+        if (*end || end == lim || limit < 1 || limit > FY_TRAFFIC_RING) {
+            fy_http_respond_error(req, 400, "invalid_request",
+                                  "\"limit\" must be a whole number from 1 to 1000");
+            return;
+        }
+    }
+    json_t *a = json_array();
+    for (uint64_t s = t->seq, n = 0; s > 0 && t->seq - s < FY_TRAFFIC_RING && n < (uint64_t)limit;
+         s--) {
+        const tr_rec *r = &t->ring[(s - 1) % FY_TRAFFIC_RING];
+        if (r->seq == s && strcmp(r->hook_id, hook_id) == 0) {
+            json_array_append_new(a, delivery_json(r));
+            n++;
+        }
+    }
+    respond(req, json_pack("{s:o}", "deliveries", a));
 }
 
 static json_t *heads_json(const char **p, size_t n)

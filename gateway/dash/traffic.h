@@ -65,6 +65,16 @@ void fy_traffic_request(fy_traffic *t, fy_http_req *req);
 
 const fy_traffic_totals *fy_traffic_get_totals(const fy_traffic *t);
 
+/* GET /admin/v1/hooks/HOOK_ID/deliveries?limit=N (already authorized):
+ * {"deliveries":[{"id" (the event's dlv_ id when queued, else the request's),
+ * "request_id","time","status","latency_ms","verified","state"
+ * ("delivered": forwarded to the runner; "queued"; "refused": answered by
+ * the gateway, a bad signature among others),"attempts","replay_of":null,
+ * "captured":false}]}, newest first, from the ring: this replica's
+ * requests among the last FY_TRAFFIC_RING. A queued event stays "queued"
+ * here whatever the queue does with it later. */
+void fy_traffic_deliveries(fy_traffic *t, fy_http_req *req, const char *hook_id);
+
 /* 1 when header NAME's value is a secret shown as "[redacted]":
  * authorization, proxy-authorization, cookie, set-cookie, x-api-key, and any
  * name containing "signature", "secret" or "token" (case-insensitive). */

@@ -1,7 +1,7 @@
 # lib.sh: helpers for the dashboard's curl-level tests (sourced, not run):
-# the gateway tests' helpers (tests/gateway/lib.sh) plus requests that keep
+# the gateway and webhook tests' helpers (tests/hooks/lib.sh) plus requests that keep
 # the response's headers, and a signed-in session.
-source "$(dirname "${BASH_SOURCE[0]}")/../gateway/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../hooks/lib.sh"
 
 # hreq URL [CURL ARGS...]: a request whose status goes to $TMP/code, headers
 # to $TMP/h (CRs dropped) and body to $TMP/b.
@@ -64,4 +64,14 @@ stories_runner() {
         --connections 1 --threads 1 >"$TMP/runner.$1.log" 2>&1 &
     PIDS+=("$!")
     wait_for 60 conns_are "$1" 1 || fail "runner $1 did not connect"
+}
+
+# hook_gateway: a gateway with runner r1 whose upstream records what reached
+# it (tests/hooks/recorder.py).
+hook_gateway() {
+    gw_init
+    gw_start
+    rec_start
+    enroll r1 "$TMP/r1"
+    runner_start r1 "$TMP/r1"
 }
