@@ -2,7 +2,10 @@
  *
  * Every call needs "Authorization: Bearer <admin token>", checked in constant
  * time against the SHA-256 of DIR/admin.token -- GET /metrics too (Prometheus
- * sends it with `authorization: {credentials_file: .../admin.token}`).
+ * sends it with `authorization: {credentials_file: .../admin.token}`) -- or,
+ * without an Authorization header, the dashboard's session cookie with its
+ * CSRF rules (gateway/dash/dash.h, which also serves the dashboard's pages
+ * and /admin/v1/session here).
  * Answers are JSON (the metrics page is Prometheus text); errors use the
  * OpenAI error shape. Secrets are returned once (a new enrollment token or
  * API key) and never logged or listed.
@@ -24,6 +27,7 @@
 #include "common/log.h"
 #include "common/secret.h"
 #include "fy_version.h"
+#include "gateway/dash/dash.h"
 #include "gateway/datadir.h"
 #include "gateway/keys.h"
 #include "gateway/metrics.h"
@@ -118,10 +122,9 @@ static void call_started(adm_call *c, int rc)
     }
 }
 
-static int authorized(fy_gw *gw, fy_http_req *req)
+static int bearer_ok(const char *h, const uint8_t *admin_hash)
 {
-    const char *h = fy_http_req_header(req, "authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
         return 0;
     }
     const char *t = h + 7;
@@ -132,7 +135,28 @@ static int authorized(fy_gw *gw, fy_http_req *req)
     while (n && (t[n - 1] == ' ' || t[n - 1] == '\t')) {
         n--;
     }
-    return fy_secret_matches(t, n, gw->trust.admin_hash);
+    return fy_secret_matches(t, n, admin_hash);
+}
+
+/* 1 when REQ may call the admin API: the Bearer admin token, or (no
+ * Authorization header) a dashboard session. Otherwise REQ is answered. */
+static int authorized(fy_gw *gw, fy_http_req *req)
+{
+    const char *h = fy_http_req_header(req, "authorization");
+    fy_dash_auth a = h ? FY_DASH_AUTH_NONE : fy_dash_authorize(gw->dash, req);
+    if (a == FY_DASH_AUTH_ANSWERED) {
+        return 0;
+    }
+    if (a == FY_DASH_AUTH_OK || (h && bearer_ok(h, gw->trust.admin_hash))) {
+        return 1;
+    }
+    char body[256];
+    size_t n = fy_http_error_json(body, sizeof body, 401, "unauthorized", NULL,
+                                  "admin token required (Authorization: Bearer ...)");
+    fy_http_header hd[] = {{"Content-Type", "application/json", 0, 0},
+                           {"WWW-Authenticate", "Bearer", 0, 0}};
+    fy_http_respond(req, 401, hd, 2, body, n);
+    return 0;
 }
 
 /* --- status ------------------------------------------------------------------- */
@@ -1611,13 +1635,7 @@ static int id_route(const char *path, const char *prefix, const char *action, ch
 void fy_gw_admin_request(fy_http_req *req, void *data)
 {
     fy_gw *gw = data;
-    if (!authorized(gw, req)) {
-        char body[256];
-        size_t n = fy_http_error_json(body, sizeof body, 401, "unauthorized", NULL,
-                                      "admin token required (Authorization: Bearer ...)");
-        fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
-                              {"WWW-Authenticate", "Bearer", 0, 0}};
-        fy_http_respond(req, 401, h, 2, body, n);
+    if (fy_dash_admin_route(gw->dash, req) || !authorized(gw, req)) {
         return;
     }
     const char *path = fy_http_req_path(req), *method = fy_http_req_method(req);

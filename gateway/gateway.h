@@ -282,6 +282,7 @@ struct fy_gw {
     fy_shared *shared;     /* --shared: the state replicas share in Redis; NULL without */
     fy_metrics_gw metrics; /* GET /metrics on the admin listener */
     fy_accesslog *access;  /* one line per public request */
+    struct fy_dash *dash;  /* the dashboard: pages, sessions (gateway/dash/dash.h) */
     int access_stderr;     /* the access log goes through fy_log_event */
     gw_count n_px;         /* public requests being proxied */
     uint64_t n_proxied;    /* total, for status */

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/secret.h"
 #include "common/x509.h"
+#include "gateway/dash/dash.h"
 #include "gateway/datadir.h"
 #include "gateway/shared_seed.h"
 
@@ -465,6 +466,10 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
         snprintf(err, errlen, "--access-log %.600s: %s", gw->opt.access_log, fy_strerror(rc));
         return rc;
     }
+    if ((rc = fy_dash_new(gw->trust.admin_hash, &gw->dash))) {
+        snprintf(err, errlen, "dashboard: %s", fy_strerror(rc));
+        return rc;
+    }
     static const char *alpn_https[] = {"http/1.1", NULL};
     static const char *alpn_tunnel[] = {FY_GW_ALPN_TUNNEL, "http/1.1", NULL};
     fy_tls_options to = {.is_server = 1, .cert_file = cert, .key_file = key, .alpn = alpn_https};
@@ -494,6 +499,9 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
         .data = gw,
         .buffer_body = 1,
         .max_body = FY_GW_ADMIN_MAX_BODY,
+        /* The dashboard is served here: every answer carries its CSP. */
+        .extra_headers = fy_dash_security_headers,
+        .n_extra_headers = FY_DASH_N_SECURITY,
     };
     fy_http_server_options eo = {
         .on_request = fy_gw_enroll_request,
@@ -698,6 +706,7 @@ out:
     fy_keys_free(gw->keys);
     fy_gw_hooks_free(gw);
     fy_accesslog_close(gw->access);
+    fy_dash_free(gw->dash);
     fy_metrics_gw_close(&gw->metrics);
     if (gw->store && fy_store_usage_flush(gw->store)) {
         fprintf(stderr, "ferry-gateway run: the last usage could not be written\n");
