@@ -149,7 +149,14 @@ typedef struct {
     unsigned body_timeout_ms;   /* 0: FY_HTTP_BODY_TIMEOUT_MS */
     unsigned max_connections;   /* 0: FY_HTTP_MAX_CONNECTIONS */
     const char *server_header;  /* "Server:" value, NULL for none */
+    /* Headers sent on every response, the server's own included (security
+     * headers of a dashboard); copied at creation, at most
+     * FY_HTTP_EXTRA_HEADERS_MAX bytes as "Name: value\r\n" lines. */
+    const fy_http_header *extra_headers;
+    size_t n_extra_headers;
 } fy_http_server_options;
+
+#define FY_HTTP_EXTRA_HEADERS_MAX 1024
 
 /* Creates a server on LOOP and, when opts->listen is set, binds (with
  * SO_REUSEADDR) and listens. Returns 0, FY_EINVAL (bad address or options),

@@ -122,6 +122,8 @@ struct fy_http_server {
     fy_http_server_close_cb close_cb;
     void *close_arg;
     char server_header[128];
+    char *extra; /* opts->extra_headers as "Name: value\r\n" lines, or NULL */
+    size_t extra_len;
 };
 
 static const llhttp_settings_t srv_settings;
@@ -149,6 +151,7 @@ static void srv_unref(fy_http_server *srv)
     if (srv->close_cb) {
         srv->close_cb(srv, srv->close_arg);
     }
+    free(srv->extra);
     free(srv);
 }
 
@@ -393,7 +396,7 @@ static int build_head(srv_conn *c, fy_buf *b, int status, const fy_http_header *
     fy_http_server *srv = c->srv;
     const char *reason = fy_http_status_text(status);
     size_t rl = strlen(reason);
-    int rc = fy_buf_reserve(b, 200 + rl + strlen(srv->server_header));
+    int rc = fy_buf_reserve(b, 200 + rl + strlen(srv->server_header) + srv->extra_len);
     if (rc) {
         return rc;
     }
@@ -415,6 +418,10 @@ static int build_head(srv_conn *c, fy_buf *b, int status, const fy_http_header *
         memcpy(w, srv->server_header, sl);
         w += sl;
         PUT_LIT(w, "\r\n");
+    }
+    if (srv->extra_len) {
+        memcpy(w, srv->extra, srv->extra_len);
+        w += srv->extra_len;
     }
     if (ctype) {
         PUT_LIT(w, "Content-Type: ");
@@ -1429,6 +1436,33 @@ static void on_connection(uv_stream_t *ls, int status)
 
 /* --- server ------------------------------------------------------------------ */
 
+/* Renders OPTS's extra headers into SRV->extra. Returns 0, or FY_EINVAL (a
+ * header with CR or LF, or more than FY_HTTP_EXTRA_HEADERS_MAX bytes). */
+static int extra_render(fy_http_server *srv, const fy_http_server_options *opts)
+{
+    fy_buf b;
+    fy_buf_init(&b, FY_HTTP_EXTRA_HEADERS_MAX);
+    int rc = 0;
+    for (size_t i = 0; i < opts->n_extra_headers && !rc; i++) {
+        const fy_http_header *h = &opts->extra_headers[i];
+        size_t nl = h->name_len ? h->name_len : strlen(h->name);
+        size_t vl = h->value_len ? h->value_len : strlen(h->value);
+        if (!fy__http_header_ok(h->name, nl, h->value, vl)) {
+            rc = FY_EINVAL;
+            break;
+        }
+        rc = fy_buf_append(&b, h->name, nl) || fy_buf_append(&b, ": ", 2) ||
+             fy_buf_append(&b, h->value, vl) || fy_buf_append(&b, "\r\n", 2);
+    }
+    if (rc) {
+        fy_buf_free(&b);
+        return FY_EINVAL;
+    }
+    srv->extra = b.data;
+    srv->extra_len = b.len;
+    return 0;
+}
+
 int fy_http_server_new(uv_loop_t *loop, const fy_http_server_options *opts, fy_http_server **out)
 {
     int rc = 0;
@@ -1467,7 +1501,12 @@ int fy_http_server_new(uv_loop_t *loop, const fy_http_server_options *opts, fy_h
         }
         memcpy(srv->server_header, opts->server_header, sl + 1);
     }
-    srv->o.listen = NULL; /* not kept: the caller's string may go away */
+    if (opts->n_extra_headers && extra_render(srv, opts)) {
+        free(srv);
+        return FY_EINVAL;
+    }
+    srv->o.extra_headers = NULL; /* not kept: rendered into srv->extra */
+    srv->o.listen = NULL;        /* not kept: the caller's string may go away */
     uv_idle_init(loop, &srv->idle);
     srv->idle.data = srv;
     srv->refs = 1; /* the idle handle */

@@ -8,6 +8,7 @@ build_pkgs=(
   build-essential cmake pkg-config git
   libuv1-dev libmbedtls-dev node-llhttp libjansson-dev libsqlite3-dev
   libpcre2-dev libutf8proc-dev libhiredis-dev
+  libjs-chart.js
 )
 test_pkgs=(
   libcmocka-dev curl openssl ca-certificates clang libclang-rt-14-dev clang-format
@@ -15,6 +16,7 @@ test_pkgs=(
   python3-torch python3-numpy python3-jinja2
 )
 
+# libjs-chart.js: Chart.js, compiled into ferry-gateway for the dashboard;
 # stress-ng: tests/run.sh --stress keeps every core busy while the suite runs;
 # python3-torch: tests/engine_ref checks the forward pass against PyTorch;
 # redis-server: test_gateway_redis starts its own server on a unix socket in a

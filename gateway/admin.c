@@ -2,7 +2,10 @@
  *
  * Every call needs "Authorization: Bearer <admin token>", checked in constant
  * time against the SHA-256 of DIR/admin.token -- GET /metrics too (Prometheus
- * sends it with `authorization: {credentials_file: .../admin.token}`).
+ * sends it with `authorization: {credentials_file: .../admin.token}`) -- or,
+ * without an Authorization header, the dashboard's session cookie with its
+ * CSRF rules (gateway/dash/dash.h, which also serves the dashboard's pages
+ * and /admin/v1/session here).
  * Answers are JSON (the metrics page is Prometheus text); errors use the
  * OpenAI error shape. Secrets are returned once (a new enrollment token or
  * API key) and never logged or listed.
@@ -15,7 +18,9 @@
  *   POST /admin/v1/keys/ID/revoke
  *   GET  /admin/v1/hooks               POST /admin/v1/hooks
  *   DELETE /admin/v1/hooks/ID          POST /admin/v1/hooks/ID/rotate-secret
+ *   GET  /admin/v1/hooks/ID/deliveries (dash/traffic.h)
  *   GET  /admin/v1/usage[?key=ID&by=hour|total]
+ *   GET  /admin/v1/overview            GET /admin/v1/traffic[/stream|/ID] (dash/traffic.h)
  *   GET  /metrics */
 #include "gateway/gateway.h"
 
@@ -24,6 +29,7 @@
 #include "common/log.h"
 #include "common/secret.h"
 #include "fy_version.h"
+#include "gateway/dash/dash.h"
 #include "gateway/datadir.h"
 #include "gateway/keys.h"
 #include "gateway/metrics.h"
@@ -42,18 +48,7 @@
 
 static void respond_json(fy_http_req *req, int status, json_t *o)
 {
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!text) {
-        fy_http_respond_error(req, 500, "internal_error", "out of memory");
-        return;
-    }
-    size_t n = strlen(text);
-    fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
-                          {"Cache-Control", "no-store", 0, 0}};
-    fy_http_respond(req, status, h, 2, text, n);
-    fy_secure_zero(text, n); /* may hold a new token */
-    free(text);
+    fy_gw_respond_json(req, status, o);
 }
 
 /* --- writes through the shared state (--shared) ----------------------------------------
@@ -118,10 +113,9 @@ static void call_started(adm_call *c, int rc)
     }
 }
 
-static int authorized(fy_gw *gw, fy_http_req *req)
+static int bearer_ok(const char *h, const uint8_t *admin_hash)
 {
-    const char *h = fy_http_req_header(req, "authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
         return 0;
     }
     const char *t = h + 7;
@@ -132,7 +126,28 @@ static int authorized(fy_gw *gw, fy_http_req *req)
     while (n && (t[n - 1] == ' ' || t[n - 1] == '\t')) {
         n--;
     }
-    return fy_secret_matches(t, n, gw->trust.admin_hash);
+    return fy_secret_matches(t, n, admin_hash);
+}
+
+/* 1 when REQ may call the admin API: the Bearer admin token, or (no
+ * Authorization header) a dashboard session. Otherwise REQ is answered. */
+static int authorized(fy_gw *gw, fy_http_req *req)
+{
+    const char *h = fy_http_req_header(req, "authorization");
+    fy_dash_auth a = h ? FY_DASH_AUTH_NONE : fy_dash_authorize(gw->dash, req);
+    if (a == FY_DASH_AUTH_ANSWERED) {
+        return 0;
+    }
+    if (a == FY_DASH_AUTH_OK || (h && bearer_ok(h, gw->trust.admin_hash))) {
+        return 1;
+    }
+    char body[256];
+    size_t n = fy_http_error_json(body, sizeof body, 401, "unauthorized", NULL,
+                                  "admin token required (Authorization: Bearer ...)");
+    fy_http_header hd[] = {{"Content-Type", "application/json", 0, 0},
+                           {"WWW-Authenticate", "Bearer", 0, 0}};
+    fy_http_respond(req, 401, hd, 2, body, n);
+    return 0;
 }
 
 /* --- status ------------------------------------------------------------------- */
@@ -148,6 +163,34 @@ static void admin_status(fy_gw *gw, fy_http_req *req)
                            "requests_in_flight", (json_int_t)gw->n_px.n, "requests_waiting",
                            (json_int_t)gw->v1.n_waiting, "requests_total",
                            (json_int_t)gw->n_proxied, "draining", gw->draining));
+}
+
+/* What the dashboard's overview shows: the registry and the request totals
+ * since start (every public request that ended, answered here or proxied). */
+static void admin_overview(fy_gw *gw, fy_http_req *req)
+{
+    const fy_traffic_totals *t = fy_dash_totals(gw->dash);
+    json_t *models = json_array(), *errs = json_object();
+    for (gw_model *m = gw->tun.models; m; m = m->next) {
+        if (m->n_conns) {
+            json_array_append_new(models, json_string(m->name));
+        }
+    }
+    for (int i = 0; i < 200; i++) {
+        if (t->by_status[i]) {
+            char code[8];
+            snprintf(code, sizeof code, "%d", 400 + i);
+            json_object_set_new(errs, code, json_integer((json_int_t)t->by_status[i]));
+        }
+    }
+    respond_json(
+        req, 200,
+        json_pack("{s:I,s:o,s:I,s:{s:I,s:I},s:I,s:I,s:o,s:I}", "runners_connected",
+                  (json_int_t)fy_gw_tunnel_connected(gw), "models", models, "requests_total",
+                  (json_int_t)t->requests, "tokens_total", "prompt", (json_int_t)t->prompt_tokens,
+                  "completion", (json_int_t)t->completion_tokens, "requests_waiting",
+                  (json_int_t)gw->v1.n_waiting, "requests_in_flight", (json_int_t)gw->n_px.n,
+                  "errors_by_status", errs, "uptime_s", (json_int_t)(time(NULL) - gw->started)));
 }
 
 /* --- tokens --------------------------------------------------------------------- */
@@ -447,18 +490,6 @@ static void runner_revoke(fy_gw *gw, fy_http_req *req, const char *name)
 
 /* --- API keys ------------------------------------------------------------------------ */
 
-/* "a,b" -> ["a","b"]; "" -> []. */
-static json_t *scope_array(const char *list)
-{
-    json_t *a = json_array();
-    for (const char *p = list; *p;) {
-        size_t n = strcspn(p, ",");
-        json_array_append_new(a, json_stringn(p, n));
-        p += n + (p[n] == ',');
-    }
-    return a;
-}
-
 static json_t *usage_json(const fy_store_usage *u)
 {
     return json_pack("{s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)u->requests, "prompt_tokens",
@@ -473,14 +504,15 @@ static json_t *usage_json(const fy_store_usage *u)
 static json_t *key_json(const fy_store_key *k)
 {
     int64_t burst = fy_rl_burst(k->rpm, k->burst);
-    return json_pack(
-        "{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:o,s:b,s:o,s:o,s:o,s:I,s:o,s:o,s:o}", "id", k->id, "name",
-        k->name, "owner", k->owner, "prefix", k->prefix, "rpm", (json_int_t)k->rpm, "tpm",
-        (json_int_t)k->tpm, "concurrency", (json_int_t)k->concurrency, "burst",
-        burst ? json_integer(burst) : json_null(), "burst_default", k->burst == 0, "models",
-        scope_array(k->models), "runners", scope_array(k->runners), "hooks", scope_array(k->hooks),
-        "created_at", (json_int_t)k->created_at, "expires_at", time_or_null(k->expires_at),
-        "revoked_at", time_or_null(k->revoked_at), "last_used_at", time_or_null(k->last_used_at));
+    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:o,s:b,s:o,s:o,s:o,s:I,s:o,s:o,s:o}", "id",
+                     k->id, "name", k->name, "owner", k->owner, "prefix", k->prefix, "rpm",
+                     (json_int_t)k->rpm, "tpm", (json_int_t)k->tpm, "concurrency",
+                     (json_int_t)k->concurrency, "burst", burst ? json_integer(burst) : json_null(),
+                     "burst_default", k->burst == 0, "models", fy_gw_scope_json(k->models),
+                     "runners", fy_gw_scope_json(k->runners), "hooks", fy_gw_scope_json(k->hooks),
+                     "created_at", (json_int_t)k->created_at, "expires_at",
+                     time_or_null(k->expires_at), "revoked_at", time_or_null(k->revoked_at),
+                     "last_used_at", time_or_null(k->last_used_at));
 }
 
 /* A scope list from JSON: an array of names or one comma-separated string
@@ -968,23 +1000,6 @@ static void key_revoke(fy_gw *gw, fy_http_req *req, const char *id)
 
 /* --- usage ---------------------------------------------------------------------------- */
 
-/* Value of NAME in a query "a=1&b=2" into OUT ("" when absent). Values here
- * are ids and words: no percent-decoding. Returns 0 when absent. */
-static int query_get(const char *q, const char *name, char *out, size_t outlen)
-{
-    size_t nl = strlen(name);
-    out[0] = '\0';
-    for (const char *p = q; p && *p;) {
-        size_t n = strcspn(p, "&");
-        if (n > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
-            snprintf(out, outlen, "%.*s", (int)(n - nl - 1), p + nl + 1);
-            return 1;
-        }
-        p += n + (p[n] == '&');
-    }
-    return 0;
-}
-
 typedef struct {
     json_t *names; /* key id -> name */
     json_t *a;
@@ -1061,8 +1076,8 @@ static void usage_list(fy_gw *gw, fy_http_req *req)
 {
     char key[64], by[16];
     const char *q = fy_http_req_query(req);
-    int has_key = query_get(q, "key", key, sizeof key);
-    query_get(q, "by", by, sizeof by);
+    int has_key = fy_gw_query_get(q, "key", key, sizeof key);
+    fy_gw_query_get(q, "by", by, sizeof by);
     if (by[0] && strcmp(by, "hour") != 0 && strcmp(by, "total") != 0) {
         fy_http_respond_error(req, 400, "invalid_request", "by must be hour or total");
         return;
@@ -1611,13 +1626,7 @@ static int id_route(const char *path, const char *prefix, const char *action, ch
 void fy_gw_admin_request(fy_http_req *req, void *data)
 {
     fy_gw *gw = data;
-    if (!authorized(gw, req)) {
-        char body[256];
-        size_t n = fy_http_error_json(body, sizeof body, 401, "unauthorized", NULL,
-                                      "admin token required (Authorization: Bearer ...)");
-        fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
-                              {"WWW-Authenticate", "Bearer", 0, 0}};
-        fy_http_respond(req, 401, h, 2, body, n);
+    if (fy_dash_admin_route(gw->dash, req) || !authorized(gw, req)) {
         return;
     }
     const char *path = fy_http_req_path(req), *method = fy_http_req_method(req);
@@ -1669,6 +1678,12 @@ void fy_gw_admin_request(fy_http_req *req, void *data)
             hooks_create(gw, req);
             return;
         }
+    } else if ((r = id_route(path, hooks_prefix, "/deliveries", hid, sizeof hid, &act)) > 0 &&
+               act) {
+        if (get) {
+            fy_dash_hook_deliveries(gw->dash, req, hid);
+            return;
+        }
     } else if ((r = id_route(path, hooks_prefix, "/rotate-secret", hid, sizeof hid, &act)) != 0) {
         if (r < 0) {
             fy_http_respond_error(req, 404, "not_found", "no such admin route");
@@ -1692,6 +1707,15 @@ void fy_gw_admin_request(fy_http_req *req, void *data)
             admin_status(gw, req);
             return;
         }
+    } else if (strcmp(path, "/admin/v1/overview") == 0) {
+        if (get) {
+            admin_overview(gw, req);
+            return;
+        }
+    } else if (strncmp(path, "/admin/v1/traffic", 17) == 0 &&
+               (path[17] == '\0' || path[17] == '/')) {
+        fy_dash_traffic_request(gw->dash, req);
+        return;
     } else if (strcmp(path, "/admin/v1/tokens") == 0) {
         if (get) {
             tokens_list(gw, req);

@@ -27,16 +27,7 @@
 
 static void respond_json(fy_http_req *req, int status, json_t *o)
 {
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (!text) {
-        fy_http_respond_error(req, 500, "internal_error", "out of memory");
-        return;
-    }
-    fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
-                          {"Cache-Control", "no-store", 0, 0}};
-    fy_http_respond(req, status, h, 2, text, strlen(text));
-    free(text);
+    fy_gw_respond_json(req, status, o);
 }
 
 static int sign_csr(fy_gw *gw, const char *csr, const char *subject, int64_t now, char **cert,

@@ -49,10 +49,12 @@
 #include "gateway/keys.h"
 #include "gateway/metrics.h"
 #include "gateway/ratelimit.h"
+#include "gateway/reqdone.h"
 #include "gateway/shared.h"
 #include "gateway/store.h"
 #include "proto/session.h"
 
+#include <jansson.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -281,12 +283,16 @@ struct fy_gw {
     fy_keys *keys;         /* API keys: the index the request path checks */
     fy_shared *shared;     /* --shared: the state replicas share in Redis; NULL without */
     fy_metrics_gw metrics; /* GET /metrics on the admin listener */
-    fy_accesslog *access;  /* one line per public request */
-    int access_stderr;     /* the access log goes through fy_log_event */
-    gw_count n_px;         /* public requests being proxied */
-    uint64_t n_proxied;    /* total, for status */
-    int draining;          /* SIGTERM seen: no new public work, runners told to drain */
-    int stopped;           /* everything is being closed */
+    fy_accesslog *access;  /* one line per public request (a subscriber of done) */
+    fy_reqdone_hub done;   /* every public request that ended (reqdone.h) */
+    fy_reqdone_sub access_sub;
+    struct fy_dash *dash; /* the dashboard: pages, sessions (gateway/dash/dash.h) */
+    int access_stderr;    /* the access log goes through fy_log_event */
+    gw_count n_px;        /* public requests being proxied */
+    uint64_t n_proxied;   /* total, for status */
+    int64_t started;      /* unix seconds the daemon started */
+    int draining;         /* SIGTERM seen: no new public work, runners told to drain */
+    int stopped;          /* everything is being closed */
 };
 
 /* run.c ------------------------------------------------------------------ */
@@ -421,6 +427,16 @@ void fy_gw_hookq_close(fy_gw *gw);
 void fy_gw_enroll_request(fy_http_req *req, void *data);
 void fy_gw_admin_request(fy_http_req *req, void *data);
 
+/* respond.c ------------------------------------------------------------------ */
+
+/* Answers REQ with STATUS and O as compact JSON (Cache-Control: no-store),
+ * taking O's reference; the text is wiped after (it may hold a secret
+ * shown once). 500 when O is NULL (out of memory). */
+void fy_gw_respond_json(fy_http_req *req, int status, json_t *o);
+
+/* A stored scope list "a,b" as ["a","b"] ("" gives []). */
+json_t *fy_gw_scope_json(const char *list);
+
 /* route.c: pure helpers ---------------------------------------------------- */
 
 /* Splits a public request target "/r/NAME/rest?q" into NAME (copied, at most
@@ -434,6 +450,11 @@ int fy_gw_route_split(const char *target, char name[FY_STORE_NAME_MAX], const ch
 /* Host part of a peer address "1.2.3.4:5", "[::1]:5" into OUT ("1.2.3.4",
  * "::1"). */
 void fy_gw_peer_host(const char *peer, char *out, size_t outlen);
+
+/* The value of parameter NAME in query string Q ("a=1&b=2"), not decoded,
+ * into OUT (cut to OUTLEN - 1 bytes; "" when absent). Returns 1 when NAME
+ * is present. */
+int fy_gw_query_get(const char *q, const char *name, char *out, size_t outlen);
 
 /* Parses a token TTL ("1h", "90s", "30d"): 1 s .. 30 d. Returns seconds, or
  * -1 when invalid or out of range. */

@@ -62,13 +62,43 @@ static void count(fy_gw *gw, const char *hook, const char *outcome)
     fy_metric_add(gw->metrics.hook_requests, v, 1);
 }
 
-/* The metrics and access-log line of a request answered here (not proxied). */
+/* What a request answered here tells the dashboard about hook HOOK_ID: the
+ * verification result and the delivery's state. */
+typedef struct {
+    const char *hook_id, *verified, *state, *delivery_id;
+} hr_news;
+
+/* The dashboard's name of a refusal OUTCOME's verification result: NULL
+ * when the signature was not checked, "ok" for refusals after it. */
+static const char *hr_verified(const char *outcome)
+{
+    static const char *const map[][2] = {
+        {"missing_header", "missing_signature"},
+        {"malformed_header", "bad_signature"},
+        {"bad_signature", "bad_signature"},
+        {"stale_timestamp", "stale"},
+        {"replay", "replayed"},
+        {"ratelimited", "ok"},
+        {"runner_unavailable", "ok"},
+        {"shared_state_unavailable", "ok"},
+        {"store_error", "ok"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        if (strcmp(outcome, map[i][0]) == 0) {
+            return map[i][1];
+        }
+    }
+    return NULL;
+}
+
+/* The metrics and news (access log, dashboard) of a request answered here
+ * (not proxied). */
 static void hr_account(fy_gw *gw, fy_http_req *req, uint64_t t0, const char *runner, int status,
-                       uint64_t in, uint64_t out)
+                       uint64_t in, uint64_t out, const hr_news *news)
 {
     double secs = (double)(uv_hrtime() - t0) / 1e9;
     fy_metrics_gw_request(&gw->metrics, "/hooks", status, secs, secs, in, out);
-    if (gw->access_stderr && !fy_log_enabled(FY_LOG_INFO)) {
+    if (!fy_reqdone_heard(&gw->done)) {
         return;
     }
     struct timespec ts;
@@ -86,7 +116,14 @@ static void hr_account(fy_gw *gw, fy_http_req *req, uint64_t t0, const char *run
         .prompt_tokens = -1,
         .completion_tokens = -1,
     };
-    fy_accesslog_write(gw->access, &e);
+    fy_reqdone d = {.e = &e,
+                    .kind = "hook",
+                    .hook_id = news->hook_id,
+                    .verified = news->verified,
+                    .hook_state = news->state,
+                    .delivery_id = news->delivery_id};
+    d.req_h = fy_http_req_headers(req, &d.n_req_h);
+    fy_reqdone_publish(&gw->done, &d);
 }
 
 /* Answers an error and records the request. */
@@ -101,7 +138,8 @@ static void hr_error(fy_gw *gw, fy_http_req *req, uint64_t t0, const char *hook,
     for (size_t i = 0; i < nextra && nh < sizeof h / sizeof h[0]; i++) {
         h[nh++] = extra[i];
     }
-    hr_account(gw, req, t0, NULL, status, 0, n); /* before: REQ is gone once answered */
+    hr_news news = {strcmp(hook, "unknown") ? hook : NULL, hr_verified(outcome), "refused", NULL};
+    hr_account(gw, req, t0, NULL, status, 0, n, &news); /* before: REQ is gone once answered */
     fy_http_respond(req, status, h, nh, body, n);
     count(gw, hook, outcome);
 }
@@ -216,7 +254,8 @@ static void hook_queued(gw_hr *hr)
                      hr->delivery_id);
     fy_http_header h[] = {{"Content-Type", "application/json", 0, 0},
                           {"x-ferry-delivery", hr->delivery_id, 0, 0}};
-    hr_account(gw, hr->req, hr->t0, hr->h->runner, 202, hr->body.len, (uint64_t)n);
+    hr_news news = {hr->h->id, "ok", "queued", hr->delivery_id};
+    hr_account(gw, hr->req, hr->t0, hr->h->runner, 202, hr->body.len, (uint64_t)n, &news);
     fy_http_respond(hr->req, 202, h, 2, body, (size_t)n);
     count(gw, hr->h->id, "queued");
     fy_gw_hookq_kick(gw);

@@ -63,6 +63,7 @@ __attribute__((noinline)) void gw_px_unref(gw_px *px)
     free(px->target);
     free(px->body);
     free(px->reply);
+    free(px->resp_head);
     fy_buf_free(&px->rbody);
     free(px);
 }
@@ -78,13 +79,95 @@ static void px_detach(gw_px *px, int reset)
     gw_px_unref(px);
 }
 
-/* The access-log line, metrics and usage of a request that ends now with
- * STATUS, then the key's slot and reference given back. ERR_BYTES: the body
- * of an error answered here (else 0). */
-static void px_account(gw_px *px, int status, int answered_here, size_t err_bytes)
+/* Keeps the response headers H[0..N) for gw->done's subscribers (at most
+ * FY_REQDONE_HEADERS_MAX of them, FY_HTTP_MAX_HEADER_BYTES in all). */
+static void px_keep_headers(gw_px *px, const fy_http_header *h, size_t n)
+{
+    fy_buf b;
+    fy_buf_init(&b, FY_HTTP_MAX_HEADER_BYTES);
+    size_t k = 0;
+    for (; k < n && k < FY_REQDONE_HEADERS_MAX; k++) {
+        if (fy_buf_append(&b, h[k].name, strlen(h[k].name) + 1) ||
+            fy_buf_append(&b, h[k].value, strlen(h[k].value) + 1)) {
+            break;
+        }
+    }
+    free(px->resp_head);
+    px->resp_head = b.data;
+    px->resp_head_len = b.len;
+    px->n_resp_head = k;
+}
+
+/* PX's kept response headers into H[0..FY_REQDONE_HEADERS_MAX); returns how many. */
+static size_t px_kept_headers(const gw_px *px, fy_http_header *h)
+{
+    const char *p = px->resp_head;
+    size_t k = 0;
+    for (; p && k < px->n_resp_head; k++) {
+        h[k] = (fy_http_header){p, p + strlen(p) + 1, 0, 0};
+        p = h[k].value + strlen(h[k].value) + 1;
+    }
+    return k;
+}
+
+static const char *px_kind(const gw_px *px)
+{
+    const char *r = px->ops->route;
+    return strcmp(r, "/r") == 0       ? "raw"
+           : strcmp(r, "/v1") == 0    ? "v1"
+           : strcmp(r, "/hooks") == 0 ? "hook"
+                                      : "other";
+}
+
+/* Tells gw->done's subscribers (the access log, the dashboard) that PX ended
+ * with STATUS; AH[0..AN) are the headers of an answer made here (else the
+ * relayed ones kept). */
+static void px_publish(gw_px *px, int status, uint64_t out, double secs, double ttfb,
+                       const fy_http_header *ah, size_t an)
 {
     fy_gw *gw = px->gw;
     fy_http_req *req = px->req;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    fy_accesslog_entry e = {
+        .time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+        .request_id = px->reqid,
+        .key_id = px->key ? fy_key_id(px->key) : NULL,
+        .runner = px->runner[0] ? px->runner : NULL,
+        .model = px->model[0] ? px->model : NULL,
+        .method = fy_http_req_method(req),
+        .path = fy_http_req_path(req),
+        .status = status,
+        .bytes_in = px->bytes_in,
+        .bytes_out = out,
+        .latency_ms = secs * 1000,
+        .ttfb_ms = ttfb >= 0 ? ttfb * 1000 : -1,
+        .prompt_tokens = px->prompt_tokens,
+        .completion_tokens = px->completion_tokens,
+    };
+    fy_http_header kept[FY_REQDONE_HEADERS_MAX];
+    fy_reqdone d = {.e = &e, .kind = px_kind(px), .resp_h = ah, .n_resp_h = an};
+    d.req_h = fy_http_req_headers(req, &d.n_req_h);
+    if (px->hook_id[0]) {
+        d.hook_id = px->hook_id; /* verified before it was forwarded */
+        d.verified = "ok";
+        d.hook_state = "delivered";
+    }
+    if (!ah && px->resp_head) {
+        d.n_resp_h = px_kept_headers(px, kept);
+        d.resp_h = kept;
+    }
+    fy_reqdone_publish(&gw->done, &d);
+}
+
+/* The metrics, usage and news (access log, dashboard) of a request that
+ * ends now with STATUS, then the key's slot and reference given back.
+ * ERR_BYTES: the body of an answer made here (else 0), AH[0..AN) its
+ * headers. */
+static void px_account(gw_px *px, int status, int answered_here, size_t err_bytes,
+                       const fy_http_header *ah, size_t an)
+{
+    fy_gw *gw = px->gw;
     uint64_t now = uv_hrtime();
     if (answered_here && !px->t_head) {
         px->t_head = now;
@@ -109,26 +192,8 @@ static void px_account(gw_px *px, int status, int answered_here, size_t err_byte
             FY_WARN(PX_LOG, "usage of %s not recorded: %s", key_id, fy_strerror(rc));
         }
     }
-    if (!gw->access_stderr || fy_log_enabled(FY_LOG_INFO)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        fy_accesslog_entry e = {
-            .time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
-            .request_id = px->reqid,
-            .key_id = key_id,
-            .runner = px->runner[0] ? px->runner : NULL,
-            .model = px->model[0] ? px->model : NULL,
-            .method = fy_http_req_method(req),
-            .path = fy_http_req_path(req),
-            .status = status,
-            .bytes_in = px->bytes_in,
-            .bytes_out = out,
-            .latency_ms = secs * 1000,
-            .ttfb_ms = ttfb >= 0 ? ttfb * 1000 : -1,
-            .prompt_tokens = px->prompt_tokens,
-            .completion_tokens = px->completion_tokens,
-        };
-        fy_accesslog_write(gw->access, &e);
+    if (fy_reqdone_heard(&gw->done)) {
+        px_publish(px, status, out, secs, ttfb, answered_here ? ah : NULL, answered_here ? an : 0);
     }
     if (px->admitted) {
         px->admitted = 0;
@@ -183,7 +248,16 @@ void gw_px_finish(gw_px *px, int how, int status, const char *code, const char *
     } else if (how == GW_FIN_ERROR) {
         blen = fy_http_error_json(ebuf, sizeof ebuf, status, code, px->param, msg);
     }
-    px_account(px, shown, how == GW_FIN_ERROR || how == GW_FIN_REPLY, blen);
+    fy_rl_header_buf hb;
+    fy_http_header h[3 + FY_RL_MAX_HEADERS] = {{"Content-Type", "application/json", 0, 0}};
+    size_t n = 1;
+    if (status == 503) {
+        h[n++] = (fy_http_header){"Retry-After", "1", 0, 0};
+    } else if (status == 401) {
+        h[n++] = (fy_http_header){"WWW-Authenticate", "Bearer", 0, 0};
+    }
+    px_rl_headers(px, &hb, h, &n);
+    px_account(px, shown, how == GW_FIN_ERROR || how == GW_FIN_REPLY, blen, h, n);
     px->req = NULL;
     if (px->linger) {
         px->linger->data = NULL;
@@ -196,15 +270,6 @@ void gw_px_finish(gw_px *px, int how, int status, const char *code, const char *
     } else if (how == GW_FIN_ABORT) {
         fy_http_res_abort(req);
     } else {
-        fy_rl_header_buf hb;
-        fy_http_header h[3 + FY_RL_MAX_HEADERS] = {{"Content-Type", "application/json", 0, 0}};
-        size_t n = 1;
-        if (status == 503) {
-            h[n++] = (fy_http_header){"Retry-After", "1", 0, 0};
-        } else if (status == 401) {
-            h[n++] = (fy_http_header){"WWW-Authenticate", "Bearer", 0, 0};
-        }
-        px_rl_headers(px, &hb, h, &n);
         fy_http_respond(req, status, h, n, body, blen);
     }
     if (px->counted) {
@@ -389,6 +454,9 @@ static void px_on_response(gw_px *px, const fyp_event *ev)
     size_t n = fr.n;
     int64_t clen = fr.content_length;
     px_rl_headers(px, &hb, hs, &n);
+    if (px->gw->done.want_headers) {
+        px_keep_headers(px, hs, n);
+    }
     if (ev->end_stream && clen < 0) {
         clen = 0;
     }

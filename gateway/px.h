@@ -88,6 +88,10 @@ struct gw_px {
     const char *param; /* OpenAI's error "param" of an error answered here */
     char *reply;       /* a body answered here (GET /v1/models), freed with PX */
     size_t reply_len;
+    /* The relayed response's headers, kept for gw->done's subscribers when
+     * they want them: NUL-terminated names and values in turn. */
+    char *resp_head;
+    size_t resp_head_len, n_resp_head;
     char model[FY_GW_V1_MODEL_MAX];
 };
 

@@ -136,3 +136,18 @@ int fy_gw_v1_model(const char *body, size_t len, char out[FY_GW_V1_MODEL_MAX], c
     }
     return 0;
 }
+
+int fy_gw_query_get(const char *q, const char *name, char *out, size_t outlen)
+{
+    size_t nl = strlen(name);
+    out[0] = '\0';
+    for (const char *p = q; p && *p;) {
+        size_t n = strcspn(p, "&");
+        if (n > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            snprintf(out, outlen, "%.*s", (int)(n - nl - 1), p + nl + 1);
+            return 1;
+        }
+        p += n + (p[n] == '&');
+    }
+    return 0;
+}

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/secret.h"
 #include "common/x509.h"
+#include "gateway/dash/dash.h"
 #include "gateway/datadir.h"
 #include "gateway/shared_seed.h"
 
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RUN_LOG "gateway"
@@ -163,6 +165,15 @@ static int state_write(fy_gw *gw)
     return rc;
 }
 
+/* The access log hears of every public request (reqdone.h). */
+static void access_line(const fy_reqdone *d, void *arg)
+{
+    fy_gw *gw = arg;
+    if (!gw->access_stderr || fy_log_enabled(FY_LOG_INFO)) {
+        fy_accesslog_write(gw->access, d->e);
+    }
+}
+
 static void gw_stop(fy_gw *gw)
 {
     if (gw->stopped) {
@@ -180,6 +191,7 @@ static void gw_stop(fy_gw *gw)
     fy_gw_v1_fail_waiting(gw, "gateway_draining", "the gateway is shutting down");
     fy_gw_v1_close(gw);
     fy_gw_tunnel_close_all(gw);
+    fy_dash_close(gw->dash); /* its live streams, before the admin server */
     fy_http_server_close(gw->net.public_srv, NULL, NULL);
     fy_http_server_close(gw->net.admin_srv, NULL, NULL);
     fy_http_server_close(gw->net.enroll_srv, NULL, NULL);
@@ -465,6 +477,18 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
         snprintf(err, errlen, "--access-log %.600s: %s", gw->opt.access_log, fy_strerror(rc));
         return rc;
     }
+    gw->access_sub = (fy_reqdone_sub){.fn = access_line, .arg = gw};
+    fy_reqdone_subscribe(&gw->done, &gw->access_sub);
+    gw->started = (int64_t)time(NULL);
+    fy_dash_config dc = {.loop = gw->loop,
+                         .admin_hash = gw->trust.admin_hash,
+                         .done = &gw->done,
+                         .store = gw->store,
+                         .keys = gw->keys};
+    if ((rc = fy_dash_new(&dc, &gw->dash))) {
+        snprintf(err, errlen, "dashboard: %s", fy_strerror(rc));
+        return rc;
+    }
     static const char *alpn_https[] = {"http/1.1", NULL};
     static const char *alpn_tunnel[] = {FY_GW_ALPN_TUNNEL, "http/1.1", NULL};
     fy_tls_options to = {.is_server = 1, .cert_file = cert, .key_file = key, .alpn = alpn_https};
@@ -494,6 +518,9 @@ static int setup(fy_gw *gw, char *err, size_t errlen)
         .data = gw,
         .buffer_body = 1,
         .max_body = FY_GW_ADMIN_MAX_BODY,
+        /* The dashboard is served here: every answer carries its CSP. */
+        .extra_headers = fy_dash_security_headers,
+        .n_extra_headers = FY_DASH_N_SECURITY,
     };
     fy_http_server_options eo = {
         .on_request = fy_gw_enroll_request,
@@ -698,6 +725,7 @@ out:
     fy_keys_free(gw->keys);
     fy_gw_hooks_free(gw);
     fy_accesslog_close(gw->access);
+    fy_dash_free(gw->dash);
     fy_metrics_gw_close(&gw->metrics);
     if (gw->store && fy_store_usage_flush(gw->store)) {
         fprintf(stderr, "ferry-gateway run: the last usage could not be written\n");
